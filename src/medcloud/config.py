@@ -1,0 +1,55 @@
+"""One settings object for every unit: `MEDCLOUD_*` environment variables, then an optional TOML file."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+
+class Settings(BaseSettings):
+    """Hub settings. Embedded defaults: SQLite catalog and blob folder under `data_dir`."""
+
+    model_config = SettingsConfigDict(env_prefix="MEDCLOUD_", toml_file="medcloud.toml", extra="ignore")
+
+    data_dir: Path = Field(default=Path("medcloud-data"), description="Root of blobs, catalog and keys.")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default sqlite:///<data_dir>/catalog.sqlite3"
+    )
+    blob_dir: Path | None = Field(default=None, description="Blob store root; default <data_dir>/blobs")
+    max_upload_bytes: int = Field(default=2 * 1024**3, description="Largest accepted file (bytes).")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    token_cache_seconds: float = Field(default=5.0, description="How long a verified token stays cached.")
+    trusted_proxy_header: str | None = Field(
+        default=None, description="Header carrying the client address when behind a TLS-terminating proxy."
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+    @cached_property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'catalog.sqlite3').resolve()}"
+
+    @cached_property
+    def resolved_blob_dir(self) -> Path:
+        return (self.blob_dir or self.data_dir / "blobs").resolve()
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment and `medcloud.toml`, with explicit overrides winning."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})

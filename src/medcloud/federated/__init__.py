@@ -1,0 +1,1 @@
+"""Federated learning: HE backends behind one interface, DeepProtect-style and FedAvg protocols, Flower apps."""

@@ -1,0 +1,1 @@
+"""The hub: FastAPI app factory and one thin router per resource."""

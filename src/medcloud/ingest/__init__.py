@@ -1,0 +1,1 @@
+"""Ingest: sniff the format, validate, extract metadata, store the blob, index it. Idempotent."""

@@ -1,0 +1,90 @@
+"""Who may do what: roles map to permissions, and grants narrow them to a site or to projects.
+
+Deny by default: a permission not listed for a role is refused, and a project-scoped read is refused
+unless the project is granted to the token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+
+from medcloud.errors import Forbidden
+
+
+class Role(str, Enum):
+    SITE = "site"
+    RESEARCHER = "researcher"
+    CLINICIAN = "clinician"
+    AUDITOR = "auditor"
+    ADMIN = "admin"
+
+
+class Permission(str, Enum):
+    INGEST = "ingest"  # upload images as one's own site
+    CATALOG_READ = "catalog.read"  # query studies/series/instances/images metadata
+    BYTES_READ = "bytes.read"  # fetch image bytes
+    SITES_READ = "sites.read"  # collection progress per site
+    SITES_MANAGE = "sites.manage"  # set targets, register sites
+    TOKENS_MANAGE = "tokens.manage"  # create / list / revoke tokens
+    AUDIT_READ = "audit.read"  # read and verify the audit trail
+    INFER = "infer"  # run a served model on an image
+    MODELS_READ = "models.read"  # list models in the registry
+    FL_PARTICIPATE = "fl.participate"  # join federated rounds as a site
+
+
+ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
+    Role.SITE: frozenset({Permission.INGEST, Permission.FL_PARTICIPATE}),
+    Role.RESEARCHER: frozenset(
+        {Permission.CATALOG_READ, Permission.BYTES_READ, Permission.SITES_READ, Permission.MODELS_READ}
+    ),
+    Role.CLINICIAN: frozenset({Permission.INFER, Permission.MODELS_READ}),
+    Role.AUDITOR: frozenset({Permission.AUDIT_READ}),
+    # Administrators run the platform but do not read images: a person who needs data gets a
+    # researcher token, and issuing it is itself an audit event.
+    Role.ADMIN: frozenset(
+        {
+            Permission.TOKENS_MANAGE,
+            Permission.SITES_MANAGE,
+            Permission.SITES_READ,
+            Permission.MODELS_READ,
+        }
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated caller: the token's id (never its secret), role and grants."""
+
+    token_id: str
+    role: Role
+    site: str | None = None
+    projects: frozenset[str] = field(default_factory=frozenset)
+    label: str = ""
+    expires_at: datetime | None = None
+
+    @property
+    def subject(self) -> str:
+        """How the caller appears in the audit trail."""
+        where = f"@{self.site}" if self.site else ""
+        return f"{self.role.value}{where}:{self.token_id}"
+
+    def can(self, permission: Permission) -> bool:
+        return permission in ROLE_PERMISSIONS[self.role]
+
+    def require(self, permission: Permission) -> None:
+        if not self.can(permission):
+            raise Forbidden(f"role '{self.role.value}' may not {permission.value}")
+
+    def readable_projects(self) -> frozenset[str] | None:
+        """Projects whose catalog this caller may read; None means every project (admin metadata)."""
+        if self.role is Role.ADMIN:
+            return None
+        return self.projects
+
+    def require_project(self, project: str) -> None:
+        allowed = self.readable_projects()
+        if allowed is not None and project not in allowed:
+            raise Forbidden(f"project '{project}' is not granted to this token")
