@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     token_cache_seconds: float = Field(default=5.0, description="How long a verified token stays cached.")
+    require_deidentified: bool = Field(
+        default=True, description="Refuse DICOM that does not declare PatientIdentityRemoved=YES."
+    )
     trusted_proxy_header: str | None = Field(
         default=None, description="Header carrying the client address when behind a TLS-terminating proxy."
     )

@@ -32,6 +32,7 @@ class Permission(str, Enum):
     INFER = "infer"  # run a served model on an image
     MODELS_READ = "models.read"  # list models in the registry
     FL_PARTICIPATE = "fl.participate"  # join federated rounds as a site
+    FL_AGGREGATE = "fl.aggregate"  # run the aggregator and record its rounds
 
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
@@ -49,6 +50,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.SITES_MANAGE,
             Permission.SITES_READ,
             Permission.MODELS_READ,
+            Permission.FL_AGGREGATE,
         }
     ),
 }

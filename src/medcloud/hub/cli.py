@@ -1,0 +1,184 @@
+"""`medcloud hub ...`: serve the hub and administer it from the machine it runs on."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(no_args_is_help=True)
+token_app = typer.Typer(no_args_is_help=True, help="Issue, list and revoke bearer tokens.")
+site_app = typer.Typer(no_args_is_help=True, help="Register sites and set collection targets.")
+app.add_typer(token_app, name="token")
+app.add_typer(site_app, name="site")
+
+DataOpt = typer.Option(None, "--data", help="Hub data folder (default: $MEDCLOUD_DATA_DIR or ./medcloud-data).")
+
+
+def _settings(data: Path | None):  # type: ignore[no-untyped-def]
+    from medcloud.config import load_settings
+
+    return load_settings(data_dir=data)
+
+
+def _catalog(data: Path | None):  # type: ignore[no-untyped-def]
+    from medcloud.store.catalog import Catalog
+
+    settings = _settings(data)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    cat = Catalog(settings.resolved_database_url)
+    cat.migrate()
+    return cat
+
+
+@app.command("serve")
+def serve(
+    data: Path | None = DataOpt,
+    host: str = typer.Option("127.0.0.1", help="Address to bind (keep loopback behind a TLS proxy)."),
+    port: int = typer.Option(8000, help="TCP port."),
+    workers: int = typer.Option(1, min=1, help="Worker processes."),
+    ssl_certfile: Path | None = typer.Option(None, help="Serve HTTPS with this certificate (PEM)."),
+    ssl_keyfile: Path | None = typer.Option(None, help="Private key for --ssl-certfile (PEM)."),
+    log_level: str = typer.Option("warning", help="uvicorn log level."),
+) -> None:
+    """Run the hub (catalog migrated on start)."""
+    import uvicorn
+
+    settings = _settings(data)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    os.environ["MEDCLOUD_DATA_DIR"] = str(settings.data_dir.resolve())
+    # Migrate once here so several workers do not race to create the schema.
+    _catalog(data).dispose()
+    typer.echo(
+        f"medcloud hub on {'https' if ssl_certfile else 'http'}://{host}:{port} data={settings.data_dir}", err=True
+    )
+    uvicorn.run(
+        "medcloud.hub.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=log_level,
+        ssl_certfile=str(ssl_certfile) if ssl_certfile else None,
+        ssl_keyfile=str(ssl_keyfile) if ssl_keyfile else None,
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
+
+
+@token_app.command("create")
+def token_create(
+    role: str = typer.Option(..., help="site, researcher, clinician, auditor or admin."),
+    site: str | None = typer.Option(None, help="Site name (site tokens)."),
+    project: list[str] = typer.Option([], "--project", help="Project granted (repeatable)."),
+    expires: str = typer.Option("365d", help="Lifetime, e.g. 90d, 12h, never."),
+    label: str = typer.Option("", help="Free text to recognise the token by."),
+    data: Path | None = DataOpt,
+) -> None:
+    """Issue a token. The token is printed once on stdout; the hub keeps only its hash."""
+    from medcloud.security.tokens import issue_token, parse_duration
+
+    cat = _catalog(data)
+    try:
+        issued = issue_token(
+            cat,
+            role=role,
+            site=site,
+            projects=project,
+            label=label,
+            expires_in=parse_duration(expires),
+            issued_by=f"cli:{os.environ.get('USER', 'local')}",
+        )
+    except ValueError:
+        from medcloud.errors import InvalidInput
+
+        raise InvalidInput(f"unknown role {role!r}: use site, researcher, clinician, auditor or admin") from None
+    finally:
+        cat.dispose()
+    p = issued.principal
+    typer.echo(issued.token)
+    exp = p.expires_at.isoformat() if p.expires_at else "never"
+    typer.echo(
+        f"token {p.token_id}: role={p.role.value} site={p.site or '-'} projects={','.join(sorted(p.projects)) or '-'} "
+        f"expires={exp} (store it now: it is not shown again)",
+        err=True,
+    )
+
+
+@token_app.command("list")
+def token_list(data: Path | None = DataOpt) -> None:
+    """List tokens (ids, roles, grants; never secrets)."""
+    cat = _catalog(data)
+    try:
+        for row in cat.list_tokens():
+            typer.echo(json.dumps(row, default=str))
+    finally:
+        cat.dispose()
+
+
+@token_app.command("revoke")
+def token_revoke(
+    token_id: str = typer.Argument(..., help="Token id (the part after mct_)."), data: Path | None = DataOpt
+) -> None:
+    """Revoke a token at once."""
+    from medcloud.errors import NotFound
+    from medcloud.security.tokens import revoke_token
+
+    cat = _catalog(data)
+    try:
+        if not revoke_token(cat, None, token_id, by=f"cli:{os.environ.get('USER', 'local')}"):
+            raise NotFound(f"no active token {token_id}")
+    finally:
+        cat.dispose()
+    typer.echo(f"revoked {token_id}", err=True)
+
+
+@site_app.command("set")
+def site_set(
+    name: str = typer.Argument(..., help="Site name, as in its tokens."),
+    display_name: str | None = typer.Option(None, help="Human-readable name."),
+    target_cases: int | None = typer.Option(None, min=0, help="Target number of cases (patients)."),
+    target_images: int | None = typer.Option(None, min=0, help="Target number of images."),
+    data: Path | None = DataOpt,
+) -> None:
+    """Register a site or change its collection targets."""
+    from medcloud.security.tokens import validate_name
+
+    validate_name("site", name)
+    cat = _catalog(data)
+    try:
+        with cat.write() as conn:
+            cat.upsert_site(
+                conn, name, display_name=display_name, target_cases=target_cases, target_images=target_images
+            )
+            cat.append_audit(
+                conn,
+                subject=f"cli:{os.environ.get('USER', 'local')}",
+                action="site.update",
+                resource=f"site/{name}",
+                outcome="ok",
+                detail={"target_cases": target_cases, "target_images": target_images},
+            )
+    finally:
+        cat.dispose()
+
+
+@site_app.command("list")
+def site_list(data: Path | None = DataOpt) -> None:
+    """Show collection progress per site."""
+    from rich.console import Console
+    from rich.table import Table
+
+    cat = _catalog(data)
+    try:
+        rows = cat.site_progress(None)
+    finally:
+        cat.dispose()
+    table = Table("site", "cases", "target", "images", "target")
+    for r in rows:
+        table.add_row(
+            r["site"], str(r["cases"]), str(r["target_cases"] or "-"), str(r["images"]), str(r["target_images"] or "-")
+        )
+    Console().print(table)

@@ -1,0 +1,1 @@
+"""One router module per resource; `medcloud.hub.app.ROUTERS` names those the app includes."""

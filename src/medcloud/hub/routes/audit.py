@@ -1,0 +1,53 @@
+"""The audit trail for auditors: read events, verify the hash chain; FL rounds recorded by the aggregator."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from medcloud.hub.deps import hub_state, record_audit, require
+from medcloud.security.policy import Permission, Principal
+from medcloud.store.catalog import MAX_PAGE
+
+router = APIRouter(tags=["audit"])
+
+
+@router.get("/api/v1/audit", summary="Audit events in order")
+async def list_events(
+    request: Request,
+    after: int = Query(0, ge=0, description="Return events with seq greater than this"),
+    limit: int = Query(100, ge=1, le=MAX_PAGE),
+    action: str | None = None,
+    _: Principal = Depends(require(Permission.AUDIT_READ)),
+) -> dict[str, Any]:
+    items = await run_in_threadpool(hub_state(request).catalog.audit_page, after, limit, action)
+    return {"items": items, "next_after": items[-1]["seq"] if items else after}
+
+
+@router.get("/api/v1/audit/verify", summary="Check the hash chain end to end")
+async def verify(request: Request, _: Principal = Depends(require(Permission.AUDIT_READ))) -> dict[str, Any]:
+    report = await run_in_threadpool(hub_state(request).catalog.verify_audit)
+    return report.as_dict()
+
+
+class RoundEvent(BaseModel):
+    round: int = Field(ge=0)
+    model_version: str = Field(max_length=100)
+    mode: str = Field(max_length=40)
+    participants: list[str] = Field(default_factory=list, max_length=1000)
+    bytes_up: dict[str, int] = Field(default_factory=dict)
+    bytes_down: dict[str, int] = Field(default_factory=dict)
+
+
+@router.post("/api/v1/fl/rounds", status_code=201, summary="Record one federated round (aggregator)")
+async def record_round(
+    request: Request, body: RoundEvent, principal: Principal = Depends(require(Permission.FL_AGGREGATE))
+) -> dict[str, Any]:
+    await run_in_threadpool(
+        record_audit, request, principal, action="fl.round", resource=f"fl/{body.model_version}/round/{body.round}",
+        outcome="ok", detail=body.model_dump(),
+    )  # fmt: skip
+    return {"recorded": True, "round": body.round}

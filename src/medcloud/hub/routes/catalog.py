@@ -1,0 +1,161 @@
+"""Researcher queries: studies, series, instances and non-DICOM images, and their bytes (audited)."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from medcloud.errors import InvalidInput
+from medcloud.hub.deps import hub_state, mark_audited_read, record_audit, require
+from medcloud.security.policy import Permission, Principal
+from medcloud.store.catalog import MAX_PAGE, Filters
+
+router = APIRouter(tags=["catalog"])
+
+
+def filters(
+    site: str | None = Query(None, description="Site name"),
+    project: str | None = Query(None, description="Project name"),
+    modality: str | None = Query(None, description="DICOM modality, e.g. CT"),
+    date_from: date | None = Query(None, description="Study date from (YYYY-MM-DD)"),
+    date_to: date | None = Query(None, description="Study date to (YYYY-MM-DD)"),
+    patient: str | None = Query(None, description="Patient pseudonym"),
+    q: str | None = Query(None, max_length=200, description="Text in study or series description"),
+) -> Filters:
+    if date_from and date_to and date_from > date_to:
+        raise InvalidInput("date_from is after date_to")
+    return Filters(
+        site=site, project=project, modality=modality, date_from=date_from, date_to=date_to, patient=patient, text=q
+    )
+
+
+Limit = Query(100, ge=1, le=MAX_PAGE)
+Offset = Query(0, ge=0)
+
+
+def _page(items: list[dict[str, Any]], total: int, limit: int, offset: int) -> dict[str, Any]:
+    return {"items": items, "total": total, "limit": limit, "offset": offset}
+
+
+def _check_project(principal: Principal, f: Filters) -> None:
+    if f.project:
+        principal.require_project(f.project)
+
+
+@router.get("/api/v1/studies", summary="Find studies")
+async def list_studies(
+    request: Request,
+    f: Filters = Depends(filters),
+    limit: int = Limit,
+    offset: int = Offset,
+    principal: Principal = Depends(require(Permission.CATALOG_READ)),
+) -> dict[str, Any]:
+    _check_project(principal, f)
+    cat = hub_state(request).catalog
+    items, total = await run_in_threadpool(cat.find_studies, f, principal.readable_projects(), limit, offset)
+    return _page(items, total, limit, offset)
+
+
+@router.get("/api/v1/studies/{study_uid}", summary="One study with its series")
+async def get_study(
+    request: Request, study_uid: str, principal: Principal = Depends(require(Permission.CATALOG_READ))
+) -> dict[str, Any]:
+    return await run_in_threadpool(hub_state(request).catalog.get_study, study_uid, principal.readable_projects())
+
+
+@router.get("/api/v1/instances", summary="Find DICOM instances")
+async def list_instances(
+    request: Request,
+    f: Filters = Depends(filters),
+    study: str | None = Query(None, description="Study Instance UID"),
+    series: str | None = Query(None, description="Series Instance UID"),
+    limit: int = Limit,
+    offset: int = Offset,
+    principal: Principal = Depends(require(Permission.CATALOG_READ)),
+) -> dict[str, Any]:
+    _check_project(principal, f)
+    f = Filters(**{**f.__dict__, "study_uid": study, "series_uid": series})
+    cat = hub_state(request).catalog
+    items, total = await run_in_threadpool(cat.find_instances, f, principal.readable_projects(), limit, offset)
+    return _page(items, total, limit, offset)
+
+
+@router.get("/api/v1/instances/{sop_uid}", summary="One instance's metadata")
+async def get_instance(
+    request: Request, sop_uid: str, principal: Principal = Depends(require(Permission.CATALOG_READ))
+) -> dict[str, Any]:
+    return await run_in_threadpool(hub_state(request).catalog.get_instance, sop_uid, principal.readable_projects())
+
+
+def _stream(request: Request, sha256: str, media_type: str, filename: str) -> StreamingResponse:
+    blobs = hub_state(request).blobs
+    fh = blobs.open(sha256)  # raises NotFound before any byte is sent
+
+    def chunks() -> Any:
+        with fh:
+            while chunk := fh.read(1024 * 1024):
+                yield chunk
+
+    return StreamingResponse(
+        chunks(),
+        media_type=media_type,
+        headers={"Content-Disposition": f'attachment; filename="{filename}"', "X-Content-SHA256": sha256},
+    )
+
+
+@router.get("/api/v1/instances/{sop_uid}/file", summary="An instance's DICOM bytes (audited)")
+async def get_instance_file(
+    request: Request, sop_uid: str, principal: Principal = Depends(require(Permission.BYTES_READ))
+) -> StreamingResponse:
+    mark_audited_read(request, "instance.read", f"instance/{sop_uid}")
+    inst = await run_in_threadpool(hub_state(request).catalog.get_instance, sop_uid, principal.readable_projects())
+    await run_in_threadpool(
+        record_audit, request, principal, action="instance.read", resource=f"instance/{sop_uid}", outcome="ok",
+        detail={"sha256": inst["sha256"], "project": inst["project"]},
+    )  # fmt: skip
+    return _stream(request, inst["sha256"], "application/dicom", f"{sop_uid}.dcm")
+
+
+@router.get("/api/v1/images", summary="Find non-DICOM images")
+async def list_images(
+    request: Request,
+    site: str | None = None,
+    project: str | None = None,
+    media_type: str | None = None,
+    received_from: date | None = None,
+    received_to: date | None = None,
+    q: str | None = Query(None, max_length=200, description="Text in the file name"),
+    limit: int = Limit,
+    offset: int = Offset,
+    principal: Principal = Depends(require(Permission.CATALOG_READ)),
+) -> dict[str, Any]:
+    f = Filters(site=site, project=project, media_type=media_type, date_from=received_from, date_to=received_to, text=q)
+    _check_project(principal, f)
+    cat = hub_state(request).catalog
+    items, total = await run_in_threadpool(cat.find_images, f, principal.readable_projects(), limit, offset)
+    return _page(items, total, limit, offset)
+
+
+@router.get("/api/v1/images/{image_id}", summary="One image's metadata")
+async def get_image(
+    request: Request, image_id: int, principal: Principal = Depends(require(Permission.CATALOG_READ))
+) -> dict[str, Any]:
+    return await run_in_threadpool(hub_state(request).catalog.get_image, image_id, principal.readable_projects())
+
+
+@router.get("/api/v1/images/{image_id}/file", summary="An image's bytes (audited)")
+async def get_image_file(
+    request: Request, image_id: int, principal: Principal = Depends(require(Permission.BYTES_READ))
+) -> StreamingResponse:
+    mark_audited_read(request, "image.read", f"image/{image_id}")
+    img = await run_in_threadpool(hub_state(request).catalog.get_image, image_id, principal.readable_projects())
+    await run_in_threadpool(
+        record_audit, request, principal, action="image.read", resource=f"image/{image_id}", outcome="ok",
+        detail={"sha256": img["sha256"], "project": img["project"]},
+    )  # fmt: skip
+    ext = {"image/jpeg": "jpg", "image/png": "png", "image/tiff": "tif"}.get(img["media_type"], "bin")
+    return _stream(request, img["sha256"], img["media_type"], f"image-{image_id}.{ext}")

@@ -1,0 +1,39 @@
+"""What one hub process holds: settings, catalog, blob store, token verifier, ingestor."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from medcloud.config import Settings
+from medcloud.ingest.pipeline import Ingestor
+from medcloud.security.tokens import TokenVerifier
+from medcloud.store.blobs import LocalBlobStore
+from medcloud.store.catalog import Catalog
+
+
+@dataclass
+class HubState:
+    settings: Settings
+    catalog: Catalog
+    blobs: LocalBlobStore
+    verifier: TokenVerifier
+    ingestor: Ingestor
+
+    @classmethod
+    def open(cls, settings: Settings, *, migrate: bool = True) -> HubState:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        catalog = Catalog(settings.resolved_database_url)
+        if migrate:
+            catalog.migrate()
+        blobs = LocalBlobStore(settings.resolved_blob_dir)
+        blobs.clean_incoming()
+        return cls(
+            settings=settings,
+            catalog=catalog,
+            blobs=blobs,
+            verifier=TokenVerifier(catalog, settings.token_cache_seconds),
+            ingestor=Ingestor(catalog, blobs, require_deidentified=settings.require_deidentified),
+        )
+
+    def close(self) -> None:
+        self.catalog.dispose()

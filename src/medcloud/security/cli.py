@@ -1,0 +1,48 @@
+"""`medcloud audit ...`: verify the hash chain and read events from the hub's catalog."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+audit_app = typer.Typer(no_args_is_help=True)
+
+
+@audit_app.command("verify")
+def verify(data: Path | None = typer.Option(None, "--data", help="Hub data folder.")) -> None:
+    """Check the audit chain end to end; name the first altered event. Exit 7 when broken."""
+    from medcloud.config import load_settings
+    from medcloud.errors import IntegrityError
+    from medcloud.store.catalog import Catalog
+
+    settings = load_settings(data_dir=data)
+    cat = Catalog(settings.resolved_database_url)
+    try:
+        report = cat.verify_audit()
+    finally:
+        cat.dispose()
+    if not report.ok:
+        raise IntegrityError(f"audit chain broken at event {report.first_bad_seq}: {report.reason}")
+    typer.echo(f"audit chain intact: {report.checked} events, head {report.head_hash}")
+
+
+@audit_app.command("tail")
+def tail(
+    data: Path | None = typer.Option(None, "--data", help="Hub data folder."),
+    n: int = typer.Option(20, "-n", min=1, help="How many recent events."),
+) -> None:
+    """Print the most recent events as JSON lines."""
+    from medcloud.config import load_settings
+    from medcloud.store.catalog import Catalog
+
+    settings = load_settings(data_dir=data)
+    cat = Catalog(settings.resolved_database_url)
+    try:
+        report = cat.verify_audit()
+        start = max(0, report.checked - n)
+        for row in cat.audit_page(after_seq=start, limit=n):
+            typer.echo(json.dumps(row, ensure_ascii=False))
+    finally:
+        cat.dispose()

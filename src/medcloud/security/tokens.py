@@ -1,0 +1,178 @@
+"""Bearer tokens: printed once, stored only as a hash, checked in constant time, expiring and revocable.
+
+A token reads `mct_<id>.<secret>`: the id finds the row, the 256-bit secret proves possession. The hub
+keeps SHA-256(secret) only; a random 256-bit secret needs no slow hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from medcloud.errors import InvalidInput, Unauthenticated
+from medcloud.security.policy import Principal, Role
+from medcloud.store.catalog import Catalog, utcnow
+
+PREFIX = "mct_"
+_TOKEN = re.compile(r"^mct_([0-9a-f]{16})\.([A-Za-z0-9_-]{43})$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+DEFAULT_PROJECT = "default"
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode("ascii")).hexdigest()
+
+
+def parse_duration(text: str | None) -> timedelta | None:
+    """'90d', '12h', '30m', 'never' (None). Plain integers are days."""
+    if text is None or text.strip().lower() in ("", "never", "none"):
+        return None
+    m = re.fullmatch(r"\s*(\d+)\s*([dhmw]?)\s*", text.lower())
+    if not m:
+        raise InvalidInput(f"cannot read duration {text!r}: use e.g. 90d, 12h, 30m or never")
+    n, unit = int(m.group(1)), m.group(2) or "d"
+    return {"d": timedelta(days=n), "h": timedelta(hours=n), "m": timedelta(minutes=n), "w": timedelta(weeks=n)}[unit]
+
+
+def validate_name(kind: str, value: str) -> str:
+    if not _NAME.match(value):
+        raise InvalidInput(f"{kind} name {value!r} must be 1-64 letters, digits, '.', '_' or '-'")
+    return value
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    token: str  # shown once, never stored
+    principal: Principal
+
+
+def issue_token(
+    catalog: Catalog,
+    *,
+    role: Role | str,
+    site: str | None = None,
+    projects: list[str] | tuple[str, ...] = (),
+    label: str = "",
+    expires_in: timedelta | None = timedelta(days=365),
+    issued_by: str = "cli",
+    client: str = "",
+) -> IssuedToken:
+    """Create a token, store its hash, and audit the issue in the same transaction."""
+    role = Role(role)
+    projects = tuple(validate_name("project", p) for p in projects)
+    if role is Role.SITE:
+        if not site:
+            raise InvalidInput("a site token needs --site")
+        validate_name("site", site)
+        if not projects:
+            projects = (DEFAULT_PROJECT,)
+    elif site:
+        raise InvalidInput(f"--site applies to site tokens only, not to role '{role.value}'")
+    if role is Role.RESEARCHER and not projects:
+        raise InvalidInput("a researcher token needs at least one --project (deny by default)")
+    token_id = secrets.token_hex(8)
+    secret = secrets.token_urlsafe(32)
+    now = utcnow()
+    expires_at = now + expires_in if expires_in else None
+    row = {
+        "id": token_id,
+        "secret_sha256": _hash(secret),
+        "role": role.value,
+        "site": site,
+        "projects": ",".join(projects),
+        "label": label[:200],
+        "created_at": now,
+        "expires_at": expires_at,
+    }
+    with catalog.write() as conn:
+        catalog.insert_token(conn, row)
+        catalog.append_audit(
+            conn,
+            subject=issued_by,
+            action="token.create",
+            resource=f"token/{token_id}",
+            outcome="ok",
+            client=client,
+            detail={"role": role.value, "site": site, "projects": list(projects), "expires_at": expires_at},
+        )
+    principal = Principal(token_id, role, site, frozenset(projects), label, expires_at)
+    return IssuedToken(f"{PREFIX}{token_id}.{secret}", principal)
+
+
+def _as_aware(dt: datetime | None) -> datetime | None:
+    if dt is not None and dt.tzinfo is None:  # SQLite returns naive datetimes
+        return dt.replace(tzinfo=timezone.utc)
+    return dt
+
+
+class TokenVerifier:
+    """Checks bearer tokens against the catalog, caching good ones briefly (revocation here is immediate)."""
+
+    def __init__(self, catalog: Catalog, cache_seconds: float = 5.0) -> None:
+        self._catalog = catalog
+        self._ttl = cache_seconds
+        self._cache: dict[str, tuple[float, str, Principal]] = {}
+        self._lock = threading.Lock()
+
+    def verify(self, token: str) -> Principal:
+        m = _TOKEN.match(token.strip())
+        if not m:
+            raise Unauthenticated("malformed bearer token")
+        token_id, secret = m.groups()
+        digest = _hash(secret)
+        now_mono = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(token_id)
+        if hit and now_mono - hit[0] < self._ttl and hmac.compare_digest(hit[1], digest):
+            principal = hit[2]
+        else:
+            row = self._catalog.get_token(token_id)
+            if row is None or not hmac.compare_digest(row["secret_sha256"], digest):
+                raise Unauthenticated("unknown token")
+            if row["revoked_at"] is not None:
+                raise Unauthenticated("token revoked")
+            principal = self._principal(row)
+            with self._lock:
+                self._cache[token_id] = (now_mono, digest, principal)
+        if principal.expires_at is not None and principal.expires_at <= utcnow():
+            raise Unauthenticated("token expired")
+        return principal
+
+    @staticmethod
+    def _principal(row: dict[str, Any]) -> Principal:
+        projects = frozenset(p for p in str(row["projects"]).split(",") if p)
+        return Principal(
+            token_id=row["id"],
+            role=Role(row["role"]),
+            site=row["site"],
+            projects=projects,
+            label=row["label"],
+            expires_at=_as_aware(row["expires_at"]),
+        )
+
+    def forget(self, token_id: str) -> None:
+        with self._lock:
+            self._cache.pop(token_id, None)
+
+
+def revoke_token(catalog: Catalog, verifier: TokenVerifier | None, token_id: str, *, by: str, client: str = "") -> bool:
+    with catalog.write() as conn:
+        done = catalog.revoke_token(conn, token_id)
+        catalog.append_audit(
+            conn,
+            subject=by,
+            action="token.revoke",
+            resource=f"token/{token_id}",
+            outcome="ok" if done else "not-found",
+            client=client,
+        )
+    if verifier is not None:
+        verifier.forget(token_id)
+    return done

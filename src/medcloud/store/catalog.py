@@ -1,0 +1,611 @@
+"""The metadata catalog: one object that owns the database (SQLite embedded, PostgreSQL at scale).
+
+Every SQL statement of the platform lives here. Writes run in short, serialized transactions so the
+audit chain stays linear; reads run concurrently.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from importlib import resources
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from medcloud.errors import Conflict, NotFound
+from medcloud.security.audit import GENESIS, ChainReport, canonical_detail, chain_hash, verify_chain
+from medcloud.store.tables import audit_events, images, instances, series, sites, studies, tokens
+
+MAX_PAGE = 1000
+_PG_AUDIT_LOCK = 0x6D6564636C6F7564  # "medcloud": one advisory lock serializes the audit chain
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass(frozen=True)
+class DicomRecord:
+    """What the catalog keeps about one DICOM instance (already de-identified)."""
+
+    study_uid: str
+    series_uid: str
+    sop_uid: str
+    sop_class_uid: str
+    patient_pseudonym: str
+    patient_sex: str | None
+    patient_age: str | None
+    study_date: date | None
+    study_description: str
+    modality: str
+    body_part: str
+    series_description: str
+    series_number: int | None
+    instance_number: int | None
+    rows: int | None
+    columns: int | None
+    frames: int | None
+    transfer_syntax: str
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    media_type: str
+    filename: str
+    width: int | None
+    height: int | None
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Catalog query filters; None means 'any'."""
+
+    site: str | None = None
+    project: str | None = None
+    modality: str | None = None
+    date_from: date | None = None
+    date_to: date | None = None
+    patient: str | None = None
+    text: str | None = None
+    study_uid: str | None = None
+    series_uid: str | None = None
+    media_type: str | None = None
+
+
+def _like(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+class Catalog:
+    """Catalog over a SQLAlchemy URL. Call `migrate()` once before use."""
+
+    def __init__(self, url: str, *, sqlite_synchronous: str = "FULL") -> None:
+        self.url = url
+        self.dialect = sa.make_url(url).get_backend_name()
+        self._write_lock = threading.Lock()
+        kwargs: dict[str, Any] = {"future": True}
+        if self.dialect == "sqlite":
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+            self.engine = sa.create_engine(url, **kwargs)
+            self.write_engine = sa.create_engine(url, **kwargs)
+            self._sqlite_hooks(self.engine, immediate=False, synchronous=sqlite_synchronous)
+            self._sqlite_hooks(self.write_engine, immediate=True, synchronous=sqlite_synchronous)
+        else:
+            kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
+            self.engine = sa.create_engine(url, **kwargs)
+            self.write_engine = self.engine
+
+    @staticmethod
+    def _sqlite_hooks(engine: Engine, *, immediate: bool, synchronous: str) -> None:
+        # pysqlite's own transaction handling is switched off so that SQLAlchemy's BEGIN is the real one:
+        # writers take the database lock up front (BEGIN IMMEDIATE) instead of failing at commit.
+        @sa.event.listens_for(engine, "connect")
+        def _connect(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute(f"PRAGMA synchronous={synchronous}")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        @sa.event.listens_for(engine, "begin")
+        def _begin(conn: Connection) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def migrate(self) -> None:
+        """Bring the schema to the newest Alembic revision."""
+        from alembic import command
+        from alembic.config import Config
+
+        script_location = str(resources.files("medcloud.store") / "migrations")
+        cfg = Config()
+        cfg.set_main_option("script_location", script_location)
+        with self._write_lock, self.write_engine.begin() as conn:
+            if self.dialect == "postgresql":
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_AUDIT_LOCK + 1})")
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+        if self.write_engine is not self.engine:
+            self.write_engine.dispose()
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A serialized write transaction (commits on success, rolls back on error)."""
+        with self._write_lock, self.write_engine.begin() as conn:
+            if self.dialect == "postgresql":
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_AUDIT_LOCK})")
+            yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            yield conn
+
+    # -- audit -------------------------------------------------------------------------------------
+    def append_audit(
+        self,
+        conn: Connection,
+        *,
+        subject: str,
+        action: str,
+        resource: str,
+        outcome: str,
+        client: str = "",
+        detail: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Append one event inside the caller's write transaction, linked to the current head."""
+        head = conn.execute(
+            sa.select(audit_events.c.seq, audit_events.c.hash).order_by(audit_events.c.seq.desc()).limit(1)
+        ).first()
+        seq, prev = (int(head.seq) + 1, str(head.hash)) if head else (1, GENESIS)
+        row: dict[str, Any] = {
+            "seq": seq,
+            "ts": utcnow().isoformat(timespec="microseconds"),
+            "subject": subject[:200],
+            "action": action[:100],
+            "resource": resource[:300],
+            "outcome": outcome[:100],
+            "client": client[:100],
+            "detail": canonical_detail(detail),
+        }
+        row["prev_hash"] = prev
+        row["hash"] = chain_hash(prev, row)
+        conn.execute(audit_events.insert().values(**row))
+        return row
+
+    def record_event(self, **fields: Any) -> dict[str, Any]:
+        """Append one audit event in its own transaction."""
+        with self.write() as conn:
+            return self.append_audit(conn, **fields)
+
+    def audit_page(self, after_seq: int = 0, limit: int = 100, action: str | None = None) -> list[dict[str, Any]]:
+        q = sa.select(audit_events).where(audit_events.c.seq > after_seq)
+        if action:
+            q = q.where(audit_events.c.action == action)
+        q = q.order_by(audit_events.c.seq).limit(min(limit, MAX_PAGE))
+        with self.read() as conn:
+            return [dict(r._mapping) for r in conn.execute(q)]
+
+    def verify_audit(self, batch: int = 5000) -> ChainReport:
+        def rows() -> Iterator[dict[str, Any]]:
+            last = 0
+            while True:
+                with self.read() as conn:
+                    page = [
+                        dict(r._mapping)
+                        for r in conn.execute(
+                            sa.select(audit_events)
+                            .where(audit_events.c.seq > last)
+                            .order_by(audit_events.c.seq)
+                            .limit(batch)
+                        )
+                    ]
+                if not page:
+                    return
+                yield from page
+                last = int(page[-1]["seq"])
+
+        return verify_chain(rows())
+
+    # -- ingest ------------------------------------------------------------------------------------
+    def record_instance(
+        self, conn: Connection, rec: DicomRecord, *, site: str, project: str, sha256: str, size: int
+    ) -> Literal["stored", "duplicate"]:
+        """Index one instance. Identical re-uploads are duplicates; other bytes under the same UID conflict."""
+        existing = conn.execute(
+            sa.select(instances.c.sha256, studies.c.site, studies.c.project)
+            .select_from(instances.join(series).join(studies))
+            .where(instances.c.sop_uid == rec.sop_uid)
+        ).first()
+        if existing is not None:
+            if existing.sha256 == sha256 and existing.site == site and existing.project == project:
+                return "duplicate"
+            raise Conflict(f"SOP Instance UID {rec.sop_uid} is already stored with different content or owner")
+        now = utcnow()
+        study = conn.execute(
+            sa.select(studies.c.id, studies.c.site, studies.c.project).where(studies.c.study_uid == rec.study_uid)
+        ).first()
+        if study is None:
+            study_id = conn.execute(
+                studies.insert().values(
+                    study_uid=rec.study_uid,
+                    project=project,
+                    site=site,
+                    patient_pseudonym=rec.patient_pseudonym,
+                    patient_sex=rec.patient_sex,
+                    patient_age=rec.patient_age,
+                    study_date=rec.study_date,
+                    description=rec.study_description[:1024],
+                    created_at=now,
+                )
+            ).inserted_primary_key[0]  # type: ignore[index]
+        else:
+            if study.site != site or study.project != project:
+                raise Conflict(f"study {rec.study_uid} belongs to another site or project")
+            study_id = study.id
+        ser = conn.execute(
+            sa.select(series.c.id, series.c.study_id).where(series.c.series_uid == rec.series_uid)
+        ).first()
+        if ser is None:
+            series_id = conn.execute(
+                series.insert().values(
+                    series_uid=rec.series_uid,
+                    study_id=study_id,
+                    modality=rec.modality[:16],
+                    body_part=rec.body_part[:64],
+                    description=rec.series_description[:1024],
+                    series_number=rec.series_number,
+                )
+            ).inserted_primary_key[0]  # type: ignore[index]
+        else:
+            if ser.study_id != study_id:
+                raise Conflict(f"series {rec.series_uid} belongs to another study")
+            series_id = ser.id
+        conn.execute(
+            instances.insert().values(
+                sop_uid=rec.sop_uid,
+                series_id=series_id,
+                sop_class_uid=rec.sop_class_uid,
+                instance_number=rec.instance_number,
+                rows=rec.rows,
+                columns=rec.columns,
+                frames=rec.frames,
+                transfer_syntax=rec.transfer_syntax,
+                sha256=sha256,
+                size=size,
+                created_at=now,
+            )
+        )
+        self._ensure_site(conn, site)
+        return "stored"
+
+    def record_image(
+        self, conn: Connection, rec: ImageRecord, *, site: str, project: str, sha256: str, size: int
+    ) -> tuple[Literal["stored", "duplicate"], int]:
+        existing = conn.execute(
+            sa.select(images.c.id).where(images.c.sha256 == sha256, images.c.project == project, images.c.site == site)
+        ).first()
+        if existing is not None:
+            return "duplicate", int(existing.id)
+        new_id = conn.execute(
+            images.insert().values(
+                sha256=sha256,
+                project=project,
+                site=site,
+                media_type=rec.media_type,
+                filename=rec.filename[:255],
+                width=rec.width,
+                height=rec.height,
+                size=size,
+                created_at=utcnow(),
+            )
+        ).inserted_primary_key[0]  # type: ignore[index]
+        self._ensure_site(conn, site)
+        return "stored", int(new_id)
+
+    def _ensure_site(self, conn: Connection, site: str) -> None:
+        if conn.execute(sa.select(sites.c.name).where(sites.c.name == site)).first() is None:
+            conn.execute(sites.insert().values(name=site, display_name=site, created_at=utcnow()))
+
+    # -- sites -------------------------------------------------------------------------------------
+    def upsert_site(
+        self,
+        conn: Connection,
+        name: str,
+        *,
+        display_name: str | None = None,
+        target_cases: int | None = None,
+        target_images: int | None = None,
+    ) -> None:
+        self._ensure_site(conn, name)
+        values: dict[str, Any] = {}
+        if display_name is not None:
+            values["display_name"] = display_name
+        if target_cases is not None:
+            values["target_cases"] = target_cases
+        if target_images is not None:
+            values["target_images"] = target_images
+        if values:
+            conn.execute(sites.update().where(sites.c.name == name).values(**values))
+
+    def site_progress(self, projects: frozenset[str] | None) -> list[dict[str, Any]]:
+        """Cases (distinct patients) and images per site, against the site's targets."""
+        st = studies
+        case_q = sa.select(st.c.site, sa.func.count(sa.distinct(st.c.patient_pseudonym)).label("n")).group_by(st.c.site)
+        inst_q = (
+            sa.select(st.c.site, sa.func.count(instances.c.id).label("n"))
+            .select_from(instances.join(series).join(st))
+            .group_by(st.c.site)
+        )
+        img_q = sa.select(images.c.site, sa.func.count(images.c.id).label("n")).group_by(images.c.site)
+        if projects is not None:
+            case_q = case_q.where(st.c.project.in_(projects))
+            inst_q = inst_q.where(st.c.project.in_(projects))
+            img_q = img_q.where(images.c.project.in_(projects))
+        with self.read() as conn:
+            cases = {r.site: int(r.n) for r in conn.execute(case_q)}
+            inst = {r.site: int(r.n) for r in conn.execute(inst_q)}
+            imgs = {r.site: int(r.n) for r in conn.execute(img_q)}
+            rows = list(conn.execute(sa.select(sites).order_by(sites.c.name)))
+        out = []
+        for r in rows:
+            n_images = inst.get(r.name, 0) + imgs.get(r.name, 0)
+            n_cases = cases.get(r.name, 0)
+            out.append(
+                {
+                    "site": r.name,
+                    "display_name": r.display_name,
+                    "cases": n_cases,
+                    "dicom_instances": inst.get(r.name, 0),
+                    "other_images": imgs.get(r.name, 0),
+                    "images": n_images,
+                    "target_cases": r.target_cases,
+                    "target_images": r.target_images,
+                    "cases_progress": round(n_cases / r.target_cases, 4) if r.target_cases else None,
+                    "images_progress": round(n_images / r.target_images, 4) if r.target_images else None,
+                }
+            )
+        return out
+
+    # -- queries -----------------------------------------------------------------------------------
+    @staticmethod
+    def _study_where(q: sa.Select[Any], f: Filters, projects: frozenset[str] | None) -> sa.Select[Any]:
+        if projects is not None:
+            q = q.where(studies.c.project.in_(projects))
+        if f.project:
+            q = q.where(studies.c.project == f.project)
+        if f.site:
+            q = q.where(studies.c.site == f.site)
+        if f.patient:
+            q = q.where(studies.c.patient_pseudonym == f.patient)
+        if f.date_from:
+            q = q.where(studies.c.study_date >= f.date_from)
+        if f.date_to:
+            q = q.where(studies.c.study_date <= f.date_to)
+        if f.study_uid:
+            q = q.where(studies.c.study_uid == f.study_uid)
+        if f.modality or f.text or f.series_uid:
+            sub = sa.select(series.c.study_id)
+            if f.modality:
+                sub = sub.where(series.c.modality == f.modality.upper())
+            if f.series_uid:
+                sub = sub.where(series.c.series_uid == f.series_uid)
+            if f.text:
+                like = _like(f.text)
+                text_sub = sub.where(series.c.description.ilike(like, escape="\\"))
+                if f.modality or f.series_uid:
+                    q = q.where(studies.c.id.in_(sub))
+                    q = q.where(sa.or_(studies.c.description.ilike(like, escape="\\"), studies.c.id.in_(text_sub)))
+                else:
+                    q = q.where(sa.or_(studies.c.description.ilike(like, escape="\\"), studies.c.id.in_(text_sub)))
+            else:
+                q = q.where(studies.c.id.in_(sub))
+        return q
+
+    def find_studies(
+        self, f: Filters, projects: frozenset[str] | None, limit: int = 100, offset: int = 0
+    ) -> tuple[list[dict[str, Any]], int]:
+        base = self._study_where(sa.select(studies), f, projects)
+        count_q = self._study_where(sa.select(sa.func.count()).select_from(studies), f, projects)
+        page_q = base.order_by(studies.c.study_date.desc(), studies.c.id).limit(min(limit, MAX_PAGE)).offset(offset)
+        with self.read() as conn:
+            total = int(conn.execute(count_q).scalar_one())
+            rows = [dict(r._mapping) for r in conn.execute(page_q)]
+            ids = [r["id"] for r in rows]
+            per_series: dict[int, list[Any]] = {}
+            if ids:
+                for s in conn.execute(
+                    sa.select(series.c.study_id, series.c.modality, sa.func.count(instances.c.id).label("n"))
+                    .select_from(series.outerjoin(instances))
+                    .where(series.c.study_id.in_(ids))
+                    .group_by(series.c.id, series.c.study_id, series.c.modality)
+                ):
+                    per_series.setdefault(s.study_id, []).append(s)
+        return [self._study_out(r, per_series.get(r["id"], [])) for r in rows], total
+
+    @staticmethod
+    def _study_out(r: dict[str, Any], ser: Sequence[Any]) -> dict[str, Any]:
+        return {
+            "study_uid": r["study_uid"],
+            "project": r["project"],
+            "site": r["site"],
+            "patient_pseudonym": r["patient_pseudonym"],
+            "patient_sex": r["patient_sex"],
+            "patient_age": r["patient_age"],
+            "study_date": r["study_date"].isoformat() if r["study_date"] else None,
+            "description": r["description"],
+            "modalities": sorted({s.modality for s in ser if s.modality}),
+            "series_count": len(ser),
+            "instance_count": sum(int(s.n) for s in ser),
+        }
+
+    def get_study(self, study_uid: str, projects: frozenset[str] | None) -> dict[str, Any]:
+        items, _ = self.find_studies(Filters(study_uid=study_uid), projects, limit=1)
+        if not items:
+            raise NotFound(f"study {study_uid} not found")
+        study = items[0]
+        with self.read() as conn:
+            rows = conn.execute(
+                sa.select(
+                    series.c.series_uid,
+                    series.c.modality,
+                    series.c.body_part,
+                    series.c.description,
+                    series.c.series_number,
+                    sa.func.count(instances.c.id).label("instance_count"),
+                )
+                .select_from(series.join(studies).outerjoin(instances))
+                .where(studies.c.study_uid == study_uid)
+                .group_by(series.c.id)
+                .order_by(series.c.series_number, series.c.id)
+            )
+            study["series"] = [dict(r._mapping) for r in rows]
+        return study
+
+    def _instance_query(self, f: Filters, projects: frozenset[str] | None) -> sa.Select[Any]:
+        q = sa.select(
+            instances.c.sop_uid,
+            instances.c.sop_class_uid,
+            instances.c.instance_number,
+            instances.c.rows,
+            instances.c.columns,
+            instances.c.frames,
+            instances.c.transfer_syntax,
+            instances.c.sha256,
+            instances.c.size,
+            instances.c.created_at,
+            series.c.series_uid,
+            series.c.modality,
+            series.c.body_part,
+            series.c.description.label("series_description"),
+            studies.c.study_uid,
+            studies.c.study_date,
+            studies.c.description.label("study_description"),
+            studies.c.patient_pseudonym,
+            studies.c.site,
+            studies.c.project,
+        ).select_from(instances.join(series).join(studies))
+        if projects is not None:
+            q = q.where(studies.c.project.in_(projects))
+        if f.project:
+            q = q.where(studies.c.project == f.project)
+        if f.site:
+            q = q.where(studies.c.site == f.site)
+        if f.patient:
+            q = q.where(studies.c.patient_pseudonym == f.patient)
+        if f.date_from:
+            q = q.where(studies.c.study_date >= f.date_from)
+        if f.date_to:
+            q = q.where(studies.c.study_date <= f.date_to)
+        if f.study_uid:
+            q = q.where(studies.c.study_uid == f.study_uid)
+        if f.series_uid:
+            q = q.where(series.c.series_uid == f.series_uid)
+        if f.modality:
+            q = q.where(series.c.modality == f.modality.upper())
+        if f.text:
+            like = _like(f.text)
+            q = q.where(
+                sa.or_(studies.c.description.ilike(like, escape="\\"), series.c.description.ilike(like, escape="\\"))
+            )
+        return q
+
+    @staticmethod
+    def _instance_out(r: Any) -> dict[str, Any]:
+        d = dict(r._mapping)
+        d["study_date"] = d["study_date"].isoformat() if d["study_date"] else None
+        d["created_at"] = d["created_at"].isoformat() if d["created_at"] else None
+        return d
+
+    def find_instances(
+        self, f: Filters, projects: frozenset[str] | None, limit: int = 100, offset: int = 0
+    ) -> tuple[list[dict[str, Any]], int]:
+        q = self._instance_query(f, projects)
+        with self.read() as conn:
+            total = int(conn.execute(sa.select(sa.func.count()).select_from(q.subquery())).scalar_one())
+            rows = conn.execute(
+                q.order_by(studies.c.id, series.c.series_number, instances.c.instance_number, instances.c.id)
+                .limit(min(limit, MAX_PAGE))
+                .offset(offset)
+            )
+            return [self._instance_out(r) for r in rows], total
+
+    def get_instance(self, sop_uid: str, projects: frozenset[str] | None) -> dict[str, Any]:
+        q = self._instance_query(Filters(), projects).where(instances.c.sop_uid == sop_uid)
+        with self.read() as conn:
+            r = conn.execute(q).first()
+        if r is None:
+            raise NotFound(f"instance {sop_uid} not found")
+        return self._instance_out(r)
+
+    def find_images(
+        self, f: Filters, projects: frozenset[str] | None, limit: int = 100, offset: int = 0
+    ) -> tuple[list[dict[str, Any]], int]:
+        q = sa.select(images)
+        if projects is not None:
+            q = q.where(images.c.project.in_(projects))
+        if f.project:
+            q = q.where(images.c.project == f.project)
+        if f.site:
+            q = q.where(images.c.site == f.site)
+        if f.media_type:
+            q = q.where(images.c.media_type == f.media_type)
+        if f.text:
+            q = q.where(images.c.filename.ilike(_like(f.text), escape="\\"))
+        if f.date_from:
+            q = q.where(images.c.created_at >= datetime.combine(f.date_from, datetime.min.time(), timezone.utc))
+        if f.date_to:
+            q = q.where(images.c.created_at <= datetime.combine(f.date_to, datetime.max.time(), timezone.utc))
+        with self.read() as conn:
+            total = int(conn.execute(sa.select(sa.func.count()).select_from(q.subquery())).scalar_one())
+            rows = conn.execute(q.order_by(images.c.id).limit(min(limit, MAX_PAGE)).offset(offset))
+            return [self._image_out(r) for r in rows], total
+
+    @staticmethod
+    def _image_out(r: Any) -> dict[str, Any]:
+        d = dict(r._mapping)
+        d["created_at"] = d["created_at"].isoformat() if d["created_at"] else None
+        return d
+
+    def get_image(self, image_id: int, projects: frozenset[str] | None) -> dict[str, Any]:
+        q = sa.select(images).where(images.c.id == image_id)
+        if projects is not None:
+            q = q.where(images.c.project.in_(projects))
+        with self.read() as conn:
+            r = conn.execute(q).first()
+        if r is None:
+            raise NotFound(f"image {image_id} not found")
+        return self._image_out(r)
+
+    # -- tokens ------------------------------------------------------------------------------------
+    def insert_token(self, conn: Connection, row: dict[str, Any]) -> None:
+        conn.execute(tokens.insert().values(**row))
+
+    def get_token(self, token_id: str) -> dict[str, Any] | None:
+        with self.read() as conn:
+            r = conn.execute(sa.select(tokens).where(tokens.c.id == token_id)).first()
+        return dict(r._mapping) if r else None
+
+    def list_tokens(self) -> list[dict[str, Any]]:
+        with self.read() as conn:
+            return [
+                {k: v for k, v in r._mapping.items() if k != "secret_sha256"}
+                for r in conn.execute(sa.select(tokens).order_by(tokens.c.created_at))
+            ]
+
+    def revoke_token(self, conn: Connection, token_id: str) -> bool:
+        res = conn.execute(
+            tokens.update().where(tokens.c.id == token_id, tokens.c.revoked_at.is_(None)).values(revoked_at=utcnow())
+        )
+        return bool(res.rowcount)

@@ -1,0 +1,15 @@
+"""Alembic environment: runs against the connection the catalog hands over (see catalog.migrate)."""
+
+from __future__ import annotations
+
+from alembic import context
+
+from medcloud.store.tables import metadata
+
+connection = context.config.attributes.get("connection")
+if connection is None:  # pragma: no cover - migrations always run through Catalog.migrate()
+    raise RuntimeError("run migrations through medcloud.store.catalog.Catalog.migrate()")
+
+context.configure(connection=connection, target_metadata=metadata, render_as_batch=True)
+with context.begin_transaction():
+    context.run_migrations()

@@ -1,0 +1,115 @@
+"""Catalog schema as SQLAlchemy Core tables. Alembic migrations under `migrations/` create them."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+sites = sa.Table(
+    "sites",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("display_name", sa.String(200), nullable=False, server_default=""),
+    sa.Column("target_cases", sa.Integer, nullable=True),
+    sa.Column("target_images", sa.Integer, nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+studies = sa.Table(
+    "studies",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("study_uid", sa.String(64), nullable=False, unique=True),
+    sa.Column("project", sa.String(64), nullable=False, index=True),
+    sa.Column("site", sa.String(64), nullable=False, index=True),
+    sa.Column("patient_pseudonym", sa.String(64), nullable=False, index=True),
+    sa.Column("patient_sex", sa.String(16), nullable=True),
+    sa.Column("patient_age", sa.String(16), nullable=True),
+    sa.Column("study_date", sa.Date, nullable=True, index=True),
+    sa.Column("description", sa.String(1024), nullable=False, server_default=""),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+series = sa.Table(
+    "series",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("series_uid", sa.String(64), nullable=False, unique=True),
+    sa.Column("study_id", sa.Integer, sa.ForeignKey("studies.id"), nullable=False, index=True),
+    sa.Column("modality", sa.String(16), nullable=False, server_default="", index=True),
+    sa.Column("body_part", sa.String(64), nullable=False, server_default=""),
+    sa.Column("description", sa.String(1024), nullable=False, server_default=""),
+    sa.Column("series_number", sa.Integer, nullable=True),
+)
+
+instances = sa.Table(
+    "instances",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("sop_uid", sa.String(64), nullable=False, unique=True),
+    sa.Column("series_id", sa.Integer, sa.ForeignKey("series.id"), nullable=False, index=True),
+    sa.Column("sop_class_uid", sa.String(64), nullable=False, server_default=""),
+    sa.Column("instance_number", sa.Integer, nullable=True),
+    sa.Column("rows", sa.Integer, nullable=True),
+    sa.Column("columns", sa.Integer, nullable=True),
+    sa.Column("frames", sa.Integer, nullable=True),
+    sa.Column("transfer_syntax", sa.String(64), nullable=False, server_default=""),
+    sa.Column("sha256", sa.String(64), nullable=False, index=True),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+# Non-DICOM images (pathology slides, endoscopy, fundus, microscopy photos), one row per stored file.
+images = sa.Table(
+    "images",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("project", sa.String(64), nullable=False, index=True),
+    sa.Column("site", sa.String(64), nullable=False, index=True),
+    sa.Column("media_type", sa.String(64), nullable=False),
+    sa.Column("filename", sa.String(255), nullable=False, server_default=""),
+    sa.Column("width", sa.Integer, nullable=True),
+    sa.Column("height", sa.Integer, nullable=True),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.UniqueConstraint("sha256", "project", "site", name="uq_images_sha256_project_site"),
+)
+
+tokens = sa.Table(
+    "tokens",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("secret_sha256", sa.String(64), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("site", sa.String(64), nullable=True),
+    sa.Column("projects", sa.String(1024), nullable=False, server_default=""),
+    sa.Column("label", sa.String(200), nullable=False, server_default=""),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
+)
+
+# Append-only and hash chained: each row's hash covers its fields and the previous row's hash.
+audit_events = sa.Table(
+    "audit_events",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("ts", sa.String(40), nullable=False),
+    sa.Column("subject", sa.String(200), nullable=False),
+    sa.Column("action", sa.String(100), nullable=False, index=True),
+    sa.Column("resource", sa.String(300), nullable=False),
+    sa.Column("outcome", sa.String(100), nullable=False),
+    sa.Column("client", sa.String(100), nullable=False, server_default=""),
+    sa.Column("detail", sa.Text, nullable=False, server_default="{}"),
+    sa.Column("prev_hash", sa.String(64), nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+)
