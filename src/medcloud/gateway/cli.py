@@ -1,7 +1,261 @@
-"""`medcloud gateway ...` (placeholder until the gateway lands)."""
+"""`medcloud gateway run | status | retry-dead | retry-rejected`: the hospital side of the platform."""
 
 from __future__ import annotations
 
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import typer
 
-app = typer.Typer(no_args_is_help=True)
+from medcloud.errors import ConfigError
+
+if TYPE_CHECKING:
+    from medcloud.gateway.intake import Deidentify
+
+app = typer.Typer(no_args_is_help=True, help="De-identify images at the hospital and forward them to the hub.")
+
+_STATE_HELP = "Gateway state folder (outbox, quarantine). Back it up together with the site key."
+_DEFAULT_STATE = Path("medcloud-gateway")
+
+
+def _setup_logging(verbose: bool) -> None:
+    level = logging.DEBUG if verbose else logging.INFO
+    logger = logging.getLogger("medcloud.gateway")
+    logger.setLevel(level)
+    logger.propagate = False
+    if logger.handlers:
+        return
+    if sys.stderr.isatty():
+        from rich.logging import RichHandler
+
+        handler: logging.Handler = RichHandler(show_path=False, markup=False, rich_tracebacks=False)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S"))
+    logger.addHandler(handler)
+
+
+def _read_token(token: str | None, token_file: Path | None) -> str:
+    if token_file is not None:
+        try:
+            value = token_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read token file {token_file}: {exc.strerror or exc}") from None
+        if not value:
+            raise ConfigError(f"token file {token_file} is empty")
+        return value
+    if token:
+        return token.strip()
+    raise ConfigError("no hub token: pass --token-file FILE (or --token, or set MEDCLOUD_GATEWAY_TOKEN)")
+
+
+def _load_deidentifier(key_file: Path, allow_burned_in: bool) -> Deidentify:
+    if not key_file.is_file():
+        raise ConfigError(f"site key {key_file} not found (create one once with `medcloud keygen`, then back it up)")
+    from medcloud.deid import Deidentifier, DeidOptions, SiteKey
+
+    engine: Deidentify = Deidentifier(SiteKey.load(key_file), DeidOptions(allow_burned_in=allow_burned_in))
+    return engine
+
+
+@app.command("run")
+def run_command(
+    hub: str = typer.Option(..., "--hub", help="Hub base URL, e.g. https://hub.example.org"),
+    token_file: Path | None = typer.Option(None, "--token-file", help="File holding the site token (preferred)."),
+    token: str | None = typer.Option(
+        None, "--token", envvar="MEDCLOUD_GATEWAY_TOKEN", help="Site token (visible in `ps`; prefer --token-file)."
+    ),
+    watch: Path | None = typer.Option(None, "--watch", help="Folder to watch (recursively) for new files."),
+    files: Path | None = typer.Option(None, "--files", help="File listing paths to send, one per line ('-': stdin)."),
+    root: Path | None = typer.Option(
+        None, "--root", help="Folder that listed paths must stay inside (default: --watch, else the list's folder)."
+    ),
+    key_file: Path = typer.Option(..., "--key-file", help="Site secret key (from `medcloud keygen`)."),
+    state: Path = typer.Option(_DEFAULT_STATE, "--state", help=_STATE_HELP),
+    once: bool = typer.Option(False, "--once", help="Send what is there now, wait until delivered, then exit."),
+    allow_burned_in: bool = typer.Option(
+        False, "--allow-burned-in", help="Forward images flagged for burned-in text instead of quarantining them."
+    ),
+    max_file_bytes: int = typer.Option(2 * 1024**3, "--max-file-bytes", help="Reject source files larger than this."),
+    settle: float = typer.Option(2.0, "--settle", help="Seconds a file must stay unchanged before it is read."),
+    workers: int = typer.Option(4, "--workers", min=1, max=64, help="Parallel uploads."),
+    retry_cap: float = typer.Option(60.0, "--retry-cap", help="Longest wait between retries (seconds)."),
+    poll: float = typer.Option(2.0, "--poll", help="Polling interval when file-system events are unavailable."),
+    no_watchdog: bool = typer.Option(False, "--no-watchdog", help="Poll the folder instead of using OS events."),
+    ca_bundle: Path | None = typer.Option(None, "--ca-bundle", help="CA certificates to verify the hub's TLS."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every delivery."),
+) -> None:
+    """De-identify files from a folder and/or a list and forward them to the hub (never losing one)."""
+    from rich.console import Console
+
+    from medcloud.gateway.outbox import StateLocked
+    from medcloud.gateway.runner import Gateway, GatewayConfig
+
+    _setup_logging(verbose)
+    if watch is None and files is None:
+        raise ConfigError("nothing to do: give --watch DIR and/or --files LIST")
+    if watch is not None and not watch.is_dir():
+        raise ConfigError(f"watch folder {watch} does not exist or is not a folder")
+    if files is not None and str(files) != "-" and not files.is_file():
+        raise ConfigError(f"file list {files} not found")
+    if not hub.startswith(("http://", "https://")):
+        raise ConfigError(f"--hub must be an http(s) URL, got {hub!r}")
+    hub_token = _read_token(token, token_file)
+    deidentifier = _load_deidentifier(key_file, allow_burned_in)
+    config = GatewayConfig(
+        hub_url=hub,
+        token=hub_token,
+        state_dir=state,
+        watch=watch,
+        files=files,
+        root=root,
+        once=once,
+        max_file_bytes=max_file_bytes,
+        settle_seconds=settle,
+        workers=workers,
+        backoff_cap=retry_cap,
+        poll_seconds=poll,
+        use_watchdog=not no_watchdog,
+        verify=str(ca_bundle) if ca_bundle else True,
+    )
+    try:
+        gateway = Gateway(config, deidentifier, console=Console(stderr=True))
+    except StateLocked as exc:
+        raise ConfigError(str(exc)) from None
+    try:
+        summary = gateway.run()
+    finally:
+        gateway.close()
+    if summary.needs_attention:
+        typer.echo(
+            f"medcloud gateway: {summary.dead} dead letter(s), {summary.rejected} rejected file(s) this run; "
+            f"see `medcloud gateway status --state {state}`",
+            err=True,
+        )
+        raise typer.Exit(2)
+
+
+@app.command("status")
+def status_command(
+    state: Path = typer.Option(_DEFAULT_STATE, "--state", help=_STATE_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    show: int = typer.Option(10, "--show", help="How many dead letters / rejections / quarantined files to list."),
+) -> None:
+    """Show queued, delivered, dead, quarantined and rejected counts, and why things failed."""
+    from medcloud.gateway.outbox import Outbox
+
+    try:
+        outbox = Outbox(state, readonly=True)
+    except FileNotFoundError as exc:
+        raise ConfigError(str(exc)) from None
+    try:
+        counts = outbox.counts()
+        dead = outbox.dead_items(show)
+        rejected = outbox.rejected_sources(show)
+        quarantined = outbox.quarantined(show)
+        queued = outbox.queued_items(show)
+    finally:
+        outbox.close()
+    running = _running_pid(state)
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "state": str(state),
+                    "running_pid": running,
+                    "counts": counts.as_dict(),
+                    "queued": queued,
+                    "dead": dead,
+                    "rejected": rejected,
+                    "quarantined": quarantined,
+                },
+                indent=2,
+            )
+        )
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    now = time.time()
+    table = Table(title=f"gateway state {state}" + (f" (running, pid {running})" if running else " (not running)"))
+    table.add_column("state")
+    table.add_column("files", justify="right")
+    table.add_column("meaning")
+    age = f"; oldest waiting {now - counts.oldest_queued_at:.0f} s" if counts.oldest_queued_at else ""
+    table.add_row("queued", str(counts.queued), "de-identified, waiting for the hub" + age)
+    table.add_row("delivered", str(counts.delivered), "acknowledged by the hub")
+    table.add_row("dead", str(counts.dead), "refused by the hub; fix the cause, then `retry-dead`")
+    table.add_row("quarantined", str(counts.quarantined), "held back (burned-in text suspected); never sent")
+    table.add_row("rejected", str(counts.rejected), "unreadable, not an image, too large or outside the folder")
+    console.print(table)
+    for title, rows, cols in (
+        ("dead letters", dead, ("id", "source", "last_status", "last_error")),
+        ("rejected files", rejected, ("path", "reason")),
+        ("quarantined files", quarantined, ("source", "stored_as", "reason")),
+        ("waiting (with errors)", [q for q in queued if q["last_error"]], ("id", "source", "attempts", "last_error")),
+    ):
+        if not rows:
+            continue
+        t = Table(title=title)
+        for c in cols:
+            t.add_column(c, overflow="fold")
+        for r in rows:
+            t.add_row(*("" if r[c] is None else str(r[c]) for c in cols))
+        console.print(t)
+
+
+def _running_pid(state: Path) -> int | None:
+    """The pid of the gateway holding the state folder's lock, if one does."""
+    import fcntl
+
+    lock = state / "gateway.lock"
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = os.read(fd, 64).decode(errors="replace").strip()
+            return int(text) if text.isdigit() else -1
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+@app.command("retry-dead")
+def retry_dead_command(
+    state: Path = typer.Option(_DEFAULT_STATE, "--state", help=_STATE_HELP),
+    item: list[int] = typer.Option([], "--id", help="Only these item ids (repeatable); default: all."),
+) -> None:
+    """Put dead letters back in the queue (after fixing the cause, e.g. a new token)."""
+    from medcloud.gateway.outbox import Outbox
+
+    outbox = Outbox(state)
+    try:
+        n = outbox.retry_dead(item)
+    finally:
+        outbox.close()
+    typer.echo(f"{n} dead letter(s) queued again; a running gateway sends them within seconds")
+
+
+@app.command("retry-rejected")
+def retry_rejected_command(state: Path = typer.Option(_DEFAULT_STATE, "--state", help=_STATE_HELP)) -> None:
+    """Forget rejected files so the next scan reads them again (after replacing or fixing them)."""
+    from medcloud.gateway.outbox import Outbox
+
+    outbox = Outbox(state)
+    try:
+        n = outbox.forget_rejected()
+    finally:
+        outbox.close()
+    typer.echo(f"{n} rejected file(s) will be read again at the next scan (restart a --once gateway)")

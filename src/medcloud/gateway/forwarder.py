@@ -1,0 +1,307 @@
+"""The forwarder: a small pool of threads that sends queued payloads to the hub.
+
+Retry policy (the hub is idempotent, so resending is always safe):
+- 2xx: delivered ("stored" or "duplicate"); only then is the item marked delivered.
+- connection errors, timeouts, 502/503/504 and 429: the hub is unreachable or busy; every worker
+  pauses (exponential backoff with jitter, capped; `Retry-After` honoured) and the item goes back
+  in the queue.
+- other 5xx and 408: the item alone backs off.
+- any other 4xx: permanent; the item moves to the dead letters with the hub's reason. Nothing is
+  dropped silently; `medcloud gateway retry-dead` puts dead letters back once the cause is fixed.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from medcloud.gateway.outbox import Item, Outbox
+
+if TYPE_CHECKING:
+    import httpx
+
+log = logging.getLogger("medcloud.gateway")
+
+_STREAM_ABOVE = 64 * 1024 * 1024  # payloads larger than this are streamed from disk, not read whole
+_PAUSE_STATUSES = frozenset({429, 502, 503, 504})
+
+
+def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random | None = None) -> float:
+    """Exponential backoff with "equal jitter": half the capped delay fixed, half random."""
+    delay = min(cap, base * (2.0 ** min(attempt, 30)))
+    r = rng or random
+    return delay / 2.0 + r.uniform(0.0, delay / 2.0)
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a `Retry-After` header (delta-seconds or HTTP date); None if absent or bad."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - (now if now is not None else time.time()))
+
+
+def _ascii_filename(name: str) -> str:
+    """HTTP header values must be Latin-1; the hub only uses the name as a hint."""
+    cleaned = "".join(c if 32 <= ord(c) < 127 and c not in '"\\' else "_" for c in name)
+    return cleaned[:200] or "file"
+
+
+def _problem_reason(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        text = response.text.strip().replace("\n", " ")
+        return f"HTTP {response.status_code}: {text[:300]}" if text else f"HTTP {response.status_code}"
+    if isinstance(body, dict):
+        title = body.get("title") or response.reason_phrase
+        detail = body.get("detail")
+        return f"HTTP {response.status_code} {title}" + (f": {detail}" if detail else "")
+    return f"HTTP {response.status_code}"
+
+
+@dataclass
+class ForwarderConfig:
+    hub_url: str
+    token: str
+    workers: int = 4
+    backoff_base: float = 0.5
+    backoff_cap: float = 60.0
+    connect_timeout: float = 10.0
+    read_timeout: float = 120.0
+    verify: bool | str = True  # TLS: True, False (never in production) or a CA bundle path
+
+
+@dataclass
+class ForwarderStats:
+    sent: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    retries: int = 0
+    dead: int = 0
+    last_error: str | None = None
+    paused_until: float = 0.0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def snapshot(self) -> dict[str, Any]:
+        with self.lock:
+            return {
+                "sent": self.sent,
+                "stored": self.stored,
+                "duplicates": self.duplicates,
+                "retries": self.retries,
+                "dead": self.dead,
+                "last_error": self.last_error,
+                "paused_until": self.paused_until,
+            }
+
+
+EventSink = Callable[[str, Item, str], None]
+
+
+class Forwarder:
+    """Sends outbox items to `POST {hub}/api/v1/ingest` from a pool of worker threads."""
+
+    def __init__(self, outbox: Outbox, config: ForwarderConfig, on_event: EventSink | None = None) -> None:
+        self.outbox = outbox
+        self.config = config
+        self.url = config.hub_url.rstrip("/") + "/api/v1/ingest"
+        self.stats = ForwarderStats()
+        self._on_event = on_event
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._claim_lock = threading.Lock()
+        self._inflight: set[int] = set()
+        self._threads: list[threading.Thread] = []
+        self._consecutive_failures = 0
+        self._rng = random.Random()
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def start(self) -> None:
+        for n in range(max(1, self.config.workers)):
+            t = threading.Thread(target=self._worker, name=f"forwarder-{n}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def wake(self) -> None:
+        """Tell idle workers that something was enqueued."""
+        self._wake.set()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Let in-flight sends finish, then stop. Anything not acknowledged stays queued on disk."""
+        self._stop.set()
+        self._wake.set()
+        deadline = time.monotonic() + timeout
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        self._threads.clear()
+
+    @property
+    def inflight(self) -> int:
+        with self._claim_lock:
+            return len(self._inflight)
+
+    # -- worker ---------------------------------------------------------------------------------
+    def _worker(self) -> None:
+        import httpx
+
+        timeout = httpx.Timeout(self.config.read_timeout, connect=self.config.connect_timeout)
+        headers = {"Authorization": f"Bearer {self.config.token}", "User-Agent": "medcloud-gateway"}
+        with httpx.Client(timeout=timeout, headers=headers, verify=self.config.verify) as client:
+            while not self._stop.is_set():
+                now = time.time()
+                paused = self.stats.paused_until - now
+                if paused > 0:
+                    self._stop.wait(min(paused, 0.5))
+                    continue
+                item = self._claim(now)
+                if item is None:
+                    self._idle(now)
+                    continue
+                try:
+                    self._send(client, item)
+                except Exception as exc:  # never let one item kill the worker
+                    log.exception("forwarder: unexpected error on item %s", item.id)
+                    self._retry(item, status=None, error=f"{type(exc).__name__}: {exc}", pause=False)
+                finally:
+                    with self._claim_lock:
+                        self._inflight.discard(item.id)
+
+    def _claim(self, now: float) -> Item | None:
+        with self._claim_lock:
+            items = self.outbox.claim_due(now, sorted(self._inflight), limit=1)
+            if not items:
+                return None
+            self._inflight.add(items[0].id)
+            return items[0]
+
+    def _idle(self, now: float) -> None:
+        counts = self.outbox.counts()
+        wait = 1.0
+        if counts.next_attempt_at is not None:
+            wait = min(wait, max(0.01, counts.next_attempt_at - now))
+        self._wake.wait(wait)
+        self._wake.clear()
+
+    def _body(self, item: Item) -> bytes | Iterator[bytes]:
+        path = self.outbox.payload_dir / item.sha256
+        if item.size <= _STREAM_ABOVE:
+            return path.read_bytes()
+
+        def chunks() -> Iterator[bytes]:
+            with path.open("rb") as fh:
+                while chunk := fh.read(1024 * 1024):
+                    yield chunk
+
+        return chunks()
+
+    def _send(self, client: httpx.Client, item: Item) -> None:
+        import httpx
+
+        try:
+            body = self._body(item)
+        except FileNotFoundError:
+            self._dead(item, status=None, error="payload file missing from the outbox (state folder altered?)")
+            return
+        headers = {
+            "Content-Type": item.media_type,
+            "Content-Length": str(item.size),
+            "X-Content-SHA256": item.sha256,
+            "X-Medcloud-Filename": _ascii_filename(item.filename),
+        }
+        with self.stats.lock:
+            self.stats.sent += 1
+        try:
+            response = client.post(self.url, content=body, headers=headers)
+        except httpx.TransportError as exc:
+            self._retry(item, status=None, error=f"hub unreachable: {type(exc).__name__}: {exc}", pause=True)
+            return
+        status = response.status_code
+        if 200 <= status < 300:
+            self._delivered(item, response)
+        elif status in _PAUSE_STATUSES:
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            self._retry(item, status=status, error=_problem_reason(response), pause=True, retry_after=retry_after)
+        elif status >= 500 or status == 408:
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            self._retry(item, status=status, error=_problem_reason(response), pause=False, retry_after=retry_after)
+        else:
+            reason = _problem_reason(response)
+            if status == 401:
+                reason += " (the hub refused the gateway token: replace it, then `medcloud gateway retry-dead`)"
+            self._dead(item, status=status, error=reason)
+
+    # -- outcomes -------------------------------------------------------------------------------
+    def _delivered(self, item: Item, response: httpx.Response) -> None:
+        outcome = "stored"
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if isinstance(body, dict):
+            outcome = str(body.get("status") or outcome)
+            hub_sha = body.get("sha256")
+            if isinstance(hub_sha, str) and hub_sha and hub_sha.lower() != item.sha256:
+                # The hub acknowledged other bytes than we sent: do not count it as delivered.
+                self._dead(item, status=response.status_code, error=f"hub stored sha256 {hub_sha}, sent {item.sha256}")
+                return
+        self.outbox.mark_delivered(item.id, response.status_code, outcome)
+        with self.stats.lock:
+            self._consecutive_failures = 0
+            if outcome == "duplicate":
+                self.stats.duplicates += 1
+            else:
+                self.stats.stored += 1
+        self._emit("delivered", item, outcome)
+
+    def _retry(
+        self, item: Item, *, status: int | None, error: str, pause: bool, retry_after: float | None = None
+    ) -> None:
+        cfg = self.config
+        now = time.time()
+        delay = backoff_delay(item.attempts, cfg.backoff_base, cfg.backoff_cap, self._rng)
+        with self.stats.lock:
+            self.stats.retries += 1
+            self.stats.last_error = error
+            if pause:
+                self._consecutive_failures += 1
+                pause_for = backoff_delay(self._consecutive_failures - 1, cfg.backoff_base, cfg.backoff_cap, self._rng)
+                if retry_after is not None:
+                    pause_for = min(retry_after, 3600.0)
+                self.stats.paused_until = max(self.stats.paused_until, now + pause_for)
+                delay = max(0.0, self.stats.paused_until - now)
+            elif retry_after is not None:
+                delay = min(retry_after, 3600.0)
+        self.outbox.mark_retry(item.id, at=now + delay, status=status, error=error)
+        self._emit("retry", item, f"{error} (next try in {delay:.1f} s)")
+
+    def _dead(self, item: Item, *, status: int | None, error: str) -> None:
+        self.outbox.mark_dead(item.id, status=status, error=error)
+        with self.stats.lock:
+            self.stats.dead += 1
+            self.stats.last_error = error
+        self._emit("dead", item, error)
+
+    def _emit(self, kind: str, item: Item, detail: str) -> None:
+        if kind == "dead":
+            log.error("dead letter: %s (%s): %s", item.filename, item.source, detail)
+        elif kind == "retry":
+            log.warning("will retry %s: %s", item.filename, detail)
+        else:
+            log.debug("delivered %s: %s", item.filename, detail)
+        if self._on_event is not None:
+            self._on_event(kind, item, detail)

@@ -1,0 +1,445 @@
+"""The durable outbox: de-identified payloads wait here until the hub has acknowledged them.
+
+Layout of a state folder::
+
+    state/
+      outbox.sqlite3      items (queued / delivered / dead), sources seen, quarantine records
+      payloads/<sha256>   de-identified bytes waiting to be sent (removed once delivered)
+      quarantine/         de-identified files held back (suspected burned-in text); never forwarded
+      gateway.lock        held by the running gateway so two processes never share one state folder
+
+Crash safety: a payload is written to a temporary name, fsynced, renamed and its folder fsynced
+before the row that points at it commits (SQLite WAL, synchronous=FULL). The source file is marked
+done in the same transaction as the enqueue, so a crash at any point either leaves the source to be
+processed again (same bytes, same content address) or leaves a committed item that will be sent.
+An item is marked delivered only after the hub answered 2xx; a crash before that resends it and the
+hub, being idempotent, answers "duplicate". At-least-once here plus idempotence there is exactly once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS items (
+    id               INTEGER PRIMARY KEY,
+    sha256           TEXT NOT NULL UNIQUE,
+    size             INTEGER NOT NULL,
+    media_type       TEXT NOT NULL,
+    filename         TEXT NOT NULL,
+    kind             TEXT,
+    sop_instance_uid TEXT,
+    source           TEXT NOT NULL,
+    state            TEXT NOT NULL CHECK (state IN ('queued', 'delivered', 'dead')),
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at  REAL NOT NULL,
+    last_status      INTEGER,
+    last_error       TEXT,
+    hub_outcome      TEXT,
+    created_at       REAL NOT NULL,
+    delivered_at     REAL
+);
+CREATE INDEX IF NOT EXISTS items_due ON items (state, next_attempt_at);
+CREATE TABLE IF NOT EXISTS sources (
+    path     TEXT NOT NULL,
+    size     INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    outcome  TEXT NOT NULL CHECK (outcome IN ('queued', 'duplicate', 'quarantined', 'rejected')),
+    item_id  INTEGER,
+    reason   TEXT,
+    at       REAL NOT NULL,
+    PRIMARY KEY (path, size, mtime_ns)
+);
+CREATE INDEX IF NOT EXISTS sources_outcome ON sources (outcome);
+CREATE TABLE IF NOT EXISTS quarantine (
+    id        INTEGER PRIMARY KEY,
+    source    TEXT NOT NULL,
+    stored_as TEXT NOT NULL,
+    sha256    TEXT NOT NULL,
+    reason    TEXT NOT NULL,
+    at        REAL NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class SourceRef:
+    """A file as the gateway saw it: its resolved path plus the size and mtime that identify this version."""
+
+    path: str
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True)
+class Item:
+    """One queued payload."""
+
+    id: int
+    sha256: str
+    size: int
+    media_type: str
+    filename: str
+    kind: str | None
+    sop_instance_uid: str | None
+    source: str
+    attempts: int
+
+
+@dataclass(frozen=True)
+class Counts:
+    queued: int
+    delivered: int
+    dead: int
+    quarantined: int
+    rejected: int
+    next_attempt_at: float | None
+    oldest_queued_at: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "queued": self.queued,
+            "delivered": self.delivered,
+            "dead": self.dead,
+            "quarantined": self.quarantined,
+            "rejected": self.rejected,
+            "next_attempt_at": self.next_attempt_at,
+            "oldest_queued_at": self.oldest_queued_at,
+        }
+
+
+class StateLocked(RuntimeError):
+    """Another gateway process holds this state folder."""
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that a crash leaves either the old file or the whole new one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+class Outbox:
+    """SQLite-backed queue of de-identified payloads plus the record of every source file handled.
+
+    One connection guarded by a lock: the gateway's writes are small and SQLite is far faster than
+    the network, so a single writer costs nothing and keeps the transactions easy to reason about.
+    """
+
+    def __init__(self, state_dir: Path, *, readonly: bool = False) -> None:
+        self.state_dir = state_dir
+        self.payload_dir = state_dir / "payloads"
+        self.quarantine_dir = state_dir / "quarantine"
+        self._lock = threading.RLock()
+        db_path = state_dir / "outbox.sqlite3"
+        if readonly:
+            if not db_path.exists():
+                raise FileNotFoundError(f"no gateway state at {state_dir} (missing {db_path.name})")
+            self._db = sqlite3.connect(
+                f"file:{db_path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
+            )
+        else:
+            state_dir.mkdir(parents=True, exist_ok=True)
+            self.payload_dir.mkdir(exist_ok=True)
+            self.quarantine_dir.mkdir(exist_ok=True)
+            self._db = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False, timeout=30)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+            self._db.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+            )
+        self._db.row_factory = sqlite3.Row
+        self._lock_fd: int | None = None
+
+    # -- process lock ---------------------------------------------------------------------------
+    def acquire_process_lock(self) -> None:
+        """Refuse to run two gateways on one state folder (they would send the same items twice)."""
+        import fcntl
+
+        fd = os.open(self.state_dir / "gateway.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StateLocked(f"another gateway is running on {self.state_dir}") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_fd = fd
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    # -- sources --------------------------------------------------------------------------------
+    def seen(self, ref: SourceRef) -> bool:
+        """Whether this version of the source file was already handled (any outcome)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT 1 FROM sources WHERE path = ? AND size = ? AND mtime_ns = ?",
+                (ref.path, ref.size, ref.mtime_ns),
+            ).fetchone()
+        return row is not None
+
+    def record_rejected(self, ref: SourceRef, reason: str) -> None:
+        """A source the gateway could not or would not read (malformed, too large, escapes its root)."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO sources (path, size, mtime_ns, outcome, reason, at) "
+                "VALUES (?, ?, ?, 'rejected', ?, ?)",
+                (ref.path, ref.size, ref.mtime_ns, reason, time.time()),
+            )
+
+    # -- enqueue --------------------------------------------------------------------------------
+    def enqueue(
+        self,
+        ref: SourceRef,
+        data: bytes,
+        *,
+        media_type: str,
+        filename: str,
+        kind: str | None = None,
+        sop_instance_uid: str | None = None,
+    ) -> tuple[int, bool]:
+        """Persist a de-identified payload and mark its source done, atomically. Returns (item id, new?).
+
+        The same bytes from another source (a copy of a file) map to the existing item: the hub would
+        store them once anyway, and sending them once saves the trip.
+        """
+        sha = hashlib.sha256(data).hexdigest()
+        with self._lock:
+            known = self._db.execute("SELECT 1 FROM items WHERE sha256 = ?", (sha,)).fetchone() is not None
+        if not known:
+            # Durable before the row that points at it commits.
+            write_atomic(self.payload_dir / sha, data)
+        now = time.time()
+        with self._tx() as db:
+            row = db.execute("SELECT id FROM items WHERE sha256 = ?", (sha,)).fetchone()
+            if row is None:
+                cur = db.execute(
+                    "INSERT INTO items (sha256, size, media_type, filename, kind, sop_instance_uid, source, "
+                    "state, next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?)",
+                    (sha, len(data), media_type, filename, kind, sop_instance_uid, ref.path, now, now),
+                )
+                item_id = int(cur.lastrowid or 0)
+                new = True
+            else:
+                item_id, new = int(row["id"]), False
+            db.execute(
+                "INSERT OR REPLACE INTO sources (path, size, mtime_ns, outcome, item_id, at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (ref.path, ref.size, ref.mtime_ns, "queued" if new else "duplicate", item_id, now),
+            )
+        return item_id, new
+
+    def quarantine(self, ref: SourceRef, data: bytes, *, name: str, reason: str) -> Path:
+        """Hold a de-identified file back inside the hospital; it is never forwarded."""
+        sha = hashlib.sha256(data).hexdigest()
+        safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in Path(name).name) or "file"
+        target = self.quarantine_dir / f"{sha[:16]}-{safe}"
+        if not target.exists():
+            write_atomic(target, data)
+        now = time.time()
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO quarantine (source, stored_as, sha256, reason, at) VALUES (?, ?, ?, ?, ?)",
+                (ref.path, str(target), sha, reason, now),
+            )
+            db.execute(
+                "INSERT OR REPLACE INTO sources (path, size, mtime_ns, outcome, reason, at) "
+                "VALUES (?, ?, ?, 'quarantined', ?, ?)",
+                (ref.path, ref.size, ref.mtime_ns, reason, now),
+            )
+        return target
+
+    # -- forwarding -----------------------------------------------------------------------------
+    def claim_due(self, now: float, exclude: Sequence[int], limit: int = 1) -> list[Item]:
+        """Queued items whose retry time has come, oldest first, skipping those already in flight."""
+        marks = ",".join("?" * len(exclude))
+        not_in = f"AND id NOT IN ({marks})" if exclude else ""
+        sql = (
+            "SELECT id, sha256, size, media_type, filename, kind, sop_instance_uid, source, attempts "
+            "FROM items WHERE state = 'queued' AND next_attempt_at <= ? " + not_in + " "
+            "ORDER BY next_attempt_at, id LIMIT ?"
+        )  # only placeholders are interpolated
+        with self._lock:
+            rows = self._db.execute(sql, (now, *exclude, limit)).fetchall()
+        return [Item(**dict(r)) for r in rows]
+
+    def get_item(self, item_id: int) -> Item | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT id, sha256, size, media_type, filename, kind, sop_instance_uid, source, attempts "
+                "FROM items WHERE id = ?",
+                (item_id,),
+            ).fetchone()
+        return Item(**dict(row)) if row is not None else None
+
+    def db_pragmas(self) -> dict[str, Any]:
+        """The durability settings in force (WAL, synchronous=FULL is 2)."""
+        with self._lock:
+            mode = self._db.execute("PRAGMA journal_mode").fetchone()[0]
+            sync = self._db.execute("PRAGMA synchronous").fetchone()[0]
+        return {"journal_mode": mode, "synchronous": sync}
+
+    def payload(self, item: Item) -> bytes:
+        return (self.payload_dir / item.sha256).read_bytes()
+
+    def mark_delivered(self, item_id: int, status: int, outcome: str) -> None:
+        with self._tx() as db:
+            row = db.execute("SELECT sha256 FROM items WHERE id = ?", (item_id,)).fetchone()
+            db.execute(
+                "UPDATE items SET state = 'delivered', attempts = attempts + 1, last_status = ?, "
+                "hub_outcome = ?, last_error = NULL, delivered_at = ? WHERE id = ?",
+                (status, outcome, time.time(), item_id),
+            )
+        # Only after the commit: a crash in between leaves an orphan that sweep_payloads removes.
+        if row is not None:
+            with contextlib.suppress(FileNotFoundError):
+                (self.payload_dir / row["sha256"]).unlink()
+
+    def mark_retry(self, item_id: int, *, at: float, status: int | None, error: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE items SET attempts = attempts + 1, next_attempt_at = ?, last_status = ?, "
+                "last_error = ? WHERE id = ? AND state = 'queued'",
+                (at, status, error[:2000], item_id),
+            )
+
+    def mark_dead(self, item_id: int, *, status: int | None, error: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE items SET state = 'dead', attempts = attempts + 1, last_status = ?, last_error = ? "
+                "WHERE id = ?",
+                (status, error[:2000], item_id),
+            )
+
+    def retry_dead(self, ids: Sequence[int] = ()) -> int:
+        """Put dead-lettered items back in the queue (all, or the given ids). Returns how many."""
+        now = time.time()
+        with self._tx() as db:
+            if ids:
+                marks = ",".join("?" * len(ids))
+                sql = "UPDATE items SET state = 'queued', attempts = 0, next_attempt_at = ? WHERE state = 'dead' "
+                cur = db.execute(sql + "AND id IN (" + marks + ")", (now, *ids))
+            else:
+                cur = db.execute(
+                    "UPDATE items SET state = 'queued', attempts = 0, next_attempt_at = ? WHERE state = 'dead'",
+                    (now,),
+                )
+            return cur.rowcount
+
+    def forget_rejected(self) -> int:
+        """Forget rejected sources so that the next scan reads them again (after someone fixed them)."""
+        with self._tx() as db:
+            return db.execute("DELETE FROM sources WHERE outcome = 'rejected'").rowcount
+
+    def sweep_payloads(self) -> int:
+        """Remove payload files no queued or dead item points at (left by a crash). Returns how many."""
+        with self._lock:
+            keep = {
+                r[0] for r in self._db.execute("SELECT sha256 FROM items WHERE state IN ('queued', 'dead')")
+            }
+        removed = 0
+        for entry in self.payload_dir.iterdir():
+            if entry.name not in keep:
+                with contextlib.suppress(FileNotFoundError):
+                    entry.unlink()
+                    removed += 1
+        return removed
+
+    # -- reporting ------------------------------------------------------------------------------
+    def counts(self) -> Counts:
+        with self._lock:
+            by_state = dict(self._db.execute("SELECT state, count(*) FROM items GROUP BY state").fetchall())
+            by_outcome = dict(
+                self._db.execute("SELECT outcome, count(*) FROM sources GROUP BY outcome").fetchall()
+            )
+            quarantined = self._db.execute("SELECT count(*) FROM quarantine").fetchone()[0]
+            nxt, oldest = self._db.execute(
+                "SELECT min(next_attempt_at), min(created_at) FROM items WHERE state = 'queued'"
+            ).fetchone()
+        return Counts(
+            queued=int(by_state.get("queued", 0)),
+            delivered=int(by_state.get("delivered", 0)),
+            dead=int(by_state.get("dead", 0)),
+            quarantined=int(quarantined),
+            rejected=int(by_outcome.get("rejected", 0)),
+            next_attempt_at=nxt,
+            oldest_queued_at=oldest,
+        )
+
+    def dead_items(self, limit: int = 50) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, source, filename, last_status, last_error, attempts FROM items "
+                "WHERE state = 'dead' ORDER BY id LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [dict(r) for r in rows]
+
+    def rejected_sources(self, limit: int = 50) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT path, reason, at FROM sources WHERE outcome = 'rejected' ORDER BY at LIMIT ?", (limit,)
+            ).fetchall()
+        return [dict(r) for r in rows]
+
+    def quarantined(self, limit: int = 50) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, source, stored_as, reason, at FROM quarantine ORDER BY id LIMIT ?", (limit,)
+            ).fetchall()
+        return [dict(r) for r in rows]
+
+    def queued_items(self, limit: int = 50) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, source, filename, attempts, next_attempt_at, last_status, last_error FROM items "
+                "WHERE state = 'queued' ORDER BY id LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [dict(r) for r in rows]
