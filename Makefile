@@ -31,3 +31,20 @@ bench: $(STAMP)
 
 clean-venv:
 	rm -rf $(VENV)
+
+# Threshold HE (OpenFHE) tests: OpenFHE's PyPI wheel imports only on CPython 3.10, so they run in
+# their own venv on the 3.10 that pyenv ships. Only the light deps the HE code imports.
+PY310 ?= $(shell pyenv root 2>/dev/null)/versions/3.10.13/bin/python
+VENV310 := .venv310
+STAMP310 := $(VENV310)/.medcloud-installed
+
+$(STAMP310): pyproject.toml Makefile
+	test -x $(VENV310)/bin/python || $(PY310) -m venv $(VENV310)
+	$(VENV310)/bin/python -m pip install --quiet "openfhe==1.6.1.0.22.4" "numpy==2.2.6" \
+		"cryptography==50.0.2" "pytest==9.2.0" "pytest-timeout==2.4.0"
+	$(VENV310)/bin/python -m pip install --quiet --no-deps -e .
+	touch $(STAMP310)
+
+.PHONY: test-py310
+test-py310: $(STAMP310)
+	$(VENV310)/bin/python -m pytest -q -m py310 tests/federated

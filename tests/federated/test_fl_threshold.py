@@ -1,0 +1,92 @@
+"""Threshold (OpenFHE multiparty CKKS) tests: run under the CPython 3.10 venv (`make test-py310`)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = [
+    pytest.mark.py310,
+    pytest.mark.skipif(
+        sys.version_info[:2] != (3, 10),
+        reason="OpenFHE's PyPI wheel imports only on CPython 3.10: run `make test-py310`",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def ceremony(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    pytest.importorskip("openfhe")
+    from medcloud.federated.keys import KeyPaths, threshold_keygen
+
+    root = tmp_path_factory.mktemp("thr")
+    parties = ["a", "b", "c"]
+    paths = {s: KeyPaths(s, root / s, root / "public") for s in parties}
+    for s in parties:  # the chain runs in the agreed order
+        threshold_keygen(paths[s], parties)
+    return {"paths": paths, "public": root / "public", "parties": parties}
+
+
+def test_joint_key_needs_every_share(ceremony: dict[str, object]) -> None:
+    from medcloud.federated.he import HEError, NoSecretKey
+    from medcloud.federated.keys import aggregator_backend, site_backend
+
+    paths = ceremony["paths"]
+    assert isinstance(paths, dict)
+    agg = aggregator_backend("threshold", ceremony["public"])  # type: ignore[arg-type]
+    sites = [site_backend("threshold", paths[s]) for s in ceremony["parties"]]  # type: ignore[attr-defined]
+    rng = np.random.default_rng(3)
+    n = agg.slots + 10
+    vecs = [rng.normal(size=n) for _ in sites]
+    summed = agg.sum([agg.deserialize(s.serialize(s.encrypt(v))) for s, v in zip(sites, vecs, strict=True)])
+    with pytest.raises(NoSecretKey):
+        agg.decrypt(summed)
+    with pytest.raises(NoSecretKey):
+        sites[0].decrypt(summed)  # one share alone cannot decrypt either
+    shares = [s.partial_decrypt(summed) for s in sites]  # type: ignore[attr-defined]
+    out = agg.fuse(shares)  # type: ignore[attr-defined]
+    assert np.max(np.abs(out - sum(vecs))) < 1e-5
+    with pytest.raises(HEError, match="all parties"):
+        agg.fuse(shares[:2])  # type: ignore[attr-defined]
+    with pytest.raises(NoSecretKey):
+        agg.partial_decrypt(summed)  # type: ignore[attr-defined]
+    # Secret shares live only in site folders.
+    public_files = list(Path(str(ceremony["public"])).iterdir())
+    for s in ceremony["parties"]:  # type: ignore[attr-defined]
+        share = paths[s].threshold_share.read_bytes()
+        assert all(share not in f.read_bytes() for f in public_files)
+
+
+def test_threshold_fedavg_matches_plaintext(ceremony: dict[str, object]) -> None:
+    from medcloud.federated.he import PlaintextBackend
+    from medcloud.federated.keys import aggregator_backend, site_backend
+    from medcloud.federated.protocol import FedAvgAggregator, FedAvgSite, decode_plain, run_fedavg
+
+    paths = ceremony["paths"]
+    assert isinstance(paths, dict)
+    rng = np.random.default_rng(5)
+    targets = {s: rng.normal(size=40) for s in ceremony["parties"]}  # type: ignore[attr-defined]
+    counts = {"a": 10, "b": 30, "c": 60}
+
+    def trainer(target: np.ndarray) -> object:
+        return lambda w: w + 0.5 * (target - w)  # a contraction toward the site's optimum
+
+    def sites(backend_for: object) -> list[FedAvgSite]:
+        return [
+            FedAvgSite(s, backend_for(s), trainer(targets[s]), counts[s])  # type: ignore[operator, arg-type]
+            for s in ceremony["parties"]  # type: ignore[attr-defined]
+        ]
+
+    w0 = np.zeros(40)
+    plain, _ = run_fedavg(FedAvgAggregator(PlaintextBackend()), sites(lambda s: PlaintextBackend()), w0, 10)
+    enc, stats = run_fedavg(
+        FedAvgAggregator(aggregator_backend("threshold", ceremony["public"])),  # type: ignore[arg-type]
+        sites(lambda s: site_backend("threshold", paths[s])),
+        w0,
+        10,
+    )
+    assert np.max(np.abs(decode_plain(enc.payload) - decode_plain(plain.payload))) < 1e-5
+    assert all(len(st.share_bytes) == 3 and min(st.share_bytes.values()) > 0 for st in stats)
