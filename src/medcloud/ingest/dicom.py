@@ -66,7 +66,7 @@ def read_dicom(source: bytes | Path, *, require_deidentified: bool = True) -> Di
         if "End of file" in text or "EOF" in text or "ended prematurely" in text:
             raise InvalidInput("truncated DICOM file: the data set ends before its declared length")
     for tag in ds.keys():  # noqa: SIM118 - iterating a Dataset would decode every element
-        elem = ds.get_item(tag)
+        elem = ds.get_item(tag, keep_deferred=True)
         if (
             isinstance(elem, RawDataElement)
             and elem.length != UNDEFINED_LENGTH

@@ -5,13 +5,14 @@ from __future__ import annotations
 import io
 import struct
 from pathlib import Path
+from typing import BinaryIO
 
 from medcloud.errors import InvalidInput
 from medcloud.ingest.sniff import MEDIA_TYPES, Kind
 from medcloud.store.catalog import ImageRecord
 
 
-def _open(source: bytes | Path) -> io.BufferedIOBase | io.BytesIO:
+def _open(source: bytes | Path) -> BinaryIO:
     return io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")
 
 

@@ -1,0 +1,163 @@
+"""Every route x every role: allowed roles get through, everyone else is refused; deny by default."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from medcloud.security.tokens import issue_token, revoke_token
+from tests.hub.conftest import Hub, deidentified_dicom
+
+ALL = {"site_a", "researcher", "clinician", "auditor", "admin"}
+# (method, path template) -> roles allowed. A route missing here fails the coverage test below.
+EXPECTED: dict[tuple[str, str], set[str]] = {
+    ("POST", "/api/v1/ingest"): {"site_a"},
+    ("GET", "/api/v1/studies"): {"researcher"},
+    ("GET", "/api/v1/studies/{study_uid}"): {"researcher"},
+    ("GET", "/api/v1/instances"): {"researcher"},
+    ("GET", "/api/v1/instances/{sop_uid}"): {"researcher"},
+    ("GET", "/api/v1/instances/{sop_uid}/file"): {"researcher"},
+    ("GET", "/api/v1/images"): {"researcher"},
+    ("GET", "/api/v1/images/{image_id}"): {"researcher"},
+    ("GET", "/api/v1/images/{image_id}/file"): {"researcher"},
+    ("GET", "/api/v1/sites"): {"researcher", "admin"},
+    ("PUT", "/api/v1/sites/{name}"): {"admin"},
+    ("GET", "/api/v1/tokens"): {"admin"},
+    ("POST", "/api/v1/tokens"): {"admin"},
+    ("DELETE", "/api/v1/tokens/{token_id}"): {"admin"},
+    ("GET", "/api/v1/audit"): {"auditor"},
+    ("GET", "/api/v1/audit/verify"): {"auditor"},
+    ("POST", "/api/v1/fl/rounds"): {"admin"},
+    ("GET", "/api/v1/whoami"): ALL,
+    ("GET", "/api/v1/openapi.json"): ALL,
+}
+PUBLIC = {("GET", "/healthz")}
+
+
+def _routes(hub: Hub) -> set[tuple[str, str]]:
+    spec = hub.client.get("/api/v1/openapi.json", headers=hub.auth("admin")).json()
+    return {(m.upper(), path) for path, ops in spec["paths"].items() for m in ops}
+
+
+def test_every_route_has_an_expectation(hub: Hub) -> None:
+    routes = _routes(hub) | {("GET", "/api/v1/openapi.json")}
+    missing = routes - set(EXPECTED) - PUBLIC
+    assert not missing, f"routes without an authorization expectation: {sorted(missing)}"
+
+
+def _call(hub: Hub, method: str, path: str, headers: dict[str, str], ctx: dict[str, str]):
+    url = path.format(**ctx)
+    body: dict[str, object] | None = None
+    if path == "/api/v1/tokens" and method == "POST":
+        body = {"role": "auditor"}
+    elif path == "/api/v1/fl/rounds":
+        body = {"round": 1, "model_version": "v1", "mode": "ckks", "participants": ["site-a"]}
+    elif path.startswith("/api/v1/sites/"):
+        body = {"target_cases": 10}
+    if path == "/api/v1/ingest":
+        return hub.client.post(url, content=deidentified_dicom(), headers=headers)
+    return hub.client.request(method, url, json=body, headers=headers)
+
+
+@pytest.fixture
+def ctx(hub: Hub) -> dict[str, str]:
+    r = hub.client.post("/api/v1/ingest", content=deidentified_dicom(), headers=hub.auth("site_a"))
+    assert r.status_code == 201
+    inst = r.json()
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buf, format="PNG")
+    img = hub.client.post("/api/v1/ingest", content=buf.getvalue(), headers=hub.auth("site_a")).json()
+    spare = issue_token(hub.state.catalog, role="auditor").principal.token_id
+    return {
+        "study_uid": inst["study_instance_uid"],
+        "sop_uid": inst["sop_instance_uid"],
+        "image_id": str(img["image_id"]),
+        "name": "site-a",
+        "token_id": spare,
+    }
+
+
+@pytest.mark.parametrize("route", sorted(EXPECTED), ids=lambda r: f"{r[0]} {r[1]}")
+def test_route_by_role(hub: Hub, ctx: dict[str, str], route: tuple[str, str]) -> None:
+    method, path = route
+    for role in sorted(ALL):
+        r = _call(hub, method, path, hub.auth(role), ctx)
+        if role in EXPECTED[route]:
+            assert r.status_code < 400, f"{role} refused on {method} {path}: {r.status_code} {r.text}"
+            if method == "DELETE":  # the spare token is gone now; make a new one for the next role
+                ctx["token_id"] = issue_token(hub.state.catalog, role="auditor").principal.token_id
+        else:
+            assert r.status_code == 403, f"{role} allowed on {method} {path}: {r.status_code}"
+            assert r.json()["type"].endswith("/forbidden")
+    assert _call(hub, method, path, {}, ctx).status_code == 401
+    bad = {"Authorization": "Bearer mct_0123456789abcdef.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}
+    assert _call(hub, method, path, bad, ctx).status_code == 401
+    assert _call(hub, method, path, {"Authorization": "Basic dXNlcjpwYXNz"}, ctx).status_code == 401
+
+
+def test_public_routes_hold_no_data(hub: Hub) -> None:
+    r = hub.client.get("/healthz")
+    assert r.status_code == 200 and set(r.json()) == {"status", "version"}
+    assert "content-security-policy" in r.headers and r.headers["x-content-type-options"] == "nosniff"
+
+
+def test_wrong_secret_expired_and_revoked_tokens_are_refused(hub: Hub) -> None:
+    good = hub.tokens["researcher"]
+    wrong = good[:-4] + ("AAAA" if not good.endswith("AAAA") else "BBBB")
+    assert hub.client.get("/api/v1/studies", headers={"Authorization": f"Bearer {wrong}"}).status_code == 401
+    expired = issue_token(hub.state.catalog, role="researcher", projects=["lung"], expires_in=timedelta(seconds=-1))
+    r = hub.client.get("/api/v1/studies", headers={"Authorization": f"Bearer {expired.token}"})
+    assert r.status_code == 401 and "expired" in r.json()["detail"]
+    live = issue_token(hub.state.catalog, role="researcher", projects=["lung"])
+    h = {"Authorization": f"Bearer {live.token}"}
+    assert hub.client.get("/api/v1/studies", headers=h).status_code == 200
+    r = hub.client.delete(f"/api/v1/tokens/{live.principal.token_id}", headers=hub.auth("admin"))
+    assert r.status_code == 200
+    r = hub.client.get("/api/v1/studies", headers=h)
+    assert r.status_code == 401 and "revoked" in r.json()["detail"]
+    # Revoked from the CLI path (no verifier to notify): the cache lives 5 s at most, then refuses.
+    other = issue_token(hub.state.catalog, role="auditor")
+    revoke_token(hub.state.catalog, None, other.principal.token_id, by="test")
+    hub.state.verifier.forget(other.principal.token_id)
+    assert hub.client.get("/api/v1/audit", headers={"Authorization": f"Bearer {other.token}"}).status_code == 401
+
+
+def test_researcher_reads_only_granted_projects(hub: Hub) -> None:
+    lung = hub.client.post("/api/v1/ingest", content=deidentified_dicom(), headers=hub.auth("site_a")).json()
+    brain = hub.client.post("/api/v1/ingest", content=deidentified_dicom(), headers=hub.auth("site_c")).json()
+    assert brain["project"] == "brain"
+    r = hub.client.get("/api/v1/studies", headers=hub.auth("researcher")).json()
+    assert [s["study_uid"] for s in r["items"]] == [lung["study_instance_uid"]]
+    assert hub.client.get("/api/v1/studies?project=brain", headers=hub.auth("researcher")).status_code == 403
+    for path in (
+        f"/api/v1/studies/{brain['study_instance_uid']}",
+        f"/api/v1/instances/{brain['sop_instance_uid']}",
+        f"/api/v1/instances/{brain['sop_instance_uid']}/file",
+    ):
+        assert hub.client.get(path, headers=hub.auth("researcher")).status_code == 404
+    got = hub.client.get(f"/api/v1/instances/{brain['sop_instance_uid']}/file", headers=hub.auth("researcher_brain"))
+    assert got.status_code == 200
+    sites = hub.client.get("/api/v1/sites", headers=hub.auth("researcher")).json()["items"]
+    counts = {s["site"]: s["images"] for s in sites}
+    assert counts["site-a"] == 1 and counts["site-c"] == 0  # brain data is not counted for a lung researcher
+
+
+def test_token_issue_rules(hub: Hub) -> None:
+    admin = hub.auth("admin")
+    assert hub.client.post("/api/v1/tokens", json={"role": "researcher"}, headers=admin).status_code == 400
+    assert hub.client.post("/api/v1/tokens", json={"role": "site"}, headers=admin).status_code == 400
+    r = hub.client.post("/api/v1/tokens", json={"role": "auditor", "site": "x"}, headers=admin)
+    assert r.status_code == 400
+    assert hub.client.post("/api/v1/tokens", json={"role": "root"}, headers=admin).status_code == 400
+    r = hub.client.post(
+        "/api/v1/tokens", json={"role": "site", "site": "osaka", "projects": ["lung"], "expires": "30d"}, headers=admin
+    )
+    assert r.status_code == 201 and r.json()["token"].startswith("mct_")
+    listed = hub.client.get("/api/v1/tokens", headers=admin).json()["items"]
+    assert all("secret_sha256" not in t for t in listed)
+    assert r.json()["token"].split(".")[1] not in str(listed)
