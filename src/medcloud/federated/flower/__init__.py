@@ -1,0 +1,1 @@
+"""The Flower ServerApp/ClientApp pair: strategies that aggregate ciphertext bytes in ArrayRecords."""

@@ -1,0 +1,249 @@
+"""The ServerApp and ClientApp. Module-level `server_app`/`client_app` read their settings from
+Flower's run and node configs (deployment: `flower-superlink` + `flower-supernode`); the
+`build_*` functions close over settings for in-process simulation."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.serverapp import Grid, ServerApp
+
+from medcloud.federated import tabular
+from medcloud.federated.audit import RoundRecorder
+from medcloud.federated.dp import DPConfig, epsilon
+from medcloud.federated.flower.settings import FLSettings
+from medcloud.federated.flower.strategy import DeepProtectStrategy, EncryptedFedAvg, PlainFedAvg, he_array, scalar
+from medcloud.federated.he.base import HEBackend
+from medcloud.federated.keys import KeyPaths, aggregator_backend, site_backend
+from medcloud.federated.protocol import DeepProtectSite, FedAvgSite, GlobalModel, decode_plain, encode_plain
+
+# --- site side ----------------------------------------------------------------------------------
+
+_BACKENDS: dict[tuple[str, str, str], HEBackend] = {}
+
+
+def _site_identity(settings: FLSettings, context: Context) -> tuple[str, int, KeyPaths]:
+    node = dict(context.node_config)
+    index = int(node.get("site-index", node.get("partition-id", 0)))
+    name = str(node.get("site", f"site{index + 1}"))
+    root = Path(settings.keys_root) if settings.keys_root else None
+    site_dir = Path(str(node["site-dir"])) if "site-dir" in node else (root / name if root else Path(name))
+    public = Path(str(node["public-dir"])) if "public-dir" in node else settings.public_path()
+    return name, index, KeyPaths(name, site_dir, public)
+
+
+def _backend(settings: FLSettings, paths: KeyPaths) -> HEBackend:
+    key = (settings.mode, paths.site, str(paths.site_dir))
+    if key not in _BACKENDS:
+        _BACKENDS[key] = site_backend(settings.mode, paths)
+    return _BACKENDS[key]
+
+
+class _LocalTask:
+    """What a site trains on: its breast-cancer partition, or a synthetic update (cost benches)."""
+
+    def __init__(self, settings: FLSettings, index: int, name: str) -> None:
+        self.settings = settings
+        self.index = index
+        self.data: tabular.SiteData | None = None
+        if settings.task == "breast-cancer":
+            self.data = tabular.load_sites(settings.num_sites)[index]
+            self.n_examples = self.data.n_train
+        else:
+            self.n_examples = 100 + 10 * index
+        self.rng = np.random.default_rng(1000 + index)
+
+    def train(self, w: np.ndarray) -> np.ndarray:
+        if self.data is not None:
+            return tabular.local_train(w, self.data, self.settings.local_epochs, self.settings.lr)
+        return np.asarray(w + 1e-3 * self.rng.standard_normal(w.size), dtype=np.float64)
+
+    def grad(self, w: np.ndarray) -> np.ndarray:
+        if self.data is not None:
+            return tabular.gradient(w, self.data.x_train, self.data.y_train)
+        return np.asarray(1e-3 * self.rng.standard_normal(w.size), dtype=np.float64)
+
+    def evaluate(self, w: np.ndarray) -> tuple[float, int]:
+        if self.data is None:
+            return float("nan"), 0
+        return tabular.accuracy(w, self.data.x_test, self.data.y_test), int(self.data.y_test.size)
+
+
+def _dp(settings: FLSettings) -> DPConfig | None:
+    if settings.dp_clip > 0 and settings.dp_noise > 0:
+        return DPConfig(settings.dp_clip, settings.dp_noise, settings.dp_delta)
+    return None
+
+
+def _global_weights(arr: Array, backend: HEBackend, total_weight: float) -> np.ndarray:
+    if arr.stype != "medcloud.he.v1":
+        return np.asarray(arr.numpy(), dtype=np.float64).ravel()
+    model = GlobalModel(True, bytes(arr.data), total_weight)
+    if backend.name == "plain":
+        return decode_plain(model.payload)
+    return backend.decrypt(backend.deserialize(model.payload)) / total_weight
+
+
+def _reply(msg: Message, arrays: ArrayRecord, metrics: dict[str, Any], site: dict[str, Any]) -> Message:
+    content = RecordDict({"arrays": arrays, "metrics": MetricRecord(metrics), "site": ConfigRecord(site)})
+    return Message(content=content, reply_to=msg)
+
+
+def build_client_app(defaults: FLSettings | None = None) -> ClientApp:
+    app = ClientApp()
+
+    def settings_of(context: Context, msg: Message) -> FLSettings:
+        base = defaults.to_config() if defaults else {}
+        return FLSettings.from_config(base, context.run_config, context.node_config)
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        s = settings_of(context, msg)
+        name, index, paths = _site_identity(s, context)
+        backend = _backend(s, paths)
+        task = _LocalTask(s, index, name)
+        cfg = msg.content.config_records["config"]
+        arr = msg.content.array_records["arrays"]["global"]
+        total = scalar(cfg.get("total-weight", 1.0))
+        if s.protocol == "deepprotect":
+            site = DeepProtectSite(name, backend, task.grad, s.lr, _dp(s), task.rng)
+            blob = site.step(bytes(arr.data))
+            return _reply(
+                msg,
+                ArrayRecord({"update": he_array(blob, int(arr.shape[0]))}),
+                {"num-examples": float(task.n_examples)},
+                {"name": name, "model-version": int(scalar(cfg.get("model-version", 0)))},
+            )
+        fsite = FedAvgSite(name, backend, task.train, task.n_examples, _dp(s), task.rng)
+        w = fsite.local_update(_global_weights(arr, backend, total))
+        if s.mode == "plain":
+            # Plaintext baseline: exactly what Flower's FedAvg expects.
+            out = ArrayRecord({"global": Array(w.astype(arr.dtype if arr.dtype != "ciphertext" else "float64"))})
+            return _reply(msg, out, {"num-examples": float(task.n_examples)}, {"name": name})
+        blob = fsite.upload(w)
+        return _reply(
+            msg,
+            ArrayRecord({"update": he_array(blob, w.size)}),
+            {"num-examples": float(task.n_examples)},
+            {"name": name},
+        )
+
+    @app.train("decrypt")
+    def decrypt(msg: Message, context: Context) -> Message:
+        s = settings_of(context, msg)
+        name, _, paths = _site_identity(s, context)
+        backend = _backend(s, paths)
+        arr = msg.content.array_records["arrays"]["sum"]
+        share = getattr(backend, "partial_decrypt")(backend.deserialize(bytes(arr.data)))  # noqa: B009
+        return _reply(msg, ArrayRecord({"share": he_array(share, int(arr.shape[0]))}), {}, {"name": name})
+
+    @app.evaluate()
+    def evaluate(msg: Message, context: Context) -> Message:
+        s = settings_of(context, msg)
+        name, index, paths = _site_identity(s, context)
+        backend = _backend(s, paths)
+        cfg = msg.content.config_records["config"]
+        w = _global_weights(
+            msg.content.array_records["arrays"]["global"], backend, scalar(cfg.get("total-weight", 1.0))
+        )
+        acc, n = _LocalTask(s, index, name).evaluate(w)
+        return _reply(msg, ArrayRecord(), {"accuracy": acc, "num-examples": float(max(n, 1))}, {"name": name})
+
+    return app
+
+
+# --- server side --------------------------------------------------------------------------------
+
+
+def _initial_weights(settings: FLSettings) -> np.ndarray:
+    n = tabular.n_params() if settings.task == "breast-cancer" else settings.n_params
+    return np.zeros(n, dtype=np.float64)
+
+
+def run_server(grid: Grid, settings: FLSettings) -> dict[str, Any]:
+    """Run all rounds on `grid`; save the model (where readable) and a model card; return the card."""
+    from flwr.serverapp.strategy import FedAvg
+
+    recorder = RoundRecorder(
+        settings.hub or None, settings.token or None, Path(settings.audit_file) if settings.audit_file else None
+    )
+    w0 = _initial_weights(settings)
+    n_sites = settings.num_sites
+    common: dict[str, Any] = {
+        "fraction_train": settings.fraction_train,
+        "fraction_evaluate": 1.0 if settings.evaluate else 0.0,
+        "min_train_nodes": max(1, int(n_sites * settings.fraction_train)),
+        "min_evaluate_nodes": n_sites if settings.evaluate else 0,
+        "min_available_nodes": n_sites,
+    }
+    t0 = time.perf_counter()
+    strategy: FedAvg
+    if settings.protocol == "deepprotect":
+        backend = aggregator_backend(settings.mode, settings.public_path())
+        enc = backend.serialize(backend.encrypt(w0))
+        strategy = DeepProtectStrategy(backend, enc, w0.size, recorder, **common)
+        initial = ArrayRecord({"global": he_array(enc, w0.size)})
+    elif settings.mode == "plain":
+        strategy = PlainFedAvg(recorder, **common)
+        initial = ArrayRecord({"global": Array(w0)})
+    else:
+        backend = aggregator_backend(settings.mode, settings.public_path())
+        strategy = EncryptedFedAvg(backend, recorder, **common)
+        initial = ArrayRecord({"global": Array(w0)})
+    result = strategy.start(grid, initial, num_rounds=settings.rounds)
+    final = result.arrays["global"]
+    readable = final.stype != "medcloud.he.v1"
+    card: dict[str, Any] = {
+        "name": settings.run_name,
+        "task": settings.task,
+        "protocol": settings.protocol,
+        "mode": settings.mode,
+        "rounds": settings.rounds,
+        "sites": sorted({p for e in recorder.events for p in e.participants}),
+        "n_params": int(w0.size),
+        "seconds": round(time.perf_counter() - t0, 3),
+        "model_readable_by_aggregator": readable,
+        "client_metrics": {str(r): dict(m) for r, m in result.evaluate_metrics_clientapp.items()},
+        "rounds_audit": [e.body() for e in recorder.events],
+    }
+    if settings.dp_clip > 0 and settings.dp_noise > 0:
+        card["dp"] = {
+            "clip_norm": settings.dp_clip,
+            "noise_multiplier": settings.dp_noise,
+            "delta": settings.dp_delta,
+            "epsilon_per_site": round(epsilon(settings.dp_noise, settings.rounds, settings.dp_delta), 4),
+            "accountant": "RDP of the Gaussian mechanism, sensitivity 2C, no subsampling",
+        }
+    if settings.out_dir:
+        out = Path(settings.out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        if readable:
+            np.save(out / "model.npy", final.numpy())
+        else:
+            (out / "model.ciphertext").write_bytes(bytes(final.data))
+        (out / "model_card.json").write_text(json.dumps(card, indent=2, default=str))
+    return card
+
+
+def build_server_app(defaults: FLSettings | None = None, results: list[dict[str, Any]] | None = None) -> ServerApp:
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        settings = FLSettings.from_config(defaults.to_config() if defaults else {}, context.run_config)
+        card = run_server(grid, settings)
+        if results is not None:
+            results.append(card)
+
+    return app
+
+
+server_app = build_server_app()
+client_app = build_client_app()
+__all__ = ["build_client_app", "build_server_app", "client_app", "encode_plain", "run_server", "server_app"]

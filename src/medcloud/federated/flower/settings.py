@@ -1,0 +1,72 @@
+"""One settings object for both Flower apps, read from closures (simulation) or Flower configs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from medcloud.errors import InvalidInput
+
+PROTOCOLS = ("fedavg", "deepprotect")
+TASKS = ("breast-cancer", "synthetic")
+
+
+@dataclass
+class FLSettings:
+    mode: str = "ckks"  # plain | ckks | threshold
+    protocol: str = "fedavg"  # fedavg | deepprotect
+    rounds: int = 3
+    task: str = "breast-cancer"  # breast-cancer | synthetic (cost benches)
+    num_sites: int = 4
+    n_params: int = 31  # synthetic task only
+    local_epochs: int = 5
+    lr: float = 0.5
+    dp_clip: float = 0.0  # 0: no DP
+    dp_noise: float = 0.0
+    dp_delta: float = 1e-5
+    fraction_train: float = 1.0
+    evaluate: bool = True
+    keys_root: str = ""  # simulation: <root>/<site> and <root>/public
+    public_dir: str = ""
+    out_dir: str = ""
+    audit_file: str = ""
+    hub: str = ""
+    token: str = ""
+    run_name: str = "fl"
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("plain", "ckks", "threshold"):
+            raise InvalidInput(f"unknown mode {self.mode!r}")
+        if self.protocol not in PROTOCOLS:
+            raise InvalidInput(f"unknown protocol {self.protocol!r}")
+        if self.protocol == "deepprotect" and self.mode == "threshold":
+            raise InvalidInput("DeepProtect needs a key the sites share: use --mode ckks (or plain)")
+        if self.task not in TASKS:
+            raise InvalidInput(f"unknown task {self.task!r}")
+
+    @classmethod
+    def from_config(cls, *configs: Any) -> FLSettings:
+        """Merge dict-like configs (later wins); keys may use dashes (`num-sites`)."""
+        known = {f.name: f for f in fields(cls)}
+        values: dict[str, Any] = {}
+        for cfg in configs:
+            for key, value in dict(cfg or {}).items():
+                name = str(key).replace("-", "_")
+                if name in known:
+                    values[name] = value
+        typed: dict[str, Any] = {}
+        for name, value in values.items():
+            kind = type(getattr(cls(), name))
+            typed[name] = value if kind is str else kind(value)
+        return cls(**typed)
+
+    def to_config(self) -> dict[str, Any]:
+        return {f.name.replace("_", "-"): getattr(self, f.name) for f in fields(self)}
+
+    def public_path(self) -> Path:
+        if self.public_dir:
+            return Path(self.public_dir)
+        if self.keys_root:
+            return Path(self.keys_root) / "public"
+        raise InvalidInput("no public key folder given (--public)")

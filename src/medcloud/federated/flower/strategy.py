@@ -1,0 +1,215 @@
+"""Flower strategies whose aggregation is homomorphic: ciphertext bytes travel in `ArrayRecord`s.
+
+`EncryptedFedAvg` overrides `aggregate_train` to add E(n_k·w_k) uploads; in threshold mode it
+asks the same sites for partial decryptions (`train.decrypt` messages) and fuses them.
+`DeepProtectStrategy` keeps E(w) on the server and adds each site's E(-η·g) into it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg
+
+from medcloud.federated.audit import RoundEvent, RoundRecorder
+from medcloud.federated.he.base import HEBackend
+from medcloud.federated.protocol import DeepProtectServer, FedAvgAggregator, decode_plain
+
+HE_STYPE = "medcloud.he.v1"
+
+
+def he_array(blob: bytes, length: int) -> Array:
+    """Opaque ciphertext bytes as a Flower Array."""
+    return Array(dtype="ciphertext", shape=(length,), stype=HE_STYPE, data=blob)
+
+
+def scalar(value: Any) -> float:
+    """A numeric Flower record value as float (records are typed as unions of lists too)."""
+    return float(value)
+
+
+def record_bytes(record: ArrayRecord) -> int:
+    return sum(len(arr.data) for arr in record.values())
+
+
+def _site_of(msg: Message) -> str:
+    cfg = msg.content.config_records.get("site")
+    return str(cfg["name"]) if cfg and "name" in cfg else f"node-{msg.metadata.src_node_id}"
+
+
+class EncryptedFedAvg(FedAvg):
+    """FedAvg whose `aggregate_train` sums ciphertexts it cannot read."""
+
+    def __init__(self, backend: HEBackend, recorder: RoundRecorder, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.aggregator = FedAvgAggregator(backend)
+        self.recorder = recorder
+        self.total_weight = 1.0
+        self._grid: Grid | None = None
+        self._down: dict[int, int] = {}
+        self.timings: list[float] = []
+        self._t0 = 0.0
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        self._grid = grid
+        self._t0 = time.perf_counter()
+        config["total-weight"] = float(self.total_weight)
+        messages = list(super().configure_train(server_round, arrays, config, grid))
+        self._down = {m.metadata.dst_node_id: record_bytes(arrays) for m in messages}
+        return messages
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        config["total-weight"] = float(self.total_weight)
+        return super().configure_evaluate(server_round, arrays, config, grid)
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        valid, _ = self._check_and_log_replies(replies, is_train=True, validate=False)
+        if not valid:
+            return None, None
+        uploads = [bytes(m.content.array_records["arrays"]["update"].data) for m in valid]
+        weights = [scalar(m.content.metric_records["metrics"]["num-examples"]) for m in valid]
+        length = int(valid[0].content.array_records["arrays"]["update"].shape[0])
+        summed = self.aggregator.aggregate(uploads)
+        total = float(sum(weights))
+        sites = {m.metadata.src_node_id: _site_of(m) for m in valid}
+        up = {sites[m.metadata.src_node_id]: len(b) for m, b in zip(valid, uploads, strict=True)}
+        down = {sites[n]: self._down.get(n, 0) for n in sites}
+        shares: list[bytes] = []
+        share_bytes: dict[str, int] = {}
+        if self.aggregator.mode == "threshold":
+            shares, share_bytes = self._collect_shares(server_round, summed, length, list(sites), down, sites)
+        model = self.aggregator.finish(summed, total, server_round, shares)
+        if model.encrypted:
+            arrays = ArrayRecord({"global": he_array(model.payload, length)})
+            self.total_weight = model.total_weight
+        else:
+            arrays = ArrayRecord({"global": Array(decode_plain(model.payload))})
+            self.total_weight = 1.0
+        metrics = self.train_metrics_aggr_fn([m.content for m in valid], self.weighted_by_key)
+        self.timings.append(time.perf_counter() - self._t0)
+        self.recorder.record(
+            RoundEvent(
+                server_round,
+                f"{self.aggregator.mode}-r{server_round}",
+                sorted(up),
+                up,
+                down,
+                self.aggregator.mode,
+                {"share_bytes": share_bytes, "seconds": round(self.timings[-1], 4)},
+            )
+        )
+        return arrays, metrics
+
+    def _collect_shares(
+        self,
+        server_round: int,
+        summed: bytes,
+        length: int,
+        nodes: list[int],
+        down: dict[str, int],
+        sites: dict[int, str],
+    ) -> tuple[list[bytes], dict[str, int]]:
+        assert self._grid is not None
+        content = RecordDict(
+            {
+                "arrays": ArrayRecord({"sum": he_array(summed, length)}),
+                "config": ConfigRecord({"server-round": server_round}),
+            }
+        )
+        msgs = [Message(content=content, message_type="train.decrypt", dst_node_id=n) for n in nodes]
+        replies = list(self._grid.send_and_receive(msgs, timeout=3600))
+        errors = [r for r in replies if r.has_error()]
+        if errors or len(replies) != len(nodes):
+            raise RuntimeError(f"threshold decryption needs every site; {len(errors)} failed")
+        shares, sizes = [], {}
+        for r in replies:
+            blob = bytes(r.content.array_records["arrays"]["share"].data)
+            shares.append(blob)
+            sizes[sites[r.metadata.src_node_id]] = len(blob)
+            down[sites[r.metadata.src_node_id]] += len(summed)
+        return shares, sizes
+
+
+class DeepProtectStrategy(FedAvg):
+    """The server keeps E(w); sites send E(-η·g) computed on the version they downloaded."""
+
+    def __init__(
+        self, backend: HEBackend, encrypted_model: bytes, length: int, recorder: RoundRecorder, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.server = DeepProtectServer(backend, encrypted_model, max_staleness=10**9)
+        self.length = length
+        self.recorder = recorder
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        version, blob = self.server.download()
+        config["model-version"] = version
+        return super().configure_train(server_round, ArrayRecord({"global": he_array(blob, self.length)}), config, grid)
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        valid, _ = self._check_and_log_replies(replies, is_train=True, validate=False)
+        up: dict[str, int] = {}
+        for m in valid:
+            blob = bytes(m.content.array_records["arrays"]["update"].data)
+            base = int(scalar(m.content.config_records["site"]["model-version"]))
+            self.server.upload(_site_of(m), blob, base)
+            up[_site_of(m)] = len(blob)
+        version, blob = self.server.download()
+        self.recorder.record(
+            RoundEvent(server_round, f"deepprotect-v{version}", sorted(up), up, dict.fromkeys(up, len(blob)), "ckks")
+        )
+        metrics = self.train_metrics_aggr_fn([m.content for m in valid], self.weighted_by_key) if valid else None
+        return ArrayRecord({"global": he_array(blob, self.length)}), metrics
+
+
+class PlainFedAvg(FedAvg):
+    """Flower's own FedAvg (the plaintext baseline), plus the per-round audit event."""
+
+    def __init__(self, recorder: RoundRecorder, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.recorder = recorder
+        self._down = 0
+        self.timings: list[float] = []
+        self._t0 = 0.0
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        self._down = record_bytes(arrays)
+        self._t0 = time.perf_counter()
+        return super().configure_train(server_round, arrays, config, grid)
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        replies = list(replies)
+        arrays, metrics = super().aggregate_train(server_round, replies)
+        ok = [m for m in replies if not m.has_error()]
+        up = {_site_of(m): record_bytes(m.content.array_records["arrays"]) for m in ok}
+        self.timings.append(time.perf_counter() - self._t0)
+        self.recorder.record(
+            RoundEvent(
+                server_round,
+                f"plain-r{server_round}",
+                sorted(up),
+                up,
+                dict.fromkeys(up, self._down),
+                "plain",
+                {"seconds": round(self.timings[-1], 4)},
+            )
+        )
+        return arrays, metrics
