@@ -107,7 +107,7 @@ def make_identifier_rich_file(dst: Path) -> Path:
 
     v = RICH_VALUES
     ds = pydicom.dcmread(_testdata("CT_small.dcm"))
-    for tag in [t for t in ds if t.is_private]:
+    for tag in [el.tag for el in ds if el.tag.is_private]:
         del ds[tag]
     ds.SpecificCharacterSet = ["", "ISO 2022 IR 87"]
     ds.PatientName = (

@@ -49,7 +49,8 @@ def parse_options(values: list[str]) -> DeidOptions:
                 raise InvalidInput(f"--option {raw}: expected retain-safe-private=CREATOR:ELEMENT") from None
             kwargs["retain_safe_private"] = True
         else:
-            raise InvalidInput(f"unknown --option {name!r}; known: {', '.join([*_FLAGS, 'no-clean-descriptors', 'retain-safe-private'])}")
+            known = ", ".join([*_FLAGS, "no-clean-descriptors", "retain-safe-private"])
+            raise InvalidInput(f"unknown --option {name!r}; known: {known}")
     return DeidOptions(**kwargs, safe_private_allowlist=frozenset(allow))  # type: ignore[arg-type]
 
 
@@ -172,7 +173,7 @@ def deid_command(
     src: Path = typer.Argument(..., help="File or folder to de-identify."),
     dst: Path = typer.Argument(..., help="Output file or folder (must not lie inside SRC)."),
     key_file: Path = typer.Option(..., "--key-file", help="Site secret key file (see `medcloud keygen`)."),
-    option: list[str] = typer.Option([], "--option", "-o", help=OPTION_HELP),  # noqa: B006
+    option: list[str] = typer.Option([], "--option", "-o", help=OPTION_HELP),
     quarantine: bool = typer.Option(
         False, "--quarantine", help="Write quarantined files (burned-in text) to DST/quarantine/ instead of skipping."
     ),
