@@ -1,7 +1,154 @@
-"""`medcloud fl ...` (placeholder until federated lands)."""
+"""`medcloud fl ...`: key ceremony, aggregator, site, and one-machine simulation."""
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import typer
 
+from medcloud.errors import ConfigError
+
 app = typer.Typer(no_args_is_help=True)
+
+MODE_HELP = "plain (baseline), ckks (DeepProtect: one key shared by the sites), threshold (one share per site)"
+
+
+@app.command("keygen")
+def keygen_command(
+    mode: str = typer.Option(..., "--mode", help="ckks or threshold"),
+    site: str = typer.Option(..., "--site", help="This site's name."),
+    site_dir: Path = typer.Option(..., "--site-dir", help="Secret folder; never leaves the site."),
+    public: Path = typer.Option(..., "--public", help="Public folder the hub relays between sites."),
+    lead: bool = typer.Option(False, "--lead", help="ckks: this site generates and seals the shared key."),
+    parties: str = typer.Option("", "--parties", help="threshold: comma-separated sites, in key-chain order."),
+) -> None:
+    """Run this site's next step of the key ceremony (idempotent; see docs/federated.md)."""
+    from medcloud.federated.keys import KeyPaths, ckks_keygen, threshold_keygen
+
+    paths = KeyPaths(site, site_dir, public)
+    if mode == "ckks":
+        done = ckks_keygen(paths, lead)
+    elif mode == "threshold":
+        if not parties:
+            raise ConfigError("--parties is required for threshold mode")
+        done = threshold_keygen(paths, [p.strip() for p in parties.split(",") if p.strip()])
+    else:
+        raise ConfigError(f"keygen is for ckks or threshold, not {mode!r}")
+    for line in done:
+        typer.echo(line)
+
+
+@app.command("simulate")
+def simulate_command(
+    mode: str = typer.Option("ckks", "--mode", help=MODE_HELP),
+    protocol: str = typer.Option("fedavg", "--protocol", help="fedavg or deepprotect"),
+    sites: int = typer.Option(4, "--sites", min=1),
+    rounds: int = typer.Option(5, "--rounds", min=1),
+    workdir: Path = typer.Option(Path("fl-sim"), "--workdir"),
+    dp_clip: float = typer.Option(0.0, "--dp-clip", help="Clip each site's update to this L2 norm."),
+    dp_noise: float = typer.Option(0.0, "--dp-noise", help="Gaussian noise multiplier (std = noise x clip)."),
+    hub: str = typer.Option("", "--hub", help="Hub URL for round audit events (else a JSONL file)."),
+    token: str = typer.Option("", "--token", envvar="MEDCLOUD_TOKEN"),
+) -> None:
+    """All sites and the aggregator on this machine, in Flower's simulation engine."""
+    from medcloud.federated.flower.settings import FLSettings
+    from medcloud.federated.simulate import simulate
+
+    settings = FLSettings(
+        mode=mode, protocol=protocol, rounds=rounds, num_sites=sites, dp_clip=dp_clip, dp_noise=dp_noise, hub=hub,
+        token=token, run_name=f"breast-cancer-{protocol}-{mode}",
+    )  # fmt: skip
+    card = simulate(settings, workdir)
+    card.pop("rounds_audit", None)
+    typer.echo(json.dumps(card, indent=2, default=str))
+
+
+def _app_dir(workdir: Path, config: dict[str, object]) -> Path:
+    """A minimal Flower app folder whose components are medcloud's installed apps."""
+    app_dir = workdir / "flower-app"
+    app_dir.mkdir(parents=True, exist_ok=True)
+    (app_dir / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["hatchling"]\nbuild-backend = "hatchling.build"\n\n'
+        '[project]\nname = "medcloud-fl"\nversion = "1.0.0"\ndependencies = []\n\n'
+        "[tool.hatch.build.targets.wheel]\npackages = []\n\n"
+        '[tool.flwr.app]\npublisher = "medcloud"\n\n'
+        "[tool.flwr.app.components]\n"
+        'serverapp = "medcloud.federated.flower.apps:server_app"\n'
+        'clientapp = "medcloud.federated.flower.apps:client_app"\n\n'
+        "[tool.flwr.app.config]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in config.items())
+    )
+    return app_dir
+
+
+def _flower_bin(name: str) -> str:
+    local = Path(sys.executable).with_name(name)
+    found = str(local) if local.exists() else shutil.which(name)
+    if not found:
+        raise ConfigError(f"{name} not found: install the `fl` extra")
+    return found
+
+
+@app.command("server")
+def server_command(
+    public: Path = typer.Option(..., "--public", help="Public key folder (no secret key in it)."),
+    mode: str = typer.Option("ckks", "--mode", help=MODE_HELP),
+    protocol: str = typer.Option("fedavg", "--protocol"),
+    sites: int = typer.Option(..., "--sites", help="Sites to wait for each round."),
+    rounds: int = typer.Option(5, "--rounds"),
+    workdir: Path = typer.Option(Path("fl-server"), "--workdir"),
+    certs: Path | None = typer.Option(None, "--certs", help="Folder with ca.crt, server.crt, server.key."),
+    insecure: bool = typer.Option(False, "--insecure", help="No TLS (testing only)."),
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(9092, "--port", help="Fleet API port for sites."),
+    control_port: int = typer.Option(9093, "--control-port"),
+    hub: str = typer.Option("", "--hub"),
+    token: str = typer.Option("", "--token", envvar="MEDCLOUD_TOKEN"),
+) -> None:
+    """Write the Flower app (aggregator settings baked in) and become the Flower SuperLink."""
+    if not insecure and certs is None:
+        raise ConfigError("give --certs DIR (ca.crt, server.crt, server.key) or --insecure")
+    audit = "" if hub else str((workdir / "audit.jsonl").resolve())
+    settings = {
+        "mode": mode, "protocol": protocol, "num-sites": sites, "rounds": rounds, "public-dir": str(public.resolve()),
+        "out-dir": str((workdir / "model").resolve()), "audit-file": audit, "hub": hub, "token": token,
+    }  # fmt: skip
+    app_dir = _app_dir(workdir, settings)
+    link = [_flower_bin("flower-superlink"), "--host", host, "--port", str(port)]
+    certs = certs or Path()
+    link += ["--insecure"] if insecure else [
+        "--ssl-ca-certfile", str(certs / "ca.crt"), "--ssl-certfile", str(certs / "server.crt"),
+        "--ssl-keyfile", str(certs / "server.key"),
+    ]  # fmt: skip
+    typer.echo(" ".join(link))
+    typer.echo(f"Flower app (settings in its pyproject.toml): {app_dir}; submit it with `flwr run {app_dir}`")
+    os.execv(link[0], link)  # noqa: S606 - becomes the SuperLink
+
+
+@app.command("site")
+def site_command(
+    site: str = typer.Option(..., "--site"),
+    site_index: int = typer.Option(..., "--site-index", help="Which breast-cancer partition (0-based)."),
+    site_dir: Path = typer.Option(..., "--site-dir", help="Secret key folder of this site."),
+    public: Path = typer.Option(..., "--public"),
+    superlink: str = typer.Option("127.0.0.1:9092", "--superlink"),
+    ca: Path | None = typer.Option(None, "--ca", help="CA certificate that signed the SuperLink's."),
+    insecure: bool = typer.Option(False, "--insecure"),
+    port: int = typer.Option(9094, "--port", help="Local ClientApp runtime port."),
+) -> None:
+    """Start a Flower SuperNode for this site; its ClientApp trains locally and encrypts."""
+    if not insecure and ca is None:
+        raise ConfigError("give --ca FILE or --insecure")
+    node_config = (
+        f'site="{site}" site-index={site_index} site-dir="{site_dir.resolve()}" public-dir="{public.resolve()}"'
+    )
+    cmd = [_flower_bin("flower-supernode"), "--superlink", superlink, "--node-config", node_config]
+    cmd += ["--port", str(port)]
+    cmd += ["--insecure"] if insecure else ["--root-certificates", str(ca)]
+    typer.echo(" ".join(cmd))
+    proc = subprocess.run(cmd, check=False)
+    raise typer.Exit(proc.returncode)
