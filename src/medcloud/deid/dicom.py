@@ -321,8 +321,8 @@ class DicomDeidentifier:
         self.private_allow = private_allow
         self.allowed_creators = frozenset(c for c, _ in private_allow)
         self.method_codes = method_codes
-        opts = [name for _, name in method_codes[1:]]
-        self.method_text = PROFILE_NAME + (" + " + ", ".join(opts) if opts else "")
+        # LO is limited to 64 characters per value, so the edition and each option are one value each.
+        self.method_text = "\\".join([PROFILE_NAME] + [name for _, name in method_codes])
         self._identifying = _identifying_tags()
         self._known_uids = _well_known_uids()
         self._class_tags = _class_uid_tags()
@@ -518,14 +518,26 @@ class DicomDeidentifier:
         body = b"".join(parts)
         return self._hdr(syn, el.tag, "SQ", len(body)) + body
 
-    def _dataset(self, buf: bytes, elems: list[Elem], ctx: FileContext, syn: _Syntax, depth: int) -> list[bytes]:
+    def _dataset(
+        self, buf: bytes, elems: list[Elem], ctx: FileContext, syn: _Syntax, depth: int,
+        inserts: list[tuple[int, bytes]] | None = None,
+    ) -> list[bytes]:
+        """Emit one dataset level; `inserts` (sorted by tag) are merged in and replace equal tags."""
         out: list[bytes] = []
+        pending = inserts or []
         profile = self.profile
         actions = profile.actions
         allow = self.private_allow
         creators: dict[int, str] = {}
         for el in elems:
             tag = el.tag
+            if pending and pending[0][0] <= tag:
+                replaced = False
+                while pending and pending[0][0] <= tag:
+                    replaced = replaced or pending[0][0] == tag
+                    out.append(pending.pop(0)[1])
+                if replaced:
+                    continue
             group = tag >> 16
             if group & 1:
                 if not allow:
@@ -576,14 +588,10 @@ class DicomDeidentifier:
             elif act is Action.REMOVE:
                 continue
             elif act is Action.EMPTY:
-                if tag == T_PATIENT_NAME and depth == 0:
-                    continue  # replaced by the pseudonym in `_top_additions`
                 out.append(self._hdr(syn, tag, "SQ" if el.items is not None else vr, 0))
             elif act is Action.DUMMY:
                 if el.items is not None:
                     out.append(self._sequence(buf, el, ctx, syn, depth))
-                elif tag == T_PATIENT_ID and depth == 0:
-                    continue  # replaced by the pseudonym in `_top_additions`
                 elif vr == "UI":
                     out.append(self._emit(syn, tag, vr, self._uid_value(_value(buf, el), tag)))
                 else:
@@ -615,6 +623,7 @@ class DicomDeidentifier:
                     out.append(self._emit(syn, tag, vr, self._uid_value(_value(buf, el), tag)))
                 else:
                     out.append(self._hdr(syn, tag, vr, 0))
+        out.extend(c for _, c in pending)
         return out
 
     def _method_sequence(self, syn: _Syntax) -> bytes:
@@ -633,24 +642,18 @@ class DicomDeidentifier:
         """De-identified file bytes plus facts the caller reports (new UIDs, pseudonym, burned-in)."""
         buf, meta, syn, top, converted = self.split(data)
         ctx, head = self._context(buf, top)
-        body = self._dataset(buf, top, ctx, syn, 0)
         pseudonym = self.pseudo.patient(ctx.patient_key)
-        # Pair emitted chunks with their tags so additions can be merged in order.
-        tagged = [(_chunk_tag(c, syn), c) for c in body]
-        drop = {T_IDENTITY_REMOVED, T_DEID_METHOD, T_DEID_CODES, T_LONGITUDINAL, T_PATIENT_NAME, T_PATIENT_ID}
-        tagged = [(t, c) for t, c in tagged if t not in drop]
         longitudinal = {"shift": b"MODIFIED", "keep": b"UNMODIFIED", "remove": b"REMOVED"}[self.date_mode]
+        # These replace whatever the source held under the same tags.
         additions = [
             (T_PATIENT_NAME, self._emit(syn, T_PATIENT_NAME, "PN", pseudonym.encode("ascii"))),
             (T_PATIENT_ID, self._emit(syn, T_PATIENT_ID, "LO", pseudonym.encode("ascii"))),
             (T_IDENTITY_REMOVED, self._emit(syn, T_IDENTITY_REMOVED, "CS", b"YES")),
-            (T_DEID_METHOD, self._emit(syn, T_DEID_METHOD, "LO", self.method_text.encode("ascii")[:64])),
+            (T_DEID_METHOD, self._emit(syn, T_DEID_METHOD, "LO", self.method_text.encode("ascii"))),
             (T_DEID_CODES, self._method_sequence(syn)),
             (T_LONGITUDINAL, self._emit(syn, T_LONGITUDINAL, "CS", longitudinal)),
         ]
-        tagged.extend(additions)
-        tagged.sort(key=lambda tc: tc[0])
-        dataset = b"".join(c for _, c in tagged)
+        dataset = b"".join(self._dataset(buf, top, ctx, syn, 0, additions))
 
         sop_uid_raw = head.get(T_SOP_INSTANCE) or meta.get(0x00020003, b"")
         sop_uid = _strip(sop_uid_raw).decode("ascii", errors="replace")
@@ -680,8 +683,3 @@ class DicomDeidentifier:
             "sop_class_uid": sop_class.decode("ascii", errors="replace") or None,
         }
         return out, facts
-
-
-def _chunk_tag(chunk: bytes, syn: _Syntax) -> int:
-    g, e = syn.tag_fmt.unpack_from(chunk, 0)
-    return int((g << 16) | e)

@@ -7,7 +7,7 @@ institution, physicians) and removes every occurrence of them from text that is 
 from __future__ import annotations
 
 import re
-from functools import cache
+from functools import cache, lru_cache
 
 REDACTED = "***"
 # Bytes after which ISO 2022 escape state resets; over-including is harmless for decoding.
@@ -91,29 +91,32 @@ def date_forms(value: str) -> list[str]:
 class Scrubber:
     """Removes a fixed set of identifying strings from text, case-insensitively.
 
-    Latin needles match on word boundaries so "Li" does not eat "Lung"; ideographic needles have no
-    word boundaries in the script and match anywhere.
+    Every file has its own needles, so compiling one big pattern per file would cost more than the
+    rest of the file's processing. Instead a plain substring test picks the few needles present
+    (usually none) and only those are compiled, cached by the set found. Latin needles match on word
+    boundaries so "Li" does not eat "Lung"; ideographic scripts have no word boundaries.
     """
 
     def __init__(self, needles: set[str]) -> None:
-        words = sorted({n for n in needles if len(n.strip()) >= 2}, key=len, reverse=True)
-        self._rx: re.Pattern[str] | None = None
-        if words:
-            parts = []
-            for w in words:
-                esc = re.escape(w.strip())
-                if w.strip().isascii():
-                    parts.append(rf"(?<![0-9A-Za-z]){esc}(?![0-9A-Za-z])")
-                else:
-                    parts.append(esc)
-            self._rx = re.compile("|".join(parts), re.IGNORECASE)
+        self._needles = tuple(sorted({n.strip().lower() for n in needles if len(n.strip()) >= 2}))
 
     def __bool__(self) -> bool:
-        return self._rx is not None
+        return bool(self._needles)
 
     def clean(self, text: str) -> str | None:
         """The cleaned text, or None when nothing identifying was found."""
-        if self._rx is None:
+        low = text.lower()
+        found = tuple(n for n in self._needles if n in low)
+        if not found:
             return None
-        new, n = self._rx.subn(REDACTED, text)
+        new, n = _pattern(found).subn(REDACTED, text)
         return new if n else None
+
+
+@lru_cache(maxsize=4096)
+def _pattern(needles: tuple[str, ...]) -> re.Pattern[str]:
+    parts = []
+    for w in sorted(needles, key=len, reverse=True):
+        esc = re.escape(w)
+        parts.append(rf"(?<![0-9a-z]){esc}(?![0-9a-z])" if w.isascii() else esc)
+    return re.compile("|".join(parts), re.IGNORECASE)
