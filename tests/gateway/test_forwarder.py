@@ -8,11 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from gateway_fakes import TOKEN, FakeHub, Reply, free_port
 
 from medcloud.gateway.forwarder import Forwarder, ForwarderConfig, backoff_delay, parse_retry_after
 from medcloud.gateway.outbox import Outbox, SourceRef
-
-from gateway_fakes import TOKEN, FakeHub, Reply, free_port
 
 
 def wait_for(predicate: object, timeout: float = 10.0) -> None:

@@ -138,7 +138,7 @@ def run_command(
             f"see `medcloud gateway status --state {state}`",
             err=True,
         )
-        raise typer.Exit(2)
+        sys.exit(2)  # not typer.Exit: the top-level CLI runs click with standalone_mode=False
 
 
 @app.command("status")

@@ -261,6 +261,8 @@ class Forwarder:
                 return
         self.outbox.mark_delivered(item.id, response.status_code, outcome)
         with self.stats.lock:
+            if self._consecutive_failures:
+                log.info("hub reachable again after %d failed attempt(s)", self._consecutive_failures)
             self._consecutive_failures = 0
             if outcome == "duplicate":
                 self.stats.duplicates += 1
@@ -286,7 +288,20 @@ class Forwarder:
                 delay = max(0.0, self.stats.paused_until - now)
             elif retry_after is not None:
                 delay = min(retry_after, 3600.0)
+            first_of_outage = pause and self._consecutive_failures == 1
         self.outbox.mark_retry(item.id, at=now + delay, status=status, error=error)
+        if pause and not first_of_outage:
+            # One line per outage, not one per item: the status line shows that it goes on.
+            log.debug("will retry %s: %s", item.filename, error)
+            if self._on_event is not None:
+                self._on_event("retry", item, error)
+            return
+        if first_of_outage:
+            log.warning("hub unavailable (%s); items stay queued and are retried with backoff up to %.0f s",
+                        error, cfg.backoff_cap)
+            if self._on_event is not None:
+                self._on_event("retry", item, error)
+            return
         self._emit("retry", item, f"{error} (next try in {delay:.1f} s)")
 
     def _dead(self, item: Item, *, status: int | None, error: str) -> None:
