@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from medcloud.deid.cli import deid_command
+from medcloud.deid.cli import deid_command, keygen_command
 from medcloud.demo import demo_command
 from medcloud.errors import MedcloudError
 from medcloud.federated.cli import app as fl_app
@@ -32,6 +32,7 @@ app.add_typer(audit_app, name="audit", help="Inspect and verify the audit trail.
 app.add_typer(vision_app, name="vision", help="Train, evaluate and export vision models.")
 app.add_typer(fl_app, name="fl", help="Federated learning with encrypted updates.")
 app.command("deid")(deid_command)
+app.command("keygen")(keygen_command)
 app.command("demo")(demo_command)
 app.command("serve-model")(serve_model_command)
 
