@@ -40,6 +40,8 @@ class RoundEvent(BaseModel):
     participants: list[str] = Field(default_factory=list, max_length=1000)
     bytes_up: dict[str, int] = Field(default_factory=dict)
     bytes_down: dict[str, int] = Field(default_factory=dict)
+    share_bytes: dict[str, int] | int | None = Field(None, description="Threshold mode: decryption-share bytes")
+    seconds: float | None = Field(None, ge=0, description="Round wall time")
 
 
 @router.post("/api/v1/fl/rounds", status_code=201, summary="Record one federated round (aggregator)")
@@ -48,6 +50,6 @@ async def record_round(
 ) -> dict[str, Any]:
     await run_in_threadpool(
         record_audit, request, principal, action="fl.round", resource=f"fl/{body.model_version}/round/{body.round}",
-        outcome="ok", detail=body.model_dump(),
+        outcome="ok", detail=body.model_dump(exclude_none=True),
     )  # fmt: skip
     return {"recorded": True, "round": body.round}
