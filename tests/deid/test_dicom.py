@@ -260,3 +260,27 @@ def test_japanese_names_are_pseudonymised_and_scrubbed(deid: Deidentifier, ct: D
     out = read(deid.deidentify_bytes(to_bytes(ct), "jp.dcm").data)
     assert out.StudyDescription == "胸部CT ***"
     assert "山田" not in str(out.PatientName)
+
+
+def test_public_attribute_sent_as_un_gets_its_real_action(deid: Deidentifier, ct: Dataset) -> None:
+    ct.StudyDescription = "Head CT of Yamada "
+    ct.PatientAddress = "1 Main Street "
+    ct.PatientName = "Yamada^Taro"
+    data = to_bytes(ct)
+    # pydicom writes the real VR; rewrite both headers as UN, as a node without the dictionary would.
+    for tag, vr, n in ((b"\x08\x00\x30\x10", b"LO", 18), (b"\x10\x00\x40\x10", b"LO", 14)):
+        old = tag + vr + n.to_bytes(2, "little")
+        assert data.count(old) == 1
+        data = data.replace(old, tag + b"UN\x00\x00" + n.to_bytes(4, "little"))
+    out = deid.deidentify_bytes(data, "un.dcm").data
+    assert b"Yamada" not in out and b"Main Street" not in out
+    assert read(out).StudyDescription == "Head CT of ***"
+
+
+def test_trailing_padding_and_group_lengths_are_dropped(deid: Deidentifier, ct: Dataset) -> None:
+    ct.add_new(0xFFFCFFFC, "OB", b"old buffer: Yamada Taro MRN 12345\x00")
+    ct.add_new(0x00080000, "UL", 1234)
+    out = deid.deidentify_bytes(to_bytes(ct), "pad.dcm").data
+    assert b"Yamada" not in out
+    ds = read(out)
+    assert 0xFFFCFFFC not in ds and 0x00080000 not in ds

@@ -33,6 +33,7 @@ _ITEM = 0xFFFEE000
 _ITEM_END = 0xFFFEE00D
 _SEQ_END = 0xFFFEE0DD
 _PIXEL_DATA = 0x7FE00010
+_TRAILING_PADDING = 0xFFFCFFFC
 
 # Top-level tags the engine reads or writes itself.
 T_CHARSET = 0x00080005
@@ -244,8 +245,14 @@ def parse(buf: bytes, pos: int, end: int, syn: _Syntax, in_item: bool) -> tuple[
         vend = pos + length
         if vend > end:
             raise _truncated(f"value of ({g:04X},{e:04X}) needs {length} bytes", hstart)
+        inner = syn
+        if vr == "UN" and explicit and not g & 1:
+            # A public attribute sent as UN (by a node that did not know it) still gets the action
+            # its real VR calls for; its value is implicit little endian, like the UN encoding.
+            vr = _dict_vr(tag)
+            inner = _IMPLICIT_LE
         if vr == "SQ":
-            items, _ = _parse_items(buf, pos, vend, syn, undefined=False)
+            items, _ = _parse_items(buf, pos, vend, inner, undefined=False)
             elems.append(Elem(tag, vr, hstart, pos, vend, vend, explicit, items))
         else:
             elems.append(Elem(tag, vr, hstart, pos, vend, vend, explicit, None))
@@ -553,8 +560,10 @@ class DicomDeidentifier:
                 if (creator, elem_no & 0xFF) in allow:
                     out.append(self._raw(buf, el, syn))
                 continue
-            if tag & 0xFFFF == 0 or group == 2:
-                continue  # group lengths are retired and would be wrong after editing
+            if tag & 0xFFFF == 0 or group == 2 or tag == _TRAILING_PADDING:
+                # Group lengths are retired and would be wrong after editing; trailing padding can
+                # hold leftovers of whatever the writer's buffer held before.
+                continue
             act = actions.get(tag)
             if act is None and profile.masked and (group & 0xFF00) in (0x5000, 0x6000):
                 act = profile.action_for(tag)

@@ -98,7 +98,11 @@ class Scrubber:
     """
 
     def __init__(self, needles: set[str]) -> None:
-        self._needles = tuple(sorted({n.strip().lower() for n in needles if len(n.strip()) >= 2}))
+        # Short numbers (a study ID of "12") would blank ordinary counts and sizes in descriptions.
+        self._needles = tuple(sorted({
+            n.strip().lower() for n in needles
+            if len(n.strip()) >= 2 and not (n.strip().isdigit() and len(n.strip()) < 4)
+        }))
 
     def __bool__(self) -> bool:
         return bool(self._needles)
