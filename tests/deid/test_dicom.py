@@ -284,3 +284,43 @@ def test_trailing_padding_and_group_lengths_are_dropped(deid: Deidentifier, ct: 
     assert b"Yamada" not in out
     ds = read(out)
     assert 0xFFFCFFFC not in ds and 0x00080000 not in ds
+
+
+def test_bare_dataset_without_preamble(deid: Deidentifier, ct: Dataset) -> None:
+    buf = io.BytesIO()
+    bare = Dataset()
+    bare.update({el.tag: el for el in ct if el.tag.group != 2})
+    fp = pydicom.filebase.DicomFileLike(buf)
+    fp.is_implicit_VR, fp.is_little_endian = True, True  # how old archives stored bare datasets
+    pydicom.filewriter.write_dataset(fp, bare)
+    data = buf.getvalue()
+    assert data[:2] == b"\x08\x00" and b"DICM" not in data[:200]
+    out = deid.deidentify_bytes(data, "bare")
+    ds = read(out.data)
+    assert ds.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2"
+    assert ds.SOPInstanceUID == out.sop_instance_uid == ds.file_meta.MediaStorageSOPInstanceUID
+    assert ds.PixelData == ct.PixelData
+
+
+def test_implicit_private_sequence_of_undefined_length_is_removed(deid: Deidentifier) -> None:
+    src = pydicom.dcmread(sample("MR_small_implicit.dcm"))
+    item = Dataset()
+    item.PatientName = "Hidden^Person"
+    src.private_block(0x0019, "VENDOR SEQ", create=True).add_new(0x10, "SQ", Sequence([item]))
+    src[0x00191010].value.is_undefined_length = True
+    data = to_bytes(src)
+    assert b"Hidden^Person" in data
+    out = deid.deidentify_bytes(data, "mr.dcm").data
+    assert b"Hidden" not in out
+    assert read(out).PixelData == src.PixelData
+
+
+def test_make_corpus_writes_fresh_identities(tmp_path: Path) -> None:
+    import corpus
+
+    paths = corpus.make_corpus(tmp_path, 22)
+    dss = [pydicom.dcmread(p) for p in paths]
+    assert len({d.SOPInstanceUID for d in dss}) == 22
+    assert len({d.StudyInstanceUID for d in dss}) == 2  # 20 instances per study
+    assert all(d.file_meta.MediaStorageSOPInstanceUID == d.SOPInstanceUID for d in dss)
+    assert {d.Modality for d in dss} == {"CT", "MR"}
