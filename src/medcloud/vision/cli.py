@@ -1,12 +1,157 @@
-"""`medcloud vision ...` and `medcloud serve-model` (placeholder until vision lands)."""
+"""`medcloud vision ...` (synthetic data, train, evaluate, registry) and `medcloud serve-model`.
+
+Heavy imports (torch, onnxruntime) stay inside the commands so `medcloud --help` and `serve-model` are fast.
+"""
 
 from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
 
 import typer
 
 app = typer.Typer(no_args_is_help=True)
 
 
-def serve_model_command() -> None:
-    """Serve the detector with onnxruntime only (no torch)."""
-    raise NotImplementedError
+@app.command("train")
+def train_command(
+    out: Path = typer.Option(..., "--out", help="Folder for detector.onnx, classifier.onnx, weights and log."),
+    images: int = typer.Option(2000, help="Synthetic training smears to render."),
+    det_steps: int = typer.Option(3000, help="Detector optimisation steps."),
+    cls_steps: int = typer.Option(800, help="Crop-classifier optimisation steps."),
+    batch: int = typer.Option(16),
+    crop: int = typer.Option(160, help="Detector training crop (pixels of the 320-pixel input)."),
+    seed: int = typer.Option(0),
+    threads: int = typer.Option(2, help="torch CPU threads."),
+    det_minutes: float = typer.Option(0.0, help="Wall-time budget for the detector (schedule follows time)."),
+    cls_minutes: float = typer.Option(0.0, help="Wall-time budget for the classifier."),
+    cache: Path | None = typer.Option(None, help="Folder to cache the rendered training smears."),
+) -> None:
+    """Train the Gram-stain detector and crop classifier from scratch on SYNTHETIC smears; export ONNX."""
+    from medcloud.vision.train import TrainConfig, train_model
+
+    cfg = TrainConfig(images=images, det_steps=det_steps, cls_steps=cls_steps, batch=batch, crop=crop, seed=seed,
+                      threads=threads, det_minutes=det_minutes, cls_minutes=cls_minutes)
+    command = "medcloud vision train " + " ".join(shlex.quote(a) for a in sys.argv[2:] if a != "train")
+    result = train_model(cfg, out, command, progress=lambda m: typer.echo(m, err=True), cache=cache)
+    typer.echo(f"trained in {result['seconds']} s -> {out}")
+
+
+@app.command("sites")
+def sites_command() -> None:
+    """List the synthetic sites (training styles and never-seen styles)."""
+    from medcloud.vision.synth import SITES
+
+    for site in SITES.values():
+        typer.echo(f"{site.name:16} {'training' if site.seen else 'UNSEEN  '}  {site.description}")
+
+
+@app.command("evaluate")
+def evaluate_command(
+    model: Path = typer.Option(..., "--model", help="Model folder (detector.onnx, classifier.onnx, training.json)."),
+    images: int = typer.Option(40, help="Held-out smears per site for detection metrics."),
+    verdict_images: int = typer.Option(40, help="Monomicrobial smears per site for the crop vote."),
+    name: str = typer.Option("gram-stain"),
+    version: str | None = typer.Option(None, help="Version to write into card.json (default: keep/derive)."),
+    card: bool = typer.Option(True, help="Write card.json with the metrics."),
+) -> None:
+    """Per-class and per-site mAP50 and recall, crop-vote accuracy (SYNTHETIC held-out split) -> card.json."""
+    import json
+
+    from medcloud.vision.evaluate import evaluate_model
+    from medcloud.vision.registry import write_card
+
+    metrics = evaluate_model(model, images_per_site=images, verdict_images_per_site=verdict_images)
+    metrics["command"] = "medcloud vision evaluate " + " ".join(shlex.quote(a) for a in sys.argv[3:])
+    if card:
+        training_path = model / "training.json"
+        training = json.loads(training_path.read_text()) if training_path.exists() else {}
+        old = json.loads((model / "card.json").read_text()) if (model / "card.json").exists() else {}
+        write_card(model, name, version or old.get("version") or model.name, training, metrics)
+    summary = {"map50": metrics["map50"], "mean_recall": metrics["mean_recall"],
+               "crop_vote_accuracy": metrics["crop_vote_accuracy"],
+               "per_site_map50": {k: v["map50"] for k, v in metrics["per_site"].items()}}
+    typer.echo(json.dumps(summary, indent=2))
+
+
+@app.command("models")
+def models_command(data: Path | None = typer.Option(None, "--data", help="Hub data dir (default: packaged only).")
+                   ) -> None:
+    """List the model registry."""
+    from medcloud.vision.registry import list_models
+
+    for m in list_models(data):
+        metrics = m.card.get("metrics", {})
+        typer.echo(f"{m.name}/{m.version}  sha256={m.card.get('sha256', '')[:12]}  mAP50={metrics.get('map50')}"
+                   f"  synthetic={m.card.get('synthetic')}  {m.path}")
+
+
+@app.command("register")
+def register_command(
+    model: Path = typer.Option(..., "--model", help="Evaluated model folder (with card.json)."),
+    data: Path = typer.Option(..., "--data", help="Hub data dir."),
+    name: str = typer.Option("gram-stain"),
+    version: str = typer.Option(..., help="Immutable version string."),
+) -> None:
+    """Copy an evaluated model into `<data>/models/<name>/<version>`."""
+    from medcloud.vision.registry import register
+
+    m = register(model, data, name, version)
+    typer.echo(f"registered {m.name}/{m.version} at {m.path}")
+
+
+@app.command("synth")
+def synth_command(
+    out: Path = typer.Option(..., "--out", help="Folder for PNG images and annotation files."),
+    count: int = typer.Option(20),
+    site: str = typer.Option("site-a", help="Style: see `medcloud vision sites`."),
+    size: int = typer.Option(640),
+    seed: int = typer.Option(500_000_000, help="First seed (training uses seeds below 10,000,000)."),
+    formats: str = typer.Option("vott,coco,yolo", help="Annotation formats to write."),
+) -> None:
+    """Write SYNTHETIC smear PNGs with VoTT / COCO / YOLO annotations."""
+    import json
+
+    from medcloud.errors import InvalidInput
+    from medcloud.vision.annotations import AnnotatedImage, to_coco, to_vott, to_yolo
+    from medcloud.vision.labels import LABEL_CODES
+    from medcloud.vision.synth import SITES, render_smear, save_png
+
+    if site not in SITES:
+        raise InvalidInput(f"unknown site {site!r}; see `medcloud vision sites`")
+    out.mkdir(parents=True, exist_ok=True)
+    anns = []
+    for i in range(count):
+        s = render_smear(seed + i, site, (size, size), size / 640)
+        name = f"synthetic-{site}-{seed + i}.png"
+        save_png(s, str(out / name))
+        anns.append(AnnotatedImage(name, size, size, [tuple(map(float, b)) for b in s.boxes],  # type: ignore[misc]
+                                   [LABEL_CODES[int(k)] for k in s.labels], synthetic=True))
+    wanted = {f.strip() for f in formats.split(",")}
+    if "vott" in wanted:
+        (out / "vott-export.json").write_text(json.dumps(to_vott(anns), indent=1))
+    if "coco" in wanted:
+        (out / "coco.json").write_text(json.dumps(to_coco(anns), indent=1, ensure_ascii=False))
+    if "yolo" in wanted:
+        to_yolo(anns, out / "yolo")
+    typer.echo(f"wrote {count} SYNTHETIC smears to {out}")
+
+
+def serve_model_command(
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8080, "--port"),
+    model: Path | None = typer.Option(None, "--model", help="Model folder; default: newest registered/packaged."),
+    data: Path | None = typer.Option(None, "--data", help="Data dir whose models/ registry to use."),
+    token_file: Path | None = typer.Option(
+        None, "--token-file", help="File holding the token or 'sha256:<hex>'; else MEDCLOUD_SERVE_TOKEN_SHA256."),
+    threads: int = typer.Option(2, help="onnxruntime intra-op threads."),
+) -> None:
+    """Serve the detector with onnxruntime only (no torch): minimal process for scale-to-zero platforms."""
+    from medcloud.vision.serve import run
+
+    run(model, data, host, port, token_file, threads)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,153 @@
+"""The model registry: plain folders with a JSON card, no database.
+
+Layout: ``<root>/<name>/<version>/{detector.onnx, classifier.onnx, card.json}``. Roots are searched in
+order: ``<data_dir>/models`` first, then the models shipped inside the package, so a hub serves the
+shipped SYNTHETIC demo model until someone registers another version.
+
+A card says what a model is and where it came from: version, SHA-256 of each ONNX file, label set,
+training data sites (and that they are synthetic), the exact training command, and metrics per class
+and per site, including sites whose style was never seen in training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from medcloud.errors import IntegrityError, InvalidInput, NotFound
+
+PACKAGED_MODELS = Path(__file__).parent / "models"
+DEFAULT_MODEL = "gram-stain"
+MODEL_FILES = ("detector.onnx", "classifier.onnx")
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    name: str
+    version: str
+    path: Path
+    card: dict[str, Any]
+
+    def verify(self) -> None:
+        """Refuse a model whose files no longer match the hashes its card recorded."""
+        for fname, meta in self.card.get("files", {}).items():
+            if sha256_file(self.path / fname) != meta["sha256"]:
+                raise IntegrityError(f"{self.name}/{self.version}: {fname} does not match its card's sha256")
+
+    def summary(self) -> dict[str, Any]:
+        keep = ("name", "version", "created", "synthetic", "notice", "sha256", "task", "labels", "crop_classes",
+                "training", "metrics", "license", "input")
+        summary = {k: self.card[k] for k in keep if k in self.card}
+        return summary | {"packaged": _is_relative(self.path, PACKAGED_MODELS)}
+
+
+def _is_relative(path: Path, root: Path) -> bool:
+    try:
+        path.resolve().relative_to(root.resolve())
+    except ValueError:
+        return False
+    return True
+
+
+def roots(data_dir: Path | None) -> list[Path]:
+    out = []
+    if data_dir is not None:
+        out.append(Path(data_dir) / "models")
+    out.append(PACKAGED_MODELS)
+    return out
+
+
+def list_models(data_dir: Path | None = None) -> list[ModelVersion]:
+    """Every registered version, newest first within each name; data-dir versions shadow packaged ones."""
+    found: dict[tuple[str, str], ModelVersion] = {}
+    for root in roots(data_dir):
+        if not root.is_dir():
+            continue
+        for card_path in sorted(root.glob("*/*/card.json")):
+            card = json.loads(card_path.read_text(encoding="utf-8"))
+            key = (card_path.parent.parent.name, card_path.parent.name)
+            found.setdefault(key, ModelVersion(key[0], key[1], card_path.parent, card))
+    return sorted(found.values(), key=lambda m: (m.name, m.card.get("created", "")), reverse=True)
+
+
+def resolve(data_dir: Path | None = None, name: str = DEFAULT_MODEL, version: str | None = None) -> ModelVersion:
+    """One version by name (newest when `version` is None)."""
+    for m in list_models(data_dir):
+        if m.name == name and (version is None or m.version == version):
+            return m
+    raise NotFound(f"model {name}{'/' + version if version else ''} is not in the registry")
+
+
+def load_dir(path: Path) -> ModelVersion:
+    """A model folder given directly (e.g. `serve-model --model DIR`)."""
+    card_path = path / "card.json"
+    if not card_path.is_file():
+        raise NotFound(f"{path} has no card.json")
+    card = json.loads(card_path.read_text(encoding="utf-8"))
+    return ModelVersion(card.get("name", path.parent.name), card.get("version", path.name), path, card)
+
+
+def write_card(model_dir: Path, name: str, version: str, training: dict[str, Any], metrics: dict[str, Any],
+               extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Hash the ONNX files and write card.json; returns the card."""
+    from medcloud.vision.labels import CROP_CLASS_NAMES, CROP_CLASSES, LABELS
+    from medcloud.vision.runtime import INPUT_LONG_SIDE, STRIDE, TILE
+    from medcloud.vision.synth import SITES, SYNTHETIC_NOTICE
+
+    files = {}
+    for fname in MODEL_FILES:
+        p = model_dir / fname
+        if p.exists():
+            files[fname] = {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+    if "detector.onnx" not in files:
+        raise InvalidInput(f"{model_dir} has no detector.onnx")
+    card = {
+        "name": name,
+        "version": version,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "task": "Gram-stain smear detection (17 labels) + 5-class crop vote",
+        "synthetic": True,
+        "notice": "Trained and evaluated on SYNTHETIC smears only (" + SYNTHETIC_NOTICE + "). "
+                  "Not validated on real specimens; not for clinical use.",
+        "license": "Apache-2.0",
+        "sha256": files["detector.onnx"]["sha256"],
+        "files": files,
+        "labels": [{"code": lab.code, "en": lab.en, "ja": lab.ja, "gram": lab.gram, "shape": lab.shape,
+                    "crop_class": lab.crop_class} for lab in LABELS],
+        "crop_classes": [{"code": c, "en": CROP_CLASS_NAMES[c][0], "ja": CROP_CLASS_NAMES[c][1]}
+                         for c in CROP_CLASSES],
+        "input": {"long_side": INPUT_LONG_SIDE, "stride": STRIDE, "tile": TILE, "layout": "NCHW float 0..255 RGB"},
+        "training": training,
+        "sites": {n: {"seen_in_training": n in training.get("sites", []), "description": s.description,
+                      "synthetic": True} for n, s in SITES.items()},
+        "metrics": metrics,
+    } | (extra or {})
+    (model_dir / "card.json").write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return card
+
+
+def register(src_dir: Path, data_dir: Path, name: str, version: str) -> ModelVersion:
+    """Copy a trained, evaluated model folder into `<data_dir>/models/<name>/<version>`."""
+    dest = Path(data_dir) / "models" / name / version
+    if dest.exists():
+        raise InvalidInput(f"{name}/{version} is already registered; versions are immutable")
+    if not (src_dir / "card.json").is_file():
+        raise InvalidInput(f"{src_dir} has no card.json: run `medcloud vision evaluate` first")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(src_dir, dest)
+    m = load_dir(dest)
+    m.verify()
+    return m

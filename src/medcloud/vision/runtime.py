@@ -1,0 +1,217 @@
+"""The inference runtime: onnxruntime sessions, pre-processing, peak decoding and the crop vote.
+
+Imports numpy, Pillow and onnxruntime only (never torch) so that a serving process starts fast.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from medcloud.errors import InvalidInput, TooLarge, UnsupportedFormat
+from medcloud.vision.labels import CROP_CLASS_NAMES, CROP_CLASSES, LABELS, label_json
+
+STRIDE = 4
+INPUT_LONG_SIDE = 320  # the detector sees the image with its longer side at this many pixels
+TILE = 64  # crop size for the classifier, in detector-input pixels
+PAD_VALUE = 210  # near the smear background, so padding does not look like an organism
+MAX_IMAGE_PIXELS = 40_000_000
+
+
+@dataclass
+class Detection:
+    box: tuple[float, float, float, float]
+    label: int
+    score: float
+
+
+@dataclass
+class Prediction:
+    """One image's answer: detections in original-image pixels, the crop vote and timing."""
+
+    detections: list[Detection]
+    crop_votes: dict[str, int]
+    verdict: str | None
+    width: int
+    height: int
+    latency_ms: float
+
+    def counts(self) -> dict[str, int]:
+        c = Counter(LABELS[d.label].code for d in self.detections)
+        return dict(sorted(c.items(), key=lambda kv: (-kv[1], kv[0])))
+
+    def to_json(self, model_version: str) -> dict[str, Any]:
+        verdict = None
+        if self.verdict is not None:
+            en, ja = CROP_CLASS_NAMES[self.verdict]
+            verdict = {"code": self.verdict, "en": en, "ja": ja}
+        return {
+            "model_version": model_version,
+            "synthetic_model": True,
+            "image": {"width": self.width, "height": self.height},
+            "detections": [
+                {"box": [round(v, 1) for v in d.box], "label": label_json(d.label), "score": round(d.score, 4)}
+                for d in self.detections
+            ],
+            "counts": [
+                {**label_json(next(i for i, lab in enumerate(LABELS) if lab.code == code)), "count": n}
+                for code, n in self.counts().items()
+            ],
+            "crop_votes": self.crop_votes,
+            "verdict": verdict,
+            "latency_ms": round(self.latency_ms, 2),
+        }
+
+
+def decode_image(data: bytes, max_bytes: int = 50 * 1024 * 1024) -> NDArray[np.uint8]:
+    """Bytes of a PNG/JPEG/... photo to an RGB uint8 array; refuses what is not an image."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not data:
+        raise InvalidInput("empty body: send the image bytes")
+    if len(data) > max_bytes:
+        raise TooLarge(f"image is {len(data)} bytes; the limit is {max_bytes}")
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            if im.width * im.height > MAX_IMAGE_PIXELS:
+                raise TooLarge(f"image is {im.width}x{im.height}; the limit is {MAX_IMAGE_PIXELS} pixels")
+            arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise UnsupportedFormat(f"not a readable image: {exc}") from exc
+    return arr
+
+
+def prepare(image: NDArray[np.uint8], long_side: int = INPUT_LONG_SIDE) -> tuple[NDArray[np.float32], float]:
+    """Resize so the longer side is `long_side`, pad to a multiple of 16; returns NCHW float and the scale."""
+    from PIL import Image
+
+    h, w = image.shape[:2]
+    scale = long_side / max(h, w)
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    if (nh, nw) != (h, w):
+        resized = np.asarray(Image.fromarray(image).resize((nw, nh), Image.Resampling.BILINEAR, reducing_gap=2.0))
+    else:
+        resized = image
+    ph, pw = -(-nh // 16) * 16, -(-nw // 16) * 16
+    canvas = np.full((ph, pw, 3), PAD_VALUE, dtype=np.uint8)
+    canvas[:nh, :nw] = resized
+    return np.ascontiguousarray(canvas.transpose(2, 0, 1)[None], dtype=np.float32), scale
+
+
+def decode_peaks(heat: NDArray[np.float32], reg: NDArray[np.float32], score_threshold: float = 0.05,
+                 top_k: int = 100, nms_iou: float = 0.6) -> list[Detection]:
+    """Peaks of one heatmap (C, h, w) to boxes in detector-input pixels, with class-agnostic NMS."""
+    _c, h, w = heat.shape
+    flat = heat.reshape(-1)
+    k = min(top_k, flat.size)
+    idx = np.argpartition(-flat, k - 1)[:k]
+    idx = idx[flat[idx] >= score_threshold]
+    idx = idx[np.argsort(-flat[idx])]
+    cls = idx // (h * w)
+    pix = idx % (h * w)
+    ys, xs = pix // w, pix % w
+    dx, dy = reg[0, ys, xs], reg[1, ys, xs]
+    bw = np.exp(np.clip(reg[2, ys, xs], -4, 6)) * STRIDE
+    bh = np.exp(np.clip(reg[3, ys, xs], -4, 6)) * STRIDE
+    cx, cy = (xs + dx) * STRIDE, (ys + dy) * STRIDE
+    boxes = np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], axis=1)
+    scores = flat[idx]
+    keep = _nms(boxes, scores, nms_iou)
+    out = []
+    for i in keep:
+        x0, y0, x1, y1 = (float(v) for v in boxes[i])
+        out.append(Detection((x0, y0, x1, y1), int(cls[i]), float(scores[i])))
+    return out
+
+
+def _nms(boxes: NDArray[Any], scores: NDArray[Any], iou: float) -> list[int]:
+    order = list(range(len(scores)))  # already sorted by score
+    keep: list[int] = []
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    suppressed = np.zeros(len(order), dtype=bool)
+    for i in order:
+        if suppressed[i]:
+            continue
+        keep.append(i)
+        xx0 = np.maximum(boxes[i, 0], boxes[:, 0])
+        yy0 = np.maximum(boxes[i, 1], boxes[:, 1])
+        xx1 = np.minimum(boxes[i, 2], boxes[:, 2])
+        yy1 = np.minimum(boxes[i, 3], boxes[:, 3])
+        inter = np.clip(xx1 - xx0, 0, None) * np.clip(yy1 - yy0, 0, None)
+        over = inter / np.maximum(area[i] + area - inter, 1e-6)
+        suppressed |= over > iou
+    return keep
+
+
+def tiles(prepared: NDArray[np.float32], valid_hw: tuple[int, int], tile: int = TILE) -> NDArray[np.float32]:
+    """Non-overlapping tile x tile crops covering the valid (unpadded) area of a prepared NCHW image."""
+    _, _, H, W = prepared.shape
+    vh, vw = valid_hw
+    out = []
+    for y in range(0, max(vh - tile // 2, 1), tile):
+        for x in range(0, max(vw - tile // 2, 1), tile):
+            y0, x0 = min(y, max(H - tile, 0)), min(x, max(W - tile, 0))
+            crop = prepared[0, :, y0:y0 + tile, x0:x0 + tile]
+            if crop.shape[1:] == (tile, tile):
+                out.append(crop)
+    return np.stack(out) if out else np.zeros((0, 3, tile, tile), dtype=np.float32)
+
+
+def crop_vote(probabilities: NDArray[np.float32]) -> tuple[dict[str, int], str | None]:
+    """Majority vote over crops, background excluded; None when every crop is background."""
+    winners = probabilities.argmax(axis=1) if len(probabilities) else np.zeros(0, dtype=np.int64)
+    votes = {name: int((winners == i).sum()) for i, name in enumerate(CROP_CLASSES)}
+    counted = {k: v for k, v in votes.items() if k != "background" and v > 0}
+    if not counted:
+        return votes, None
+    best = max(counted.values())
+    # Ties go to the class whose crops were most confident in total, so the answer never depends on order.
+    tied = [k for k, v in counted.items() if v == best]
+    if len(tied) > 1:
+        conf = {k: float(probabilities[winners == CROP_CLASSES.index(k), CROP_CLASSES.index(k)].sum()) for k in tied}
+        return votes, max(tied, key=lambda k: conf[k])
+    return votes, tied[0]
+
+
+class GramStainModel:
+    """Both ONNX models of one registry version, loaded once; thread-safe `predict`."""
+
+    def __init__(self, model_dir: Path, threads: int = 2) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.model_dir = model_dir
+        self.detector = ort.InferenceSession(str(model_dir / "detector.onnx"), opts,
+                                             providers=["CPUExecutionProvider"])
+        classifier = model_dir / "classifier.onnx"
+        self.classifier = (ort.InferenceSession(str(classifier), opts, providers=["CPUExecutionProvider"])
+                           if classifier.exists() else None)
+        self._lock = threading.Lock()
+
+    def predict(self, image: NDArray[np.uint8], score_threshold: float = 0.25) -> Prediction:
+        t0 = time.perf_counter()
+        h, w = image.shape[:2]
+        x, scale = prepare(image)
+        heat, reg = self.detector.run(None, {"image": x})
+        found = decode_peaks(heat[0], reg[0], score_threshold=score_threshold)
+        dets = [Detection((max(0.0, d.box[0] / scale), max(0.0, d.box[1] / scale), min(float(w), d.box[2] / scale),
+                           min(float(h), d.box[3] / scale)), d.label, d.score) for d in found]
+        votes: dict[str, int] = {}
+        verdict = None
+        if self.classifier is not None:
+            crops = tiles(x, (round(h * scale), round(w * scale)))
+            if len(crops):
+                probs = self.classifier.run(None, {"crops": crops})[0]
+                votes, verdict = crop_vote(probs)
+        return Prediction(dets, votes, verdict, w, h, (time.perf_counter() - t0) * 1000)

@@ -1,0 +1,63 @@
+"""One inference service shared by the hub route and `medcloud serve-model`: load once, answer JSON.
+
+The model is loaded lazily, once per process and model folder, into onnxruntime sessions with two intra-op
+threads. Imports stay light (numpy, Pillow, onnxruntime) so that a scale-to-zero process starts fast.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from medcloud.errors import InvalidInput
+from medcloud.vision.registry import ModelVersion, load_dir, resolve
+from medcloud.vision.runtime import GramStainModel, decode_image
+
+_models: dict[Path, GramStainModel] = {}
+_lock = threading.Lock()
+
+
+def loaded_model(version: ModelVersion, threads: int = 2) -> GramStainModel:
+    """The process-wide runtime for a model folder, created (and hash-checked) on first use."""
+    key = version.path.resolve()
+    model = _models.get(key)
+    if model is None:
+        with _lock:
+            model = _models.get(key)
+            if model is None:
+                version.verify()
+                model = GramStainModel(version.path, threads=threads)
+                _models[key] = model
+    return model
+
+
+def find_model(data_dir: Path | None, name: str | None = None, version: str | None = None,
+               model_dir: Path | None = None) -> ModelVersion:
+    if model_dir is not None:
+        return load_dir(model_dir)
+    return resolve(data_dir, name or "gram-stain", version)
+
+
+def parse_threshold(value: str | float | None) -> float:
+    if value is None or value == "":
+        return 0.3
+    try:
+        t = float(value)
+    except ValueError:
+        raise InvalidInput(f"threshold must be a number between 0.05 and 0.95, not {value!r}") from None
+    if not 0.05 <= t <= 0.95:
+        raise InvalidInput("threshold must be between 0.05 and 0.95")
+    return t
+
+
+def infer(version: ModelVersion, data: bytes, threshold: float = 0.3, max_bytes: int = 50 * 1024 * 1024,
+          threads: int = 2) -> dict[str, Any]:
+    """Bytes of an image in, the inference JSON out (boxes in original-image pixels)."""
+    image = decode_image(data, max_bytes=max_bytes)
+    model = loaded_model(version, threads)
+    pred = model.predict(image, score_threshold=threshold)
+    out = pred.to_json(version.version)
+    out["model"] = {"name": version.name, "version": version.version, "sha256": version.card.get("sha256"),
+                    "synthetic": bool(version.card.get("synthetic", True))}
+    return out

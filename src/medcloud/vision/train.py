@@ -1,0 +1,370 @@
+"""Training and ONNX export of the detector and the crop classifier (imports torch; never used to serve).
+
+Everything is trained from scratch on SYNTHETIC smears (`medcloud.vision.synth`) from the training sites
+only; evaluation then runs the exported ONNX models through the serving runtime.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from medcloud.vision.labels import CROP_CLASSES, NUM_CLASSES, crop_class_of
+from medcloud.vision.runtime import INPUT_LONG_SIDE, STRIDE, TILE
+from medcloud.vision.synth import TRAINING_SITES, render_smear
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class TrainConfig:
+    images: int = 2000
+    hi_res_fraction: float = 0.25  # share rendered at 640 then downscaled like the serving path
+    size: int = INPUT_LONG_SIDE
+    det_steps: int = 3000
+    cls_steps: int = 800
+    det_minutes: float = 0.0  # > 0: the schedule follows wall time and stops at this budget (shared CPUs)
+    cls_minutes: float = 0.0
+    batch: int = 16
+    crop: int = 160  # detector trains on random crops of this size (a quarter of the pixels: CPU budget)
+    cls_batch: int = 96
+    lr: float = 3e-3
+    seed: int = 0
+    threads: int = 2
+    sites: tuple[str, ...] = TRAINING_SITES
+
+
+@dataclass
+class Sample:
+    image: NDArray[np.uint8]
+    boxes: NDArray[np.float32]
+    labels: NDArray[np.int64]
+
+
+def render_training_set(cfg: TrainConfig, progress: Progress | None = None, cache: Path | None = None
+                        ) -> list[Sample]:
+    """Synthetic training smears, sites round-robin; seeds 0..N-1 offset by cfg.seed (eval uses others).
+
+    With `cache`, the rendered set is stored as .npz keyed by the parameters that define it.
+    """
+    from PIL import Image
+
+    key = f"smears-{cfg.images}-{cfg.hi_res_fraction}-{cfg.size}-{cfg.seed}-{'_'.join(cfg.sites)}.npz"
+    if cache is not None and (cache / key).exists():
+        z = np.load(cache / key)
+        counts = z["counts"]
+        ends = np.cumsum(counts)
+        return [Sample(z["images"][i], z["boxes"][e - c:e], z["labels"][e - c:e])
+                for i, (c, e) in enumerate(zip(counts, ends, strict=True))]
+
+    out: list[Sample] = []
+    n_hi = int(cfg.images * cfg.hi_res_fraction)
+    for i in range(cfg.images):
+        seed = cfg.seed * 10_000_000 + i
+        site = cfg.sites[i % len(cfg.sites)]
+        if i < n_hi:
+            s = render_smear(seed, site, (cfg.size * 2, cfg.size * 2), 1.0)
+            img = np.asarray(Image.fromarray(s.image).resize((cfg.size, cfg.size), Image.Resampling.BILINEAR,
+                                                             reducing_gap=2.0))
+            out.append(Sample(img, (s.boxes / 2).astype(np.float32), s.labels))
+        else:
+            s = render_smear(seed, site, (cfg.size, cfg.size), cfg.size / 640)
+            out.append(Sample(s.image, s.boxes, s.labels))
+        if progress and (i + 1) % 200 == 0:
+            progress(f"rendered {i + 1}/{cfg.images} synthetic smears")
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+        np.savez(cache / key, images=np.stack([s.image for s in out]),
+                 boxes=np.concatenate([s.boxes for s in out]).reshape(-1, 4),
+                 labels=np.concatenate([s.labels for s in out]),
+                 counts=np.array([len(s.labels) for s in out]))
+    return out
+
+
+def _augment(img: NDArray[np.uint8], boxes: NDArray[np.float32], rng: np.random.Generator
+             ) -> tuple[NDArray[np.uint8], NDArray[np.float32]]:
+    """Flips and 90-degree turns (a smear has no up), exact for boxes."""
+    h, w = img.shape[:2]
+    b = boxes.copy()
+    if rng.uniform() < 0.5:
+        img = img[:, ::-1]
+        b[:, [0, 2]] = w - b[:, [2, 0]]
+    if rng.uniform() < 0.5:
+        img = img[::-1]
+        b[:, [1, 3]] = h - b[:, [3, 1]]
+    if rng.uniform() < 0.5:
+        img = img.transpose(1, 0, 2)
+        b = b[:, [1, 0, 3, 2]]
+    return np.ascontiguousarray(img), b
+
+
+def _random_crop(img: NDArray[np.uint8], boxes: NDArray[np.float32], labels: NDArray[np.int64], size: int,
+                 rng: np.random.Generator) -> tuple[NDArray[np.uint8], NDArray[np.float32], NDArray[np.int64]]:
+    """A size x size window; boxes cut by its edge are kept (clipped) when at least half is inside."""
+    h, w = img.shape[:2]
+    if size >= min(h, w):
+        return img, boxes, labels
+    y0, x0 = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
+    b = boxes - np.array([x0, y0, x0, y0], dtype=np.float32)
+    area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    c = np.clip(b, 0, size)
+    inside = (c[:, 2] - c[:, 0]) * (c[:, 3] - c[:, 1])
+    keep = inside >= 0.5 * np.maximum(area, 1e-6)
+    return np.ascontiguousarray(img[y0:y0 + size, x0:x0 + size]), c[keep], labels[keep]
+
+
+def _photometric(batch: NDArray[np.float32], rng: np.random.Generator) -> NDArray[np.float32]:
+    """Mild per-image gain, per-channel cast and contrast, so colour alone cannot be memorised per site."""
+    n = batch.shape[0]
+    gain = rng.uniform(0.9, 1.1, (n, 1, 1, 1)) * rng.uniform(0.95, 1.05, (n, 3, 1, 1))
+    mean = batch.mean(axis=(1, 2, 3), keepdims=True)
+    contrast = rng.uniform(0.9, 1.1, (n, 1, 1, 1))
+    out = ((batch - mean) * contrast + mean) * gain
+    clipped: NDArray[np.float32] = np.clip(out, 0, 255).astype(np.float32)
+    return clipped
+
+
+def detector_targets(boxes: NDArray[np.float32], labels: NDArray[np.int64], out_h: int, out_w: int
+                     ) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.float32]]:
+    """Elliptical Gaussian centre heatmaps (TTFNet-style), regression targets and their mask."""
+    heat = np.zeros((NUM_CLASSES, out_h, out_w), dtype=np.float32)
+    reg = np.zeros((4, out_h, out_w), dtype=np.float32)
+    mask = np.zeros((out_h, out_w), dtype=np.float32)
+    ys = np.arange(out_h, dtype=np.float32)[:, None]
+    xs = np.arange(out_w, dtype=np.float32)[None, :]
+    order = np.argsort(-(boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))  # small ones win
+    for i in order:
+        x0, y0, x1, y1 = boxes[i] / STRIDE
+        bw, bh = max(x1 - x0, 0.5), max(y1 - y0, 0.5)
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        ix, iy = min(int(cx), out_w - 1), min(int(cy), out_h - 1)
+        sx, sy = max(bw * 0.54 / 6, 0.6), max(bh * 0.54 / 6, 0.6)
+        g = np.exp(-((xs - ix) ** 2) / (2 * sx * sx) - ((ys - iy) ** 2) / (2 * sy * sy))
+        c = int(labels[i])
+        heat[c] = np.maximum(heat[c], g)
+        reg[:, iy, ix] = (cx - ix, cy - iy, math.log(bw), math.log(bh))
+        mask[iy, ix] = 1.0
+    return heat, reg, mask
+
+
+def tile_labels(boxes: NDArray[np.float32], labels: NDArray[np.int64], h: int, w: int,
+                tile: int = TILE) -> list[tuple[int, int, int]]:
+    """(y, x, crop class) for each classifier tile of an image: the organism group covering it most."""
+    out = []
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    groups = np.array([crop_class_of(int(lab)) for lab in labels], dtype=np.int64)
+    bg = CROP_CLASSES.index("background")
+    for y in range(0, h - tile + 1, tile):
+        for x in range(0, w - tile + 1, tile):
+            iw = np.clip(np.minimum(boxes[:, 2], x + tile) - np.maximum(boxes[:, 0], x), 0, None)
+            ih = np.clip(np.minimum(boxes[:, 3], y + tile) - np.maximum(boxes[:, 1], y), 0, None)
+            inter = iw * ih
+            ok = (groups != bg) & ((inter >= 0.4 * area) | (inter >= 0.12 * tile * tile))
+            out.append((y, x, int(groups[ok][np.argmax(inter[ok])]) if ok.any() else bg))
+    return out
+
+
+def _focal(pred_logits: Any, target: Any) -> Any:
+    import torch
+
+    pred = torch.sigmoid(pred_logits).clamp(1e-4, 1 - 1e-4)
+    pos = target.eq(1).float()
+    neg = 1 - pos
+    pos_loss = torch.log(pred) * (1 - pred) ** 2 * pos
+    neg_loss = torch.log(1 - pred) * pred**2 * (1 - target) ** 4 * neg
+    n = pos.sum().clamp(min=1)
+    return -(pos_loss.sum() + neg_loss.sum()) / n
+
+
+def _lr_at(step: int, total: int, base: float, warmup: int = 100) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    return 1e-5 + 0.5 * (base - 1e-5) * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
+def _scheduled_lr(step: int, steps: int, base: float, t0: float, minutes: float, warmup: int = 100) -> float:
+    """Cosine over steps, or over wall time when a time budget is set (whichever is further along)."""
+    if minutes <= 0:
+        return _lr_at(step, steps, base, warmup)
+    frac = max(step / max(steps, 1), (time.time() - t0) / (minutes * 60))
+    return _lr_at(int(frac * 10_000), 10_000, base, warmup=int(warmup * 10_000 / max(steps, 1)))
+
+
+def train_detector(samples: list[Sample], cfg: TrainConfig, progress: Progress | None = None
+                   ) -> tuple[Any, list[float]]:
+    """Train GramDetector; returns the model and the loss per step."""
+    import torch
+
+    from medcloud.vision.nets import GramDetector
+
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed + 1)
+    model = GramDetector()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
+    losses: list[float] = []
+    model.train()
+    t0 = time.time()
+    for step in range(cfg.det_steps):
+        if cfg.det_minutes > 0 and time.time() - t0 > cfg.det_minutes * 60:
+            break
+        for group in opt.param_groups:
+            group["lr"] = _scheduled_lr(step, cfg.det_steps, cfg.lr, t0, cfg.det_minutes)
+        pick = rng.integers(0, len(samples), cfg.batch)
+        imgs, heats, regs, masks = [], [], [], []
+        for j in pick:
+            s = samples[int(j)]
+            img, boxes = _augment(s.image, s.boxes, rng)
+            img, boxes, labels = _random_crop(img, boxes, s.labels, cfg.crop, rng)
+            h, w = img.shape[:2]
+            hm, rg, mk = detector_targets(boxes, labels, h // STRIDE, w // STRIDE)
+            imgs.append(img.transpose(2, 0, 1))
+            heats.append(hm)
+            regs.append(rg)
+            masks.append(mk)
+        x = torch.from_numpy(_photometric(np.stack(imgs).astype(np.float32), rng))
+        t_heat, t_reg, t_mask = (torch.from_numpy(np.stack(a)) for a in (heats, regs, masks))
+        logits, reg = model(x)
+        m = t_mask.unsqueeze(1)
+        n = t_mask.sum().clamp(min=1)
+        l_off = (torch.abs(reg[:, :2] - t_reg[:, :2]) * m).sum() / n
+        l_size = (torch.abs(reg[:, 2:] - t_reg[:, 2:]) * m).sum() / n
+        loss = _focal(logits, t_heat) + l_off + l_size
+        opt.zero_grad()
+        loss.backward()  # type: ignore[no-untyped-call]
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+        opt.step()
+        losses.append(float(loss.detach()))
+        if progress and (step + 1) % 50 == 0:
+            recent = sum(losses[-50:]) / 50
+            progress(f"detector step {step + 1}/{cfg.det_steps} loss {recent:.3f} ({time.time() - t0:.0f}s)")
+    model.eval()
+    return model, losses
+
+
+def train_classifier(samples: list[Sample], cfg: TrainConfig, progress: Progress | None = None
+                     ) -> tuple[Any, list[float]]:
+    """Train GramCropClassifier on grid tiles of the training smears; classes balanced by sampling."""
+    import torch
+
+    from medcloud.vision.nets import GramCropClassifier
+
+    torch.manual_seed(cfg.seed + 2)
+    rng = np.random.default_rng(cfg.seed + 3)
+    index: list[list[tuple[int, int, int]]] = [[] for _ in CROP_CLASSES]
+    for i, s in enumerate(samples):
+        h, w = s.image.shape[:2]
+        for y, x, c in tile_labels(s.boxes, s.labels, h, w):
+            index[c].append((i, y, x))
+    model = GramCropClassifier()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
+    losses: list[float] = []
+    model.train()
+    per_class = max(1, cfg.cls_batch // len(CROP_CLASSES))
+    t0 = time.time()
+    for step in range(cfg.cls_steps):
+        if cfg.cls_minutes > 0 and time.time() - t0 > cfg.cls_minutes * 60:
+            break
+        for group in opt.param_groups:
+            group["lr"] = _scheduled_lr(step, cfg.cls_steps, cfg.lr, t0, cfg.cls_minutes, warmup=50)
+        crops, ys = [], []
+        for c, items in enumerate(index):
+            if not items:
+                continue
+            for k in rng.integers(0, len(items), per_class):
+                i, y, x = items[int(k)]
+                crop = samples[i].image[y:y + TILE, x:x + TILE]
+                if rng.uniform() < 0.5:
+                    crop = crop[:, ::-1]
+                if rng.uniform() < 0.5:
+                    crop = crop.transpose(1, 0, 2)
+                crops.append(crop.transpose(2, 0, 1))
+                ys.append(c)
+        x_t = torch.from_numpy(_photometric(np.stack(crops).astype(np.float32), rng))
+        y_t = torch.tensor(ys)
+        loss = torch.nn.functional.cross_entropy(model(x_t), y_t)
+        opt.zero_grad()
+        loss.backward()  # type: ignore[no-untyped-call]
+        opt.step()
+        losses.append(float(loss.detach()))
+        if progress and (step + 1) % 50 == 0:
+            progress(f"classifier step {step + 1}/{cfg.cls_steps} loss {sum(losses[-50:]) / 50:.3f}")
+    model.eval()
+    return model, losses
+
+
+def export_onnx(detector: Any, classifier: Any | None, out_dir: Path) -> None:
+    """Write detector.onnx (and classifier.onnx), opset 17, dynamic image size; check with onnx."""
+    import warnings
+
+    import onnx
+    import torch
+
+    from medcloud.vision.nets import ClassifierExport, DetectorExport
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            DetectorExport(detector).eval(), (torch.zeros(1, 3, INPUT_LONG_SIDE, INPUT_LONG_SIDE),),
+            str(out_dir / "detector.onnx"), dynamo=False, opset_version=17, input_names=["image"],
+            output_names=["heat", "reg"],
+            dynamic_axes={"image": {0: "n", 2: "h", 3: "w"}, "heat": {0: "n", 2: "oh", 3: "ow"},
+                          "reg": {0: "n", 2: "oh", 3: "ow"}})
+        onnx.checker.check_model(onnx.load(str(out_dir / "detector.onnx")))
+        if classifier is not None:
+            torch.onnx.export(
+                ClassifierExport(classifier).eval(), (torch.zeros(1, 3, TILE, TILE),),
+                str(out_dir / "classifier.onnx"), dynamo=False, opset_version=17, input_names=["crops"],
+                output_names=["probabilities"], dynamic_axes={"crops": {0: "n"}, "probabilities": {0: "n"}})
+            onnx.checker.check_model(onnx.load(str(out_dir / "classifier.onnx")))
+
+
+def save_weights(detector: Any, classifier: Any | None, out_dir: Path) -> None:
+    """Torch state dicts beside the ONNX files (for fine-tuning, and the torch cold-start comparison)."""
+    import torch
+
+    torch.save(detector.state_dict(), out_dir / "detector.pt")
+    if classifier is not None:
+        torch.save(classifier.state_dict(), out_dir / "classifier.pt")
+
+
+def write_training_log(out_dir: Path, cfg: TrainConfig, det_losses: list[float], cls_losses: list[float],
+                       seconds: float) -> dict[str, Any]:
+    def curve(losses: list[float]) -> list[float]:
+        k = max(1, len(losses) // 20)
+        return [round(float(np.mean(losses[i:i + k])), 4) for i in range(0, len(losses), k)]
+
+    log = {"config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.__dict__.items()},
+           "detector_loss_curve": curve(det_losses), "classifier_loss_curve": curve(cls_losses),
+           "seconds": round(seconds, 1)}
+    (out_dir / "training_log.json").write_text(json.dumps(log, indent=2))
+    return log
+
+
+def train_model(cfg: TrainConfig, out_dir: Path, command: str, progress: Progress | None = None,
+                cache: Path | None = None) -> dict[str, Any]:
+    """The whole recipe: render synthetic smears, train both nets, export ONNX, keep weights and the log."""
+    import torch
+
+    torch.set_num_threads(cfg.threads)
+    t0 = time.time()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    samples = render_training_set(cfg, progress, cache)
+    detector, det_losses = train_detector(samples, cfg, progress)
+    classifier, cls_losses = train_classifier(samples, cfg, progress)
+    export_onnx(detector, classifier, out_dir)
+    save_weights(detector, classifier, out_dir)
+    log = write_training_log(out_dir, cfg, det_losses, cls_losses, time.time() - t0)
+    training = {"command": command, "synthetic": True, "sites": list(cfg.sites), "images": cfg.images,
+                "detector_steps_run": len(det_losses), "classifier_steps_run": len(cls_losses),
+                "seconds": log["seconds"], "torch": torch.__version__, "threads": cfg.threads}
+    (out_dir / "training.json").write_text(json.dumps(training, indent=2))
+    return training
