@@ -71,7 +71,7 @@ def sniff(data: bytes) -> str | None:
 
 
 class Deidentifier:
-    """De-identifies DICOM and image files with one site key and one option set; thread-safe for reads."""
+    """De-identifies DICOM and image files with one site key and one option set; may be shared by threads."""
 
     def __init__(self, key: SiteKey, options: DeidOptions | None = None) -> None:
         from medcloud.deid import dicom, profile
