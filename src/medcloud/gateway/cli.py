@@ -55,12 +55,14 @@ def _read_token(token: str | None, token_file: Path | None) -> str:
     raise ConfigError("no hub token: pass --token-file FILE (or --token, or set MEDCLOUD_GATEWAY_TOKEN)")
 
 
-def _load_deidentifier(key_file: Path, allow_burned_in: bool) -> Deidentify:
+def _load_deidentifier(key_file: Path, options: list[str], allow_burned_in: bool) -> Deidentify:
     if not key_file.is_file():
         raise ConfigError(f"site key {key_file} not found (create one once with `medcloud keygen`, then back it up)")
-    from medcloud.deid import Deidentifier, DeidOptions, SiteKey
+    from medcloud.deid import Deidentifier, SiteKey
+    from medcloud.deid.cli import parse_options
 
-    engine: Deidentify = Deidentifier(SiteKey.load(key_file), DeidOptions(allow_burned_in=allow_burned_in))
+    opts = parse_options([*options, *(["allow-burned-in"] if allow_burned_in else [])])
+    engine: Deidentify = Deidentifier(SiteKey.load(key_file), opts)
     return engine
 
 
@@ -79,6 +81,9 @@ def run_command(
     key_file: Path = typer.Option(..., "--key-file", help="Site secret key (from `medcloud keygen`)."),
     state: Path = typer.Option(_DEFAULT_STATE, "--state", help=_STATE_HELP),
     once: bool = typer.Option(False, "--once", help="Send what is there now, wait until delivered, then exit."),
+    option: list[str] = typer.Option(
+        [], "--option", "-o", help="De-identification profile option, repeatable (as `medcloud deid`)."
+    ),
     allow_burned_in: bool = typer.Option(
         False, "--allow-burned-in", help="Forward images flagged for burned-in text instead of quarantining them."
     ),
@@ -107,7 +112,7 @@ def run_command(
     if not hub.startswith(("http://", "https://")):
         raise ConfigError(f"--hub must be an http(s) URL, got {hub!r}")
     hub_token = _read_token(token, token_file)
-    deidentifier = _load_deidentifier(key_file, allow_burned_in)
+    deidentifier = _load_deidentifier(key_file, option, allow_burned_in)
     config = GatewayConfig(
         hub_url=hub,
         token=hub_token,

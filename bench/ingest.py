@@ -1,0 +1,379 @@
+"""Ingest benchmark: files/s through the hub's `POST /api/v1/ingest`, one client and four, vs Orthanc.
+
+    .venv/bin/python bench/ingest.py [--n 2000] [--clients 1,4] [--no-orthanc] [--gateway] [--profile DIR]
+
+The corpus is bench/corpus.py's (pydicom's CT/MR files with fresh UIDs and identifying values). It is
+de-identified once with a fresh site key (not timed), as a gateway would, and the same de-identified
+bytes, held in memory, are sent to every system in the same run. Each measurement gets a fresh data
+folder, so nothing is a duplicate. Timing is wall clock from the first request to the last reply;
+every reply must be a success, and the stored count is checked afterwards.
+
+Orthanc (Debian package, never in CI) runs loopback-only in its own network namespace (FACTS.md):
+`unshare -n` for the server, `nsenter --net` for its client, which is this script in a child mode.
+With `--gateway`, the whole gateway (`medcloud gateway run --once`: de-identify + outbox + forward)
+is timed on the raw corpus too. With `--profile DIR` the hub runs under py-spy when it is installed.
+Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+SRC = BENCH.parent / "src"
+sys.path.insert(0, str(BENCH))
+sys.path.insert(0, str(SRC))
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(SRC) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.pop("MEDCLOUD_DATA_DIR", None)
+    return env
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _medcloud(*args: str) -> list[str]:
+    return [sys.executable, "-m", "medcloud.cli", *args]
+
+
+def _wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before answering {url}")
+        try:
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{url} did not answer within {timeout} s")
+
+
+# -- clients ---------------------------------------------------------------------------------------
+def send_all(
+    url: str, files: list[bytes], clients: int, headers: dict[str, str], with_sha: bool
+) -> dict[str, Any]:
+    """POST every file once, `clients` threads with one keep-alive connection each; wall-clock timed."""
+    import httpx
+
+    statuses: dict[int, int] = {}
+    errors: list[str] = []
+    lock = threading.Lock()
+    next_index = iter(range(len(files)))
+    start_gate = threading.Barrier(clients + 1)
+
+    def worker() -> None:
+        local: dict[int, int] = {}
+        with httpx.Client(timeout=120, headers=headers) as client:
+            start_gate.wait()
+            while True:
+                with lock:
+                    i = next(next_index, None)
+                if i is None:
+                    break
+                body = files[i]
+                h = {"X-Content-SHA256": hashlib.sha256(body).hexdigest()} if with_sha else {}
+                try:
+                    r = client.post(url, content=body, headers=h)
+                except httpx.HTTPError as exc:
+                    with lock:
+                        errors.append(f"{type(exc).__name__}: {exc}")
+                    continue
+                local[r.status_code] = local.get(r.status_code, 0) + 1
+                if r.status_code >= 300 and len(errors) < 5:
+                    with lock:
+                        errors.append(f"HTTP {r.status_code}: {r.text[:200]}")
+        with lock:
+            for k, v in local.items():
+                statuses[k] = statuses.get(k, 0) + v
+
+    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    start_gate.wait()
+    t0 = time.perf_counter()
+    for t in threads:
+        t.join()
+    seconds = time.perf_counter() - t0
+    total_bytes = sum(len(f) for f in files)
+    return {
+        "clients": clients,
+        "seconds": round(seconds, 3),
+        "files_per_s": round(len(files) / seconds, 1),
+        "mb_per_s": round(total_bytes / seconds / 1e6, 2),
+        "statuses": {str(k): v for k, v in sorted(statuses.items())},
+        "errors": errors[:5],
+    }
+
+
+# -- medcloud hub ----------------------------------------------------------------------------------
+class Hub:
+    def __init__(self, root: Path, profile_dir: Path | None = None) -> None:
+        self.data = root
+        self.port = _free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.profile_dir = profile_dir
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def token(self, *args: str) -> str:
+        out = subprocess.run(
+            _medcloud("hub", "token", "create", "--data", str(self.data), *args),
+            env=_env(), capture_output=True, check=True,
+        )
+        return out.stdout.decode().strip()
+
+    def start(self, label: str) -> None:
+        cmd = _medcloud("hub", "serve", "--data", str(self.data), "--port", str(self.port))
+        if self.profile_dir is not None and shutil.which("py-spy"):
+            self.profile_dir.mkdir(parents=True, exist_ok=True)
+            out = self.profile_dir / f"hub-{label}.speedscope.json"
+            cmd = ["py-spy", "record", "--format", "speedscope", "-o", str(out), "--subprocesses", "--", *cmd]
+        log = (self.data.parent / f"hub-{label}.log").open("wb")
+        self.proc = subprocess.Popen(cmd, env=_env(), stdout=log, stderr=subprocess.STDOUT)
+        _wait_http(self.url + "/healthz", 60, self.proc)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGINT)  # py-spy writes its profile on SIGINT
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
+
+    def count(self, token: str, site: str) -> int:
+        import httpx
+
+        r = httpx.get(f"{self.url}/api/v1/instances", params={"site": site, "limit": 1},
+                      headers={"Authorization": f"Bearer {token}"}, timeout=60)
+        r.raise_for_status()
+        return int(r.json()["total"])
+
+
+def bench_hub(work: Path, files: list[bytes], clients: int, profile: Path | None) -> dict[str, Any]:
+    hub = Hub(work / f"hub-{clients}", profile)
+    site, project = "BENCH", "BENCH"
+    token = hub.token("--role", "site", "--site", site, "--project", project)
+    reader = hub.token("--role", "researcher", "--project", project)
+    hub.start(f"{clients}c")
+    try:
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/dicom"}
+        result = send_all(hub.url + "/api/v1/ingest", files, clients, headers, with_sha=True)
+        result["stored"] = hub.count(reader, site)
+    finally:
+        hub.stop()
+    return result
+
+
+# -- Orthanc ---------------------------------------------------------------------------------------
+def orthanc_binary() -> str | None:
+    return shutil.which("Orthanc") or (
+        "/usr/sbin/Orthanc" if Path("/usr/sbin/Orthanc").exists() else None
+    )
+
+
+def bench_orthanc(work: Path, file_list: Path, n: int, clients: int) -> dict[str, Any]:
+    """Orthanc in a loopback-only network namespace; this script, inside it, is the client."""
+    binary = orthanc_binary()
+    assert binary is not None
+    root = work / f"orthanc-{clients}"
+    root.mkdir()
+    port = 8042
+    cfg = {
+        "Name": "bench",
+        "StorageDirectory": str(root / "storage"),
+        "IndexDirectory": str(root / "index"),
+        "HttpPort": port,
+        "DicomServerEnabled": False,
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False,
+        "HttpServerEnabled": True,
+        "Plugins": [],
+        "StorageCompression": False,
+        "ConcurrentJobs": 2,
+    }
+    (root / "cfg.json").write_text(json.dumps(cfg))
+    log = (root / "orthanc.log").open("wb")
+    proc = subprocess.Popen(
+        ["unshare", "-n", "bash", "-c", f"ip link set lo up; exec {binary} {root / 'cfg.json'}"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )
+    try:
+        # Join its namespace only once Orthanc runs: before unshare(2), /proc/PID/ns/net is still ours.
+        own = os.readlink("/proc/self/ns/net")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if os.readlink(f"/proc/{proc.pid}/ns/net") != own and "Orthanc" in os.readlink(f"/proc/{proc.pid}/exe"):
+                    break
+            except OSError:
+                pass
+            if proc.poll() is not None:
+                raise RuntimeError(f"Orthanc exited with {proc.returncode}: see {root / 'orthanc.log'}")
+            time.sleep(0.05)
+        out = subprocess.run(
+            ["nsenter", f"--net=/proc/{proc.pid}/ns/net", sys.executable, __file__, "--orthanc-client",
+             str(port), str(file_list), str(clients)],
+            capture_output=True, env=_env(), timeout=1800,
+        )
+        if out.returncode != 0:
+            raise RuntimeError(f"Orthanc client failed: {out.stderr.decode()[-2000:]}")
+        result: dict[str, Any] = json.loads(out.stdout)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return result
+
+
+def orthanc_client(port: int, file_list: Path, clients: int) -> None:
+    """Child mode, run inside Orthanc's network namespace."""
+    import httpx
+
+    url = f"http://127.0.0.1:{port}"
+    _wait_http(url + "/system", 60)
+    files = [Path(p).read_bytes() for p in file_list.read_text().splitlines()]
+    result = send_all(url + "/instances", files, clients, {"Content-Type": "application/dicom"}, with_sha=False)
+    result["stored"] = len(httpx.get(url + "/instances", timeout=60).json())
+    print(json.dumps(result))
+
+
+# -- the gateway, end to end -----------------------------------------------------------------------
+def bench_gateway(work: Path, raw: list[Path], key: Path) -> dict[str, Any]:
+    hub = Hub(work / "hub-gateway")
+    token = hub.token("--role", "site", "--site", "GW", "--project", "BENCH")
+    reader = hub.token("--role", "researcher", "--project", "BENCH")
+    (work / "gw-token").write_text(token)
+    listing = work / "gw-files.txt"
+    listing.write_text("\n".join(str(p) for p in raw))
+    hub.start("gateway")
+    try:
+        t0 = time.perf_counter()
+        out = subprocess.run(
+            _medcloud("gateway", "run", "--hub", hub.url, "--token-file", str(work / "gw-token"),
+                      "--files", str(listing), "--root", str(raw[0].parents[1]), "--key-file", str(key),
+                      "--state", str(work / "gw-state"), "--once", "--settle", "0"),
+            env=_env(), capture_output=True,
+        )
+        seconds = time.perf_counter() - t0
+        stored = hub.count(reader, "GW")
+    finally:
+        hub.stop()
+    return {
+        "seconds": round(seconds, 3),
+        "files_per_s": round(len(raw) / seconds, 1),
+        "exit_code": out.returncode,
+        "stored": stored,
+        "note": "wall clock of `medcloud gateway run --once` incl. start-up, de-identification, outbox fsyncs",
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--n", type=int, default=2000)
+    parser.add_argument("--clients", default="1,4")
+    parser.add_argument("--corpus", type=Path, help="Reuse a corpus folder made by bench/corpus.py")
+    parser.add_argument("--no-orthanc", action="store_true")
+    parser.add_argument("--gateway", action="store_true", help="Also time the whole gateway on the raw corpus.")
+    parser.add_argument("--profile", type=Path, help="Write py-spy profiles of the hub here.")
+    parser.add_argument("--orthanc-client", nargs=3, metavar=("PORT", "LIST", "CLIENTS"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.orthanc_client:
+        port, listing, clients = args.orthanc_client
+        orthanc_client(int(port), Path(listing), int(clients))
+        return
+
+    import corpus
+
+    from medcloud.deid import Deidentifier, DeidOptions, SiteKey
+
+    client_counts = [int(c) for c in args.clients.split(",") if c.strip()]
+    with tempfile.TemporaryDirectory(prefix="medcloud-bench-ingest-") as tmp:
+        work = Path(tmp)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            raw = sorted(args.corpus.rglob("*.dcm"))[: args.n] if args.corpus else corpus.make_corpus(
+                work / "corpus", args.n)
+        key = SiteKey.generate(work / "site.key")
+        deid = Deidentifier(key, DeidOptions(allow_burned_in=True))
+        deid_dir = work / "deid"
+        deid_dir.mkdir()
+        files: list[bytes] = []
+        for i, path in enumerate(raw):
+            out = deid.deidentify_file(path)
+            files.append(out.data)
+            (deid_dir / f"{i:05d}.dcm").write_bytes(out.data)
+        file_list = work / "deid-files.txt"
+        file_list.write_text("\n".join(str(p) for p in sorted(deid_dir.iterdir())))
+
+        report: dict[str, Any] = {
+            "files": len(files),
+            "mean_file_kb": round(sum(len(f) for f in files) / len(files) / 1024, 1),
+            "cpus": os.cpu_count(),
+            "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+            "input": "bench/corpus.py files, de-identified once (not timed); same bytes to every system",
+            "hub": {},
+        }
+        for c in client_counts:
+            report["hub"][f"clients_{c}"] = bench_hub(work, files, c, args.profile)
+
+        binary = orthanc_binary()
+        if args.no_orthanc:
+            report["orthanc"] = {"skipped": "--no-orthanc"}
+        elif binary is None:
+            report["orthanc"] = {"skipped": "Orthanc not installed (apt-get install orthanc)"}
+        elif shutil.which("unshare") is None or shutil.which("nsenter") is None:
+            report["orthanc"] = {"skipped": "unshare/nsenter unavailable"}
+        else:
+            report["orthanc"] = {}
+            for c in client_counts:
+                try:
+                    report["orthanc"][f"clients_{c}"] = bench_orthanc(work, file_list, len(files), c)
+                except (RuntimeError, subprocess.SubprocessError, OSError) as exc:
+                    report["orthanc"][f"clients_{c}"] = {"error": str(exc)}
+            ratios = {}
+            for c in client_counts:
+                h = report["hub"][f"clients_{c}"].get("files_per_s")
+                o = report["orthanc"][f"clients_{c}"].get("files_per_s")
+                if h and o:
+                    ratios[f"clients_{c}"] = round(h / o, 2)
+            report["ratio_hub_over_orthanc"] = ratios
+            report["target_ratio"] = 5.0
+        if args.gateway:
+            report["gateway_end_to_end"] = bench_gateway(work, raw, work / "site.key")
+        report["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
