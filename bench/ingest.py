@@ -314,7 +314,6 @@ def main() -> None:
         return
 
     import corpus
-
     from medcloud.deid import Deidentifier, DeidOptions, SiteKey
 
     client_counts = [int(c) for c in args.clients.split(",") if c.strip()]
