@@ -21,6 +21,8 @@ class Settings(BaseSettings):
     )
     blob_dir: Path | None = Field(default=None, description="Blob store root; default <data_dir>/blobs")
     max_upload_bytes: int = Field(default=2 * 1024**3, description="Largest accepted file (bytes).")
+    max_batch_bytes: int = Field(default=1024**3, description="Largest accepted batch request (bytes).")
+    max_batch_files: int = Field(default=1000, description="Most files in one batch request.")
     host: str = "127.0.0.1"
     port: int = 8000
     token_cache_seconds: float = Field(default=5.0, description="How long a verified token stays cached.")

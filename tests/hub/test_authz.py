@@ -13,6 +13,7 @@ ALL = {"site_a", "researcher", "clinician", "auditor", "admin"}
 # (method, path template) -> roles allowed. A route missing here fails the coverage test below.
 EXPECTED: dict[tuple[str, str], set[str]] = {
     ("POST", "/api/v1/ingest"): {"site_a"},
+    ("POST", "/api/v1/ingest/batch"): {"site_a"},
     ("GET", "/api/v1/studies"): {"researcher"},
     ("GET", "/api/v1/studies/{study_uid}"): {"researcher"},
     ("GET", "/api/v1/instances"): {"researcher"},
@@ -57,6 +58,11 @@ def _call(hub: Hub, method: str, path: str, headers: dict[str, str], ctx: dict[s
         body = {"target_cases": 10}
     if path == "/api/v1/ingest":
         return hub.client.post(url, content=deidentified_dicom(), headers=headers)
+    if path == "/api/v1/ingest/batch":
+        from tests.hub.test_batch import multipart
+
+        data, ctype = multipart([(deidentified_dicom(), {})])
+        return hub.client.post(url, content=data, headers={**headers, "Content-Type": ctype})
     return hub.client.request(method, url, json=body, headers=headers)
 
 

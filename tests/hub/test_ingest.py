@@ -65,6 +65,7 @@ def test_replay_is_idempotent_and_conflict_is_refused(hub: Hub, upload) -> None:
     [
         (lambda d: d[: len(d) // 2], 400, "invalid-input"),  # truncated inside pixel data
         (lambda d: d[:200], 400, "invalid-input"),  # truncated inside the header
+        (lambda d: d[:3000], 400, "invalid-input"),  # cut inside an element header: pydicom stops quietly
         (lambda d: b"not an image at all, just text" * 10, 415, "unsupported-format"),
         (lambda d: b"\x00" * 128 + b"DICM" + b"\xff" * 64, 400, "invalid-input"),  # garbage after magic
         (lambda d: b"", 400, "invalid-input"),

@@ -11,6 +11,7 @@ from medcloud.errors import InvalidInput
 from medcloud.store.catalog import DicomRecord
 
 UNDEFINED_LENGTH = 0xFFFFFFFF
+DEFLATED = "1.2.840.10008.1.2.1.99"
 
 
 def _text(ds: object, keyword: str) -> str:
@@ -65,17 +66,30 @@ def read_dicom(source: bytes | Path, *, require_deidentified: bool = True) -> Di
         text = str(w.message)
         if "End of file" in text or "EOF" in text or "ended prematurely" in text:
             raise InvalidInput("truncated DICOM file: the data set ends before its declared length")
-    for tag in ds.keys():  # noqa: SIM118 - iterating a Dataset would decode every element
+    end: int | None = 0
+    meta = getattr(ds, "file_meta", None)
+    deflated = meta is not None and str(meta.get("TransferSyntaxUID", "")) == DEFLATED
+    # Offsets in a deflated data set count in the inflated stream, not in the file: no length check there.
+    for tag in [] if deflated else ds.keys():  # noqa: SIM118 - iterating a Dataset would decode every element
         elem = ds.get_item(tag, keep_deferred=True)
-        if (
-            isinstance(elem, RawDataElement)
-            and elem.length != UNDEFINED_LENGTH
-            and elem.value_tell + elem.length > size
-        ):
+        length = getattr(elem, "length", None)
+        tell = getattr(elem, "value_tell", None)
+        if not isinstance(elem, RawDataElement) or length is None or tell is None:
+            continue  # already decoded by pydicom (e.g. the character set): read in full
+        if length == UNDEFINED_LENGTH:
+            end = None  # its end is not known without walking it
+            continue
+        if tell + length > size:
             raise InvalidInput(
-                f"truncated DICOM file: element {tag} needs {elem.length} bytes at offset {elem.value_tell}, "
-                f"the file has {size}"
+                f"truncated DICOM file: element {tag} needs {length} bytes at offset {tell}, the file has {size}"
             )
+        if end is not None:
+            end = max(end, tell + length)
+    if not deflated and end is not None and 0 < end < size:
+        # pydicom stops quietly at a partial element header; the bytes left over are the cut element.
+        raise InvalidInput(f"truncated DICOM file: {size - end} stray bytes after the last complete element")
+    if "Rows" in ds and not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        raise InvalidInput("truncated DICOM file: image attributes present but no pixel data")
     try:
         sop_uid = _text(ds, "SOPInstanceUID")
         study_uid = _text(ds, "StudyInstanceUID")

@@ -29,6 +29,25 @@ class StoredBlob:
     created: bool  # False when identical bytes were already stored
 
 
+def _syncfs(path: Path) -> bool:
+    """Flush the whole file system holding `path` in one call (Linux syncfs); False where unavailable."""
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    libc_name = ctypes.util.find_library("c")
+    if not libc_name:
+        return False
+    libc = ctypes.CDLL(libc_name, use_errno=True)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return int(libc.syncfs(fd)) == 0
+    finally:
+        os.close(fd)
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -68,11 +87,12 @@ class SpooledUpload:
             else:
                 self._chunks = None
 
-    def finish(self) -> str:
-        """Flush to disk (fsync) and return the hex SHA-256."""
+    def finish(self, fsync: bool = True) -> str:
+        """Close the part (fsync unless a batch syncs the file system once) and return the hex SHA-256."""
         assert self._fh is not None
         self._fh.flush()
-        os.fsync(self._fh.fileno())
+        if fsync:
+            os.fsync(self._fh.fileno())
         self._fh.close()
         self._fh = None
         return self._hash.hexdigest()
@@ -109,8 +129,12 @@ class LocalBlobStore:
     def spool(self, max_bytes: int) -> SpooledUpload:
         return SpooledUpload(self, max_bytes)
 
-    def commit(self, upload: SpooledUpload) -> StoredBlob:
-        """Move a finished upload into place. Identical content already stored is kept as is."""
+    def commit(self, upload: SpooledUpload, *, durable: bool = True) -> StoredBlob:
+        """Move a finished upload into place. Identical content already stored is kept as is.
+
+        With `durable=False` the directory entry is not fsynced: the caller syncs many blobs at once
+        with `sync_all()` before it acknowledges any of them.
+        """
         sha = upload.sha256
         final = self.path_for(sha)
         if final.exists():
@@ -123,9 +147,24 @@ class LocalBlobStore:
         except FileExistsError:
             upload.discard()
             return StoredBlob(sha, upload.size, created=False)
-        _fsync_dir(final.parent)
+        if durable:
+            _fsync_dir(final.parent)
         upload.discard()
         return StoredBlob(sha, upload.size, created=True)
+
+    def sync_all(self, blobs: list[StoredBlob]) -> None:
+        """Make blobs committed with `durable=False` durable: one syncfs, or fsync each where unsupported."""
+        created = [b for b in blobs if b.created]
+        if not created or _syncfs(self.root):
+            return
+        for b in created:
+            path = self.path_for(b.sha256)
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            _fsync_dir(path.parent)
 
     def put_bytes(self, data: bytes, max_bytes: int | None = None) -> StoredBlob:
         up = self.spool(max_bytes or len(data) + 1)

@@ -82,6 +82,43 @@ def _like(text: str) -> str:
     return f"%{escaped}%"
 
 
+class AuditChain:
+    """Appends events to the hash chain inside one write transaction (which serializes writers)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        head = conn.execute(
+            sa.select(audit_events.c.seq, audit_events.c.hash).order_by(audit_events.c.seq.desc()).limit(1)
+        ).first()
+        self._seq, self._prev = (int(head.seq), str(head.hash)) if head else (0, GENESIS)
+
+    def append(
+        self,
+        *,
+        subject: str,
+        action: str,
+        resource: str,
+        outcome: str,
+        client: str = "",
+        detail: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        row: dict[str, Any] = {
+            "seq": self._seq + 1,
+            "ts": utcnow().isoformat(timespec="microseconds"),
+            "subject": subject[:200],
+            "action": action[:100],
+            "resource": resource[:300],
+            "outcome": outcome[:100],
+            "client": client[:100],
+            "detail": canonical_detail(detail),
+        }
+        row["prev_hash"] = self._prev
+        row["hash"] = chain_hash(self._prev, row)
+        self._conn.execute(audit_events.insert().values(**row))
+        self._seq, self._prev = row["seq"], row["hash"]
+        return row
+
+
 class Catalog:
     """Catalog over a SQLAlchemy URL. Call `migrate()` once before use."""
 
@@ -153,6 +190,10 @@ class Catalog:
             yield conn
 
     # -- audit -------------------------------------------------------------------------------------
+    def audit_chain(self, conn: Connection) -> AuditChain:
+        """An appender for many events in one write transaction; reads the chain head once."""
+        return AuditChain(conn)
+
     def append_audit(
         self,
         conn: Connection,
@@ -165,24 +206,9 @@ class Catalog:
         detail: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Append one event inside the caller's write transaction, linked to the current head."""
-        head = conn.execute(
-            sa.select(audit_events.c.seq, audit_events.c.hash).order_by(audit_events.c.seq.desc()).limit(1)
-        ).first()
-        seq, prev = (int(head.seq) + 1, str(head.hash)) if head else (1, GENESIS)
-        row: dict[str, Any] = {
-            "seq": seq,
-            "ts": utcnow().isoformat(timespec="microseconds"),
-            "subject": subject[:200],
-            "action": action[:100],
-            "resource": resource[:300],
-            "outcome": outcome[:100],
-            "client": client[:100],
-            "detail": canonical_detail(detail),
-        }
-        row["prev_hash"] = prev
-        row["hash"] = chain_hash(prev, row)
-        conn.execute(audit_events.insert().values(**row))
-        return row
+        return AuditChain(conn).append(
+            subject=subject, action=action, resource=resource, outcome=outcome, client=client, detail=detail
+        )
 
     def record_event(self, **fields: Any) -> dict[str, Any]:
         """Append one audit event in its own transaction."""

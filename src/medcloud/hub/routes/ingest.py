@@ -1,15 +1,21 @@
-"""POST /api/v1/ingest: a site uploads one de-identified file (raw body, streamed to disk while hashed)."""
+"""Uploads from sites: one file per request (raw body), or many per request (multipart, group commit).
+
+Bodies are streamed to disk while hashed; nothing is parsed until the bytes are complete.
+"""
 
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from medcloud.errors import Forbidden, InvalidInput, TooLarge
+from medcloud.errors import Forbidden, InvalidInput, MedcloudError, TooLarge, UnsupportedFormat
 from medcloud.hub.deps import client_address, hub_state, require
+from medcloud.hub.problems import PROBLEM_BASE
+from medcloud.ingest.pipeline import UploadItem
 from medcloud.security.policy import Permission, Principal
 
 router = APIRouter(tags=["ingest"])
@@ -70,3 +76,132 @@ async def ingest(request: Request, principal: Principal = Depends(require(Permis
         expected_sha256=expected,
     )
     return JSONResponse(result.as_dict(), status_code=201 if result.status == "stored" else 200)
+
+
+class _PartCollector:
+    """Receives multipart parts from python-multipart's streaming parser into spooled uploads."""
+
+    def __init__(self, spool: Any, max_part: int, max_parts: int) -> None:
+        self._spool = spool
+        self._max_part = max_part
+        self._max_parts = max_parts
+        self.items: list[UploadItem] = []
+        self._field = b""
+        self._value = b""
+        self._headers: dict[str, str] = {}
+        self._current: UploadItem | None = None
+        self.failure: MedcloudError | None = None
+
+    def callbacks(self) -> dict[str, Any]:
+        return {
+            "on_part_begin": self._begin,
+            "on_header_field": lambda d, s, e: setattr(self, "_field", self._field + d[s:e]),
+            "on_header_value": lambda d, s, e: setattr(self, "_value", self._value + d[s:e]),
+            "on_header_end": self._header_end,
+            "on_headers_finished": self._headers_done,
+            "on_part_data": self._data,
+        }
+
+    def _begin(self) -> None:
+        if len(self.items) >= self._max_parts:
+            raise InvalidInput(f"a batch holds at most {self._max_parts} files")
+        self._headers = {}
+        self._current = None
+
+    def _header_end(self) -> None:
+        self._headers[self._field.decode("latin-1").strip().lower()] = self._value.decode("latin-1").strip()
+        self._field = self._value = b""
+
+    def _headers_done(self) -> None:
+        expected = self._headers.get("x-content-sha256")
+        if expected is not None and not _HEX64.match(expected):
+            raise InvalidInput("X-Content-SHA256 of a part must be 64 hex digits")
+        name = self._headers.get("x-medcloud-filename", "")
+        if not name:
+            m = re.search(r'filename="([^"]*)"', self._headers.get("content-disposition", ""))
+            name = m.group(1) if m else ""
+        self._current = UploadItem(self._spool(self._max_part), name, expected)
+        self.items.append(self._current)
+
+    def _data(self, data: bytes, start: int, end: int) -> None:
+        assert self._current is not None
+        try:
+            self._current.upload.write(data[start:end])
+        except MedcloudError as exc:  # one oversized part fails alone; its bytes are dropped
+            self._current.error = exc
+            self._current.upload.discard()
+
+    def discard_all(self) -> None:
+        for item in self.items:
+            item.upload.discard()
+
+
+@router.post(
+    "/api/v1/ingest/batch",
+    summary="Upload many de-identified files in one multipart/related request (group commit)",
+)
+async def ingest_batch(request: Request, principal: Principal = Depends(require(Permission.INGEST))) -> JSONResponse:
+    from python_multipart.multipart import MultipartParser, parse_options_header
+
+    state = hub_state(request)
+    request.state.audit_action = "ingest.batch"
+    if principal.site is None:
+        raise Forbidden("only a site token may upload")
+    claimed_site = request.headers.get("x-medcloud-site")
+    if claimed_site and claimed_site != principal.site:
+        raise Forbidden(f"this token uploads as site '{principal.site}', not '{claimed_site}'")
+    project = _project_for(principal, request.headers.get("x-medcloud-project"))
+    ctype, params = parse_options_header(request.headers.get("content-type", ""))
+    if ctype not in (b"multipart/related", b"multipart/mixed", b"multipart/form-data") or b"boundary" not in params:
+        raise UnsupportedFormat("send multipart/related (or multipart/mixed) with a boundary, one file per part")
+    limit = state.settings.max_batch_bytes
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise TooLarge(f"batch of {declared} bytes exceeds the limit of {limit} bytes")
+    collector = _PartCollector(state.blobs.spool, state.settings.max_upload_bytes, state.settings.max_batch_files)
+    parser = MultipartParser(params[b"boundary"], collector.callbacks())
+    received = 0
+    try:
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > limit:
+                raise TooLarge(f"batch exceeds the limit of {limit} bytes")
+            parser.write(chunk)
+        parser.finalize()
+    except MedcloudError:
+        collector.discard_all()
+        raise
+    except Exception as exc:
+        collector.discard_all()
+        raise InvalidInput(f"malformed multipart body: {exc}") from None
+    if not collector.items:
+        raise InvalidInput("the batch holds no files")
+    pending = [i for i in collector.items if i.error is None]
+    await run_in_threadpool(
+        state.ingestor.ingest_many,
+        pending,
+        site=principal.site,
+        project=project,
+        subject=principal.subject,
+        client=client_address(request),
+    )
+    out: list[dict[str, Any]] = []
+    counts = {"stored": 0, "duplicate": 0, "failed": 0}
+    for index, item in enumerate(collector.items):
+        if item.result is not None:
+            counts[item.result.status] += 1
+            out.append({"index": index, **item.result.as_dict()})
+        else:
+            assert item.error is not None
+            counts["failed"] += 1
+            err = item.error
+            out.append(
+                {
+                    "index": index,
+                    "status": "failed",
+                    "filename": item.filename,
+                    "problem": {"type": PROBLEM_BASE + err.type_slug, "title": err.title, "status": err.status,
+                                "detail": err.detail},
+                }
+            )  # fmt: skip
+    return JSONResponse({"items": out, **counts}, status_code=200)
