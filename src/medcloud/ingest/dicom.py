@@ -70,7 +70,7 @@ def read_dicom(source: bytes | Path, *, require_deidentified: bool = True) -> Di
     meta = getattr(ds, "file_meta", None)
     deflated = meta is not None and str(meta.get("TransferSyntaxUID", "")) == DEFLATED
     # Offsets in a deflated data set count in the inflated stream, not in the file: no length check there.
-    for tag in [] if deflated else ds.keys():  # noqa: SIM118 - iterating a Dataset would decode every element
+    for tag in [] if deflated else ds.keys():  # keys, not the Dataset: iterating it decodes every element
         elem = ds.get_item(tag, keep_deferred=True)
         length = getattr(elem, "length", None)
         tell = getattr(elem, "value_tell", None)
