@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -74,7 +73,8 @@ def _app_dir(workdir: Path, config: dict[str, object]) -> Path:
     app_dir.mkdir(parents=True, exist_ok=True)
     (app_dir / "pyproject.toml").write_text(
         '[build-system]\nrequires = ["hatchling"]\nbuild-backend = "hatchling.build"\n\n'
-        '[project]\nname = "medcloud-fl"\nversion = "1.0.0"\ndependencies = []\n\n'
+        '[project]\nname = "medcloud-fl"\nversion = "1.0.0"\ndescription = "medcloud federated learning"\n'
+        'license = "Apache-2.0"\ndependencies = []\n\n'
         "[tool.hatch.build.targets.wheel]\npackages = []\n\n"
         '[tool.flwr.app]\npublisher = "medcloud"\n\n'
         "[tool.flwr.app.components]\n"
@@ -83,6 +83,13 @@ def _app_dir(workdir: Path, config: dict[str, object]) -> Path:
         "[tool.flwr.app.config]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in config.items())
     )
     return app_dir
+
+
+def _flower_env() -> dict[str, str]:
+    """The environment for Flower's processes: they spawn `flower-superexec` and friends by name."""
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return env
 
 
 def _flower_bin(name: str) -> str:
@@ -104,29 +111,36 @@ def server_command(
     certs: Path | None = typer.Option(None, "--certs", help="Folder with ca.crt, server.crt, server.key."),
     insecure: bool = typer.Option(False, "--insecure", help="No TLS (testing only)."),
     host: str = typer.Option("127.0.0.1", "--host"),
-    port: int = typer.Option(9092, "--port", help="Fleet API port for sites."),
-    control_port: int = typer.Option(9093, "--control-port"),
+    port: int = typer.Option(9092, "--port", help="One HTTPS port: Fleet (sites), Control (flwr run), Runtime."),
     hub: str = typer.Option("", "--hub"),
     token: str = typer.Option("", "--token", envvar="MEDCLOUD_TOKEN"),
+    evaluate: bool = typer.Option(True, "--evaluate/--no-evaluate", help="Sites report accuracy each round."),
 ) -> None:
     """Write the Flower app (aggregator settings baked in) and become the Flower SuperLink."""
     if not insecure and certs is None:
         raise ConfigError("give --certs DIR (ca.crt, server.crt, server.key) or --insecure")
     audit = "" if hub else str((workdir / "audit.jsonl").resolve())
-    settings = {
-        "mode": mode, "protocol": protocol, "num-sites": sites, "rounds": rounds, "public-dir": str(public.resolve()),
-        "out-dir": str((workdir / "model").resolve()), "audit-file": audit, "hub": hub, "token": token,
-    }  # fmt: skip
+    from medcloud.federated.flower.settings import FLSettings
+
+    chosen = FLSettings(
+        mode=mode, protocol=protocol, num_sites=sites, rounds=rounds, public_dir=str(public.resolve()),
+        out_dir=str((workdir / "model").resolve()), audit_file=audit, hub=hub, token=token, evaluate=evaluate,
+        run_name=f"breast-cancer-{protocol}-{mode}",
+    )  # fmt: skip
+    # Every setting goes into the app config, so `medcloud fl submit -c 'key=value'` may override any.
+    settings = {k: v for k, v in chosen.to_config().items() if k != "keys-root"}
     app_dir = _app_dir(workdir, settings)
     link = [_flower_bin("flower-superlink"), "--host", host, "--port", str(port)]
     certs = certs or Path()
     link += ["--insecure"] if insecure else [
-        "--ssl-ca-certfile", str(certs / "ca.crt"), "--ssl-certfile", str(certs / "server.crt"),
-        "--ssl-keyfile", str(certs / "server.key"),
+        "--ssl-ca-certfile", str((certs / "ca.crt").resolve()),
+        "--ssl-certfile", str((certs / "server.crt").resolve()),
+        "--ssl-keyfile", str((certs / "server.key").resolve()),
     ]  # fmt: skip
     typer.echo(" ".join(link))
-    typer.echo(f"Flower app (settings in its pyproject.toml): {app_dir}; submit it with `flwr run {app_dir}`")
-    os.execv(link[0], link)  # noqa: S606 - becomes the SuperLink
+    typer.echo(f"Flower app (settings in its pyproject.toml): {app_dir}")
+    typer.echo(f"submit the run with: medcloud fl submit --workdir {workdir} --superlink {host}:{port} --ca CA")
+    os.execve(link[0], link, _flower_env())  # noqa: S606 - becomes the SuperLink
 
 
 @app.command("site")
@@ -148,7 +162,42 @@ def site_command(
     )
     cmd = [_flower_bin("flower-supernode"), "--superlink", superlink, "--node-config", node_config]
     cmd += ["--port", str(port)]
-    cmd += ["--insecure"] if insecure else ["--root-certificates", str(ca)]
+    cmd += ["--insecure"] if insecure else ["--root-certificates", str(Path(str(ca)).resolve())]
     typer.echo(" ".join(cmd))
-    proc = subprocess.run(cmd, check=False)
-    raise typer.Exit(proc.returncode)
+    os.execve(cmd[0], cmd, _flower_env())  # noqa: S606 - becomes the SuperNode
+
+
+def write_flwr_connection(flwr_home: Path, superlink: str, ca: Path | None) -> Path:
+    """The `flwr` CLI's connection file ($FLWR_HOME/config.toml) naming this SuperLink."""
+    flwr_home.mkdir(parents=True, exist_ok=True)
+    lines = ["[superlink]", 'default = "medcloud"', "", "[superlink.medcloud]", f"address = {json.dumps(superlink)}"]
+    lines.append(f"root-certificates = {json.dumps(str(ca.resolve()))}" if ca else "insecure = true")
+    path = flwr_home / "config.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@app.command("submit")
+def submit_command(
+    workdir: Path = typer.Option(Path("fl-server"), "--workdir", help="The `medcloud fl server` work folder."),
+    superlink: str = typer.Option("127.0.0.1:9092", "--superlink", help="SuperLink host:port (HTTPS)."),
+    ca: Path | None = typer.Option(None, "--ca", help="CA certificate that signed the SuperLink's."),
+    insecure: bool = typer.Option(False, "--insecure"),
+    run_config: list[str] = typer.Option([], "--run-config", "-c", help="Overrides, e.g. 'rounds=3 evaluate=false'."),
+    wait: bool = typer.Option(True, "--wait/--no-wait", help="Stream the run's log until it ends."),
+) -> None:
+    """Submit the Flower app that `medcloud fl server` wrote to its SuperLink (`flwr run`)."""
+    if not insecure and ca is None:
+        raise ConfigError("give --ca FILE or --insecure")
+    app_dir = workdir / "flower-app"
+    if not (app_dir / "pyproject.toml").is_file():
+        raise ConfigError(f"no Flower app in {app_dir}: run `medcloud fl server --workdir {workdir}` first")
+    env = _flower_env()
+    env.setdefault("FLWR_HOME", str((workdir / "flwr-home").resolve()))
+    write_flwr_connection(Path(env["FLWR_HOME"]), superlink, None if insecure else ca)
+    cmd = [_flower_bin("flwr"), "run", str(app_dir.resolve()), "medcloud"]
+    for override in run_config:
+        cmd += ["--run-config", override]
+    cmd += ["--stream"] if wait else []
+    typer.echo(" ".join(cmd))
+    os.execve(cmd[0], cmd, env)  # noqa: S606 - becomes `flwr run`

@@ -209,6 +209,8 @@ def run_server(grid: Grid, settings: FLSettings) -> dict[str, Any]:
         "n_params": int(w0.size),
         "seconds": round(time.perf_counter() - t0, 3),
         "model_readable_by_aggregator": readable,
+        # Sites divide the decrypted weighted sum by this to open an encrypted model.
+        "total_weight": float(getattr(strategy, "total_weight", 1.0)) if not readable else 1.0,
         "client_metrics": {str(r): dict(m) for r, m in result.evaluate_metrics_clientapp.items()},
         "rounds_audit": [e.body() for e in recorder.events],
     }
