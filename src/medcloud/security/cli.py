@@ -40,8 +40,7 @@ def tail(
     settings = load_settings(data_dir=data)
     cat = Catalog(settings.resolved_database_url)
     try:
-        report = cat.verify_audit()
-        start = max(0, report.checked - n)
+        start = max(0, cat.audit_head_seq() - n)
         for row in cat.audit_page(after_seq=start, limit=n):
             typer.echo(json.dumps(row, ensure_ascii=False))
     finally:

@@ -223,6 +223,10 @@ class Catalog:
         with self.read() as conn:
             return [dict(r._mapping) for r in conn.execute(q)]
 
+    def audit_head_seq(self) -> int:
+        with self.read() as conn:
+            return int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(audit_events.c.seq), 0))).scalar_one())
+
     def verify_audit(self, batch: int = 5000) -> ChainReport:
         def rows() -> Iterator[dict[str, Any]]:
             last = 0
