@@ -152,8 +152,9 @@ class Hub:
         cmd = _medcloud("hub", "serve", "--data", str(self.data), "--port", str(self.port))
         if self.profile_dir is not None and shutil.which("py-spy"):
             self.profile_dir.mkdir(parents=True, exist_ok=True)
-            out = self.profile_dir / f"hub-{label}.speedscope.json"
-            cmd = ["py-spy", "record", "--format", "speedscope", "-o", str(out), "--subprocesses", "--", *cmd]
+            # Collapsed stacks with idle threads: wall-clock attribution, fsync waits included.
+            out = self.profile_dir / f"hub-{label}.folded"
+            cmd = ["py-spy", "record", "--format", "raw", "--idle", "--rate", "200", "-o", str(out), "--", *cmd]
         log = (self.data.parent / f"hub-{label}.log").open("wb")
         self.proc = subprocess.Popen(cmd, env=_env(), stdout=log, stderr=subprocess.STDOUT)
         _wait_http(self.url + "/healthz", 60, self.proc)

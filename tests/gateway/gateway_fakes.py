@@ -46,6 +46,8 @@ class FakeHub:
         self.by_uid: dict[str, str] = {}
         self.requests: list[dict[str, Any]] = []
         self.script: list[Reply] = []
+        self.batch_enabled = True
+        self.batches: list[int] = []  # files per batch request received
         self.override: Callable[[bytes, dict[str, str]], Reply | None] | None = None
         self.lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -99,8 +101,38 @@ class FakeHub:
             r = self.override(body, headers)
             if r is not None:
                 return r
+        if path == "/api/v1/ingest/batch" and self.batch_enabled:
+            return self._batch(body, headers)
         if path != "/api/v1/ingest":
             return Reply(404, {"title": "Not found", "status": 404})
+        return self._one(body, headers)
+
+    def _batch(self, body: bytes, headers: dict[str, str]) -> Reply:
+        if headers.get("authorization") != f"Bearer {TOKEN}":
+            return Reply(401, {"title": "Authentication required", "status": 401, "detail": "bad token"})
+        ctype = headers.get("content-type", "")
+        assert ctype.startswith("multipart/related"), ctype
+        boundary = ctype.split("boundary=", 1)[1].strip('"').encode()
+        chunks = body.split(b"--" + boundary)
+        assert chunks[0] == b"" and chunks[-1] == b"--\r\n", "framing"
+        items = []
+        for index, chunk in enumerate(chunks[1:-1]):
+            head, _, data = chunk[2:].partition(b"\r\n\r\n")
+            assert data.endswith(b"\r\n")
+            part_headers = dict(
+                (k.strip().lower(), v.strip())
+                for k, _, v in (line.partition(":") for line in head.decode("latin-1").split("\r\n"))
+            )
+            part_headers["authorization"] = headers.get("authorization", "")
+            reply = self._one(data[:-2], part_headers)
+            if reply.status < 300:
+                items.append({"index": index, **(reply.body or {})})
+            else:
+                items.append({"index": index, "status": "failed", "problem": reply.body})
+        self.batches.append(len(items))
+        return Reply(200, {"items": items})
+
+    def _one(self, body: bytes, headers: dict[str, str]) -> Reply:
         if headers.get("authorization") != f"Bearer {TOKEN}":
             return Reply(401, {"title": "Authentication required", "status": 401, "detail": "bad token"})
         sha = hashlib.sha256(body).hexdigest()

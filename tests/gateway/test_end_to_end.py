@@ -56,7 +56,8 @@ def expected_shas(files: list[Path], key: Path) -> set[str]:
 def gateway_args(hub_url: str, token_file: Path, watch: Path, key: Path, *extra: str) -> list[str]:
     return [
         "--hub", hub_url, "--token-file", str(token_file), "--watch", str(watch), "--key-file", str(key),
-        "--once", "--settle", "0", "--workers", "2", "--retry-cap", "0.5", *extra,
+        # Small batches: many requests, so that a kill lands between (or inside) them.
+        "--once", "--settle", "0", "--workers", "2", "--batch-size", "3", "--retry-cap", "0.5", *extra,
     ]
 
 

@@ -41,6 +41,7 @@ def fill(outbox: Outbox, n: int) -> list[bytes]:
 
 
 def forwarder(outbox: Outbox, hub_url: str, token: str = TOKEN, **kw: float) -> Forwarder:
+    """A fast-retrying forwarder; keyword arguments override ForwarderConfig fields."""
     cfg = ForwarderConfig(hub_url=hub_url, token=token, workers=3, backoff_base=0.05, backoff_cap=0.3)
     for k, v in kw.items():
         setattr(cfg, k, v)
@@ -63,23 +64,62 @@ def test_retry_after_forms() -> None:
     assert parse_retry_after(None) is None
 
 
-def test_delivers_everything_with_the_agreed_headers(outbox: Outbox, fake_hub: FakeHub) -> None:
+def test_delivers_everything_in_batches(outbox: Outbox, fake_hub: FakeHub) -> None:
+    payloads = fill(outbox, 30)
+    fw = forwarder(outbox, fake_hub.url, batch_size=8)
+    fw.start()
+    wait_for(lambda: outbox.counts().delivered == 30)
+    fw.stop()
+    assert sorted(fake_hub.stored.values()) == sorted(payloads)
+    assert sum(fake_hub.batches) == 30 and max(fake_hub.batches) == 8
+    assert list(outbox.payload_dir.iterdir()) == [], "delivered payloads are removed"
+
+
+def test_hub_without_batches_gets_one_file_per_request(outbox: Outbox, fake_hub: FakeHub) -> None:
+    fake_hub.batch_enabled = False
     payloads = fill(outbox, 12)
     fw = forwarder(outbox, fake_hub.url)
     fw.start()
     wait_for(lambda: outbox.counts().delivered == 12)
     fw.stop()
     assert sorted(fake_hub.stored.values()) == sorted(payloads)
-    headers = fake_hub.requests[0]["headers"]
+    assert fake_hub.requests[0]["path"] == "/api/v1/ingest/batch"
+    singles = [r for r in fake_hub.requests if r["path"] == "/api/v1/ingest"]
+    assert len(singles) == 12
+    headers = singles[0]["headers"]
     assert headers["content-type"] == "application/dicom"
     assert headers["x-medcloud-filename"].endswith(".dcm")
-    assert list(outbox.payload_dir.iterdir()) == [], "delivered payloads are removed"
+    assert outbox.counts().dead == 0
+
+
+def test_batch_part_refused_alone_and_batch_outage_retried(outbox: Outbox, fake_hub: FakeHub) -> None:
+    payloads = fill(outbox, 10)
+    fake_hub.by_uid["3.dcm"] = "f" * 64  # one part conflicts with what the hub holds
+    fake_hub.script = [Reply(503, {"title": "Service unavailable"})]
+    fw = forwarder(outbox, fake_hub.url, batch_size=10, workers=1)
+    fw.start()
+    wait_for(lambda: outbox.counts().delivered == 9 and outbox.counts().dead == 1)
+    fw.stop()
+    [dead] = outbox.dead_items()
+    assert dead["last_status"] == 409 and "same UID, other bytes" in dead["last_error"]
+    assert sorted(fake_hub.stored.values()) == sorted(p for i, p in enumerate(payloads) if i != 3)
+    assert fw.stats.snapshot()["retries"] == 10, "the whole batch was retried after the 503"
+
+
+def test_batch_refused_as_a_whole_is_resent_file_by_file(outbox: Outbox, fake_hub: FakeHub) -> None:
+    fill(outbox, 5)
+    fake_hub.script = [Reply(413, {"title": "Payload too large", "status": 413})]
+    fw = forwarder(outbox, fake_hub.url, workers=1)
+    fw.start()
+    wait_for(lambda: outbox.counts().delivered == 5)
+    fw.stop()
+    assert [r["path"] for r in fake_hub.requests][1:] == ["/api/v1/ingest"] * 5
 
 
 def test_server_errors_are_retried_until_accepted(outbox: Outbox, fake_hub: FakeHub) -> None:
     fill(outbox, 2)
     fake_hub.script = [Reply(500, {"title": "boom"}), Reply(503), Reply(502), Reply(408)]
-    fw = forwarder(outbox, fake_hub.url)
+    fw = forwarder(outbox, fake_hub.url, batch_size=1)
     fw.start()
     wait_for(lambda: outbox.counts().delivered == 2)
     fw.stop()
@@ -91,7 +131,7 @@ def test_server_errors_are_retried_until_accepted(outbox: Outbox, fake_hub: Fake
 def test_429_retry_after_pauses_all_workers(outbox: Outbox, fake_hub: FakeHub) -> None:
     fill(outbox, 3)
     fake_hub.script = [Reply(429, {"title": "Too many requests"}, {"Retry-After": "1"})]
-    fw = forwarder(outbox, fake_hub.url)
+    fw = forwarder(outbox, fake_hub.url, batch_size=1)
     started = time.monotonic()
     fw.start()
     wait_for(lambda: outbox.counts().delivered == 3)
@@ -105,7 +145,7 @@ def test_429_retry_after_pauses_all_workers(outbox: Outbox, fake_hub: FakeHub) -
 def test_permanent_refusals_become_dead_letters_with_reason(outbox: Outbox, fake_hub: FakeHub) -> None:
     fill(outbox, 3)
     fake_hub.script = [Reply(415, {"title": "Unsupported format", "status": 415, "detail": "not an image"})]
-    fw = forwarder(outbox, fake_hub.url)
+    fw = forwarder(outbox, fake_hub.url, batch_size=1)
     fw.start()
     wait_for(lambda: outbox.counts().delivered == 2 and outbox.counts().dead == 1)
     fw.stop()
@@ -142,7 +182,7 @@ def test_conflict_is_a_dead_letter(outbox: Outbox, fake_hub: FakeHub) -> None:
 def test_ack_for_other_bytes_is_not_delivery(outbox: Outbox, fake_hub: FakeHub) -> None:
     fill(outbox, 1)
     fake_hub.script = [Reply(201, {"status": "stored", "sha256": "0" * 64})]
-    fw = forwarder(outbox, fake_hub.url)
+    fw = forwarder(outbox, fake_hub.url, batch_size=1)
     fw.start()
     wait_for(lambda: outbox.counts().dead == 1)
     fw.stop()

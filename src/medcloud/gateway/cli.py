@@ -90,9 +90,22 @@ def run_command(
     max_file_bytes: int = typer.Option(2 * 1024**3, "--max-file-bytes", help="Reject source files larger than this."),
     settle: float = typer.Option(2.0, "--settle", help="Seconds a file must stay unchanged before it is read."),
     workers: int = typer.Option(4, "--workers", min=1, max=64, help="Parallel uploads."),
+    batch_size: int = typer.Option(
+        50, "--batch-size", min=1, max=1000, help="Files per request when several wait (1: one per request)."
+    ),
     retry_cap: float = typer.Option(60.0, "--retry-cap", help="Longest wait between retries (seconds)."),
     poll: float = typer.Option(2.0, "--poll", help="Polling interval when file-system events are unavailable."),
     no_watchdog: bool = typer.Option(False, "--no-watchdog", help="Poll the folder instead of using OS events."),
+    dicom_port: int | None = typer.Option(
+        None, "--dicom-port", help="Also receive images by DICOM C-STORE on this port (e.g. 11112)."
+    ),
+    dicom_host: str = typer.Option(
+        "127.0.0.1", "--dicom-host", help="Address the C-STORE receiver binds (the modality network's)."
+    ),
+    ae_title: str = typer.Option("MEDCLOUD", "--ae-title", help="The receiver's AE title."),
+    calling_ae: list[str] = typer.Option(
+        [], "--calling-ae", help="Accept associations only from these AE titles (repeatable)."
+    ),
     ca_bundle: Path | None = typer.Option(None, "--ca-bundle", help="CA certificates to verify the hub's TLS."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every delivery."),
 ) -> None:
@@ -103,8 +116,10 @@ def run_command(
     from medcloud.gateway.runner import Gateway, GatewayConfig
 
     _setup_logging(verbose)
-    if watch is None and files is None:
-        raise ConfigError("nothing to do: give --watch DIR and/or --files LIST")
+    if watch is None and files is None and dicom_port is None:
+        raise ConfigError("nothing to do: give --watch DIR, --files LIST and/or --dicom-port PORT")
+    if once and dicom_port is not None:
+        raise ConfigError("--once and --dicom-port do not go together: a receiver waits for senders")
     if watch is not None and not watch.is_dir():
         raise ConfigError(f"watch folder {watch} does not exist or is not a folder")
     if files is not None and str(files) != "-" and not files.is_file():
@@ -124,10 +139,15 @@ def run_command(
         max_file_bytes=max_file_bytes,
         settle_seconds=settle,
         workers=workers,
+        batch_size=batch_size,
         backoff_cap=retry_cap,
         poll_seconds=poll,
         use_watchdog=not no_watchdog,
         verify=str(ca_bundle) if ca_bundle else True,
+        dicom_port=dicom_port,
+        dicom_host=dicom_host,
+        ae_title=ae_title,
+        calling_aets=calling_ae,
     )
     try:
         gateway = Gateway(config, deidentifier, console=Console(stderr=True))

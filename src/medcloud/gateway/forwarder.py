@@ -74,6 +74,26 @@ def _problem_reason(response: httpx.Response) -> str:
     return f"HTTP {response.status_code}"
 
 
+def encode_multipart(parts: list[tuple[bytes, str, str, str]]) -> tuple[bytes, str]:
+    """A multipart/related body for `POST /api/v1/ingest/batch`: (data, media type, sha256, filename)."""
+    import secrets
+
+    while True:
+        boundary = "medcloud-" + secrets.token_hex(16)
+        marker = boundary.encode()
+        if not any(marker in data for data, *_ in parts):
+            break
+    chunks: list[bytes] = []
+    for data, media_type, sha, filename in parts:
+        head = (
+            f"--{boundary}\r\nContent-Type: {media_type}\r\nContent-Length: {len(data)}\r\n"
+            f"X-Content-SHA256: {sha}\r\nX-Medcloud-Filename: {_ascii_filename(filename)}\r\n\r\n"
+        )
+        chunks += [head.encode("latin-1"), data, b"\r\n"]
+    chunks.append(f"--{boundary}--\r\n".encode())
+    return b"".join(chunks), f'multipart/related; type="application/octet-stream"; boundary={boundary}'
+
+
 @dataclass
 class ForwarderConfig:
     hub_url: str
@@ -84,6 +104,8 @@ class ForwarderConfig:
     connect_timeout: float = 10.0
     read_timeout: float = 120.0
     verify: bool | str = True  # TLS: True, False (never in production) or a CA bundle path
+    batch_size: int = 50  # files per multipart request when several are waiting; 1 = one per request
+    batch_bytes: int = 32 * 1024 * 1024
 
 
 @dataclass
@@ -120,6 +142,8 @@ class Forwarder:
         self.outbox = outbox
         self.config = config
         self.url = config.hub_url.rstrip("/") + "/api/v1/ingest"
+        self.batch_url = self.url + "/batch"
+        self._batch_ok = config.batch_size > 1
         self.stats = ForwarderStats()
         self._on_event = on_event
         self._stop = threading.Event()
@@ -168,26 +192,40 @@ class Forwarder:
                 if paused > 0:
                     self._stop.wait(min(paused, 0.5))
                     continue
-                item = self._claim(now)
-                if item is None:
+                items = self._claim(now)
+                if not items:
                     self._idle(now)
                     continue
                 try:
-                    self._send(client, item)
+                    if len(items) == 1:
+                        self._send(client, items[0])
+                    else:
+                        self._send_batch(client, items)
                 except Exception as exc:  # never let one item kill the worker
-                    log.exception("forwarder: unexpected error on item %s", item.id)
-                    self._retry(item, status=None, error=f"{type(exc).__name__}: {exc}", pause=False)
+                    log.exception("forwarder: unexpected error on item(s) %s", [i.id for i in items])
+                    self._retry_all(items, status=None, error=f"{type(exc).__name__}: {exc}", pause=False)
                 finally:
                     with self._claim_lock:
-                        self._inflight.discard(item.id)
+                        for item in items:
+                            self._inflight.discard(item.id)
 
-    def _claim(self, now: float) -> Item | None:
+    def _claim(self, now: float) -> list[Item]:
+        """Due items for one request: a batch while the hub takes batches, large files alone."""
         with self._claim_lock:
-            items = self.outbox.claim_due(now, sorted(self._inflight), limit=1)
-            if not items:
-                return None
-            self._inflight.add(items[0].id)
-            return items[0]
+            limit = self.config.batch_size if self._batch_ok else 1
+            due = self.outbox.claim_due(now, sorted(self._inflight), limit=limit)
+            chosen: list[Item] = []
+            total = 0
+            for item in due:
+                if chosen and (item.size > _STREAM_ABOVE or total + item.size > self.config.batch_bytes):
+                    break
+                chosen.append(item)
+                total += item.size
+                if item.size > _STREAM_ABOVE:
+                    break
+            for item in chosen:
+                self._inflight.add(item.id)
+            return chosen
 
     def _idle(self, now: float) -> None:
         counts = self.outbox.counts()
@@ -245,7 +283,137 @@ class Forwarder:
                 reason += " (the hub refused the gateway token: replace it, then `medcloud gateway retry-dead`)"
             self._dead(item, status=status, error=reason)
 
+    def _send_batch(self, client: httpx.Client, items: list[Item]) -> None:
+        """Several items in one multipart/related request; the hub commits them together."""
+        import httpx
+
+        parts: list[tuple[Item, bytes]] = []
+        for item in items:
+            try:
+                parts.append((item, (self.outbox.payload_dir / item.sha256).read_bytes()))
+            except FileNotFoundError:
+                self._dead(item, status=None, error="payload file missing from the outbox (state folder altered?)")
+        if not parts:
+            return
+        body, content_type = encode_multipart(
+            [(data, item.media_type, item.sha256, item.filename) for item, data in parts]
+        )
+        sent = [item for item, _ in parts]
+        with self.stats.lock:
+            self.stats.sent += len(sent)
+        try:
+            response = client.post(self.batch_url, content=body, headers={"Content-Type": content_type})
+        except httpx.TransportError as exc:
+            self._retry_all(sent, status=None, error=f"hub unreachable: {type(exc).__name__}: {exc}", pause=True)
+            return
+        status = response.status_code
+        if status in (404, 405):
+            # A hub without the batch endpoint: the items stay queued untouched and go one by one.
+            log.info("the hub does not take batches (HTTP %d); sending one file per request", status)
+            self._batch_ok = False
+            return
+        if status in _PAUSE_STATUSES or status >= 500 or status == 408:
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            self._retry_all(sent, status=status, error=_problem_reason(response),
+                            pause=status in _PAUSE_STATUSES, retry_after=retry_after)
+            return
+        if status in (400, 413, 415):
+            # The request as a whole was refused (too big, a part it could not parse): find out which
+            # file it was by sending them one by one.
+            log.info("batch refused (%s); sending its %d files one by one", _problem_reason(response), len(sent))
+            for item in sent:
+                self._send(client, item)
+            return
+        if not 200 <= status < 300:
+            reason = _problem_reason(response)
+            if status == 401:
+                reason += " (the hub refused the gateway token: replace it, then `medcloud gateway retry-dead`)"
+            for item in sent:
+                self._dead(item, status=status, error=reason)
+            return
+        try:
+            results = {int(r["index"]): r for r in response.json().get("items", [])}
+        except (ValueError, KeyError, TypeError, AttributeError):
+            self._retry_all(sent, status=status, error="unreadable batch reply from the hub", pause=False)
+            return
+        delivered: list[tuple[int, int, str]] = []
+        retry: list[Item] = []
+        for index, item in enumerate(sent):
+            res = results.get(index)
+            outcome = str(res.get("status")) if isinstance(res, dict) else ""
+            if outcome in ("stored", "duplicate"):
+                assert isinstance(res, dict)
+                hub_sha = res.get("sha256")
+                if isinstance(hub_sha, str) and hub_sha and hub_sha.lower() != item.sha256:
+                    self._dead(item, status=status, error=f"hub stored sha256 {hub_sha}, sent {item.sha256}")
+                else:
+                    delivered.append((item.id, status, outcome))
+                continue
+            problem = res.get("problem") if isinstance(res, dict) else None
+            p_status = problem.get("status") if isinstance(problem, dict) else None
+            if isinstance(problem, dict) and isinstance(p_status, int) and 400 <= p_status < 500 \
+                    and p_status not in (408, 429):
+                detail = problem.get("detail")
+                reason = f"HTTP {p_status} {problem.get('title') or ''}".rstrip() + (f": {detail}" if detail else "")
+                self._dead(item, status=p_status, error=reason)
+            else:
+                retry.append(item)
+        self.outbox.mark_delivered_many(delivered)
+        with self.stats.lock:
+            if delivered and self._consecutive_failures:
+                log.info("hub reachable again after %d failed attempt(s)", self._consecutive_failures)
+            if delivered:
+                self._consecutive_failures = 0
+            for _, _, outcome in delivered:
+                if outcome == "duplicate":
+                    self.stats.duplicates += 1
+                else:
+                    self.stats.stored += 1
+        if retry:
+            self._retry_all(retry, status=status, error="the hub could not store this file now", pause=False)
+        done = {d[0] for d in delivered}
+        for item in sent:
+            if item.id in done:
+                self._emit("delivered", item, "batch")
+
     # -- outcomes -------------------------------------------------------------------------------
+    def _retry_all(
+        self, items: list[Item], *, status: int | None, error: str, pause: bool, retry_after: float | None = None
+    ) -> None:
+        if len(items) == 1:
+            self._retry(items[0], status=status, error=error, pause=pause, retry_after=retry_after)
+            return
+        cfg = self.config
+        now = time.time()
+        with self.stats.lock:
+            self.stats.retries += len(items)
+            self.stats.last_error = error
+            first_of_outage = False
+            if pause:
+                self._consecutive_failures += 1
+                first_of_outage = self._consecutive_failures == 1
+                pause_for = backoff_delay(self._consecutive_failures - 1, cfg.backoff_base, cfg.backoff_cap, self._rng)
+                if retry_after is not None:
+                    pause_for = min(retry_after, 3600.0)
+                self.stats.paused_until = max(self.stats.paused_until, now + pause_for)
+            plan = []
+            for item in items:
+                delay = backoff_delay(item.attempts, cfg.backoff_base, cfg.backoff_cap, self._rng)
+                if pause:
+                    delay = max(0.0, self.stats.paused_until - now)
+                elif retry_after is not None:
+                    delay = min(retry_after, 3600.0)
+                plan.append((item.id, now + delay))
+        self.outbox.mark_retry_many(plan, status=status, error=error)
+        if first_of_outage:
+            log.warning("hub unavailable (%s); items stay queued and are retried with backoff up to %.0f s",
+                        error, cfg.backoff_cap)
+        elif not pause:
+            log.warning("will retry %d file(s): %s", len(items), error)
+        for item in items:
+            if self._on_event is not None:
+                self._on_event("retry", item, error)
+
     def _delivered(self, item: Item, response: httpx.Response) -> None:
         outcome = "stored"
         try:

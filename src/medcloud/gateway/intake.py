@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -105,6 +106,9 @@ class Intake:
         self.events: queue.SimpleQueue[str] = queue.SimpleQueue()  # filled by the folder watcher thread
         self._candidates: dict[str, _Candidate] = {}
         self._on_enqueued = on_enqueued
+        # Network receivers call receive() from their own threads; file intake is single-threaded.
+        self._receive_lock = threading.Lock()
+        self._last_reason: str | None = None
 
     @property
     def pending(self) -> int:
@@ -225,17 +229,40 @@ class Intake:
             return "changed"
         except OSError as exc:
             return self._reject(ref, f"cannot read: {exc.strerror or exc}")
+        with self._receive_lock:
+            return self._process(ref, data, path.name)
+
+    def receive(self, data: bytes, source: str, name: str) -> tuple[str, str | None]:
+        """Take a file that arrived over the network (C-STORE): (outcome, reason). Thread-safe.
+
+        `source` names it in the records (e.g. `dicom://CT01@10.0.0.5/<uid>`); the same source with
+        the same size is recognised as a resend and not processed twice.
+        """
+        ref = SourceRef(source, len(data), 0)
+        with self._receive_lock:
+            if self.outbox.seen(ref):
+                self.stats.skipped_seen += 1
+                return "seen", None
+            if len(data) > self.max_file_bytes:
+                reason = f"too large: {len(data)} bytes > limit {self.max_file_bytes}"
+                self._reject(ref, reason)
+                return "rejected", reason
+            self._last_reason = None
+            outcome = self._process(ref, data, name)
+            return outcome, self._last_reason
+
+    def _process(self, ref: SourceRef, data: bytes, name: str) -> str:
         try:
-            result = self.deidentifier.deidentify_bytes(data, path.name)
+            result = self.deidentifier.deidentify_bytes(data, name)
         except MedcloudError as exc:
             return self._reject(ref, f"{exc.title.lower()}: {exc.detail}")
         except Exception as exc:  # a file that crashes the parser must not stop the others
-            log.debug("de-identification crashed on %s", path, exc_info=True)
+            log.debug("de-identification crashed on %s", ref.path, exc_info=True)
             return self._reject(ref, f"de-identification failed: {type(exc).__name__}: {exc}")
         if result.quarantine_reason:
             reason = result.quarantine_reason
             stored = self.outbox.quarantine(ref, result.data, name=result.suggested_name, reason=reason)
-            log.warning("quarantined %s: %s (kept at %s, not forwarded)", path, reason, stored)
+            log.warning("quarantined %s: %s (kept at %s, not forwarded)", ref.path, reason, stored)
             self.stats.quarantined += 1
             return "quarantined"
         _, new = self.outbox.enqueue(
@@ -255,6 +282,7 @@ class Intake:
         return "queued" if new else "duplicate"
 
     def _reject(self, ref: SourceRef, reason: str) -> str:
+        self._last_reason = reason
         log.warning("rejected %s: %s", ref.path, reason)
         self.outbox.record_rejected(ref, reason)
         self.stats.rejected += 1

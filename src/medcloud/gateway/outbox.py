@@ -341,12 +341,43 @@ class Outbox:
             with contextlib.suppress(FileNotFoundError):
                 (self.payload_dir / row["sha256"]).unlink()
 
+    def mark_delivered_many(self, results: Sequence[tuple[int, int, str]]) -> None:
+        """(item id, HTTP status, hub outcome) for a whole batch in one transaction (one fsync)."""
+        if not results:
+            return
+        now = time.time()
+        with self._tx() as db:
+            shas = []
+            for item_id, status, outcome in results:
+                row = db.execute("SELECT sha256 FROM items WHERE id = ?", (item_id,)).fetchone()
+                if row is not None:
+                    shas.append(row["sha256"])
+                db.execute(
+                    "UPDATE items SET state = 'delivered', attempts = attempts + 1, last_status = ?, "
+                    "hub_outcome = ?, last_error = NULL, delivered_at = ? WHERE id = ?",
+                    (status, outcome, now, item_id),
+                )
+        for sha in shas:
+            with contextlib.suppress(FileNotFoundError):
+                (self.payload_dir / sha).unlink()
+
     def mark_retry(self, item_id: int, *, at: float, status: int | None, error: str) -> None:
         with self._tx() as db:
             db.execute(
                 "UPDATE items SET attempts = attempts + 1, next_attempt_at = ?, last_status = ?, "
                 "last_error = ? WHERE id = ? AND state = 'queued'",
                 (at, status, error[:2000], item_id),
+            )
+
+    def mark_retry_many(self, retries: Sequence[tuple[int, float]], *, status: int | None, error: str) -> None:
+        """(item id, next attempt time) for several items refused together, in one transaction."""
+        if not retries:
+            return
+        with self._tx() as db:
+            db.executemany(
+                "UPDATE items SET attempts = attempts + 1, next_attempt_at = ?, last_status = ?, "
+                "last_error = ? WHERE id = ? AND state = 'queued'",
+                [(at, status, error[:2000], item_id) for item_id, at in retries],
             )
 
     def mark_dead(self, item_id: int, *, status: int | None, error: str) -> None:

@@ -34,12 +34,17 @@ class GatewayConfig:
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
     settle_seconds: float = 2.0
     workers: int = 4
+    batch_size: int = 50
     backoff_cap: float = 60.0
     poll_seconds: float = 2.0
     rescan_seconds: float = 300.0
     use_watchdog: bool = True
     status_every: float = 5.0
     verify: bool | str = True
+    dicom_port: int | None = None  # C-STORE receiver; 0 picks a free port
+    dicom_host: str = "127.0.0.1"
+    ae_title: str = "MEDCLOUD"
+    calling_aets: list[str] = field(default_factory=list)
 
     def resolved_root(self) -> Path:
         if self.root is not None:
@@ -99,6 +104,7 @@ class Gateway:
                 hub_url=config.hub_url,
                 token=config.token,
                 workers=config.workers,
+                batch_size=config.batch_size,
                 backoff_cap=config.backoff_cap,
                 verify=config.verify,
             ),
@@ -113,6 +119,7 @@ class Gateway:
         )
         self._stop = threading.Event()
         self._observer: Any = None
+        self.scp: Any = None
 
     def request_stop(self, *_: object) -> None:
         self._stop.set()
@@ -168,6 +175,14 @@ class Gateway:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self.request_stop)
 
+        if cfg.dicom_port is not None:
+            from medcloud.gateway.scp import StoreSCP
+
+            self.scp = StoreSCP(
+                self.intake, host=cfg.dicom_host, port=cfg.dicom_port, ae_title=cfg.ae_title,
+                calling_aets=cfg.calling_aets,
+            )
+            self.scp.start()
         if cfg.files is not None:
             entries = read_file_list(cfg.files)
             self.intake.offer_list(entries)
@@ -226,6 +241,8 @@ class Gateway:
                 live.stop()
             if self._observer is not None:
                 self._observer.stop()
+            if self.scp is not None:
+                self.scp.stop()
             self.forwarder.stop()
         counts = self.outbox.counts()
         fstats = self.forwarder.stats.snapshot()
