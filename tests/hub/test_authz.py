@@ -30,10 +30,23 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("GET", "/api/v1/audit"): {"auditor"},
     ("GET", "/api/v1/audit/verify"): {"auditor"},
     ("POST", "/api/v1/fl/rounds"): {"admin"},
+    ("POST", "/api/v1/inference"): {"clinician"},
+    ("GET", "/api/v1/models"): {"researcher", "clinician", "admin"},
+    ("GET", "/api/v1/models/{name}/{version}"): {"researcher", "clinician", "admin"},
     ("GET", "/api/v1/whoami"): ALL,
     ("GET", "/api/v1/openapi.json"): ALL,
 }
 PUBLIC = {("GET", "/healthz")}
+
+
+def _png() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), (230, 220, 230)).save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def _routes(hub: Hub) -> set[tuple[str, str]]:
@@ -48,7 +61,7 @@ def test_every_route_has_an_expectation(hub: Hub) -> None:
 
 
 def _call(hub: Hub, method: str, path: str, headers: dict[str, str], ctx: dict[str, str]):
-    url = path.format(**ctx)
+    url = path.format(**{**ctx, "name": ctx["model"]} if path.startswith("/api/v1/models/") else ctx)
     body: dict[str, object] | None = None
     if path == "/api/v1/tokens" and method == "POST":
         body = {"role": "auditor"}
@@ -58,6 +71,8 @@ def _call(hub: Hub, method: str, path: str, headers: dict[str, str], ctx: dict[s
         body = {"target_cases": 10}
     if path == "/api/v1/ingest":
         return hub.client.post(url, content=deidentified_dicom(), headers=headers)
+    if path == "/api/v1/inference":
+        return hub.client.post(url, content=_png(), headers={**headers, "Content-Type": "image/png"})
     if path == "/api/v1/ingest/batch":
         from tests.hub.test_batch import multipart
 
@@ -79,12 +94,16 @@ def ctx(hub: Hub) -> dict[str, str]:
     Image.new("RGB", (8, 8)).save(buf, format="PNG")
     img = hub.client.post("/api/v1/ingest", content=buf.getvalue(), headers=hub.auth("site_a")).json()
     spare = issue_token(hub.state.catalog, role="auditor").principal.token_id
+    models = hub.client.get("/api/v1/models", headers=hub.auth("clinician")).json()["models"]
+    assert models, "the packaged model should be listed"
     return {
         "study_uid": inst["study_instance_uid"],
         "sop_uid": inst["sop_instance_uid"],
         "image_id": str(img["image_id"]),
         "name": "site-a",
         "token_id": spare,
+        "model": models[0]["name"],
+        "version": models[0]["version"],
     }
 
 
