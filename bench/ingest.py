@@ -1,12 +1,16 @@
 """Ingest benchmark: files/s through the hub's `POST /api/v1/ingest`, one client and four, vs Orthanc.
 
-    .venv/bin/python bench/ingest.py [--n 2000] [--clients 1,4] [--no-orthanc] [--gateway] [--profile DIR]
+    .venv/bin/python bench/ingest.py [--n 2000] [--clients 1,4] [--batch 100] [--no-orthanc] [--gateway]
+                                     [--profile DIR]
 
 The corpus is bench/corpus.py's (pydicom's CT/MR files with fresh UIDs and identifying values). It is
 de-identified once with a fresh site key (not timed), as a gateway would, and the same de-identified
 bytes, held in memory, are sent to every system in the same run. Each measurement gets a fresh data
 folder, so nothing is a duplicate. Timing is wall clock from the first request to the last reply;
-every reply must be a success, and the stored count is checked afterwards.
+every reply must be a success, and the stored count is checked afterwards. Two hub modes: one file
+per request (`POST /api/v1/ingest`), and `--batch` files per multipart request
+(`POST /api/v1/ingest/batch`, one durability barrier per request), which is how the gateway sends
+when files are waiting.
 
 Orthanc (Debian package, never in CI) runs loopback-only in its own network namespace (FACTS.md):
 `unshare -n` for the server, `nsenter --net` for its client, which is this script in a child mode.
@@ -74,35 +78,56 @@ def _wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes] | None = 
 
 # -- clients ---------------------------------------------------------------------------------------
 def send_all(
-    url: str, files: list[bytes], clients: int, headers: dict[str, str], with_sha: bool
+    url: str, files: list[bytes], clients: int, headers: dict[str, str], with_sha: bool, batch: int = 1
 ) -> dict[str, Any]:
-    """POST every file once, `clients` threads with one keep-alive connection each; wall-clock timed."""
+    """POST every file once, `clients` threads with one keep-alive connection each; wall-clock timed.
+
+    With `batch` > 1, files go `batch` at a time as multipart/related to `url` (the hub's batch
+    endpoint), encoded exactly as the gateway encodes them; encoding is inside the timed span.
+    """
     import httpx
+
+    from medcloud.gateway.forwarder import encode_multipart
 
     statuses: dict[int, int] = {}
     errors: list[str] = []
     lock = threading.Lock()
-    next_index = iter(range(len(files)))
+    chunks = [list(range(i, min(i + batch, len(files)))) for i in range(0, len(files), batch)]
+    next_chunk = iter(chunks)
     start_gate = threading.Barrier(clients + 1)
 
     def worker() -> None:
         local: dict[int, int] = {}
-        with httpx.Client(timeout=120, headers=headers) as client:
+        with httpx.Client(timeout=300, headers=headers) as client:
             start_gate.wait()
             while True:
                 with lock:
-                    i = next(next_index, None)
-                if i is None:
+                    chunk = next(next_chunk, None)
+                if chunk is None:
                     break
-                body = files[i]
-                h = {"X-Content-SHA256": hashlib.sha256(body).hexdigest()} if with_sha else {}
                 try:
-                    r = client.post(url, content=body, headers=h)
+                    if batch > 1:
+                        body, ctype = encode_multipart(
+                            [(files[i], "application/dicom", hashlib.sha256(files[i]).hexdigest(), f"{i}.dcm")
+                             for i in chunk]
+                        )
+                        r = client.post(url, content=body, headers={"Content-Type": ctype})
+                        if r.status_code == 200:
+                            for res in r.json()["items"]:
+                                code = {"stored": 201, "duplicate": 200}.get(res["status"], 0)
+                                if not code:
+                                    code = int(res.get("problem", {}).get("status") or 599)
+                                local[code] = local.get(code, 0) + 1
+                            continue
+                    else:
+                        body = files[chunk[0]]
+                        h = {"X-Content-SHA256": hashlib.sha256(body).hexdigest()} if with_sha else {}
+                        r = client.post(url, content=body, headers=h)
                 except httpx.HTTPError as exc:
                     with lock:
                         errors.append(f"{type(exc).__name__}: {exc}")
                     continue
-                local[r.status_code] = local.get(r.status_code, 0) + 1
+                local[r.status_code] = local.get(r.status_code, 0) + len(chunk)
                 if r.status_code >= 300 and len(errors) < 5:
                     with lock:
                         errors.append(f"HTTP {r.status_code}: {r.text[:200]}")
@@ -121,6 +146,7 @@ def send_all(
     total_bytes = sum(len(f) for f in files)
     return {
         "clients": clients,
+        "files_per_request": batch,
         "seconds": round(seconds, 3),
         "files_per_s": round(len(files) / seconds, 1),
         "mb_per_s": round(total_bytes / seconds / 1e6, 2),
@@ -178,15 +204,16 @@ class Hub:
         return int(r.json()["total"])
 
 
-def bench_hub(work: Path, files: list[bytes], clients: int, profile: Path | None) -> dict[str, Any]:
-    hub = Hub(work / f"hub-{clients}", profile)
+def bench_hub(work: Path, files: list[bytes], clients: int, profile: Path | None, batch: int = 1) -> dict[str, Any]:
+    hub = Hub(work / f"hub-{clients}-{batch}", profile)
     site, project = "BENCH", "BENCH"
     token = hub.token("--role", "site", "--site", site, "--project", project)
     reader = hub.token("--role", "researcher", "--project", project)
-    hub.start(f"{clients}c")
+    hub.start(f"{clients}c-{batch}b")
     try:
         headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/dicom"}
-        result = send_all(hub.url + "/api/v1/ingest", files, clients, headers, with_sha=True)
+        url = hub.url + ("/api/v1/ingest/batch" if batch > 1 else "/api/v1/ingest")
+        result = send_all(url, files, clients, headers, with_sha=True, batch=batch)
         result["stored"] = hub.count(reader, site)
     finally:
         hub.stop()
@@ -305,6 +332,8 @@ def main() -> None:
     parser.add_argument("--clients", default="1,4")
     parser.add_argument("--corpus", type=Path, help="Reuse a corpus folder made by bench/corpus.py")
     parser.add_argument("--no-orthanc", action="store_true")
+    parser.add_argument("--batch", type=int, default=100,
+                        help="Also send N files per request to /api/v1/ingest/batch (1: skip).")
     parser.add_argument("--gateway", action="store_true", help="Also time the whole gateway on the raw corpus.")
     parser.add_argument("--profile", type=Path, help="Write py-spy profiles of the hub here.")
     parser.add_argument("--orthanc-client", nargs=3, metavar=("PORT", "LIST", "CLIENTS"), help=argparse.SUPPRESS)
@@ -346,6 +375,10 @@ def main() -> None:
         }
         for c in client_counts:
             report["hub"][f"clients_{c}"] = bench_hub(work, files, c, args.profile)
+        if args.batch > 1:
+            report["hub_batch"] = {
+                f"clients_{c}": bench_hub(work, files, c, args.profile, batch=args.batch) for c in client_counts
+            }
 
         binary = orthanc_binary()
         if args.no_orthanc:
@@ -361,13 +394,14 @@ def main() -> None:
                     report["orthanc"][f"clients_{c}"] = bench_orthanc(work, file_list, len(files), c)
                 except (RuntimeError, subprocess.SubprocessError, OSError) as exc:
                     report["orthanc"][f"clients_{c}"] = {"error": str(exc)}
-            ratios = {}
-            for c in client_counts:
-                h = report["hub"][f"clients_{c}"].get("files_per_s")
-                o = report["orthanc"][f"clients_{c}"].get("files_per_s")
-                if h and o:
-                    ratios[f"clients_{c}"] = round(h / o, 2)
-            report["ratio_hub_over_orthanc"] = ratios
+            ratios: dict[str, float] = {}
+            for mode in ("hub", "hub_batch"):
+                for c in client_counts:
+                    h = report.get(mode, {}).get(f"clients_{c}", {}).get("files_per_s")
+                    o = report["orthanc"][f"clients_{c}"].get("files_per_s")
+                    if h and o:
+                        ratios[f"{mode}_clients_{c}"] = round(h / o, 2)
+            report["ratio_over_orthanc"] = ratios
             report["target_ratio"] = 5.0
         if args.gateway:
             report["gateway_end_to_end"] = bench_gateway(work, raw, work / "site.key")

@@ -110,3 +110,22 @@ def test_one_gateway_per_state_folder(tmp_path: Path) -> None:
 def test_readonly_open_of_missing_state_is_clear(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="no gateway state"):
         Outbox(tmp_path / "nowhere", readonly=True)
+
+
+def test_group_commit_handles_copies_inside_one_batch(tmp_path: Path) -> None:
+    from medcloud.gateway.outbox import Entry
+
+    ob = Outbox(tmp_path)
+    entries = [
+        Entry(ref("a"), b"A", "application/dicom", "a.dcm"),
+        Entry(ref("copy-of-a"), b"A", "application/dicom", "a.dcm"),
+        Entry(ref("b"), b"B", "application/dicom", "b.dcm"),
+    ]
+    results = ob.enqueue_many(entries)
+    assert [new for _, new in results] == [True, False, True]
+    assert results[0][0] == results[1][0]
+    assert ob.counts().queued == 2
+    assert all(ob.seen(e.ref) for e in entries)
+    assert sorted(p.name for p in ob.payload_dir.iterdir()) == sorted(
+        hashlib.sha256(d).hexdigest() for d in (b"A", b"B")
+    )

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Protocol
 
 from medcloud.errors import MedcloudError
-from medcloud.gateway.outbox import Outbox, SourceRef
+from medcloud.gateway.outbox import Entry, Outbox, SourceRef
 
 log = logging.getLogger("medcloud.gateway")
 
@@ -102,6 +102,7 @@ class Intake:
         self.root = root.resolve()
         self.max_file_bytes = max_file_bytes
         self.settle_seconds = settle_seconds
+        self.group_commit = 32  # files per outbox commit while a backlog is being read
         self.stats = IntakeStats()
         self.events: queue.SimpleQueue[str] = queue.SimpleQueue()  # filled by the folder watcher thread
         self._candidates: dict[str, _Candidate] = {}
@@ -167,6 +168,7 @@ class Intake:
         """Process candidates that have settled; stops after `budget_seconds` so the caller stays live."""
         start = time.monotonic()
         done = 0
+        batch: list[Entry] = []
         for key in list(self._candidates):
             if time.monotonic() - start > budget_seconds:
                 break
@@ -184,12 +186,32 @@ class Intake:
             if quiet_for < self.settle_seconds:
                 continue
             del self._candidates[key]
-            self.handle(Path(key))
+            self.handle(Path(key), batch)
             done += 1
+            if len(batch) >= self.group_commit:
+                self._flush(batch)
+        self._flush(batch)
         return done
 
-    def handle(self, path: Path) -> str:
-        """De-identify one settled file and record the outcome. Returns the outcome's name."""
+    def _flush(self, batch: list[Entry]) -> None:
+        """Commit de-identified files to the outbox together: one folder fsync, one transaction."""
+        if not batch:
+            return
+        with self._receive_lock:
+            results = self.outbox.enqueue_many(batch)
+        batch.clear()
+        for _, new in results:
+            if new:
+                self.stats.queued += 1
+            else:
+                self.stats.duplicates += 1
+        if self._on_enqueued is not None:
+            self._on_enqueued()
+
+    def handle(self, path: Path, batch: list[Entry] | None = None) -> str:
+        """De-identify one settled file and record the outcome. Returns the outcome's name.
+
+        With `batch`, a file to be queued is appended to it ("pending") for the caller to flush."""
         try:
             lst = os.lstat(path)
         except OSError:
@@ -230,7 +252,7 @@ class Intake:
         except OSError as exc:
             return self._reject(ref, f"cannot read: {exc.strerror or exc}")
         with self._receive_lock:
-            return self._process(ref, data, path.name)
+            return self._process(ref, data, path.name, batch)
 
     def receive(self, data: bytes, source: str, name: str) -> tuple[str, str | None]:
         """Take a file that arrived over the network (C-STORE): (outcome, reason). Thread-safe.
@@ -251,7 +273,7 @@ class Intake:
             outcome = self._process(ref, data, name)
             return outcome, self._last_reason
 
-    def _process(self, ref: SourceRef, data: bytes, name: str) -> str:
+    def _process(self, ref: SourceRef, data: bytes, name: str, batch: list[Entry] | None = None) -> str:
         try:
             result = self.deidentifier.deidentify_bytes(data, name)
         except MedcloudError as exc:
@@ -265,14 +287,11 @@ class Intake:
             log.warning("quarantined %s: %s (kept at %s, not forwarded)", ref.path, reason, stored)
             self.stats.quarantined += 1
             return "quarantined"
-        _, new = self.outbox.enqueue(
-            ref,
-            result.data,
-            media_type=result.media_type,
-            filename=result.suggested_name,
-            kind=result.kind,
-            sop_instance_uid=result.sop_instance_uid,
-        )
+        entry = Entry(ref, result.data, result.media_type, result.suggested_name, result.kind, result.sop_instance_uid)
+        if batch is not None:
+            batch.append(entry)
+            return "pending"
+        [(_, new)] = self.outbox.enqueue_many([entry])
         if new:
             self.stats.queued += 1
         else:

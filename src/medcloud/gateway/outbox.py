@@ -84,6 +84,18 @@ class SourceRef:
 
 
 @dataclass(frozen=True)
+class Entry:
+    """A de-identified payload on its way into the outbox."""
+
+    ref: SourceRef
+    data: bytes
+    media_type: str
+    filename: str
+    kind: str | None = None
+    sop_instance_uid: str | None = None
+
+
+@dataclass(frozen=True)
 class Item:
     """One queued payload."""
 
@@ -132,8 +144,10 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that a crash leaves either the old file or the whole new one."""
+def write_atomic(path: Path, data: bytes, *, sync_dir: bool = True) -> None:
+    """Write `data` to `path` so that a crash leaves either the old file or the whole new one.
+
+    With `sync_dir=False` the caller fsyncs the folder itself (once for several files)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
@@ -145,7 +159,8 @@ def write_atomic(path: Path, data: bytes) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    if sync_dir:
+        _fsync_dir(path.parent)
 
 
 class Outbox:
@@ -249,31 +264,52 @@ class Outbox:
         The same bytes from another source (a copy of a file) map to the existing item: the hub would
         store them once anyway, and sending them once saves the trip.
         """
-        sha = hashlib.sha256(data).hexdigest()
+        entry = Entry(ref, data, media_type, filename, kind, sop_instance_uid)
+        return self.enqueue_many([entry])[0]
+
+    def enqueue_many(self, entries: Sequence[Entry]) -> list[tuple[int, bool]]:
+        """Enqueue several payloads with one folder fsync and one commit (group commit).
+
+        Every payload file is fsynced and the folder holding them too before the transaction that
+        points at them and marks their sources done commits.
+        """
+        if not entries:
+            return []
+        shas = [hashlib.sha256(e.data).hexdigest() for e in entries]
         with self._lock:
-            known = self._db.execute("SELECT 1 FROM items WHERE sha256 = ?", (sha,)).fetchone() is not None
-        if not known:
-            # Durable before the row that points at it commits.
-            write_atomic(self.payload_dir / sha, data)
+            known = {
+                sha for sha in set(shas)
+                if self._db.execute("SELECT 1 FROM items WHERE sha256 = ?", (sha,)).fetchone() is not None
+            }
+        written: set[str] = set()
+        for e, sha in zip(entries, shas, strict=True):
+            if sha not in known and sha not in written:
+                write_atomic(self.payload_dir / sha, e.data, sync_dir=False)
+                written.add(sha)
+        if written:
+            _fsync_dir(self.payload_dir)
         now = time.time()
+        out: list[tuple[int, bool]] = []
         with self._tx() as db:
-            row = db.execute("SELECT id FROM items WHERE sha256 = ?", (sha,)).fetchone()
-            if row is None:
-                cur = db.execute(
-                    "INSERT INTO items (sha256, size, media_type, filename, kind, sop_instance_uid, source, "
-                    "state, next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?)",
-                    (sha, len(data), media_type, filename, kind, sop_instance_uid, ref.path, now, now),
+            for e, sha in zip(entries, shas, strict=True):
+                row = db.execute("SELECT id FROM items WHERE sha256 = ?", (sha,)).fetchone()
+                if row is None:
+                    cur = db.execute(
+                        "INSERT INTO items (sha256, size, media_type, filename, kind, sop_instance_uid, source, "
+                        "state, next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?)",
+                        (sha, len(e.data), e.media_type, e.filename, e.kind, e.sop_instance_uid, e.ref.path, now,
+                         now),
+                    )
+                    item_id, new = int(cur.lastrowid or 0), True
+                else:
+                    item_id, new = int(row["id"]), False
+                db.execute(
+                    "INSERT OR REPLACE INTO sources (path, size, mtime_ns, outcome, item_id, at) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (e.ref.path, e.ref.size, e.ref.mtime_ns, "queued" if new else "duplicate", item_id, now),
                 )
-                item_id = int(cur.lastrowid or 0)
-                new = True
-            else:
-                item_id, new = int(row["id"]), False
-            db.execute(
-                "INSERT OR REPLACE INTO sources (path, size, mtime_ns, outcome, item_id, at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (ref.path, ref.size, ref.mtime_ns, "queued" if new else "duplicate", item_id, now),
-            )
-        return item_id, new
+                out.append((item_id, new))
+        return out
 
     def quarantine(self, ref: SourceRef, data: bytes, *, name: str, reason: str) -> Path:
         """Hold a de-identified file back inside the hospital; it is never forwarded."""
