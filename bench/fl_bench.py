@@ -2,6 +2,11 @@
 
   .venv/bin/python bench/fl_bench.py            # accuracy (plain vs CKKS), DP, cost plain vs CKKS
   .venv310/bin/python bench/fl_bench.py --cost  # cost of threshold mode (OpenFHE, CPython 3.10)
+  .venv/bin/python bench/fl_bench.py --flower   # plaintext Flower FedAvg vs CKKS, through Flower
+
+`--flower` runs the Flower apps in Flower's simulation engine (Ray), one run per mode, side by
+side: per-round wall time (the aggregator's configure_train -> aggregate_train, i.e. sending the
+model, every site's local step, encryption, upload and aggregation) and bytes per site.
 
 Cost is measured in one process with the protocol code the Flower apps run (no network): the
 HE work per site and at the aggregator, and the bytes each site would send and receive. The
@@ -137,6 +142,60 @@ def cost_section(n_params: int, n_sites: int, rounds: int) -> dict[str, Any]:
     return out
 
 
+def flower_one(mode: str, n_params: int, n_sites: int, rounds: int) -> dict[str, Any]:
+    from medcloud.federated.flower.settings import FLSettings
+    from medcloud.federated.simulate import simulate
+
+    settings = FLSettings(
+        mode=mode, task="synthetic", n_params=n_params, num_sites=n_sites, rounds=rounds, evaluate=False,
+        run_name=f"cost-{mode}",
+    )  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        t = time.perf_counter()
+        card = simulate(settings, Path(tmp))
+        total = time.perf_counter() - t
+    events = card["rounds_audit"]
+    steady = events[1:] or events  # round 1 also warms up Ray's workers
+    last = events[-1]
+    out = {
+        "mode": mode,
+        "round_seconds": [e["seconds"] for e in events],
+        "round_seconds_mean": round(float(np.mean([e["seconds"] for e in steady])), 3),
+        # Inside the round: each site's handler (decrypt, train, encrypt) and the aggregation step;
+        # the rest is Flower's transport and the sites queueing for this machine's cores.
+        "site_seconds_mean": round(float(np.mean([v for e in steady for v in e["site_seconds"].values()])), 3),
+        "aggregate_seconds_mean": round(float(np.mean([e["aggregate_seconds"] for e in steady])), 3),
+        "bytes_up_per_site": int(np.mean(list(last["bytes_up"].values()))),
+        "bytes_down_per_site": int(np.mean(list(last["bytes_down"].values()))),
+        "run_seconds_incl_keygen_and_ray": round(total, 2),
+    }
+    if last.get("share_bytes"):
+        out["decryption_share_bytes_per_site"] = int(np.mean(list(last["share_bytes"].values())))
+    return out
+
+
+def flower_section(n_params: int, n_sites: int, rounds: int) -> dict[str, Any]:
+    modes = ["plain", "ckks"] + (["threshold"] if importlib.util.find_spec("openfhe") else [])
+    results = {m: flower_one(m, n_params, n_sites, rounds) for m in modes}
+    base = results["plain"]
+    for m, r in results.items():
+        if m == "plain":
+            continue
+        r["time_ratio_vs_plain"] = round(r["round_seconds_mean"] / base["round_seconds_mean"], 2)
+        r["bytes_up_ratio_vs_plain"] = round(r["bytes_up_per_site"] / base["bytes_up_per_site"], 2)
+        r["bytes_down_ratio_vs_plain"] = round(r["bytes_down_per_site"] / base["bytes_down_per_site"], 2)
+    return {
+        "engine": "Flower simulation (Ray)",
+        "n_params": n_params,
+        "sites": n_sites,
+        "rounds": rounds,
+        "python": sys.version.split()[0],
+        "plain_baseline": "Flower FedAvg, float32 ArrayRecord",
+        "targets": {"time_ratio": 1.5, "bytes_ratio": 8.0},
+        "modes": results,
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=30)
@@ -144,8 +203,13 @@ def main() -> None:
     ap.add_argument("--sites", type=int, default=5)
     ap.add_argument("--cost-rounds", type=int, default=2)
     ap.add_argument("--cost", action="store_true", help="cost only (the 3.10 venv has no scikit-learn)")
+    ap.add_argument("--flower", action="store_true", help="plaintext Flower FedAvg vs CKKS through Flower only")
     args = ap.parse_args()
     report: dict[str, Any] = {}
+    if args.flower:
+        report["flower_cost"] = flower_section(args.params, args.sites, max(args.cost_rounds, 3))
+        print(json.dumps(report, indent=2))
+        return
     if not args.cost and importlib.util.find_spec("sklearn") and importlib.util.find_spec("tenseal"):
         report["accuracy"] = accuracy_section(args.rounds)
     report["cost"] = cost_section(args.params, args.sites, args.cost_rounds)

@@ -36,6 +36,16 @@ def record_bytes(record: ArrayRecord) -> int:
     return sum(len(arr.data) for arr in record.values())
 
 
+def site_seconds(replies: Iterable[Message]) -> dict[str, float]:
+    """What each site reported spending on its reply (decrypt, train, encrypt), by site name."""
+    out = {}
+    for m in replies:
+        cfg = m.content.config_records.get("site")
+        if cfg is not None and "seconds" in cfg:
+            out[_site_of(m)] = scalar(cfg["seconds"])
+    return out
+
+
 def _site_of(msg: Message) -> str:
     cfg = msg.content.config_records.get("site")
     return str(cfg["name"]) if cfg and "name" in cfg else f"node-{msg.metadata.src_node_id}"
@@ -73,6 +83,7 @@ class EncryptedFedAvg(FedAvg):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        t_agg = time.perf_counter()
         valid, _ = self._check_and_log_replies(replies, is_train=True, validate=False)
         if not valid:
             return None, None
@@ -105,7 +116,12 @@ class EncryptedFedAvg(FedAvg):
                 up,
                 down,
                 self.aggregator.mode,
-                {"share_bytes": share_bytes, "seconds": round(self.timings[-1], 4)},
+                {
+                    "share_bytes": share_bytes,
+                    "seconds": round(self.timings[-1], 4),
+                    "site_seconds": site_seconds(valid),
+                    "aggregate_seconds": round(time.perf_counter() - t_agg, 4),
+                },
             )
         )
         return arrays, metrics
@@ -197,7 +213,9 @@ class PlainFedAvg(FedAvg):
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         replies = list(replies)
+        t_agg = time.perf_counter()
         arrays, metrics = super().aggregate_train(server_round, replies)
+        t_agg = time.perf_counter() - t_agg
         ok = [m for m in replies if not m.has_error()]
         up = {_site_of(m): record_bytes(m.content.array_records["arrays"]) for m in ok}
         self.timings.append(time.perf_counter() - self._t0)
@@ -209,7 +227,11 @@ class PlainFedAvg(FedAvg):
                 up,
                 dict.fromkeys(up, self._down),
                 "plain",
-                {"seconds": round(self.timings[-1], 4)},
+                {
+                    "seconds": round(self.timings[-1], 4),
+                    "site_seconds": site_seconds(ok),
+                    "aggregate_seconds": round(t_agg, 4),
+                },
             )
         )
         return arrays, metrics

@@ -122,6 +122,11 @@ class HEBackend(ABC):
             total = self.add(total, ct)
         return total
 
+    def sum_serialized(self, blobs: Sequence[bytes]) -> bytes:
+        """Sum of serialized ciphertexts, serialized (the aggregator's one job); backends may do it
+        without materialising library objects."""
+        return self.serialize(self.sum([self.deserialize(b) for b in blobs]))
+
     def mul_scalar(self, a: Ciphertext, scalar: float) -> Ciphertext:
         """Multiply every element by a public scalar (needs a parameter set with depth >= 1)."""
         self._check(a)
