@@ -228,10 +228,10 @@ class Forwarder:
             return chosen
 
     def _idle(self, now: float) -> None:
-        counts = self.outbox.counts()
+        due = self.outbox.next_due()
         wait = 1.0
-        if counts.next_attempt_at is not None:
-            wait = min(wait, max(0.01, counts.next_attempt_at - now))
+        if due is not None:
+            wait = min(wait, max(0.01, due - now))
         self._wake.wait(wait)
         self._wake.clear()
 

@@ -459,6 +459,17 @@ class Outbox:
         return removed
 
     # -- reporting ------------------------------------------------------------------------------
+    def queued_count(self) -> int:
+        """Items still to deliver (index-only; cheap enough to ask often)."""
+        with self._lock:
+            return int(self._db.execute("SELECT count(*) FROM items WHERE state = 'queued'").fetchone()[0])
+
+    def next_due(self) -> float | None:
+        """When the earliest queued item may be sent (index-only)."""
+        with self._lock:
+            row = self._db.execute("SELECT min(next_attempt_at) FROM items WHERE state = 'queued'").fetchone()
+        return None if row[0] is None else float(row[0])
+
     def counts(self) -> Counts:
         with self._lock:
             by_state = dict(self._db.execute("SELECT state, count(*) FROM items GROUP BY state").fetchall())

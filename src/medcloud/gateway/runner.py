@@ -193,6 +193,8 @@ class Gateway:
             n = self.intake.scan(cfg.watch)
             log.info("watching %s: %d file(s) found at start", cfg.watch, n)
         last_scan = last_status = time.monotonic()
+        counts = before
+        last_counts = 0.0
         delivered_at_start = before.delivered
         rate_mark = (time.monotonic(), before.delivered)
         rate: float | None = None
@@ -213,7 +215,9 @@ class Gateway:
                         self.intake.scan(cfg.watch)
                         last_scan = mono
                 worked = self.intake.process_ready()
-                counts = self.outbox.counts()
+                if mono - last_counts >= 1.0:  # full counts scan whole tables: once a second is plenty
+                    counts = self.outbox.counts()
+                    last_counts = mono
                 if mono - rate_mark[0] >= 2.0:
                     rate = (counts.delivered - rate_mark[1]) / (mono - rate_mark[0])
                     rate_mark = (mono, counts.delivered)
@@ -228,8 +232,8 @@ class Gateway:
                     cfg.once
                     and self.intake.pending == 0
                     and self.intake.events.empty()
-                    and counts.queued == 0
                     and self.forwarder.inflight == 0
+                    and self.outbox.queued_count() == 0
                 ):
                     break
                 if not worked:
