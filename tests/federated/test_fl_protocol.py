@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import threading
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,7 @@ from medcloud.federated.protocol import (
 
 
 def _sites(backend: Any, data: list[tabular.SiteData]) -> list[FedAvgSite]:
-    return [FedAvgSite(s.name, backend, lambda w, s=s: tabular.local_train(w, s), s.n_train) for s in data]
+    return [FedAvgSite(s.name, backend, partial(tabular.local_train, site=s), s.n_train) for s in data]
 
 
 def test_encrypted_fedavg_matches_plaintext(breast_cancer_sites: Any, ckks_site: Any, ckks_aggregator: Any) -> None:
@@ -58,7 +59,7 @@ def test_deepprotect_async_sites_update_encrypted_model(
     # Any site (or the server, with the public context) can encrypt the initial model.
     server = DeepProtectServer(ckks_aggregator, ckks_aggregator.serialize(ckks_aggregator.encrypt(w0)), max_staleness=8)
     sites = [
-        DeepProtectSite(s.name, ckks_site, lambda w, s=s: tabular.gradient(w, s.x_train, s.y_train), 0.3)
+        DeepProtectSite(s.name, ckks_site, partial(tabular.gradient, x=s.x_train, y=s.y_train), 0.3)
         for s in breast_cancer_sites
     ]
     errors: list[BaseException] = []
@@ -105,7 +106,7 @@ def test_dp_clips_noises_and_reports_epsilon(breast_cancer_sites: Any) -> None:
     # More noise or fewer rounds: smaller epsilon.
     assert dp.epsilon(2.0, 10, 1e-5) < dp.epsilon(1.0, 10, 1e-5) < dp.epsilon(1.0, 30, 1e-5)
     sites = [
-        FedAvgSite(s.name, PlaintextBackend(), lambda w, s=s: tabular.local_train(w, s), s.n_train, cfg, rng)
+        FedAvgSite(s.name, PlaintextBackend(), partial(tabular.local_train, site=s), s.n_train, cfg, rng)
         for s in breast_cancer_sites
     ]
     model, _ = run_fedavg(FedAvgAggregator(PlaintextBackend()), sites, np.zeros(tabular.n_params()), 10)

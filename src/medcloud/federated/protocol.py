@@ -129,6 +129,9 @@ class RoundStats:
     bytes_down: dict[str, int]
     seconds: float
     share_bytes: dict[str, int] = field(default_factory=dict)
+    site_seconds: dict[str, float] = field(default_factory=dict)  # both phases, per site
+    aggregator_seconds: float = 0.0
+    parallel_seconds: float = 0.0  # the round's critical path were every site on its own machine
 
 
 def run_fedavg(
@@ -143,23 +146,38 @@ def run_fedavg(
     history = []
     for r in range(1, rounds + 1):
         t0 = time.perf_counter()
-        uploads, up, down, shares_b = [], {}, {}, {}
+        uploads, up, down, shares_b, site_t = [], {}, {}, {}, {}
         for site in sites:
+            t = time.perf_counter()
             down[site.name] = model.size
             blob = site.upload(site.local_update(site.open_global(model)))
             up[site.name] = len(blob)
             uploads.append(blob)
+            site_t[site.name] = time.perf_counter() - t
+        phase1 = max(site_t.values())
+        t = time.perf_counter()
         summed = aggregator.aggregate(uploads)
+        agg_t = time.perf_counter() - t
         total = float(sum(s.n_examples for s in sites))
         shares: list[bytes] = []
+        phase2 = 0.0
         if aggregator.mode == "threshold":
             for site in sites:
+                t = time.perf_counter()
                 share = site.partial_decrypt(summed)
+                dt = time.perf_counter() - t
+                site_t[site.name] += dt
+                phase2 = max(phase2, dt)
                 down[site.name] += len(summed)
                 shares_b[site.name] = len(share)
                 shares.append(share)
+        t = time.perf_counter()
         model = aggregator.finish(summed, total, r, shares)
-        stats = RoundStats(r, [s.name for s in sites], up, down, time.perf_counter() - t0, shares_b)
+        agg_t += time.perf_counter() - t
+        stats = RoundStats(
+            r, [s.name for s in sites], up, down, time.perf_counter() - t0, shares_b, site_t, agg_t,
+            phase1 + phase2 + agg_t,
+        )  # fmt: skip
         history.append(stats)
         if on_round:
             on_round(stats, model)
