@@ -27,12 +27,15 @@ def train_command(
     det_minutes: float = typer.Option(0.0, help="Wall-time budget for the detector (schedule follows time)."),
     cls_minutes: float = typer.Option(0.0, help="Wall-time budget for the classifier."),
     cache: Path | None = typer.Option(None, help="Folder to cache the rendered training smears."),
+    init: Path | None = typer.Option(None, help="Continue from the weights in this model folder."),
+    lr: float = typer.Option(3e-3, help="Peak learning rate (cosine schedule)."),
 ) -> None:
     """Train the Gram-stain detector and crop classifier from scratch on SYNTHETIC smears; export ONNX."""
     from medcloud.vision.train import TrainConfig, train_model
 
     cfg = TrainConfig(images=images, det_steps=det_steps, cls_steps=cls_steps, batch=batch, crop=crop, seed=seed,
-                      threads=threads, det_minutes=det_minutes, cls_minutes=cls_minutes)
+                      threads=threads, det_minutes=det_minutes, cls_minutes=cls_minutes,
+                      init=str(init) if init else None, lr=lr)
     command = "medcloud vision train " + " ".join(shlex.quote(a) for a in sys.argv[2:] if a != "train")
     result = train_model(cfg, out, command, progress=lambda m: typer.echo(m, err=True), cache=cache)
     typer.echo(f"trained in {result['seconds']} s -> {out}")

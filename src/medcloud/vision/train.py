@@ -40,6 +40,7 @@ class TrainConfig:
     seed: int = 0
     threads: int = 2
     sites: tuple[str, ...] = TRAINING_SITES
+    init: str | None = None  # folder with detector.pt / classifier.pt to continue from
 
 
 @dataclass
@@ -208,6 +209,8 @@ def train_detector(samples: list[Sample], cfg: TrainConfig, progress: Progress |
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed + 1)
     model = GramDetector()
+    if cfg.init and (Path(cfg.init) / "detector.pt").exists():
+        model.load_state_dict(torch.load(Path(cfg.init) / "detector.pt", weights_only=True))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
     losses: list[float] = []
     model.train()
@@ -264,6 +267,8 @@ def train_classifier(samples: list[Sample], cfg: TrainConfig, progress: Progress
         for y, x, c in tile_labels(s.boxes, s.labels, h, w):
             index[c].append((i, y, x))
     model = GramCropClassifier()
+    if cfg.init and (Path(cfg.init) / "classifier.pt").exists():
+        model.load_state_dict(torch.load(Path(cfg.init) / "classifier.pt", weights_only=True))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
     losses: list[float] = []
     model.train()
@@ -363,7 +368,12 @@ def train_model(cfg: TrainConfig, out_dir: Path, command: str, progress: Progres
     export_onnx(detector, classifier, out_dir)
     save_weights(detector, classifier, out_dir)
     log = write_training_log(out_dir, cfg, det_losses, cls_losses, time.time() - t0)
-    training = {"command": command, "synthetic": True, "sites": list(cfg.sites), "images": cfg.images,
+    previous: list[Any] = []
+    if cfg.init and (Path(cfg.init) / "training.json").exists():
+        before = json.loads((Path(cfg.init) / "training.json").read_text())
+        previous = [*before.get("previous", []), {k: v for k, v in before.items() if k != "previous"}]
+    training = {"command": command, "previous": previous, "synthetic": True, "sites": list(cfg.sites),
+                "images": cfg.images,
                 "detector_steps_run": len(det_losses), "classifier_steps_run": len(cls_losses),
                 "seconds": log["seconds"], "torch": torch.__version__, "threads": cfg.threads}
     (out_dir / "training.json").write_text(json.dumps(training, indent=2))

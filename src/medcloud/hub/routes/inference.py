@@ -50,8 +50,11 @@ def _audit_as_inference(request: Request) -> None:
     request.state.audit_resource = "model/gram-stain"
 
 
-@router.post("/api/v1/inference", summary="Detect Gram-stain organisms in one image (SYNTHETIC-trained model)",
-             dependencies=[Depends(_audit_as_inference)])
+@router.post(
+    "/api/v1/inference",
+    summary="Detect Gram-stain organisms in one image (SYNTHETIC-trained model)",
+    dependencies=[Depends(_audit_as_inference)],
+)
 async def run_inference(
     request: Request,
     keep: bool = Query(False, description="Keep the image in the blob store (default: discarded)."),
@@ -75,10 +78,21 @@ async def run_inference(
     result["kept"] = kept is not None
     if kept:
         result["kept_blob"] = kept
-    detail = {"counts": {c["code"]: c["count"] for c in result["counts"]},
-              "verdict": result["verdict"]["code"] if result["verdict"] else None,
-              "boxes": len(result["detections"]), "kept": kept, "bytes": len(data),
-              "latency_ms": result["latency_ms"]}
-    await run_in_threadpool(record_audit, request, principal, action="inference.run",
-                            resource=f"model/{found.name}/{found.version}", outcome="ok", detail=detail)
+    detail = {
+        "counts": {c["code"]: c["count"] for c in result["counts"]},
+        "verdict": result["verdict"]["code"] if result["verdict"] else None,
+        "boxes": len(result["detections"]),
+        "kept": kept,
+        "bytes": len(data),
+        "latency_ms": result["latency_ms"],
+    }
+    await run_in_threadpool(
+        record_audit,
+        request,
+        principal,
+        action="inference.run",
+        resource=f"model/{found.name}/{found.version}",
+        outcome="ok",
+        detail=detail,
+    )
     return result

@@ -1,0 +1,236 @@
+"""Vision benchmarks (JSON on stdout): latency, cold start of `medcloud serve-model` beside a torch server,
+and accuracy of the packaged SYNTHETIC-trained model.
+
+    python bench/vision.py latency [--runs 100]
+    python bench/vision.py coldstart [--repeat 3]
+    python bench/vision.py accuracy [--images 40]
+    python bench/vision.py all
+
+`torch-server` is the comparison server for the cold start: the same minimal HTTP server as serve-model,
+but importing torch and running the torch weights of the same model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+TOKEN = "bench-token-0123456789abcdef0123456789"  # noqa: S105 - a throwaway local token
+
+
+def _model_dir(arg: str | None) -> Path:
+    from medcloud.vision.registry import resolve
+
+    return Path(arg) if arg else resolve(None).path
+
+
+def _image(size: int = 640) -> np.ndarray:
+    from medcloud.vision.synth import render_smear
+
+    return render_smear(777_000_001, "site-a", (size, size), size / 640).image
+
+
+def _pct(values: list[float], q: float) -> float:
+    return round(float(np.percentile(values, q)), 2)
+
+
+def latency(model_dir: Path, runs: int, threads: int) -> dict[str, Any]:
+    from medcloud.vision.runtime import GramStainModel, prepare
+
+    model = GramStainModel(model_dir, threads=threads)
+    img = _image(640)
+    x, _ = prepare(img)
+    for _ in range(5):
+        model.predict(img)
+    det, full, prep = [], [], []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        model.detector.run(None, {"image": x})
+        det.append((time.perf_counter() - t0) * 1000)
+        t0 = time.perf_counter()
+        prepare(img)
+        prep.append((time.perf_counter() - t0) * 1000)
+        t0 = time.perf_counter()
+        model.predict(img)
+        full.append((time.perf_counter() - t0) * 1000)
+    return {
+        "image": "640x640 RGB (synthetic smear)",
+        "detector_input": list(x.shape),
+        "threads": threads,
+        "runs": runs,
+        "detector_onnx_ms": {"p50": _pct(det, 50), "p95": _pct(det, 95)},
+        "preprocess_ms": {"p50": _pct(prep, 50), "p95": _pct(prep, 95)},
+        "full_pipeline_ms": {"p50": _pct(full, 50), "p95": _pct(full, 95),
+                             "note": "resize + detector + peak decode + NMS + 25-crop classifier + vote"},
+        "detector_onnx_bytes": (model_dir / "detector.onnx").stat().st_size,
+        "classifier_onnx_bytes": (model_dir / "classifier.onnx").stat().st_size,
+    }
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        return None
+    return None
+
+
+def _time_to_first_answer(argv: list[str], port: int, body: bytes) -> dict[str, Any]:
+    import http.client
+
+    env = dict(os.environ, MEDCLOUD_SERVE_TOKEN_SHA256=hashlib.sha256(TOKEN.encode()).hexdigest())
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{argv} exited with {proc.returncode}")
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                conn.request("POST", "/api/v1/inference", body=body,
+                             headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "image/png"})
+                resp = conn.getresponse()
+                payload = json.loads(resp.read())
+                conn.close()
+                if resp.status == 200:
+                    break
+                raise RuntimeError(f"status {resp.status}: {payload}")
+            except (ConnectionRefusedError, ConnectionResetError):
+                time.sleep(0.01)
+        elapsed = time.perf_counter() - t0
+        return {"seconds": round(elapsed, 3), "rss_mb": _rss_mb(proc.pid), "boxes": len(payload["detections"])}
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def coldstart(model_dir: Path, repeat: int) -> dict[str, Any]:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(_image(640)).save(buf, format="PNG")
+    body = buf.getvalue()
+    medcloud = str(Path(sys.executable).with_name("medcloud"))
+    runs: dict[str, list[dict[str, Any]]] = {"serve_model_onnxruntime": [], "torch_server": []}
+    for _ in range(repeat):  # interleaved, so both see the same machine load
+        port = _free_port()
+        runs["serve_model_onnxruntime"].append(_time_to_first_answer(
+            [medcloud, "serve-model", "--host", "127.0.0.1", "--port", str(port), "--model", str(model_dir)],
+            port, body))
+        port = _free_port()
+        runs["torch_server"].append(_time_to_first_answer(
+            [sys.executable, str(Path(__file__).resolve()), "torch-server", "--port", str(port), "--model",
+             str(model_dir)], port, body))
+    out: dict[str, Any] = {"repeat": repeat, "measure": "spawn -> first authenticated POST /api/v1/inference 200"}
+    for k, v in runs.items():
+        secs = [r["seconds"] for r in v]
+        out[k] = {"median_s": round(statistics.median(secs), 3), "min_s": min(secs), "max_s": max(secs),
+                  "rss_mb": statistics.median([r["rss_mb"] or 0 for r in v]), "boxes": v[0]["boxes"]}
+    out["speedup"] = round(out["torch_server"]["median_s"] / out["serve_model_onnxruntime"]["median_s"], 2)
+    return out
+
+
+def accuracy(model_dir: Path, images: int, verdict_images: int) -> dict[str, Any]:
+    from medcloud.vision.evaluate import evaluate_model
+
+    m = evaluate_model(model_dir, images_per_site=images, verdict_images_per_site=verdict_images)
+    return {
+        "map50_training_style_sites": m["map50"],
+        "mean_recall": m["mean_recall"],
+        "crop_vote_accuracy_training_style_sites": m["crop_vote_accuracy"],
+        "per_class_ap50": {k: v["ap50"] for k, v in m["per_class"].items()},
+        "per_site": {k: {"seen_in_training": v["seen_in_training"], "map50": v["map50"],
+                         "mean_recall": v["mean_recall"], "crop_vote_accuracy": v["crop_vote_accuracy"]}
+                     for k, v in m["per_site"].items()},
+        "images_per_site": images,
+        "synthetic": True,
+    }
+
+
+def torch_server(model_dir: Path, port: int) -> None:
+    """The comparison server: same stdlib server as serve-model, model run by torch."""
+    import torch
+
+    from medcloud.vision.nets import DetectorExport, GramCropClassifier, GramDetector
+    from medcloud.vision.registry import load_dir
+    from medcloud.vision.runtime import Prediction, crop_vote, decode_peaks, prepare, tiles
+    from medcloud.vision.serve import build_server
+
+    torch.set_num_threads(2)
+    det = GramDetector()
+    det.load_state_dict(torch.load(model_dir / "detector.pt", weights_only=True))
+    det_export = DetectorExport(det).eval()
+    cls = GramCropClassifier()
+    cls.load_state_dict(torch.load(model_dir / "classifier.pt", weights_only=True))
+    cls.eval()
+
+    class TorchPredictor:
+        def predict(self, image: Any, score_threshold: float = 0.3) -> Prediction:
+            t0 = time.perf_counter()
+            h, w = image.shape[:2]
+            x, scale = prepare(image)
+            with torch.inference_mode():
+                heat, reg = det_export(torch.from_numpy(x))
+                found = decode_peaks(heat[0].numpy(), reg[0].numpy(), score_threshold)
+                crops = tiles(x, (round(h * scale), round(w * scale)))
+                probs = torch.softmax(cls(torch.from_numpy(crops)), dim=1).numpy()
+            votes, verdict = crop_vote(probs)
+            for d in found:
+                d.box = tuple(v / scale for v in d.box)  # type: ignore[assignment]
+            return Prediction(found, votes, verdict, w, h, (time.perf_counter() - t0) * 1000)
+
+    server = build_server(TorchPredictor(), load_dir(model_dir),
+                          os.environ["MEDCLOUD_SERVE_TOKEN_SHA256"], "127.0.0.1", port)
+    server.serve_forever(poll_interval=0.2)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("what", choices=["latency", "coldstart", "accuracy", "all", "torch-server"])
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--runs", type=int, default=100)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--images", type=int, default=40)
+    ap.add_argument("--verdict-images", type=int, default=40)
+    ap.add_argument("--port", type=int, default=0)
+    args = ap.parse_args()
+    model_dir = _model_dir(args.model)
+    if args.what == "torch-server":
+        torch_server(model_dir, args.port)
+        return
+    out: dict[str, Any] = {"bench": "vision", "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                                                          "load_avg_1m": round(os.getloadavg()[0], 2)},
+                           "model": str(model_dir), "synthetic": True}
+    if args.what in ("latency", "all"):
+        out["latency"] = latency(model_dir, args.runs, args.threads)
+    if args.what in ("coldstart", "all"):
+        out["coldstart"] = coldstart(model_dir, args.repeat)
+    if args.what in ("accuracy", "all"):
+        out["accuracy"] = accuracy(model_dir, args.images, args.verdict_images)
+    print(json.dumps(out, indent=2, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()
