@@ -4,6 +4,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.medcloud-installed
+# Threshold HE (OpenFHE) tests: OpenFHE's PyPI wheel imports only on CPython 3.10, so they run in
+# their own venv on the 3.10 that pyenv ships. Only the light deps the HE code imports.
+PY310 ?= $(shell pyenv root 2>/dev/null)/versions/3.10.13/bin/python
+VENV310 := .venv310
+STAMP310 := $(VENV310)/.medcloud-installed
 
 .PHONY: run test lint bench clean-venv
 
@@ -34,11 +39,6 @@ bench: $(STAMP)
 clean-venv:
 	rm -rf $(VENV) $(VENV310)
 
-# Threshold HE (OpenFHE) tests: OpenFHE's PyPI wheel imports only on CPython 3.10, so they run in
-# their own venv on the 3.10 that pyenv ships. Only the light deps the HE code imports.
-PY310 ?= $(shell pyenv root 2>/dev/null)/versions/3.10.13/bin/python
-VENV310 := .venv310
-STAMP310 := $(VENV310)/.medcloud-installed
 
 $(STAMP310): pyproject.toml Makefile
 	test -x $(VENV310)/bin/python || $(PY310) -m venv $(VENV310)
