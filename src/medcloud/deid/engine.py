@@ -8,6 +8,7 @@ from typing import Literal
 
 from medcloud.deid.keys import Pseudonymizer, SiteKey
 from medcloud.errors import InvalidInput, UnsupportedFormat
+from medcloud.ingest.sniff import sniff
 
 # Modalities whose images usually carry text burned into the pixels when the header is silent.
 BURNED_IN_MODALITIES = frozenset({"US", "SC", "ES", "XC", "GM", "OT", "XA", "RF", "DOC"})
@@ -52,22 +53,6 @@ class DeidOutcome:
     sop_instance_uid: str | None
     patient_pseudonym: str | None
     suggested_name: str
-
-
-def sniff(data: bytes) -> str | None:
-    """'dicom', 'jpeg', 'png', 'tiff' or None from the first bytes."""
-    if len(data) >= 132 and data[128:132] == b"DICM":
-        return "dicom"
-    if data[:3] == b"\xff\xd8\xff":
-        return "jpeg"
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        return "png"
-    if data[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
-        return "tiff"
-    # Preamble-less DICOM: a group 0002 or 0008 element in explicit or implicit little endian.
-    if len(data) >= 8 and data[:2] in (b"\x02\x00", b"\x08\x00") and data[3] == 0 and data[2] in (0, 5, 0x16):
-        return "dicom"
-    return None
 
 
 class Deidentifier:
@@ -115,10 +100,10 @@ class Deidentifier:
 
     def deidentify_bytes(self, data: bytes, filename: str) -> DeidOutcome:
         """De-identify one file's bytes; `filename` only helps name the output and messages."""
-        kind = sniff(data)
+        kind = sniff(data[:132], bare_dicom=True)
         if kind == "dicom":
             return self._deidentify_dicom(data, filename)
-        if kind is None:
+        if kind == "unknown":
             raise UnsupportedFormat(f"{filename}: neither DICOM nor JPEG/PNG/TIFF")
         from medcloud.deid import images
 

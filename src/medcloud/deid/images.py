@@ -11,8 +11,6 @@ import struct
 
 from medcloud.errors import InvalidInput
 
-MEDIA_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "tiff": "image/tiff"}
-
 
 def digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
