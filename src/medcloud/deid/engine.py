@@ -8,7 +8,7 @@ from typing import Literal
 
 from medcloud.deid.keys import Pseudonymizer, SiteKey
 from medcloud.errors import InvalidInput, UnsupportedFormat
-from medcloud.ingest.sniff import sniff
+from medcloud.ingest.sniff import MEDIA_TYPES, sniff
 
 # Modalities whose images usually carry text burned into the pixels when the header is silent.
 BURNED_IN_MODALITIES = frozenset({"US", "SC", "ES", "XC", "GM", "OT", "XA", "RF", "DOC"})
@@ -113,7 +113,7 @@ class Deidentifier:
             allow_burned_in=self.options.allow_burned_in,
         )
         name = _image_name(self._pseudo.uid("file:" + filename + ":" + images.digest(data)), kind, filename)
-        return DeidOutcome(cleaned, "image", images.MEDIA_TYPES[kind], reason, None, None, name)
+        return DeidOutcome(cleaned, "image", MEDIA_TYPES[kind], reason, None, None, name)
 
     def deidentify_file(self, path: Path) -> DeidOutcome:
         try:
