@@ -410,7 +410,8 @@ class Catalog:
 
     # -- queries -----------------------------------------------------------------------------------
     @staticmethod
-    def _study_where(q: sa.Select[Any], f: Filters, projects: frozenset[str] | None) -> sa.Select[Any]:
+    def _study_filters(q: sa.Select[Any], f: Filters, projects: frozenset[str] | None) -> sa.Select[Any]:
+        """Filters on the study's own columns, shared by study and instance queries."""
         if projects is not None:
             q = q.where(studies.c.project.in_(projects))
         if f.project:
@@ -425,6 +426,11 @@ class Catalog:
             q = q.where(studies.c.study_date <= f.date_to)
         if f.study_uid:
             q = q.where(studies.c.study_uid == f.study_uid)
+        return q
+
+    @classmethod
+    def _study_where(cls, q: sa.Select[Any], f: Filters, projects: frozenset[str] | None) -> sa.Select[Any]:
+        q = cls._study_filters(q, f, projects)
         if f.modality or f.text or f.series_uid:
             sub = sa.select(series.c.study_id)
             if f.modality:
@@ -504,7 +510,7 @@ class Catalog:
         return study
 
     def _instance_query(self, f: Filters, projects: frozenset[str] | None) -> sa.Select[Any]:
-        q = sa.select(
+        q: sa.Select[Any] = sa.select(
             instances.c.sop_uid,
             instances.c.sop_class_uid,
             instances.c.instance_number,
@@ -526,20 +532,7 @@ class Catalog:
             studies.c.site,
             studies.c.project,
         ).select_from(instances.join(series).join(studies))
-        if projects is not None:
-            q = q.where(studies.c.project.in_(projects))
-        if f.project:
-            q = q.where(studies.c.project == f.project)
-        if f.site:
-            q = q.where(studies.c.site == f.site)
-        if f.patient:
-            q = q.where(studies.c.patient_pseudonym == f.patient)
-        if f.date_from:
-            q = q.where(studies.c.study_date >= f.date_from)
-        if f.date_to:
-            q = q.where(studies.c.study_date <= f.date_to)
-        if f.study_uid:
-            q = q.where(studies.c.study_uid == f.study_uid)
+        q = self._study_filters(q, f, projects)
         if f.series_uid:
             q = q.where(series.c.series_uid == f.series_uid)
         if f.modality:
