@@ -22,6 +22,16 @@ router = APIRouter(tags=["ingest"])
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 
 
+def _upload_scope(request: Request, principal: Principal) -> tuple[str, str]:
+    """The site (from the token, never the request) and project an upload goes to."""
+    if principal.site is None:
+        raise Forbidden("only a site token may upload")
+    claimed_site = request.headers.get("x-medcloud-site")
+    if claimed_site and claimed_site != principal.site:
+        raise Forbidden(f"this token uploads as site '{principal.site}', not '{claimed_site}'")
+    return principal.site, _project_for(principal, request.headers.get("x-medcloud-project"))
+
+
 def _project_for(principal: Principal, requested: str | None) -> str:
     if requested:
         if requested not in principal.projects:
@@ -42,12 +52,7 @@ async def ingest(request: Request, principal: Principal = Depends(require(Permis
     state = hub_state(request)
     limit = state.settings.max_upload_bytes
     request.state.audit_action = "ingest"
-    if principal.site is None:
-        raise Forbidden("only a site token may upload")
-    claimed_site = request.headers.get("x-medcloud-site")
-    if claimed_site and claimed_site != principal.site:
-        raise Forbidden(f"this token uploads as site '{principal.site}', not '{claimed_site}'")
-    project = _project_for(principal, request.headers.get("x-medcloud-project"))
+    site, project = _upload_scope(request, principal)
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise TooLarge(f"upload of {declared} bytes exceeds the limit of {limit} bytes")
@@ -68,7 +73,7 @@ async def ingest(request: Request, principal: Principal = Depends(require(Permis
     result = await run_in_threadpool(
         state.ingestor.ingest,
         upload,
-        site=principal.site,
+        site=site,
         project=project,
         subject=principal.subject,
         client=client_address(request),
@@ -145,12 +150,7 @@ async def ingest_batch(request: Request, principal: Principal = Depends(require(
 
     state = hub_state(request)
     request.state.audit_action = "ingest.batch"
-    if principal.site is None:
-        raise Forbidden("only a site token may upload")
-    claimed_site = request.headers.get("x-medcloud-site")
-    if claimed_site and claimed_site != principal.site:
-        raise Forbidden(f"this token uploads as site '{principal.site}', not '{claimed_site}'")
-    project = _project_for(principal, request.headers.get("x-medcloud-project"))
+    site, project = _upload_scope(request, principal)
     ctype, params = parse_options_header(request.headers.get("content-type", ""))
     if ctype not in (b"multipart/related", b"multipart/mixed", b"multipart/form-data") or b"boundary" not in params:
         raise UnsupportedFormat("send multipart/related (or multipart/mixed) with a boundary, one file per part")
@@ -180,7 +180,7 @@ async def ingest_batch(request: Request, principal: Principal = Depends(require(
     await run_in_threadpool(
         state.ingestor.ingest_many,
         pending,
-        site=principal.site,
+        site=site,
         project=project,
         subject=principal.subject,
         client=client_address(request),
