@@ -159,7 +159,7 @@ async def ingest_batch(request: Request, principal: Principal = Depends(require(
     if declared and declared.isdigit() and int(declared) > limit:
         raise TooLarge(f"batch of {declared} bytes exceeds the limit of {limit} bytes")
     collector = _PartCollector(state.blobs.spool, state.settings.max_upload_bytes, state.settings.max_batch_files)
-    parser = MultipartParser(params[b"boundary"], collector.callbacks())
+    parser = MultipartParser(params[b"boundary"], collector.callbacks())  # type: ignore[arg-type]
     received = 0
     try:
         async for chunk in request.stream():
