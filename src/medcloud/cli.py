@@ -40,7 +40,10 @@ app.command("serve-model")(serve_model_command)
 def main() -> None:
     """Console entry point: a MedcloudError becomes one line on stderr and its exit code."""
     try:
-        app(standalone_mode=False)
+        # Outside standalone mode click returns a command's exit code instead of exiting with it.
+        rc = app(standalone_mode=False)
+        if isinstance(rc, int) and rc:
+            sys.exit(rc)
     except MedcloudError as exc:
         typer.echo(f"medcloud: {exc.title.lower()}: {exc.detail}", err=True)
         sys.exit(exc.exit_code)

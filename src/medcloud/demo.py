@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -34,19 +35,28 @@ def sample_dicom_files() -> list[Path]:
     and the hub rightly refuses a second encoding under the same UID. Files pydicom cannot read at all are
     kept: the gateway shows how it rejects them.
     """
-    import pydicom
-    from pydicom.data import get_testdata_files
+    import importlib.util
 
+    import pydicom
+
+    # Globbed from the installed packages: pydicom's own lookup tries the network for files whose
+    # hash it does not know, which costs seconds offline and finds nothing more.
+    roots = [Path(pydicom.__file__).parent / "data" / "test_files"]
+    spec = importlib.util.find_spec("data_store")  # the pydicom-data wheel
+    if spec is not None and spec.submodule_search_locations:
+        roots += [Path(p) / "data" for p in spec.submodule_search_locations]
     by_name: dict[str, Path] = {}
-    for p in get_testdata_files("*"):
-        path = Path(p)
-        if path.is_file() and path.suffix.lower() in (".dcm", "") and path.name not in by_name:
-            by_name[path.name] = path
+    for root in roots:
+        for path in sorted(root.rglob("*")):
+            if path.is_file() and path.suffix.lower() in (".dcm", "") and path.name not in by_name:
+                by_name[path.name] = path
     seen_uids: set[str] = set()
     out = []
     for path in sorted(by_name.values()):
         try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # pydicom's odd test files are loud; the gateway judges them
+                ds = pydicom.dcmread(path, stop_before_pixels=True)
             uid = str(ds.get("SOPInstanceUID", ""))
         except Exception:
             uid = "unreadable:" + path.name  # kept: the gateway rejects it with a reason
