@@ -82,29 +82,76 @@ def _identifying_tags() -> dict[int, str]:
 
     kinds = {
         "name": [
-            "PatientName", "OtherPatientNames", "PatientBirthName", "PatientMotherBirthName",
-            "ReferringPhysicianName", "PerformingPhysicianName", "OperatorsName", "PhysiciansOfRecord",
-            "NameOfPhysiciansReadingStudy", "RequestingPhysician", "ConsultingPhysicianName",
-            "ScheduledPerformingPhysicianName", "ResponsiblePerson", "PersonName",
-            "PhysiciansReadingStudyIdentificationSequence", "ReviewerName", "VerifyingObserverName",
-            "PatientAlternativeCalendar", "ContentCreatorName", "NamesOfIntendedRecipientsOfResults",
-            "HumanPerformerName", "EvaluatorName", "PerformingPhysicianName",
+            "PatientName",
+            "OtherPatientNames",
+            "PatientBirthName",
+            "PatientMotherBirthName",
+            "ReferringPhysicianName",
+            "PerformingPhysicianName",
+            "OperatorsName",
+            "PhysiciansOfRecord",
+            "NameOfPhysiciansReadingStudy",
+            "RequestingPhysician",
+            "ConsultingPhysicianName",
+            "ScheduledPerformingPhysicianName",
+            "ResponsiblePerson",
+            "PersonName",
+            "PhysiciansReadingStudyIdentificationSequence",
+            "ReviewerName",
+            "VerifyingObserverName",
+            "PatientAlternativeCalendar",
+            "ContentCreatorName",
+            "NamesOfIntendedRecipientsOfResults",
+            "HumanPerformerName",
+            "EvaluatorName",
+            "PerformingPhysicianName",
         ],
         "id": [
-            "PatientID", "OtherPatientIDs", "AccessionNumber", "StudyID", "MedicalRecordLocator",
-            "IssuerOfPatientID", "PatientTelephoneNumbers", "MilitaryRank", "BranchOfService",
-            "InsurancePlanIdentification", "AdmissionID", "RequestedProcedureID",
-            "ScheduledProcedureStepID", "PerformedProcedureStepID", "FillerOrderNumberImagingServiceRequest",
-            "PlacerOrderNumberImagingServiceRequest", "DeviceSerialNumber", "StationName", "DetectorID",
-            "PatientInsurancePlanCodeSequence", "PersonTelephoneNumbers", "ReferringPhysicianTelephoneNumbers",
+            "PatientID",
+            "OtherPatientIDs",
+            "AccessionNumber",
+            "StudyID",
+            "MedicalRecordLocator",
+            "IssuerOfPatientID",
+            "PatientTelephoneNumbers",
+            "MilitaryRank",
+            "BranchOfService",
+            "InsurancePlanIdentification",
+            "AdmissionID",
+            "RequestedProcedureID",
+            "ScheduledProcedureStepID",
+            "PerformedProcedureStepID",
+            "FillerOrderNumberImagingServiceRequest",
+            "PlacerOrderNumberImagingServiceRequest",
+            "DeviceSerialNumber",
+            "StationName",
+            "DetectorID",
+            "PatientInsurancePlanCodeSequence",
+            "PersonTelephoneNumbers",
+            "ReferringPhysicianTelephoneNumbers",
         ],
         "text": [
-            "PatientAddress", "InstitutionName", "InstitutionAddress", "InstitutionalDepartmentName",
-            "ReferringPhysicianAddress", "PersonAddress", "CountryOfResidence", "RegionOfResidence",
-            "PatientReligiousPreference", "Occupation",
+            "PatientAddress",
+            "InstitutionName",
+            "InstitutionAddress",
+            "InstitutionalDepartmentName",
+            "ReferringPhysicianAddress",
+            "PersonAddress",
+            "CountryOfResidence",
+            "RegionOfResidence",
+            "PatientReligiousPreference",
+            "Occupation",
         ],
-        "date": ["PatientBirthDate", "StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate",
-                 "InstanceCreationDate", "PerformedProcedureStepStartDate", "AdmittingDate"],
+        "date": [
+            "PatientBirthDate",
+            "StudyDate",
+            "SeriesDate",
+            "AcquisitionDate",
+            "ContentDate",
+            "InstanceCreationDate",
+            "PerformedProcedureStepStartDate",
+            "AdmittingDate",
+        ],
     }
     out: dict[int, str] = {}
     for kind, words in kinds.items():
@@ -128,11 +175,20 @@ def _class_uid_tags() -> frozenset[int]:
     from pydicom._dicom_dict import DicomDictionary
 
     return frozenset(
-        t for t, entry in DicomDictionary.items()
-        if entry[0] == "UI" and (
+        t
+        for t, entry in DicomDictionary.items()
+        if entry[0] == "UI"
+        and (
             entry[4].endswith(("ClassUID", "SyntaxUID", "SchemeUID", "ClassUIDInFile", "SyntaxUIDInFile"))
-            or entry[4] in {"ContextUID", "MappingResourceUID", "CodingSchemeUID", "SOPClassesInStudy",
-                            "RelatedGeneralSOPClassUID", "OriginalSpecializedSOPClassUID"}
+            or entry[4]
+            in {
+                "ContextUID",
+                "MappingResourceUID",
+                "CodingSchemeUID",
+                "SOPClassesInStudy",
+                "RelatedGeneralSOPClassUID",
+                "OriginalSpecializedSOPClassUID",
+            }
         )
     )
 
@@ -163,7 +219,14 @@ class Elem:
     __slots__ = ("end", "explicit", "hstart", "items", "tag", "vend", "vr", "vstart")
 
     def __init__(
-        self, tag: int, vr: str, hstart: int, vstart: int, vend: int, end: int, explicit: bool,
+        self,
+        tag: int,
+        vr: str,
+        hstart: int,
+        vstart: int,
+        vend: int,
+        end: int,
+        explicit: bool,
         items: list[list[Elem]] | None,
     ) -> None:
         self.tag = tag
@@ -306,6 +369,62 @@ def _strip(raw: bytes) -> bytes:
     return raw.rstrip(b" \x00")
 
 
+def split_dicom(data: bytes) -> tuple[bytes, dict[int, bytes], _Syntax, list[Elem], bool]:
+    """Split a DICOM file into (buffer, file-meta values, dataset syntax, top-level elements, converted?).
+
+    Every element at every depth is walked, so a file cut anywhere raises InvalidInput.
+    """
+    meta: dict[int, bytes] = {}
+    pos = 0
+    if len(data) >= 132 and data[128:132] == b"DICM":
+        pos = 132
+    elif len(data) >= 8 and data[:2] in (b"\x08\x00", b"\x02\x00") and data[3:4] == b"\x00":
+        pos = 0  # a bare dataset without preamble, as some old archives store them
+    else:
+        raise UnsupportedFormat("not a DICOM file (no DICM preamble)")
+    n = len(data)
+    while pos + 8 <= n and data[pos : pos + 2] == b"\x02\x00":
+        e = struct.unpack_from("<H", data, pos + 2)[0]
+        vr = data[pos + 4 : pos + 6]
+        if vr.decode("latin_1") in _LONG_VRS:
+            length = struct.unpack_from("<I", data, pos + 8)[0]
+            pos += 12
+        else:
+            length = struct.unpack_from("<H", data, pos + 6)[0]
+            pos += 8
+        if pos + length > n:
+            raise _truncated("file meta information", pos)
+        meta[0x00020000 | e] = data[pos : pos + length]
+        pos += length
+    ts = _strip(meta.get(0x00020010, b"")).decode("ascii", errors="replace") or IMPLICIT_LE
+    converted = False
+    buf = data
+    if ts == DEFLATED:
+        try:
+            buf = zlib.decompress(data[pos:], -15)
+        except zlib.error as exc:
+            raise InvalidInput(f"deflated DICOM dataset is corrupt: {exc}") from None
+        pos, converted = 0, True
+        syn = _EXPLICIT_LE
+    elif ts == IMPLICIT_LE:
+        syn = _IMPLICIT_LE
+    elif ts == EXPLICIT_BE:
+        syn = _EXPLICIT_BE
+    else:
+        syn = _EXPLICIT_LE
+    # Some writers declare one VR encoding and use the other; the first element tells.
+    if pos + 6 <= len(buf) and syn.le:
+        looks_explicit = buf[pos + 4 : pos + 6].isalpha() and buf[pos + 4 : pos + 6].isupper()
+        if looks_explicit != syn.explicit:
+            syn = _EXPLICIT_LE if looks_explicit else _IMPLICIT_LE
+    if pos >= len(buf):
+        raise InvalidInput("DICOM file has no dataset after its file meta information")
+    elems, _ = parse(buf, pos, len(buf), syn, in_item=False)
+    if not elems:
+        raise InvalidInput("DICOM file has an empty dataset")
+    return buf, meta, syn, elems, converted
+
+
 class DicomDeidentifier:
     """Turns one DICOM file's bytes into de-identified bytes under one resolved profile."""
 
@@ -336,62 +455,21 @@ class DicomDeidentifier:
 
     # ---- reading ----------------------------------------------------------------------------
     def split(self, data: bytes) -> tuple[bytes, dict[int, bytes], _Syntax, list[Elem], bool]:
-        """Return (buffer, file-meta values, dataset syntax, top-level elements, converted?)."""
-        meta: dict[int, bytes] = {}
-        pos = 0
-        if len(data) >= 132 and data[128:132] == b"DICM":
-            pos = 132
-        elif len(data) >= 8 and data[:2] in (b"\x08\x00", b"\x02\x00") and data[3:4] == b"\x00":
-            pos = 0  # a bare dataset without preamble, as some old archives store them
-        else:
-            raise UnsupportedFormat("not a DICOM file (no DICM preamble)")
-        n = len(data)
-        while pos + 8 <= n and data[pos : pos + 2] == b"\x02\x00":
-            e = struct.unpack_from("<H", data, pos + 2)[0]
-            vr = data[pos + 4 : pos + 6]
-            if vr.decode("latin_1") in _LONG_VRS:
-                length = struct.unpack_from("<I", data, pos + 8)[0]
-                pos += 12
-            else:
-                length = struct.unpack_from("<H", data, pos + 6)[0]
-                pos += 8
-            if pos + length > n:
-                raise _truncated("file meta information", pos)
-            meta[0x00020000 | e] = data[pos : pos + length]
-            pos += length
-        ts = _strip(meta.get(0x00020010, b"")).decode("ascii", errors="replace") or IMPLICIT_LE
-        converted = False
-        buf = data
-        if ts == DEFLATED:
-            try:
-                buf = zlib.decompress(data[pos:], -15)
-            except zlib.error as exc:
-                raise InvalidInput(f"deflated DICOM dataset is corrupt: {exc}") from None
-            pos, converted = 0, True
-            syn = _EXPLICIT_LE
-        elif ts == IMPLICIT_LE:
-            syn = _IMPLICIT_LE
-        elif ts == EXPLICIT_BE:
-            syn = _EXPLICIT_BE
-        else:
-            syn = _EXPLICIT_LE
-        # Some writers declare one VR encoding and use the other; the first element tells.
-        if pos + 6 <= len(buf) and syn.le:
-            looks_explicit = buf[pos + 4 : pos + 6].isalpha() and buf[pos + 4 : pos + 6].isupper()
-            if looks_explicit != syn.explicit:
-                syn = _EXPLICIT_LE if looks_explicit else _IMPLICIT_LE
-        if pos >= len(buf):
-            raise InvalidInput("DICOM file has no dataset after its file meta information")
-        elems, _ = parse(buf, pos, len(buf), syn, in_item=False)
-        if not elems:
-            raise InvalidInput("DICOM file has an empty dataset")
-        return buf, meta, syn, elems, converted
+        return split_dicom(data)
 
     def _context(self, buf: bytes, top: list[Elem]) -> tuple[FileContext, dict[int, bytes]]:
         head: dict[int, bytes] = {}
         for el in top:
-            if el.tag in (T_CHARSET, T_SOP_CLASS, T_SOP_INSTANCE, T_MODALITY, T_PATIENT_NAME,
-                          T_PATIENT_ID, T_BIRTH_DATE, T_BURNED_IN):
+            if el.tag in (
+                T_CHARSET,
+                T_SOP_CLASS,
+                T_SOP_INSTANCE,
+                T_MODALITY,
+                T_PATIENT_NAME,
+                T_PATIENT_ID,
+                T_BIRTH_DATE,
+                T_BURNED_IN,
+            ):
                 head[el.tag] = _strip(_value(buf, el))
             elif el.tag > T_BURNED_IN:
                 break
@@ -399,8 +477,12 @@ class DicomDeidentifier:
         pid = cs.decode(head.get(T_PATIENT_ID, b"")).strip()
         if not pid:
             # No ID: the name and birth date are the next best stable identity.
-            pid = "name:" + cs.decode(head.get(T_PATIENT_NAME, b"")).strip() + "|" + \
-                head.get(T_BIRTH_DATE, b"").decode("latin_1")
+            pid = (
+                "name:"
+                + cs.decode(head.get(T_PATIENT_NAME, b"")).strip()
+                + "|"
+                + head.get(T_BIRTH_DATE, b"").decode("latin_1")
+            )
         ctx = FileContext(cs, pid)
         self._collect(buf, top, ctx)
         ctx.scrubber = Scrubber(ctx.needles)
@@ -457,8 +539,10 @@ class DicomDeidentifier:
     def _raw(self, buf: bytes, el: Elem, syn: _Syntax) -> bytes:
         if el.explicit == syn.explicit:
             return buf[el.hstart : el.end]
-        return self._hdr(syn, el.tag, el.vr if el.vr != "UN" else _dict_vr(el.tag), el.vend - el.vstart) + \
-            buf[el.vstart : el.vend]
+        return (
+            self._hdr(syn, el.tag, el.vr if el.vr != "UN" else _dict_vr(el.tag), el.vend - el.vstart)
+            + buf[el.vstart : el.vend]
+        )
 
     def _text(self, ctx: FileContext, value: str) -> bytes:
         return ctx.charset.encode(value)
@@ -526,7 +610,12 @@ class DicomDeidentifier:
         return self._hdr(syn, el.tag, "SQ", len(body)) + body
 
     def _dataset(
-        self, buf: bytes, elems: list[Elem], ctx: FileContext, syn: _Syntax, depth: int,
+        self,
+        buf: bytes,
+        elems: list[Elem],
+        ctx: FileContext,
+        syn: _Syntax,
+        depth: int,
         inserts: list[tuple[int, bytes]] | None = None,
     ) -> list[bytes]:
         """Emit one dataset level; `inserts` (sorted by tag) are merged in and replace equal tags."""
@@ -667,21 +756,24 @@ class DicomDeidentifier:
         sop_uid_raw = head.get(T_SOP_INSTANCE) or meta.get(0x00020003, b"")
         sop_uid = _strip(sop_uid_raw).decode("ascii", errors="replace")
         new_sop = sop_uid if (self.retain_uids or not sop_uid) else self.pseudo.uid(sop_uid)
-        ts = EXPLICIT_LE if converted else (
-            _strip(meta.get(0x00020010, b"")).decode("ascii") or
-            (EXPLICIT_LE if syn.explicit else IMPLICIT_LE)
+        ts = (
+            EXPLICIT_LE
+            if converted
+            else (_strip(meta.get(0x00020010, b"")).decode("ascii") or (EXPLICIT_LE if syn.explicit else IMPLICIT_LE))
         )
         if converted or (syn is _IMPLICIT_LE and ts != IMPLICIT_LE) or (syn is _EXPLICIT_LE and ts == IMPLICIT_LE):
             ts = EXPLICIT_LE if syn.explicit else IMPLICIT_LE
         sop_class = _strip(meta.get(0x00020002, b"") or head.get(T_SOP_CLASS, b""))
-        meta_out = b"".join([
-            self._emit(_EXPLICIT_LE, 0x00020001, "OB", meta.get(0x00020001, b"\x00\x01")),
-            self._emit(_EXPLICIT_LE, 0x00020002, "UI", sop_class),
-            self._emit(_EXPLICIT_LE, 0x00020003, "UI", new_sop.encode("ascii")),
-            self._emit(_EXPLICIT_LE, 0x00020010, "UI", ts.encode("ascii")),
-            self._emit(_EXPLICIT_LE, 0x00020012, "UI", IMPLEMENTATION_CLASS_UID.encode("ascii")),
-            self._emit(_EXPLICIT_LE, 0x00020013, "SH", IMPLEMENTATION_VERSION.encode("ascii")),
-        ])
+        meta_out = b"".join(
+            [
+                self._emit(_EXPLICIT_LE, 0x00020001, "OB", meta.get(0x00020001, b"\x00\x01")),
+                self._emit(_EXPLICIT_LE, 0x00020002, "UI", sop_class),
+                self._emit(_EXPLICIT_LE, 0x00020003, "UI", new_sop.encode("ascii")),
+                self._emit(_EXPLICIT_LE, 0x00020010, "UI", ts.encode("ascii")),
+                self._emit(_EXPLICIT_LE, 0x00020012, "UI", IMPLEMENTATION_CLASS_UID.encode("ascii")),
+                self._emit(_EXPLICIT_LE, 0x00020013, "SH", IMPLEMENTATION_VERSION.encode("ascii")),
+            ]
+        )
         group_len = self._emit(_EXPLICIT_LE, 0x00020000, "UL", struct.pack("<I", len(meta_out)))
         out = b"\x00" * 128 + b"DICM" + group_len + meta_out + dataset
         facts: dict[str, str | None] = {

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import warnings
 from datetime import date
 from pathlib import Path
@@ -40,18 +39,135 @@ def _date(text: str) -> date | None:
     return None
 
 
+_T = {
+    "SpecificCharacterSet": 0x00080005,
+    "SOPClassUID": 0x00080016,
+    "SOPInstanceUID": 0x00080018,
+    "StudyDate": 0x00080020,
+    "Modality": 0x00080060,
+    "StudyDescription": 0x00081030,
+    "SeriesDescription": 0x0008103E,
+    "PatientID": 0x00100020,
+    "PatientSex": 0x00100040,
+    "PatientAge": 0x00101010,
+    "PatientIdentityRemoved": 0x00120062,
+    "BodyPartExamined": 0x00180015,
+    "StudyInstanceUID": 0x0020000D,
+    "SeriesInstanceUID": 0x0020000E,
+    "SeriesNumber": 0x00200011,
+    "InstanceNumber": 0x00200013,
+    "NumberOfFrames": 0x00280008,
+    "Rows": 0x00280010,
+    "Columns": 0x00280011,
+}
+_PIXEL_TAGS = (0x7FE00008, 0x7FE00009, 0x7FE00010)
+
+
 def read_dicom(source: bytes | Path, *, require_deidentified: bool = True) -> DicomRecord:
     """Parse a DICOM file (bytes in memory or a path) and return its catalog record.
 
     Raises InvalidInput for files that are malformed, truncated, lack the identifying UIDs, or, when
-    `require_deidentified`, do not declare PatientIdentityRemoved=YES.
+    `require_deidentified`, do not declare PatientIdentityRemoved=YES. Files in memory go through the
+    byte-level reader the de-identifier uses (every element walked, nothing decoded that is not
+    needed); big files spooled to disk go through pydicom, which reads them lazily.
     """
+    if isinstance(source, bytes):
+        return _read_in_memory(source, require_deidentified)
+    return _read_with_pydicom(source, require_deidentified)
+
+
+def _read_in_memory(data: bytes, require_deidentified: bool) -> DicomRecord:
+    from medcloud.deid.dicom import split_dicom
+    from medcloud.deid.text import charset_for
+
+    buf, meta, syn, elems, _ = split_dicom(data)
+    top = {el.tag: el for el in elems}
+
+    def raw(keyword: str) -> bytes:
+        el = top.get(_T[keyword])
+        return buf[el.vstart : el.vend].rstrip(b" \x00") if el is not None else b""
+
+    charset = charset_for(raw("SpecificCharacterSet"))
+
+    def text(keyword: str) -> str:
+        value = raw(keyword)
+        return charset.decode(value).strip() if value else ""
+
+    def ascii_(keyword: str) -> str:
+        return raw(keyword).decode("ascii", errors="replace").strip()
+
+    def integer(keyword: str) -> int | None:
+        value = ascii_(keyword).split("\\")[0].strip()
+        try:
+            return int(value) if value else None
+        except ValueError:
+            return None
+
+    def us(keyword: str) -> int | None:
+        el = top.get(_T[keyword])
+        if el is None or el.vend - el.vstart < 2:
+            return None
+        return int(syn.u16.unpack_from(buf, el.vstart)[0])
+
+    rows = us("Rows")
+    _check_pixels(ascii_("SOPClassUID"), rows is not None, any(t in top for t in _PIXEL_TAGS))
+    sop_uid, study_uid, series_uid = ascii_("SOPInstanceUID"), ascii_("StudyInstanceUID"), ascii_("SeriesInstanceUID")
+    _check_identity(sop_uid, study_uid, series_uid, ascii_("PatientIdentityRemoved"), require_deidentified)
+    media_sop = meta.get(0x00020003, b"").rstrip(b" \x00").decode("ascii", errors="replace")
+    if media_sop and media_sop != sop_uid:
+        raise InvalidInput("MediaStorageSOPInstanceUID does not match SOPInstanceUID")
+    return DicomRecord(
+        study_uid=study_uid,
+        series_uid=series_uid,
+        sop_uid=sop_uid,
+        sop_class_uid=ascii_("SOPClassUID"),
+        patient_pseudonym=text("PatientID") or "UNKNOWN",
+        patient_sex=ascii_("PatientSex") or None,
+        patient_age=ascii_("PatientAge") or None,
+        study_date=_date(ascii_("StudyDate")),
+        study_description=text("StudyDescription"),
+        modality=ascii_("Modality").upper(),
+        body_part=text("BodyPartExamined"),
+        series_description=text("SeriesDescription"),
+        series_number=integer("SeriesNumber"),
+        instance_number=integer("InstanceNumber"),
+        rows=rows,
+        columns=us("Columns"),
+        frames=integer("NumberOfFrames"),
+        transfer_syntax=meta.get(0x00020010, b"").rstrip(b" \x00").decode("ascii", errors="replace"),
+    )
+
+
+def _check_pixels(sop_class: str, has_rows: bool, has_pixels: bool) -> None:
+    """A file cut exactly between two elements parses cleanly; an image without pixels gives it away."""
+    if has_pixels:
+        return
+    if has_rows:
+        raise InvalidInput("truncated DICOM file: image attributes present but no pixel data")
+    from pydicom.uid import UID
+
+    if sop_class and "Image Storage" in UID(sop_class).name:
+        raise InvalidInput(f"truncated DICOM file: a {UID(sop_class).name} object without pixel data")
+
+
+def _check_identity(sop_uid: str, study_uid: str, series_uid: str, removed: str, require_deidentified: bool) -> None:
+    missing = [k for k, v in (("SOPInstanceUID", sop_uid), ("StudyInstanceUID", study_uid),
+                              ("SeriesInstanceUID", series_uid)) if not v]  # fmt: skip
+    if missing:
+        raise InvalidInput(f"DICOM file lacks {', '.join(missing)}")
+    if require_deidentified and removed.upper() != "YES":
+        raise InvalidInput(
+            "DICOM file is not de-identified (PatientIdentityRemoved is not YES): send it through a gateway"
+        )
+
+
+def _read_with_pydicom(source: Path, require_deidentified: bool) -> DicomRecord:
     import pydicom
     from pydicom.dataelem import RawDataElement
     from pydicom.errors import InvalidDicomError
 
-    size = len(source) if isinstance(source, bytes) else source.stat().st_size
-    fp: io.BytesIO | str = io.BytesIO(source) if isinstance(source, bytes) else str(source)
+    size = source.stat().st_size
+    fp = str(source)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -66,7 +182,6 @@ def read_dicom(source: bytes | Path, *, require_deidentified: bool = True) -> Di
         text = str(w.message)
         if "End of file" in text or "EOF" in text or "ended prematurely" in text:
             raise InvalidInput("truncated DICOM file: the data set ends before its declared length")
-    end: int | None = 0
     meta = getattr(ds, "file_meta", None)
     deflated = meta is not None and str(meta.get("TransferSyntaxUID", "")) == DEFLATED
     # Offsets in a deflated data set count in the inflated stream, not in the file: no length check there.
@@ -76,32 +191,17 @@ def read_dicom(source: bytes | Path, *, require_deidentified: bool = True) -> Di
         tell = getattr(elem, "value_tell", None)
         if not isinstance(elem, RawDataElement) or length is None or tell is None:
             continue  # already decoded by pydicom (e.g. the character set): read in full
-        if length == UNDEFINED_LENGTH:
-            end = None  # its end is not known without walking it
-            continue
-        if tell + length > size:
+        if length != UNDEFINED_LENGTH and tell + length > size:
             raise InvalidInput(
                 f"truncated DICOM file: element {tag} needs {length} bytes at offset {tell}, the file has {size}"
             )
-        if end is not None:
-            end = max(end, tell + length)
-    if not deflated and end is not None and 0 < end < size:
-        # pydicom stops quietly at a partial element header; the bytes left over are the cut element.
-        raise InvalidInput(f"truncated DICOM file: {size - end} stray bytes after the last complete element")
-    if "Rows" in ds and not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
-        raise InvalidInput("truncated DICOM file: image attributes present but no pixel data")
+    pixels = any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"))
+    _check_pixels(_text(ds, "SOPClassUID"), "Rows" in ds, pixels)
     try:
         sop_uid = _text(ds, "SOPInstanceUID")
         study_uid = _text(ds, "StudyInstanceUID")
         series_uid = _text(ds, "SeriesInstanceUID")
-        missing = [k for k, v in (("SOPInstanceUID", sop_uid), ("StudyInstanceUID", study_uid),
-                                  ("SeriesInstanceUID", series_uid)) if not v]  # fmt: skip
-        if missing:
-            raise InvalidInput(f"DICOM file lacks {', '.join(missing)}")
-        if require_deidentified and _text(ds, "PatientIdentityRemoved").upper() != "YES":
-            raise InvalidInput(
-                "DICOM file is not de-identified (PatientIdentityRemoved is not YES): send it through a gateway"
-            )
+        _check_identity(sop_uid, study_uid, series_uid, _text(ds, "PatientIdentityRemoved"), require_deidentified)
         tsyntax = ""
         meta = getattr(ds, "file_meta", None)
         if meta is not None:
