@@ -11,14 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.engine import Connection
-
 from medcloud.errors import InvalidInput, MedcloudError, UnsupportedFormat
 from medcloud.ingest.dicom import read_dicom
 from medcloud.ingest.images import read_image
 from medcloud.ingest.sniff import MEDIA_TYPES, sniff
 from medcloud.store.blobs import LocalBlobStore, SpooledUpload, StoredBlob
-from medcloud.store.catalog import AuditChain, Catalog, DicomRecord, ImageRecord
+from medcloud.store.catalog import Catalog, DicomRecord, ImageRecord, IndexEntry
 
 
 @dataclass(frozen=True)
@@ -102,26 +100,33 @@ class Ingestor:
                     item.error = exc
             if batch:
                 self.blobs.sync_all([i._blob for i in items if i._blob is not None])
+            entries = {
+                id(i): IndexEntry(i._record, i._blob.sha256, i._blob.size)
+                for i in items
+                if i.error is None and i._record is not None and i._blob is not None
+            }
             with self.catalog.write() as conn:
-                chain = self.catalog.audit_chain(conn)
+                self.catalog.index_batch(conn, list(entries.values()), site=site, project=project)
+                events = []
                 for item in items:
-                    if item.error is None:
-                        try:
-                            with conn.begin_nested():
-                                self._index(
-                                    conn, chain, item, site=site, project=project, subject=subject, client=client
-                                )
-                        except MedcloudError as exc:
-                            item.error = exc
-                    if item.error is not None and batch:  # a single upload's refusal is audited at the edge
-                        chain.append(
-                            subject=subject,
-                            action="ingest",
-                            resource=f"upload/{item.filename or 'unnamed'}"[:300],
-                            outcome=f"refused:{item.error.status}:{item.error.type_slug}",
-                            client=client,
-                            detail={"reason": item.error.detail[:300], "project": project},
+                    entry = entries.get(id(item))
+                    if entry is not None and entry.error is not None:
+                        item.error = entry.error
+                    if item.error is None and entry is not None:
+                        item.result = self._result(entry, site, project)
+                        events.append(self._event(entry, subject, client, project))
+                    elif item.error is not None and batch:  # a single upload's refusal is audited at the edge
+                        events.append(
+                            {
+                                "subject": subject,
+                                "action": "ingest",
+                                "resource": f"upload/{item.filename or 'unnamed'}",
+                                "outcome": f"refused:{item.error.status}:{item.error.type_slug}",
+                                "client": client,
+                                "detail": {"reason": item.error.detail[:300], "project": project},
+                            }
                         )
+                self.catalog.audit_chain(conn).append_many(events)
         finally:
             for item in items:
                 item.upload.discard()
@@ -151,47 +156,34 @@ class Ingestor:
         else:
             item._record = read_image(source, kind, item.filename)
 
-    def _index(
-        self,
-        conn: Connection,
-        chain: AuditChain,
-        item: UploadItem,
-        *,
-        site: str,
-        project: str,
-        subject: str,
-        client: str,
-    ) -> None:
-        blob, rec = item._blob, item._record
-        assert blob is not None and rec is not None
+    @staticmethod
+    def _result(entry: IndexEntry, site: str, project: str) -> IngestResult:
+        assert entry.status is not None
+        rec = entry.record
         if isinstance(rec, DicomRecord):
-            status = self.catalog.record_instance(
-                conn, rec, site=site, project=project, sha256=blob.sha256, size=blob.size
-            )
-            chain.append(
-                subject=subject,
-                action="ingest",
-                resource=f"instance/{rec.sop_uid}",
-                outcome=status,
-                client=client,
-                detail={"sha256": blob.sha256, "size": blob.size, "project": project, "study": rec.study_uid},
-            )
-            item.result = IngestResult(
-                status, "dicom", MEDIA_TYPES["dicom"], blob.sha256, blob.size, site, project,
+            return IngestResult(
+                entry.status, "dicom", MEDIA_TYPES["dicom"], entry.sha256, entry.size, site, project,
                 sop_instance_uid=rec.sop_uid, study_instance_uid=rec.study_uid,
             )  # fmt: skip
-            return
-        status, image_id = self.catalog.record_image(
-            conn, rec, site=site, project=project, sha256=blob.sha256, size=blob.size
+        return IngestResult(
+            entry.status, "image", rec.media_type, entry.sha256, entry.size, site, project, image_id=entry.image_id
         )
-        chain.append(
-            subject=subject,
-            action="ingest",
-            resource=f"image/{image_id}",
-            outcome=status,
-            client=client,
-            detail={"sha256": blob.sha256, "size": blob.size, "project": project, "media_type": rec.media_type},
-        )
-        item.result = IngestResult(
-            status, "image", rec.media_type, blob.sha256, blob.size, site, project, image_id=image_id
-        )
+
+    @staticmethod
+    def _event(entry: IndexEntry, subject: str, client: str, project: str) -> dict[str, Any]:
+        rec = entry.record
+        detail: dict[str, Any] = {"sha256": entry.sha256, "size": entry.size, "project": project}
+        if isinstance(rec, DicomRecord):
+            resource = f"instance/{rec.sop_uid}"
+            detail["study"] = rec.study_uid
+        else:
+            resource = f"image/{entry.image_id}"
+            detail["media_type"] = rec.media_type
+        return {
+            "subject": subject,
+            "action": "ingest",
+            "resource": resource,
+            "outcome": entry.status,
+            "client": client,
+            "detail": detail,
+        }

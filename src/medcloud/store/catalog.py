@@ -12,12 +12,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from importlib import resources
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from medcloud.errors import Conflict, NotFound
+from medcloud.errors import Conflict, MedcloudError, NotFound
 from medcloud.security.audit import GENESIS, ChainReport, canonical_detail, chain_hash, verify_chain
 from medcloud.store.tables import audit_events, images, instances, series, sites, studies, tokens
 
@@ -61,6 +61,18 @@ class ImageRecord:
     height: int | None
 
 
+@dataclass
+class IndexEntry:
+    """One stored blob to index in a batch; `index_batch` fills `status` (or `error`) and `image_id`."""
+
+    record: DicomRecord | ImageRecord
+    sha256: str
+    size: int
+    status: Literal["stored", "duplicate"] | None = None
+    image_id: int | None = None
+    error: MedcloudError | None = None
+
+
 @dataclass(frozen=True)
 class Filters:
     """Catalog query filters; None means 'any'."""
@@ -102,21 +114,35 @@ class AuditChain:
         client: str = "",
         detail: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
+        row = self._link(
+            {"subject": subject, "action": action, "resource": resource, "outcome": outcome,
+             "client": client, "detail": detail}
+        )  # fmt: skip
+        self._conn.execute(audit_events.insert().values(**row))
+        return row
+
+    def _link(self, ev: dict[str, Any]) -> dict[str, Any]:
+        """The next row of the chain for one event (fields truncated to their columns)."""
         row: dict[str, Any] = {
             "seq": self._seq + 1,
             "ts": utcnow().isoformat(timespec="microseconds"),
-            "subject": subject[:200],
-            "action": action[:100],
-            "resource": resource[:300],
-            "outcome": outcome[:100],
-            "client": client[:100],
-            "detail": canonical_detail(detail),
+            "subject": str(ev["subject"])[:200],
+            "action": str(ev["action"])[:100],
+            "resource": str(ev["resource"])[:300],
+            "outcome": str(ev["outcome"])[:100],
+            "client": str(ev.get("client", ""))[:100],
+            "detail": canonical_detail(ev.get("detail")),
         }
         row["prev_hash"] = self._prev
         row["hash"] = chain_hash(self._prev, row)
-        self._conn.execute(audit_events.insert().values(**row))
         self._seq, self._prev = row["seq"], row["hash"]
         return row
+
+    def append_many(self, events: Sequence[dict[str, Any]]) -> None:
+        """Append events in order with one multi-row insert (each still chained to the one before)."""
+        rows = [self._link(ev) for ev in events]
+        if rows:
+            self._conn.execute(audit_events.insert(), rows)
 
 
 class Catalog:
@@ -249,100 +275,190 @@ class Catalog:
         return verify_chain(rows())
 
     # -- ingest ------------------------------------------------------------------------------------
-    def record_instance(
-        self, conn: Connection, rec: DicomRecord, *, site: str, project: str, sha256: str, size: int
-    ) -> Literal["stored", "duplicate"]:
-        """Index one instance. Identical re-uploads are duplicates; other bytes under the same UID conflict."""
-        existing = conn.execute(
-            sa.select(instances.c.sha256, studies.c.site, studies.c.project)
-            .select_from(instances.join(series).join(studies))
-            .where(instances.c.sop_uid == rec.sop_uid)
-        ).first()
-        if existing is not None:
-            if existing.sha256 == sha256 and existing.site == site and existing.project == project:
-                return "duplicate"
-            raise Conflict(f"SOP Instance UID {rec.sop_uid} is already stored with different content or owner")
-        now = utcnow()
-        study = conn.execute(
-            sa.select(studies.c.id, studies.c.site, studies.c.project).where(studies.c.study_uid == rec.study_uid)
-        ).first()
-        if study is None:
-            study_id = conn.execute(
-                studies.insert().values(
-                    study_uid=rec.study_uid,
-                    project=project,
-                    site=site,
-                    patient_pseudonym=rec.patient_pseudonym,
-                    patient_sex=rec.patient_sex,
-                    patient_age=rec.patient_age,
-                    study_date=rec.study_date,
-                    description=rec.study_description[:1024],
-                    created_at=now,
-                )
-            ).inserted_primary_key[0]  # type: ignore[index]
-        else:
-            if study.site != site or study.project != project:
-                raise Conflict(f"study {rec.study_uid} belongs to another site or project")
-            study_id = study.id
-        ser = conn.execute(
-            sa.select(series.c.id, series.c.study_id).where(series.c.series_uid == rec.series_uid)
-        ).first()
-        if ser is None:
-            series_id = conn.execute(
-                series.insert().values(
-                    series_uid=rec.series_uid,
-                    study_id=study_id,
-                    modality=rec.modality[:16],
-                    body_part=rec.body_part[:64],
-                    description=rec.series_description[:1024],
-                    series_number=rec.series_number,
-                )
-            ).inserted_primary_key[0]  # type: ignore[index]
-        else:
-            if ser.study_id != study_id:
-                raise Conflict(f"series {rec.series_uid} belongs to another study")
-            series_id = ser.id
-        conn.execute(
-            instances.insert().values(
-                sop_uid=rec.sop_uid,
-                series_id=series_id,
-                sop_class_uid=rec.sop_class_uid,
-                instance_number=rec.instance_number,
-                rows=rec.rows,
-                columns=rec.columns,
-                frames=rec.frames,
-                transfer_syntax=rec.transfer_syntax,
-                sha256=sha256,
-                size=size,
-                created_at=now,
-            )
-        )
-        self._ensure_site(conn, site)
-        return "stored"
+    def index_batch(self, conn: Connection, entries: Sequence[IndexEntry], *, site: str, project: str) -> None:
+        """Index many stored blobs in the caller's write transaction with a handful of statements.
 
-    def record_image(
-        self, conn: Connection, rec: ImageRecord, *, site: str, project: str, sha256: str, size: int
-    ) -> tuple[Literal["stored", "duplicate"], int]:
-        existing = conn.execute(
-            sa.select(images.c.id).where(images.c.sha256 == sha256, images.c.project == project, images.c.site == site)
-        ).first()
-        if existing is not None:
-            return "duplicate", int(existing.id)
-        new_id = conn.execute(
-            images.insert().values(
-                sha256=sha256,
-                project=project,
-                site=site,
-                media_type=rec.media_type,
-                filename=rec.filename[:255],
-                width=rec.width,
-                height=rec.height,
-                size=size,
-                created_at=utcnow(),
-            )
-        ).inserted_primary_key[0]  # type: ignore[index]
-        self._ensure_site(conn, site)
-        return "stored", int(new_id)
+        Checked for the whole batch at once: existing instances (same bytes and owner: duplicate; else
+        conflict), studies and series owned by another site, project or study, repeats inside the batch.
+        Each entry ends with `status` or `error` set. Writers are serialized, so the checks cannot race.
+        """
+        dicom = [e for e in entries if isinstance(e.record, DicomRecord)]
+        images_in = [e for e in entries if isinstance(e.record, ImageRecord)]
+        now = utcnow()
+        if dicom:
+            self._index_dicom(conn, dicom, site=site, project=project, now=now)
+        if images_in:
+            self._index_images(conn, images_in, site=site, project=project, now=now)
+        if any(e.status == "stored" for e in entries):
+            self._ensure_site(conn, site)
+
+    @staticmethod
+    def _in_chunks(values: Sequence[str], size: int = 500) -> Iterator[list[str]]:
+        for i in range(0, len(values), size):
+            yield list(values[i : i + size])
+
+    def _index_dicom(
+        self, conn: Connection, entries: list[IndexEntry], *, site: str, project: str, now: datetime
+    ) -> None:
+        recs = [(e, cast(DicomRecord, e.record)) for e in entries]
+        known: dict[str, tuple[str, str, str]] = {}
+        for chunk in self._in_chunks(sorted({r.sop_uid for _, r in recs})):
+            for row in conn.execute(
+                sa.select(instances.c.sop_uid, instances.c.sha256, studies.c.site, studies.c.project)
+                .select_from(instances.join(series).join(studies))
+                .where(instances.c.sop_uid.in_(chunk))
+            ):
+                known[row.sop_uid] = (row.sha256, row.site, row.project)
+        fresh: list[tuple[IndexEntry, DicomRecord]] = []
+        for entry, rec in recs:
+            prior = known.get(rec.sop_uid)
+            if prior is not None:
+                if prior == (entry.sha256, site, project):
+                    entry.status = "duplicate"
+                else:
+                    entry.error = Conflict(
+                        f"SOP Instance UID {rec.sop_uid} is already stored with different content or owner"
+                    )
+                continue
+            known[rec.sop_uid] = (entry.sha256, site, project)
+            fresh.append((entry, rec))
+        if not fresh:
+            return
+        study_ids: dict[str, int] = {}
+        for chunk in self._in_chunks(sorted({r.study_uid for _, r in fresh})):
+            for row in conn.execute(
+                sa.select(studies.c.id, studies.c.study_uid, studies.c.site, studies.c.project).where(
+                    studies.c.study_uid.in_(chunk)
+                )
+            ):
+                if (row.site, row.project) == (site, project):
+                    study_ids[row.study_uid] = int(row.id)
+                else:
+                    study_ids[row.study_uid] = -1  # owned by another site or project
+        kept: list[tuple[IndexEntry, DicomRecord]] = []
+        new_studies: dict[str, dict[str, Any]] = {}
+        for entry, rec in fresh:
+            if study_ids.get(rec.study_uid) == -1:
+                entry.error = Conflict(f"study {rec.study_uid} belongs to another site or project")
+                continue
+            kept.append((entry, rec))
+            if rec.study_uid not in study_ids and rec.study_uid not in new_studies:
+                new_studies[rec.study_uid] = {
+                    "study_uid": rec.study_uid,
+                    "project": project,
+                    "site": site,
+                    "patient_pseudonym": rec.patient_pseudonym,
+                    "patient_sex": rec.patient_sex,
+                    "patient_age": rec.patient_age,
+                    "study_date": rec.study_date,
+                    "description": rec.study_description[:1024],
+                    "created_at": now,
+                }
+        if new_studies:
+            for row in conn.execute(
+                studies.insert().returning(studies.c.id, studies.c.study_uid, sort_by_parameter_order=True),
+                list(new_studies.values()),
+            ):
+                study_ids[row.study_uid] = int(row.id)
+        series_ids: dict[str, tuple[int, int]] = {}
+        for chunk in self._in_chunks(sorted({r.series_uid for _, r in kept})):
+            for srow in conn.execute(
+                sa.select(series.c.id, series.c.series_uid, series.c.study_id).where(series.c.series_uid.in_(chunk))
+            ):
+                series_ids[srow.series_uid] = (int(srow.id), int(srow.study_id))
+        new_series: dict[str, dict[str, Any]] = {}
+        final: list[tuple[IndexEntry, DicomRecord]] = []
+        for entry, rec in kept:
+            study_id = study_ids[rec.study_uid]
+            known_series = series_ids.get(rec.series_uid)
+            planned = new_series.get(rec.series_uid)
+            if (known_series and known_series[1] != study_id) or (planned and planned["study_id"] != study_id):
+                entry.error = Conflict(f"series {rec.series_uid} belongs to another study")
+                continue
+            final.append((entry, rec))
+            if known_series is None and planned is None:
+                new_series[rec.series_uid] = {
+                    "series_uid": rec.series_uid,
+                    "study_id": study_id,
+                    "modality": rec.modality[:16],
+                    "body_part": rec.body_part[:64],
+                    "description": rec.series_description[:1024],
+                    "series_number": rec.series_number,
+                }
+        if new_series:
+            for srow in conn.execute(
+                series.insert().returning(
+                    series.c.id, series.c.series_uid, series.c.study_id, sort_by_parameter_order=True
+                ),
+                list(new_series.values()),
+            ):
+                series_ids[srow.series_uid] = (int(srow.id), int(srow.study_id))
+        if not final:
+            return
+        conn.execute(
+            instances.insert(),
+            [
+                {
+                    "sop_uid": rec.sop_uid,
+                    "series_id": series_ids[rec.series_uid][0],
+                    "sop_class_uid": rec.sop_class_uid,
+                    "instance_number": rec.instance_number,
+                    "rows": rec.rows,
+                    "columns": rec.columns,
+                    "frames": rec.frames,
+                    "transfer_syntax": rec.transfer_syntax,
+                    "sha256": entry.sha256,
+                    "size": entry.size,
+                    "created_at": now,
+                }
+                for entry, rec in final
+            ],
+        )
+        for entry, _ in final:
+            entry.status = "stored"
+
+    def _index_images(
+        self, conn: Connection, entries: list[IndexEntry], *, site: str, project: str, now: datetime
+    ) -> None:
+        known: dict[str, int] = {}
+        for chunk in self._in_chunks(sorted({e.sha256 for e in entries})):
+            for row in conn.execute(
+                sa.select(images.c.id, images.c.sha256).where(
+                    images.c.sha256.in_(chunk), images.c.project == project, images.c.site == site
+                )
+            ):
+                known[row.sha256] = int(row.id)
+        new_rows: dict[str, dict[str, Any]] = {}
+        for entry in entries:
+            rec = cast(ImageRecord, entry.record)
+            if entry.sha256 in known or entry.sha256 in new_rows:
+                continue
+            new_rows[entry.sha256] = {
+                "sha256": entry.sha256,
+                "project": project,
+                "site": site,
+                "media_type": rec.media_type,
+                "filename": rec.filename[:255],
+                "width": rec.width,
+                "height": rec.height,
+                "size": entry.size,
+                "created_at": now,
+            }
+        created: set[str] = set()
+        if new_rows:
+            for row in conn.execute(
+                images.insert().returning(images.c.id, images.c.sha256, sort_by_parameter_order=True),
+                list(new_rows.values()),
+            ):
+                known[row.sha256] = int(row.id)
+                created.add(row.sha256)
+        for entry in entries:
+            entry.image_id = known[entry.sha256]
+            if entry.sha256 in created:
+                entry.status = "stored"
+                created.discard(entry.sha256)  # a repeat later in the same batch is a duplicate
+            else:
+                entry.status = "duplicate"
 
     def _ensure_site(self, conn: Connection, site: str) -> None:
         if conn.execute(sa.select(sites.c.name).where(sites.c.name == site)).first() is None:
