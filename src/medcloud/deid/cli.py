@@ -62,14 +62,6 @@ class RunSummary:
     failed: list[tuple[str, str]] = field(default_factory=list)
 
 
-def _within(path: Path, root: Path) -> bool:
-    try:
-        path.relative_to(root)
-    except ValueError:
-        return False
-    return True
-
-
 def collect_sources(src: Path, summary: RunSummary) -> list[tuple[Path, Path]]:
     """(file, path relative to SRC) for every regular file under SRC; symlinks leading outside are
     refused, symlinked folders are not entered."""
@@ -84,7 +76,7 @@ def collect_sources(src: Path, summary: RunSummary) -> list[tuple[Path, Path]]:
             rel = path.relative_to(root)
             if path.is_symlink():
                 target = path.resolve()
-                if not _within(target, root):
+                if not target.is_relative_to(root):
                     summary.failed.append((str(rel), "symlink points outside the source folder; not followed"))
                     continue
             if not path.is_file():
@@ -116,7 +108,7 @@ def run_deid(
     if not src.exists():
         raise InvalidInput(f"source {src} does not exist")
     src_root, dst_root = src.resolve(), dst.resolve()
-    if src.is_dir() and (dst_root == src_root or _within(dst_root, src_root)):
+    if src.is_dir() and (dst_root == src_root or dst_root.is_relative_to(src_root)):
         raise PathEscape(f"destination {dst} lies inside the source {src}; choose a folder outside it")
     deid = Deidentifier(SiteKey.load(key_file), options)
     summary = RunSummary()
@@ -131,7 +123,7 @@ def run_deid(
             out = dst.resolve()
         else:
             out = base / rel.parent / (name if rename else rel.name)
-        if not _within(out.resolve(), dst_root):  # defence in depth; rel never holds '..'
+        if not out.resolve().is_relative_to(dst_root):  # defence in depth; rel never holds '..'
             raise PathEscape(f"{rel} would be written outside {dst}")
         return out
 

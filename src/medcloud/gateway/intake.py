@@ -68,14 +68,6 @@ class _Candidate:
     observed_at: float
 
 
-def is_inside(path: Path, root: Path) -> bool:
-    try:
-        path.relative_to(root)
-    except ValueError:
-        return False
-    return True
-
-
 def read_file_list(list_file: Path) -> list[str]:
     """Paths from a list file: one per line, blank lines and `#` comments ignored; `-` reads stdin."""
     import sys
@@ -217,7 +209,7 @@ class Intake:
         except OSError:
             return "vanished"
         resolved = path.resolve()
-        if not is_inside(resolved, self.root):
+        if not resolved.is_relative_to(self.root):
             ref = SourceRef(str(path), lst.st_size, lst.st_mtime_ns)
             if not self.outbox.seen(ref):
                 how = "a symlink to" if path.is_symlink() else "resolves to"

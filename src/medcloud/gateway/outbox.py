@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from medcloud.fsio import fsync_dir
+
 SCHEMA_VERSION = 1
 
 _SCHEMA = """
@@ -136,14 +138,6 @@ class StateLocked(RuntimeError):
     """Another gateway process holds this state folder."""
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_atomic(path: Path, data: bytes, *, sync_dir: bool = True) -> None:
     """Write `data` to `path` so that a crash leaves either the old file or the whole new one.
 
@@ -160,7 +154,7 @@ def write_atomic(path: Path, data: bytes, *, sync_dir: bool = True) -> None:
         os.close(fd)
     os.replace(tmp, path)
     if sync_dir:
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
 
 class Outbox:
@@ -287,7 +281,7 @@ class Outbox:
                 write_atomic(self.payload_dir / sha, e.data, sync_dir=False)
                 written.add(sha)
         if written:
-            _fsync_dir(self.payload_dir)
+            fsync_dir(self.payload_dir)
         now = time.time()
         out: list[tuple[int, bool]] = []
         with self._tx() as db:

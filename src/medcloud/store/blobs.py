@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from medcloud.errors import IntegrityError, InvalidInput, NotFound, TooLarge
+from medcloud.fsio import fsync_dir
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -44,14 +45,6 @@ def _syncfs(path: Path) -> bool:
     fd = os.open(path, os.O_RDONLY)
     try:
         return int(libc.syncfs(fd)) == 0
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
     finally:
         os.close(fd)
 
@@ -148,7 +141,7 @@ class LocalBlobStore:
             upload.discard()
             return StoredBlob(sha, upload.size, created=False)
         if durable:
-            _fsync_dir(final.parent)
+            fsync_dir(final.parent)
         upload.discard()
         return StoredBlob(sha, upload.size, created=True)
 
@@ -164,7 +157,7 @@ class LocalBlobStore:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
 
     def put_bytes(self, data: bytes, max_bytes: int | None = None) -> StoredBlob:
         up = self.spool(max_bytes or len(data) + 1)
