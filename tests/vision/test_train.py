@@ -39,8 +39,8 @@ def test_loss_falls_and_onnx_matches_torch(tmp_path: Path) -> None:
     import onnxruntime as ort
 
     torch.set_num_threads(2)
-    cfg = TrainConfig(images=12, hi_res_fraction=0.0, size=128, det_steps=40, cls_steps=25, batch=4,
-                      cls_batch=20, crop=96, lr=3e-3)
+    cfg = TrainConfig(images=10, hi_res_fraction=0.0, size=128, det_steps=30, cls_steps=20, batch=4,
+                      cls_batch=20, crop=64, lr=3e-3)
     samples = render_training_set(cfg)
     det, det_losses = train_detector(samples, cfg)
     cls, cls_losses = train_classifier(samples, cfg)

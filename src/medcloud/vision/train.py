@@ -60,10 +60,10 @@ def render_training_set(cfg: TrainConfig, progress: Progress | None = None, cach
 
     key = f"smears-{cfg.images}-{cfg.hi_res_fraction}-{cfg.size}-{cfg.seed}-{'_'.join(cfg.sites)}.npz"
     if cache is not None and (cache / key).exists():
-        z = np.load(cache / key)
-        counts = z["counts"]
+        with np.load(cache / key) as z:
+            images, boxes, labels, counts = z["images"], z["boxes"], z["labels"], z["counts"]
         ends = np.cumsum(counts)
-        return [Sample(z["images"][i], z["boxes"][e - c:e], z["labels"][e - c:e])
+        return [Sample(images[i], boxes[e - c:e], labels[e - c:e])
                 for i, (c, e) in enumerate(zip(counts, ends, strict=True))]
 
     out: list[Sample] = []
