@@ -66,7 +66,8 @@ def evaluate_command(
     from medcloud.vision.registry import write_card
 
     metrics = evaluate_model(model, images_per_site=images, verdict_images_per_site=verdict_images)
-    metrics["command"] = "medcloud vision evaluate " + " ".join(shlex.quote(a) for a in sys.argv[3:])
+    args = sys.argv[sys.argv.index("evaluate") + 1:] if "evaluate" in sys.argv else []
+    metrics["command"] = "medcloud vision evaluate " + " ".join(shlex.quote(a) for a in args)
     if card:
         training_path = model / "training.json"
         training = json.loads(training_path.read_text()) if training_path.exists() else {}
