@@ -47,7 +47,7 @@ def sample_dicom_files() -> list[Path]:
         roots += [Path(p) / "data" for p in spec.submodule_search_locations]
     by_name: dict[str, Path] = {}
     for root in roots:
-        for path in sorted(root.rglob("*")):
+        for path in sorted(root.glob("*")):
             if path.is_file() and path.suffix.lower() in (".dcm", "") and path.name not in by_name:
                 by_name[path.name] = path
     seen_uids: set[str] = set()
@@ -112,6 +112,8 @@ def synthetic_photos(dst: Path, n: int = 4) -> list[Path]:
 
 def _port_free(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # As uvicorn binds: connections of a hub that just stopped (TIME_WAIT) do not hold the port.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:

@@ -152,7 +152,7 @@ class FakeHub:
 @dataclass
 class FakeOutcome:
     data: bytes
-    kind: str = "dicom"
+    kind: str = "fake"  # not DICOM bytes: the hub-side DICOM check does not apply
     media_type: str = "application/dicom"
     quarantine_reason: str | None = None
     sop_instance_uid: str | None = None

@@ -160,3 +160,31 @@ def test_read_changes_under_our_feet_are_retried(outbox: Outbox, fake_deid: Fake
     drain(intake)
     [item] = outbox.claim_due(1e12, [])
     assert outbox.payload(item) == b"DEID:rewritten by the modality"
+
+
+def test_dicom_the_hub_would_refuse_is_rejected_at_the_site(outbox: Outbox, watch: Path) -> None:
+    """Real engine: a CT image without pixel data (cut at an element boundary) never leaves the site."""
+    import io
+
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    from medcloud.deid import Deidentifier, DeidOptions, SiteKey
+
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    buf = io.BytesIO()
+    ds.save_as(buf)
+    (watch / "whole.dcm").write_bytes(buf.getvalue())
+    del ds.PixelData
+    buf = io.BytesIO()
+    ds.save_as(buf)
+    (watch / "no-pixels.dcm").write_bytes(buf.getvalue())
+    engine = Deidentifier(SiteKey.generate(watch.parent / "site.key"), DeidOptions())
+    intake = Intake(outbox, engine, watch, max_file_bytes=10**7, settle_seconds=0.0)
+    intake.scan()
+    drain(intake)
+    counts = outbox.counts()
+    assert (counts.queued, counts.rejected) == (1, 1)
+    [rejected] = outbox.rejected_sources()
+    assert Path(rejected["path"]).name == "no-pixels.dcm"
+    assert "the hub would refuse it" in rejected["reason"] and "no pixel data" in rejected["reason"]

@@ -279,6 +279,15 @@ class Intake:
             log.warning("quarantined %s: %s (kept at %s, not forwarded)", ref.path, reason, stored)
             self.stats.quarantined += 1
             return "quarantined"
+        if result.kind == "dicom":
+            # The hub's own check, run here: a file it would refuse is reported at the site with its
+            # reason instead of travelling to become a dead letter.
+            from medcloud.ingest.dicom import read_dicom
+
+            try:
+                read_dicom(result.data)
+            except MedcloudError as exc:
+                return self._reject(ref, f"the hub would refuse it: {exc.detail}")
         entry = Entry(ref, result.data, result.media_type, result.suggested_name, result.kind, result.sop_instance_uid)
         if batch is not None:
             batch.append(entry)
