@@ -101,3 +101,12 @@ def test_postgres_catalog_end_to_end(pg_hub: Hub) -> None:
     with eng.connect() as conn, pytest.raises(sa.exc.DBAPIError, match="append-only"):
         conn.exec_driver_sql("UPDATE audit_events SET outcome='x' WHERE seq=1")
     eng.dispose()
+
+
+def test_a_missing_blob_is_not_recorded_as_read(hub: Hub) -> None:
+    r = hub.client.post("/api/v1/ingest", content=deidentified_dicom(), headers=hub.auth("site_a")).json()
+    hub.state.blobs.path_for(r["sha256"]).unlink()
+    got = hub.client.get(f"/api/v1/instances/{r['sop_instance_uid']}/file", headers=hub.auth("researcher"))
+    assert got.status_code == 404 and got.headers["content-type"] == "application/problem+json"
+    reads = [e for e in _events(hub) if e["resource"] == f"instance/{r['sop_instance_uid']}"]
+    assert [e["outcome"] for e in reads] == ["stored", "refused:404:not-found"]

@@ -91,9 +91,20 @@ async def get_instance(
     return await run_in_threadpool(hub_state(request).catalog.get_instance, sop_uid, principal.readable_projects())
 
 
-def _stream(request: Request, sha256: str, media_type: str, filename: str) -> StreamingResponse:
-    blobs = hub_state(request).blobs
-    fh = blobs.open(sha256)  # raises NotFound before any byte is sent
+async def _audited_download(
+    request: Request, principal: Principal, meta: dict[str, Any], *, action: str, resource: str, media_type: str,
+    filename: str,
+) -> StreamingResponse:
+    """Open the blob, then audit the read, then stream: a missing blob is never recorded as read."""
+    fh = hub_state(request).blobs.open(meta["sha256"])  # raises NotFound before any byte is sent
+    try:
+        await run_in_threadpool(
+            record_audit, request, principal, action=action, resource=resource, outcome="ok",
+            detail={"sha256": meta["sha256"], "project": meta["project"]},
+        )  # fmt: skip
+    except BaseException:
+        fh.close()
+        raise
 
     def chunks() -> Any:
         with fh:
@@ -103,7 +114,7 @@ def _stream(request: Request, sha256: str, media_type: str, filename: str) -> St
     return StreamingResponse(
         chunks(),
         media_type=media_type,
-        headers={"Content-Disposition": f'attachment; filename="{filename}"', "X-Content-SHA256": sha256},
+        headers={"Content-Disposition": f'attachment; filename="{filename}"', "X-Content-SHA256": meta["sha256"]},
     )
 
 
@@ -113,11 +124,10 @@ async def get_instance_file(
 ) -> StreamingResponse:
     mark_audited_read(request, "instance.read", f"instance/{sop_uid}")
     inst = await run_in_threadpool(hub_state(request).catalog.get_instance, sop_uid, principal.readable_projects())
-    await run_in_threadpool(
-        record_audit, request, principal, action="instance.read", resource=f"instance/{sop_uid}", outcome="ok",
-        detail={"sha256": inst["sha256"], "project": inst["project"]},
+    return await _audited_download(
+        request, principal, inst, action="instance.read", resource=f"instance/{sop_uid}",
+        media_type="application/dicom", filename=f"{sop_uid}.dcm",
     )  # fmt: skip
-    return _stream(request, inst["sha256"], "application/dicom", f"{sop_uid}.dcm")
 
 
 @router.get("/api/v1/images", summary="Find non-DICOM images")
@@ -153,9 +163,8 @@ async def get_image_file(
 ) -> StreamingResponse:
     mark_audited_read(request, "image.read", f"image/{image_id}")
     img = await run_in_threadpool(hub_state(request).catalog.get_image, image_id, principal.readable_projects())
-    await run_in_threadpool(
-        record_audit, request, principal, action="image.read", resource=f"image/{image_id}", outcome="ok",
-        detail={"sha256": img["sha256"], "project": img["project"]},
-    )  # fmt: skip
     ext = {"image/jpeg": "jpg", "image/png": "png", "image/tiff": "tif"}.get(img["media_type"], "bin")
-    return _stream(request, img["sha256"], img["media_type"], f"image-{image_id}.{ext}")
+    return await _audited_download(
+        request, principal, img, action="image.read", resource=f"image/{image_id}",
+        media_type=img["media_type"], filename=f"image-{image_id}.{ext}",
+    )  # fmt: skip
