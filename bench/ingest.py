@@ -156,6 +156,9 @@ def send_all(
 
 
 # -- medcloud hub ----------------------------------------------------------------------------------
+HUB_WORKERS = 1  # --hub-workers
+
+
 class Hub:
     def __init__(self, root: Path, profile_dir: Path | None = None) -> None:
         self.data = root
@@ -175,7 +178,9 @@ class Hub:
         return out.stdout.decode().strip()
 
     def start(self, label: str) -> None:
-        cmd = _medcloud("hub", "serve", "--data", str(self.data), "--port", str(self.port))
+        cmd = _medcloud(
+            "hub", "serve", "--data", str(self.data), "--port", str(self.port), "--workers", str(HUB_WORKERS)
+        )
         if self.profile_dir is not None and shutil.which("py-spy"):
             self.profile_dir.mkdir(parents=True, exist_ok=True)
             # Collapsed stacks with idle threads: wall-clock attribution, fsync waits included.
@@ -336,8 +341,11 @@ def main() -> None:
                         help="Also send N files per request to /api/v1/ingest/batch (1: skip).")
     parser.add_argument("--gateway", action="store_true", help="Also time the whole gateway on the raw corpus.")
     parser.add_argument("--profile", type=Path, help="Write py-spy profiles of the hub here.")
+    parser.add_argument("--hub-workers", type=int, default=1, help="uvicorn worker processes for the hub.")
     parser.add_argument("--orthanc-client", nargs=3, metavar=("PORT", "LIST", "CLIENTS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    global HUB_WORKERS
+    HUB_WORKERS = args.hub_workers
     if args.orthanc_client:
         port, listing, clients = args.orthanc_client
         orthanc_client(int(port), Path(listing), int(clients))
@@ -371,6 +379,7 @@ def main() -> None:
             "cpus": os.cpu_count(),
             "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
             "input": "bench/corpus.py files, de-identified once (not timed); same bytes to every system",
+            "hub_workers": HUB_WORKERS,
             "hub": {},
         }
         for c in client_counts:
