@@ -86,11 +86,7 @@ class HEBackend(ABC):
 
     def encrypt(self, vector: NDArray[Any]) -> Ciphertext:
         """Encrypt a 1-D float vector of any length (split into `slots`-sized chunks)."""
-        flat = np.ascontiguousarray(np.asarray(vector, dtype=np.float64).ravel())
-        if flat.size == 0:
-            raise HEError("cannot encrypt an empty vector")
-        if not np.all(np.isfinite(flat)):
-            raise HEError("cannot encrypt NaN or infinite values")
+        flat = encryptable(vector)
         chunks = [self._encrypt_chunk(flat[i : i + self.slots]) for i in range(0, flat.size, self.slots)]
         return Ciphertext(self.name, int(flat.size), chunks)
 
@@ -149,25 +145,32 @@ class HEBackend(ABC):
             raise HEError(f"ciphertext of backend '{ct.backend}' given to '{self.name}'")
 
 
-def frame(backend: str, length: int, blobs: list[bytes]) -> bytes:
-    """Magic, header length, JSON header (backend, length, chunk sizes), then the chunk bytes."""
-    head = json.dumps({"backend": backend, "length": length, "sizes": [len(b) for b in blobs]}).encode()
+def frame(backend: str, length: int, blobs: list[bytes], extra: dict[str, Any] | None = None) -> bytes:
+    """Magic, header length, JSON header (backend, length, chunk sizes, any `extra` fields, e.g. a
+    format name and version), then the chunk bytes."""
+    header: dict[str, Any] = {"backend": backend, "length": length, "sizes": [len(b) for b in blobs]}
+    header.update(extra or {})
+    head = json.dumps(header).encode()
     return b"".join([MAGIC, struct.pack(">I", len(head)), head, *blobs])
 
 
-def split_serialized(data: bytes) -> tuple[str, int, list[bytes]]:
-    """Parse the framing of a serialized ciphertext without touching any HE library."""
+def split_header(data: bytes) -> tuple[dict[str, Any], list[bytes]]:
+    """The JSON header and the blobs of a serialized ciphertext, without touching any HE library."""
     if len(data) < len(MAGIC) + 4 or not data.startswith(MAGIC):
         raise HEError("not a medcloud ciphertext (bad magic)")
     (head_len,) = struct.unpack(">I", data[len(MAGIC) : len(MAGIC) + 4])
     start = len(MAGIC) + 4
     try:
         header = json.loads(data[start : start + head_len])
-        backend = str(header["backend"])
-        length = int(header["length"])
+        if not isinstance(header, dict):
+            raise TypeError("header is not an object")
+        header["backend"] = str(header["backend"])
+        header["length"] = int(header["length"])
         sizes = [int(s) for s in header["sizes"]]
     except (ValueError, KeyError, TypeError) as exc:
         raise HEError(f"corrupt ciphertext header: {exc}") from exc
+    if header["length"] < 0 or any(s < 0 for s in sizes):
+        raise HEError("corrupt ciphertext header: negative size")
     pos = start + head_len
     if pos + sum(sizes) != len(data):
         raise HEError("ciphertext truncated or padded")
@@ -175,7 +178,23 @@ def split_serialized(data: bytes) -> tuple[str, int, list[bytes]]:
     for size in sizes:
         blobs.append(data[pos : pos + size])
         pos += size
-    return backend, length, blobs
+    return header, blobs
+
+
+def split_serialized(data: bytes) -> tuple[str, int, list[bytes]]:
+    """Parse the framing of a serialized ciphertext: (backend, length, blobs)."""
+    header, blobs = split_header(data)
+    return header["backend"], header["length"], blobs
+
+
+def encryptable(vector: NDArray[Any]) -> FloatVector:
+    """A contiguous flat float64 view, refusing what no backend may encrypt."""
+    flat = np.ascontiguousarray(np.asarray(vector, dtype=np.float64).ravel())
+    if flat.size == 0:
+        raise HEError("cannot encrypt an empty vector")
+    if not np.all(np.isfinite(flat)):
+        raise HEError("cannot encrypt NaN or infinite values")
+    return flat
 
 
 def as_vector(values: NDArray[Any] | Sequence[float]) -> FloatVector:

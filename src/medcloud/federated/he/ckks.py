@@ -2,23 +2,59 @@
 
 Parameters (128-bit classical security per the HE standard table, checked at construction):
 - `compact` (default): N = 8192 (4096 slots), coefficient moduli [60, 60] bits (one 60-bit data
-  prime plus the 60-bit special prime, log2 QP = 120 <= 218), scale 2^40. Additions only; a
-  ciphertext is 32 bytes per value (8x float32). Protocols weight updates on the site before
-  encryption, so the aggregator never needs a multiplication.
+  prime plus the 60-bit special prime, log2 QP = 120 <= 218), scale 2^40. Additions only.
+  Protocols weight updates on the site before encryption, so the aggregator never needs a
+  multiplication.
 - `depth1`: N = 8192, [60, 40, 60] (log2 QP = 160), scale 2^40: one multiplication by a public
-  scalar; 64 bytes per value until the rescale drops a prime.
+  scalar; 64 bytes per value until the rescale drops a prime (TenSEAL's own per-chunk format).
+
+Wire format of the compact set ("ckks-rns-packed" v1, see `SealRaw`): residues mod the 60-bit
+prime packed in 60 bits, all chunks of a vector in one array. A site holds the secret key, so it
+encrypts symmetrically and sends c0 plus one 32-byte seed that expands to every chunk's c1:
+15 bytes per value (3.75x float32) instead of TenSEAL's 32. The aggregator adds c0 arrays mod q
+and concatenates the seeds (a sum's c1 is the sum of the seeds' expansions, which anyone can
+compute and which reveal nothing: each is public in its upload), so the summed model goes back
+at 15 bytes per value plus 32 per site. Past `MAX_SEEDS` seeds (DeepProtect's running E(w)) the
+aggregator expands them into an explicit c1 (30 bytes per value). Public-key encryptions (the
+aggregator's own, in DeepProtect) carry an explicit c1.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+import os
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import tenseal as ts
+import tenseal.sealapi  # registers the SEAL types (Modulus, ...) that contexts return
+from numpy.typing import NDArray
 
-from medcloud.federated.he.base import FloatVector, HEBackend, HEError, NoSecretKey
+from medcloud.federated.he.base import (
+    Ciphertext,
+    FloatVector,
+    HEBackend,
+    HEError,
+    NoSecretKey,
+    encryptable,
+    frame,
+    split_header,
+)
+from medcloud.federated.he.packing import (
+    SEED_BYTES,
+    U64,
+    add_mod,
+    expand_seed,
+    pack_bits,
+    packed_size,
+    unpack_bits,
+)
 from medcloud.federated.he.security import check_128_bit
+
+PACKED_FORMAT = "ckks-rns-packed"
+PACKED_VERSION = 1
+MAX_SEEDS = 16  # a sum carrying more seeds than this gets an explicit c1 instead
 
 
 @dataclass(frozen=True)
@@ -64,8 +100,21 @@ def generate_context(params: CkksParams | None = None) -> tuple[bytes, bytes]:
     return secret, ctx.serialize()
 
 
+@dataclass
+class Residues:
+    """One encrypted vector at the residue level: c0 per chunk, and c1 = explicit + Σ expand(seed)."""
+
+    c0: U64  # (chunks, N)
+    c1: U64 | None = None
+    seeds: tuple[bytes, ...] = field(default_factory=tuple)
+
+
 class CkksBackend(HEBackend):
-    """TenSEAL CKKS vectors; decrypts only when built from a secret context."""
+    """CKKS on SEAL (via TenSEAL); decrypts only when built from a secret context.
+
+    Single-prime parameter sets (the compact default) use the packed, seeded wire format; others
+    fall back to TenSEAL's per-chunk vectors.
+    """
 
     name = "ckks"
 
@@ -74,7 +123,21 @@ class CkksBackend(HEBackend):
             self._ctx = ts.context_from(context_bytes)
         except Exception as exc:
             raise HEError(f"not a TenSEAL context: {exc}") from exc
-        self._slots = self._ctx.data.seal_context().first_context_data().parms().poly_modulus_degree() // 2
+        sctx = self._ctx.data.seal_context()
+        parms = sctx.first_context_data().parms()
+        self._slots = parms.poly_modulus_degree() // 2
+        self._raw: Any = None
+        if len(parms.coeff_modulus()) == 1:
+            from medcloud.federated.he.sealraw import SealRaw
+
+            secret = self._ctx.secret_key().data if self._ctx.has_secret_key() else None
+            public = self._ctx.public_key().data if self._ctx.has_public_key() else None
+            self._raw = SealRaw(sctx, self._ctx.global_scale, secret, public)
+
+    @property
+    def packed(self) -> bool:
+        """True where ciphertexts travel as packed residues (single-prime parameter sets)."""
+        return self._raw is not None
 
     @classmethod
     def generate(cls, params: CkksParams | None = None) -> CkksBackend:
@@ -119,3 +182,111 @@ class CkksBackend(HEBackend):
             return ts.ckks_vector_from(self._ctx, data)
         except Exception as exc:
             raise HEError(f"corrupt CKKS ciphertext: {exc}") from exc
+
+    # --- packed residues (single-prime sets) ------------------------------------------------------
+
+    def encrypt(self, vector: NDArray[Any]) -> Ciphertext:
+        if self._raw is None:
+            return super().encrypt(vector)
+        flat = encryptable(vector)
+        chunks = [flat[i : i + self.slots] for i in range(0, flat.size, self.slots)]
+        if self.can_decrypt:
+            seed = os.urandom(SEED_BYTES)
+            return Ciphertext(self.name, flat.size, [Residues(self._raw.encrypt_seeded(chunks, seed), None, (seed,))])
+        c0, c1 = self._raw.encrypt_public(chunks)
+        return Ciphertext(self.name, flat.size, [Residues(c0, c1)])
+
+    def _residues(self, ct: Ciphertext) -> Residues:
+        self._check(ct)
+        if len(ct.chunks) != 1 or not isinstance(ct.chunks[0], Residues):
+            raise HEError("not a packed CKKS ciphertext")
+        res: Residues = ct.chunks[0]
+        return res
+
+    def _full_c1(self, res: Residues) -> U64:
+        q = self._raw.q
+        total = res.c1.copy() if res.c1 is not None else np.zeros_like(res.c0)
+        for seed in res.seeds:
+            total = add_mod(total, expand_seed(seed, res.c0.size, q).reshape(res.c0.shape), q)
+        return total
+
+    def decrypt(self, ct: Ciphertext) -> FloatVector:
+        if self._raw is None:
+            return super().decrypt(ct)
+        res = self._residues(ct)
+        if not self.can_decrypt:
+            raise NoSecretKey(f"this {self.name} context holds no secret key")
+        return np.asarray(self._raw.decrypt(res.c0, self._full_c1(res), ct.length), dtype=np.float64)
+
+    def add(self, a: Ciphertext, b: Ciphertext) -> Ciphertext:
+        if self._raw is None:
+            return super().add(a, b)
+        ra, rb = self._residues(a), self._residues(b)
+        if a.length != b.length or ra.c0.shape != rb.c0.shape:
+            raise HEError(f"length mismatch: {a.length} vs {b.length}")
+        q = self._raw.q
+        c1 = rb.c1 if ra.c1 is None else ra.c1 if rb.c1 is None else add_mod(ra.c1, rb.c1, q)
+        out = Residues(add_mod(ra.c0, rb.c0, q), c1, ra.seeds + rb.seeds)
+        if len(out.seeds) > MAX_SEEDS:
+            out = Residues(out.c0, self._full_c1(out), ())
+        return Ciphertext(self.name, a.length, [out])
+
+    def mul_scalar(self, a: Ciphertext, scalar: float) -> Ciphertext:
+        if self._raw is None:
+            return super().mul_scalar(a, scalar)
+        raise HEError("multiplication needs a parameter set with depth >= 1 (this one adds only)")
+
+    def serialize(self, ct: Ciphertext) -> bytes:
+        if self._raw is None:
+            return super().serialize(ct)
+        res = self._residues(ct)
+        raw = self._raw
+        extra = {
+            "format": PACKED_FORMAT,
+            "version": PACKED_VERSION,
+            "N": raw.n,
+            "q": raw.q,
+            "bits": raw.bits,
+            "chunks": int(res.c0.shape[0]),
+            "seeds": len(res.seeds),
+            "c1": res.c1 is not None,
+        }
+        blobs = [
+            pack_bits(res.c0, raw.bits),
+            pack_bits(res.c1, raw.bits) if res.c1 is not None else b"",
+            b"".join(res.seeds),
+        ]
+        return frame(self.name, ct.length, blobs, extra)
+
+    def deserialize(self, data: bytes) -> Ciphertext:
+        if self._raw is None:
+            return super().deserialize(data)
+        head, blobs = split_header(data)
+        raw = self._raw
+        if head["backend"] != self.name:
+            raise HEError(f"ciphertext was made by backend '{head['backend']}', this is '{self.name}'")
+        if head.get("format") != PACKED_FORMAT:
+            raise HEError("ciphertext is in TenSEAL's per-chunk format; this context uses packed residues")
+        if head.get("version") != PACKED_VERSION:
+            raise HEError(f"unsupported {PACKED_FORMAT} version {head.get('version')!r}")
+        if (head.get("N"), head.get("q"), head.get("bits")) != (raw.n, raw.q, raw.bits):
+            raise HEError("ciphertext was made under other CKKS parameters")
+        try:
+            chunks, n_seeds, has_c1 = int(head["chunks"]), int(head["seeds"]), bool(head["c1"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise HEError(f"corrupt ciphertext header: {exc}") from exc
+        length = head["length"]
+        if length < 1 or chunks != math.ceil(length / self.slots) or len(blobs) != 3:
+            raise HEError("corrupt ciphertext header: length, chunks and blobs disagree")
+        count = chunks * raw.n
+        if len(blobs[2]) != n_seeds * SEED_BYTES or (has_c1 and len(blobs[1]) != packed_size(count, raw.bits)):
+            raise HEError("corrupt ciphertext: seed or c1 bytes do not match the header")
+        if not has_c1 and (blobs[1] or not n_seeds):
+            raise HEError("corrupt ciphertext: no c1 and no seed")
+        c0 = unpack_bits(blobs[0], count, raw.bits).reshape(chunks, raw.n)
+        c1 = unpack_bits(blobs[1], count, raw.bits).reshape(chunks, raw.n) if has_c1 else None
+        for arr in (c0, c1):
+            if arr is not None and int(arr.max()) >= raw.q:
+                raise HEError("corrupt ciphertext: residue not below q")
+        seeds = tuple(blobs[2][i : i + SEED_BYTES] for i in range(0, len(blobs[2]), SEED_BYTES))
+        return Ciphertext(self.name, length, [Residues(c0, c1, seeds)])
