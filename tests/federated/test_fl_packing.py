@@ -13,7 +13,7 @@ from medcloud.federated.he.base import frame, split_header
 from medcloud.federated.he.packing import expand_seed, pack_bits, packed_size, unpack_bits
 
 
-@pytest.mark.parametrize("bits", [1, 7, 50, 60, 63, 64])
+@pytest.mark.parametrize("bits", [1, 7, 50, 52, 60, 63, 64])
 def test_pack_bits_round_trip(bits: int) -> None:
     rng = np.random.default_rng(bits)
     values = rng.integers(0, 2**bits if bits < 64 else 2**63, size=1001, dtype=np.uint64)

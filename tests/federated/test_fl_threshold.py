@@ -110,7 +110,7 @@ def test_bytewise_sum_equals_openfhe_and_refuses_other_headers(ceremony: dict[st
     slow = agg.serialize(agg.sum([agg.deserialize(b) for b in blobs]))
     assert fast == slow  # byte for byte what OpenFHE's EvalAdd gives
     # A chunk whose header bytes differ (another level, scale or context) is never added bytewise.
-    backend, length, chunks = split_serialized(blobs[1])
+    backend, length, chunks = split_serialized(agg._legacy(blobs[1]))  # type: ignore[attr-defined]
     odd = bytearray(chunks[1])
     odd[10] ^= 0xFF
     assert layout.add([blobs[0], frame(backend, length, [chunks[0], bytes(odd), *chunks[2:]])]) is None
@@ -119,3 +119,46 @@ def test_bytewise_sum_equals_openfhe_and_refuses_other_headers(ceremony: dict[st
     out = agg.fuse(shares)  # type: ignore[attr-defined]
     assert agg._layouts["threshold-share"] is not None  # type: ignore[attr-defined]
     assert np.max(np.abs(out - sum(vecs))) < 1e-5
+
+
+def test_packed_wire_format_sizes_and_corruption(ceremony: dict[str, object]) -> None:
+    from medcloud.federated.he import HEError
+    from medcloud.federated.he.base import frame, split_header
+    from medcloud.federated.keys import aggregator_backend, site_backend
+
+    paths = ceremony["paths"]
+    assert isinstance(paths, dict)
+    agg = aggregator_backend("threshold", ceremony["public"])  # type: ignore[arg-type]
+    sites = [site_backend("threshold", paths[s]) for s in ceremony["parties"]]  # type: ignore[attr-defined]
+    rng = np.random.default_rng(12)
+    n = 3 * agg.slots
+    vecs = [rng.normal(size=n) for _ in sites]
+    blobs = [s.serialize(s.encrypt(v)) for s, v in zip(sites, vecs, strict=True)]
+    head, _ = split_header(blobs[0])
+    assert head["format"] == "openfhe-rns-packed" and head["chunks"] == 3
+    # Two polynomials at q's 60 bits per slot pair: 30 bytes per value, plus one header per vector.
+    legacy = agg._legacy(blobs[0])  # type: ignore[attr-defined]
+    assert len(blobs[0]) / n < 30.2 < len(legacy) / n
+    summed = agg.sum_serialized(blobs)
+    assert len(summed) / n < 30.2
+    shares = [s.partial_decrypt(agg.deserialize(summed)) for s in sites]  # type: ignore[attr-defined]
+    assert len(shares[0]) / n < 15.2
+    assert np.max(np.abs(agg.fuse(shares) - sum(vecs))) < 1e-5  # type: ignore[attr-defined]
+    # The packed frame rebuilds OpenFHE's bytes exactly.
+    assert agg._legacy(agg.serialize(agg.deserialize(blobs[0]))) == legacy  # type: ignore[attr-defined]
+    head, parts = split_header(blobs[0])
+    backend, length = head.pop("backend"), head.pop("length")
+    head.pop("sizes")
+    bad = {
+        "version": ({**head, "version": 9}, parts),
+        "q": ({**head, "q": head["q"] + 2**20}, parts),
+        "N": ({**head, "N": 4096}, parts),
+        "windows": ({**head, "windows": [0, 8]}, parts),
+        "header bytes": (head, [parts[0][:-1], parts[1]]),
+        "coefficients": (head, [parts[0], parts[1][:-1]]),
+        "residue >= q": (head, [parts[0], b"\xff" * len(parts[1])]),
+    }
+    for what, (h, p) in bad.items():
+        with pytest.raises(HEError):
+            agg.deserialize(frame(backend, length, p, h))
+        assert what

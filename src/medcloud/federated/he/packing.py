@@ -35,7 +35,12 @@ def pack_bits(values: U64, bits: int) -> bytes:
     whole, rest = divmod(bits, 8)
     by = flat.view(np.uint8).reshape(-1, 8)
     out = [np.ascontiguousarray(by[:, :whole]).tobytes()]
-    if rest:
+    if rest == 4:
+        top = by[:, whole]
+        if top.size % 2:
+            top = np.append(top, np.uint8(0))
+        out.append((top[0::2] | (top[1::2] << 4)).astype(np.uint8).tobytes())
+    elif rest:
         top = np.unpackbits(by[:, whole : whole + 1], axis=1, bitorder="little")[:, :rest]
         out.append(np.packbits(top.ravel(), bitorder="little").tobytes())
     return b"".join(out)
@@ -46,13 +51,23 @@ def unpack_bits(data: bytes, count: int, bits: int) -> U64:
     if len(data) != packed_size(count, bits):
         raise HEError(f"packed coefficients: {len(data)} bytes, expected {packed_size(count, bits)}")
     whole, rest = divmod(bits, 8)
-    by = np.zeros((count, 8), dtype=np.uint8)
-    raw = np.frombuffer(data, dtype=np.uint8)
-    by[:, :whole] = raw[: count * whole].reshape(count, whole)
+    if whole == 8:
+        return np.frombuffer(data, dtype="<u8").astype(np.uint64)
+    # Overlapping unaligned 64-bit reads at a stride of `whole` bytes, masked to `whole` bytes.
+    padded = np.frombuffer(data[: count * whole] + bytes(8), dtype=np.uint8)
+    words = np.ndarray(shape=(count,), dtype="<u8", buffer=padded, strides=(whole,))
+    out = words & np.uint64((1 << (8 * whole)) - 1)
     if rest:
-        top = np.unpackbits(raw[count * whole :], bitorder="little")[: count * rest].reshape(count, rest)
-        by[:, whole] = np.packbits(top, axis=1, bitorder="little")[:, 0]
-    return by.view("<u8").ravel().astype(np.uint64)
+        raw = np.frombuffer(data, dtype=np.uint8, offset=count * whole)
+        if rest == 4:  # two values' top nibbles per byte (60-bit primes): skip the bit stream
+            top = np.empty(len(raw) * 2, dtype=np.uint8)
+            top[0::2], top[1::2] = raw & 0x0F, raw >> 4
+            top = top[:count]
+        else:
+            bitstream = np.unpackbits(raw, bitorder="little")[: count * rest].reshape(count, rest)
+            top = np.packbits(bitstream, axis=1, bitorder="little")[:, 0]
+        out |= top.astype(np.uint64) << np.uint64(8 * whole)
+    return out.astype(np.uint64, copy=False)
 
 
 def expand_seed(seed: bytes, count: int, q: int) -> U64:

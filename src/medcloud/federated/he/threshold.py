@@ -24,6 +24,7 @@ only where `openfhe` is installed.
 
 from __future__ import annotations
 
+import itertools
 import math
 import struct
 from collections.abc import Sequence
@@ -41,10 +42,14 @@ from medcloud.federated.he.base import (
     HEError,
     NoSecretKey,
     frame,
+    split_header,
     split_serialized,
 )
+from medcloud.federated.he.packing import pack_bits, unpack_bits
 
 SHARE_BACKEND = "threshold-share"
+PACKED_FORMAT = "openfhe-rns-packed"
+PACKED_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -109,6 +114,71 @@ class RnsLayout:
                 if arr[w : w + span].copy().view("<u8").max() >= q:
                     return None
         return cls(len(a), tuple(windows), ring_dimension, q)
+
+    @property
+    def bits(self) -> int:
+        return self.q.bit_length()
+
+    def pack(self, kind: str, length: int, chunks: Sequence[bytes]) -> bytes | None:
+        """One copy of the chunk header plus every coefficient at q's bit width; None where the
+        chunks do not share this layout and header."""
+        if not chunks or any(len(c) != self.size for c in chunks):
+            return None
+        arr = np.frombuffer(b"".join(chunks), dtype=np.uint8).reshape(len(chunks), self.size)
+        mask = self.mask
+        if not (arr[:, mask] == arr[0, mask]).all():
+            return None
+        span = 8 * self.ring_dimension
+        coeffs = np.stack([np.ascontiguousarray(arr[:, w : w + span]).view("<u8") for w in self.windows], axis=1)
+        if int(coeffs.max()) >= self.q:
+            return None
+        extra = {
+            "format": PACKED_FORMAT,
+            "version": PACKED_VERSION,
+            "size": self.size,
+            "windows": list(self.windows),
+            "N": self.ring_dimension,
+            "q": self.q,
+            "chunks": len(chunks),
+        }
+        return frame(kind, length, [bytes(arr[0, mask]), pack_bits(coeffs, self.bits)], extra)
+
+    @staticmethod
+    def unpack(header: dict[str, Any], blobs: list[bytes], ring_dimension: int, approx_q: float) -> list[bytes]:
+        """The OpenFHE chunk bytes of a packed frame, checked against this context's N and q."""
+        try:
+            size, n, q = int(header["size"]), int(header["chunks"]), int(header["q"])
+            windows = [int(w) for w in header["windows"]]
+            ring = int(header["N"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise HEError(f"corrupt packed OpenFHE header: {exc}") from exc
+        if header.get("version") != PACKED_VERSION:
+            raise HEError(f"unsupported {PACKED_FORMAT} version {header.get('version')!r}")
+        if ring != ring_dimension or abs(q - approx_q) >= 2**16 or q % 2 == 0:
+            raise HEError("ciphertext was made under other OpenFHE parameters")
+        span = 8 * ring
+        edges = sorted(windows)
+        if (
+            len(blobs) != 2
+            or n < 1
+            or not windows
+            or edges[0] < 0
+            or edges[-1] + span > size
+            or any(b - a < span for a, b in itertools.pairwise(edges))
+        ):
+            raise HEError("corrupt packed OpenFHE header: windows, size and blobs disagree")
+        layout = RnsLayout(size, tuple(windows), ring, q)
+        mask = layout.mask
+        if len(blobs[0]) != int(mask.sum()):
+            raise HEError("corrupt packed OpenFHE ciphertext: header bytes do not match the layout")
+        coeffs = unpack_bits(blobs[1], n * len(windows) * ring, layout.bits).reshape(n, len(windows), ring)
+        if int(coeffs.max()) >= q:
+            raise HEError("corrupt packed OpenFHE ciphertext: residue not below q")
+        out = np.empty((n, size), dtype=np.uint8)
+        out[:, mask] = np.frombuffer(blobs[0], dtype=np.uint8)
+        for i, w in enumerate(windows):
+            out[:, w : w + span] = coeffs[:, i, :].astype("<u8").view(np.uint8).reshape(n, span)
+        return [row.tobytes() for row in out]
 
     def add(self, blobs: Sequence[bytes]) -> bytes | None:
         """The framed sum of framed blobs of equal shape, or None where a header differs."""
@@ -231,7 +301,38 @@ class ThresholdBackend(HEBackend):
         layout = self._layout(kind, first[2][0], second[2][0], polys)
         return layout.add(blobs) if layout is not None else None
 
+    def _legacy(self, data: bytes) -> bytes:
+        """Packed or not, the frame with one OpenFHE blob per chunk (what the fast paths read)."""
+        header, blobs = split_header(data)
+        if header.get("format") is None:
+            return data
+        if header["format"] != PACKED_FORMAT:
+            raise HEError(f"unknown ciphertext format {header['format']!r}")
+        chunks = RnsLayout.unpack(header, blobs, int(self._cc.GetRingDimension()), float(self._cc.GetModulus()))
+        return frame(header["backend"], header["length"], chunks)
+
+    def _packed(self, data: bytes, polys: int) -> bytes:
+        """The compact frame where the chunks share one layout (else the per-chunk frame as is)."""
+        kind, length, chunks = split_serialized(data)
+        key = f"pack-{kind}"
+        if key not in self._layouts and len(chunks) >= 2:
+            self._layouts[key] = RnsLayout.detect(
+                chunks[0], chunks[1], int(self._cc.GetRingDimension()), float(self._cc.GetModulus()), polys
+            )
+        layout = self._layouts.get(key)
+        packed = layout.pack(kind, length, chunks) if layout is not None else None
+        return packed if packed is not None else data
+
+    def serialize(self, ct: Ciphertext) -> bytes:
+        return self._packed(super().serialize(ct), polys=2)
+
+    def deserialize(self, data: bytes) -> Ciphertext:
+        return super().deserialize(self._legacy(data))
+
     def sum_serialized(self, blobs: Sequence[bytes]) -> bytes:
+        return self._packed(self._sum_frames([self._legacy(b) for b in blobs]), polys=2)
+
+    def _sum_frames(self, blobs: Sequence[bytes]) -> bytes:
         fast = self._fast_sum(self.name, blobs, polys=2)
         if fast is not None and self._layouts.get("checked-ct") is None:
             # First use: the fast sum of the first chunk must equal OpenFHE's EvalAdd, byte for byte.
@@ -242,7 +343,7 @@ class ThresholdBackend(HEBackend):
                 self._layouts[self.name] = None
                 fast = None
             self._layouts["checked-ct"] = self._layouts.get(self.name)
-        return fast if fast is not None else super().sum_serialized(blobs)
+        return fast if fast is not None else super().serialize(self.sum([super().deserialize(b) for b in blobs]))
 
     def _chunk_from_bytes_ct(self, data: bytes) -> Ciphertext:
         return Ciphertext(self.name, self._slots, [self._chunk_from_bytes(data)])
@@ -300,12 +401,13 @@ class ThresholdBackend(HEBackend):
         fn = self._cc.MultipartyDecryptLead if self._lead else self._cc.MultipartyDecryptMain
         parts = [fn([chunk], self._share)[0] for chunk in ct.chunks]
         blobs = [self._chunk_to_bytes(p) for p in parts]
-        return frame(SHARE_BACKEND, ct.length, blobs)
+        return self._packed(frame(SHARE_BACKEND, ct.length, blobs), polys=1)
 
     def fuse(self, shares: list[bytes]) -> FloatVector:
         """Combine the partial decryptions of all parties into the plaintext vector."""
         if not shares:
             raise HEError("no decryption shares")
+        shares = [self._legacy(s) for s in shares]
         parsed = [split_serialized(s) for s in shares]
         lengths = {length for _, length, _ in parsed}
         if any(b != SHARE_BACKEND for b, _, _ in parsed) or len(lengths) != 1:
