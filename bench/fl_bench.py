@@ -1,16 +1,24 @@
 """Federated-learning bars, side by side in one run; prints JSON.
 
   .venv/bin/python bench/fl_bench.py            # accuracy (plain vs CKKS), DP, cost plain vs CKKS
+  .venv/bin/python bench/fl_bench.py --cost     # cost only (plain vs CKKS, in one process)
   .venv310/bin/python bench/fl_bench.py --cost  # cost of threshold mode (OpenFHE, CPython 3.10)
   .venv/bin/python bench/fl_bench.py --flower   # plaintext Flower FedAvg vs CKKS, through Flower
 
-`--flower` runs the Flower apps in Flower's simulation engine (Ray), one run per mode, side by
-side: per-round wall time (the aggregator's configure_train -> aggregate_train, i.e. sending the
-model, every site's local step, encryption, upload and aggregation) and bytes per site.
+The local step (`--task mlp`, the default where torch is installed) is a real torch MLP with
+1,010,850 parameters trained one epoch (320 synthetic samples, batch 32, one thread) per site per
+round; `--task synthetic` adds noise instead (protocol cost alone). Both modes run the same step.
 
-Cost is measured in one process with the protocol code the Flower apps run (no network): the
-HE work per site and at the aggregator, and the bytes each site would send and receive. The
-plaintext baseline is Flower's FedAvg payload, float32 (4 bytes per parameter).
+`--flower` runs the Flower apps in Flower's simulation engine (Ray), one run per mode, side by
+side, every site sharing this machine's cores: per-round wall time (the aggregator's
+configure_train -> aggregate_train: sending the model, every site's handler - open the global
+model, train, encrypt - upload and aggregation) and bytes per site.
+
+`--cost` runs the protocol code the Flower apps run, in one process with no network, sites one
+after another: each site's seconds, the aggregator's, the round's critical path were every site
+on its own machine (`round_seconds_sites_in_parallel`), each HE step timed on its own
+(`he_seconds_one_site`) and the bytes each site would send and receive. The plaintext baseline
+for bytes is Flower's FedAvg payload, float32 (4 bytes per parameter).
 """
 
 from __future__ import annotations
@@ -88,72 +96,163 @@ def accuracy_section(rounds: int) -> dict[str, Any]:
     }
 
 
-def cost_one(mode: str, n_params: int, n_sites: int, rounds: int) -> dict[str, Any]:
+def _trainer(task: str, index: int, n_params: int) -> tuple[Any, int]:
+    """(train function, n_examples) for one site: the torch MLP, or a synthetic perturbation."""
+    if task == "mlp":
+        from medcloud.federated import mlp
+
+        site = mlp.SiteTask(index)
+        return site.train, site.n_examples
+    rng = np.random.default_rng(index)
+    return (lambda w: w + 1e-3 * rng.standard_normal(w.size)), 100 + 10 * index
+
+
+def _initial(task: str, n_params: int) -> np.ndarray:
+    if task == "mlp":
+        from medcloud.federated import mlp
+
+        return np.asarray(mlp.initial_weights(), dtype=np.float64)
+    return np.zeros(n_params)
+
+
+def _timed(fn: Any, *args: Any) -> tuple[Any, float]:
+    t = time.perf_counter()
+    out = fn(*args)
+    return out, time.perf_counter() - t
+
+
+def components(mode: str, site_be: Any, agg: Any, w: np.ndarray, n_sites: int, sites: list[Any]) -> dict[str, Any]:
+    """Each HE step of one round on its own, one site's share (seconds, this machine, one thread)."""
+    ct, enc_s = _timed(site_be.encrypt, w * 300.0)
+    blob, ser_s = _timed(site_be.serialize, ct)
+    uploads = [blob] + [s.backend.serialize(s.backend.encrypt(w * (300.0 + i))) for i, s in enumerate(sites[1:n_sites])]
+    summed, agg_s = _timed(agg.aggregate, uploads)
+    out: dict[str, Any] = {
+        "encrypt": round(enc_s, 3),
+        "serialize": round(ser_s, 3),
+        "aggregator_sum_of_uploads": round(agg_s, 3),
+    }
+    if mode == "ckks":
+        opened, des_s = _timed(site_be.deserialize, summed)
+        _, dec_s = _timed(site_be.decrypt, opened)
+        out |= {"deserialize_global": round(des_s, 3), "decrypt_global": round(dec_s, 3)}
+    if mode == "threshold":
+        shares = []
+        part_s = 0.0
+        for s in sites[:n_sites]:
+            share, dt = _timed(s.partial_decrypt, summed)
+            shares.append(share)
+            part_s = max(part_s, dt)
+        _, fuse_s = _timed(agg.finish, summed, 1.0, 1, shares)
+        out |= {"partial_decrypt_one_site": round(part_s, 3), "aggregator_fuse": round(fuse_s, 3)}
+    out["he_total_one_site"] = round(sum(v for k, v in out.items() if not k.startswith("aggregator")), 3)
+    return out
+
+
+def cost_one(mode: str, task: str, n_params: int, n_sites: int, rounds: int) -> dict[str, Any]:
     from medcloud.federated.keys import KeyPaths, aggregator_backend, site_backend
     from medcloud.federated.simulate import ceremony, site_names
 
     names = site_names(n_sites)
+    w0 = _initial(task, n_params)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         t = time.perf_counter()
         ceremony(mode, root, names)
         keygen_s = time.perf_counter() - t
         agg = FedAvgAggregator(aggregator_backend(mode, root / "public"))
-        rng = np.random.default_rng(0)
-        sites = [
-            FedAvgSite(
-                n,
-                site_backend(mode, KeyPaths(n, root / n, root / "public")),
-                lambda w: w + 1e-3 * rng.standard_normal(w.size),
-                100 + 10 * i,
-            )
-            for i, n in enumerate(names)
-        ]
-        _, stats = run_fedavg(agg, sites, np.zeros(n_params), rounds)
+        sites = []
+        for i, n in enumerate(names):
+            train, n_examples = _trainer(task, i, n_params)
+            sites.append(FedAvgSite(n, site_backend(mode, KeyPaths(n, root / n, root / "public")), train, n_examples))
+        train_s = [_timed(s.train, w0)[1] for s in sites]  # warm-up (torch's first step), then timed
+        train_s = [_timed(s.train, w0)[1] for s in sites]
+        _, stats = run_fedavg(agg, sites, w0, rounds)
+        parts = components(mode, sites[0].backend, agg, w0, n_sites, sites) if mode != "plain" else {}
+    steady = stats[1:] or stats  # round 1 opens a plaintext initial model
     last = stats[-1]
-    return {
+    out = {
         "mode": mode,
         "keygen_seconds_all_sites": round(keygen_s, 3),
-        "round_seconds": [round(s.seconds, 3) for s in stats],
-        # All sites share this process; with one machine per site the round takes the slowest
-        # site's upload step + aggregation + the slowest partial decryption + fusion.
-        "site_seconds_mean": round(float(np.mean(list(last.site_seconds.values()))), 3),
-        "aggregator_seconds": round(last.aggregator_seconds, 3),
-        "round_seconds_sites_in_parallel": round(last.parallel_seconds, 3),
+        # In this process the sites run one after another: the sum of every site's work.
+        "round_seconds_sequential": [round(s.seconds, 3) for s in stats],
+        "local_train_seconds_mean": round(float(np.mean(train_s)), 3),
+        "site_seconds_mean": round(float(np.mean([v for s in steady for v in s.site_seconds.values()])), 3),
+        "aggregator_seconds_mean": round(float(np.mean([s.aggregator_seconds for s in steady])), 3),
+        # One machine per site: the slowest site (open the global model, train, encrypt, upload),
+        # then the aggregation (and, in threshold mode, the slowest partial decryption and fusion).
+        "round_seconds_sites_in_parallel": round(float(np.mean([s.parallel_seconds for s in steady])), 3),
         "bytes_up_per_site": int(np.mean(list(last.bytes_up.values()))),
         "bytes_down_per_site": int(np.mean(list(last.bytes_down.values()))),
         "decryption_share_bytes_per_site": int(np.mean(list(last.share_bytes.values()))) if last.share_bytes else 0,
     }
+    if parts:
+        out["he_seconds_one_site"] = parts
+    return out
 
 
-def cost_section(n_params: int, n_sites: int, rounds: int) -> dict[str, Any]:
+def cost_section(task: str, n_params: int, n_sites: int, rounds: int) -> dict[str, Any]:
+    import os
+
     modes = ["plain"]
     if importlib.util.find_spec("tenseal"):
         modes.append("ckks")
     if importlib.util.find_spec("openfhe"):
         modes.append("threshold")
-    out: dict[str, Any] = {"n_params": n_params, "sites": n_sites, "rounds": rounds, "python": sys.version.split()[0]}
+    if task == "mlp" and not importlib.util.find_spec("torch"):
+        task = "synthetic"  # the CPython 3.10 venv (OpenFHE) has no torch
+    if task == "mlp":
+        from medcloud.federated import mlp
+
+        n_params = mlp.n_params()
+    out: dict[str, Any] = {
+        "task": TASKS[task],
+        "n_params": n_params,
+        "sites": n_sites,
+        "rounds": rounds,
+        "python": sys.version.split()[0],
+        "cpu_cores": os.cpu_count(),
+        "round_contains": ROUND_CONTAINS,
+    }
     flower_plain_bytes = 4 * n_params  # Flower FedAvg float32 ArrayRecord payload
     out["flower_plain_fedavg_bytes_each_way"] = flower_plain_bytes
-    results = {m: cost_one(m, n_params, n_sites, rounds) for m in modes}
-    base_t = float(np.mean(results["plain"]["round_seconds"][1:] or results["plain"]["round_seconds"]))
-    for r in results.values():
-        t = float(np.mean(r["round_seconds"][1:] or r["round_seconds"]))
-        r["round_seconds_mean"] = round(t, 3)
-        r["round_seconds_minus_plain"] = round(t - base_t, 3)
-        r["bytes_up_vs_float32"] = round(r["bytes_up_per_site"] / flower_plain_bytes, 2)
+    results = {m: cost_one(m, task, n_params, n_sites, rounds) for m in modes}
+    base = results["plain"]
+    for m, r in results.items():
+        r["bytes_up_vs_float32"] = round(r["bytes_up_per_site"] / flower_plain_bytes, 3)
+        r["bytes_down_vs_float32"] = round(r["bytes_down_per_site"] / flower_plain_bytes, 3)
         if r["decryption_share_bytes_per_site"]:
-            r["share_bytes_vs_float32"] = round(r["decryption_share_bytes_per_site"] / flower_plain_bytes, 2)
+            r["share_bytes_vs_float32"] = round(r["decryption_share_bytes_per_site"] / flower_plain_bytes, 3)
+        if m != "plain":
+            par, plain_par = r["round_seconds_sites_in_parallel"], base["round_seconds_sites_in_parallel"]
+            r["time_ratio_sites_in_parallel"] = round(par / plain_par, 2)
+            r["he_overhead_seconds_per_round"] = round(par - plain_par, 3)
+            r["he_overhead_seconds_per_site"] = round(r["site_seconds_mean"] - base["site_seconds_mean"], 3)
+            if task == "mlp":
+                # Local samples per round at which this overhead would be half a plain round (1.5x).
+                per_sample = base["local_train_seconds_mean"] / 320
+                r["samples_per_site_for_1_5x"] = int(2 * r["he_overhead_seconds_per_round"] / per_sample)
     out["modes"] = results
     return out
 
 
-def flower_one(mode: str, n_params: int, n_sites: int, rounds: int) -> dict[str, Any]:
+TASKS = {
+    "mlp": "torch MLP 784-1024-200-10 (1,010,850 params), 1 local epoch, 320 synthetic samples/site, batch 32",
+    "synthetic": "no training: w + 1e-3 N(0,1) (protocol cost only)",
+}
+ROUND_CONTAINS = (
+    "site: open the global model (plain: float32 copy; ckks: deserialize + decrypt the encrypted sum), "
+    "one local epoch, weight by n_k, encrypt + serialize the upload; aggregator: sum the uploads "
+    "(threshold: + every site's partial decryption and the fusion). No network: bytes are counted."
+)
+
+
+def flower_one(mode: str, task: str, n_params: int, n_sites: int, rounds: int) -> dict[str, Any]:
     from medcloud.federated.flower.settings import FLSettings
     from medcloud.federated.simulate import simulate
 
     settings = FLSettings(
-        mode=mode, task="synthetic", n_params=n_params, num_sites=n_sites, rounds=rounds, evaluate=False,
+        mode=mode, task=task, n_params=n_params, num_sites=n_sites, rounds=rounds, evaluate=False,
         run_name=f"cost-{mode}",
     )  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
@@ -180,18 +279,28 @@ def flower_one(mode: str, n_params: int, n_sites: int, rounds: int) -> dict[str,
     return out
 
 
-def flower_section(n_params: int, n_sites: int, rounds: int) -> dict[str, Any]:
+def flower_section(task: str, n_params: int, n_sites: int, rounds: int) -> dict[str, Any]:
+    import os
+
     modes = ["plain", "ckks"] + (["threshold"] if importlib.util.find_spec("openfhe") else [])
-    results = {m: flower_one(m, n_params, n_sites, rounds) for m in modes}
+    results = {m: flower_one(m, task, n_params, n_sites, rounds) for m in modes}
     base = results["plain"]
     for m, r in results.items():
         if m == "plain":
             continue
         r["time_ratio_vs_plain"] = round(r["round_seconds_mean"] / base["round_seconds_mean"], 2)
-        r["bytes_up_ratio_vs_plain"] = round(r["bytes_up_per_site"] / base["bytes_up_per_site"], 2)
-        r["bytes_down_ratio_vs_plain"] = round(r["bytes_down_per_site"] / base["bytes_down_per_site"], 2)
+        r["he_overhead_seconds_per_round"] = round(r["round_seconds_mean"] - base["round_seconds_mean"], 3)
+        r["he_overhead_seconds_per_site"] = round(r["site_seconds_mean"] - base["site_seconds_mean"], 3)
+        r["bytes_up_ratio_vs_plain"] = round(r["bytes_up_per_site"] / base["bytes_up_per_site"], 3)
+        r["bytes_down_ratio_vs_plain"] = round(r["bytes_down_per_site"] / base["bytes_down_per_site"], 3)
+    if task == "mlp":
+        from medcloud.federated import mlp
+
+        n_params = mlp.n_params()
     return {
-        "engine": "Flower simulation (Ray)",
+        "engine": f"Flower simulation (Ray), all {n_sites} sites sharing this machine's {os.cpu_count()} cores",
+        "task": TASKS[task],
+        "round_contains": ROUND_CONTAINS + " Flower: + message transport between Ray workers.",
         "n_params": n_params,
         "sites": n_sites,
         "rounds": rounds,
@@ -207,18 +316,19 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=30)
     ap.add_argument("--params", type=int, default=1_000_000)
     ap.add_argument("--sites", type=int, default=5)
-    ap.add_argument("--cost-rounds", type=int, default=2)
+    ap.add_argument("--cost-rounds", type=int, default=3)
     ap.add_argument("--cost", action="store_true", help="cost only (the 3.10 venv has no scikit-learn)")
     ap.add_argument("--flower", action="store_true", help="plaintext Flower FedAvg vs CKKS through Flower only")
+    ap.add_argument("--task", choices=sorted(TASKS), default="mlp", help="local step of the cost runs")
     args = ap.parse_args()
     report: dict[str, Any] = {}
     if args.flower:
-        report["flower_cost"] = flower_section(args.params, args.sites, max(args.cost_rounds, 3))
+        report["flower_cost"] = flower_section(args.task, args.params, args.sites, max(args.cost_rounds, 3))
         print(json.dumps(report, indent=2))
         return
     if not args.cost and importlib.util.find_spec("sklearn") and importlib.util.find_spec("tenseal"):
         report["accuracy"] = accuracy_section(args.rounds)
-    report["cost"] = cost_section(args.params, args.sites, args.cost_rounds)
+    report["cost"] = cost_section(args.task, args.params, args.sites, args.cost_rounds)
     print(json.dumps(report, indent=2))
 
 

@@ -45,14 +45,27 @@ def _backend(settings: FLSettings, paths: KeyPaths) -> HEBackend:
     return _BACKENDS[key]
 
 
+_MLP: dict[tuple[int, int], Any] = {}
+
+
 class _LocalTask:
-    """What a site trains on: its breast-cancer partition, or a synthetic update (cost benches)."""
+    """What a site trains on: its breast-cancer partition, a 1M-parameter torch MLP on synthetic
+    samples (cost benches, `medcloud.federated.mlp`), or a synthetic update (protocol cost only)."""
 
     def __init__(self, settings: FLSettings, index: int, name: str) -> None:
         self.settings = settings
         self.index = index
         self.data: tabular.SiteData | None = None
-        if settings.task == "breast-cancer":
+        self.mlp: Any = None
+        if settings.task == "mlp":
+            from medcloud.federated import mlp
+
+            key = (index, settings.mlp_samples)
+            if key not in _MLP:  # one model and data set per site process, as on a real site
+                _MLP[key] = mlp.SiteTask(index, samples=settings.mlp_samples)
+            self.mlp = _MLP[key]
+            self.n_examples = int(self.mlp.n_examples)
+        elif settings.task == "breast-cancer":
             self.data = tabular.load_sites(settings.num_sites)[index]
             self.n_examples = self.data.n_train
         else:
@@ -60,16 +73,22 @@ class _LocalTask:
         self.rng = np.random.default_rng(1000 + index)
 
     def train(self, w: np.ndarray) -> np.ndarray:
+        if self.mlp is not None:
+            return np.asarray(self.mlp.train(w), dtype=np.float64)
         if self.data is not None:
             return tabular.local_train(w, self.data, self.settings.local_epochs, self.settings.lr)
         return np.asarray(w + 1e-3 * self.rng.standard_normal(w.size), dtype=np.float64)
 
     def grad(self, w: np.ndarray) -> np.ndarray:
+        if self.mlp is not None:  # one local epoch expressed as a step: (w - train(w)) / lr
+            return np.asarray((w - self.mlp.train(w)) / self.settings.lr, dtype=np.float64)
         if self.data is not None:
             return tabular.gradient(w, self.data.x_train, self.data.y_train)
         return np.asarray(1e-3 * self.rng.standard_normal(w.size), dtype=np.float64)
 
     def evaluate(self, w: np.ndarray) -> tuple[float, int]:
+        if self.mlp is not None:
+            return float(self.mlp.accuracy(w)), int(self.mlp.n_examples)
         if self.data is None:
             return float("nan"), 0
         return tabular.accuracy(w, self.data.x_test, self.data.y_test), int(self.data.y_test.size)
@@ -173,6 +192,10 @@ def build_client_app(defaults: FLSettings | None = None) -> ClientApp:
 def _initial_weights(settings: FLSettings) -> np.ndarray:
     if settings.task == "breast-cancer":
         return np.zeros(tabular.n_params(), dtype=np.float64)
+    if settings.task == "mlp":
+        from medcloud.federated import mlp
+
+        return mlp.initial_weights()
     # The synthetic cost task stands for a torch model: float32, as Flower's FedAvg would send it.
     return np.zeros(settings.n_params, dtype=np.float32)
 

@@ -9,7 +9,7 @@ from typing import Any
 from medcloud.errors import InvalidInput
 
 PROTOCOLS = ("fedavg", "deepprotect")
-TASKS = ("breast-cancer", "synthetic")
+TASKS = ("breast-cancer", "synthetic", "mlp")
 
 
 @dataclass
@@ -17,9 +17,10 @@ class FLSettings:
     mode: str = "ckks"  # plain | ckks | threshold
     protocol: str = "fedavg"  # fedavg | deepprotect
     rounds: int = 3
-    task: str = "breast-cancer"  # breast-cancer | synthetic (cost benches)
+    task: str = "breast-cancer"  # breast-cancer | synthetic | mlp (cost benches: 1M-param torch MLP)
     num_sites: int = 4
     n_params: int = 31  # synthetic task only
+    mlp_samples: int = 320  # mlp task: local samples per site (one epoch per round)
     local_epochs: int = 5
     lr: float = 0.5
     dp_clip: float = 0.0  # 0: no DP
