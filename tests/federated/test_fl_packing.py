@@ -128,3 +128,16 @@ def test_packed_precision_after_30_rounds(breast_cancer_sites: Any, ckks_site: A
     slots = ckks_site.slots
     assert max(max(s.bytes_up.values()) for s in stats) < 15.1 * slots
     assert max(max(s.bytes_down.values()) for s in stats[1:]) < 15.1 * slots
+
+
+def test_expand_sum_equals_term_by_term_sum() -> None:
+    from medcloud.federated.he.packing import add_mod, expand_sum
+
+    q = 2**60 - 93  # a 60-bit odd modulus
+    seeds = [bytes([i]) * 32 for i in range(20)]  # more than one reduction batch
+    start = expand_seed(bytes(32), 777, q)
+    ref = start.copy()
+    for seed in seeds:
+        ref = add_mod(ref, expand_seed(seed, 777, q), q)
+    np.testing.assert_array_equal(expand_sum(seeds, 777, q, start), ref)
+    np.testing.assert_array_equal(start, expand_seed(bytes(32), 777, q))  # start left untouched

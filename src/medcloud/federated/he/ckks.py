@@ -45,7 +45,7 @@ from medcloud.federated.he.packing import (
     SEED_BYTES,
     U64,
     add_mod,
-    expand_seed,
+    expand_sum,
     pack_bits,
     packed_size,
     unpack_bits,
@@ -204,11 +204,7 @@ class CkksBackend(HEBackend):
         return res
 
     def _full_c1(self, res: Residues) -> U64:
-        q = self._raw.q
-        total = res.c1.copy() if res.c1 is not None else np.zeros_like(res.c0)
-        for seed in res.seeds:
-            total = add_mod(total, expand_seed(seed, res.c0.size, q).reshape(res.c0.shape), q)
-        return total
+        return expand_sum(res.seeds, res.c0.size, self._raw.q, res.c1).reshape(res.c0.shape)
 
     def decrypt(self, ct: Ciphertext) -> FloatVector:
         if self._raw is None:
