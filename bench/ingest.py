@@ -77,8 +77,33 @@ def _wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes] | None = 
 
 
 # -- clients ---------------------------------------------------------------------------------------
+def _tree_cpu(pid: int | None) -> float:
+    """CPU seconds (user + system) used so far by process `pid` and its live descendants (Linux /proc)."""
+    if pid is None:
+        return 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, tuple[int, float]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            raw = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = raw[raw.rindex(")") + 2 :].split()
+        stats[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        if p in stats:
+            total += stats[p][1]
+        todo += [c for c, (ppid, _) in stats.items() if ppid == p]
+    return total
+
+
 def send_all(
-    url: str, files: list[bytes], clients: int, headers: dict[str, str], with_sha: bool, batch: int = 1
+    url: str, files: list[bytes], clients: int, headers: dict[str, str], with_sha: bool, batch: int = 1,
+    server_pid: int | None = None,
 ) -> dict[str, Any]:
     """POST every file once, `clients` threads with one keep-alive connection each; wall-clock timed.
 
@@ -139,10 +164,11 @@ def send_all(
     for t in threads:
         t.start()
     start_gate.wait()
-    t0 = time.perf_counter()
+    t0, c0, s0 = time.perf_counter(), time.process_time(), _tree_cpu(server_pid)
     for t in threads:
         t.join()
     seconds = time.perf_counter() - t0
+    client_cpu, server_cpu = time.process_time() - c0, _tree_cpu(server_pid) - s0
     total_bytes = sum(len(f) for f in files)
     return {
         "clients": clients,
@@ -152,6 +178,10 @@ def send_all(
         "mb_per_s": round(total_bytes / seconds / 1e6, 2),
         "statuses": {str(k): v for k, v in sorted(statuses.items())},
         "errors": errors[:5],
+        # CPU per file: the clients (this process) and the server's process tree, so a ratio can be read
+        # as "where did the machine's time go" on a machine the two share.
+        "client_cpu_ms_per_file": round(client_cpu * 1000 / len(files), 3),
+        "server_cpu_ms_per_file": round(server_cpu * 1000 / len(files), 3) if server_pid else None,
     }
 
 
@@ -185,7 +215,7 @@ class Hub:
             self.profile_dir.mkdir(parents=True, exist_ok=True)
             # Collapsed stacks with idle threads: wall-clock attribution, fsync waits included.
             out = self.profile_dir / f"hub-{label}.folded"
-            cmd = ["py-spy", "record", "--format", "raw", "--idle", "--rate", "200", "-o", str(out), "--", *cmd]
+            cmd = ["py-spy", "record", "--format", "raw", "--subprocesses", "--rate", "250", "-o", str(out), "--", *cmd]
         log = (self.data.parent / f"hub-{label}.log").open("wb")
         self.proc = subprocess.Popen(cmd, env=_env(), stdout=log, stderr=subprocess.STDOUT)
         _wait_http(self.url + "/healthz", 60, self.proc)
@@ -218,7 +248,8 @@ def bench_hub(work: Path, files: list[bytes], clients: int, profile: Path | None
     try:
         headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/dicom"}
         url = hub.url + ("/api/v1/ingest/batch" if batch > 1 else "/api/v1/ingest")
-        result = send_all(url, files, clients, headers, with_sha=True, batch=batch)
+        assert hub.proc is not None
+        result = send_all(url, files, clients, headers, with_sha=True, batch=batch, server_pid=hub.proc.pid)
         result["stored"] = hub.count(reader, site)
     finally:
         hub.stop()
@@ -273,7 +304,7 @@ def bench_orthanc(work: Path, file_list: Path, n: int, clients: int) -> dict[str
             time.sleep(0.05)
         out = subprocess.run(
             ["nsenter", f"--net=/proc/{proc.pid}/ns/net", sys.executable, __file__, "--orthanc-client",
-             str(port), str(file_list), str(clients)],
+             str(port), str(file_list), str(clients), str(proc.pid)],
             capture_output=True, env=_env(), timeout=1800,
         )
         if out.returncode != 0:
@@ -289,14 +320,15 @@ def bench_orthanc(work: Path, file_list: Path, n: int, clients: int) -> dict[str
     return result
 
 
-def orthanc_client(port: int, file_list: Path, clients: int) -> None:
+def orthanc_client(port: int, file_list: Path, clients: int, server_pid: int) -> None:
     """Child mode, run inside Orthanc's network namespace."""
     import httpx
 
     url = f"http://127.0.0.1:{port}"
     _wait_http(url + "/system", 60)
     files = [Path(p).read_bytes() for p in file_list.read_text().splitlines()]
-    result = send_all(url + "/instances", files, clients, {"Content-Type": "application/dicom"}, with_sha=False)
+    result = send_all(url + "/instances", files, clients, {"Content-Type": "application/dicom"}, with_sha=False,
+                      server_pid=server_pid)
     result["stored"] = len(httpx.get(url + "/instances", timeout=60).json())
     print(json.dumps(result))
 
@@ -342,13 +374,14 @@ def main() -> None:
     parser.add_argument("--gateway", action="store_true", help="Also time the whole gateway on the raw corpus.")
     parser.add_argument("--profile", type=Path, help="Write py-spy profiles of the hub here.")
     parser.add_argument("--hub-workers", type=int, default=1, help="uvicorn worker processes for the hub.")
-    parser.add_argument("--orthanc-client", nargs=3, metavar=("PORT", "LIST", "CLIENTS"), help=argparse.SUPPRESS)
+    parser.add_argument("--orthanc-client", nargs=4, metavar=("PORT", "LIST", "CLIENTS", "SERVER_PID"),
+                        help=argparse.SUPPRESS)
     args = parser.parse_args()
     global HUB_WORKERS
     HUB_WORKERS = args.hub_workers
     if args.orthanc_client:
-        port, listing, clients = args.orthanc_client
-        orthanc_client(int(port), Path(listing), int(clients))
+        port, listing, clients, server_pid = args.orthanc_client
+        orthanc_client(int(port), Path(listing), int(clients), int(server_pid))
         return
 
     import corpus

@@ -23,6 +23,12 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=2 * 1024**3, description="Largest accepted file (bytes).")
     max_batch_bytes: int = Field(default=1024**3, description="Largest accepted batch request (bytes).")
     max_batch_files: int = Field(default=1000, description="Most files in one batch request.")
+    batch_memory_bytes: int = Field(
+        default=64 * 1024**2, description="Bytes of one batch request held in memory; the rest spill to disk."
+    )
+    pack_below: int = Field(
+        default=4 * 1024**2, description="Blobs smaller than this are appended to packs; larger ones are files."
+    )
     host: str = "127.0.0.1"
     port: int = 8000
     token_cache_seconds: float = Field(default=5.0, description="How long a verified token stays cached.")

@@ -92,6 +92,15 @@ class ConfigError(MedcloudError):
     exit_code = 6
 
 
+class StorageError(MedcloudError):
+    """The blob store or catalog could not take a write (disk full, volume read-only): retry later."""
+
+    status = 503
+    type_slug = "storage-unavailable"
+    title = "Storage unavailable"
+    exit_code = 8
+
+
 class IntegrityError(MedcloudError):
     """Stored data failed a check (hash chain broken, blob hash mismatch)."""
 

@@ -46,3 +46,17 @@ def test_every_cut_of_an_image_is_refused() -> None:
     for cut in range(140, len(data) - 1, 37):
         with pytest.raises(InvalidInput):
             read_dicom(data[:cut])
+
+
+@pytest.mark.parametrize("name", ["rtplan.dcm", "JPEG2000.dcm", "SC_rgb_rle_2frame.dcm"])
+def test_every_cut_inside_sequences_and_fragments_is_refused(name: str) -> None:
+    """Nested sequences (stepped over by their length) and encapsulated pixel data (walked to the delimiter)."""
+    data = Path(get_testdata_file(name)).read_bytes()
+    try:
+        read_dicom(data, require_deidentified=False)
+    except InvalidInput as exc:  # a stale MediaStorageSOPInstanceUID in the sample: cuts must still fail
+        assert "MediaStorage" in exc.detail
+    step = max(1, len(data) // 400)
+    for cut in range(140, len(data) - 1, step):
+        with pytest.raises(InvalidInput):
+            read_dicom(data[:cut], require_deidentified=False)

@@ -14,7 +14,11 @@ from tests.hub.conftest import Hub, deidentified_dicom
 
 
 def _count_blobs(hub: Hub) -> int:
-    return sum(1 for p in hub.state.blobs.root.rglob("*") if p.is_file() and ".incoming" not in p.parts)
+    return hub.state.blobs.count()
+
+
+def _pack_bytes(hub: Hub) -> int:
+    return sum(p.stat().st_size for p in hub.state.blobs.packs.folder.glob("*.pack"))
 
 
 def _instances(hub: Hub) -> int:
@@ -31,8 +35,7 @@ def test_dicom_is_stored_indexed_and_retrievable(hub: Hub, upload) -> None:
     body = r.json()
     assert body["status"] == "stored" and body["sha256"] == sha and body["kind"] == "dicom"
     assert body["site"] == "site-a" and body["project"] == "lung"
-    stored = hub.state.blobs.path_for(sha)
-    assert stored.read_bytes() == data
+    assert hub.state.blobs.read_bytes(sha) == data
     sop = body["sop_instance_uid"]
     r = hub.client.get(f"/api/v1/instances/{sop}/file", headers=hub.auth("researcher"))
     assert r.status_code == 200 and r.content == data
@@ -56,7 +59,7 @@ def test_replay_is_idempotent_and_conflict_is_refused(hub: Hub, upload) -> None:
     assert r.status_code == 409
     assert r.headers["content-type"] == "application/problem+json"
     assert r.json()["type"].endswith("/conflict")
-    assert hub.state.blobs.path_for(first.json()["sha256"]).read_bytes() == data
+    assert hub.state.blobs.read_bytes(first.json()["sha256"]) == data
     assert _instances(hub) == 1
 
 
@@ -74,13 +77,13 @@ def test_replay_is_idempotent_and_conflict_is_refused(hub: Hub, upload) -> None:
 def test_bad_files_are_refused_and_nothing_is_left(hub: Hub, upload, mutate, status: int, slug: str) -> None:
     good = deidentified_dicom()
     assert upload(good).status_code == 201
-    before = _count_blobs(hub)
+    before, packed = _count_blobs(hub), _pack_bytes(hub)
     r = upload(mutate(deidentified_dicom()))
     assert r.status_code == status, r.text
     assert r.headers["content-type"] == "application/problem+json"
     problem = r.json()
     assert problem["type"].endswith(slug) and problem["status"] == status and problem["detail"]
-    assert _count_blobs(hub) == before
+    assert _count_blobs(hub) == before and _pack_bytes(hub) == packed
     assert list(hub.state.blobs.incoming.iterdir()) == []
     assert _instances(hub) == 1
 

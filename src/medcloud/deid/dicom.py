@@ -374,6 +374,19 @@ def split_dicom(data: bytes) -> tuple[bytes, dict[int, bytes], _Syntax, list[Ele
 
     Every element at every depth is walked, so a file cut anywhere raises InvalidInput.
     """
+    buf, meta, syn, pos, converted = open_dicom(data)
+    elems, _ = parse(buf, pos, len(buf), syn, in_item=False)
+    if not elems:
+        raise InvalidInput("DICOM file has an empty dataset")
+    return buf, meta, syn, elems, converted
+
+
+def open_dicom(data: bytes) -> tuple[bytes, dict[int, bytes], _Syntax, int, bool]:
+    """Read the file meta and settle the dataset's encoding.
+
+    Returns (buffer, file-meta values, dataset syntax, offset of the dataset in the buffer, converted?);
+    a deflated dataset is inflated into the returned buffer.
+    """
     meta: dict[int, bytes] = {}
     pos = 0
     if len(data) >= 132 and data[128:132] == b"DICM":
@@ -387,6 +400,8 @@ def split_dicom(data: bytes) -> tuple[bytes, dict[int, bytes], _Syntax, list[Ele
         e = struct.unpack_from("<H", data, pos + 2)[0]
         vr = data[pos + 4 : pos + 6]
         if vr.decode("latin_1") in _LONG_VRS:
+            if pos + 12 > n:
+                raise _truncated("file meta information", pos)
             length = struct.unpack_from("<I", data, pos + 8)[0]
             pos += 12
         else:
@@ -419,10 +434,7 @@ def split_dicom(data: bytes) -> tuple[bytes, dict[int, bytes], _Syntax, list[Ele
             syn = _EXPLICIT_LE if looks_explicit else _IMPLICIT_LE
     if pos >= len(buf):
         raise InvalidInput("DICOM file has no dataset after its file meta information")
-    elems, _ = parse(buf, pos, len(buf), syn, in_item=False)
-    if not elems:
-        raise InvalidInput("DICOM file has an empty dataset")
-    return buf, meta, syn, elems, converted
+    return buf, meta, syn, pos, converted
 
 
 class DicomDeidentifier:

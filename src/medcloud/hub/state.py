@@ -25,7 +25,7 @@ class HubState:
         catalog = Catalog(settings.resolved_database_url)
         if migrate:
             catalog.migrate()
-        blobs = LocalBlobStore(settings.resolved_blob_dir)
+        blobs = LocalBlobStore(settings.resolved_blob_dir, pack_below=settings.pack_below)
         blobs.clean_incoming()
         return cls(
             settings=settings,
@@ -37,3 +37,4 @@ class HubState:
 
     def close(self) -> None:
         self.catalog.dispose()
+        self.blobs.close()

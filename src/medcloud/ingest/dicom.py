@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 from medcloud.errors import InvalidInput
 from medcloud.store.catalog import DicomRecord
@@ -76,16 +77,70 @@ def read_dicom(source: bytes | Path, *, require_deidentified: bool = True) -> Di
     return _read_with_pydicom(source, require_deidentified)
 
 
+_WANTED = frozenset(_T.values()) | frozenset(_PIXEL_TAGS)
+_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
+
+
+def scan_top_level(buf: bytes, pos: int, syn: Any) -> dict[int, tuple[int, int]]:
+    """Walk a dataset's top-level elements and return {tag: (value start, value end)} for `_WANTED`.
+
+    Every element's length is checked against the bytes present, so a file cut anywhere fails: a cut
+    inside a defined-length element (sequences included) overruns the buffer. Defined-length sequences
+    are stepped over, not walked item by item (the de-identifier at the site walks every item). From
+    the first undefined-length element on (a sequence or encapsulated pixel data), the rest is walked in
+    full by the de-identifier's parser, which finds the delimiters.
+    """
+    from medcloud.deid.dicom import parse
+
+    n = len(buf)
+    found: dict[int, tuple[int, int]] = {}
+    explicit = syn.explicit
+    hdr2, hdr_implicit, u32 = syn.hdr2, syn.hdr_implicit, syn.u32
+    while pos < n:
+        if pos + 8 > n:
+            if not any(buf[pos:n]):  # trailing padding shorter than a header
+                break
+            raise InvalidInput(f"truncated or malformed DICOM: element header at byte {pos}")
+        if explicit:
+            g, e, vr, length = hdr2.unpack_from(buf, pos)
+            if vr in _LONG_VRS:
+                if pos + 12 > n:
+                    raise InvalidInput(f"truncated or malformed DICOM: element header at byte {pos}")
+                length = u32.unpack_from(buf, pos + 8)[0]
+                vstart = pos + 12
+            elif vr.isalpha() and vr.isupper():
+                vstart = pos + 8
+            else:
+                raise InvalidInput(f"truncated or malformed DICOM: invalid VR {vr!r} in ({g:04X},{e:04X})")
+        else:
+            g, e, length = hdr_implicit.unpack_from(buf, pos)
+            vstart = pos + 8
+        if length == UNDEFINED_LENGTH or g == 0xFFFE:
+            rest, _ = parse(buf, pos, n, syn, in_item=False)
+            for el in rest:
+                if el.tag in _WANTED:
+                    found[el.tag] = (el.vstart, el.vend)
+            break
+        vend = vstart + length
+        if vend > n:
+            raise InvalidInput(f"truncated or malformed DICOM: value of ({g:04X},{e:04X}) needs {length} bytes")
+        tag = (g << 16) | e
+        if tag in _WANTED:
+            found[tag] = (vstart, vend)
+        pos = vend
+    return found
+
+
 def _read_in_memory(data: bytes, require_deidentified: bool) -> DicomRecord:
-    from medcloud.deid.dicom import split_dicom
+    from medcloud.deid.dicom import open_dicom
     from medcloud.deid.text import charset_for
 
-    buf, meta, syn, elems, _ = split_dicom(data)
-    top = {el.tag: el for el in elems}
+    buf, meta, syn, pos, _ = open_dicom(data)
+    top = scan_top_level(buf, pos, syn)
 
     def raw(keyword: str) -> bytes:
-        el = top.get(_T[keyword])
-        return buf[el.vstart : el.vend].rstrip(b" \x00") if el is not None else b""
+        span = top.get(_T[keyword])
+        return buf[span[0] : span[1]].rstrip(b" \x00") if span is not None else b""
 
     charset = charset_for(raw("SpecificCharacterSet"))
 
@@ -104,10 +159,10 @@ def _read_in_memory(data: bytes, require_deidentified: bool) -> DicomRecord:
             return None
 
     def us(keyword: str) -> int | None:
-        el = top.get(_T[keyword])
-        if el is None or el.vend - el.vstart < 2:
+        span = top.get(_T[keyword])
+        if span is None or span[1] - span[0] < 2:
             return None
-        return int(syn.u16.unpack_from(buf, el.vstart)[0])
+        return int(syn.u16.unpack_from(buf, span[0])[0])
 
     rows = us("Rows")
     _check_pixels(ascii_("SOPClassUID"), rows is not None, any(t in top for t in _PIXEL_TAGS))

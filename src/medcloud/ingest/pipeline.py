@@ -95,11 +95,17 @@ class Ingestor:
             for item in items:
                 try:
                     self._validate(item, fsync=not batch)
-                    item._blob = self.blobs.commit(item.upload, durable=not batch)
                 except MedcloudError as exc:
                     item.error = exc
-            if batch:
-                self.blobs.sync_all([i._blob for i in items if i._blob is not None])
+            valid = [i for i in items if i.error is None]
+            try:
+                stored = self.blobs.commit_many([i.upload for i in valid], durable=not batch)
+            except MedcloudError as exc:  # the volume refused the write: no file of this request is stored
+                for item in valid:
+                    item.error = exc
+            else:
+                for item, blob in zip(valid, stored, strict=True):
+                    item._blob = blob
             entries = {
                 id(i): IndexEntry(i._record, i._blob.sha256, i._blob.size)
                 for i in items

@@ -1,13 +1,16 @@
-"""Content-addressed blob store on a local folder: SHA-256 names, atomic write + fsync, dedupe.
+"""Content-addressed blob store on a local folder: SHA-256 names, durable writes, dedupe.
 
-Layout: `<root>/<aa>/<bb>/<sha256>`; uploads are spooled to `<root>/.incoming/` while they are hashed, then
-linked into place, so a crash at any moment leaves either no blob or a complete one (never half of one).
+Small blobs (below `pack_below`, 4 MiB by default) are appended to packs (`store/packs.py`): one
+`fdatasync` per batch and no file creation per blob. Larger ones are files,
+`<root>/<aa>/<bb>/<sha256>`: spooled to `<root>/.incoming/` while they are hashed, fsynced, then linked
+into place. Either way a crash at any moment leaves no blob or a complete one, never half of one.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import os
 import re
 import time
@@ -19,6 +22,9 @@ from typing import BinaryIO
 
 from medcloud.errors import IntegrityError, InvalidInput, NotFound, TooLarge
 from medcloud.fsio import fsync_dir
+from medcloud.store.packs import PackStore
+
+DEFAULT_PACK_BELOW = 4 * 1024**2  # blobs smaller than this go into packs
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -49,20 +55,31 @@ def _syncfs(path: Path) -> bool:
         os.close(fd)
 
 
-class SpooledUpload:
-    """An upload being received: bytes go to a temporary file and a hash as they arrive.
+class MemoryBudget:
+    """How many bytes one request may hold in memory before its uploads spill to temporary files."""
 
-    Small uploads are also kept in memory so the ingest step can parse them without re-reading.
+    def __init__(self, limit: int) -> None:
+        self.left = limit
+
+
+class SpooledUpload:
+    """An upload being received and hashed as it arrives.
+
+    It stays in memory while it is small (below the store's packing threshold and within the request's
+    memory budget) and then goes into a pack; a larger one spills to `<root>/.incoming/` and is linked
+    into place as a file of its own.
     """
 
-    def __init__(self, store: LocalBlobStore, max_bytes: int, keep_in_memory_below: int = 8 * 1024**2) -> None:
+    def __init__(self, store: LocalBlobStore, max_bytes: int, budget: MemoryBudget | None = None) -> None:
         self._store = store
         self._max = max_bytes
-        self._keep_below = keep_in_memory_below
-        self.path = store.incoming / f"{uuid.uuid4().hex}.part"
-        self._fh: BinaryIO | None = open(self.path, "wb")  # noqa: SIM115 - closed in finish()/discard()
+        self._keep_below = store.pack_below
+        self._budget = budget
+        self._path: Path | None = None  # only once spilled
+        self._fh: BinaryIO | None = None
         self._hash = hashlib.sha256()
         self._chunks: list[bytes] | None = []
+        self._finished = False
         self.size = 0
 
     def write(self, chunk: bytes) -> None:
@@ -71,23 +88,50 @@ class SpooledUpload:
         self.size += len(chunk)
         if self.size > self._max:
             raise TooLarge(f"upload exceeds the limit of {self._max} bytes")
-        assert self._fh is not None
-        self._fh.write(chunk)
         self._hash.update(chunk)
         if self._chunks is not None:
-            if self.size <= self._keep_below:
+            fits = self.size < self._keep_below and (self._budget is None or self._budget.left >= len(chunk))
+            if fits:
                 self._chunks.append(chunk)
-            else:
-                self._chunks = None
+                if self._budget is not None:
+                    self._budget.left -= len(chunk)
+                return
+            self._spill()
+        assert self._fh is not None
+        self._fh.write(chunk)
+
+    @property
+    def path(self) -> Path:
+        """The spill file (named on first use; it exists only once the upload has spilled)."""
+        if self._path is None:
+            self._path = self._store.incoming / f"{uuid.uuid4().hex}.part"
+        return self._path
+
+    def _spill(self) -> None:
+        assert self._chunks is not None
+        self._fh = open(self.path, "wb")  # noqa: SIM115 - closed in finish()/discard()
+        for c in self._chunks:
+            self._fh.write(c)
+        if self._budget is not None:
+            self._budget.left += sum(len(c) for c in self._chunks)
+        self._chunks = None
+
+    @property
+    def in_memory(self) -> bool:
+        return self._chunks is not None
 
     def finish(self, fsync: bool = True) -> str:
-        """Close the part (fsync unless a batch syncs the file system once) and return the hex SHA-256."""
-        assert self._fh is not None
-        self._fh.flush()
-        if fsync:
-            os.fsync(self._fh.fileno())
-        self._fh.close()
-        self._fh = None
+        """Complete the upload (a spilled one is fsynced unless a batch syncs the file system once).
+
+        Returns the hex SHA-256.
+        """
+        if self._fh is not None:
+            self._fh.flush()
+            if fsync:
+                os.fsync(self._fh.fileno())
+            self._fh.close()
+            self._fh = None
+        self._finished = True
         return self._hash.hexdigest()
 
     @property
@@ -95,42 +139,73 @@ class SpooledUpload:
         return self._hash.hexdigest()
 
     def data(self) -> bytes | None:
-        """The whole upload if it was small enough to keep in memory."""
+        """The whole upload if it is held in memory."""
         return b"".join(self._chunks) if self._chunks is not None else None
 
     def discard(self) -> None:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+        if self._chunks is not None and self._budget is not None:
+            self._budget.left += sum(len(c) for c in self._chunks)
+        self._chunks = [] if self._chunks is not None else None
+        if self._path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self._path.unlink()
 
 
 class LocalBlobStore:
-    """Blobs under one folder, named by their SHA-256."""
+    """Blobs under one folder, named by their SHA-256: small ones in packs, large ones as files."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, pack_below: int = DEFAULT_PACK_BELOW) -> None:
         self.root = root
         self.incoming = root / ".incoming"
         self.incoming.mkdir(parents=True, exist_ok=True)
+        self.pack_below = pack_below
+        self.packs = PackStore(root)
 
     def path_for(self, sha256: str) -> Path:
+        """Where a large (unpacked) blob lives."""
         if not _SHA256.match(sha256):
             raise InvalidInput("not a SHA-256 hex digest")
         return self.root / sha256[:2] / sha256[2:4] / sha256
 
-    def spool(self, max_bytes: int) -> SpooledUpload:
-        return SpooledUpload(self, max_bytes)
+    def spool(self, max_bytes: int, budget: MemoryBudget | None = None) -> SpooledUpload:
+        return SpooledUpload(self, max_bytes, budget)
 
     def commit(self, upload: SpooledUpload, *, durable: bool = True) -> StoredBlob:
-        """Move a finished upload into place. Identical content already stored is kept as is.
+        """Store one finished upload; identical content already stored is kept as is."""
+        return self.commit_many([upload], durable=durable)[0]
 
-        With `durable=False` the directory entry is not fsynced: the caller syncs many blobs at once
-        with `sync_all()` before it acknowledges any of them.
+    def commit_many(self, uploads: list[SpooledUpload], *, durable: bool = True) -> list[StoredBlob]:
+        """Store finished uploads; returns a StoredBlob per upload, in order.
+
+        In-memory uploads are appended to a pack with one `fdatasync` for all of them. Spilled ones are
+        linked into place; with `durable=False` their directory entries are made durable by one `syncfs`
+        (or per-file fsyncs) before this returns, instead of one directory fsync each.
         """
+        out: list[StoredBlob | None] = [None] * len(uploads)
+        packed = [(i, u) for i, u in enumerate(uploads) if u.in_memory]
+        if packed:
+            # Dedupe is against the packs: a small blob stored as a file under an older threshold is packed
+            # again rather than paying a stat() per upload; reads find either copy.
+            created = self.packs.put_many([(u.sha256, u.data() or b"") for _, u in packed])
+            for (i, u), new in zip(packed, created, strict=True):
+                out[i] = StoredBlob(u.sha256, u.size, created=new)
+                u.discard()
+        linked: list[StoredBlob] = []
+        for i, u in enumerate(uploads):
+            if out[i] is None:
+                out[i] = self._link(u, durable=durable)
+                linked.append(out[i])  # type: ignore[arg-type]
+        if not durable:
+            self.sync_all(linked)
+        return [b for b in out if b is not None]
+
+    def _link(self, upload: SpooledUpload, *, durable: bool) -> StoredBlob:
         sha = upload.sha256
         final = self.path_for(sha)
-        if final.exists():
+        if final.exists() or self.packs.locate(sha) is not None:
             upload.discard()
             return StoredBlob(sha, upload.size, created=False)
         final.parent.mkdir(parents=True, exist_ok=True)
@@ -146,7 +221,7 @@ class LocalBlobStore:
         return StoredBlob(sha, upload.size, created=True)
 
     def sync_all(self, blobs: list[StoredBlob]) -> None:
-        """Make blobs committed with `durable=False` durable: one syncfs, or fsync each where unsupported."""
+        """Make linked blobs committed with `durable=False` durable: one syncfs, or fsync each."""
         created = [b for b in blobs if b.created]
         if not created or _syncfs(self.root):
             return
@@ -170,11 +245,23 @@ class LocalBlobStore:
             raise
 
     def exists(self, sha256: str) -> bool:
-        return self.path_for(sha256).exists()
+        return self.path_for(sha256).exists() or self.packs.locate(sha256) is not None
+
+    def read_bytes(self, sha256: str) -> bytes:
+        with self.open(sha256) as fh:
+            return fh.read()
 
     def open(self, sha256: str) -> BinaryIO:
+        """A readable file object for the blob; NotFound when it is not stored."""
+        path = self.path_for(sha256)
+        loc = self.packs.locate(sha256)
+        if loc is not None:
+            try:
+                return io.BytesIO(self.packs.read(sha256, loc))
+            except FileNotFoundError:
+                raise NotFound(f"blob {sha256} is indexed but its pack is missing") from None
         try:
-            return open(self.path_for(sha256), "rb")
+            return open(path, "rb")
         except FileNotFoundError:
             raise NotFound(f"blob {sha256} is not stored") from None
 
@@ -190,6 +277,22 @@ class LocalBlobStore:
             h.update(chunk)
         if h.hexdigest() != sha256:
             raise IntegrityError(f"blob {sha256} does not match its hash")
+
+    def remove(self, sha256: str) -> bool:
+        """Erase a blob (its bytes are overwritten in a pack, or the file unlinked); False if absent."""
+        removed = self.packs.remove(sha256)
+        with contextlib.suppress(FileNotFoundError):
+            self.path_for(sha256).unlink()
+            removed = True
+        return removed
+
+    def count(self) -> int:
+        """How many blobs are stored (packed and as files)."""
+        files = sum(1 for p in self.root.glob("??/??/*") if p.is_file() and _SHA256.match(p.name))
+        return self.packs.count() + files
+
+    def close(self) -> None:
+        self.packs.close()
 
     def clean_incoming(self, older_than_s: float = 3600.0) -> int:
         """Remove spooled parts a crash left behind; returns how many were removed.

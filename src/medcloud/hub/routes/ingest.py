@@ -1,11 +1,13 @@
 """Uploads from sites: one file per request (raw body), or many per request (multipart, group commit).
 
-Bodies are streamed to disk while hashed; nothing is parsed until the bytes are complete.
+Bodies are hashed as they stream in, held in memory while small (a batch request holds at most
+`batch_memory_bytes`) and spilled to disk when large; nothing is parsed until the bytes are complete.
 """
 
 from __future__ import annotations
 
 import re
+from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -17,6 +19,7 @@ from medcloud.hub.deps import client_address, hub_state, require
 from medcloud.hub.problems import PROBLEM_BASE
 from medcloud.ingest.pipeline import UploadItem
 from medcloud.security.policy import Permission, Principal
+from medcloud.store.blobs import MemoryBudget
 
 router = APIRouter(tags=["ingest"])
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
@@ -158,7 +161,10 @@ async def ingest_batch(request: Request, principal: Principal = Depends(require(
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise TooLarge(f"batch of {declared} bytes exceeds the limit of {limit} bytes")
-    collector = _PartCollector(state.blobs.spool, state.settings.max_upload_bytes, state.settings.max_batch_files)
+    budget = MemoryBudget(state.settings.batch_memory_bytes)
+    collector = _PartCollector(
+        partial(state.blobs.spool, budget=budget), state.settings.max_upload_bytes, state.settings.max_batch_files
+    )
     parser = MultipartParser(params[b"boundary"], collector.callbacks())  # type: ignore[arg-type]
     received = 0
     try:

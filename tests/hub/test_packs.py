@@ -1,0 +1,170 @@
+"""The blob store's packs: small blobs appended with one sync per batch, read back, erased, and what fails."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from medcloud.errors import IntegrityError, NotFound, StorageError
+from medcloud.store import packs as packs_mod
+from medcloud.store.blobs import LocalBlobStore, MemoryBudget
+from tests.hub.conftest import Hub, deidentified_dicom
+
+
+def _put(store: LocalBlobStore, *payloads: bytes, budget: MemoryBudget | None = None) -> list:
+    ups = []
+    for data in payloads:
+        up = store.spool(10**9, budget)
+        up.write(data)
+        up.finish()
+        ups.append(up)
+    return store.commit_many(ups, durable=False)
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_small_blobs_are_packed_deduplicated_and_read_back(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path, pack_below=1024)
+    a, b = os.urandom(300), os.urandom(900)
+    out = _put(store, a, b, a)  # `a` twice in one batch: stored once
+    assert [x.created for x in out] == [True, True, False]
+    assert [x.sha256 for x in out] == [_sha(a), _sha(b), _sha(a)]
+    assert _put(store, b)[0].created is False  # and again in a later batch
+    assert store.read_bytes(_sha(a)) == a and store.read_bytes(_sha(b)) == b
+    assert store.count() == 2 and store.exists(_sha(a))
+    assert not any(store.root.glob("??/??/*")), "small blobs must not become files"
+    assert list(store.incoming.iterdir()) == []
+    packs = list(store.packs.folder.glob("*.pack"))
+    assert len(packs) == 1
+    records = list(store.packs.scan(packs[0].stem))
+    assert sorted(r.sha256 for r in records) == sorted([_sha(a), _sha(b)])
+    store.close()
+    reopened = LocalBlobStore(tmp_path, pack_below=1024)  # the index is on disk
+    assert reopened.read_bytes(_sha(b)) == b
+    reopened.close()
+
+
+def test_large_blobs_are_files(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path, pack_below=1024)
+    big = os.urandom(5000)
+    assert _put(store, big)[0].created
+    assert store.path_for(_sha(big)).read_bytes() == big
+    assert store.read_bytes(_sha(big)) == big and store.packs.count() == 0 and store.count() == 1
+    store.close()
+
+
+def test_a_request_over_its_memory_budget_spills_to_disk(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path, pack_below=10_000)
+    budget = MemoryBudget(1500)
+    parts = [os.urandom(600) for _ in range(4)]
+    _put(store, *parts, budget=budget)
+    # The first two fit in the 1500-byte budget and are packed; the others went through spill files.
+    assert store.packs.count() == 2 and sum(1 for _ in store.root.glob("??/??/*")) == 2
+    assert all(store.read_bytes(_sha(p)) == p for p in parts)
+    assert budget.left == 1500, "discarded uploads give their memory back"
+    store.close()
+
+
+def test_a_flipped_byte_in_a_pack_is_caught(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path)
+    data = os.urandom(2000)
+    _put(store, data)
+    loc = store.packs.locate(_sha(data))
+    assert loc is not None
+    path = store.packs.folder / f"{loc.pack}.pack"
+    raw = bytearray(path.read_bytes())
+    raw[loc.offset + 10] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    with pytest.raises(IntegrityError):
+        store.verify(_sha(data))
+    raw[loc.offset - 1] ^= 0xFF  # inside the record header (its SHA-256)
+    path.write_bytes(bytes(raw))
+    with pytest.raises(IntegrityError, match="does not match its index"):
+        store.read_bytes(_sha(data))
+    store.close()
+
+
+def test_erasure_overwrites_the_bytes(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path)
+    keep, gone = os.urandom(3000), os.urandom(3000)
+    _put(store, keep, gone)
+    assert store.remove(_sha(gone)) and not store.remove(_sha(gone))
+    with pytest.raises(NotFound):
+        store.open(_sha(gone))
+    pack = next(store.packs.folder.glob("*.pack")).read_bytes()
+    assert gone not in pack and keep in pack
+    assert store.read_bytes(_sha(keep)) == keep
+    assert [r.erased for r in store.packs.scan(next(store.packs.folder.glob("*.pack")).stem)] == [False, True]
+    store.close()
+
+
+def test_a_failed_write_indexes_nothing_and_the_next_batch_works(tmp_path: Path, monkeypatch) -> None:
+    store = LocalBlobStore(tmp_path)
+    first = os.urandom(1000)
+    _put(store, first)
+    real = os.writev
+    calls = {"n": 0}
+
+    def full_disk(fd: int, bufs: list) -> int:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd, bufs)
+
+    monkeypatch.setattr(packs_mod.os, "writev", full_disk)
+    lost = [os.urandom(1000), os.urandom(1000)]
+    with pytest.raises(StorageError, match="No space left"):
+        _put(store, *lost)
+    assert store.count() == 1 and not any(store.exists(_sha(x)) for x in lost)
+    monkeypatch.setattr(packs_mod.os, "writev", real)
+    later = os.urandom(1000)
+    assert _put(store, later)[0].created
+    assert store.read_bytes(_sha(first)) == first and store.read_bytes(_sha(later)) == later
+    store.close()
+
+
+def test_concurrent_writers_use_separate_packs(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path)
+    payloads = [[os.urandom(500 + i) for i in range(50)] for _ in range(4)]
+    errors: list[BaseException] = []
+
+    def work(batch: list[bytes]) -> None:
+        try:
+            for i in range(0, len(batch), 10):
+                _put(store, *batch[i : i + 10])
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(p,)) for p in payloads]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert store.count() == 200
+    assert all(store.read_bytes(_sha(x)) == x for batch in payloads for x in batch)
+    store.close()
+
+
+def test_hub_answers_503_when_the_store_refuses_and_keeps_what_it_had(hub: Hub, monkeypatch) -> None:
+    good = deidentified_dicom()
+    first = hub.client.post("/api/v1/ingest", content=good, headers=hub.auth("site_a"))
+    assert first.status_code == 201
+
+    def no_space(fd: int, bufs: list) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(packs_mod.os, "writev", no_space)
+    r = hub.client.post("/api/v1/ingest", content=deidentified_dicom(), headers=hub.auth("site_a"))
+    assert r.status_code == 503 and r.json()["type"].endswith("/storage-unavailable")
+    monkeypatch.undo()
+    assert hub.state.blobs.read_bytes(first.json()["sha256"]) == good
+    listed = hub.client.get("/api/v1/instances", headers=hub.auth("researcher")).json()
+    assert listed["total"] == 1
