@@ -1,7 +1,7 @@
 """Ingest benchmark: files/s through the hub's `POST /api/v1/ingest`, one client and four, vs Orthanc.
 
-    .venv/bin/python bench/ingest.py [--n 2000] [--clients 1,4] [--batch 100] [--no-orthanc] [--gateway]
-                                     [--profile DIR]
+    .venv/bin/python bench/ingest.py [--n 2000] [--clients 1,4] [--batch 100] [--repeat 3] [--hub-workers 2]
+                                     [--modes batch,single] [--no-orthanc] [--gateway] [--profile DIR]
 
 The corpus is bench/corpus.py's (pydicom's CT/MR files with fresh UIDs and identifying values). It is
 de-identified once with a fresh site key (not timed), as a gateway would, and the same de-identified
@@ -16,6 +16,9 @@ Orthanc (Debian package, never in CI) runs loopback-only in its own network name
 `unshare -n` for the server, `nsenter --net` for its client, which is this script in a child mode.
 With `--gateway`, the whole gateway (`medcloud gateway run --once`: de-identify + outbox + forward)
 is timed on the raw corpus too. With `--profile DIR` the hub runs under py-spy when it is installed.
+Every measurement is repeated `--repeat` times, interleaved (Orthanc, hub batch, hub single, then again),
+and the median is reported with each round's figure; ratios are of the medians, with each round's ratio
+beside them. CPU seconds per file of the clients and of the server's process tree are printed too.
 Prints one JSON object.
 """
 
@@ -185,6 +188,17 @@ def send_all(
     }
 
 
+def _summarise(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """The median round (by files/s) of a system, with every round's files/s."""
+    ok = [r for r in rounds if r.get("files_per_s")]
+    if not ok:
+        return rounds[-1]
+    ordered = sorted(ok, key=lambda r: r["files_per_s"])
+    out = dict(ordered[len(ordered) // 2])
+    out["rounds_files_per_s"] = [r["files_per_s"] for r in ok]
+    return out
+
+
 # -- medcloud hub ----------------------------------------------------------------------------------
 HUB_WORKERS = 1  # --hub-workers
 
@@ -253,6 +267,7 @@ def bench_hub(work: Path, files: list[bytes], clients: int, profile: Path | None
         result["stored"] = hub.count(reader, site)
     finally:
         hub.stop()
+        shutil.rmtree(hub.data, ignore_errors=True)
     return result
 
 
@@ -267,8 +282,7 @@ def bench_orthanc(work: Path, file_list: Path, n: int, clients: int) -> dict[str
     """Orthanc in a loopback-only network namespace; this script, inside it, is the client."""
     binary = orthanc_binary()
     assert binary is not None
-    root = work / f"orthanc-{clients}"
-    root.mkdir()
+    root = Path(tempfile.mkdtemp(prefix=f"orthanc-{clients}-", dir=work))
     port = 8042
     cfg = {
         "Name": "bench",
@@ -317,6 +331,7 @@ def bench_orthanc(work: Path, file_list: Path, n: int, clients: int) -> dict[str
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        shutil.rmtree(root / "storage", ignore_errors=True)
     return result
 
 
@@ -373,7 +388,10 @@ def main() -> None:
                         help="Also send N files per request to /api/v1/ingest/batch (1: skip).")
     parser.add_argument("--gateway", action="store_true", help="Also time the whole gateway on the raw corpus.")
     parser.add_argument("--profile", type=Path, help="Write py-spy profiles of the hub here.")
-    parser.add_argument("--hub-workers", type=int, default=1, help="uvicorn worker processes for the hub.")
+    parser.add_argument("--hub-workers", type=int, default=2, help="uvicorn worker processes for the hub.")
+    parser.add_argument("--repeat", type=int, default=3, help="Interleaved rounds; medians are reported.")
+    parser.add_argument("--modes", default="batch,single",
+                        help="Hub modes: batch (multipart, as the gateway sends), single (one file per request).")
     parser.add_argument("--orthanc-client", nargs=4, metavar=("PORT", "LIST", "CLIENTS", "SERVER_PID"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -413,36 +431,55 @@ def main() -> None:
             "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
             "input": "bench/corpus.py files, de-identified once (not timed); same bytes to every system",
             "hub_workers": HUB_WORKERS,
-            "hub": {},
+            "repeat": args.repeat,
         }
-        for c in client_counts:
-            report["hub"][f"clients_{c}"] = bench_hub(work, files, c, args.profile)
-        if args.batch > 1:
-            report["hub_batch"] = {
-                f"clients_{c}": bench_hub(work, files, c, args.profile, batch=args.batch) for c in client_counts
-            }
-
         binary = orthanc_binary()
+        orthanc_skip = None
         if args.no_orthanc:
-            report["orthanc"] = {"skipped": "--no-orthanc"}
+            orthanc_skip = "--no-orthanc"
         elif binary is None:
-            report["orthanc"] = {"skipped": "Orthanc not installed (apt-get install orthanc)"}
+            orthanc_skip = "Orthanc not installed (apt-get install orthanc)"
         elif shutil.which("unshare") is None or shutil.which("nsenter") is None:
-            report["orthanc"] = {"skipped": "unshare/nsenter unavailable"}
-        else:
-            report["orthanc"] = {}
+            orthanc_skip = "unshare/nsenter unavailable"
+        modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+        systems = [m for m in ("hub_batch", "hub") if (m == "hub" and "single" in modes) or
+                   (m == "hub_batch" and "batch" in modes and args.batch > 1)]  # fmt: skip
+        if orthanc_skip is None:
+            systems.append("orthanc")
+        runs: dict[str, dict[int, list[dict[str, Any]]]] = {s: {c: [] for c in client_counts} for s in systems}
+        # Repeats are interleaved (every system once per round) so that drift in the machine's speed
+        # touches every system alike; the report gives the median of the rounds and each round's ratio.
+        for _round in range(args.repeat):
             for c in client_counts:
-                try:
-                    report["orthanc"][f"clients_{c}"] = bench_orthanc(work, file_list, len(files), c)
-                except (RuntimeError, subprocess.SubprocessError, OSError) as exc:
-                    report["orthanc"][f"clients_{c}"] = {"error": str(exc)}
-            ratios: dict[str, float] = {}
-            for mode in ("hub", "hub_batch"):
+                for system in systems:
+                    if system == "orthanc":
+                        try:
+                            one = bench_orthanc(work, file_list, len(files), c)
+                        except (RuntimeError, subprocess.SubprocessError, OSError) as exc:
+                            one = {"error": str(exc)}
+                    else:
+                        batch = args.batch if system == "hub_batch" else 1
+                        one = bench_hub(work / f"r{_round}", files, c, args.profile, batch=batch)
+                    runs[system][c].append(one)
+        for system in systems:
+            report[system] = {f"clients_{c}": _summarise(runs[system][c]) for c in client_counts}
+        if orthanc_skip is not None:
+            report["orthanc"] = {"skipped": orthanc_skip}
+        else:
+            ratios: dict[str, Any] = {}
+            for system in systems:
+                if system == "orthanc":
+                    continue
                 for c in client_counts:
-                    h = report.get(mode, {}).get(f"clients_{c}", {}).get("files_per_s")
+                    h = report[system][f"clients_{c}"].get("files_per_s")
                     o = report["orthanc"][f"clients_{c}"].get("files_per_s")
                     if h and o:
-                        ratios[f"{mode}_clients_{c}"] = round(h / o, 2)
+                        per_round = [
+                            round(a["files_per_s"] / b["files_per_s"], 2)
+                            for a, b in zip(runs[system][c], runs["orthanc"][c], strict=True)
+                            if a.get("files_per_s") and b.get("files_per_s")
+                        ]
+                        ratios[f"{system}_clients_{c}"] = {"of_medians": round(h / o, 2), "per_round": per_round}
             report["ratio_over_orthanc"] = ratios
             report["target_ratio"] = 5.0
         if args.gateway:

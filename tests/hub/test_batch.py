@@ -79,3 +79,40 @@ def test_batch_refusals(hub: Hub) -> None:
     empty, ectype = multipart([])
     assert post_batch(hub, empty, ectype).status_code == 400
     assert list(hub.state.blobs.incoming.iterdir()) == []
+
+
+def test_streamed_and_in_memory_parsing_agree(hub: Hub) -> None:
+    """Bodies over `batch_memory_bytes` are parsed as they stream; smaller ones in memory. Same answers."""
+    good = [deidentified_dicom() for _ in range(3)]
+    parts = [(g, {"X-Content-SHA256": hashlib.sha256(g).hexdigest(), "X-Medcloud-Filename": f"s{i}.dcm"})
+             for i, g in enumerate(good)]  # fmt: skip
+    parts += [(b"plain text", {"Content-Type": "text/plain"}), (good[0], {})]
+    body, ctype = multipart(parts)
+    fast = post_batch(hub, body, ctype).json()
+    hub.state.settings.batch_memory_bytes = 100  # force the streaming parser
+    replay = post_batch(hub, body, ctype).json()
+    assert [i["status"] for i in fast["items"]] == ["stored"] * 3 + ["failed", "duplicate"]
+    assert [i["status"] for i in replay["items"]] == ["duplicate"] * 3 + ["failed", "duplicate"]
+    assert [i.get("sha256") for i in fast["items"]] == [i.get("sha256") for i in replay["items"]]
+    assert [i.get("filename") for i in fast["items"]] == [i.get("filename") for i in replay["items"]]
+    late = deidentified_dicom()
+    body2, ctype2 = multipart([(late, {"X-Medcloud-Filename": "late.dcm"})])
+    streamed = post_batch(hub, body2, ctype2).json()
+    assert streamed["stored"] == 1 and hub.state.blobs.read_bytes(streamed["items"][0]["sha256"]) == late
+
+
+def test_malformed_bodies_are_refused_in_memory(hub: Hub) -> None:
+    body, ctype = multipart([(deidentified_dicom(), {})])
+    boundary = ctype.rsplit("=", 1)[1]
+    cases = [
+        body[: len(body) // 2],  # cut: no closing boundary (Content-Length matches what is sent)
+        body.replace(b"\r\n\r\n", b"\r\n", 1),  # headers never end
+        body.replace(f"--{boundary}\r\n".encode(), f"--{boundary}junk\r\n".encode(), 1),
+        b"no boundary here at all",
+    ]
+    for bad in cases:
+        r = post_batch(hub, bad, ctype)
+        assert r.status_code == 400, (bad[:80], r.text)
+        assert r.json()["detail"].startswith("malformed multipart body")
+    assert hub.client.get("/api/v1/instances", headers=hub.auth("researcher")).json()["total"] == 0
+    assert list(hub.state.blobs.incoming.iterdir()) == []

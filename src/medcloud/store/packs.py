@@ -9,11 +9,14 @@ Layout under `<blob root>/packs/`:
 - `<name>.pack`: a 16-byte file header (`MEDCLOUDPACK`, version), then records, each a 48-byte header
   (`MCPK`, version, flags, length, SHA-256) followed by the bytes. Records are self-describing, so a pack
   can be checked or re-indexed without anything else.
-- `index.sqlite3`: SHA-256 -> (pack, offset, length), WAL, `synchronous=FULL`.
+- `index.sqlite3`: SHA-256 -> (pack, offset, length), WAL, `synchronous=NORMAL`.
 
 Durability order for a batch: append every record, `fdatasync` the pack once, then commit the index rows.
 A crash before the index commit leaves unreferenced bytes in a pack (garbage, never a dangling index row);
-the catalog is written only after this returns. Each pack is appended to by one writer at a time (an
+the catalog is written only after this returns. The index commit itself is not fsynced: a process crash
+cannot lose it (WAL), and after a power loss the index is behind at most by records that are durable in
+their packs, which `recover()` re-indexes when the store opens (it reads only the packs' tails past
+their last indexed record). Each pack is appended to by one writer at a time (an
 `flock` held while it is open; one open pack per concurrent writer, and a process never reopens an old
 pack for appending), so processes and threads never interleave records.
 
@@ -106,11 +109,47 @@ class PackStore:
         self._db = sqlite3.connect(self.folder / "index.sqlite3", timeout=60, check_same_thread=False,
                                    isolation_level=None)  # fmt: skip
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS blobs (sha256 BLOB PRIMARY KEY, pack TEXT NOT NULL,"
             " offset INTEGER NOT NULL, size INTEGER NOT NULL) WITHOUT ROWID"
         )
+        self._db.execute("CREATE INDEX IF NOT EXISTS blobs_by_pack ON blobs (pack, offset)")
+        self.recovered = self.recover()
+
+    def recover(self) -> int:
+        """Index records that are in packs but not in the index (lost with a power failure); returns how many.
+
+        Packs that a live writer holds (its `flock`) are skipped; they are that writer's business.
+        """
+        added = 0
+        for path in sorted(self.folder.glob("*.pack")):
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue
+                with self._lock:
+                    row = self._db.execute("SELECT max(offset + size) FROM blobs WHERE pack = ?", (path.stem,))
+                    indexed_end = row.fetchone()[0] or len(FILE_MAGIC)
+                if indexed_end >= os.fstat(fd).st_size:
+                    continue
+                rows = [
+                    (bytes.fromhex(r.sha256), path.stem, r.offset, r.size)
+                    for r in self.scan(path.stem, start=indexed_end)
+                    if not r.erased
+                ]
+                if rows:
+                    with self._lock:
+                        before = self._db.total_changes
+                        self._db.execute("BEGIN IMMEDIATE")
+                        self._db.executemany("INSERT OR IGNORE INTO blobs VALUES (?, ?, ?, ?)", rows)
+                        self._db.execute("COMMIT")
+                        added += self._db.total_changes - before
+            finally:
+                os.close(fd)  # releases the flock
+        return added
 
     # -- index -------------------------------------------------------------------------------------
     def locate(self, sha256: str) -> PackLocation | None:
@@ -224,12 +263,16 @@ class PackStore:
             self._db.execute("DELETE FROM blobs WHERE sha256 = ?", (bytes.fromhex(sha256),))
         return True
 
-    def scan(self, name: str) -> Iterator[PackRecord]:
-        """Walk one pack's records (for checks and re-indexing); stops at a torn tail."""
+    def scan(self, name: str, start: int | None = None) -> Iterator[PackRecord]:
+        """Walk one pack's records (for checks and re-indexing) from `start`; stops at a torn tail.
+
+        `start` is a record boundary: the end of a record's data, as an index row gives it.
+        """
         with open(self._pack_path(name), "rb") as fh:
             if fh.read(len(FILE_MAGIC)) != FILE_MAGIC:
                 raise IntegrityError(f"{name}.pack is not a medcloud pack")
-            pos = len(FILE_MAGIC)
+            pos = len(FILE_MAGIC) if start is None else start
+            fh.seek(pos)
             while True:
                 head = fh.read(REC_HEADER)
                 if len(head) < REC_HEADER:

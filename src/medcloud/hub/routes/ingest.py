@@ -7,6 +7,7 @@ Bodies are hashed as they stream in, held in memory while small (a batch request
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from functools import partial
 from typing import Any
 
@@ -19,7 +20,7 @@ from medcloud.hub.deps import client_address, hub_state, require
 from medcloud.hub.problems import PROBLEM_BASE
 from medcloud.ingest.pipeline import UploadItem
 from medcloud.security.policy import Permission, Principal
-from medcloud.store.blobs import MemoryBudget
+from medcloud.store.blobs import MemoryBudget, SpooledUpload
 
 router = APIRouter(tags=["ingest"])
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
@@ -86,6 +87,60 @@ async def ingest(request: Request, principal: Principal = Depends(require(Permis
     return JSONResponse(result.as_dict(), status_code=201 if result.status == "stored" else 200)
 
 
+def _item_for(headers: dict[str, str], upload: SpooledUpload) -> UploadItem:
+    """An upload item from one part's headers (lower-case names)."""
+    expected = headers.get("x-content-sha256")
+    if expected is not None and not _HEX64.match(expected):
+        raise InvalidInput("X-Content-SHA256 of a part must be 64 hex digits")
+    name = headers.get("x-medcloud-filename", "")
+    if not name:
+        m = re.search(r'filename="([^"]*)"', headers.get("content-disposition", ""))
+        name = m.group(1) if m else ""
+    return UploadItem(upload, name, expected)
+
+
+_MAX_PART_HEADERS = 16 * 1024
+
+
+def split_multipart(body: bytes, boundary: bytes) -> Iterator[tuple[dict[str, str], memoryview]]:
+    """Split a complete multipart body (RFC 2046) into (headers, data) per part, without copying data.
+
+    Used for bodies held in memory; the boundary search is `bytes.find`, so the cost is a scan of the
+    body in C rather than a Python callback per chunk. Raises InvalidInput for a malformed body.
+    """
+    delim = b"--" + boundary
+    view = memoryview(body)
+    pos = body.find(delim)
+    if pos < 0:
+        raise InvalidInput("malformed multipart body: the boundary never appears")
+    pos += len(delim)
+    while True:
+        if body.startswith(b"--", pos):
+            return  # close delimiter; an epilogue is ignored
+        eol = body.find(b"\r\n", pos)
+        if eol < 0 or body[pos:eol].strip(b" \t"):
+            raise InvalidInput("malformed multipart body: text after a boundary")
+        pos = eol + 2
+        headers: dict[str, str] = {}
+        if body.startswith(b"\r\n", pos):
+            start = pos + 2
+        else:
+            hend = body.find(b"\r\n\r\n", pos, pos + _MAX_PART_HEADERS)
+            if hend < 0:
+                raise InvalidInput("malformed multipart body: part headers do not end (or exceed 16 KiB)")
+            for line in body[pos:hend].split(b"\r\n"):
+                name, sep, value = line.partition(b":")
+                if not sep:
+                    raise InvalidInput("malformed multipart body: a part header line without ':'")
+                headers[name.decode("latin-1").strip().lower()] = value.decode("latin-1").strip()
+            start = hend + 4
+        end = body.find(b"\r\n" + delim, start)
+        if end < 0:
+            raise InvalidInput("malformed multipart body: the last part has no closing boundary (truncated?)")
+        yield headers, view[start:end]
+        pos = end + 2 + len(delim)
+
+
 class _PartCollector:
     """Receives multipart parts from python-multipart's streaming parser into spooled uploads."""
 
@@ -121,15 +176,15 @@ class _PartCollector:
         self._field = self._value = b""
 
     def _headers_done(self) -> None:
-        expected = self._headers.get("x-content-sha256")
-        if expected is not None and not _HEX64.match(expected):
-            raise InvalidInput("X-Content-SHA256 of a part must be 64 hex digits")
-        name = self._headers.get("x-medcloud-filename", "")
-        if not name:
-            m = re.search(r'filename="([^"]*)"', self._headers.get("content-disposition", ""))
-            name = m.group(1) if m else ""
-        self._current = UploadItem(self._spool(self._max_part), name, expected)
+        self._current = _item_for(self._headers, self._spool(self._max_part))
         self.items.append(self._current)
+
+    def add_whole(self, headers: dict[str, str], data: memoryview) -> None:
+        """One complete part of a body held in memory (the fast path)."""
+        self._begin()
+        self._headers = headers
+        self._headers_done()
+        self._data(data, 0, len(data))  # type: ignore[arg-type]
 
     def _data(self, data: bytes, start: int, end: int) -> None:
         assert self._current is not None
@@ -165,15 +220,27 @@ async def ingest_batch(request: Request, principal: Principal = Depends(require(
     collector = _PartCollector(
         partial(state.blobs.spool, budget=budget), state.settings.max_upload_bytes, state.settings.max_batch_files
     )
-    parser = MultipartParser(params[b"boundary"], collector.callbacks())  # type: ignore[arg-type]
+    boundary = params[b"boundary"]
+    in_memory = bool(declared and declared.isdigit() and int(declared) <= state.settings.batch_memory_bytes)
+    parser = None if in_memory else MultipartParser(boundary, collector.callbacks())  # type: ignore[arg-type]
     received = 0
+    chunks: list[bytes] = []
     try:
         async for chunk in request.stream():
             received += len(chunk)
             if received > limit:
                 raise TooLarge(f"batch exceeds the limit of {limit} bytes")
-            parser.write(chunk)
-        parser.finalize()
+            if parser is None:
+                chunks.append(chunk)
+            else:
+                parser.write(chunk)
+        if parser is None:
+            if declared and received != int(declared):
+                raise InvalidInput(f"truncated batch: Content-Length {declared}, received {received} bytes")
+            for headers, data in split_multipart(b"".join(chunks), boundary):
+                collector.add_whole(headers, data)
+        else:
+            parser.finalize()
     except MedcloudError:
         collector.discard_all()
         raise
