@@ -174,14 +174,17 @@ def test_index_rows_lost_with_power_are_recovered_from_the_packs(tmp_path: Path)
     store = LocalBlobStore(tmp_path)
     blobs = [os.urandom(700 + i) for i in range(6)]
     _put(store, *blobs[:3])
+    loc = store.packs.locate(_sha(blobs[2]))
+    assert loc is not None
     _put(store, *blobs[3:])
     store.close()
-    # A power loss took the last index commit (synchronous=NORMAL) but the pack bytes were fdatasynced;
-    # and a torn record (half written, never acknowledged) follows them.
+    # A power loss took the last index commit (synchronous=NORMAL: its blob rows and the pack's indexed
+    # end) but the pack bytes were fdatasynced; a torn record (never acknowledged) follows them.
     import sqlite3
 
     db = sqlite3.connect(tmp_path / "packs" / "index.sqlite3")
     db.executemany("DELETE FROM blobs WHERE sha256 = ?", [(bytes.fromhex(_sha(b)),) for b in blobs[3:]])
+    db.execute("UPDATE packs SET indexed_end = ?", (loc.offset + loc.size,))
     db.commit()
     db.close()
     pack = next((tmp_path / "packs").glob("*.pack"))
@@ -205,6 +208,7 @@ def test_recovery_leaves_a_live_writers_pack_alone(tmp_path: Path) -> None:
 
     db = sqlite3.connect(tmp_path / "packs" / "index.sqlite3")
     db.execute("DELETE FROM blobs")
+    db.execute("DELETE FROM packs")
     db.commit()
     db.close()
     other = LocalBlobStore(tmp_path)  # a second hub worker starting up

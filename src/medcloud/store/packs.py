@@ -114,7 +114,9 @@ class PackStore:
             "CREATE TABLE IF NOT EXISTS blobs (sha256 BLOB PRIMARY KEY, pack TEXT NOT NULL,"
             " offset INTEGER NOT NULL, size INTEGER NOT NULL) WITHOUT ROWID"
         )
-        self._db.execute("CREATE INDEX IF NOT EXISTS blobs_by_pack ON blobs (pack, offset)")
+        # How far each pack is indexed: one row per pack, updated with each batch (cheaper than a
+        # secondary index on every blob row); recovery reads only what lies beyond.
+        self._db.execute("CREATE TABLE IF NOT EXISTS packs (name TEXT PRIMARY KEY, indexed_end INTEGER NOT NULL)")
         self.recovered = self.recover()
 
     def recover(self) -> int:
@@ -131,8 +133,8 @@ class PackStore:
                 except BlockingIOError:
                     continue
                 with self._lock:
-                    row = self._db.execute("SELECT max(offset + size) FROM blobs WHERE pack = ?", (path.stem,))
-                    indexed_end = row.fetchone()[0] or len(FILE_MAGIC)
+                    row = self._db.execute("SELECT indexed_end FROM packs WHERE name = ?", (path.stem,))
+                    indexed_end = (row.fetchone() or (len(FILE_MAGIC),))[0]
                 if indexed_end >= os.fstat(fd).st_size:
                     continue
                 rows = [
@@ -145,8 +147,14 @@ class PackStore:
                         before = self._db.total_changes
                         self._db.execute("BEGIN IMMEDIATE")
                         self._db.executemany("INSERT OR IGNORE INTO blobs VALUES (?, ?, ?, ?)", rows)
-                        self._db.execute("COMMIT")
                         added += self._db.total_changes - before
+                        end = rows[-1][2] + rows[-1][3]
+                        self._db.execute(
+                            "INSERT INTO packs VALUES (?, ?) ON CONFLICT(name) DO UPDATE"
+                            " SET indexed_end = max(indexed_end, excluded.indexed_end)",
+                            (path.stem, end),
+                        )
+                        self._db.execute("COMMIT")
             finally:
                 os.close(fd)  # releases the flock
         return added
@@ -209,20 +217,30 @@ class PackStore:
                 loc = writer.append(sha, data)
                 rows.append((bytes.fromhex(sha), loc.pack, loc.offset, loc.size))
             writer.sync()
+            writer_end = writer.size
         except OSError as exc:
             writer.rollback(start)
             writer.close()
             raise StorageError(f"could not write to the blob store: {exc.strerror or exc}") from exc
-        self._give_back(writer)
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                self._db.executemany("INSERT OR IGNORE INTO blobs VALUES (?, ?, ?, ?)", rows)
-                self._db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                with contextlib.suppress(sqlite3.Error):
-                    self._db.execute("ROLLBACK")
-                raise StorageError(f"could not index the blob store: {exc}") from exc
+        # The writer goes back only after its rows are committed, so each pack's index commits are in
+        # append order and `indexed_end` never points past a record whose row could still be lost.
+        try:
+            with self._lock:
+                try:
+                    self._db.execute("BEGIN IMMEDIATE")
+                    self._db.executemany("INSERT OR IGNORE INTO blobs VALUES (?, ?, ?, ?)", rows)
+                    self._db.execute(
+                        "INSERT INTO packs VALUES (?, ?) ON CONFLICT(name) DO UPDATE"
+                        " SET indexed_end = max(indexed_end, excluded.indexed_end)",
+                        (writer.name, writer_end),
+                    )
+                    self._db.execute("COMMIT")
+                except sqlite3.Error as exc:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._db.execute("ROLLBACK")
+                    raise StorageError(f"could not index the blob store: {exc}") from exc
+        finally:
+            self._give_back(writer)
         return created
 
     # -- reading -------------------------------------------------------------------------------------
