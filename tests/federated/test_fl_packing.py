@@ -35,6 +35,7 @@ def test_seed_expansion_is_deterministic_uniform_and_rejects() -> None:
     assert int(a.max()) < q and a.min() >= 0
     assert 0.45 < float(np.mean(a.astype(np.float64) / q)) < 0.55
     assert not np.array_equal(a, expand_seed(bytes(32), 5000, q))
+    assert not np.array_equal(a, expand_seed(seed, 5000, q, stream_id=1))
     with pytest.raises(HEError):
         expand_seed(b"short", 10, q)
 
@@ -135,9 +136,23 @@ def test_expand_sum_equals_term_by_term_sum() -> None:
 
     q = 2**60 - 93  # a 60-bit odd modulus
     seeds = [bytes([i]) * 32 for i in range(20)]  # more than one reduction batch
-    start = expand_seed(bytes(32), 777, q)
+    start = np.stack([expand_seed(bytes(32), 777, q, i) for i in range(3)])
     ref = start.copy()
     for seed in seeds:
-        ref = add_mod(ref, expand_seed(seed, 777, q), q)
-    np.testing.assert_array_equal(expand_sum(seeds, 777, q, start), ref)
-    np.testing.assert_array_equal(start, expand_seed(bytes(32), 777, q))  # start left untouched
+        ref = add_mod(ref, np.stack([expand_seed(seed, 777, q, i) for i in range(3)]), q)
+    np.testing.assert_array_equal(expand_sum(seeds, 3, 777, q, start), ref)
+    np.testing.assert_array_equal(start[0], expand_seed(bytes(32), 777, q))  # start left untouched
+    # Chunks expand independently: a range starting at chunk 1 equals rows 1.. of the whole.
+    np.testing.assert_array_equal(expand_sum(seeds, 2, 777, q, start[1:], first=1), ref[1:])
+
+
+def test_worker_processes_give_the_same_ciphertexts(ckks_contexts: tuple[bytes, bytes], ckks_site: Any) -> None:
+    from medcloud.federated.he.ckks import CkksBackend
+
+    multi = CkksBackend(ckks_contexts[0], workers=2)
+    v = np.random.default_rng(4).normal(size=5 * multi.slots + 3)
+    blob = multi.serialize(multi.encrypt(v))  # two processes, chunk ranges 0-2 and 3-5
+    assert np.max(np.abs(ckks_site.decrypt(ckks_site.deserialize(blob)) - v)) < 1e-6
+    summed = ckks_site.serialize(ckks_site.add(ckks_site.deserialize(blob), ckks_site.encrypt(v)))
+    assert np.max(np.abs(multi.decrypt(multi.deserialize(summed)) - 2 * v)) < 1e-6
+    assert CkksBackend(ckks_contexts[1], workers=2)._workers == 1  # the aggregator has nothing to spread

@@ -21,6 +21,7 @@ aggregator's own, in DeepProtect) carry an explicit c1.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from dataclasses import dataclass, field
@@ -118,7 +119,7 @@ class CkksBackend(HEBackend):
 
     name = "ckks"
 
-    def __init__(self, context_bytes: bytes) -> None:
+    def __init__(self, context_bytes: bytes, workers: int = 1) -> None:
         try:
             self._ctx = ts.context_from(context_bytes)
         except Exception as exc:
@@ -133,6 +134,11 @@ class CkksBackend(HEBackend):
             secret = self._ctx.secret_key().data if self._ctx.has_secret_key() else None
             public = self._ctx.public_key().data if self._ctx.has_public_key() else None
             self._raw = SealRaw(sctx, self._ctx.global_scale, secret, public)
+        # SEAL holds the GIL (two threads encrypt no faster than one, measured), so a site with
+        # several cores encrypts and decrypts chunk ranges in worker processes instead.
+        self._workers = max(1, int(workers)) if self._raw is not None and self.can_decrypt else 1
+        self._context_bytes = context_bytes if self._workers > 1 else b""
+        self._pool: Any = None
 
     @property
     def packed(self) -> bool:
@@ -185,14 +191,42 @@ class CkksBackend(HEBackend):
 
     # --- packed residues (single-prime sets) ------------------------------------------------------
 
+    def _ranges(self, chunks: int) -> list[tuple[int, int]]:
+        """Contiguous chunk ranges, one per worker process (one range: run here)."""
+        if self._workers <= 1 or chunks < 2 * self._workers:
+            return [(0, chunks)]
+        edges = np.linspace(0, chunks, self._workers + 1).round().astype(int)
+        return [(int(a), int(b)) for a, b in itertools.pairwise(edges)]
+
+    def _map(self, fn: Any, jobs: list[tuple[Any, ...]]) -> list[Any]:
+        if len(jobs) == 1:
+            return [fn(*jobs[0], backend=self)]
+        if self._pool is None:
+            import multiprocessing
+            import weakref
+            from concurrent.futures import ProcessPoolExecutor
+
+            self._pool = ProcessPoolExecutor(
+                self._workers,
+                mp_context=multiprocessing.get_context("spawn"),  # no fork of SEAL or Ray state
+                initializer=_worker_init,
+                initargs=(self._context_bytes,),
+            )
+            weakref.finalize(self, self._pool.shutdown, wait=False, cancel_futures=True)
+        futures = [self._pool.submit(fn, *job) for job in jobs]
+        return [f.result() for f in futures]
+
     def encrypt(self, vector: NDArray[Any]) -> Ciphertext:
         if self._raw is None:
             return super().encrypt(vector)
         flat = encryptable(vector)
-        chunks = [flat[i : i + self.slots] for i in range(0, flat.size, self.slots)]
+        n_chunks = math.ceil(flat.size / self.slots)
         if self.can_decrypt:
             seed = os.urandom(SEED_BYTES)
-            return Ciphertext(self.name, flat.size, [Residues(self._raw.encrypt_seeded(chunks, seed), None, (seed,))])
+            jobs = [(flat[a * self.slots : b * self.slots], seed, a) for a, b in self._ranges(n_chunks)]
+            c0 = np.concatenate(self._map(_encrypt_range, jobs))
+            return Ciphertext(self.name, flat.size, [Residues(c0, None, (seed,))])
+        chunks = [flat[i : i + self.slots] for i in range(0, flat.size, self.slots)]
         c0, c1 = self._raw.encrypt_public(chunks)
         return Ciphertext(self.name, flat.size, [Residues(c0, c1)])
 
@@ -204,7 +238,7 @@ class CkksBackend(HEBackend):
         return res
 
     def _full_c1(self, res: Residues) -> U64:
-        return expand_sum(res.seeds, res.c0.size, self._raw.q, res.c1).reshape(res.c0.shape)
+        return expand_sum(res.seeds, res.c0.shape[0], res.c0.shape[1], self._raw.q, res.c1)
 
     def decrypt(self, ct: Ciphertext) -> FloatVector:
         if self._raw is None:
@@ -212,7 +246,11 @@ class CkksBackend(HEBackend):
         res = self._residues(ct)
         if not self.can_decrypt:
             raise NoSecretKey(f"this {self.name} context holds no secret key")
-        return np.asarray(self._raw.decrypt(res.c0, self._full_c1(res), ct.length), dtype=np.float64)
+        jobs = []
+        for a, b in self._ranges(res.c0.shape[0]):
+            c1 = None if res.c1 is None else res.c1[a:b]
+            jobs.append((res.c0[a:b], c1, res.seeds, a, min(b * self.slots, ct.length) - a * self.slots))
+        return np.concatenate(self._map(_decrypt_range, jobs)).astype(np.float64)
 
     def add(self, a: Ciphertext, b: Ciphertext) -> Ciphertext:
         if self._raw is None:
@@ -286,3 +324,29 @@ class CkksBackend(HEBackend):
                 raise HEError("corrupt ciphertext: residue not below q")
         seeds = tuple(blobs[2][i : i + SEED_BYTES] for i in range(0, len(blobs[2]), SEED_BYTES))
         return Ciphertext(self.name, length, [Residues(c0, c1, seeds)])
+
+
+# --- worker processes (a site's cores) ------------------------------------------------------------
+
+_WORKER: dict[str, CkksBackend] = {}
+
+
+def _worker_init(context_bytes: bytes) -> None:
+    _WORKER["backend"] = CkksBackend(context_bytes)
+
+
+def _encrypt_range(values: FloatVector, seed: bytes, first: int, backend: CkksBackend | None = None) -> U64:
+    """c0 of the chunks `first ..` of a seeded encryption (chunk i's c1 is the seed's stream i)."""
+    be = backend or _WORKER["backend"]
+    chunks = [values[i : i + be.slots] for i in range(0, values.size, be.slots)]
+    c0: U64 = be._raw.encrypt_seeded(chunks, seed, first)
+    return c0
+
+
+def _decrypt_range(
+    c0: U64, c1: U64 | None, seeds: tuple[bytes, ...], first: int, length: int, backend: CkksBackend | None = None
+) -> FloatVector:
+    be = backend or _WORKER["backend"]
+    full = expand_sum(seeds, c0.shape[0], c0.shape[1], be._raw.q, c1, first)
+    out: FloatVector = be._raw.decrypt(c0, full, length)
+    return out

@@ -4,7 +4,8 @@
 A 60-bit prime's residues in 64-bit words waste 4 bits in 64; packing them keeps 60, so a
 ciphertext shrinks by 1/16 at no cost in precision. `expand_seed` turns a 32-byte seed into
 residues uniform mod q (AES-256-CTR keystream, b-bit masking, rejection of values >= q), the way
-SEAL and Kyber derive the public random polynomial of an RLWE sample from a seed.
+SEAL and Kyber derive the public random polynomial of an RLWE sample from a seed; chunk i of a
+vector uses stream i, so any range of chunks expands on its own (worker processes).
 """
 
 from __future__ import annotations
@@ -73,10 +74,11 @@ def unpack_bits(data: bytes, count: int, bits: int) -> U64:
     return out.astype(np.uint64, copy=False)
 
 
-def _masked_stream(seed: bytes, count: int, q: int) -> tuple[U64, Any]:
+def _masked_stream(seed: bytes, count: int, q: int, stream_id: int) -> tuple[U64, Any]:
     if len(seed) != SEED_BYTES:
         raise HEError("a seed is 32 bytes")
-    stream = Cipher(algorithms.AES(seed), modes.CTR(bytes(16))).encryptor()
+    # One independent AES-CTR stream per chunk (nonce = chunk index), so chunks expand anywhere.
+    stream = Cipher(algorithms.AES(seed), modes.CTR(stream_id.to_bytes(8, "big") + bytes(8))).encryptor()
     buf = bytearray(8 * count + 15)  # update_into wants block-size slack
     n = stream.update_into(bytes(8 * count), buf)
     vals = np.frombuffer(buf, dtype="<u8", count=n // 8)
@@ -84,9 +86,10 @@ def _masked_stream(seed: bytes, count: int, q: int) -> tuple[U64, Any]:
     return vals, stream
 
 
-def expand_seed(seed: bytes, count: int, q: int) -> U64:
-    """`count` residues uniform mod q from a 32-byte seed (deterministic; anyone can expand it)."""
-    vals, stream = _masked_stream(seed, count, q)
+def expand_seed(seed: bytes, count: int, q: int, stream_id: int = 0) -> U64:
+    """`count` residues uniform mod q from a 32-byte seed and a stream number (deterministic;
+    anyone can expand it)."""
+    vals, stream = _masked_stream(seed, count, q, stream_id)
     bad = np.flatnonzero(vals >= np.uint64(q))
     if bad.size:  # probability ~ count * (2^bits - q) / 2^bits: tiny for the primes used here
         mask = np.uint64((1 << q.bit_length()) - 1)
@@ -98,12 +101,20 @@ def expand_seed(seed: bytes, count: int, q: int) -> U64:
     return vals
 
 
-def expand_sum(seeds: Sequence[bytes], count: int, q: int, start: U64 | None = None) -> U64:
-    """(start + Σ expand_seed(seed)) mod q, reducing once per 8 terms instead of once per term."""
-    total = np.zeros(count, dtype=np.uint64) if start is None else start.ravel().copy()
+def expand_chunks(seed: bytes, chunks: int, n: int, q: int, first: int = 0) -> U64:
+    """The (chunks, n) residues of chunks first .. first+chunks-1 of one seed."""
+    out = np.empty((chunks, n), dtype=np.uint64)
+    for i in range(chunks):
+        out[i] = expand_seed(seed, n, q, first + i)
+    return out
+
+
+def expand_sum(seeds: Sequence[bytes], chunks: int, n: int, q: int, start: U64 | None = None, first: int = 0) -> U64:
+    """(start + Σ expand_chunks(seed)) mod q, reducing once per 15 terms instead of once per term."""
+    total = np.zeros((chunks, n), dtype=np.uint64) if start is None else start.reshape(chunks, n).copy()
     pending = 1
     for seed in seeds:
-        total += expand_seed(seed, count, q)  # each term < q < 2^60: 16 terms cannot wrap 2^64
+        total += expand_chunks(seed, chunks, n, q, first)  # terms < q < 2^60: 16 cannot wrap 2^64
         pending += 1
         if pending >= 15:
             np.remainder(total, np.uint64(q), out=total)

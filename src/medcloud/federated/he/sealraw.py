@@ -31,7 +31,7 @@ import numpy as np
 import tenseal.sealapi as sealapi
 
 from medcloud.federated.he.base import FloatVector, HEError
-from medcloud.federated.he.packing import U64, expand_seed
+from medcloud.federated.he.packing import U64, expand_chunks
 
 SEAL_MAGIC = b"\x5e\xa1"
 HEADER = 16
@@ -159,11 +159,12 @@ class SealRaw:
             raise HEError("this context can neither encrypt nor decrypt")
         return ct
 
-    def encrypt_seeded(self, chunks: list[FloatVector], seed: bytes) -> U64:
-        """c0 of each chunk's seeded symmetric encryption (c1 = expand(seed)); needs the secret key."""
+    def encrypt_seeded(self, chunks: list[FloatVector], seed: bytes, first: int = 0) -> U64:
+        """c0 of each chunk's seeded symmetric encryption (chunk i's c1 = stream first+i of the
+        seed); needs the secret key."""
         if self.sym is None or self.dec is None:
             raise HEError("seeded encryption needs the secret key")
-        a = expand_seed(seed, len(chunks) * self.n, self.q).reshape(len(chunks), self.n)
+        a = expand_chunks(seed, len(chunks), self.n, self.q, first)
         zero = np.zeros(self.n, dtype=np.uint64)
         out = np.empty((len(chunks), self.n), dtype=np.uint64)
         ct = sealapi.Ciphertext(self.sctx)
@@ -188,6 +189,7 @@ class SealRaw:
         return c0, c1
 
     def decrypt(self, c0: U64, c1: U64, length: int) -> FloatVector:
+        """The first `length` values of the chunks (c0[i], c1[i])."""
         if self.dec is None:
             raise HEError("no secret key")
         pt = sealapi.Plaintext()
