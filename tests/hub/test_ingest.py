@@ -164,3 +164,44 @@ def test_tiff_truncation_is_caught(hub: Hub, upload) -> None:
     assert upload(data[: len(data) - 4000]).status_code == 400
     r = upload(data)
     assert r.status_code == 201 and r.json()["media_type"] == "image/tiff"
+
+
+def test_concurrent_single_uploads_share_one_commit(hub: Hub, monkeypatch) -> None:
+    """Leader/follower group commit: uploads that arrive while a commit runs go in the next one together."""
+    import threading
+    import time
+
+    store = hub.state.blobs
+    real = store.commit_many
+    calls: list[int] = []
+
+    def slow_commit(uploads, *, durable=True):
+        calls.append(len(uploads))
+        if len(calls) == 1:
+            time.sleep(0.3)  # the first leader is slow; the others queue meanwhile
+        return real(uploads, durable=durable)
+
+    monkeypatch.setattr(store, "commit_many", slow_commit)
+    files = [deidentified_dicom() for _ in range(6)]
+    results: dict[int, object] = {}
+
+    def one(i: int) -> None:
+        up = store.spool(10**8)
+        up.write(files[i])
+        try:
+            results[i] = hub.state.ingestor.ingest(up, site="site-a", project="lung", subject="t", client="c")
+        except Exception as exc:  # reported by the assertion below
+            results[i] = exc
+
+    first = threading.Thread(target=one, args=(0,))
+    first.start()
+    time.sleep(0.1)
+    others = [threading.Thread(target=one, args=(i,)) for i in range(1, 6)]
+    for t in others:
+        t.start()
+    for t in [first, *others]:
+        t.join()
+    assert all(getattr(r, "status", None) == "stored" for r in results.values()), results
+    assert calls == [1, 5], calls
+    assert _instances(hub) == 6 and hub.state.catalog.verify_audit().ok
+    assert all(store.read_bytes(hashlib.sha256(f).hexdigest()) == f for f in files)

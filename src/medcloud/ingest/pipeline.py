@@ -7,6 +7,7 @@ unreferenced (harmless, deduplicated) blob; never a catalog row without its byte
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,20 @@ class UploadItem:
     _blob: StoredBlob | None = field(default=None, repr=False)
 
 
+@dataclass
+class _Request:
+    """One request's items and who sent them, while it waits for (or leads) a group commit."""
+
+    items: list[UploadItem]
+    site: str
+    project: str
+    subject: str
+    client: str
+    batch: bool
+    done: bool = False
+    failure: BaseException | None = None
+
+
 class Ingestor:
     """Validates, stores and indexes uploads."""
 
@@ -56,6 +71,9 @@ class Ingestor:
         self.catalog = catalog
         self.blobs = blobs
         self.require_deidentified = require_deidentified
+        self._group_cv = threading.Condition()
+        self._group_queue: list[_Request] = []
+        self._group_busy = False
 
     def ingest(
         self,
@@ -89,53 +107,89 @@ class Ingestor:
         """Ingest several files with one durability barrier and one transaction (group commit).
 
         Each item gets either `result` or `error`; one bad file never blocks the others. Refused files
-        are audited in the same transaction as the stored ones.
+        are audited in the same transaction as the stored ones. Single uploads (`batch=False`) arriving
+        at the same time from different requests share one barrier and one transaction too: the first
+        to arrive commits everything queued by then while the others wait (leader/follower).
         """
+        request = _Request(items, site, project, subject, client, batch)
         try:
             for item in items:
                 try:
                     self._validate(item, fsync=not batch)
                 except MedcloudError as exc:
                     item.error = exc
-            valid = [i for i in items if i.error is None]
-            try:
-                stored = self.blobs.commit_many([i.upload for i in valid], durable=not batch)
-            except MedcloudError as exc:  # the volume refused the write: no file of this request is stored
-                for item in valid:
-                    item.error = exc
-            else:
-                for item, blob in zip(valid, stored, strict=True):
-                    item._blob = blob
-            entries = {
-                id(i): IndexEntry(i._record, i._blob.sha256, i._blob.size)
-                for i in items
-                if i.error is None and i._record is not None and i._blob is not None
-            }
-            with self.catalog.write() as conn:
-                self.catalog.index_batch(conn, list(entries.values()), site=site, project=project)
-                events = []
-                for item in items:
+            if batch:
+                self._commit([request])
+            elif any(i.error is None for i in items):
+                self._group_commit(request)
+        finally:
+            for item in items:
+                item.upload.discard()
+
+    def _group_commit(self, request: _Request) -> None:
+        with self._group_cv:
+            self._group_queue.append(request)
+            while not request.done and self._group_busy:
+                self._group_cv.wait()
+            if request.done:  # another request's leader committed this one
+                if request.failure is not None:
+                    raise request.failure
+                return
+            self._group_busy = True
+            group, self._group_queue = self._group_queue, []
+        try:
+            self._commit(group)
+        except BaseException as exc:
+            for r in group:
+                r.failure = exc
+        finally:
+            with self._group_cv:
+                for r in group:
+                    r.done = True
+                self._group_busy = False
+                self._group_cv.notify_all()
+        if request.failure is not None:
+            raise request.failure
+
+    def _commit(self, requests: list[_Request]) -> None:
+        """Store the valid items of `requests` (one barrier), then index and audit them (one transaction)."""
+        valid = [i for r in requests for i in r.items if i.error is None]
+        try:
+            stored = self.blobs.commit_many([i.upload for i in valid], durable=not requests[0].batch)
+        except MedcloudError as exc:  # the volume refused the write: nothing of these requests is stored
+            for item in valid:
+                item.error = exc
+        else:
+            for item, blob in zip(valid, stored, strict=True):
+                item._blob = blob
+        with self.catalog.write() as conn:
+            events: list[dict[str, Any]] = []
+            for r in requests:
+                entries = {
+                    id(i): IndexEntry(i._record, i._blob.sha256, i._blob.size)
+                    for i in r.items
+                    if i.error is None and i._record is not None and i._blob is not None
+                }
+                self.catalog.index_batch(conn, list(entries.values()), site=r.site, project=r.project)
+                for item in r.items:
                     entry = entries.get(id(item))
                     if entry is not None and entry.error is not None:
                         item.error = entry.error
                     if item.error is None and entry is not None:
-                        item.result = self._result(entry, site, project)
-                        events.append(self._event(entry, subject, client, project))
-                    elif item.error is not None and batch:  # a single upload's refusal is audited at the edge
+                        item.result = self._result(entry, r.site, r.project)
+                        events.append(self._event(entry, r.subject, r.client, r.project))
+                    elif item.error is not None and r.batch:  # a single upload's refusal is audited at the edge
                         events.append(
                             {
-                                "subject": subject,
+                                "subject": r.subject,
                                 "action": "ingest",
                                 "resource": f"upload/{item.filename or 'unnamed'}",
                                 "outcome": f"refused:{item.error.status}:{item.error.type_slug}",
-                                "client": client,
-                                "detail": {"reason": item.error.detail[:300], "project": project},
+                                "client": r.client,
+                                "detail": {"reason": item.error.detail[:300], "project": r.project},
                             }
                         )
-                self.catalog.audit_chain(conn).append_many(events)
-        finally:
-            for item in items:
-                item.upload.discard()
+            self.catalog.audit_chain(conn).append_many(events)
 
     def _validate(self, item: UploadItem, *, fsync: bool) -> None:
         upload = item.upload
