@@ -145,8 +145,33 @@ def components(mode: str, site_be: Any, agg: Any, w: np.ndarray, n_sites: int, s
             part_s = max(part_s, dt)
         _, fuse_s = _timed(agg.finish, summed, 1.0, 1, shares)
         out |= {"partial_decrypt_one_site": round(part_s, 3), "aggregator_fuse": round(fuse_s, 3)}
-    out["he_total_one_site"] = round(sum(v for k, v in out.items() if not k.startswith("aggregator")), 3)
+    out["he_total_one_site"] = round(
+        sum(v for k, v in out.items() if isinstance(v, float) and not k.startswith("aggregator")), 3
+    )
+    if mode == "ckks":
+        out["before_tenseal_per_chunk"] = tenseal_per_chunk(site_be, w * 300.0)
     return out
+
+
+def tenseal_per_chunk(site_be: Any, w: np.ndarray) -> dict[str, Any]:
+    """The previous wire format, same run: one TenSEAL CKKSVector per 4,096 values (public-key
+    encryption, two 64-bit-word polynomials per chunk), for the before/after comparison."""
+    import tenseal as ts
+
+    ctx = ts.context_from(site_be._ctx.serialize(save_secret_key=True))
+    slots = site_be.slots
+    chunks = [w[i : i + slots] for i in range(0, w.size, slots)]
+    vecs, enc_s = _timed(lambda: [ts.ckks_vector(ctx, c.tolist()) for c in chunks])
+    blobs, ser_s = _timed(lambda: [v.serialize() for v in vecs])
+    back, des_s = _timed(lambda: [ts.ckks_vector_from(ctx, b) for b in blobs])
+    _, dec_s = _timed(lambda: [v.decrypt() for v in back])
+    return {
+        "encrypt": round(enc_s, 3),
+        "serialize": round(ser_s, 3),
+        "deserialize": round(des_s, 3),
+        "decrypt": round(dec_s, 3),
+        "bytes_vs_float32": round(sum(len(b) for b in blobs) / (4 * w.size), 3),
+    }
 
 
 def cost_one(mode: str, task: str, n_params: int, n_sites: int, rounds: int) -> dict[str, Any]:
