@@ -213,6 +213,8 @@ def cost_one(mode: str, task: str, n_params: int, n_sites: int, rounds: int) -> 
     }
     if parts:
         out["he_seconds_one_site"] = parts
+    if mode == "plain":
+        out["note"] = "the in-process plain protocol frames float64; the byte baseline is Flower's float32"
     return out
 
 
