@@ -172,16 +172,16 @@ def test_concurrent_single_uploads_share_one_commit(hub: Hub, monkeypatch) -> No
     import time
 
     store = hub.state.blobs
-    real = store.commit_many
+    real = store.stage_many
     calls: list[int] = []
 
-    def slow_commit(uploads, *, durable=True):
+    def slow_stage(uploads, *, durable=True):
         calls.append(len(uploads))
         if len(calls) == 1:
             time.sleep(0.3)  # the first leader is slow; the others queue meanwhile
         return real(uploads, durable=durable)
 
-    monkeypatch.setattr(store, "commit_many", slow_commit)
+    monkeypatch.setattr(store, "stage_many", slow_stage)
     files = [deidentified_dicom() for _ in range(6)]
     results: dict[int, object] = {}
 

@@ -218,3 +218,24 @@ def test_recovery_leaves_a_live_writers_pack_alone(tmp_path: Path) -> None:
     third = LocalBlobStore(tmp_path)
     assert third.packs.recovered == 1 and third.read_bytes(_sha(data)) == data
     third.close()
+
+
+def test_a_failed_sync_fails_the_batch_and_is_audited(hub: Hub, monkeypatch) -> None:
+    """fdatasync fails (EIO) while the catalog rows are being written: the transaction rolls back."""
+    from tests.hub.test_batch import multipart, post_batch
+
+    def eio(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(packs_mod.os, "fdatasync", eio)
+    body, ctype = multipart([(deidentified_dicom(), {}), (deidentified_dicom(), {})])
+    out = post_batch(hub, body, ctype).json()
+    assert out["failed"] == 2 and all(i["problem"]["status"] == 503 for i in out["items"])
+    monkeypatch.undo()
+    assert hub.client.get("/api/v1/instances", headers=hub.auth("researcher")).json()["total"] == 0
+    assert hub.state.blobs.count() == 0
+    events = hub.client.get("/api/v1/audit?action=ingest", headers=hub.auth("auditor")).json()["items"]
+    assert [e["outcome"] for e in events] == ["refused:503:storage-unavailable"] * 2
+    assert hub.state.catalog.verify_audit().ok
+    ok = post_batch(hub, *multipart([(deidentified_dicom(), {})])).json()  # the store works again
+    assert ok["stored"] == 1

@@ -7,6 +7,7 @@ unreferenced (harmless, deduplicated) blob; never a catalog row without its byte
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,7 @@ from medcloud.errors import InvalidInput, MedcloudError, UnsupportedFormat
 from medcloud.ingest.dicom import read_dicom
 from medcloud.ingest.images import read_image
 from medcloud.ingest.sniff import MEDIA_TYPES, sniff
-from medcloud.store.blobs import LocalBlobStore, SpooledUpload, StoredBlob
+from medcloud.store.blobs import LocalBlobStore, SpooledUpload
 from medcloud.store.catalog import Catalog, DicomRecord, ImageRecord, IndexEntry
 
 
@@ -47,7 +48,6 @@ class UploadItem:
     result: IngestResult | None = None
     error: MedcloudError | None = None
     _record: DicomRecord | ImageRecord | None = field(default=None, repr=False)
-    _blob: StoredBlob | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -152,44 +152,71 @@ class Ingestor:
             raise request.failure
 
     def _commit(self, requests: list[_Request]) -> None:
-        """Store the valid items of `requests` (one barrier), then index and audit them (one transaction)."""
+        """Store the valid items of `requests` (one barrier), then index and audit them (one transaction).
+
+        The packs' `fdatasync` runs while the catalog's rows are written; the transaction commits only
+        after the bytes are durable and indexed, so a row never outlives its bytes.
+        """
         valid = [i for r in requests for i in r.items if i.error is None]
         try:
-            stored = self.blobs.commit_many([i.upload for i in valid], durable=not requests[0].batch)
+            pending = self.blobs.stage_many([i.upload for i in valid], durable=not requests[0].batch)
         except MedcloudError as exc:  # the volume refused the write: nothing of these requests is stored
-            for item in valid:
-                item.error = exc
-        else:
-            for item, blob in zip(valid, stored, strict=True):
-                item._blob = blob
-        with self.catalog.write() as conn:
-            events: list[dict[str, Any]] = []
-            for r in requests:
-                entries = {
-                    id(i): IndexEntry(i._record, i._blob.sha256, i._blob.size)
-                    for i in r.items
-                    if i.error is None and i._record is not None and i._blob is not None
-                }
-                self.catalog.index_batch(conn, list(entries.values()), site=r.site, project=r.project)
-                for item in r.items:
-                    entry = entries.get(id(item))
-                    if entry is not None and entry.error is not None:
-                        item.error = entry.error
-                    if item.error is None and entry is not None:
-                        item.result = self._result(entry, r.site, r.project)
-                        events.append(self._event(entry, r.subject, r.client, r.project))
-                    elif item.error is not None and r.batch:  # a single upload's refusal is audited at the edge
-                        events.append(
-                            {
-                                "subject": r.subject,
-                                "action": "ingest",
-                                "resource": f"upload/{item.filename or 'unnamed'}",
-                                "outcome": f"refused:{item.error.status}:{item.error.type_slug}",
-                                "client": r.client,
-                                "detail": {"reason": item.error.detail[:300], "project": r.project},
-                            }
-                        )
-            self.catalog.audit_chain(conn).append_many(events)
+            self._refuse(requests, valid, exc)
+            return
+        try:
+            with self.catalog.write() as conn:
+                events: list[dict[str, Any]] = []
+                for r in requests:
+                    entries = {
+                        id(i): IndexEntry(i._record, i.upload.sha256, i.upload.size)
+                        for i in r.items
+                        if i.error is None and i._record is not None
+                    }
+                    self.catalog.index_batch(conn, list(entries.values()), site=r.site, project=r.project)
+                    for item in r.items:
+                        entry = entries.get(id(item))
+                        if entry is not None and entry.error is not None:
+                            item.error = entry.error
+                        if item.error is None and entry is not None:
+                            item.result = self._result(entry, r.site, r.project)
+                            events.append(self._event(entry, r.subject, r.client, r.project))
+                        elif item.error is not None and r.batch:
+                            events.append(self._refusal(item, r))
+                self.catalog.audit_chain(conn).append_many(events)
+                pending.wait()  # raises StorageError: the transaction rolls back
+        except BaseException as exc:
+            if pending.failed and isinstance(exc, MedcloudError):
+                self._refuse(requests, valid, exc)
+                return
+            if not pending.done and not pending.failed:
+                # The catalog failed first: let the sync finish so the pack's writer is released (its
+                # bytes stay unreferenced, like any crash between the two steps).
+                with contextlib.suppress(Exception):
+                    pending.wait()
+            raise
+
+    def _refuse(self, requests: list[_Request], valid: list[UploadItem], exc: MedcloudError) -> None:
+        """Mark `valid` items failed with `exc` and audit the refusals of batch requests."""
+        for item in valid:
+            item.error = exc
+            item.result = None
+        events = [self._refusal(i, r) for r in requests if r.batch for i in r.items if i.error is not None]
+        if events:
+            with self.catalog.write() as conn:
+                self.catalog.audit_chain(conn).append_many(events)
+
+    @staticmethod
+    def _refusal(item: UploadItem, r: _Request) -> dict[str, Any]:
+        """The audit event of a file refused inside a batch (a single upload's is audited at the edge)."""
+        assert item.error is not None
+        return {
+            "subject": r.subject,
+            "action": "ingest",
+            "resource": f"upload/{item.filename or 'unnamed'}",
+            "outcome": f"refused:{item.error.status}:{item.error.type_slug}",
+            "client": r.client,
+            "detail": {"reason": item.error.detail[:300], "project": r.project},
+        }
 
     def _validate(self, item: UploadItem, *, fsync: bool) -> None:
         upload = item.upload

@@ -22,7 +22,7 @@ from typing import BinaryIO
 
 from medcloud.errors import IntegrityError, InvalidInput, NotFound, TooLarge
 from medcloud.fsio import fsync_dir
-from medcloud.store.packs import PackStore
+from medcloud.store.packs import PackStore, PendingPut
 
 DEFAULT_PACK_BELOW = 4 * 1024**2  # blobs smaller than this go into packs
 
@@ -154,6 +154,39 @@ class SpooledUpload:
                 self._path.unlink()
 
 
+class PendingCommit:
+    """Blobs staged by `LocalBlobStore.stage_many`: `wait()` returns them once durable and indexed."""
+
+    def __init__(self, pending: PendingPut, packed: list[tuple[int, SpooledUpload]], out: list[StoredBlob | None]):
+        self._pending = pending
+        self._packed = [(i, out[i]) for i, _ in packed]
+        self._out = out
+        self._done = False
+        self._failed = False
+
+    @property
+    def done(self) -> bool:
+        """True once `wait()` has returned (the bytes are durable and indexed)."""
+        return self._done
+
+    @property
+    def failed(self) -> bool:
+        """True if `wait()` raised: the disk refused the bytes and nothing was indexed."""
+        return self._failed
+
+    def wait(self) -> list[StoredBlob]:
+        try:
+            created = self._pending.wait()
+        except BaseException:
+            self._failed = True
+            raise
+        self._done = True
+        for (i, blob), new in zip(self._packed, created, strict=True):
+            assert blob is not None
+            self._out[i] = StoredBlob(blob.sha256, blob.size, created=new)
+        return [b for b in self._out if b is not None]
+
+
 class LocalBlobStore:
     """Blobs under one folder, named by their SHA-256: small ones in packs, large ones as files."""
 
@@ -184,23 +217,29 @@ class LocalBlobStore:
         linked into place; with `durable=False` their directory entries are made durable by one `syncfs`
         (or per-file fsyncs) before this returns, instead of one directory fsync each.
         """
-        out: list[StoredBlob | None] = [None] * len(uploads)
+        return self.stage_many(uploads, durable=durable).wait()
+
+    def stage_many(self, uploads: list[SpooledUpload], *, durable: bool = True) -> PendingCommit:
+        """Like `commit_many`, but the packs' sync runs in the background until `wait()` on the result.
+
+        Large (spilled) uploads are linked and made durable before this returns.
+        """
         packed = [(i, u) for i, u in enumerate(uploads) if u.in_memory]
-        if packed:
-            # Dedupe is against the packs: a small blob stored as a file under an older threshold is packed
-            # again rather than paying a stat() per upload; reads find either copy.
-            created = self.packs.put_many([(u.sha256, u.data() or b"") for _, u in packed])
-            for (i, u), new in zip(packed, created, strict=True):
-                out[i] = StoredBlob(u.sha256, u.size, created=new)
-                u.discard()
+        out: list[StoredBlob | None] = [None] * len(uploads)
         linked: list[StoredBlob] = []
         for i, u in enumerate(uploads):
-            if out[i] is None:
+            if not u.in_memory:
                 out[i] = self._link(u, durable=durable)
                 linked.append(out[i])  # type: ignore[arg-type]
         if not durable:
             self.sync_all(linked)
-        return [b for b in out if b is not None]
+        # Dedupe is against the packs: a small blob stored as a file under an older threshold is packed
+        # again rather than paying a stat() per upload; reads find either copy.
+        pending = self.packs.stage_many([(u.sha256, u.data() or b"") for _, u in packed])
+        for i, u in packed:
+            out[i] = StoredBlob(u.sha256, u.size, created=False)  # until wait() says which were new
+            u.discard()
+        return PendingCommit(pending, packed, out)
 
     def _link(self, upload: SpooledUpload, *, durable: bool) -> StoredBlob:
         sha = upload.sha256

@@ -97,6 +97,47 @@ class _Writer:
             os.close(self.fd)
 
 
+class PendingPut:
+    """Records appended to a pack whose `fdatasync` runs in a background thread until `wait()`."""
+
+    def __init__(
+        self, store: PackStore, writer: _Writer | None, rows: list[tuple[bytes, str, int, int]], created: list[bool],
+        start: int,
+    ) -> None:  # fmt: skip
+        self._store, self._writer, self._rows, self._created, self._start = store, writer, rows, created, start
+        self._error: OSError | None = None
+        self._thread: threading.Thread | None = None
+        if writer is not None:
+            self._thread = threading.Thread(target=self._sync, name="pack-sync", daemon=True)
+            self._thread.start()
+
+    def _sync(self) -> None:
+        assert self._writer is not None
+        try:
+            self._writer.sync()
+        except OSError as exc:
+            self._error = exc
+
+    def wait(self) -> list[bool]:
+        """Block until the bytes are durable, then index them; StorageError if the disk refused."""
+        writer = self._writer
+        if writer is None or self._thread is None:
+            return self._created
+        self._thread.join()
+        self._writer = None
+        if self._error is not None:
+            writer.rollback(self._start)
+            writer.close()
+            raise StorageError(f"could not write to the blob store: {self._error.strerror or self._error}")
+        # The writer goes back only after its rows are committed, so each pack's index commits are in
+        # append order and `indexed_end` never points past a record whose row could still be lost.
+        try:
+            self._store._index(writer, self._rows)
+        finally:
+            self._store._give_back(writer)
+        return self._created
+
+
 class PackStore:
     """The packs of one blob root: append many blobs with one sync, read one by its SHA-256."""
 
@@ -199,6 +240,14 @@ class PackStore:
         Content already indexed, or repeated within `items`, is not written again. Raises StorageError
         when the volume refuses the write; nothing is then indexed.
         """
+        return self.stage_many(items).wait()
+
+    def stage_many(self, items: Sequence[tuple[str, bytes]]) -> PendingPut:
+        """Append the new pairs now and start their `fdatasync` in the background.
+
+        The caller may do other work (the catalog's SQL) while the disk syncs, then must call
+        `wait()`, which returns what `put_many` returns once the bytes are durable and indexed.
+        """
         known = self.known([sha for sha, _ in items])
         created: list[bool] = []
         todo: dict[str, bytes] = {}
@@ -208,40 +257,35 @@ class PackStore:
             if is_new:
                 todo[sha] = data
         if not todo:
-            return created
+            return PendingPut(self, None, [], created, 0)
         writer = self._take_writer()
         start = writer.size
+        rows = []
         try:
-            rows = []
             for sha, data in todo.items():
                 loc = writer.append(sha, data)
                 rows.append((bytes.fromhex(sha), loc.pack, loc.offset, loc.size))
-            writer.sync()
-            writer_end = writer.size
         except OSError as exc:
             writer.rollback(start)
             writer.close()
             raise StorageError(f"could not write to the blob store: {exc.strerror or exc}") from exc
-        # The writer goes back only after its rows are committed, so each pack's index commits are in
-        # append order and `indexed_end` never points past a record whose row could still be lost.
-        try:
-            with self._lock:
-                try:
-                    self._db.execute("BEGIN IMMEDIATE")
-                    self._db.executemany("INSERT OR IGNORE INTO blobs VALUES (?, ?, ?, ?)", rows)
-                    self._db.execute(
-                        "INSERT INTO packs VALUES (?, ?) ON CONFLICT(name) DO UPDATE"
-                        " SET indexed_end = max(indexed_end, excluded.indexed_end)",
-                        (writer.name, writer_end),
-                    )
-                    self._db.execute("COMMIT")
-                except sqlite3.Error as exc:
-                    with contextlib.suppress(sqlite3.Error):
-                        self._db.execute("ROLLBACK")
-                    raise StorageError(f"could not index the blob store: {exc}") from exc
-        finally:
-            self._give_back(writer)
-        return created
+        return PendingPut(self, writer, rows, created, start)
+
+    def _index(self, writer: _Writer, rows: list[tuple[bytes, str, int, int]]) -> None:
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.executemany("INSERT OR IGNORE INTO blobs VALUES (?, ?, ?, ?)", rows)
+                self._db.execute(
+                    "INSERT INTO packs VALUES (?, ?) ON CONFLICT(name) DO UPDATE"
+                    " SET indexed_end = max(indexed_end, excluded.indexed_end)",
+                    (writer.name, writer.size),
+                )
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+                raise StorageError(f"could not index the blob store: {exc}") from exc
 
     # -- reading -------------------------------------------------------------------------------------
     def _pack_path(self, name: str) -> Path:
