@@ -8,14 +8,16 @@ Parameters (128-bit classical security per the HE standard table, checked at con
 - `depth1`: N = 8192, [60, 40, 60] (log2 QP = 160), scale 2^40: one multiplication by a public
   scalar; 64 bytes per value until the rescale drops a prime (TenSEAL's own per-chunk format).
 
-Wire format of the compact set ("ckks-rns-packed" v1, see `SealRaw`): residues mod the 60-bit
-prime packed in 60 bits, all chunks of a vector in one array. A site holds the secret key, so it
-encrypts symmetrically and sends c0 plus one 32-byte seed that expands to every chunk's c1:
-15 bytes per value (3.75x float32) instead of TenSEAL's 32. The aggregator adds c0 arrays mod q
+Wire format of the compact set ("ckks-rns-packed" v2, see `SealRaw`): each ciphertext carries
+N = 8192 real values, in the real and the imaginary parts of its 4,096 complex slots (TenSEAL's
+vectors use only the real parts); residues mod the 60-bit prime are packed in 60 bits, all chunks
+of a vector in one array. A site holds the secret key, so it encrypts symmetrically and sends c0
+plus one 32-byte seed that expands to every chunk's c1: 7.5 bytes per value (1.88x float32)
+instead of TenSEAL's 32. The aggregator adds c0 arrays mod q
 and concatenates the seeds (a sum's c1 is the sum of the seeds' expansions, which anyone can
 compute and which reveal nothing: each is public in its upload), so the summed model goes back
-at 15 bytes per value plus 32 per site. Past `MAX_SEEDS` seeds (DeepProtect's running E(w)) the
-aggregator expands them into an explicit c1 (30 bytes per value). Public-key encryptions (the
+at 7.5 bytes per value plus 32 per site. Past `MAX_SEEDS` seeds (DeepProtect's running E(w)) the
+aggregator expands them into an explicit c1 (15 bytes per value). Public-key encryptions (the
 aggregator's own, in DeepProtect) carry an explicit c1.
 """
 
@@ -54,7 +56,7 @@ from medcloud.federated.he.packing import (
 from medcloud.federated.he.security import check_128_bit
 
 PACKED_FORMAT = "ckks-rns-packed"
-PACKED_VERSION = 1
+PACKED_VERSION = 2  # 1: one real value per slot (never released); 2: real and imaginary parts
 MAX_SEEDS = 16  # a sum carrying more seeds than this gets an explicit c1 instead
 
 
@@ -134,6 +136,7 @@ class CkksBackend(HEBackend):
             secret = self._ctx.secret_key().data if self._ctx.has_secret_key() else None
             public = self._ctx.public_key().data if self._ctx.has_public_key() else None
             self._raw = SealRaw(sctx, self._ctx.global_scale, secret, public)
+            self._slots = self._raw.values_per_chunk  # complex packing: N reals per ciphertext
         # SEAL holds the GIL (two threads encrypt no faster than one, measured), so a site with
         # several cores encrypts and decrypts chunk ranges in worker processes instead.
         self._workers = max(1, int(workers)) if self._raw is not None and self.can_decrypt else 1
@@ -282,6 +285,7 @@ class CkksBackend(HEBackend):
             "q": raw.q,
             "bits": raw.bits,
             "chunks": int(res.c0.shape[0]),
+            "values_per_chunk": self.slots,
             "seeds": len(res.seeds),
             "c1": res.c1 is not None,
         }
@@ -303,7 +307,12 @@ class CkksBackend(HEBackend):
             raise HEError("ciphertext is in TenSEAL's per-chunk format; this context uses packed residues")
         if head.get("version") != PACKED_VERSION:
             raise HEError(f"unsupported {PACKED_FORMAT} version {head.get('version')!r}")
-        if (head.get("N"), head.get("q"), head.get("bits")) != (raw.n, raw.q, raw.bits):
+        if (head.get("N"), head.get("q"), head.get("bits"), head.get("values_per_chunk")) != (
+            raw.n,
+            raw.q,
+            raw.bits,
+            self.slots,
+        ):
             raise HEError("ciphertext was made under other CKKS parameters")
         try:
             chunks, n_seeds, has_c1 = int(head["chunks"]), int(head["seeds"]), bool(head["c1"])

@@ -76,7 +76,8 @@ class SealRaw:
         self.q = int(moduli[0].value())
         self.bits = int(moduli[0].bit_count())
         self.n = int(parms.poly_modulus_degree())
-        self.slots = self.n // 2
+        # CKKS slots are complex: N/2 of them carry N real values (real and imaginary parts).
+        self.values_per_chunk = self.n
         self.scale = float(scale)
         self.encoder = sealapi.CKKSEncoder(seal_context)
         self.evaluator = sealapi.Evaluator(seal_context)
@@ -98,7 +99,7 @@ class SealRaw:
         return Path(path).read_bytes()
 
     def _learn_layout(self) -> None:
-        ct = self._fresh_ciphertext([0.5] * 4)
+        ct = self._fresh_ciphertext([0.5 + 0.5j] * 4)
         head, body = _payload(self._save(ct, "ct"))
         span = 2 * self.n * 8
         if len(body) <= span:
@@ -143,11 +144,15 @@ class SealRaw:
     # --- encryption -----------------------------------------------------------------------------
 
     def _encode(self, values: FloatVector) -> Any:
+        """Values 0 .. N/2-1 in the real parts of the N/2 complex slots, N/2 .. N-1 in the imaginary."""
+        half = self.n // 2
+        padded = np.zeros(self.n, dtype=np.float64)
+        padded[: values.size] = values
         pt = sealapi.Plaintext()
-        self.encoder.encode(values.tolist(), self.scale, pt)
+        self.encoder.encode((padded[:half] + 1j * padded[half:]).tolist(), self.scale, pt)
         return pt
 
-    def _fresh_ciphertext(self, values: list[float]) -> Any:
+    def _fresh_ciphertext(self, values: list[complex]) -> Any:
         ct = sealapi.Ciphertext(self.sctx)
         pt = sealapi.Plaintext()
         self.encoder.encode(values, self.scale, pt)
@@ -196,6 +201,7 @@ class SealRaw:
         parts = []
         for i in range(c0.shape[0]):
             self.dec.decrypt(self.load_ciphertext(c0[i], c1[i]), pt)
-            n = min(self.slots, length - i * self.slots)
-            parts.append(np.asarray(self.encoder.decode_double(pt)[:n], dtype=np.float64))
+            z = np.asarray(self.encoder.decode_complex(pt), dtype=np.complex128)
+            n = min(self.values_per_chunk, length - i * self.values_per_chunk)
+            parts.append(np.concatenate([z.real, z.imag])[:n])
         return np.concatenate(parts)
