@@ -239,3 +239,37 @@ def test_a_failed_sync_fails_the_batch_and_is_audited(hub: Hub, monkeypatch) -> 
     assert hub.state.catalog.verify_audit().ok
     ok = post_batch(hub, *multipart([(deidentified_dicom(), {})])).json()  # the store works again
     assert ok["stored"] == 1
+
+
+def test_check_blobs_finds_damage_and_missing_bytes(hub: Hub) -> None:
+    import json
+    import subprocess
+    import sys
+
+    stored = [hub.client.post("/api/v1/ingest", content=deidentified_dicom(), headers=hub.auth("site_a")).json()
+              for _ in range(3)]  # fmt: skip
+    data_dir = str(hub.state.settings.data_dir)
+
+    def check() -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "medcloud.cli", "hub", "check-blobs", "--data", data_dir],
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+
+    clean = check()
+    assert clean.returncode == 0, clean.stderr
+    summary = json.loads(clean.stdout)
+    assert summary["blobs_ok"] == 3 and summary["damaged"] == [] and summary["missing"] == []
+    # One flipped byte in one blob, and another blob erased behind the catalog's back.
+    loc = hub.state.blobs.packs.locate(stored[0]["sha256"])
+    assert loc is not None
+    pack = hub.state.blobs.packs.folder / f"{loc.pack}.pack"
+    raw = bytearray(pack.read_bytes())
+    raw[loc.offset + 500] ^= 0x01
+    pack.write_bytes(bytes(raw))
+    assert hub.state.blobs.remove(stored[1]["sha256"])
+    bad = check()
+    assert bad.returncode == 7
+    summary = json.loads(bad.stdout)
+    assert summary["blobs_ok"] == 1 and summary["erased"] == 1
+    assert len(summary["damaged"]) == 1 and stored[0]["sha256"] in summary["damaged"][0]
+    assert summary["missing"] == [f"instance/{stored[1]['sop_instance_uid']}: blob {stored[1]['sha256']} is not stored"]
+    assert "damaged" in bad.stderr

@@ -68,6 +68,45 @@ def serve(
     )
 
 
+@app.command("check-blobs")
+def check_blobs(data: Path | None = DataOpt) -> None:
+    """Re-read every stored blob against its SHA-256 and check that every catalog row has its bytes.
+
+    Read-only; safe while the hub runs. Exit code 7 if anything is damaged or missing.
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
+
+    from medcloud.errors import IntegrityError
+    from medcloud.store.blobs import LocalBlobStore
+
+    settings = _settings(data)
+    catalog = _catalog(data)
+    store = LocalBlobStore(settings.resolved_blob_dir, pack_below=settings.pack_below)
+    console = Console(stderr=True)
+    try:
+        total = sum(p.stat().st_size for p in store.root.rglob("*") if p.is_file())
+        columns = (BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
+        with Progress("[progress.description]{task.description}", *columns, console=console) as bar:
+            task = bar.add_task("checking blobs", total=total)
+            report = store.check(lambda n: bar.advance(task, n))
+        missing = [f"{res}: blob {sha} is not stored" for sha, res in catalog.blob_refs() if not store.exists(sha)]
+    finally:
+        store.close()
+        catalog.dispose()
+    summary = {
+        "blobs_ok": report.ok,
+        "pack_records": report.pack_records,
+        "erased": report.erased,
+        "damaged": report.bad,
+        "missing": missing,
+        "torn_tails": report.torn_tails,
+    }
+    typer.echo(json.dumps(summary, indent=2))
+    if report.bad or missing:
+        raise IntegrityError(f"{len(report.bad)} damaged and {len(missing)} missing blob(s); see the list above")
+
+
 @token_app.command("create")
 def token_create(
     role: str = typer.Option(..., help="site, researcher, clinician, auditor or admin."),

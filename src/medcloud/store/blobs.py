@@ -15,14 +15,14 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
 from medcloud.errors import IntegrityError, InvalidInput, NotFound, TooLarge
 from medcloud.fsio import fsync_dir
-from medcloud.store.packs import PackStore, PendingPut
+from medcloud.store.packs import FILE_MAGIC, PackStore, PendingPut
 
 DEFAULT_PACK_BELOW = 4 * 1024**2  # blobs smaller than this go into packs
 
@@ -152,6 +152,17 @@ class SpooledUpload:
         if self._path is not None:
             with contextlib.suppress(FileNotFoundError):
                 self._path.unlink()
+
+
+@dataclass
+class BlobCheck:
+    """What `LocalBlobStore.check` found."""
+
+    ok: int = 0
+    pack_records: int = 0
+    erased: int = 0
+    bad: list[str] = field(default_factory=list)
+    torn_tails: list[str] = field(default_factory=list)  # unacknowledged bytes left by a crash: harmless
 
 
 class PendingCommit:
@@ -324,6 +335,43 @@ class LocalBlobStore:
             self.path_for(sha256).unlink()
             removed = True
         return removed
+
+    def check(self, progress: Callable[[int], None] | None = None) -> BlobCheck:
+        """Re-read every stored blob and compare it with its name; walk every pack record by record.
+
+        `progress(n)` is called with the bytes read so far's increment. Nothing is changed.
+        """
+        report = BlobCheck()
+        for pack in sorted(self.packs.folder.glob("*.pack")):
+            end = len(FILE_MAGIC)
+            for rec in self.packs.scan(pack.stem):
+                report.pack_records += 1
+                report.erased += rec.erased
+                end = rec.offset + rec.size
+            size = pack.stat().st_size
+            if end < size:
+                report.torn_tails.append(f"{pack.name}: {size - end} bytes after the last whole record at {end}")
+        for sha, loc in self.packs.entries():
+            try:
+                data = self.packs.read(sha, loc)
+                if hashlib.sha256(data).hexdigest() != sha:
+                    raise IntegrityError(f"blob {sha} does not match its hash")
+                report.ok += 1
+            except (IntegrityError, OSError) as exc:
+                report.bad.append(f"{sha}: {exc}")
+            if progress is not None:
+                progress(loc.size)
+        for path in sorted(self.root.glob("??/??/*")):
+            if not _SHA256.match(path.name):
+                continue
+            try:
+                self.verify(path.name)
+                report.ok += 1
+            except (IntegrityError, NotFound) as exc:
+                report.bad.append(f"{path.name}: {exc}")
+            if progress is not None:
+                progress(path.stat().st_size)
+        return report
 
     def count(self) -> int:
         """How many blobs are stored (packed and as files)."""

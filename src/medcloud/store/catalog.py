@@ -253,6 +253,14 @@ class Catalog:
         with self.read() as conn:
             return int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(audit_events.c.seq), 0))).scalar_one())
 
+    def blob_refs(self) -> Iterator[tuple[str, str]]:
+        """Every (sha256, resource) the catalog points at: instances, then images."""
+        with self.engine.connect() as conn:
+            for row in conn.execute(sa.select(instances.c.sha256, instances.c.sop_uid).order_by(instances.c.id)):
+                yield str(row.sha256), f"instance/{row.sop_uid}"
+            for row in conn.execute(sa.select(images.c.sha256, images.c.id).order_by(images.c.id)):
+                yield str(row.sha256), f"image/{row.id}"
+
     def verify_audit(self, batch: int = 5000) -> ChainReport:
         def rows() -> Iterator[dict[str, Any]]:
             last = 0

@@ -61,6 +61,7 @@ class PackRecord:
     size: int
     sha256: str
     erased: bool
+    damaged: bool = False  # whole, but its bytes do not hash to its SHA-256
 
 
 class _Writer:
@@ -181,7 +182,7 @@ class PackStore:
                 rows = [
                     (bytes.fromhex(r.sha256), path.stem, r.offset, r.size)
                     for r in self.scan(path.stem, start=indexed_end)
-                    if not r.erased
+                    if not r.erased and not r.damaged
                 ]
                 if rows:
                     with self._lock:
@@ -328,6 +329,8 @@ class PackStore:
     def scan(self, name: str, start: int | None = None) -> Iterator[PackRecord]:
         """Walk one pack's records (for checks and re-indexing) from `start`; stops at a torn tail.
 
+        A whole record whose bytes no longer match its SHA-256 is yielded with `damaged` set.
+
         `start` is a record boundary: the end of a record's data, as an index row gives it.
         """
         with open(self._pack_path(name), "rb") as fh:
@@ -346,10 +349,16 @@ class PackStore:
                 if len(data) < length:
                     return
                 erased = bool(flags & FLAG_ERASED)
-                if not erased and hashlib.sha256(data).digest() != digest:
-                    return
-                yield PackRecord(pos + REC_HEADER, length, digest.hex(), erased)
+                damaged = not erased and hashlib.sha256(data).digest() != digest
+                yield PackRecord(pos + REC_HEADER, length, digest.hex(), erased, damaged)
                 pos += REC_HEADER + length
+
+    def entries(self) -> Iterator[tuple[str, PackLocation]]:
+        """Every indexed blob, in pack and offset order (a snapshot taken at the call)."""
+        with self._lock:
+            rows = self._db.execute("SELECT sha256, pack, offset, size FROM blobs ORDER BY pack, offset").fetchall()
+        for sha, pack, offset, size in rows:
+            yield sha.hex(), PackLocation(pack, offset, size)
 
     def count(self) -> int:
         with self._lock:
