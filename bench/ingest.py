@@ -12,6 +12,8 @@ per request (`POST /api/v1/ingest`), and `--batch` files per multipart request
 (`POST /api/v1/ingest/batch`, one durability barrier per request), which is how the gateway sends
 when files are waiting.
 
+Orthanc is measured one file per request (`POST /instances`, its usual REST upload) and, like for like
+with the hub's batch endpoint, with the same batches sent as ZIP archives to `/instances`.
 Orthanc (Debian package, never in CI) runs loopback-only in its own network namespace (FACTS.md):
 `unshare -n` for the server, `nsenter --net` for its client, which is this script in a child mode.
 With `--gateway`, the whole gateway (`medcloud gateway run --once`: de-identify + outbox + forward)
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -37,6 +40,7 @@ import tempfile
 import threading
 import time
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +110,7 @@ def _tree_cpu(pid: int | None) -> float:
 
 def send_all(
     url: str, files: list[bytes], clients: int, headers: dict[str, str], with_sha: bool, batch: int = 1,
-    server_pid: int | None = None,
+    server_pid: int | None = None, zip_batches: bool = False,
 ) -> dict[str, Any]:
     """POST every file once, `clients` threads with one keep-alive connection each; wall-clock timed.
 
@@ -134,7 +138,21 @@ def send_all(
                 if chunk is None:
                     break
                 try:
-                    if batch > 1:
+                    if batch > 1 and zip_batches:
+                        # Orthanc's own many-files-per-request form: a ZIP archive POSTed to /instances.
+                        buf = io.BytesIO()
+                        with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+                            for i in chunk:
+                                zf.writestr(f"{i}.dcm", files[i])
+                        r = client.post(url, content=buf.getvalue(), headers={"Content-Type": "application/zip"})
+                        if r.status_code == 200:
+                            answer = r.json()
+                            done = len(answer) if isinstance(answer, list) else 0
+                            local[200] = local.get(200, 0) + done
+                            if done != len(chunk):
+                                local[599] = local.get(599, 0) + len(chunk) - done
+                            continue
+                    elif batch > 1:
                         body, ctype = encode_multipart(
                             [(files[i], "application/dicom", hashlib.sha256(files[i]).hexdigest(), f"{i}.dcm")
                              for i in chunk]
@@ -229,7 +247,8 @@ class Hub:
             self.profile_dir.mkdir(parents=True, exist_ok=True)
             # Collapsed stacks with idle threads: wall-clock attribution, fsync waits included.
             out = self.profile_dir / f"hub-{label}.folded"
-            cmd = ["py-spy", "record", "--format", "raw", "--subprocesses", "--rate", "250", "-o", str(out), "--", *cmd]
+            spy = ["py-spy", "record", "--format", "raw", "--idle", "--subprocesses", "--rate", "250"]
+            cmd = [*spy, "-o", str(out), "--", *cmd]
         log = (self.data.parent / f"hub-{label}.log").open("wb")
         self.proc = subprocess.Popen(cmd, env=_env(), stdout=log, stderr=subprocess.STDOUT)
         _wait_http(self.url + "/healthz", 60, self.proc)
@@ -278,7 +297,7 @@ def orthanc_binary() -> str | None:
     )
 
 
-def bench_orthanc(work: Path, file_list: Path, n: int, clients: int) -> dict[str, Any]:
+def bench_orthanc(work: Path, file_list: Path, n: int, clients: int, batch: int = 1) -> dict[str, Any]:
     """Orthanc in a loopback-only network namespace; this script, inside it, is the client."""
     binary = orthanc_binary()
     assert binary is not None
@@ -318,7 +337,7 @@ def bench_orthanc(work: Path, file_list: Path, n: int, clients: int) -> dict[str
             time.sleep(0.05)
         out = subprocess.run(
             ["nsenter", f"--net=/proc/{proc.pid}/ns/net", sys.executable, __file__, "--orthanc-client",
-             str(port), str(file_list), str(clients), str(proc.pid)],
+             str(port), str(file_list), str(clients), str(proc.pid), str(batch)],
             capture_output=True, env=_env(), timeout=1800,
         )
         if out.returncode != 0:
@@ -335,7 +354,7 @@ def bench_orthanc(work: Path, file_list: Path, n: int, clients: int) -> dict[str
     return result
 
 
-def orthanc_client(port: int, file_list: Path, clients: int, server_pid: int) -> None:
+def orthanc_client(port: int, file_list: Path, clients: int, server_pid: int, batch: int = 1) -> None:
     """Child mode, run inside Orthanc's network namespace."""
     import httpx
 
@@ -343,7 +362,7 @@ def orthanc_client(port: int, file_list: Path, clients: int, server_pid: int) ->
     _wait_http(url + "/system", 60)
     files = [Path(p).read_bytes() for p in file_list.read_text().splitlines()]
     result = send_all(url + "/instances", files, clients, {"Content-Type": "application/dicom"}, with_sha=False,
-                      server_pid=server_pid)
+                      server_pid=server_pid, batch=batch, zip_batches=batch > 1)
     result["stored"] = len(httpx.get(url + "/instances", timeout=60).json())
     print(json.dumps(result))
 
@@ -392,14 +411,14 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="Interleaved rounds; medians are reported.")
     parser.add_argument("--modes", default="batch,single",
                         help="Hub modes: batch (multipart, as the gateway sends), single (one file per request).")
-    parser.add_argument("--orthanc-client", nargs=4, metavar=("PORT", "LIST", "CLIENTS", "SERVER_PID"),
+    parser.add_argument("--orthanc-client", nargs=5, metavar=("PORT", "LIST", "CLIENTS", "SERVER_PID", "BATCH"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
     global HUB_WORKERS
     HUB_WORKERS = args.hub_workers
     if args.orthanc_client:
-        port, listing, clients, server_pid = args.orthanc_client
-        orthanc_client(int(port), Path(listing), int(clients), int(server_pid))
+        port, listing, clients, server_pid, batch = args.orthanc_client
+        orthanc_client(int(port), Path(listing), int(clients), int(server_pid), int(batch))
         return
 
     import corpus
@@ -442,19 +461,22 @@ def main() -> None:
         elif shutil.which("unshare") is None or shutil.which("nsenter") is None:
             orthanc_skip = "unshare/nsenter unavailable"
         modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-        systems = [m for m in ("hub_batch", "hub") if (m == "hub" and "single" in modes) or
-                   (m == "hub_batch" and "batch" in modes and args.batch > 1)]  # fmt: skip
+        batched = "batch" in modes and args.batch > 1
+        systems = (["hub_batch"] if batched else []) + (["hub"] if "single" in modes else [])
         if orthanc_skip is None:
-            systems.append("orthanc")
+            # Orthanc one file per request (its usual REST upload), and, like for like with the hub's
+            # batch endpoint, the same batches as ZIP archives POSTed to /instances.
+            systems += ["orthanc"] + (["orthanc_zip"] if batched else [])
         runs: dict[str, dict[int, list[dict[str, Any]]]] = {s: {c: [] for c in client_counts} for s in systems}
         # Repeats are interleaved (every system once per round) so that drift in the machine's speed
         # touches every system alike; the report gives the median of the rounds and each round's ratio.
         for _round in range(args.repeat):
             for c in client_counts:
                 for system in systems:
-                    if system == "orthanc":
+                    if system.startswith("orthanc"):
+                        batch = args.batch if system == "orthanc_zip" else 1
                         try:
-                            one = bench_orthanc(work, file_list, len(files), c)
+                            one = bench_orthanc(work, file_list, len(files), c, batch=batch)
                         except (RuntimeError, subprocess.SubprocessError, OSError) as exc:
                             one = {"error": str(exc)}
                     else:
@@ -467,19 +489,20 @@ def main() -> None:
             report["orthanc"] = {"skipped": orthanc_skip}
         else:
             ratios: dict[str, Any] = {}
-            for system in systems:
-                if system == "orthanc":
-                    continue
+            pairs = [(h, o) for h in ("hub_batch", "hub") for o in ("orthanc", "orthanc_zip")
+                     if h in systems and o in systems]  # fmt: skip
+            for mine, peer in pairs:
                 for c in client_counts:
-                    h = report[system][f"clients_{c}"].get("files_per_s")
-                    o = report["orthanc"][f"clients_{c}"].get("files_per_s")
+                    h = report[mine][f"clients_{c}"].get("files_per_s")
+                    o = report[peer][f"clients_{c}"].get("files_per_s")
                     if h and o:
                         per_round = [
                             round(a["files_per_s"] / b["files_per_s"], 2)
-                            for a, b in zip(runs[system][c], runs["orthanc"][c], strict=True)
+                            for a, b in zip(runs[mine][c], runs[peer][c], strict=True)
                             if a.get("files_per_s") and b.get("files_per_s")
                         ]
-                        ratios[f"{system}_clients_{c}"] = {"of_medians": round(h / o, 2), "per_round": per_round}
+                        key = f"{mine}_over_{peer}_clients_{c}"
+                        ratios[key] = {"of_medians": round(h / o, 2), "per_round": per_round}
             report["ratio_over_orthanc"] = ratios
             report["target_ratio"] = 5.0
         if args.gateway:
