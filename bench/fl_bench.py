@@ -159,7 +159,7 @@ def tenseal_per_chunk(site_be: Any, w: np.ndarray) -> dict[str, Any]:
     import tenseal as ts
 
     ctx = ts.context_from(site_be._ctx.serialize(save_secret_key=True))
-    slots = site_be.slots
+    slots = 4096  # TenSEAL's CKKSVector: real values in the N/2 slots of N = 8192
     chunks = [w[i : i + slots] for i in range(0, w.size, slots)]
     vecs, enc_s = _timed(lambda: [ts.ckks_vector(ctx, c.tolist()) for c in chunks])
     blobs, ser_s = _timed(lambda: [v.serialize() for v in vecs])
