@@ -9,7 +9,8 @@ others) fused by anyone: fewer than N partials decode to noise (N-of-N threshold
 Parameters: CKKS-RNS, ring dimension N = 8192 (4096 slots) chosen by OpenFHE for
 `HEStd_128_classic`, multiplicative depth 0 (additions only), first modulus 60 bits,
 scale 2^50, FIXEDMANUAL rescaling. `ThresholdParams(depth=1)` allows one multiplication by a
-public scalar (N = 16384). A ciphertext is ~32 bytes per value, a partial decryption ~16.
+public scalar (N = 16384). On the wire (`openfhe-rns-packed`: one chunk header per vector,
+residues in 60 bits) a ciphertext is 30 bytes per value, a partial decryption 15.
 
 Speed: OpenFHE deserializes a ciphertext chunk in ~4 ms (it rebuilds the crypto parameters
 carried in every chunk), which made the aggregator's sums and the fusion of N partial
