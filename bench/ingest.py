@@ -128,6 +128,8 @@ def send_all(
     next_chunk = iter(chunks)
     start_gate = threading.Barrier(clients + 1)
 
+    timing: dict[str, float] = {}  # the hub's Server-Timing, summed over requests (ms)
+
     def worker() -> None:
         local: dict[int, int] = {}
         with httpx.Client(timeout=300, headers=headers) as client:
@@ -158,6 +160,11 @@ def send_all(
                              for i in chunk]
                         )
                         r = client.post(url, content=body, headers={"Content-Type": ctype})
+                        for part in r.headers.get("server-timing", "").split(","):
+                            name, _, dur = part.strip().partition(";dur=")
+                            if dur:
+                                with lock:
+                                    timing[name] = timing.get(name, 0.0) + float(dur)
                         if r.status_code == 200:
                             for res in r.json()["items"]:
                                 code = {"stored": 201, "duplicate": 200}.get(res["status"], 0)
@@ -203,6 +210,7 @@ def send_all(
         # as "where did the machine's time go" on a machine the two share.
         "client_cpu_ms_per_file": round(client_cpu * 1000 / len(files), 3),
         "server_cpu_ms_per_file": round(server_cpu * 1000 / len(files), 3) if server_pid else None,
+        **({"server_timing_ms_per_file": {k: round(v / len(files), 3) for k, v in timing.items()}} if timing else {}),
     }
 
 
