@@ -6,6 +6,16 @@ under. Its secret is the sum of all shares, which no single process ever holds. 
 one partial decryption per party (`MultipartyDecryptLead` for the first, `...Main` for the
 others) fused by anyone: fewer than N partials decode to noise (N-of-N threshold).
 
+t-of-N (OpenFHE's "threshold FHE with aborts"): after key generation each party Shamir-shares
+its secret share among the other N - 1 parties (`share_key`, polynomial of degree t - 1 per
+coefficient, party i's share is the evaluation at i). If a party drops out, any t of the others
+pool the shares they hold of its key and one of them rebuilds it (`recover_key`: Lagrange
+interpolation in OpenFHE's `RecoverSharedKey`) to make the missing partial decryption; fewer than
+t shares are refused, and t - 1 shares are uniformly random (Shamir). OpenFHE requires an honest
+majority, N / 2 < t, and with the missing party's own point absent t <= N - 1: so 2-of-3,
+3-of-4, 3-of-5, 4-of-5. Share bytes travel inside an OpenFHE ciphertext container (its one
+element replaced by the share polynomial), since the binding serializes no bare `DCRTPoly`.
+
 Parameters: CKKS-RNS, ring dimension N = 8192 (4096 slots) chosen by OpenFHE for
 `HEStd_128_classic`, multiplicative depth 0 (additions only), first modulus 60 bits,
 scale 2^50, FIXEDMANUAL rescaling. `ThresholdParams(depth=1)` allows one multiplication by a
@@ -49,6 +59,7 @@ from medcloud.federated.he.base import (
 from medcloud.federated.he.packing import pack_bits, unpack_bits
 
 SHARE_BACKEND = "threshold-share"
+KEY_SHARE_KIND = "threshold-keyshare"  # a Shamir share of one party's secret share (secret!)
 PACKED_FORMAT = "openfhe-rns-packed"
 PACKED_VERSION = 1
 
@@ -263,6 +274,99 @@ def keygen_share(context_bytes: bytes, previous_public_key: bytes | None) -> tup
         prev = ofhe.DeserializePublicKeyString(previous_public_key, ofhe.BINARY)
         kp = cc.MultipartyKeyGen(prev)
     return bytes(ofhe.Serialize(kp.publicKey, ofhe.BINARY)), bytes(ofhe.Serialize(kp.secretKey, ofhe.BINARY))
+
+
+def check_threshold(parties: int, threshold: int) -> None:
+    """Refuse a t-of-N that OpenFHE cannot share or that could never recover a missing party."""
+    if threshold == parties and parties >= 1:
+        return  # N-of-N: no sharing
+    if parties < 3 or not parties // 2 < threshold < parties:
+        raise HEError(
+            f"threshold {threshold} of {parties} parties is not supported: t-of-N needs N >= 3 and "
+            f"N/2 < t <= N - 1 (OpenFHE requires an honest majority; t = N is plain N-of-N)"
+        )
+
+
+def _share_container(cc: Any, secret: Any) -> Any:
+    """An empty ciphertext of this context, used only as a serialization envelope for a polynomial."""
+    return cc.Encrypt(secret, cc.MakeCKKSPackedPlaintext([0.0])).CloneEmpty()
+
+
+def share_key(context_bytes: bytes, secret_share: bytes, parties: int, threshold: int, index: int) -> dict[int, bytes]:
+    """Shamir shares of this party's secret share, one for each other party.
+
+    `index` is this party's 1-based place in the key chain; the result maps each other party's
+    1-based index to its share (secret: seal it to that party before it leaves the site). All
+    N - 1 shares come from one polynomial, so they must be made in one call.
+    """
+    check_threshold(parties, threshold)
+    if threshold == parties:
+        raise HEError("N-of-N keys are not shared (choose t < N)")
+    if not 1 <= index <= parties:
+        raise HEError(f"party index {index} outside 1..{parties}")
+    cc = load_context(context_bytes)
+    sk = ofhe.DeserializePrivateKeyString(secret_share, ofhe.BINARY)
+    try:
+        polys = cc.ShareKeys(sk, parties, threshold, index, "shamir")
+    except RuntimeError as exc:
+        raise HEError(f"OpenFHE refused to share the key: {exc}") from exc
+    envelope = _share_container(cc, sk)
+    out: dict[int, bytes] = {}
+    for j, poly in sorted(polys.items()):
+        env = envelope.Clone()
+        env.SetElements([poly])
+        meta = {"of": index, "holder": int(j), "N": parties, "t": threshold}
+        out[int(j)] = frame(KEY_SHARE_KIND, 0, [bytes(ofhe.Serialize(env, ofhe.BINARY))], meta)
+    return out
+
+
+def key_share_meta(blob: bytes) -> dict[str, int]:
+    """Whose key a share belongs to, which party holds it, and the t-of-N it was made for."""
+    header, blobs = split_header(blob)
+    if header.get("backend") != KEY_SHARE_KIND or len(blobs) != 1:
+        raise HEError("not a threshold key share")
+    try:
+        return {k: int(header[k]) for k in ("of", "holder", "N", "t")}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise HEError(f"corrupt threshold key share header: {exc}") from exc
+
+
+def recover_key(context_bytes: bytes, shares: Sequence[bytes]) -> bytes:
+    """The secret share of a missing party, rebuilt from at least t of its Shamir shares.
+
+    Every share must be of the same party's key under the same t-of-N, from distinct holders;
+    fewer than t are refused with `HEError` (t - 1 of them say nothing about the key).
+    """
+    if not shares:
+        raise HEError("no key shares to recover from")
+    metas = [key_share_meta(b) for b in shares]
+    first = metas[0]
+    if any((m["of"], m["N"], m["t"]) != (first["of"], first["N"], first["t"]) for m in metas):
+        raise HEError("key shares of different parties or of a different t-of-N")
+    holders = [m["holder"] for m in metas]
+    if len(set(holders)) != len(holders) or first["of"] in holders:
+        raise HEError("key shares must come from distinct holders other than the missing party")
+    parties, threshold = first["N"], first["t"]
+    check_threshold(parties, threshold)
+    if len(shares) < threshold:
+        raise HEError(
+            f"{len(shares)} key share(s) of party {first['of']}: recovery needs {threshold} of {parties} parties"
+        )
+    cc = load_context(context_bytes)
+    polys = {}
+    for m, blob in zip(metas, shares, strict=True):
+        try:
+            env = ofhe.DeserializeCiphertextString(split_header(blob)[1][0], ofhe.BINARY)
+            (poly,) = env.GetElements()
+        except Exception as exc:
+            raise HEError(f"corrupt threshold key share from party {m['holder']}: {exc}") from exc
+        polys[m["holder"]] = poly
+    recovered = ofhe.PrivateKey(cc)
+    try:
+        cc.RecoverSharedKey(recovered, polys, parties, threshold, "shamir")
+    except RuntimeError as exc:
+        raise HEError(f"key recovery refused: {exc}") from exc
+    return bytes(ofhe.Serialize(recovered, ofhe.BINARY))
 
 
 class ThresholdBackend(HEBackend):
