@@ -162,3 +162,161 @@ def test_packed_wire_format_sizes_and_corruption(ceremony: dict[str, object]) ->
         with pytest.raises(HEError):
             agg.deserialize(frame(backend, length, p, h))
         assert what
+
+
+# --- t-of-N: Shamir-shared key shares, recovery of a site that dropped out -----------------------
+
+
+@pytest.fixture(scope="module")
+def ceremony_2of3(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    pytest.importorskip("openfhe")
+    from medcloud.federated.keys import KeyPaths, threshold_keygen
+
+    root = tmp_path_factory.mktemp("thr2of3")
+    parties = ["a", "b", "c"]
+    paths = {s: KeyPaths(s, root / s, root / "public") for s in parties}
+    first = {s: threshold_keygen(paths[s], parties, threshold=2) for s in parties}  # in chain order
+    assert "waiting for the identity keys of b, c to seal the key shares" in first["a"]  # b, c not there yet
+    assert "joint public key published" in first["c"]
+    assert "key share split 2-of-3; shares sealed for a, b" in first["c"]  # every identity was there
+    again = {s: threshold_keygen(paths[s], parties) for s in parties}  # t comes from what a published
+    assert "key share split 2-of-3; shares sealed for b, c" in again["a"]
+    assert "key share split 2-of-3; shares sealed for a, c" in first["b"] + again["b"]
+    assert threshold_keygen(paths["b"], parties)[-1] == "key shares already sealed"
+    return {"paths": paths, "public": root / "public", "parties": parties}
+
+
+def _encrypted_sum(agg: object, sites: list[object], seed: int) -> tuple[object, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    n = agg.slots + 7  # type: ignore[attr-defined]
+    vecs = [rng.normal(size=n) for _ in sites]
+    blobs = [s.serialize(s.encrypt(v)) for s, v in zip(sites, vecs, strict=True)]  # type: ignore[attr-defined]
+    return agg.deserialize(agg.sum_serialized(blobs)), sum(vecs)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(("missing", "recoverer", "helper"), [("a", "b", "c"), ("c", "a", "b")])
+def test_t_of_n_survivors_recover_a_dropped_site(
+    ceremony_2of3: dict[str, object], missing: str, recoverer: str, helper: str
+) -> None:
+    from medcloud.federated.he import HEError
+    from medcloud.federated.keys import (
+        aggregator_backend,
+        recovered_backend,
+        site_backend,
+        threshold_recover,
+        threshold_release,
+    )
+
+    paths = ceremony_2of3["paths"]
+    assert isinstance(paths, dict)
+    agg = aggregator_backend("threshold", ceremony_2of3["public"])  # type: ignore[arg-type]
+    survivors = [site_backend("threshold", paths[s]) for s in (recoverer, helper)]
+    summed, expected = _encrypted_sum(agg, survivors, seed=21)
+    partials = [s.partial_decrypt(summed) for s in survivors]  # type: ignore[attr-defined]
+    with pytest.raises(HEError, match="all parties"):
+        agg.fuse(partials)  # type: ignore[attr-defined]  # the dropped site's partial is missing
+    # The missing site is gone: the helper re-seals its share of the missing key to the recoverer,
+    # which adds its own share (t = 2) and rebuilds the missing key share in its secret folder.
+    assert threshold_release(paths[helper], missing, recoverer) == [f"share of {missing}'s key sealed for {recoverer}"]
+    assert threshold_recover(paths[recoverer], missing) == [f"{missing}'s key share recovered from 2 shares (2-of-3)"]
+    assert paths[recoverer].threshold_recovered(missing).stat().st_mode & 0o077 == 0
+    stand_in = recovered_backend(paths[recoverer], missing)
+    out = agg.fuse([*partials, stand_in.partial_decrypt(summed)])  # type: ignore[attr-defined]
+    assert np.max(np.abs(out - expected)) < 1e-5
+
+
+def test_t_of_n_fewer_than_t_shares_cannot_decrypt(ceremony_2of3: dict[str, object]) -> None:
+    from medcloud.federated.he import HEError
+    from medcloud.federated.he import threshold as thr
+    from medcloud.federated.keys import _own_share_of, aggregator_backend, site_backend, threshold_recover
+
+    paths = ceremony_2of3["paths"]
+    parties = ceremony_2of3["parties"]
+    assert isinstance(paths, dict) and isinstance(parties, list)
+    # c alone (b released nothing to c) holds 1 share of a's key: refused, nothing written.
+    assert not (ceremony_2of3["public"] / "threshold.release-a-from-b-to-c.sealed").exists()  # type: ignore[operator]
+    with pytest.raises(HEError, match="1 key share\\(s\\) of party 1: recovery needs 2 of 3"):
+        threshold_recover(paths["c"], "a")
+    assert not paths["c"].threshold_recovered("a").exists()
+    # One genuine share plus a share of some other key (what a coalition below t could guess):
+    # OpenFHE interpolates, but the key is wrong, and its partial decryption fuses to nothing.
+    context = paths["a"].threshold_context.read_bytes()
+    genuine = _own_share_of(paths["c"], parties, "a")
+    _, other_sk = thr.keygen_share(context, None)
+    forged = thr.share_key(context, other_sk, 3, 2, 1)[2]  # "a's key, held by b", from another key
+    wrong = thr.recover_key(context, [genuine, forged])
+    agg = aggregator_backend("threshold", ceremony_2of3["public"])  # type: ignore[arg-type]
+    survivors = [site_backend("threshold", paths[s]) for s in ("b", "c")]
+    summed, expected = _encrypted_sum(agg, survivors, seed=22)
+    bad = thr.ThresholdBackend(context, paths["a"].threshold_joint.read_bytes(), wrong, lead=True)
+    partials = [s.partial_decrypt(summed) for s in survivors]  # type: ignore[attr-defined]
+    try:
+        out = agg.fuse([*partials, bad.partial_decrypt(summed)])  # type: ignore[attr-defined]
+    except HEError:
+        pass  # OpenFHE's decoder refused the noise (REAL mode checks the imaginary parts)
+    else:
+        assert np.max(np.abs(out - expected)) > 1.0  # garbage, never the sum
+    with pytest.raises(HEError, match="distinct holders"):
+        thr.recover_key(context, [genuine, genuine])
+
+
+def test_t_of_n_shares_travel_sealed_and_aggregator_holds_no_secret(ceremony_2of3: dict[str, object]) -> None:
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    from medcloud.errors import InvalidInput
+    from medcloud.federated.he import HEError, NoSecretKey
+    from medcloud.federated.he import threshold as thr
+    from medcloud.federated.keys import _keyshare_aad, _own_share_of, aggregator_backend, ensure_identity, unseal
+
+    paths = ceremony_2of3["paths"]
+    parties = ceremony_2of3["parties"]
+    public = Path(str(ceremony_2of3["public"]))
+    assert isinstance(paths, dict) and isinstance(parties, list)
+    sealed = sorted(public.glob("threshold.keyshare-*.sealed"))
+    assert [p.name for p in sealed] == [
+        f"threshold.keyshare-{o}-for-{h}.sealed" for o in "abc" for h in "abc" if h != o
+    ]
+    sizes = {p.stat().st_size for p in sealed}
+    assert max(sizes) < 70_000  # one 8,192-coefficient polynomial in an OpenFHE envelope, + 60 bytes of seal
+    public_bytes = [f.read_bytes() for f in public.iterdir()]
+    secrets = []
+    for s in parties:
+        secrets.append(paths[s].threshold_share.read_bytes())
+        secrets.append(paths[s].identity_key.read_bytes())
+        for o in parties:
+            if o != s:
+                secrets.append(_own_share_of(paths[s], parties, o))  # what the sealed blob carries
+    for secret in secrets:  # neither whole nor its last 4 KiB (coefficients) is anywhere in public
+        assert all(secret not in b and secret[-4096:] not in b for b in public_bytes)
+    # Nothing public parses as a key share, and no key but the holder's opens a sealed one.
+    blob = paths["a"].threshold_sealed_share("a", "b").read_bytes()
+    with pytest.raises(HEError):
+        thr.key_share_meta(blob)
+    aad = _keyshare_aad("a", "b", 2, parties)
+    for key in (X25519PrivateKey.generate(), ensure_identity(paths["c"]), ensure_identity(paths["a"])):
+        with pytest.raises(InvalidInput, match="not for this site"):
+            unseal(key, blob, aad)
+    assert thr.key_share_meta(unseal(ensure_identity(paths["b"]), blob, aad)) == {"of": 1, "holder": 2, "N": 3, "t": 2}
+    with pytest.raises(InvalidInput):  # relabelled (another recipient in the AAD): refused too
+        unseal(ensure_identity(paths["b"]), blob, _keyshare_aad("a", "c", 2, parties))
+    # The aggregator, built from the public folder, holds no share and cannot decrypt.
+    agg = aggregator_backend("threshold", public)
+    assert not agg.can_decrypt and not agg.holds_share  # type: ignore[attr-defined]
+    with pytest.raises(NoSecretKey):
+        agg.partial_decrypt(agg.encrypt(np.ones(3)))  # type: ignore[attr-defined]
+
+
+def test_t_of_n_parameters_checked() -> None:
+    pytest.importorskip("openfhe")
+    from medcloud.errors import InvalidInput
+    from medcloud.federated.he import HEError
+    from medcloud.federated.he.threshold import check_threshold
+    from medcloud.federated.keys import KeyPaths, threshold_keygen
+
+    for n, t in [(3, 2), (3, 3), (4, 3), (5, 3), (5, 4), (2, 2)]:
+        check_threshold(n, t)
+    for n, t in [(4, 2), (3, 1), (2, 1), (5, 2), (3, 4), (3, 0)]:
+        with pytest.raises(HEError, match="N/2 < t <= N - 1"):
+            check_threshold(n, t)
+    with pytest.raises(InvalidInput, match="honest majority"):
+        threshold_keygen(KeyPaths("a", Path("/nonexistent/a"), Path("/nonexistent/p")), ["a", "b", "c", "d"], 2)

@@ -10,6 +10,11 @@ Two folders per party: `site_dir` (secret, never copied off the site, files mode
 - threshold (one share per site): the first party publishes the OpenFHE crypto context; the
   parties, in the agreed order, each read the previous public key, keep their secret share and
   publish their public key; the last one is the joint key.
+- threshold t-of-N (`threshold < len(parties)`): every site also publishes an X25519 identity;
+  once all are published, each site Shamir-shares its key share and publishes the share for
+  each other site sealed to that site (the hub relays N(N-1) sealed blobs it cannot open). If a
+  site drops out, the survivors re-seal their shares of its key to one recovering site
+  (`threshold_release`), which rebuilds the missing key share (`threshold_recover`).
 """
 
 from __future__ import annotations
@@ -75,6 +80,21 @@ class KeyPaths:
     @property
     def threshold_share(self) -> Path:
         return self.site_dir / "threshold.share"
+
+    @property
+    def threshold_t(self) -> Path:
+        return self.public_dir / "threshold.t.json"
+
+    def threshold_sealed_share(self, of: str, holder: str) -> Path:
+        """`of`'s key, Shamir share for `holder`, sealed to `holder`."""
+        return self.public_dir / f"threshold.keyshare-{of}-for-{holder}.sealed"
+
+    def threshold_release(self, of: str, holder: str, to: str) -> Path:
+        """`holder`'s share of `of`'s key, re-sealed to the recovering site `to`."""
+        return self.public_dir / f"threshold.release-{of}-from-{holder}-to-{to}.sealed"
+
+    def threshold_recovered(self, of: str) -> Path:
+        return self.site_dir / f"threshold.recovered-{of}.share"
 
 
 def _write(path: Path, data: bytes, secret: bool = False) -> None:
@@ -177,33 +197,178 @@ def ckks_keygen(paths: KeyPaths, lead: bool) -> list[str]:
 # --- threshold: one share per site, chained public keys ----------------------------------------
 
 
-def threshold_keygen(paths: KeyPaths, parties: list[str]) -> list[str]:
-    """This site's link in the threshold key chain (run in the order of `parties`)."""
-    from medcloud.federated.he import threshold
+def _keyshare_aad(of: str, holder: str, threshold: int, parties: list[str]) -> bytes:
+    return f"threshold-keyshare|{of}|{holder}|{threshold}/{','.join(parties)}".encode()
+
+
+def _release_aad(of: str, holder: str, to: str, threshold: int, parties: list[str]) -> bytes:
+    return f"threshold-release|{of}|{holder}|{to}|{threshold}/{','.join(parties)}".encode()
+
+
+def threshold_of(public_dir: Path, parties: list[str]) -> int:
+    """The published t (N where none was published: N-of-N)."""
+    path = public_dir / "threshold.t.json"
+    if not path.is_file():
+        return len(parties)
+    published = json.loads(path.read_bytes())
+    if published.get("parties") != parties:
+        raise InvalidInput("party list differs from the one the t-of-N was published for")
+    return int(published["threshold"])
+
+
+def threshold_keygen(paths: KeyPaths, parties: list[str], threshold: int | None = None) -> list[str]:
+    """This site's link in the threshold key chain (run in the order of `parties`).
+
+    `threshold` t < N makes the key t-of-N: run it once on every site first (identity keys), then
+    in chain order; a site seals its Shamir shares once every identity is published (rerun it
+    if it says it is waiting). Without `threshold`: N-of-N, or the t the first party published.
+    """
+    from medcloud.federated.he import threshold as thr
 
     if paths.site not in parties:
         raise InvalidInput(f"site {paths.site!r} is not one of the parties {parties}")
+    if len(set(parties)) != len(parties):
+        raise InvalidInput(f"duplicate site in the parties {parties}")
+    t = threshold if threshold is not None else threshold_of(paths.public_dir, parties)
+    try:
+        thr.check_threshold(len(parties), t)
+    except Exception as exc:
+        raise InvalidInput(str(exc)) from exc
+    shared = t < len(parties)
     index = parties.index(paths.site)
     done: list[str] = []
+    if shared:
+        ensure_identity(paths)
+        done.append(f"identity published for {paths.site}")
     if index == 0:
         if not paths.threshold_context.is_file():
-            _write(paths.threshold_context, threshold.generate_context())
+            _write(paths.threshold_context, thr.generate_context())
             _write(paths.threshold_parties, json.dumps(parties).encode())
+            if shared:
+                _write(paths.threshold_t, json.dumps({"parties": parties, "threshold": t}).encode())
             done.append("threshold crypto context published")
+    elif shared and not paths.threshold_parties.is_file():
+        return [*done, f"waiting for {parties[0]} to publish the crypto context"]
     elif json.loads(_read(paths.threshold_parties, "party list")) != parties:
         raise InvalidInput("party list differs from the one the first party published")
+    if threshold_of(paths.public_dir, parties) != t:
+        raise InvalidInput(f"threshold {t} differs from the one the first party published")
     if paths.threshold_share.is_file():
-        return [*done, "share already generated"]
-    context = _read(paths.threshold_context, "threshold context")
-    previous = None if index == 0 else _read(paths.threshold_pk(index - 1), f"public key of {parties[index - 1]}")
-    pk, share = threshold.keygen_share(context, previous)
-    _write(paths.threshold_share, share, secret=True)
-    _write(paths.threshold_pk(index), pk)
-    done.append(f"key share kept; public key {index + 1}/{len(parties)} published")
-    if index == len(parties) - 1:
-        _write(paths.threshold_joint, pk)
-        done.append("joint public key published")
+        done.append("share already generated")
+    else:
+        context = _read(paths.threshold_context, "threshold context")
+        if index > 0 and shared and not paths.threshold_pk(index - 1).is_file():
+            return [*done, f"waiting for the public key of {parties[index - 1]}"]
+        previous = None if index == 0 else _read(paths.threshold_pk(index - 1), f"public key of {parties[index - 1]}")
+        pk, share = thr.keygen_share(context, previous)
+        _write(paths.threshold_share, share, secret=True)
+        _write(paths.threshold_pk(index), pk)
+        done.append(f"key share kept; public key {index + 1}/{len(parties)} published")
+        if index == len(parties) - 1:
+            _write(paths.threshold_joint, pk)
+            done.append("joint public key published")
+    if shared:
+        done.extend(_seal_key_shares(paths, parties, t))
     return done
+
+
+def _seal_key_shares(paths: KeyPaths, parties: list[str], t: int) -> list[str]:
+    """Shamir-share this site's key share and seal each share to its holder (once, all at once)."""
+    from medcloud.federated.he import threshold as thr
+
+    others = [p for p in parties if p != paths.site]
+    if all(paths.threshold_sealed_share(paths.site, o).is_file() for o in others):
+        return ["key shares already sealed"]
+    missing = [o for o in others if not paths.identity_pub(o).is_file()]
+    if missing:
+        return [f"waiting for the identity keys of {', '.join(missing)} to seal the key shares"]
+    shares = thr.share_key(
+        _read(paths.threshold_context, "threshold context"),
+        paths.threshold_share.read_bytes(),
+        len(parties),
+        t,
+        parties.index(paths.site) + 1,
+    )
+    for o in others:  # every share of one polynomial, written together
+        blob = seal(
+            paths.identity_pub(o).read_bytes(), shares[parties.index(o) + 1], _keyshare_aad(paths.site, o, t, parties)
+        )
+        _write(paths.threshold_sealed_share(paths.site, o), blob)
+    return [f"key share split {t}-of-{len(parties)}; shares sealed for {', '.join(others)}"]
+
+
+def _own_share_of(paths: KeyPaths, parties: list[str], missing: str) -> bytes:
+    """This site's (unsealed) Shamir share of `missing`'s key; checked against its header."""
+    from medcloud.federated.he import threshold as thr
+
+    t = threshold_of(paths.public_dir, parties)
+    key = ensure_identity(paths)
+    sealed = _read(paths.threshold_sealed_share(missing, paths.site), f"{missing}'s key share for {paths.site}")
+    share = unseal(key, sealed, _keyshare_aad(missing, paths.site, t, parties))
+    meta = thr.key_share_meta(share)
+    if (meta["of"], meta["holder"]) != (parties.index(missing) + 1, parties.index(paths.site) + 1):
+        raise InvalidInput("sealed key share is not the one its name says")
+    return share
+
+
+def _check_dropout(paths: KeyPaths, parties: list[str], missing: str, to: str) -> int:
+    if missing not in parties or to not in parties or missing in (to, paths.site):
+        raise InvalidInput(f"cannot recover {missing!r} at {to!r} from {paths.site!r} among {parties}")
+    t = threshold_of(paths.public_dir, parties)
+    if t >= len(parties):
+        raise InvalidInput("this key is N-of-N: a missing site cannot be recovered")
+    return t
+
+
+def threshold_release(paths: KeyPaths, missing: str, to: str) -> list[str]:
+    """On a surviving site: re-seal its share of `missing`'s key to the recovering site `to`."""
+    parties = json.loads(_read(paths.threshold_parties, "party list"))
+    t = _check_dropout(paths, parties, missing, to)
+    if to == paths.site:
+        return ["this site recovers: its own share is used directly"]
+    share = _own_share_of(paths, parties, missing)
+    blob = seal(paths.identity_pub(to).read_bytes(), share, _release_aad(missing, paths.site, to, t, parties))
+    _write(paths.threshold_release(missing, paths.site, to), blob)
+    return [f"share of {missing}'s key sealed for {to}"]
+
+
+def threshold_recover(paths: KeyPaths, missing: str) -> list[str]:
+    """On the recovering site: rebuild `missing`'s key share from its own share and the released ones.
+
+    Needs t shares in all (its own counts); fewer raise `HEError`. The rebuilt share stays in
+    this site's secret folder (0600) and makes `missing`'s partial decryptions
+    (`recovered_backend`).
+    """
+    from medcloud.federated.he import threshold as thr
+
+    parties = json.loads(_read(paths.threshold_parties, "party list"))
+    t = _check_dropout(paths, parties, missing, paths.site)
+    key = ensure_identity(paths)
+    shares = [_own_share_of(paths, parties, missing)]
+    for holder in parties:
+        release = paths.threshold_release(missing, holder, paths.site)
+        if holder not in (missing, paths.site) and release.is_file():
+            share = unseal(key, release.read_bytes(), _release_aad(missing, holder, paths.site, t, parties))
+            meta = thr.key_share_meta(share)
+            if (meta["of"], meta["holder"]) != (parties.index(missing) + 1, parties.index(holder) + 1):
+                raise InvalidInput(f"released key share from {holder} is not the one its name says")
+            shares.append(share)
+    recovered = thr.recover_key(_read(paths.threshold_context, "threshold context"), shares)
+    _write(paths.threshold_recovered(missing), recovered, secret=True)
+    return [f"{missing}'s key share recovered from {len(shares)} shares ({t}-of-{len(parties)})"]
+
+
+def recovered_backend(paths: KeyPaths, missing: str) -> HEBackend:
+    """On the recovering site: a backend that makes `missing`'s partial decryptions."""
+    from medcloud.federated.he.threshold import ThresholdBackend
+
+    parties = json.loads(_read(paths.threshold_parties, "party list"))
+    return ThresholdBackend(
+        _read(paths.threshold_context, "threshold context"),
+        _read(paths.threshold_joint, "joint public key"),
+        _read(paths.threshold_recovered(missing), f"recovered key share of {missing} (run threshold_recover)"),
+        lead=parties[0] == missing,
+    )
 
 
 # --- loading backends --------------------------------------------------------------------------
