@@ -55,3 +55,35 @@ def test_sealed_key_opens_only_for_its_site(tmp_path: Path) -> None:
     paths["b"].ckks_sealed("b").write_bytes(paths["c"].ckks_sealed("c").read_bytes())
     with pytest.raises(InvalidInput, match="not for this site"):
         ckks_keygen(paths["b"], lead=False)
+
+
+def test_keygen_cli_threshold_options_dispatch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--threshold`, `--dropped`, `--recoverer` reach the t-of-N steps (OpenFHE itself: py310 tests)."""
+    from typer.testing import CliRunner
+
+    from medcloud.federated import keys
+    from medcloud.federated.cli import app
+
+    calls: list[tuple[object, ...]] = []
+    monkeypatch.setattr(
+        keys, "threshold_keygen", lambda p, parties, t: calls.append(("keygen", p.site, parties, t)) or ["k"]
+    )
+    monkeypatch.setattr(keys, "threshold_release", lambda p, d, r: calls.append(("release", p.site, d, r)) or ["r"])
+    monkeypatch.setattr(keys, "threshold_recover", lambda p, d: calls.append(("recover", p.site, d)) or ["v"])
+    base = ["keygen", "--mode", "threshold", "--site-dir", str(tmp_path / "s"), "--public", str(tmp_path / "p")]
+    runner = CliRunner()
+    for extra in (
+        ["--site", "a", "--parties", "a,b,c", "--threshold", "2"],
+        ["--site", "b", "--parties", "a,b,c"],
+        ["--site", "c", "--dropped", "a", "--recoverer", "b"],
+        ["--site", "b", "--dropped", "a", "--recoverer", "b"],
+    ):
+        result = runner.invoke(app, base + extra)
+        assert result.exit_code == 0, result.output
+    assert calls == [
+        ("keygen", "a", ["a", "b", "c"], 2),
+        ("keygen", "b", ["a", "b", "c"], None),
+        ("release", "c", "a", "b"),
+        ("recover", "b", "a"),
+    ]
+    assert runner.invoke(app, [*base, "--site", "c", "--dropped", "a"]).exit_code != 0  # no --recoverer

@@ -25,17 +25,28 @@ def keygen_command(
     public: Path = typer.Option(..., "--public", help="Public folder the hub relays between sites."),
     lead: bool = typer.Option(False, "--lead", help="ckks: this site generates and seals the shared key."),
     parties: str = typer.Option("", "--parties", help="threshold: comma-separated sites, in key-chain order."),
+    threshold: int = typer.Option(
+        0, "--threshold", help="threshold: t-of-N (N/2 < t < N; default N-of-N, or what the first site published)."
+    ),
+    dropped: str = typer.Option("", "--dropped", help="threshold t-of-N: a site that dropped out after keygen."),
+    recoverer: str = typer.Option("", "--recoverer", help="with --dropped: the surviving site that rebuilds its key."),
 ) -> None:
     """Run this site's next step of the key ceremony (idempotent; see docs/federated.md)."""
-    from medcloud.federated.keys import KeyPaths, ckks_keygen, threshold_keygen
+    from medcloud.federated.keys import KeyPaths, ckks_keygen, threshold_keygen, threshold_recover, threshold_release
 
     paths = KeyPaths(site, site_dir, public)
     if mode == "ckks":
         done = ckks_keygen(paths, lead)
+    elif mode == "threshold" and dropped:
+        if not recoverer:
+            raise ConfigError("--dropped needs --recoverer (the site that rebuilds the dropped site's key)")
+        # The recoverer rebuilds the key; every other survivor re-seals its share to the recoverer.
+        done = threshold_recover(paths, dropped) if site == recoverer else threshold_release(paths, dropped, recoverer)
     elif mode == "threshold":
         if not parties:
             raise ConfigError("--parties is required for threshold mode")
-        done = threshold_keygen(paths, [p.strip() for p in parties.split(",") if p.strip()])
+        names = [p.strip() for p in parties.split(",") if p.strip()]
+        done = threshold_keygen(paths, names, threshold or None)
     else:
         raise ConfigError(f"keygen is for ckks or threshold, not {mode!r}")
     for line in done:
