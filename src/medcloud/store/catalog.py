@@ -6,6 +6,7 @@ audit chain stays linear; reads run concurrently.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -15,6 +16,11 @@ from importlib import resources
 from typing import Any, Literal, cast
 
 import sqlalchemy as sa
+
+try:
+    import fcntl
+except ImportError:  # not on Windows: SQLite's busy handler alone serializes writers there
+    fcntl = None  # type: ignore[assignment]
 from sqlalchemy.engine import Connection, Engine
 
 from medcloud.errors import Conflict, MedcloudError, NotFound
@@ -152,6 +158,7 @@ class Catalog:
         self.url = url
         self.dialect = sa.make_url(url).get_backend_name()
         self._write_lock = threading.Lock()
+        self._writer_lock_fd: int | None = None
         kwargs: dict[str, Any] = {"future": True}
         if self.dialect == "sqlite":
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
@@ -159,6 +166,11 @@ class Catalog:
             self.write_engine = sa.create_engine(url, **kwargs)
             self._sqlite_hooks(self.engine, immediate=False, synchronous=sqlite_synchronous)
             self._sqlite_hooks(self.write_engine, immediate=True, synchronous=sqlite_synchronous)
+            database = sa.make_url(url).database
+            if database and database != ":memory:" and fcntl is not None:
+                # Writers of several processes queue on a kernel lock, which wakes the next one the moment
+                # it is released; SQLite's own busy handler polls with sleeps of up to 100 ms instead.
+                self._writer_lock_fd = os.open(f"{database}.writer-lock", os.O_RDWR | os.O_CREAT, 0o600)
         else:
             kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
             self.engine = sa.create_engine(url, **kwargs)
@@ -198,6 +210,9 @@ class Catalog:
             command.upgrade(cfg, "head")
 
     def dispose(self) -> None:
+        if self._writer_lock_fd is not None:
+            os.close(self._writer_lock_fd)
+            self._writer_lock_fd = None
         self.engine.dispose()
         if self.write_engine is not self.engine:
             self.write_engine.dispose()
@@ -205,10 +220,22 @@ class Catalog:
     @contextmanager
     def write(self) -> Iterator[Connection]:
         """A serialized write transaction (commits on success, rolls back on error)."""
-        with self._write_lock, self.write_engine.begin() as conn:
+        with self._write_lock, self._process_lock(), self.write_engine.begin() as conn:
             if self.dialect == "postgresql":
                 conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_AUDIT_LOCK})")
             yield conn
+
+    @contextmanager
+    def _process_lock(self) -> Iterator[None]:
+        fd = self._writer_lock_fd
+        if fd is None or fcntl is None:
+            yield
+            return
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
 
     @contextmanager
     def read(self) -> Iterator[Connection]:

@@ -253,8 +253,9 @@ async def ingest_batch(request: Request, principal: Principal = Depends(require(
         raise InvalidInput("the batch holds no files")
     pending = [i for i in collector.items if i.error is None]
     t_received = time.perf_counter()
+    phases: dict[str, float] = {}
     await run_in_threadpool(
-        state.ingestor.ingest_many,
+        partial(state.ingestor.ingest_many, timings=phases),
         pending,
         site=site,
         project=project,
@@ -282,5 +283,8 @@ async def ingest_batch(request: Request, principal: Principal = Depends(require(
             )  # fmt: skip
     t_stored = time.perf_counter()
     # Server-Timing (W3C): where this request's time went, for operators and benchmarks.
-    timing = f"receive;dur={(t_received - started) * 1000:.1f}, store;dur={(t_stored - t_received) * 1000:.1f}"
+    timing = ", ".join(
+        [f"receive;dur={(t_received - started) * 1000:.1f}", f"store;dur={(t_stored - t_received) * 1000:.1f}"]
+        + [f"{name};dur={sec * 1000:.1f}" for name, sec in phases.items()]
+    )
     return JSONResponse({"items": out, **counts}, status_code=200, headers={"Server-Timing": timing})
