@@ -81,3 +81,51 @@ def test_fl_beats_every_single_site_model_on_the_other_sites(trained: dict[str, 
         assert fl > single + 0.05, (s.name, fl, single)
     x, y = images.pooled_test(sites)
     assert images.evaluate(w_fl, x, y) > 0.7
+
+
+def test_train_images_cli_registers_the_model_beside_the_detector(tmp_path: Any) -> None:
+    pytest.importorskip("onnxruntime")
+    import json
+
+    import onnxruntime as ort
+    from typer.testing import CliRunner
+
+    from medcloud.cli import app
+    from medcloud.vision.registry import FL_TASK, list_models, register, resolve
+
+    data = tmp_path / "data"
+    args = ["fl", "train-images", "--mode", "ckks", "--rounds", "2", "--epochs", "1", "--n-train", "24"]
+    args += ["--n-test", "8", "--dp-clip", "5", "--dp-noise", "0.5", "--no-baselines"]
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "m"), "--register", str(data)])
+    assert result.exit_code == 0, result.output
+    m = resolve(data, "fl-shapes", "ckks-r2")
+    m.verify()
+    card = m.card
+    assert card["task"] == FL_TASK and card["synthetic"] is True and "SYNTHETIC" in card["notice"]
+    assert card["training"]["mode"] == "ckks" and card["training"]["protocol"] == "fedavg"
+    assert card["training"]["rounds"] == 2 and card["training"]["sites"] == ["site1", "site2", "site3", "site4"]
+    assert card["training"]["dp"]["epsilon_per_site"] > 0
+    assert set(card["metrics"]["per_site"]) == set(card["sites"]) and card["sites"]["site3"]["synthetic"] is True
+    assert json.loads(result.output)["registered"] == str(m.path)
+    # listed beside the packaged detector, which stays the default that serve-model resolves
+    listed = {(v.name, v.is_detector) for v in list_models(data)}
+    assert ("fl-shapes", False) in listed and ("gram-stain", True) in listed
+    assert resolve(data).name == "gram-stain"
+    assert m.summary()["task"] == FL_TASK
+    # the ONNX file predicts what the torch weights predict
+    x = images.make_site(1, 4, 12).x_test
+    logits = ort.InferenceSession(str(m.path / "model.onnx")).run(None, {"image": x})[0]
+    assert logits.shape == (12, 4)
+    with pytest.raises(Exception, match="already registered"):
+        register(tmp_path / "m", data, "fl-shapes", "ckks-r2")
+
+
+def test_onnx_export_matches_torch(tmp_path: Any) -> None:
+    pytest.importorskip("onnxruntime")
+    import onnxruntime as ort
+
+    w = images.initial_weights() + 0.01
+    path = images.export_onnx(w, tmp_path / "model.onnx")
+    x = images.make_site(0, 4, 16).x_test
+    logits = ort.InferenceSession(str(path)).run(None, {"image": x})[0]
+    assert np.array_equal(logits.argmax(1), images.predict(w, x))

@@ -1,6 +1,8 @@
 """The model registry: plain folders with a JSON card, no database.
 
-Layout: ``<root>/<name>/<version>/{detector.onnx, classifier.onnx, card.json}``. Roots are searched in
+Layout: ``<root>/<name>/<version>/{detector.onnx, classifier.onnx, card.json}`` for the Gram-stain
+detector, ``<root>/<name>/<version>/{model.onnx, card.json}`` for a federated image classifier
+(card ``task`` = ``FL_TASK``; see `write_fl_card`). Roots are searched in
 order: ``<data_dir>/models`` first, then the models shipped inside the package, so a hub serves the
 shipped SYNTHETIC demo model until someone registers another version.
 
@@ -24,6 +26,8 @@ from medcloud.errors import IntegrityError, InvalidInput, NotFound
 PACKAGED_MODELS = Path(__file__).parent / "models"
 DEFAULT_MODEL = "gram-stain"
 MODEL_FILES = ("detector.onnx", "classifier.onnx")
+FL_TASK = "federated-image-classification"  # card `task` of models from `medcloud fl train-images`
+FL_MODEL_FILE = "model.onnx"
 
 
 def sha256_file(path: Path) -> str:
@@ -46,6 +50,16 @@ class ModelVersion:
         for fname, meta in self.card.get("files", {}).items():
             if sha256_file(self.path / fname) != meta["sha256"]:
                 raise IntegrityError(f"{self.name}/{self.version}: {fname} does not match its card's sha256")
+
+    @property
+    def task(self) -> str:
+        """The card's task: `FL_TASK` for federated classifiers, a description for the detector."""
+        return str(self.card.get("task", ""))
+
+    @property
+    def is_detector(self) -> bool:
+        """Whether `serve-model` can load it (detector.onnx); federated classifiers are listed only."""
+        return self.task != FL_TASK and "detector.onnx" in self.card.get("files", {})
 
     def summary(self) -> dict[str, Any]:
         keep = ("name", "version", "created", "synthetic", "notice", "sha256", "task", "labels", "crop_classes",
@@ -135,6 +149,36 @@ def write_card(model_dir: Path, name: str, version: str, training: dict[str, Any
                       "synthetic": True} for n, s in SITES.items()},
         "metrics": metrics,
     } | (extra or {})
+    (model_dir / "card.json").write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return card
+
+
+def write_fl_card(model_dir: Path, name: str, version: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """Hash `model.onnx` and write card.json for a federated image classifier; returns the card.
+
+    `fields` carries what the run knows: `labels`, `input`, `training` (protocol, mode, rounds, sites,
+    local steps, DP budget, command), `sites` (per-site acquisition shift and class mix, each marked
+    synthetic) and `metrics` (per site, and against single-site models). Its `notice` must say how
+    the data were made; the card is marked synthetic and never named like the served detector.
+    """
+    if name == DEFAULT_MODEL:
+        raise InvalidInput(f"{name!r} is the served Gram-stain detector; give the federated model another name")
+    p = model_dir / FL_MODEL_FILE
+    if not p.is_file():
+        raise InvalidInput(f"{model_dir} has no {FL_MODEL_FILE}")
+    files = {FL_MODEL_FILE: {"sha256": sha256_file(p), "bytes": p.stat().st_size}}
+    card = {
+        "name": name,
+        "version": version,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "task": FL_TASK,
+        "synthetic": True,
+        "license": "Apache-2.0",
+        "sha256": files[FL_MODEL_FILE]["sha256"],
+        "files": files,
+    } | fields
+    if not card.get("notice"):
+        raise InvalidInput("a federated model card needs a `notice` saying what data it was trained on")
     (model_dir / "card.json").write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return card
 
