@@ -35,6 +35,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,8 +99,25 @@ class _Writer:
             os.close(self.fd)
 
 
+_SYNC_INLINE_BELOW = 1024**2  # bytes appended below which the pack is synced in the caller's thread
+_SYNC_POOL: ThreadPoolExecutor | None = None
+_SYNC_POOL_LOCK = threading.Lock()
+
+
+def _sync_pool() -> ThreadPoolExecutor:
+    """A few long-lived threads that run packs' fdatasync while their callers write catalog rows."""
+    global _SYNC_POOL
+    with _SYNC_POOL_LOCK:
+        if _SYNC_POOL is None:
+            _SYNC_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="pack-sync")
+        return _SYNC_POOL
+
+
 class PendingPut:
-    """Records appended to a pack whose `fdatasync` runs in a background thread until `wait()`."""
+    """Records appended to a pack whose `fdatasync` runs in a background thread until `wait()`.
+
+    A small append (under 1 MiB) is synced at once in the caller's thread instead.
+    """
 
     def __init__(
         self, store: PackStore, writer: _Writer | None, rows: list[tuple[bytes, str, int, int]], created: list[bool],
@@ -107,10 +125,13 @@ class PendingPut:
     ) -> None:  # fmt: skip
         self._store, self._writer, self._rows, self._created, self._start = store, writer, rows, created, start
         self._error: OSError | None = None
-        self._thread: threading.Thread | None = None
+        self._future: Future[None] | None = None
         if writer is not None:
-            self._thread = threading.Thread(target=self._sync, name="pack-sync", daemon=True)
-            self._thread.start()
+            appended = sum(r[3] for r in rows)
+            if appended < _SYNC_INLINE_BELOW:  # a sync this small is quicker than a hand-off to a thread
+                self._sync()
+            else:
+                self._future = _sync_pool().submit(self._sync)
 
     def _sync(self) -> None:
         assert self._writer is not None
@@ -122,9 +143,10 @@ class PendingPut:
     def wait(self) -> list[bool]:
         """Block until the bytes are durable, then index them; StorageError if the disk refused."""
         writer = self._writer
-        if writer is None or self._thread is None:
+        if writer is None:
             return self._created
-        self._thread.join()
+        if self._future is not None:
+            self._future.result()
         self._writer = None
         if self._error is not None:
             writer.rollback(self._start)
