@@ -1,6 +1,6 @@
 """Federated-learning bars, side by side in one run; prints JSON.
 
-  .venv/bin/python bench/fl_bench.py            # accuracy (plain vs CKKS), DP, cost plain vs CKKS
+  .venv/bin/python bench/fl_bench.py            # accuracy (plain vs CKKS; tabular + images), DP, cost
   .venv/bin/python bench/fl_bench.py --cost     # cost only (plain vs CKKS, in one process)
   .venv310/bin/python bench/fl_bench.py --cost  # cost of threshold mode (OpenFHE, CPython 3.10)
   .venv/bin/python bench/fl_bench.py --flower   # plaintext Flower FedAvg vs CKKS, through Flower
@@ -93,6 +93,20 @@ def accuracy_section(rounds: int) -> dict[str, Any]:
             "accountant": "RDP, Gaussian mechanism, sensitivity 2C, no subsampling",
             "test_acc": tabular.accuracy(decode_plain(dp_model.payload), x, y),
         },
+    }
+
+
+def image_accuracy_section(rounds: int) -> dict[str, Any]:
+    """The torch CNN on SYNTHETIC site-shifted images (`medcloud.federated.images`): CKKS FedAvg vs
+    plaintext FedAvg, and each single-site model on the other sites' images vs the federated one."""
+    from medcloud.federated import images
+
+    result = images.train_federated("ckks", n_sites=4, rounds=rounds, epochs=2)
+    return {
+        "data": images.SYNTHETIC_NOTICE,
+        "sites": result.card["sites"],
+        "training": {k: v for k, v in result.card["training"].items() if k != "command"},
+        "metrics": result.card["metrics"],
     }
 
 
@@ -341,6 +355,7 @@ def flower_section(task: str, n_params: int, n_sites: int, rounds: int) -> dict[
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=30)
+    ap.add_argument("--image-rounds", type=int, default=10, help="rounds of the image task (accuracy section)")
     ap.add_argument("--params", type=int, default=1_000_000)
     ap.add_argument("--sites", type=int, default=5)
     ap.add_argument("--cost-rounds", type=int, default=3)
@@ -355,6 +370,8 @@ def main() -> None:
         return
     if not args.cost and importlib.util.find_spec("sklearn") and importlib.util.find_spec("tenseal"):
         report["accuracy"] = accuracy_section(args.rounds)
+        if importlib.util.find_spec("torch"):
+            report["accuracy_images"] = image_accuracy_section(args.image_rounds)
     report["cost"] = cost_section(args.task, args.params, args.sites, args.cost_rounds)
     print(json.dumps(report, indent=2))
 
