@@ -273,3 +273,20 @@ def test_check_blobs_finds_damage_and_missing_bytes(hub: Hub) -> None:
     assert len(summary["damaged"]) == 1 and stored[0]["sha256"] in summary["damaged"][0]
     assert summary["missing"] == [f"instance/{stored[1]['sop_instance_uid']}: blob {stored[1]['sha256']} is not stored"]
     assert "damaged" in bad.stderr
+
+
+def test_a_full_pack_is_sealed_and_a_new_one_started(tmp_path: Path) -> None:
+    from medcloud.store.packs import PackStore
+
+    store = PackStore(tmp_path, pack_max=3000)
+    blobs = [os.urandom(1200) for _ in range(6)]
+    for b in blobs:
+        assert store.put_many([(_sha(b), b)]) == [True]
+    packs = sorted(store.folder.glob("*.pack"))
+    # A pack takes appends while it is under pack_max, so it ends at most one batch past it.
+    assert len(packs) == 2 and all(3000 <= p.stat().st_size <= 3000 + 1200 + 48 for p in packs)
+    for b in blobs:
+        loc = store.locate(_sha(b))
+        assert loc is not None and store.read(_sha(b), loc) == b
+    assert sum(len(list(store.scan(p.stem))) for p in packs) == 6
+    store.close()
