@@ -154,6 +154,15 @@ class SpooledUpload:
                 self._path.unlink()
 
 
+def _check_digest(sha256: str, fh: BinaryIO, chunk_size: int = 1024 * 1024) -> None:
+    """Hash what `fh` holds; IntegrityError if it is not `sha256`."""
+    h = hashlib.sha256()
+    while chunk := fh.read(chunk_size):
+        h.update(chunk)
+    if h.hexdigest() != sha256:
+        raise IntegrityError(f"blob {sha256} does not match its hash")
+
+
 @dataclass
 class BlobCheck:
     """What `LocalBlobStore.check` found."""
@@ -168,10 +177,10 @@ class BlobCheck:
 class PendingCommit:
     """Blobs staged by `LocalBlobStore.stage_many`: `wait()` returns them once durable and indexed."""
 
-    def __init__(self, pending: PendingPut, packed: list[tuple[int, SpooledUpload]], out: list[StoredBlob | None]):
+    def __init__(self, pending: PendingPut, packed: list[tuple[int, str, int]], out: list[StoredBlob | None]):
         self._pending = pending
-        self._packed = [(i, out[i]) for i, _ in packed]
-        self._out = out
+        self._packed = packed  # (position, sha256, size) of the uploads that went into a pack
+        self._out = out  # the linked (large) blobs already; packed positions are None until wait()
         self._done = False
         self._failed = False
 
@@ -192,9 +201,8 @@ class PendingCommit:
             self._failed = True
             raise
         self._done = True
-        for (i, blob), new in zip(self._packed, created, strict=True):
-            assert blob is not None
-            self._out[i] = StoredBlob(blob.sha256, blob.size, created=new)
+        for (i, sha, size), new in zip(self._packed, created, strict=True):
+            self._out[i] = StoredBlob(sha, size, created=new)
         return [b for b in self._out if b is not None]
 
 
@@ -247,10 +255,9 @@ class LocalBlobStore:
         # Dedupe is against the packs: a small blob stored as a file under an older threshold is packed
         # again rather than paying a stat() per upload; reads find either copy.
         pending = self.packs.stage_many([(u.sha256, u.data() or b"") for _, u in packed])
-        for i, u in packed:
-            out[i] = StoredBlob(u.sha256, u.size, created=False)  # until wait() says which were new
+        for _, u in packed:
             u.discard()
-        return PendingCommit(pending, packed, out)
+        return PendingCommit(pending, [(i, u.sha256, u.size) for i, u in packed], out)
 
     def _link(self, upload: SpooledUpload, *, durable: bool) -> StoredBlob:
         sha = upload.sha256
@@ -322,11 +329,8 @@ class LocalBlobStore:
 
     def verify(self, sha256: str) -> None:
         """Re-hash a blob and raise IntegrityError if its bytes no longer match its name."""
-        h = hashlib.sha256()
-        for chunk in self.iter_chunks(sha256):
-            h.update(chunk)
-        if h.hexdigest() != sha256:
-            raise IntegrityError(f"blob {sha256} does not match its hash")
+        with self.open(sha256) as fh:
+            _check_digest(sha256, fh)
 
     def remove(self, sha256: str) -> bool:
         """Erase a blob (its bytes are overwritten in a pack, or the file unlinked); False if absent."""
@@ -353,9 +357,7 @@ class LocalBlobStore:
                 report.torn_tails.append(f"{pack.name}: {size - end} bytes after the last whole record at {end}")
         for sha, loc in self.packs.entries():
             try:
-                data = self.packs.read(sha, loc)
-                if hashlib.sha256(data).hexdigest() != sha:
-                    raise IntegrityError(f"blob {sha} does not match its hash")
+                _check_digest(sha, io.BytesIO(self.packs.read(sha, loc)))
                 report.ok += 1
             except (IntegrityError, OSError) as exc:
                 report.bad.append(f"{sha}: {exc}")
@@ -364,10 +366,11 @@ class LocalBlobStore:
         for path in sorted(self.root.glob("??/??/*")):
             if not _SHA256.match(path.name):
                 continue
-            try:
-                self.verify(path.name)
+            try:  # the file itself, even where a packed copy of the same bytes exists
+                with path.open("rb") as fh:
+                    _check_digest(path.name, fh)
                 report.ok += 1
-            except (IntegrityError, NotFound) as exc:
+            except (IntegrityError, OSError) as exc:
                 report.bad.append(f"{path.name}: {exc}")
             if progress is not None:
                 progress(path.stat().st_size)

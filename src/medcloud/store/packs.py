@@ -85,11 +85,14 @@ class _Writer:
         self.size += written
         return PackLocation(self.name, start + REC_HEADER, len(data))
 
-    def rollback(self, size: int) -> None:
-        """Cut a failed batch's records off the end (best effort: they are unreferenced either way)."""
+    def abandon(self, size: int, exc: OSError) -> StorageError:
+        """After a failed write or sync: cut the batch's records off the end (best effort: they are
+        unreferenced either way), close the pack for good, and return the error to raise."""
         with contextlib.suppress(OSError):
             os.ftruncate(self.fd, size)
             self.size = size
+        self.close()
+        return StorageError(f"could not write to the blob store: {exc.strerror or exc}")
 
     def sync(self) -> None:
         os.fdatasync(self.fd)
@@ -149,13 +152,11 @@ class PendingPut:
             self._future.result()
         self._writer = None
         if self._error is not None:
-            writer.rollback(self._start)
-            writer.close()
-            raise StorageError(f"could not write to the blob store: {self._error.strerror or self._error}")
+            raise writer.abandon(self._start, self._error)
         # The writer goes back only after its rows are committed, so each pack's index commits are in
         # append order and `indexed_end` never points past a record whose row could still be lost.
         try:
-            self._store._index(writer, self._rows)
+            self._store._commit_rows(writer.name, self._rows, writer.size)
         finally:
             self._store._give_back(writer)
         return self._created
@@ -207,18 +208,7 @@ class PackStore:
                     if not r.erased and not r.damaged
                 ]
                 if rows:
-                    with self._lock:
-                        before = self._db.total_changes
-                        self._db.execute("BEGIN IMMEDIATE")
-                        self._db.executemany("INSERT OR IGNORE INTO blobs VALUES (?, ?, ?, ?)", rows)
-                        added += self._db.total_changes - before
-                        end = rows[-1][2] + rows[-1][3]
-                        self._db.execute(
-                            "INSERT INTO packs VALUES (?, ?) ON CONFLICT(name) DO UPDATE"
-                            " SET indexed_end = max(indexed_end, excluded.indexed_end)",
-                            (path.stem, end),
-                        )
-                        self._db.execute("COMMIT")
+                    added += self._commit_rows(path.stem, rows, rows[-1][2] + rows[-1][3])
             finally:
                 os.close(fd)  # releases the flock
         return added
@@ -289,22 +279,24 @@ class PackStore:
                 loc = writer.append(sha, data)
                 rows.append((bytes.fromhex(sha), loc.pack, loc.offset, loc.size))
         except OSError as exc:
-            writer.rollback(start)
-            writer.close()
-            raise StorageError(f"could not write to the blob store: {exc.strerror or exc}") from exc
+            raise writer.abandon(start, exc) from exc
         return PendingPut(self, writer, rows, created, start)
 
-    def _index(self, writer: _Writer, rows: list[tuple[bytes, str, int, int]]) -> None:
+    def _commit_rows(self, pack: str, rows: list[tuple[bytes, str, int, int]], indexed_end: int) -> int:
+        """Index `rows` of one pack and move its indexed end forward, in one transaction; returns rows added."""
         with self._lock:
             try:
+                before = self._db.total_changes
                 self._db.execute("BEGIN IMMEDIATE")
                 self._db.executemany("INSERT OR IGNORE INTO blobs VALUES (?, ?, ?, ?)", rows)
+                added = self._db.total_changes - before
                 self._db.execute(
                     "INSERT INTO packs VALUES (?, ?) ON CONFLICT(name) DO UPDATE"
                     " SET indexed_end = max(indexed_end, excluded.indexed_end)",
-                    (writer.name, writer.size),
+                    (pack, indexed_end),
                 )
                 self._db.execute("COMMIT")
+                return added
             except sqlite3.Error as exc:
                 with contextlib.suppress(sqlite3.Error):
                     self._db.execute("ROLLBACK")
