@@ -37,6 +37,12 @@ def _upload_scope(request: Request, principal: Principal) -> tuple[str, str]:
     return principal.site, _project_for(principal, request.headers.get("x-medcloud-project"))
 
 
+def _content_length(request: Request) -> int | None:
+    """The declared body length, or None when absent or not a number (chunked bodies)."""
+    declared = request.headers.get("content-length", "")
+    return int(declared) if declared.isdigit() else None
+
+
 def _project_for(principal: Principal, requested: str | None) -> str:
     if requested:
         if requested not in principal.projects:
@@ -58,8 +64,8 @@ async def ingest(request: Request, principal: Principal = Depends(require(Permis
     limit = state.settings.max_upload_bytes
     request.state.audit_action = "ingest"
     site, project = _upload_scope(request, principal)
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
+    declared = _content_length(request)
+    if declared is not None and declared > limit:
         raise TooLarge(f"upload of {declared} bytes exceeds the limit of {limit} bytes")
     expected = request.headers.get("x-content-sha256")
     if expected is not None and not _HEX64.match(expected):
@@ -72,7 +78,7 @@ async def ingest(request: Request, principal: Principal = Depends(require(Permis
     except BaseException:
         upload.discard()
         raise
-    if declared and declared.isdigit() and int(declared) != upload.size:
+    if declared is not None and declared != upload.size:
         upload.discard()
         raise InvalidInput(f"truncated upload: Content-Length {declared}, received {upload.size} bytes")
     result = await run_in_threadpool(
@@ -215,15 +221,15 @@ async def ingest_batch(request: Request, principal: Principal = Depends(require(
     if ctype not in (b"multipart/related", b"multipart/mixed", b"multipart/form-data") or b"boundary" not in params:
         raise UnsupportedFormat("send multipart/related (or multipart/mixed) with a boundary, one file per part")
     limit = state.settings.max_batch_bytes
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
+    declared = _content_length(request)
+    if declared is not None and declared > limit:
         raise TooLarge(f"batch of {declared} bytes exceeds the limit of {limit} bytes")
     budget = MemoryBudget(state.settings.batch_memory_bytes)
     collector = _PartCollector(
         partial(state.blobs.spool, budget=budget), state.settings.max_upload_bytes, state.settings.max_batch_files
     )
     boundary = params[b"boundary"]
-    in_memory = bool(declared and declared.isdigit() and int(declared) <= state.settings.batch_memory_bytes)
+    in_memory = declared is not None and declared <= state.settings.batch_memory_bytes
     parser = None if in_memory else MultipartParser(boundary, collector.callbacks())  # type: ignore[arg-type]
     received = 0
     chunks: list[bytes] = []
@@ -237,7 +243,7 @@ async def ingest_batch(request: Request, principal: Principal = Depends(require(
             else:
                 parser.write(chunk)
         if parser is None:
-            if declared and received != int(declared):
+            if received != declared:
                 raise InvalidInput(f"truncated batch: Content-Length {declared}, received {received} bytes")
             for headers, data in split_multipart(b"".join(chunks), boundary):
                 collector.add_whole(headers, data)
