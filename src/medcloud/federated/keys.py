@@ -7,6 +7,8 @@ Two folders per party: `site_dir` (secret, never copied off the site, files mode
   site generates the CKKS key, publishes the public context (no secret key, for the aggregator)
   and, for each other site, the secret context sealed to that site's identity key
   (X25519 + HKDF-SHA256 + ChaCha20-Poly1305). The hub relays sealed blobs it cannot open.
+- aes (the same trust model, additive AES-256-CTR encryption): the same steps, with a 256-bit key
+  instead of a CKKS context; the public file holds the parameters and the key's fingerprint.
 - threshold (one share per site): the first party publishes the OpenFHE crypto context; the
   parties, in the agreed order, each read the previous public key, keep their secret share and
   publish their public key; the last one is the joint key.
@@ -35,7 +37,8 @@ from medcloud.errors import InvalidInput, NotFound
 if TYPE_CHECKING:
     from medcloud.federated.he.base import HEBackend
 
-MODES = ("plain", "ckks", "threshold")
+MODES = ("plain", "ckks", "aes", "threshold")
+SHARED_KEY_MODES = ("ckks", "aes")
 
 
 @dataclass(frozen=True)
@@ -51,16 +54,26 @@ class KeyPaths:
     def identity_pub(self, site: str | None = None) -> Path:
         return self.public_dir / f"identity-{site or self.site}.x25519.pub"
 
+    def shared_secret(self, mode: str = "ckks") -> Path:
+        """The key the sites share in a shared-key mode (ckks, aes)."""
+        return self.site_dir / f"{mode}.secret"
+
+    def shared_public(self, mode: str = "ckks") -> Path:
+        return self.public_dir / f"{mode}.public"
+
+    def shared_sealed(self, site: str, mode: str = "ckks") -> Path:
+        return self.public_dir / f"{mode}.sealed-{site}"
+
     @property
     def ckks_secret(self) -> Path:
-        return self.site_dir / "ckks.secret"
+        return self.shared_secret("ckks")
 
     @property
     def ckks_public(self) -> Path:
-        return self.public_dir / "ckks.public"
+        return self.shared_public("ckks")
 
     def ckks_sealed(self, site: str) -> Path:
-        return self.public_dir / f"ckks.sealed-{site}"
+        return self.shared_sealed(site, "ckks")
 
     @property
     def threshold_context(self) -> Path:
@@ -161,37 +174,60 @@ def published_sites(public_dir: Path) -> list[str]:
     return sorted(p.name[len("identity-") : -len(suffix)] for p in public_dir.glob(f"identity-*{suffix}"))
 
 
-# --- ckks: one shared key, sealed site to site -------------------------------------------------
+# --- ckks / aes: one shared key, sealed site to site ---------------------------------------------
 
 
-def ckks_keygen(paths: KeyPaths, lead: bool) -> list[str]:
-    """One step of the CKKS ceremony for this site; returns what it did, one line per action.
+def _shared_aad(mode: str, site: str) -> bytes:
+    return site.encode() if mode == "ckks" else f"{mode}|{site}".encode()
+
+
+def _generate_shared(mode: str) -> tuple[bytes, bytes]:
+    if mode == "ckks":
+        from medcloud.federated.he import ckks
+
+        return ckks.generate_context()
+    if mode == "aes":
+        from medcloud.federated.he import aes
+
+        return aes.generate_key()
+    raise InvalidInput(f"{mode!r} is not a shared-key mode; choose one of {SHARED_KEY_MODES}")
+
+
+def shared_keygen(paths: KeyPaths, lead: bool, mode: str = "ckks") -> list[str]:
+    """One step of a shared-key ceremony (ckks or aes) for this site; returns what it did.
 
     Run it on every site; run it on the lead after the others have published their identity;
     run it again on the others to unseal the key. Each run is idempotent.
     """
-    from medcloud.federated.he import ckks
-
+    if mode not in SHARED_KEY_MODES:
+        raise InvalidInput(f"{mode!r} is not a shared-key mode; choose one of {SHARED_KEY_MODES}")
+    label = mode.upper()
     done: list[str] = []
     key = ensure_identity(paths)
     done.append(f"identity published for {paths.site}")
+    secret_path = paths.shared_secret(mode)
     if lead:
-        if not paths.ckks_secret.is_file():
-            secret, public = ckks.generate_context()
-            _write(paths.ckks_secret, secret, secret=True)
-            _write(paths.ckks_public, public)
-            done.append("CKKS key generated; public context published")
-        secret = paths.ckks_secret.read_bytes()
+        if not secret_path.is_file():
+            secret, public = _generate_shared(mode)
+            _write(secret_path, secret, secret=True)
+            _write(paths.shared_public(mode), public)
+            done.append(f"{label} key generated; public {'context' if mode == 'ckks' else 'parameters'} published")
+        secret = secret_path.read_bytes()
         for other in published_sites(paths.public_dir):
-            if other != paths.site and not paths.ckks_sealed(other).is_file():
-                sealed = seal(paths.identity_pub(other).read_bytes(), secret, other.encode())
-                _write(paths.ckks_sealed(other), sealed)
+            if other != paths.site and not paths.shared_sealed(other, mode).is_file():
+                sealed = seal(paths.identity_pub(other).read_bytes(), secret, _shared_aad(mode, other))
+                _write(paths.shared_sealed(other, mode), sealed)
                 done.append(f"secret key sealed for {other}")
-    elif not paths.ckks_secret.is_file() and paths.ckks_sealed(paths.site).is_file():
-        secret = unseal(key, paths.ckks_sealed(paths.site).read_bytes(), paths.site.encode())
-        _write(paths.ckks_secret, secret, secret=True)
+    elif not secret_path.is_file() and paths.shared_sealed(paths.site, mode).is_file():
+        secret = unseal(key, paths.shared_sealed(paths.site, mode).read_bytes(), _shared_aad(mode, paths.site))
+        _write(secret_path, secret, secret=True)
         done.append("secret key unsealed")
     return done
+
+
+def ckks_keygen(paths: KeyPaths, lead: bool) -> list[str]:
+    """The CKKS ceremony step (see `shared_keygen`)."""
+    return shared_keygen(paths, lead, "ckks")
 
 
 # --- threshold: one share per site, chained public keys ----------------------------------------
@@ -375,7 +411,7 @@ def recovered_backend(paths: KeyPaths, missing: str) -> HEBackend:
 
 
 def site_backend(mode: str, paths: KeyPaths) -> HEBackend:
-    """The backend a site trains with: it can decrypt (ckks) or make partial decryptions."""
+    """The backend a site trains with: it can decrypt (ckks, aes) or make partial decryptions."""
     if mode == "plain":
         from medcloud.federated.he.plain import PlaintextBackend
 
@@ -384,6 +420,10 @@ def site_backend(mode: str, paths: KeyPaths) -> HEBackend:
         from medcloud.federated.he.ckks import CkksBackend
 
         return CkksBackend(_read(paths.ckks_secret, "CKKS secret key (run `medcloud fl keygen`)"))
+    if mode == "aes":
+        from medcloud.federated.he.aes import AesCtrBackend
+
+        return AesCtrBackend(_read(paths.shared_secret("aes"), "AES shared key (run `medcloud fl keygen --mode aes`)"))
     if mode == "threshold":
         from medcloud.federated.he.threshold import ThresholdBackend
 
@@ -407,6 +447,10 @@ def aggregator_backend(mode: str, public_dir: Path) -> HEBackend:
         from medcloud.federated.he.ckks import CkksBackend
 
         return CkksBackend(_read(public_dir / "ckks.public", "CKKS public context"))
+    if mode == "aes":
+        from medcloud.federated.he.aes import AesCtrBackend
+
+        return AesCtrBackend(_read(public_dir / "aes.public", "AES public parameters"))
     if mode == "threshold":
         from medcloud.federated.he.threshold import ThresholdBackend
 

@@ -90,6 +90,12 @@ class HEBackend(ABC):
         chunks = [self._encrypt_chunk(flat[i : i + self.slots]) for i in range(0, flat.size, self.slots)]
         return Ciphertext(self.name, int(flat.size), chunks)
 
+    def encrypt_public(self, vector: NDArray[Any]) -> Ciphertext:
+        """Encrypt a value the encrypting party may reveal (the aggregator's initial model in
+        DeepProtect): public-key backends encrypt it; symmetric ones, whose aggregator holds no key,
+        give it ciphertext form without a pad."""
+        return self.encrypt(vector)
+
     def decrypt(self, ct: Ciphertext) -> FloatVector:
         """Decrypt to a float64 vector of the original length."""
         self._check(ct)
