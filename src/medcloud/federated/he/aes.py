@@ -173,7 +173,7 @@ class AesCtrBackend(HEBackend):
         if out is None or out.size < n + 2:
             out = np.empty(n + 2, dtype=np.uint64)
         enc = Cipher(algorithms.AES(self._key), modes.CTR(nonce + b"\0\0\0\0")).encryptor()
-        enc.update_into(zeros, out.view(np.uint8))
+        enc.update_into(zeros, out.data.cast("B"))
         return out[:n]
 
     def _unpad(self, m: Masked, n: int) -> U64:
