@@ -43,7 +43,7 @@ clean-venv:
 $(STAMP310): pyproject.toml Makefile
 	test -x $(VENV310)/bin/python || $(PY310) -m venv $(VENV310)
 	$(VENV310)/bin/python -m pip install --quiet "openfhe==1.6.1.0.22.4" "numpy==2.2.6" \
-		"cryptography==50.0.2" "pytest==9.2.0" "pytest-timeout==2.4.0"
+		"cryptography==50.0.2" "pytest==9.2.0" "pytest-timeout==2.4.0" "typer==0.20.1" "rich==14.3.4"
 	$(VENV310)/bin/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP310)
 

@@ -9,6 +9,12 @@ the sum depends on the backend:
 - threshold: every site returns a partial decryption of the sum; fusing all of them yields
   Σn_k·w_k, so the aggregator learns the average model but no single site's update, even
   together with all but one of the sites.
+  With a t-of-N key a site may drop out of a round (before its upload, or after it without
+  returning its partial decryption): one survivor rebuilds the dropped site's key share from the
+  shares t - 1 other survivors release to it (sealed, through the public folder) and makes the
+  missing partial decryption, so the round fuses the sum of the uploads that were made. With
+  fewer than t survivors the round is refused (`HEError`). `run_fedavg(dropouts=...)` says who
+  drops when.
 
 DeepProtect (Phong et al. TIFS 2018): the aggregator holds the model encrypted, E(w). A site
 downloads E(w), decrypts it, computes a gradient on local data and uploads E(-η·g); the
@@ -18,21 +24,30 @@ version is applied as long as it is at most `max_staleness` versions behind.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from numpy.typing import NDArray
 
 from medcloud.errors import Conflict, InvalidInput
 from medcloud.federated.dp import DPConfig, privatise
-from medcloud.federated.he.base import HEBackend
+from medcloud.federated.he.base import HEBackend, HEError
+
+if TYPE_CHECKING:
+    from medcloud.federated.keys import KeyPaths
 
 Vector = NDArray[np.float64]
 TrainFn = Callable[[Vector], Vector]
 GradFn = Callable[[Vector], Vector]
+# When a site drops out of a FedAvg round: before its upload (not in the sum), or after it (in the
+# sum, but it never returns its partial decryption).
+Dropout = Literal["before-upload", "after-upload"]
+DROPOUTS: tuple[Dropout, ...] = ("before-upload", "after-upload")
 
 
 def encode_plain(weights: Vector) -> bytes:
@@ -99,6 +114,7 @@ class FedAvgSite:
     n_examples: int
     dp: DPConfig | None = None
     rng: np.random.Generator = field(default_factory=np.random.default_rng)
+    keys: KeyPaths | None = None  # threshold t-of-N: this site's key folders, to stand in for a dropped site
 
     def open_global(self, model: GlobalModel) -> Vector:
         """The global weights this site starts the round from."""
@@ -120,6 +136,31 @@ class FedAvgSite:
         fn = getattr(self.backend, "partial_decrypt")  # noqa: B009 - ThresholdBackend only
         return bytes(fn(self.backend.deserialize(summed)))
 
+    def _keys(self) -> KeyPaths:
+        if self.keys is None:
+            raise InvalidInput(f"site {self.name} has no key folders (FedAvgSite.keys): it cannot stand in for another")
+        return self.keys
+
+    def release_share(self, missing: str, to: str) -> int:
+        """t-of-N: re-seal this site's share of `missing`'s key to the recovering site `to` (a sealed
+        blob in the public folder); returns the blob's size."""
+        from medcloud.federated.keys import threshold_release
+
+        paths = self._keys()
+        threshold_release(paths, missing, to)
+        return paths.threshold_release(missing, paths.site, to).stat().st_size
+
+    def recover_partial(self, missing: str, summed: bytes) -> bytes:
+        """t-of-N: rebuild `missing`'s key share from the shares released to this site (plus its own)
+        and make `missing`'s partial decryption of the sum."""
+        from medcloud.federated.keys import recovered_backend, threshold_recover
+
+        paths = self._keys()
+        threshold_recover(paths, missing)
+        stand_in = recovered_backend(paths, missing)
+        fn = getattr(stand_in, "partial_decrypt")  # noqa: B009 - ThresholdBackend only
+        return bytes(fn(stand_in.deserialize(summed)))
+
 
 @dataclass
 class RoundStats:
@@ -128,10 +169,13 @@ class RoundStats:
     bytes_up: dict[str, int]
     bytes_down: dict[str, int]
     seconds: float
-    share_bytes: dict[str, int] = field(default_factory=dict)
+    share_bytes: dict[str, int] = field(default_factory=dict)  # partial decryptions, by whose key share
     site_seconds: dict[str, float] = field(default_factory=dict)  # both phases, per site
     aggregator_seconds: float = 0.0
     parallel_seconds: float = 0.0  # the round's critical path were every site on its own machine
+    dropped: dict[str, str] = field(default_factory=dict)  # site -> "before-upload" or "after-upload"
+    recovered: dict[str, str] = field(default_factory=dict)  # dropped site -> survivor that made its partial
+    release_bytes: dict[str, int] = field(default_factory=dict)  # sealed key-share bytes each survivor released
 
 
 def run_fedavg(
@@ -140,48 +184,118 @@ def run_fedavg(
     initial: Vector,
     rounds: int,
     on_round: Callable[[RoundStats, GlobalModel], None] | None = None,
+    dropouts: Mapping[int, Mapping[str, Dropout]] | None = None,
 ) -> tuple[GlobalModel, list[RoundStats]]:
-    """FedAvg in one process (tests and benches): same code path as the Flower apps."""
+    """FedAvg in one process (tests and benches): same code path as the Flower apps.
+
+    `dropouts[r]` maps the sites that drop out of round r (1-based) to when: "before-upload" or
+    "after-upload" (see `Dropout`); they are back the next round unless listed again. The average
+    is over the uploads that were made. In threshold mode a dropped site's partial decryption is
+    made by a survivor from its recovered key share (t-of-N keys, `FedAvgSite.keys`); with fewer
+    than t survivors the round raises `HEError`.
+    """
+    dropouts = dropouts or {}
+    names = [s.name for s in sites]
+    for r, drops in dropouts.items():
+        for name, when in drops.items():
+            if name not in names or when not in DROPOUTS:
+                raise InvalidInput(f"round {r}: cannot drop {name!r} {when!r} (sites {names}, when one of {DROPOUTS})")
     model = GlobalModel(False, encode_plain(initial), 1.0, 0)
     history = []
     for r in range(1, rounds + 1):
         t0 = time.perf_counter()
+        drops = dict(dropouts.get(r, {}))
+        uploaders = [s for s in sites if drops.get(s.name) != "before-upload"]
+        survivors = [s for s in sites if s.name not in drops]
         uploads, up, down, shares_b, site_t = [], {}, {}, {}, {}
-        for site in sites:
+        for site in uploaders:
             t = time.perf_counter()
             down[site.name] = model.size
             blob = site.upload(site.local_update(site.open_global(model)))
             up[site.name] = len(blob)
             uploads.append(blob)
             site_t[site.name] = time.perf_counter() - t
-        phase1 = max(site_t.values())
+        phase1 = max(site_t.values(), default=0.0)
         t = time.perf_counter()
         summed = aggregator.aggregate(uploads)
         agg_t = time.perf_counter() - t
-        total = float(sum(s.n_examples for s in sites))
+        total = float(sum(s.n_examples for s in uploaders))
         shares: list[bytes] = []
         phase2 = 0.0
+        recovered: dict[str, str] = {}
+        released: dict[str, int] = {}
         if aggregator.mode == "threshold":
-            for site in sites:
+            missing = [s for s in sites if s.name in drops]
+            helpers = _check_survivors(r, sites, survivors, missing)
+            for site in survivors:
                 t = time.perf_counter()
                 share = site.partial_decrypt(summed)
                 dt = time.perf_counter() - t
-                site_t[site.name] += dt
+                site_t[site.name] = site_t.get(site.name, 0.0) + dt
                 phase2 = max(phase2, dt)
-                down[site.name] += len(summed)
+                down[site.name] = down.get(site.name, 0) + len(summed)
                 shares_b[site.name] = len(share)
+                shares.append(share)
+            recoverer = survivors[0]
+            for gone in missing:  # the helpers release in parallel, then the recoverer rebuilds and decrypts
+                slowest = 0.0
+                for helper in helpers:
+                    t = time.perf_counter()
+                    size = helper.release_share(gone.name, recoverer.name)
+                    released[helper.name] = released.get(helper.name, 0) + size
+                    dt = time.perf_counter() - t
+                    site_t[helper.name] += dt
+                    slowest = max(slowest, dt)
+                t = time.perf_counter()
+                share = recoverer.recover_partial(gone.name, summed)
+                dt = time.perf_counter() - t
+                site_t[recoverer.name] += dt
+                phase2 += slowest + dt
+                shares_b[gone.name] = len(share)
+                recovered[gone.name] = recoverer.name
                 shares.append(share)
         t = time.perf_counter()
         model = aggregator.finish(summed, total, r, shares)
         agg_t += time.perf_counter() - t
         stats = RoundStats(
-            r, [s.name for s in sites], up, down, time.perf_counter() - t0, shares_b, site_t, agg_t,
-            phase1 + phase2 + agg_t,
+            r, [s.name for s in uploaders], up, down, time.perf_counter() - t0, shares_b, site_t, agg_t,
+            phase1 + phase2 + agg_t, dict(drops), recovered, released,
         )  # fmt: skip
         history.append(stats)
         if on_round:
             on_round(stats, model)
     return model, history
+
+
+def _check_survivors(
+    r: int, sites: Sequence[FedAvgSite], survivors: Sequence[FedAvgSite], missing: Sequence[FedAvgSite]
+) -> list[FedAvgSite]:
+    """Refuse a threshold round that cannot be decrypted; else the t - 1 survivors (after the first,
+    which recovers) that release their shares of each dropped site's key."""
+    if not missing:
+        return []
+    gone = ", ".join(s.name for s in missing)
+    if not survivors:
+        raise HEError(f"round {r}: every site dropped out ({gone}); nobody can decrypt")
+    from medcloud.federated.keys import threshold_of
+
+    paths = survivors[0]._keys()
+    parties = json.loads(paths.threshold_parties.read_bytes())
+    t = threshold_of(paths.public_dir, parties)
+    if t >= len(parties):
+        raise HEError(
+            f"round {r}: {gone} dropped out and the key is {len(parties)}-of-{len(parties)}: "
+            "decryption needs every site (make a t-of-N key, `--threshold`)"
+        )
+    if len(survivors) < t:
+        raise HEError(
+            f"round {r}: only {len(survivors)} of {len(sites)} sites survive ({gone} dropped out); "
+            f"the {t}-of-{len(parties)} key needs {t} to recover a dropped site's partial decryption"
+        )
+    for s in survivors[:t]:  # the recoverer and its helpers need their key folders: fail before anyone releases
+        if s._keys().site != s.name:
+            raise InvalidInput(f"site {s.name}'s key folders are {s._keys().site}'s: site names are the party names")
+    return list(survivors[1:t])
 
 
 # --- DeepProtect ---------------------------------------------------------------------------------

@@ -186,7 +186,14 @@ class DeepProtectStrategy(FedAvg):
             up[_site_of(m)] = len(blob)
         version, blob = self.server.download()
         self.recorder.record(
-            RoundEvent(server_round, f"deepprotect-v{version}", sorted(up), up, dict.fromkeys(up, len(blob)), "ckks")
+            RoundEvent(
+                server_round,
+                f"deepprotect-v{version}",
+                sorted(up),
+                up,
+                dict.fromkeys(up, len(blob)),
+                self.server.backend.name,
+            )
         )
         metrics = self.train_metrics_aggr_fn([m.content for m in valid], self.weighted_by_key) if valid else None
         return ArrayRecord({"global": he_array(blob, self.length)}), metrics
