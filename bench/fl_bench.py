@@ -3,7 +3,8 @@
   .venv/bin/python bench/fl_bench.py            # accuracy (plain vs CKKS; tabular + images), DP, cost
   .venv/bin/python bench/fl_bench.py --cost     # cost only (plain vs CKKS, in one process)
   .venv310/bin/python bench/fl_bench.py --cost  # cost of threshold mode (OpenFHE, CPython 3.10)
-  .venv/bin/python bench/fl_bench.py --flower   # plaintext Flower FedAvg vs CKKS, through Flower
+  .venv/bin/python bench/fl_bench.py --flower   # plaintext Flower FedAvg vs CKKS and AES, through Flower
+  .venv/bin/python bench/fl_bench.py --flower --repeat 3 --modes aes  # interleaved, medians
 
 The local step (`--task mlp`, the default where torch is installed) is a real torch MLP with
 1,010,850 parameters trained one epoch (320 synthetic samples, batch 32, one thread) per site per
@@ -41,6 +42,7 @@ from medcloud.federated.protocol import FedAvgAggregator, FedAvgSite, decode_pla
 
 def accuracy_section(rounds: int) -> dict[str, Any]:
     from medcloud.federated import dp, tabular
+    from medcloud.federated.he import aes
     from medcloud.federated.he.ckks import CkksBackend, generate_context
 
     sites = tabular.load_sites(4)
@@ -60,6 +62,12 @@ def accuracy_section(rounds: int) -> dict[str, Any]:
     t_enc = time.perf_counter() - t
     w_plain = decode_plain(plain.payload)
     w_enc = site_be.decrypt(site_be.deserialize(enc.payload)) / enc.total_weight
+    aes_secret, aes_public = aes.generate_key()
+    aes_site, aes_agg = aes.AesCtrBackend(aes_secret), aes.AesCtrBackend(aes_public)
+    t = time.perf_counter()
+    enc_aes, _ = run_fedavg(FedAvgAggregator(aes_agg), fl_sites(aes_site), w0, rounds)
+    t_aes = time.perf_counter() - t
+    w_aes = aes_site.decrypt(aes_site.deserialize(enc_aes.payload)) / enc_aes.total_weight
     x, y = tabular.pooled_test(sites)
     single = {}
     for s in sites:
@@ -77,10 +85,13 @@ def accuracy_section(rounds: int) -> dict[str, Any]:
         "data": "sklearn load_breast_cancer, 4 sites, label-skew Dirichlet(0.5), 30% local test",
         "rounds": rounds,
         "max_abs_weight_diff_ckks_vs_plain": float(np.max(np.abs(w_enc - w_plain))),
+        "max_abs_weight_diff_aes_vs_plain": float(np.max(np.abs(w_aes - w_plain))),
         "test_acc_plain": tabular.accuracy(w_plain, x, y),
         "test_acc_ckks": tabular.accuracy(w_enc, x, y),
+        "test_acc_aes": tabular.accuracy(w_aes, x, y),
         "seconds_plain": round(t_plain, 3),
         "seconds_ckks": round(t_enc, 3),
+        "seconds_aes": round(t_aes, 3),
         "fl_beats_every_single_site": all(
             v["fl_acc_on_same_sites"] > v["single_site_acc_on_other_sites"] for v in single.values()
         ),
@@ -146,7 +157,7 @@ def components(mode: str, site_be: Any, agg: Any, w: np.ndarray, n_sites: int, s
         "serialize": round(ser_s, 3),
         "aggregator_sum_of_uploads": round(agg_s, 3),
     }
-    if mode == "ckks":
+    if mode in ("ckks", "aes"):
         opened, des_s = _timed(site_be.deserialize, summed)
         _, dec_s = _timed(site_be.decrypt, opened)
         out |= {"deserialize_global": round(des_s, 3), "decrypt_global": round(dec_s, 3)}
@@ -232,14 +243,22 @@ def cost_one(mode: str, task: str, n_params: int, n_sites: int, rounds: int) -> 
     return out
 
 
-def cost_section(task: str, n_params: int, n_sites: int, rounds: int) -> dict[str, Any]:
-    import os
-
+def available_modes(wanted: str) -> list[str]:
+    """plain first (the baseline), then the encrypted modes this Python can run, as asked."""
     modes = ["plain"]
     if importlib.util.find_spec("tenseal"):
         modes.append("ckks")
+    modes.append("aes")
     if importlib.util.find_spec("openfhe"):
         modes.append("threshold")
+    asked = [m.strip() for m in wanted.split(",") if m.strip()] if wanted else modes
+    return ["plain"] + [m for m in modes[1:] if m in asked]
+
+
+def cost_section(task: str, n_params: int, n_sites: int, rounds: int, wanted: str = "") -> dict[str, Any]:
+    import os
+
+    modes = available_modes(wanted)
     if task == "mlp" and not importlib.util.find_spec("torch"):
         task = "synthetic"  # the CPython 3.10 venv (OpenFHE) has no torch
     if task == "mlp":
@@ -282,7 +301,7 @@ TASKS = {
     "synthetic": "no training: w + 1e-3 N(0,1) (protocol cost only)",
 }
 ROUND_CONTAINS = (
-    "site: open the global model (plain: float32 copy; ckks: deserialize + decrypt the encrypted sum), "
+    "site: open the global model (plain: float32 copy; ckks, aes: deserialize + decrypt the encrypted sum), "
     "one local epoch, weight by n_k, encrypt + serialize the upload; aggregator: sum the uploads "
     "(threshold: + every site's partial decryption and the fusion). No network: bytes are counted."
 )
@@ -320,15 +339,34 @@ def flower_one(mode: str, task: str, n_params: int, n_sites: int, rounds: int) -
     return out
 
 
-def flower_section(task: str, n_params: int, n_sites: int, rounds: int) -> dict[str, Any]:
+def flower_section(
+    task: str, n_params: int, n_sites: int, rounds: int, wanted: str = "", repeat: int = 1
+) -> dict[str, Any]:
+    """One simulation per mode, `repeat` times interleaved (plain, ckks, aes, ..., plain, ...): each
+    repetition's ratio to the plain run next to it, and medians across repetitions."""
     import os
 
-    modes = ["plain", "ckks"] + (["threshold"] if importlib.util.find_spec("openfhe") else [])
-    results = {m: flower_one(m, task, n_params, n_sites, rounds) for m in modes}
+    modes = available_modes(wanted)
+    runs: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
+    for _ in range(repeat):
+        for m in modes:
+            runs[m].append(flower_one(m, task, n_params, n_sites, rounds))
+    results: dict[str, dict[str, Any]] = {}
+    for m, rs in runs.items():
+        r = dict(rs[-1])
+        if repeat > 1:
+            r["round_seconds_mean_each_repeat"] = [x["round_seconds_mean"] for x in rs]
+            r["round_seconds_mean"] = round(float(np.median(r["round_seconds_mean_each_repeat"])), 3)
+            r["site_seconds_mean"] = round(float(np.median([x["site_seconds_mean"] for x in rs])), 3)
+        results[m] = r
     base = results["plain"]
     for m, r in results.items():
         if m == "plain":
             continue
+        if repeat > 1:
+            key = "round_seconds_mean"
+            pairs = zip(runs[m], runs["plain"], strict=True)
+            r["time_ratio_each_repeat"] = [round(a[key] / b[key], 2) for a, b in pairs]
         r["time_ratio_vs_plain"] = round(r["round_seconds_mean"] / base["round_seconds_mean"], 2)
         r["he_overhead_seconds_per_round"] = round(r["round_seconds_mean"] - base["round_seconds_mean"], 3)
         r["he_overhead_seconds_per_site"] = round(r["site_seconds_mean"] - base["site_seconds_mean"], 3)
@@ -345,6 +383,7 @@ def flower_section(task: str, n_params: int, n_sites: int, rounds: int) -> dict[
         "n_params": n_params,
         "sites": n_sites,
         "rounds": rounds,
+        "repeats": repeat,
         "python": sys.version.split()[0],
         "plain_baseline": "Flower FedAvg, float32 ArrayRecord",
         "targets": {"time_ratio": 1.5, "bytes_ratio": 8.0},
@@ -360,19 +399,23 @@ def main() -> None:
     ap.add_argument("--sites", type=int, default=5)
     ap.add_argument("--cost-rounds", type=int, default=3)
     ap.add_argument("--cost", action="store_true", help="cost only (the 3.10 venv has no scikit-learn)")
-    ap.add_argument("--flower", action="store_true", help="plaintext Flower FedAvg vs CKKS through Flower only")
+    ap.add_argument("--flower", action="store_true", help="plaintext Flower FedAvg vs the HE modes through Flower")
     ap.add_argument("--task", choices=sorted(TASKS), default="mlp", help="local step of the cost runs")
+    ap.add_argument("--modes", default="", help="encrypted modes to compare with plain (default: all available)")
+    ap.add_argument("--repeat", type=int, default=1, help="--flower: interleaved repetitions (medians)")
     args = ap.parse_args()
     report: dict[str, Any] = {}
     if args.flower:
-        report["flower_cost"] = flower_section(args.task, args.params, args.sites, max(args.cost_rounds, 3))
+        report["flower_cost"] = flower_section(
+            args.task, args.params, args.sites, max(args.cost_rounds, 3), args.modes, args.repeat
+        )
         print(json.dumps(report, indent=2))
         return
     if not args.cost and importlib.util.find_spec("sklearn") and importlib.util.find_spec("tenseal"):
         report["accuracy"] = accuracy_section(args.rounds)
         if importlib.util.find_spec("torch"):
             report["accuracy_images"] = image_accuracy_section(args.image_rounds)
-    report["cost"] = cost_section(args.task, args.params, args.sites, args.cost_rounds)
+    report["cost"] = cost_section(args.task, args.params, args.sites, args.cost_rounds, args.modes)
     print(json.dumps(report, indent=2))
 
 

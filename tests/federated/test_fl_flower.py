@@ -67,3 +67,28 @@ def test_flower_simulation_deepprotect_matches_plaintext_gradient_steps(tmp_path
     assert np.max(np.abs(w)) > 0.05
     assert np.max(np.abs(w_enc - w)) < 1e-5
     assert card["client_metrics"]["2"]["accuracy"] > 0.8
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("protocol", ["fedavg", "deepprotect"])
+def test_flower_simulation_aes(tmp_path: Path, protocol: str) -> None:
+    """The additive AES backend on Flower: FedAvg and DeepProtect (whose server starts from a public
+    initial model in ciphertext form); the aggregator keeps a model it cannot read."""
+    from medcloud.federated import tabular
+    from medcloud.federated.flower.settings import FLSettings
+    from medcloud.federated.he import NoSecretKey
+    from medcloud.federated.keys import KeyPaths, aggregator_backend, site_backend
+    from medcloud.federated.simulate import simulate
+
+    card = simulate(FLSettings(mode="aes", protocol=protocol, rounds=2, num_sites=2, lr=0.5), tmp_path)
+    assert card["mode"] == "aes" and card["model_readable_by_aggregator"] is False
+    events = [json.loads(x)["detail"] for x in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    assert len(events) == 2 and all(e["mode"] == "aes" for e in events)
+    blob = (tmp_path / "model" / "model.ciphertext").read_bytes()
+    agg = aggregator_backend("aes", tmp_path / "keys" / "public")
+    with pytest.raises(NoSecretKey):
+        agg.decrypt(agg.deserialize(blob))
+    site = site_backend("aes", KeyPaths("site1", tmp_path / "keys" / "site1", tmp_path / "keys" / "public"))
+    w = site.decrypt(site.deserialize(blob)) / card["total_weight"]
+    x, y = tabular.pooled_test(tabular.load_sites(2))
+    assert tabular.accuracy(w, x, y) > 0.85

@@ -14,16 +14,19 @@ from medcloud.errors import ConfigError
 
 app = typer.Typer(no_args_is_help=True)
 
-MODE_HELP = "plain (baseline), ckks (DeepProtect: one key shared by the sites), threshold (one share per site)"
+MODE_HELP = (
+    "plain (baseline); ckks or aes (DeepProtect: one key shared by the sites; aes is additive AES-256-CTR, "
+    "the fast one); threshold (one share per site)"
+)
 
 
 @app.command("keygen")
 def keygen_command(
-    mode: str = typer.Option(..., "--mode", help="ckks or threshold"),
+    mode: str = typer.Option(..., "--mode", help="ckks, aes or threshold"),
     site: str = typer.Option(..., "--site", help="This site's name."),
     site_dir: Path = typer.Option(..., "--site-dir", help="Secret folder; never leaves the site."),
     public: Path = typer.Option(..., "--public", help="Public folder the hub relays between sites."),
-    lead: bool = typer.Option(False, "--lead", help="ckks: this site generates and seals the shared key."),
+    lead: bool = typer.Option(False, "--lead", help="ckks, aes: this site generates and seals the shared key."),
     parties: str = typer.Option("", "--parties", help="threshold: comma-separated sites, in key-chain order."),
     threshold: int = typer.Option(
         0, "--threshold", help="threshold: t-of-N (N/2 < t < N; default N-of-N, or what the first site published)."
@@ -32,11 +35,18 @@ def keygen_command(
     recoverer: str = typer.Option("", "--recoverer", help="with --dropped: the surviving site that rebuilds its key."),
 ) -> None:
     """Run this site's next step of the key ceremony (idempotent; see docs/federated.md)."""
-    from medcloud.federated.keys import KeyPaths, ckks_keygen, threshold_keygen, threshold_recover, threshold_release
+    from medcloud.federated.keys import (
+        SHARED_KEY_MODES,
+        KeyPaths,
+        shared_keygen,
+        threshold_keygen,
+        threshold_recover,
+        threshold_release,
+    )
 
     paths = KeyPaths(site, site_dir, public)
-    if mode == "ckks":
-        done = ckks_keygen(paths, lead)
+    if mode in SHARED_KEY_MODES:
+        done = shared_keygen(paths, lead, mode)
     elif mode == "threshold" and dropped:
         if not recoverer:
             raise ConfigError("--dropped needs --recoverer (the site that rebuilds the dropped site's key)")
@@ -48,7 +58,7 @@ def keygen_command(
         names = [p.strip() for p in parties.split(",") if p.strip()]
         done = threshold_keygen(paths, names, threshold or None)
     else:
-        raise ConfigError(f"keygen is for ckks or threshold, not {mode!r}")
+        raise ConfigError(f"keygen is for ckks, aes or threshold, not {mode!r}")
     for line in done:
         typer.echo(line)
 
@@ -80,7 +90,7 @@ def simulate_command(
 
 @app.command("train-images")
 def train_images_command(
-    mode: str = typer.Option("ckks", "--mode", help="plain or ckks (one CKKS key shared by the sites)"),
+    mode: str = typer.Option("ckks", "--mode", help="plain, ckks or aes (one key shared by the sites)"),
     sites: int = typer.Option(4, "--sites", min=2),
     rounds: int = typer.Option(10, "--rounds", min=1),
     epochs: int = typer.Option(2, "--epochs", min=1, help="Local epochs per round."),

@@ -320,9 +320,9 @@ def train_federated(
 ) -> RunResult:
     """FedAvg (`run_fedavg`, the Flower apps' protocol code) in one process over the SYNTHETIC sites.
 
-    `mode` plain or ckks (one CKKS key shared by the sites, made here; the aggregator gets the public
-    context only). With `baselines`, each site also trains alone for as many epochs as it trained in
-    the federation, and every model is scored on the other sites' test images; in ckks mode a
+    `mode` plain, ckks or aes (one key shared by the sites, made here; the aggregator gets the public
+    material only). With `baselines`, each site also trains alone for as many epochs as it trained in
+    the federation, and every model is scored on the other sites' test images; in an encrypted mode a
     plaintext FedAvg run gives the baseline the encrypted run should match.
     """
     import time
@@ -332,9 +332,9 @@ def train_federated(
     from medcloud.federated.he import PlaintextBackend
     from medcloud.federated.protocol import FedAvgAggregator, FedAvgSite, decode_plain, run_fedavg
 
-    if mode not in ("plain", "ckks"):
+    if mode not in ("plain", "ckks", "aes"):
         raise InvalidInput(
-            f"mode {mode!r}: the image task runs plain or ckks in one process (threshold needs OpenFHE, "
+            f"mode {mode!r}: the image task runs plain, ckks or aes in one process (threshold needs OpenFHE, "
             "which has no wheel for the Python that has torch)"
         )
     sites = load_sites(n_sites, n_train, n_test)
@@ -356,6 +356,11 @@ def train_federated(
 
         secret, public = generate_context()
         weights, seconds = fedavg(CkksBackend(secret), CkksBackend(public))
+    elif mode == "aes":
+        from medcloud.federated.he.aes import AesCtrBackend, generate_key
+
+        secret, public = generate_key()
+        weights, seconds = fedavg(AesCtrBackend(secret), AesCtrBackend(public))
     else:
         weights, seconds = fedavg(PlaintextBackend(), PlaintextBackend())
     x_all, y_all = pooled_test(sites)
@@ -364,7 +369,7 @@ def train_federated(
         "seconds_training": round(seconds, 2),
         "per_site": {},
     }
-    if mode == "ckks" and baselines:
+    if mode != "plain" and baselines:
         plain, _ = fedavg(PlaintextBackend(), PlaintextBackend())
         metrics["plain_fedavg_test_acc_all_sites"] = round(evaluate(plain, x_all, y_all), 4)
         metrics["max_abs_weight_diff_vs_plain"] = float(np.max(np.abs(weights - plain)))

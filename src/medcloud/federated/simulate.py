@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from medcloud.federated.flower.settings import FLSettings
-from medcloud.federated.keys import KeyPaths, ckks_keygen, threshold_keygen
+from medcloud.federated.keys import SHARED_KEY_MODES, KeyPaths, shared_keygen, threshold_keygen
 
 
 def site_names(n: int) -> list[str]:
@@ -16,12 +16,12 @@ def site_names(n: int) -> list[str]:
 def ceremony(mode: str, root: Path, sites: list[str]) -> None:
     """Every site's keygen steps in the right order, each site in its own folder under `root`."""
     paths = [KeyPaths(s, root / s, root / "public") for s in sites]
-    if mode == "ckks":
+    if mode in SHARED_KEY_MODES:
         for p in paths[1:]:
-            ckks_keygen(p, lead=False)
-        ckks_keygen(paths[0], lead=True)
+            shared_keygen(p, False, mode)
+        shared_keygen(paths[0], True, mode)
         for p in paths[1:]:
-            ckks_keygen(p, lead=False)
+            shared_keygen(p, False, mode)
     elif mode == "threshold":
         for p in paths:
             threshold_keygen(p, sites)

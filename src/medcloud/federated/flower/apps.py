@@ -220,7 +220,7 @@ def run_server(grid: Grid, settings: FLSettings) -> dict[str, Any]:
     strategy: FedAvg
     if settings.protocol == "deepprotect":
         backend = aggregator_backend(settings.mode, settings.public_path())
-        enc = backend.serialize(backend.encrypt(w0))
+        enc = backend.serialize(backend.encrypt_public(w0))
         strategy = DeepProtectStrategy(backend, enc, w0.size, recorder, **common)
         initial = ArrayRecord({"global": he_array(enc, w0.size)})
     elif settings.mode == "plain":

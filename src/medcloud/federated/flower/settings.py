@@ -14,7 +14,7 @@ TASKS = ("breast-cancer", "synthetic", "mlp")
 
 @dataclass
 class FLSettings:
-    mode: str = "ckks"  # plain | ckks | threshold
+    mode: str = "ckks"  # plain | ckks | aes | threshold
     protocol: str = "fedavg"  # fedavg | deepprotect
     rounds: int = 3
     task: str = "breast-cancer"  # breast-cancer | synthetic | mlp (cost benches: 1M-param torch MLP)
@@ -37,12 +37,12 @@ class FLSettings:
     run_name: str = "fl"
 
     def __post_init__(self) -> None:
-        if self.mode not in ("plain", "ckks", "threshold"):
+        if self.mode not in ("plain", "ckks", "aes", "threshold"):
             raise InvalidInput(f"unknown mode {self.mode!r}")
         if self.protocol not in PROTOCOLS:
             raise InvalidInput(f"unknown protocol {self.protocol!r}")
         if self.protocol == "deepprotect" and self.mode == "threshold":
-            raise InvalidInput("DeepProtect needs a key the sites share: use --mode ckks (or plain)")
+            raise InvalidInput("DeepProtect needs a key the sites share: use --mode ckks or aes (or plain)")
         if self.task not in TASKS:
             raise InvalidInput(f"unknown task {self.task!r}")
 
