@@ -225,3 +225,41 @@ def test_keygen_cli_aes(tmp_path: Path) -> None:
     bad = runner.invoke(app, ["fl", "keygen", "--mode", "rot13", "--site", "a", "--site-dir", str(tmp_path / "x"),
                               "--public", str(tmp_path / "public")])  # fmt: skip
     assert bad.exit_code != 0 and "rot13" in str(bad.exception)
+
+
+def test_deepprotect_refresh_bounds_decryption_work(breast_cancer_sites: Any) -> None:
+    """The running E(w) gains one keystream term per update; past `refresh_terms` the server asks a
+    site for a fresh encryption of the stepped model, which replaces E(w) only if nothing came in
+    since. The model stays exactly the plaintext gradient steps either way."""
+    from medcloud.federated import tabular
+    from medcloud.federated.protocol import DeepProtectServer, DeepProtectSite
+
+    secret, public = generate_key(AesParams(refresh_terms=4))
+    site_be, agg = AesCtrBackend(secret), AesCtrBackend(public)
+    data = breast_cancer_sites[:3]
+    sites = [DeepProtectSite(s.name, site_be, partial(tabular.gradient, x=s.x_train, y=s.y_train), 0.3) for s in data]
+    w0 = np.zeros(tabular.n_params())
+    server = DeepProtectServer(agg, agg.serialize(agg.encrypt_public(w0)), max_staleness=8)
+    w = w0.copy()
+    terms = []
+    for i in range(12):
+        s, d = sites[i % 3], data[i % 3]
+        version, blob = server.download()
+        up = s.update(blob, refresh=server.refresh_due())
+        server.upload(s.name, up.update, version, up.refresh)
+        w = w - 0.3 * tabular.gradient(w, d.x_train, d.y_train)
+        terms.append(len(agg.deserialize(server.download()[1]).chunks[0].terms))
+    assert server.refreshes >= 2 and max(terms) <= 4
+    np.testing.assert_allclose(site_be.decrypt(site_be.deserialize(server.download()[1])), w, atol=1e-6)
+
+    # A refresh made on a version that has since moved on is dropped; its update is added instead.
+    refreshed = server.refreshes
+    v, blob = server.download()
+    late = sites[0].update(blob, refresh=True)
+    v2, blob2 = server.download()
+    server.upload(sites[1].name, sites[1].step(blob2), v2)
+    server.upload(sites[0].name, late.update, v, late.refresh)
+    assert server.refreshes == refreshed
+    w1 = w - 0.3 * tabular.gradient(w, data[1].x_train, data[1].y_train)
+    w_expect = w1 - 0.3 * tabular.gradient(w, data[0].x_train, data[0].y_train)  # stale: made on w
+    np.testing.assert_allclose(site_be.decrypt(site_be.deserialize(server.download()[1])), w_expect, atol=1e-6)

@@ -72,23 +72,41 @@ def test_flower_simulation_deepprotect_matches_plaintext_gradient_steps(tmp_path
 @pytest.mark.slow
 @pytest.mark.parametrize("protocol", ["fedavg", "deepprotect"])
 def test_flower_simulation_aes(tmp_path: Path, protocol: str) -> None:
-    """The additive AES backend on Flower: FedAvg and DeepProtect (whose server starts from a public
-    initial model in ciphertext form); the aggregator keeps a model it cannot read."""
+    """The additive AES backend on Flower: FedAvg, and DeepProtect (whose server starts from a public
+    initial model in ciphertext form, and, with the refresh threshold lowered to 2 terms, asks one
+    site per round for a fresh encryption); the aggregator keeps a model it cannot read."""
     from medcloud.federated import tabular
     from medcloud.federated.flower.settings import FLSettings
     from medcloud.federated.he import NoSecretKey
     from medcloud.federated.keys import KeyPaths, aggregator_backend, site_backend
-    from medcloud.federated.simulate import simulate
+    from medcloud.federated.simulate import ceremony, simulate
 
-    card = simulate(FLSettings(mode="aes", protocol=protocol, rounds=2, num_sites=2, lr=0.5), tmp_path)
+    keys = tmp_path / "keys"
+    ceremony("aes", keys, ["site1", "site2"])
+    for f in [keys / "public" / "aes.public", keys / "site1" / "aes.secret", keys / "site2" / "aes.secret"]:
+        f.write_text(json.dumps({**json.loads(f.read_text()), "refresh_terms": 2}))
+    rounds = 3
+    card = simulate(FLSettings(mode="aes", protocol=protocol, rounds=rounds, num_sites=2, lr=0.5), tmp_path)
     assert card["mode"] == "aes" and card["model_readable_by_aggregator"] is False
     events = [json.loads(x)["detail"] for x in (tmp_path / "audit.jsonl").read_text().splitlines()]
-    assert len(events) == 2 and all(e["mode"] == "aes" for e in events)
+    assert len(events) == rounds and all(e["mode"] == "aes" for e in events)
     blob = (tmp_path / "model" / "model.ciphertext").read_bytes()
-    agg = aggregator_backend("aes", tmp_path / "keys" / "public")
+    agg = aggregator_backend("aes", keys / "public")
     with pytest.raises(NoSecretKey):
         agg.decrypt(agg.deserialize(blob))
-    site = site_backend("aes", KeyPaths("site1", tmp_path / "keys" / "site1", tmp_path / "keys" / "public"))
+    site = site_backend("aes", KeyPaths("site1", keys / "site1", keys / "public"))
     w = site.decrypt(site.deserialize(blob)) / card["total_weight"]
-    x, y = tabular.pooled_test(tabular.load_sites(2))
+    data = tabular.load_sites(2)
+    x, y = tabular.pooled_test(data)
     assert tabular.accuracy(w, x, y) > 0.85
+    if protocol == "deepprotect":
+        # Rounds 2 and 3 start from a model with >= 2 terms: one site refreshes, its upload is
+        # bigger, and the running model keeps few terms.
+        sizes = [sorted(e["bytes_up"].values()) for e in events]
+        assert sizes[0][0] == sizes[0][1] and all(s[1] > 1.5 * s[0] for s in sizes[1:])
+        assert len(agg.deserialize(blob).chunks[0].terms) <= 2
+        # The same gradient steps in plaintext: each round both sites step from the same version.
+        w_ref = np.zeros(tabular.n_params())
+        for _ in range(rounds):
+            w_ref = w_ref - 0.5 * sum(tabular.gradient(w_ref, s.x_train, s.y_train) for s in data)
+        assert np.max(np.abs(w - w_ref)) < 1e-5

@@ -310,22 +310,39 @@ class DeepProtectServer:
         self.version = 0
         self.max_staleness = max_staleness
         self.applied: list[tuple[str, int, int]] = []  # (site, base version, new version)
+        self.refreshes = 0
         self._lock = threading.Lock()
 
     def download(self) -> tuple[int, bytes]:
         with self._lock:
             return self.version, self.backend.serialize(self._model)
 
-    def upload(self, site: str, update: bytes, base_version: int) -> int:
-        """Add E(-η·g) to E(w); refuse an update more than `max_staleness` versions old."""
+    def refresh_due(self) -> bool:
+        """Whether to ask the next site for a fresh encryption of the model (`HEBackend.refresh_due`)."""
+        with self._lock:
+            return self.backend.refresh_due(self._model)
+
+    def upload(self, site: str, update: bytes, base_version: int, refresh: bytes | None = None) -> int:
+        """Add E(-η·g) to E(w); refuse an update more than `max_staleness` versions old.
+
+        `refresh`, a site's fresh encryption of w + (-η·g) for the version it downloaded, replaces
+        E(w) instead when no other update came in since; otherwise it is dropped and the update
+        added as usual."""
         delta = self.backend.deserialize(update)
+        fresh = self.backend.deserialize(refresh) if refresh is not None else None
+        if fresh is not None and fresh.length != delta.length:
+            raise InvalidInput(f"refresh from {site} has {fresh.length} values, the update {delta.length}")
         with self._lock:
             if self.version - base_version > self.max_staleness:
                 raise Conflict(
                     f"update from {site} is {self.version - base_version} versions old "
                     f"(max {self.max_staleness}); download the model again"
                 )
-            self._model = self.backend.add(self._model, delta)
+            if fresh is not None and base_version == self.version:
+                self._model = fresh
+                self.refreshes += 1
+            else:
+                self._model = self.backend.add(self._model, delta)
             self.version += 1
             self.applied.append((site, base_version, self.version))
             return self.version
@@ -343,9 +360,20 @@ class DeepProtectSite:
     rng: np.random.Generator = field(default_factory=np.random.default_rng)
 
     def step(self, encrypted_model: bytes) -> bytes:
+        return self.update(encrypted_model).update
+
+    def update(self, encrypted_model: bytes, refresh: bool = False) -> DeepProtectUpload:
+        """E(-η·g) and, when asked (`refresh`), a fresh encryption of the stepped model w - η·g."""
         w = self.backend.decrypt(self.backend.deserialize(encrypted_model))
         g = self.grad(w)
         step = -self.learning_rate * g
         if self.dp is not None:
             step = privatise(step, self.dp, self.rng)
-        return self.backend.serialize(self.backend.encrypt(step))
+        fresh = self.backend.serialize(self.backend.encrypt(w + step)) if refresh else None
+        return DeepProtectUpload(self.backend.serialize(self.backend.encrypt(step)), fresh)
+
+
+@dataclass
+class DeepProtectUpload:
+    update: bytes
+    refresh: bytes | None = None

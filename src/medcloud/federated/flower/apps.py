@@ -138,10 +138,13 @@ def build_client_app(defaults: FLSettings | None = None) -> ClientApp:
         total = scalar(cfg.get("total-weight", 1.0))
         if s.protocol == "deepprotect":
             site = DeepProtectSite(name, backend, task.grad, s.lr, _dp(s), task.rng)
-            blob = site.step(bytes(arr.data))
+            up = site.update(bytes(arr.data), refresh=bool(cfg.get("refresh", False)))
+            arrays = {"update": he_array(up.update, int(arr.shape[0]))}
+            if up.refresh is not None:
+                arrays["refresh"] = he_array(up.refresh, int(arr.shape[0]))
             return _reply(
                 msg,
-                ArrayRecord({"update": he_array(blob, int(arr.shape[0]))}),
+                ArrayRecord(arrays),
                 {"num-examples": float(task.n_examples)},
                 {"name": name, "model-version": int(scalar(cfg.get("model-version", 0)))},
                 t0,

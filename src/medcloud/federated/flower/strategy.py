@@ -172,18 +172,34 @@ class DeepProtectStrategy(FedAvg):
     ) -> Iterable[Message]:
         version, blob = self.server.download()
         config["model-version"] = version
-        return super().configure_train(server_round, ArrayRecord({"global": he_array(blob, self.length)}), config, grid)
+        messages = list(
+            super().configure_train(server_round, ArrayRecord({"global": he_array(blob, self.length)}), config, grid)
+        )
+        if messages and self.server.refresh_due():
+            # One site (the first sampled) also sends a fresh encryption of the stepped model.
+            first = messages[0]
+            asked = ConfigRecord({**dict(first.content.config_records[self.configrecord_key]), "refresh": True})
+            content = RecordDict(
+                {self.arrayrecord_key: first.content.array_records[self.arrayrecord_key], self.configrecord_key: asked}
+            )
+            messages[0] = Message(
+                content=content, message_type=first.metadata.message_type, dst_node_id=first.metadata.dst_node_id
+            )
+        return messages
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         valid, _ = self._check_and_log_replies(replies, is_train=True, validate=False)
         up: dict[str, int] = {}
-        for m in valid:
-            blob = bytes(m.content.array_records["arrays"]["update"].data)
+        # A reply carrying a refresh goes first: it replaces E(w) only if nothing was added since.
+        for m in sorted(valid, key=lambda m: "refresh" not in m.content.array_records["arrays"]):
+            arrays = m.content.array_records["arrays"]
+            blob = bytes(arrays["update"].data)
+            fresh = bytes(arrays["refresh"].data) if "refresh" in arrays else None
             base = int(scalar(m.content.config_records["site"]["model-version"]))
-            self.server.upload(_site_of(m), blob, base)
-            up[_site_of(m)] = len(blob)
+            self.server.upload(_site_of(m), blob, base, fresh)
+            up[_site_of(m)] = len(blob) + (len(fresh) if fresh else 0)
         version, blob = self.server.download()
         self.recorder.record(
             RoundEvent(

@@ -63,6 +63,7 @@ NONCE_BYTES = 12
 KEY_BYTES = 32
 DEFAULT_FRAC_BITS = 32
 DEFAULT_HEADROOM_BITS = 10
+DEFAULT_REFRESH_TERMS = 32  # DeepProtect's running E(w): ask a site for a fresh one past this
 SCALAR_BITS = 16  # precision of a non-integer public scalar in mul_scalar
 MAX_SCALE_BITS = 56
 U64 = NDArray[np.uint64]
@@ -72,10 +73,13 @@ U64 = NDArray[np.uint64]
 class AesParams:
     frac_bits: int = DEFAULT_FRAC_BITS
     headroom_bits: int = DEFAULT_HEADROOM_BITS
+    refresh_terms: int = DEFAULT_REFRESH_TERMS
 
     def __post_init__(self) -> None:
-        if not (8 <= self.frac_bits <= 48 and 0 <= self.headroom_bits <= 20):
-            raise HEError("aes parameters out of range (8 <= frac_bits <= 48, 0 <= headroom_bits <= 20)")
+        if not (8 <= self.frac_bits <= 48 and 0 <= self.headroom_bits <= 20 and self.refresh_terms >= 2):
+            raise HEError(
+                "aes parameters out of range (8 <= frac_bits <= 48, 0 <= headroom_bits <= 20, refresh_terms >= 2)"
+            )
 
     @property
     def max_abs(self) -> float:
@@ -90,6 +94,7 @@ class AesParams:
             "frac_bits": self.frac_bits,
             "headroom_bits": self.headroom_bits,
             "max_abs_value": self.max_abs,
+            "refresh_terms": self.refresh_terms,
             "security": "256-bit key (128-bit against Grover), IND-CPA with 96-bit random nonces",
             **({"key_id": key_id} if key_id else {}),
         }
@@ -109,6 +114,7 @@ def generate_key(params: AesParams | None = None) -> tuple[bytes, bytes]:
         "version": VERSION,
         "frac_bits": params.frac_bits,
         "headroom_bits": params.headroom_bits,
+        "refresh_terms": params.refresh_terms,
     }
     secret = json.dumps({**common, "key": key.hex()}).encode()
     public = json.dumps({**common, "key_id": key_id_of(key)}).encode()
@@ -135,7 +141,8 @@ class AesCtrBackend(HEBackend):
             doc = json.loads(material)
             if doc.get("format") != FORMAT or int(doc.get("version", 0)) != VERSION:
                 raise ValueError(f"not {FORMAT} v{VERSION} key material")
-            self.params = AesParams(int(doc["frac_bits"]), int(doc["headroom_bits"]))
+            refresh = int(doc.get("refresh_terms", DEFAULT_REFRESH_TERMS))
+            self.params = AesParams(int(doc["frac_bits"]), int(doc["headroom_bits"]), refresh)
             key = bytes.fromhex(doc["key"]) if "key" in doc else None
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise HEError(f"unreadable aes key material: {exc}") from exc
@@ -214,6 +221,9 @@ class AesCtrBackend(HEBackend):
             self.name, int(flat.size), [Masked(_to_fixed(flat, self.params.frac_bits), self.params.frac_bits, {})]
         )
 
+    def refresh_due(self, ct: Ciphertext) -> bool:
+        return len(self._one(ct).terms) >= self.params.refresh_terms
+
     def decrypt(self, ct: Ciphertext) -> FloatVector:
         m = self._one(ct)
         if self._key is None:
@@ -260,7 +270,8 @@ class AesCtrBackend(HEBackend):
             "scale_bits": m.scale_bits,
             "terms": [[nonce.hex(), coef] for nonce, coef in m.terms.items()],
         }
-        return frame(self.name, ct.length, [m.values.astype("<u8", copy=False).tobytes()], extra)
+        body = np.ascontiguousarray(m.values, dtype="<u8")
+        return frame(self.name, ct.length, [body.data.cast("B")], extra)  # one copy: into the frame
 
     def deserialize(self, data: bytes) -> Ciphertext:
         header, blobs = split_header(data)

@@ -96,6 +96,12 @@ class HEBackend(ABC):
         give it ciphertext form without a pad."""
         return self.encrypt(vector)
 
+    def refresh_due(self, ct: Ciphertext) -> bool:
+        """True when a key holder should replace this (running) ciphertext by a fresh encryption of
+        its value: its decryption cost grows with what was added to it (aes: one keystream per
+        term). The DeepProtect server asks one site per round to do so."""
+        return False
+
     def decrypt(self, ct: Ciphertext) -> FloatVector:
         """Decrypt to a float64 vector of the original length."""
         self._check(ct)
@@ -151,10 +157,10 @@ class HEBackend(ABC):
             raise HEError(f"ciphertext of backend '{ct.backend}' given to '{self.name}'")
 
 
-def frame(backend: str, length: int, blobs: list[bytes], extra: dict[str, Any] | None = None) -> bytes:
+def frame(backend: str, length: int, blobs: Sequence[bytes | memoryview], extra: dict[str, Any] | None = None) -> bytes:
     """Magic, header length, JSON header (backend, length, chunk sizes, any `extra` fields, e.g. a
     format name and version), then the chunk bytes."""
-    header: dict[str, Any] = {"backend": backend, "length": length, "sizes": [len(b) for b in blobs]}
+    header: dict[str, Any] = {"backend": backend, "length": length, "sizes": [memoryview(b).nbytes for b in blobs]}
     header.update(extra or {})
     head = json.dumps(header).encode()
     return b"".join([MAGIC, struct.pack(">I", len(head)), head, *blobs])
