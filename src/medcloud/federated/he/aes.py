@@ -66,6 +66,7 @@ DEFAULT_HEADROOM_BITS = 10
 DEFAULT_REFRESH_TERMS = 32  # DeepProtect's running E(w): ask a site for a fresh one past this
 SCALAR_BITS = 16  # precision of a non-integer public scalar in mul_scalar
 MAX_SCALE_BITS = 56
+SCRATCH_MAX_BYTES = 64 << 20  # per-thread work arrays up to this size are kept between calls
 U64 = NDArray[np.uint64]
 
 
@@ -154,6 +155,7 @@ class AesCtrBackend(HEBackend):
             raise HEError("aes public material lacks key_id")
         self._zeros = b""
         self._lock = threading.Lock()
+        self._local = threading.local()  # per-thread scratch arrays (fresh 8 MB arrays page-fault)
 
     @property
     def slots(self) -> int:
@@ -183,43 +185,65 @@ class AesCtrBackend(HEBackend):
         enc.update_into(zeros, out.data.cast("B"))
         return out[:n]
 
+    def _scratch(self, name: str, n: int, dtype: type[np.generic]) -> NDArray[Any]:
+        """A per-thread work array of n items, reused across calls (up to SCRATCH_MAX_BYTES)."""
+        if n * np.dtype(dtype).itemsize > SCRATCH_MAX_BYTES:
+            return np.empty(n, dtype=dtype)
+        buf = getattr(self._local, name, None)
+        if buf is None or buf.size < n:
+            buf = np.empty(n, dtype=dtype)
+            setattr(self._local, name, buf)
+        return buf[:n]
+
     def _unpad(self, m: Masked, n: int) -> U64:
-        """values - sum(coef * KS(nonce)): one keystream buffer reused for every term."""
+        """values - sum(coef * KS(nonce)), in this thread's scratch (valid until its next call)."""
         if not m.terms:
-            return m.values.copy()
-        plain = m.values.copy()
-        scratch = np.empty(n + 2, dtype=np.uint64)
+            return m.values
+        plain: U64 = self._scratch("plain", n, np.uint64)
+        scratch: U64 = self._scratch("keystream", n + 2, np.uint64)
+        first = True
         for nonce, coef in m.terms.items():
             ks = self._keystream(nonce, n, scratch)
             if coef != 1:
                 np.multiply(ks, np.uint64(coef), out=ks)
-            np.subtract(plain, ks, out=plain)
+            np.subtract(m.values if first else plain, ks, out=plain)
+            first = False
         return plain
+
+    def _fixed(self, vector: NDArray[Any]) -> U64:
+        """round(x * 2^f) in Z_2^64 (a fresh array), refusing NaN, infinities and out-of-range values."""
+        arr = np.asarray(vector)
+        if arr.dtype.kind not in "fiu":
+            arr = encryptable(arr)  # converts, or refuses what is not numeric
+        flat = arr.ravel()
+        if flat.size == 0:
+            raise HEError("cannot encrypt an empty vector")
+        peak = float(max(-flat.min(), flat.max()))
+        if not math.isfinite(peak):
+            raise HEError("cannot encrypt NaN or infinite values")
+        if peak >= self.params.max_abs:
+            raise HEError(f"value {peak:.4g} is out of the aes backend's range (|x| < {self.params.max_abs:.4g})")
+        scaled = self._scratch("scaled", flat.size, np.float64)
+        np.multiply(flat, float(2**self.params.frac_bits), out=scaled)
+        q = np.empty(flat.size, dtype=np.int64)
+        np.rint(scaled, out=q, casting="unsafe")
+        return q.view(np.uint64)
 
     # --- the interface --------------------------------------------------------------------------
 
     def encrypt(self, vector: NDArray[Any]) -> Ciphertext:
-        flat = encryptable(vector)
         if self._key is None:
             raise NoSecretKey("this aes context holds no key; use encrypt_public for public values")
-        limit = self.params.max_abs
-        peak = float(np.max(np.abs(flat)))
-        if peak >= limit:
-            raise HEError(f"value {peak:.4g} is out of the aes backend's range (|x| < {limit:.4g})")
+        q = self._fixed(vector)
         nonce = os.urandom(NONCE_BYTES)
-        q = _to_fixed(flat, self.params.frac_bits)
-        np.add(q, self._keystream(nonce, flat.size), out=q)  # q is this call's own array
-        return Ciphertext(self.name, int(flat.size), [Masked(q, self.params.frac_bits, {nonce: 1})])
+        np.add(q, self._keystream(nonce, q.size, self._scratch("keystream", q.size + 2, np.uint64)), out=q)
+        return Ciphertext(self.name, int(q.size), [Masked(q, self.params.frac_bits, {nonce: 1})])
 
     def encrypt_public(self, vector: NDArray[Any]) -> Ciphertext:
         """A value everyone may know (an initial model the aggregator chose), in ciphertext form with
         no pad: adding site ciphertexts to it hides the result again."""
-        flat = encryptable(vector)
-        if float(np.max(np.abs(flat))) >= self.params.max_abs:
-            raise HEError(f"value out of the aes backend's range (|x| < {self.params.max_abs:.4g})")
-        return Ciphertext(
-            self.name, int(flat.size), [Masked(_to_fixed(flat, self.params.frac_bits), self.params.frac_bits, {})]
-        )
+        q = self._fixed(vector)
+        return Ciphertext(self.name, int(q.size), [Masked(q, self.params.frac_bits, {})])
 
     def refresh_due(self, ct: Ciphertext) -> bool:
         return len(self._one(ct).terms) >= self.params.refresh_terms
@@ -228,8 +252,8 @@ class AesCtrBackend(HEBackend):
         m = self._one(ct)
         if self._key is None:
             raise NoSecretKey("this aes context holds no key")
-        out = self._unpad(m, ct.length).view(np.int64).astype(np.float64)
-        out *= 2.0 ** (-m.scale_bits)
+        out = np.empty(ct.length, dtype=np.float64)
+        np.multiply(self._unpad(m, ct.length).view(np.int64), 2.0 ** (-m.scale_bits), out=out)
         return out
 
     def add(self, a: Ciphertext, b: Ciphertext) -> Ciphertext:
@@ -274,7 +298,7 @@ class AesCtrBackend(HEBackend):
         return frame(self.name, ct.length, [body.data.cast("B")], extra)  # one copy: into the frame
 
     def deserialize(self, data: bytes) -> Ciphertext:
-        header, blobs = split_header(data)
+        header, blobs = split_header(data, copy=False)
         if header["backend"] != self.name:
             raise HEError(f"ciphertext was made by backend '{header['backend']}', this is '{self.name}'")
         if header.get("format") != FORMAT or header.get("version") != VERSION:
@@ -315,10 +339,11 @@ class AesCtrBackend(HEBackend):
         scales = {m.scale_bits for m in parts}
         if len(scales) != 1:
             raise HEError(f"cannot add ciphertexts of different scales: {sorted(scales)}")
-        values = parts[0].values.copy()
+        values = parts[0].values.copy() if len(parts) == 1 else np.add(parts[0].values, parts[1].values)
         terms = dict(parts[0].terms)
-        for m in parts[1:]:
-            np.add(values, m.values, out=values)
+        for i, m in enumerate(parts[1:], start=1):
+            if i > 1:
+                np.add(values, m.values, out=values)
             for nonce, coef in m.terms.items():
                 terms[nonce] = (terms.get(nonce, 0) + coef) % 2**64
         return Ciphertext(
@@ -345,9 +370,3 @@ class AesCtrBackend(HEBackend):
 
     def _chunk_from_bytes(self, data: bytes) -> Any:
         return self._one(self.deserialize(data))
-
-
-def _to_fixed(flat: FloatVector, frac_bits: int) -> U64:
-    scaled = flat * float(2**frac_bits)
-    np.rint(scaled, out=scaled)
-    return scaled.astype(np.int64).view(np.uint64)

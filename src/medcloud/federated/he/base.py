@@ -166,8 +166,9 @@ def frame(backend: str, length: int, blobs: Sequence[bytes | memoryview], extra:
     return b"".join([MAGIC, struct.pack(">I", len(head)), head, *blobs])
 
 
-def split_header(data: bytes) -> tuple[dict[str, Any], list[bytes]]:
-    """The JSON header and the blobs of a serialized ciphertext, without touching any HE library."""
+def split_header(data: bytes, copy: bool = True) -> tuple[dict[str, Any], list[Any]]:
+    """The JSON header and the blobs of a serialized ciphertext, without touching any HE library
+    (`copy=False`: the blobs are memoryviews into `data`, not copies)."""
     if len(data) < len(MAGIC) + 4 or not data.startswith(MAGIC):
         raise HEError("not a medcloud ciphertext (bad magic)")
     (head_len,) = struct.unpack(">I", data[len(MAGIC) : len(MAGIC) + 4])
@@ -186,9 +187,10 @@ def split_header(data: bytes) -> tuple[dict[str, Any], list[bytes]]:
     pos = start + head_len
     if pos + sum(sizes) != len(data):
         raise HEError("ciphertext truncated or padded")
+    view = data if copy else memoryview(data)
     blobs = []
     for size in sizes:
-        blobs.append(data[pos : pos + size])
+        blobs.append(view[pos : pos + size])
         pos += size
     return header, blobs
 
