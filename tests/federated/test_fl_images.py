@@ -131,3 +131,14 @@ def test_onnx_export_matches_torch(tmp_path: Any) -> None:
     x = images.make_site(0, 4, 16).x_test
     logits = ort.InferenceSession(str(path)).run(None, {"image": x})[0]
     assert np.array_equal(logits.argmax(1), images.predict(w, x))
+
+
+def test_train_federated_aes_matches_plaintext_run() -> None:
+    """The image task in aes mode: the same run as plaintext FedAvg (fixed point to 2^-32, exact
+    sums), compared by the run itself against its plaintext baseline."""
+    result = images.train_federated("aes", n_sites=2, rounds=2, epochs=1, n_train=16, n_test=8)
+    metrics = result.card["metrics"]
+    assert result.card["training"]["mode"] == "aes"
+    assert metrics["max_abs_weight_diff_vs_plain"] < 1e-5
+    assert metrics["prediction_agreement_vs_plain"] == 1.0
+    assert metrics["plain_fedavg_test_acc_all_sites"] == metrics["test_acc_all_sites"]
