@@ -1,7 +1,9 @@
-"""Real processes on 127.0.0.1 with TLS: `medcloud fl server` (SuperLink), three `medcloud fl site`
-(SuperNodes) and `medcloud fl submit` (`flwr run`), CKKS FedAvg, two rounds. A throwaway CA signs
-the SuperLink's certificate. Every process started here, and every process they start, is killed
-at the end."""
+"""Real processes on 127.0.0.1 with TLS: `medcloud fl server` (SuperLink), `medcloud fl site`
+(SuperNodes) and `medcloud fl submit` (`flwr run`). CKKS FedAvg, two rounds, with SuperNode
+authentication opted out (`--no-supernode-auth`); and SuperNode authentication (the default with
+TLS): `fl site-key`, `fl enroll`, enrolled sites run a plaintext FedAvg, intruders are refused.
+A throwaway CA signs the SuperLink's certificate. Every process started here, and every process
+they start, is killed at the end."""
 
 from __future__ import annotations
 
@@ -154,7 +156,7 @@ def test_superlink_supernodes_tls_ckks_match_plaintext(tmp_path: Path) -> None:
             "superlink",
             [str(MEDCLOUD), "fl", "server", "--public", str(keys / "public"), "--mode", "ckks",
              "--sites", str(N_SITES), "--rounds", str(ROUNDS), "--workdir", str(srv),
-             "--certs", str(tmp_path / "certs"), "--port", str(link_port)],
+             "--certs", str(tmp_path / "certs"), "--port", str(link_port), "--no-supernode-auth"],
         )  # fmt: skip
         # The key ceremony runs while the SuperLink starts; the SuperLink reads keys only once a run starts.
         ceremony("ckks", keys, names)
@@ -213,3 +215,115 @@ def test_superlink_supernodes_tls_ckks_match_plaintext(tmp_path: Path) -> None:
     assert w_fl.shape == w_plain.shape
     assert np.max(np.abs(w_fl - w_plain)) < 1e-5
     assert np.max(np.abs(w_plain)) > 0.1  # the comparison is not between two zero vectors
+
+
+def _flwr_nodes(env: dict[str, str]) -> list[dict[str, str]]:
+    """`flwr supernode list --format json` against the connection file `medcloud fl enroll` wrote."""
+    out = subprocess.run(
+        [str(MEDCLOUD.with_name("flwr")), "supernode", "list", "medcloud", "--format", "json"],
+        env=env, capture_output=True, text=True, timeout=30, check=True,
+    )  # fmt: skip
+    nodes: list[dict[str, str]] = json.loads(out.stdout)["nodes"]
+    return nodes
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+def test_supernode_auth_only_enrolled_sites_join(tmp_path: Path) -> None:
+    """SuperLink with TLS and SuperNode auth (the default): two sites whose keys the hub enrolled run
+    a plaintext FedAvg to the end; a SuperNode with a key never enrolled, and one with no key, are
+    refused at activation, never become nodes of the SuperLink and never receive a task."""
+    if not MEDCLOUD.exists():
+        pytest.skip("the medcloud console script is not installed next to this Python")
+    from medcloud.federated.certs import SUPERNODE_PUB, write_dev_ca
+    from medcloud.federated.simulate import site_names
+
+    t_start = time.monotonic()
+    certs = write_dev_ca(tmp_path / "certs")
+    ca = str(certs["ca.crt"])
+    keys = tmp_path / "keys"
+    names = site_names(N_SITES)
+    rogues = ["unenrolled", "keyless"]
+    link_port, *ports = _free_ports(N_SITES + len(rogues) + 1)
+    superlink = f"127.0.0.1:{link_port}"
+    env = dict(os.environ)
+    env["FLWR_HOME"] = str(tmp_path / "flwr-home")  # never the user's ~/.flwr
+    env["PATH"] = os.pathsep.join([str(MEDCLOUD.parent), env.get("PATH", "")])
+    env["FLWR_SUPEREXEC_TASK_POLL_INTERVAL"] = "0.2"
+    (tmp_path / "logs").mkdir()
+    procs = Processes(env, tmp_path / "logs")
+    srv = tmp_path / "srv"
+    fl = [str(MEDCLOUD), "fl"]
+
+    def site_args(name: str, i: int) -> list[str]:
+        return [*fl, "site", "--site", name, "--site-index", str(i), "--site-dir", str(keys / name), "--public",
+                str(keys / "public"), "--superlink", superlink, "--ca", ca, "--port", str(ports[i])]  # fmt: skip
+
+    def finish(name: str, timeout: float = 30) -> int:
+        return dict(procs.procs)[name].wait(timeout=timeout)
+
+    try:
+        # No --supernode-auth: with TLS it is the default.
+        procs.start(
+            "superlink",
+            [*fl, "server", "--public", str(keys / "public"), "--mode", "plain", "--sites", str(N_SITES),
+             "--rounds", "1", "--workdir", str(srv), "--certs", str(tmp_path / "certs"), "--port", str(link_port)],
+        )  # fmt: skip
+        # Each site makes its key pair in its own secret folder, the unenrolled intruder too.
+        for name in [*names, "unenrolled"]:
+            procs.start(f"key-{name}", [*fl, "site-key", "--site", name, "--site-dir", str(keys / name)])
+        for name in [*names, "unenrolled"]:
+            assert finish(f"key-{name}") == 0, procs.log(f"key-{name}")
+        _wait_for_log(procs, "superlink", f"running on https://127.0.0.1:{link_port}", 30)
+        assert "--enable-supernode-auth" in procs.log("superlink")
+        # The hub enrolls the public keys the sites handed over (not the intruder's).
+        for name in names:
+            procs.start(
+                f"enroll-{name}",
+                [*fl, "enroll", "--workdir", str(srv), "--superlink", superlink, "--ca", ca,
+                 "--public-key", str(keys / name / SUPERNODE_PUB)],
+            )  # fmt: skip
+        enrolled = {}
+        for name in names:
+            assert finish(f"enroll-{name}") == 0, procs.log(f"enroll-{name}")
+            words = procs.log(f"enroll-{name}").split("SuperNode ", 1)[1].split()
+            assert words[1:3] == ["registered", "successfully."], procs.log(f"enroll-{name}")
+            enrolled[name] = words[0]
+        for i, name in enumerate(names):
+            procs.start(name, site_args(name, i))
+        procs.start("unenrolled", site_args("unenrolled", N_SITES))  # finds its (never enrolled) key
+        procs.start("keyless", [*site_args("keyless", N_SITES + 1), "--no-node-auth"])
+        for name in names:
+            _wait_for_log(procs, name, "SuperNode ID", 30)
+        submit = procs.start(
+            "submit", [*fl, "submit", "--workdir", str(srv), "--superlink", superlink, "--ca", ca,
+                       "--run-config", "evaluate=false"],
+        )  # fmt: skip
+        # While the run goes on: the intruders gave up (refused), and the SuperLink lists only the enrolled.
+        assert finish("unenrolled") != 0 and finish("keyless") != 0
+        nodes = _flwr_nodes(env)
+        try:
+            rc = submit.wait(timeout=85 - (time.monotonic() - t_start))
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the run did not finish:\n{procs.log('submit')[-3000:]}\n{procs.log('superlink')[-3000:]}")
+        assert rc == 0, procs.log("submit")[-3000:]
+    finally:
+        procs.stop()
+    assert procs.leftover == [], "processes survived the test"
+
+    # The refusals are the SuperLink's, at activation: an unknown key (Flower's error 2004), and
+    # self-registration, which SuperNode auth disables (2001).
+    assert "[code: 2004] Failed to activate SuperNode" in procs.log("unenrolled"), procs.log("unenrolled")[-3000:]
+    assert "[code: 2001] SuperNode authentication is enabled" in procs.log("keyless"), procs.log("keyless")[-3000:]
+    # The SuperLink knows exactly the enrolled nodes, both online, and no other; each site is the node
+    # its key was enrolled as.
+    assert sorted(n["node-id"] for n in nodes) == sorted(enrolled.values())
+    assert all(n["status"] == "online" for n in nodes), nodes
+    for name in names:
+        assert f"SuperNode ID: {enrolled[name]}" in procs.log(name)
+    card = json.loads((srv / "model" / "model_card.json").read_text())
+    assert card["mode"] == "plain" and card["rounds"] == 1 and card["sites"] == names
+    events = [json.loads(line) for line in (srv / "audit.jsonl").read_text().splitlines()]
+    assert [sorted(e["detail"]["bytes_up"]) for e in events] == [names]
+    for rogue in rogues:  # no task ever reached them: no ClientApp ran there
+        assert "flwr-clientapp" not in procs.log(rogue) and "[RUN" not in procs.log(rogue)

@@ -174,10 +174,18 @@ def server_command(
     hub: str = typer.Option("", "--hub"),
     token: str = typer.Option("", "--token", envvar="MEDCLOUD_TOKEN"),
     evaluate: bool = typer.Option(True, "--evaluate/--no-evaluate", help="Sites report accuracy each round."),
+    supernode_auth: bool | None = typer.Option(
+        None,
+        "--supernode-auth/--no-supernode-auth",
+        help="Admit only SuperNodes whose key was enrolled (`medcloud fl enroll`). Default: on with TLS.",
+    ),
 ) -> None:
     """Write the Flower app (aggregator settings baked in) and become the Flower SuperLink."""
     if not insecure and certs is None:
         raise ConfigError("give --certs DIR (ca.crt, server.crt, server.key) or --insecure")
+    if supernode_auth and insecure:
+        raise ConfigError("SuperNode authentication needs TLS (Flower refuses it with --insecure): give --certs")
+    auth = not insecure if supernode_auth is None else supernode_auth
     audit = "" if hub else str((workdir / "audit.jsonl").resolve())
     from medcloud.federated.flower.settings import FLSettings
 
@@ -196,8 +204,21 @@ def server_command(
         "--ssl-certfile", str((certs / "server.crt").resolve()),
         "--ssl-keyfile", str((certs / "server.key").resolve()),
     ]  # fmt: skip
+    link += ["--enable-supernode-auth"] if auth else []
     typer.echo(" ".join(link))
     typer.echo(f"Flower app (settings in its pyproject.toml): {app_dir}")
+    if auth:
+        typer.echo(
+            "SuperNode authentication on: only enrolled sites may join; enroll each site's public key "
+            f"(enrollments live in the SuperLink's memory: again after a restart) with: medcloud fl enroll "
+            f"--workdir {workdir} --superlink {host}:{port} --ca CA --public-key SITE.pub"
+        )
+        typer.echo(
+            "note: open-source Flower's Control API (enrollment, flwr run) shares this port WITHOUT a login: "
+            "let only the hub's admin hosts reach /v1/control/ (firewall, reverse proxy)"
+        )
+    else:
+        typer.echo("SuperNode authentication OFF: any process that reaches this port (and trusts the CA) may join")
     typer.echo(f"submit the run with: medcloud fl submit --workdir {workdir} --superlink {host}:{port} --ca CA")
     os.execve(link[0], link, _flower_env())  # noqa: S606 - becomes the SuperLink
 
@@ -212,16 +233,37 @@ def site_command(
     ca: Path | None = typer.Option(None, "--ca", help="CA certificate that signed the SuperLink's."),
     insecure: bool = typer.Option(False, "--insecure"),
     port: int = typer.Option(9094, "--port", help="Local ClientApp runtime port."),
+    auth_key: Path | None = typer.Option(
+        None, "--auth-key", help="SuperNode private key (default: SITE_DIR/supernode-auth.key if present)."
+    ),
+    node_auth: bool = typer.Option(
+        True, "--node-auth/--no-node-auth", help="Sign in with the SuperNode key (off: for a SuperLink without auth)."
+    ),
 ) -> None:
     """Start a Flower SuperNode for this site; its ClientApp trains locally and encrypts."""
+    from medcloud.federated.certs import SUPERNODE_KEY, check_private_key_file, supernode_fingerprint
+
     if not insecure and ca is None:
         raise ConfigError("give --ca FILE or --insecure")
+    if auth_key is not None and (insecure or not node_auth):
+        raise ConfigError("--auth-key needs TLS and --node-auth (a SuperLink with SuperNode auth refuses --insecure)")
+    if auth_key is None and node_auth and not insecure and (site_dir / SUPERNODE_KEY).is_file():
+        auth_key = site_dir / SUPERNODE_KEY
     node_config = (
         f'site="{site}" site-index={site_index} site-dir="{site_dir.resolve()}" public-dir="{public.resolve()}"'
     )
     cmd = [_flower_bin("flower-supernode"), "--superlink", superlink, "--node-config", node_config]
     cmd += ["--port", str(port)]
     cmd += ["--insecure"] if insecure else ["--root-certificates", str(Path(str(ca)).resolve())]
+    if auth_key is not None:
+        fingerprint = supernode_fingerprint(check_private_key_file(auth_key).public_key())
+        cmd += ["--auth-supernode-private-key", str(auth_key.resolve())]
+        typer.echo(
+            f"SuperNode key {auth_key} ({fingerprint}): the SuperLink admits this node only once enrolled "
+            "(--no-node-auth for a SuperLink without SuperNode authentication)"
+        )
+    else:
+        typer.echo("no SuperNode key: this node can join only a SuperLink without SuperNode authentication")
     typer.echo(" ".join(cmd))
     os.execve(cmd[0], cmd, _flower_env())  # noqa: S606 - becomes the SuperNode
 
@@ -232,7 +274,10 @@ def write_flwr_connection(flwr_home: Path, superlink: str, ca: Path | None) -> P
     lines = ["[superlink]", 'default = "medcloud"', "", "[superlink.medcloud]", f"address = {json.dumps(superlink)}"]
     lines.append(f"root-certificates = {json.dumps(str(ca.resolve()))}" if ca else "insecure = true")
     path = flwr_home / "config.toml"
-    path.write_text("\n".join(lines) + "\n")
+    # Written aside and renamed: `flwr` commands started side by side (enrollments) never read half a file.
+    tmp = path.with_name(f".config.toml.{os.getpid()}.tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, path)
     return path
 
 
@@ -260,3 +305,46 @@ def submit_command(
     cmd += ["--stream"] if wait else []
     typer.echo(" ".join(cmd))
     os.execve(cmd[0], cmd, env)  # noqa: S606 - becomes `flwr run`
+
+
+@app.command("site-key")
+def site_key_command(
+    site: str = typer.Option(..., "--site", help="This site's name (recorded in the public key's comment)."),
+    site_dir: Path = typer.Option(..., "--site-dir", help="Secret folder; the private key never leaves it."),
+    out: Path | None = typer.Option(
+        None, "--out", help="Where to write the public key for the hub operator (default: SITE_DIR/supernode-auth.pub)."
+    ),
+    rotate: bool = typer.Option(False, "--rotate", help="Replace an existing key (then enroll the new one)."),
+) -> None:
+    """Make this site's SuperNode key pair (ECDSA P-384, OpenSSH); print the public key's path."""
+    from medcloud.federated.certs import write_supernode_key
+
+    key_path, pub_path, fingerprint, created = write_supernode_key(site_dir, site, out, rotate)
+    typer.echo(f"{'new' if created else 'existing'} SuperNode key (0600, stays here): {key_path}")
+    typer.echo(f"fingerprint: {fingerprint}  (read it to the hub operator over a second channel)")
+    typer.echo(f"public key for enrollment: {pub_path}")
+    if created and rotate:
+        typer.echo("rotated: the hub must enroll the new key (and `flwr supernode unregister` the old node)")
+
+
+@app.command("enroll")
+def enroll_command(
+    public_key: Path = typer.Option(..., "--public-key", help="A site's public key file (from `fl site-key`)."),
+    workdir: Path = typer.Option(Path("fl-server"), "--workdir", help="The `medcloud fl server` work folder."),
+    superlink: str = typer.Option("127.0.0.1:9092", "--superlink", help="SuperLink host:port (HTTPS)."),
+    ca: Path = typer.Option(..., "--ca", help="CA certificate that signed the SuperLink's (auth needs TLS)."),
+    name: str = typer.Option("", "--name", help="Node name on the SuperLink (default: the site in the key's comment)."),
+) -> None:
+    """Register a site's SuperNode public key with the SuperLink (`flwr supernode register`)."""
+    from medcloud.federated.certs import read_supernode_public_key
+
+    fingerprint, site = read_supernode_public_key(public_key)
+    name = name or site or ""
+    env = _flower_env()
+    env.setdefault("FLWR_HOME", str((workdir / "flwr-home").resolve()))
+    write_flwr_connection(Path(env["FLWR_HOME"]), superlink, ca)
+    cmd = [_flower_bin("flwr"), "supernode", "register", str(public_key.resolve()), "medcloud"]
+    cmd += ["--name", name] if name else []
+    typer.echo(f"enrolling {name or 'a SuperNode'}: {fingerprint} (must match what the site printed)")
+    typer.echo(" ".join(cmd))
+    os.execve(cmd[0], cmd, env)  # noqa: S606 - becomes `flwr supernode register`
