@@ -395,11 +395,12 @@ def threshold_recover(paths: KeyPaths, missing: str) -> list[str]:
 
 
 def recovered_backend(paths: KeyPaths, missing: str) -> HEBackend:
-    """On the recovering site: a backend that makes `missing`'s partial decryptions."""
-    from medcloud.federated.he.threshold import ThresholdBackend
+    """On the recovering site: a backend that makes `missing`'s partial decryptions (in a CPython
+    3.10 sidecar where OpenFHE does not import here: `he.bridge`)."""
+    from medcloud.federated.he.bridge import threshold_backend
 
     parties = json.loads(_read(paths.threshold_parties, "party list"))
-    return ThresholdBackend(
+    return threshold_backend(
         _read(paths.threshold_context, "threshold context"),
         _read(paths.threshold_joint, "joint public key"),
         _read(paths.threshold_recovered(missing), f"recovered key share of {missing} (run threshold_recover)"),
@@ -425,10 +426,11 @@ def site_backend(mode: str, paths: KeyPaths) -> HEBackend:
 
         return AesCtrBackend(_read(paths.shared_secret("aes"), "AES shared key (run `medcloud fl keygen --mode aes`)"))
     if mode == "threshold":
-        from medcloud.federated.he.threshold import ThresholdBackend
+        # In-process where OpenFHE imports (CPython 3.10), else in a 3.10 sidecar (`he.bridge`).
+        from medcloud.federated.he.bridge import threshold_backend
 
         parties = json.loads(_read(paths.threshold_parties, "party list"))
-        return ThresholdBackend(
+        return threshold_backend(
             _read(paths.threshold_context, "threshold context"),
             _read(paths.threshold_joint, "joint public key"),
             _read(paths.threshold_share, "key share"),
@@ -452,9 +454,10 @@ def aggregator_backend(mode: str, public_dir: Path) -> HEBackend:
 
         return AesCtrBackend(_read(public_dir / "aes.public", "AES public parameters"))
     if mode == "threshold":
-        from medcloud.federated.he.threshold import ThresholdBackend
+        # Public material only, in-process or in the sidecar: neither can decrypt (NoSecretKey).
+        from medcloud.federated.he.bridge import threshold_backend
 
-        return ThresholdBackend(
+        return threshold_backend(
             _read(public_dir / "threshold.context", "threshold context"),
             _read(public_dir / "threshold.joint.pk", "joint public key"),
         )

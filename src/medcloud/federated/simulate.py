@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from medcloud.federated.flower.settings import FLSettings
-from medcloud.federated.keys import SHARED_KEY_MODES, KeyPaths, shared_keygen, threshold_keygen
+from medcloud.federated.keys import SHARED_KEY_MODES, KeyPaths, shared_keygen
 
 
 def site_names(n: int) -> list[str]:
@@ -23,6 +23,9 @@ def ceremony(mode: str, root: Path, sites: list[str]) -> None:
         for p in paths[1:]:
             shared_keygen(p, False, mode)
     elif mode == "threshold":
+        # In-process under CPython 3.10; elsewhere each step runs in the OpenFHE sidecar's interpreter.
+        from medcloud.federated.he.bridge import threshold_keygen
+
         for p in paths:
             threshold_keygen(p, sites)
 

@@ -136,23 +136,31 @@ class EncryptedFedAvg(FedAvg):
         sites: dict[int, str],
     ) -> tuple[list[bytes], dict[str, int]]:
         assert self._grid is not None
+        # The fusion needs every key share's partial decryption, not only the uploaders' (with
+        # fraction_train < 1 some sites sit a round out but still hold their share of the key).
+        everyone = sorted(set(nodes) | set(self._grid.get_node_ids()))
         content = RecordDict(
             {
                 "arrays": ArrayRecord({"sum": he_array(summed, length)}),
                 "config": ConfigRecord({"server-round": server_round}),
             }
         )
-        msgs = [Message(content=content, message_type="train.decrypt", dst_node_id=n) for n in nodes]
+        msgs = [Message(content=content, message_type="train.decrypt", dst_node_id=n) for n in everyone]
         replies = list(self._grid.send_and_receive(msgs, timeout=3600))
         errors = [r for r in replies if r.has_error()]
-        if errors or len(replies) != len(nodes):
-            raise RuntimeError(f"threshold decryption needs every site; {len(errors)} failed")
+        if errors or len(replies) != len(everyone):
+            reasons = "; ".join(f"node {r.metadata.src_node_id}: {r.error.reason}" for r in errors)
+            raise RuntimeError(
+                f"threshold decryption needs every site: {len(replies) - len(errors)} of {len(everyone)} "
+                f"partial decryptions came back{' (' + reasons + ')' if reasons else ''}"
+            )
         shares, sizes = [], {}
         for r in replies:
             blob = bytes(r.content.array_records["arrays"]["share"].data)
+            name = sites.get(r.metadata.src_node_id) or _site_of(r)
             shares.append(blob)
-            sizes[sites[r.metadata.src_node_id]] = len(blob)
-            down[sites[r.metadata.src_node_id]] += len(summed)
+            sizes[name] = len(blob)
+            down[name] = down.get(name, 0) + len(summed)
         return shares, sizes
 
 
