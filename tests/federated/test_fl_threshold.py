@@ -320,3 +320,19 @@ def test_t_of_n_parameters_checked() -> None:
             check_threshold(n, t)
     with pytest.raises(InvalidInput, match="honest majority"):
         threshold_keygen(KeyPaths("a", Path("/nonexistent/a"), Path("/nonexistent/p")), ["a", "b", "c", "d"], 2)
+
+
+def test_aggregator_sum_refuses_a_corrupt_upload(ceremony: dict[str, object]) -> None:
+    """A frame the fast numpy sum does not recognise falls back to OpenFHE objects, and a corrupt
+    one is refused with HEError there (not a TypeError from the fallback itself)."""
+    from medcloud.federated.he import HEError
+    from medcloud.federated.keys import aggregator_backend, site_backend
+
+    paths = ceremony["paths"]
+    assert isinstance(paths, dict)
+    agg = aggregator_backend("threshold", ceremony["public"])  # type: ignore[arg-type]
+    site = site_backend("threshold", paths["a"])
+    good = site.serialize(site.encrypt(np.ones(8)))
+    bad = good[:-40] + bytes(40)  # same frame, garbage in the last residues
+    with pytest.raises(HEError):
+        agg.sum_serialized([good, bad])

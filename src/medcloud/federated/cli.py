@@ -35,11 +35,11 @@ def keygen_command(
     recoverer: str = typer.Option("", "--recoverer", help="with --dropped: the surviving site that rebuilds its key."),
 ) -> None:
     """Run this site's next step of the key ceremony (idempotent; see docs/federated.md)."""
+    from medcloud.federated.he.bridge import threshold_keygen
     from medcloud.federated.keys import (
         SHARED_KEY_MODES,
         KeyPaths,
         shared_keygen,
-        threshold_keygen,
         threshold_recover,
         threshold_release,
     )
@@ -56,7 +56,7 @@ def keygen_command(
         if not parties:
             raise ConfigError("--parties is required for threshold mode")
         names = [p.strip() for p in parties.split(",") if p.strip()]
-        done = threshold_keygen(paths, names, threshold or None)
+        done = threshold_keygen(paths, names, threshold or None)  # in a 3.10 sidecar where openfhe is absent
     else:
         raise ConfigError(f"keygen is for ckks, aes or threshold, not {mode!r}")
     for line in done:

@@ -448,7 +448,10 @@ class ThresholdBackend(HEBackend):
                 self._layouts[self.name] = None
                 fast = None
             self._layouts["checked-ct"] = self._layouts.get(self.name)
-        return fast if fast is not None else super().serialize(self.sum([super().deserialize(b) for b in blobs]))
+        if fast is not None:
+            return fast
+        # HEBackend's own (de)serialization, named: a bare super() in a comprehension fails on 3.10.
+        return HEBackend.serialize(self, self.sum([HEBackend.deserialize(self, b) for b in blobs]))
 
     def _chunk_from_bytes_ct(self, data: bytes) -> Ciphertext:
         return Ciphertext(self.name, self._slots, [self._chunk_from_bytes(data)])
@@ -478,7 +481,10 @@ class ThresholdBackend(HEBackend):
         raise NoSecretKey("threshold decryption needs the partial decryptions of all parties")
 
     def _add_chunk(self, a: Any, b: Any) -> Any:
-        return self._cc.EvalAdd(a, b)
+        try:
+            return self._cc.EvalAdd(a, b)
+        except RuntimeError as exc:  # e.g. a corrupt upload whose encoding field no longer matches
+            raise HEError(f"ciphertexts do not add (corrupt or foreign upload?): {exc}") from exc
 
     def _mul_chunk(self, a: Any, scalar: float) -> Any:
         try:
