@@ -2,7 +2,8 @@
 
   .venv/bin/python bench/fl_bench.py            # accuracy (plain vs CKKS; tabular + images), DP, cost
   .venv/bin/python bench/fl_bench.py --cost     # cost only (plain vs CKKS, in one process)
-  .venv310/bin/python bench/fl_bench.py --cost  # cost of threshold mode (OpenFHE, CPython 3.10)
+  .venv310/bin/python bench/fl_bench.py --cost  # threshold mode in process (OpenFHE, CPython 3.10)
+  (under 3.11, threshold runs through the OpenFHE sidecar, `medcloud.federated.he.bridge`)
   .venv/bin/python bench/fl_bench.py --flower   # plaintext Flower FedAvg vs CKKS and AES, through Flower
   .venv/bin/python bench/fl_bench.py --flower --repeat 3 --modes aes  # interleaved, medians
 
@@ -249,7 +250,9 @@ def available_modes(wanted: str) -> list[str]:
     if importlib.util.find_spec("tenseal"):
         modes.append("ckks")
     modes.append("aes")
-    if importlib.util.find_spec("openfhe"):
+    from medcloud.federated.he.bridge import openfhe_importable, sidecar_available
+
+    if openfhe_importable() or not sidecar_available():  # in process, or through the 3.10 sidecar
         modes.append("threshold")
     asked = [m.strip() for m in wanted.split(",") if m.strip()] if wanted else modes
     return ["plain"] + [m for m in modes[1:] if m in asked]
