@@ -32,6 +32,28 @@ def ckks_aggregator(ckks_contexts: tuple[bytes, bytes]) -> Any:
 
 
 @pytest.fixture(scope="session")
+def aes_key() -> tuple[bytes, bytes]:
+    """(secret, public) material of one aes key, made once per session."""
+    from medcloud.federated.he import aes
+
+    return aes.generate_key()
+
+
+@pytest.fixture()
+def aes_site(aes_key: tuple[bytes, bytes]) -> Any:
+    from medcloud.federated.he.aes import AesCtrBackend
+
+    return AesCtrBackend(aes_key[0])
+
+
+@pytest.fixture()
+def aes_aggregator(aes_key: tuple[bytes, bytes]) -> Any:
+    from medcloud.federated.he.aes import AesCtrBackend
+
+    return AesCtrBackend(aes_key[1])
+
+
+@pytest.fixture(scope="session")
 def breast_cancer_sites() -> Any:
     pytest.importorskip("sklearn")
     from medcloud.federated.tabular import load_sites

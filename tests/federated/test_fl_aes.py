@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import stat
-import threading
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -18,71 +17,70 @@ from medcloud.federated.he.base import frame, split_header
 from medcloud.federated.keys import KeyPaths, aggregator_backend, shared_keygen, site_backend
 
 
-@pytest.fixture(scope="module")
-def key() -> tuple[bytes, bytes]:
-    return generate_key()
-
-
-@pytest.fixture()
-def site(key: tuple[bytes, bytes]) -> AesCtrBackend:
-    return AesCtrBackend(key[0])
-
-
-@pytest.fixture()
-def agg(key: tuple[bytes, bytes]) -> AesCtrBackend:
-    return AesCtrBackend(key[1])
-
-
-def test_roundtrip_sum_and_scalars(site: AesCtrBackend, agg: AesCtrBackend) -> None:
+def test_roundtrip_sum_and_scalars(aes_site: AesCtrBackend, aes_aggregator: AesCtrBackend) -> None:
     rng = np.random.default_rng(1)
     vs = [rng.normal(scale=100.0, size=10_001) for _ in range(5)]
-    blobs = [site.serialize(site.encrypt(v)) for v in vs]
+    blobs = [aes_site.serialize(aes_site.encrypt(v)) for v in vs]
     assert all(len(b) < 8 * 10_001 + 400 for b in blobs)  # 8 bytes per value plus a small header
-    summed = agg.sum_serialized(blobs)  # the aggregator adds without any key
-    got = site.decrypt(site.deserialize(summed))
+    summed = aes_aggregator.sum_serialized(blobs)  # the aggregator adds without any key
+    got = aes_site.decrypt(aes_site.deserialize(summed))
     assert np.max(np.abs(got - np.sum(vs, axis=0))) < 5 * 2.0**-32
     # Public scalars: integers exactly, others to 16 fractional bits; the scale travels along.
-    ct = site.deserialize(summed)
-    np.testing.assert_allclose(site.decrypt(agg.mul_scalar(ct, -3)), -3 * np.sum(vs, axis=0), atol=1e-8)
-    half = agg.mul_scalar(ct, 0.25)
-    np.testing.assert_allclose(site.decrypt(half), 0.25 * np.sum(vs, axis=0), atol=1e-8)
+    ct = aes_site.deserialize(summed)
+    np.testing.assert_allclose(aes_site.decrypt(aes_aggregator.mul_scalar(ct, -3)), -3 * np.sum(vs, axis=0), atol=1e-8)
+    half = aes_aggregator.mul_scalar(ct, 0.25)
+    np.testing.assert_allclose(aes_site.decrypt(half), 0.25 * np.sum(vs, axis=0), atol=1e-8)
     with pytest.raises(HEError, match="different scales"):
-        agg.add(half, ct)
+        aes_aggregator.add(half, ct)
     # Adding a ciphertext to itself doubles its pads' coefficients, and still decrypts.
-    np.testing.assert_allclose(site.decrypt(agg.add(ct, ct)), 2 * np.sum(vs, axis=0), atol=1e-8)
+    np.testing.assert_allclose(aes_site.decrypt(aes_aggregator.add(ct, ct)), 2 * np.sum(vs, axis=0), atol=1e-8)
 
 
-def test_ciphertexts_look_random_and_never_repeat(site: AesCtrBackend) -> None:
+def test_ciphertexts_look_random_and_never_repeat(aes_site: AesCtrBackend) -> None:
     zeros = np.zeros(4096)
-    a, b = site.encrypt(zeros).chunks[0].values, site.encrypt(zeros).chunks[0].values
+    a, b = aes_site.encrypt(zeros).chunks[0].values, aes_site.encrypt(zeros).chunks[0].values
     assert not np.any(a == b)  # fresh pads every time: equal inputs give unrelated ciphertexts
     bits = np.unpackbits(a.view(np.uint8))
     assert abs(bits.mean() - 0.5) < 0.01  # an encryption of zeros is not zeros, nor biased
 
 
-def test_aggregator_holds_no_key(site: AesCtrBackend, agg: AesCtrBackend, key: tuple[bytes, bytes]) -> None:
-    assert not agg.can_decrypt and site.can_decrypt
-    assert json.loads(key[0])["key"] not in key[1].decode()
-    ct = agg.deserialize(site.serialize(site.encrypt(np.ones(8))))
+def test_keystream_is_one_aes_ctr_stream_across_pieces(aes_site: AesCtrBackend, aes_key: tuple[bytes, bytes]) -> None:
+    """Long vectors take the keystream in 4 MiB pieces; the pieces continue one AES-256-CTR stream
+    (a restarted counter would repeat pads, and pads must never repeat)."""
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    n = (4 << 20) // 8 * 2 + 3  # two full pieces and a bit
+    nonce = bytes(range(12))
+    key = bytes.fromhex(json.loads(aes_key[0])["key"])
+    expect = Cipher(algorithms.AES(key), modes.CTR(nonce + bytes(4))).encryptor().update(bytes(8 * n))
+    assert aes_site._keystream(nonce, n).tobytes() == expect
+
+
+def test_aggregator_holds_no_key(
+    aes_site: AesCtrBackend, aes_aggregator: AesCtrBackend, aes_key: tuple[bytes, bytes]
+) -> None:
+    assert not aes_aggregator.can_decrypt and aes_site.can_decrypt
+    assert json.loads(aes_key[0])["key"] not in aes_key[1].decode()
+    ct = aes_aggregator.deserialize(aes_site.serialize(aes_site.encrypt(np.ones(8))))
     with pytest.raises(NoSecretKey):
-        agg.decrypt(ct)
+        aes_aggregator.decrypt(ct)
     with pytest.raises(NoSecretKey):
-        agg.encrypt(np.ones(8))
-    # A public value (DeepProtect's initial model) takes ciphertext form; adding a site's
+        aes_aggregator.encrypt(np.ones(8))
+    # A public value (DeepProtect's initial model) takes ciphertext form; adding a aes_site's
     # encryption to it hides the sum again.
-    start = agg.encrypt_public(np.full(8, 2.0))
-    total = agg.add(start, ct)
+    start = aes_aggregator.encrypt_public(np.full(8, 2.0))
+    total = aes_aggregator.add(start, ct)
     assert total.chunks[0].terms and not start.chunks[0].terms
-    np.testing.assert_allclose(site.decrypt(total), 3.0, atol=1e-9)
+    np.testing.assert_allclose(aes_site.decrypt(total), 3.0, atol=1e-9)
 
 
-def test_refuses_bad_values_bytes_and_foreign_keys(site: AesCtrBackend, agg: AesCtrBackend) -> None:
+def test_refuses_bad_values_bytes_and_foreign_keys(aes_site: AesCtrBackend, aes_aggregator: AesCtrBackend) -> None:
     limit = AesParams().max_abs
     with pytest.raises(HEError, match="range"):
-        site.encrypt(np.array([0.0, limit]))
+        aes_site.encrypt(np.array([0.0, limit]))
     with pytest.raises(HEError, match="NaN"):
-        site.encrypt(np.array([np.nan]))
-    good = site.serialize(site.encrypt(np.arange(16.0)))
+        aes_site.encrypt(np.array([np.nan]))
+    good = aes_site.serialize(aes_site.encrypt(np.arange(16.0)))
     header, blobs = split_header(good)
 
     def reframed(**changes: Any) -> bytes:
@@ -106,17 +104,17 @@ def test_refuses_bad_values_bytes_and_foreign_keys(site: AesCtrBackend, agg: Aes
     }
     for what, data in bad.items():
         with pytest.raises(HEError):
-            site.deserialize(data)
+            aes_site.deserialize(data)
             pytest.fail(what)
     other = AesCtrBackend(generate_key()[0])
     with pytest.raises(HEError, match="key"):
-        other.deserialize(good)  # a site with another key refuses instead of decrypting garbage
+        other.deserialize(good)  # a aes_site with another key refuses instead of decrypting garbage
     with pytest.raises(HEError, match="length mismatch"):
-        agg.add(site.encrypt(np.ones(3)), site.encrypt(np.ones(4)))
+        aes_aggregator.add(aes_site.encrypt(np.ones(3)), aes_site.encrypt(np.ones(4)))
     with pytest.raises(HEError, match="unreadable"):
         AesCtrBackend(b'{"format": "aes-ctr-additive", "version": 1}')
     # Nothing above changed the good ciphertext's meaning.
-    np.testing.assert_allclose(site.decrypt(site.deserialize(good)), np.arange(16.0), atol=1e-9)
+    np.testing.assert_allclose(aes_site.decrypt(aes_site.deserialize(good)), np.arange(16.0), atol=1e-9)
 
 
 def _fedavg_sites(backend: Any, data: list[Any]) -> list[Any]:
@@ -126,7 +124,9 @@ def _fedavg_sites(backend: Any, data: list[Any]) -> list[Any]:
     return [FedAvgSite(s.name, backend, partial(tabular.local_train, site=s), s.n_train) for s in data]
 
 
-def test_fedavg_30_rounds_matches_plaintext(breast_cancer_sites: Any, site: AesCtrBackend, agg: AesCtrBackend) -> None:
+def test_fedavg_30_rounds_matches_plaintext(
+    breast_cancer_sites: Any, aes_site: AesCtrBackend, aes_aggregator: AesCtrBackend
+) -> None:
     from medcloud.federated import tabular
     from medcloud.federated.protocol import FedAvgAggregator, decode_plain, run_fedavg
 
@@ -134,48 +134,14 @@ def test_fedavg_30_rounds_matches_plaintext(breast_cancer_sites: Any, site: AesC
     plain, _ = run_fedavg(
         FedAvgAggregator(PlaintextBackend()), _fedavg_sites(PlaintextBackend(), breast_cancer_sites), w0, 30
     )
-    enc, stats = run_fedavg(FedAvgAggregator(agg), _fedavg_sites(site, breast_cancer_sites), w0, 30)
+    enc, stats = run_fedavg(FedAvgAggregator(aes_aggregator), _fedavg_sites(aes_site, breast_cancer_sites), w0, 30)
     assert enc.encrypted  # the aggregator handed back a ciphertext, never a model it could read
     w_plain = decode_plain(plain.payload)
-    w_enc = site.decrypt(site.deserialize(enc.payload)) / enc.total_weight
+    w_enc = aes_site.decrypt(aes_site.deserialize(enc.payload)) / enc.total_weight
     assert np.max(np.abs(w_enc - w_plain)) < 1e-5
     x, y = tabular.pooled_test(breast_cancer_sites)
     assert tabular.accuracy(w_enc, x, y) == tabular.accuracy(w_plain, x, y)
     assert max(stats[-1].bytes_up.values()) < 8 * tabular.n_params() + 400
-
-
-def test_deepprotect_async_with_aes(breast_cancer_sites: Any, site: AesCtrBackend, agg: AesCtrBackend) -> None:
-    from medcloud.federated import tabular
-    from medcloud.federated.protocol import DeepProtectServer, DeepProtectSite
-
-    w0 = np.zeros(tabular.n_params())
-    server = DeepProtectServer(agg, agg.serialize(agg.encrypt_public(w0)), max_staleness=8)
-    sites = [
-        DeepProtectSite(s.name, site, partial(tabular.gradient, x=s.x_train, y=s.y_train), 0.3)
-        for s in breast_cancer_sites
-    ]
-    errors: list[BaseException] = []
-
-    def worker(s: DeepProtectSite, steps: int) -> None:
-        try:
-            for _ in range(steps):
-                version, blob = server.download()
-                server.upload(s.name, s.step(blob), version)
-        except BaseException as exc:  # pragma: no cover - surfaced below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=worker, args=(s, 3 + i)) for i, s in enumerate(sites)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
-    _, blob = server.download()
-    w = site.decrypt(site.deserialize(blob))
-    x, y = tabular.pooled_test(breast_cancer_sites)
-    assert tabular.accuracy(w, x, y) > 0.85
-    with pytest.raises(NoSecretKey):
-        agg.decrypt(agg.deserialize(blob))
 
 
 def test_aes_ceremony_keeps_the_key_on_sites(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from medcloud.errors import Conflict
 from medcloud.federated import dp, tabular
-from medcloud.federated.he import PlaintextBackend
+from medcloud.federated.he import NoSecretKey, PlaintextBackend
 from medcloud.federated.protocol import (
     DeepProtectServer,
     DeepProtectSite,
@@ -52,14 +52,18 @@ def test_federated_beats_every_single_site_on_other_sites(breast_cancer_sites: A
         assert tabular.accuracy(w_fl, x, y) > tabular.accuracy(w_local, x, y), s.name
 
 
+@pytest.mark.parametrize("mode", ["ckks", "aes"])
 def test_deepprotect_async_sites_update_encrypted_model(
-    breast_cancer_sites: Any, ckks_site: Any, ckks_aggregator: Any
+    breast_cancer_sites: Any, mode: str, request: pytest.FixtureRequest
 ) -> None:
+    site_be = request.getfixturevalue(f"{mode}_site")
+    agg = request.getfixturevalue(f"{mode}_aggregator")
     w0 = np.zeros(tabular.n_params())
-    # Any site (or the server, with the public context) can encrypt the initial model.
-    server = DeepProtectServer(ckks_aggregator, ckks_aggregator.serialize(ckks_aggregator.encrypt(w0)), max_staleness=8)
+    # The server puts the initial model in ciphertext form itself (ckks: public-key encryption;
+    # aes: no pad, the value being public; the first site update hides it).
+    server = DeepProtectServer(agg, agg.serialize(agg.encrypt_public(w0)), max_staleness=8)
     sites = [
-        DeepProtectSite(s.name, ckks_site, partial(tabular.gradient, x=s.x_train, y=s.y_train), 0.3)
+        DeepProtectSite(s.name, site_be, partial(tabular.gradient, x=s.x_train, y=s.y_train), 0.3)
         for s in breast_cancer_sites
     ]
     errors: list[BaseException] = []
@@ -80,11 +84,11 @@ def test_deepprotect_async_sites_update_encrypted_model(
     assert not errors
     assert server.version == sum(3 + i for i in range(len(sites)))
     _, blob = server.download()
-    w = ckks_site.decrypt(ckks_site.deserialize(blob))
+    w = site_be.decrypt(site_be.deserialize(blob))
     x, y = tabular.pooled_test(breast_cancer_sites)
     assert tabular.accuracy(w, x, y) > 0.85
-    with pytest.raises(Exception, match="secret key"):
-        ckks_aggregator.decrypt(ckks_aggregator.deserialize(blob))
+    with pytest.raises(NoSecretKey, match="secret key"):
+        agg.decrypt(agg.deserialize(blob))
 
 
 def test_deepprotect_refuses_too_stale_update(ckks_site: Any, ckks_aggregator: Any) -> None:

@@ -67,6 +67,8 @@ DEFAULT_REFRESH_TERMS = 32  # DeepProtect's running E(w): ask a site for a fresh
 SCALAR_BITS = 16  # precision of a non-integer public scalar in mul_scalar
 MAX_SCALE_BITS = 56
 SCRATCH_MAX_BYTES = 64 << 20  # per-thread work arrays up to this size are kept between calls
+_ZEROS = bytes(4 << 20)  # AES-CTR encrypts zeros into the keystream, 4 MiB at a time
+_ZEROS_VIEW = memoryview(_ZEROS)
 U64 = NDArray[np.uint64]
 
 
@@ -153,8 +155,6 @@ class AesCtrBackend(HEBackend):
         self.key_id = key_id_of(key) if key is not None else str(doc.get("key_id", ""))
         if not self.key_id:
             raise HEError("aes public material lacks key_id")
-        self._zeros = b""
-        self._lock = threading.Lock()
         self._local = threading.local()  # per-thread scratch arrays (fresh 8 MB arrays page-fault)
 
     @property
@@ -173,16 +173,14 @@ class AesCtrBackend(HEBackend):
     def _keystream(self, nonce: bytes, n: int, out: U64 | None = None) -> U64:
         """KS(k, nonce) as n words, written into `out` (n + 2 words, for OpenSSL's spare block)."""
         if self._key is None:
-            raise NoSecretKey("this aes context holds no key")
-        nbytes = 8 * n
-        with self._lock:
-            if len(self._zeros) < nbytes:
-                self._zeros = bytes(nbytes)
-            zeros = memoryview(self._zeros)[:nbytes]
+            raise NoSecretKey("this aes context holds no secret key")
         if out is None or out.size < n + 2:
             out = np.empty(n + 2, dtype=np.uint64)
         enc = Cipher(algorithms.AES(self._key), modes.CTR(nonce + b"\0\0\0\0")).encryptor()
-        enc.update_into(zeros, out.data.cast("B"))
+        dest, nbytes = out.data.cast("B"), 8 * n
+        for start in range(0, nbytes, len(_ZEROS)):  # the stream continues across pieces
+            size = min(len(_ZEROS), nbytes - start)
+            enc.update_into(_ZEROS_VIEW[:size], dest[start:])
         return out[:n]
 
     def _scratch(self, name: str, n: int, dtype: type[np.generic]) -> NDArray[Any]:
@@ -233,7 +231,7 @@ class AesCtrBackend(HEBackend):
 
     def encrypt(self, vector: NDArray[Any]) -> Ciphertext:
         if self._key is None:
-            raise NoSecretKey("this aes context holds no key; use encrypt_public for public values")
+            raise NoSecretKey("this aes context holds no secret key; use encrypt_public for public values")
         q = self._fixed(vector)
         nonce = os.urandom(NONCE_BYTES)
         np.add(q, self._keystream(nonce, q.size, self._scratch("keystream", q.size + 2, np.uint64)), out=q)
@@ -251,7 +249,7 @@ class AesCtrBackend(HEBackend):
     def decrypt(self, ct: Ciphertext) -> FloatVector:
         m = self._one(ct)
         if self._key is None:
-            raise NoSecretKey("this aes context holds no key")
+            raise NoSecretKey("this aes context holds no secret key")
         out = np.empty(ct.length, dtype=np.float64)
         np.multiply(self._unpad(m, ct.length).view(np.int64), 2.0 ** (-m.scale_bits), out=out)
         return out
@@ -339,11 +337,11 @@ class AesCtrBackend(HEBackend):
         scales = {m.scale_bits for m in parts}
         if len(scales) != 1:
             raise HEError(f"cannot add ciphertexts of different scales: {sorted(scales)}")
-        values = parts[0].values.copy() if len(parts) == 1 else np.add(parts[0].values, parts[1].values)
+        values = np.add(parts[0].values, parts[1].values) if len(parts) > 1 else parts[0].values.copy()
+        for m in parts[2:]:
+            np.add(values, m.values, out=values)
         terms = dict(parts[0].terms)
-        for i, m in enumerate(parts[1:], start=1):
-            if i > 1:
-                np.add(values, m.values, out=values)
+        for m in parts[1:]:
             for nonce, coef in m.terms.items():
                 terms[nonce] = (terms.get(nonce, 0) + coef) % 2**64
         return Ciphertext(
