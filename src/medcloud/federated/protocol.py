@@ -133,8 +133,7 @@ class FedAvgSite:
         return self.backend.serialize(self.backend.encrypt(weights * float(self.n_examples)))
 
     def partial_decrypt(self, summed: bytes) -> bytes:
-        fn = getattr(self.backend, "partial_decrypt")  # noqa: B009 - ThresholdBackend only
-        return bytes(fn(self.backend.deserialize(summed)))
+        return _partial_decrypt(self.backend, summed)
 
     def _keys(self) -> KeyPaths:
         if self.keys is None:
@@ -157,9 +156,13 @@ class FedAvgSite:
 
         paths = self._keys()
         threshold_recover(paths, missing)
-        stand_in = recovered_backend(paths, missing)
-        fn = getattr(stand_in, "partial_decrypt")  # noqa: B009 - ThresholdBackend only
-        return bytes(fn(stand_in.deserialize(summed)))
+        return _partial_decrypt(recovered_backend(paths, missing), summed)
+
+
+def _partial_decrypt(backend: HEBackend, summed: bytes) -> bytes:
+    """A threshold key share's partial decryption of a serialized sum."""
+    fn = getattr(backend, "partial_decrypt")  # noqa: B009 - ThresholdBackend (and its bridge) only
+    return bytes(fn(backend.deserialize(summed)))
 
 
 @dataclass
