@@ -1,9 +1,12 @@
-"""Small durable-file helpers shared by the hub's blob store and the gateway's outbox."""
+"""Durable-file helpers: the one way the platform writes a file that must survive a crash whole."""
 
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
+
+__all__ = ["fsync_dir", "write_atomic"]
 
 
 def fsync_dir(path: Path) -> None:
@@ -13,3 +16,29 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes, *, mode: int = 0o600, sync_dir: bool = True) -> None:
+    """Write `data` to `path` so that a crash leaves either the old file or the whole new one.
+
+    The file is written under a temporary name in the same folder, created with `mode` whatever the
+    umask, fsynced, renamed into place and (unless `sync_dir=False`, where the caller fsyncs the
+    folder once for several files) the folder is fsynced too. A failed write leaves no temporary file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        try:
+            os.fchmod(fd, mode)
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if sync_dir:
+        fsync_dir(path.parent)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medcloud.fsio import fsync_dir
+from medcloud.fsio import fsync_dir, write_atomic
 
 SCHEMA_VERSION = 1
 
@@ -136,25 +136,6 @@ class Counts:
 
 class StateLocked(RuntimeError):
     """Another gateway process holds this state folder."""
-
-
-def write_atomic(path: Path, data: bytes, *, sync_dir: bool = True) -> None:
-    """Write `data` to `path` so that a crash leaves either the old file or the whole new one.
-
-    With `sync_dir=False` the caller fsyncs the folder itself (once for several files)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    if sync_dir:
-        fsync_dir(path.parent)
 
 
 class Outbox:

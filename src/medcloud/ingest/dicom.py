@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from medcloud.errors import InvalidInput
-from medcloud.store.catalog import DicomRecord
+from medcloud.formats.records import DicomRecord
 
 UNDEFINED_LENGTH = 0xFFFFFFFF
 DEFLATED = "1.2.840.10008.1.2.1.99"

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from medcloud.errors import InvalidInput
+from medcloud.formats.records import ImageRecord
 from medcloud.ingest.sniff import MEDIA_TYPES, Kind
-from medcloud.store.catalog import ImageRecord
 
 
 def _open(source: bytes | Path) -> BinaryIO:

@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from medcloud.errors import InvalidInput, MedcloudError, UnsupportedFormat
+from medcloud.formats.records import DicomRecord, ImageRecord
 from medcloud.ingest.dicom import read_dicom
 from medcloud.ingest.images import read_image
 from medcloud.ingest.sniff import MEDIA_TYPES, sniff
 from medcloud.store.blobs import LocalBlobStore, SpooledUpload
-from medcloud.store.catalog import Catalog, DicomRecord, ImageRecord, IndexEntry
+from medcloud.store.catalog import Catalog, IndexEntry
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ except ImportError:  # not on Windows: SQLite's busy handler alone serializes wr
 from sqlalchemy.engine import Connection, Engine
 
 from medcloud.errors import Conflict, MedcloudError, NotFound
+from medcloud.formats.records import DicomRecord, ImageRecord
 from medcloud.security.audit import GENESIS, ChainReport, canonical_detail, chain_hash, verify_chain
 from medcloud.store.tables import audit_events, images, instances, series, sites, studies, tokens
 
@@ -33,38 +34,6 @@ _PG_AUDIT_LOCK = 0x6D6564636C6F7564  # "medcloud": one advisory lock serializes 
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
-
-
-@dataclass(frozen=True)
-class DicomRecord:
-    """What the catalog keeps about one DICOM instance (already de-identified)."""
-
-    study_uid: str
-    series_uid: str
-    sop_uid: str
-    sop_class_uid: str
-    patient_pseudonym: str
-    patient_sex: str | None
-    patient_age: str | None
-    study_date: date | None
-    study_description: str
-    modality: str
-    body_part: str
-    series_description: str
-    series_number: int | None
-    instance_number: int | None
-    rows: int | None
-    columns: int | None
-    frames: int | None
-    transfer_syntax: str
-
-
-@dataclass(frozen=True)
-class ImageRecord:
-    media_type: str
-    filename: str
-    width: int | None
-    height: int | None
 
 
 @dataclass
