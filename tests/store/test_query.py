@@ -88,7 +88,7 @@ def _concurrent_ingest(hub: Hub, n: int) -> None:
             )
         )
     assert codes == [201] * n
-    report = hub.state.catalog.verify_audit()
+    report = hub.state.catalog.audit.verify()
     assert report.ok, report
     r = hub.client.get("/api/v1/instances?limit=1", headers=hub.auth("researcher")).json()
     assert r["total"] == n
