@@ -59,6 +59,8 @@ class Indexer:
     def _index_dicom(
         self, conn: Connection, entries: list[IndexEntry], *, site: str, project: str, now: datetime
     ) -> None:
+        # Every entry is judged before anything is written, so a refused entry leaves no row behind
+        # (no study or series created for it alone), however the batch is ordered.
         recs = [(e, cast(DicomRecord, e.record)) for e in entries]
         known: dict[str, tuple[str, str, str]] = {}
         for chunk in self._in_chunks(sorted({r.sop_uid for _, r in recs})):
@@ -69,21 +71,40 @@ class Indexer:
             ):
                 known[row.sop_uid] = (row.sha256, row.site, row.project)
         fresh: list[tuple[IndexEntry, DicomRecord]] = []
+        first_in_batch: dict[str, IndexEntry] = {}
+        repeats: list[tuple[IndexEntry, IndexEntry]] = []  # (repeat, the first entry with its UID and bytes)
         for entry, rec in recs:
             prior = known.get(rec.sop_uid)
             if prior is not None:
                 if prior == (entry.sha256, site, project):
                     entry.status = "duplicate"
                 else:
-                    entry.error = Conflict(
-                        f"SOP Instance UID {rec.sop_uid} is already stored with different content or owner"
-                    )
+                    entry.error = _uid_in_use("SOP Instance", rec.sop_uid)
                 continue
-            known[rec.sop_uid] = (entry.sha256, site, project)
+            first = first_in_batch.get(rec.sop_uid)
+            if first is not None:
+                if first.sha256 == entry.sha256:
+                    repeats.append((entry, first))
+                else:
+                    entry.error = _uid_in_use("SOP Instance", rec.sop_uid)
+                continue
+            first_in_batch[rec.sop_uid] = entry
             fresh.append((entry, rec))
+        self._plan_and_insert(conn, fresh, site=site, project=project, now=now)
+        for entry, first in repeats:  # a repeat shares its first's fate: stored once, or refused alike
+            if first.error is not None:
+                entry.error = first.error
+            else:
+                entry.status = "duplicate"
+
+    def _plan_and_insert(
+        self, conn: Connection, fresh: list[tuple[IndexEntry, DicomRecord]], *, site: str, project: str, now: datetime
+    ) -> None:
+        """Refuse entries whose study or series is taken, then insert rows for the accepted ones only."""
         if not fresh:
             return
         study_ids: dict[str, int] = {}
+        foreign_studies: set[str] = set()
         for chunk in self._in_chunks(sorted({r.study_uid for _, r in fresh})):
             for row in conn.execute(
                 sa.select(studies.c.id, studies.c.study_uid, studies.c.site, studies.c.project).where(
@@ -93,14 +114,29 @@ class Indexer:
                 if (row.site, row.project) == (site, project):
                     study_ids[row.study_uid] = int(row.id)
                 else:
-                    study_ids[row.study_uid] = -1  # owned by another site or project
-        kept: list[tuple[IndexEntry, DicomRecord]] = []
-        new_studies: dict[str, dict[str, Any]] = {}
+                    foreign_studies.add(row.study_uid)
+        series_ids: dict[str, int] = {}
+        series_study: dict[str, str] = {}  # series UID -> the study UID it belongs to (stored or planned)
+        for chunk in self._in_chunks(sorted({r.series_uid for _, r in fresh})):
+            for srow in conn.execute(
+                sa.select(series.c.id, series.c.series_uid, studies.c.study_uid)
+                .select_from(series.join(studies))
+                .where(series.c.series_uid.in_(chunk))
+            ):
+                series_ids[srow.series_uid] = int(srow.id)
+                series_study[srow.series_uid] = srow.study_uid
+        final: list[tuple[IndexEntry, DicomRecord]] = []
         for entry, rec in fresh:
-            if study_ids.get(rec.study_uid) == -1:
-                entry.error = Conflict(f"study {rec.study_uid} belongs to another site or project")
+            if rec.study_uid in foreign_studies:
+                entry.error = _uid_in_use("Study Instance", rec.study_uid)
                 continue
-            kept.append((entry, rec))
+            if series_study.setdefault(rec.series_uid, rec.study_uid) != rec.study_uid:
+                entry.error = _uid_in_use("Series Instance", rec.series_uid)
+                continue
+            final.append((entry, rec))
+        new_studies: dict[str, dict[str, Any]] = {}
+        new_series: dict[str, tuple[str, dict[str, Any]]] = {}
+        for _, rec in final:
             if rec.study_uid not in study_ids and rec.study_uid not in new_studies:
                 new_studies[rec.study_uid] = {
                     "study_uid": rec.study_uid,
@@ -113,45 +149,29 @@ class Indexer:
                     "description": rec.study_description[:1024],
                     "created_at": now,
                 }
+            if rec.series_uid not in series_ids and rec.series_uid not in new_series:
+                new_series[rec.series_uid] = (
+                    rec.study_uid,
+                    {
+                        "series_uid": rec.series_uid,
+                        "modality": rec.modality[:16],
+                        "body_part": rec.body_part[:64],
+                        "description": rec.series_description[:1024],
+                        "series_number": rec.series_number,
+                    },
+                )
         if new_studies:
             for row in conn.execute(
                 studies.insert().returning(studies.c.id, studies.c.study_uid, sort_by_parameter_order=True),
                 list(new_studies.values()),
             ):
                 study_ids[row.study_uid] = int(row.id)
-        series_ids: dict[str, tuple[int, int]] = {}
-        for chunk in self._in_chunks(sorted({r.series_uid for _, r in kept})):
-            for srow in conn.execute(
-                sa.select(series.c.id, series.c.series_uid, series.c.study_id).where(series.c.series_uid.in_(chunk))
-            ):
-                series_ids[srow.series_uid] = (int(srow.id), int(srow.study_id))
-        new_series: dict[str, dict[str, Any]] = {}
-        final: list[tuple[IndexEntry, DicomRecord]] = []
-        for entry, rec in kept:
-            study_id = study_ids[rec.study_uid]
-            known_series = series_ids.get(rec.series_uid)
-            planned = new_series.get(rec.series_uid)
-            if (known_series and known_series[1] != study_id) or (planned and planned["study_id"] != study_id):
-                entry.error = Conflict(f"series {rec.series_uid} belongs to another study")
-                continue
-            final.append((entry, rec))
-            if known_series is None and planned is None:
-                new_series[rec.series_uid] = {
-                    "series_uid": rec.series_uid,
-                    "study_id": study_id,
-                    "modality": rec.modality[:16],
-                    "body_part": rec.body_part[:64],
-                    "description": rec.series_description[:1024],
-                    "series_number": rec.series_number,
-                }
         if new_series:
             for srow in conn.execute(
-                series.insert().returning(
-                    series.c.id, series.c.series_uid, series.c.study_id, sort_by_parameter_order=True
-                ),
-                list(new_series.values()),
+                series.insert().returning(series.c.id, series.c.series_uid, sort_by_parameter_order=True),
+                [{**row, "study_id": study_ids[study_uid]} for study_uid, row in new_series.values()],
             ):
-                series_ids[srow.series_uid] = (int(srow.id), int(srow.study_id))
+                series_ids[srow.series_uid] = int(srow.id)
         if not final:
             return
         conn.execute(
@@ -159,7 +179,7 @@ class Indexer:
             [
                 {
                     "sop_uid": rec.sop_uid,
-                    "series_id": series_ids[rec.series_uid][0],
+                    "series_id": series_ids[rec.series_uid],
                     "sop_class_uid": rec.sop_class_uid,
                     "instance_number": rec.instance_number,
                     "rows": rec.rows,
@@ -218,3 +238,8 @@ class Indexer:
                 created.discard(entry.sha256)  # a repeat later in the same batch is a duplicate
             else:
                 entry.status = "duplicate"
+
+
+def _uid_in_use(kind: str, uid: str) -> Conflict:
+    """The refusal of a UID already taken: the same words whoever holds it (nothing of other projects)."""
+    return Conflict(f"{kind} UID {uid} is already in use in the catalog; the file was not stored (give it new UIDs)")
