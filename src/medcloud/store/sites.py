@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from medcloud.store.db import Database, utcnow
-from medcloud.store.tables import images, instances, series, sites, studies
+from medcloud.store.tables import images, instances, series, sites, studies, tokens
 
 __all__ = ["Sites", "ensure_site"]
 
@@ -46,7 +46,9 @@ class Sites:
             conn.execute(sites.update().where(sites.c.name == name).values(**values))
 
     def progress(self, projects: frozenset[str] | None) -> list[dict[str, Any]]:
-        """Cases (distinct patients) and images per site, against the site's targets."""
+        """Cases (distinct patients) and images per site, against the site's targets.
+
+        With `projects`, only the sites taking part in those projects, counting only their data."""
         st = studies
         case_q = sa.select(st.c.site, sa.func.count(sa.distinct(st.c.patient_pseudonym)).label("n")).group_by(st.c.site)
         inst_q = (
@@ -64,6 +66,11 @@ class Sites:
             inst = {r.site: int(r.n) for r in conn.execute(inst_q)}
             imgs = {r.site: int(r.n) for r in conn.execute(img_q)}
             rows = list(conn.execute(sa.select(sites).order_by(sites.c.name)))
+            if projects is not None:
+                # A researcher sees the sites of their projects only: those with data there, and those
+                # holding a live site token for one of them (enrolled, nothing sent yet).
+                visible = set(cases) | set(inst) | set(imgs) | _enrolled_sites(conn, projects)
+                rows = [r for r in rows if r.name in visible]
         out = []
         for r in rows:
             n_images = inst.get(r.name, 0) + imgs.get(r.name, 0)
@@ -83,3 +90,19 @@ class Sites:
                 }
             )
         return out
+
+
+def _enrolled_sites(conn: Connection, projects: frozenset[str]) -> set[str]:
+    """Sites holding an unrevoked, unexpired site token for any of `projects`."""
+    now = utcnow()
+    q = sa.select(tokens.c.site, tokens.c.projects, tokens.c.expires_at).where(
+        tokens.c.role == "site", tokens.c.site.is_not(None), tokens.c.revoked_at.is_(None)
+    )
+    out: set[str] = set()
+    for r in conn.execute(q):
+        expires = r.expires_at
+        if expires is not None and expires.tzinfo is None:  # SQLite hands back naive UTC
+            expires = expires.replace(tzinfo=now.tzinfo)
+        if (expires is None or expires > now) and projects & set(str(r.projects).split(",")):
+            out.add(str(r.site))
+    return out
