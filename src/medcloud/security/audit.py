@@ -84,11 +84,11 @@ class AuditSeal:
 
     def event_mac(self, event_hash: str) -> str:
         """The MAC one event row carries: HMAC-SHA256 of its chain hash."""
-        return hmac.new(self._key, b"medcloud-audit-event\0" + event_hash.encode("ascii"), hashlib.sha256).hexdigest()
+        return hmac.digest(self._key, b"medcloud-audit-event\0" + event_hash.encode("ascii"), "sha256").hex()
 
     def _head_mac(self, since: int, seq: int, head_hash: str) -> str:
         msg = f"medcloud-audit-head\0{since}\0{seq}\0{head_hash}".encode("ascii")
-        return hmac.new(self._key, msg, hashlib.sha256).hexdigest()
+        return hmac.digest(self._key, msg, "sha256").hex()
 
     def read_head(self) -> tuple[SealedHead | None, str]:
         """The sealed head (None if nothing was sealed yet) and, if the file is damaged, why."""
@@ -96,10 +96,14 @@ class AuditSeal:
             raw = self._head_path.read_bytes()
         except FileNotFoundError:
             return None, ""
-        heads = [h for h in (self._parse_slot(raw[i : i + _SLOT]) for i in (0, _SLOT)) if h is not None]
-        if not heads:
+        head = self._newest(raw)
+        if head is None:
             return None, f"the sealed head ({self._head_path.name}) is unreadable or was not written with this key"
-        return max(heads, key=lambda h: h.seq), ""
+        return head, ""
+
+    def _newest(self, raw: bytes) -> SealedHead | None:
+        heads = [h for h in (self._parse_slot(raw[i : i + _SLOT]) for i in (0, _SLOT)) if h is not None]
+        return max(heads, key=lambda h: h.seq) if heads else None
 
     def _parse_slot(self, raw: bytes) -> SealedHead | None:
         try:
@@ -110,19 +114,23 @@ class AuditSeal:
             return None
         return head if ok else None
 
-    def advance(self, since: int, seq: int, head_hash: str) -> None:
-        """Record a committed head; an older one (another process got further) is ignored."""
-        mac = self._head_mac(since, seq, head_hash)
-        slot = json.dumps({"since": since, "seq": seq, "hash": head_hash, "mac": mac}).encode("ascii")
-        slot = slot.ljust(_SLOT - 1) + b"\n"
+    def advance(self, seq: int, head_hash: str, *, first_sealed: int) -> None:
+        """Record a committed head; an older one (another process got further) is ignored.
+
+        `first_sealed` is the first event this writer sealed: it starts the sealed range when nothing
+        was sealed before (then events before it are those that predate the key)."""
         with self._lock:
             fd = os.open(self._head_path, os.O_RDWR | os.O_CREAT, 0o600)
             try:
                 if fcntl is not None:
                     fcntl.flock(fd, fcntl.LOCK_EX)  # processes sharing the folder advance it in turn
-                current, _ = self.read_head()
+                current = self._newest(os.pread(fd, 2 * _SLOT, 0))
                 if current is not None and current.seq >= seq:
                     return
+                since = current.since if current is not None else first_sealed
+                mac = self._head_mac(since, seq, head_hash)
+                slot = json.dumps({"since": since, "seq": seq, "hash": head_hash, "mac": mac}).encode("ascii")
+                slot = slot.ljust(_SLOT - 1) + b"\n"
                 # Not fsynced: after a power cut the head may lag the database (a lower bound still),
                 # never lead it, because it is written only after the commit.
                 os.pwrite(fd, slot, (seq % 2) * _SLOT)

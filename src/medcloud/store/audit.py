@@ -82,8 +82,7 @@ class AuditChain:
         seq, head_hash = self._seq, self._prev
 
         def advance() -> None:
-            sealed, _ = seal.read_head()
-            seal.advance(sealed.since if sealed is not None else int(first["seq"]), seq, head_hash)
+            seal.advance(seq, head_hash, first_sealed=int(first["seq"]))
 
         Database.after_commit(self._conn, "audit.seal", advance)
 
