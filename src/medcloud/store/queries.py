@@ -91,6 +91,7 @@ class Queries:
     def find_studies(
         self, f: Filters, projects: frozenset[str] | None, limit: int = 100, offset: int = 0
     ) -> tuple[list[dict[str, Any]], int]:
+        """One page of studies matching `f` (newest first) and the total count."""
         base = self._study_where(sa.select(studies), f, projects)
         count_q = self._study_where(sa.select(sa.func.count()).select_from(studies), f, projects)
         page_q = base.order_by(studies.c.study_date.desc(), studies.c.id).limit(min(limit, MAX_PAGE)).offset(offset)
@@ -126,6 +127,7 @@ class Queries:
         }
 
     def get_study(self, study_uid: str, projects: frozenset[str] | None) -> dict[str, Any]:
+        """One study with its series, or NotFound (also when outside `projects`)."""
         items, _ = self.find_studies(Filters(study_uid=study_uid), projects, limit=1)
         if not items:
             raise NotFound(f"study {study_uid} not found")
@@ -193,6 +195,7 @@ class Queries:
     def find_instances(
         self, f: Filters, projects: frozenset[str] | None, limit: int = 100, offset: int = 0
     ) -> tuple[list[dict[str, Any]], int]:
+        """One page of DICOM instances matching `f` and the total count."""
         q = self._instance_query(f, projects)
         with self._db.read() as conn:
             total = int(conn.execute(sa.select(sa.func.count()).select_from(q.subquery())).scalar_one())
@@ -204,6 +207,7 @@ class Queries:
             return [self._instance_out(r) for r in rows], total
 
     def get_instance(self, sop_uid: str, projects: frozenset[str] | None) -> dict[str, Any]:
+        """One instance with its series and study fields, or NotFound."""
         q = self._instance_query(Filters(), projects).where(instances.c.sop_uid == sop_uid)
         with self._db.read() as conn:
             r = conn.execute(q).first()
@@ -214,6 +218,7 @@ class Queries:
     def find_images(
         self, f: Filters, projects: frozenset[str] | None, limit: int = 100, offset: int = 0
     ) -> tuple[list[dict[str, Any]], int]:
+        """One page of non-DICOM images matching `f` and the total count."""
         q = sa.select(images)
         if projects is not None:
             q = q.where(images.c.project.in_(projects))
@@ -241,6 +246,7 @@ class Queries:
         return d
 
     def get_image(self, image_id: int, projects: frozenset[str] | None) -> dict[str, Any]:
+        """One image, or NotFound (also when outside `projects`)."""
         q = sa.select(images).where(images.c.id == image_id)
         if projects is not None:
             q = q.where(images.c.project.in_(projects))

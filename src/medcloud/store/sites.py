@@ -34,6 +34,7 @@ class Sites:
         target_cases: int | None = None,
         target_images: int | None = None,
     ) -> None:
+        """Register a site or change its display name and targets, in the caller's write transaction."""
         ensure_site(conn, name)
         values: dict[str, Any] = {}
         if display_name is not None:

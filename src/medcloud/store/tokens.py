@@ -20,14 +20,17 @@ class TokenStore:
         self._db = db
 
     def insert(self, conn: Connection, row: dict[str, Any]) -> None:
+        """Store one token row in the caller's write transaction."""
         conn.execute(tokens.insert().values(**row))
 
     def get(self, token_id: str) -> dict[str, Any] | None:
+        """The token row (secret hash included), or None."""
         with self._db.read() as conn:
             r = conn.execute(sa.select(tokens).where(tokens.c.id == token_id)).first()
         return dict(r._mapping) if r else None
 
     def list_all(self) -> list[dict[str, Any]]:
+        """Every token, oldest first, without secret hashes."""
         with self._db.read() as conn:
             return [
                 {k: v for k, v in r._mapping.items() if k != "secret_sha256"}
@@ -35,6 +38,7 @@ class TokenStore:
             ]
 
     def revoke(self, conn: Connection, token_id: str) -> bool:
+        """Mark a token revoked; False if it was unknown or already revoked."""
         res = conn.execute(
             tokens.update().where(tokens.c.id == token_id, tokens.c.revoked_at.is_(None)).values(revoked_at=utcnow())
         )
