@@ -6,6 +6,7 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import threading
 from importlib import resources
 from pathlib import Path
 
@@ -230,3 +231,24 @@ def test_postgres_truncation_and_rehash_are_caught(pg_hub: Hub) -> None:
     report = hub.client.get("/api/v1/audit/verify", headers=hub.auth("auditor")).json()
     assert report == {**report, "ok": False, "first_bad_seq": 3}, report
     eng.dispose()
+
+
+def test_two_writers_sharing_the_folder_keep_one_sealed_head(tmp_path: Path) -> None:
+    """Two hub processes (here two catalogs, each with its own locks and seal) advance one head in turn."""
+    url = f"sqlite:///{tmp_path / 'c.sqlite3'}"
+    cats = [Catalog(url, seal=AuditSeal(tmp_path / "secrets")) for _ in range(2)]
+    cats[0].migrate()
+
+    def write(i: int) -> None:
+        for j in range(25):
+            cats[i % 2].audit.record(subject=f"w{i}", action="test", resource=f"r/{j}", outcome="ok")
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    report = cats[1].audit.verify()
+    assert report.ok and report.checked == 100 and report.sealed_seq == 100, report
+    for cat in cats:
+        cat.dispose()

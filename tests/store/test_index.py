@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from medcloud.formats.records import DicomRecord
+from medcloud.store import Catalog, IndexEntry
 from medcloud.store.tables import series, sites, studies
 from tests.hub.conftest import Hub, deidentified_dicom
 from tests.hub.test_batch import multipart, post_batch
@@ -82,3 +84,34 @@ def test_conflict_message_says_nothing_about_other_projects(hub: Hub, upload) ->
     # A refusal reads the same whether the UID is the caller's own or someone else's.
     assert foreign_series.replace("2.25.500.1", "X") == own_series.replace("2.25.600.1", "X")
     assert foreign_instance.split(" ", 4)[-1] == own_instance.split(" ", 4)[-1]
+
+
+def test_a_repeat_of_a_refused_file_in_one_batch_is_refused_too(tmp_path) -> None:
+    """A batch holding the same refused file twice: the repeat was reported 'duplicate' of nothing stored."""
+    cat = Catalog(f"sqlite:///{tmp_path / 'c.sqlite3'}")
+    cat.migrate()
+
+    def entry(sop: str, study: str, series_uid: str, sha: str) -> IndexEntry:
+        rec = DicomRecord(
+            study_uid=study, series_uid=series_uid, sop_uid=sop, sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
+            patient_pseudonym="P", patient_sex=None, patient_age=None, study_date=None, study_description="",
+            modality="CT", body_part="", series_description="", series_number=1, instance_number=1,
+            rows=None, columns=None, frames=None, transfer_syntax="1.2.840.10008.1.2.1",
+        )  # fmt: skip
+        return IndexEntry(rec, sha, 10)
+
+    with cat.write() as conn:
+        cat.index.batch(conn, [entry("2.25.1.1", "2.25.1", "2.25.1.9", "a" * 64)], site="s", project="p")
+    refused = entry("2.25.2.1", "2.25.2", "2.25.1.9", "b" * 64)  # a series of study 2.25.1
+    repeat = entry("2.25.2.1", "2.25.2", "2.25.1.9", "b" * 64)
+    with cat.write() as conn:
+        cat.index.batch(conn, [refused, repeat], site="s", project="p")
+    assert refused.error is not None and refused.status is None
+    assert repeat.error is refused.error and repeat.status is None
+    with cat.read() as conn:
+        assert _uids(conn) == {"2.25.1"}
+    cat.dispose()
+
+
+def _uids(conn: sa.Connection) -> set[str]:
+    return set(conn.execute(sa.select(studies.c.study_uid)).scalars())
