@@ -205,7 +205,7 @@ def demo_command(
 
     from medcloud.config import load_settings
     from medcloud.security.tokens import issue_token
-    from medcloud.store.catalog import Catalog
+    from medcloud.store import Catalog
 
     console = Console(stderr=True)
     out = Console(soft_wrap=True)
@@ -214,7 +214,7 @@ def demo_command(
     hub_dir = data / "hub"
     settings = load_settings(data_dir=hub_dir)
     hub_dir.mkdir(parents=True, exist_ok=True)
-    catalog = Catalog(settings.resolved_database_url)
+    catalog = Catalog.from_settings(settings)
     catalog.migrate()
     from datetime import timedelta
 
@@ -234,10 +234,10 @@ def demo_command(
         for s in (DICOM_SITE, IMAGE_SITE)
     }
     with catalog.write() as conn:
-        catalog.upsert_site(
+        catalog.sites.upsert(
             conn, DICOM_SITE, display_name="Tokyo University Hospital", target_cases=150, target_images=400
         )
-        catalog.upsert_site(conn, IMAGE_SITE, display_name="Osaka Clinic", target_cases=10, target_images=20)
+        catalog.sites.upsert(conn, IMAGE_SITE, display_name="Osaka Clinic", target_cases=10, target_images=20)
     catalog.dispose()
 
     dicom = sample_dicom_files()

@@ -57,7 +57,7 @@ def test_batch_stores_good_parts_and_reports_bad_ones(hub: Hub) -> None:
     events = hub.client.get("/api/v1/audit?action=ingest&limit=1000", headers=hub.auth("auditor")).json()["items"]
     assert len(events) == 18  # every part of both batches, refusals included
     assert sum(e["outcome"].startswith("refused:") for e in events) == 6
-    assert hub.state.catalog.verify_audit().ok
+    assert hub.state.catalog.audit.verify().ok
 
 
 def test_oversized_part_fails_alone(hub: Hub) -> None:

@@ -203,5 +203,5 @@ def test_concurrent_single_uploads_share_one_commit(hub: Hub, monkeypatch) -> No
         t.join()
     assert all(getattr(r, "status", None) == "stored" for r in results.values()), results
     assert calls == [1, 5], calls
-    assert _instances(hub) == 6 and hub.state.catalog.verify_audit().ok
+    assert _instances(hub) == 6 and hub.state.catalog.audit.verify().ok
     assert all(store.read_bytes(hashlib.sha256(f).hexdigest()) == f for f in files)

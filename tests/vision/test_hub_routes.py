@@ -10,7 +10,7 @@ from .conftest import VisionHub, png_bytes
 
 
 def _audit_rows(hub: VisionHub, action: str) -> list[dict[str, object]]:
-    return hub.state.catalog.audit_page(0, 1000, action=action)
+    return hub.state.catalog.audit.page(0, 1000, action=action)
 
 
 def test_clinician_gets_boxes_and_it_is_audited(hub: VisionHub, smear: Smear) -> None:

@@ -24,11 +24,11 @@ def _settings(data: Path | None):  # type: ignore[no-untyped-def]
 
 
 def _catalog(data: Path | None):  # type: ignore[no-untyped-def]
-    from medcloud.store.catalog import Catalog
+    from medcloud.store import Catalog
 
     settings = _settings(data)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    cat = Catalog(settings.resolved_database_url)
+    cat = Catalog.from_settings(settings)
     cat.migrate()
     return cat
 
@@ -90,7 +90,8 @@ def check_blobs(data: Path | None = DataOpt) -> None:
         with Progress("[progress.description]{task.description}", *columns, console=console) as bar:
             task = bar.add_task("checking blobs", total=total)
             report = store.check(lambda n: bar.advance(task, n))
-        missing = [f"{res}: blob {sha} is not stored" for sha, res in catalog.blob_refs() if not store.exists(sha)]
+        refs = catalog.query.blob_refs()
+        missing = [f"{res}: blob {sha} is not stored" for sha, res in refs if not store.exists(sha)]
     finally:
         store.close()
         catalog.dispose()
@@ -151,7 +152,7 @@ def token_list(data: Path | None = DataOpt) -> None:
     """List tokens (ids, roles, grants; never secrets)."""
     cat = _catalog(data)
     try:
-        for row in cat.list_tokens():
+        for row in cat.tokens.list_all():
             typer.echo(json.dumps(row, default=str))
     finally:
         cat.dispose()
@@ -189,10 +190,10 @@ def site_set(
     cat = _catalog(data)
     try:
         with cat.write() as conn:
-            cat.upsert_site(
+            cat.sites.upsert(
                 conn, name, display_name=display_name, target_cases=target_cases, target_images=target_images
             )
-            cat.append_audit(
+            cat.audit.append(
                 conn,
                 subject=f"cli:{os.environ.get('USER', 'local')}",
                 action="site.update",
@@ -212,7 +213,7 @@ def site_list(data: Path | None = DataOpt) -> None:
 
     cat = _catalog(data)
     try:
-        rows = cat.site_progress(None)
+        rows = cat.sites.progress(None)
     finally:
         cat.dispose()
     table = Table("site", "cases", "target", "images", "target")

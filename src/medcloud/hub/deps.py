@@ -70,7 +70,7 @@ def record_audit(
     detail: dict[str, Any] | None = None,
 ) -> None:
     """Append one audit event now, before the response is sent."""
-    hub_state(request).catalog.record_event(
+    hub_state(request).catalog.audit.record(
         subject=principal.subject if principal else "anonymous",
         action=action,
         resource=resource,

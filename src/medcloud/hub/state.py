@@ -7,8 +7,7 @@ from dataclasses import dataclass
 from medcloud.config import Settings
 from medcloud.ingest.pipeline import Ingestor
 from medcloud.security.tokens import TokenVerifier
-from medcloud.store.blobs import LocalBlobStore
-from medcloud.store.catalog import Catalog
+from medcloud.store import Catalog, LocalBlobStore
 
 
 @dataclass
@@ -22,7 +21,7 @@ class HubState:
     @classmethod
     def open(cls, settings: Settings, *, migrate: bool = True) -> HubState:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        catalog = Catalog(settings.resolved_database_url)
+        catalog = Catalog.from_settings(settings)
         if migrate:
             catalog.migrate()
         blobs = LocalBlobStore(settings.resolved_blob_dir, pack_below=settings.pack_below)

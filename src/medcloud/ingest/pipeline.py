@@ -19,8 +19,7 @@ from medcloud.formats.records import DicomRecord, ImageRecord
 from medcloud.ingest.dicom import read_dicom
 from medcloud.ingest.images import read_image
 from medcloud.ingest.sniff import MEDIA_TYPES, sniff
-from medcloud.store.blobs import LocalBlobStore, SpooledUpload
-from medcloud.store.catalog import Catalog, IndexEntry
+from medcloud.store import Catalog, IndexEntry, LocalBlobStore, SpooledUpload
 
 
 @dataclass(frozen=True)
@@ -195,7 +194,7 @@ class Ingestor:
                         for i in r.items
                         if i.error is None and i._record is not None
                     }
-                    self.catalog.index_batch(conn, list(entries.values()), site=r.site, project=r.project)
+                    self.catalog.index.batch(conn, list(entries.values()), site=r.site, project=r.project)
                     for item in r.items:
                         entry = entries.get(id(item))
                         if entry is not None and entry.error is not None:
@@ -205,7 +204,7 @@ class Ingestor:
                             events.append(self._event(entry, r.subject, r.client, r.project))
                         elif item.error is not None and r.batch:
                             events.append(self._refusal(item, r))
-                self.catalog.audit_chain(conn).append_many(events)
+                self.catalog.audit.chain(conn).append_many(events)
                 t = lead.lap("catalog", t)
                 pending.wait()  # raises StorageError: the transaction rolls back
                 t = lead.lap("sync_wait", t)
@@ -229,7 +228,7 @@ class Ingestor:
         events = [self._refusal(i, r) for r in requests if r.batch for i in r.items if i.error is not None]
         if events:
             with self.catalog.write() as conn:
-                self.catalog.audit_chain(conn).append_many(events)
+                self.catalog.audit.chain(conn).append_many(events)
 
     @staticmethod
     def _refusal(item: UploadItem, r: _Request) -> dict[str, Any]:

@@ -15,17 +15,18 @@ def verify(data: Path | None = typer.Option(None, "--data", help="Hub data folde
     """Check the audit chain end to end; name the first altered event. Exit 7 when broken."""
     from medcloud.config import load_settings
     from medcloud.errors import IntegrityError
-    from medcloud.store.catalog import Catalog
+    from medcloud.store import Catalog
 
     settings = load_settings(data_dir=data)
-    cat = Catalog(settings.resolved_database_url)
+    cat = Catalog.from_settings(settings, create_key=False)
     try:
-        report = cat.verify_audit()
+        report = cat.audit.verify()
     finally:
         cat.dispose()
     if not report.ok:
         raise IntegrityError(f"audit chain broken at event {report.first_bad_seq}: {report.reason}")
-    typer.echo(f"audit chain intact: {report.checked} events, head {report.head_hash}")
+    sealed = f", sealed at {report.sealed_seq}" if report.sealed_seq is not None else ", not sealed (no key yet)"
+    typer.echo(f"audit chain intact: {report.checked} events, head {report.head_hash}{sealed}")
 
 
 @audit_app.command("tail")
@@ -35,13 +36,13 @@ def tail(
 ) -> None:
     """Print the most recent events as JSON lines."""
     from medcloud.config import load_settings
-    from medcloud.store.catalog import Catalog
+    from medcloud.store import Catalog
 
     settings = load_settings(data_dir=data)
-    cat = Catalog(settings.resolved_database_url)
+    cat = Catalog.from_settings(settings, create_key=False)
     try:
-        start = max(0, cat.audit_head_seq() - n)
-        for row in cat.audit_page(after_seq=start, limit=n):
+        start = max(0, cat.audit.head_seq() - n)
+        for row in cat.audit.page(after_seq=start, limit=n):
             typer.echo(json.dumps(row, ensure_ascii=False))
     finally:
         cat.dispose()

@@ -18,7 +18,7 @@ from typing import Any
 
 from medcloud.errors import InvalidInput, Unauthenticated
 from medcloud.security.policy import Principal, Role
-from medcloud.store.catalog import Catalog, utcnow
+from medcloud.store import Catalog, utcnow
 
 PREFIX = "mct_"
 _TOKEN = re.compile(r"^mct_([0-9a-f]{16})\.([A-Za-z0-9_-]{43})$")
@@ -92,8 +92,8 @@ def issue_token(
         "expires_at": expires_at,
     }
     with catalog.write() as conn:
-        catalog.insert_token(conn, row)
-        catalog.append_audit(
+        catalog.tokens.insert(conn, row)
+        catalog.audit.append(
             conn,
             subject=issued_by,
             action="token.create",
@@ -133,7 +133,7 @@ class TokenVerifier:
         if hit and now_mono - hit[0] < self._ttl and hmac.compare_digest(hit[1], digest):
             principal = hit[2]
         else:
-            row = self._catalog.get_token(token_id)
+            row = self._catalog.tokens.get(token_id)
             if row is None or not hmac.compare_digest(row["secret_sha256"], digest):
                 raise Unauthenticated("unknown token")
             if row["revoked_at"] is not None:
@@ -164,8 +164,8 @@ class TokenVerifier:
 
 def revoke_token(catalog: Catalog, verifier: TokenVerifier | None, token_id: str, *, by: str, client: str = "") -> bool:
     with catalog.write() as conn:
-        done = catalog.revoke_token(conn, token_id)
-        catalog.append_audit(
+        done = catalog.tokens.revoke(conn, token_id)
+        catalog.audit.append(
             conn,
             subject=by,
             action="token.revoke",

@@ -98,7 +98,8 @@ tokens = sa.Table(
     sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
 )
 
-# Append-only and hash chained: each row's hash covers its fields and the previous row's hash.
+# Append-only and hash chained: each row's hash covers its fields and the previous row's hash; `mac` is an
+# HMAC of the hash with a key kept outside the database (NULL on events older than the key).
 audit_events = sa.Table(
     "audit_events",
     metadata,
@@ -112,4 +113,5 @@ audit_events = sa.Table(
     sa.Column("detail", sa.Text, nullable=False, server_default="{}"),
     sa.Column("prev_hash", sa.String(64), nullable=False),
     sa.Column("hash", sa.String(64), nullable=False),
+    sa.Column("mac", sa.String(64), nullable=True),
 )

@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from medcloud.hub.deps import hub_state, record_audit, require
 from medcloud.security.policy import Permission, Principal
-from medcloud.store.catalog import MAX_PAGE
+from medcloud.store import MAX_PAGE
 
 router = APIRouter(tags=["audit"])
 
@@ -23,13 +23,13 @@ async def list_events(
     action: str | None = None,
     _: Principal = Depends(require(Permission.AUDIT_READ)),
 ) -> dict[str, Any]:
-    items = await run_in_threadpool(hub_state(request).catalog.audit_page, after, limit, action)
+    items = await run_in_threadpool(hub_state(request).catalog.audit.page, after, limit, action)
     return {"items": items, "next_after": items[-1]["seq"] if items else after}
 
 
 @router.get("/api/v1/audit/verify", summary="Check the hash chain end to end")
 async def verify(request: Request, _: Principal = Depends(require(Permission.AUDIT_READ))) -> dict[str, Any]:
-    report = await run_in_threadpool(hub_state(request).catalog.verify_audit)
+    report = await run_in_threadpool(hub_state(request).catalog.audit.verify)
     return report.as_dict()
 
 

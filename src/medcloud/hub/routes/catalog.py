@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from medcloud.errors import InvalidInput
 from medcloud.hub.deps import hub_state, mark_audited_read, record_audit, require
 from medcloud.security.policy import Permission, Principal
-from medcloud.store.catalog import MAX_PAGE, Filters
+from medcloud.store import MAX_PAGE, Filters
 
 router = APIRouter(tags=["catalog"])
 
@@ -56,7 +56,7 @@ async def list_studies(
 ) -> dict[str, Any]:
     _check_project(principal, f)
     cat = hub_state(request).catalog
-    items, total = await run_in_threadpool(cat.find_studies, f, principal.readable_projects(), limit, offset)
+    items, total = await run_in_threadpool(cat.query.find_studies, f, principal.readable_projects(), limit, offset)
     return _page(items, total, limit, offset)
 
 
@@ -64,7 +64,7 @@ async def list_studies(
 async def get_study(
     request: Request, study_uid: str, principal: Principal = Depends(require(Permission.CATALOG_READ))
 ) -> dict[str, Any]:
-    return await run_in_threadpool(hub_state(request).catalog.get_study, study_uid, principal.readable_projects())
+    return await run_in_threadpool(hub_state(request).catalog.query.get_study, study_uid, principal.readable_projects())
 
 
 @router.get("/api/v1/instances", summary="Find DICOM instances")
@@ -80,7 +80,7 @@ async def list_instances(
     _check_project(principal, f)
     f = Filters(**{**f.__dict__, "study_uid": study, "series_uid": series})
     cat = hub_state(request).catalog
-    items, total = await run_in_threadpool(cat.find_instances, f, principal.readable_projects(), limit, offset)
+    items, total = await run_in_threadpool(cat.query.find_instances, f, principal.readable_projects(), limit, offset)
     return _page(items, total, limit, offset)
 
 
@@ -88,7 +88,8 @@ async def list_instances(
 async def get_instance(
     request: Request, sop_uid: str, principal: Principal = Depends(require(Permission.CATALOG_READ))
 ) -> dict[str, Any]:
-    return await run_in_threadpool(hub_state(request).catalog.get_instance, sop_uid, principal.readable_projects())
+    query = hub_state(request).catalog.query
+    return await run_in_threadpool(query.get_instance, sop_uid, principal.readable_projects())
 
 
 async def _audited_download(
@@ -123,7 +124,8 @@ async def get_instance_file(
     request: Request, sop_uid: str, principal: Principal = Depends(require(Permission.BYTES_READ))
 ) -> StreamingResponse:
     mark_audited_read(request, "instance.read", f"instance/{sop_uid}")
-    inst = await run_in_threadpool(hub_state(request).catalog.get_instance, sop_uid, principal.readable_projects())
+    query = hub_state(request).catalog.query
+    inst = await run_in_threadpool(query.get_instance, sop_uid, principal.readable_projects())
     return await _audited_download(
         request, principal, inst, action="instance.read", resource=f"instance/{sop_uid}",
         media_type="application/dicom", filename=f"{sop_uid}.dcm",
@@ -146,7 +148,7 @@ async def list_images(
     f = Filters(site=site, project=project, media_type=media_type, date_from=received_from, date_to=received_to, text=q)
     _check_project(principal, f)
     cat = hub_state(request).catalog
-    items, total = await run_in_threadpool(cat.find_images, f, principal.readable_projects(), limit, offset)
+    items, total = await run_in_threadpool(cat.query.find_images, f, principal.readable_projects(), limit, offset)
     return _page(items, total, limit, offset)
 
 
@@ -154,7 +156,7 @@ async def list_images(
 async def get_image(
     request: Request, image_id: int, principal: Principal = Depends(require(Permission.CATALOG_READ))
 ) -> dict[str, Any]:
-    return await run_in_threadpool(hub_state(request).catalog.get_image, image_id, principal.readable_projects())
+    return await run_in_threadpool(hub_state(request).catalog.query.get_image, image_id, principal.readable_projects())
 
 
 @router.get("/api/v1/images/{image_id}/file", summary="An image's bytes (audited)")
@@ -162,7 +164,7 @@ async def get_image_file(
     request: Request, image_id: int, principal: Principal = Depends(require(Permission.BYTES_READ))
 ) -> StreamingResponse:
     mark_audited_read(request, "image.read", f"image/{image_id}")
-    img = await run_in_threadpool(hub_state(request).catalog.get_image, image_id, principal.readable_projects())
+    img = await run_in_threadpool(hub_state(request).catalog.query.get_image, image_id, principal.readable_projects())
     ext = {"image/jpeg": "jpg", "image/png": "png", "image/tiff": "tif"}.get(img["media_type"], "bin")
     return await _audited_download(
         request, principal, img, action="image.read", resource=f"image/{image_id}",

@@ -25,7 +25,7 @@ class SiteTargets(BaseModel):
 async def list_sites(
     request: Request, principal: Principal = Depends(require(Permission.SITES_READ))
 ) -> dict[str, Any]:
-    items = await run_in_threadpool(hub_state(request).catalog.site_progress, principal.readable_projects())
+    items = await run_in_threadpool(hub_state(request).catalog.sites.progress, principal.readable_projects())
     return {"items": items}
 
 
@@ -38,8 +38,8 @@ async def put_site(
 
     def write() -> None:
         with cat.write() as conn:
-            cat.upsert_site(conn, name, **body.model_dump())
-            cat.append_audit(
+            cat.sites.upsert(conn, name, **body.model_dump())
+            cat.audit.append(
                 conn,
                 subject=principal.subject,
                 action="site.update",

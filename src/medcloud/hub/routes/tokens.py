@@ -68,7 +68,7 @@ async def create_token(
 
 @router.get("/api/v1/tokens", summary="List tokens (no secrets)")
 async def list_tokens(request: Request, _: Principal = Depends(require(Permission.TOKENS_MANAGE))) -> dict[str, Any]:
-    return {"items": await run_in_threadpool(hub_state(request).catalog.list_tokens)}
+    return {"items": await run_in_threadpool(hub_state(request).catalog.tokens.list_all)}
 
 
 @router.delete("/api/v1/tokens/{token_id}", summary="Revoke a token")

@@ -88,7 +88,7 @@ def _concurrent_ingest(hub: Hub, n: int) -> None:
             )
         )
     assert codes == [201] * n
-    report = hub.state.catalog.verify_audit()
+    report = hub.state.catalog.audit.verify()
     assert report.ok, report
     r = hub.client.get("/api/v1/instances?limit=1", headers=hub.auth("researcher")).json()
     assert r["total"] == n
@@ -101,3 +101,25 @@ def test_concurrent_ingest_sqlite(hub: Hub) -> None:
 @pytest.mark.postgres
 def test_concurrent_ingest_postgres(pg_hub: Hub) -> None:
     _concurrent_ingest(pg_hub, 40)
+
+
+def test_sites_are_scoped_to_the_researchers_projects(hub: Hub) -> None:
+    """Issue 10 (12): /api/v1/sites listed every site to any researcher; now only their projects' sites."""
+    for name in ("site-b", "site-c", "site-z"):  # site-z: registered by an admin, in no project yet
+        assert hub.client.put(f"/api/v1/sites/{name}", json={"target_cases": 3}, headers=hub.auth("admin")).is_success
+    brain = deidentified_dicom()
+    r = hub.client.post("/api/v1/ingest", content=brain, headers={**hub.auth("site_c"), "X-Medcloud-Project": "brain"})
+    assert r.status_code == 201
+    lung = hub.client.post("/api/v1/ingest", content=deidentified_dicom(), headers=hub.auth("site_a"))
+    assert lung.status_code == 201
+
+    def listed(who: str) -> dict[str, dict]:
+        r = hub.client.get("/api/v1/sites", headers=hub.auth(who))
+        assert r.status_code == 200, r.text
+        return {s["site"]: s for s in r.json()["items"]}
+
+    # site-b holds a token for lung and brain but has sent nothing: enrolled in both, so listed in both.
+    assert set(listed("researcher")) == {"site-a", "site-b"}
+    assert set(listed("researcher_brain")) == {"site-b", "site-c"}
+    assert listed("researcher_brain")["site-c"]["cases"] == 1
+    assert set(listed("admin")) >= {"site-a", "site-c", "site-z"}

@@ -236,7 +236,7 @@ def test_a_failed_sync_fails_the_batch_and_is_audited(hub: Hub, monkeypatch) -> 
     assert hub.state.blobs.count() == 0
     events = hub.client.get("/api/v1/audit?action=ingest", headers=hub.auth("auditor")).json()["items"]
     assert [e["outcome"] for e in events] == ["refused:503:storage-unavailable"] * 2
-    assert hub.state.catalog.verify_audit().ok
+    assert hub.state.catalog.audit.verify().ok
     ok = post_batch(hub, *multipart([(deidentified_dicom(), {})])).json()  # the store works again
     assert ok["stored"] == 1
 

@@ -1,0 +1,147 @@
+"""The catalog's database: engines, the writer lock, transactions and schema migrations.
+
+SQLite (embedded) and PostgreSQL (at scale) behind one object. Writes run in short, serialized
+transactions so the audit chain stays linear; reads run concurrently on their own connections.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from importlib import resources
+from typing import Any
+
+import sqlalchemy as sa
+
+try:
+    import fcntl
+except ImportError:  # not on Windows: SQLite's busy handler alone serializes writers there
+    fcntl = None  # type: ignore[assignment]
+from sqlalchemy.engine import Connection, Engine
+
+__all__ = ["Database", "utcnow"]
+
+_PG_WRITE_LOCK = 0x6D6564636C6F7564  # "medcloud": one advisory lock serializes writers (and the audit chain)
+_AFTER_COMMIT = "medcloud.after_commit"
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC (what every timestamp column holds)."""
+    return datetime.now(timezone.utc)
+
+
+class Database:
+    """Engines over one SQLAlchemy URL. Call `migrate()` once before use."""
+
+    def __init__(self, url: str, *, sqlite_synchronous: str = "FULL") -> None:
+        self.url = url
+        self.dialect = sa.make_url(url).get_backend_name()
+        self._write_lock = threading.Lock()
+        self._writer_lock_fd: int | None = None
+        kwargs: dict[str, Any] = {"future": True}
+        if self.dialect == "sqlite":
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+            self.engine = sa.create_engine(url, **kwargs)
+            self.write_engine = sa.create_engine(url, **kwargs)
+            _sqlite_hooks(self.engine, immediate=False, synchronous=sqlite_synchronous)
+            _sqlite_hooks(self.write_engine, immediate=True, synchronous=sqlite_synchronous)
+            database = sa.make_url(url).database
+            if database and database != ":memory:" and fcntl is not None:
+                # Writers of several processes queue on a kernel lock, which wakes the next one the moment
+                # it is released; SQLite's own busy handler polls with sleeps of up to 100 ms instead.
+                self._writer_lock_fd = os.open(f"{database}.writer-lock", os.O_RDWR | os.O_CREAT, 0o600)
+        else:
+            kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
+            self.engine = sa.create_engine(url, **kwargs)
+            self.write_engine = self.engine
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest Alembic revision."""
+        from alembic import command
+        from alembic.config import Config
+
+        script_location = str(resources.files("medcloud.store") / "migrations")
+        cfg = Config()
+        cfg.set_main_option("script_location", script_location)
+        with self._write_lock, self.write_engine.begin() as conn:
+            if self.dialect == "postgresql":
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_WRITE_LOCK + 1})")
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+
+    def dispose(self) -> None:
+        """Close every pooled connection and the writer lock."""
+        if self._writer_lock_fd is not None:
+            os.close(self._writer_lock_fd)
+            self._writer_lock_fd = None
+        self.engine.dispose()
+        if self.write_engine is not self.engine:
+            self.write_engine.dispose()
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A serialized write transaction (commits on success, rolls back on error).
+
+        Callbacks registered with `after_commit` run once the commit is done, still holding the
+        writer lock, so they see commits in order.
+        """
+        with self._write_lock, self._process_lock():
+            callbacks: dict[str, Callable[[], None]] = {}
+            with self.write_engine.begin() as conn:
+                conn.info[_AFTER_COMMIT] = callbacks
+                try:
+                    if self.dialect == "postgresql":
+                        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_WRITE_LOCK})")
+                    yield conn
+                finally:
+                    # conn.info outlives this checkout (the pool keeps it): never leave callbacks behind.
+                    conn.info.pop(_AFTER_COMMIT, None)
+            for callback in callbacks.values():
+                callback()
+
+    @staticmethod
+    def after_commit(conn: Connection, key: str, callback: Callable[[], None]) -> None:
+        """Run `callback` after the write transaction of `conn` commits (the last one under `key` wins)."""
+        callbacks: dict[str, Callable[[], None]] | None = conn.info.get(_AFTER_COMMIT)
+        if callbacks is None:
+            raise RuntimeError("after_commit needs a connection from Database.write()")
+        callbacks[key] = callback
+
+    @contextmanager
+    def _process_lock(self) -> Iterator[None]:
+        fd = self._writer_lock_fd
+        if fd is None or fcntl is None:
+            yield
+            return
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A connection for reads (no transaction is held open beyond the block)."""
+        with self.engine.connect() as conn:
+            yield conn
+
+
+def _sqlite_hooks(engine: Engine, *, immediate: bool, synchronous: str) -> None:
+    # pysqlite's own transaction handling is switched off so that SQLAlchemy's BEGIN is the real one:
+    # writers take the database lock up front (BEGIN IMMEDIATE) instead of failing at commit.
+    @sa.event.listens_for(engine, "connect")
+    def _connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA synchronous={synchronous}")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")

@@ -1,0 +1,245 @@
+"""Indexing: stored blobs become catalog rows (studies, series, instances; images), a batch at a time."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal, cast
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from medcloud.errors import Conflict, MedcloudError
+from medcloud.formats.records import DicomRecord, ImageRecord
+from medcloud.store.db import utcnow
+from medcloud.store.sites import ensure_site
+from medcloud.store.tables import images, instances, series, studies
+
+__all__ = ["IndexEntry", "Indexer"]
+
+
+@dataclass
+class IndexEntry:
+    """One stored blob to index in a batch; `Indexer.batch` fills `status` (or `error`) and `image_id`."""
+
+    record: DicomRecord | ImageRecord
+    sha256: str
+    size: int
+    status: Literal["stored", "duplicate"] | None = None
+    image_id: int | None = None
+    error: MedcloudError | None = None
+
+
+class Indexer:
+    """Writes catalog rows for stored blobs inside the caller's write transaction."""
+
+    def batch(self, conn: Connection, entries: Sequence[IndexEntry], *, site: str, project: str) -> None:
+        """Index many stored blobs in the caller's write transaction with a handful of statements.
+
+        Checked for the whole batch at once: existing instances (same bytes and owner: duplicate; else
+        conflict), studies and series owned by another site, project or study, repeats inside the batch.
+        Each entry ends with `status` or `error` set. Writers are serialized, so the checks cannot race.
+        """
+        dicom = [e for e in entries if isinstance(e.record, DicomRecord)]
+        images_in = [e for e in entries if isinstance(e.record, ImageRecord)]
+        now = utcnow()
+        if dicom:
+            self._index_dicom(conn, dicom, site=site, project=project, now=now)
+        if images_in:
+            self._index_images(conn, images_in, site=site, project=project, now=now)
+        if any(e.status == "stored" for e in entries):
+            ensure_site(conn, site)
+
+    @staticmethod
+    def _in_chunks(values: Sequence[str], size: int = 500) -> Iterator[list[str]]:
+        for i in range(0, len(values), size):
+            yield list(values[i : i + size])
+
+    def _index_dicom(
+        self, conn: Connection, entries: list[IndexEntry], *, site: str, project: str, now: datetime
+    ) -> None:
+        # Every entry is judged before anything is written, so a refused entry leaves no row behind
+        # (no study or series created for it alone), however the batch is ordered.
+        recs = [(e, cast(DicomRecord, e.record)) for e in entries]
+        known: dict[str, tuple[str, str, str]] = {}
+        for chunk in self._in_chunks(sorted({r.sop_uid for _, r in recs})):
+            for row in conn.execute(
+                sa.select(instances.c.sop_uid, instances.c.sha256, studies.c.site, studies.c.project)
+                .select_from(instances.join(series).join(studies))
+                .where(instances.c.sop_uid.in_(chunk))
+            ):
+                known[row.sop_uid] = (row.sha256, row.site, row.project)
+        fresh: list[tuple[IndexEntry, DicomRecord]] = []
+        first_in_batch: dict[str, IndexEntry] = {}
+        repeats: list[tuple[IndexEntry, IndexEntry]] = []  # (repeat, the first entry with its UID and bytes)
+        for entry, rec in recs:
+            prior = known.get(rec.sop_uid)
+            if prior is not None:
+                if prior == (entry.sha256, site, project):
+                    entry.status = "duplicate"
+                else:
+                    entry.error = _uid_in_use("SOP Instance", rec.sop_uid)
+                continue
+            first = first_in_batch.get(rec.sop_uid)
+            if first is not None:
+                if first.sha256 == entry.sha256:
+                    repeats.append((entry, first))
+                else:
+                    entry.error = _uid_in_use("SOP Instance", rec.sop_uid)
+                continue
+            first_in_batch[rec.sop_uid] = entry
+            fresh.append((entry, rec))
+        self._plan_and_insert(conn, fresh, site=site, project=project, now=now)
+        for entry, first in repeats:  # a repeat shares its first's fate: stored once, or refused alike
+            if first.error is not None:
+                entry.error = first.error
+            else:
+                entry.status = "duplicate"
+
+    def _plan_and_insert(
+        self, conn: Connection, fresh: list[tuple[IndexEntry, DicomRecord]], *, site: str, project: str, now: datetime
+    ) -> None:
+        """Refuse entries whose study or series is taken, then insert rows for the accepted ones only."""
+        if not fresh:
+            return
+        study_ids: dict[str, int] = {}
+        foreign_studies: set[str] = set()
+        for chunk in self._in_chunks(sorted({r.study_uid for _, r in fresh})):
+            for row in conn.execute(
+                sa.select(studies.c.id, studies.c.study_uid, studies.c.site, studies.c.project).where(
+                    studies.c.study_uid.in_(chunk)
+                )
+            ):
+                if (row.site, row.project) == (site, project):
+                    study_ids[row.study_uid] = int(row.id)
+                else:
+                    foreign_studies.add(row.study_uid)
+        series_ids: dict[str, int] = {}
+        series_study: dict[str, str] = {}  # series UID -> the study UID it belongs to (stored or planned)
+        for chunk in self._in_chunks(sorted({r.series_uid for _, r in fresh})):
+            for srow in conn.execute(
+                sa.select(series.c.id, series.c.series_uid, studies.c.study_uid)
+                .select_from(series.join(studies))
+                .where(series.c.series_uid.in_(chunk))
+            ):
+                series_ids[srow.series_uid] = int(srow.id)
+                series_study[srow.series_uid] = srow.study_uid
+        final: list[tuple[IndexEntry, DicomRecord]] = []
+        for entry, rec in fresh:
+            if rec.study_uid in foreign_studies:
+                entry.error = _uid_in_use("Study Instance", rec.study_uid)
+                continue
+            if series_study.setdefault(rec.series_uid, rec.study_uid) != rec.study_uid:
+                entry.error = _uid_in_use("Series Instance", rec.series_uid)
+                continue
+            final.append((entry, rec))
+        new_studies: dict[str, dict[str, Any]] = {}
+        new_series: dict[str, tuple[str, dict[str, Any]]] = {}
+        for _, rec in final:
+            if rec.study_uid not in study_ids and rec.study_uid not in new_studies:
+                new_studies[rec.study_uid] = {
+                    "study_uid": rec.study_uid,
+                    "project": project,
+                    "site": site,
+                    "patient_pseudonym": rec.patient_pseudonym,
+                    "patient_sex": rec.patient_sex,
+                    "patient_age": rec.patient_age,
+                    "study_date": rec.study_date,
+                    "description": rec.study_description[:1024],
+                    "created_at": now,
+                }
+            if rec.series_uid not in series_ids and rec.series_uid not in new_series:
+                new_series[rec.series_uid] = (
+                    rec.study_uid,
+                    {
+                        "series_uid": rec.series_uid,
+                        "modality": rec.modality[:16],
+                        "body_part": rec.body_part[:64],
+                        "description": rec.series_description[:1024],
+                        "series_number": rec.series_number,
+                    },
+                )
+        if new_studies:
+            for row in conn.execute(
+                studies.insert().returning(studies.c.id, studies.c.study_uid, sort_by_parameter_order=True),
+                list(new_studies.values()),
+            ):
+                study_ids[row.study_uid] = int(row.id)
+        if new_series:
+            for srow in conn.execute(
+                series.insert().returning(series.c.id, series.c.series_uid, sort_by_parameter_order=True),
+                [{**row, "study_id": study_ids[study_uid]} for study_uid, row in new_series.values()],
+            ):
+                series_ids[srow.series_uid] = int(srow.id)
+        if not final:
+            return
+        conn.execute(
+            instances.insert(),
+            [
+                {
+                    "sop_uid": rec.sop_uid,
+                    "series_id": series_ids[rec.series_uid],
+                    "sop_class_uid": rec.sop_class_uid,
+                    "instance_number": rec.instance_number,
+                    "rows": rec.rows,
+                    "columns": rec.columns,
+                    "frames": rec.frames,
+                    "transfer_syntax": rec.transfer_syntax,
+                    "sha256": entry.sha256,
+                    "size": entry.size,
+                    "created_at": now,
+                }
+                for entry, rec in final
+            ],
+        )
+        for entry, _ in final:
+            entry.status = "stored"
+
+    def _index_images(
+        self, conn: Connection, entries: list[IndexEntry], *, site: str, project: str, now: datetime
+    ) -> None:
+        known: dict[str, int] = {}
+        for chunk in self._in_chunks(sorted({e.sha256 for e in entries})):
+            for row in conn.execute(
+                sa.select(images.c.id, images.c.sha256).where(
+                    images.c.sha256.in_(chunk), images.c.project == project, images.c.site == site
+                )
+            ):
+                known[row.sha256] = int(row.id)
+        new_rows: dict[str, dict[str, Any]] = {}
+        for entry in entries:
+            rec = cast(ImageRecord, entry.record)
+            if entry.sha256 in known or entry.sha256 in new_rows:
+                continue
+            new_rows[entry.sha256] = {
+                "sha256": entry.sha256,
+                "project": project,
+                "site": site,
+                "media_type": rec.media_type,
+                "filename": rec.filename[:255],
+                "width": rec.width,
+                "height": rec.height,
+                "size": entry.size,
+                "created_at": now,
+            }
+        created: set[str] = set()
+        if new_rows:
+            for row in conn.execute(
+                images.insert().returning(images.c.id, images.c.sha256, sort_by_parameter_order=True),
+                list(new_rows.values()),
+            ):
+                known[row.sha256] = int(row.id)
+                created.add(row.sha256)
+        for entry in entries:
+            entry.image_id = known[entry.sha256]
+            if entry.sha256 in created:
+                entry.status = "stored"
+                created.discard(entry.sha256)  # a repeat later in the same batch is a duplicate
+            else:
+                entry.status = "duplicate"
+
+
+def _uid_in_use(kind: str, uid: str) -> Conflict:
+    """The refusal of a UID already taken: the same words whoever holds it (nothing of other projects)."""
+    return Conflict(f"{kind} UID {uid} is already in use in the catalog; the file was not stored (give it new UIDs)")

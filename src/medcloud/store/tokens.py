@@ -1,0 +1,45 @@
+"""Stored API tokens: only a hash of each secret is kept. Issuing and checking live in `security.tokens`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from medcloud.store.db import Database, utcnow
+from medcloud.store.tables import tokens
+
+__all__ = ["TokenStore"]
+
+
+class TokenStore:
+    """Rows of the tokens table."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def insert(self, conn: Connection, row: dict[str, Any]) -> None:
+        """Store one token row in the caller's write transaction."""
+        conn.execute(tokens.insert().values(**row))
+
+    def get(self, token_id: str) -> dict[str, Any] | None:
+        """The token row (secret hash included), or None."""
+        with self._db.read() as conn:
+            r = conn.execute(sa.select(tokens).where(tokens.c.id == token_id)).first()
+        return dict(r._mapping) if r else None
+
+    def list_all(self) -> list[dict[str, Any]]:
+        """Every token, oldest first, without secret hashes."""
+        with self._db.read() as conn:
+            return [
+                {k: v for k, v in r._mapping.items() if k != "secret_sha256"}
+                for r in conn.execute(sa.select(tokens).order_by(tokens.c.created_at))
+            ]
+
+    def revoke(self, conn: Connection, token_id: str) -> bool:
+        """Mark a token revoked; False if it was unknown or already revoked."""
+        res = conn.execute(
+            tokens.update().where(tokens.c.id == token_id, tokens.c.revoked_at.is_(None)).values(revoked_at=utcnow())
+        )
+        return bool(res.rowcount)
