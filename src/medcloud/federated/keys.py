@@ -1,7 +1,9 @@
 """Key ceremony: what each site generates, what it publishes, and what never leaves it.
 
-Two folders per party: `site_dir` (secret, never copied off the site, files mode 0600) and
-`public_dir` (public material the hub relays between sites and hands to the aggregator).
+Two folders per party (`keyfiles.KeyPaths`): `site_dir` (secret, never copied off the site,
+files mode 0600) and `public_dir` (public material the hub relays between sites and hands to the
+aggregator, 0644). Which ceremony a mode has, and how its backends load these files, is its
+scheme's spec (`he.registry`); this module holds the ceremonies themselves.
 
 - ckks (DeepProtect, one shared key): every site publishes an X25519 identity key; the lead
   site generates the CKKS key, publishes the public context (no secret key, for the aggregator)
@@ -9,6 +11,7 @@ Two folders per party: `site_dir` (secret, never copied off the site, files mode
   (X25519 + HKDF-SHA256 + ChaCha20-Poly1305). The hub relays sealed blobs it cannot open.
 - aes (the same trust model, additive AES-256-CTR encryption): the same steps, with a 256-bit key
   instead of a CKKS context; the public file holds the parameters and the key's fingerprint.
+  Any scheme registered with `shared_key_spec` gets these steps (`shared_keygen`).
 - threshold (one share per site): the first party publishes the OpenFHE crypto context; the
   parties, in the agreed order, each read the previous public key, keep their secret share and
   publish their public key; the last one is the joint key.
