@@ -249,7 +249,7 @@ def threshold_keygen(paths: KeyPaths, parties: list[str], threshold: int | None 
     in chain order; a site seals its Shamir shares once every identity is published (rerun it
     if it says it is waiting). Without `threshold`: N-of-N, or the t the first party published.
     """
-    from medcloud.federated.he import threshold as thr
+    from medcloud.federated.he import threshold as thr  # OpenFHE: imports only on CPython 3.10
 
     if paths.site not in parties:
         raise InvalidInput(f"site {paths.site!r} is not one of the parties {parties}")
@@ -301,7 +301,7 @@ def threshold_keygen(paths: KeyPaths, parties: list[str], threshold: int | None 
 
 def _seal_key_shares(paths: KeyPaths, parties: list[str], t: int) -> list[str]:
     """Shamir-share this site's key share and seal each share to its holder (once, all at once)."""
-    from medcloud.federated.he import threshold as thr
+    from medcloud.federated.he import threshold as thr  # OpenFHE: imports only on CPython 3.10
 
     others = [p for p in parties if p != paths.site]
     if all(paths.threshold_sealed_share(paths.site, o).is_file() for o in others):
@@ -326,7 +326,7 @@ def _seal_key_shares(paths: KeyPaths, parties: list[str], t: int) -> list[str]:
 
 def _own_share_of(paths: KeyPaths, parties: list[str], missing: str) -> bytes:
     """This site's (unsealed) Shamir share of `missing`'s key; checked against its header."""
-    from medcloud.federated.he import threshold as thr
+    from medcloud.federated.he import threshold as thr  # OpenFHE: imports only on CPython 3.10
 
     t = threshold_of(paths.public_dir, parties)
     key = ensure_identity(paths)
@@ -366,7 +366,7 @@ def threshold_recover(paths: KeyPaths, missing: str) -> list[str]:
     this site's secret folder (0600) and makes `missing`'s partial decryptions
     (`recovered_backend`).
     """
-    from medcloud.federated.he import threshold as thr
+    from medcloud.federated.he import threshold as thr  # OpenFHE: imports only on CPython 3.10
 
     parties = json.loads(read_key(paths.threshold_parties, "party list"))
     t = _check_dropout(paths, parties, missing, paths.site)
