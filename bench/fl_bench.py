@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from medcloud.federated.he import PlaintextBackend
+from medcloud.federated.he import PlaintextBackend, backend_spec, modes_where
 from medcloud.federated.protocol import FedAvgAggregator, FedAvgSite, decode_plain, run_fedavg
 
 
@@ -158,11 +158,12 @@ def components(mode: str, site_be: Any, agg: Any, w: np.ndarray, n_sites: int, s
         "serialize": round(ser_s, 3),
         "aggregator_sum_of_uploads": round(agg_s, 3),
     }
-    if mode in ("ckks", "aes"):
+    spec = backend_spec(mode)
+    if spec.shared_key:
         opened, des_s = _timed(site_be.deserialize, summed)
         _, dec_s = _timed(site_be.decrypt, opened)
         out |= {"deserialize_global": round(des_s, 3), "decrypt_global": round(dec_s, 3)}
-    if mode == "threshold":
+    if spec.threshold:
         shares = []
         part_s = 0.0
         for s in sites[:n_sites]:
@@ -219,7 +220,8 @@ def cost_one(mode: str, task: str, n_params: int, n_sites: int, rounds: int) -> 
         train_s = [_timed(s.train, w0)[1] for s in sites]  # warm-up (torch's first step), then timed
         train_s = [_timed(s.train, w0)[1] for s in sites]
         _, stats = run_fedavg(agg, sites, w0, rounds)
-        parts = components(mode, sites[0].backend, agg, w0, n_sites, sites) if mode != "plain" else {}
+        encrypted = backend_spec(mode).encrypted
+        parts = components(mode, sites[0].backend, agg, w0, n_sites, sites) if encrypted else {}
     steady = stats[1:] or stats  # round 1 opens a plaintext initial model
     last = stats[-1]
     out = {
@@ -239,21 +241,15 @@ def cost_one(mode: str, task: str, n_params: int, n_sites: int, rounds: int) -> 
     }
     if parts:
         out["he_seconds_one_site"] = parts
-    if mode == "plain":
+    if not encrypted:
         out["note"] = "the in-process plain protocol frames float64; the byte baseline is Flower's float32"
     return out
 
 
 def available_modes(wanted: str) -> list[str]:
-    """plain first (the baseline), then the encrypted modes this Python can run, as asked."""
-    modes = ["plain"]
-    if importlib.util.find_spec("tenseal"):
-        modes.append("ckks")
-    modes.append("aes")
-    from medcloud.federated.he.bridge import openfhe_importable, sidecar_available
-
-    if openfhe_importable() or not sidecar_available():  # in process, or through the 3.10 sidecar
-        modes.append("threshold")
+    """plain first (the baseline), then the encrypted modes this Python can run (threshold: in
+    process, or through the 3.10 sidecar), as asked."""
+    modes = ["plain", *modes_where(lambda spec: spec.encrypted and not spec.unavailable())]
     asked = [m.strip() for m in wanted.split(",") if m.strip()] if wanted else modes
     return ["plain"] + [m for m in modes[1:] if m in asked]
 

@@ -110,3 +110,17 @@ def test_flower_simulation_aes(tmp_path: Path, protocol: str) -> None:
         for _ in range(rounds):
             w_ref = w_ref - 0.5 * sum(tabular.gradient(w_ref, s.x_train, s.y_train) for s in data)
         assert np.max(np.abs(w - w_ref)) < 1e-5
+
+
+def test_deepprotect_plain_global_model_opens_at_the_site() -> None:
+    """Regression: in plain mode the ClientApp read a DeepProtect global model (framed ciphertext
+    bytes, as in every mode) as raw float64 values, and failed on the frame's header."""
+    from medcloud.federated.flower.apps import _global_weights
+    from medcloud.federated.flower.strategy import he_array
+    from medcloud.federated.he import PlaintextBackend
+
+    backend = PlaintextBackend()
+    w = np.linspace(-1.0, 1.0, 31)
+    arr = he_array(backend.serialize(backend.encrypt_public(w)), w.size)
+    np.testing.assert_array_equal(_global_weights(arr, backend, 1.0), w)
+    np.testing.assert_array_equal(_global_weights(arr, backend, 4.0), w / 4.0)  # a weighted sum, as sent

@@ -8,9 +8,10 @@ and addresses, so that a pilot never falls back to `--insecure`. ECDSA P-256, SH
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import hashlib
 import ipaddress
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,6 +20,19 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from medcloud.errors import ConfigError
+from medcloud.fsio import fsync_dir, write_atomic
+
+__all__ = [
+    "SUPERNODE_KEY",
+    "SUPERNODE_PUB",
+    "check_private_key_file",
+    "read_supernode_public_key",
+    "supernode_fingerprint",
+    "write_dev_ca",
+    "write_supernode_key",
+]
 
 
 def _name(common_name: str) -> x509.Name:
@@ -105,9 +119,8 @@ def write_dev_ca(out: Path, hosts: Sequence[str] = ("127.0.0.1", "localhost"), d
         "server.key": (_pem_key(srv_key), 0o600),
     }
     for name, (data, mode) in blobs.items():
-        fd = os.open(paths[name], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+        write_atomic(paths[name], data, mode=mode, sync_dir=False)
+    fsync_dir(out)  # once for the four files
     return paths
 
 
@@ -126,9 +139,6 @@ _NIST_CURVES = (ec.SECP256R1, ec.SECP384R1, ec.SECP521R1)
 
 def supernode_fingerprint(public_key: ec.EllipticCurvePublicKey) -> str:
     """OpenSSH-style fingerprint (`SHA256:...`, as `ssh-keygen -l` prints) to compare out of band."""
-    import base64
-    import hashlib
-
     line = public_key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
     digest = hashlib.sha256(base64.b64decode(line.split()[1])).digest()
     return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
@@ -136,8 +146,6 @@ def supernode_fingerprint(public_key: ec.EllipticCurvePublicKey) -> str:
 
 def check_private_key_file(path: Path) -> ec.EllipticCurvePrivateKey:
     """Load a SuperNode private key, refusing one that group or others may read (as ssh does)."""
-    from medcloud.errors import ConfigError
-
     if not path.is_file():
         raise ConfigError(f"no SuperNode key at {path}: run `medcloud fl site-key` first")
     mode = path.stat().st_mode & 0o777
@@ -152,20 +160,6 @@ def check_private_key_file(path: Path) -> ec.EllipticCurvePrivateKey:
     return key
 
 
-def _write_file(path: Path, data: bytes, mode: int) -> None:
-    """Write via a temporary file in the same folder, created with `mode`, then rename into place."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, mode)  # whatever the umask
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def write_supernode_key(
     site_dir: Path, site: str, public_out: Path | None = None, rotate: bool = False
 ) -> tuple[Path, Path, str, bool]:
@@ -174,8 +168,6 @@ def write_supernode_key(
 
     Idempotent: an existing key is kept (re-enrollment is needed only after `rotate`).
     Returns (private key path, public key path, fingerprint, whether a new key was made)."""
-    from medcloud.errors import ConfigError
-
     if not site or any(c.isspace() or not c.isprintable() for c in site):
         raise ConfigError(f"site name {site!r}: use a non-empty name without spaces")
     site_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -186,22 +178,20 @@ def write_supernode_key(
         blob = key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
         )
-        _write_file(key_path, blob, 0o600)
+        write_atomic(key_path, blob, mode=0o600)
     else:
         key = check_private_key_file(key_path)
     public = key.public_key()
     line = public.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
     pub_path = public_out if public_out is not None else site_dir / SUPERNODE_PUB
     pub_path.parent.mkdir(parents=True, exist_ok=True)
-    _write_file(pub_path, line + f" {_COMMENT_PREFIX}{site}\n".encode(), 0o644)
+    write_atomic(pub_path, line + f" {_COMMENT_PREFIX}{site}\n".encode(), mode=0o644)
     return key_path, pub_path, supernode_fingerprint(public), created
 
 
 def read_supernode_public_key(path: Path) -> tuple[str, str | None]:
     """Validate a site's SuperNode public key file for enrollment; return (fingerprint, site name
     from the `medcloud-site:` comment, if any). Refuses a file that holds private key material."""
-    from medcloud.errors import ConfigError
-
     if not path.is_file():
         raise ConfigError(f"no public key file at {path}")
     data = path.read_bytes()

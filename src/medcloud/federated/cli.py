@@ -1,4 +1,9 @@
-"""`medcloud fl ...`: key ceremony, aggregator, site, and one-machine simulation."""
+"""`medcloud fl ...`: key ceremony, aggregator, site, and one-machine simulation.
+
+`medcloud` loads this module for every command, so commands import the federated code they run
+(numpy, the `cryptography` primitives, Flower) when they run: `medcloud --help` stays as fast as
+the rest of the CLI. Modes are whatever `he.registry` holds; no command names one.
+"""
 
 from __future__ import annotations
 
@@ -11,18 +16,17 @@ from pathlib import Path
 import typer
 
 from medcloud.errors import ConfigError
+from medcloud.fsio import write_atomic
+from medcloud.vision.registry import register as registry_register
 
 app = typer.Typer(no_args_is_help=True)
 
-MODE_HELP = (
-    "plain (baseline); ckks or aes (DeepProtect: one key shared by the sites; aes is additive AES-256-CTR, "
-    "the fast one); threshold (one share per site)"
-)
+MODE_HELP = "HE scheme (`medcloud fl modes` lists them; plain is the unencrypted baseline)."
 
 
 @app.command("keygen")
 def keygen_command(
-    mode: str = typer.Option(..., "--mode", help="ckks, aes or threshold"),
+    mode: str = typer.Option(..., "--mode", help="A mode with keys (`medcloud fl modes`): ckks, aes, threshold, ..."),
     site: str = typer.Option(..., "--site", help="This site's name."),
     site_dir: Path = typer.Option(..., "--site-dir", help="Secret folder; never leaves the site."),
     public: Path = typer.Option(..., "--public", help="Public folder the hub relays between sites."),
@@ -35,32 +39,39 @@ def keygen_command(
     recoverer: str = typer.Option("", "--recoverer", help="with --dropped: the surviving site that rebuilds its key."),
 ) -> None:
     """Run this site's next step of the key ceremony (idempotent; see docs/federated.md)."""
-    from medcloud.federated.he.bridge import threshold_keygen
-    from medcloud.federated.keys import (
-        SHARED_KEY_MODES,
-        KeyPaths,
-        shared_keygen,
-        threshold_recover,
-        threshold_release,
-    )
+    from medcloud.federated.he.registry import KeygenStep, backend_spec
+    from medcloud.federated.keys import KeyPaths, keygen_modes
 
-    paths = KeyPaths(site, site_dir, public)
-    if mode in SHARED_KEY_MODES:
-        done = shared_keygen(paths, lead, mode)
-    elif mode == "threshold" and dropped:
-        if not recoverer:
-            raise ConfigError("--dropped needs --recoverer (the site that rebuilds the dropped site's key)")
-        # The recoverer rebuilds the key; every other survivor re-seals its share to the recoverer.
-        done = threshold_recover(paths, dropped) if site == recoverer else threshold_release(paths, dropped, recoverer)
-    elif mode == "threshold":
-        if not parties:
-            raise ConfigError("--parties is required for threshold mode")
-        names = [p.strip() for p in parties.split(",") if p.strip()]
-        done = threshold_keygen(paths, names, threshold or None)  # in a 3.10 sidecar where openfhe is absent
-    else:
-        raise ConfigError(f"keygen is for ckks, aes or threshold, not {mode!r}")
+    spec = backend_spec(mode)
+    if spec.keygen is None:
+        raise ConfigError(f"mode {mode!r} has no keys to generate; keygen is for {', '.join(keygen_modes())}")
+    names = tuple(p.strip() for p in parties.split(",") if p.strip())
+    step = KeygenStep(lead=lead, parties=names, threshold=threshold or None, dropped=dropped, recoverer=recoverer)
+    done = spec.keygen(KeyPaths(site, site_dir, public), step)
     for line in done:
         typer.echo(line)
+
+
+@app.command("modes")
+def modes_command() -> None:
+    """List the HE schemes (`--mode`): what each is for, who opens the sum, and whether it runs here."""
+    from medcloud.federated.he.registry import backend_names, backend_spec
+
+    opens = {"aggregator": "the aggregator (not encrypted)", "sites": "every site (one shared key)",
+             "joint": "all key shares together"}  # fmt: skip
+    for name in backend_names():
+        try:
+            spec = backend_spec(name)
+        except ConfigError as exc:
+            typer.echo(f"{name}: not available here ({exc})")
+            continue
+        why = spec.unavailable()
+        where = f"not available here ({why})" if why else ("runs here" + (" (sidecar)" if spec.needs_sidecar() else ""))
+        typer.echo(f"{name}: {spec.summary}")
+        typer.echo(
+            f"    sum opened by {opens[spec.decryption]}; keys: {'yes' if spec.keygen else 'none'}; "
+            f"DeepProtect: {'yes' if spec.supports_deepprotect else 'no'}; {where}"
+        )
 
 
 @app.command("simulate")
@@ -90,7 +101,9 @@ def simulate_command(
 
 @app.command("train-images")
 def train_images_command(
-    mode: str = typer.Option("ckks", "--mode", help="plain, ckks or aes (one key shared by the sites)"),
+    mode: str = typer.Option(
+        "ckks", "--mode", help="A mode with one key for every site, made in this process: plain, ckks, aes, ..."
+    ),
     sites: int = typer.Option(4, "--sites", min=2),
     rounds: int = typer.Option(10, "--rounds", min=1),
     epochs: int = typer.Option(2, "--epochs", min=1, help="Local epochs per round."),
@@ -106,7 +119,6 @@ def train_images_command(
 ) -> None:
     """FedAvg of a small CNN over SYNTHETIC site-shifted images; write (and register) the model and card."""
     from medcloud.federated.images import train_federated, write_model
-    from medcloud.vision.registry import register as registry_register
 
     version = version or f"{mode}-r{rounds}"
     args = [
@@ -274,10 +286,8 @@ def write_flwr_connection(flwr_home: Path, superlink: str, ca: Path | None) -> P
     lines = ["[superlink]", 'default = "medcloud"', "", "[superlink.medcloud]", f"address = {json.dumps(superlink)}"]
     lines.append(f"root-certificates = {json.dumps(str(ca.resolve()))}" if ca else "insecure = true")
     path = flwr_home / "config.toml"
-    # Written aside and renamed: `flwr` commands started side by side (enrollments) never read half a file.
-    tmp = path.with_name(f".config.toml.{os.getpid()}.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, path)
+    # Written whole: `flwr` commands started side by side (enrollments) never read half a file.
+    write_atomic(path, ("\n".join(lines) + "\n").encode(), mode=0o644)
     return path
 
 

@@ -21,6 +21,7 @@ backend run it unchanged. Torch runs on one thread with fixed seeds: every run i
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
@@ -29,6 +30,13 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+
+from medcloud.errors import InvalidInput
+from medcloud.federated.dp import DPConfig, epsilon
+from medcloud.federated.he.plain import PlaintextBackend
+from medcloud.federated.he.registry import backend_spec, modes_where
+from medcloud.federated.protocol import FedAvgAggregator, FedAvgSite, decode_plain, run_fedavg
+from medcloud.vision.registry import write_fl_card
 
 SIZE = 28
 CLASSES = ("disk", "ring", "square", "cross")
@@ -320,22 +328,18 @@ def train_federated(
 ) -> RunResult:
     """FedAvg (`run_fedavg`, the Flower apps' protocol code) in one process over the SYNTHETIC sites.
 
-    `mode` plain, ckks or aes (one key shared by the sites, made here; the aggregator gets the public
-    material only). With `baselines`, each site also trains alone for as many epochs as it trained in
-    the federation, and every model is scored on the other sites' test images; in an encrypted mode a
+    `mode` is any scheme whose keys can be made in this one process, one key for every site
+    (`BackendSpec.in_memory`: plain, ckks, aes; the aggregator gets the public material only).
+    With `baselines`, each site also trains alone for as many epochs as it trained in the
+    federation, and every model is scored on the other sites' test images; in an encrypted mode a
     plaintext FedAvg run gives the baseline the encrypted run should match.
     """
-    import time
-
-    from medcloud.errors import InvalidInput
-    from medcloud.federated.dp import DPConfig, epsilon
-    from medcloud.federated.he import PlaintextBackend
-    from medcloud.federated.protocol import FedAvgAggregator, FedAvgSite, decode_plain, run_fedavg
-
-    if mode not in ("plain", "ckks", "aes"):
+    spec = backend_spec(mode)
+    if spec.in_memory is None:
+        able = ", ".join(modes_where(lambda s: s.in_memory is not None))
         raise InvalidInput(
-            f"mode {mode!r}: the image task runs plain, ckks or aes in one process (threshold needs OpenFHE, "
-            "which has no wheel for the Python that has torch)"
+            f"mode {mode!r}: the image task runs in one process with one key for every site ({able}); "
+            "a scheme with a key share per site needs a process per site"
         )
     sites = load_sites(n_sites, n_train, n_test)
     w0 = initial_weights()
@@ -351,25 +355,14 @@ def train_federated(
             return site_be.decrypt(site_be.deserialize(model.payload)) / model.total_weight, seconds
         return decode_plain(model.payload), seconds
 
-    if mode == "ckks":
-        from medcloud.federated.he.ckks import CkksBackend, generate_context
-
-        secret, public = generate_context()
-        weights, seconds = fedavg(CkksBackend(secret), CkksBackend(public))
-    elif mode == "aes":
-        from medcloud.federated.he.aes import AesCtrBackend, generate_key
-
-        secret, public = generate_key()
-        weights, seconds = fedavg(AesCtrBackend(secret), AesCtrBackend(public))
-    else:
-        weights, seconds = fedavg(PlaintextBackend(), PlaintextBackend())
+    weights, seconds = fedavg(*spec.in_memory())
     x_all, y_all = pooled_test(sites)
     metrics: dict[str, Any] = {
         "test_acc_all_sites": round(evaluate(weights, x_all, y_all), 4),
         "seconds_training": round(seconds, 2),
         "per_site": {},
     }
-    if mode != "plain" and baselines:
+    if spec.encrypted and baselines:
         plain, _ = fedavg(PlaintextBackend(), PlaintextBackend())
         metrics["plain_fedavg_test_acc_all_sites"] = round(evaluate(plain, x_all, y_all), 4)
         metrics["max_abs_weight_diff_vs_plain"] = float(np.max(np.abs(weights - plain)))
@@ -425,8 +418,6 @@ def _trainer(site: ImageSite, epochs: int) -> Any:
 
 def write_model(result: RunResult, out_dir: Path, name: str, version: str) -> dict[str, Any]:
     """`model.onnx` + card.json (registry layout) in `out_dir`; returns the card."""
-    from medcloud.vision.registry import write_fl_card
-
     out_dir.mkdir(parents=True, exist_ok=True)
     export_onnx(result.weights, out_dir / "model.onnx")
     return write_fl_card(out_dir, name, version, result.card)

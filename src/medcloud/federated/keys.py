@@ -1,7 +1,9 @@
 """Key ceremony: what each site generates, what it publishes, and what never leaves it.
 
-Two folders per party: `site_dir` (secret, never copied off the site, files mode 0600) and
-`public_dir` (public material the hub relays between sites and hands to the aggregator).
+Two folders per party (`keyfiles.KeyPaths`): `site_dir` (secret, never copied off the site,
+files mode 0600) and `public_dir` (public material the hub relays between sites and hands to the
+aggregator, 0644). Which ceremony a mode has, and how its backends load these files, is its
+scheme's spec (`he.registry`); this module holds the ceremonies themselves.
 
 - ckks (DeepProtect, one shared key): every site publishes an X25519 identity key; the lead
   site generates the CKKS key, publishes the public context (no secret key, for the aggregator)
@@ -9,6 +11,7 @@ Two folders per party: `site_dir` (secret, never copied off the site, files mode
   (X25519 + HKDF-SHA256 + ChaCha20-Poly1305). The hub relays sealed blobs it cannot open.
 - aes (the same trust model, additive AES-256-CTR encryption): the same steps, with a 256-bit key
   instead of a CKKS context; the public file holds the parameters and the key's fingerprint.
+  Any scheme registered with `shared_key_spec` gets these steps (`shared_keygen`).
 - threshold (one share per site): the first party publishes the OpenFHE crypto context; the
   parties, in the agreed order, each read the previous public key, keep their secret share and
   publish their public key; the last one is the joint key.
@@ -23,109 +26,40 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from medcloud.errors import InvalidInput, NotFound
+from medcloud.errors import InvalidInput
+from medcloud.federated.he.base import HEBackend
+from medcloud.federated.he.registry import BackendSpec, Decryption, KeygenStep, SharedKey, backend_spec, modes_where
+from medcloud.federated.keyfiles import KeyPaths, read_key, write_key
 
-if TYPE_CHECKING:
-    from medcloud.federated.he.base import HEBackend
-
-MODES = ("plain", "ckks", "aes", "threshold")
-SHARED_KEY_MODES = ("ckks", "aes")
-
-
-@dataclass(frozen=True)
-class KeyPaths:
-    site: str
-    site_dir: Path
-    public_dir: Path
-
-    @property
-    def identity_key(self) -> Path:
-        return self.site_dir / "identity.x25519"
-
-    def identity_pub(self, site: str | None = None) -> Path:
-        return self.public_dir / f"identity-{site or self.site}.x25519.pub"
-
-    def shared_secret(self, mode: str = "ckks") -> Path:
-        """The key the sites share in a shared-key mode (ckks, aes)."""
-        return self.site_dir / f"{mode}.secret"
-
-    def shared_public(self, mode: str = "ckks") -> Path:
-        return self.public_dir / f"{mode}.public"
-
-    def shared_sealed(self, site: str, mode: str = "ckks") -> Path:
-        return self.public_dir / f"{mode}.sealed-{site}"
-
-    @property
-    def ckks_secret(self) -> Path:
-        return self.shared_secret("ckks")
-
-    @property
-    def ckks_public(self) -> Path:
-        return self.shared_public("ckks")
-
-    def ckks_sealed(self, site: str) -> Path:
-        return self.shared_sealed(site, "ckks")
-
-    @property
-    def threshold_context(self) -> Path:
-        return self.public_dir / "threshold.context"
-
-    @property
-    def threshold_parties(self) -> Path:
-        return self.public_dir / "threshold.parties.json"
-
-    def threshold_pk(self, index: int) -> Path:
-        return self.public_dir / f"threshold.pk-{index}"
-
-    @property
-    def threshold_joint(self) -> Path:
-        return self.public_dir / "threshold.joint.pk"
-
-    @property
-    def threshold_share(self) -> Path:
-        return self.site_dir / "threshold.share"
-
-    @property
-    def threshold_t(self) -> Path:
-        return self.public_dir / "threshold.t.json"
-
-    def threshold_sealed_share(self, of: str, holder: str) -> Path:
-        """`of`'s key, Shamir share for `holder`, sealed to `holder`."""
-        return self.public_dir / f"threshold.keyshare-{of}-for-{holder}.sealed"
-
-    def threshold_release(self, of: str, holder: str, to: str) -> Path:
-        """`holder`'s share of `of`'s key, re-sealed to the recovering site `to`."""
-        return self.public_dir / f"threshold.release-{of}-from-{holder}-to-{to}.sealed"
-
-    def threshold_recovered(self, of: str) -> Path:
-        return self.site_dir / f"threshold.recovered-{of}.share"
-
-
-def _write(path: Path, data: bytes, secret: bool = False) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if secret else 0o644)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def _read(path: Path, what: str) -> bytes:
-    if not path.is_file():
-        raise NotFound(f"{what} not found at {path}")
-    return path.read_bytes()
-
+__all__ = [
+    "KeyPaths",
+    "aggregator_backend",
+    "ckks_keygen",
+    "ensure_identity",
+    "keygen_modes",
+    "published_sites",
+    "recovered_backend",
+    "seal",
+    "shared_ceremony",
+    "shared_key_modes",
+    "shared_key_spec",
+    "shared_keygen",
+    "site_backend",
+    "threshold_keygen",
+    "threshold_of",
+    "threshold_recover",
+    "threshold_release",
+    "unseal",
+]
 
 # --- sealing secret material to one site -------------------------------------------------------
 
@@ -144,8 +78,6 @@ def seal(recipient_public: bytes, data: bytes, aad: bytes) -> bytes:
 
 
 def unseal(private: X25519PrivateKey, blob: bytes, aad: bytes) -> bytes:
-    from cryptography.exceptions import InvalidTag
-
     eph_pub, nonce, body = blob[:32], blob[32:44], blob[44:]
     shared = private.exchange(X25519PublicKey.from_public_bytes(eph_pub))
     try:
@@ -163,9 +95,9 @@ def ensure_identity(paths: KeyPaths) -> X25519PrivateKey:
         raw = key.private_bytes(
             serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
         )
-        _write(paths.identity_key, raw, secret=True)
+        write_key(paths.identity_key, raw, secret=True)
     pub = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    _write(paths.identity_pub(), pub)
+    write_key(paths.identity_pub(), pub)
     return key
 
 
@@ -174,33 +106,38 @@ def published_sites(public_dir: Path) -> list[str]:
     return sorted(p.name[len("identity-") : -len(suffix)] for p in public_dir.glob(f"identity-*{suffix}"))
 
 
-# --- ckks / aes: one shared key, sealed site to site ---------------------------------------------
+# --- shared key (ckks, aes, ...): one key, sealed site to site -----------------------------------
 
 
-def _shared_aad(mode: str, site: str) -> bytes:
-    return site.encode() if mode == "ckks" else f"{mode}|{site}".encode()
+def shared_key_modes() -> list[str]:
+    """The registered modes whose sites share one key (`BackendSpec.shared`)."""
+    return modes_where(lambda spec: spec.shared is not None)
 
 
-def _generate_shared(mode: str) -> tuple[bytes, bytes]:
-    if mode == "ckks":
-        from medcloud.federated.he import ckks
+def keygen_modes() -> list[str]:
+    """The registered modes that have a key ceremony (`medcloud fl keygen --mode`)."""
+    return modes_where(lambda spec: spec.keygen is not None)
 
-        return ckks.generate_context()
-    if mode == "aes":
-        from medcloud.federated.he import aes
 
-        return aes.generate_key()
-    raise InvalidInput(f"{mode!r} is not a shared-key mode; choose one of {SHARED_KEY_MODES}")
+def _shared_key(mode: str) -> SharedKey:
+    shared = backend_spec(mode).shared
+    if shared is None:
+        raise InvalidInput(f"{mode!r} is not a shared-key mode; choose one of {', '.join(shared_key_modes())}")
+    return shared
+
+
+def _shared_aad(mode: str, shared: SharedKey, site: str) -> bytes:
+    domain = mode if shared.seal_domain is None else shared.seal_domain
+    return f"{domain}|{site}".encode() if domain else site.encode()
 
 
 def shared_keygen(paths: KeyPaths, lead: bool, mode: str = "ckks") -> list[str]:
-    """One step of a shared-key ceremony (ckks or aes) for this site; returns what it did.
+    """One step of a shared-key ceremony (ckks, aes, ...) for this site; returns what it did.
 
     Run it on every site; run it on the lead after the others have published their identity;
     run it again on the others to unseal the key. Each run is idempotent.
     """
-    if mode not in SHARED_KEY_MODES:
-        raise InvalidInput(f"{mode!r} is not a shared-key mode; choose one of {SHARED_KEY_MODES}")
+    shared = _shared_key(mode)
     label = mode.upper()
     done: list[str] = []
     key = ensure_identity(paths)
@@ -208,19 +145,20 @@ def shared_keygen(paths: KeyPaths, lead: bool, mode: str = "ckks") -> list[str]:
     secret_path = paths.shared_secret(mode)
     if lead:
         if not secret_path.is_file():
-            secret, public = _generate_shared(mode)
-            _write(secret_path, secret, secret=True)
-            _write(paths.shared_public(mode), public)
-            done.append(f"{label} key generated; public {'context' if mode == 'ckks' else 'parameters'} published")
+            secret, public = shared.generate()
+            write_key(secret_path, secret, secret=True)
+            write_key(paths.shared_public(mode), public)
+            done.append(f"{label} key generated; public {shared.public_name} published")
         secret = secret_path.read_bytes()
         for other in published_sites(paths.public_dir):
             if other != paths.site and not paths.shared_sealed(other, mode).is_file():
-                sealed = seal(paths.identity_pub(other).read_bytes(), secret, _shared_aad(mode, other))
-                _write(paths.shared_sealed(other, mode), sealed)
+                sealed = seal(paths.identity_pub(other).read_bytes(), secret, _shared_aad(mode, shared, other))
+                write_key(paths.shared_sealed(other, mode), sealed)
                 done.append(f"secret key sealed for {other}")
     elif not secret_path.is_file() and paths.shared_sealed(paths.site, mode).is_file():
-        secret = unseal(key, paths.shared_sealed(paths.site, mode).read_bytes(), _shared_aad(mode, paths.site))
-        _write(secret_path, secret, secret=True)
+        sealed = paths.shared_sealed(paths.site, mode).read_bytes()
+        secret = unseal(key, sealed, _shared_aad(mode, shared, paths.site))
+        write_key(secret_path, secret, secret=True)
         done.append("secret key unsealed")
     return done
 
@@ -228,6 +166,58 @@ def shared_keygen(paths: KeyPaths, lead: bool, mode: str = "ckks") -> list[str]:
 def ckks_keygen(paths: KeyPaths, lead: bool) -> list[str]:
     """The CKKS ceremony step (see `shared_keygen`)."""
     return shared_keygen(paths, lead, "ckks")
+
+
+def shared_ceremony(paths: Sequence[KeyPaths], mode: str) -> None:
+    """Every site's steps on one machine: identities, then the first site (the lead) generates
+    and seals the key, then the others unseal it."""
+    for p in paths[1:]:
+        shared_keygen(p, False, mode)
+    shared_keygen(paths[0], True, mode)
+    for p in paths[1:]:
+        shared_keygen(p, False, mode)
+
+
+def shared_key_spec(
+    name: str,
+    summary: str,
+    shared: SharedKey,
+    what: str,
+    supports_deepprotect: bool = True,
+    decryption: Decryption = "sites",
+) -> BackendSpec:
+    """The spec of a scheme whose sites share one key: its backends load the key files this
+    module's ceremony writes (`what` names the scheme in messages, e.g. "CKKS")."""
+
+    def for_site(paths: KeyPaths) -> HEBackend:
+        hint = f"run `medcloud fl keygen --mode {name}`"
+        return shared.load(read_key(paths.shared_secret(name), f"{what} secret key ({hint})"))
+
+    def for_aggregator(public_dir: Path) -> HEBackend:
+        return shared.load(read_key(public_dir / f"{name}.public", f"{what} public {shared.public_name}"))
+
+    def in_memory() -> tuple[HEBackend, HEBackend]:
+        secret, public = shared.generate()
+        return shared.load(secret), shared.load(public)
+
+    def keygen(paths: KeyPaths, step: KeygenStep) -> list[str]:
+        return shared_keygen(paths, step.lead, name)
+
+    def ceremony(paths: Sequence[KeyPaths]) -> None:
+        shared_ceremony(paths, name)
+
+    return BackendSpec(
+        name,
+        summary,
+        decryption,
+        for_site,
+        for_aggregator,
+        shared=shared,
+        keygen=keygen,
+        ceremony=ceremony,
+        in_memory=in_memory,
+        supports_deepprotect=supports_deepprotect,
+    )
 
 
 # --- threshold: one share per site, chained public keys ----------------------------------------
@@ -259,7 +249,7 @@ def threshold_keygen(paths: KeyPaths, parties: list[str], threshold: int | None 
     in chain order; a site seals its Shamir shares once every identity is published (rerun it
     if it says it is waiting). Without `threshold`: N-of-N, or the t the first party published.
     """
-    from medcloud.federated.he import threshold as thr
+    from medcloud.federated.he import threshold as thr  # OpenFHE: imports only on CPython 3.10
 
     if paths.site not in parties:
         raise InvalidInput(f"site {paths.site!r} is not one of the parties {parties}")
@@ -278,30 +268,31 @@ def threshold_keygen(paths: KeyPaths, parties: list[str], threshold: int | None 
         done.append(f"identity published for {paths.site}")
     if index == 0:
         if not paths.threshold_context.is_file():
-            _write(paths.threshold_context, thr.generate_context())
-            _write(paths.threshold_parties, json.dumps(parties).encode())
+            write_key(paths.threshold_context, thr.generate_context())
+            write_key(paths.threshold_parties, json.dumps(parties).encode())
             if shared:
-                _write(paths.threshold_t, json.dumps({"parties": parties, "threshold": t}).encode())
+                write_key(paths.threshold_t, json.dumps({"parties": parties, "threshold": t}).encode())
             done.append("threshold crypto context published")
     elif shared and not paths.threshold_parties.is_file():
         return [*done, f"waiting for {parties[0]} to publish the crypto context"]
-    elif json.loads(_read(paths.threshold_parties, "party list")) != parties:
+    elif json.loads(read_key(paths.threshold_parties, "party list")) != parties:
         raise InvalidInput("party list differs from the one the first party published")
     if threshold_of(paths.public_dir, parties) != t:
         raise InvalidInput(f"threshold {t} differs from the one the first party published")
     if paths.threshold_share.is_file():
         done.append("share already generated")
     else:
-        context = _read(paths.threshold_context, "threshold context")
+        context = read_key(paths.threshold_context, "threshold context")
         if index > 0 and shared and not paths.threshold_pk(index - 1).is_file():
             return [*done, f"waiting for the public key of {parties[index - 1]}"]
-        previous = None if index == 0 else _read(paths.threshold_pk(index - 1), f"public key of {parties[index - 1]}")
+        previous_pk = paths.threshold_pk(index - 1)
+        previous = None if index == 0 else read_key(previous_pk, f"public key of {parties[index - 1]}")
         pk, share = thr.keygen_share(context, previous)
-        _write(paths.threshold_share, share, secret=True)
-        _write(paths.threshold_pk(index), pk)
+        write_key(paths.threshold_share, share, secret=True)
+        write_key(paths.threshold_pk(index), pk)
         done.append(f"key share kept; public key {index + 1}/{len(parties)} published")
         if index == len(parties) - 1:
-            _write(paths.threshold_joint, pk)
+            write_key(paths.threshold_joint, pk)
             done.append("joint public key published")
     if shared:
         done.extend(_seal_key_shares(paths, parties, t))
@@ -310,7 +301,7 @@ def threshold_keygen(paths: KeyPaths, parties: list[str], threshold: int | None 
 
 def _seal_key_shares(paths: KeyPaths, parties: list[str], t: int) -> list[str]:
     """Shamir-share this site's key share and seal each share to its holder (once, all at once)."""
-    from medcloud.federated.he import threshold as thr
+    from medcloud.federated.he import threshold as thr  # OpenFHE: imports only on CPython 3.10
 
     others = [p for p in parties if p != paths.site]
     if all(paths.threshold_sealed_share(paths.site, o).is_file() for o in others):
@@ -319,7 +310,7 @@ def _seal_key_shares(paths: KeyPaths, parties: list[str], t: int) -> list[str]:
     if missing:
         return [f"waiting for the identity keys of {', '.join(missing)} to seal the key shares"]
     shares = thr.share_key(
-        _read(paths.threshold_context, "threshold context"),
+        read_key(paths.threshold_context, "threshold context"),
         paths.threshold_share.read_bytes(),
         len(parties),
         t,
@@ -329,17 +320,17 @@ def _seal_key_shares(paths: KeyPaths, parties: list[str], t: int) -> list[str]:
         blob = seal(
             paths.identity_pub(o).read_bytes(), shares[parties.index(o) + 1], _keyshare_aad(paths.site, o, t, parties)
         )
-        _write(paths.threshold_sealed_share(paths.site, o), blob)
+        write_key(paths.threshold_sealed_share(paths.site, o), blob)
     return [f"key share split {t}-of-{len(parties)}; shares sealed for {', '.join(others)}"]
 
 
 def _own_share_of(paths: KeyPaths, parties: list[str], missing: str) -> bytes:
     """This site's (unsealed) Shamir share of `missing`'s key; checked against its header."""
-    from medcloud.federated.he import threshold as thr
+    from medcloud.federated.he import threshold as thr  # OpenFHE: imports only on CPython 3.10
 
     t = threshold_of(paths.public_dir, parties)
     key = ensure_identity(paths)
-    sealed = _read(paths.threshold_sealed_share(missing, paths.site), f"{missing}'s key share for {paths.site}")
+    sealed = read_key(paths.threshold_sealed_share(missing, paths.site), f"{missing}'s key share for {paths.site}")
     share = unseal(key, sealed, _keyshare_aad(missing, paths.site, t, parties))
     meta = thr.key_share_meta(share)
     if (meta["of"], meta["holder"]) != (parties.index(missing) + 1, parties.index(paths.site) + 1):
@@ -358,13 +349,13 @@ def _check_dropout(paths: KeyPaths, parties: list[str], missing: str, to: str) -
 
 def threshold_release(paths: KeyPaths, missing: str, to: str) -> list[str]:
     """On a surviving site: re-seal its share of `missing`'s key to the recovering site `to`."""
-    parties = json.loads(_read(paths.threshold_parties, "party list"))
+    parties = json.loads(read_key(paths.threshold_parties, "party list"))
     t = _check_dropout(paths, parties, missing, to)
     if to == paths.site:
         return ["this site recovers: its own share is used directly"]
     share = _own_share_of(paths, parties, missing)
     blob = seal(paths.identity_pub(to).read_bytes(), share, _release_aad(missing, paths.site, to, t, parties))
-    _write(paths.threshold_release(missing, paths.site, to), blob)
+    write_key(paths.threshold_release(missing, paths.site, to), blob)
     return [f"share of {missing}'s key sealed for {to}"]
 
 
@@ -375,9 +366,9 @@ def threshold_recover(paths: KeyPaths, missing: str) -> list[str]:
     this site's secret folder (0600) and makes `missing`'s partial decryptions
     (`recovered_backend`).
     """
-    from medcloud.federated.he import threshold as thr
+    from medcloud.federated.he import threshold as thr  # OpenFHE: imports only on CPython 3.10
 
-    parties = json.loads(_read(paths.threshold_parties, "party list"))
+    parties = json.loads(read_key(paths.threshold_parties, "party list"))
     t = _check_dropout(paths, parties, missing, paths.site)
     key = ensure_identity(paths)
     shares = [_own_share_of(paths, parties, missing)]
@@ -389,23 +380,9 @@ def threshold_recover(paths: KeyPaths, missing: str) -> list[str]:
             if (meta["of"], meta["holder"]) != (parties.index(missing) + 1, parties.index(holder) + 1):
                 raise InvalidInput(f"released key share from {holder} is not the one its name says")
             shares.append(share)
-    recovered = thr.recover_key(_read(paths.threshold_context, "threshold context"), shares)
-    _write(paths.threshold_recovered(missing), recovered, secret=True)
+    recovered = thr.recover_key(read_key(paths.threshold_context, "threshold context"), shares)
+    write_key(paths.threshold_recovered(missing), recovered, secret=True)
     return [f"{missing}'s key share recovered from {len(shares)} shares ({t}-of-{len(parties)})"]
-
-
-def recovered_backend(paths: KeyPaths, missing: str) -> HEBackend:
-    """On the recovering site: a backend that makes `missing`'s partial decryptions (in a CPython
-    3.10 sidecar where OpenFHE does not import here: `he.bridge`)."""
-    from medcloud.federated.he.bridge import threshold_backend
-
-    parties = json.loads(_read(paths.threshold_parties, "party list"))
-    return threshold_backend(
-        _read(paths.threshold_context, "threshold context"),
-        _read(paths.threshold_joint, "joint public key"),
-        _read(paths.threshold_recovered(missing), f"recovered key share of {missing} (run threshold_recover)"),
-        lead=parties[0] == missing,
-    )
 
 
 # --- loading backends --------------------------------------------------------------------------
@@ -413,52 +390,18 @@ def recovered_backend(paths: KeyPaths, missing: str) -> HEBackend:
 
 def site_backend(mode: str, paths: KeyPaths) -> HEBackend:
     """The backend a site trains with: it can decrypt (ckks, aes) or make partial decryptions."""
-    if mode == "plain":
-        from medcloud.federated.he.plain import PlaintextBackend
-
-        return PlaintextBackend()
-    if mode == "ckks":
-        from medcloud.federated.he.ckks import CkksBackend
-
-        return CkksBackend(_read(paths.ckks_secret, "CKKS secret key (run `medcloud fl keygen`)"))
-    if mode == "aes":
-        from medcloud.federated.he.aes import AesCtrBackend
-
-        return AesCtrBackend(_read(paths.shared_secret("aes"), "AES shared key (run `medcloud fl keygen --mode aes`)"))
-    if mode == "threshold":
-        # In-process where OpenFHE imports (CPython 3.10), else in a 3.10 sidecar (`he.bridge`).
-        from medcloud.federated.he.bridge import threshold_backend
-
-        parties = json.loads(_read(paths.threshold_parties, "party list"))
-        return threshold_backend(
-            _read(paths.threshold_context, "threshold context"),
-            _read(paths.threshold_joint, "joint public key"),
-            _read(paths.threshold_share, "key share"),
-            lead=parties[0] == paths.site,
-        )
-    raise InvalidInput(f"unknown mode {mode!r}; choose one of {MODES}")
+    return backend_spec(mode).for_site(paths)
 
 
 def aggregator_backend(mode: str, public_dir: Path) -> HEBackend:
     """The backend the aggregator runs: public material only, so it cannot decrypt."""
-    if mode == "plain":
-        from medcloud.federated.he.plain import PlaintextBackend
+    return backend_spec(mode).for_aggregator(public_dir)
 
-        return PlaintextBackend()
-    if mode == "ckks":
-        from medcloud.federated.he.ckks import CkksBackend
 
-        return CkksBackend(_read(public_dir / "ckks.public", "CKKS public context"))
-    if mode == "aes":
-        from medcloud.federated.he.aes import AesCtrBackend
-
-        return AesCtrBackend(_read(public_dir / "aes.public", "AES public parameters"))
-    if mode == "threshold":
-        # Public material only, in-process or in the sidecar: neither can decrypt (NoSecretKey).
-        from medcloud.federated.he.bridge import threshold_backend
-
-        return threshold_backend(
-            _read(public_dir / "threshold.context", "threshold context"),
-            _read(public_dir / "threshold.joint.pk", "joint public key"),
-        )
-    raise InvalidInput(f"unknown mode {mode!r}; choose one of {MODES}")
+def recovered_backend(paths: KeyPaths, missing: str, mode: str = "threshold") -> HEBackend:
+    """On the recovering site: a backend that makes `missing`'s partial decryptions from the key
+    share `threshold_recover` rebuilt (t-of-N schemes: `BackendSpec.for_recovered`)."""
+    build = backend_spec(mode).for_recovered
+    if build is None:
+        raise InvalidInput(f"mode {mode!r} has no key shares to recover")
+    return build(paths, missing)

@@ -2,11 +2,11 @@
 
 FedAvg with encrypted weighted weights (weight transmission, Phong et al. TIFS 2019): each
 site uploads E(n_k · w_k) once per round; the aggregator adds ciphertexts. What happens to
-the sum depends on the backend:
-- plain: the aggregator divides by Σn_k itself (baseline).
-- ckks: the aggregator cannot decrypt; it sends the encrypted sum and Σn_k back and every site
-  decrypts the new global model (the aggregator never sees a model).
-- threshold: every site returns a partial decryption of the sum; fusing all of them yields
+the sum depends on the scheme's `decryption` (`he.registry.BackendSpec`), never on its name:
+- "aggregator" (plain): the aggregator divides by Σn_k itself (baseline).
+- "sites" (ckks, aes: one shared key): the aggregator cannot decrypt; it sends the encrypted sum
+  and Σn_k back and every site decrypts the new global model (the aggregator never sees a model).
+- "joint" (threshold): every site returns a partial decryption of the sum; fusing all of them yields
   Σn_k·w_k, so the aggregator learns the average model but no single site's update, even
   together with all but one of the sites.
   With a t-of-N key a site may drop out of a round (before its upload, or after it without
@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -37,9 +37,8 @@ from numpy.typing import NDArray
 from medcloud.errors import Conflict, InvalidInput
 from medcloud.federated.dp import DPConfig, privatise
 from medcloud.federated.he.base import HEBackend, HEError
-
-if TYPE_CHECKING:
-    from medcloud.federated.keys import KeyPaths
+from medcloud.federated.he.registry import BackendSpec, backend_spec
+from medcloud.federated.keys import KeyPaths, recovered_backend, threshold_of, threshold_recover, threshold_release
 
 Vector = NDArray[np.float64]
 TrainFn = Callable[[Vector], Vector]
@@ -80,6 +79,7 @@ class FedAvgAggregator:
 
     def __init__(self, backend: HEBackend) -> None:
         self.backend = backend
+        self.spec: BackendSpec = backend_spec(backend.name)
 
     @property
     def mode(self) -> str:
@@ -92,14 +92,15 @@ class FedAvgAggregator:
         return self.backend.sum_serialized(uploads)
 
     def finish(self, summed: bytes, total_weight: float, version: int, shares: Sequence[bytes] = ()) -> GlobalModel:
-        """Turn the sum into the next global model (see the module docstring for each mode)."""
+        """Turn the sum into the next global model, as the scheme's `decryption` says (see the
+        module docstring): the aggregator reads it, or fuses every key share's partial decryption
+        of it, or hands it on encrypted for the sites to open."""
         be = self.backend
-        if be.name == "plain":
+        if self.spec.decryption == "aggregator":
             avg = be.decrypt(be.deserialize(summed)) / total_weight
             return GlobalModel(False, encode_plain(avg), 1.0, version)
-        if be.name == "threshold":
-            fuse = getattr(be, "fuse")  # noqa: B009 - ThresholdBackend only
-            avg = np.asarray(fuse(list(shares)), dtype=np.float64) / total_weight
+        if self.spec.decryption == "joint":
+            avg = np.asarray(be.fuse(list(shares)), dtype=np.float64) / total_weight
             return GlobalModel(False, encode_plain(avg), 1.0, version)
         return GlobalModel(True, summed, total_weight, version)
 
@@ -143,8 +144,6 @@ class FedAvgSite:
     def release_share(self, missing: str, to: str) -> int:
         """t-of-N: re-seal this site's share of `missing`'s key to the recovering site `to` (a sealed
         blob in the public folder); returns the blob's size."""
-        from medcloud.federated.keys import threshold_release
-
         paths = self._keys()
         threshold_release(paths, missing, to)
         return paths.threshold_release(missing, paths.site, to).stat().st_size
@@ -152,17 +151,14 @@ class FedAvgSite:
     def recover_partial(self, missing: str, summed: bytes) -> bytes:
         """t-of-N: rebuild `missing`'s key share from the shares released to this site (plus its own)
         and make `missing`'s partial decryption of the sum."""
-        from medcloud.federated.keys import recovered_backend, threshold_recover
-
         paths = self._keys()
         threshold_recover(paths, missing)
-        return _partial_decrypt(recovered_backend(paths, missing), summed)
+        return _partial_decrypt(recovered_backend(paths, missing, self.backend.name), summed)
 
 
 def _partial_decrypt(backend: HEBackend, summed: bytes) -> bytes:
     """A threshold key share's partial decryption of a serialized sum."""
-    fn = getattr(backend, "partial_decrypt")  # noqa: B009 - ThresholdBackend (and its bridge) only
-    return bytes(fn(backend.deserialize(summed)))
+    return bytes(backend.partial_decrypt(backend.deserialize(summed)))
 
 
 @dataclass
@@ -227,7 +223,7 @@ def run_fedavg(
         phase2 = 0.0
         recovered: dict[str, str] = {}
         released: dict[str, int] = {}
-        if aggregator.mode == "threshold":
+        if aggregator.spec.threshold:
             missing = [s for s in sites if s.name in drops]
             helpers = _check_survivors(r, sites, survivors, missing)
             for site in survivors:
@@ -280,8 +276,6 @@ def _check_survivors(
     gone = ", ".join(s.name for s in missing)
     if not survivors:
         raise HEError(f"round {r}: every site dropped out ({gone}); nobody can decrypt")
-    from medcloud.federated.keys import threshold_of
-
     paths = survivors[0]._keys()
     parties = json.loads(paths.threshold_parties.read_bytes())
     t = threshold_of(paths.public_dir, parties)

@@ -6,7 +6,10 @@ from pathlib import Path
 from typing import Any
 
 from medcloud.federated.flower.settings import FLSettings
-from medcloud.federated.keys import SHARED_KEY_MODES, KeyPaths, shared_keygen
+from medcloud.federated.he.registry import backend_spec
+from medcloud.federated.keyfiles import KeyPaths
+
+__all__ = ["ceremony", "simulate", "site_names"]
 
 
 def site_names(n: int) -> list[str]:
@@ -14,24 +17,16 @@ def site_names(n: int) -> list[str]:
 
 
 def ceremony(mode: str, root: Path, sites: list[str]) -> None:
-    """Every site's keygen steps in the right order, each site in its own folder under `root`."""
-    paths = [KeyPaths(s, root / s, root / "public") for s in sites]
-    if mode in SHARED_KEY_MODES:
-        for p in paths[1:]:
-            shared_keygen(p, False, mode)
-        shared_keygen(paths[0], True, mode)
-        for p in paths[1:]:
-            shared_keygen(p, False, mode)
-    elif mode == "threshold":
-        # In-process under CPython 3.10; elsewhere each step runs in the OpenFHE sidecar's interpreter.
-        from medcloud.federated.he.bridge import threshold_keygen
-
-        for p in paths:
-            threshold_keygen(p, sites)
+    """Every site's keygen steps in the right order (the scheme's `ceremony`), each site in its
+    own folder under `root`; nothing for a scheme without keys."""
+    run = backend_spec(mode).ceremony
+    if run is not None:
+        run([KeyPaths(s, root / s, root / "public") for s in sites])
 
 
 def simulate(settings: FLSettings, workdir: Path) -> dict[str, Any]:
     """Run the whole federation in Flower's simulation engine (Ray); return the model card."""
+    # Flower (and Ray behind it) load only when a simulation runs.
     from flwr.simulation import run_simulation
 
     from medcloud.federated.flower.apps import build_client_app, build_server_app

@@ -13,15 +13,24 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.strategy import FedAvg
 
-from medcloud.federated import tabular
+from medcloud.federated import mlp, tabular
 from medcloud.federated.audit import RoundRecorder
 from medcloud.federated.dp import DPConfig, epsilon
 from medcloud.federated.flower.settings import FLSettings
-from medcloud.federated.flower.strategy import DeepProtectStrategy, EncryptedFedAvg, PlainFedAvg, he_array, scalar
+from medcloud.federated.flower.strategy import (
+    HE_STYPE,
+    DeepProtectStrategy,
+    EncryptedFedAvg,
+    PlainFedAvg,
+    he_array,
+    scalar,
+)
 from medcloud.federated.he.base import HEBackend
+from medcloud.federated.he.registry import backend_spec
 from medcloud.federated.keys import KeyPaths, aggregator_backend, site_backend
-from medcloud.federated.protocol import DeepProtectSite, FedAvgSite, GlobalModel, decode_plain, encode_plain
+from medcloud.federated.protocol import DeepProtectSite, FedAvgSite, encode_plain
 
 # --- site side ----------------------------------------------------------------------------------
 
@@ -58,8 +67,6 @@ class _LocalTask:
         self.data: tabular.SiteData | None = None
         self.mlp: Any = None
         if settings.task == "mlp":
-            from medcloud.federated import mlp
-
             key = (index, settings.mlp_samples)
             if key not in _MLP:  # one model and data set per site process, as on a real site
                 _MLP[key] = mlp.SiteTask(index, samples=settings.mlp_samples)
@@ -101,12 +108,11 @@ def _dp(settings: FLSettings) -> DPConfig | None:
 
 
 def _global_weights(arr: Array, backend: HEBackend, total_weight: float) -> np.ndarray:
-    if arr.stype != "medcloud.he.v1":
+    """The global model's weights at a site: as sent, or decrypted (a model the aggregator holds
+    encrypted: FedAvg with a shared key, DeepProtect in any mode, the plain one included)."""
+    if arr.stype != HE_STYPE:
         return np.asarray(arr.numpy(), dtype=np.float64).ravel()
-    model = GlobalModel(True, bytes(arr.data), total_weight)
-    if backend.name == "plain":
-        return decode_plain(model.payload)
-    return backend.decrypt(backend.deserialize(model.payload)) / total_weight
+    return backend.decrypt(backend.deserialize(bytes(arr.data))) / total_weight
 
 
 def _reply(
@@ -151,7 +157,7 @@ def build_client_app(defaults: FLSettings | None = None) -> ClientApp:
             )
         fsite = FedAvgSite(name, backend, task.train, task.n_examples, _dp(s), task.rng)
         w = fsite.local_update(_global_weights(arr, backend, total))
-        if s.mode == "plain":
+        if not backend_spec(s.mode).encrypted:
             # Plaintext baseline: exactly what Flower's FedAvg expects.
             out = ArrayRecord({"global": Array(w.astype(arr.dtype if arr.dtype != "ciphertext" else "float64"))})
             return _reply(msg, out, {"num-examples": float(task.n_examples)}, {"name": name}, t0)
@@ -171,7 +177,7 @@ def build_client_app(defaults: FLSettings | None = None) -> ClientApp:
         name, _, paths = _site_identity(s, context)
         backend = _backend(s, paths)
         arr = msg.content.array_records["arrays"]["sum"]
-        share = getattr(backend, "partial_decrypt")(backend.deserialize(bytes(arr.data)))  # noqa: B009
+        share = backend.partial_decrypt(backend.deserialize(bytes(arr.data)))
         return _reply(msg, ArrayRecord({"share": he_array(share, int(arr.shape[0]))}), {}, {"name": name}, t0)
 
     @app.evaluate()
@@ -196,8 +202,6 @@ def _initial_weights(settings: FLSettings) -> np.ndarray:
     if settings.task == "breast-cancer":
         return np.zeros(tabular.n_params(), dtype=np.float64)
     if settings.task == "mlp":
-        from medcloud.federated import mlp
-
         return mlp.initial_weights()
     # The synthetic cost task stands for a torch model: float32, as Flower's FedAvg would send it.
     return np.zeros(settings.n_params, dtype=np.float32)
@@ -205,8 +209,6 @@ def _initial_weights(settings: FLSettings) -> np.ndarray:
 
 def run_server(grid: Grid, settings: FLSettings) -> dict[str, Any]:
     """Run all rounds on `grid`; save the model (where readable) and a model card; return the card."""
-    from flwr.serverapp.strategy import FedAvg
-
     recorder = RoundRecorder(
         settings.hub or None, settings.token or None, Path(settings.audit_file) if settings.audit_file else None
     )
@@ -226,7 +228,7 @@ def run_server(grid: Grid, settings: FLSettings) -> dict[str, Any]:
         enc = backend.serialize(backend.encrypt_public(w0))
         strategy = DeepProtectStrategy(backend, enc, w0.size, recorder, **common)
         initial = ArrayRecord({"global": he_array(enc, w0.size)})
-    elif settings.mode == "plain":
+    elif not backend_spec(settings.mode).encrypted:
         strategy = PlainFedAvg(recorder, **common)
         initial = ArrayRecord({"global": Array(w0)})
     else:
@@ -235,7 +237,7 @@ def run_server(grid: Grid, settings: FLSettings) -> dict[str, Any]:
         initial = ArrayRecord({"global": Array(w0)})
     result = strategy.start(grid, initial, num_rounds=settings.rounds)
     final = result.arrays["global"]
-    readable = final.stype != "medcloud.he.v1"
+    readable = final.stype != HE_STYPE
     card: dict[str, Any] = {
         "name": settings.run_name,
         "task": settings.task,

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from medcloud.errors import InvalidInput
+from medcloud.federated.he.registry import backend_spec, modes_where
 
 PROTOCOLS = ("fedavg", "deepprotect")
 TASKS = ("breast-cancer", "synthetic", "mlp")
@@ -14,7 +15,7 @@ TASKS = ("breast-cancer", "synthetic", "mlp")
 
 @dataclass
 class FLSettings:
-    mode: str = "ckks"  # plain | ckks | aes | threshold
+    mode: str = "ckks"  # a registered HE scheme (`medcloud fl modes`): plain, ckks, aes, threshold, ...
     protocol: str = "fedavg"  # fedavg | deepprotect
     rounds: int = 3
     task: str = "breast-cancer"  # breast-cancer | synthetic | mlp (cost benches: 1M-param torch MLP)
@@ -37,12 +38,12 @@ class FLSettings:
     run_name: str = "fl"
 
     def __post_init__(self) -> None:
-        if self.mode not in ("plain", "ckks", "aes", "threshold"):
-            raise InvalidInput(f"unknown mode {self.mode!r}")
+        spec = backend_spec(self.mode)  # ConfigError naming the registered modes
         if self.protocol not in PROTOCOLS:
             raise InvalidInput(f"unknown protocol {self.protocol!r}")
-        if self.protocol == "deepprotect" and self.mode == "threshold":
-            raise InvalidInput("DeepProtect needs a key the sites share: use --mode ckks or aes (or plain)")
+        if self.protocol == "deepprotect" and not spec.supports_deepprotect:
+            able = modes_where(lambda s: s.supports_deepprotect)
+            raise InvalidInput(f"DeepProtect needs a key the sites share: use --mode {' or '.join(able)}")
         if self.task not in TASKS:
             raise InvalidInput(f"unknown task {self.task!r}")
 
@@ -58,7 +59,7 @@ class FLSettings:
                     values[name] = value
         typed: dict[str, Any] = {}
         for name, value in values.items():
-            kind = type(getattr(cls(), name))
+            kind = type(getattr(cls, name))  # the default (every field has one) tells the type
             typed[name] = value if kind is str else kind(value)
         return cls(**typed)
 

@@ -1,7 +1,7 @@
 """Flower strategies whose aggregation is homomorphic: ciphertext bytes travel in `ArrayRecord`s.
 
-`EncryptedFedAvg` overrides `aggregate_train` to add E(n_k·w_k) uploads; in threshold mode it
-asks the same sites for partial decryptions (`train.decrypt` messages) and fuses them.
+`EncryptedFedAvg` overrides `aggregate_train` to add E(n_k·w_k) uploads; for a threshold scheme
+(`BackendSpec.threshold`) it asks the same sites for partial decryptions (`train.decrypt` messages) and fuses them.
 `DeepProtectStrategy` keeps E(w) on the server and adds each site's E(-η·g) into it.
 """
 
@@ -97,7 +97,7 @@ class EncryptedFedAvg(FedAvg):
         down = {sites[n]: self._down.get(n, 0) for n in sites}
         shares: list[bytes] = []
         share_bytes: dict[str, int] = {}
-        if self.aggregator.mode == "threshold":
+        if self.aggregator.spec.threshold:
             shares, share_bytes = self._collect_shares(server_round, summed, length, list(sites), down, sites)
         model = self.aggregator.finish(summed, total, server_round, shares)
         if model.encrypted:

@@ -55,6 +55,8 @@ from medcloud.federated.he.base import (
     frame,
     split_header,
 )
+from medcloud.federated.he.registry import SharedKey, register
+from medcloud.federated.keys import shared_key_spec
 
 FORMAT = "aes-ctr-additive"
 VERSION = 1
@@ -368,3 +370,13 @@ class AesCtrBackend(HEBackend):
 
     def _chunk_from_bytes(self, data: bytes) -> Any:
         return self._one(self.deserialize(data))
+
+
+SPEC = register(
+    shared_key_spec(
+        "aes",
+        "additive AES-256-CTR, one key shared by the sites (DeepProtect's trust model): the fast one",
+        SharedKey(generate_key, AesCtrBackend),
+        "AES",
+    )
+)

@@ -113,6 +113,14 @@ class HEBackend(ABC):
             parts.append(self._decrypt_chunk(chunk, n))
         return np.concatenate(parts).astype(np.float64)
 
+    def partial_decrypt(self, ct: Ciphertext) -> bytes:
+        """This party's decryption share of `ct` (threshold schemes: `BackendSpec.threshold`)."""
+        raise HEError(f"{self.name} has no key shares: only a threshold scheme makes partial decryptions")
+
+    def fuse(self, shares: list[bytes]) -> FloatVector:
+        """The plaintext from every key share's partial decryption (threshold schemes)."""
+        raise HEError(f"{self.name} has no key shares: only a threshold scheme fuses partial decryptions")
+
     def add(self, a: Ciphertext, b: Ciphertext) -> Ciphertext:
         """Element-wise sum of two encrypted vectors of equal length."""
         self._check(a)

@@ -39,7 +39,7 @@ import weakref
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -50,6 +50,7 @@ except ImportError:  # pragma: no cover - not POSIX
 
 from medcloud import errors
 from medcloud.errors import ConfigError, MedcloudError
+from medcloud.federated import keys
 from medcloud.federated.he.base import (
     Ciphertext,
     FloatVector,
@@ -59,9 +60,8 @@ from medcloud.federated.he.base import (
     encryptable,
     split_header,
 )
-
-if TYPE_CHECKING:
-    from medcloud.federated.keys import KeyPaths
+from medcloud.federated.he.registry import BackendSpec, KeygenStep, register
+from medcloud.federated.keyfiles import KeyPaths, read_key
 
 ENV_PY310 = "MEDCLOUD_PY310"
 WORKER_MODULE = "medcloud.federated.he.bridge_worker"
@@ -507,9 +507,7 @@ def threshold_keygen(paths: KeyPaths, parties: list[str], threshold: int | None 
     """`keys.threshold_keygen` for this site, run in a CPython 3.10 child (where OpenFHE is not
     importable here); same files written, same lines returned, same errors raised."""
     if openfhe_importable():
-        from medcloud.federated.keys import threshold_keygen as local
-
-        return local(paths, parties, threshold)
+        return keys.threshold_keygen(paths, parties, threshold)
     sidecar = Sidecar()
     try:
         head, _ = sidecar.request(
@@ -527,12 +525,96 @@ def threshold_keygen(paths: KeyPaths, parties: list[str], threshold: int | None 
     return [str(x) for x in head["done"]]
 
 
+# --- the threshold scheme, as the registry sees it ----------------------------------------------
+# Registered here rather than in `threshold.py`: this module imports on every interpreter and picks
+# OpenFHE in process or in the sidecar; `threshold.py` imports only where `openfhe` does.
+
+
+def _is_lead(paths: KeyPaths, site: str) -> bool:
+    parties = json.loads(read_key(paths.threshold_parties, "party list"))
+    return bool(parties[0] == site)
+
+
+def site_threshold_backend(paths: KeyPaths) -> HEBackend:
+    """A site's threshold backend: its key share, in process or in the sidecar."""
+    return threshold_backend(
+        read_key(paths.threshold_context, "threshold context"),
+        read_key(paths.threshold_joint, "joint public key"),
+        read_key(paths.threshold_share, "key share"),
+        lead=_is_lead(paths, paths.site),
+    )
+
+
+def aggregator_threshold_backend(public_dir: Path) -> HEBackend:
+    """The aggregator's: public material only, in process or in the sidecar; neither can decrypt."""
+    return threshold_backend(
+        read_key(public_dir / "threshold.context", "threshold context"),
+        read_key(public_dir / "threshold.joint.pk", "joint public key"),
+    )
+
+
+def recovered_backend(paths: KeyPaths, missing: str) -> HEBackend:
+    """On the recovering site: a backend that makes `missing`'s partial decryptions from the key
+    share `keys.threshold_recover` rebuilt."""
+    return threshold_backend(
+        read_key(paths.threshold_context, "threshold context"),
+        read_key(paths.threshold_joint, "joint public key"),
+        read_key(paths.threshold_recovered(missing), f"recovered key share of {missing} (run threshold_recover)"),
+        lead=_is_lead(paths, missing),
+    )
+
+
+def keygen_step(paths: KeyPaths, step: KeygenStep) -> list[str]:
+    """One site's `medcloud fl keygen --mode threshold` run: its link in the key chain, or (with
+    `dropped`) its part in rebuilding a dropped site's key share."""
+    if step.dropped:
+        if not step.recoverer:
+            raise ConfigError("--dropped needs --recoverer (the site that rebuilds the dropped site's key)")
+        # The recoverer rebuilds the key; every other survivor re-seals its share to the recoverer.
+        if paths.site == step.recoverer:
+            return keys.threshold_recover(paths, step.dropped)
+        return keys.threshold_release(paths, step.dropped, step.recoverer)
+    if not step.parties:
+        raise ConfigError("--parties is required for threshold mode")
+    return threshold_keygen(paths, list(step.parties), step.threshold)
+
+
+def ceremony(paths: Sequence[KeyPaths]) -> None:
+    """Every site's link of an N-of-N key chain, in order, all folders on this machine."""
+    parties = [p.site for p in paths]
+    for p in paths:
+        threshold_keygen(p, parties)
+
+
+def _unavailable() -> str:
+    return "" if openfhe_importable() else sidecar_available()
+
+
+SPEC = register(
+    BackendSpec(
+        "threshold",
+        "OpenFHE multiparty CKKS: one key share per site; every share (t of N) opens the sum, none alone",
+        "joint",
+        site_threshold_backend,
+        aggregator_threshold_backend,
+        keygen=keygen_step,
+        ceremony=ceremony,
+        for_recovered=recovered_backend,
+        supports_deepprotect=False,
+        needs_sidecar=lambda: not openfhe_importable(),
+        unavailable=_unavailable,
+    )
+)
+
+
 __all__ = [
     "ENV_PY310",
+    "SPEC",
     "Sidecar",
     "ThresholdBridge",
     "find_python310",
     "openfhe_importable",
+    "recovered_backend",
     "sidecar_available",
     "threshold_backend",
     "threshold_keygen",

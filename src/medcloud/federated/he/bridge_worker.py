@@ -23,7 +23,9 @@ from typing import IO, Any
 
 import numpy as np
 
+from medcloud.federated.he.base import HEError
 from medcloud.federated.he.bridge import read_message, widen_pipe, write_message
+from medcloud.federated.keys import KeyPaths, threshold_keygen
 
 
 def _watch_parent(interval: float = 1.0) -> None:
@@ -40,8 +42,6 @@ class Worker:
 
     def _backend(self) -> Any:
         if self.backend is None:
-            from medcloud.federated.he.base import HEError
-
             raise HEError("the OpenFHE sidecar was not given its keys (no init request)")
         return self.backend
 
@@ -50,6 +50,8 @@ class Worker:
         if op == "keygen":
             return self._keygen(header), []
         if op == "init":
+            # OpenFHE is imported once `main` has pointed fd 1 away: nothing its C++ prints while
+            # loading can reach the protocol stream.
             from medcloud.federated.he.threshold import ThresholdBackend
 
             if len(blobs) not in (2, 3):
@@ -79,7 +81,7 @@ class Worker:
         raise ValueError(f"unknown bridge request {op!r}")
 
     def _info(self) -> dict[str, Any]:
-        import openfhe
+        import openfhe  # loaded by `init` already (see there)
 
         be = self._backend()
         return {
@@ -92,8 +94,6 @@ class Worker:
 
     @staticmethod
     def _keygen(header: dict[str, Any]) -> dict[str, Any]:
-        from medcloud.federated.keys import KeyPaths, threshold_keygen
-
         paths = KeyPaths(str(header["site"]), Path(header["site_dir"]), Path(header["public_dir"]))
         t = header.get("threshold")
         done = threshold_keygen(paths, [str(p) for p in header["parties"]], None if t is None else int(t))

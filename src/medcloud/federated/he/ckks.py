@@ -53,7 +53,10 @@ from medcloud.federated.he.packing import (
     packed_size,
     unpack_bits,
 )
+from medcloud.federated.he.registry import SharedKey, register
+from medcloud.federated.he.sealraw import SealRaw
 from medcloud.federated.he.security import check_128_bit
+from medcloud.federated.keys import shared_key_spec
 
 PACKED_FORMAT = "ckks-rns-packed"
 PACKED_VERSION = 2  # 1: one real value per slot (never released); 2: real and imaginary parts
@@ -131,8 +134,6 @@ class CkksBackend(HEBackend):
         self._slots = parms.poly_modulus_degree() // 2
         self._raw: Any = None
         if len(parms.coeff_modulus()) == 1:
-            from medcloud.federated.he.sealraw import SealRaw
-
             secret = self._ctx.secret_key().data if self._ctx.has_secret_key() else None
             public = self._ctx.public_key().data if self._ctx.has_public_key() else None
             self._raw = SealRaw(sctx, self._ctx.global_scale, secret, public)
@@ -359,3 +360,14 @@ def _decrypt_range(
     full = expand_sum(seeds, c0.shape[0], c0.shape[1], be._raw.q, c1, first)
     out: FloatVector = be._raw.decrypt(c0, full, length)
     return out
+
+
+SPEC = register(
+    shared_key_spec(
+        "ckks",
+        "CKKS on TenSEAL, one key shared by the sites (DeepProtect): the aggregator never sees a model",
+        # Sealed CKKS keys bind the site alone: they predate the other shared-key schemes.
+        SharedKey(generate_context, CkksBackend, public_name="context", seal_domain=""),
+        "CKKS",
+    )
+)

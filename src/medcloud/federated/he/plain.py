@@ -7,6 +7,9 @@ from typing import Any
 import numpy as np
 
 from medcloud.federated.he.base import FloatVector, HEBackend
+from medcloud.federated.he.registry import BackendSpec, register
+
+__all__ = ["SPEC", "PlaintextBackend"]
 
 
 class PlaintextBackend(HEBackend):
@@ -42,3 +45,19 @@ class PlaintextBackend(HEBackend):
 
     def _chunk_from_bytes(self, data: bytes) -> Any:
         return np.frombuffer(data, dtype="<f8").copy()
+
+
+def _plain(_: object = None) -> HEBackend:
+    return PlaintextBackend()
+
+
+SPEC = register(
+    BackendSpec(
+        "plain",
+        "no encryption: the baseline every other mode is measured against (the aggregator reads updates)",
+        "aggregator",
+        for_site=_plain,
+        for_aggregator=_plain,
+        in_memory=lambda: (PlaintextBackend(), PlaintextBackend()),
+    )
+)

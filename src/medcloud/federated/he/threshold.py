@@ -30,7 +30,8 @@ that every blob has the same header bytes, and checks its first result against O
 `EvalAdd`/fusion; anything unexpected falls back to OpenFHE objects.
 
 OpenFHE's PyPI wheel imports only on CPython 3.10 (see docs/federated.md): import this module
-only where `openfhe` is installed.
+only where `openfhe` is installed. The threshold scheme therefore registers in `bridge.py`, which
+imports everywhere and uses this module in process or in a 3.10 sidecar.
 """
 
 from __future__ import annotations
