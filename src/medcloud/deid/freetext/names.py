@@ -1,0 +1,218 @@
+"""Person names and place names, in Latin letters and in Japanese.
+
+Japanese: SudachiPy's morphological analysis (dictionary inside the `sudachidict-core` wheel) tags
+family and given names (名詞,固有名詞,人名) and place names (地名) in kanji and katakana; names written in
+hiragana or unknown to the dictionary are caught by their context (an honorific after, a label before).
+Latin: an allow-list. Words of the medical/DICOM descriptor vocabulary and common English words are
+kept; capitalised words that are person names or unknown are removed, and so are words after a title
+("Dr.", "Mr.") or a label ("patient:", "referred by").
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from typing import Any
+
+from medcloud.deid.freetext import vocab
+from medcloud.deid.freetext.patterns import Span
+
+_JA = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f々〆ヶ]")
+_KANA_KANJI_RUN = r"[\u3040-\u309f\u30a0-\u30ff\u4e00-\u9fff々ヶ・]"
+_HONORIFIC = r"(?:さん|様|さま|サマ|くん|君|ちゃん|先生|せんせい|氏|殿|医師|Dr\.?|技師|看護師|主治医)"
+# A run of kana/kanji right before an honorific is a name ("やまだたろうさん", "佐藤先生").
+_JA_BEFORE_HONORIFIC = re.compile(rf"({_KANA_KANJI_RUN}{{2,8}}?)\s?(?={_HONORIFIC})")
+_JA_LABEL = re.compile(
+    r"(?:(?:患者名|患者氏名|氏名|名前|お名前|主治医|担当医|依頼医|紹介医|読影医|撮影者|記載者|報告者|連絡者|技師名)\s*[:：]?"
+    r"|(?:患者|担当|技師|医師|紹介元|依頼者)\s*[:：])\s*"
+)
+_JA_NAME_AFTER_LABEL = re.compile(rf"[\u3040-\u309f\u30a0-\u30ff\u4e00-\u9fff々ヶ・]{{2,10}}(?:\s+{_KANA_KANJI_RUN}{{1,3}}(?!{_KANA_KANJI_RUN}))?")
+# A kana-only word written next to a name, space-separated, is the rest of the name ("スズキ イチロウさん").
+_KANA_WORD = re.compile(r"[\u3041-\u3096\u30a1-\u30fa\u30fc]{2,8}")
+# Words after a label that are not names: the label is often followed by ordinary nouns.
+_JA_NOT_NAME_TAIL = re.compile(r"(?:の|は|が|を|に|で|と|より|から|へ|。|、)")
+
+
+@cache
+def _tokenizer() -> Any:
+    from sudachipy import dictionary
+
+    return dictionary.Dictionary(dict="core").create()
+
+
+def has_japanese(text: str) -> bool:
+    """Kana or kanji present (the analyser is loaded only for such text)."""
+    return _JA.search(text) is not None
+
+
+def japanese_spans(text: str) -> list[Span]:
+    """Names and places found by Sudachi, plus names found by honorifics and labels."""
+    from sudachipy import tokenizer
+
+    out: list[Span] = []
+    toks = _tokenizer().tokenize(text, tokenizer.Tokenizer.SplitMode.C)
+    for i, m in enumerate(toks):
+        pos = m.part_of_speech()
+        surface = m.surface()
+        if pos[0] != "名詞" or pos[1] != "固有名詞":
+            # Dictionary-unknown kana/kanji words may be names; unknown Latin is judged by latin_spans.
+            if m.is_oov() and _JA.search(surface) and len(surface) >= 2:
+                out.append((m.begin(), m.end(), "name", None))
+            continue
+        if pos[2] == "人名":
+            out.append((m.begin(), m.end(), "name", None))
+        elif pos[2] == "地名":
+            out.append((m.begin(), m.end(), "address", None))
+        elif pos[2] == "一般" and _JA.search(surface) and i + 1 < len(toks):
+            # Organisation-like proper nouns followed by 病院/クリニック name an institution.
+            nxt = toks[i + 1].surface()
+            if nxt.startswith(("病院", "クリニック", "医院", "診療所", "大学", "センター")):
+                out.append((m.begin(), toks[i + 1].end(), "institution", None))
+    for m in _JA_BEFORE_HONORIFIC.finditer(text):
+        run = m.group(1)
+        # Trim leading particles and words that end a clause ("...の田中先生" keeps only 田中).
+        cut = max((run.rfind(p) + len(p) for p in ("の", "は", "が", "を", "に", "で", "と", "、", "・") if p in run[:-1]), default=0)
+        if len(run) - cut >= 2:
+            out.append((m.start(1) + cut, m.end(1), "name", None))
+    for m in _JA_LABEL.finditer(text):
+        n = _JA_NAME_AFTER_LABEL.match(text, m.end())
+        if n:
+            stop = _JA_NOT_NAME_TAIL.search(n.group(0))
+            end = n.start() + (stop.start() if stop else len(n.group(0)))
+            if end - n.start() >= 2:
+                out.append((n.start(), end, "name", None))
+    for s, e, kind, _r in list(out):
+        if kind != "name":
+            continue
+        before = re.search(r"([\u3041-\u3096\u30a1-\u30fa\u30fc]{2,8})[ \u3000]$", text[:s])
+        if before:
+            out.append((before.start(1), s, "name", None))
+        after = re.match(r"[ \u3000]([\u3041-\u3096\u30a1-\u30fa\u30fc]{2,8})(?![\u3041-\u3096\u30a1-\u30fa\u30fc])", text[e:])
+        if after and not _is_common_kana(after.group(1)):
+            out.append((e, e + after.end(), "name", None))
+    return out
+
+
+def _is_common_kana(word: str) -> bool:
+    """A kana word the dictionary knows as an ordinary word (さん, です...) rather than a name part."""
+    from sudachipy import tokenizer
+
+    toks = _tokenizer().tokenize(word, tokenizer.Tokenizer.SplitMode.C)
+    return len(toks) == 1 and toks[0].part_of_speech()[1] != "固有名詞" and not toks[0].is_oov()
+
+
+_WORD = re.compile(r"[A-Za-z][A-Za-z'\-]*[A-Za-z]|[A-Za-z]")
+# "MR BRAIN" and "DR CHEST" are modalities: an upper-case title counts only with its full stop.
+_TITLE = re.compile(
+    r"(?<![A-Za-z])(?:(?:Dr|Drs|Mr|Mrs|Ms|Miss|Mx|Prof|Professor|Doctor|Sir|Dame|Sra|Herr|Frau|Mme|Mlle)\.?"
+    r"|(?:DR|MR|MRS|MS|PROF|dr|mr|mrs|ms|prof)\.|(?:DOCTOR|doctor|MRS|MISS|PROFESSOR))\s+"
+    r"(?P<n>(?:[A-Z][.]\s?)*[A-Za-z][A-Za-z'\-]+(?:\s+(?:[A-Z]\.\s?)*[A-Z][A-Za-z'\-]+){0,2})"
+)
+_LATIN_LABEL = re.compile(
+    r"(?<![A-Za-z])(?:patient(?:\s+name)?|pt(?:\s+name)?|name|referred\s+by|referring(?:\s+physician)?|ordered\s+by|"
+    r"signed\s+by|read\s+by|dictated\s+by|reported\s+by|performed\s+by|requested\s+by|physician|technologist|"
+    r"tech|attending|resident|radiologist|operator|contact|cc|attn|per|informed|called|discussed\s+with|"
+    r"mother|father|wife|husband|son|daughter|spouse|guardian)\s*[:\-]?\s+"
+    r"(?P<n>[A-Za-z][A-Za-z'\-]+(?:[\s,^]+[A-Za-z][A-Za-z'\-]+)?)",
+    re.I,
+)
+_INITIAL = re.compile(r"(?<![A-Za-z])[A-Z]\.\s?(?=[A-Z][a-z])")
+_SENTENCE_END = re.compile(r"[.!?:;\n\r\t()\[\]\"|/=]\s*$|^\s*$")
+
+
+_SUFFIXES = (("ies", "y"), ("ied", "y"), ("ing", ""), ("ing", "e"), ("ed", ""), ("ed", "e"), ("es", ""),
+             ("s", ""), ("ly", ""), ("er", ""), ("est", ""), ("al", ""), ("ation", "e"), ("ment", ""))
+
+
+def _in(low: str, words: frozenset[str]) -> bool:
+    """A word or its stem ("referred" -> "refer", "studies" -> "study") is in `words`."""
+    if low in words:
+        return True
+    for suf, rep in _SUFFIXES:
+        if low.endswith(suf) and len(low) - len(suf) >= 3:
+            stem = low[: -len(suf)] + rep
+            if stem in words or (len(stem) >= 4 and stem[-1] == stem[-2] and stem[:-1] in words):
+                return True
+    return False
+
+
+def latin_spans(text: str) -> list[Span]:
+    """Person names in Latin letters (and unknown capitalised words, which may be names or places)."""
+    out: list[Span] = []
+    words = list(_WORD.finditer(text))
+    if not words:
+        return out
+    desc = vocab.descriptor_words()
+    eng = vocab.english_words()
+    names = vocab.person_names()
+    first = vocab.first_names()
+    alpha = [w for w in words if len(w.group(0)) >= 2]
+    capped = sum(1 for w in alpha if w.group(0)[0].isupper())
+    # In Title Case or ALL CAPS text capitalisation says nothing about names.
+    caps_signal = bool(alpha) and capped / len(alpha) < 0.6
+    flagged: set[int] = set()
+    for i, w in enumerate(words):
+        word = w.group(0)
+        low = word.lower().strip("'-")
+        if len(word) < 2 or not word[0].isupper():
+            # A DICOM person name ("YAMADA^TARO") is a name whatever its case.
+            if "^" in text[max(0, w.start() - 1) : w.end() + 1] and len(word) >= 2:
+                flagged.add(i)
+            continue
+        if low.endswith("'s"):
+            low = low[:-2]
+        initial = bool(_SENTENCE_END.search(text[: w.start()]))
+        allcaps = word.isupper()
+        in_desc, in_eng, in_names = _in(low, desc), _in(low, eng), low in names
+        if "^" in text[max(0, w.start() - 1) : w.end() + 1]:
+            flagged.add(i)
+        elif initial and low in first and not in_desc and not allcaps:
+            flagged.add(i)  # "Jane called": a first name opening a sentence
+        elif in_desc and not (caps_signal and not initial and not allcaps and in_names and not in_eng):
+            continue
+        elif caps_signal and not initial and not allcaps:
+            if in_names or not in_eng:
+                flagged.add(i)
+        elif allcaps and len(word) <= 4 and not in_names:
+            continue  # abbreviations
+        elif not in_eng and not in_desc:
+            flagged.add(i)
+        elif in_names and not in_eng:
+            flagged.add(i)
+    # A name-list word next to a flagged word belongs to the same name ("John Brown", "TANAKA Hanako").
+    changed = True
+    while changed:
+        changed = False
+        for i, w in enumerate(words):
+            if i in flagged:
+                continue
+            word = w.group(0)
+            low = word.lower()
+            if len(word) < 2 or low not in names or not word[0].isupper():
+                continue
+            for j in (i - 1, i + 1):
+                if j in flagged and 0 <= j < len(words):
+                    a, b = (words[j], w) if j < i else (w, words[j])
+                    gap = text[a.end() : b.start()]
+                    if re.fullmatch(r"\s*[,^]?\s*", gap) and (low not in desc or not caps_signal):
+                        flagged.add(i)
+                        changed = True
+                        break
+    for i in flagged:
+        out.append((words[i].start(), words[i].end(), "name", None))
+    for m in _TITLE.finditer(text):
+        out.append((m.start("n"), m.end("n"), "name", None))
+    for m in _LATIN_LABEL.finditer(text):
+        n = m.group("n")
+        first = n.split()[0].split(",")[0].split("^")[0].lower()
+        if n[0].isupper() and not (first in desc and first not in names):
+            end = m.end("n")
+            parts = re.split(r"[\s,^]+", n)
+            if len(parts) > 1 and (parts[1].lower() in desc and parts[1].lower() not in names):
+                end = m.start("n") + len(parts[0])
+            out.append((m.start("n"), end, "name", None))
+    for m in _INITIAL.finditer(text):
+        nxt = _WORD.match(text, m.end())
+        if nxt and any(s <= nxt.start() < e for s, e, _k, _r in out):
+            out.append((m.start(), m.end(), "name", None))
+    return out
