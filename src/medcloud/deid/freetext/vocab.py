@@ -135,9 +135,10 @@ def build(out: Path = _DATA) -> dict[str, int]:
         for w in split.findall(entry[4]):
             if w.isalpha() and len(w) >= 3:
                 words.add(w.lower())
+    # A word met only capitalised is a proper noun (an eponym, a place: "Tokyo classification"); it joins
+    # only when it is also an ordinary English word.
     _data.cache_clear()
-    surnames = person_names()
-    words |= {w for w in capitalised if w not in surnames}
+    words |= (capitalised & english_words()) - person_names()
     words = {w for w in words if len(w) >= 2}
     data = {
         "medical": sorted(words),
