@@ -72,8 +72,10 @@ def evaluate(rows: list[dict[str, Any]]) -> dict[str, Any]:
             other_words += 1
             if any(mask[m.start() : m.end()]):
                 false_words.append(m.group(0))
-    recall = {k: {"planted": planted[k], "removed": caught[k], "recall": round(caught[k] / planted[k], 4)}
-              for k in sorted(planted)}
+    recall = {
+        k: {"planted": planted[k], "removed": caught[k], "recall": round(caught[k] / planted[k], 4)}
+        for k in sorted(planted)
+    }
     total = sum(planted.values())
     return {
         "sentences": len(rows),

@@ -28,8 +28,20 @@ REPRO = {
     "AdditionalPatientHistory": "前回 2024年4月1日 撮影",
     "TextValue": "住所 東京都新宿区西新宿2-8-1",
 }
-REPRO_NEEDLES = ["山田", "太郎", "03-1234-5678", "1234-5678", "12345678", "taro.yamada", "example.jp",
-                 "2024年4月1日", "4月1日", "東京都", "新宿", "2-8-1"]
+REPRO_NEEDLES = [
+    "山田",
+    "太郎",
+    "03-1234-5678",
+    "1234-5678",
+    "12345678",
+    "taro.yamada",
+    "example.jp",
+    "2024年4月1日",
+    "4月1日",
+    "東京都",
+    "新宿",
+    "2-8-1",
+]
 
 
 def _rows() -> list[dict[str, object]]:
@@ -87,8 +99,18 @@ def test_each_kind_is_removed(text: str, gone: str, kind: str) -> None:
     assert got.text is None or kind in got.kinds
 
 
-@pytest.mark.parametrize("text", ["CT CHEST WITH CONTRAST", "MR BRAIN W/WO", "Chest Routine Low Dose",
-                                  "AX T2 FLAIR", "胸部単純CT 肺野条件", "頭部MRI 拡散強調像", "TR 2000ms slice 5mm"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "CT CHEST WITH CONTRAST",
+        "MR BRAIN W/WO",
+        "Chest Routine Low Dose",
+        "AX T2 FLAIR",
+        "胸部単純CT 肺野条件",
+        "頭部MRI 拡散強調像",
+        "TR 2000ms slice 5mm",
+    ],
+)
 def test_descriptors_without_identifiers_are_kept(text: str) -> None:
     assert clean(text).text == text and not clean(text).changed
 

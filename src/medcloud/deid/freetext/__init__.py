@@ -134,7 +134,9 @@ def find(text: str, *, dates: DateMode = "remove", shift_days: int = 0) -> list[
 _PARTICLE = re.compile(r"\s+(?:de|del|della|di|du|des|la|le|van|von|der|den|da|dos|das|y|bin|al|el)\s+", re.I)
 
 
-_HOUSE_NUMBER = re.compile(r"(?<![\w.\-])\d{1,5}[A-Za-z]?,?\s+(?:(?:rue|via|calle|avenida|viale|piazza|plaza|chemin)\s+)?$", re.I)
+_HOUSE_NUMBER = re.compile(
+    r"(?<![\w.\-])\d{1,5}[A-Za-z]?,?\s+(?:(?:rue|via|calle|avenida|viale|piazza|plaza|chemin)\s+)?$", re.I
+)
 
 
 def _apply(text: str, spans: list[patterns.Span]) -> tuple[str, set[str], int]:

@@ -26,7 +26,9 @@ _JA_LABEL = re.compile(
     r"(?:(?:患者名|患者氏名|氏名|名前|お名前|主治医|担当医|依頼医|紹介医|読影医|撮影者|記載者|報告者|連絡者|技師名)\s*[:：]?"
     r"|(?:患者|担当|技師|医師|紹介元|依頼者)\s*[:：])\s*"
 )
-_JA_NAME_AFTER_LABEL = re.compile(rf"[\u3040-\u309f\u30a0-\u30ff\u4e00-\u9fff々ヶ・]{{2,10}}(?:\s+{_KANA_KANJI_RUN}{{1,3}}(?!{_KANA_KANJI_RUN}))?")
+_JA_NAME_AFTER_LABEL = re.compile(
+    rf"[\u3040-\u309f\u30a0-\u30ff\u4e00-\u9fff々ヶ・]{{2,10}}(?:\s+{_KANA_KANJI_RUN}{{1,3}}(?!{_KANA_KANJI_RUN}))?"
+)
 # A kana-only word written next to a name, space-separated, is the rest of the name ("スズキ イチロウさん").
 _KANA_WORD = re.compile(r"[\u3041-\u3096\u30a1-\u30fa\u30fc]{2,8}")
 # Words after a label that are not names: the label is often followed by ordinary nouns.
@@ -71,7 +73,10 @@ def japanese_spans(text: str) -> list[Span]:
     for m in _JA_BEFORE_HONORIFIC.finditer(text):
         run = m.group(1)
         # Trim leading particles and words that end a clause ("...の田中先生" keeps only 田中).
-        cut = max((run.rfind(p) + len(p) for p in ("の", "は", "が", "を", "に", "で", "と", "、", "・") if p in run[:-1]), default=0)
+        cut = max(
+            (run.rfind(p) + len(p) for p in ("の", "は", "が", "を", "に", "で", "と", "、", "・") if p in run[:-1]),
+            default=0,
+        )
         if len(run) - cut >= 2:
             out.append((m.start(1) + cut, m.end(1), "name", None))
     for m in _JA_LABEL.finditer(text):
@@ -87,7 +92,9 @@ def japanese_spans(text: str) -> list[Span]:
         before = re.search(r"([\u3041-\u3096\u30a1-\u30fa\u30fc]{2,8})[ \u3000]$", text[:s])
         if before:
             out.append((before.start(1), s, "name", None))
-        after = re.match(r"[ \u3000]([\u3041-\u3096\u30a1-\u30fa\u30fc]{2,8})(?![\u3041-\u3096\u30a1-\u30fa\u30fc])", text[e:])
+        after = re.match(
+            r"[ \u3000]([\u3041-\u3096\u30a1-\u30fa\u30fc]{2,8})(?![\u3041-\u3096\u30a1-\u30fa\u30fc])", text[e:]
+        )
         if after and not _is_common_kana(after.group(1)):
             out.append((e, e + after.end(), "name", None))
     return out
@@ -120,8 +127,22 @@ _INITIAL = re.compile(r"(?<![A-Za-z])[A-Z]\.\s?(?=[A-Z][a-z])")
 _SENTENCE_END = re.compile(r"[.!?:;\n\r\t()\[\]\"|/=]\s*$|^\s*$")
 
 
-_SUFFIXES = (("ies", "y"), ("ied", "y"), ("ing", ""), ("ing", "e"), ("ed", ""), ("ed", "e"), ("es", ""),
-             ("s", ""), ("ly", ""), ("er", ""), ("est", ""), ("al", ""), ("ation", "e"), ("ment", ""))
+_SUFFIXES = (
+    ("ies", "y"),
+    ("ied", "y"),
+    ("ing", ""),
+    ("ing", "e"),
+    ("ed", ""),
+    ("ed", "e"),
+    ("es", ""),
+    ("s", ""),
+    ("ly", ""),
+    ("er", ""),
+    ("est", ""),
+    ("al", ""),
+    ("ation", "e"),
+    ("ment", ""),
+)
 
 
 def _in(low: str, words: frozenset[str]) -> bool:
@@ -175,9 +196,7 @@ def latin_spans(text: str) -> list[Span]:
                 flagged.add(i)
         elif allcaps and len(word) <= 4 and not in_names:
             continue  # abbreviations
-        elif not in_eng and not in_desc:
-            flagged.add(i)
-        elif in_names and not in_eng:
+        elif (not in_eng and not in_desc) or (in_names and not in_eng):
             flagged.add(i)
     # A name-list word next to a flagged word belongs to the same name ("John Brown", "TANAKA Hanako").
     changed = True
@@ -204,8 +223,8 @@ def latin_spans(text: str) -> list[Span]:
         out.append((m.start("n"), m.end("n"), "name", None))
     for m in _LATIN_LABEL.finditer(text):
         n = m.group("n")
-        first = n.split()[0].split(",")[0].split("^")[0].lower()
-        if n[0].isupper() and not (first in desc and first not in names):
+        lead = n.split()[0].split(",")[0].split("^")[0].lower()
+        if n[0].isupper() and not (lead in desc and lead not in names):
             end = m.end("n")
             parts = re.split(r"[\s,^]+", n)
             if len(parts) > 1 and (parts[1].lower() in desc and parts[1].lower() not in names):

@@ -24,7 +24,9 @@ def fold(text: str) -> str:
     return text.translate(_FOLD)
 
 
-EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+\s?(?:@|\(at\)|\[at\])\s?[A-Za-z0-9\-]+(?:\s?(?:\.|\(dot\)|\[dot\])\s?[A-Za-z0-9\-]+)+")
+EMAIL = re.compile(
+    r"[A-Za-z0-9._%+\-]+\s?(?:@|\(at\)|\[at\])\s?[A-Za-z0-9\-]+(?:\s?(?:\.|\(dot\)|\[dot\])\s?[A-Za-z0-9\-]+)+"
+)
 URL = re.compile(r"(?:https?://|ftp://|www\.)[^\s<>\"'、。]+", re.IGNORECASE)
 
 # ---- dates -------------------------------------------------------------------------------------
@@ -32,23 +34,54 @@ _MONTHS = {
     m: i + 1
     for i, names in enumerate(
         [
-            ("january", "jan"), ("february", "feb"), ("march", "mar"), ("april", "apr"), ("may",),
-            ("june", "jun"), ("july", "jul"), ("august", "aug"), ("september", "sep", "sept"),
-            ("october", "oct"), ("november", "nov"), ("december", "dec"),
+            ("january", "jan"),
+            ("february", "feb"),
+            ("march", "mar"),
+            ("april", "apr"),
+            ("may",),
+            ("june", "jun"),
+            ("july", "jul"),
+            ("august", "aug"),
+            ("september", "sep", "sept"),
+            ("october", "oct"),
+            ("november", "nov"),
+            ("december", "dec"),
         ]
     )
     for m in names
 }
-_MON = r"(?P<mon>jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)\.?"
+_MON = (
+    r"(?P<mon>jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?"
+    r"|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)\.?"
+)
 _KNUM = "〇一二三四五六七八九十"
 _NUM = rf"(?:\d{{1,4}}|[{_KNUM}]{{1,4}}|元)"
 # Era start years (the era's year 1 is this year).
-_ERAS = {"令和": 2019, "平成": 1989, "昭和": 1926, "大正": 1912, "明治": 1868, "R": 2019, "H": 1989, "S": 1926, "T": 1912, "M": 1868}
+_ERAS = {
+    "令和": 2019,
+    "平成": 1989,
+    "昭和": 1926,
+    "大正": 1912,
+    "明治": 1868,
+    "R": 2019,
+    "H": 1989,
+    "S": 1926,
+    "T": 1912,
+    "M": 1868,
+}
 
 _DATE_PATTERNS: list[tuple[re.Pattern[str], str]] = [
     # Japanese era, e.g. 令和6年4月1日, 平成30年12月, R6.4.1, H30/4/1
-    (re.compile(rf"(?P<era>令和|平成|昭和|大正|明治)\s*(?P<y>{_NUM})\s*年\s*(?:(?P<m>{_NUM})\s*月\s*(?:(?P<d>{_NUM})\s*日)?)?"), "era"),
-    (re.compile(r"(?<![A-Za-z0-9])(?P<era>[RHSTM])\s?(?P<y>\d{1,2})[./\-](?P<m>\d{1,2})[./\-](?P<d>\d{1,2})(?!\d)"), "era"),
+    (
+        re.compile(
+            rf"(?P<era>令和|平成|昭和|大正|明治)\s*(?P<y>{_NUM})\s*年\s*(?:(?P<m>{_NUM})\s*月\s*(?:(?P<d>{_NUM})\s*日)?)?"
+        ),
+        "era",
+    ),
+    (
+        re.compile(r"(?<![A-Za-z0-9])(?P<era>[RHSTM])\s?(?P<y>\d{1,2})[./\-](?P<m>\d{1,2})[./\-](?P<d>\d{1,2})(?!\d)"),
+        "era",
+    ),
     # 2024年4月1日, 2024年4月, 24年4月1日
     (re.compile(rf"(?P<y>\d{{2,4}}|[{_KNUM}]{{2,4}})\s*年\s*(?P<m>{_NUM})\s*月(?:\s*(?P<d>{_NUM})\s*日)?"), "ymd"),
     # 4月1日 (no year)
@@ -59,8 +92,17 @@ _DATE_PATTERNS: list[tuple[re.Pattern[str], str]] = [
     # 04/01/2024, 1.4.2024, 01-04-24 (day/month order is ambiguous; both readings are dates)
     (re.compile(r"(?<![\d.])(?P<a>\d{1,2})(?P<s>[-/.])(?P<b>\d{1,2})(?P=s)(?P<y>(?:19|20)?\d\d)(?![\d])"), "abY"),
     # April 1, 2024 / Apr 1st 2024 / April 2024
-    (re.compile(rf"(?<![A-Za-z]){_MON}\s+(?P<d>\d{{1,2}})(?:st|nd|rd|th)?,?\s+(?P<y>(?:19|20)\d\d)(?!\d)", re.I), "mdy"),
-    (re.compile(rf"(?<![A-Za-z0-9])(?P<d>\d{{1,2}})(?:st|nd|rd|th)?(?:\s+|-|\s*of\s+)?{_MON}[\s,\-]*(?P<y>(?:19|20)?\d\d)(?!\d)", re.I), "dmy"),
+    (
+        re.compile(rf"(?<![A-Za-z]){_MON}\s+(?P<d>\d{{1,2}})(?:st|nd|rd|th)?,?\s+(?P<y>(?:19|20)\d\d)(?!\d)", re.I),
+        "mdy",
+    ),
+    (
+        re.compile(
+            rf"(?<![A-Za-z0-9])(?P<d>\d{{1,2}})(?:st|nd|rd|th)?(?:\s+|-|\s*of\s+)?{_MON}[\s,\-]*(?P<y>(?:19|20)?\d\d)(?!\d)",
+            re.I,
+        ),
+        "dmy",
+    ),
     (re.compile(rf"(?<![A-Za-z]){_MON}\s+(?P<d>\d{{1,2}})(?:st|nd|rd|th)?(?![\d:])", re.I), "md_en"),
     (re.compile(rf"(?<![A-Za-z]){_MON},?\s+(?P<y>(?:19|20)\d\d)(?!\d)", re.I), "my"),
     (re.compile(r"(?<![\d.])(?P<y>(?:19|20)\d\d)[-/.](?P<m>0?[1-9]|1[0-2])(?![\d./\-])"), "ym"),
@@ -130,8 +172,10 @@ def find_dates(text: str, mode: str, shift_days: int) -> list[Span]:
             if mode == "shift" and y is not None and mo is not None and d is not None:
                 try:
                     new = date(y, mo, d) + timedelta(days=shift_days)
-                    repl = new.isoformat() if style not in ("ymd", "era") or "年" not in m.group(0) else (
-                        f"{new.year}年{new.month}月{new.day}日"
+                    repl = (
+                        new.isoformat()
+                        if style not in ("ymd", "era") or "年" not in m.group(0)
+                        else (f"{new.year}年{new.month}月{new.day}日")
                     )
                 except (ValueError, OverflowError):
                     repl = None
@@ -162,7 +206,9 @@ def find_ages(text: str) -> list[Span]:
 
 # ---- phone numbers, IDs, digit runs ----------------------------------------------------------------
 PHONE = re.compile(r"(?<![\w+])(?:\+\d{1,3}[\s\-.]?)?(?:\(\d{1,5}\)\s?)?\d{1,5}(?:[\s\-.]\d{1,5}){1,4}(?!\w)")
-_PHONE_LABEL = re.compile(r"(?:tel|phone|ph|fax|mobile|cell|電話|携帯|連絡先|TEL|FAX)\s*(?:no\.?|番号)?\s*[:：.]?\s*$", re.I)
+_PHONE_LABEL = re.compile(
+    r"(?:tel|phone|ph|fax|mobile|cell|電話|携帯|連絡先|TEL|FAX)\s*(?:no\.?|番号)?\s*[:：.]?\s*$", re.I
+)
 ID_LABEL = re.compile(
     r"(?:(?<![A-Za-z])(?:id|mrn|mr#|pid|no|nr|num|number|acc|accession|chart|record|case|patient|pt|ins|insurance)"
     r"|ＩＤ|番号|患者番号|カルテ|診察券|受付|保険証|記号)\s*(?:no\.?|番号|#)?\s*[:：#.=]?\s*$",
@@ -173,7 +219,9 @@ _DIGIT_RUN = re.compile(r"(?<![\d.])\d{5,}(?![\d.]\d)")
 _ALNUM_ID = re.compile(r"(?<![A-Za-z0-9])(?=[A-Za-z0-9\-]*\d{4})[A-Za-z]{1,6}[\-]?\d[A-Za-z0-9\-]*(?![A-Za-z0-9])")
 _TOKEN_AFTER = re.compile(r"[A-Za-z0-9][A-Za-z0-9\-/]*")
 # Units after a number ("2000ms", "1500HU") are measurements, not IDs.
-_UNIT_AFTER = re.compile(r"^\s?(?:ms|mm|cm|m|hu|kv|kvp|mas|ma|ml|mg|mgy|msv|sec|s|min|hz|mt|t|kg|g|%)(?![A-Za-z])", re.I)
+_UNIT_AFTER = re.compile(
+    r"^\s?(?:ms|mm|cm|m|hu|kv|kvp|mas|ma|ml|mg|mgy|msv|sec|s|min|hz|mt|t|kg|g|%)(?![A-Za-z])", re.I
+)
 
 
 def find_numbers(text: str) -> list[Span]:
@@ -208,7 +256,9 @@ _PREF = (
 )
 _JA_BLOCK = r"(?:\s*(?:\d+|[〇一二三四五六七八九十]+)\s*(?:丁目|番地|番|号|の|-)?)+"
 _JA_ADDRESS = [
-    re.compile(rf"(?:〒\s*\d{{3}}-?\d{{4}}\s*)?(?:{_PREF})[一-龥ぁ-んァ-ヶ々ヶ]*?(?:市|区|町|村|郡)[一-龥ぁ-んァ-ヶ々ヶ]*(?:{_JA_BLOCK})?"),
+    re.compile(
+        rf"(?:〒\s*\d{{3}}-?\d{{4}}\s*)?(?:{_PREF})[一-龥ぁ-んァ-ヶ々ヶ]*?(?:市|区|町|村|郡)[一-龥ぁ-んァ-ヶ々ヶ]*(?:{_JA_BLOCK})?"
+    ),
     re.compile(rf"(?:{_PREF})"),
     re.compile(rf"[一-龥々ヶ]{{1,5}}(?:市|区|郡)[一-龥ぁ-んァ-ヶ々ヶ]{{0,8}}?(?:町|村)?[一-龥々ヶ]{{0,6}}?{_JA_BLOCK}"),
     re.compile(r"[一-龥々ヶ]{1,8}\s*\d+\s*丁目(?:\s*\d+\s*(?:番地?|-)\s*(?:\d+\s*号?)?)?"),

@@ -74,43 +74,42 @@ def first_names() -> frozenset[str]:
 _ABBREVIATIONS = """
 ct mr mri pet spect cr dx dr mg us xa rf nm ot sr seg rtstruct rtplan rtdose pt cta mra mrv ctp dwi adc flair
 stir tse fse gre swi dti bold haste trufi fiesta space vibe mprage spgr t1 t2 t1w t2w pd pdw ir ep epi sag cor
-ax tra axial sagittal coronal oblique obl mip minip mpr vr 3d 2d 4d hr hrct ldct lowdose cap abd abdo pelv
-c+ c- w wo w/o w/wo wwo iv po contrast enh enhanced unenh noncon non-con ncct cect angio angiography perf
+ax tra axial sagittal coronal oblique obl mip minip mpr vr 3d 2d 4d hr hrct ldct lowdose cap abd abdo pelv c+
+c- w wo w/o w/wo wwo iv po contrast enh enhanced unenh noncon non-con ncct cect angio angiography perf
 perfusion diff diffusion loc scout localizer topogram survey cal calib recon rec std soft bone lung med
 mediastinum mediastinal brain head neck chest thorax thoracic abdomen pelvis spine cspine tspine lspine
-c-spine t-spine l-spine knee hip shoulder ankle wrist elbow hand foot breast cardiac heart coronary cor
-lt rt l r bil bilat bilateral lat ap pa lao rao ll rl dorsal ventral prone supine ffs hfs hfp ffp
-kv kvp mas ma ms mm cm sec hu ww wl fov dlp ctdi ctdivol bmi ef sv hr bpm ecg ekg gated gating
-trig dual energy spectral mono kev iodine water fat fs fatsat dixon inphase outphase opp in opp
-arterial venous portal delayed phase pre post early late equilibrium bolus tracking test
-fdg psma dotatate tc99m tc-99m mibi mdp f18 c11 ga68 suv suvmax
-routine protocol series study exam examination scan imaging image images report reports
-history hx dx ddx r/o rule out eval evaluation followup follow-up fu f/u s/p sp pre-op post-op
-preop postop op ca cancer tumor tumour mass nodule nodules lesion lesions mets metastasis
-pe dvt copd ild ipf cad chf afib ards sob cp ha loc tia cva sah sdh ich
-""".split()
+c-spine t-spine l-spine knee hip shoulder ankle wrist elbow hand foot breast cardiac heart coronary cor lt rt
+l r bil bilat bilateral lat ap pa lao rao ll rl dorsal ventral prone supine ffs hfs hfp ffp kv kvp mas ma ms
+mm cm sec hu ww wl fov dlp ctdi ctdivol bmi ef sv hr bpm ecg ekg gated gating trig dual energy spectral mono
+kev iodine water fat fs fatsat dixon inphase outphase opp in opp arterial venous portal delayed phase pre post
+early late equilibrium bolus tracking test fdg psma dotatate tc99m tc-99m mibi mdp f18 c11 ga68 suv suvmax
+routine protocol series study exam examination scan imaging image images report reports history hx dx ddx r/o
+rule out eval evaluation followup follow-up fu f/u s/p sp pre-op post-op preop postop op ca cancer tumor
+tumour mass nodule nodules lesion lesions mets metastasis pe dvt copd ild ipf cad chf afib ards sob cp ha loc
+tia cva sah sdh ich
+""".split()  # noqa: SIM905 - a word list reads best as words
 
 # Capitalised words that are neither names nor identifying (calendar words stay: a month alone is not a date).
 _KEEP = """
-january february march april may june july august september october november december
-monday tuesday wednesday thursday friday saturday sunday i ok no yes
-""".split()
+january february march april may june july august september october november december monday tuesday wednesday
+thursday friday saturday sunday i ok no yes
+""".split()  # noqa: SIM905 - a word list reads best as words
 
 # Common Japanese family and given names in Hepburn romaji, for names written in Latin letters.
 _JAPANESE_NAMES = """
-sato suzuki takahashi tanaka watanabe ito yamamoto nakamura kobayashi kato yoshida yamada sasaki
-yamaguchi matsumoto inoue kimura hayashi shimizu yamazaki mori abe ikeda hashimoto yamashita ishikawa
-nakajima maeda fujita ogawa goto okada hasegawa murakami kondo ishii saito sakamoto endo aoki fujii
-nishimura fukuda ota miura fujiwara okamoto matsuda nakagawa nakano harada ono tamura takeuchi kaneko
-wada nakayama ishida ueda morita hara shibata sakai kudo yokoyama miyazaki miyamoto uchida takagi
-ando taniguchi ohno maruyama imai takada fujimoto takeda murata ueno sugiyama masuda sugawara hirano
-otsuka kojima chiba kubo matsui iwasaki sakurai kinoshita noguchi matsuo kikuchi nomura arai watanabe
-taro jiro saburo ichiro hanako yuko keiko yoko akiko tomoko naoko kazuko michiko sachiko hiroshi takashi
-makoto kenji akira satoshi yuki yuka ayumi mai yui haruto sota yuto hinata riku ren minato yamato
-hiroto kaito sakura aoi himari rin mio akari yuna hina emi kenta shota daiki yusuke kazuki takumi
-naoki tomoya ryota kohei shun ryo kaori megumi junko kumiko hiromi masako nobuko misaki nanami haruka
-ayaka saki miki mayu natsuki hikaru kotaro shinji tetsuya masahiro kazuhiro toshiyuki hideki
-""".split()
+sato suzuki takahashi tanaka watanabe ito yamamoto nakamura kobayashi kato yoshida yamada sasaki yamaguchi
+matsumoto inoue kimura hayashi shimizu yamazaki mori abe ikeda hashimoto yamashita ishikawa nakajima maeda
+fujita ogawa goto okada hasegawa murakami kondo ishii saito sakamoto endo aoki fujii nishimura fukuda ota
+miura fujiwara okamoto matsuda nakagawa nakano harada ono tamura takeuchi kaneko wada nakayama ishida ueda
+morita hara shibata sakai kudo yokoyama miyazaki miyamoto uchida takagi ando taniguchi ohno maruyama imai
+takada fujimoto takeda murata ueno sugiyama masuda sugawara hirano otsuka kojima chiba kubo matsui iwasaki
+sakurai kinoshita noguchi matsuo kikuchi nomura arai watanabe taro jiro saburo ichiro hanako yuko keiko yoko
+akiko tomoko naoko kazuko michiko sachiko hiroshi takashi makoto kenji akira satoshi yuki yuka ayumi mai yui
+haruto sota yuto hinata riku ren minato yamato hiroto kaito sakura aoi himari rin mio akari yuna hina emi
+kenta shota daiki yusuke kazuki takumi naoki tomoya ryota kohei shun ryo kaori megumi junko kumiko hiromi
+masako nobuko misaki nanami haruka ayaka saki miki mayu natsuki hikaru kotaro shinji tetsuya masahiro kazuhiro
+toshiyuki hideki
+""".split()  # noqa: SIM905 - a word list reads best as words
 
 
 def build(out: Path = _DATA) -> dict[str, int]:
@@ -121,7 +120,8 @@ def build(out: Path = _DATA) -> dict[str, int]:
     words: set[str] = set()
     capitalised: set[str] = set()
     split = re.compile(r"[A-Za-z][a-z]+|[A-Z]+(?![a-z])|[0-9]+")
-    for scheme, by_keyword in concepts.items():
+    table: dict[str, dict[str, dict[str, tuple[str, list[int]]]]] = concepts  # type: ignore[assignment]
+    for scheme, by_keyword in table.items():
         if scheme in ("UCUM", "RXNORM", "NDC", "PUBCHEM_CID", "ITIS_TSN"):
             continue
         for codes in by_keyword.values():
