@@ -178,3 +178,13 @@ def test_issue10_repro_identifying_free_text_does_not_survive(opts: DeidOptions)
     assert not left, left
     ds = pydicom.dcmread(io.BytesIO(out))
     assert "CT" in str(ds.get("StudyDescription", ""))  # the descriptor itself is kept, cleaned
+
+
+def test_svs_head_free_text_is_cleaned_and_structure_kept() -> None:
+    from medcloud.deid.images import clean_svs_description
+
+    desc = "Aperio Image Library v10.0.50\r\nPatient Kurosawa Akira 03-1234-5678\r\n山田太郎 標本\r\nlabel 387x463|AppMag = 20|User = x"
+    got = clean_svs_description(desc)
+    assert got.startswith("Aperio Image Library v10.0.50\r\n") and "label 387x463|AppMag = 20" in got
+    for gone in ("Kurosawa", "Akira", "1234-5678", "山田", "User"):
+        assert gone not in got
