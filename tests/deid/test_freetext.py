@@ -183,7 +183,10 @@ def test_issue10_repro_identifying_free_text_does_not_survive(opts: DeidOptions)
 def test_svs_head_free_text_is_cleaned_and_structure_kept() -> None:
     from medcloud.deid.images import clean_svs_description
 
-    desc = "Aperio Image Library v10.0.50\r\nPatient Kurosawa Akira 03-1234-5678\r\n山田太郎 標本\r\nlabel 387x463|AppMag = 20|User = x"
+    desc = (
+        "Aperio Image Library v10.0.50\r\nPatient Kurosawa Akira 03-1234-5678\r\n山田太郎 標本\r\n"
+        "label 387x463|AppMag = 20|User = x"
+    )
     got = clean_svs_description(desc)
     assert got.startswith("Aperio Image Library v10.0.50\r\n") and "label 387x463|AppMag = 20" in got
     for gone in ("Kurosawa", "Akira", "1234-5678", "山田", "User"):
