@@ -6,10 +6,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from medcloud.deid import Deidentifier, DeidOptions, SiteKey
 from tests.deid.test_freetext import REPRO, repro_file
 from tests.hub.conftest import Hub, _make_hub
+
+from medcloud.deid import Deidentifier, DeidOptions, SiteKey
 
 
 @pytest.fixture
