@@ -63,6 +63,10 @@ def japanese_spans(text: str) -> list[Span]:
             continue
         if pos[2] == "人名":
             out.append((m.begin(), m.end(), "name", None))
+            if pos[3] == "姓":
+                given = _GIVEN_AFTER_FAMILY.match(text, m.end())
+                if given and _may_be_given_name(given.group(1)):
+                    out.append((m.end(), given.end(), "name", None))
         elif pos[2] == "地名":
             out.append((m.begin(), m.end(), "address", None))
         elif pos[2] == "一般" and _JA.search(surface) and i + 1 < len(toks):
@@ -100,6 +104,38 @@ def japanese_spans(text: str) -> list[Span]:
     return out
 
 
+_GIVEN_AFTER_FAMILY = re.compile(
+    r"[ \u3000]([\u3041-\u3096\u30a1-\u30fa\u30fc\u4e00-\u9fff々]{1,4})(?![\u3041-\u30ff\u4e00-\u9fff])"
+)
+_NOT_GIVEN = {
+    "さん",
+    "さま",
+    "くん",
+    "ちゃん",
+    "です",
+    "ます",
+    "より",
+    "から",
+    "まで",
+    "など",
+    "なし",
+    "あり",
+    "せんせい",
+}
+
+
+def _may_be_given_name(word: str) -> bool:
+    """After a family name and a space: one kanji, kana, or anything the dictionary does not call a common noun."""
+    from sudachipy import tokenizer
+
+    if word in _NOT_GIVEN:
+        return False
+    if len(word) == 1 or not re.search(r"[\u4e00-\u9fff]", word):
+        return True
+    toks = _tokenizer().tokenize(word, tokenizer.Tokenizer.SplitMode.C)
+    return not (len(toks) == 1 and toks[0].part_of_speech()[1] == "普通名詞" and not toks[0].is_oov())
+
+
 def _is_common_kana(word: str) -> bool:
     """A kana word the dictionary knows as an ordinary word (さん, です...) rather than a name part."""
     from sudachipy import tokenizer
@@ -108,7 +144,9 @@ def _is_common_kana(word: str) -> bool:
     return len(toks) == 1 and toks[0].part_of_speech()[1] != "固有名詞" and not toks[0].is_oov()
 
 
-_WORD = re.compile(r"[A-Za-z][A-Za-z'\-]*[A-Za-z]|[A-Za-z]")
+# Latin letters with accents count ("François", "MÜLLER").
+_L = "A-Za-z\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u017f"
+_WORD = re.compile(rf"[{_L}][{_L}'\-]*[{_L}]|[{_L}]")
 # "MR BRAIN" and "DR CHEST" are modalities: an upper-case title counts only with its full stop.
 _TITLE = re.compile(
     r"(?<![A-Za-z])(?:(?:Dr|Drs|Mr|Mrs|Ms|Miss|Mx|Prof|Professor|Doctor|Sir|Dame|Sra|Herr|Frau|Mme|Mlle)\.?"
@@ -123,6 +161,12 @@ _LATIN_LABEL = re.compile(
     r"(?P<n>[A-Za-z][A-Za-z'\-]+(?:[\s,^]+[A-Za-z][A-Za-z'\-]+)?)",
     re.I,
 )
+# Given names that are mostly ordinary verbs and nouns in descriptors ("Will Call Back", "Mark Lesion").
+_VERB_NAMES = frozenset(
+    "will may can mark bill don art guy pat rob sue gene chase grant hope ray page dean sunny major king "
+    "rich frank miles lane wade drew hunter".split()
+)
+_MIDDLE_INITIAL = re.compile(r"[A-Za-z]+\s+(?P<i>[A-Z]\.?\s+)[A-Z][A-Za-z'\-]+")
 _INITIAL = re.compile(r"(?<![A-Za-z])[A-Z]\.\s?(?=[A-Z][a-z])")
 _SENTENCE_END = re.compile(r"[.!?:;\n\r\t()\[\]\"|/=]\s*$|^\s*$")
 
@@ -198,6 +242,18 @@ def latin_spans(text: str) -> list[Span]:
             continue  # abbreviations
         elif (not in_eng and not in_desc) or (in_names and not in_eng):
             flagged.add(i)
+    # A given name beside a family name is a person in any casing ("Mammo Screening Jane Doe").
+    for i in range(len(words) - 1):
+        a, b = words[i], words[i + 1]
+        la, lb = a.group(0).lower(), b.group(0).lower()
+        if not (a.group(0)[0].isupper() and b.group(0)[0].isupper()):
+            continue
+        if not re.fullmatch(r"\s*[,^]?\s*", text[a.end() : b.start()]):
+            continue
+        given_family = la in first and la not in _VERB_NAMES and lb in names and not _in(lb, desc)
+        family_given = lb in first and lb not in _VERB_NAMES and la in names and not _in(la, desc)
+        if (given_family or family_given) and not (_in(la, desc) and _in(lb, desc)):
+            flagged.update((i, i + 1))
     # A name-list word next to a flagged word belongs to the same name ("John Brown", "TANAKA Hanako").
     changed = True
     while changed:
@@ -213,7 +269,8 @@ def latin_spans(text: str) -> list[Span]:
                 if j in flagged and 0 <= j < len(words):
                     a, b = (words[j], w) if j < i else (w, words[j])
                     gap = text[a.end() : b.start()]
-                    if re.fullmatch(r"\s*[,^]?\s*", gap) and (low not in desc or not caps_signal):
+                    pair = (low in first) != (words[j].group(0).lower() in first)  # a given and a family name
+                    if re.fullmatch(r"\s*[,^]?\s*", gap) and (low not in desc or pair):
                         flagged.add(i)
                         changed = True
                         break
@@ -224,12 +281,17 @@ def latin_spans(text: str) -> list[Span]:
     for m in _LATIN_LABEL.finditer(text):
         n = m.group("n")
         lead = n.split()[0].split(",")[0].split("^")[0].lower()
-        if n[0].isupper() and not (lead in desc and lead not in names):
+        labelled = ":" in m.group(0)[: m.start("n") - m.start()]
+        if (n[0].isupper() or (labelled and lead in names)) and not (lead in desc and lead not in names):
             end = m.end("n")
             parts = re.split(r"[\s,^]+", n)
             if len(parts) > 1 and (parts[1].lower() in desc and parts[1].lower() not in names):
                 end = m.start("n") + len(parts[0])
             out.append((m.start("n"), end, "name", None))
+    # "John Q. Public": the word after a middle initial that follows a name is the family name.
+    for m in _MIDDLE_INITIAL.finditer(text):
+        if any(s <= m.start() < e for s, e, _k, _r in out):
+            out.append((m.start("i"), m.end(), "name", None))
     for m in _INITIAL.finditer(text):
         nxt = _WORD.match(text, m.end())
         if nxt and any(s <= nxt.start() < e for s, e, _k, _r in out):

@@ -93,9 +93,13 @@ _DATE_PATTERNS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"(?<![\d.])(?P<a>\d{1,2})(?P<s>[-/.])(?P<b>\d{1,2})(?P=s)(?P<y>(?:19|20)?\d\d)(?![\d])"), "abY"),
     # April 1, 2024 / Apr 1st 2024 / April 2024
     (
-        re.compile(rf"(?<![A-Za-z]){_MON}\s+(?P<d>\d{{1,2}})(?:st|nd|rd|th)?,?\s+(?P<y>(?:19|20)\d\d)(?!\d)", re.I),
+        re.compile(
+            rf"(?<![A-Za-z]){_MON}[\s\-/.]+(?P<d>\d{{1,2}})(?:st|nd|rd|th)?,?[\s\-/.]+(?P<y>(?:19|20)\d\d)(?!\d)", re.I
+        ),
         "mdy",
     ),
+    # 2024-Apr-01, 2024 April 1
+    (re.compile(rf"(?<!\d)(?P<y>(?:19|20)\d\d)[\s\-/.]+{_MON}[\s\-/.]+(?P<d>\d{{1,2}})(?!\d)", re.I), "ymd"),
     (
         re.compile(
             rf"(?<![A-Za-z0-9])(?P<d>\d{{1,2}})(?:st|nd|rd|th)?(?:\s+|-|\s*of\s+)?{_MON}[\s,\-]*(?P<y>(?:19|20)?\d\d)(?!\d)",
@@ -185,7 +189,8 @@ def find_dates(text: str, mode: str, shift_days: int) -> list[Span]:
 
 # ---- ages over 89 --------------------------------------------------------------------------------
 _AGES = [
-    re.compile(r"(?<!\d)(?P<n>\d{2,3})\s*(?:歳|才|さい)(?:以上)?"),
+    re.compile(r"(?<!\d)(?P<n>\d{2,3}|[一二三四五六七八九十百]{2,4})\s*(?:歳|才|さい)(?:以上)?"),
+    re.compile(r"(?<![\dA-Za-z])(?P<n>\d{2,3})\s*(?:years?|yrs?)(?![A-Za-z])", re.I),
     re.compile(r"(?<![\dA-Za-z])(?P<n>\d{2,3})\s*(?:-|\s)?\s*(?:years?|yrs?|y)[\s\-]*(?:old|o)\b\.?", re.I),
     re.compile(r"(?<![\dA-Za-z])(?P<n>\d{2,3})\s*(?:yo|y/o|y\.o\.?|yrs?|Y|M|F)(?![A-Za-z0-9])"),
     re.compile(r"(?<![A-Za-z])(?:age[ds]?|aged|年齢)\s*[:：=]?\s*(?P<n>\d{2,3})(?!\d)", re.I),
@@ -198,7 +203,8 @@ def find_ages(text: str) -> list[Span]:
     out: list[Span] = []
     for pat in _AGES:
         for m in pat.finditer(text):
-            if int(m.group("n")) >= 90:
+            n = _knum(m.group("n").replace("百", "")) if not m.group("n").isdigit() else int(m.group("n"))
+            if "百" in m.group("n") or (n is not None and n >= 90):
                 s, e = m.span("n")
                 out.append((s, e, "age", "90+"))
     return out
@@ -214,6 +220,10 @@ ID_LABEL = re.compile(
     r"|ＩＤ|番号|患者番号|カルテ|診察券|受付|保険証|記号)\s*(?:no\.?|番号|#)?\s*[:：#.=]?\s*$",
     re.I,
 )
+# "03(1234)5678": the area code's parentheses sit between the groups.
+_PAREN_PHONE = re.compile(r"(?<!\d)\d{2,5}\s?\(\d{1,5}\)\s?\d{3,5}(?!\d)")
+# Groups of two or more digits joined by a space or hyphen ("1234 5678", "150-0002"): IDs, postal codes.
+_DIGIT_GROUPS = re.compile(r"(?<![\d.\-])\d{2,}(?:[ \-]\d{2,}){1,3}(?![\d.]\d)")
 _DIGIT_RUN = re.compile(r"(?<![\d.])\d{5,}(?![\d.]\d)")
 # Letters then digits ("MRN8841203", "A1234567", "SN99817XQ"): record and device numbers.
 _ALNUM_ID = re.compile(r"(?<![A-Za-z0-9])(?=[A-Za-z0-9\-]*\d{4})[A-Za-z]{1,6}[\-]?\d[A-Za-z0-9\-]*(?![A-Za-z0-9])")
@@ -232,6 +242,11 @@ def find_numbers(text: str) -> list[Span]:
         before = text[max(0, m.start() - 24) : m.start()]
         if digits >= 9 or (digits >= 6 and _PHONE_LABEL.search(before)):
             out.append((m.start(), m.end(), "phone", None))
+    for m in _PAREN_PHONE.finditer(text):
+        out.append((m.start(), m.end(), "phone", None))
+    for m in _DIGIT_GROUPS.finditer(text):
+        if sum(c.isdigit() for c in m.group(0)) >= 7:
+            out.append((m.start(), m.end(), "id", None))
     for m in _DIGIT_RUN.finditer(text):
         if not _UNIT_AFTER.match(text[m.end() : m.end() + 5]):
             out.append((m.start(), m.end(), "id", None))
@@ -263,6 +278,10 @@ _JA_ADDRESS = [
     re.compile(rf"[一-龥々ヶ]{{1,5}}(?:市|区|郡)[一-龥ぁ-んァ-ヶ々ヶ]{{0,8}}?(?:町|村)?[一-龥々ヶ]{{0,6}}?{_JA_BLOCK}"),
     re.compile(r"[一-龥々ヶ]{1,8}\s*\d+\s*丁目(?:\s*\d+\s*(?:番地?|-)\s*(?:\d+\s*号?)?)?"),
     re.compile(r"〒\s*\d{3}-?\d{4}"),
+    re.compile(r"(?<![\d\-])\d{3}-\d{4}(?![\d\-])"),  # postal code without its mark
+    re.compile(r"[\u30a0-\u30ff\u4e00-\u9fffA-Za-z々ヶ]{0,15}\s*\d+\s*(?:号室|号棟|階)"),  # building, room
+    re.compile(r"[\u4e00-\u9fff々ヶ]{1,8}(?:町|通|台|条|丁|が丘|ヶ丘)\s*[1-9]\d*(?:-\d+){1,3}"),
+    re.compile(r"[\u4e00-\u9fff々ヶ]{2,8}[1-9]\d{0,3}-\d{1,4}-\d{1,4}"),  # 0 opens phone numbers, not blocks
     re.compile(r"(?<![\d\-])\d{1,3}-\d{1,4}-\d{1,4}(?:-\d{1,4})?(?![\d\-])"),  # chome-banchi-go
 ]
 _STREET = (
