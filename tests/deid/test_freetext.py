@@ -91,6 +91,18 @@ def test_recall_per_kind_meets_the_bar(part: str) -> None:
         ("前回 2024年4月1日 撮影", "2024年4月1日", "date"),
         ("a 93-year-old woman with a fall", "93", "age"),
         ("95歳 女性 骨折疑い", "95歳", "age"),
+        ("胸部CT 森 海", "海", "name"),
+        ("胸部CT やまだ たろう", "たろう", "name"),
+        ("Seen by François Lefèvre", "Lef", "name"),
+        ("Mammo Screening Jane Doe", "Doe", "name"),
+        ("John Q. Public called", "Public", "name"),
+        ("Patient: john smith", "smith", "name"),
+        ("電話：03（1234）5678 まで", "5678", "phone"),
+        ("ID 1234 5678 照合", "5678", "id"),
+        ("Minato-ku, Tokyo 150-0002", "0002", "address"),
+        ("サクラマンション101号室 在住", "101号室", "address"),
+        ("prior 2024-Apr-01 exam", "Apr", "date"),
+        ("九十二歳 女性", "九十二", "age"),
     ],
 )
 def test_each_kind_is_removed(text: str, gone: str, kind: str) -> None:

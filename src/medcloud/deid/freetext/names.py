@@ -35,6 +35,9 @@ _KANA_WORD = re.compile(r"[\u3041-\u3096\u30a1-\u30fa\u30fc]{2,8}")
 _JA_NOT_NAME_TAIL = re.compile(r"(?:の|は|が|を|に|で|と|より|から|へ|。|、)")
 
 
+_KANJI_NUMBER = re.compile(r"[〇一二三四五六七八九十百千万]+")
+
+
 @cache
 def _tokenizer() -> Any:
     from sudachipy import dictionary
@@ -58,7 +61,7 @@ def japanese_spans(text: str) -> list[Span]:
         surface = m.surface()
         if pos[0] != "名詞" or pos[1] != "固有名詞":
             # Dictionary-unknown kana/kanji words may be names; unknown Latin is judged by latin_spans.
-            if m.is_oov() and _JA.search(surface) and len(surface) >= 2:
+            if m.is_oov() and _JA.search(surface) and len(surface) >= 2 and not _KANJI_NUMBER.fullmatch(surface):
                 out.append((m.begin(), m.end(), "name", None))
             continue
         if pos[2] == "人名":
@@ -163,7 +166,7 @@ _LATIN_LABEL = re.compile(
 )
 # Given names that are mostly ordinary verbs and nouns in descriptors ("Will Call Back", "Mark Lesion").
 _VERB_NAMES = frozenset(
-    "will may can mark bill don art guy pat rob sue gene chase grant hope ray page dean sunny major king "
+    "will may can mark bill don art guy pat rob sue gene chase grant hope ray page dean sunny major king "  # noqa: SIM905
     "rich frank miles lane wade drew hunter".split()
 )
 _MIDDLE_INITIAL = re.compile(r"[A-Za-z]+\s+(?P<i>[A-Z]\.?\s+)[A-Z][A-Za-z'\-]+")
@@ -231,7 +234,7 @@ def latin_spans(text: str) -> list[Span]:
         in_desc, in_eng, in_names = _in(low, desc), _in(low, eng), low in names
         if "^" in text[max(0, w.start() - 1) : w.end() + 1]:
             flagged.add(i)
-        elif initial and low in first and not in_desc and not allcaps:
+        elif initial and low in first and low not in _VERB_NAMES and not in_desc and not allcaps:
             flagged.add(i)  # "Jane called": a first name opening a sentence
         elif in_desc and not (caps_signal and not initial and not allcaps and in_names and not in_eng):
             continue

@@ -224,6 +224,7 @@ ID_LABEL = re.compile(
 _PAREN_PHONE = re.compile(r"(?<!\d)\d{2,5}\s?\(\d{1,5}\)\s?\d{3,5}(?!\d)")
 # Groups of two or more digits joined by a space or hyphen ("1234 5678", "150-0002"): IDs, postal codes.
 _DIGIT_GROUPS = re.compile(r"(?<![\d.\-])\d{2,}(?:[ \-]\d{2,}){1,3}(?![\d.]\d)")
+_DATE_SHAPE = re.compile(r"(?:19|20)\d\d[ \-]\d{1,2}[ \-]\d{1,2}|\d{1,2}[ \-]\d{1,2}[ \-](?:19|20)\d\d")
 _DIGIT_RUN = re.compile(r"(?<![\d.])\d{5,}(?![\d.]\d)")
 # Letters then digits ("MRN8841203", "A1234567", "SN99817XQ"): record and device numbers.
 _ALNUM_ID = re.compile(r"(?<![A-Za-z0-9])(?=[A-Za-z0-9\-]*\d{4})[A-Za-z]{1,6}[\-]?\d[A-Za-z0-9\-]*(?![A-Za-z0-9])")
@@ -245,7 +246,8 @@ def find_numbers(text: str) -> list[Span]:
     for m in _PAREN_PHONE.finditer(text):
         out.append((m.start(), m.end(), "phone", None))
     for m in _DIGIT_GROUPS.finditer(text):
-        if sum(c.isdigit() for c in m.group(0)) >= 7:
+        # Dates are the date finder's to remove, shift or keep.
+        if sum(c.isdigit() for c in m.group(0)) >= 7 and not _DATE_SHAPE.fullmatch(m.group(0)):
             out.append((m.start(), m.end(), "id", None))
     for m in _DIGIT_RUN.finditer(text):
         if not _UNIT_AFTER.match(text[m.end() : m.end() + 5]):
