@@ -150,12 +150,12 @@ def test_text_that_cannot_be_analysed_is_removed() -> None:
 
 
 def test_results_are_cached_per_string() -> None:
-    from medcloud.deid.freetext import _clean_cached
+    from medcloud.deid.freetext import _clean_short
 
     clean("SAG T1 cached descriptor")
-    before = _clean_cached.cache_info().hits
+    before = _clean_short.cache_info().hits
     clean("SAG T1 cached descriptor")
-    assert _clean_cached.cache_info().hits == before + 1
+    assert _clean_short.cache_info().hits == before + 1
 
 
 def repro_file() -> bytes:
@@ -203,3 +203,32 @@ def test_svs_head_free_text_is_cleaned_and_structure_kept() -> None:
     assert got.startswith("Aperio Image Library v10.0.50\r\n") and "label 387x463|AppMag = 20" in got
     for gone in ("Kurosawa", "Akira", "1234-5678", "山田", "User"):
         assert gone not in got
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        ("a" * 60_000) + " 山田太郎 " + ("1" * 30_000) + " " + ("x." * 20_000),
+        "12-" * 30_000,  # each triple a date: overlap checks must not be quadratic
+        "a-" * 90_000,  # hyphenated runs: ID lookaheads must start once per run
+        "Abc D. " * 20_000,
+        "2024年" * 20_000,
+    ],
+    ids=["mixed-runs", "digit-dash", "hyphen-words", "initials", "years"],
+)
+def test_issue10_long_text_is_cleaned_in_linear_time_and_not_cached(text: str) -> None:
+    import time
+
+    from medcloud.deid.freetext import _clean_short
+
+    clean("山田 warm-up")  # analyser and word lists load once, not part of the bound
+    size = _clean_short.cache_info().currsize
+    t0 = time.process_time()
+    got = clean(text)
+    assert time.process_time() - t0 < 5.0
+    assert got.text is None or "山田" not in got.text
+    assert _clean_short.cache_info().currsize == size
+
+
+def test_text_over_the_limit_is_removed() -> None:
+    assert clean("y" * 200_001).remove

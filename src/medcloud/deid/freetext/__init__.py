@@ -28,6 +28,11 @@ DateMode = Literal["remove", "shift", "keep"]
 MAX_REDACTED_SHARE = 0.7
 
 
+# Longer text is not analysed but removed: no field a descriptor or a report needs is this long.
+MAX_CHARS = 200_000
+CACHE_MAX_CHARS = 2_048
+
+
 class KnownValues(Protocol):
     """Anything that removes a fixed set of identifying strings (the engine's per-file Scrubber)."""
 
@@ -89,8 +94,21 @@ def _only_redactions(text: str) -> bool:
     return not any(c.isalnum() for c in rest)
 
 
-@lru_cache(maxsize=8192)
 def _clean_cached(text: str, dates: DateMode, shift_days: int) -> Cleaned:
+    """Short texts (descriptors, which repeat) are cached; long ones (reports) are not kept in memory."""
+    if len(text) <= CACHE_MAX_CHARS:
+        return _clean_short(text, dates, shift_days)
+    return _clean_uncached(text, dates, shift_days)
+
+
+@lru_cache(maxsize=8192)
+def _clean_short(text: str, dates: DateMode, shift_days: int) -> Cleaned:
+    return _clean_uncached(text, dates, shift_days)
+
+
+def _clean_uncached(text: str, dates: DateMode, shift_days: int) -> Cleaned:
+    if len(text) > MAX_CHARS:
+        return Cleaned(None, frozenset({"too_long"}))
     if not text.strip():
         return Cleaned(text, _UNCHANGED)
     if not text.isascii() and not all(_supported(c) for c in text):
@@ -119,9 +137,10 @@ def find(text: str, *, dates: DateMode = "remove", shift_days: int = 0) -> list[
         # A house number before a removed street or place name is part of the address ("8 Rue de Rivoli").
         for s, _e, kind, _r in list(spans):
             if kind in ("name", "address"):
-                m = _HOUSE_NUMBER.search(folded, 0, s)
+                lo = max(0, s - 24)
+                m = _HOUSE_NUMBER.search(folded[lo:s])
                 if m:
-                    spans.append((m.start(), s, "address", None))
+                    spans.append((lo + m.start(), s, "address", None))
         # Particles inside a removed name or place ("Rue de Rivoli", "Ludwig van Beethoven") go with it.
         ends = {e for _s, e, k, _r in spans if k in ("name", "address")}
         starts = {s for s, _e, k, _r in spans if k in ("name", "address")}

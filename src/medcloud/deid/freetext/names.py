@@ -11,6 +11,7 @@ kept; capitalised words that are person names or unknown are removed, and so are
 from __future__ import annotations
 
 import re
+import threading
 from functools import cache
 from typing import Any
 
@@ -29,8 +30,6 @@ _JA_LABEL = re.compile(
 _JA_NAME_AFTER_LABEL = re.compile(
     rf"[\u3040-\u309f\u30a0-\u30ff\u4e00-\u9fff々ヶ・]{{2,10}}(?:\s+{_KANA_KANJI_RUN}{{1,3}}(?!{_KANA_KANJI_RUN}))?"
 )
-# A kana-only word written next to a name, space-separated, is the rest of the name ("スズキ イチロウさん").
-_KANA_WORD = re.compile(r"[\u3041-\u3096\u30a1-\u30fa\u30fc]{2,8}")
 # Words after a label that are not names: the label is often followed by ordinary nouns.
 _JA_NOT_NAME_TAIL = re.compile(r"(?:の|は|が|を|に|で|と|より|から|へ|。|、)")
 
@@ -39,10 +38,21 @@ _KANJI_NUMBER = re.compile(r"[〇一二三四五六七八九十百千万]+")
 
 
 @cache
-def _tokenizer() -> Any:
+def _dictionary() -> Any:
     from sudachipy import dictionary
 
-    return dictionary.Dictionary(dict="core").create()
+    return dictionary.Dictionary(dict="core")
+
+
+_LOCAL = threading.local()
+
+
+def _tokenizer() -> Any:
+    """One tokenizer per thread (a Deidentifier may be shared by threads); the dictionary is shared."""
+    tok = getattr(_LOCAL, "tokenizer", None)
+    if tok is None:
+        tok = _LOCAL.tokenizer = _dictionary().create()
+    return tok
 
 
 def has_japanese(text: str) -> bool:
@@ -52,6 +62,35 @@ def has_japanese(text: str) -> bool:
 
 def japanese_spans(text: str) -> list[Span]:
     """Names and places found by Sudachi, plus names found by honorifics and labels."""
+
+    out: list[Span] = []
+    for base, chunk in _chunks(text):
+        if has_japanese(chunk):
+            out.extend((base + s, base + e, k, r) for s, e, k, r in _morph_spans(chunk))
+    out.extend(_context_spans(text))
+    out.extend(_beside_names(text, out))
+    return out
+
+
+# Sudachi refuses input over ~49 KB; 8,000 characters stay under it in any script.
+_CHUNK = 8_000
+
+
+def _chunks(text: str) -> list[tuple[int, str]]:
+    """Pieces of at most _CHUNK characters, cut after a line end, sentence end or space where one is near."""
+    out: list[tuple[int, str]] = []
+    pos = 0
+    while pos < len(text):
+        end = min(len(text), pos + _CHUNK)
+        if end < len(text):
+            cut = max(text.rfind(c, pos + _CHUNK // 2, end) for c in ("\n", "。", ". ", " ", "、"))
+            end = cut + 1 if cut > pos else end
+        out.append((pos, text[pos:end]))
+        pos = end
+    return out
+
+
+def _morph_spans(text: str) -> list[Span]:
     from sudachipy import tokenizer
 
     out: list[Span] = []
@@ -77,6 +116,12 @@ def japanese_spans(text: str) -> list[Span]:
             nxt = toks[i + 1].surface()
             if nxt.startswith(("病院", "クリニック", "医院", "診療所", "大学", "センター")):
                 out.append((m.begin(), toks[i + 1].end(), "institution", None))
+    return out
+
+
+def _context_spans(text: str) -> list[Span]:
+    """Names told by an honorific after them or a label before them, and kana words beside a name."""
+    out: list[Span] = []
     for m in _JA_BEFORE_HONORIFIC.finditer(text):
         run = m.group(1)
         # Trim leading particles and words that end a clause ("...の田中先生" keeps only 田中).
@@ -93,17 +138,26 @@ def japanese_spans(text: str) -> list[Span]:
             end = n.start() + (stop.start() if stop else len(n.group(0)))
             if end - n.start() >= 2:
                 out.append((n.start(), end, "name", None))
-    for s, e, kind, _r in list(out):
+    return out
+
+
+_KANA_BEFORE = re.compile(r"([\u3041-\u3096\u30a1-\u30fa\u30fc]{2,8})[ \u3000]$")
+_KANA_AFTER = re.compile(r"[ \u3000]([\u3041-\u3096\u30a1-\u30fa\u30fc]{2,8})(?![\u3041-\u3096\u30a1-\u30fa\u30fc])")
+
+
+def _beside_names(text: str, spans: list[Span]) -> list[Span]:
+    """A kana word written next to a found name, space-separated, is the rest of it ("スズキ イチロウさん")."""
+    out: list[Span] = []
+    for s, e, kind, _r in spans:
         if kind != "name":
             continue
-        before = re.search(r"([\u3041-\u3096\u30a1-\u30fa\u30fc]{2,8})[ \u3000]$", text[:s])
+        lo = max(0, s - 9)
+        before = _KANA_BEFORE.search(text[lo:s])
         if before:
-            out.append((before.start(1), s, "name", None))
-        after = re.match(
-            r"[ \u3000]([\u3041-\u3096\u30a1-\u30fa\u30fc]{2,8})(?![\u3041-\u3096\u30a1-\u30fa\u30fc])", text[e:]
-        )
+            out.append((lo + before.start(1), s, "name", None))
+        after = _KANA_AFTER.match(text, e)
         if after and not _is_common_kana(after.group(1)):
-            out.append((e, e + after.end(), "name", None))
+            out.append((e, after.end(), "name", None))
     return out
 
 
@@ -169,9 +223,24 @@ _VERB_NAMES = frozenset(
     "will may can mark bill don art guy pat rob sue gene chase grant hope ray page dean sunny major king "  # noqa: SIM905
     "rich frank miles lane wade drew hunter".split()
 )
-_MIDDLE_INITIAL = re.compile(r"[A-Za-z]+\s+(?P<i>[A-Z]\.?\s+)[A-Z][A-Za-z'\-]+")
+_MIDDLE_INITIAL = re.compile(r"(?<![A-Za-z])[A-Za-z]+\s+(?P<i>[A-Z]\.?\s+)[A-Z][A-Za-z'\-]+")
 _INITIAL = re.compile(r"(?<![A-Za-z])[A-Z]\.\s?(?=[A-Z][a-z])")
-_SENTENCE_END = re.compile(r"[.!?:;\n\r\t()\[\]\"|/=]\s*$|^\s*$")
+_SENTENCE_END = frozenset('.!?:;\n\r\t()[]"|/=')
+
+
+def _mask(n: int, spans: list[Span]) -> bytearray:
+    out = bytearray(n)
+    for s, e, _k, _r in spans:
+        out[s:e] = b"\x01" * (e - s)
+    return out
+
+
+def _opens_sentence(text: str, pos: int) -> bool:
+    """Nothing but spaces since the start of the text or since sentence punctuation."""
+    i = pos - 1
+    while i >= 0 and text[i] == " ":
+        i -= 1
+    return i < 0 or text[i] in _SENTENCE_END
 
 
 _SUFFIXES = (
@@ -229,7 +298,7 @@ def latin_spans(text: str) -> list[Span]:
             continue
         if low.endswith("'s"):
             low = low[:-2]
-        initial = bool(_SENTENCE_END.search(text[: w.start()]))
+        initial = _opens_sentence(text, w.start())
         allcaps = word.isupper()
         in_desc, in_eng, in_names = _in(low, desc), _in(low, eng), low in names
         if "^" in text[max(0, w.start() - 1) : w.end() + 1]:
@@ -291,12 +360,17 @@ def latin_spans(text: str) -> list[Span]:
             if len(parts) > 1 and (parts[1].lower() in desc and parts[1].lower() not in names):
                 end = m.start("n") + len(parts[0])
             out.append((m.start("n"), end, "name", None))
+    named: bytearray | None = None  # characters inside a name found so far, built when first needed
     # "John Q. Public": the word after a middle initial that follows a name is the family name.
     for m in _MIDDLE_INITIAL.finditer(text):
-        if any(s <= m.start() < e for s, e, _k, _r in out):
+        if named is None:
+            named = _mask(len(text), out)
+        if named[m.start()]:
             out.append((m.start("i"), m.end(), "name", None))
     for m in _INITIAL.finditer(text):
         nxt = _WORD.match(text, m.end())
-        if nxt and any(s <= nxt.start() < e for s, e, _k, _r in out):
+        if named is None:
+            named = _mask(len(text), out)
+        if nxt and named[nxt.start()]:
             out.append((m.start(), m.end(), "name", None))
     return out

@@ -24,8 +24,9 @@ def fold(text: str) -> str:
     return text.translate(_FOLD)
 
 
+# Matches start only where a run of address characters starts, so a long run is scanned once.
 EMAIL = re.compile(
-    r"[A-Za-z0-9._%+\-]+\s?(?:@|\(at\)|\[at\])\s?[A-Za-z0-9\-]+(?:\s?(?:\.|\(dot\)|\[dot\])\s?[A-Za-z0-9\-]+)+"
+    r"(?<![A-Za-z0-9._%+\-])[A-Za-z0-9._%+\-]+\s?(?:@|\(at\)|\[at\])\s?[A-Za-z0-9\-]+(?:\s?(?:\.|\(dot\)|\[dot\])\s?[A-Za-z0-9\-]+)+"
 )
 URL = re.compile(r"(?:https?://|ftp://|www\.)[^\s<>\"'、。]+", re.IGNORECASE)
 
@@ -160,18 +161,18 @@ def find_dates(text: str, mode: str, shift_days: int) -> list[Span]:
     if mode == "keep":
         return []
     spans: list[Span] = []
-    taken: list[tuple[int, int]] = []
+    taken = bytearray(len(text))  # characters already inside a date (earlier patterns win)
     for pat, style in _DATE_PATTERNS:
         for m in pat.finditer(text):
             s, e = m.span()
-            if any(s < te and ts < e for ts, te in taken):
+            if any(taken[s:e]):
                 continue
             y, mo, d = _ymd(m, style)
             if mo is not None and not 1 <= mo <= 12:
                 continue
             if d is not None and not 1 <= d <= 31:
                 continue
-            taken.append((s, e))
+            taken[s:e] = b"\x01" * (e - s)
             repl: str | None = None
             if mode == "shift" and y is not None and mo is not None and d is not None:
                 try:
@@ -227,7 +228,7 @@ _DIGIT_GROUPS = re.compile(r"(?<![\d.\-])\d{2,}(?:[ \-]\d{2,}){1,3}(?![\d.]\d)")
 _DATE_SHAPE = re.compile(r"(?:19|20)\d\d[ \-]\d{1,2}[ \-]\d{1,2}|\d{1,2}[ \-]\d{1,2}[ \-](?:19|20)\d\d")
 _DIGIT_RUN = re.compile(r"(?<![\d.])\d{5,}(?![\d.]\d)")
 # Letters then digits ("MRN8841203", "A1234567", "SN99817XQ"): record and device numbers.
-_ALNUM_ID = re.compile(r"(?<![A-Za-z0-9])(?=[A-Za-z0-9\-]*\d{4})[A-Za-z]{1,6}[\-]?\d[A-Za-z0-9\-]*(?![A-Za-z0-9])")
+_ALNUM_ID = re.compile(r"(?<![A-Za-z0-9\-])(?=[A-Za-z0-9\-]*\d{4})[A-Za-z]{1,6}[\-]?\d[A-Za-z0-9\-]*(?![A-Za-z0-9])")
 _TOKEN_AFTER = re.compile(r"[A-Za-z0-9][A-Za-z0-9\-/]*")
 # Units after a number ("2000ms", "1500HU") are measurements, not IDs.
 _UNIT_AFTER = re.compile(
@@ -281,7 +282,7 @@ _JA_ADDRESS = [
     re.compile(r"[一-龥々ヶ]{1,8}\s*\d+\s*丁目(?:\s*\d+\s*(?:番地?|-)\s*(?:\d+\s*号?)?)?"),
     re.compile(r"〒\s*\d{3}-?\d{4}"),
     re.compile(r"(?<![\d\-])\d{3}-\d{4}(?![\d\-])"),  # postal code without its mark
-    re.compile(r"[\u30a0-\u30ff\u4e00-\u9fffA-Za-z々ヶ]{0,15}\s*\d+\s*(?:号室|号棟|階)"),  # building, room
+    re.compile(r"(?:[\u30a0-\u30ff\u4e00-\u9fffA-Za-z々ヶ]{1,15}\s*)?(?<!\d)\d+\s*(?:号室|号棟|階)"),  # building, room
     re.compile(r"[\u4e00-\u9fff々ヶ]{1,8}(?:町|通|台|条|丁|が丘|ヶ丘)\s*[1-9]\d*(?:-\d+){1,3}"),
     re.compile(r"[\u4e00-\u9fff々ヶ]{2,8}[1-9]\d{0,3}-\d{1,4}-\d{1,4}"),  # 0 opens phone numbers, not blocks
     re.compile(r"(?<![\d\-])\d{1,3}-\d{1,4}-\d{1,4}(?:-\d{1,4})?(?![\d\-])"),  # chome-banchi-go
