@@ -5,7 +5,7 @@
 A planted identifier counts as removed when every one of its characters (spaces and punctuation
 aside) lies inside something the cleaner replaced, or when the cleaner removed the whole field. False
 removals: characters and words outside every planted identifier that the cleaner replaced, and
-fields removed whole. Figures are given for the `tune` part, the `heldout` part and both.
+fields removed whole. Figures are given for the `tune` part, the two held-out parts and all.
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ def main() -> None:
     per_text_ms = (time.process_time() - t0) / len(rows) * 1000
 
     out: dict[str, Any] = {"set": str(args.set.relative_to(ROOT) if args.set.is_relative_to(ROOT) else args.set)}
-    for part in ("tune", "heldout", "all"):
+    for part in ("tune", "heldout", "heldout2", "all"):
         chosen = [r for r in rows if part == "all" or r["split"] == part]
         res = evaluate(chosen)
         if not args.show_misses:

@@ -111,6 +111,8 @@ _DATE_PATTERNS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(rf"(?<![A-Za-z]){_MON}\s+(?P<d>\d{{1,2}})(?:st|nd|rd|th)?(?![\d:])", re.I), "md_en"),
     (re.compile(rf"(?<![A-Za-z]){_MON},?\s+(?P<y>(?:19|20)\d\d)(?!\d)", re.I), "my"),
     (re.compile(r"(?<![\d.])(?P<y>(?:19|20)\d\d)[-/.](?P<m>0?[1-9]|1[0-2])(?![\d./\-])"), "ym"),
+    # 3/14, 4/1撮影: month/day without a year ("L4/5", "T1/T2" have a letter before them)
+    (re.compile(r"(?<![A-Za-z0-9./\-])(?P<m>0?[1-9]|1[0-2])/(?P<d>0?[1-9]|[12]\d|3[01])(?![\d/.])"), "md"),
     (re.compile(r"(?<![\d./])(?P<m>0?[1-9]|1[0-2])/(?P<y>(?:19|20)\d\d)(?![\d])"), "ym"),
 ]
 
@@ -218,7 +220,7 @@ _PHONE_LABEL = re.compile(
 )
 ID_LABEL = re.compile(
     r"(?:(?<![A-Za-z])(?:id|mrn|mr#|pid|no|nr|num|number|acc|accession|chart|record|case|patient|pt|ins|insurance)"
-    r"|ＩＤ|番号|患者番号|カルテ|診察券|受付|保険証|記号)\s*(?:no\.?|番号|#)?\s*[:：#.=]?\s*$",
+    r"(?![A-Za-z])|ＩＤ|番号|患者番号|カルテ|診察券|受付|保険証|記号)\s*(?:no\.?|番号|#)?\s*[:：#.=]?\s*",
     re.I,
 )
 # "03(1234)5678": the area code's parentheses sit between the groups.
@@ -259,10 +261,10 @@ def find_numbers(text: str) -> list[Span]:
             continue
         out.append((m.start(), m.end(), "id", None))
     for m in ID_LABEL.finditer(text):
-        rest = text[m.end() :]
-        t = _TOKEN_AFTER.match(rest)
-        if t and any(c.isdigit() for c in t.group(0)):
-            out.append((m.end(), m.end() + t.end(), "id", None))
+        t = _TOKEN_AFTER.match(text, m.end())
+        # "No. 3" and "case 2" are counts; a labelled value with three digits or more is a number of record.
+        if t and sum(c.isdigit() for c in t.group(0)) >= 3:
+            out.append((t.start(), t.end(), "id", None))
     return out
 
 
@@ -304,6 +306,39 @@ _WEST_ADDRESS = [
 ]
 
 
+# Institutions: a hospital's name places the patient (PS3.15 removes InstitutionName by default).
+_JA_INSTITUTION = re.compile(
+    r"[\u3041-\u3096\u30a0-\u30ff\u4e00-\u9fff々ヶA-Za-z]{2,20}?(?:大学医学部附属病院|附属病院|医療センター|病院|医院|クリニック|診療所|大学)"
+)
+# Words that make an institution generic rather than named ("総合病院", "大学病院", "当院").
+_JA_GENERIC = re.compile(r"^(?:当|本|他|前|同|貴|総合|大学|市民|一般|専門|地域|近医|近くの|精神科|の)*(?:病院|医院|クリニック|診療所|大学)$")
+_JA_PARTICLE_RUN = re.compile(r".*(?:は|が|を|に|で|と|の|へ|や|より|から|CT|MRI|MR)")
+_EN_INSTITUTION = re.compile(
+    r"(?<![A-Za-z])(?:(?:St\.?|Saint|Mt\.?|Mount)\s+)?(?:[A-Z][A-Za-z'\.\-]*\s+){1,5}"
+    r"(?:Hospital|Clinic|Medical\s+Cent(?:er|re)|Health(?:\s+System)?|Infirmary|Institute|Imaging\s+Cent(?:er|re))\b"
+)
+_EN_GENERIC = frozenset(
+    "the a an general memorial regional community university medical children's childrens international "
+    "city county state district teaching private public outside other referring local same".split()  # noqa: SIM905
+)
+
+
+def find_institutions(text: str) -> list[Span]:
+    """Named hospitals and clinics, Japanese and English; generic mentions ("総合病院", "outside hospital") stay."""
+    out: list[Span] = []
+    for m in _JA_INSTITUTION.finditer(text):
+        # The match may start inside the sentence before the name: cut after its last particle.
+        lead = _JA_PARTICLE_RUN.search(m.group(0))
+        start = m.start() + (lead.end() if lead else 0)
+        if not _JA_GENERIC.match(text[start : m.end()]):
+            out.append((start, m.end(), "institution", None))
+    for m in _EN_INSTITUTION.finditer(text):
+        words = m.group(0).split()[:-1]
+        if any(w.lower().rstrip(".") not in _EN_GENERIC and w.lower() not in ("st", "saint", "mt", "mount") for w in words):
+            out.append((m.start(), m.end(), "institution", None))
+    return out
+
+
 def find_addresses(text: str) -> list[Span]:
     """Japanese addresses (prefecture, city/ward, chome-banchi), postal codes and Western street addresses."""
     out: list[Span] = []
@@ -317,7 +352,7 @@ def find_addresses(text: str) -> list[Span]:
     return out
 
 
-FINDERS: tuple[Callable[[str], list[Span]], ...] = (find_numbers, find_addresses, find_ages)
+FINDERS: tuple[Callable[[str], list[Span]], ...] = (find_numbers, find_addresses, find_institutions, find_ages)
 
 
 def find_shaped(text: str, date_mode: str, shift_days: int) -> list[Span]:
