@@ -36,18 +36,18 @@ def _covered(text: str) -> list[bool]:
     return mask
 
 
-def evaluate(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Recall per kind and false removals for these rows."""
+def evaluate(rows: list[dict[str, Any]], max_share: float | None = None) -> dict[str, Any]:
+    """Recall per kind and false removals for these rows (max_share: see freetext.clean)."""
     from medcloud.deid.freetext import clean
 
     planted: dict[str, int] = defaultdict(int)
     caught: dict[str, int] = defaultdict(int)
     misses: list[dict[str, str]] = []
     false_words: list[str] = []
-    other_chars = false_chars = other_words = removed_fields = 0
+    other_chars = false_chars = other_words = removed_fields = in_whole = 0
     for row in rows:
         text = row["text"]
-        result = clean(text)
+        result = clean(text) if max_share is None else clean(text, max_share=max_share)
         whole = result.text is None
         removed_fields += whole
         mask = [True] * len(text) if whole else _covered(text)
@@ -72,6 +72,7 @@ def evaluate(rows: list[dict[str, Any]]) -> dict[str, Any]:
             other_words += 1
             if any(mask[m.start() : m.end()]):
                 false_words.append(m.group(0))
+                in_whole += whole
     recall = {
         k: {"planted": planted[k], "removed": caught[k], "recall": round(caught[k] / planted[k], 4)}
         for k in sorted(planted)
@@ -86,6 +87,7 @@ def evaluate(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "words_other": other_words,
             "words_removed": len(false_words),
             "word_rate": round(len(false_words) / other_words, 4) if other_words else 0.0,
+            "words_removed_with_whole_field": in_whole,
             "chars_rate": round(false_chars / other_chars, 4) if other_chars else 0.0,
             "fields_removed_whole": removed_fields,
             "examples": sorted(set(false_words))[:40],
@@ -119,6 +121,9 @@ def main() -> None:
         if not args.show_misses:
             res["misses"] = res["misses"][:10]
         out[part] = res
+    # The same with whole-field removal by identifier share turned off: what that rule costs.
+    off = evaluate(rows, max_share=1.0)
+    out["all_without_share_rule"] = {"recall_all": off["recall_all"], "false_removals": off["false_removals"]}
     out["cpu_ms_per_text_uncached"] = round(per_text_ms, 3)
     out["cpu_s_first_load"] = round(load_s, 3)
     print(json.dumps(out, ensure_ascii=False, indent=1))

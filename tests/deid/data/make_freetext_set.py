@@ -345,7 +345,9 @@ SLOT_KIND = {
     "AGE": ("age", "age"),
 }
 # Labels inside a filler ("MRN ", "ID: ", "Dr. ", "TEL ") are not themselves identifying.
-_LABEL = re.compile(r"^(?:MRN:? |ID: |ID-|Dr\. |Prof\. |Mr\. |TEL |電話 |患者ID |カルテ番号 |受付番号 |保険者番号 |Chart #|〒)")
+_LABEL = re.compile(
+    r"^(?:MRN:? |ID: |ID-|Dr\. |Prof\. |Mr\. |TEL |電話 |患者ID |カルテ番号 |受付番号 |保険者番号 |Chart #|〒)"
+)
 
 
 def _render(template: str, fill: dict[str, list[str]], rng: random.Random) -> tuple[str, list[dict[str, object]]]:

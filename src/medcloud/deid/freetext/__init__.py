@@ -64,15 +64,19 @@ def clean(
     known: KnownValues | None = None,
     dates: DateMode = "remove",
     shift_days: int = 0,
+    max_share: float = MAX_REDACTED_SHARE,
 ) -> Cleaned:
-    """Clean one free-text value of every kind of identifier (see the module docstring)."""
+    """Clean one free-text value of every kind of identifier (see the module docstring).
+
+    `max_share`: a text whose identifiers cover more than this share of it is removed whole (1 turns
+    that off; what is left is then kept however little it is)."""
     kinds: set[str] = set()
     if known is not None:
         got = known.clean(text)
         if got is not None:
             text = got
             kinds.add("known")
-    general = _clean_cached(text, dates, shift_days if dates == "shift" else 0)
+    general = _clean_cached(text, dates, shift_days if dates == "shift" else 0, max_share)
     if not kinds:
         return general
     if general.text is None:
@@ -94,19 +98,19 @@ def _only_redactions(text: str) -> bool:
     return not any(c.isalnum() for c in rest)
 
 
-def _clean_cached(text: str, dates: DateMode, shift_days: int) -> Cleaned:
+def _clean_cached(text: str, dates: DateMode, shift_days: int, max_share: float) -> Cleaned:
     """Short texts (descriptors, which repeat) are cached; long ones (reports) are not kept in memory."""
     if len(text) <= CACHE_MAX_CHARS:
-        return _clean_short(text, dates, shift_days)
-    return _clean_uncached(text, dates, shift_days)
+        return _clean_short(text, dates, shift_days, max_share)
+    return _clean_uncached(text, dates, shift_days, max_share)
 
 
 @lru_cache(maxsize=8192)
-def _clean_short(text: str, dates: DateMode, shift_days: int) -> Cleaned:
-    return _clean_uncached(text, dates, shift_days)
+def _clean_short(text: str, dates: DateMode, shift_days: int, max_share: float) -> Cleaned:
+    return _clean_uncached(text, dates, shift_days, max_share)
 
 
-def _clean_uncached(text: str, dates: DateMode, shift_days: int) -> Cleaned:
+def _clean_uncached(text: str, dates: DateMode, shift_days: int, max_share: float) -> Cleaned:
     if len(text) > MAX_CHARS:
         return Cleaned(None, frozenset({"too_long"}))
     if not text.strip():
@@ -121,7 +125,7 @@ def _clean_uncached(text: str, dates: DateMode, shift_days: int) -> Cleaned:
     if not spans:
         return Cleaned(text, _UNCHANGED)
     out, kinds, redacted = _apply(text, spans)
-    if _only_redactions(out) or redacted / max(1, len(text.strip())) > MAX_REDACTED_SHARE:
+    if _only_redactions(out) or redacted / max(1, len(text.strip())) > max_share:
         return Cleaned(None, frozenset(kinds))
     return Cleaned(out, frozenset(kinds))
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import threading
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 from medcloud.deid.freetext import vocab
@@ -105,6 +105,13 @@ def _morph_spans(text: str) -> list[Span]:
             continue
         if pos[2] == "人名":
             out.append((m.begin(), m.end(), "name", None))
+            if pos[3] != "姓":
+                # A word before a given name that the dictionary also knows as a family name ("大橋 一輝").
+                j = i - 1
+                if j >= 0 and toks[j].surface() in (" ", "\u3000"):
+                    j -= 1
+                if j >= 0 and i - j <= 2 and _could_be(toks[j].surface(), "姓"):
+                    out.append((toks[j].begin(), toks[j].end(), "name", None))
             if pos[3] == "姓":
                 given = _GIVEN_AFTER_FAMILY.match(text, m.end())
                 if given and _may_be_given_name(given.group(1)):
@@ -179,6 +186,12 @@ _NOT_GIVEN = {
     "あり",
     "せんせい",
 }
+
+
+@lru_cache(maxsize=4096)
+def _could_be(word: str, kind: str) -> bool:
+    """Some dictionary entry for this exact word is a person name of this kind (姓 or 名)."""
+    return any(m.part_of_speech()[2] == "人名" and m.part_of_speech()[3] == kind for m in _dictionary().lookup(word))
 
 
 def _may_be_given_name(word: str) -> bool:

@@ -311,15 +311,17 @@ _JA_INSTITUTION = re.compile(
     r"[\u3041-\u3096\u30a0-\u30ff\u4e00-\u9fff々ヶA-Za-z]{2,20}?(?:大学医学部附属病院|附属病院|医療センター|病院|医院|クリニック|診療所|大学)"
 )
 # Words that make an institution generic rather than named ("総合病院", "大学病院", "当院").
-_JA_GENERIC = re.compile(r"^(?:当|本|他|前|同|貴|総合|大学|市民|一般|専門|地域|近医|近くの|精神科|の)*(?:病院|医院|クリニック|診療所|大学)$")
+_JA_GENERIC = re.compile(
+    r"^(?:当|本|他|前|同|貴|総合|大学|市民|一般|専門|地域|近医|近くの|精神科|の)*(?:病院|医院|クリニック|診療所|大学)$"
+)
 _JA_PARTICLE_RUN = re.compile(r".*(?:は|が|を|に|で|と|の|へ|や|より|から|CT|MRI|MR)")
 _EN_INSTITUTION = re.compile(
     r"(?<![A-Za-z])(?:(?:St\.?|Saint|Mt\.?|Mount)\s+)?(?:[A-Z][A-Za-z'\.\-]*\s+){1,5}"
     r"(?:Hospital|Clinic|Medical\s+Cent(?:er|re)|Health(?:\s+System)?|Infirmary|Institute|Imaging\s+Cent(?:er|re))\b"
 )
 _EN_GENERIC = frozenset(
-    "the a an general memorial regional community university medical children's childrens international "
-    "city county state district teaching private public outside other referring local same".split()  # noqa: SIM905
+    "the a an general memorial regional community university medical children's childrens international "  # noqa: SIM905
+    "city county state district teaching private public outside other referring local same".split()
 )
 
 
@@ -334,7 +336,9 @@ def find_institutions(text: str) -> list[Span]:
             out.append((start, m.end(), "institution", None))
     for m in _EN_INSTITUTION.finditer(text):
         words = m.group(0).split()[:-1]
-        if any(w.lower().rstrip(".") not in _EN_GENERIC and w.lower() not in ("st", "saint", "mt", "mount") for w in words):
+        if any(
+            w.lower().rstrip(".") not in _EN_GENERIC and w.lower() not in ("st", "saint", "mt", "mount") for w in words
+        ):
             out.append((m.start(), m.end(), "institution", None))
     return out
 
