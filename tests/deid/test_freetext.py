@@ -127,6 +127,11 @@ def test_descriptors_without_identifiers_are_kept(text: str) -> None:
     assert clean(text).text == text and not clean(text).changed
 
 
+def test_honorifics_and_particles_beside_a_name_are_kept() -> None:
+    assert clean("患者 山田太郎 さんの画像").text == "患者 *** さんの画像"
+    assert clean("スズキ イチロウさん 術前評価").text == "***さん 術前評価"
+
+
 def test_ages_of_89_and_under_are_kept() -> None:
     assert clean("89歳 女性").text == "89歳 女性"
     assert clean("a 45-year-old man").text == "a 45-year-old man"

@@ -163,8 +163,10 @@ def _beside_names(text: str, spans: list[Span]) -> list[Span]:
         if before:
             out.append((lo + before.start(1), s, "name", None))
         after = _KANA_AFTER.match(text, e)
-        if after and not _is_common_kana(after.group(1)):
-            out.append((e, after.end(), "name", None))
+        if after:
+            n = _name_part(after.group(1))
+            if n:
+                out.append((e, after.start(1) + n, "name", None))
     return out
 
 
@@ -206,12 +208,22 @@ def _may_be_given_name(word: str) -> bool:
     return not (len(toks) == 1 and toks[0].part_of_speech()[1] == "普通名詞" and not toks[0].is_oov())
 
 
-def _is_common_kana(word: str) -> bool:
-    """A kana word the dictionary knows as an ordinary word (さん, です...) rather than a name part."""
+def _name_part(word: str) -> int:
+    """How many leading characters of a kana word beside a name are the name's rest (0: none).
+
+    Stops at an honorific or particle ("イチロウさん" -> 4); a lone ordinary word ("です") gives 0."""
     from sudachipy import tokenizer
 
     toks = _tokenizer().tokenize(word, tokenizer.Tokenizer.SplitMode.C)
-    return len(toks) == 1 and toks[0].part_of_speech()[1] != "固有名詞" and not toks[0].is_oov()
+    n = 0
+    for t in toks:
+        pos = t.part_of_speech()
+        if pos[0] in ("接尾辞", "助詞", "助動詞") and not t.is_oov():
+            break
+        n = t.end()
+    if n == len(word) and len(toks) == 1 and toks[0].part_of_speech()[1] != "固有名詞" and not toks[0].is_oov():
+        return 0
+    return n
 
 
 # Latin letters with accents count ("François", "MÜLLER").
