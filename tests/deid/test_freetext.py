@@ -103,6 +103,14 @@ def test_recall_per_kind_meets_the_bar(part: str) -> None:
         ("サクラマンション101号室 在住", "101号室", "address"),
         ("prior 2024-Apr-01 exam", "Apr", "date"),
         ("九十二歳 女性", "九十二", "age"),
+        ("ninety-two year old woman", "ninety", "age"),
+        ("signed J. Smith", "Smith", "name"),
+        ("per Smith J, radiology", "Smith", "name"),
+        ("Consult Mary-Jane Watson", "Watson", "name"),
+        ("前回4/1撮影", "4/1", "date"),
+        ("受付番号：A-123 照合", "A-123", "id"),
+        ("聖路加国際病院より紹介", "聖路加", "institution"),
+        ("Imaging at St. Luke's International Hospital", "Luke", "institution"),
     ],
 )
 def test_each_kind_is_removed(text: str, gone: str, kind: str) -> None:

@@ -248,6 +248,10 @@ _VERB_NAMES = frozenset(
     "will may can mark bill don art guy pat rob sue gene chase grant hope ray page dean sunny major king "  # noqa: SIM905
     "rich frank miles lane wade drew hunter".split()
 )
+_INITIALS_NAME = re.compile(
+    r"(?<![A-Za-z.])(?:(?:[A-Z]\.\s?){1,2}(?P<w>[A-Z][a-z][A-Za-z'\-]*)"
+    r"|(?P<w2>[A-Z][a-z][A-Za-z'\-]*),?\s(?:[A-Z]\.?){1,2}(?![A-Za-z]))"
+)
 _MIDDLE_INITIAL = re.compile(r"(?<![A-Za-z])[A-Za-z]+\s+(?P<i>[A-Z]\.?\s+)[A-Z][A-Za-z'\-]+")
 _INITIAL = re.compile(r"(?<![A-Za-z])[A-Z]\.\s?(?=[A-Z][a-z])")
 _SENTENCE_END = frozenset('.!?:;\n\r\t()[]"|/=')
@@ -286,10 +290,19 @@ _SUFFIXES = (
 )
 
 
+def _named(low: str, names: frozenset[str]) -> bool:
+    """A name, or a hyphenated word with a name in it ("mary-jane", "smith-jones")."""
+    return low in names or ("-" in low and any(p in names for p in low.split("-") if len(p) >= 2))
+
+
 def _in(low: str, words: frozenset[str]) -> bool:
-    """A word or its stem ("referred" -> "refer", "studies" -> "study") is in `words`."""
+    """A word or its stem ("referred" -> "refer", "studies" -> "study") is in `words`; a hyphenated
+    word when each of its parts is ("x-ray", "follow-up")."""
     if low in words:
         return True
+    if "-" in low.strip("-"):
+        parts = [p for p in low.split("-") if p]
+        return all(len(p) == 1 or _in(p, words) for p in parts)
     for suf, rep in _SUFFIXES:
         if low.endswith(suf) and len(low) - len(suf) >= 3:
             stem = low[: -len(suf)] + rep
@@ -325,7 +338,7 @@ def latin_spans(text: str) -> list[Span]:
             low = low[:-2]
         initial = _opens_sentence(text, w.start())
         allcaps = word.isupper()
-        in_desc, in_eng, in_names = _in(low, desc), _in(low, eng), low in names
+        in_desc, in_eng, in_names = _in(low, desc), _in(low, eng), _named(low, names)
         if "^" in text[max(0, w.start() - 1) : w.end() + 1]:
             flagged.add(i)
         elif initial and low in first and low not in _VERB_NAMES and not in_desc and not allcaps:
@@ -347,8 +360,8 @@ def latin_spans(text: str) -> list[Span]:
             continue
         if not re.fullmatch(r"\s*[,^]?\s*", text[a.end() : b.start()]):
             continue
-        given_family = la in first and la not in _VERB_NAMES and lb in names and not _in(lb, desc)
-        family_given = lb in first and lb not in _VERB_NAMES and la in names and not _in(la, desc)
+        given_family = _named(la, first) and la not in _VERB_NAMES and _named(lb, names) and not _in(lb, desc)
+        family_given = _named(lb, first) and lb not in _VERB_NAMES and _named(la, names) and not _in(la, desc)
         if (given_family or family_given) and not (_in(la, desc) and _in(lb, desc)):
             flagged.update((i, i + 1))
     # A name-list word next to a flagged word belongs to the same name ("John Brown", "TANAKA Hanako").
@@ -360,7 +373,7 @@ def latin_spans(text: str) -> list[Span]:
                 continue
             word = w.group(0)
             low = word.lower()
-            if len(word) < 2 or low not in names or not word[0].isupper():
+            if len(word) < 2 or not _named(low, names) or not word[0].isupper():
                 continue
             for j in (i - 1, i + 1):
                 if j in flagged and 0 <= j < len(words):
@@ -385,6 +398,11 @@ def latin_spans(text: str) -> list[Span]:
             if len(parts) > 1 and (parts[1].lower() in desc and parts[1].lower() not in names):
                 end = m.start("n") + len(parts[0])
             out.append((m.start("n"), end, "name", None))
+    # "J. Smith", "Smith J", "Smith, J.": initials beside a name-list word make it a person.
+    for m in _INITIALS_NAME.finditer(text):
+        word = m.group("w") or m.group("w2")
+        if word.lower() in names and not _in(word.lower(), desc):
+            out.append((m.start(), m.end(), "name", None))
     named: bytearray | None = None  # characters inside a name found so far, built when first needed
     # "John Q. Public": the word after a middle initial that follows a name is the family name.
     for m in _MIDDLE_INITIAL.finditer(text):

@@ -201,9 +201,17 @@ _AGES = [
 ]
 
 
+# Ages spelled out: "ninety-two year old", "one hundred and one years".
+_AGE_WORDS = re.compile(
+    r"(?<![A-Za-z])(?:ninety(?:[\s\-](?:one|two|three|four|five|six|seven|eight|nine))?|one\s+hundred(?:\s+and)?"
+    r"(?:[\s\-]\w+)?|hundred)(?=[\s\-]+(?:years?|yrs?|y/?o)\b)",
+    re.I,
+)
+
+
 def find_ages(text: str) -> list[Span]:
     """Ages of 90 and over become "90+" (HIPAA Safe Harbor's aggregate)."""
-    out: list[Span] = []
+    out: list[Span] = [(m.start(), m.end(), "age", "90+") for m in _AGE_WORDS.finditer(text)]
     for pat in _AGES:
         for m in pat.finditer(text):
             n = _knum(m.group("n").replace("百", "")) if not m.group("n").isdigit() else int(m.group("n"))
