@@ -136,7 +136,8 @@ def _context_spans(text: str) -> list[Span]:
             (run.rfind(p) + len(p) for p in ("の", "は", "が", "を", "に", "で", "と", "、", "・") if p in run[:-1]),
             default=0,
         )
-        if len(run) - cut >= 2:
+        word = run[cut:]
+        if len(word) >= 2 and not _job_word(word):
             out.append((m.start(1) + cut, m.end(1), "name", None))
     for m in _JA_LABEL.finditer(text):
         n = _JA_NAME_AFTER_LABEL.match(text, m.end())
@@ -194,6 +195,16 @@ _NOT_GIVEN = {
 def _could_be(word: str, kind: str) -> bool:
     """Some dictionary entry for this exact word is a person name of this kind (姓 or 名)."""
     return any(m.part_of_speech()[2] == "人名" and m.part_of_speech()[3] == kind for m in _dictionary().lookup(word))
+
+
+def _job_word(word: str) -> bool:
+    """An ordinary noun before 技師/医師/先生 ("検査技師", "担当医師") rather than a surname ("大橋先生")."""
+    from sudachipy import tokenizer
+
+    if _could_be(word, "姓") or _could_be(word, "名"):
+        return False
+    toks = _tokenizer().tokenize(word, tokenizer.Tokenizer.SplitMode.C)
+    return all(t.part_of_speech()[1] in ("普通名詞", "数詞") and not t.is_oov() for t in toks)
 
 
 def _may_be_given_name(word: str) -> bool:

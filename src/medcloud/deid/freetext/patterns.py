@@ -196,7 +196,7 @@ _AGES = [
     re.compile(r"(?<![\dA-Za-z])(?P<n>\d{2,3})\s*(?:years?|yrs?)(?![A-Za-z])", re.I),
     re.compile(r"(?<![\dA-Za-z])(?P<n>\d{2,3})\s*(?:-|\s)?\s*(?:years?|yrs?|y)[\s\-]*(?:old|o)\b\.?", re.I),
     re.compile(r"(?<![\dA-Za-z])(?P<n>\d{2,3})\s*(?:yo|y/o|y\.o\.?|yrs?|Y|M|F)(?![A-Za-z0-9])"),
-    re.compile(r"(?<![A-Za-z])(?:age[ds]?|aged|年齢)\s*[:：=]?\s*(?P<n>\d{2,3})(?!\d)", re.I),
+    re.compile(r"(?<![A-Za-z])(?:age[ds]?|aged|年齢|享年|満)\s*[:：=]?\s*(?P<n>\d{2,3})(?!\d)", re.I),
     re.compile(r"(?<!\d)0?(?P<n>\d{2,3})Y(?![A-Za-z0-9])"),
 ]
 
