@@ -201,8 +201,8 @@ def _job_word(word: str) -> bool:
     """An ordinary noun before 技師/医師/先生 ("検査技師", "担当医師") rather than a surname ("大橋先生")."""
     from sudachipy import tokenizer
 
-    if _could_be(word, "姓") or _could_be(word, "名"):
-        return False
+    if re.search(r"[\u3041-\u30ff]", word) or _could_be(word, "姓") or _could_be(word, "名"):
+        return False  # job titles are written in kanji; a kana word before an honorific is a name
     toks = _tokenizer().tokenize(word, tokenizer.Tokenizer.SplitMode.C)
     return all(t.part_of_speech()[1] in ("普通名詞", "数詞") and not t.is_oov() for t in toks)
 
