@@ -216,6 +216,10 @@ def test_svs_head_free_text_is_cleaned_and_structure_kept() -> None:
     assert got.startswith("Aperio Image Library v10.0.50\r\n") and "label 387x463|AppMag = 20" in got
     for gone in ("Kurosawa", "Akira", "1234-5678", "山田", "User"):
         assert gone not in got
+    # A name after the geometry does not ride on the structure line's exemption.
+    geometry = "Aperio Image Library v10.0.50\r\n2220x2967 [0,100 2220x2967] (240x240) JPEG/RGB Q=30"
+    assert clean_svs_description(geometry + "|AppMag = 20") == geometry + "|AppMag = 20"
+    assert "Yamada" not in clean_svs_description(geometry + " Yamada Taro|AppMag = 20")
 
 
 @pytest.mark.parametrize(

@@ -604,7 +604,10 @@ class DicomDeidentifier:
         if free and el.vend > el.vstart:
             text = ctx.charset.decode(_value(buf, el))
             days = self.pseudo.day_shift(ctx.patient_key) if self.date_mode == "shift" else 0
-            got = freetext.clean(text, known=ctx.scrubber, dates=self.date_mode, shift_days=days)  # type: ignore[arg-type]
+            mode: freetext.DateMode = (
+                "shift" if self.date_mode == "shift" else "keep" if self.date_mode == "keep" else "remove"
+            )
+            got = freetext.clean(text, known=ctx.scrubber, dates=mode, shift_days=days)
             if got.text is None:
                 return self._hdr(syn, el.tag, el.vr, 0)
             if got.kinds:

@@ -202,7 +202,8 @@ class _Tiff:
 # The head's structural lines: the library line and the image geometry ("2220x2967 [0,100 ...] JPEG/RGB Q=30",
 # "label 387x463"). Anything else a scanner or a person wrote there is free text.
 _SVS_HEAD_LINE = re.compile(
-    r"^(?:Aperio [A-Za-z ]*v?[\d.]+|(?:label |macro |thumbnail )?\d+x\d+\b[\w\s\[\],()=/+.-]*)$"
+    r"^(?:Aperio [A-Za-z ]*v?[\d.]+|(?:label |macro |thumbnail )?\d+x\d+(?:\s*\[\d+,\s*\d+\s+\d+x\d+\])?"
+    r"(?:\s*\(\d+x\d+\))?(?:\s*(?:->\s*\d+x\d+|[A-Z0-9]+(?:/[A-Z0-9]+)*|[QR]=\d+))*)\s*$"
 )
 
 
