@@ -375,6 +375,16 @@ def latin_spans(text: str) -> list[Span]:
         family_given = _named(lb, first) and lb not in _VERB_NAMES and _named(la, names) and not _in(la, desc)
         if (given_family or family_given) and not (_in(la, desc) and _in(lb, desc)):
             flagged.update((i, i + 1))
+    # Lowercase pairs of a given and a family name, one of them no English word ("taro sato").
+    for i in range(len(words) - 1):
+        a, b = words[i], words[i + 1]
+        la, lb = a.group(0).lower(), b.group(0).lower()
+        if not (a.group(0).islower() and b.group(0).islower()) or text[a.end() : b.start()] != " ":
+            continue
+        if _in(la, desc) or _in(lb, desc) or (_in(la, eng) and _in(lb, eng)):
+            continue
+        if (la in first and lb in names and la not in _VERB_NAMES) or (lb in first and la in names):
+            flagged.update((i, i + 1))
     # A name-list word next to a flagged word belongs to the same name ("John Brown", "TANAKA Hanako").
     changed = True
     while changed:

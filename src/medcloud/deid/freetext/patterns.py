@@ -80,7 +80,10 @@ _DATE_PATTERNS: list[tuple[re.Pattern[str], str]] = [
         "era",
     ),
     (
-        re.compile(r"(?<![A-Za-z0-9])(?P<era>[RHSTM])\s?(?P<y>\d{1,2})[./\-](?P<m>\d{1,2})[./\-](?P<d>\d{1,2})(?!\d)"),
+        re.compile(
+            r"(?<![A-Za-z0-9])(?P<era>令和|平成|昭和|大正|明治|[RHSTM])\.?\s?(?P<y>\d{1,2}|元)"
+            r"[./\-](?P<m>\d{1,2})[./\-](?P<d>\d{1,2})(?!\d)"
+        ),
         "era",
     ),
     # 2024年4月1日, 2024年4月, 24年4月1日

@@ -59,7 +59,7 @@ def person_names() -> frozenset[str]:
 
 @cache
 def first_names() -> frozenset[str]:
-    """Lowercase given names (US census and Japanese), which may open a sentence."""
+    """Lowercase given names (US census and Japanese romaji)."""
     import names
 
     base = Path(names.__file__).parent
@@ -67,6 +67,7 @@ def first_names() -> frozenset[str]:
     for fname in ("dist.female.first", "dist.male.first"):
         with open(base / fname, encoding="ascii", errors="replace") as fh:
             out.update(w for line in fh if len(w := line.split(" ", 1)[0].strip().lower()) >= 2)
+    out.update(_data()["japanese_given"])
     return frozenset(out)
 
 
@@ -103,8 +104,10 @@ fujita ogawa goto okada hasegawa murakami kondo ishii saito sakamoto endo aoki f
 miura fujiwara okamoto matsuda nakagawa nakano harada ono tamura takeuchi kaneko wada nakayama ishida ueda
 morita hara shibata sakai kudo yokoyama miyazaki miyamoto uchida takagi ando taniguchi ohno maruyama imai
 takada fujimoto takeda murata ueno sugiyama masuda sugawara hirano otsuka kojima chiba kubo matsui iwasaki
-sakurai kinoshita noguchi matsuo kikuchi nomura arai watanabe taro jiro saburo ichiro hanako yuko keiko yoko
-akiko tomoko naoko kazuko michiko sachiko hiroshi takashi makoto kenji akira satoshi yuki yuka ayumi mai yui
+sakurai kinoshita noguchi matsuo kikuchi nomura arai watanabe
+""".split()  # noqa: SIM905 - a word list reads best as words
+_JAPANESE_GIVEN = """
+taro jiro saburo ichiro hanako yuko keiko yoko akiko tomoko naoko kazuko michiko sachiko hiroshi takashi makoto kenji akira satoshi yuki yuka ayumi mai yui
 haruto sota yuto hinata riku ren minato yamato hiroto kaito sakura aoi himari rin mio akari yuna hina emi
 kenta shota daiki yusuke kazuki takumi naoki tomoya ryota kohei shun ryo kaori megumi junko kumiko hiromi
 masako nobuko misaki nanami haruka ayaka saki miki mayu natsuki hikaru kotaro shinji tetsuya masahiro kazuhiro
@@ -144,7 +147,8 @@ def build(out: Path = _DATA) -> dict[str, int]:
         "medical": sorted(words),
         "abbreviations": sorted(set(_ABBREVIATIONS)),
         "keep": sorted(set(_KEEP)),
-        "japanese_names": sorted(set(_JAPANESE_NAMES)),
+        "japanese_names": sorted(set(_JAPANESE_NAMES) | set(_JAPANESE_GIVEN)),
+        "japanese_given": sorted(set(_JAPANESE_GIVEN)),
     }
     out.write_text(json.dumps(data, ensure_ascii=False, indent=0), encoding="utf-8")
     return {k: len(v) for k, v in data.items()}
