@@ -107,11 +107,11 @@ takada fujimoto takeda murata ueno sugiyama masuda sugawara hirano otsuka kojima
 sakurai kinoshita noguchi matsuo kikuchi nomura arai watanabe
 """.split()  # noqa: SIM905 - a word list reads best as words
 _JAPANESE_GIVEN = """
-taro jiro saburo ichiro hanako yuko keiko yoko akiko tomoko naoko kazuko michiko sachiko hiroshi takashi makoto kenji akira satoshi yuki yuka ayumi mai yui
-haruto sota yuto hinata riku ren minato yamato hiroto kaito sakura aoi himari rin mio akari yuna hina emi
-kenta shota daiki yusuke kazuki takumi naoki tomoya ryota kohei shun ryo kaori megumi junko kumiko hiromi
-masako nobuko misaki nanami haruka ayaka saki miki mayu natsuki hikaru kotaro shinji tetsuya masahiro kazuhiro
-toshiyuki hideki
+taro jiro saburo ichiro hanako yuko keiko yoko akiko tomoko naoko kazuko michiko sachiko hiroshi takashi
+makoto kenji akira satoshi yuki yuka ayumi mai yui haruto sota yuto hinata riku ren minato yamato hiroto kaito
+sakura aoi himari rin mio akari yuna hina emi kenta shota daiki yusuke kazuki takumi naoki tomoya ryota kohei
+shun ryo kaori megumi junko kumiko hiromi masako nobuko misaki nanami haruka ayaka saki miki mayu natsuki
+hikaru kotaro shinji tetsuya masahiro kazuhiro toshiyuki hideki
 """.split()  # noqa: SIM905 - a word list reads best as words
 
 
