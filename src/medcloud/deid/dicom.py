@@ -14,6 +14,7 @@ import zlib
 from dataclasses import dataclass, field
 from functools import cache
 
+from medcloud.deid import freetext
 from medcloud.deid.keys import Pseudonymizer, shift_da, shift_dt
 from medcloud.deid.profile import PROFILE_NAME, Action, ResolvedProfile
 from medcloud.deid.text import Charset, Scrubber, charset_for, date_forms, name_parts
@@ -28,6 +29,9 @@ IMPLEMENTATION_VERSION = "MEDCLOUD_0_1"
 
 _LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"})
 _TEXT_VRS = frozenset({"LO", "SH", "ST", "LT", "UT", "UC", "PN"})
+# Text outside the table is cleaned of every kind of identifier only where it is long-form free text;
+# short LO/SH values there are codes, device and product names (only the file's own values are removed).
+_FREE_TEXT_VRS = frozenset({"ST", "LT", "UT"})
 _UNDEFINED = 0xFFFFFFFF
 _ITEM = 0xFFFEE000
 _ITEM_END = 0xFFFEE00D
@@ -594,7 +598,21 @@ class DicomDeidentifier:
             out.append(got or "")
         return "\\".join(out).encode("ascii")
 
-    def _clean_text(self, buf: bytes, el: Elem, ctx: FileContext, syn: _Syntax) -> bytes:
+    def _clean_text(self, buf: bytes, el: Elem, ctx: FileContext, syn: _Syntax, free: bool = False) -> bytes:
+        """Text kept by the profile: the file's own identifiers removed; `free` text is cleaned of every
+        kind of identifier (deid.freetext) and emptied when it cannot be cleaned with confidence."""
+        if free and el.vend > el.vstart:
+            text = ctx.charset.decode(_value(buf, el))
+            days = self.pseudo.day_shift(ctx.patient_key) if self.date_mode == "shift" else 0
+            mode: freetext.DateMode = (
+                "shift" if self.date_mode == "shift" else "keep" if self.date_mode == "keep" else "remove"
+            )
+            got = freetext.clean(text, known=ctx.scrubber, dates=mode, shift_days=days)
+            if got.text is None:
+                return self._hdr(syn, el.tag, el.vr, 0)
+            if got.kinds:
+                return self._emit(syn, el.tag, el.vr, self._text(ctx, got.text.rstrip()))
+            return self._raw(buf, el, syn)
         if ctx.scrubber:
             raw = _value(buf, el)
             cleaned = ctx.scrubber.clean(ctx.charset.decode(raw))
@@ -679,7 +697,7 @@ class DicomDeidentifier:
                     else:
                         out.append(self._emit(syn, tag, vr, self._uid_value(_value(buf, el), tag)))
                 elif vr in _TEXT_VRS:
-                    out.append(self._clean_text(buf, el, ctx, syn))
+                    out.append(self._clean_text(buf, el, ctx, syn, free=vr in _FREE_TEXT_VRS))
                 elif vr in ("DA", "DT") and self.date_mode != "keep":
                     if self.date_mode == "shift":
                         out.append(self._emit(syn, tag, vr, self._shift_dates(_value(buf, el), vr, ctx)))
@@ -721,7 +739,7 @@ class DicomDeidentifier:
                 if got is not None:
                     out.append(got)
                 elif vr in _TEXT_VRS:
-                    out.append(self._clean_text(buf, el, ctx, syn))
+                    out.append(self._clean_text(buf, el, ctx, syn, free=True))
                 elif vr in ("DA", "DT", "TM"):
                     out.append(self._hdr(syn, tag, vr, 0))
                 else:

@@ -7,6 +7,7 @@ Pixel bytes are never decoded, so a scrubbed photo or slide is bit-identical whe
 from __future__ import annotations
 
 import hashlib
+import re
 import struct
 
 from medcloud.errors import InvalidInput
@@ -198,10 +199,33 @@ class _Tiff:
         self.buf[ifd : ifd + old_size] = body + b"\x00" * (old_size - len(body))
 
 
+# The head's structural lines: the library line and the image geometry ("2220x2967 [0,100 ...] JPEG/RGB Q=30",
+# "label 387x463"). Anything else a scanner or a person wrote there is free text.
+_SVS_HEAD_LINE = re.compile(
+    r"^(?:Aperio [A-Za-z ]*v?[\d.]+|(?:label |macro |thumbnail )?\d+x\d+(?:\s*\[\d+,\s*\d+\s+\d+x\d+\])?"
+    r"(?:\s*\(\d+x\d+\))?(?:\s*(?:->\s*\d+x\d+|[A-Z0-9]+(?:/[A-Z0-9]+)*|[QR]=\d+))*)\s*$"
+)
+
+
+def _clean_svs_head(head: str) -> str:
+    from medcloud.deid import freetext
+
+    out = []
+    for line in re.split(r"(?<=\n)", head):
+        body = line.rstrip("\r\n")
+        if not body.strip() or _SVS_HEAD_LINE.match(body.strip()):
+            out.append(line)
+            continue
+        got = freetext.clean(body)
+        if got.text is not None:
+            out.append(got.text + line[len(body) :])
+    return "".join(out)
+
+
 def clean_svs_description(text: str, retain_device_identity: bool = False) -> str:
     """Keep the Aperio header and the scan parameters; drop date, time, user, file name, IDs."""
     head, *fields = text.split("|")
-    kept = [head]
+    kept = [_clean_svs_head(head)]
     for f in fields:
         key = f.split("=", 1)[0].strip()
         if key in _SVS_KEEP or (retain_device_identity and key in _SVS_DEVICE):
