@@ -273,9 +273,10 @@ def _english_scopes(norm: str, matches: list[_Match], lang: str) -> dict[int, tu
     """Finding index -> (distance, cue kind) of the nearest cue whose scope covers it."""
     best: dict[int, tuple[int, int]] = {}
 
-    def govern(f: int, cue: _Match) -> None:
+    def govern(f: int, cue: _Match, outer: bool = False) -> None:
         m = matches[f]
-        dist = m.start - cue.end if cue.start < m.start else cue.start - m.end
+        # An outer negation ("no consolidation to suggest pneumonia") beats any nearer hedge.
+        dist = -1 if outer else m.start - cue.end if cue.start < m.start else cue.start - m.end
         if f not in best or dist < best[f][0]:
             best[f] = (dist, cue.item.kind)
 
@@ -285,13 +286,17 @@ def _english_scopes(norm: str, matches: list[_Match], lang: str) -> dict[int, tu
         if item.kind not in (_NEG, _UNC):
             continue
         if item.pre:
+            crossed_list = through_hedge = False
             for j in range(c + 1, n):
                 k = matches[j].item.kind
                 if k == _FIND:
-                    govern(j, cue)
+                    govern(j, cue, outer=through_hedge)
                     if item.bidirectional:
                         break
+                elif k == _UNC and item.kind == _NEG and matches[j].item.pre and not crossed_list:
+                    through_hedge = True
                 elif k == _LIST:
+                    crossed_list = True
                     nxt = matches[j + 1].start if j + 1 < n else len(norm)
                     segment = norm[matches[j].end : nxt]
                     if lang == "ja" or (_EN_NEW_CLAUSE.search(segment) and not _EN_LIST_JOIN.match(segment)):
