@@ -56,7 +56,9 @@ def _throughput(examples: list[Example], seconds: float, per_report: int = 8) ->
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[1] / "tests/nlp/data/findings_eval.jsonl")
+    parser.add_argument(
+        "--data", type=Path, default=Path(__file__).resolve().parents[1] / "tests/nlp/data/findings_eval.jsonl"
+    )
     parser.add_argument("--errors", action="store_true", help="List the sentences each slice got wrong.")
     parser.add_argument("--seconds", type=float, default=2.0, help="CPU seconds to spend on throughput.")
     args = parser.parse_args()

@@ -57,7 +57,9 @@ def _read_source(file: Path | None, encoding: str) -> tuple[str, bytes]:
 @app.command("findings")
 def findings_command(
     file: Path | None = typer.Argument(None, help="Report file; '-' or nothing reads stdin."),
-    encoding: str = typer.Option("auto", "--encoding", help="Input encoding: auto (UTF-8, then Shift_JIS), or a codec name."),
+    encoding: str = typer.Option(
+        "auto", "--encoding", help="Input encoding: auto (UTF-8, then Shift_JIS), or a codec name."
+    ),
     lang: str | None = typer.Option(None, "--lang", help="ja or en; detected per report when omitted."),
     whole: bool = typer.Option(
         False, "--whole", help="Treat the whole input as one report instead of one report per line."

@@ -88,8 +88,8 @@ def score(
     report = Report()
     for ex in examples:
         report.sentences += 1
-        gold = Counter(set(ex.gold))
-        pred = Counter({(f.code, f.status) for f in extract(ex.text, ex.lang)})
+        gold: Counter[Pair] = Counter(set(ex.gold))
+        pred: Counter[Pair] = Counter({(f.code, str(f.status)) for f in extract(ex.text, ex.lang)})
         tp, fp, fn = gold & pred, pred - gold, gold - pred
         for pairs, attr in ((tp, "tp"), (fp, "fp"), (fn, "fn")):
             for (code, status), k in pairs.items():
@@ -100,7 +100,5 @@ def score(
                 ):
                     setattr(counts, attr, getattr(counts, attr) + k)
         if fp or fn:
-            report.errors.append(
-                {"text": ex.text, "missed": sorted(fn.elements()), "spurious": sorted(fp.elements())}
-            )
+            report.errors.append({"text": ex.text, "missed": sorted(fn.elements()), "spurious": sorted(fp.elements())})
     return report

@@ -111,17 +111,21 @@ def _norm_term(term: str) -> str:
     return normalise(term)[0].strip()
 
 
-def _trie_pattern(words: list[str]) -> str:
-    trie: dict[str, dict[str, object]] = {}
-    for w in words:
-        node: dict[str, object] = trie
-        for ch in w:
-            node = node.setdefault(ch, {})  # type: ignore[assignment]
-        node[""] = {}
+_Trie = dict[str, "_Trie"]
 
-    def emit(node: dict[str, object]) -> str:
+
+def _trie_pattern(words: list[str]) -> str:
+    """One regex for many literals, shaped as a character trie so matching does not try each word in turn."""
+    trie: _Trie = {}
+    for w in words:
+        node = trie
+        for ch in w:
+            node = node.setdefault(ch, {})
+        node[""] = {}  # end-of-word marker
+
+    def emit(node: _Trie) -> str:
         terminal = "" in node
-        alts = [re.escape(ch) + emit(child) for ch, child in sorted(node.items()) if ch]  # type: ignore[arg-type]
+        alts = [re.escape(ch) + emit(child) for ch, child in sorted(node.items()) if ch]
         if not alts:
             return ""
         body = alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
@@ -187,7 +191,12 @@ class _Lexicon:
         for kind, term in pre | post:
             self._add(
                 term,
-                _Item(kind, pre=(kind, term) in pre, post=(kind, term) in post, bidirectional=term in ("versus", "vs", "vs.")),
+                _Item(
+                    kind,
+                    pre=(kind, term) in pre,
+                    post=(kind, term) in post,
+                    bidirectional=term in ("versus", "vs", "vs."),
+                ),
             )
         bounded = [t for t in self.items if t[0].isascii() and t[0].isalnum()]
         plain = [t for t in self.items if not (t[0].isascii() and t[0].isalnum())]
@@ -222,7 +231,12 @@ class _Lexicon:
         for m in found:
             if m.start < last_end:
                 continue
-            if m.text == "." and 0 < m.start < len(norm) - 1 and norm[m.start - 1].isdigit() and norm[m.start + 1].isdigit():
+            if (
+                m.text == "."
+                and 0 < m.start < len(norm) - 1
+                and norm[m.start - 1].isdigit()
+                and norm[m.start + 1].isdigit()
+            ):
                 continue  # a decimal point, not a sentence end
             out.append(m)
             last_end = m.end
