@@ -198,6 +198,8 @@ class _Lexicon:
                     bidirectional=term in ("versus", "vs", "vs."),
                 ),
             )
+        self.patterns = [(code, rx) for code, pats in v.FINDING_PATTERNS.items() for rx in pats]
+        self.pattern_rx = re.compile("|".join(f"(?P<p{i}>{rx})" for i, (_, rx) in enumerate(self.patterns)))
         bounded = [t for t in self.items if t[0].isascii() and t[0].isalnum()]
         plain = [t for t in self.items if not (t[0].isascii() and t[0].isalnum())]
         self.bounded = re.compile(r"(?<![a-z0-9])(?:" + _trie_pattern(bounded) + r")(?![a-z0-9])")
@@ -225,6 +227,9 @@ class _Lexicon:
             for m in rx.finditer(norm)
             if m.group() in self.items
         ]
+        for m in self.pattern_rx.finditer(norm):
+            code = self.patterns[int((m.lastgroup or "p0")[1:])][0]
+            found.append(_Match(m.start(), m.end(), m.group(), _Item(_FIND, codes=(code,))))
         found.sort(key=lambda m: (m.start, -(m.end - m.start)))
         out: list[_Match] = []
         last_end = 0

@@ -173,6 +173,17 @@ FINDINGS: Final[dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
     ),
 }
 
+# Mentions whose words are split by modifiers (リンパ節の有意な腫大, enlarged right hilar lymph nodes):
+# regular expressions over the normalised (NFKC, lower-case) text, matched like the terms above.
+FINDING_PATTERNS: Final[dict[str, tuple[str, ...]]] = {
+    "lymphadenopathy": (
+        r"リンパ節[^。、,転]{0,10}?(?:腫大|腫脹)",
+        r"enlarged (?:[a-z]+ ){0,3}?(?:lymph )?nodes?\b",
+        r"lymph nodes? (?:is|are) (?:[a-z]+ )?enlarged\b",
+    ),
+    "cardiomegaly": (r"心陰影[^。、,]{0,6}?拡大",),
+}
+
 # Terms that carry their own status: the negation is part of the word.
 NEGATED_TERMS: Final[dict[str, str]] = {
     "非石灰化": "calcification",
@@ -242,6 +253,11 @@ JA_NEGATION_VERBAL: Final[tuple[str, ...]] = (
     "除外される",
     "除外できる",
     "考えにくい",
+    "考えにくく",
+    "可能性は低く",
+    "乏しい",
+    "乏しく",
+    "は乏しい",
     "考え難い",
     "可能性は低い",
     "可能性が低い",
@@ -339,7 +355,7 @@ JA_UNCERTAIN_VERBAL: Final[tuple[str, ...]] = (
     "?",
     "疑診",
 )
-JA_UNCERTAIN_NOMINAL: Final[tuple[str, ...]] = ("疑い", "疑", "可能性", "可能性が", "の可能性")
+JA_UNCERTAIN_NOMINAL: Final[tuple[str, ...]] = ("疑い", "疑", "可能性", "可能性が")
 
 # A finding followed by one of these is being described as changing, so it exists:
 # 結節の増大は認めない, 胸水は変化なし.
@@ -477,6 +493,11 @@ EN_NEGATION_POST: Final[tuple[str, ...]] = (
     "gone",
 )
 EN_UNCERTAIN_PRE: Final[tuple[str, ...]] = (
+    "can be seen with",
+    "may be seen with",
+    "could be seen with",
+    "can be seen in",
+    "may be seen in",
     "possible",
     "possibly",
     "probable",
