@@ -227,9 +227,9 @@ class _Lexicon:
             for m in rx.finditer(norm)
             if m.group() in self.items
         ]
-        for m in self.pattern_rx.finditer(norm):
-            code = self.patterns[int((m.lastgroup or "p0")[1:])][0]
-            found.append(_Match(m.start(), m.end(), m.group(), _Item(_FIND, codes=(code,))))
+        for pm in self.pattern_rx.finditer(norm):
+            code = self.patterns[int((pm.lastgroup or "p0")[1:])][0]
+            found.append(_Match(pm.start(), pm.end(), pm.group(), _Item(_FIND, codes=(code,))))
         found.sort(key=lambda m: (m.start, -(m.end - m.start)))
         out: list[_Match] = []
         last_end = 0
