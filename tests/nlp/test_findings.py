@@ -70,6 +70,17 @@ def pairs(text: str, lang: str | None = None) -> list[tuple[str, str]]:
         ("肺門リンパ節腫大は認めず、胸水もない。", [("lymphadenopathy", "absent"), ("pleural_effusion", "absent")]),
         ("右肺に腫瘤を認める。転移は否定できない。", [("mass", "present"), ("metastasis", "uncertain")]),
         ("結節が多発しているが胸水は認めない。", [("nodule", "present"), ("pleural_effusion", "absent")]),
+        # Joined alternatives share the hedge; a topic and its diagnosis do not share it.
+        ("左下葉に無気肺あるいは肺炎を疑う。", [("atelectasis", "uncertain"), ("pneumonia", "uncertain")]),
+        ("肝腫瘤は転移性腫瘍と考えられる。", [("mass", "present"), ("metastasis", "uncertain")]),
+        ("結節の内部に石灰化は認めない。", [("nodule", "present"), ("calcification", "absent")]),
+        ("胸水や腹水は認めない。", [("pleural_effusion", "absent"), ("ascites", "absent")]),
+        ("気胸は指摘出来ない。", [("pneumothorax", "absent")]),
+        ("骨折の可能性は低いと考えます。", [("fracture", "absent")]),
+        ("縦隔・肺門リンパ節の有意な腫大なし。", [("lymphadenopathy", "absent")]),
+        ("Lymph nodes are not enlarged.", [("lymphadenopathy", "absent")]),
+        ("Enlarged right hilar lymph nodes.", [("lymphadenopathy", "present")]),
+        ("Opacities which can be seen with infection or hemorrhage.", [("hemorrhage", "uncertain")]),
         # Negation inside the word itself.
         ("Noncalcified nodule.", [("calcification", "absent"), ("nodule", "present")]),
         ("非石灰化結節を認める。", [("calcification", "absent"), ("nodule", "present")]),

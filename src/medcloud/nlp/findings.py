@@ -30,7 +30,7 @@ Status = Literal["present", "absent", "uncertain"]
 STATUSES: tuple[Status, ...] = ("present", "absent", "uncertain")
 CODES: tuple[str, ...] = tuple(v.FINDINGS)
 
-_FIND, _NEG, _UNC, _PSEUDO, _AFF, _CONJ, _SENT, _LIST, _BLOCK = range(9)
+_FIND, _NEG, _UNC, _PSEUDO, _AFF, _CONJ, _SENT, _LIST, _BLOCK, _JOIN = range(10)
 _EN_AUX = frozenset({"is", "are", "was", "were", "has", "have", "had"})
 # Characters NFKC leaves alone that reports use interchangeably.
 _UNIFY = str.maketrans({"囊": "嚢", "−": "-", "‐": "-", "‑": "-", "–": "-", "—": "-", "ー": "ー", "〜": "~"})
@@ -38,6 +38,17 @@ _JA_CHARS = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uff66-\uff9f]")
 _HIRAGANA = re.compile(r"[\u3041-\u3096]")
 # Text between items that ends a Japanese clause: a predicate followed by the conjunctive が.
 _JA_GAP_BOUNDARY = re.compile(r"(?<=[\u3041-\u3096])が(?![\u3041-\u3096])")
+# A case particle between two findings means they are arguments of different predicates
+# (肝腫瘤は転移性腫瘍と考えられる, 結節の内部に石灰化は認めない), not items of one list.
+_JA_CASE_PARTICLE = re.compile(r"[はがをにで]")
+# Spelling variants of Japanese cues, generated rather than listed twice.
+_JA_CUE_VARIANTS = (
+    ("でき", "出来"),
+    ("しえ", "し得"),
+    ("みられ", "見られ"),
+    ("見られ", "みられ"),
+    ("ありません", "有りません"),
+)
 # After a comma inside an English negation, these mark a new clause rather than a list item.
 _EN_NEW_CLAUSE = re.compile(
     r"\b(?:is|are|was|were|has|have|had|be|been|seen|noted|present|persists?|remains?|stable|unchanged|"
@@ -174,7 +185,10 @@ class _Lexicon:
             (_UNC, v.JA_UNCERTAIN_NOMINAL, True),
         ):
             for term in terms:
-                self._add(term, _Item(kind, post=True, nominal=nominal))
+                for form in {term, *(term.replace(a, b) for a, b in _JA_CUE_VARIANTS)}:
+                    self._add(form, _Item(kind, post=True, nominal=nominal))
+        for term in v.JA_JOINS:
+            self._add(term, _Item(_JOIN))
         for term in v.JA_PSEUDO + v.EN_PSEUDO:
             self._add(term, _Item(_PSEUDO))
         for term in v.JA_AFFIRMATIVE + v.EN_AFFIRMATIVE:
@@ -198,8 +212,9 @@ class _Lexicon:
                     bidirectional=term in ("versus", "vs", "vs."),
                 ),
             )
-        self.patterns = [(code, rx) for code, pats in v.FINDING_PATTERNS.items() for rx in pats]
-        self.pattern_rx = re.compile("|".join(f"(?P<p{i}>{rx})" for i, (_, rx) in enumerate(self.patterns)))
+        self.patterns = [(code, rx, None) for code, pats in v.FINDING_PATTERNS.items() for rx in pats]
+        self.patterns += [(code, rx, "absent") for code, pats in v.NEGATED_PATTERNS.items() for rx in pats]
+        self.pattern_rx = re.compile("|".join(f"(?P<p{i}>{rx})" for i, (_, rx, _) in enumerate(self.patterns)))
         bounded = [t for t in self.items if t[0].isascii() and t[0].isalnum()]
         plain = [t for t in self.items if not (t[0].isascii() and t[0].isalnum())]
         self.bounded = re.compile(r"(?<![a-z0-9])(?:" + _trie_pattern(bounded) + r")(?![a-z0-9])")
@@ -228,8 +243,8 @@ class _Lexicon:
             if m.group() in self.items
         ]
         for pm in self.pattern_rx.finditer(norm):
-            code = self.patterns[int((pm.lastgroup or "p0")[1:])][0]
-            found.append(_Match(pm.start(), pm.end(), pm.group(), _Item(_FIND, codes=(code,))))
+            code, _, forced = self.patterns[int((pm.lastgroup or "p0")[1:])]
+            found.append(_Match(pm.start(), pm.end(), pm.group(), _Item(_FIND, codes=(code,), forced=forced)))
         found.sort(key=lambda m: (m.start, -(m.end - m.start)))
         out: list[_Match] = []
         last_end = 0
@@ -314,6 +329,8 @@ def _english_scopes(norm: str, matches: list[_Match], lang: str) -> dict[int, tu
                         break
                 elif k == _UNC and item.kind == _NEG and matches[j].item.pre and not crossed_list:
                     through_hedge = True
+                elif k == _JOIN:
+                    continue
                 elif k == _LIST:
                     crossed_list = True
                     nxt = matches[j + 1].start if j + 1 < n else len(norm)
@@ -335,6 +352,8 @@ def _english_scopes(norm: str, matches: list[_Match], lang: str) -> dict[int, tu
                         break
                 elif k == _AFF and m.text in _EN_AUX and not seen_finding:
                     continue  # "is" in "pneumonia is suspected" belongs to the cue
+                elif k == _JOIN:
+                    continue
                 else:
                     break
     return best
@@ -344,10 +363,12 @@ def _japanese_chain(norm: str, matches: list[_Match], f: int, heads: tuple[str, 
     """Cue kinds that the predicate after finding `f` applies to it, up to the clause end."""
     chain: list[int] = []
     prev_end = matches[f].end
+    particle = False
     for j in range(f + 1, len(matches)):
         m = matches[j]
         if _JA_GAP_BOUNDARY.search(norm, prev_end, m.start):
             break
+        particle = particle or _JA_CASE_PARTICLE.search(norm, prev_end, m.start) is not None
         k = m.item.kind
         if k in (_SENT, _CONJ):
             break
@@ -356,7 +377,7 @@ def _japanese_chain(norm: str, matches: list[_Match], f: int, heads: tuple[str, 
             if chain or _HIRAGANA.match(before):
                 break
         elif k == _FIND:
-            if chain:
+            if chain or particle:
                 break
         elif k == _PSEUDO:
             break

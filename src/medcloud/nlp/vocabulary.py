@@ -129,7 +129,22 @@ FINDINGS: Final[dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
         ("fracture", "fractured", "fx", "compression deformity"),
     ),
     "metastasis": (
-        ("転移", "転移巣", "遠隔転移", "肺転移", "骨転移", "肝転移", "脳転移", "リンパ節転移", "転移性"),
+        (
+            "転移",
+            "転移巣",
+            "遠隔転移",
+            "肺転移",
+            "骨転移",
+            "肝転移",
+            "脳転移",
+            "リンパ節転移",
+            "転移性",
+            "転移性腫瘍",
+            "転移性肺腫瘍",
+            "転移性肝腫瘍",
+            "転移性骨腫瘍",
+            "転移性脳腫瘍",
+        ),
         ("metastasis", "metastases", "metastatic disease", "metastatic", "mets", "metastatic lesion"),
     ),
     "ascites": (
@@ -179,9 +194,14 @@ FINDING_PATTERNS: Final[dict[str, tuple[str, ...]]] = {
     "lymphadenopathy": (
         r"リンパ節[^。、,転]{0,10}?(?:腫大|腫脹)",
         r"enlarged (?:[a-z]+ ){0,3}?(?:lymph )?nodes?\b",
-        r"lymph nodes? (?:is|are) (?:[a-z]+ )?enlarged\b",
+        r"lymph nodes? (?:is|are) (?!not )(?:[a-z]+ )?enlarged\b",
     ),
     "cardiomegaly": (r"心陰影[^。、,]{0,6}?拡大",),
+}
+
+# Split mentions that are negated in themselves ("lymph nodes are not enlarged").
+NEGATED_PATTERNS: Final[dict[str, tuple[str, ...]]] = {
+    "lymphadenopathy": (r"lymph nodes? (?:is|are) not (?:[a-z]+ )?enlarged\b",),
 }
 
 # Terms that carry their own status: the negation is part of the word.
@@ -422,6 +442,10 @@ JA_AFFIRMATIVE: Final[tuple[str, ...]] = (
     "であり",
     "を疑わない",
 )
+# Words that join alternatives or lists: transparent to scope, but they must be matched so that their
+# letters are not read as cues (ある in あるいは, ない in ないし).
+JA_JOINS: Final[tuple[str, ...]] = ("あるいは", "または", "もしくは", "ないし", "および", "及び", "ならびに", "並びに")
+
 JA_CONJUNCTIONS: Final[tuple[str, ...]] = (
     "が、",
     "けれども",
