@@ -212,6 +212,7 @@ class _Lexicon:
                     bidirectional=term in ("versus", "vs", "vs."),
                 ),
             )
+        self.patterns: list[tuple[str, str, Status | None]]
         self.patterns = [(code, rx, None) for code, pats in v.FINDING_PATTERNS.items() for rx in pats]
         self.patterns += [(code, rx, "absent") for code, pats in v.NEGATED_PATTERNS.items() for rx in pats]
         self.pattern_rx = re.compile("|".join(f"(?P<p{i}>{rx})" for i, (_, rx, _) in enumerate(self.patterns)))
