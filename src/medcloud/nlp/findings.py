@@ -159,6 +159,19 @@ def _english_variants(term: str, plural: bool) -> set[str]:
     return forms
 
 
+# Inflections written out once here rather than in every table entry: past and connective forms.
+_JA_ENDINGS = (("ない", ("なかった", "なく")), ("ません", ("ませんでした",)), ("れる", ("れた",)), ("する", ("した",)))
+
+
+def _japanese_variants(term: str) -> set[str]:
+    forms = {term, *(term.replace(a, b) for a, b in _JA_CUE_VARIANTS)}
+    for form in list(forms):
+        for ending, others in _JA_ENDINGS:
+            if form.endswith(ending):
+                forms |= {form[: -len(ending)] + o for o in others}
+    return forms
+
+
 class _Lexicon:
     """Every table entry as a normalised surface form, plus the two regexes that find them."""
 
@@ -185,7 +198,7 @@ class _Lexicon:
             (_UNC, v.JA_UNCERTAIN_NOMINAL, True),
         ):
             for term in terms:
-                for form in {term, *(term.replace(a, b) for a, b in _JA_CUE_VARIANTS)}:
+                for form in _japanese_variants(term):
                     self._add(form, _Item(kind, post=True, nominal=nominal))
         for term in v.JA_JOINS:
             self._add(term, _Item(_JOIN))
@@ -202,6 +215,8 @@ class _Lexicon:
         pre = {(_NEG, _norm_term(t)) for t in v.EN_NEGATION_PRE} | {(_UNC, _norm_term(t)) for t in v.EN_UNCERTAIN_PRE}
         post = {(_NEG, _norm_term(t)) for t in v.EN_NEGATION_POST}
         post |= {(_UNC, _norm_term(t)) for t in v.EN_UNCERTAIN_POST}
+        # "not seen" and "no longer seen" are the same negation; write the table once.
+        post |= {(_NEG, "no longer " + t[4:]) for k, t in list(post) if k == _NEG and t.startswith("not ")}
         for kind, term in pre | post:
             self._add(
                 term,
