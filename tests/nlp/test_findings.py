@@ -81,6 +81,12 @@ def pairs(text: str, lang: str | None = None) -> list[tuple[str, str]]:
         ("Lymph nodes are not enlarged.", [("lymphadenopathy", "absent")]),
         ("Enlarged right hilar lymph nodes.", [("lymphadenopathy", "present")]),
         ("Opacities which can be seen with infection or hemorrhage.", [("hemorrhage", "uncertain")]),
+        ("A suspicious nodule in the right upper lobe.", [("nodule", "present")]),
+        ("No suspicious nodules.", [("nodule", "absent")]),
+        ("気胸を伴わない肋骨骨折を認める。", [("pneumothorax", "absent"), ("fracture", "present")]),
+        ("右肺に結節を認めます。胸水はありません。", [("nodule", "present"), ("pleural_effusion", "absent")]),
+        ("胸水は見られなかった。", [("pleural_effusion", "absent")]),
+        ("The previously seen nodule is no longer visualized.", [("nodule", "absent")]),
         # Negation inside the word itself.
         ("Noncalcified nodule.", [("calcification", "absent"), ("nodule", "present")]),
         ("非石灰化結節を認める。", [("calcification", "absent"), ("nodule", "present")]),

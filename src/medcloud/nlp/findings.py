@@ -160,7 +160,12 @@ def _english_variants(term: str, plural: bool) -> set[str]:
 
 
 # Inflections written out once here rather than in every table entry: past and connective forms.
-_JA_ENDINGS = (("ない", ("なかった", "なく")), ("ません", ("ませんでした",)), ("れる", ("れた",)), ("する", ("した",)))
+_JA_ENDINGS = (
+    ("ない", ("なかった", "なく", "ません", "ませんでした")),
+    ("ません", ("ませんでした",)),
+    ("れる", ("れた",)),
+    ("する", ("した",)),
+)
 
 
 def _japanese_variants(term: str) -> set[str]:
