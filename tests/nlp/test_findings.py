@@ -87,6 +87,10 @@ def pairs(text: str, lang: str | None = None) -> list[tuple[str, str]]:
         ("右肺に結節を認めます。胸水はありません。", [("nodule", "present"), ("pleural_effusion", "absent")]),
         ("胸水は見られなかった。", [("pleural_effusion", "absent")]),
         ("The previously seen nodule is no longer visualized.", [("nodule", "absent")]),
+        # LAD is lymphadenopathy, or the left anterior descending artery.
+        ("Mediastinal LAD, likely reactive.", [("lymphadenopathy", "present")]),
+        ("Moderate stenosis of the proximal LAD.", [("stenosis", "present")]),
+        ("LAD#7に75%狭窄を認める。", [("stenosis", "present")]),
         # Negation inside the word itself.
         ("Noncalcified nodule.", [("calcification", "absent"), ("nodule", "present")]),
         ("非石灰化結節を認める。", [("calcification", "absent"), ("nodule", "present")]),

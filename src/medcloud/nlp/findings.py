@@ -238,7 +238,8 @@ class _Lexicon:
         self.pattern_rx = re.compile("|".join(f"(?P<p{i}>{rx})" for i, (_, rx, _) in enumerate(self.patterns)))
         bounded = [t for t in self.items if t[0].isascii() and t[0].isalnum()]
         plain = [t for t in self.items if not (t[0].isascii() and t[0].isalnum())]
-        self.bounded = re.compile(r"(?<![a-z0-9])(?:" + _trie_pattern(bounded) + r")(?![a-z0-9])")
+        # A word needs a boundary on each side that is a letter or digit ("lad#7" ends in "#", so it needs none).
+        self.bounded = re.compile(r"(?<![a-z0-9])(?:" + _trie_pattern(bounded) + r")(?:(?<![a-z0-9])|(?![a-z0-9]))")
         self.plain = re.compile(_trie_pattern(plain))
         self.ja_heads = tuple(_norm_term(h) for h in v.JA_CHAIN_HEADS)
 

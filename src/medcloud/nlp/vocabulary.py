@@ -224,6 +224,21 @@ BLOCKERS: Final[tuple[str, ...]] = (
     "cystic duct",
     "転移性の評価",
     "fracture fixation",
+    # LAD is also the left anterior descending artery.
+    "proximal lad",
+    "mid lad",
+    "distal lad",
+    "lad artery",
+    "lad coronary artery",
+    "of the lad",
+    "in the lad",
+    "lad stenosis",
+    "lad territory",
+    "lad stent",
+    "lad#",
+    "lad #",
+    "lad領域",
+    "lad近位部",
 )
 
 # --- ConText cues -------------------------------------------------------------------------------
