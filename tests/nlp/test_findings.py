@@ -91,6 +91,9 @@ def pairs(text: str, lang: str | None = None) -> list[tuple[str, str]]:
         ("Mediastinal LAD, likely reactive.", [("lymphadenopathy", "present")]),
         ("Moderate stenosis of the proximal LAD.", [("stenosis", "present")]),
         ("LAD#7に75%狭窄を認める。", [("stenosis", "present")]),
+        ("No pneumothorax and a small left effusion.", [("pneumothorax", "absent"), ("pleural_effusion", "present")]),
+        ("Pneumonia could not be excluded.", [("pneumonia", "uncertain")]),
+        ("気胸(ー)、胸水(ｰ)", [("pneumothorax", "absent"), ("pleural_effusion", "absent")]),
         # Negation inside the word itself.
         ("Noncalcified nodule.", [("calcification", "absent"), ("nodule", "present")]),
         ("非石灰化結節を認める。", [("calcification", "absent"), ("nodule", "present")]),

@@ -56,6 +56,12 @@ _EN_NEW_CLAUSE = re.compile(
     r"severe|left|right|bilateral|a|an|the|with|\d+)\b"
 )
 _EN_LIST_JOIN = re.compile(r"^\s*(?:or|nor|and/or)\b")
+# "No pneumothorax and a small effusion": "and" before an article or a size starts a new assertion.
+_EN_AND_NEW = re.compile(
+    r"\band (?:a|an|the|there|small|large|moderate|mild|minimal|trace|tiny|severe|stable|persistent)\b"
+)
+# "cannot" is written several ways; the tables use one.
+_EN_CANNOT = ("can not", "can't", "could not", "couldn't")
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +228,8 @@ class _Lexicon:
         post |= {(_UNC, _norm_term(t)) for t in v.EN_UNCERTAIN_POST}
         # "not seen" and "no longer seen" are the same negation; write the table once.
         post |= {(_NEG, "no longer " + t[4:]) for k, t in list(post) if k == _NEG and t.startswith("not ")}
+        for table in (pre, post):
+            table |= {(k, t.replace("cannot", alt)) for k, t in list(table) if "cannot" in t for alt in _EN_CANNOT}
         for kind, term in pre | post:
             self._add(
                 term,
@@ -344,6 +352,8 @@ def _english_scopes(norm: str, matches: list[_Match], lang: str) -> dict[int, tu
         if item.pre:
             crossed_list = through_hedge = False
             for j in range(c + 1, n):
+                if _EN_AND_NEW.search(norm, matches[j - 1].end, matches[j].start):
+                    break
                 k = matches[j].item.kind
                 if k == _FIND:
                     govern(j, cue, outer=through_hedge)

@@ -321,6 +321,7 @@ JA_NEGATION_NOMINAL: Final[tuple[str, ...]] = (
     "無し",
     "ナシ",
     "(-)",
+    "(ー)",
     "(−)",
     "消失",
     "消退",
@@ -391,10 +392,13 @@ JA_UNCERTAIN_VERBAL: Final[tuple[str, ...]] = (
     "ありうる",
     "あり得る",
     "(±)",
+    "(+/-)",
+    "(+-)",
+    "(-/+)",
     "?",
     "疑診",
 )
-JA_UNCERTAIN_NOMINAL: Final[tuple[str, ...]] = ("疑い", "疑", "可能性", "可能性が")
+JA_UNCERTAIN_NOMINAL: Final[tuple[str, ...]] = ("疑い", "疑", "可能性", "可能性が", "有無")
 
 # A finding followed by one of these is being described as changing, so it exists:
 # 結節の増大は認めない, 胸水は変化なし.
@@ -590,6 +594,7 @@ EN_UNCERTAIN_PRE: Final[tuple[str, ...]] = (
     "differential includes",
     "differential diagnosis includes",
     "differential considerations include",
+    "considerations include",
     "differential of",
     "favor",
     "favored",
@@ -601,6 +606,9 @@ EN_UNCERTAIN_PRE: Final[tuple[str, ...]] = (
     "vs.",
     "s/o",
     "evaluate for",
+    "assess for",
+    "to evaluate for",
+    "assessment for",
     "evaluation for",
     "appears to represent",
     "appear to represent",
