@@ -94,6 +94,13 @@ def pairs(text: str, lang: str | None = None) -> list[tuple[str, str]]:
         ("No pneumothorax and a small left effusion.", [("pneumothorax", "absent"), ("pleural_effusion", "present")]),
         ("Pneumonia could not be excluded.", [("pneumonia", "uncertain")]),
         ("気胸(ー)、胸水(ｰ)", [("pneumothorax", "absent"), ("pleural_effusion", "absent")]),
+        # A Japanese list goes on only through findings (look-alikes included), not a diagnosis.
+        ("胸水、心嚢水、腹水の貯留は認めない。", [("pleural_effusion", "absent"), ("ascites", "absent")]),
+        (
+            "1) 右肺結節、肺癌疑い。2) 肺気腫。3) 胸水なし。",
+            [("nodule", "present"), ("emphysema", "present"), ("pleural_effusion", "absent")],
+        ),
+        ("No pericardial effusion or pneumothorax.", [("pneumothorax", "absent")]),
         # Negation inside the word itself.
         ("Noncalcified nodule.", [("calcification", "absent"), ("nodule", "present")]),
         ("非石灰化結節を認める。", [("calcification", "absent"), ("nodule", "present")]),

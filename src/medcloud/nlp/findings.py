@@ -290,7 +290,7 @@ class _Lexicon:
                 continue  # a decimal point, not a sentence end
             out.append(m)
             last_end = m.end
-        return [m for m in out if m.item.kind != _BLOCK]
+        return out
 
 
 @lru_cache(maxsize=1)
@@ -361,7 +361,7 @@ def _english_scopes(norm: str, matches: list[_Match], lang: str) -> dict[int, tu
                         break
                 elif k == _UNC and item.kind == _NEG and matches[j].item.pre and not crossed_list:
                     through_hedge = True
-                elif k == _JOIN:
+                elif k in (_JOIN, _BLOCK):
                     continue
                 elif k == _LIST:
                     crossed_list = True
@@ -384,7 +384,7 @@ def _english_scopes(norm: str, matches: list[_Match], lang: str) -> dict[int, tu
                         break
                 elif k == _AFF and m.text in _EN_AUX and not seen_finding:
                     continue  # "is" in "pneumonia is suspected" belongs to the cue
-                elif k == _JOIN:
+                elif k in (_JOIN, _BLOCK):
                     continue
                 else:
                     break
@@ -408,7 +408,11 @@ def _japanese_chain(norm: str, matches: list[_Match], f: int, heads: tuple[str, 
             before = norm[m.start - 1] if m.start else ""
             if chain or _HIRAGANA.match(before):
                 break
-        elif k == _FIND:
+            # A list goes on only with another finding: in 右肺結節、肺癌疑い the hedge is on the cancer.
+            following = next((x for x in matches[j + 1 :] if x.item.kind != _JOIN), None)
+            if following is None or following.item.kind not in (_FIND, _BLOCK):
+                break
+        elif k in (_FIND, _BLOCK):
             if chain or particle:
                 break
         elif k == _PSEUDO:
