@@ -101,6 +101,11 @@ def pairs(text: str, lang: str | None = None) -> list[tuple[str, str]]:
             [("nodule", "present"), ("emphysema", "present"), ("pleural_effusion", "absent")],
         ),
         ("No pericardial effusion or pneumothorax.", [("pneumothorax", "absent")]),
+        (
+            "ｺﾝｿﾘﾃﾞｰｼｮﾝ(+)、ﾘﾝﾊﾟ節腫大(-)、ｽﾘｶﾞﾗｽ陰影あり",
+            [("consolidation", "present"), ("lymphadenopathy", "absent"), ("ground_glass_opacity", "present")],
+        ),
+        ("RLL PNA. Small SDH.", [("pneumonia", "present"), ("hemorrhage", "present")]),
         # Negation inside the word itself.
         ("Noncalcified nodule.", [("calcification", "absent"), ("nodule", "present")]),
         ("非石灰化結節を認める。", [("calcification", "absent"), ("nodule", "present")]),

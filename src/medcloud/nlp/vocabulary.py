@@ -164,6 +164,9 @@ FINDINGS: Final[dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
             "haematoma",
             "sah",
             "ich",
+            "sdh",
+            "edh",
+            "ivh",
         ),
     ),
     "infarction": (
@@ -183,8 +186,8 @@ FINDINGS: Final[dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
         ("aneurysm", "aneurysmal", "aneurysmal dilatation", "aaa"),
     ),
     "pneumonia": (
-        ("肺炎", "間質性肺炎", "誤嚥性肺炎", "気管支肺炎", "器質化肺炎", "肺炎像"),
-        ("pneumonia", "pneumonitis", "bronchopneumonia", "aspiration pneumonia"),
+        ("肺炎", "間質性肺炎", "誤嚥性肺炎", "気管支肺炎", "器質化肺炎", "肺炎像", "肺臓炎"),
+        ("pneumonia", "pneumonitis", "bronchopneumonia", "aspiration pneumonia", "pna"),
     ),
 }
 
@@ -196,7 +199,7 @@ FINDING_PATTERNS: Final[dict[str, tuple[str, ...]]] = {
         r"enlarged (?:[a-z]+ ){0,3}?(?:lymph )?nodes?\b",
         r"lymph nodes? (?:is|are) (?!not )(?:[a-z]+ )?enlarged\b",
     ),
-    "cardiomegaly": (r"心陰影[^。、,]{0,6}?拡大",),
+    "cardiomegaly": (r"心陰影[^。、,]{0,6}?拡大", r"心臓[^。、,]{0,4}?拡大"),
 }
 
 # Split mentions that are negated in themselves ("lymph nodes are not enlarged").
@@ -464,6 +467,8 @@ JA_AFFIRMATIVE: Final[tuple[str, ...]] = (
     "である",
     "であり",
     "を疑わない",
+    "(+)",
+    "(++)",
 )
 # Words that join alternatives or lists: transparent to scope, but they must be matched so that their
 # letters are not read as cues (ある in あるいは, ない in ないし).
