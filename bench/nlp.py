@@ -3,7 +3,7 @@
     .venv/bin/python bench/nlp.py [--data tests/nlp/data/findings_eval.jsonl] [--errors] [--seconds 2]
 
 Accuracy: micro-F1 over (code, status) pairs per sentence, per language, separately for the dev part
-(the rules were tuned on it) and the held-out part (written before tuning, never tuned on); plus
+(the rules were tuned on it) and the two held-out parts (see SPLITS); plus
 per-code and per-status F1 over everything. Throughput: `time.process_time()` (one core: the
 extractor is single-threaded pure Python) over synthetic reports of 8 sentences drawn from the set,
 after a warm-up that builds the lexicon.
@@ -24,6 +24,9 @@ from medcloud.nlp import extract_findings
 from medcloud.nlp.evaluation import Example, load_examples, score
 
 BAR_F1 = 0.90
+# dev: the rules were tuned on it. heldout: written before tuning; scored blind until late, when its
+# misses were read and four fixes followed (see docs/nlp.md). heldout2: written after that, scored once.
+SPLITS = ("dev", "heldout", "heldout2")
 BAR_REPORTS_PER_S = 200.0
 
 
@@ -65,7 +68,7 @@ def main() -> None:
     examples = load_examples(args.data)
     result: dict[str, object] = {}
     micro: dict[str, float] = {}
-    for split in ("dev", "heldout"):
+    for split in SPLITS:
         part: dict[str, object] = {}
         for lang in ("ja", "en"):
             rep = score([e for e in examples if e.split == split and e.lang == lang])
@@ -80,7 +83,9 @@ def main() -> None:
     result["throughput"] = speed
     result["bars"] = {
         "micro_f1_each_language_ge_0.90": all(micro[f"all_{lang}"] >= BAR_F1 for lang in ("ja", "en")),
-        "heldout_micro_f1_each_language_ge_0.90": all(micro[f"heldout_{lang}"] >= BAR_F1 for lang in ("ja", "en")),
+        "heldout_micro_f1_each_language_ge_0.90": all(
+            micro[f"{split}_{lang}"] >= BAR_F1 for lang in ("ja", "en") for split in SPLITS[1:]
+        ),
         "reports_per_s_one_core_ge_200": float(speed["reports_per_s_one_core"]) >= BAR_REPORTS_PER_S,
         "micro_f1": micro,
     }

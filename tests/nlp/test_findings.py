@@ -106,6 +106,28 @@ def pairs(text: str, lang: str | None = None) -> list[tuple[str, str]]:
             [("consolidation", "present"), ("lymphadenopathy", "absent"), ("ground_glass_opacity", "present")],
         ),
         ("RLL PNA. Small SDH.", [("pneumonia", "present"), ("hemorrhage", "present")]),
+        # A topic (は) with a hedged diagnosis of its own: the hedge is about the diagnosis.
+        ("肝S8の腫瘤は肝細胞癌を疑います。", [("mass", "present")]),
+        ("胸水は両側にあると考えられる。", [("pleural_effusion", "uncertain")]),
+        ("Pneumonia is unlikely.", [("pneumonia", "absent")]),
+        ("Findings are unlikely to represent metastasis.", [("metastasis", "absent")]),
+        ("The heart is enlarged.", [("cardiomegaly", "present")]),
+        ("The heart is not enlarged.", [("cardiomegaly", "absent")]),
+        ("気胸、縦隔気腫を認める。", [("pneumothorax", "present")]),
+        # A relative clause on a negated head is negated with it; a hedge after a comma list is local.
+        ("肺転移を疑う結節は認められない。", [("metastasis", "absent"), ("nodule", "absent")]),
+        ("両側肺に多発結節、転移疑い。", [("nodule", "present"), ("metastasis", "uncertain")]),
+        ("気胸、胸水なし。", [("pneumothorax", "absent"), ("pleural_effusion", "absent")]),
+        ("胸部大動脈瘤の拡大は見られない。", [("aneurysm", "present")]),
+        ("No interval enlargement of the thoracic aortic aneurysm.", [("aneurysm", "present")]),
+        (
+            "The ground-glass opacity has resolved and the consolidation has improved.",
+            [("ground_glass_opacity", "absent"), ("consolidation", "present")],
+        ),
+        (
+            "Left pneumothorax with partial collapse of the left lung.",
+            [("pneumothorax", "present"), ("atelectasis", "present")],
+        ),
         # Negation inside the word itself.
         ("Noncalcified nodule.", [("calcification", "absent"), ("nodule", "present")]),
         ("非石灰化結節を認める。", [("calcification", "absent"), ("nodule", "present")]),

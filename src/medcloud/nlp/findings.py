@@ -41,6 +41,9 @@ _JA_GAP_BOUNDARY = re.compile(r"(?<=[\u3041-\u3096])が(?![\u3041-\u3096])")
 # A case particle between two findings means they are arguments of different predicates
 # (肝腫瘤は転移性腫瘍と考えられる, 結節の内部に石灰化は認めない), not items of one list.
 _JA_CASE_PARTICLE = re.compile(r"[はがをにで]")
+# "Xは<diagnosis>を疑う": a topic, then a noun marked as the object (を) or quoted (と) of a hedge. The hedge is
+# about the diagnosis, not about X (肝S8の腫瘤は肝細胞癌を疑う: the mass is present).
+_JA_OBJECT_BEFORE_CUE = re.compile(r"[^\sはをと、,][をと]\s*$")
 # Spelling variants of Japanese cues, generated rather than listed twice.
 _JA_CUE_VARIANTS = (
     ("でき", "出来"),
@@ -62,6 +65,7 @@ _EN_AND_NEW = re.compile(
 )
 # "cannot" is written several ways; the tables use one.
 _EN_CANNOT = ("can not", "can't", "could not", "couldn't")
+_EN_QUALIFIERS = ("interval ", "significant ", "significant interval ", "definite ")
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,8 +217,13 @@ class _Lexicon:
                     self._add(form, _Item(kind, post=True, nominal=nominal))
         for term in v.JA_JOINS:
             self._add(term, _Item(_JOIN))
-        for term in v.JA_PSEUDO + v.EN_PSEUDO:
+        for term in v.JA_PSEUDO:
             self._add(term, _Item(_PSEUDO))
+        for term in v.EN_PSEUDO:
+            # "no change in" also reads "no interval change in", "no significant change in".
+            extra = {"no " + q + term[3:] for q in _EN_QUALIFIERS} if term.startswith("no ") else set()
+            for form in {term, *extra}:
+                self._add(form, _Item(_PSEUDO))
         for term in v.JA_AFFIRMATIVE + v.EN_AFFIRMATIVE:
             self._add(term, _Item(_AFF))
         for term in v.JA_CONJUNCTIONS + v.EN_CONJUNCTIONS:
@@ -372,6 +381,8 @@ def _english_scopes(norm: str, matches: list[_Match], lang: str) -> dict[int, tu
                 else:
                     break
         trailing = c + 1 >= n or matches[c + 1].item.kind in (_SENT, _CONJ, _LIST)
+        # "the opacity has resolved and ...": after an auxiliary the cue is a predicate, so it looks back.
+        trailing = trailing or (c > 0 and matches[c - 1].item.kind == _AFF and matches[c - 1].text in _EN_AUX)
         if item.post and lang == "en" and (not item.pre or trailing or item.bidirectional):
             seen_finding = False
             for j in range(c - 1, -1, -1):
@@ -395,12 +406,16 @@ def _japanese_chain(norm: str, matches: list[_Match], f: int, heads: tuple[str, 
     """Cue kinds that the predicate after finding `f` applies to it, up to the clause end."""
     chain: list[int] = []
     prev_end = matches[f].end
-    particle = False
+    particle = listed = False
+    topic = norm.startswith("は", prev_end)
     for j in range(f + 1, len(matches)):
         m = matches[j]
-        if _JA_GAP_BOUNDARY.search(norm, prev_end, m.start):
+        gap = norm[prev_end : m.start]
+        if _JA_GAP_BOUNDARY.search(gap):
             break
-        particle = particle or _JA_CASE_PARTICLE.search(norm, prev_end, m.start) is not None
+        if topic and m.item.kind == _UNC and _JA_OBJECT_BEFORE_CUE.search(gap):
+            break
+        particle = particle or _JA_CASE_PARTICLE.search(gap) is not None
         k = m.item.kind
         if k in (_SENT, _CONJ):
             break
@@ -412,16 +427,20 @@ def _japanese_chain(norm: str, matches: list[_Match], f: int, heads: tuple[str, 
             following = next((x for x in matches[j + 1 :] if x.item.kind != _JOIN), None)
             if following is None or following.item.kind not in (_FIND, _BLOCK):
                 break
+            listed = True
         elif k in (_FIND, _BLOCK):
             if chain or particle:
                 break
         elif k == _PSEUDO:
             break
         elif k in (_NEG, _UNC):
-            if not m.item.post:
+            if not m.item.post or (k == _UNC and listed):
+                # 多発結節、転移疑い: after a comma list a hedge names a diagnosis of the last item; a
+                # negation (気胸、胸水なし) still covers the whole list.
                 break
             chain.append(k)
             if not m.item.nominal and not _followed_by_head(norm, m.end, heads):
+                chain += _negated_head(norm, matches, j, heads)
                 break
         elif k == _AFF:
             chain.append(_AFF)
@@ -429,6 +448,17 @@ def _japanese_chain(norm: str, matches: list[_Match], f: int, heads: tuple[str, 
                 break
         prev_end = m.end
     return [k for k in chain if k != _AFF]
+
+
+def _negated_head(norm: str, matches: list[_Match], cue: int, heads: tuple[str, ...]) -> list[int]:
+    """[NEG] when a relative clause ends on a finding that is itself negated (肺転移を疑う結節は認められない)."""
+    nxt = cue + 1
+    adjacent = (
+        nxt < len(matches)
+        and matches[nxt].item.kind == _FIND
+        and not norm[matches[cue].end : matches[nxt].start].strip()
+    )
+    return [_NEG] if adjacent and _NEG in _japanese_chain(norm, matches, nxt, heads) else []
 
 
 def _followed_by_head(norm: str, pos: int, heads: tuple[str, ...]) -> bool:

@@ -36,6 +36,7 @@ FINDINGS: Final[dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
         (
             "consolidation",
             "consolidative opacity",
+            "consolidative",
             "consolidated",
             "airspace opacity",
             "airspace opacities",
@@ -199,12 +200,21 @@ FINDING_PATTERNS: Final[dict[str, tuple[str, ...]]] = {
         r"enlarged (?:[a-z]+ ){0,3}?(?:lymph )?nodes?\b",
         r"lymph nodes? (?:is|are) (?!not )(?:[a-z]+ )?enlarged\b",
     ),
-    "cardiomegaly": (r"心陰影[^。、,]{0,6}?拡大", r"心臓[^。、,]{0,4}?拡大"),
+    "atelectasis": (
+        r"collapse of the (?:[a-z]+ ){0,3}?(?:lung|lobe)s?\b",
+        r"(?:lung|lobar|lobe|segmental) collapse\b",
+    ),
+    "cardiomegaly": (
+        r"心陰影[^。、,]{0,6}?拡大",
+        r"心臓[^。、,]{0,4}?拡大",
+        r"(?:heart|cardiac silhouette)(?: size)? (?:is|appears) (?!not )(?:[a-z]+ )?enlarged\b",
+    ),
 }
 
 # Split mentions that are negated in themselves ("lymph nodes are not enlarged").
 NEGATED_PATTERNS: Final[dict[str, tuple[str, ...]]] = {
     "lymphadenopathy": (r"lymph nodes? (?:is|are) not (?:[a-z]+ )?enlarged\b",),
+    "cardiomegaly": (r"(?:heart|cardiac silhouette)(?: size)? (?:is|appears) not (?:[a-z]+ )?enlarged\b",),
 }
 
 # Terms that carry their own status: the negation is part of the word.
@@ -227,6 +237,11 @@ BLOCKERS: Final[tuple[str, ...]] = (
     "cystic duct",
     "転移性の評価",
     "fracture fixation",
+    # Air outside the lung, not the lung disease.
+    "縦隔気腫",
+    "皮下気腫",
+    "subcutaneous emphysema",
+    "mediastinal emphysema",
     # LAD is also the left anterior descending artery.
     "proximal lad",
     "mid lad",
@@ -428,6 +443,7 @@ JA_PSEUDO: Final[tuple[str, ...]] = (
     "残存",
     "遺残",
     "拡大傾向",
+    "拡大",
     "進行",
     "退縮",
 )
@@ -497,6 +513,14 @@ JA_CONJUNCTIONS: Final[tuple[str, ...]] = (
 
 # English cues, by direction: "pre" governs findings after it, "post" findings before it.
 EN_NEGATION_PRE: Final[tuple[str, ...]] = (
+    "unlikely",
+    "not likely",
+    "unlikely to represent",
+    "unlikely to be",
+    "is unlikely to represent",
+    "are unlikely to represent",
+    "is unlikely to be",
+    "are unlikely to be",
     "no",
     "not",
     "without",
@@ -549,6 +573,13 @@ EN_NEGATION_POST: Final[tuple[str, ...]] = (
     "negative",
     "none",
     "cleared",
+    "unlikely",
+    "is unlikely",
+    "are unlikely",
+    "not likely",
+    "is not likely",
+    "are not likely",
+    "very unlikely",
     "gone",
 )
 EN_UNCERTAIN_PRE: Final[tuple[str, ...]] = (
@@ -696,6 +727,9 @@ EN_UNCERTAIN_POST: Final[tuple[str, ...]] = (
 )
 # Phrases that look like negations but describe change, not absence: the finding exists.
 EN_PSEUDO: Final[tuple[str, ...]] = (
+    "no enlargement",
+    "no increase in size",
+    "no growth of",
     "no change in",
     "no change",
     "no significant change in",
