@@ -24,9 +24,10 @@ from medcloud.nlp import extract_findings
 from medcloud.nlp.evaluation import Example, load_examples, score
 
 BAR_F1 = 0.90
-# dev: the rules were tuned on it. heldout: written before tuning; scored blind until late, when its
-# misses were read and four fixes followed (see docs/nlp.md). heldout2: written after that, scored once.
-SPLITS = ("dev", "heldout", "heldout2")
+# dev: the rules were tuned on it. heldout: written before any tuning, scored blind, then its misses
+# were read and fixed. heldout2: written after that, scored blind once, then its misses were read and
+# fixed. heldout3: written after the last rule change. See docs/nlp.md for the blind figures.
+SPLITS = ("dev", "heldout", "heldout2", "heldout3")
 BAR_REPORTS_PER_S = 200.0
 
 

@@ -128,6 +128,7 @@ def pairs(text: str, lang: str | None = None) -> list[tuple[str, str]]:
             "Left pneumothorax with partial collapse of the left lung.",
             [("pneumothorax", "present"), ("atelectasis", "present")],
         ),
+        ("冠動脈の高度石灰化あり、狭窄の評価は困難。", [("calcification", "present"), ("stenosis", "uncertain")]),
         # Negation inside the word itself.
         ("Noncalcified nodule.", [("calcification", "absent"), ("nodule", "present")]),
         ("非石灰化結節を認める。", [("calcification", "absent"), ("nodule", "present")]),
