@@ -65,7 +65,10 @@ def findings_command(
         False, "--whole", help="Treat the whole input as one report instead of one report per line."
     ),
 ) -> None:
-    """Find findings with their status (present, absent, uncertain) and spans; print JSON lines."""
+    """Print one JSON line per report: its findings with status (present, absent, uncertain) and span.
+
+    FILE is a text file of reports (one per line unless --whole); without FILE, or with '-', stdin.
+    """
     from medcloud.nlp.findings import extract_findings
 
     if lang is not None and lang not in ("ja", "en"):

@@ -12,8 +12,12 @@ longest first. Scope is then worked out per language:
   cue wins.
 - Japanese (head-final): the predicate after a finding decides. From each finding the engine walks
   forward collecting cues until the clause ends; verbal cues close the chain unless a generic head
-  noun follows (肺炎を疑う所見は認めない), nominal cues (疑い, 可能性, 消失) leave it open. Any
-  negation in the chain makes the finding absent, else any uncertainty makes it uncertain.
+  noun follows (肺炎を疑う所見は認めない), nominal cues (疑い, 可能性, 消失) leave it open. Findings
+  joined by 、 や あるいは share the predicate; a case particle or a predicate between two findings
+  separates them. Any negation in the chain makes the finding absent, else any uncertainty makes it
+  uncertain. Pre-cues (r/o, s/o and English ones inside Japanese text) apply as in English.
+
+docs/nlp.md lists the rules with examples.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ CODES: tuple[str, ...] = tuple(v.FINDINGS)
 _FIND, _NEG, _UNC, _PSEUDO, _AFF, _CONJ, _SENT, _LIST, _BLOCK, _JOIN = range(10)
 _EN_AUX = frozenset({"is", "are", "was", "were", "has", "have", "had"})
 # Characters NFKC leaves alone that reports use interchangeably.
-_UNIFY = str.maketrans({"囊": "嚢", "−": "-", "‐": "-", "‑": "-", "–": "-", "—": "-", "ー": "ー", "〜": "~"})
+_UNIFY = str.maketrans({"囊": "嚢", "−": "-", "‐": "-", "‑": "-", "–": "-", "—": "-", "〜": "~"})
 _JA_CHARS = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uff66-\uff9f]")
 _HIRAGANA = re.compile(r"[\u3041-\u3096]")
 # Text between items that ends a Japanese clause: a predicate followed by the conjunctive が.
@@ -198,8 +202,9 @@ class _Lexicon:
             for term in en_terms:
                 for form in _english_variants(_norm_term(term), plural=True):
                     self._add(form, _Item(_FIND, codes=(code,)))
-        self._add("ggn", _Item(_FIND, codes=("ground_glass_opacity", "nodule")))
-        self._add("ggns", _Item(_FIND, codes=("ground_glass_opacity", "nodule")))
+        for term, codes in v.MULTI_CODE_TERMS.items():
+            for form in _english_variants(_norm_term(term), plural=True):
+                self._add(form, _Item(_FIND, codes=codes))
         for term, code in v.NEGATED_TERMS.items():
             for form in _english_variants(_norm_term(term), plural=False):
                 self._add(form, _Item(_FIND, codes=(code,), forced="absent"))
@@ -321,7 +326,7 @@ def extract_findings(text: str, lang: str | None = None) -> list[Finding]:
     norm, starts, ends = normalise(text)
     lexicon = _lexicon()
     matches = lexicon.scan(norm)
-    governed = _english_scopes(norm, matches, lang)
+    governed = _cue_scopes(norm, matches, lang)
     out: list[Finding] = []
     for idx, m in enumerate(matches):
         if m.item.kind != _FIND:
@@ -342,8 +347,8 @@ def extract_findings(text: str, lang: str | None = None) -> list[Finding]:
     return out
 
 
-def _english_scopes(norm: str, matches: list[_Match], lang: str) -> dict[int, tuple[int, int]]:
-    """Finding index -> (distance, cue kind) of the nearest cue whose scope covers it."""
+def _cue_scopes(norm: str, matches: list[_Match], lang: str) -> dict[int, tuple[int, int]]:
+    """Finding index -> (distance, cue kind) of the nearest pre- or post-cue whose scope covers it."""
     best: dict[int, tuple[int, int]] = {}
 
     def govern(f: int, cue: _Match, outer: bool = False) -> None:

@@ -211,6 +211,12 @@ FINDING_PATTERNS: Final[dict[str, tuple[str, ...]]] = {
     ),
 }
 
+# Abbreviations that name two findings at once (a ground-glass nodule is both).
+MULTI_CODE_TERMS: Final[dict[str, tuple[str, ...]]] = {
+    "ggn": ("ground_glass_opacity", "nodule"),
+    "すりガラス結節": ("ground_glass_opacity", "nodule"),
+}
+
 # Split mentions that are negated in themselves ("lymph nodes are not enlarged").
 NEGATED_PATTERNS: Final[dict[str, tuple[str, ...]]] = {
     "lymphadenopathy": (r"lymph nodes? (?:is|are) not (?:[a-z]+ )?enlarged\b",),
