@@ -129,6 +129,11 @@ def pairs(text: str, lang: str | None = None) -> list[tuple[str, str]]:
             [("pneumothorax", "present"), ("atelectasis", "present")],
         ),
         ("冠動脈の高度石灰化あり、狭窄の評価は困難。", [("calcification", "present"), ("stenosis", "uncertain")]),
+        ("門脈内腫瘍栓は認めない。", []),
+        ("No pleural or pericardial effusion.", [("pleural_effusion", "absent")]),
+        ("肋骨骨折は指摘困難。", [("fracture", "uncertain")]),
+        ("Rib fracture is difficult to exclude.", [("fracture", "uncertain")]),
+        ("骨転移による病的骨折の可能性も否定できない。", [("metastasis", "uncertain"), ("fracture", "uncertain")]),
         # Negation inside the word itself.
         ("Noncalcified nodule.", [("calcification", "absent"), ("nodule", "present")]),
         ("非石灰化結節を認める。", [("calcification", "absent"), ("nodule", "present")]),

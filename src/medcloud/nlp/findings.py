@@ -45,6 +45,8 @@ _JA_GAP_BOUNDARY = re.compile(r"(?<=[\u3041-\u3096])が(?![\u3041-\u3096])")
 # A case particle between two findings means they are arguments of different predicates
 # (肝腫瘤は転移性腫瘍と考えられる, 結節の内部に石灰化は認めない), not items of one list.
 _JA_CASE_PARTICLE = re.compile(r"[はがをにで]")
+# ... except when the particle only links a cause to its effect (骨転移による病的骨折): one noun phrase.
+_JA_CAUSAL_LINK = re.compile(r"による|に伴う|に起因する|からの|に由来する")
 # "Xは<diagnosis>を疑う": a topic, then a noun marked as the object (を) or quoted (と) of a hedge. The hedge is
 # about the diagnosis, not about X (肝S8の腫瘤は肝細胞癌を疑う: the mass is present).
 _JA_OBJECT_BEFORE_CUE = re.compile(r"[^\sはをと、,][をと]\s*$")
@@ -420,7 +422,7 @@ def _japanese_chain(norm: str, matches: list[_Match], f: int, heads: tuple[str, 
             break
         if topic and m.item.kind == _UNC and _JA_OBJECT_BEFORE_CUE.search(gap):
             break
-        particle = particle or _JA_CASE_PARTICLE.search(gap) is not None
+        particle = particle or _JA_CASE_PARTICLE.search(_JA_CAUSAL_LINK.sub("", gap)) is not None
         k = m.item.kind
         if k in (_SENT, _CONJ):
             break

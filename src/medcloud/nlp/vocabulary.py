@@ -200,6 +200,7 @@ FINDING_PATTERNS: Final[dict[str, tuple[str, ...]]] = {
         r"enlarged (?:[a-z]+ ){0,3}?(?:lymph )?nodes?\b",
         r"lymph nodes? (?:is|are) (?!not )(?:[a-z]+ )?enlarged\b",
     ),
+    "pleural_effusion": (r"pleural (?:or|and|and/or) pericardial effusions?\b",),
     "atelectasis": (
         r"collapse of the (?:[a-z]+ ){0,3}?(?:lung|lobe)s?\b",
         r"(?:lung|lobar|lobe|segmental) collapse\b",
@@ -243,6 +244,11 @@ BLOCKERS: Final[tuple[str, ...]] = (
     "cystic duct",
     "転移性の評価",
     "fracture fixation",
+    "腫瘍栓",
+    "tumor thrombus",
+    "tumour thrombus",
+    "仮性嚢胞",
+    "仮性のう胞",
     # Air outside the lung, not the lung disease.
     "縦隔気腫",
     "皮下気腫",
@@ -407,6 +413,8 @@ JA_UNCERTAIN_VERBAL: Final[tuple[str, ...]] = (
     "を思わせる",
     "らしい",
     "判定困難",
+    "指摘困難",
+    "同定困難",
     "は困難",
     "が困難",
     "評価は困難",
@@ -686,6 +694,10 @@ EN_UNCERTAIN_PRE: Final[tuple[str, ...]] = (
 )
 EN_UNCERTAIN_POST: Final[tuple[str, ...]] = (
     "cannot be excluded",
+    "difficult to exclude",
+    "difficult to rule out",
+    "hard to exclude",
+    "cannot be confidently excluded",
     "can not be excluded",
     "can't be excluded",
     "cannot be ruled out",
