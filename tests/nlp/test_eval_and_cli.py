@@ -27,14 +27,14 @@ def test_evaluation_set_covers_every_code_and_status_in_both_languages() -> None
     assert len(examples) >= 300
     for lang in ("ja", "en"):
         mine = [e for e in examples if e.lang == lang]
-        assert {e.split for e in mine} == {"dev", "heldout", "heldout2", "heldout3", "heldout4"}
+        assert {e.split for e in mine} == {"dev", "heldout", "heldout2", "heldout3", "heldout4", "heldout5"}
         labels = {pair for e in mine for pair in e.gold}
         assert {c for c, _ in labels} == set(CODES)
         assert {s for _, s in labels} == set(STATUSES)
 
 
 @pytest.mark.parametrize("lang", ["ja", "en"])
-@pytest.mark.parametrize("split", ["dev", "heldout", "heldout2", "heldout3", "heldout4"])
+@pytest.mark.parametrize("split", ["dev", "heldout", "heldout2", "heldout3", "heldout4", "heldout5"])
 def test_micro_f1_bar_per_language(lang: str, split: str) -> None:
     report = score([e for e in load_examples(DATA) if e.lang == lang and e.split == split])
     assert report.micro.f1()["f1"] >= 0.90, report.errors

@@ -134,6 +134,8 @@ def pairs(text: str, lang: str | None = None) -> list[tuple[str, str]]:
         ("肋骨骨折は指摘困難。", [("fracture", "uncertain")]),
         ("Rib fracture is difficult to exclude.", [("fracture", "uncertain")]),
         ("骨転移による病的骨折の可能性も否定できない。", [("metastasis", "uncertain"), ("fracture", "uncertain")]),
+        ("左胸水は著明に減少し、ほぼ消失しています。", [("pleural_effusion", "absent")]),
+        ("Neither infarction nor haemorrhage is seen.", [("infarction", "absent"), ("hemorrhage", "absent")]),
         # Negation inside the word itself.
         ("Noncalcified nodule.", [("calcification", "absent"), ("nodule", "present")]),
         ("非石灰化結節を認める。", [("calcification", "absent"), ("nodule", "present")]),

@@ -439,6 +439,8 @@ def _japanese_chain(norm: str, matches: list[_Match], f: int, heads: tuple[str, 
             if chain or particle:
                 break
         elif k == _PSEUDO:
+            if _resolves_later(matches, j):
+                chain.append(_NEG)
             break
         elif k in (_NEG, _UNC):
             if not m.item.post or (k == _UNC and listed):
@@ -455,6 +457,16 @@ def _japanese_chain(norm: str, matches: list[_Match], f: int, heads: tuple[str, 
                 break
         prev_end = m.end
     return [k for k in chain if k != _AFF]
+
+
+def _resolves_later(matches: list[_Match], change: int) -> bool:
+    """True when a change word is followed, in the same sentence, by resolution (減少し、ほぼ消失)."""
+    for m in matches[change + 1 :]:
+        if m.item.kind in (_SENT, _CONJ, _FIND):
+            return False
+        if m.item.kind == _NEG and m.text.startswith(v.JA_RESOLUTION):
+            return True
+    return False
 
 
 def _negated_head(norm: str, matches: list[_Match], cue: int, heads: tuple[str, ...]) -> list[int]:

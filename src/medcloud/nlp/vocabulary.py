@@ -146,7 +146,16 @@ FINDINGS: Final[dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
             "転移性骨腫瘍",
             "転移性脳腫瘍",
         ),
-        ("metastasis", "metastases", "metastatic disease", "metastatic", "mets", "metastatic lesion"),
+        (
+            "metastasis",
+            "metastases",
+            "metastatic disease",
+            "metastatic",
+            "mets",
+            "metastatic lesion",
+            "micrometastasis",
+            "micrometastases",
+        ),
     ),
     "ascites": (
         ("腹水", "腹水貯留", "腹腔内液体貯留"),
@@ -444,6 +453,9 @@ JA_UNCERTAIN_VERBAL: Final[tuple[str, ...]] = (
 )
 JA_UNCERTAIN_NOMINAL: Final[tuple[str, ...]] = ("疑い", "疑", "可能性", "可能性が", "有無")
 
+# Negations that end a change (胸水は減少し、ほぼ消失): after a change word they still make the finding absent.
+JA_RESOLUTION: Final[tuple[str, ...]] = ("消失", "消退")
+
 # A finding followed by one of these is being described as changing, so it exists:
 # 結節の増大は認めない, 胸水は変化なし.
 JA_PSEUDO: Final[tuple[str, ...]] = (
@@ -532,6 +544,7 @@ JA_CONJUNCTIONS: Final[tuple[str, ...]] = (
 
 # English cues, by direction: "pre" governs findings after it, "post" findings before it.
 EN_NEGATION_PRE: Final[tuple[str, ...]] = (
+    "neither",
     "unlikely",
     "not likely",
     "unlikely to represent",
