@@ -16,6 +16,7 @@ from medcloud.errors import MedcloudError
 from medcloud.federated.cli import app as fl_app
 from medcloud.gateway.cli import app as gateway_app
 from medcloud.hub.cli import app as hub_app
+from medcloud.nlp.cli import app as nlp_app
 from medcloud.security.cli import audit_app
 from medcloud.vision.cli import app as vision_app
 from medcloud.vision.cli import serve_model_command
@@ -31,6 +32,7 @@ app.add_typer(gateway_app, name="gateway", help="Run a hospital gateway (de-iden
 app.add_typer(audit_app, name="audit", help="Inspect and verify the audit trail.")
 app.add_typer(vision_app, name="vision", help="Train, evaluate and export vision models.")
 app.add_typer(fl_app, name="fl", help="Federated learning with encrypted updates.")
+app.add_typer(nlp_app, name="nlp", help="Findings from report text (ja/en) with negation and uncertainty.")
 app.command("deid")(deid_command)
 app.command("keygen")(keygen_command)
 app.command("demo")(demo_command)
