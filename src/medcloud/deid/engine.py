@@ -8,7 +8,7 @@ from typing import Literal
 
 from medcloud.deid.keys import Pseudonymizer, SiteKey
 from medcloud.errors import InvalidInput, UnsupportedFormat
-from medcloud.ingest.sniff import MEDIA_TYPES, sniff
+from medcloud.formats.sniff import MEDIA_TYPES, sniff
 
 # Modalities whose images usually carry text burned into the pixels when the header is silent.
 BURNED_IN_MODALITIES = frozenset({"US", "SC", "ES", "XC", "GM", "OT", "XA", "RF", "DOC"})

@@ -16,9 +16,9 @@ from typing import Any
 
 from medcloud.errors import InvalidInput, MedcloudError, UnsupportedFormat
 from medcloud.formats.records import DicomRecord, ImageRecord
+from medcloud.formats.sniff import MEDIA_TYPES, sniff
 from medcloud.ingest.dicom import read_dicom
 from medcloud.ingest.images import read_image
-from medcloud.ingest.sniff import MEDIA_TYPES, sniff
 from medcloud.store.blobs import LocalBlobStore, SpooledUpload
 from medcloud.store.catalog import Catalog, IndexEntry
 
