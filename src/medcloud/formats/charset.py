@@ -16,9 +16,10 @@ _SIMPLE = {
     "ISO 2022 IR 6": "latin_1",
     "ISO 2022 IR 100": "latin_1",
 }
-# The longest declaration that is cached: a real one is a few defined terms of at most 16 characters
-# each; the value comes from the upload, so longer ones are decoded afresh and never kept.
-_CACHED_MAX = 96
+# A declaration has a few defined terms of at most 16 characters (CS). The value comes from the upload,
+# so only that much of it is read: the cache key, and the work of resolving terms, stay small.
+_MAX_TERMS = 8
+_TERM_CHARS = 16
 
 
 class Charset:
@@ -52,21 +53,16 @@ class Charset:
         return encode_string(text, self.encodings)
 
 
-def _make(raw: bytes) -> Charset:
-    terms = tuple(t.strip() for t in raw.decode("ascii", errors="replace").split("\\"))
-    # An empty first term means "default repertoire" in multi-valued ISO 2022 declarations.
-    if terms and all(not t for t in terms):
-        terms = ()
+@lru_cache(maxsize=64)
+def _cached(terms: tuple[str, ...]) -> Charset:
     return Charset(terms)
 
 
-@lru_cache(maxsize=64)
-def _cached(raw: bytes) -> Charset:
-    return _make(raw)
-
-
 def charset_for(raw: bytes) -> Charset:
-    """The Charset a (0008,0005) value declares; a bounded cache keeps the common ones."""
-    if len(raw) > _CACHED_MAX:
-        return _make(raw)
-    return _cached(raw)
+    """The Charset a (0008,0005) value declares (its first 8 terms); a bounded cache keeps common ones."""
+    values = raw.decode("ascii", errors="replace").split("\\", _MAX_TERMS)[:_MAX_TERMS]
+    terms = tuple(t.strip()[:_TERM_CHARS] for t in values)
+    # An empty first term means "default repertoire" in multi-valued ISO 2022 declarations.
+    if terms and all(not t for t in terms):
+        terms = ()
+    return _cached(terms)

@@ -210,9 +210,7 @@ def _skip_encapsulated(buf: Buffer, pos: int, syn: Syntax) -> int:
         pos += length
 
 
-def parse(
-    buf: Buffer, pos: int, end: int, syn: Syntax, in_item: bool, depth: int = 0
-) -> tuple[list[Elem], int]:
+def parse(buf: Buffer, pos: int, end: int, syn: Syntax, in_item: bool, depth: int = 0) -> tuple[list[Elem], int]:
     """Split a dataset (or one undefined-length item) into element spans, at most `MAX_NESTING` deep."""
     elems: list[Elem] = []
     explicit = syn.explicit
@@ -311,16 +309,29 @@ def _strip(raw: bytes) -> bytes:
 
 
 def _inflate(data: Buffer, pos: int, max_inflated: int) -> bytes:
-    """Inflate a deflated data set, refusing one that would grow past `max_inflated` bytes."""
-    inflater = zlib.decompressobj(-15)
+    """Inflate a deflated data set, refusing one that would grow past `max_inflated` bytes.
+
+    The size is measured first in 1 MiB steps that are thrown away, so a bomb is refused without
+    ever holding more than a step of it; only a data set within the limit is inflated for keeps.
+    """
     with memoryview(data) as view:
+        pending: bytes | memoryview = view[pos:]
+        counter = zlib.decompressobj(-15)
+        total = 0
         try:
-            out = inflater.decompress(view[pos:], max_inflated + 1)
+            while pending:
+                total += len(counter.decompress(pending, 1 << 20))
+                if total > max_inflated:
+                    raise InvalidInput(f"deflated DICOM dataset inflates to more than {max_inflated} bytes; refused")
+                pending = counter.unconsumed_tail
+            total += len(counter.flush())
+            if total > max_inflated:
+                raise InvalidInput(f"deflated DICOM dataset inflates to more than {max_inflated} bytes; refused")
+            return zlib.decompressobj(-15).decompress(view[pos:])
         except zlib.error as exc:
             raise InvalidInput(f"deflated DICOM dataset is corrupt: {exc}") from None
-    if len(out) > max_inflated or inflater.unconsumed_tail:
-        raise InvalidInput(f"deflated DICOM dataset inflates to more than {max_inflated} bytes; refused")
-    return out
+        finally:
+            pending = b""  # let go of the view before the caller unmaps the file
 
 
 def open_dicom(
@@ -400,10 +411,10 @@ def scan_top_level(
     """Walk a dataset's top-level elements: ({tag: (value start, value end)} for `wanted`, last tag).
 
     Every element's length is checked against the bytes present and the last one must end at the end
-    of the buffer, so a file cut anywhere inside an element fails. Defined-length sequences are stepped
-    over, not walked item by item (the de-identifier at the site walks every item). From the first
-    undefined-length element on (a sequence or encapsulated pixel data), the rest is walked in full by
-    `parse`, which needs every delimiter.
+    of the buffer, so a file cut anywhere inside an element fails. Sequences are walked item by item
+    (structure and nesting depth); other values are stepped over. From the first undefined-length
+    element on (a sequence or encapsulated pixel data), the rest is walked in full by `parse`, which
+    needs every delimiter.
     """
     n = len(buf)
     found: dict[int, tuple[int, int]] = {}
@@ -415,6 +426,7 @@ def scan_top_level(
             if not any(buf[pos:n]):  # trailing padding shorter than a header
                 break
             raise _truncated("element header", pos)
+        vr = b""
         if explicit:
             g, e, vr, length = hdr2.unpack_from(buf, pos)
             if vr in _LONG_VRS_BYTES:
@@ -441,6 +453,9 @@ def scan_top_level(
         if vend > n:
             raise _truncated(f"value of ({g:04X},{e:04X}) needs {length} bytes", pos)
         last = (g << 16) | e
+        if (vr == b"SQ" if explicit else not g & 1 and dict_vr(last) == "SQ") and length:
+            # Items are walked too: their structure and depth must hold for every later reader.
+            _parse_items(buf, vstart, vend, syn, False, 0)
         if last in wanted:
             found[last] = (vstart, vend)
         pos = vend
@@ -516,4 +531,3 @@ def part10(
     )
     group_len = encode_element(le, 0x00020000, "UL", struct.pack("<I", len(meta)))
     return b"\x00" * 128 + b"DICM" + group_len + meta + dataset
-
