@@ -215,6 +215,7 @@ def parse(buf: Buffer, pos: int, end: int, syn: Syntax, in_item: bool, depth: in
     elems: list[Elem] = []
     explicit = syn.explicit
     tag_fmt, u16, u32 = syn.tag_fmt, syn.u16, syn.u32
+    vr_of = _DICT_VR.get
     while pos < end:
         if pos + 8 > end:
             # Trailing padding shorter than a header is tolerated at the top level only.
@@ -243,7 +244,7 @@ def parse(buf: Buffer, pos: int, end: int, syn: Syntax, in_item: bool, depth: in
         else:
             length = u32.unpack_from(buf, pos + 4)[0]
             pos += 8
-            vr = "UN" if g & 1 else dict_vr(tag)
+            vr = "UN" if g & 1 else (vr_of(tag) or dict_vr(tag))
         if length == UNDEFINED:
             if tag == PIXEL_DATA:
                 stop = _skip_encapsulated(buf, pos, syn)
@@ -420,13 +421,13 @@ def scan_top_level(
     found: dict[int, tuple[int, int]] = {}
     explicit = syn.explicit
     hdr2, hdr_implicit, u32 = syn.hdr2, syn.hdr_implicit, syn.u32
+    vr_of = _DICT_VR.get  # no repeating group holds a sequence but (50xx,2600), a retired curve one
     last = -1
     while pos < n:
         if pos + 8 > n:
             if not any(buf[pos:n]):  # trailing padding shorter than a header
                 break
             raise _truncated("element header", pos)
-        vr = b""
         if explicit:
             g, e, vr, length = hdr2.unpack_from(buf, pos)
             if vr in _LONG_VRS_BYTES:
@@ -434,13 +435,16 @@ def scan_top_level(
                     raise _truncated("element header", pos)
                 length = u32.unpack_from(buf, pos + 8)[0]
                 vstart = pos + 12
+                sequence = vr == b"SQ"
             elif vr.isalpha() and vr.isupper():
                 vstart = pos + 8
+                sequence = False
             else:
                 raise _truncated(f"invalid VR {vr!r} in ({g:04X},{e:04X})", pos)
         else:
             g, e, length = hdr_implicit.unpack_from(buf, pos)
             vstart = pos + 8
+            sequence = vr_of((g << 16) | e) == "SQ"  # private tags are not in the dictionary: UN
         if length == UNDEFINED or g == 0xFFFE:
             rest, _ = parse(buf, pos, n, syn, in_item=False)
             for el in rest:
@@ -453,7 +457,7 @@ def scan_top_level(
         if vend > n:
             raise _truncated(f"value of ({g:04X},{e:04X}) needs {length} bytes", pos)
         last = (g << 16) | e
-        if (vr == b"SQ" if explicit else not g & 1 and dict_vr(last) == "SQ") and length:
+        if sequence and length:
             # Items are walked too: their structure and depth must hold for every later reader.
             _parse_items(buf, vstart, vend, syn, False, 0)
         if last in wanted:

@@ -116,7 +116,7 @@ def _read(data: Buffer, require_deidentified: bool, max_inflated: int) -> DicomR
         return int(syn.u16.unpack_from(buf, span[0])[0])
 
     rows = us("Rows")
-    _check_pixels(ascii_("SOPClassUID"), rows is not None, any(t in top for t in _PIXEL_TAGS))
+    _check_pixels(ascii_("SOPClassUID"), rows is not None, not top.keys().isdisjoint(_PIXEL_TAGS))
     sop_uid, study_uid, series_uid = ascii_("SOPInstanceUID"), ascii_("StudyInstanceUID"), ascii_("SeriesInstanceUID")
     _check_identity(sop_uid, study_uid, series_uid, ascii_("PatientIdentityRemoved"), require_deidentified)
     media_sop = meta.get(M_SOP_INSTANCE, b"").rstrip(b" \x00").decode("ascii", errors="replace")
