@@ -66,6 +66,8 @@ _LONG_VRS_BYTES = frozenset(vr.encode("ascii") for vr in LONG_VRS)
 # Deeper nesting than any real object uses; a client's 1,000-level file would otherwise exhaust the
 # interpreter's stack (each level is a few frames here and in every walker of the tree).
 MAX_NESTING = 64
+# Each level of nesting takes at least an item header (8 bytes) and a sequence header (8 or 12).
+_DEEP_ENOUGH = MAX_NESTING * 16
 # Inflating a deflated data set is capped at the largest file accepted uncompressed (the hub's
 # default upload limit): 1 MB of deflate can otherwise claim gigabytes.
 MAX_INFLATED_BYTES = 2 * 1024**3
@@ -412,10 +414,11 @@ def scan_top_level(
     """Walk a dataset's top-level elements: ({tag: (value start, value end)} for `wanted`, last tag).
 
     Every element's length is checked against the bytes present and the last one must end at the end
-    of the buffer, so a file cut anywhere inside an element fails. Sequences are walked item by item
-    (structure and nesting depth); other values are stepped over. From the first undefined-length
-    element on (a sequence or encapsulated pixel data), the rest is walked in full by `parse`, which
-    needs every delimiter.
+    of the buffer, so a file cut anywhere inside an element fails. Values are stepped over, and so are
+    defined-length sequences too short to nest past `MAX_NESTING` (the de-identifier at the site walks
+    every item; walking the few short ones of every file here would cost ~15% of this reader). From
+    the first undefined-length element on (a sequence or encapsulated pixel data), the rest is walked
+    in full by `parse`, which needs every delimiter.
     """
     n = len(buf)
     found: dict[int, tuple[int, int]] = {}
@@ -457,8 +460,9 @@ def scan_top_level(
         if vend > n:
             raise _truncated(f"value of ({g:04X},{e:04X}) needs {length} bytes", pos)
         last = (g << 16) | e
-        if sequence and length:
-            # Items are walked too: their structure and depth must hold for every later reader.
+        if sequence and length >= _DEEP_ENOUGH:
+            # A sequence long enough to nest past MAX_NESTING is walked item by item, so that no later
+            # reader (pydicom rendering metadata, the de-identifier) meets a tree too deep for it.
             _parse_items(buf, vstart, vend, syn, False, 0)
         if last in wanted:
             found[last] = (vstart, vend)
