@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import struct
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -80,6 +79,21 @@ def test_tiff_page_bounds_still_read_real_slides() -> None:
         read_image(buf.getvalue()[:-40], "tiff", "stack.tif")
 
 
+def test_tiff_with_more_pages_than_the_limit_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from PIL import Image
+
+    from medcloud.ingest import images
+
+    buf = io.BytesIO()
+    frames = [Image.new("L", (4, 4), i) for i in range(3)]
+    frames[0].save(buf, format="TIFF", save_all=True, append_images=frames[1:])
+    monkeypatch.setattr(images, "MAX_TIFF_PAGES", 2)
+    with pytest.raises(InvalidInput, match="more than 2 pages"):
+        read_image(buf.getvalue(), "tiff", "stack.tif")
+
+
 def test_defect10_3_deflate_bomb_is_refused_by_the_hub(hub: Hub, upload: Callable[..., Any]) -> None:
     bomb = deflate_bomb(64 * 1024**2)  # the test hub's upload limit is 5 MB
     r = upload(bomb)
@@ -151,7 +165,7 @@ def test_defect10_5b_big_file_with_a_broken_meta_length_is_a_400(hub: Hub, uploa
     assert r.status_code == 400, r.text
 
 
-def test_big_files_are_read_from_disk_like_small_ones(hub: Hub, upload: Callable[..., Any], tmp_path: Path) -> None:
+def test_big_files_are_read_from_disk_like_small_ones(tmp_path: Path) -> None:
     small = deidentified_ct()
     path = tmp_path / "ct.dcm"
     path.write_bytes(small)
@@ -186,12 +200,3 @@ def test_defect10_11_non_image_cut_between_elements_is_refused(hub: Hub, upload:
     assert r.status_code == 400 and "truncated" in r.json()["detail"], r.text
     r = upload(whole, X_Content_SHA256=hashlib.sha256(whole).hexdigest())
     assert r.status_code in (200, 201), r.text
-
-
-def test_timing_of_the_reader_is_not_quadratic() -> None:
-    """The structural walk is linear: a file of many elements is read quickly."""
-    whole = _deidentified_rtplan()
-    start = time.perf_counter()
-    for _ in range(200):
-        read_dicom(whole)
-    assert time.perf_counter() - start < 5
