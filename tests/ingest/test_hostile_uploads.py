@@ -103,6 +103,22 @@ def test_defect10_3_deflate_bomb_is_refused_by_the_hub(hub: Hub, upload: Callabl
         read_dicom(bomb, max_inflated=16 * 1024**2)
 
 
+def test_defect10_3_hub_inflates_within_the_limit_without_holding_it_in_memory() -> None:
+    """Under the limit, a 64 MiB inflation is read from a mapped temporary file, not from memory."""
+    import tracemalloc
+
+    small = deflate_bomb(64 * 1024**2)
+    tracemalloc.start()
+    try:
+        # Read to the end: the file is then refused for what it is (an image type without pixels).
+        with pytest.raises(InvalidInput, match="without pixel data"):
+            read_dicom(small, max_inflated=128 * 1024**2)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 1024**2, peak
+
+
 def test_defect10_3_deflate_bomb_is_refused_by_deid() -> None:
     deid = Deidentifier(SiteKey(bytes(range(32))), DeidOptions(), max_inflated=16 * 1024**2)
     with pytest.raises(InvalidInput, match=r"bomb\.dcm: deflated DICOM dataset inflates to more than"):

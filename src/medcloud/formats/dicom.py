@@ -311,8 +311,12 @@ def _strip(raw: bytes) -> bytes:
     return raw.rstrip(b" \x00")
 
 
+def _too_big(max_inflated: int) -> InvalidInput:
+    return InvalidInput(f"deflated DICOM dataset inflates to more than {max_inflated} bytes; refused")
+
+
 def _inflate(data: Buffer, pos: int, max_inflated: int) -> bytes:
-    """Inflate a deflated data set, refusing one that would grow past `max_inflated` bytes.
+    """Inflate a deflated data set into memory, refusing one that would grow past `max_inflated` bytes.
 
     The size is measured first in 1 MiB steps that are thrown away, so a bomb is refused without
     ever holding more than a step of it; only a data set within the limit is inflated for keeps.
@@ -325,11 +329,11 @@ def _inflate(data: Buffer, pos: int, max_inflated: int) -> bytes:
             while pending:
                 total += len(counter.decompress(pending, 1 << 20))
                 if total > max_inflated:
-                    raise InvalidInput(f"deflated DICOM dataset inflates to more than {max_inflated} bytes; refused")
+                    raise _too_big(max_inflated)
                 pending = counter.unconsumed_tail
             total += len(counter.flush())
             if total > max_inflated:
-                raise InvalidInput(f"deflated DICOM dataset inflates to more than {max_inflated} bytes; refused")
+                raise _too_big(max_inflated)
             return zlib.decompressobj(-15).decompress(view[pos:])
         except zlib.error as exc:
             raise InvalidInput(f"deflated DICOM dataset is corrupt: {exc}") from None
@@ -337,13 +341,44 @@ def _inflate(data: Buffer, pos: int, max_inflated: int) -> bytes:
             pending = b""  # let go of the view before the caller unmaps the file
 
 
+def _inflate_to_disk(data: Buffer, pos: int, max_inflated: int) -> mmap.mmap:
+    """Inflate a deflated data set into an unnamed temporary file, mapped read-only; one pass, memory
+    bounded by a 1 MiB step whatever the size, refused past `max_inflated` bytes."""
+    import tempfile
+
+    with memoryview(data) as view, tempfile.TemporaryFile() as spill:
+        pending: bytes | memoryview = view[pos:]
+        inflater = zlib.decompressobj(-15)
+        total = 0
+        try:
+            while True:
+                chunk = inflater.decompress(pending, 1 << 20) if pending else inflater.flush()
+                total += len(chunk)
+                if total > max_inflated:
+                    raise _too_big(max_inflated)
+                spill.write(chunk)
+                if not pending:
+                    break
+                pending = inflater.unconsumed_tail
+        except zlib.error as exc:
+            raise InvalidInput(f"deflated DICOM dataset is corrupt: {exc}") from None
+        finally:
+            pending = b""
+        if not total:
+            raise InvalidInput("DICOM file has no dataset after its file meta information")
+        spill.flush()
+        # The mapping outlives the file object; it is unmapped when the last reference to it goes.
+        return mmap.mmap(spill.fileno(), 0, access=mmap.ACCESS_READ)
+
+
 def open_dicom(
-    data: Buffer, *, max_inflated: int = MAX_INFLATED_BYTES
+    data: Buffer, *, max_inflated: int = MAX_INFLATED_BYTES, inflate_to_disk: bool = False
 ) -> tuple[Buffer, dict[int, bytes], Syntax, int, bool]:
     """Read the file meta and settle the dataset's encoding.
 
     Returns (buffer, file-meta values, dataset syntax, offset of the dataset in the buffer, converted?);
-    a deflated dataset is inflated (to at most `max_inflated` bytes) into the returned buffer.
+    a deflated dataset is inflated (to at most `max_inflated` bytes) into the returned buffer: bytes,
+    or with `inflate_to_disk` a mapped temporary file, so that memory stays small whatever its size.
     """
     meta: dict[int, bytes] = {}
     pos = 0
@@ -373,7 +408,7 @@ def open_dicom(
     converted = False
     buf = data
     if ts == DEFLATED:
-        buf = _inflate(data, pos, max_inflated)
+        buf = _inflate_to_disk(data, pos, max_inflated) if inflate_to_disk else _inflate(data, pos, max_inflated)
         pos, converted = 0, True
         syn = EXPLICIT_LE_SYNTAX
     elif ts == IMPLICIT_LE:

@@ -85,7 +85,9 @@ def _date(text: str) -> date | None:
 
 
 def _read(data: Buffer, require_deidentified: bool, max_inflated: int) -> DicomRecord:
-    buf, meta, syn, pos, _ = open_dicom(data, max_inflated=max_inflated)
+    # A deflated data set is inflated to a mapped temporary file: a small upload may claim up to the
+    # upload limit, which the hub must not hold in memory (issue 10, item 3).
+    buf, meta, syn, pos, _ = open_dicom(data, max_inflated=max_inflated, inflate_to_disk=True)
     top, last = scan_top_level(buf, pos, syn, _WANTED)
     check_final_element(meta, last)
 
