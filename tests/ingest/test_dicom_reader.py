@@ -14,7 +14,15 @@ from medcloud.formats.records import DicomRecord
 from medcloud.ingest.dicom import read_dicom
 from tests.hub.conftest import deidentified_dicom
 
-SOURCES = ["CT_small.dcm", "MR_small.dcm", "emri_small.dcm", "JPEG2000.dcm", "SC_rgb_rle_2frame.dcm", "rtplan.dcm"]
+SOURCES = [
+    "CT_small.dcm",
+    "MR_small.dcm",
+    "emri_small.dcm",
+    "JPEG2000.dcm",
+    "SC_rgb_rle_2frame.dcm",
+    "rtplan.dcm",
+    "image_dfl.dcm",
+]
 
 
 def _record_by_pydicom(path: Path) -> DicomRecord:
