@@ -109,3 +109,43 @@ def test_keygen_command(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, [str(tmp_path / "k.key")])
     assert result.exit_code == 0, result.output
     assert len(SiteKey.load(tmp_path / "k.key").secret) == 32
+
+
+def _deeply_nested_file() -> bytes:
+    """A Part 10 file whose ContentSequence nests 1,000 levels deep (undefined lengths)."""
+    import struct
+
+    def el(group: int, elem: int, vr: bytes, value: bytes) -> bytes:
+        value += b"\x00" if len(value) & 1 else b""
+        return struct.pack("<HH2sH", group, elem, vr, len(value)) + value
+
+    inner = b""
+    for _ in range(1000):
+        inner = (
+            struct.pack("<HH2s2xI", 0x0040, 0xA730, b"SQ", 0xFFFFFFFF)
+            + struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF) + inner + struct.pack("<HHI", 0xFFFE, 0xE00D, 0)
+            + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
+        )  # fmt: skip
+    meta = el(2, 0x10, b"UI", b"1.2.840.10008.1.2.1")
+    dataset = el(8, 0x16, b"UI", b"1.2.840.10008.5.1.4.1.1.88.11") + el(8, 0x18, b"UI", b"2.25.7") + inner
+    return b"\x00" * 128 + b"DICM" + el(2, 0, b"UL", struct.pack("<I", len(meta))) + meta + dataset
+
+
+def test_defect10_5a_deid_skips_a_deeply_nested_file_and_goes_on(tmp_path: Path) -> None:
+    """Issue 10 (5a): a 1,000-level nested file raised RecursionError and stopped the folder."""
+    src, key = _tree(tmp_path)
+    (src / "a_deep.dcm").write_bytes(_deeply_nested_file())  # sorted first: the rest must still be done
+    summary = run_deid(src, tmp_path / "out", key, parse_options([]), progress=False)
+    assert summary.written == 2
+    failed = dict(summary.failed)
+    assert "nested deeper than" in failed["a_deep.dcm"]
+    assert (tmp_path / "out" / "study1" / "series1" / "ct.dcm").exists()
+
+
+def test_deid_outputs_are_written_atomically_and_private(tmp_path: Path) -> None:
+    src, key = _tree(tmp_path)
+    out = tmp_path / "out"
+    run_deid(src, out, key, parse_options([]), progress=False)
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert files and not [p for p in files if p.name.startswith(".")]  # no temporary file left behind
+    assert {stat.S_IMODE(p.stat().st_mode) for p in files} == {0o600}

@@ -88,14 +88,6 @@ def collect_sources(src: Path, summary: RunSummary) -> list[tuple[Path, Path]]:
     return out
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.part")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
-
-
 def run_deid(
     src: Path, dst: Path, key_file: Path, options: DeidOptions, *, write_quarantined: bool = False,
     rename: bool = False, progress: bool = True,
@@ -104,6 +96,7 @@ def run_deid(
     from medcloud.deid.engine import Deidentifier
     from medcloud.deid.keys import SiteKey
     from medcloud.errors import InvalidInput, MedcloudError, PathEscape, UnsupportedFormat
+    from medcloud.fsio import write_atomic
 
     if not src.exists():
         raise InvalidInput(f"source {src} does not exist")
@@ -134,7 +127,9 @@ def run_deid(
                 summary.quarantined.append((str(rel), outcome.quarantine_reason))
                 if not write_quarantined:
                     return
-            _write_atomic(target(rel, outcome.suggested_name, bool(outcome.quarantine_reason)), outcome.data)
+            out = target(rel, outcome.suggested_name, bool(outcome.quarantine_reason))
+            out.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(out, outcome.data)
             if not outcome.quarantine_reason:
                 summary.written += 1
         except UnsupportedFormat as exc:
@@ -143,6 +138,8 @@ def run_deid(
             summary.failed.append((str(rel), exc.detail))
         except OSError as exc:
             summary.failed.append((str(rel), f"{exc.strerror}"))
+        except Exception as exc:  # one file that breaks the reader must not stop the rest of the folder
+            summary.failed.append((str(rel), f"de-identification failed: {type(exc).__name__}: {exc}"[:300]))
 
     if progress:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn

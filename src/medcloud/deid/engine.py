@@ -8,7 +8,8 @@ from typing import Literal
 
 from medcloud.deid.keys import Pseudonymizer, SiteKey
 from medcloud.errors import InvalidInput, UnsupportedFormat
-from medcloud.ingest.sniff import MEDIA_TYPES, sniff
+from medcloud.formats.dicom import MAX_INFLATED_BYTES
+from medcloud.formats.sniff import MEDIA_TYPES, sniff
 
 # Modalities whose images usually carry text burned into the pixels when the header is silent.
 BURNED_IN_MODALITIES = frozenset({"US", "SC", "ES", "XC", "GM", "OT", "XA", "RF", "DOC"})
@@ -58,7 +59,10 @@ class DeidOutcome:
 class Deidentifier:
     """De-identifies DICOM and image files with one site key and one option set; may be shared by threads."""
 
-    def __init__(self, key: SiteKey, options: DeidOptions | None = None) -> None:
+    def __init__(
+        self, key: SiteKey, options: DeidOptions | None = None, *, max_inflated: int = MAX_INFLATED_BYTES
+    ) -> None:
+        """`max_inflated` caps what a deflated DICOM data set may inflate to (the file is refused beyond)."""
         from medcloud.deid import dicom, profile
 
         self.options = opts = options or DeidOptions()
@@ -96,6 +100,7 @@ class Deidentifier:
             retain_uids=opts.retain_uids,
             private_allow=opts.safe_private_allowlist if opts.retain_safe_private else frozenset(),
             method_codes=codes,
+            max_inflated=max_inflated,
         )
 
     def deidentify_bytes(self, data: bytes, filename: str) -> DeidOutcome:

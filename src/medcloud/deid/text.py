@@ -7,57 +7,9 @@ institution, physicians) and removes every occurrence of them from text that is 
 from __future__ import annotations
 
 import re
-from functools import cache, lru_cache
+from functools import lru_cache
 
 REDACTED = "***"
-# Bytes after which ISO 2022 escape state resets; over-including is harmless for decoding.
-_DELIMS = {0x5C, 0x5E, 0x3D, 0x0D, 0x0A, 0x09, 0x0C}
-_SIMPLE = {
-    "": "latin_1",  # default repertoire; latin-1 round-trips any byte, so nothing is lost
-    "ISO_IR 6": "latin_1",
-    "ISO_IR 100": "latin_1",
-    "ISO_IR 192": "utf_8",
-    "ISO 2022 IR 6": "latin_1",
-    "ISO 2022 IR 100": "latin_1",
-}
-
-
-class Charset:
-    """Decode/encode one file's text per its Specific Character Set."""
-
-    def __init__(self, terms: tuple[str, ...]) -> None:
-        self.terms = terms
-        self.simple: str | None = None
-        self.encodings: list[str] = []
-        if len(terms) <= 1 and (terms[0] if terms else "") in _SIMPLE:
-            self.simple = _SIMPLE[terms[0] if terms else ""]
-        else:
-            from pydicom.charset import convert_encodings
-
-            self.encodings = convert_encodings(list(terms) or [""])
-
-    def decode(self, raw: bytes) -> str:
-        if self.simple is not None:
-            return raw.decode(self.simple, errors="replace")
-        from pydicom.charset import decode_bytes
-
-        return decode_bytes(raw, self.encodings, _DELIMS)
-
-    def encode(self, text: str) -> bytes:
-        if self.simple is not None:
-            return text.encode(self.simple, errors="replace")
-        from pydicom.charset import encode_string
-
-        return encode_string(text, self.encodings)
-
-
-@cache
-def charset_for(raw: bytes) -> Charset:
-    terms = tuple(t.strip() for t in raw.decode("ascii", errors="replace").split("\\"))
-    # An empty first term means "default repertoire" in multi-valued ISO 2022 declarations.
-    if terms and all(not t for t in terms):
-        terms = ()
-    return Charset(terms)
 
 
 def name_parts(value: str) -> list[str]:

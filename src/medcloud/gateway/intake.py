@@ -21,6 +21,7 @@ from typing import Protocol
 
 from medcloud.errors import MedcloudError
 from medcloud.gateway.outbox import Entry, Outbox, SourceRef
+from medcloud.ingest.dicom import read_dicom
 
 log = logging.getLogger("medcloud.gateway")
 
@@ -282,8 +283,6 @@ class Intake:
         if result.kind == "dicom":
             # The hub's own check, run here: a file it would refuse is reported at the site with its
             # reason instead of travelling to become a dead letter.
-            from medcloud.ingest.dicom import read_dicom
-
             try:
                 read_dicom(result.data)
             except MedcloudError as exc:

@@ -31,7 +31,12 @@ class HubState:
             catalog=catalog,
             blobs=blobs,
             verifier=TokenVerifier(catalog, settings.token_cache_seconds),
-            ingestor=Ingestor(catalog, blobs, require_deidentified=settings.require_deidentified),
+            ingestor=Ingestor(
+                catalog,
+                blobs,
+                require_deidentified=settings.require_deidentified,
+                max_upload_bytes=settings.max_upload_bytes,
+            ),
         )
 
     def close(self) -> None:

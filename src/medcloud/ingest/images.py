@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import io
 import struct
+import time
 from pathlib import Path
 from typing import BinaryIO
 
 from medcloud.errors import InvalidInput
 from medcloud.formats.records import ImageRecord
-from medcloud.ingest.sniff import MEDIA_TYPES, Kind
+from medcloud.formats.sniff import MEDIA_TYPES, Kind
+
+# A TIFF's directories form a chain the client wrote: it is walked with loop detection and these
+# bounds before tifffile iterates it (tifffile's own loop check does not fire while iterating).
+MAX_TIFF_PAGES = 65_536
+TIFF_WALK_SECONDS = 10.0
 
 
 def _open(source: bytes | Path) -> BinaryIO:
@@ -30,6 +36,45 @@ def _png_size(head: bytes) -> tuple[int, int]:
         raise InvalidInput("malformed PNG: no IHDR chunk")
     w, h = struct.unpack(">II", head[16:24])
     return int(w), int(h)
+
+
+def _tiff_directory_count(fh: BinaryIO) -> int:
+    """Number of image file directories, refusing loops, pointers past the end and too many pages."""
+    fh.seek(0, 2)
+    size = fh.tell()
+    fh.seek(0)
+    head = fh.read(16)
+    order = "<" if head[:2] == b"II" else ">"
+    (version,) = struct.unpack(order + "H", head[2:4])
+    if version == 43:  # BigTIFF: 8-byte offsets and counts, 20-byte entries
+        offset_fmt, count_fmt, entry_size = order + "Q", order + "Q", 20
+        (offset,) = struct.unpack(offset_fmt, head[8:16])
+    else:
+        offset_fmt, count_fmt, entry_size = order + "I", order + "H", 12
+        (offset,) = struct.unpack(offset_fmt, head[4:8])
+    count_size, offset_size = struct.calcsize(count_fmt), struct.calcsize(offset_fmt)
+    seen: set[int] = set()
+    deadline = time.monotonic() + TIFF_WALK_SECONDS
+    while offset:
+        if offset in seen:
+            raise InvalidInput(f"malformed TIFF: directory chain loops back to offset {offset}")
+        if len(seen) >= MAX_TIFF_PAGES:
+            raise InvalidInput(f"TIFF has more than {MAX_TIFF_PAGES} pages; refused")
+        if time.monotonic() > deadline:
+            raise InvalidInput("TIFF directory chain takes too long to walk; refused")
+        if offset + count_size > size:
+            raise InvalidInput(f"truncated TIFF: directory at offset {offset} lies past the end of the file")
+        seen.add(offset)
+        fh.seek(offset)
+        (entries,) = struct.unpack(count_fmt, fh.read(count_size))
+        fh.seek(offset + count_size + entries * entry_size)
+        raw = fh.read(offset_size)
+        if len(raw) < offset_size:
+            raise InvalidInput(f"truncated TIFF: directory at offset {offset} runs past the end of the file")
+        (offset,) = struct.unpack(offset_fmt, raw)
+    if not seen:
+        raise InvalidInput("malformed TIFF: no image directory")
+    return len(seen)
 
 
 def read_image(source: bytes | Path, kind: Kind, filename: str) -> ImageRecord:
@@ -55,14 +100,22 @@ def read_image(source: bytes | Path, kind: Kind, filename: str) -> ImageRecord:
         import tifffile
 
         try:
-            with _open(source) as fh, tifffile.TiffFile(fh) as tf:
-                page = tf.pages.first
-                shape = page.shape
-                height, width = int(shape[0]), int(shape[1])
-                end = max(
-                    (int(o) + int(c) for p in tf.pages for o, c in zip(p.dataoffsets, p.databytecounts, strict=False)),  # type: ignore[union-attr]
-                    default=0,
-                )
+            with _open(source) as fh:
+                pages = _tiff_directory_count(fh)
+                fh.seek(0)
+                with tifffile.TiffFile(fh) as tf:
+                    page = tf.pages.first
+                    shape = page.shape
+                    height, width = int(shape[0]), int(shape[1])
+                    deadline = time.monotonic() + TIFF_WALK_SECONDS
+                    end = 0
+                    # By index, never by iterating `tf.pages`: the count above is known to be finite.
+                    for i in range(pages):
+                        if time.monotonic() > deadline:
+                            raise InvalidInput("TIFF pages take too long to read; refused")
+                        p = tf.pages[i]
+                        for o, c in zip(p.dataoffsets, p.databytecounts, strict=False):
+                            end = max(end, int(o) + int(c))
                 fh.seek(0, 2)
                 if end > fh.tell():
                     raise InvalidInput("truncated TIFF: image data extends past the end of the file")

@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from medcloud.errors import InvalidInput, MedcloudError, UnsupportedFormat
+from medcloud.formats.dicom import MAX_INFLATED_BYTES
 from medcloud.formats.records import DicomRecord, ImageRecord
+from medcloud.formats.sniff import MEDIA_TYPES, sniff
 from medcloud.ingest.dicom import read_dicom
 from medcloud.ingest.images import read_image
-from medcloud.ingest.sniff import MEDIA_TYPES, sniff
 from medcloud.store import Catalog, IndexEntry, LocalBlobStore, SpooledUpload
 
 
@@ -76,10 +77,19 @@ class _Request:
 class Ingestor:
     """Validates, stores and indexes uploads."""
 
-    def __init__(self, catalog: Catalog, blobs: LocalBlobStore, *, require_deidentified: bool = True) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        blobs: LocalBlobStore,
+        *,
+        require_deidentified: bool = True,
+        max_upload_bytes: int = MAX_INFLATED_BYTES,
+    ) -> None:
         self.catalog = catalog
         self.blobs = blobs
         self.require_deidentified = require_deidentified
+        # A deflated DICOM may not inflate past what would be accepted uncompressed.
+        self.max_upload_bytes = max_upload_bytes
         self._group_cv = threading.Condition()
         self._group_queue: list[_Request] = []
         self._group_busy = False
@@ -264,7 +274,9 @@ class Ingestor:
         if kind == "unknown":
             raise UnsupportedFormat("not a DICOM Part 10 file, JPEG, PNG or TIFF")
         if kind == "dicom":
-            item._record = read_dicom(source, require_deidentified=self.require_deidentified)
+            item._record = read_dicom(
+                source, require_deidentified=self.require_deidentified, max_inflated=self.max_upload_bytes
+            )
         else:
             item._record = read_image(source, kind, item.filename)
 

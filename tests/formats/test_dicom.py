@@ -1,0 +1,104 @@
+"""The DICOM byte reader and writer: one vocabulary from pydicom, bounded walks, truncation found."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from pydicom.datadict import dictionary_VR
+
+from medcloud.errors import InvalidInput, UnsupportedFormat
+from medcloud.formats import dicom
+from tests.formats.dicom_builders import deflate_bomb, nested_sequences, part10, sample
+
+
+def test_vocabulary_comes_from_pydicom() -> None:
+    assert {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"} == dicom.LONG_VRS
+    assert dicom.DEFLATED == "1.2.840.10008.1.2.1.99"
+    assert dicom.tag("PixelData") == 0x7FE00010
+    for t in (0x00100010, 0x00280010, 0x60000010, 0x60220040, 0x50100030, 0x00280402, 0x10000011):
+        assert dicom.dict_vr(t) == str(dictionary_VR(t))[:2], hex(t)
+    assert dicom.dict_vr(0x00991234 & ~0x00010000) == "UN"  # a public tag the dictionary lacks
+
+
+@pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small_implicit.dcm", "MR_small_bigendian.dcm", "rtplan.dcm"])
+def test_split_walks_every_element_to_the_end(name: str) -> None:
+    data = sample(name)
+    buf, _, _, top, _ = dicom.split_dicom(data)
+    assert top[-1].end == len(buf)
+    for cut in range(200, len(data) - 1, max(1, len(data) // 50)):
+        try:
+            _, _, _, cut_top, _ = dicom.split_dicom(data[:cut])
+        except InvalidInput:
+            continue
+        # Only a cut exactly between two top-level elements parses; it then ends early.
+        assert cut_top[-1].end == cut and len(cut_top) < len(top)
+
+
+def test_not_dicom() -> None:
+    with pytest.raises(UnsupportedFormat):
+        dicom.open_dicom(b"hello" * 40)
+
+
+@pytest.mark.parametrize("undefined", [True, False])
+def test_defect10_5a_deep_nesting_is_refused_not_a_recursion_error(undefined: bool) -> None:
+    """Issue 10 (5a): 1,000 nested sequences raised RecursionError; now a clear InvalidInput."""
+    with pytest.raises(InvalidInput, match="nested deeper than"):
+        dicom.split_dicom(nested_sequences(1000, undefined=undefined))
+    dicom.split_dicom(nested_sequences(dicom.MAX_NESTING - 1, undefined=undefined))  # real depths pass
+
+
+def test_defect10_3_deflate_bomb_is_refused_without_inflating_it() -> None:
+    """Issue 10 (3): a deflated data set inflating past the limit is refused, with memory bounded."""
+    import tracemalloc
+
+    bomb = deflate_bomb(64 * 1024**2)
+    assert len(bomb) < 1_000_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(InvalidInput, match="inflates to more than"):
+            dicom.open_dicom(bomb, max_inflated=16 * 1024**2)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 1024**2, peak
+    buf, _, _, _, converted = dicom.open_dicom(bomb, max_inflated=64 * 1024**2)  # within the limit: read
+    assert converted and len(buf) == 64 * 1024**2
+
+
+def test_corrupt_deflate_is_invalid_input() -> None:
+    data = part10(b"\x01\x02garbage" * 20, transfer_syntax=dicom.DEFLATED)
+    with pytest.raises(InvalidInput, match="corrupt"):
+        dicom.open_dicom(data)
+
+
+def test_defect10_4_dict_vr_lookups_keep_no_memory() -> None:
+    """Issue 10 (4): distinct unknown tags (300k in one upload) grew a cache without limit (313 MB)."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(60_000):
+            dicom.dict_vr(0x00090000 | (i & 0xFFFF) | ((i >> 16) << 17))
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 1024**2, grown
+
+
+def test_final_element_declared_by_the_writer_finds_a_cut_between_elements() -> None:
+    """Issue 10 (11): a file cut exactly between two top-level elements parses cleanly on its own."""
+    body = struct.pack("<HH2sH", 0x0008, 0x0060, b"CS", 2) + b"CT"
+    last = struct.pack("<HH2sH", 0x0010, 0x0020, b"LO", 2) + b"P1"
+    whole = dicom.part10(
+        body + last,
+        sop_class=b"1.2",
+        sop_instance="2.25.9",
+        transfer_syntax=dicom.EXPLICIT_LE,
+        version=b"\x00\x01",
+        last_tag=0x00100020,
+    )
+    dicom.split_dicom(whole)
+    with pytest.raises(InvalidInput, match=r"truncated DICOM file: it ends with \(0008,0060\)"):
+        dicom.split_dicom(whole[: -len(last)])
