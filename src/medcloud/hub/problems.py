@@ -16,6 +16,11 @@ log = logging.getLogger("medcloud.hub")
 PROBLEM_BASE = "https://medcloud.invalid/problems/"
 
 
+def problem_body(exc: MedcloudError) -> dict[str, Any]:
+    """The problem details of one error, without `instance` (as each failed file of a batch carries)."""
+    return {"type": PROBLEM_BASE + exc.type_slug, "title": exc.title, "status": exc.status, "detail": exc.detail}
+
+
 def problem(status: int, slug: str, title: str, detail: str, instance: str, **extra: Any) -> JSONResponse:
     body = {"type": PROBLEM_BASE + slug, "title": title, "status": status, "detail": detail, "instance": instance}
     body.update(extra)
