@@ -154,12 +154,13 @@ class TokenVerifier:
             if row is None or not hmac.compare_digest(row["secret_sha256"], digest):
                 raise Unauthenticated("unknown token")
             if row["revoked_at"] is not None:
-                raise Unauthenticated("token revoked")
+                # The caller holds the real secret: the refusal is audited under the token's holder.
+                raise Unauthenticated("token revoked", subject=self._principal(row).subject)
             principal = self._principal(row)
             with self._lock:
                 self._cache[token_id] = (now_mono, digest, principal)
         if principal.expires_at is not None and principal.expires_at <= utcnow():
-            raise Unauthenticated("token expired")
+            raise Unauthenticated("token expired", subject=principal.subject)
         return principal
 
     @staticmethod
