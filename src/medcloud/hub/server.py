@@ -55,8 +55,8 @@ if HttpToolsProtocol is not None:
             self._max_head_bytes = max_head_bytes
             self._head_timeout_s = head_timeout_s
             self._in_head = True  # between requests and while a head arrives
+            self._head_ended = False  # the head being received ended inside the current chunk
             self._head_bytes = 0
-            self._uncounted = False  # this chunk began inside the previous request: its head share is unknown
             self._head_timer: asyncio.TimerHandle | None = None
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -68,17 +68,21 @@ if HttpToolsProtocol is not None:
             super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
-            if self._in_head and self._head_timer is None:
+            in_head = self._in_head
+            if in_head and self._head_timer is None:
                 self._arm_head_timer()
-            self._uncounted = not self._in_head
+            self._head_ended = False
             super().data_received(data)
-            if self._in_head and not self._uncounted and not self.transport.is_closing():
+            # Only a chunk that began in a head which is still not over is all head. A chunk in which
+            # a head ended, or which began in a body, is not counted: its head part is under one read.
+            if in_head and not self._head_ended and not self.transport.is_closing():
                 self._head_bytes += len(data)
                 if self._head_bytes > self._max_head_bytes:
                     self._refuse(431, f"request line and headers exceed {self._max_head_bytes} bytes")
 
         def on_headers_complete(self) -> None:
             self._in_head = False
+            self._head_ended = True
             self._disarm_head_timer()
             super().on_headers_complete()
 
