@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import sys
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
@@ -13,6 +13,7 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -84,23 +85,28 @@ else:  # pragma: no cover - Python 3.10
 class BodyLimits:
     """Bounds how a request body may arrive: each piece within `timeout_s`, a JSON body within 1 MiB.
 
+    JSON bodies are those of `json_routes` (routes that take a model), whatever their Content-Type.
+
     A client that announces more body than it sends would otherwise hold its worker's connection for
     ever; a JSON body is read whole before the route runs, so its size is bounded before it is read.
     Both raise errors the app answers as problem details (408, 413), audited like any refusal.
     """
 
-    def __init__(self, app: ASGIApp, timeout_s: float) -> None:
+    def __init__(self, app: ASGIApp, timeout_s: float, json_routes: Sequence[APIRoute] = ()) -> None:
         self.app = app
         self.timeout_s = timeout_s
+        # FastAPI reads the whole body of a route that takes a model, whatever its Content-Type.
+        self.json_routes = [(r.methods or set(), r.path_regex) for r in json_routes]
+
+    def _takes_json(self, scope: Scope) -> bool:
+        method, path = scope.get("method", ""), scope.get("path", "")
+        return any(method in methods and regex.match(path) for methods, regex in self.json_routes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        json_limit: int | None = None
-        for name, value in scope.get("headers", ()):
-            if name == b"content-type" and value.split(b";")[0].strip().lower().endswith(b"json"):
-                json_limit = MAX_JSON_BODY_BYTES
+        json_limit = MAX_JSON_BODY_BYTES if self._takes_json(scope) else None
         body_done = False
         received = 0
 
@@ -155,9 +161,11 @@ def create_app(settings: Settings | None = None, *, state: HubState | None = Non
     )
     app.state.hub = state
     problems.install(app)
+    json_routes: list[APIRoute] = []
     for name in ROUTERS:
         module = importlib.import_module(f"medcloud.hub.routes.{name}")
         app.include_router(module.router)
+        json_routes += [r for r in module.router.routes if isinstance(r, APIRoute) and r.dependant.body_params]
 
     @app.get("/healthz", tags=["meta"], summary="Liveness (no token needed)")
     async def healthz() -> dict[str, str]:
@@ -181,6 +189,6 @@ def create_app(settings: Settings | None = None, *, state: HubState | None = Non
         async def root(request: Request) -> JSONResponse:
             return JSONResponse({"service": "medcloud hub", "health": "/healthz", "api": "/api/v1/openapi.json"})
 
-    app.add_middleware(BodyLimits, timeout_s=settings.body_timeout_seconds)
+    app.add_middleware(BodyLimits, timeout_s=settings.body_timeout_seconds, json_routes=json_routes)
     app.add_middleware(SecurityHeaders)
     return app
