@@ -38,6 +38,19 @@ class Settings(BaseSettings):
     trusted_proxy_header: str | None = Field(
         default=None, description="Header carrying the client address when behind a TLS-terminating proxy."
     )
+    trusted_proxies: list[str] = Field(
+        default=["127.0.0.1", "::1"],
+        description="Addresses of our own proxies: only their forwarding header is read, and they are skipped in it.",
+    )
+    max_header_bytes: int = Field(
+        default=64 * 1024, description="Largest request line plus headers (bytes); larger requests get 431."
+    )
+    header_timeout_seconds: float = Field(
+        default=30.0, description="Time allowed for a request's line and headers to arrive (else 408)."
+    )
+    body_timeout_seconds: float = Field(
+        default=60.0, description="Longest wait for the next piece of a request body (else 408)."
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -52,13 +52,29 @@ class PathEscape(InvalidInput):
     title = "Path escapes its root"
 
 
+class RequestTimeout(InvalidInput):
+    """The client stopped sending the body it announced."""
+
+    status = 408
+    type_slug = "request-timeout"
+    title = "Request timeout"
+
+
 class Unauthenticated(MedcloudError):
-    """No credential, or one that is wrong or expired."""
+    """No credential, or one that is wrong or expired.
+
+    `subject` names the holder of a token that was real but is no longer good (revoked, expired), so
+    that the refusal is audited under that token rather than as anonymous.
+    """
 
     status = 401
     type_slug = "unauthenticated"
     title = "Authentication required"
     exit_code = 3
+
+    def __init__(self, detail: str, *, subject: str | None = None) -> None:
+        super().__init__(detail)
+        self.subject = subject
 
 
 class Forbidden(MedcloudError):

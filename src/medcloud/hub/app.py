@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
-from collections.abc import AsyncIterator
+import sys
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
@@ -11,16 +13,20 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import medcloud
 from medcloud.config import Settings, load_settings
+from medcloud.errors import RequestTimeout, TooLarge
 from medcloud.hub import problems
 from medcloud.hub.deps import authenticate
 from medcloud.hub.state import HubState
 from medcloud.security.policy import Principal
 
+# JSON bodies the API takes are small (a token request, a site's targets, a round record).
+MAX_JSON_BODY_BYTES = 1024 * 1024
 # Router modules under medcloud.hub.routes, each exposing `router`.
 ROUTERS: tuple[str, ...] = ("ingest", "catalog", "sites", "tokens", "audit", "inference", "models")
 
@@ -63,6 +69,67 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+if sys.version_info >= (3, 11):
+
+    async def _within(seconds: float, awaitable: Awaitable[Message]) -> Message:
+        # asyncio.timeout arms one timer; wait_for would wrap each body chunk in a new task.
+        async with asyncio.timeout(seconds):
+            return await awaitable
+
+else:  # pragma: no cover - Python 3.10
+
+    async def _within(seconds: float, awaitable: Awaitable[Message]) -> Message:
+        return await asyncio.wait_for(awaitable, seconds)
+
+
+class BodyLimits:
+    """Bounds how a request body may arrive: each piece within `timeout_s`, a JSON body within 1 MiB.
+
+    JSON bodies are those of `json_routes` (routes that take a model), whatever their Content-Type.
+
+    A client that announces more body than it sends would otherwise hold its worker's connection for
+    ever; a JSON body is read whole before the route runs, so its size is bounded before it is read.
+    Both raise errors the app answers as problem details (408, 413), audited like any refusal.
+    """
+
+    def __init__(self, app: ASGIApp, timeout_s: float, json_routes: Sequence[APIRoute] = ()) -> None:
+        self.app = app
+        self.timeout_s = timeout_s
+        # FastAPI reads the whole body of a route that takes a model, whatever its Content-Type.
+        self.json_routes = [(r.methods or set(), r.path_regex) for r in json_routes]
+
+    def _takes_json(self, scope: Scope) -> bool:
+        method, path = scope.get("method", ""), scope.get("path", "")
+        return any(method in methods and regex.match(path) for methods, regex in self.json_routes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        json_limit = MAX_JSON_BODY_BYTES if self._takes_json(scope) else None
+        body_done = False
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal body_done, received
+            if body_done:  # after the body only a disconnect can come, and may take as long as it likes
+                return await receive()
+            try:
+                message = await _within(self.timeout_s, receive())
+            except asyncio.TimeoutError:
+                body_done = True
+                raise RequestTimeout(f"no part of the request body arrived for {self.timeout_s:g} s") from None
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                body_done = True
+            received += len(message.get("body", b""))
+            if json_limit is not None and received > json_limit:
+                body_done = True
+                raise TooLarge(f"a JSON body is at most {json_limit} bytes")
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
 def web_dir() -> Path:
     return Path(str(resources.files("medcloud") / "web"))
 
@@ -94,9 +161,11 @@ def create_app(settings: Settings | None = None, *, state: HubState | None = Non
     )
     app.state.hub = state
     problems.install(app)
+    json_routes: list[APIRoute] = []
     for name in ROUTERS:
         module = importlib.import_module(f"medcloud.hub.routes.{name}")
         app.include_router(module.router)
+        json_routes += [r for r in module.router.routes if isinstance(r, APIRoute) and r.dependant.body_params]
 
     @app.get("/healthz", tags=["meta"], summary="Liveness (no token needed)")
     async def healthz() -> dict[str, str]:
@@ -120,5 +189,6 @@ def create_app(settings: Settings | None = None, *, state: HubState | None = Non
         async def root(request: Request) -> JSONResponse:
             return JSONResponse({"service": "medcloud hub", "health": "/healthz", "api": "/api/v1/openapi.json"})
 
+    app.add_middleware(BodyLimits, timeout_s=settings.body_timeout_seconds, json_routes=json_routes)
     app.add_middleware(SecurityHeaders)
     return app

@@ -46,6 +46,8 @@ def serve(
     """Run the hub (catalog migrated on start)."""
     import uvicorn
 
+    from medcloud.hub.server import uvicorn_options
+
     settings = _settings(data)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     os.environ["MEDCLOUD_DATA_DIR"] = str(settings.data_dir.resolve())
@@ -65,6 +67,7 @@ def serve(
         ssl_keyfile=str(ssl_keyfile) if ssl_keyfile else None,
         access_log=False,
         timeout_graceful_shutdown=5,
+        **uvicorn_options(settings),
     )
 
 
@@ -113,7 +116,7 @@ def token_create(
     role: str = typer.Option(..., help="site, researcher, clinician, auditor or admin."),
     site: str | None = typer.Option(None, help="Site name (site tokens)."),
     project: list[str] = typer.Option([], "--project", help="Project granted (repeatable)."),
-    expires: str = typer.Option("365d", help="Lifetime, e.g. 90d, 12h, never."),
+    expires: str = typer.Option("365d", help="Lifetime, e.g. 90d, 12h, 30m, 2w, or never (0 is refused)."),
     label: str = typer.Option("", help="Free text to recognise the token by."),
     data: Path | None = DataOpt,
 ) -> None:

@@ -7,11 +7,13 @@ from typing import Any
 
 from fastapi import Request
 
-from medcloud.errors import Unauthenticated
+from medcloud.errors import InvalidInput, Unauthenticated
 from medcloud.hub.state import HubState
 from medcloud.security.policy import Permission, Principal
 
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# Only the address part of a forwarding header's entry is kept, and no more than this.
+MAX_CLIENT_CHARS = 100
 
 
 def hub_state(request: Request) -> HubState:
@@ -20,22 +22,42 @@ def hub_state(request: Request) -> HubState:
 
 
 def client_address(request: Request) -> str:
-    header = hub_state(request).settings.trusted_proxy_header
-    if header and (value := request.headers.get(header)):
-        return value.split(",")[0].strip()[:100]
-    return request.client.host if request.client else ""
+    """The caller's address for the audit trail.
+
+    The connection's peer, unless `trusted_proxy_header` is configured and the peer is one of
+    `trusted_proxies`: then the rightmost entry of that header that is not a trusted proxy, which is
+    the address our own proxy appended. Entries to its left were written by the client and prove nothing.
+    """
+    settings = hub_state(request).settings
+    peer = request.client.host if request.client else ""
+    header = settings.trusted_proxy_header
+    trusted = set(settings.trusted_proxies)
+    if not header or peer not in trusted:
+        return peer
+    hops = [h.strip() for value in request.headers.getlist(header) for h in value.split(",") if h.strip()]
+    for hop in reversed(hops):
+        if hop not in trusted:
+            return hop[:MAX_CLIENT_CHARS]
+    return peer
 
 
 def authenticate(request: Request) -> Principal:
-    """The caller behind `Authorization: Bearer <token>`, or 401."""
+    """The caller behind `Authorization: Bearer <token>`, or 401 (400 for two Authorization headers)."""
     cached: Principal | None = getattr(request.state, "principal", None)
     if cached is not None:
         return cached
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
+    headers = request.headers.getlist("authorization")
+    if len(headers) > 1:
+        # Proxies and frameworks disagree on which of two headers counts: refuse rather than pick one.
+        raise InvalidInput("more than one Authorization header")
+    scheme, _, token = (headers[0] if headers else "").partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise Unauthenticated("missing bearer token (Authorization: Bearer <token>)")
-    principal = hub_state(request).verifier.verify(token)
+    try:
+        principal = hub_state(request).verifier.verify(token)
+    except Unauthenticated as exc:
+        request.state.refused_subject = exc.subject
+        raise
     request.state.principal = principal
     return principal
 
@@ -49,15 +71,13 @@ def require(permission: Permission) -> Callable[[Request], Principal]:
         return principal
 
     dependency.__name__ = f"require_{permission.name.lower()}"
+    dependency.permission = permission  # type: ignore[attr-defined]  # found by guard_before_body
     return dependency
 
 
-def is_audited_request(request: Request) -> bool:
-    return (
-        request.method in STATE_CHANGING
-        or request.url.path.endswith("/file")
-        or bool(getattr(request.state, "audit_read", False))
-    )
+def is_audited_refusal(request: Request) -> bool:
+    """Whether refusing `request` is audited: every API request and every state change, reads included."""
+    return request.url.path.startswith("/api/") or request.method in STATE_CHANGING
 
 
 def record_audit(
@@ -70,8 +90,9 @@ def record_audit(
     detail: dict[str, Any] | None = None,
 ) -> None:
     """Append one audit event now, before the response is sent."""
+    subject = principal.subject if principal else getattr(request.state, "refused_subject", None) or "anonymous"
     hub_state(request).catalog.audit.record(
-        subject=principal.subject if principal else "anonymous",
+        subject=subject,
         action=action,
         resource=resource,
         outcome=outcome,
@@ -81,7 +102,6 @@ def record_audit(
 
 
 def mark_audited_read(request: Request, action: str, resource: str) -> None:
-    """Flag a read (image bytes) so that a refusal of it is audited too."""
-    request.state.audit_read = True
+    """Name a read of image bytes, so that its audit event (a refusal too) says what was read."""
     request.state.audit_action = action
     request.state.audit_resource = resource

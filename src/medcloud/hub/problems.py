@@ -8,26 +8,37 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from medcloud.errors import MedcloudError
+from medcloud.errors import MedcloudError, RequestTimeout
 
 log = logging.getLogger("medcloud.hub")
 PROBLEM_BASE = "https://medcloud.invalid/problems/"
 
 
+def problem_body(exc: MedcloudError) -> dict[str, Any]:
+    """The problem details of one error, without `instance` (as each failed file of a batch carries)."""
+    return {"type": PROBLEM_BASE + exc.type_slug, "title": exc.title, "status": exc.status, "detail": exc.detail}
+
+
 def problem(status: int, slug: str, title: str, detail: str, instance: str, **extra: Any) -> JSONResponse:
     body = {"type": PROBLEM_BASE + slug, "title": title, "status": status, "detail": detail, "instance": instance}
     body.update(extra)
-    headers = {"WWW-Authenticate": 'Bearer realm="medcloud"'} if status == 401 else None
-    return JSONResponse(body, status_code=status, media_type="application/problem+json", headers=headers)
+    headers: dict[str, str] = {}
+    if status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="medcloud"'
+    if status == RequestTimeout.status:
+        # The rest of the body may still be on its way: do not read it as the next request.
+        headers["Connection"] = "close"
+    return JSONResponse(body, status_code=status, media_type="application/problem+json", headers=headers or None)
 
 
 def _audit_refusal(request: Request, status: int, slug: str, detail: str) -> None:
-    """State-changing requests and byte reads are audited whatever their outcome."""
-    from medcloud.hub.deps import is_audited_request, record_audit
+    """Every refused API request and state change is audited, reads included, whoever the caller."""
+    from medcloud.hub.deps import is_audited_refusal, record_audit
 
-    if not is_audited_request(request):
+    if not is_audited_refusal(request):
         return
     try:
         record_audit(
@@ -42,27 +53,70 @@ def _audit_refusal(request: Request, status: int, slug: str, detail: str) -> Non
         log.exception("could not audit a refused request")
 
 
+def _check_caller(request: Request) -> None:
+    """Run the matched route's permission checks (see `deps.require`) if they have not run yet."""
+    from fastapi.dependencies.models import Dependant
+
+    from medcloud.hub.deps import authenticate
+
+    if getattr(request.state, "principal", None) is not None:
+        return
+    root = getattr(request.scope.get("route"), "dependant", None)
+    pending: list[Dependant] = [root] if isinstance(root, Dependant) else []
+    while pending:
+        dependant = pending.pop()
+        for sub in dependant.dependencies:
+            permission = getattr(sub.call, "permission", None)
+            if permission is not None:
+                authenticate(request).require(permission)
+            pending.append(sub)
+
+
+async def _refuse(request: Request, status: int, slug: str, title: str, detail: str, **extra: Any) -> JSONResponse:
+    await run_in_threadpool(_audit_refusal, request, status, slug, detail)
+    return problem(status, slug, title, detail, request.url.path, **extra)
+
+
+async def _caller_refused(request: Request) -> JSONResponse | None:
+    """The refusal of the caller if it may not use the route, for errors raised before the route's checks.
+
+    FastAPI reads and checks a JSON body before the route's security dependencies run: judging the
+    caller first means an unauthenticated one hears 401 whatever it sent.
+    """
+    try:
+        await run_in_threadpool(_check_caller, request)
+    except MedcloudError as refused:
+        return await _refuse(request, refused.status, refused.type_slug, refused.title, refused.detail)
+    return None
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(MedcloudError)
     async def _medcloud_error(request: Request, exc: MedcloudError) -> JSONResponse:
-        from starlette.concurrency import run_in_threadpool
-
-        await run_in_threadpool(_audit_refusal, request, exc.status, exc.type_slug, exc.detail)
-        return problem(exc.status, exc.type_slug, exc.title, exc.detail, request.url.path)
+        return await _refuse(request, exc.status, exc.type_slug, exc.title, exc.detail)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        if (refused := await _caller_refused(request)) is not None:
+            return refused
         errors = [
             {"loc": list(e.get("loc", ())), "msg": e.get("msg", "")}
             for e in exc.errors()  # keep it JSON-safe
         ]
         detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)
-        return problem(400, "invalid-input", "Invalid input", detail, request.url.path, errors=errors)
+        return await _refuse(request, 400, "invalid-input", "Invalid input", detail, errors=errors)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        cause = exc.__cause__
+        if isinstance(cause, MedcloudError) or exc.status_code == 400:
+            # FastAPI turns any failure to read a JSON body (a timeout, a size limit) into a bare 400.
+            if (refused := await _caller_refused(request)) is not None:
+                return refused
+            if isinstance(cause, MedcloudError):
+                return await _refuse(request, cause.status, cause.type_slug, cause.title, cause.detail)
         slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
-        return problem(exc.status_code, slug, str(exc.detail), str(exc.detail), request.url.path)
+        return await _refuse(request, exc.status_code, slug, str(exc.detail), str(exc.detail))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

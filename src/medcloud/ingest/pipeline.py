@@ -8,19 +8,31 @@ unreferenced (harmless, deduplicated) blob; never a catalog row without its byte
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 import time
+from collections.abc import AsyncIterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
-from medcloud.errors import InvalidInput, MedcloudError, UnsupportedFormat
+from medcloud.errors import InvalidInput, MedcloudError, TooLarge, UnsupportedFormat
 from medcloud.formats.dicom import MAX_INFLATED_BYTES
 from medcloud.formats.records import DicomRecord, ImageRecord
 from medcloud.formats.sniff import MEDIA_TYPES, sniff
 from medcloud.ingest.dicom import read_dicom
 from medcloud.ingest.images import read_image
-from medcloud.store import Catalog, IndexEntry, LocalBlobStore, SpooledUpload
+from medcloud.store import Catalog, IndexEntry, LocalBlobStore, MemoryBudget, SpooledUpload
+
+_HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
+
+
+def expected_digest(value: str | None, what: str = "X-Content-SHA256") -> str | None:
+    """The SHA-256 a client declared for its bytes (64 hex digits), or InvalidInput."""
+    if value is not None and not _HEX64.match(value):
+        raise InvalidInput(f"{what} must be 64 hex digits")
+    return value
 
 
 @dataclass(frozen=True)
@@ -50,6 +62,57 @@ class UploadItem:
     result: IngestResult | None = None
     error: MedcloudError | None = None
     _record: DicomRecord | ImageRecord | None = field(default=None, repr=False)
+
+
+class BatchReception:
+    """The files of one batch request as their bytes arrive, each spooled alone within one memory budget.
+
+    Each file is judged alone: one that is too large or carries a malformed checksum fails by itself
+    (its bytes dropped) while the others are received. Used as a context manager, it discards every
+    file's bytes if receiving fails.
+    """
+
+    def __init__(self, blobs: LocalBlobStore, *, max_file_bytes: int, max_files: int, memory_bytes: int) -> None:
+        self._blobs = blobs
+        self._budget = MemoryBudget(memory_bytes)
+        self._max_file_bytes = max_file_bytes
+        self._max_files = max_files
+        self.items: list[UploadItem] = []
+
+    def begin(self, filename: str, expected_sha256: str | None) -> None:
+        """Open the next file."""
+        if len(self.items) >= self._max_files:
+            raise InvalidInput(f"a batch holds at most {self._max_files} files")
+        item = UploadItem(self._blobs.spool(self._max_file_bytes, budget=self._budget), filename)
+        try:
+            item.expected_sha256 = expected_digest(expected_sha256, "X-Content-SHA256 of a part")
+        except InvalidInput as exc:
+            item.error = exc
+        self.items.append(item)
+
+    def write(self, chunk: bytes | memoryview) -> None:
+        """Add bytes to the open file; a file already refused keeps none."""
+        item = self.items[-1]
+        if item.error is not None:
+            return
+        try:
+            item.upload.write(chunk)  # type: ignore[arg-type]
+        except MedcloudError as exc:  # one oversized file fails alone; its bytes are dropped
+            item.error = exc
+            item.upload.discard()
+
+    def discard(self) -> None:
+        for item in self.items:
+            item.upload.discard()
+
+    def __enter__(self) -> BatchReception:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc is not None:
+            self.discard()
 
 
 @dataclass
@@ -94,6 +157,29 @@ class Ingestor:
         self._group_queue: list[_Request] = []
         self._group_busy = False
 
+    async def receive(self, chunks: AsyncIterable[bytes], *, max_bytes: int, declared: int | None) -> SpooledUpload:
+        """Spool one file's bytes as they stream in (memory while small, else `.incoming/`), hashing them.
+
+        Refuses a body over `max_bytes` (413) or shorter than its `declared` length (400), keeping nothing.
+        """
+        if declared is not None and declared > max_bytes:
+            raise TooLarge(f"upload of {declared} bytes exceeds the limit of {max_bytes} bytes")
+        upload = self.blobs.spool(max_bytes)
+        try:
+            async for chunk in chunks:
+                upload.write(chunk)
+        except BaseException:
+            upload.discard()
+            raise
+        if declared is not None and declared != upload.size:
+            upload.discard()
+            raise InvalidInput(f"truncated upload: Content-Length {declared}, received {upload.size} bytes")
+        return upload
+
+    def batch_reception(self, *, max_file_bytes: int, max_files: int, memory_bytes: int) -> BatchReception:
+        """A reception for one batch request's files (see `BatchReception`)."""
+        return BatchReception(self.blobs, max_file_bytes=max_file_bytes, max_files=max_files, memory_bytes=memory_bytes)
+
     def ingest(
         self,
         upload: SpooledUpload,
@@ -129,7 +215,8 @@ class Ingestor:
         `timings`, if given, receives seconds per phase (validate, stage, catalog_lock, catalog, sync_wait,
         commit).
 
-        Each item gets either `result` or `error`; one bad file never blocks the others. Refused files
+        Each item gets either `result` or `error` (an item that arrives with an error, e.g. refused while
+        it was received, keeps it); one bad file never blocks the others. Refused files
         are audited in the same transaction as the stored ones. Single uploads (`batch=False`) arriving
         while another commits share the next barrier and transaction: the first to arrive commits
         everything queued by then while the others wait (leader/follower group commit).
@@ -138,6 +225,8 @@ class Ingestor:
         t0 = time.perf_counter()
         try:
             for item in items:
+                if item.error is not None:
+                    continue
                 try:
                     self._validate(item, fsync=not batch)
                 except MedcloudError as exc:

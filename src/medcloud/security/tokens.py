@@ -30,15 +30,29 @@ def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode("ascii")).hexdigest()
 
 
-def parse_duration(text: str | None) -> timedelta | None:
-    """'90d', '12h', '30m', 'never' (None). Plain integers are days."""
-    if text is None or text.strip().lower() in ("", "never", "none"):
+# The longest lifetime a token may be given; a token meant to last forever says `never`.
+MAX_LIFETIME = timedelta(days=100 * 365)
+_UNITS = {"m": timedelta(minutes=1), "h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1)}
+
+
+def parse_duration(text: str) -> timedelta | None:
+    """A token lifetime: '90d', '12h', '30m', '2w' (a plain number is days), or 'never' (None).
+
+    Zero is refused (a token that was never valid is a mistake, and "no expiry" must be said as
+    `never`), and so is anything over MAX_LIFETIME.
+    """
+    spelled = text.strip().lower()
+    if spelled == "never":
         return None
-    m = re.fullmatch(r"\s*(\d+)\s*([dhmw]?)\s*", text.lower())
+    m = re.fullmatch(r"(\d{1,12})\s*([dhmw]?)", spelled)
     if not m:
         raise InvalidInput(f"cannot read duration {text!r}: use e.g. 90d, 12h, 30m or never")
-    n, unit = int(m.group(1)), m.group(2) or "d"
-    return {"d": timedelta(days=n), "h": timedelta(hours=n), "m": timedelta(minutes=n), "w": timedelta(weeks=n)}[unit]
+    n, unit = int(m.group(1)), _UNITS[m.group(2) or "d"]
+    if n == 0:
+        raise InvalidInput("a lifetime of zero is refused: give e.g. 90d, or never for a token that does not expire")
+    if n > MAX_LIFETIME // unit:
+        raise InvalidInput(f"lifetime {text!r} is over {MAX_LIFETIME.days} days: give a shorter one, or never")
+    return n * unit
 
 
 def validate_name(kind: str, value: str) -> str:
@@ -80,7 +94,10 @@ def issue_token(
     token_id = secrets.token_hex(8)
     secret = secrets.token_urlsafe(32)
     now = utcnow()
-    expires_at = now + expires_in if expires_in else None
+    if expires_in is not None and expires_in > MAX_LIFETIME:
+        raise InvalidInput(f"a token lives at most {MAX_LIFETIME.days} days, or never expires")
+    # `timedelta(0)` is falsy: test for None, so that zero means expired at once rather than never.
+    expires_at = now + expires_in if expires_in is not None else None
     row = {
         "id": token_id,
         "secret_sha256": _hash(secret),
@@ -137,12 +154,13 @@ class TokenVerifier:
             if row is None or not hmac.compare_digest(row["secret_sha256"], digest):
                 raise Unauthenticated("unknown token")
             if row["revoked_at"] is not None:
-                raise Unauthenticated("token revoked")
+                # The caller holds the real secret: the refusal is audited under the token's holder.
+                raise Unauthenticated("token revoked", subject=self._principal(row).subject)
             principal = self._principal(row)
             with self._lock:
                 self._cache[token_id] = (now_mono, digest, principal)
         if principal.expires_at is not None and principal.expires_at <= utcnow():
-            raise Unauthenticated("token expired")
+            raise Unauthenticated("token expired", subject=principal.subject)
         return principal
 
     @staticmethod

@@ -84,6 +84,8 @@ def decode_image(data: bytes, max_bytes: int = 50 * 1024 * 1024) -> NDArray[np.u
             if im.width * im.height > MAX_IMAGE_PIXELS:
                 raise TooLarge(f"image is {im.width}x{im.height}; the limit is {MAX_IMAGE_PIXELS} pixels")
             arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
+    except Image.DecompressionBombError as exc:  # Pillow refuses over 2x its own limit before our check
+        raise TooLarge(f"image is over the limit of {MAX_IMAGE_PIXELS} pixels ({exc})") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise UnsupportedFormat(f"not a readable image: {exc}") from exc
     return arr

@@ -21,7 +21,7 @@ class TokenRequest(BaseModel):
     site: str | None = None
     projects: list[str] = Field(default_factory=list)
     label: str = Field("", max_length=200)
-    expires: str | None = Field("365d", description="e.g. 90d, 12h, never")
+    expires: str = Field("365d", max_length=40, description="e.g. 90d, 12h, 30m, 2w, or never (0 is refused)")
 
 
 @router.get("/api/v1/whoami", summary="The caller's identity and grants")
