@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import struct
 import threading
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from medcloud.deid import Deidentifier, DeidOptions, SiteKey
-from medcloud.errors import InvalidInput
+from medcloud.errors import InvalidInput, TooLarge
 from medcloud.ingest.dicom import read_dicom
 from medcloud.ingest.images import read_image
 from tests.formats.dicom_builders import deflate_bomb, deidentified_ct, nested_sequences
@@ -216,3 +217,56 @@ def test_defect10_11_non_image_cut_between_elements_is_refused(hub: Hub, upload:
     assert r.status_code == 400 and "truncated" in r.json()["detail"], r.text
     r = upload(whole, X_Content_SHA256=hashlib.sha256(whole).hexdigest())
     assert r.status_code in (200, 201), r.text
+
+
+def _png_chunks(*chunks: tuple[bytes, bytes], crc_ok: bool = True) -> bytes:
+    out = b"\x89PNG\r\n\x1a\n"
+    for kind, data in chunks:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        out += struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc if crc_ok else crc ^ 1)
+    return out
+
+
+def _ihdr(width: int, height: int) -> tuple[bytes, bytes]:
+    return b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+
+
+_IDAT = (b"IDAT", zlib.compress(b"\0" * 5))
+_IEND = (b"IEND", b"")
+
+
+def test_png_with_a_whole_chunk_chain_is_read() -> None:
+    assert read_image(_png_chunks(_ihdr(4, 1), _IDAT, _IEND), "png", "ok.png").width == 4
+
+
+def test_png_declaring_more_pixels_than_a_decoder_may_allocate_is_refused_at_ingest() -> None:
+    """A 69-byte PNG claiming 20000 x 10000 pixels was stored (201); whoever decodes it later allocates 200 Mpx."""
+    bomb = _png_chunks(_ihdr(20_000, 10_000), _IDAT, _IEND)
+    assert len(bomb) < 100
+    with pytest.raises(TooLarge, match="pixel limit"):
+        read_image(bomb, "png", "bomb.png")
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (_png_chunks(_ihdr(4, 1), _IEND), "no image data"),
+        (_png_chunks(_ihdr(4, 1), _IDAT, _IEND, crc_ok=False), "CRC"),
+        (_png_chunks(_ihdr(0, 1), _IDAT, _IEND), "zero width"),
+        # A chunk cut short whose remaining bytes happen to end in "IEND" + CRC.
+        (
+            _png_chunks(_ihdr(4, 1), (b"IDAT", zlib.compress(b"\0" * 5) + b"x" * 40))[:-30] + _png_chunks(_IEND)[8:],
+            "past",
+        ),
+    ],
+    ids=["no-idat", "bad-crc", "zero-width", "chunk-cut-short"],
+)
+def test_png_with_a_broken_chunk_chain_is_refused(data: bytes, message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        read_image(data, "png", "broken.png")
+
+
+def test_png_bomb_upload_is_413_and_leaves_nothing(hub: Hub, upload: Callable[..., Any]) -> None:
+    r = upload(_png_chunks(_ihdr(20_000, 10_000), _IDAT, _IEND), X_Medcloud_Filename="b.png")
+    assert r.status_code == 413, r.text
+    assert hub.client.get("/api/v1/images", headers=hub.auth("researcher")).json()["items"] == []

@@ -5,10 +5,11 @@ from __future__ import annotations
 import io
 import struct
 import time
+import zlib
 from pathlib import Path
 from typing import BinaryIO
 
-from medcloud.errors import InvalidInput
+from medcloud.errors import InvalidInput, TooLarge
 from medcloud.formats.records import ImageRecord
 from medcloud.formats.sniff import MEDIA_TYPES, Kind
 
@@ -16,6 +17,10 @@ from medcloud.formats.sniff import MEDIA_TYPES, Kind
 # bounds before tifffile iterates it (tifffile's own loop check does not fire while iterating).
 MAX_TIFF_PAGES = 65_536
 TIFF_WALK_SECONDS = 10.0
+# Pillow's decompression-bomb threshold (2 x Image.MAX_IMAGE_PIXELS): a PNG declaring more is refused
+# at ingest, since whoever decodes it later (thumbnails, inference) would allocate that much.
+MAX_IMAGE_PIXELS = 178_956_970
+MAX_PNG_CHUNKS = 1_000_000
 
 
 def _open(source: bytes | Path) -> BinaryIO:
@@ -31,10 +36,51 @@ def _tail(source: bytes | Path, n: int) -> bytes:
         return fh.read()
 
 
-def _png_size(head: bytes) -> tuple[int, int]:
-    if len(head) < 24 or head[12:16] != b"IHDR":
+def _png_size(fh: BinaryIO) -> tuple[int, int]:
+    """Width and height of a PNG whose chunk chain is whole: IHDR first, IDAT data, IEND exactly at the
+    end, every chunk's CRC right. A PNG is decoded later (thumbnails, inference), so one that declares
+    more pixels than it could hold or than a decoder may allocate is refused here."""
+    fh.seek(0, 2)
+    size = fh.tell()
+    fh.seek(8)
+    head = fh.read(25)
+    if len(head) < 25 or head[4:8] != b"IHDR":
         raise InvalidInput("malformed PNG: no IHDR chunk")
-    w, h = struct.unpack(">II", head[16:24])
+    w, h = struct.unpack(">II", head[8:16])
+    if not w or not h:
+        raise InvalidInput("malformed PNG: zero width or height")
+    if w * h > MAX_IMAGE_PIXELS:
+        raise TooLarge(f"PNG declares {w}x{h} pixels, over the {MAX_IMAGE_PIXELS:,}-pixel limit")
+    pos, idat, chunks = 8, 0, 0
+    fh.seek(pos)
+    while True:
+        hdr = fh.read(8)
+        if len(hdr) < 8:
+            raise InvalidInput("truncated PNG: the chunk chain ends before IEND")
+        length, ctype = struct.unpack(">I4s", hdr)
+        if pos + 12 + length > size:
+            raise InvalidInput(f"truncated PNG: chunk {ctype!r} runs past the end of the file")
+        chunks += 1
+        if chunks > MAX_PNG_CHUNKS:
+            raise InvalidInput(f"PNG has more than {MAX_PNG_CHUNKS} chunks; refused")
+        crc = zlib.crc32(ctype)
+        left = length
+        while left:
+            piece = fh.read(min(left, 1 << 20))
+            crc = zlib.crc32(piece, crc)
+            left -= len(piece)
+        (want,) = struct.unpack(">I", fh.read(4))
+        if crc != want:
+            raise InvalidInput(f"malformed PNG: chunk {ctype!r} at offset {pos} fails its CRC")
+        pos += 12 + length
+        if ctype == b"IDAT":
+            idat += length
+        if ctype == b"IEND":
+            break
+    if pos != size:
+        raise InvalidInput("malformed PNG: bytes after the IEND chunk")
+    if not idat:
+        raise InvalidInput("malformed PNG: no image data (IDAT)")
     return int(w), int(h)
 
 
@@ -95,7 +141,7 @@ def read_image(source: bytes | Path, kind: Kind, filename: str) -> ImageRecord:
         if _tail(source, 12)[-8:-4] != b"IEND":
             raise InvalidInput("truncated PNG: no IEND chunk")
         with _open(source) as fh:
-            width, height = _png_size(fh.read(24))
+            width, height = _png_size(fh)
     elif kind == "tiff":
         import tifffile
 
