@@ -1,4 +1,4 @@
-"""Character sets and the identifier scrubber for free text.
+"""The scrubber that removes a file's own identifying values from free text (character sets: `formats.charset`).
 
 The scrubber is built per file from the header's own identifying values (names, IDs, dates, address,
 institution, physicians) and removes every occurrence of them from text that is kept.

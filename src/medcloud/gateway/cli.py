@@ -55,14 +55,15 @@ def _read_token(token: str | None, token_file: Path | None) -> str:
     raise ConfigError("no hub token: pass --token-file FILE (or --token, or set MEDCLOUD_GATEWAY_TOKEN)")
 
 
-def _load_deidentifier(key_file: Path, options: list[str], allow_burned_in: bool) -> Deidentify:
+def _load_deidentifier(key_file: Path, options: list[str], allow_burned_in: bool, max_file_bytes: int) -> Deidentify:
     if not key_file.is_file():
         raise ConfigError(f"site key {key_file} not found (create one once with `medcloud keygen`, then back it up)")
     from medcloud.deid import Deidentifier, SiteKey
     from medcloud.deid.cli import parse_options
 
     opts = parse_options([*options, *(["allow-burned-in"] if allow_burned_in else [])])
-    engine: Deidentify = Deidentifier(SiteKey.load(key_file), opts)
+    # A deflated file may not inflate past the size the gateway accepts for any file.
+    engine: Deidentify = Deidentifier(SiteKey.load(key_file), opts, max_inflated=max_file_bytes)
     return engine
 
 
@@ -127,7 +128,7 @@ def run_command(
     if not hub.startswith(("http://", "https://")):
         raise ConfigError(f"--hub must be an http(s) URL, got {hub!r}")
     hub_token = _read_token(token, token_file)
-    deidentifier = _load_deidentifier(key_file, option, allow_burned_in)
+    deidentifier = _load_deidentifier(key_file, option, allow_burned_in, max_file_bytes)
     config = GatewayConfig(
         hub_url=hub,
         token=hub_token,

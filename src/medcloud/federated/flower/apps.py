@@ -4,6 +4,7 @@ Flower's run and node configs (deployment: `flower-superlink` + `flower-supernod
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from pathlib import Path
@@ -31,6 +32,7 @@ from medcloud.federated.he.base import HEBackend
 from medcloud.federated.he.registry import backend_spec
 from medcloud.federated.keys import KeyPaths, aggregator_backend, site_backend
 from medcloud.federated.protocol import DeepProtectSite, FedAvgSite, encode_plain
+from medcloud.fsio import write_atomic
 
 # --- site side ----------------------------------------------------------------------------------
 
@@ -264,11 +266,14 @@ def run_server(grid: Grid, settings: FLSettings) -> dict[str, Any]:
     if settings.out_dir:
         out = Path(settings.out_dir)
         out.mkdir(parents=True, exist_ok=True)
+        # Written whole or not at all: a reader (the model registry, a site decrypting) never sees half a model.
         if readable:
-            np.save(out / "model.npy", final.numpy())
+            buf = io.BytesIO()
+            np.save(buf, final.numpy())
+            write_atomic(out / "model.npy", buf.getvalue(), mode=0o644)
         else:
-            (out / "model.ciphertext").write_bytes(bytes(final.data))
-        (out / "model_card.json").write_text(json.dumps(card, indent=2, default=str))
+            write_atomic(out / "model.ciphertext", bytes(final.data), mode=0o644)
+        write_atomic(out / "model_card.json", json.dumps(card, indent=2, default=str).encode(), mode=0o644)
     return card
 
 
