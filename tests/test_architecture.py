@@ -132,3 +132,22 @@ assert not loaded, loaded
                           env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin"})  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     assert "LOADED []" in done.stdout
+
+
+def test_the_cli_starts_without_heavy_libraries() -> None:
+    """`medcloud --help` imports every command group: none may pull pydicom, numpy, SQLAlchemy, FastAPI,
+    httpx or an HE/ML library at import time (package faces load their names on first use)."""
+    heavy = ["pydicom", "numpy", "sqlalchemy", "fastapi", "httpx", "tenseal", "flwr", "torch", "onnxruntime"]
+    script = f"import sys, medcloud.cli; print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.strip() == "[]", done.stdout
+
+
+def test_lazy_package_faces_resolve_every_exported_name() -> None:
+    import importlib
+
+    for package in ("medcloud.gateway", "medcloud.hub", "medcloud.vision", "medcloud.federated"):
+        module = importlib.import_module(package)
+        for name in module.__all__:
+            assert getattr(module, name) is not None, f"{package}.{name}"
+        assert set(module.__all__) <= set(dir(module))

@@ -8,7 +8,7 @@ from typing import Literal
 
 from medcloud.deid.keys import Pseudonymizer, SiteKey
 from medcloud.errors import InvalidInput, UnsupportedFormat
-from medcloud.formats.dicom import MAX_INFLATED_BYTES
+from medcloud.formats.limits import MAX_INFLATED_BYTES
 from medcloud.formats.sniff import MEDIA_TYPES, sniff
 
 # Modalities whose images usually carry text burned into the pixels when the header is silent.

@@ -13,8 +13,9 @@ and this package's code needs numpy and `cryptography`, which would double the C
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from medcloud.faces import lazy_face
 
 if TYPE_CHECKING:
     from medcloud.federated.dp import DPConfig
@@ -83,13 +84,4 @@ __all__ = [
     "site_backend",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    module = _FACE.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_face(__name__, _FACE)

@@ -24,6 +24,7 @@ from pydicom.tag import ItemDelimiterTag, ItemTag, SequenceDelimiterTag
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
 
 from medcloud.errors import InvalidInput, UnsupportedFormat
+from medcloud.formats.limits import MAX_INFLATED_BYTES, MAX_NESTING
 
 __all__ = [
     "DEFLATED",
@@ -63,14 +64,8 @@ IMPLEMENTATION_VERSION = "MEDCLOUD_0_1"
 LONG_VRS: frozenset[str] = frozenset(vr.value for vr in EXPLICIT_VR_LENGTH_32)
 _LONG_VRS_BYTES = frozenset(vr.encode("ascii") for vr in LONG_VRS)
 
-# Deeper nesting than any real object uses; a client's 1,000-level file would otherwise exhaust the
-# interpreter's stack (each level is a few frames here and in every walker of the tree).
-MAX_NESTING = 64
 # Each level of nesting takes at least an item header (8 bytes) and a sequence header (8 or 12).
 _DEEP_ENOUGH = MAX_NESTING * 16
-# Inflating a deflated data set is capped at the largest file accepted uncompressed (the hub's
-# default upload limit): 1 MB of deflate can otherwise claim gigabytes.
-MAX_INFLATED_BYTES = 2 * 1024**3
 
 UNDEFINED = 0xFFFFFFFF
 ITEM = int(ItemTag)

@@ -18,7 +18,7 @@ from types import TracebackType
 from typing import Any
 
 from medcloud.errors import InvalidInput, MedcloudError, TooLarge, UnsupportedFormat
-from medcloud.formats.dicom import MAX_INFLATED_BYTES
+from medcloud.formats.limits import MAX_INFLATED_BYTES
 from medcloud.formats.records import DicomRecord, ImageRecord
 from medcloud.formats.sniff import MEDIA_TYPES, sniff
 from medcloud.ingest.dicom import read_dicom

@@ -7,9 +7,9 @@ pay for importing it.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from medcloud.faces import lazy_face
 from medcloud.federated.flower.settings import FLSettings
 
 if TYPE_CHECKING:
@@ -35,13 +35,4 @@ __all__ = [
     "run_server",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    module = _NEEDS_FLOWER.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_face(__name__, _NEEDS_FLOWER)
