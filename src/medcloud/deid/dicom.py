@@ -4,6 +4,9 @@ The file is split into element spans by `medcloud.formats.dicom` (no pydicom Dat
 more than the whole budget); elements that are kept are copied as byte slices, pixel data included,
 and only the elements that change are re-encoded. Sequences are walked at every depth (the reader
 bounds the depth) and re-emitted with defined lengths.
+
+Its length: one pass over the elements applies every action of the profile; the actions share the
+per-file context (pseudonyms, date shift, scrubber) and are clearer side by side than spread out.
 """
 
 from __future__ import annotations

@@ -9,6 +9,9 @@ syntaxes) comes from pydicom's dictionaries, never restated here.
 Everything read here comes from an untrusted client, so every walk is bounded: sequence nesting
 (`MAX_NESTING`), inflation of deflated data sets (`max_inflated`), and the caches keyed by content.
 The buffer may be `bytes` or a read-only `mmap` of a file (big uploads are never read into memory).
+
+Its length: the reader, the writer and the file meta share one set of offsets and bounds;
+splitting them would put the bounds in two places.
 """
 
 from __future__ import annotations

@@ -8,6 +8,8 @@ Retry policy (the hub is idempotent, so resending is always safe):
 - other 5xx and 408: the item alone backs off.
 - any other 4xx: permanent; the item moves to the dead letters with the hub's reason. Nothing is
   dropped silently; `medcloud gateway retry-dead` puts dead letters back once the cause is fixed.
+
+Its length: the retry policy, the worker pool and the batching decide together when an item is done.
 """
 
 from __future__ import annotations

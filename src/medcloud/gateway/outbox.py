@@ -14,6 +14,9 @@ done in the same transaction as the enqueue, so a crash at any point either leav
 processed again (same bytes, same content address) or leaves a committed item that will be sent.
 An item is marked delivered only after the hub answered 2xx; a crash before that resends it and the
 hub, being idempotent, answers "duplicate". At-least-once here plus idempotence there is exactly once.
+
+Its length: every state change of an item is one SQL transaction here, so the crash-safety rules are
+read in one place.
 """
 
 from __future__ import annotations

@@ -18,6 +18,8 @@ longest first. Scope is then worked out per language:
   uncertain. Pre-cues (r/o, s/o and English ones inside Japanese text) apply as in English.
 
 docs/nlp.md lists the rules with examples.
+
+Its length: matching and both languages' scope rules work on one item stream; they are one algorithm.
 """
 
 from __future__ import annotations

@@ -6,6 +6,8 @@ lower-casing and a few character unifications before matching, so half-width kan
 full-width Latin (ＧＧＯ) and upper case need no separate entries. English finding terms also match
 their plural with -s/-es; irregular plurals are listed. Multi-word English entries match with a
 space or a hyphen between words.
+
+Its length: it is data, the tables a radiologist reviews, with no logic.
 """
 
 from __future__ import annotations

@@ -10,6 +10,8 @@ illumination, blur, camera noise, and for a webcam filming a monitor, moire and 
 Geometry is given in *nominal* pixels of a 640-pixel-wide field at the reference magnification; `scale`
 renders the same field at another resolution (0.5 gives 320 pixels). Rendering is a Beer-Lambert model:
 per-stain density fields, then ``I = illumination * exp(-sum(density * optical_density))``.
+
+Its length: one renderer; each organism's drawing shares the stain model and the per-site style.
 """
 
 from __future__ import annotations

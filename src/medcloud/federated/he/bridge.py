@@ -22,6 +22,9 @@ time). A process forked after the child was started gets a child of its own on f
 Which interpreter: `$MEDCLOUD_PY310` if set (it must import openfhe), else `.venv310/bin/python`
 in the source checkout this package was imported from (`make test-py310` builds it), else
 `python3.10` on PATH if it can import openfhe and numpy; none: `ConfigError`.
+
+Its length: both ends of one wire format (frames, errors, the child's lifetime) are kept together so
+they cannot drift apart.
 """
 
 from __future__ import annotations

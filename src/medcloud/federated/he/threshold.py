@@ -32,6 +32,9 @@ that every blob has the same header bytes, and checks its first result against O
 OpenFHE's PyPI wheel imports only on CPython 3.10 (see docs/federated.md): import this module
 only where `openfhe` is installed. The threshold scheme therefore registers in `bridge.py`, which
 imports everywhere and uses this module in process or in a 3.10 sidecar.
+
+Its length: key generation, t-of-N sharing and recovery, and the backend all act on the same OpenFHE
+context and are only correct together.
 """
 
 from __future__ import annotations
