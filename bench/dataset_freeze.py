@@ -134,7 +134,7 @@ def bench_download(n_files: int, kb: int, workers: int, tmp: Path) -> dict[str, 
         total_mb = n_files * kb / 1024
         t0 = time.perf_counter()
         subprocess.run(
-            _medcloud("dataset", "download", version["id"], str(tmp / "dl"), "--workers", str(workers), env=env),
+            _medcloud("dataset", "download", version["id"], str(tmp / "dl"), "--workers", str(workers)),
             env=env, check=True, capture_output=True,
         )  # fmt: skip
         dl_s = time.perf_counter() - t0
@@ -146,7 +146,7 @@ def bench_download(n_files: int, kb: int, workers: int, tmp: Path) -> dict[str, 
 
         dest = tmp / "killed"
         proc = subprocess.Popen(
-            _medcloud("dataset", "download", version["id"], str(dest), "--workers", str(workers), env=env),
+            _medcloud("dataset", "download", version["id"], str(dest), "--workers", str(workers)),
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         while proc.poll() is None and len(list((dest / "files").glob("*.dcm"))) < n_files // 3:
@@ -155,7 +155,7 @@ def bench_download(n_files: int, kb: int, workers: int, tmp: Path) -> dict[str, 
         proc.wait()
         before_resume = len(list((dest / "files").glob("*.dcm")))
         resumed = subprocess.run(
-            _medcloud("dataset", "download", version["id"], str(dest), "--workers", str(workers), env=env),
+            _medcloud("dataset", "download", version["id"], str(dest), "--workers", str(workers)),
             env=env, check=True, capture_output=True, text=True,
         )  # fmt: skip
         report = json.loads(resumed.stdout)
@@ -170,7 +170,7 @@ def bench_download(n_files: int, kb: int, workers: int, tmp: Path) -> dict[str, 
         }
         t0 = time.perf_counter()
         subprocess.run(
-            _medcloud("dataset", "export", str(tmp / "dl"), str(tmp / "export"), env=env),
+            _medcloud("dataset", "export", str(tmp / "dl"), str(tmp / "export")),
             env=env, check=True, capture_output=True,
         )  # fmt: skip
         ex_s = time.perf_counter() - t0

@@ -10,12 +10,14 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Iterator, Mapping
+from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 
 __all__ = [
     "DEFAULT_SPLIT",
     "FORMAT",
     "canonical_line",
+    "file_line",
     "manifest_id",
     "manifest_lines",
     "normalize_split",
@@ -30,6 +32,19 @@ _SPLIT_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_-")
 def canonical_line(obj: Mapping[str, Any]) -> bytes:
     """One manifest line: sorted keys, no spaces, UTF-8, a trailing newline."""
     return (json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+
+
+def file_line(
+    index: int, sop_uid: str, study_uid: str, series_uid: str, patient: str, sha256: str, size: int, split: str
+) -> bytes:
+    """`canonical_line` of one file entry with empty labels, built directly: freezing 100,000 files spends
+    most of its time here otherwise. A test holds the two to the same bytes."""
+    return (
+        f'{{"index":{int(index)},"labels":{{}},"patient":{encode_basestring(patient)},'
+        f'"series_uid":{encode_basestring(series_uid)},"sha256":{encode_basestring(sha256)},"size":{int(size)},'
+        f'"sop_uid":{encode_basestring(sop_uid)},"split":{encode_basestring(split)},'
+        f'"study_uid":{encode_basestring(study_uid)}}}\n'
+    ).encode()
 
 
 def manifest_lines(header: Mapping[str, Any], files: Iterable[Mapping[str, Any]]) -> Iterator[bytes]:

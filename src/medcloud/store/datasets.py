@@ -11,6 +11,7 @@ go (`remove_instance`). A withdrawn version keeps its manifest and id; its files
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from medcloud.datasets.manifest import FORMAT, canonical_line, manifest_id, normalize_split, split_for_patient
+from medcloud.datasets.manifest import FORMAT, canonical_line, file_line, normalize_split, split_for_patient
 from medcloud.errors import Conflict, InvalidInput, MedcloudError, NotFound
 from medcloud.store.db import Database, utcnow
 from medcloud.store.tables import cohorts, dataset_files, dataset_versions, instances, series, studies
@@ -29,6 +30,15 @@ __all__ = ["IMAGE_FIELDS", "Datasets", "FreezeResult", "VersionWithdrawn", "norm
 
 IMAGE_FIELDS = ("site", "modality", "body_part", "date_from", "date_to", "sex", "age_min", "age_max")
 _INSERT_CHUNK = 5000
+# Fixed statements for the driver's own executemany (the fast path of `freeze`), one per parameter style.
+_INSERT_FILES_QMARK = (
+    "INSERT INTO dataset_files (version_id, idx, sop_uid, study_uid, series_uid, patient, sha256, size, split) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_FILES_FORMAT = (
+    "INSERT INTO dataset_files (version_id, idx, sop_uid, study_uid, series_uid, patient, sha256, size, split) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+)
 
 
 class VersionWithdrawn(MedcloudError):
@@ -263,27 +273,12 @@ class Datasets:
             raise InvalidInput("the query matches no instance; nothing to freeze")
         rows.sort(key=lambda r: (r.study_uid, r.series_uid, r.sop_uid))
         split_of: dict[str, str] = {}
-        files: list[dict[str, Any]] = []
         counts = {p: 0 for p in parts}
-        for i, r in enumerate(rows):
-            part = split_of.get(r.patient_pseudonym)
-            if part is None:
-                part = split_of[r.patient_pseudonym] = split_for_patient(r.patient_pseudonym, seed, parts)
-            counts[part] += 1
-            files.append(
-                {
-                    "index": i,
-                    "sop_uid": r.sop_uid,
-                    "study_uid": r.study_uid,
-                    "series_uid": r.series_uid,
-                    "patient": r.patient_pseudonym,
-                    "sha256": r.sha256,
-                    "size": int(r.size),
-                    "split": part,
-                    "labels": {},
-                }
-            )
-        header = {
+        # Plain tuples in `dataset_files` column order: at 100,000 files, dicts and SQLAlchemy's per-row
+        # parameter handling cost more than the match itself.
+        files: list[tuple[str, int, str, str, str, str, str, int, str]] = []
+        digest = hashlib.sha256()
+        header: dict[str, Any] = {
             "format": FORMAT,
             "name": name,
             "projects": key.split(","),
@@ -291,15 +286,25 @@ class Datasets:
             "cohort": cohort,
             "split": parts,
             "seed": seed,
-            # What the frozen rows themselves say about the catalog they came from; it is part of the
-            # hashed content, so it is the same whenever the same rows are frozen again.
-            "source": {
-                "instances": len(rows),
-                "patients": len(split_of),
-                "max_instance_id": max(int(r.id) for r in rows),
-            },
         }
-        vid = manifest_id(header, files)
+        for i, r in enumerate(rows):
+            patient = r.patient_pseudonym
+            part = split_of.get(patient)
+            if part is None:
+                part = split_of[patient] = split_for_patient(patient, seed, parts)
+            counts[part] += 1
+            files.append(("", i, r.sop_uid, r.study_uid, r.series_uid, patient, r.sha256, int(r.size), part))
+        # What the frozen rows themselves say about the catalog they came from; it is part of the hashed
+        # content, so it is the same whenever the same rows are frozen again.
+        header["source"] = {
+            "instances": len(rows),
+            "patients": len(split_of),
+            "max_instance_id": max(int(r.id) for r in rows),
+        }
+        digest.update(canonical_line(header))
+        for f in files:
+            digest.update(file_line(*f[1:]))
+        vid = digest.hexdigest()
         existing = conn.execute(sa.select(dataset_versions).where(dataset_versions.c.id == vid)).first()
         if existing is not None:
             return FreezeResult(self._version_out(existing), created=False)
@@ -315,30 +320,15 @@ class Datasets:
                 projects=key,
                 header=canonical_line(header).decode().rstrip("\n"),
                 file_count=len(files),
-                total_bytes=sum(f["size"] for f in files),
+                total_bytes=sum(f[7] for f in files),
                 catalog_state=json.dumps(catalog_state, sort_keys=True),
                 created_by=created_by,
                 created_at=utcnow(),
             )
         )
+        insert = _INSERT_FILES_QMARK if conn.dialect.paramstyle == "qmark" else _INSERT_FILES_FORMAT
         for start in range(0, len(files), _INSERT_CHUNK):
-            conn.execute(
-                dataset_files.insert(),
-                [
-                    {
-                        "version_id": vid,
-                        "idx": f["index"],
-                        "sop_uid": f["sop_uid"],
-                        "study_uid": f["study_uid"],
-                        "series_uid": f["series_uid"],
-                        "patient": f["patient"],
-                        "sha256": f["sha256"],
-                        "size": f["size"],
-                        "split": f["split"],
-                    }
-                    for f in files[start : start + _INSERT_CHUNK]
-                ],
-            )
+            conn.exec_driver_sql(insert, [(vid, *f[1:]) for f in files[start : start + _INSERT_CHUNK]])
         row = conn.execute(sa.select(dataset_versions).where(dataset_versions.c.id == vid)).one()
         return FreezeResult(self._version_out(row), created=True)
 
@@ -395,12 +385,25 @@ class Datasets:
             ).all()
         return json.loads(row.header), [_file_out(r) for r in rows]
 
-    def manifest_lines(self, version_id: str, readable: frozenset[str] | None) -> Iterator[bytes]:
+    def manifest_lines(self, version_id: str, readable: frozenset[str] | None) -> list[bytes]:
         """The canonical manifest bytes (JSON Lines) whose SHA-256 is the version id."""
-        header, files = self.manifest(version_id, readable)
-        yield canonical_line(header)
-        for f in files:
-            yield canonical_line(f)
+        with self._db.read() as conn:
+            row = self._version_row(conn, version_id, readable)
+            rows = conn.execute(
+                sa.select(
+                    dataset_files.c.idx,
+                    dataset_files.c.sop_uid,
+                    dataset_files.c.study_uid,
+                    dataset_files.c.series_uid,
+                    dataset_files.c.patient,
+                    dataset_files.c.sha256,
+                    dataset_files.c.size,
+                    dataset_files.c.split,
+                )
+                .where(dataset_files.c.version_id == version_id)
+                .order_by(dataset_files.c.idx)
+            ).all()
+        return [canonical_line(json.loads(row.header)), *(file_line(*r) for r in rows)]
 
     def get_file(self, version_id: str, ref: str, readable: frozenset[str] | None) -> dict[str, Any]:
         """One file of an active version by index or SOP Instance UID; VersionWithdrawn once withdrawn."""

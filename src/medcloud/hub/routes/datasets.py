@@ -145,12 +145,8 @@ async def get_manifest(
     principal: Principal = Depends(require(Permission.CATALOG_READ)),
 ) -> StreamingResponse:
     ds = hub_state(request).catalog.datasets
-    header, files = await run_in_threadpool(ds.manifest, version, principal.readable_projects())
-    from medcloud.datasets.manifest import manifest_lines
-
-    return StreamingResponse(
-        manifest_lines(header, files), media_type="application/x-ndjson", headers={"X-Dataset-Version": version}
-    )
+    lines = await run_in_threadpool(ds.manifest_lines, version, principal.readable_projects())
+    return StreamingResponse(iter(lines), media_type="application/x-ndjson", headers={"X-Dataset-Version": version})
 
 
 @router.get("/api/v1/datasets/{version}/files/{ref}/file", summary="A version's file by index or SOP UID (audited)")
