@@ -71,17 +71,17 @@ async def list_cohorts(
     return {"items": items}
 
 
-@router.get("/api/v1/cohorts/{name}", summary="One cohort and how many instances it matches now")
+@router.get("/api/v1/cohorts/{cohort}", summary="One cohort and how many instances it matches now")
 async def get_cohort(
     request: Request,
-    name: str,
+    cohort: str,
     project: str | None = Query(None, description="Disambiguates a name used in several project sets"),
     principal: Principal = Depends(require(Permission.CATALOG_READ)),
 ) -> dict[str, Any]:
     ds = hub_state(request).catalog.datasets
-    cohort = await run_in_threadpool(ds.get_cohort, name, principal.readable_projects(), project)
-    cohort["matches"] = await run_in_threadpool(ds.count, cohort["query"], cohort["projects"])
-    return cohort
+    found = await run_in_threadpool(ds.get_cohort, cohort, principal.readable_projects(), project)
+    found["matches"] = await run_in_threadpool(ds.count, found["query"], found["projects"])
+    return found
 
 
 @router.post("/api/v1/datasets", summary="Freeze a dataset version (201 new, 200 when it exists already)")
@@ -128,38 +128,38 @@ async def list_versions(
     return {"items": await run_in_threadpool(ds.list_versions, principal.readable_projects(), name)}
 
 
-@router.get("/api/v1/datasets/{version}", summary="One dataset version's summary")
+@router.get("/api/v1/datasets/{dataset_id}", summary="One dataset version's summary")
 async def get_version(
     request: Request,
-    version: str = Path(pattern=_VERSION),
+    dataset_id: str = Path(pattern=_VERSION),
     principal: Principal = Depends(require(Permission.CATALOG_READ)),
 ) -> dict[str, Any]:
     ds = hub_state(request).catalog.datasets
-    return await run_in_threadpool(ds.get_version, version, principal.readable_projects())
+    return await run_in_threadpool(ds.get_version, dataset_id, principal.readable_projects())
 
 
-@router.get("/api/v1/datasets/{version}/manifest", summary="The canonical manifest (JSON Lines; SHA-256 = id)")
+@router.get("/api/v1/datasets/{dataset_id}/manifest", summary="The canonical manifest (JSON Lines; SHA-256 = id)")
 async def get_manifest(
     request: Request,
-    version: str = Path(pattern=_VERSION),
+    dataset_id: str = Path(pattern=_VERSION),
     principal: Principal = Depends(require(Permission.CATALOG_READ)),
 ) -> StreamingResponse:
     ds = hub_state(request).catalog.datasets
-    lines = await run_in_threadpool(ds.manifest_lines, version, principal.readable_projects())
-    return StreamingResponse(iter(lines), media_type="application/x-ndjson", headers={"X-Dataset-Version": version})
+    lines = await run_in_threadpool(ds.manifest_lines, dataset_id, principal.readable_projects())
+    return StreamingResponse(iter(lines), media_type="application/x-ndjson", headers={"X-Dataset-Version": dataset_id})
 
 
-@router.get("/api/v1/datasets/{version}/files/{ref}/file", summary="A version's file by index or SOP UID (audited)")
+@router.get("/api/v1/datasets/{dataset_id}/files/{ref}/file", summary="A version's file by index or SOP UID (audited)")
 async def get_file(
     request: Request,
-    version: str = Path(pattern=_VERSION),
+    dataset_id: str = Path(pattern=_VERSION),
     ref: str = Path(max_length=64),
     principal: Principal = Depends(require(Permission.BYTES_READ)),
 ) -> StreamingResponse:
-    resource = f"dataset/{version}/{ref}"
+    resource = f"dataset/{dataset_id}/{ref}"
     mark_audited_read(request, "dataset.file.read", resource)
     state = hub_state(request)
-    entry = await run_in_threadpool(state.catalog.datasets.get_file, version, ref, principal.readable_projects())
+    entry = await run_in_threadpool(state.catalog.datasets.get_file, dataset_id, ref, principal.readable_projects())
     fh = state.blobs.open(entry["sha256"])  # NotFound before any byte is sent, and before the read is audited
     try:
         await run_in_threadpool(
