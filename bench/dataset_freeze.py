@@ -60,6 +60,24 @@ def bench_freeze(n: int, database_url: str | None, tmp: Path) -> dict[str, Any]:
         header, files = cat.datasets.manifest(first.version["id"], None)
         ok = manifest_id(header, files) == first.version["id"]
         manifest_s = time.perf_counter() - t0
+        counts: dict[str, Any] = {}
+        for label, query in (
+            ("all", []),
+            ("ct_chest", [{"modality": "CT", "body_part": "CHEST"}]),
+            ("women_40_59_not_2019", [{"sex": "F", "age_min": 40, "age_max": 59}, {"date_from": "2019-01-01",
+                                      "date_to": "2019-12-31", "negate": True}]),
+        ):  # fmt: skip
+            times = []
+            for _ in range(7):
+                t0 = time.perf_counter()
+                matched = cat.datasets.count(query, ["lung"])
+                times.append(time.perf_counter() - t0)
+            times.sort()
+            counts[label] = {
+                "matches": matched,
+                "median_ms": round(times[3] * 1000, 1),
+                "max_ms": round(times[-1] * 1000, 1),
+            }
         t0 = time.perf_counter()
         with cat.write() as conn:
             ct = cat.datasets.freeze(conn, name="bench-ct", query=[{"modality": "CT"}], projects=["lung"], seed=1)
@@ -77,6 +95,7 @@ def bench_freeze(n: int, database_url: str | None, tmp: Path) -> dict[str, Any]:
         "manifest_read_and_verify_s": round(manifest_s, 2),
         "manifest_id_verified": ok,
         "freeze_ct_subset": {"instances": ct.version["file_count"], "s": round(subset_s, 2)},
+        "cohort_count_image_terms": counts,
         "split_counts": first.version["split_counts"],
     }
 
