@@ -52,8 +52,10 @@ def test_manifest_hashes_to_the_id_and_files_are_served_by_index_and_uid(filled:
         assert got.status_code == 200, got.text
         assert hashlib.sha256(got.content).hexdigest() == files[3]["sha256"] == got.headers["x-content-sha256"]
     assert _actions(filled).count(("dataset.file.read", "ok")) == 2
-    missing = filled.client.get(f"/api/v1/datasets/{v['id']}/files/99/file", headers=filled.auth("researcher"))
-    assert missing.status_code == 404 and missing.headers["content-type"] == "application/problem+json"
+    for ref in ("99", "9" * 40, "²", "1.2.3"):
+        missing = filled.client.get(f"/api/v1/datasets/{v['id']}/files/{ref}/file", headers=filled.auth("researcher"))
+        assert missing.status_code == 404, (ref, missing.text)
+        assert missing.headers["content-type"] == "application/problem+json"
 
 
 def test_other_project_cannot_see_or_fetch(filled: Hub) -> None:

@@ -135,6 +135,12 @@ def test_export_lays_out_splits_by_patient(filled: Hub, tmp_path: Path) -> None:
     png = export(tmp_path / "d", tmp_path / "png", fmt="png")
     pngs = list((tmp_path / "png").rglob("*.png"))
     assert len(pngs) == 12 == sum(png.per_split.values()) and pngs[0].read_bytes()[:4] == b"\x89PNG"
+    # A file with no pixels cannot become a PNG: said in one line, not a traceback.
+    from medcloud.errors import UnsupportedFormat
+
+    (tmp_path / "d" / "files" / f"{read_manifest(tmp_path / 'd')[2][0]['sop_uid']}.dcm").write_bytes(b"x" * 10)
+    with pytest.raises(UnsupportedFormat):
+        export(tmp_path / "d", tmp_path / "png2", fmt="png", verify=False)
     # A damaged download is not exported.
     _, _, files = read_manifest(tmp_path / "d")
     (tmp_path / "d" / "files" / f"{files[0]['sop_uid']}.dcm").write_bytes(b"x")

@@ -20,7 +20,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medcloud.datasets.manifest import manifest_id
-from medcloud.errors import Conflict, Forbidden, IntegrityError, InvalidInput, MedcloudError, NotFound, Unauthenticated
+from medcloud.errors import (
+    Conflict,
+    Forbidden,
+    IntegrityError,
+    InvalidInput,
+    MedcloudError,
+    NotFound,
+    Unauthenticated,
+    UnsupportedFormat,
+)
 from medcloud.fsio import write_atomic
 
 if TYPE_CHECKING:
@@ -142,7 +151,9 @@ class DatasetClient:
 
     def get_cohort(self, name: str, project: str | None = None) -> Any:
         """One cohort, with how many instances it matches now."""
-        return self._get(f"/api/v1/cohorts/{name}", project=project)
+        from urllib.parse import quote
+
+        return self._get(f"/api/v1/cohorts/{quote(name, safe='')}", project=project)
 
     def freeze(self, body: dict[str, Any]) -> Any:
         """Freeze a dataset version (the hub answers with the existing one when the inputs are the same)."""
@@ -252,8 +263,11 @@ def _render_png(src: Path, dst: Path) -> None:
     import pydicom
     from PIL import Image
 
-    ds = pydicom.dcmread(src)
-    pixels = ds.pixel_array.astype("float32")
+    try:
+        ds = pydicom.dcmread(src)
+        pixels = ds.pixel_array.astype("float32")
+    except Exception as exc:  # no pixel data (SR, SEG without frames) or a codec this install lacks
+        raise UnsupportedFormat(f"{src.name}: cannot render as PNG ({exc}); export as dicom instead") from None
     if pixels.ndim == 3 and pixels.shape[-1] not in (3, 4):
         pixels = pixels[pixels.shape[0] // 2]  # multi-frame: the middle frame
     lo, hi = float(np.percentile(pixels, 0.5)), float(np.percentile(pixels, 99.5))

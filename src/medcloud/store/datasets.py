@@ -412,7 +412,9 @@ class Datasets:
             if row.withdrawn_at is not None:
                 raise VersionWithdrawn(f"dataset version {version_id} was withdrawn: {row.withdrawn_reason}")
             q = sa.select(dataset_files).where(dataset_files.c.version_id == version_id)
-            q = q.where(dataset_files.c.idx == int(ref)) if ref.isdigit() else q.where(dataset_files.c.sop_uid == ref)
+            # Short ASCII digit strings are indexes; anything else is a SOP Instance UID (they contain dots).
+            by_index = ref.isascii() and ref.isdigit() and len(ref) <= 9
+            q = q.where(dataset_files.c.idx == int(ref)) if by_index else q.where(dataset_files.c.sop_uid == ref)
             f = conn.execute(q).first()
         if f is None:
             raise NotFound(f"dataset version {version_id} has no file {ref!r}")
