@@ -11,7 +11,7 @@ __all__ = ["filled", "hub", "pg_url"]
 
 @pytest.fixture
 def filled(hub: Hub) -> Hub:
-    """Six patients in lung (two studies each... one study, two instances) and one in brain."""
+    """Six lung patients (one CT study of two instances each, dated 2010-2015) and one brain MR patient."""
     plan = [(f"LUNG-{p}", "site_a", "CT", "CT_small.dcm") for p in range(6)]
     plan.append(("BRAIN-0", "site_c", "MR", "MR_small.dcm"))
     for i, (patient, who, modality, src) in enumerate(plan):
