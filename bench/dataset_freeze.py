@@ -219,7 +219,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="medcloud-bench-ds-") as t:
         tmp = Path(t)
         result["freeze"] = bench_freeze(args.n, args.database_url, tmp)
-        result["freeze"]["target_100k_le_10s"] = args.n >= 100_000 and result["freeze"]["freeze_s"] <= 10
+        # The bar is for 100,000 instances; at other sizes the figure stands on its own.
+        if args.n == 100_000:
+            result["freeze"]["target_100k_le_10s"] = result["freeze"]["freeze_s"] <= 10
         if not args.no_download:
             result["download"] = bench_download(args.files, args.file_kb, args.workers, tmp)
     print(json.dumps(result, indent=2))
