@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,18 @@ class Flaky:
         if self.corrupt and url.endswith(f"/files/{self.corrupt}/file"):
             return httpx.Response(200, content=r.content[:-1] + bytes([r.content[-1] ^ 0xFF]), headers=r.headers)
         return r
+
+    @contextmanager
+    def stream(self, method: str, url: str, **kw: Any) -> Iterator[httpx.Response]:
+        self.files += 1
+        if self.ok_files is not None and self.files > self.ok_files:
+            raise httpx.ReadError("connection reset (simulated kill)")
+        with self.inner.stream(method, url, **kw) as r:
+            if self.corrupt and url.endswith(f"/files/{self.corrupt}/file"):
+                data = r.read()
+                yield httpx.Response(200, content=data[:-1] + bytes([data[-1] ^ 0xFF]), headers=r.headers)
+            else:
+                yield r
 
     def post(self, url: str, **kw: Any) -> httpx.Response:
         return self.inner.post(url, **kw)
@@ -95,6 +109,23 @@ def test_hash_mismatch_is_detected_and_not_written(filled: Hub, tmp_path: Path) 
     assert not (dest / "files" / f"{files[2]['sop_uid']}.dcm").exists()
     assert len(list((dest / "files").glob("*.dcm"))) == 11
     assert _client(filled).download(vid, dest, workers=1).fetched == 1
+
+
+def test_big_files_stream_to_disk_with_the_same_guarantees(filled: Hub, tmp_path: Path) -> None:
+    vid = _version(filled)
+    dest = tmp_path / "d"
+    with pytest.raises(httpx.ReadError):
+        _client(filled, Flaky(filled.client, ok_files=5)).download(vid, dest, workers=1, stream_above=0)
+    assert len(list((dest / "files").glob("*.dcm"))) == 5
+    _, _, files = read_manifest(dest)
+    with pytest.raises(IntegrityError, match="1 file"):
+        _client(filled, Flaky(filled.client, corrupt="7")).download(vid, dest, workers=1, stream_above=0)
+    assert not (dest / "files" / f"{files[7]['sop_uid']}.dcm").exists()
+    assert len(list((dest / "files").glob("*.dcm"))) == 11
+    assert not list((dest / "files").glob(".*.tmp"))
+    report = _client(filled).download(vid, dest, workers=2, stream_above=0)
+    assert (report.fetched, report.kept) == (1, 11)
+    assert _all_verified(dest) == 12
 
 
 def test_tampered_manifest_and_foreign_folder_are_refused(filled: Hub, tmp_path: Path) -> None:

@@ -192,16 +192,46 @@ class DatasetClient:
             raise IntegrityError(f"file {entry['sop_uid']}: received bytes do not hash to {entry['sha256']}")
         return r.content
 
+    def fetch_to(self, version: str, entry: dict[str, Any], path: Path) -> int:
+        """Stream one file to `path` through a temporary file, hashing on the way; renamed only when it matches.
+
+        For files too big to hold in memory; like `write_atomic`, a kill leaves no file at `path`."""
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        h = hashlib.sha256()
+        url = f"/api/v1/datasets/{version}/files/{entry['index']}/file"
+        try:
+            with self._client.stream("GET", url, headers=self._headers) as r:
+                if not r.is_success:
+                    r.read()
+                    _raise_for(r)
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                with os.fdopen(fd, "wb") as fh:
+                    for chunk in r.iter_bytes(1024 * 1024):
+                        h.update(chunk)
+                        fh.write(chunk)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            if h.hexdigest() != entry["sha256"]:
+                raise IntegrityError(f"file {entry['sop_uid']}: received bytes do not hash to {entry['sha256']}")
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return int(path.stat().st_size)
+
     def download(
         self,
         ref: str,
         dest: Path,
         *,
         workers: int = 4,
+        stream_above: int = 64 * 1024 * 1024,
         on_total: Callable[[int], None] | None = None,
         on_bytes: Callable[[int], None] | None = None,
     ) -> DownloadReport:
-        """Download a version into `dest`, resuming: verified files are kept, every new one is hashed first."""
+        """Download a version into `dest`, resuming: verified files are kept, every new one is hashed first.
+
+        Files up to `stream_above` bytes are held in memory and written with `write_atomic`; bigger ones
+        (whole-slide images) are streamed to disk and renamed into place once their hash matches."""
         version = self.resolve(ref)
         data = self.manifest_bytes(version)
         dest.mkdir(parents=True, exist_ok=True)
@@ -226,15 +256,19 @@ class DatasetClient:
                     report.kept += 1
             else:
                 try:
-                    body = self.fetch_file(version, entry)
+                    if int(entry["size"]) > stream_above:
+                        n = self.fetch_to(version, entry, path)
+                    else:
+                        body = self.fetch_file(version, entry)
+                        write_atomic(path, body, mode=0o644, sync_dir=False)
+                        n = len(body)
                 except IntegrityError as exc:
                     with lock:
                         report.failed.append(exc.detail)
                     return
-                write_atomic(path, body, mode=0o644, sync_dir=False)
                 with lock:
                     report.fetched += 1
-                    report.bytes_fetched += len(body)
+                    report.bytes_fetched += n
             if on_bytes:
                 on_bytes(int(entry["size"]))
 
