@@ -10,6 +10,7 @@ import sys
 
 import typer
 
+from medcloud.datasets.cli import cohort_app, dataset_app
 from medcloud.deid.cli import deid_command, keygen_command
 from medcloud.demo import demo_command
 from medcloud.errors import MedcloudError
@@ -33,6 +34,8 @@ app.add_typer(audit_app, name="audit", help="Inspect and verify the audit trail.
 app.add_typer(vision_app, name="vision", help="Train, evaluate and export vision models.")
 app.add_typer(fl_app, name="fl", help="Federated learning with encrypted updates.")
 app.add_typer(nlp_app, name="nlp", help="Findings from report text (ja/en) with negation and uncertainty.")
+app.add_typer(dataset_app, name="dataset", help="Frozen dataset versions: freeze, list, show, download, export.")
+app.add_typer(cohort_app, name="cohort", help="Cohorts: named, saved queries (image metadata).")
 app.command("deid")(deid_command)
 app.command("keygen")(keygen_command)
 app.command("demo")(demo_command)

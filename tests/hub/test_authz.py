@@ -33,6 +33,14 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("POST", "/api/v1/inference"): {"clinician"},
     ("GET", "/api/v1/models"): {"researcher", "clinician", "admin"},
     ("GET", "/api/v1/models/{name}/{version}"): {"researcher", "clinician", "admin"},
+    ("POST", "/api/v1/cohorts"): {"researcher"},
+    ("GET", "/api/v1/cohorts"): {"researcher"},
+    ("GET", "/api/v1/cohorts/{cohort}"): {"researcher"},
+    ("POST", "/api/v1/datasets"): {"researcher"},
+    ("GET", "/api/v1/datasets"): {"researcher"},
+    ("GET", "/api/v1/datasets/{dataset_id}"): {"researcher"},
+    ("GET", "/api/v1/datasets/{dataset_id}/manifest"): {"researcher"},
+    ("GET", "/api/v1/datasets/{dataset_id}/files/{ref}/file"): {"researcher"},
     ("GET", "/api/v1/whoami"): ALL,
     ("GET", "/api/v1/openapi.json"): ALL,
 }
@@ -69,6 +77,8 @@ def _call(hub: Hub, method: str, path: str, headers: dict[str, str], ctx: dict[s
         body = {"round": 1, "model_version": "v1", "mode": "ckks", "participants": ["site-a"]}
     elif path.startswith("/api/v1/sites/"):
         body = {"target_cases": 10}
+    elif path in ("/api/v1/cohorts", "/api/v1/datasets") and method == "POST":
+        body = {"name": "authz", "query": [{"modality": "CT"}]}
     if path == "/api/v1/ingest":
         return hub.client.post(url, content=deidentified_dicom(), headers=headers)
     if path == "/api/v1/inference":
@@ -96,6 +106,10 @@ def ctx(hub: Hub) -> dict[str, str]:
     spare = issue_token(hub.state.catalog, role="auditor").principal.token_id
     models = hub.client.get("/api/v1/models", headers=hub.auth("clinician")).json()["models"]
     assert models, "the packaged model should be listed"
+    cohort = {"name": "ct", "query": [{"modality": "CT"}]}
+    assert hub.client.post("/api/v1/cohorts", json=cohort, headers=hub.auth("researcher")).status_code == 201
+    dataset = hub.client.post("/api/v1/datasets", json={**cohort, "seed": 5}, headers=hub.auth("researcher"))
+    assert dataset.status_code == 201, dataset.text
     return {
         "study_uid": inst["study_instance_uid"],
         "sop_uid": inst["sop_instance_uid"],
@@ -104,6 +118,9 @@ def ctx(hub: Hub) -> dict[str, str]:
         "token_id": spare,
         "model": models[0]["name"],
         "version": models[0]["version"],
+        "cohort": "ct",
+        "dataset_id": dataset.json()["id"],
+        "ref": "0",
     }
 
 

@@ -33,12 +33,19 @@ class Permission(str, Enum):
     MODELS_READ = "models.read"  # list models in the registry
     FL_PARTICIPATE = "fl.participate"  # join federated rounds as a site
     FL_AGGREGATE = "fl.aggregate"  # run the aggregator and record its rounds
+    DATASETS_WRITE = "datasets.write"  # save cohorts and freeze dataset versions in granted projects
 
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.SITE: frozenset({Permission.INGEST, Permission.FL_PARTICIPATE}),
     Role.RESEARCHER: frozenset(
-        {Permission.CATALOG_READ, Permission.BYTES_READ, Permission.SITES_READ, Permission.MODELS_READ}
+        {
+            Permission.CATALOG_READ,
+            Permission.BYTES_READ,
+            Permission.SITES_READ,
+            Permission.MODELS_READ,
+            Permission.DATASETS_WRITE,
+        }
     ),
     Role.CLINICIAN: frozenset({Permission.INFER, Permission.MODELS_READ}),
     Role.AUDITOR: frozenset({Permission.AUDIT_READ}),

@@ -23,6 +23,7 @@ from sqlalchemy.engine import Connection
 
 from medcloud.security.audit import KEY_FILE, AuditSeal
 from medcloud.store.audit import AuditLog
+from medcloud.store.datasets import Datasets
 from medcloud.store.db import Database
 from medcloud.store.index import Indexer
 from medcloud.store.queries import Queries
@@ -54,6 +55,7 @@ class Catalog:
         self.sites = Sites(self.db)
         self.tokens = TokenStore(self.db)
         self.audit = AuditLog(self.db, seal)
+        self.datasets = Datasets(self.db)
 
     @classmethod
     def from_settings(cls, settings: Settings, *, create_key: bool = True) -> Catalog:

@@ -115,3 +115,48 @@ audit_events = sa.Table(
     sa.Column("hash", sa.String(64), nullable=False),
     sa.Column("mac", sa.String(64), nullable=True),
 )
+
+# Saved cohort queries (`store.datasets`): a name and a JSON list of terms, scoped to the projects it reads.
+cohorts = sa.Table(
+    "cohorts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.Column("projects", sa.String(1024), nullable=False),
+    sa.Column("query", sa.Text, nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False, server_default=""),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("projects", "name", name="uq_cohorts_projects_name"),
+)
+
+# Frozen dataset versions: the id is the SHA-256 of the canonical manifest (header + files); rows never change
+# after insert except `withdrawn_*`, which records why a version may no longer be served.
+dataset_versions = sa.Table(
+    "dataset_versions",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(100), nullable=False, index=True),
+    sa.Column("projects", sa.String(1024), nullable=False),
+    sa.Column("header", sa.Text, nullable=False),
+    sa.Column("file_count", sa.Integer, nullable=False),
+    sa.Column("total_bytes", sa.BigInteger, nullable=False),
+    sa.Column("catalog_state", sa.Text, nullable=False, server_default="{}"),
+    sa.Column("created_by", sa.String(200), nullable=False, server_default=""),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("withdrawn_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("withdrawn_reason", sa.String(1000), nullable=True),
+)
+
+dataset_files = sa.Table(
+    "dataset_files",
+    metadata,
+    sa.Column("version_id", sa.String(64), sa.ForeignKey("dataset_versions.id"), primary_key=True),
+    sa.Column("idx", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("sop_uid", sa.String(64), nullable=False, index=True),
+    sa.Column("study_uid", sa.String(64), nullable=False),
+    sa.Column("series_uid", sa.String(64), nullable=False),
+    sa.Column("patient", sa.String(64), nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False, index=True),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("split", sa.String(16), nullable=False),
+)

@@ -1,0 +1,367 @@
+"""A researcher's client for a hub's cohorts and datasets: HTTP with a bearer token, resumable verified download.
+
+A download folder holds `manifest.jsonl` (the canonical manifest, checked against the version id) and
+`files/<SOP UID>.dcm`. A file already there with the right SHA-256 is kept, every fetched file is hashed
+before it is written (atomically), so an interrupted download resumes without losing or trusting anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from medcloud.datasets.manifest import manifest_id
+from medcloud.errors import (
+    Conflict,
+    Forbidden,
+    IntegrityError,
+    InvalidInput,
+    MedcloudError,
+    NotFound,
+    Unauthenticated,
+    UnsupportedFormat,
+)
+from medcloud.fsio import write_atomic
+
+if TYPE_CHECKING:
+    import httpx
+
+__all__ = ["DatasetClient", "DownloadReport", "ExportReport", "export", "read_manifest", "sha256_file"]
+
+MANIFEST = "manifest.jsonl"
+FILES = "files"
+_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+_VERSION = re.compile(r"^[0-9a-f]{64}$")
+_SPLIT = re.compile(r"^[a-z0-9_-]{1,16}$")
+_ERRORS: dict[int, type[MedcloudError]] = {
+    400: InvalidInput,
+    401: Unauthenticated,
+    403: Forbidden,
+    404: NotFound,
+    409: Conflict,
+}
+
+
+def sha256_file(path: Path) -> str:
+    """SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1024 * 1024):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _raise_for(response: httpx.Response) -> None:
+    if response.is_success:
+        return
+    try:
+        body = response.json()
+        detail = str(body.get("detail") or body.get("title") or "") if isinstance(body, dict) else ""
+    except ValueError:
+        detail = response.text[:300]
+    cls = _ERRORS.get(response.status_code, MedcloudError)
+    raise cls(f"hub answered {response.status_code}: {detail}".rstrip(": "))
+
+
+def parse_manifest(data: bytes, version: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Header and files of a canonical manifest, after checking that its SHA-256 is `version`."""
+    if hashlib.sha256(data).hexdigest() != version:
+        raise IntegrityError(f"manifest does not hash to {version}: refusing it")
+    lines = data.decode().splitlines()
+    header = json.loads(lines[0])
+    files = [json.loads(line) for line in lines[1:]]
+    for f in files:
+        if not _UID.match(str(f.get("sop_uid", ""))) or len(f["sop_uid"]) > 64:
+            raise IntegrityError(f"manifest names a file with an unsafe SOP UID: {f.get('sop_uid')!r}")
+        if not _SPLIT.match(str(f.get("split", ""))):
+            raise IntegrityError(f"manifest names an unsafe split: {f.get('split')!r}")
+    return header, files
+
+
+def read_manifest(folder: Path) -> tuple[str, dict[str, Any], list[dict[str, Any]]]:
+    """A download folder's version id, header and files (the manifest re-checked against its id)."""
+    path = folder / MANIFEST
+    if not path.is_file():
+        raise NotFound(f"{folder} holds no {MANIFEST}: download the dataset there first")
+    data = path.read_bytes()
+    version = hashlib.sha256(data).hexdigest()
+    header, files = parse_manifest(data, version)
+    if manifest_id(header, files) != version:  # pragma: no cover - canonical by construction
+        raise IntegrityError(f"{path} is not in canonical form")
+    return version, header, files
+
+
+@dataclass
+class DownloadReport:
+    """What a download did: files fetched, files kept (already there and verified), bytes fetched, failures."""
+
+    version: str
+    fetched: int = 0
+    kept: int = 0
+    bytes_fetched: int = 0
+    failed: list[str] = field(default_factory=list)
+
+
+class DatasetClient:
+    """Cohorts and datasets on one hub, over an `httpx.Client` (made from `base_url` and `token` if not given)."""
+
+    def __init__(self, base_url: str = "", token: str = "", *, client: httpx.Client | None = None) -> None:
+        if client is None:
+            import httpx
+
+            if not base_url:
+                raise InvalidInput("no hub URL: pass --hub or set MEDCLOUD_HUB_URL")
+            if not token:
+                raise InvalidInput("no token: pass --token or set MEDCLOUD_TOKEN")
+            client = httpx.Client(base_url=base_url.rstrip("/"), timeout=httpx.Timeout(60.0, connect=10.0))
+        self._client = client
+        self._headers = {"Authorization": f"Bearer {token}", "User-Agent": "medcloud-dataset"} if token else {}
+
+    def close(self) -> None:
+        """Close the HTTP connections."""
+        self._client.close()
+
+    def _get(self, path: str, **params: Any) -> Any:
+        r = self._client.get(path, params={k: v for k, v in params.items() if v is not None}, headers=self._headers)
+        _raise_for(r)
+        return r.json()
+
+    def _post(self, path: str, body: dict[str, Any]) -> Any:
+        r = self._client.post(path, json=body, headers=self._headers)
+        _raise_for(r)
+        return r.json()
+
+    def save_cohort(self, name: str, query: list[dict[str, Any]], projects: list[str] | None = None) -> Any:
+        """Save a named cohort query."""
+        return self._post("/api/v1/cohorts", {"name": name, "query": query, "projects": projects})
+
+    def list_cohorts(self) -> list[dict[str, Any]]:
+        """Cohorts visible to this token."""
+        items: list[dict[str, Any]] = self._get("/api/v1/cohorts")["items"]
+        return items
+
+    def get_cohort(self, name: str, project: str | None = None) -> Any:
+        """One cohort, with how many instances it matches now."""
+        from urllib.parse import quote
+
+        return self._get(f"/api/v1/cohorts/{quote(name, safe='')}", project=project)
+
+    def freeze(self, body: dict[str, Any]) -> Any:
+        """Freeze a dataset version (the hub answers with the existing one when the inputs are the same)."""
+        return self._post("/api/v1/datasets", body)
+
+    def list_versions(self, name: str | None = None) -> list[dict[str, Any]]:
+        """Dataset versions visible to this token."""
+        items: list[dict[str, Any]] = self._get("/api/v1/datasets", name=name)["items"]
+        return items
+
+    def resolve(self, ref: str) -> str:
+        """A version id from an id, or the newest version of a dataset name."""
+        if _VERSION.match(ref):
+            return ref
+        versions = self.list_versions(ref)
+        if not versions:
+            raise NotFound(f"no dataset version with id or name {ref!r}")
+        return str(versions[0]["id"])
+
+    def show(self, ref: str) -> Any:
+        """One version's summary."""
+        return self._get(f"/api/v1/datasets/{self.resolve(ref)}")
+
+    def manifest_bytes(self, version: str) -> bytes:
+        """The canonical manifest, checked against the version id."""
+        r = self._client.get(f"/api/v1/datasets/{version}/manifest", headers=self._headers)
+        _raise_for(r)
+        parse_manifest(r.content, version)
+        return r.content
+
+    def fetch_file(self, version: str, entry: dict[str, Any]) -> bytes:
+        """One file's bytes, verified against the manifest's SHA-256."""
+        r = self._client.get(f"/api/v1/datasets/{version}/files/{entry['index']}/file", headers=self._headers)
+        _raise_for(r)
+        if hashlib.sha256(r.content).hexdigest() != entry["sha256"]:
+            raise IntegrityError(f"file {entry['sop_uid']}: received bytes do not hash to {entry['sha256']}")
+        return r.content
+
+    def fetch_to(self, version: str, entry: dict[str, Any], path: Path) -> int:
+        """Stream one file to `path` through a temporary file, hashing on the way; renamed only when it matches.
+
+        For files too big to hold in memory; like `write_atomic`, a kill leaves no file at `path`."""
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        h = hashlib.sha256()
+        url = f"/api/v1/datasets/{version}/files/{entry['index']}/file"
+        try:
+            with self._client.stream("GET", url, headers=self._headers) as r:
+                if not r.is_success:
+                    r.read()
+                    _raise_for(r)
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                with os.fdopen(fd, "wb") as fh:
+                    for chunk in r.iter_bytes(1024 * 1024):
+                        h.update(chunk)
+                        fh.write(chunk)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            if h.hexdigest() != entry["sha256"]:
+                raise IntegrityError(f"file {entry['sop_uid']}: received bytes do not hash to {entry['sha256']}")
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return int(path.stat().st_size)
+
+    def download(
+        self,
+        ref: str,
+        dest: Path,
+        *,
+        workers: int = 4,
+        stream_above: int = 64 * 1024 * 1024,
+        on_total: Callable[[int], None] | None = None,
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> DownloadReport:
+        """Download a version into `dest`, resuming: verified files are kept, every new one is hashed first.
+
+        Files up to `stream_above` bytes are held in memory and written with `write_atomic`; bigger ones
+        (whole-slide images) are streamed to disk and renamed into place once their hash matches."""
+        version = self.resolve(ref)
+        data = self.manifest_bytes(version)
+        dest.mkdir(parents=True, exist_ok=True)
+        existing = dest / MANIFEST
+        if existing.is_file() and hashlib.sha256(existing.read_bytes()).hexdigest() != version:
+            raise Conflict(f"{dest} holds another dataset version; download into an empty folder")
+        write_atomic(existing, data, mode=0o644)
+        _, files = parse_manifest(data, version)
+        folder = dest / FILES
+        folder.mkdir(exist_ok=True)
+        for stale in folder.glob(".*.tmp"):  # left by a download killed mid-write
+            stale.unlink(missing_ok=True)
+        if on_total:
+            on_total(sum(int(f["size"]) for f in files))
+        report = DownloadReport(version)
+        lock = threading.Lock()
+
+        def one(entry: dict[str, Any]) -> None:
+            path = folder / f"{entry['sop_uid']}.dcm"
+            if path.is_file() and path.stat().st_size == entry["size"] and sha256_file(path) == entry["sha256"]:
+                with lock:
+                    report.kept += 1
+            else:
+                try:
+                    if int(entry["size"]) > stream_above:
+                        n = self.fetch_to(version, entry, path)
+                    else:
+                        body = self.fetch_file(version, entry)
+                        write_atomic(path, body, mode=0o644, sync_dir=False)
+                        n = len(body)
+                except IntegrityError as exc:
+                    with lock:
+                        report.failed.append(exc.detail)
+                    return
+                with lock:
+                    report.fetched += 1
+                    report.bytes_fetched += n
+            if on_bytes:
+                on_bytes(int(entry["size"]))
+
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            for _ in pool.map(one, files):
+                pass
+        from medcloud.fsio import fsync_dir
+
+        fsync_dir(folder)
+        if report.failed:
+            raise IntegrityError(f"{len(report.failed)} file(s) failed their hash check: {report.failed[0]}")
+        return report
+
+
+@dataclass
+class ExportReport:
+    """What an export wrote: files per split and the layout's folder."""
+
+    version: str
+    out: Path
+    per_split: dict[str, int] = field(default_factory=dict)
+
+
+def _render_png(src: Path, dst: Path) -> None:
+    import numpy as np
+    import pydicom
+    from PIL import Image
+
+    try:
+        ds = pydicom.dcmread(src)
+        pixels = ds.pixel_array.astype("float32")
+    except Exception as exc:  # no pixel data (SR, SEG without frames) or a codec this install lacks
+        raise UnsupportedFormat(f"{src.name}: cannot render as PNG ({exc}); export as dicom instead") from None
+    if pixels.ndim == 3 and pixels.shape[-1] not in (3, 4):
+        pixels = pixels[pixels.shape[0] // 2]  # multi-frame: the middle frame
+    lo, hi = float(np.percentile(pixels, 0.5)), float(np.percentile(pixels, 99.5))
+    scaled = np.clip((pixels - lo) / max(hi - lo, 1e-6) * 255.0, 0, 255).astype("uint8")
+    if getattr(ds, "PhotometricInterpretation", "") == "MONOCHROME1":
+        scaled = 255 - scaled
+    Image.fromarray(scaled).save(dst, format="PNG")
+
+
+def export(
+    download_dir: Path,
+    out: Path,
+    *,
+    fmt: str = "dicom",
+    verify: bool = True,
+    on_file: Callable[[], None] | None = None,
+) -> ExportReport:
+    """Lay a downloaded version out for a trainer: `out/<split>/<patient>/<SOP UID>.dcm|png` and `out/index.csv`."""
+    if fmt not in ("dicom", "png"):
+        raise InvalidInput("format must be dicom or png")
+    version, header, files = read_manifest(download_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    report = ExportReport(version, out)
+    rows = ["path,split,patient,study_uid,series_uid,sop_uid,sha256"]
+    for entry in files:
+        src = download_dir / FILES / f"{entry['sop_uid']}.dcm"
+        if not src.is_file():
+            raise NotFound(f"{src} is missing: run `medcloud dataset download` again to resume")
+        if verify and sha256_file(src) != entry["sha256"]:
+            raise IntegrityError(f"{src} does not hash to {entry['sha256']}: download again")
+        # Folder names come from hub data: keep them to safe characters and never "." or "..".
+        patient = re.sub(r"[^A-Za-z0-9._-]", "_", str(entry["patient"]))[:64].lstrip(".") or "_"
+        rel = Path(entry["split"]) / patient / f"{entry['sop_uid']}.{'png' if fmt == 'png' else 'dcm'}"
+        dst = out / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if fmt == "png":
+            if not dst.exists():
+                _render_png(src, dst)
+        elif not dst.exists():
+            try:  # a hard link costs no space; another file system gets a copy
+                os.link(src, dst)
+            except OSError:
+                shutil.copyfile(src, dst)
+        report.per_split[entry["split"]] = report.per_split.get(entry["split"], 0) + 1
+        rows.append(
+            ",".join(
+                [
+                    rel.as_posix(),
+                    entry["split"],
+                    patient,
+                    entry["study_uid"],
+                    entry["series_uid"],
+                    entry["sop_uid"],
+                    entry["sha256"],
+                ]
+            )
+        )
+        if on_file:
+            on_file()
+    write_atomic(out / "index.csv", ("\n".join(rows) + "\n").encode(), mode=0o644)
+    summary = {"id": version, "header": header, "format": fmt, "per_split": report.per_split}
+    write_atomic(out / "dataset.json", json.dumps(summary, indent=2, ensure_ascii=False).encode(), mode=0o644)
+    return report
