@@ -109,8 +109,14 @@ def _tree_cpu(pid: int | None) -> float:
 
 
 def send_all(
-    url: str, files: list[bytes], clients: int, headers: dict[str, str], with_sha: bool, batch: int = 1,
-    server_pid: int | None = None, zip_batches: bool = False,
+    url: str,
+    files: list[bytes],
+    clients: int,
+    headers: dict[str, str],
+    with_sha: bool,
+    batch: int = 1,
+    server_pid: int | None = None,
+    zip_batches: bool = False,
 ) -> dict[str, Any]:
     """POST every file once, `clients` threads with one keep-alive connection each; wall-clock timed.
 
@@ -156,8 +162,10 @@ def send_all(
                             continue
                     elif batch > 1:
                         body, ctype = encode_multipart(
-                            [(files[i], "application/dicom", hashlib.sha256(files[i]).hexdigest(), f"{i}.dcm")
-                             for i in chunk]
+                            [
+                                (files[i], "application/dicom", hashlib.sha256(files[i]).hexdigest(), f"{i}.dcm")
+                                for i in chunk
+                            ]
                         )
                         r = client.post(url, content=body, headers={"Content-Type": ctype})
                         for part in r.headers.get("server-timing", "").split(","):
@@ -243,7 +251,9 @@ class Hub:
     def token(self, *args: str) -> str:
         out = subprocess.run(
             _medcloud("hub", "token", "create", "--data", str(self.data), *args),
-            env=_env(), capture_output=True, check=True,
+            env=_env(),
+            capture_output=True,
+            check=True,
         )
         return out.stdout.decode().strip()
 
@@ -274,8 +284,12 @@ class Hub:
     def count(self, token: str, site: str) -> int:
         import httpx
 
-        r = httpx.get(f"{self.url}/api/v1/instances", params={"site": site, "limit": 1},
-                      headers={"Authorization": f"Bearer {token}"}, timeout=60)
+        r = httpx.get(
+            f"{self.url}/api/v1/instances",
+            params={"site": site, "limit": 1},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=60,
+        )
         r.raise_for_status()
         return int(r.json()["total"])
 
@@ -300,9 +314,7 @@ def bench_hub(work: Path, files: list[bytes], clients: int, profile: Path | None
 
 # -- Orthanc ---------------------------------------------------------------------------------------
 def orthanc_binary() -> str | None:
-    return shutil.which("Orthanc") or (
-        "/usr/sbin/Orthanc" if Path("/usr/sbin/Orthanc").exists() else None
-    )
+    return shutil.which("Orthanc") or ("/usr/sbin/Orthanc" if Path("/usr/sbin/Orthanc").exists() else None)
 
 
 def bench_orthanc(work: Path, file_list: Path, n: int, clients: int, batch: int = 1) -> dict[str, Any]:
@@ -328,7 +340,8 @@ def bench_orthanc(work: Path, file_list: Path, n: int, clients: int, batch: int 
     log = (root / "orthanc.log").open("wb")
     proc = subprocess.Popen(
         ["unshare", "-n", "bash", "-c", f"ip link set lo up; exec {binary} {root / 'cfg.json'}"],
-        stdout=log, stderr=subprocess.STDOUT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         # Join its namespace only once Orthanc runs: before unshare(2), /proc/PID/ns/net is still ours.
@@ -344,9 +357,21 @@ def bench_orthanc(work: Path, file_list: Path, n: int, clients: int, batch: int 
                 raise RuntimeError(f"Orthanc exited with {proc.returncode}: see {root / 'orthanc.log'}")
             time.sleep(0.05)
         out = subprocess.run(
-            ["nsenter", f"--net=/proc/{proc.pid}/ns/net", sys.executable, __file__, "--orthanc-client",
-             str(port), str(file_list), str(clients), str(proc.pid), str(batch)],
-            capture_output=True, env=_env(), timeout=1800,
+            [
+                "nsenter",
+                f"--net=/proc/{proc.pid}/ns/net",
+                sys.executable,
+                __file__,
+                "--orthanc-client",
+                str(port),
+                str(file_list),
+                str(clients),
+                str(proc.pid),
+                str(batch),
+            ],
+            capture_output=True,
+            env=_env(),
+            timeout=1800,
         )
         if out.returncode != 0:
             raise RuntimeError(f"Orthanc client failed: {out.stderr.decode()[-2000:]}")
@@ -369,8 +394,16 @@ def orthanc_client(port: int, file_list: Path, clients: int, server_pid: int, ba
     url = f"http://127.0.0.1:{port}"
     _wait_http(url + "/system", 60)
     files = [Path(p).read_bytes() for p in file_list.read_text().splitlines()]
-    result = send_all(url + "/instances", files, clients, {"Content-Type": "application/dicom"}, with_sha=False,
-                      server_pid=server_pid, batch=batch, zip_batches=batch > 1)
+    result = send_all(
+        url + "/instances",
+        files,
+        clients,
+        {"Content-Type": "application/dicom"},
+        with_sha=False,
+        server_pid=server_pid,
+        batch=batch,
+        zip_batches=batch > 1,
+    )
     result["stored"] = len(httpx.get(url + "/instances", timeout=60).json())
     print(json.dumps(result))
 
@@ -387,10 +420,27 @@ def bench_gateway(work: Path, raw: list[Path], key: Path) -> dict[str, Any]:
     try:
         t0 = time.perf_counter()
         out = subprocess.run(
-            _medcloud("gateway", "run", "--hub", hub.url, "--token-file", str(work / "gw-token"),
-                      "--files", str(listing), "--root", str(raw[0].parents[1]), "--key-file", str(key),
-                      "--state", str(work / "gw-state"), "--once", "--settle", "0"),
-            env=_env(), capture_output=True,
+            _medcloud(
+                "gateway",
+                "run",
+                "--hub",
+                hub.url,
+                "--token-file",
+                str(work / "gw-token"),
+                "--files",
+                str(listing),
+                "--root",
+                str(raw[0].parents[1]),
+                "--key-file",
+                str(key),
+                "--state",
+                str(work / "gw-state"),
+                "--once",
+                "--settle",
+                "0",
+            ),
+            env=_env(),
+            capture_output=True,
         )
         seconds = time.perf_counter() - t0
         stored = hub.count(reader, "GW")
@@ -411,16 +461,21 @@ def main() -> None:
     parser.add_argument("--clients", default="1,4")
     parser.add_argument("--corpus", type=Path, help="Reuse a corpus folder made by bench/corpus.py")
     parser.add_argument("--no-orthanc", action="store_true")
-    parser.add_argument("--batch", type=int, default=100,
-                        help="Also send N files per request to /api/v1/ingest/batch (1: skip).")
+    parser.add_argument(
+        "--batch", type=int, default=100, help="Also send N files per request to /api/v1/ingest/batch (1: skip)."
+    )
     parser.add_argument("--gateway", action="store_true", help="Also time the whole gateway on the raw corpus.")
     parser.add_argument("--profile", type=Path, help="Write py-spy profiles of the hub here.")
     parser.add_argument("--hub-workers", type=int, default=2, help="uvicorn worker processes for the hub.")
     parser.add_argument("--repeat", type=int, default=3, help="Interleaved rounds; medians are reported.")
-    parser.add_argument("--modes", default="batch,single",
-                        help="Hub modes: batch (multipart, as the gateway sends), single (one file per request).")
-    parser.add_argument("--orthanc-client", nargs=5, metavar=("PORT", "LIST", "CLIENTS", "SERVER_PID", "BATCH"),
-                        help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--modes",
+        default="batch,single",
+        help="Hub modes: batch (multipart, as the gateway sends), single (one file per request).",
+    )
+    parser.add_argument(
+        "--orthanc-client", nargs=5, metavar=("PORT", "LIST", "CLIENTS", "SERVER_PID", "BATCH"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     global HUB_WORKERS
     HUB_WORKERS = args.hub_workers
@@ -437,8 +492,11 @@ def main() -> None:
         work = Path(tmp)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            raw = sorted(args.corpus.rglob("*.dcm"))[: args.n] if args.corpus else corpus.make_corpus(
-                work / "corpus", args.n)
+            raw = (
+                sorted(args.corpus.rglob("*.dcm"))[: args.n]
+                if args.corpus
+                else corpus.make_corpus(work / "corpus", args.n)
+            )
         key = SiteKey.generate(work / "site.key")
         deid = Deidentifier(key, DeidOptions(allow_burned_in=True))
         deid_dir = work / "deid"

@@ -73,8 +73,11 @@ def latency(model_dir: Path, runs: int, threads: int) -> dict[str, Any]:
         "runs": runs,
         "detector_onnx_ms": {"p50": _pct(det, 50), "p95": _pct(det, 95)},
         "preprocess_ms": {"p50": _pct(prep, 50), "p95": _pct(prep, 95)},
-        "full_pipeline_ms": {"p50": _pct(full, 50), "p95": _pct(full, 95),
-                             "note": "resize + detector + peak decode + NMS + 25-crop classifier + vote"},
+        "full_pipeline_ms": {
+            "p50": _pct(full, 50),
+            "p95": _pct(full, 95),
+            "note": "resize + detector + peak decode + NMS + 25-crop classifier + vote",
+        },
         "detector_onnx_bytes": (model_dir / "detector.onnx").stat().st_size,
         "classifier_onnx_bytes": (model_dir / "classifier.onnx").stat().st_size,
     }
@@ -108,8 +111,12 @@ def _time_to_first_answer(argv: list[str], port: int, body: bytes) -> dict[str, 
                 raise RuntimeError(f"{argv} exited with {proc.returncode}")
             try:
                 conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-                conn.request("POST", "/api/v1/inference", body=body,
-                             headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "image/png"})
+                conn.request(
+                    "POST",
+                    "/api/v1/inference",
+                    body=body,
+                    headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "image/png"},
+                )
                 resp = conn.getresponse()
                 payload = json.loads(resp.read())
                 conn.close()
@@ -135,18 +142,39 @@ def coldstart(model_dir: Path, repeat: int) -> dict[str, Any]:
     runs: dict[str, list[dict[str, Any]]] = {"serve_model_onnxruntime": [], "torch_server": []}
     for _ in range(repeat):  # interleaved, so both see the same machine load
         port = _free_port()
-        runs["serve_model_onnxruntime"].append(_time_to_first_answer(
-            [medcloud, "serve-model", "--host", "127.0.0.1", "--port", str(port), "--model", str(model_dir)],
-            port, body))
+        runs["serve_model_onnxruntime"].append(
+            _time_to_first_answer(
+                [medcloud, "serve-model", "--host", "127.0.0.1", "--port", str(port), "--model", str(model_dir)],
+                port,
+                body,
+            )
+        )
         port = _free_port()
-        runs["torch_server"].append(_time_to_first_answer(
-            [sys.executable, str(Path(__file__).resolve()), "torch-server", "--port", str(port), "--model",
-             str(model_dir)], port, body))
+        runs["torch_server"].append(
+            _time_to_first_answer(
+                [
+                    sys.executable,
+                    str(Path(__file__).resolve()),
+                    "torch-server",
+                    "--port",
+                    str(port),
+                    "--model",
+                    str(model_dir),
+                ],
+                port,
+                body,
+            )
+        )
     out: dict[str, Any] = {"repeat": repeat, "measure": "spawn -> first authenticated POST /api/v1/inference 200"}
     for k, v in runs.items():
         secs = [r["seconds"] for r in v]
-        out[k] = {"median_s": round(statistics.median(secs), 3), "min_s": min(secs), "max_s": max(secs),
-                  "rss_mb": statistics.median([r["rss_mb"] or 0 for r in v]), "boxes": v[0]["boxes"]}
+        out[k] = {
+            "median_s": round(statistics.median(secs), 3),
+            "min_s": min(secs),
+            "max_s": max(secs),
+            "rss_mb": statistics.median([r["rss_mb"] or 0 for r in v]),
+            "boxes": v[0]["boxes"],
+        }
     out["speedup"] = round(out["torch_server"]["median_s"] / out["serve_model_onnxruntime"]["median_s"], 2)
     return out
 
@@ -160,9 +188,15 @@ def accuracy(model_dir: Path, images: int, verdict_images: int) -> dict[str, Any
         "mean_recall": m["mean_recall"],
         "crop_vote_accuracy_training_style_sites": m["crop_vote_accuracy"],
         "per_class_ap50": {k: v["ap50"] for k, v in m["per_class"].items()},
-        "per_site": {k: {"seen_in_training": v["seen_in_training"], "map50": v["map50"],
-                         "mean_recall": v["mean_recall"], "crop_vote_accuracy": v["crop_vote_accuracy"]}
-                     for k, v in m["per_site"].items()},
+        "per_site": {
+            k: {
+                "seen_in_training": v["seen_in_training"],
+                "map50": v["map50"],
+                "mean_recall": v["mean_recall"],
+                "crop_vote_accuracy": v["crop_vote_accuracy"],
+            }
+            for k, v in m["per_site"].items()
+        },
         "images_per_site": images,
         "synthetic": True,
     }
@@ -200,8 +234,9 @@ def torch_server(model_dir: Path, port: int) -> None:
                 d.box = tuple(v / scale for v in d.box)  # type: ignore[assignment]
             return Prediction(found, votes, verdict, w, h, (time.perf_counter() - t0) * 1000)
 
-    server = build_server(TorchPredictor(), load_dir(model_dir),
-                          os.environ["MEDCLOUD_SERVE_TOKEN_SHA256"], "127.0.0.1", port)
+    server = build_server(
+        TorchPredictor(), load_dir(model_dir), os.environ["MEDCLOUD_SERVE_TOKEN_SHA256"], "127.0.0.1", port
+    )
     server.serve_forever(poll_interval=0.2)
 
 
@@ -220,9 +255,16 @@ def main() -> None:
     if args.what == "torch-server":
         torch_server(model_dir, args.port)
         return
-    out: dict[str, Any] = {"bench": "vision", "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                                                          "load_avg_1m": round(os.getloadavg()[0], 2)},
-                           "model": str(model_dir), "synthetic": True}
+    out: dict[str, Any] = {
+        "bench": "vision",
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_avg_1m": round(os.getloadavg()[0], 2),
+        },
+        "model": str(model_dir),
+        "synthetic": True,
+    }
     if args.what in ("latency", "all"):
         out["latency"] = latency(model_dir, args.runs, args.threads)
     if args.what in ("coldstart", "all"):

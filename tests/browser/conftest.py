@@ -39,8 +39,11 @@ def live_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveHub]:
     state = HubState.open(settings)
     token = issue_token(state.catalog, role="clinician", label="browser-test").token
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, state=state), host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="on"))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings, state=state), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
+        )
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20

@@ -18,9 +18,16 @@ from .conftest import CHROMIUM, LiveHub
 pytestmark = pytest.mark.browser
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--no-first-run", "--use-fake-device-for-media-stream",
-         "--use-fake-ui-for-media-stream"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
+]
 
 
 def write_y4m(path: Path, rgb: np.ndarray, frames: int = 6) -> None:
@@ -47,8 +54,9 @@ def poll(page: Any, script: str, timeout: float = 30.0) -> Any:
     raise AssertionError(f"timed out waiting for: {script}")
 
 
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed at /usr/bin/chromium "
-                    "(apt-get install chromium)")
+@pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="Debian chromium is not installed at /usr/bin/chromium (apt-get install chromium)"
+)
 def test_webcam_capture_draws_boxes(live_hub: LiveHub, tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
@@ -59,8 +67,9 @@ def test_webcam_capture_draws_boxes(live_hub: LiveHub, tmp_path: Path) -> None:
     console: list[str] = []
 
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True,
-                                     args=[*FLAGS, f"--use-file-for-fake-video-capture={clip}"])
+        browser = pw.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=[*FLAGS, f"--use-file-for-fake-video-capture={clip}"]
+        )
         try:
             context = browser.new_context(viewport={"width": 1280, "height": 900})
             context.grant_permissions(["camera"], origin=live_hub.url)

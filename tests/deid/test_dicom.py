@@ -58,7 +58,9 @@ def test_every_action_class(deid: Deidentifier, ct: Dataset) -> None:
     assert out[0x60000010].value == 128
     assert out.PatientIdentityRemoved == "YES"
     assert list(out.DeidentificationMethod) == [
-        "PS3.15 2026c Table E.1-1", "Basic Application Confidentiality Profile", "Clean Descriptors Option"
+        "PS3.15 2026c Table E.1-1",
+        "Basic Application Confidentiality Profile",
+        "Clean Descriptors Option",
     ]
     codes = [c.CodeValue for c in out.DeidentificationMethodCodeSequence]
     assert codes == ["113100", "113105"]

@@ -61,8 +61,11 @@ def test_plain_tiff_tags_are_removed(deid: Deidentifier) -> None:
     pixels = np.arange(1024, dtype=np.uint16).reshape(32, 32)
     buf = io.BytesIO()
     tifffile.imwrite(
-        buf, pixels, description="patient Jane Roe",
-        datetime="2024:03:05 10:00:00", extratags=[(315, "s", 0, "Bob Artist", True), (316, "s", 0, "ward-pc-7", True)],
+        buf,
+        pixels,
+        description="patient Jane Roe",
+        datetime="2024:03:05 10:00:00",
+        extratags=[(315, "s", 0, "Bob Artist", True), (316, "s", 0, "ward-pc-7", True)],
     )
     data = buf.getvalue()
     out = deid.deidentify_bytes(data, "slide.tif").data

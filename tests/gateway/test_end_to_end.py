@@ -55,9 +55,25 @@ def expected_shas(files: list[Path], key: Path) -> set[str]:
 
 def gateway_args(hub_url: str, token_file: Path, watch: Path, key: Path, *extra: str) -> list[str]:
     return [
-        "--hub", hub_url, "--token-file", str(token_file), "--watch", str(watch), "--key-file", str(key),
+        "--hub",
+        hub_url,
+        "--token-file",
+        str(token_file),
+        "--watch",
+        str(watch),
+        "--key-file",
+        str(key),
         # Small batches: many requests, so that a kill lands between (or inside) them.
-        "--once", "--settle", "0", "--workers", "2", "--batch-size", "3", "--retry-cap", "0.5", *extra,
+        "--once",
+        "--settle",
+        "0",
+        "--workers",
+        "2",
+        "--batch-size",
+        "3",
+        "--retry-cap",
+        "0.5",
+        *extra,
     ]
 
 
@@ -185,8 +201,9 @@ def test_bad_input_is_reported_with_reasons_and_never_blocks_good_files(
     assert len(hub.instances(researcher, site)) == 3
 
     wide = {**env(), "COLUMNS": "300"}
-    human = subprocess.run(medcloud("gateway", "status", "--state", str(state)), env=wide, capture_output=True,
-                           timeout=60)
+    human = subprocess.run(
+        medcloud("gateway", "status", "--state", str(state)), env=wide, capture_output=True, timeout=60
+    )
     assert human.returncode == 0
     text = human.stdout.decode()
     assert "rejected files" in text and "huge.dcm" in text and "file too large" in text

@@ -34,9 +34,7 @@ def outbox(tmp_path: Path) -> Iterator[Outbox]:
 def fill(outbox: Outbox, n: int) -> list[bytes]:
     payloads = [f"payload-{i}".encode() * 100 for i in range(n)]
     for i, p in enumerate(payloads):
-        outbox.enqueue(
-            SourceRef(f"/src/{i}.dcm", len(p), i), p, media_type="application/dicom", filename=f"{i}.dcm"
-        )
+        outbox.enqueue(SourceRef(f"/src/{i}.dcm", len(p), i), p, media_type="application/dicom", filename=f"{i}.dcm")
     return payloads
 
 

@@ -29,8 +29,9 @@ def watch(tmp_path: Path) -> Path:
 
 
 def make_intake(outbox: Outbox, deid: FakeDeid, root: Path, **kw: float) -> Intake:
-    return Intake(outbox, deid, root, max_file_bytes=int(kw.get("max_file_bytes", 1000)),
-                  settle_seconds=kw.get("settle", 0.0))
+    return Intake(
+        outbox, deid, root, max_file_bytes=int(kw.get("max_file_bytes", 1000)), settle_seconds=kw.get("settle", 0.0)
+    )
 
 
 def drain(intake: Intake, rounds: int = 3) -> None:
@@ -38,9 +39,7 @@ def drain(intake: Intake, rounds: int = 3) -> None:
         intake.process_ready()
 
 
-def test_good_bad_and_burned_in_files_each_get_their_outcome(
-    outbox: Outbox, fake_deid: FakeDeid, watch: Path
-) -> None:
+def test_good_bad_and_burned_in_files_each_get_their_outcome(outbox: Outbox, fake_deid: FakeDeid, watch: Path) -> None:
     (watch / "sub").mkdir()
     (watch / "a.dcm").write_bytes(b"image A")
     (watch / "sub" / "b.dcm").write_bytes(b"image B")
@@ -68,9 +67,7 @@ def test_good_bad_and_burned_in_files_each_get_their_outcome(
     assert payloads == {b"DEID:image A", b"DEID:image B"}
 
 
-def test_handled_files_are_not_read_again_unless_changed(
-    outbox: Outbox, fake_deid: FakeDeid, watch: Path
-) -> None:
+def test_handled_files_are_not_read_again_unless_changed(outbox: Outbox, fake_deid: FakeDeid, watch: Path) -> None:
     f = watch / "a.dcm"
     f.write_bytes(b"v1")
     intake = make_intake(outbox, fake_deid, watch)
@@ -106,9 +103,7 @@ def test_growing_file_is_read_only_once_it_settles(outbox: Outbox, fake_deid: Fa
     assert outbox.payload(item) == b"DEID:" + b"".join(b"chunk%d " % n for n in range(5))
 
 
-def test_symlink_out_of_the_folder_is_refused(
-    outbox: Outbox, fake_deid: FakeDeid, watch: Path, tmp_path: Path
-) -> None:
+def test_symlink_out_of_the_folder_is_refused(outbox: Outbox, fake_deid: FakeDeid, watch: Path, tmp_path: Path) -> None:
     secret = tmp_path / "secret.dcm"
     secret.write_bytes(b"identifying")
     (watch / "innocent.dcm").symlink_to(secret)

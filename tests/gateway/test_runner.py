@@ -22,8 +22,15 @@ def test_files_arriving_later_are_sent(
     watch.mkdir()
     (watch / "early.dcm").write_bytes(b"there before start")
     cfg = GatewayConfig(
-        hub_url=fake_hub.url, token=TOKEN, state_dir=tmp_path / "state", watch=watch, settle_seconds=0.2,
-        use_watchdog=use_watchdog, poll_seconds=0.2, backoff_cap=0.3, status_every=60,
+        hub_url=fake_hub.url,
+        token=TOKEN,
+        state_dir=tmp_path / "state",
+        watch=watch,
+        settle_seconds=0.2,
+        use_watchdog=use_watchdog,
+        poll_seconds=0.2,
+        backoff_cap=0.3,
+        status_every=60,
     )
     gateway = Gateway(cfg, fake_deid)
     runner = threading.Thread(target=gateway.run, daemon=True)
@@ -57,8 +64,15 @@ def test_cli_status_json_and_retry_dead(tmp_path: Path, fake_hub: FakeHub, fake_
     (watch / "a.dcm").write_bytes(b"image")
     (watch / "b.txt").write_bytes(b"TXT not an image")
     fake_hub.batch_enabled = False
-    cfg = GatewayConfig(hub_url=fake_hub.url, token="revoked", state_dir=tmp_path / "state", watch=watch,
-                        once=True, settle_seconds=0, backoff_cap=0.3)
+    cfg = GatewayConfig(
+        hub_url=fake_hub.url,
+        token="revoked",
+        state_dir=tmp_path / "state",
+        watch=watch,
+        once=True,
+        settle_seconds=0,
+        backoff_cap=0.3,
+    )
     gateway = Gateway(cfg, fake_deid)
     summary = gateway.run()
     gateway.close()

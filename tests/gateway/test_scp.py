@@ -21,8 +21,14 @@ def test_cstore_instances_are_deidentified_queued_and_forwarded_once(tmp_path: P
     files = make_inputs(tmp_path / "src", 12, uid_root="2.25.16180339887498948482045868")
     key = SiteKey.generate(tmp_path / "site.key")
     cfg = GatewayConfig(
-        hub_url=fake_hub.url, token=TOKEN, state_dir=tmp_path / "state", dicom_port=free_port(),
-        ae_title="MEDCLOUD", calling_aets=["CT01"], backoff_cap=0.3, status_every=60,
+        hub_url=fake_hub.url,
+        token=TOKEN,
+        state_dir=tmp_path / "state",
+        dicom_port=free_port(),
+        ae_title="MEDCLOUD",
+        calling_aets=["CT01"],
+        backoff_cap=0.3,
+        status_every=60,
     )
     gateway = Gateway(cfg, Deidentifier(key, DeidOptions()))
     runner = threading.Thread(target=gateway.run, daemon=True)

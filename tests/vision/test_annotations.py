@@ -27,8 +27,16 @@ def _images() -> list[AnnotatedImage]:
     out = []
     for i in range(3):
         s = render_smear(100 + i, "site-a", (320, 480), 0.5)
-        out.append(AnnotatedImage(f"img{i}.png", 480, 320, [tuple(float(v) for v in b) for b in s.boxes],
-                                  [LABEL_CODES[k] for k in s.labels], synthetic=True))
+        out.append(
+            AnnotatedImage(
+                f"img{i}.png",
+                480,
+                320,
+                [tuple(float(v) for v in b) for b in s.boxes],
+                [LABEL_CODES[k] for k in s.labels],
+                synthetic=True,
+            )
+        )
     return out
 
 

@@ -34,8 +34,9 @@ def test_clinician_gets_boxes_and_it_is_audited(hub: VisionHub, smear: Smear) ->
 
 def test_keep_true_stores_the_image(hub: VisionHub, smear: Smear) -> None:
     data = png_bytes(smear)
-    r = hub.client.post("/api/v1/inference?keep=true", files={"image": ("s.png", data, "image/png")},
-                        headers=hub.auth("clinician"))
+    r = hub.client.post(
+        "/api/v1/inference?keep=true", files={"image": ("s.png", data, "image/png")}, headers=hub.auth("clinician")
+    )
     assert r.status_code == 200, r.text
     kept = r.json()["kept_blob"]
     assert hub.state.blobs.exists(kept["sha256"]) and kept["bytes"] == len(data)

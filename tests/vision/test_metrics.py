@@ -19,8 +19,13 @@ def test_ap_perfect_missing_and_false_positive() -> None:
     truth = np.array([[0, 0, 10, 10], [20, 20, 30, 30]], dtype=np.float32)
     labels = np.array([0, 0])
     # One exact hit (score .9), one false positive above it in rank for class 1, one miss.
-    acc.add(np.array([[0, 0, 10, 10], [50, 50, 60, 60]], dtype=np.float32), np.array([0, 1]),
-            np.array([0.9, 0.95], dtype=np.float32), truth, labels)
+    acc.add(
+        np.array([[0, 0, 10, 10], [50, 50, 60, 60]], dtype=np.float32),
+        np.array([0, 1]),
+        np.array([0.9, 0.95], dtype=np.float32),
+        truth,
+        labels,
+    )
     per = acc.per_class()
     assert per[0]["ap50"] == 0.5 and per[0]["recall"] == 0.5
     assert per[1]["ap50"] is None  # class 1 never occurs: not averaged

@@ -62,15 +62,18 @@ def test_torch_is_not_imported(server: str) -> None:
 def test_token_required(server: str, smear: Smear) -> None:
     r = httpx.post(server + "/api/v1/inference", content=png_bytes(smear))
     assert r.status_code == 401 and r.headers["content-type"] == "application/problem+json"
-    r = httpx.post(server + "/api/v1/inference", content=png_bytes(smear),
-                   headers={"Authorization": "Bearer wrong"})
+    r = httpx.post(server + "/api/v1/inference", content=png_bytes(smear), headers={"Authorization": "Bearer wrong"})
     assert r.status_code == 401
     assert httpx.get(server + "/api/v1/models").status_code == 401
 
 
 def test_inference_answers_same_shape_as_hub(server: str, smear: Smear) -> None:
-    r = httpx.post(server + "/api/v1/inference", content=png_bytes(smear),
-                   headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "image/png"}, timeout=30)
+    r = httpx.post(
+        server + "/api/v1/inference",
+        content=png_bytes(smear),
+        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "image/png"},
+        timeout=30,
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["synthetic_model"] is True and body["kept"] is False
@@ -83,8 +86,12 @@ def test_inference_answers_same_shape_as_hub(server: str, smear: Smear) -> None:
 
 def test_multipart_and_bad_input(server: str, smear: Smear) -> None:
     auth = {"Authorization": f"Bearer {TOKEN}"}
-    r = httpx.post(server + "/api/v1/inference", files={"image": ("s.jpg", png_bytes(smear, "JPEG"), "image/jpeg")},
-                   headers=auth, timeout=30)
+    r = httpx.post(
+        server + "/api/v1/inference",
+        files={"image": ("s.jpg", png_bytes(smear, "JPEG"), "image/jpeg")},
+        headers=auth,
+        timeout=30,
+    )
     assert r.status_code == 200 and r.json()["detections"]
     r = httpx.post(server + "/api/v1/inference", content=b"not an image", headers=auth)
     assert r.status_code == 415 and r.json()["type"].endswith("unsupported-format")

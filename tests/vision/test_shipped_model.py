@@ -44,13 +44,18 @@ def test_small_split_agrees_with_the_card(small_split: dict[str, float]) -> None
     assert abs(small_split["crop_vote_accuracy"] - _CARD["crop_vote_accuracy"]) <= 0.12
 
 
-_SHORT = [f"{name} {_CARD[key]} < {bar}" for name, key, bar in
-          (("mAP50", "map50", BAR_MAP50), ("crop vote", "crop_vote_accuracy", BAR_VOTE)) if _CARD[key] < bar]
+_SHORT = [
+    f"{name} {_CARD[key]} < {bar}"
+    for name, key, bar in (("mAP50", "map50", BAR_MAP50), ("crop vote", "crop_vote_accuracy", BAR_VOTE))
+    if _CARD[key] < bar
+]
 
 
-@pytest.mark.xfail(bool(_SHORT), strict=False,
-                   reason="shipped model's card records " + "; ".join(_SHORT)
-                   + ": more CPU training needed (docs/vision.md)")
+@pytest.mark.xfail(
+    bool(_SHORT),
+    strict=False,
+    reason="shipped model's card records " + "; ".join(_SHORT) + ": more CPU training needed (docs/vision.md)",
+)
 def test_meets_the_bars_on_a_small_held_out_split(small_split: dict[str, float]) -> None:
     assert small_split["map50"] >= BAR_MAP50
     assert small_split["crop_vote_accuracy"] >= BAR_VOTE

@@ -36,7 +36,7 @@ def test_every_label_is_drawn_inside_its_box() -> None:
         img = s.image.astype(np.float32).mean(axis=2)
         mask = np.zeros(img.shape, dtype=bool)
         for x0, y0, x1, y1 in s.boxes.astype(int):
-            mask[max(y0 - 6, 0):y1 + 6, max(x0 - 6, 0):x1 + 6] = True
+            mask[max(y0 - 6, 0) : y1 + 6, max(x0 - 6, 0) : x1 + 6] = True
         for (x0, y0, x1, y1), lab in zip(s.boxes.astype(int), s.labels, strict=True):
             inside = img[y0:y1, x0:x1]
             assert inside.min() < np.median(img[~mask]) - 25, LABEL_CODES[lab]
@@ -60,8 +60,9 @@ def test_gram_positive_is_purple_and_negative_is_pink() -> None:
 
 def test_sites_have_distinct_styles_and_unseen_ones_exist() -> None:
     assert UNSEEN_SITES and all(not SITES[s].seen for s in UNSEEN_SITES)
-    means = {s: render_smear(5, s, (320, 320), 0.5, species=["cns"] * 3).image.reshape(-1, 3).mean(axis=0)
-             for s in SITES}
+    means = {
+        s: render_smear(5, s, (320, 320), 0.5, species=["cns"] * 3).image.reshape(-1, 3).mean(axis=0) for s in SITES
+    }
     names = list(means)
     for i in range(len(names)):
         for j in range(i + 1, len(names)):

@@ -39,8 +39,9 @@ def test_loss_falls_and_onnx_matches_torch(tmp_path: Path) -> None:
     import onnxruntime as ort
 
     torch.set_num_threads(2)
-    cfg = TrainConfig(images=10, hi_res_fraction=0.0, size=128, det_steps=30, cls_steps=20, batch=4,
-                      cls_batch=20, crop=64, lr=3e-3)
+    cfg = TrainConfig(
+        images=10, hi_res_fraction=0.0, size=128, det_steps=30, cls_steps=20, batch=4, cls_batch=20, crop=64, lr=3e-3
+    )
     samples = render_training_set(cfg)
     det, det_losses = train_detector(samples, cfg)
     cls, cls_losses = train_classifier(samples, cfg)
@@ -57,6 +58,7 @@ def test_loss_falls_and_onnx_matches_torch(tmp_path: Path) -> None:
     heat, reg = sess.run(None, {"image": x})
     assert heat.shape == (1, 17, 24, 40)
     assert np.allclose(heat, want_heat.numpy(), atol=1e-4) and np.allclose(reg, want_reg.numpy(), atol=1e-3)
-    probs = ort.InferenceSession(str(tmp_path / "classifier.onnx"),
-                                 providers=["CPUExecutionProvider"]).run(None, {"crops": x[:, :, :64, :64]})[0]
+    probs = ort.InferenceSession(str(tmp_path / "classifier.onnx"), providers=["CPUExecutionProvider"]).run(
+        None, {"crops": x[:, :, :64, :64]}
+    )[0]
     assert probs.shape == (1, 5) and np.isclose(probs.sum(), 1.0, atol=1e-5)

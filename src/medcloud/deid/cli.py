@@ -89,8 +89,14 @@ def collect_sources(src: Path, summary: RunSummary) -> list[tuple[Path, Path]]:
 
 
 def run_deid(
-    src: Path, dst: Path, key_file: Path, options: DeidOptions, *, write_quarantined: bool = False,
-    rename: bool = False, progress: bool = True,
+    src: Path,
+    dst: Path,
+    key_file: Path,
+    options: DeidOptions,
+    *,
+    write_quarantined: bool = False,
+    rename: bool = False,
+    progress: bool = True,
 ) -> RunSummary:
     """De-identify SRC (file or folder) into DST; per-file errors are collected, not raised."""
     from medcloud.deid.engine import Deidentifier
@@ -145,7 +151,10 @@ def run_deid(
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         with Progress(
-            TextColumn("de-identifying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+            TextColumn("de-identifying"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
             transient=False,
         ) as bar:
             task = bar.add_task("deid", total=len(files))

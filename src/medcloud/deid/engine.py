@@ -38,8 +38,13 @@ class DeidOptions:
         if self.retain_longitudinal_full_dates and self.retain_longitudinal_modified_dates:
             raise InvalidInput("choose one of retain_longitudinal_full_dates / _modified_dates")
         for pair in self.safe_private_allowlist:
-            if not (isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[0], str)
-                    and isinstance(pair[1], int) and 0 <= pair[1] <= 0xFF):
+            if not (
+                isinstance(pair, tuple)
+                and len(pair) == 2
+                and isinstance(pair[0], str)
+                and isinstance(pair[1], int)
+                and 0 <= pair[1] <= 0xFF
+            ):
                 raise InvalidInput(f"safe private allowlist entry {pair!r} must be (creator, 0..255)")
 
 
@@ -68,8 +73,11 @@ class Deidentifier:
         self.options = opts = options or DeidOptions()
         self._pseudo = Pseudonymizer(key)
         date_mode = (
-            "shift" if opts.retain_longitudinal_modified_dates
-            else "keep" if opts.retain_longitudinal_full_dates else "remove"
+            "shift"
+            if opts.retain_longitudinal_modified_dates
+            else "keep"
+            if opts.retain_longitudinal_full_dates
+            else "remove"
         )
         resolved = profile.resolve(
             retain_uids=opts.retain_uids,
@@ -113,7 +121,9 @@ class Deidentifier:
         from medcloud.deid import images
 
         cleaned, reason = images.strip_metadata(
-            data, kind, filename=filename,
+            data,
+            kind,
+            filename=filename,
             retain_device_identity=self.options.retain_device_identity,
             allow_burned_in=self.options.allow_burned_in,
         )

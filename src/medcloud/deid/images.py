@@ -113,16 +113,51 @@ T_DESCRIPTION = 270
 # Tags that can hold names, dates, places, hosts or free text; sub-IFD pointers are removed with
 # the directory they point to.
 _TIFF_DROP = {
-    269, 270, 285, 306, 315, 316, 700, 33432, 33723, 34377, 37724, 42016, 50341, 40091, 40092, 40093,
-    40094, 40095, 37510, 36867, 36868,
+    269,
+    270,
+    285,
+    306,
+    315,
+    316,
+    700,
+    33432,
+    33723,
+    34377,
+    37724,
+    42016,
+    50341,
+    40091,
+    40092,
+    40093,
+    40094,
+    40095,
+    37510,
+    36867,
+    36868,
 }
 _SUB_IFDS = {34665, 34853, 40965}  # Exif, GPS, Interoperability
 _STRIP_OFFSETS, _STRIP_COUNTS, _TILE_OFFSETS, _TILE_COUNTS = 273, 279, 324, 325
 # Aperio ImageDescription keys that describe the scan, not the patient or operator.
 _SVS_KEEP = {
-    "AppMag", "MPP", "StripeWidth", "Exposure Time", "Exposure Scale", "Gamma", "Focus Offset",
-    "LineCameraSkew", "LineAreaXOffset", "LineAreaYOffset", "Left", "Top", "OriginalWidth",
-    "OriginalHeight", "Originalheight", "Filtered", "Parmset", "ICC Profile", "Compression Quality",
+    "AppMag",
+    "MPP",
+    "StripeWidth",
+    "Exposure Time",
+    "Exposure Scale",
+    "Gamma",
+    "Focus Offset",
+    "LineCameraSkew",
+    "LineAreaXOffset",
+    "LineAreaYOffset",
+    "Left",
+    "Top",
+    "OriginalWidth",
+    "OriginalHeight",
+    "Originalheight",
+    "Filtered",
+    "Parmset",
+    "ICC Profile",
+    "Compression Quality",
 }
 _SVS_DEVICE = {"ScanScope ID"}
 

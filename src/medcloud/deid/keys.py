@@ -58,9 +58,7 @@ class SiteKey:
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"cannot read key file {path}: {exc}") from None
         if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            warnings.warn(
-                f"key file {path} is readable by group/others; chmod 600 it", UserWarning, stacklevel=2
-            )
+            warnings.warn(f"key file {path} is readable by group/others; chmod 600 it", UserWarning, stacklevel=2)
         try:
             secret = bytes.fromhex(text)
         except ValueError:

@@ -60,9 +60,7 @@ def resolve_code(code: str) -> Action:
         return Action.DUMMY
     if "Z" in parts:
         return Action.EMPTY
-    return {"X": Action.REMOVE, "D": Action.DUMMY, "U": Action.UID, "K": Action.KEEP, "C": Action.CLEAN}[
-        parts[0]
-    ]
+    return {"X": Action.REMOVE, "D": Action.DUMMY, "U": Action.UID, "K": Action.KEEP, "C": Action.CLEAN}[parts[0]]
 
 
 @dataclass(frozen=True)

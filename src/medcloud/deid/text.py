@@ -36,8 +36,16 @@ def date_forms(value: str) -> list[str]:
     if len(v) != 8 or not v.isdigit():
         return [v] if len(v) >= 4 else []
     y, m, d = v[:4], v[4:6], v[6:]
-    return [v, f"{y}-{m}-{d}", f"{y}/{m}/{d}", f"{y}.{m}.{d}", f"{d}/{m}/{y}", f"{m}/{d}/{y}",
-            f"{y}年{int(m)}月{int(d)}日", f"{y}年{m}月{d}日"]
+    return [
+        v,
+        f"{y}-{m}-{d}",
+        f"{y}/{m}/{d}",
+        f"{y}.{m}.{d}",
+        f"{d}/{m}/{y}",
+        f"{m}/{d}/{y}",
+        f"{y}年{int(m)}月{int(d)}日",
+        f"{y}年{m}月{d}日",
+    ]
 
 
 class Scrubber:
@@ -51,10 +59,15 @@ class Scrubber:
 
     def __init__(self, needles: set[str]) -> None:
         # Short numbers (a study ID of "12") would blank ordinary counts and sizes in descriptions.
-        self._needles = tuple(sorted({
-            n.strip().lower() for n in needles
-            if len(n.strip()) >= 2 and not (n.strip().isdigit() and len(n.strip()) < 4)
-        }))
+        self._needles = tuple(
+            sorted(
+                {
+                    n.strip().lower()
+                    for n in needles
+                    if len(n.strip()) >= 2 and not (n.strip().isdigit() and len(n.strip()) < 4)
+                }
+            )
+        )
 
     def __bool__(self) -> bool:
         return bool(self._needles)

@@ -316,8 +316,13 @@ class Forwarder:
             return
         if status in _PAUSE_STATUSES or status >= 500 or status == 408:
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
-            self._retry_all(sent, status=status, error=_problem_reason(response),
-                            pause=status in _PAUSE_STATUSES, retry_after=retry_after)
+            self._retry_all(
+                sent,
+                status=status,
+                error=_problem_reason(response),
+                pause=status in _PAUSE_STATUSES,
+                retry_after=retry_after,
+            )
             return
         if status in (400, 413, 415):
             # The request as a whole was refused (too big, a part it could not parse): find out which
@@ -353,8 +358,12 @@ class Forwarder:
                 continue
             problem = res.get("problem") if isinstance(res, dict) else None
             p_status = problem.get("status") if isinstance(problem, dict) else None
-            if isinstance(problem, dict) and isinstance(p_status, int) and 400 <= p_status < 500 \
-                    and p_status not in (408, 429):
+            if (
+                isinstance(problem, dict)
+                and isinstance(p_status, int)
+                and 400 <= p_status < 500
+                and p_status not in (408, 429)
+            ):
                 detail = problem.get("detail")
                 reason = f"HTTP {p_status} {problem.get('title') or ''}".rstrip() + (f": {detail}" if detail else "")
                 self._dead(item, status=p_status, error=reason)
@@ -408,8 +417,11 @@ class Forwarder:
                 plan.append((item.id, now + delay))
         self.outbox.mark_retry_many(plan, status=status, error=error)
         if first_of_outage:
-            log.warning("hub unavailable (%s); items stay queued and are retried with backoff up to %.0f s",
-                        error, cfg.backoff_cap)
+            log.warning(
+                "hub unavailable (%s); items stay queued and are retried with backoff up to %.0f s",
+                error,
+                cfg.backoff_cap,
+            )
         elif not pause:
             log.warning("will retry %d file(s): %s", len(items), error)
         for item in items:
@@ -467,8 +479,11 @@ class Forwarder:
                 self._on_event("retry", item, error)
             return
         if first_of_outage:
-            log.warning("hub unavailable (%s); items stay queued and are retried with backoff up to %.0f s",
-                        error, cfg.backoff_cap)
+            log.warning(
+                "hub unavailable (%s); items stay queued and are retried with backoff up to %.0f s",
+                error,
+                cfg.backoff_cap,
+            )
             if self._on_event is not None:
                 self._on_event("retry", item, error)
             return

@@ -256,7 +256,8 @@ class Outbox:
         shas = [hashlib.sha256(e.data).hexdigest() for e in entries]
         with self._lock:
             known = {
-                sha for sha in set(shas)
+                sha
+                for sha in set(shas)
                 if self._db.execute("SELECT 1 FROM items WHERE sha256 = ?", (sha,)).fetchone() is not None
             }
         written: set[str] = set()
@@ -275,8 +276,7 @@ class Outbox:
                     cur = db.execute(
                         "INSERT INTO items (sha256, size, media_type, filename, kind, sop_instance_uid, source, "
                         "state, next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?)",
-                        (sha, len(e.data), e.media_type, e.filename, e.kind, e.sop_instance_uid, e.ref.path, now,
-                         now),
+                        (sha, len(e.data), e.media_type, e.filename, e.kind, e.sop_instance_uid, e.ref.path, now, now),
                     )
                     item_id, new = int(cur.lastrowid or 0), True
                 else:
@@ -425,9 +425,7 @@ class Outbox:
     def sweep_payloads(self) -> int:
         """Remove payload files no queued or dead item points at (left by a crash). Returns how many."""
         with self._lock:
-            keep = {
-                r[0] for r in self._db.execute("SELECT sha256 FROM items WHERE state IN ('queued', 'dead')")
-            }
+            keep = {r[0] for r in self._db.execute("SELECT sha256 FROM items WHERE state IN ('queued', 'dead')")}
         removed = 0
         for entry in self.payload_dir.iterdir():
             if entry.name not in keep:
@@ -451,9 +449,7 @@ class Outbox:
     def counts(self) -> Counts:
         with self._lock:
             by_state = dict(self._db.execute("SELECT state, count(*) FROM items GROUP BY state").fetchall())
-            by_outcome = dict(
-                self._db.execute("SELECT outcome, count(*) FROM sources GROUP BY outcome").fetchall()
-            )
+            by_outcome = dict(self._db.execute("SELECT outcome, count(*) FROM sources GROUP BY outcome").fetchall())
             quarantined = self._db.execute("SELECT count(*) FROM quarantine").fetchone()[0]
             nxt, oldest = self._db.execute(
                 "SELECT min(next_attempt_at), min(created_at) FROM items WHERE state = 'queued'"

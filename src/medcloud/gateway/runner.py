@@ -179,7 +179,10 @@ class Gateway:
             from medcloud.gateway.scp import StoreSCP
 
             self.scp = StoreSCP(
-                self.intake, host=cfg.dicom_host, port=cfg.dicom_port, ae_title=cfg.ae_title,
+                self.intake,
+                host=cfg.dicom_host,
+                port=cfg.dicom_port,
+                ae_title=cfg.ae_title,
                 calling_aets=cfg.calling_aets,
             )
             self.scp.start()

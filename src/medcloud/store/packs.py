@@ -227,9 +227,8 @@ class PackStore:
         with self._lock:
             for i in range(0, len(keys), 500):
                 part = keys[i : i + 500]
-                rows = self._db.execute(
-                    f"SELECT sha256 FROM blobs WHERE sha256 IN ({','.join('?' * len(part))})", part  # noqa: S608 - placeholders only
-                ).fetchall()
+                placeholders = ",".join("?" * len(part))  # placeholders only: the values are bound
+                rows = self._db.execute(f"SELECT sha256 FROM blobs WHERE sha256 IN ({placeholders})", part).fetchall()  # noqa: S608
                 found.update(r[0].hex() for r in rows)
         return found
 

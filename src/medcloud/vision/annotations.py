@@ -42,6 +42,7 @@ class AnnotatedImage:
 
 # ---- VoTT (v2 "VoTT JSON" export and per-asset *-asset.json files) ----
 
+
 def _asset_id(name: str) -> str:
     return hashlib.md5(name.encode(), usedforsecurity=False).hexdigest()
 
@@ -53,23 +54,35 @@ def to_vott(images: list[AnnotatedImage], project: str = "medcloud-gram-stain") 
         aid = _asset_id(im.file_name)
         regions = []
         for k, ((x0, y0, x1, y1), lab) in enumerate(zip(im.boxes, im.labels, strict=True)):
-            regions.append({
-                "id": f"{aid[:8]}-{k}",
-                "type": "RECTANGLE",
-                "tags": [lab],
-                "boundingBox": {"height": y1 - y0, "width": x1 - x0, "left": x0, "top": y0},
-                "points": [{"x": x0, "y": y0}, {"x": x1, "y": y0}, {"x": x1, "y": y1}, {"x": x0, "y": y1}],
-            })
+            regions.append(
+                {
+                    "id": f"{aid[:8]}-{k}",
+                    "type": "RECTANGLE",
+                    "tags": [lab],
+                    "boundingBox": {"height": y1 - y0, "width": x1 - x0, "left": x0, "top": y0},
+                    "points": [{"x": x0, "y": y0}, {"x": x1, "y": y0}, {"x": x1, "y": y1}, {"x": x0, "y": y1}],
+                }
+            )
         assets[aid] = {
-            "asset": {"format": Path(im.file_name).suffix.lstrip(".") or "png", "id": aid, "name": im.file_name,
-                      "path": f"file:{im.file_name}", "size": {"width": im.width, "height": im.height},
-                      "state": 2, "type": 1},
+            "asset": {
+                "format": Path(im.file_name).suffix.lstrip(".") or "png",
+                "id": aid,
+                "name": im.file_name,
+                "path": f"file:{im.file_name}",
+                "size": {"width": im.width, "height": im.height},
+                "state": 2,
+                "type": 1,
+            },
             "regions": regions,
             "version": "2.2.0",
         }
-    return {"name": project, "securityToken": f"{project} Token", "synthetic": any(i.synthetic for i in images),
-            "tags": [{"name": code, "color": "#%06x" % (hash(code) & 0xFFFFFF)} for code in LABEL_CODES],
-            "assets": assets}
+    return {
+        "name": project,
+        "securityToken": f"{project} Token",
+        "synthetic": any(i.synthetic for i in images),
+        "tags": [{"name": code, "color": "#%06x" % (hash(code) & 0xFFFFFF)} for code in LABEL_CODES],
+        "assets": assets,
+    }
 
 
 def from_vott(doc: dict[str, Any]) -> list[AnnotatedImage]:
@@ -79,8 +92,12 @@ def from_vott(doc: dict[str, Any]) -> list[AnnotatedImage]:
     for a in assets:
         try:
             meta = a["asset"]
-            im = AnnotatedImage(meta["name"], int(meta["size"]["width"]), int(meta["size"]["height"]),
-                                synthetic=bool(doc.get("synthetic", False)))
+            im = AnnotatedImage(
+                meta["name"],
+                int(meta["size"]["width"]),
+                int(meta["size"]["height"]),
+                synthetic=bool(doc.get("synthetic", False)),
+            )
             for r in a.get("regions", []):
                 if r.get("type", "RECTANGLE") != "RECTANGLE":
                     continue
@@ -107,9 +124,12 @@ def read_vott(path: Path) -> list[AnnotatedImage]:
 
 # ---- COCO ----
 
+
 def to_coco(images: list[AnnotatedImage]) -> dict[str, Any]:
-    cats = [{"id": i + 1, "name": lab.code, "supercategory": lab.crop_class, "name_en": lab.en, "name_ja": lab.ja}
-            for i, lab in enumerate(LABELS)]
+    cats = [
+        {"id": i + 1, "name": lab.code, "supercategory": lab.crop_class, "name_en": lab.en, "name_ja": lab.ja}
+        for i, lab in enumerate(LABELS)
+    ]
     cat_id = {c["name"]: c["id"] for c in cats}
     coco_images: list[dict[str, Any]] = []
     anns: list[dict[str, Any]] = []
@@ -117,20 +137,36 @@ def to_coco(images: list[AnnotatedImage]) -> dict[str, Any]:
         coco_images.append({"id": i, "file_name": im.file_name, "width": im.width, "height": im.height})
         for (x0, y0, x1, y1), lab in zip(im.boxes, im.labels, strict=True):
             w, h = x1 - x0, y1 - y0
-            anns.append({"id": len(anns) + 1, "image_id": i, "category_id": cat_id[lab], "bbox": [x0, y0, w, h],
-                         "area": w * h, "iscrowd": 0})
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": i,
+                    "category_id": cat_id[lab],
+                    "bbox": [x0, y0, w, h],
+                    "area": w * h,
+                    "iscrowd": 0,
+                }
+            )
     synthetic = any(i.synthetic for i in images)
-    return {"info": {"description": "medcloud Gram-stain annotations" + (" (SYNTHETIC)" if synthetic else ""),
-                     "synthetic": synthetic},
-            "images": coco_images, "annotations": anns, "categories": cats}
+    return {
+        "info": {
+            "description": "medcloud Gram-stain annotations" + (" (SYNTHETIC)" if synthetic else ""),
+            "synthetic": synthetic,
+        },
+        "images": coco_images,
+        "annotations": anns,
+        "categories": cats,
+    }
 
 
 def from_coco(doc: dict[str, Any]) -> list[AnnotatedImage]:
     try:
         cats = {c["id"]: canonical_label(c["name"]) for c in doc["categories"]}
         synthetic = bool(doc.get("info", {}).get("synthetic", False))
-        by_id = {im["id"]: AnnotatedImage(im["file_name"], int(im["width"]), int(im["height"]), synthetic=synthetic)
-                 for im in doc["images"]}
+        by_id = {
+            im["id"]: AnnotatedImage(im["file_name"], int(im["width"]), int(im["height"]), synthetic=synthetic)
+            for im in doc["images"]
+        }
         for a in doc["annotations"]:
             x, y, w, h = (float(v) for v in a["bbox"])
             im = by_id[a["image_id"]]
@@ -143,6 +179,7 @@ def from_coco(doc: dict[str, Any]) -> list[AnnotatedImage]:
 
 # ---- YOLO (one txt per image: "class cx cy w h", normalised; classes.txt lists the names) ----
 
+
 def to_yolo(images: list[AnnotatedImage], out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "classes.txt").write_text("\n".join(LABEL_CODES) + "\n", encoding="utf-8")
@@ -152,14 +189,15 @@ def to_yolo(images: list[AnnotatedImage], out_dir: Path) -> None:
             cx, cy = (x0 + x1) / 2 / im.width, (y0 + y1) / 2 / im.height
             w, h = (x1 - x0) / im.width, (y1 - y0) / im.height
             lines.append(f"{LABEL_CODES.index(lab)} {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}")
-        (out_dir / (Path(im.file_name).stem + ".txt")).write_text("\n".join(lines) + ("\n" if lines else ""),
-                                                                  encoding="utf-8")
+        (out_dir / (Path(im.file_name).stem + ".txt")).write_text(
+            "\n".join(lines) + ("\n" if lines else ""), encoding="utf-8"
+        )
 
 
 def from_yolo(label_dir: Path, sizes: dict[str, tuple[int, int]]) -> list[AnnotatedImage]:
     """Read YOLO txt files; `sizes` maps image file name to (width, height), which YOLO does not store."""
     classes_file = label_dir / "classes.txt"
-    names = (classes_file.read_text(encoding="utf-8").split() if classes_file.exists() else list(LABEL_CODES))
+    names = classes_file.read_text(encoding="utf-8").split() if classes_file.exists() else list(LABEL_CODES)
     codes = [canonical_label(n) for n in names]
     out = []
     for file_name, (w, h) in sorted(sizes.items()):

@@ -33,9 +33,19 @@ def train_command(
     """Train the Gram-stain detector and crop classifier from scratch on SYNTHETIC smears; export ONNX."""
     from medcloud.vision.train import TrainConfig, train_model
 
-    cfg = TrainConfig(images=images, det_steps=det_steps, cls_steps=cls_steps, batch=batch, crop=crop, seed=seed,
-                      threads=threads, det_minutes=det_minutes, cls_minutes=cls_minutes,
-                      init=str(init) if init else None, lr=lr)
+    cfg = TrainConfig(
+        images=images,
+        det_steps=det_steps,
+        cls_steps=cls_steps,
+        batch=batch,
+        crop=crop,
+        seed=seed,
+        threads=threads,
+        det_minutes=det_minutes,
+        cls_minutes=cls_minutes,
+        init=str(init) if init else None,
+        lr=lr,
+    )
     command = "medcloud vision train " + " ".join(shlex.quote(a) for a in sys.argv[2:] if a != "train")
     result = train_model(cfg, out, command, progress=lambda m: typer.echo(m, err=True), cache=cache)
     typer.echo(f"trained in {result['seconds']} s -> {out}")
@@ -66,29 +76,35 @@ def evaluate_command(
     from medcloud.vision.registry import write_card
 
     metrics = evaluate_model(model, images_per_site=images, verdict_images_per_site=verdict_images)
-    args = sys.argv[sys.argv.index("evaluate") + 1:] if "evaluate" in sys.argv else []
+    args = sys.argv[sys.argv.index("evaluate") + 1 :] if "evaluate" in sys.argv else []
     metrics["command"] = "medcloud vision evaluate " + " ".join(shlex.quote(a) for a in args)
     if card:
         training_path = model / "training.json"
         training = json.loads(training_path.read_text()) if training_path.exists() else {}
         old = json.loads((model / "card.json").read_text()) if (model / "card.json").exists() else {}
         write_card(model, name, version or old.get("version") or model.name, training, metrics)
-    summary = {"map50": metrics["map50"], "mean_recall": metrics["mean_recall"],
-               "crop_vote_accuracy": metrics["crop_vote_accuracy"],
-               "per_site_map50": {k: v["map50"] for k, v in metrics["per_site"].items()}}
+    summary = {
+        "map50": metrics["map50"],
+        "mean_recall": metrics["mean_recall"],
+        "crop_vote_accuracy": metrics["crop_vote_accuracy"],
+        "per_site_map50": {k: v["map50"] for k, v in metrics["per_site"].items()},
+    }
     typer.echo(json.dumps(summary, indent=2))
 
 
 @app.command("models")
-def models_command(data: Path | None = typer.Option(None, "--data", help="Hub data dir (default: packaged only).")
-                   ) -> None:
+def models_command(
+    data: Path | None = typer.Option(None, "--data", help="Hub data dir (default: packaged only)."),
+) -> None:
     """List the model registry."""
     from medcloud.vision.registry import list_models
 
     for m in list_models(data):
         metrics = m.card.get("metrics", {})
-        typer.echo(f"{m.name}/{m.version}  sha256={m.card.get('sha256', '')[:12]}  mAP50={metrics.get('map50')}"
-                   f"  synthetic={m.card.get('synthetic')}  {m.path}")
+        typer.echo(
+            f"{m.name}/{m.version}  sha256={m.card.get('sha256', '')[:12]}  mAP50={metrics.get('map50')}"
+            f"  synthetic={m.card.get('synthetic')}  {m.path}"
+        )
 
 
 @app.command("register")
@@ -130,8 +146,16 @@ def synth_command(
         s = render_smear(seed + i, site, (size, size), size / 640)
         name = f"synthetic-{site}-{seed + i}.png"
         save_png(s, str(out / name))
-        anns.append(AnnotatedImage(name, size, size, [tuple(map(float, b)) for b in s.boxes],  # type: ignore[misc]
-                                   [LABEL_CODES[int(k)] for k in s.labels], synthetic=True))
+        anns.append(
+            AnnotatedImage(
+                name,
+                size,
+                size,
+                [tuple(map(float, b)) for b in s.boxes],  # type: ignore[misc]
+                [LABEL_CODES[int(k)] for k in s.labels],
+                synthetic=True,
+            )
+        )
     wanted = {f.strip() for f in formats.split(",")}
     if "vott" in wanted:
         (out / "vott-export.json").write_text(json.dumps(to_vott(anns), indent=1))
@@ -148,7 +172,8 @@ def serve_model_command(
     model: Path | None = typer.Option(None, "--model", help="Model folder; default: newest registered/packaged."),
     data: Path | None = typer.Option(None, "--data", help="Data dir whose models/ registry to use."),
     token_file: Path | None = typer.Option(
-        None, "--token-file", help="File holding the token or 'sha256:<hex>'; else MEDCLOUD_SERVE_TOKEN_SHA256."),
+        None, "--token-file", help="File holding the token or 'sha256:<hex>'; else MEDCLOUD_SERVE_TOKEN_SHA256."
+    ),
     threads: int = typer.Option(2, help="onnxruntime intra-op threads."),
 ) -> None:
     """Serve the detector with onnxruntime only (no torch): minimal process for scale-to-zero platforms."""

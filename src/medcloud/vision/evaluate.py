@@ -25,8 +25,14 @@ def _seed(site_index: int, i: int, kind: int) -> int:
     return EVAL_SEED_BASE + kind * 10_000_000 + site_index * 100_000 + i
 
 
-def evaluate_model(model_dir: Path, images_per_site: int = 40, verdict_images_per_site: int = 40,
-                   sites: tuple[str, ...] | None = None, size: int = 640, threads: int = 2) -> dict[str, Any]:
+def evaluate_model(
+    model_dir: Path,
+    images_per_site: int = 40,
+    verdict_images_per_site: int = 40,
+    sites: tuple[str, ...] | None = None,
+    size: int = 640,
+    threads: int = 2,
+) -> dict[str, Any]:
     """Metrics for the card: overall (training-style sites), per class, per site, crop-vote accuracy."""
     model = GramStainModel(model_dir, threads=threads)
     site_names = sites or tuple(SITES)

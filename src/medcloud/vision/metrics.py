@@ -38,8 +38,14 @@ class DetectionAccumulator:
         self._hits = [[] for _ in range(self.num_classes)]
         self._truths = [0] * self.num_classes
 
-    def add(self, pred_boxes: NDArray[np.float32], pred_labels: NDArray[np.int64], pred_scores: NDArray[np.float32],
-            true_boxes: NDArray[np.float32], true_labels: NDArray[np.int64]) -> None:
+    def add(
+        self,
+        pred_boxes: NDArray[np.float32],
+        pred_labels: NDArray[np.int64],
+        pred_scores: NDArray[np.float32],
+        true_boxes: NDArray[np.float32],
+        true_labels: NDArray[np.int64],
+    ) -> None:
         for c in range(self.num_classes):
             t = true_boxes[true_labels == c]
             self._truths[c] += len(t)
@@ -74,8 +80,13 @@ class DetectionAccumulator:
             fp = np.cumsum(~hits)
             recall = tp / n if len(tp) else np.zeros(0)
             precision = tp / np.maximum(tp + fp, 1) if len(tp) else np.zeros(0)
-            out.append({"ap50": round(voc_ap(recall, precision), 4),
-                        "recall": round(float(recall[-1]) if len(recall) else 0.0, 4), "instances": n})
+            out.append(
+                {
+                    "ap50": round(voc_ap(recall, precision), 4),
+                    "recall": round(float(recall[-1]) if len(recall) else 0.0, 4),
+                    "instances": n,
+                }
+            )
         return out
 
     def mean_ap(self) -> float:

@@ -58,7 +58,9 @@ class GramDetector(nn.Module):
         self.stage1 = nn.Sequential(SeparableBlock(c1, c2, 2), SeparableBlock(c2, c2))  # /4
         self.stage2 = nn.Sequential(SeparableBlock(c2, c3, 2), SeparableBlock(c3, c3), SeparableBlock(c3, c3))  # /8
         self.stage3 = nn.Sequential(
-            SeparableBlock(c3, c4, 2), SeparableBlock(c4, c4), SeparableBlock(c4, c4, dilation=2),
+            SeparableBlock(c3, c4, 2),
+            SeparableBlock(c4, c4),
+            SeparableBlock(c4, c4, dilation=2),
             SeparableBlock(c4, c4),
         )  # /16
         n = 64

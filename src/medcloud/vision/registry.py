@@ -62,8 +62,21 @@ class ModelVersion:
         return self.task != FL_TASK and "detector.onnx" in self.card.get("files", {})
 
     def summary(self) -> dict[str, Any]:
-        keep = ("name", "version", "created", "synthetic", "notice", "sha256", "task", "labels", "crop_classes",
-                "training", "metrics", "license", "input")
+        keep = (
+            "name",
+            "version",
+            "created",
+            "synthetic",
+            "notice",
+            "sha256",
+            "task",
+            "labels",
+            "crop_classes",
+            "training",
+            "metrics",
+            "license",
+            "input",
+        )
         summary = {k: self.card[k] for k in keep if k in self.card}
         return summary | {"packaged": _is_relative(self.path, PACKAGED_MODELS)}
 
@@ -114,8 +127,14 @@ def load_dir(path: Path) -> ModelVersion:
     return ModelVersion(card.get("name", path.parent.name), card.get("version", path.name), path, card)
 
 
-def write_card(model_dir: Path, name: str, version: str, training: dict[str, Any], metrics: dict[str, Any],
-               extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def write_card(
+    model_dir: Path,
+    name: str,
+    version: str,
+    training: dict[str, Any],
+    metrics: dict[str, Any],
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Hash the ONNX files and write card.json; returns the card."""
     from medcloud.vision.labels import CROP_CLASS_NAMES, CROP_CLASSES, LABELS
     from medcloud.vision.runtime import INPUT_LONG_SIDE, STRIDE, TILE
@@ -135,18 +154,28 @@ def write_card(model_dir: Path, name: str, version: str, training: dict[str, Any
         "task": "Gram-stain smear detection (17 labels) + 5-class crop vote",
         "synthetic": True,
         "notice": "Trained and evaluated on SYNTHETIC smears only (" + SYNTHETIC_NOTICE + "). "
-                  "Not validated on real specimens; not for clinical use.",
+        "Not validated on real specimens; not for clinical use.",
         "license": "Apache-2.0",
         "sha256": files["detector.onnx"]["sha256"],
         "files": files,
-        "labels": [{"code": lab.code, "en": lab.en, "ja": lab.ja, "gram": lab.gram, "shape": lab.shape,
-                    "crop_class": lab.crop_class} for lab in LABELS],
-        "crop_classes": [{"code": c, "en": CROP_CLASS_NAMES[c][0], "ja": CROP_CLASS_NAMES[c][1]}
-                         for c in CROP_CLASSES],
+        "labels": [
+            {
+                "code": lab.code,
+                "en": lab.en,
+                "ja": lab.ja,
+                "gram": lab.gram,
+                "shape": lab.shape,
+                "crop_class": lab.crop_class,
+            }
+            for lab in LABELS
+        ],
+        "crop_classes": [{"code": c, "en": CROP_CLASS_NAMES[c][0], "ja": CROP_CLASS_NAMES[c][1]} for c in CROP_CLASSES],
         "input": {"long_side": INPUT_LONG_SIDE, "stride": STRIDE, "tile": TILE, "layout": "NCHW float 0..255 RGB"},
         "training": training,
-        "sites": {n: {"seen_in_training": n in training.get("sites", []), "description": s.description,
-                      "synthetic": True} for n, s in SITES.items()},
+        "sites": {
+            n: {"seen_in_training": n in training.get("sites", []), "description": s.description, "synthetic": True}
+            for n, s in SITES.items()
+        },
         "metrics": metrics,
     } | (extra or {})
     (model_dir / "card.json").write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

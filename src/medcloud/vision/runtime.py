@@ -108,8 +108,13 @@ def prepare(image: NDArray[np.uint8], long_side: int = INPUT_LONG_SIDE) -> tuple
     return np.ascontiguousarray(canvas.transpose(2, 0, 1)[None], dtype=np.float32), scale
 
 
-def decode_peaks(heat: NDArray[np.float32], reg: NDArray[np.float32], score_threshold: float = 0.05,
-                 top_k: int = 100, nms_iou: float = 0.6) -> list[Detection]:
+def decode_peaks(
+    heat: NDArray[np.float32],
+    reg: NDArray[np.float32],
+    score_threshold: float = 0.05,
+    top_k: int = 100,
+    nms_iou: float = 0.6,
+) -> list[Detection]:
     """Peaks of one heatmap (C, h, w) to boxes in detector-input pixels, with class-agnostic NMS."""
     _c, h, w = heat.shape
     flat = heat.reshape(-1)
@@ -161,7 +166,7 @@ def tiles(prepared: NDArray[np.float32], valid_hw: tuple[int, int], tile: int = 
     for y in range(0, max(vh - tile // 2, 1), tile):
         for x in range(0, max(vw - tile // 2, 1), tile):
             y0, x0 = min(y, max(H - tile, 0)), min(x, max(W - tile, 0))
-            crop = prepared[0, :, y0:y0 + tile, x0:x0 + tile]
+            crop = prepared[0, :, y0 : y0 + tile, x0 : x0 + tile]
             if crop.shape[1:] == (tile, tile):
                 out.append(crop)
     return np.stack(out) if out else np.zeros((0, 3, tile, tile), dtype=np.float32)
@@ -194,11 +199,13 @@ class GramStainModel:
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.model_dir = model_dir
-        self.detector = ort.InferenceSession(str(model_dir / "detector.onnx"), opts,
-                                             providers=["CPUExecutionProvider"])
+        self.detector = ort.InferenceSession(str(model_dir / "detector.onnx"), opts, providers=["CPUExecutionProvider"])
         classifier = model_dir / "classifier.onnx"
-        self.classifier = (ort.InferenceSession(str(classifier), opts, providers=["CPUExecutionProvider"])
-                           if classifier.exists() else None)
+        self.classifier = (
+            ort.InferenceSession(str(classifier), opts, providers=["CPUExecutionProvider"])
+            if classifier.exists()
+            else None
+        )
         self._lock = threading.Lock()
 
     def predict(self, image: NDArray[np.uint8], score_threshold: float = 0.25) -> Prediction:
@@ -207,8 +214,19 @@ class GramStainModel:
         x, scale = prepare(image)
         heat, reg = self.detector.run(None, {"image": x})
         found = decode_peaks(heat[0], reg[0], score_threshold=score_threshold)
-        dets = [Detection((max(0.0, d.box[0] / scale), max(0.0, d.box[1] / scale), min(float(w), d.box[2] / scale),
-                           min(float(h), d.box[3] / scale)), d.label, d.score) for d in found]
+        dets = [
+            Detection(
+                (
+                    max(0.0, d.box[0] / scale),
+                    max(0.0, d.box[1] / scale),
+                    min(float(w), d.box[2] / scale),
+                    min(float(h), d.box[3] / scale),
+                ),
+                d.label,
+                d.score,
+            )
+            for d in found
+        ]
         votes: dict[str, int] = {}
         verdict = None
         if self.classifier is not None:

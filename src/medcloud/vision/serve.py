@@ -85,9 +85,17 @@ def make_handler(model: Predictor, version: ModelVersion, expected_sha256: str) 
             self.wfile.write(data)
 
         def _problem(self, exc: MedcloudError) -> None:
-            self._send(exc.status, {"type": f"https://medcloud.dev/problems/{exc.type_slug}", "title": exc.title,
-                                    "status": exc.status, "detail": exc.detail, "instance": urlsplit(self.path).path},
-                       "application/problem+json")
+            self._send(
+                exc.status,
+                {
+                    "type": f"https://medcloud.dev/problems/{exc.type_slug}",
+                    "title": exc.title,
+                    "status": exc.status,
+                    "detail": exc.detail,
+                    "instance": urlsplit(self.path).path,
+                },
+                "application/problem+json",
+            )
 
         def _authenticate(self) -> None:
             scheme, _, token = self.headers.get("Authorization", "").partition(" ")
@@ -111,8 +119,9 @@ def make_handler(model: Predictor, version: ModelVersion, expected_sha256: str) 
             try:
                 if path == "/healthz":
                     # Reported so tests and operators can see the process stayed torch-free.
-                    self._send(200, {"status": "ok", "model": version.version,
-                                     "torch_imported": "torch" in sys.modules})
+                    self._send(
+                        200, {"status": "ok", "model": version.version, "torch_imported": "torch" in sys.modules}
+                    )
                     return
                 self._authenticate()
                 if path == "/api/v1/models":
@@ -138,8 +147,12 @@ def make_handler(model: Predictor, version: ModelVersion, expected_sha256: str) 
                 t0 = time.perf_counter()
                 pred = model.predict(decode_image(body, MAX_BODY), score_threshold=threshold)
                 out = pred.to_json(version.version)
-                out["model"] = {"name": version.name, "version": version.version,
-                                "sha256": version.card.get("sha256"), "synthetic": True}
+                out["model"] = {
+                    "name": version.name,
+                    "version": version.version,
+                    "sha256": version.card.get("sha256"),
+                    "synthetic": True,
+                }
                 out["kept"] = False
                 out["server_ms"] = round((time.perf_counter() - t0) * 1000, 2)
                 self._send(200, out)
@@ -149,15 +162,17 @@ def make_handler(model: Predictor, version: ModelVersion, expected_sha256: str) 
     return Handler
 
 
-def build_server(model: Predictor, version: ModelVersion, expected_sha256: str, host: str, port: int
-                 ) -> ThreadingHTTPServer:
+def build_server(
+    model: Predictor, version: ModelVersion, expected_sha256: str, host: str, port: int
+) -> ThreadingHTTPServer:
     server = ThreadingHTTPServer((host, port), make_handler(model, version, expected_sha256))
     server.daemon_threads = True
     return server
 
 
-def run(model_dir: Path | None, data_dir: Path | None, host: str, port: int, token_file: Path | None,
-        threads: int = 2) -> None:
+def run(
+    model_dir: Path | None, data_dir: Path | None, host: str, port: int, token_file: Path | None, threads: int = 2
+) -> None:
     """Load the model (hash-checked) and serve until interrupted."""
     from medcloud.vision.service import find_model, loaded_model
 
@@ -165,7 +180,9 @@ def run(model_dir: Path | None, data_dir: Path | None, host: str, port: int, tok
     version = find_model(data_dir, model_dir=model_dir)
     model = loaded_model(version, threads)
     server = build_server(model, version, expected, host, port)
-    sys.stderr.write(f"serve-model {version.name}/{version.version} (SYNTHETIC) on http://{host}:{server.server_port}\n")
+    sys.stderr.write(
+        f"serve-model {version.name}/{version.version} (SYNTHETIC) on http://{host}:{server.server_port}\n"
+    )
     sys.stderr.flush()
     try:
         server.serve_forever(poll_interval=0.2)

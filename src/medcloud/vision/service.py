@@ -32,8 +32,9 @@ def loaded_model(version: ModelVersion, threads: int = 2) -> GramStainModel:
     return model
 
 
-def find_model(data_dir: Path | None, name: str | None = None, version: str | None = None,
-               model_dir: Path | None = None) -> ModelVersion:
+def find_model(
+    data_dir: Path | None, name: str | None = None, version: str | None = None, model_dir: Path | None = None
+) -> ModelVersion:
     if model_dir is not None:
         return load_dir(model_dir)
     return resolve(data_dir, name or "gram-stain", version)
@@ -51,13 +52,18 @@ def parse_threshold(value: str | float | None) -> float:
     return t
 
 
-def infer(version: ModelVersion, data: bytes, threshold: float = 0.3, max_bytes: int = 50 * 1024 * 1024,
-          threads: int = 2) -> dict[str, Any]:
+def infer(
+    version: ModelVersion, data: bytes, threshold: float = 0.3, max_bytes: int = 50 * 1024 * 1024, threads: int = 2
+) -> dict[str, Any]:
     """Bytes of an image in, the inference JSON out (boxes in original-image pixels)."""
     image = decode_image(data, max_bytes=max_bytes)
     model = loaded_model(version, threads)
     pred = model.predict(image, score_threshold=threshold)
     out = pred.to_json(version.version)
-    out["model"] = {"name": version.name, "version": version.version, "sha256": version.card.get("sha256"),
-                    "synthetic": bool(version.card.get("synthetic", True))}
+    out["model"] = {
+        "name": version.name,
+        "version": version.version,
+        "sha256": version.card.get("sha256"),
+        "synthetic": bool(version.card.get("synthetic", True)),
+    }
     return out

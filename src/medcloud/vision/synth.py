@@ -55,8 +55,12 @@ class Cell:
 
     def extent(self) -> tuple[float, float, float, float]:
         r = max(self.r0, self.r1) + self.halo * 0.5
-        return (min(self.x0, self.x1) - r, min(self.y0, self.y1) - r, max(self.x0, self.x1) + r,
-                max(self.y0, self.y1) + r)
+        return (
+            min(self.x0, self.x1) - r,
+            min(self.y0, self.y1) - r,
+            max(self.x0, self.x1) + r,
+            max(self.y0, self.y1) + r,
+        )
 
 
 @dataclass(frozen=True)
@@ -101,27 +105,87 @@ class Site:
 SITES: dict[str, Site] = {
     s.name: s
     for s in (
-        Site("site-a", "university hospital, LED microscope, phone adapter", True,
-             {"cv_gain": (0.9, 1.1), "saf_gain": (0.9, 1.1), "vignette": (0.05, 0.2), "noise": (0.005, 0.02),
-              "blur": (0.0, 0.6)}, ((0.97, 1.03), (0.97, 1.03), (0.97, 1.03))),
-        Site("site-b", "city hospital, heavy crystal violet, cool camera", True,
-             {"cv_gain": (1.1, 1.35), "saf_gain": (0.8, 1.0), "bg_gain": (1.0, 1.5), "vignette": (0.1, 0.3),
-              "noise": (0.01, 0.03), "blur": (0.3, 1.0), "brightness": (0.9, 1.0), "retain": (0.0, 0.08)},
-             ((0.9, 0.97), (0.97, 1.02), (1.0, 1.08))),
-        Site("site-c", "regional lab, pale stain, noisy sensor", True,
-             {"cv_gain": (0.7, 0.9), "saf_gain": (0.7, 0.9), "bg_gain": (0.6, 1.0), "vignette": (0.0, 0.15),
-              "noise": (0.02, 0.045), "blur": (0.0, 0.8), "decolorize": (0.0, 0.1), "gamma": (0.9, 1.1)},
-             ((1.0, 1.06), (0.97, 1.02), (0.94, 1.0))),
+        Site(
+            "site-a",
+            "university hospital, LED microscope, phone adapter",
+            True,
+            {
+                "cv_gain": (0.9, 1.1),
+                "saf_gain": (0.9, 1.1),
+                "vignette": (0.05, 0.2),
+                "noise": (0.005, 0.02),
+                "blur": (0.0, 0.6),
+            },
+            ((0.97, 1.03), (0.97, 1.03), (0.97, 1.03)),
+        ),
+        Site(
+            "site-b",
+            "city hospital, heavy crystal violet, cool camera",
+            True,
+            {
+                "cv_gain": (1.1, 1.35),
+                "saf_gain": (0.8, 1.0),
+                "bg_gain": (1.0, 1.5),
+                "vignette": (0.1, 0.3),
+                "noise": (0.01, 0.03),
+                "blur": (0.3, 1.0),
+                "brightness": (0.9, 1.0),
+                "retain": (0.0, 0.08),
+            },
+            ((0.9, 0.97), (0.97, 1.02), (1.0, 1.08)),
+        ),
+        Site(
+            "site-c",
+            "regional lab, pale stain, noisy sensor",
+            True,
+            {
+                "cv_gain": (0.7, 0.9),
+                "saf_gain": (0.7, 0.9),
+                "bg_gain": (0.6, 1.0),
+                "vignette": (0.0, 0.15),
+                "noise": (0.02, 0.045),
+                "blur": (0.0, 0.8),
+                "decolorize": (0.0, 0.1),
+                "gamma": (0.9, 1.1),
+            },
+            ((1.0, 1.06), (0.97, 1.02), (0.94, 1.0)),
+        ),
         # Styles never shown in training: measured separately to show how the model travels.
-        Site("site-d-webcam", "UNSEEN: webcam pointed at the microscope monitor (moire, warp, JPEG)", False,
-             {"cv_gain": (0.85, 1.15), "saf_gain": (0.85, 1.1), "vignette": (0.1, 0.35), "noise": (0.015, 0.04),
-              "blur": (0.6, 1.4), "moire": (0.04, 0.1), "subpixel": (0.03, 0.08), "warp": (1.0, 3.0),
-              "jpeg": (55, 80), "gamma": (0.8, 1.0), "brightness": (0.85, 1.0)},
-             ((0.92, 1.0), (1.0, 1.08), (0.95, 1.05))),
-        Site("site-e-halogen", "UNSEEN: old halogen microscope, yellow cast, dim, strong vignette", False,
-             {"cv_gain": (0.9, 1.2), "saf_gain": (0.9, 1.2), "bg_gain": (0.8, 1.3), "vignette": (0.3, 0.5),
-              "noise": (0.01, 0.03), "blur": (0.2, 0.9), "brightness": (0.75, 0.9), "decolorize": (0.0, 0.12)},
-             ((1.04, 1.12), (0.98, 1.04), (0.78, 0.88))),
+        Site(
+            "site-d-webcam",
+            "UNSEEN: webcam pointed at the microscope monitor (moire, warp, JPEG)",
+            False,
+            {
+                "cv_gain": (0.85, 1.15),
+                "saf_gain": (0.85, 1.1),
+                "vignette": (0.1, 0.35),
+                "noise": (0.015, 0.04),
+                "blur": (0.6, 1.4),
+                "moire": (0.04, 0.1),
+                "subpixel": (0.03, 0.08),
+                "warp": (1.0, 3.0),
+                "jpeg": (55, 80),
+                "gamma": (0.8, 1.0),
+                "brightness": (0.85, 1.0),
+            },
+            ((0.92, 1.0), (1.0, 1.08), (0.95, 1.05)),
+        ),
+        Site(
+            "site-e-halogen",
+            "UNSEEN: old halogen microscope, yellow cast, dim, strong vignette",
+            False,
+            {
+                "cv_gain": (0.9, 1.2),
+                "saf_gain": (0.9, 1.2),
+                "bg_gain": (0.8, 1.3),
+                "vignette": (0.3, 0.5),
+                "noise": (0.01, 0.03),
+                "blur": (0.2, 0.9),
+                "brightness": (0.75, 0.9),
+                "decolorize": (0.0, 0.12),
+            },
+            ((1.04, 1.12), (0.98, 1.04), (0.78, 0.88)),
+        ),
     )
 }
 TRAINING_SITES: tuple[str, ...] = tuple(name for name, s in SITES.items() if s.seen)
@@ -130,14 +194,14 @@ UNSEEN_SITES: tuple[str, ...] = tuple(name for name, s in SITES.items() if not s
 
 # ---- morphology: one function per label, returning cells around (0, 0) in nominal pixels ----
 
+
 def _rod(cx: float, cy: float, angle: float, length: float, width: float, stain: str, **kw: Any) -> Cell:
     dx, dy = math.cos(angle) * length / 2, math.sin(angle) * length / 2
     r = width / 2
     return Cell(cx - dx, cy - dy, cx + dx, cy + dy, kw.pop("r0", r), kw.pop("r1", r), stain, **kw)
 
 
-def _coccus(cx: float, cy: float, r: float, stain: str, elong: float = 0.0, angle: float = 0.0,
-            **kw: Any) -> Cell:
+def _coccus(cx: float, cy: float, r: float, stain: str, elong: float = 0.0, angle: float = 0.0, **kw: Any) -> Cell:
     dx, dy = math.cos(angle) * elong / 2, math.sin(angle) * elong / 2
     return Cell(cx - dx, cy - dy, cx + dx, cy + dy, r, r, stain, **kw)
 
@@ -179,9 +243,19 @@ def _scatter(rng: np.random.Generator, n: int, radius: float) -> list[tuple[floa
 
 def _enterobacterales(rng: np.random.Generator) -> list[Cell]:
     # Plump Gram-negative rods with bipolar staining, scattered singly.
-    return [_rod(x, y, rng.uniform(0, math.pi), rng.uniform(13, 18), rng.uniform(6.5, 8), "saf",
-                 pattern="bipolar", density=rng.uniform(0.85, 1.05))
-            for x, y in _scatter(rng, int(rng.integers(2, 6)), 14)]
+    return [
+        _rod(
+            x,
+            y,
+            rng.uniform(0, math.pi),
+            rng.uniform(13, 18),
+            rng.uniform(6.5, 8),
+            "saf",
+            pattern="bipolar",
+            density=rng.uniform(0.85, 1.05),
+        )
+        for x, y in _scatter(rng, int(rng.integers(2, 6)), 14)
+    ]
 
 
 def _p_aeruginosa(rng: np.random.Generator) -> list[Cell]:
@@ -214,9 +288,18 @@ def _pseudomonas_other(rng: np.random.Generator) -> list[Cell]:
 
 def _haemophilus(rng: np.random.Generator) -> list[Cell]:
     # Tiny pleomorphic Gram-negative coccobacilli in a loose cloud, faintly stained.
-    return [_rod(x, y, rng.uniform(0, math.pi), rng.uniform(2.5, 7), rng.uniform(3.2, 4.2), "saf",
-                 density=rng.uniform(0.55, 0.8))
-            for x, y in _scatter(rng, int(rng.integers(10, 22)), rng.uniform(15, 22))]
+    return [
+        _rod(
+            x,
+            y,
+            rng.uniform(0, math.pi),
+            rng.uniform(2.5, 7),
+            rng.uniform(3.2, 4.2),
+            "saf",
+            density=rng.uniform(0.55, 0.8),
+        )
+        for x, y in _scatter(rng, int(rng.integers(10, 22)), rng.uniform(15, 22))
+    ]
 
 
 def _gn_cocci(rng: np.random.Generator) -> list[Cell]:
@@ -227,8 +310,9 @@ def _gn_cocci(rng: np.random.Generator) -> list[Cell]:
         r = rng.uniform(3.8, 4.4)
         for s in (-1, 1):
             cx, cy = x + math.cos(a) * s * r * 0.95, y + math.sin(a) * s * r * 0.95
-            cells.append(_coccus(cx, cy, r * 0.72, "saf", elong=r * 1.1, angle=a + math.pi / 2,
-                                 density=rng.uniform(0.85, 1.05)))
+            cells.append(
+                _coccus(cx, cy, r * 0.72, "saf", elong=r * 1.1, angle=a + math.pi / 2, density=rng.uniform(0.85, 1.05))
+            )
     return cells
 
 
@@ -246,15 +330,19 @@ def _enterococcus(rng: np.random.Generator) -> list[Cell]:
 def _cns(rng: np.random.Generator) -> list[Cell]:
     # Small Gram-positive cocci in small irregular clusters.
     r = rng.uniform(3.3, 3.9)
-    return [_coccus(x, y, r * rng.uniform(0.92, 1.08), "cv", density=rng.uniform(0.9, 1.05))
-            for x, y in _cluster(rng, int(rng.integers(5, 11)), r, 2.0)]
+    return [
+        _coccus(x, y, r * rng.uniform(0.92, 1.08), "cv", density=rng.uniform(0.9, 1.05))
+        for x, y in _cluster(rng, int(rng.integers(5, 11)), r, 2.0)
+    ]
 
 
 def _s_aureus(rng: np.random.Generator) -> list[Cell]:
     # Larger Gram-positive cocci in dense grape-like clusters.
     r = rng.uniform(5.0, 5.8)
-    return [_coccus(x, y, r * rng.uniform(0.95, 1.05), "cv", density=rng.uniform(0.95, 1.1))
-            for x, y in _cluster(rng, int(rng.integers(14, 28)), r, 1.7)]
+    return [
+        _coccus(x, y, r * rng.uniform(0.95, 1.05), "cv", density=rng.uniform(0.95, 1.1))
+        for x, y in _cluster(rng, int(rng.integers(14, 28)), r, 1.7)
+    ]
 
 
 def _gbs(rng: np.random.Generator) -> list[Cell]:
@@ -263,23 +351,34 @@ def _gbs(rng: np.random.Generator) -> list[Cell]:
     cells = []
     for px, py, a in _walk(rng, int(rng.integers(3, 5)), r * 4.6, 0.3):
         for s in (-1, 1):
-            cells.append(_coccus(px + math.cos(a) * s * r * 0.95, py + math.sin(a) * s * r * 0.95, r, "cv",
-                                 density=rng.uniform(0.9, 1.05)))
+            cells.append(
+                _coccus(
+                    px + math.cos(a) * s * r * 0.95,
+                    py + math.sin(a) * s * r * 0.95,
+                    r,
+                    "cv",
+                    density=rng.uniform(0.9, 1.05),
+                )
+            )
     return cells
 
 
 def _streptococcus(rng: np.random.Generator) -> list[Cell]:
     # Long, winding chains of small cocci.
     r = rng.uniform(3.3, 3.8)
-    return [_coccus(px, py, r, "cv", density=rng.uniform(0.85, 1.0))
-            for px, py, _ in _walk(rng, int(rng.integers(10, 18)), r * 2.05, 0.35)]
+    return [
+        _coccus(px, py, r, "cv", density=rng.uniform(0.85, 1.0))
+        for px, py, _ in _walk(rng, int(rng.integers(10, 18)), r * 2.05, 0.35)
+    ]
 
 
 def _s_pyogenes(rng: np.random.Generator) -> list[Cell]:
     # Long straight chains of large round cocci, evenly spaced.
     r = rng.uniform(5.2, 5.8)
-    return [_coccus(px, py, r, "cv", density=rng.uniform(0.95, 1.1))
-            for px, py, _ in _walk(rng, int(rng.integers(7, 12)), r * 2.1, 0.06)]
+    return [
+        _coccus(px, py, r, "cv", density=rng.uniform(0.95, 1.1))
+        for px, py, _ in _walk(rng, int(rng.integers(7, 12)), r * 2.1, 0.06)
+    ]
 
 
 def _s_pneumoniae(rng: np.random.Generator) -> list[Cell]:
@@ -290,8 +389,19 @@ def _s_pneumoniae(rng: np.random.Generator) -> list[Cell]:
         r = rng.uniform(4.8, 5.5)
         for s in (-1, 1):
             ux, uy = math.cos(a) * s, math.sin(a) * s
-            cells.append(Cell(x + ux * r * 0.9, y + uy * r * 0.9, x + ux * r * 2.3, y + uy * r * 2.3, r, 1.2,
-                              "cv", density=rng.uniform(0.95, 1.1), halo=rng.uniform(4.5, 6.5)))
+            cells.append(
+                Cell(
+                    x + ux * r * 0.9,
+                    y + uy * r * 0.9,
+                    x + ux * r * 2.3,
+                    y + uy * r * 2.3,
+                    r,
+                    1.2,
+                    "cv",
+                    density=rng.uniform(0.95, 1.1),
+                    halo=rng.uniform(4.5, 6.5),
+                )
+            )
     return cells
 
 
@@ -301,9 +411,20 @@ def _bacillus(rng: np.random.Generator) -> list[Cell]:
     length = rng.uniform(28, 36)
     w = rng.uniform(8.5, 10)
     spore = rng.uniform() < 0.5
-    return [_rod(px, py, a, length, w, "cv", square=True, pattern="spore" if spore else "plain",
-                 density=rng.uniform(0.95, 1.1))
-            for px, py, a in _walk(rng, n, length + 2.0, 0.12)]
+    return [
+        _rod(
+            px,
+            py,
+            a,
+            length,
+            w,
+            "cv",
+            square=True,
+            pattern="spore" if spore else "plain",
+            density=rng.uniform(0.95, 1.1),
+        )
+        for px, py, a in _walk(rng, n, length + 2.0, 0.12)
+    ]
 
 
 def _listeria(rng: np.random.Generator) -> list[Cell]:
@@ -317,8 +438,17 @@ def _listeria(rng: np.random.Generator) -> list[Cell]:
         if rng.uniform() < 0.5:
             a2 = a + rng.choice([-1.0, 1.0]) * rng.uniform(0.6, 1.0)
             ex, ey = x + math.cos(a) * length / 2, y + math.sin(a) * length / 2
-            cells.append(_rod(ex + math.cos(a2) * length / 2, ey + math.sin(a2) * length / 2, a2, length, w, "cv",
-                              density=rng.uniform(0.85, 1.0)))
+            cells.append(
+                _rod(
+                    ex + math.cos(a2) * length / 2,
+                    ey + math.sin(a2) * length / 2,
+                    a2,
+                    length,
+                    w,
+                    "cv",
+                    density=rng.uniform(0.85, 1.0),
+                )
+            )
     return cells
 
 
@@ -334,9 +464,20 @@ def _corynebacterium(rng: np.random.Generator) -> list[Cell]:
         aa = a + rng.normal(0, 0.12)
         flip = rng.uniform() < 0.5
         r_thin, r_club = rng.uniform(2.2, 2.7), rng.uniform(3.4, 4.0)
-        cells.append(_rod(nx * off + rng.normal(0, 1.5), ny * off + rng.normal(0, 1.5), aa, length, 6.0, "cv",
-                          r0=r_club if flip else r_thin, r1=r_thin if flip else r_club, pattern="beaded",
-                          density=rng.uniform(0.9, 1.05)))
+        cells.append(
+            _rod(
+                nx * off + rng.normal(0, 1.5),
+                ny * off + rng.normal(0, 1.5),
+                aa,
+                length,
+                6.0,
+                "cv",
+                r0=r_club if flip else r_thin,
+                r1=r_thin if flip else r_club,
+                pattern="beaded",
+                density=rng.uniform(0.9, 1.05),
+            )
+        )
     return cells
 
 
@@ -350,16 +491,29 @@ def _candida(rng: np.random.Generator) -> list[Cell]:
         if rng.uniform() < 0.7:
             b = a + rng.normal(0, 0.4)
             d = r + 5.5
-            cells.append(_coccus(x + math.cos(b) * d, y + math.sin(b) * d, rng.uniform(3.8, 5), "cv",
-                                 density=rng.uniform(1.0, 1.2)))
+            cells.append(
+                _coccus(
+                    x + math.cos(b) * d, y + math.sin(b) * d, rng.uniform(3.8, 5), "cv", density=rng.uniform(1.0, 1.2)
+                )
+            )
     return cells
 
 
 def _rbc(rng: np.random.Generator) -> list[Cell]:
     # A red blood cell: a pale disc with central pallor.
     r = rng.uniform(14, 18)
-    return [_coccus(0, 0, r, "rbc", elong=rng.uniform(0, 3), angle=rng.uniform(0, math.pi), pattern="pallor",
-                    density=rng.uniform(0.7, 1.0))]
+    return [
+        _coccus(
+            0,
+            0,
+            r,
+            "rbc",
+            elong=rng.uniform(0, 3),
+            angle=rng.uniform(0, math.pi),
+            pattern="pallor",
+            density=rng.uniform(0.7, 1.0),
+        )
+    ]
 
 
 MORPHOLOGY: dict[str, Callable[[np.random.Generator], list[Cell]]] = {
@@ -386,6 +540,7 @@ ORGANISMS: tuple[str, ...] = tuple(code for code in MORPHOLOGY if code != "rbc")
 
 # ---- rendering ----
 
+
 @dataclass
 class Smear:
     """A synthetic smear: RGB uint8 image, boxes [x0, y0, x1, y1] in image pixels, label indices."""
@@ -399,8 +554,13 @@ class Smear:
     synthetic: bool = True
 
     def metadata(self) -> dict[str, Any]:
-        return {"synthetic": True, "notice": SYNTHETIC_NOTICE, "site": self.site, "seed": self.seed,
-                "style": asdict(self.style)}
+        return {
+            "synthetic": True,
+            "notice": SYNTHETIC_NOTICE,
+            "site": self.site,
+            "seed": self.seed,
+            "style": asdict(self.style),
+        }
 
 
 def _smooth_field(rng: np.random.Generator, h: int, w: int, cells: int) -> Array:
@@ -463,8 +623,9 @@ def _draw_group(fields: dict[str, Array], cells: list[Cell], ox: float, oy: floa
         elif pattern == "beaded":
             shade[i] = 0.75 + 0.3 * np.cos(t[i] * 2 * math.pi * 2.5) ** 2
         elif pattern == "spore":
-            shade[i] = 1 - 0.75 * np.exp(-(((t[i] - 0.5) * seglen[i]) / 5.0) ** 2) * np.exp(
-                -((dist[i] / max(float(radius[i].mean()), 1e-3)) / 0.7) ** 2)
+            shade[i] = 1 - 0.75 * np.exp(-((((t[i] - 0.5) * seglen[i]) / 5.0) ** 2)) * np.exp(
+                -(((dist[i] / max(float(radius[i].mean()), 1e-3)) / 0.7) ** 2)
+            )
         elif pattern == "pallor":
             rr = (dist[i] / np.maximum(radius[i], 1e-3)) ** 2
             shade[i] = 0.45 + 0.55 * np.clip(rr, 0, 1)
@@ -482,15 +643,24 @@ def _draw_group(fields: dict[str, Array], cells: list[Cell], ox: float, oy: floa
 def _group_box(cells: list[Cell]) -> tuple[float, float, float, float]:
     ext = np.array([c.extent() for c in cells])
     # The capsule halo is part of the drawing but not of the organism: the box hugs the stained cells.
-    tight = np.array([
-        (min(c.x0, c.x1) - max(c.r0, c.r1), min(c.y0, c.y1) - max(c.r0, c.r1),
-         max(c.x0, c.x1) + max(c.r0, c.r1), max(c.y0, c.y1) + max(c.r0, c.r1)) for c in cells])
+    tight = np.array(
+        [
+            (
+                min(c.x0, c.x1) - max(c.r0, c.r1),
+                min(c.y0, c.y1) - max(c.r0, c.r1),
+                max(c.x0, c.x1) + max(c.r0, c.r1),
+                max(c.y0, c.y1) + max(c.r0, c.r1),
+            )
+            for c in cells
+        ]
+    )
     del ext
     return float(tight[:, 0].min()), float(tight[:, 1].min()), float(tight[:, 2].max()), float(tight[:, 3].max())
 
 
-def _overlap(a: tuple[float, float, float, float], boxes: list[tuple[float, float, float, float]],
-             limit: float) -> bool:
+def _overlap(
+    a: tuple[float, float, float, float], boxes: list[tuple[float, float, float, float]], limit: float
+) -> bool:
     for b in boxes:
         iw = min(a[2], b[2]) - max(a[0], b[0])
         ih = min(a[3], b[3]) - max(a[1], b[1])
@@ -513,8 +683,14 @@ def choose_species(rng: np.random.Generator, n_groups: int) -> list[str]:
     return species
 
 
-def render_smear(seed: int, site: str = "site-a", size: tuple[int, int] = (640, 640), scale: float = 1.0,
-                 species: list[str] | None = None, style: SiteStyle | None = None) -> Smear:
+def render_smear(
+    seed: int,
+    site: str = "site-a",
+    size: tuple[int, int] = (640, 640),
+    scale: float = 1.0,
+    species: list[str] | None = None,
+    style: SiteStyle | None = None,
+) -> Smear:
     """Draw one SYNTHETIC smear. `size` is (height, width) in output pixels; geometry scales with `scale`."""
     rng = np.random.default_rng(seed)
     if style is None:
@@ -550,8 +726,12 @@ def render_smear(seed: int, site: str = "site-a", size: tuple[int, int] = (640, 
     saf = fields["saf"] * (1 - style.retain) + fields["cv"] * style.decolorize
     bg = (0.35 + 0.9 * _smooth_field(rng, h, w, 6)) * (0.8 + 0.4 * rng.uniform(0, 1, (h, w)).astype(np.float32))
     bg = bg * style.bg_gain * (1 - 0.85 * fields["clear"])
-    od = (cv[..., None] * (_OD_CV * style.cv_gain) + saf[..., None] * (_OD_SAF * style.saf_gain)
-          + fields["rbc"][..., None] * _OD_RBC + bg[..., None] * _OD_BG)
+    od = (
+        cv[..., None] * (_OD_CV * style.cv_gain)
+        + saf[..., None] * (_OD_SAF * style.saf_gain)
+        + fields["rbc"][..., None] * _OD_RBC
+        + bg[..., None] * _OD_BG
+    )
     img = np.exp(-od)
 
     yy = (np.arange(h, dtype=np.float32) - h / 2) / (h / 2)
@@ -564,8 +744,12 @@ def render_smear(seed: int, site: str = "site-a", size: tuple[int, int] = (640, 
         f1 = rng.uniform(0.18, 0.3) / scale
         ang = rng.uniform(0, math.pi)
         grating = np.sin(2 * math.pi * f1 * (np.cos(ang) * xx[None, :] * w / 2 + np.sin(ang) * yy[:, None] * h / 2))
-        beat = np.sin(2 * math.pi * (f1 * 1.04) * (np.cos(ang + 0.05) * xx[None, :] * w / 2
-                                                    + np.sin(ang + 0.05) * yy[:, None] * h / 2))
+        beat = np.sin(
+            2
+            * math.pi
+            * (f1 * 1.04)
+            * (np.cos(ang + 0.05) * xx[None, :] * w / 2 + np.sin(ang + 0.05) * yy[:, None] * h / 2)
+        )
         img = img * (1 + style.moire * grating * beat)[..., None]
         cols = np.arange(w, dtype=np.float32)[None, :, None]
         phase = np.array([0, 2 * math.pi / 3, 4 * math.pi / 3], dtype=np.float32)[None, None, :]

@@ -50,8 +50,7 @@ class Sample:
     labels: NDArray[np.int64]
 
 
-def render_training_set(cfg: TrainConfig, progress: Progress | None = None, cache: Path | None = None
-                        ) -> list[Sample]:
+def render_training_set(cfg: TrainConfig, progress: Progress | None = None, cache: Path | None = None) -> list[Sample]:
     """Synthetic training smears, sites round-robin; seeds 0..N-1 offset by cfg.seed (eval uses others).
 
     With `cache`, the rendered set is stored as .npz keyed by the parameters that define it.
@@ -63,8 +62,10 @@ def render_training_set(cfg: TrainConfig, progress: Progress | None = None, cach
         with np.load(cache / key) as z:
             images, boxes, labels, counts = z["images"], z["boxes"], z["labels"], z["counts"]
         ends = np.cumsum(counts)
-        return [Sample(images[i], boxes[e - c:e], labels[e - c:e])
-                for i, (c, e) in enumerate(zip(counts, ends, strict=True))]
+        return [
+            Sample(images[i], boxes[e - c : e], labels[e - c : e])
+            for i, (c, e) in enumerate(zip(counts, ends, strict=True))
+        ]
 
     out: list[Sample] = []
     n_hi = int(cfg.images * cfg.hi_res_fraction)
@@ -73,8 +74,9 @@ def render_training_set(cfg: TrainConfig, progress: Progress | None = None, cach
         site = cfg.sites[i % len(cfg.sites)]
         if i < n_hi:
             s = render_smear(seed, site, (cfg.size * 2, cfg.size * 2), 1.0)
-            img = np.asarray(Image.fromarray(s.image).resize((cfg.size, cfg.size), Image.Resampling.BILINEAR,
-                                                             reducing_gap=2.0))
+            img = np.asarray(
+                Image.fromarray(s.image).resize((cfg.size, cfg.size), Image.Resampling.BILINEAR, reducing_gap=2.0)
+            )
             out.append(Sample(img, (s.boxes / 2).astype(np.float32), s.labels))
         else:
             s = render_smear(seed, site, (cfg.size, cfg.size), cfg.size / 640)
@@ -83,15 +85,19 @@ def render_training_set(cfg: TrainConfig, progress: Progress | None = None, cach
             progress(f"rendered {i + 1}/{cfg.images} synthetic smears")
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
-        np.savez(cache / key, images=np.stack([s.image for s in out]),
-                 boxes=np.concatenate([s.boxes for s in out]).reshape(-1, 4),
-                 labels=np.concatenate([s.labels for s in out]),
-                 counts=np.array([len(s.labels) for s in out]))
+        np.savez(
+            cache / key,
+            images=np.stack([s.image for s in out]),
+            boxes=np.concatenate([s.boxes for s in out]).reshape(-1, 4),
+            labels=np.concatenate([s.labels for s in out]),
+            counts=np.array([len(s.labels) for s in out]),
+        )
     return out
 
 
-def _augment(img: NDArray[np.uint8], boxes: NDArray[np.float32], rng: np.random.Generator
-             ) -> tuple[NDArray[np.uint8], NDArray[np.float32]]:
+def _augment(
+    img: NDArray[np.uint8], boxes: NDArray[np.float32], rng: np.random.Generator
+) -> tuple[NDArray[np.uint8], NDArray[np.float32]]:
     """Flips and 90-degree turns (a smear has no up), exact for boxes."""
     h, w = img.shape[:2]
     b = boxes.copy()
@@ -107,8 +113,9 @@ def _augment(img: NDArray[np.uint8], boxes: NDArray[np.float32], rng: np.random.
     return np.ascontiguousarray(img), b
 
 
-def _random_crop(img: NDArray[np.uint8], boxes: NDArray[np.float32], labels: NDArray[np.int64], size: int,
-                 rng: np.random.Generator) -> tuple[NDArray[np.uint8], NDArray[np.float32], NDArray[np.int64]]:
+def _random_crop(
+    img: NDArray[np.uint8], boxes: NDArray[np.float32], labels: NDArray[np.int64], size: int, rng: np.random.Generator
+) -> tuple[NDArray[np.uint8], NDArray[np.float32], NDArray[np.int64]]:
     """A size x size window; boxes cut by its edge are kept (clipped) when at least half is inside."""
     h, w = img.shape[:2]
     if size >= min(h, w):
@@ -119,7 +126,7 @@ def _random_crop(img: NDArray[np.uint8], boxes: NDArray[np.float32], labels: NDA
     c = np.clip(b, 0, size)
     inside = (c[:, 2] - c[:, 0]) * (c[:, 3] - c[:, 1])
     keep = inside >= 0.5 * np.maximum(area, 1e-6)
-    return np.ascontiguousarray(img[y0:y0 + size, x0:x0 + size]), c[keep], labels[keep]
+    return np.ascontiguousarray(img[y0 : y0 + size, x0 : x0 + size]), c[keep], labels[keep]
 
 
 def _photometric(batch: NDArray[np.float32], rng: np.random.Generator) -> NDArray[np.float32]:
@@ -133,8 +140,9 @@ def _photometric(batch: NDArray[np.float32], rng: np.random.Generator) -> NDArra
     return clipped
 
 
-def detector_targets(boxes: NDArray[np.float32], labels: NDArray[np.int64], out_h: int, out_w: int
-                     ) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.float32]]:
+def detector_targets(
+    boxes: NDArray[np.float32], labels: NDArray[np.int64], out_h: int, out_w: int
+) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.float32]]:
     """Elliptical Gaussian centre heatmaps (TTFNet-style), regression targets and their mask."""
     heat = np.zeros((NUM_CLASSES, out_h, out_w), dtype=np.float32)
     reg = np.zeros((4, out_h, out_w), dtype=np.float32)
@@ -156,8 +164,9 @@ def detector_targets(boxes: NDArray[np.float32], labels: NDArray[np.int64], out_
     return heat, reg, mask
 
 
-def tile_labels(boxes: NDArray[np.float32], labels: NDArray[np.int64], h: int, w: int,
-                tile: int = TILE) -> list[tuple[int, int, int]]:
+def tile_labels(
+    boxes: NDArray[np.float32], labels: NDArray[np.int64], h: int, w: int, tile: int = TILE
+) -> list[tuple[int, int, int]]:
     """(y, x, crop class) for each classifier tile of an image: the organism group covering it most."""
     out = []
     area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
@@ -199,8 +208,9 @@ def _scheduled_lr(step: int, steps: int, base: float, t0: float, minutes: float,
     return _lr_at(int(frac * 10_000), 10_000, base, warmup=int(warmup * 10_000 / max(steps, 1)))
 
 
-def train_detector(samples: list[Sample], cfg: TrainConfig, progress: Progress | None = None
-                   ) -> tuple[Any, list[float]]:
+def train_detector(
+    samples: list[Sample], cfg: TrainConfig, progress: Progress | None = None
+) -> tuple[Any, list[float]]:
     """Train GramDetector; returns the model and the loss per step."""
     import torch
 
@@ -252,8 +262,9 @@ def train_detector(samples: list[Sample], cfg: TrainConfig, progress: Progress |
     return model, losses
 
 
-def train_classifier(samples: list[Sample], cfg: TrainConfig, progress: Progress | None = None
-                     ) -> tuple[Any, list[float]]:
+def train_classifier(
+    samples: list[Sample], cfg: TrainConfig, progress: Progress | None = None
+) -> tuple[Any, list[float]]:
     """Train GramCropClassifier on grid tiles of the training smears; classes balanced by sampling."""
     import torch
 
@@ -285,7 +296,7 @@ def train_classifier(samples: list[Sample], cfg: TrainConfig, progress: Progress
                 continue
             for k in rng.integers(0, len(items), per_class):
                 i, y, x = items[int(k)]
-                crop = samples[i].image[y:y + TILE, x:x + TILE]
+                crop = samples[i].image[y : y + TILE, x : x + TILE]
                 if rng.uniform() < 0.5:
                     crop = crop[:, ::-1]
                 if rng.uniform() < 0.5:
@@ -318,17 +329,31 @@ def export_onnx(detector: Any, classifier: Any | None, out_dir: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            DetectorExport(detector).eval(), (torch.zeros(1, 3, INPUT_LONG_SIDE, INPUT_LONG_SIDE),),
-            str(out_dir / "detector.onnx"), dynamo=False, opset_version=17, input_names=["image"],
+            DetectorExport(detector).eval(),
+            (torch.zeros(1, 3, INPUT_LONG_SIDE, INPUT_LONG_SIDE),),
+            str(out_dir / "detector.onnx"),
+            dynamo=False,
+            opset_version=17,
+            input_names=["image"],
             output_names=["heat", "reg"],
-            dynamic_axes={"image": {0: "n", 2: "h", 3: "w"}, "heat": {0: "n", 2: "oh", 3: "ow"},
-                          "reg": {0: "n", 2: "oh", 3: "ow"}})
+            dynamic_axes={
+                "image": {0: "n", 2: "h", 3: "w"},
+                "heat": {0: "n", 2: "oh", 3: "ow"},
+                "reg": {0: "n", 2: "oh", 3: "ow"},
+            },
+        )
         onnx.checker.check_model(onnx.load(str(out_dir / "detector.onnx")))
         if classifier is not None:
             torch.onnx.export(
-                ClassifierExport(classifier).eval(), (torch.zeros(1, 3, TILE, TILE),),
-                str(out_dir / "classifier.onnx"), dynamo=False, opset_version=17, input_names=["crops"],
-                output_names=["probabilities"], dynamic_axes={"crops": {0: "n"}, "probabilities": {0: "n"}})
+                ClassifierExport(classifier).eval(),
+                (torch.zeros(1, 3, TILE, TILE),),
+                str(out_dir / "classifier.onnx"),
+                dynamo=False,
+                opset_version=17,
+                input_names=["crops"],
+                output_names=["probabilities"],
+                dynamic_axes={"crops": {0: "n"}, "probabilities": {0: "n"}},
+            )
             onnx.checker.check_model(onnx.load(str(out_dir / "classifier.onnx")))
 
 
@@ -341,21 +366,26 @@ def save_weights(detector: Any, classifier: Any | None, out_dir: Path) -> None:
         torch.save(classifier.state_dict(), out_dir / "classifier.pt")
 
 
-def write_training_log(out_dir: Path, cfg: TrainConfig, det_losses: list[float], cls_losses: list[float],
-                       seconds: float) -> dict[str, Any]:
+def write_training_log(
+    out_dir: Path, cfg: TrainConfig, det_losses: list[float], cls_losses: list[float], seconds: float
+) -> dict[str, Any]:
     def curve(losses: list[float]) -> list[float]:
         k = max(1, len(losses) // 20)
-        return [round(float(np.mean(losses[i:i + k])), 4) for i in range(0, len(losses), k)]
+        return [round(float(np.mean(losses[i : i + k])), 4) for i in range(0, len(losses), k)]
 
-    log = {"config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.__dict__.items()},
-           "detector_loss_curve": curve(det_losses), "classifier_loss_curve": curve(cls_losses),
-           "seconds": round(seconds, 1)}
+    log = {
+        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.__dict__.items()},
+        "detector_loss_curve": curve(det_losses),
+        "classifier_loss_curve": curve(cls_losses),
+        "seconds": round(seconds, 1),
+    }
     (out_dir / "training_log.json").write_text(json.dumps(log, indent=2))
     return log
 
 
-def train_model(cfg: TrainConfig, out_dir: Path, command: str, progress: Progress | None = None,
-                cache: Path | None = None) -> dict[str, Any]:
+def train_model(
+    cfg: TrainConfig, out_dir: Path, command: str, progress: Progress | None = None, cache: Path | None = None
+) -> dict[str, Any]:
     """The whole recipe: render synthetic smears, train both nets, export ONNX, keep weights and the log."""
     import torch
 
@@ -372,9 +402,17 @@ def train_model(cfg: TrainConfig, out_dir: Path, command: str, progress: Progres
     if cfg.init and (Path(cfg.init) / "training.json").exists():
         before = json.loads((Path(cfg.init) / "training.json").read_text())
         previous = [*before.get("previous", []), {k: v for k, v in before.items() if k != "previous"}]
-    training = {"command": command, "previous": previous, "synthetic": True, "sites": list(cfg.sites),
-                "images": cfg.images,
-                "detector_steps_run": len(det_losses), "classifier_steps_run": len(cls_losses),
-                "seconds": log["seconds"], "torch": torch.__version__, "threads": cfg.threads}
+    training = {
+        "command": command,
+        "previous": previous,
+        "synthetic": True,
+        "sites": list(cfg.sites),
+        "images": cfg.images,
+        "detector_steps_run": len(det_losses),
+        "classifier_steps_run": len(cls_losses),
+        "seconds": log["seconds"],
+        "torch": torch.__version__,
+        "threads": cfg.threads,
+    }
     (out_dir / "training.json").write_text(json.dumps(training, indent=2))
     return training

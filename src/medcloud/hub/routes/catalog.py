@@ -93,7 +93,13 @@ async def get_instance(
 
 
 async def _audited_download(
-    request: Request, principal: Principal, meta: dict[str, Any], *, action: str, resource: str, media_type: str,
+    request: Request,
+    principal: Principal,
+    meta: dict[str, Any],
+    *,
+    action: str,
+    resource: str,
+    media_type: str,
     filename: str,
 ) -> StreamingResponse:
     """Open the blob, then audit the read, then stream: a missing blob is never recorded as read."""
