@@ -33,6 +33,8 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("POST", "/api/v1/inference"): {"clinician"},
     ("GET", "/api/v1/models"): {"researcher", "clinician", "admin"},
     ("GET", "/api/v1/models/{name}/{version}"): {"researcher", "clinician", "admin"},
+    ("POST", "/api/v1/reports"): {"site_a"},
+    ("GET", "/api/v1/studies/{study_uid}/reports"): {"researcher"},
     ("GET", "/api/v1/whoami"): ALL,
     ("GET", "/api/v1/openapi.json"): ALL,
 }
@@ -71,6 +73,9 @@ def _call(hub: Hub, method: str, path: str, headers: dict[str, str], ctx: dict[s
         body = {"target_cases": 10}
     if path == "/api/v1/ingest":
         return hub.client.post(url, content=deidentified_dicom(), headers=headers)
+    if path == "/api/v1/reports":
+        report = {"study_uid": "2.25.1234567", "patient": "MC" + "A" * 16, "text": "No nodule.", "date": None}
+        return hub.client.post(url, json=[report], headers=headers)
     if path == "/api/v1/inference":
         return hub.client.post(url, content=_png(), headers={**headers, "Content-Type": "image/png"})
     if path == "/api/v1/ingest/batch":
