@@ -336,6 +336,10 @@ class AccessionIndex:
             return
         self._map[accession] = (study_uid, patient_id.strip())
 
+    def items(self) -> list[tuple[str, tuple[str, str]]]:
+        """Every unambiguous (accession, (study UID, patient ID))."""
+        return list(self._map.items())
+
     def lookup(self, accession: str) -> tuple[str, str]:
         """The study UID and patient ID for an accession number, or InvalidInput saying why not."""
         accession = accession.strip()
