@@ -53,8 +53,8 @@ def test_gateway_reports_links_a_shift_jis_export_to_the_images_at_a_real_hub(tm
         study_uid = pydicom.dcmread(io.BytesIO(out.data)).StudyInstanceUID
 
         export = tmp_path / "ris.csv"
-        export.write_bytes(f"受付番号,患者ID,患者氏名,検査日,所見\r\nA240401001,0012345678,山田 太郎,20240401,{REPORT}\r\n"
-                           .encode("cp932"))  # fmt: skip
+        row = f"A240401001,0012345678,山田 太郎,20240401,{REPORT}"
+        export.write_bytes(f"受付番号,患者ID,患者氏名,検査日,所見\r\n{row}\r\n".encode("cp932"))
         args = ["gateway", "reports", str(export), "--hub", hub.url, "--token-file", str(site_token),
                 "--key-file", str(key), "--images", str(tmp_path / "images")]  # fmt: skip
         done = subprocess.run(medcloud(*args), env=env(), capture_output=True, text=True, timeout=120)
