@@ -254,3 +254,36 @@ def test_export_in_neither_encoding_is_refused(tmp_path: Path) -> None:
     path.write_bytes(b"study_uid,patient_id,report\n1.2.3,P1,\x82\xff\xfe\n")
     with pytest.raises(InvalidInput, match="neither UTF-8 nor Shift_JIS"):
         list(read_csv(path))
+
+
+def test_control_characters_are_blanked_and_overlong_text_is_not_sent(key: SiteKey) -> None:
+    deid = ReportDeidentifier(key)
+    out = deid.deidentify(Report(patient_id=PID, text="結節\x00なし\x0c。\tOK\n", study_uid=STUDY_UID))
+    assert out.text == "結節 なし 。\tOK\n"
+    with pytest.raises(InvalidInput, match="longer than"):
+        deid.deidentify(Report(patient_id=PID, text="結節なし。" * 30_000, study_uid=STUDY_UID))
+
+
+def test_sr_without_patient_id_gets_the_images_pseudonym_and_shift(key: SiteKey, tmp_path: Path) -> None:
+    path = _sr(tmp_path / "report.dcm")
+    ds = pydicom.dcmread(path)
+    del ds.PatientID
+    ds.PatientBirthDate = "19600101"
+    ds.save_as(path)
+    image = pydicom.dcmread(sample("CT_small.dcm"))
+    del image.PatientID
+    image.PatientName = ds.PatientName
+    image.PatientBirthDate = "19600101"
+    image.StudyInstanceUID = STUDY_UID
+    image.StudyDate = "20240401"
+    image.SpecificCharacterSet = "ISO_IR 192"
+    out = _deid_image(key, _to_bytes(image))
+    report = ReportDeidentifier(key).deidentify(read_sr(path))
+    assert report.patient == out.PatientID
+    assert report.date == date(int(out.StudyDate[:4]), int(out.StudyDate[4:6]), int(out.StudyDate[6:])).isoformat()
+
+
+def _to_bytes(ds: pydicom.Dataset) -> bytes:
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()

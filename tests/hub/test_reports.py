@@ -114,6 +114,7 @@ def test_only_site_tokens_send_reports(hub: Hub) -> None:
         ({"text": ""}, "text"),
         ({"date": "April"}, "date"),
         ({"extra": "field"}, "extra"),
+        ({"text": "結節なし\x00"}, "control characters"),
     ],
 )
 def test_reports_that_do_not_look_deidentified_are_refused_whole(
@@ -195,3 +196,16 @@ def test_reports_on_postgresql(pg_hub: Hub) -> None:
     assert _post(pg_hub, [report]).json()["duplicate"] == 1
     r = pg_hub.client.get("/api/v1/studies", params={"finding": "lymphadenopathy"}, headers=pg_hub.auth("researcher"))
     assert [s["study_uid"] for s in r.json()["items"]] == [uid]
+
+
+def test_nul_in_report_text_is_a_400_not_a_500_on_postgresql(pg_hub: Hub) -> None:
+    # PostgreSQL cannot store NUL in text: the insert failed with a 500 before the hub refused it.
+    report = {**_report("1.2.6.2", "結節なし"), "text": "結節なし\x00"}
+    r = _post(pg_hub, [report])
+    assert r.status_code == 400, r.text
+    assert "control characters" in r.json()["detail"]
+
+
+def test_too_many_finding_filters_are_refused(hub: Hub) -> None:
+    r = hub.client.get("/api/v1/studies", params={"finding": ["nodule"] * 21}, headers=hub.auth("researcher"))
+    assert r.status_code == 400

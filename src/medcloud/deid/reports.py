@@ -42,6 +42,10 @@ __all__ = [
 
 # A RIS export larger than this is split before it is sent: no single report comes near it.
 MAX_FILE_BYTES = 512 * 1024 * 1024
+# The hub takes report text up to this many characters.
+MAX_TEXT_CHARS = 100_000
+# C0 controls but tab and line breaks: RIS exports carry stray ones, and the hub refuses them.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -431,11 +435,14 @@ class ReportDeidentifier:
                 raise InvalidInput(f"{where}accession {report.accession} belongs to another patient's images")
         if not re.fullmatch(r"[0-9]+(\.[0-9]+)*", study) or len(study) > 64:
             raise InvalidInput(f"{where}study UID is not a DICOM UID")
+        text = _CONTROL.sub(" ", report.text)
+        if len(text) > MAX_TEXT_CHARS:
+            raise InvalidInput(f"{where}text longer than {MAX_TEXT_CHARS} characters; not sent")
         shift = self._pseudo.day_shift(pid)
         needles = {pid, study, *(report.known)}
         if report.accession:
             needles.add(report.accession)
-        got = freetext.clean(report.text, known=Scrubber(needles), dates=self._dates, shift_days=shift)
+        got = freetext.clean(text, known=Scrubber(needles), dates=self._dates, shift_days=shift)
         if got.text is None:
             raise InvalidInput(f"{where}text is mostly identifiers ({', '.join(sorted(got.kinds))}); not sent")
         day: str | None = None

@@ -30,6 +30,7 @@ MAX_TEXT_CHARS = 100_000
 # What the site's Pseudonymizer makes: a 2.25 UUID-derived UID and MC + base32 of 80 bits.
 REMAPPED_UID = re.compile(r"^2\.25\.(0|[1-9][0-9]{0,38})$")
 PSEUDONYM = re.compile(r"^MC[A-Z2-7]{16}$")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 class ReportIn(BaseModel):
@@ -74,6 +75,9 @@ def _check_deidentified(items: list[ReportIn]) -> None:
             )
         if not PSEUDONYM.match(item.patient):
             raise InvalidInput(f"report {i}: patient is not a site pseudonym (MC + 16 base32 characters)")
+        if _CONTROL.search(item.text):
+            # PostgreSQL cannot store NUL in text, and no report needs control characters.
+            raise InvalidInput(f"report {i}: text holds control characters")
         kinds = still_identifying(item.text)
         if kinds:
             # Never echo the text: it is what may identify someone.
