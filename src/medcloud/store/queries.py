@@ -77,10 +77,15 @@ class Queries:
         if f.study_uid:
             q = q.where(studies.c.study_uid == f.study_uid)
         for ff in f.findings:
-            having = sa.tuple_(studies.c.study_uid, studies.c.project).in_(
-                sa.select(findings.c.study_uid, findings.c.project).where(
-                    findings.c.code == ff.code, findings.c.status == ff.status
+            having = (
+                sa.exists()
+                .where(
+                    findings.c.code == ff.code,
+                    findings.c.status == ff.status,
+                    findings.c.study_uid == studies.c.study_uid,
+                    findings.c.project == studies.c.project,
                 )
+                .correlate(studies)
             )
             q = q.where(sa.not_(having) if ff.negate else having)
         return q
