@@ -287,3 +287,21 @@ def _to_bytes(ds: pydicom.Dataset) -> bytes:
     buf = io.BytesIO()
     ds.save_as(buf, enforce_file_format=True)
     return buf.getvalue()
+
+
+def test_doctor_name_columns_scrub_the_text(key: SiteKey) -> None:
+    text = f"study_uid,patient_id,依頼医,report\n{STUDY_UID},{PID},Kobayashi Ken,Nodule; discussed with Kobayashi.\n"
+    (report,) = list(parse_csv(text))
+    assert isinstance(report, Report)
+    out = ReportDeidentifier(key).deidentify(report)
+    # The cleaner alone keeps "Mark Stone" (both are words); the column says it is a name.
+    assert "Stone" not in out.text and "Mark" not in out.text and "Nodule" in out.text
+
+
+def test_accession_map_csv(key: SiteKey, tmp_path: Path) -> None:
+    path = tmp_path / "map.csv"
+    path.write_bytes(f"受付番号,検査UID,患者ID\r\nA1,{STUDY_UID},{PID}\r\n".encode("cp932"))
+    index = AccessionIndex.from_csv(path)
+    assert index.lookup("A1") == (STUDY_UID, PID)
+    out = ReportDeidentifier(key, accessions=index).deidentify(Report(patient_id=PID, text="結節なし", accession="A1"))
+    assert out.study_uid == Pseudonymizer(key).uid(STUDY_UID)

@@ -108,7 +108,20 @@ class Columns:
     )  # fmt: skip
     date: tuple[str, ...] = ("date", "study_date", "StudyDate", "report_date", "検査日", "報告日", "読影日")
     patient_name: tuple[str, ...] = (
-        "patient_name", "PatientName", "name", "患者氏名", "患者名", "氏名", "カナ氏名", "患者カナ", "フリガナ",
+        "patient_name",
+        "PatientName",
+        "name",
+        "患者氏名",
+        "患者名",
+        "氏名",
+        "カナ氏名",
+        "患者カナ",
+        "フリガナ",
+    )
+    # Doctors' names: every matching column is read, only to scrub the text (reports sign and cite them).
+    staff_name: tuple[str, ...] = (
+        "referring_physician", "ReferringPhysicianName", "physician", "radiologist", "reading_physician",
+        "依頼医", "依頼医師", "読影医", "読影医師", "報告医", "主治医", "担当医",
     )  # fmt: skip
 
     @classmethod
@@ -176,6 +189,8 @@ def parse_csv(
 
     wanted_text = {_norm_header(c) for c in cols.text}
     text_idx = [i for i, h in enumerate(normed) if h in wanted_text]
+    wanted_staff = {_norm_header(c) for c in cols.staff_name}
+    staff_idx = [i for i, h in enumerate(normed) if h in wanted_staff]
     pid_idx = first_of(cols.patient_id)
     uid_idx = first_of(cols.study_uid)
     acc_idx = first_of(cols.accession)
@@ -216,14 +231,14 @@ def parse_csv(
         if not body:
             yield Skipped(source, "no report text")
             continue
-        patient_name = cell(name_idx)
+        known = [n for v in (cell(name_idx), *(cell(i) for i in staff_idx)) if v for n in _name_needles(v)]
         yield Report(
             patient_id=pid,
             text=body,
             study_uid=cell(uid_idx) or None,
             accession=cell(acc_idx) or None,
             date=cell(date_idx) or None,
-            known=tuple(_name_needles(patient_name)) if patient_name else (),
+            known=tuple(known),
             source=source,
         )
 
