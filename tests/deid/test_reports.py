@@ -290,7 +290,7 @@ def _to_bytes(ds: pydicom.Dataset) -> bytes:
 
 
 def test_doctor_name_columns_scrub_the_text(key: SiteKey) -> None:
-    text = f"study_uid,patient_id,依頼医,report\n{STUDY_UID},{PID},Kobayashi Ken,Nodule; discussed with Kobayashi.\n"
+    text = f"study_uid,patient_id,依頼医,report\n{STUDY_UID},{PID},Mark Stone,Nodule; reported to Mark Stone.\n"
     (report,) = list(parse_csv(text))
     assert isinstance(report, Report)
     out = ReportDeidentifier(key).deidentify(report)
