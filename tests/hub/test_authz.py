@@ -41,6 +41,8 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("GET", "/api/v1/datasets/{dataset_id}"): {"researcher"},
     ("GET", "/api/v1/datasets/{dataset_id}/manifest"): {"researcher"},
     ("GET", "/api/v1/datasets/{dataset_id}/files/{ref}/file"): {"researcher"},
+    ("POST", "/api/v1/reports"): {"site_a"},
+    ("GET", "/api/v1/studies/{study_uid}/reports"): {"researcher"},
     ("GET", "/api/v1/whoami"): ALL,
     ("GET", "/api/v1/openapi.json"): ALL,
 }
@@ -81,6 +83,9 @@ def _call(hub: Hub, method: str, path: str, headers: dict[str, str], ctx: dict[s
         body = {"name": "authz", "query": [{"modality": "CT"}]}
     if path == "/api/v1/ingest":
         return hub.client.post(url, content=deidentified_dicom(), headers=headers)
+    if path == "/api/v1/reports":
+        report = {"study_uid": "2.25.1234567", "patient": "MC" + "A" * 16, "text": "No nodule.", "date": None}
+        return hub.client.post(url, json=[report], headers=headers)
     if path == "/api/v1/inference":
         return hub.client.post(url, content=_png(), headers={**headers, "Content-Type": "image/png"})
     if path == "/api/v1/ingest/batch":

@@ -285,3 +285,99 @@ def retry_rejected_command(state: Path = typer.Option(_DEFAULT_STATE, "--state",
     finally:
         outbox.close()
     typer.echo(f"{n} rejected file(s) will be read again at the next scan (restart a --once gateway)")
+
+
+@app.command("reports")
+def reports_command(
+    sources: list[Path] = typer.Argument(..., help="RIS exports (CSV/TSV, UTF-8 or Shift_JIS) and/or DICOM SR files."),
+    key_file: Path = typer.Option(..., "--key-file", help="Site secret key: the same one the images use."),
+    hub: str | None = typer.Option(None, "--hub", help="Hub base URL; without it, --out must be given."),
+    token_file: Path | None = typer.Option(None, "--token-file", help="File holding the site token (preferred)."),
+    token: str | None = typer.Option(
+        None, "--token", envvar="MEDCLOUD_GATEWAY_TOKEN", help="Site token (visible in `ps`; prefer --token-file)."
+    ),
+    project: str | None = typer.Option(None, "--project", help="Hub project (needed when the token has several)."),
+    images: Path | None = typer.Option(
+        None, "--images", help="Folder of the original images: maps accession numbers to study UIDs."
+    ),
+    accession_map: Path | None = typer.Option(
+        None, "--accession-map", help="CSV with accession number, study UID and patient id columns."
+    ),
+    column: list[str] = typer.Option(
+        [],
+        "--column",
+        help="FIELD=HEADER for a RIS export (fields: study_uid, accession, patient_id, text, date, "
+        "patient_name); repeat a field to give several headers (text columns are joined).",
+    ),
+    dates: str = typer.Option("shift", "--dates", help="Dates in the text: shift (as the images), remove or keep."),
+    out: Path | None = typer.Option(None, "--out", help="Also write the de-identified reports here (JSON lines)."),
+    batch_size: int = typer.Option(200, "--batch-size", min=1, max=1000, help="Reports per request."),
+    ca_bundle: Path | None = typer.Option(None, "--ca-bundle", help="CA certificates to verify the hub's TLS."),
+) -> None:
+    """De-identify report text with the site key (linked to the images' studies) and send it to the hub."""
+    import json
+    from typing import cast
+
+    from medcloud.deid import SiteKey
+    from medcloud.deid.freetext import DateMode
+    from medcloud.deid.reports import AccessionIndex, Columns, DeidReport, ReportDeidentifier, Skipped, read_reports
+
+    if dates not in ("shift", "remove", "keep"):
+        raise ConfigError(f"--dates must be shift, remove or keep, not {dates!r}")
+    if hub is None and out is None:
+        raise ConfigError("nothing to do: give --hub URL (to send) and/or --out FILE")
+    if hub is not None and not hub.startswith(("http://", "https://")):
+        raise ConfigError(f"--hub must be an http(s) URL, got {hub!r}")
+    hub_token = _read_token(token, token_file) if hub is not None else ""
+    if not key_file.is_file():
+        raise ConfigError(f"site key {key_file} not found: reports need the key the images were de-identified with")
+    overrides: dict[str, list[str]] = {}
+    for spec in column:
+        field_name, sep, header = spec.partition("=")
+        if not sep or not header.strip():
+            raise ConfigError(f"--column {spec!r}: write FIELD=HEADER, e.g. text=所見")
+        overrides.setdefault(field_name.strip(), []).append(header.strip())
+    columns = Columns.with_overrides(overrides) if overrides else None
+    index: AccessionIndex | None = None
+    if images is not None or accession_map is not None:
+        index = AccessionIndex()
+        for part in (
+            AccessionIndex.from_images(images) if images is not None else None,
+            AccessionIndex.from_csv(accession_map) if accession_map is not None else None,
+        ):
+            if part is not None:
+                for acc, (uid, pid) in part.items():
+                    index.add(acc, uid, pid)
+    deid = ReportDeidentifier(SiteKey.load(key_file), accessions=index, dates=cast(DateMode, dates))
+    done: list[DeidReport] = []
+    skipped: list[Skipped] = []
+    for path in sources:
+        got, missed = deid.deidentify_all(read_reports(path, columns))
+        done.extend(got)
+        skipped.extend(missed)
+    for s in skipped:
+        # Reasons name rows and kinds, never the text: this stays on the site's terminal anyway.
+        typer.echo(f"skipped {s.source}: {s.reason}", err=True)
+    if out is not None:
+        with out.open("w", encoding="utf-8") as fh:
+            for r in done:
+                fh.write(json.dumps(r.to_json(), ensure_ascii=False) + "\n")
+    line = f"{len(done)} report(s) de-identified, {len(skipped)} skipped"
+    rejected = 0
+    if hub is not None and done:
+        import httpx
+
+        from medcloud.gateway.reports import send_reports
+
+        timeout = httpx.Timeout(120.0, connect=10.0)
+        verify: bool | str = str(ca_bundle) if ca_bundle else True
+        headers = {"Authorization": f"Bearer {hub_token}"}
+        with httpx.Client(base_url=hub.rstrip("/"), headers=headers, timeout=timeout, verify=verify) as client:
+            summary = send_reports(client, done, project=project, batch_size=batch_size)
+        for where, reason in summary.rejected:
+            typer.echo(f"rejected by the hub {where}: {reason}", err=True)
+        rejected = len(summary.rejected)
+        line += f"; hub: {summary.stored} stored, {summary.duplicate} already there, {rejected} rejected"
+    typer.echo(line)
+    if skipped or rejected:
+        sys.exit(2)  # not typer.Exit: the top-level CLI runs click with standalone_mode=False

@@ -28,7 +28,17 @@ from medcloud.security.policy import Principal
 # JSON bodies the API takes are small (a token request, a site's targets, a round record).
 MAX_JSON_BODY_BYTES = 1024 * 1024
 # Router modules under medcloud.hub.routes, each exposing `router`.
-ROUTERS: tuple[str, ...] = ("ingest", "catalog", "sites", "tokens", "audit", "inference", "models", "datasets")
+ROUTERS: tuple[str, ...] = (
+    "ingest",
+    "catalog",
+    "sites",
+    "tokens",
+    "audit",
+    "inference",
+    "models",
+    "datasets",
+    "reports",
+)
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "

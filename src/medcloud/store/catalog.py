@@ -8,7 +8,8 @@
     catalog.query.find_studies(Filters(modality="CT"), projects)
 
 Parts: `db` (engines, locks, transactions; `store.db`), `index` (`store.index`), `query`
-(`store.queries`), `sites` (`store.sites`), `tokens` (`store.tokens`), `audit` (`store.audit`).
+(`store.queries`), `sites` (`store.sites`), `tokens` (`store.tokens`), `audit` (`store.audit`),
+`reports` (`store.reports`: report text and its findings).
 Every SQL statement of the platform lives in these modules.
 """
 
@@ -27,6 +28,7 @@ from medcloud.store.datasets import Datasets
 from medcloud.store.db import Database
 from medcloud.store.index import Indexer
 from medcloud.store.queries import Queries
+from medcloud.store.reports import Reports
 from medcloud.store.sites import Sites
 from medcloud.store.tokens import TokenStore
 
@@ -56,6 +58,7 @@ class Catalog:
         self.tokens = TokenStore(self.db)
         self.audit = AuditLog(self.db, seal)
         self.datasets = Datasets(self.db)
+        self.reports = Reports(self.db)
 
     @classmethod
     def from_settings(cls, settings: Settings, *, create_key: bool = True) -> Catalog:

@@ -14,11 +14,20 @@ import sqlalchemy as sa
 
 from medcloud.errors import NotFound
 from medcloud.store.db import Database
-from medcloud.store.tables import images, instances, series, studies
+from medcloud.store.tables import findings, images, instances, series, studies
 
-__all__ = ["MAX_PAGE", "Filters", "Queries"]
+__all__ = ["MAX_PAGE", "Filters", "FindingFilter", "Queries"]
 
 MAX_PAGE = 1000
+
+
+@dataclass(frozen=True)
+class FindingFilter:
+    """A study has (or, negated, has not) a report finding with this code and status."""
+
+    code: str
+    status: str
+    negate: bool = False
 
 
 @dataclass(frozen=True)
@@ -35,6 +44,8 @@ class Filters:
     study_uid: str | None = None
     series_uid: str | None = None
     media_type: str | None = None
+    # Every one must hold (AND); findings count only from reports of the study's own project.
+    findings: tuple[FindingFilter, ...] = ()
 
 
 def _like(text: str) -> str:
@@ -65,6 +76,18 @@ class Queries:
             q = q.where(studies.c.study_date <= f.date_to)
         if f.study_uid:
             q = q.where(studies.c.study_uid == f.study_uid)
+        for ff in f.findings:
+            having = (
+                sa.exists()
+                .where(
+                    findings.c.code == ff.code,
+                    findings.c.status == ff.status,
+                    findings.c.study_uid == studies.c.study_uid,
+                    findings.c.project == studies.c.project,
+                )
+                .correlate(studies)
+            )
+            q = q.where(sa.not_(having) if ff.negate else having)
         return q
 
     @classmethod

@@ -160,3 +160,35 @@ dataset_files = sa.Table(
     sa.Column("size", sa.BigInteger, nullable=False),
     sa.Column("split", sa.String(16), nullable=False),
 )
+
+# De-identified report text from sites, one row per distinct report (`report_key` is the SHA-256 of its
+# study UID, patient pseudonym, date and text, so a resend is stored once). A report may arrive before
+# its study's images; `study_uid` links the two.
+reports = sa.Table(
+    "reports",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("report_key", sa.String(64), nullable=False, unique=True),
+    sa.Column("study_uid", sa.String(64), nullable=False, index=True),
+    sa.Column("patient_pseudonym", sa.String(64), nullable=False, index=True),
+    sa.Column("project", sa.String(64), nullable=False, index=True),
+    sa.Column("site", sa.String(64), nullable=False, index=True),
+    sa.Column("report_date", sa.Date, nullable=True),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+# Findings extracted from each report at ingest (`medcloud.nlp`), one row per (report, code, status).
+# `study_uid` and `project` are copied from the report so a study search filters without a join.
+findings = sa.Table(
+    "findings",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("report_id", sa.Integer, sa.ForeignKey("reports.id"), nullable=False, index=True),
+    sa.Column("study_uid", sa.String(64), nullable=False),
+    sa.Column("project", sa.String(64), nullable=False),
+    sa.Column("code", sa.String(64), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.UniqueConstraint("report_id", "code", "status", name="uq_findings_report_code_status"),
+    sa.Index("ix_findings_code_status_study", "code", "status", "study_uid"),
+)

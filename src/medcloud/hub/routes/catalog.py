@@ -25,11 +25,23 @@ def filters(
     date_to: date | None = Query(None, description="Study date to (YYYY-MM-DD)"),
     patient: str | None = Query(None, description="Patient pseudonym"),
     q: str | None = Query(None, max_length=200, description="Text in study or series description"),
+    finding: list[str] = Query(
+        [], max_length=20, description="Report finding code[:status], '-' negates, e.g. pneumothorax:present"
+    ),
 ) -> Filters:
     if date_from and date_to and date_from > date_to:
         raise InvalidInput("date_from is after date_to")
+    from medcloud.hub.routes.reports import parse_findings
+
     return Filters(
-        site=site, project=project, modality=modality, date_from=date_from, date_to=date_to, patient=patient, text=q
+        site=site,
+        project=project,
+        modality=modality,
+        date_from=date_from,
+        date_to=date_to,
+        patient=patient,
+        text=q,
+        findings=parse_findings(finding),
     )
 
 
