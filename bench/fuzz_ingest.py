@@ -160,7 +160,12 @@ def _image_seeds() -> list[Seed]:
     for name, make in (
         ("gray.tif", lambda b: tifffile.imwrite(b, gray)),
         ("rgb-tiled.tif", lambda b: tifffile.imwrite(b, np.zeros((64, 64, 3), np.uint8) + 9, tile=(32, 32))),
-        ("multipage.tif", lambda b: tifffile.imwrite(b, np.stack([gray, gray[::-1], gray[::-1, ::-1]]))),
+        (
+            "rgb-planar.tif",
+            lambda b: tifffile.imwrite(
+                b, np.stack([gray, gray[::-1], gray[::-1, ::-1]]), photometric="rgb", planarconfig="separate"
+            ),
+        ),
         ("bigendian.tif", lambda b: tifffile.imwrite(b, g16, byteorder=">")),
         ("pil-rgb.tif", lambda b: Image.fromarray(rgb).save(b, "TIFF")),
     ):
@@ -1400,6 +1405,7 @@ class Config:
     confirm_max: int = 60
     url: str | None = None  # an already running target (tests); no hub is started then
     warm_up: bool = True  # one big DICOM alone after each (re)start, before concurrent requests
+    max_seconds: float | None = None  # stop sending new mutants after this long (then summarize as usual)
     token: str = ""
     progress: bool = True
     weights: dict[str, float] = field(default_factory=lambda: {"single": 0.4, "batch": 0.3, "pydicom": 0.3})
@@ -1486,14 +1492,24 @@ def run(cfg: Config, corpus: Corpus | None = None) -> dict[str, Any]:
     todo = iter(plan(cfg))
     done, retries = [0], [0]
     t_fuzz = time.perf_counter()
+    halt = threading.Event()  # SIGTERM/SIGINT or --max-minutes: finish what is in flight, then report
+
+    def on_signal(signum: int, frame: object) -> None:
+        halt.set()
+
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, on_signal)
 
     def worker() -> None:
         client = httpx.Client(headers=headers)
         seen_gen = 0
         try:
             while True:
+                if cfg.max_seconds is not None and time.perf_counter() - t_fuzz > cfg.max_seconds:
+                    halt.set()
                 with lock:
-                    nxt = next(todo, None)
+                    nxt = None if halt.is_set() else next(todo, None)
                 if nxt is None:
                     return
                 req = corpus.mutant(*nxt)
@@ -1544,8 +1560,9 @@ def run(cfg: Config, corpus: Corpus | None = None) -> dict[str, Any]:
     threads = [threading.Thread(target=worker) for _ in range(cfg.workers)]
     for t in threads:
         t.start()
-    for t in threads:
-        t.join()
+    while any(t.is_alive() for t in threads):
+        for t in threads:
+            t.join(0.5)  # short joins, so a signal reaches the handler while the workers run
     fuzz_wall = time.perf_counter() - t_fuzz
     with lock:
         for mid in rss["over"]:
@@ -1603,6 +1620,7 @@ def summarize(
         "slowest": [[o.mid, round(o.seconds, 2), o.outcome] for o in slow],
         "seed": cfg.seed,
         "count": len(results),
+        "count_asked": cfg.count,
         "workers": cfg.workers,
         "timeout_s": cfg.timeout,
         "outcomes": {p: dict(c) for p, c in sorted(per_path.items())},
@@ -1750,6 +1768,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--confirm-max", type=int, default=60, help="findings replayed alone for the hub's traceback")
     ap.add_argument("--out", type=Path, default=BENCH / "out" / "fuzz")
     ap.add_argument("--replay", help="PATH:INDEX: send that one mutant to a fresh hub and show what happens")
+    ap.add_argument("--max-minutes", type=float, help="stop sending new mutants after this long, then report")
     ap.add_argument("--no-warm-up", action="store_true", help="no lone big DICOM after each hub (re)start")
     ap.add_argument("--write", help="PATH:INDEX: only write that mutant's bytes to --out")
     a = ap.parse_args(argv)
@@ -1758,6 +1777,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--paths takes {', '.join(PATHS)}")
     cfg = Config(a.count, a.seed, paths, a.workers, a.timeout, a.rss_limit_mb, a.out, a.hub_workers, a.confirm_max)
     cfg.warm_up = not a.no_warm_up
+    cfg.max_seconds = a.max_minutes * 60 if a.max_minutes else None
     if a.write or a.replay:
         corpus = Corpus(a.seed)
         req = corpus.mutant(*_split(a.write or a.replay))
