@@ -1406,6 +1406,7 @@ class Config:
     url: str | None = None  # an already running target (tests); no hub is started then
     warm_up: bool = True  # one big DICOM alone after each (re)start, before concurrent requests
     max_seconds: float | None = None  # stop sending new mutants after this long (then summarize as usual)
+    seed_check: bool = True  # send every unmutated seed once first (a baseline, and stored originals)
     token: str = ""
     progress: bool = True
     weights: dict[str, float] = field(default_factory=lambda: {"single": 0.4, "batch": 0.3, "pydicom": 0.3})
@@ -1481,7 +1482,7 @@ def run(cfg: Config, corpus: Corpus | None = None) -> dict[str, Any]:
     seed_check: Counter[str] = Counter()
     seed_refusals: Counter[str] = Counter()
     with httpx.Client(headers=headers) as client:
-        for s in corpus.all:
+        for s in corpus.all if cfg.seed_check else []:
             st, body, err = send(client, base, Request("seed", "/api/v1/ingest", s.data, {}, False, [s.name], []),
                               cfg.timeout)  # fmt: skip
             seed_check[err or f"{s.kind}:{(st or 0) // 100}xx"] += 1
@@ -1642,6 +1643,21 @@ def _op_signature(req: Request) -> str:
     return "+".join(sorted(set(names))) or "none"
 
 
+# The operator that most likely made a mutant fail, most suspicious first: findings are grouped by it.
+_KEY_OPS = (
+    "deep_nesting", "deflate_bomb", "tiff_ifd_loop", "un_flood", "deflate", "meta_group_length", "ts_swap",
+    "multipart_no_close", "multipart_too_many", "multipart_part_cut", "multipart_bad_sha", "truncate_boundary",
+    "truncate", "drop_delimiter", "dup_delimiter", "stray_delimiter", "undefined_length", "huge_length", "length",
+    "vr_swap", "charset", "value", "png_ihdr_dims", "png_chunk_length", "jpeg_sof_dims", "jpeg_segment_length",
+    "tiff_count", "tiff_value", "tiff_type", "wrong_sha256",
+)  # fmt: skip
+
+
+def _key_op(req: Request) -> str:
+    names = set(_op_signature(req).split("+"))
+    return next((k for k in _KEY_OPS if k in names), _op_signature(req))
+
+
 def _traceback(text: str) -> tuple[str, str]:
     """(excerpt, signature) of the last traceback in a log excerpt; the signature is the exception line
     and the innermost medcloud frame, which names a finding class."""
@@ -1652,7 +1668,7 @@ def _traceback(text: str) -> tuple[str, str]:
     end = next((i for i, ln in enumerate(lines[1:], 1) if ln and not ln[0].isspace()), len(lines) - 1)
     exc_line = lines[end] if end < len(lines) else ""
     frames = [ln.strip() for ln in lines[:end] if ln.strip().startswith("File ") and "/medcloud/" in ln]
-    where = frames[-1].split("/medcloud/", 1)[1] if frames else ""
+    where = frames[-1].split("/medcloud/", 1)[1].replace('"', "") if frames else ""
     block = lines[: end + 1]
     excerpt = "\n".join([*block[:2], "  ...", *block[-10:]]) if len(block) > 14 else "\n".join(block)
     return excerpt, f"{exc_line[:160]} @ medcloud/{where}" if where else exc_line[:160]
@@ -1669,14 +1685,17 @@ def confirm(
         if o.outcome in FINDINGS:
             req = corpus.mutant(*_split(o.mid))
             reqs[o.mid] = req
-            groups[(o.mid.split(":")[0], o.outcome, _op_signature(req))].append(o.mid)
+            key = o.detail.split(";")[0].split(": ", 1)[-1][:80] if o.outcome == "accepted_invalid" else _key_op(req)
+            groups[(o.mid.split(":")[0], o.outcome, key)].append(o.mid)
     classes: list[dict[str, Any]] = []
     budget = cfg.confirm_max
     if groups:
         cfg.out.mkdir(parents=True, exist_ok=True)
-    for (path, outcome, sig), mids in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+    # Server faults first (replays are capped), then the biggest groups.
+    order = {k: i for i, k in enumerate(("crash", "server_error", "timeout", "connection_error", "memory"))}
+    for (path, outcome, sig), mids in sorted(groups.items(), key=lambda kv: (order.get(kv[0][1], 9), -len(kv[1]))):
         entry: dict[str, Any] = {
-            "path": path, "outcome": outcome, "ops": sig, "count": len(mids), "examples": mids[:10],
+            "path": path, "outcome": outcome, "key": sig, "count": len(mids), "examples": mids[:10],
             "repro": f"python bench/fuzz_ingest.py --seed {cfg.seed} --replay {mids[0]}",
         }  # fmt: skip
         replays = []

@@ -33,8 +33,9 @@ def corpus() -> fuzz_ingest.Corpus:
 def test_fuzz_smoke_no_server_errors_or_hangs(tmp_path: Path, corpus: fuzz_ingest.Corpus) -> None:
     """A few hundred mutants over the single, batch and pydicom (>= 4 MiB) paths against a real hub."""
     cfg = fuzz_ingest.Config(
-        count=300, seed=SEED, workers=2, timeout=20.0, out=tmp_path / "fuzz", confirm_max=6, progress=False
-    )
+        count=300, seed=SEED, workers=2, timeout=20.0, out=tmp_path / "fuzz", confirm_max=4, progress=False,
+        seed_check=False,
+    )  # fmt: skip
     summary = fuzz_ingest.run(cfg, corpus)
     assert summary["count"] == 300
     assert set(summary["outcomes"]) == {"single", "batch", "pydicom"}
@@ -43,9 +44,13 @@ def test_fuzz_smoke_no_server_errors_or_hangs(tmp_path: Path, corpus: fuzz_inges
     assert totals.get("2xx", 0) > 0
     assert totals.get("4xx", 0) > 0
     faults = {k: summary["findings"][k] for k in SERVER_FAULTS if summary["findings"][k]}
-    assert not faults, json.dumps({"faults": faults, "classes": summary["finding_classes"]}, indent=1, default=str)[
-        :6000
+    classes = [
+        {k: c.get(k) for k in ("path", "outcome", "key", "count", "examples", "repro")}
+        | {"hub": [(r["status"], r["signature"]) for r in c.get("replayed", [])]}
+        for c in summary["finding_classes"]
+        if c["outcome"] in SERVER_FAULTS
     ]
+    assert not faults, json.dumps(classes, indent=1, default=str)[:8000]
     assert summary["hub"]["peak_rss_mib"] < cfg.rss_limit_mb
 
 
