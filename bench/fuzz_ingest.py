@@ -513,7 +513,7 @@ def op_truncate_boundary(rng: random.Random, m: FileMutant, lay: Layout | None) 
     if lay is None or not lay.elems:
         return op_truncate(rng, m, lay)
     tops = lay.top_boundaries()
-    nested = sorted({e.end for e in lay.elems if e.depth > 0} | {e.off for e in lay.elems if e.depth > 0} - tops)
+    nested = sorted(({e.end for e in lay.elems if e.depth > 0} | {e.off for e in lay.elems if e.depth > 0}) - tops)
     inside = bool(nested) and rng.random() < 0.7
     cut = rng.choice(nested) if inside else rng.choice(sorted(tops - {len(m.data)}) or [lay.meta_end])
     m.ops.append({"op": "truncate_boundary", "at": cut, "nested": inside, "of": len(m.data)})
@@ -1463,14 +1463,20 @@ def run(cfg: Config, corpus: Corpus | None = None) -> dict[str, Any]:
     stop = threading.Event()
 
     def sample() -> None:
+        # Blame the requests in flight while the RSS climbs to a new high above the limit, not every one
+        # that happens to run while the allocator keeps freed memory (RSS stays high long after a bomb).
+        high, high_pid = 0, None
         while not stop.is_set():
             pid = hub.pid if hub is not None else None
             if pid:
                 now = _rss_bytes(pid)
+                if pid != high_pid:
+                    high, high_pid = 0, pid
                 with lock:
                     rss["peak"] = max(rss["peak"], now)
-                    if now > cfg.rss_limit_mb * MIB:
+                    if now > cfg.rss_limit_mb * MIB and now > high + 32 * MIB:
                         rss["over"] |= in_flight
+                high = max(high, now)
             stop.wait(0.05)
 
     sampler = threading.Thread(target=sample, daemon=True)

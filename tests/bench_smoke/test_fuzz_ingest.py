@@ -180,3 +180,24 @@ def test_nested_sequence_lengths_are_consistent(corpus: fuzz_ingest.Corpus) -> N
         deep = fuzz_ingest.walk(m.data, max_depth=400)
         assert deep is not None and deep.complete
         assert max(e.depth for e in deep.elems) >= 150
+
+
+def test_truncation_oracle_flags_only_cuts_inside_an_element(corpus: fuzz_ingest.Corpus) -> None:
+    """A DICOM cut between two top-level elements (or not cut at all) parses cleanly and cannot be told from a
+    whole file without a hash: the oracle must only call a cut broken when it lies inside an element."""
+    judged = 0
+    for index in range(600):
+        req = corpus.mutant("single", index)
+        if len(req.ops) != 1 or req.ops[0]["op"] not in ("truncate", "truncate_boundary") or not req.must_reject:
+            continue
+        seed = next((s for s in corpus.dicom if s.name == req.seeds[0]), None)
+        if seed is None:  # an image: its oracle is the end marker, checked by the hub's reader
+            continue
+        lay = fuzz_ingest.walk(fuzz_ingest.unique_sop_uid(seed.data, fuzz_ingest.walk(seed.data), f"single:{index}"))  # type: ignore[arg-type]
+        assert lay is not None
+        cut = req.ops[0]["at"]
+        assert cut < len(seed.data), req.ops
+        assert cut not in lay.top_boundaries(), req.ops
+        assert any(e.off < cut < e.end for e in lay.elems) or cut < lay.meta_end, req.ops
+        judged += 1
+    assert judged >= 10
