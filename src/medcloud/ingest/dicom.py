@@ -11,6 +11,8 @@ import mmap
 from datetime import date
 from pathlib import Path
 
+from pydicom.uid import UID
+
 from medcloud.errors import InvalidInput
 from medcloud.formats.charset import charset_for
 from medcloud.formats.dicom import (
@@ -152,8 +154,6 @@ def _check_pixels(sop_class: str, has_rows: bool, has_pixels: bool) -> None:
         return
     if has_rows:
         raise InvalidInput("truncated DICOM file: image attributes present but no pixel data")
-    from pydicom.uid import UID
-
     if sop_class and "Image Storage" in UID(sop_class).name:
         raise InvalidInput(f"truncated DICOM file: a {UID(sop_class).name} object without pixel data")
 
