@@ -22,7 +22,7 @@ from medcloud.hub.state import HubState
 from medcloud.security.policy import Principal
 
 # Router modules under medcloud.hub.routes, each exposing `router`.
-ROUTERS: tuple[str, ...] = ("ingest", "catalog", "sites", "tokens", "audit", "inference", "models")
+ROUTERS: tuple[str, ...] = ("ingest", "catalog", "sites", "tokens", "audit", "inference", "models", "dicomweb")
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "

@@ -1,0 +1,361 @@
+"""DICOMweb (PS3.18) at /dicom-web: QIDO-RS search, WADO-RS retrieve and metadata, STOW-RS store.
+
+Same tokens, grants and audit as the REST API: researchers search and retrieve within their projects,
+sites store. Parsing, DICOM JSON and negotiation live in `medcloud.dicomweb`; SQL in `store.dicomweb`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from functools import partial
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from medcloud.dicomweb import json as dj
+from medcloud.dicomweb.frames import EXPLICIT_LE, native_frames, parse_frame_list
+from medcloud.dicomweb.media import NotAcceptable, Offer, negotiate, parse_accept, parse_media_type
+from medcloud.dicomweb.multipart import closing, new_boundary, part_header, split_parts
+from medcloud.dicomweb.query import Level, parse_qido
+from medcloud.dicomweb.stow import StowOutcome, store_parts
+from medcloud.errors import Forbidden, InvalidInput, NotFound, TooLarge, UnsupportedFormat
+from medcloud.hub.deps import client_address, hub_state, mark_audited_read, record_audit, require
+from medcloud.hub.problems import problem
+from medcloud.security.policy import Permission, Principal
+from medcloud.store.dicomweb import DicomwebQueries
+
+router = APIRouter(prefix="/dicom-web", tags=["dicomweb"])
+DICOM_JSON = "application/dicom+json"
+_JSON_OFFERS = [Offer(DICOM_JSON), Offer("application/json")]
+
+
+def _base(request: Request) -> str:
+    return str(request.base_url).rstrip("/") + "/dicom-web"
+
+
+def _queries(request: Request) -> DicomwebQueries:
+    return DicomwebQueries(hub_state(request).catalog.db)
+
+
+def _dicom_json(body: Any, offer: Offer, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return JSONResponse(body, status_code=status, media_type=offer.media_type, headers=headers)
+
+
+# ---------------------------------------------------------------- QIDO-RS
+
+
+async def _search(request: Request, principal: Principal, level: Level, **fixed: str) -> Response:
+    offer, _ = negotiate(parse_accept(request.headers.get("accept")), _JSON_OFFERS, what="a search result")
+    query = parse_qido(level, request.query_params.multi_items(), fixed=fixed)
+    rows = await run_in_threadpool(_queries(request).search, query, principal.readable_projects())
+    if "StudyInstanceUID" in fixed and not rows:
+        # A nested search under a study the caller cannot see is 404, as a retrieve would be.
+        await run_in_threadpool(_queries(request).retrieve, principal.readable_projects(), fixed["StudyInstanceUID"])
+    base = _base(request)
+    headers = {"Warning": f'299 medcloud "{"; ".join(query.warnings)}"'} if query.warnings else None
+    return _dicom_json([dj.qido_result(query, row, base) for row in rows], offer, headers=headers)
+
+
+Reader = Depends(require(Permission.CATALOG_READ))
+BytesReader = Depends(require(Permission.BYTES_READ))
+Storer = Depends(require(Permission.INGEST))
+
+
+@router.get("/studies", summary="QIDO-RS: search for studies")
+async def search_studies(request: Request, principal: Principal = Reader) -> Response:
+    return await _search(request, principal, Level.STUDY)
+
+
+@router.get("/series", summary="QIDO-RS: search for series")
+async def search_series(request: Request, principal: Principal = Reader) -> Response:
+    return await _search(request, principal, Level.SERIES)
+
+
+@router.get("/instances", summary="QIDO-RS: search for instances")
+async def search_instances(request: Request, principal: Principal = Reader) -> Response:
+    return await _search(request, principal, Level.INSTANCE)
+
+
+@router.get("/studies/{study}/series", summary="QIDO-RS: search for series of a study")
+async def search_study_series(request: Request, study: str, principal: Principal = Reader) -> Response:
+    return await _search(request, principal, Level.SERIES, StudyInstanceUID=study)
+
+
+@router.get("/studies/{study}/instances", summary="QIDO-RS: search for instances of a study")
+async def search_study_instances(request: Request, study: str, principal: Principal = Reader) -> Response:
+    return await _search(request, principal, Level.INSTANCE, StudyInstanceUID=study)
+
+
+@router.get("/studies/{study}/series/{series}/instances", summary="QIDO-RS: search for instances of a series")
+async def search_series_instances(request: Request, study: str, series: str, principal: Principal = Reader) -> Response:
+    return await _search(request, principal, Level.INSTANCE, StudyInstanceUID=study, SeriesInstanceUID=series)
+
+
+# ---------------------------------------------------------------- WADO-RS
+
+
+def _resource(study: str, series: str | None, instance: str | None) -> str:
+    path = f"study/{study}"
+    if series is not None:
+        path += f"/series/{series}"
+    if instance is not None:
+        path += f"/instance/{instance}"
+    return path
+
+
+async def _covered(
+    request: Request, principal: Principal, action: str, study: str, series: str | None, instance: str | None
+) -> list[dict[str, Any]]:
+    """The instances a retrieve covers (NotFound outside the caller's projects), flagged for audit."""
+    mark_audited_read(request, action, _resource(study, series, instance))
+    rows = await run_in_threadpool(_queries(request).retrieve, principal.readable_projects(), study, series, instance)
+    return rows
+
+
+async def _audit_read(request: Request, principal: Principal, action: str, rows: list[dict[str, Any]],
+                      resource: str, **detail: Any) -> None:  # fmt: skip
+    """Check that every blob is there, then audit the read: a missing blob is never recorded as read."""
+    blobs = hub_state(request).blobs
+
+    def check() -> None:
+        for r in rows:
+            if not blobs.exists(r["sha256"]):
+                raise NotFound(f"the bytes of instance {r['sop_uid']} are missing from the blob store")
+        record_audit(request, principal, action=action, resource=resource, outcome="ok",
+                     detail={"instances": len(rows), "project": rows[0]["project"], **detail})  # fmt: skip
+
+    await run_in_threadpool(check)
+
+
+async def _retrieve(
+    request: Request, principal: Principal, study: str, series: str | None = None, instance: str | None = None
+) -> Response:
+    action = "dicomweb.retrieve"
+    accept = parse_accept(request.headers.get("accept"))
+    rows = await _covered(request, principal, action, study, series, instance)
+    syntaxes = {r["transfer_syntax"] for r in rows}
+    # A named transfer syntax is served only when every instance is stored in it (no transcoding yet).
+    offer_ts = frozenset(syntaxes) if len(syntaxes) == 1 else frozenset({"(mixed)"})
+    offers = [Offer("multipart/related", "application/dicom", offer_ts)]
+    negotiate(accept, offers, what="a retrieve")
+    await _audit_read(request, principal, action, rows, _resource(study, series, instance))
+    boundary = new_boundary()
+    blobs = hub_state(request).blobs
+    base = _base(request)
+
+    def body() -> Iterator[bytes]:
+        for r in rows:
+            location = f"{base}/studies/{r['study_uid']}/series/{r['series_uid']}/instances/{r['sop_uid']}"
+            yield part_header(boundary, f"application/dicom; transfer-syntax={r['transfer_syntax']}",
+                              [("Content-Location", location), ("Content-Length", str(r["size"]))])  # fmt: skip
+            yield from blobs.iter_chunks(r["sha256"])
+        yield closing(boundary)
+
+    media = f'multipart/related; type="application/dicom"; boundary={boundary}'
+    return StreamingResponse(body(), media_type=media)
+
+
+@router.get("/studies/{study}", summary="WADO-RS: retrieve a study (multipart/related application/dicom)")
+async def retrieve_study(request: Request, study: str, principal: Principal = BytesReader) -> Response:
+    return await _retrieve(request, principal, study)
+
+
+@router.get("/studies/{study}/series/{series}", summary="WADO-RS: retrieve a series")
+async def retrieve_series(request: Request, study: str, series: str, principal: Principal = BytesReader) -> Response:
+    return await _retrieve(request, principal, study, series)
+
+
+@router.get("/studies/{study}/series/{series}/instances/{instance}", summary="WADO-RS: retrieve an instance")
+async def retrieve_instance(
+    request: Request, study: str, series: str, instance: str, principal: Principal = BytesReader
+) -> Response:
+    return await _retrieve(request, principal, study, series, instance)
+
+
+def _pixel_uri(base: str, r: dict[str, Any]) -> str | None:
+    if r["rows"] is None or r["transfer_syntax"] not in dj.NATIVE_SYNTAXES:
+        return None
+    frames = ",".join(str(n) for n in range(1, (r["frames"] or 1) + 1))
+    return f"{base}/studies/{r['study_uid']}/series/{r['series_uid']}/instances/{r['sop_uid']}/frames/{frames}"
+
+
+async def _metadata(
+    request: Request, principal: Principal, study: str, series: str | None = None, instance: str | None = None
+) -> Response:
+    action = "dicomweb.metadata"
+    offer, _ = negotiate(parse_accept(request.headers.get("accept")), _JSON_OFFERS, what="metadata")
+    rows = await _covered(request, principal, action, study, series, instance)
+    await _audit_read(request, principal, action, rows, _resource(study, series, instance))
+    blobs = hub_state(request).blobs
+    base = _base(request)
+
+    def build() -> list[dict[str, Any]]:
+        out = []
+        for r in rows:
+            with blobs.open(r["sha256"]) as fh:
+                out.append(dj.instance_metadata(fh, _pixel_uri(base, r)))
+        return out
+
+    return _dicom_json(await run_in_threadpool(build), offer)
+
+
+@router.get("/studies/{study}/metadata", summary="WADO-RS: metadata of a study (DICOM JSON)")
+async def study_metadata(request: Request, study: str, principal: Principal = BytesReader) -> Response:
+    return await _metadata(request, principal, study)
+
+
+@router.get("/studies/{study}/series/{series}/metadata", summary="WADO-RS: metadata of a series")
+async def series_metadata(request: Request, study: str, series: str, principal: Principal = BytesReader) -> Response:
+    return await _metadata(request, principal, study, series)
+
+
+@router.get(
+    "/studies/{study}/series/{series}/instances/{instance}/metadata", summary="WADO-RS: metadata of an instance"
+)
+async def instance_metadata(
+    request: Request, study: str, series: str, instance: str, principal: Principal = BytesReader
+) -> Response:
+    return await _metadata(request, principal, study, series, instance)
+
+
+@router.get(
+    "/studies/{study}/series/{series}/instances/{instance}/frames/{frames}",
+    summary="WADO-RS: frames of an instance (native pixel data, multipart/related application/octet-stream)",
+)
+async def retrieve_frames(
+    request: Request, study: str, series: str, instance: str, frames: str, principal: Principal = BytesReader
+) -> Response:
+    action = "dicomweb.frames"
+    accept = parse_accept(request.headers.get("accept"))
+    numbers = parse_frame_list(frames)
+    rows = await _covered(request, principal, action, study, series, instance)
+    r = rows[0]
+    if r["rows"] is None:
+        raise NotFound(f"instance {instance} has no pixel data")
+    if r["transfer_syntax"] not in dj.NATIVE_SYNTAXES:
+        raise NotAcceptable(f"instance {instance} is stored compressed ({r['transfer_syntax']}); its frames are not "
+                            "served yet: retrieve the instance instead")  # fmt: skip
+    negotiate(accept, [Offer("multipart/related", "application/octet-stream", frozenset({EXPLICIT_LE}))], what="frames")
+    blobs = hub_state(request).blobs
+
+    def read() -> list[bytes]:
+        with blobs.open(r["sha256"]) as fh:
+            return native_frames(fh, r["transfer_syntax"], numbers)
+
+    data = await run_in_threadpool(read)
+    await _audit_read(request, principal, action, rows, _resource(study, series, instance), frames=frames[:200])
+    boundary = new_boundary()
+    chunks: list[bytes] = []
+    location = f"{_base(request)}/studies/{study}/series/{series}/instances/{instance}/frames"
+    for n, frame in zip(numbers, data, strict=True):
+        chunks.append(part_header(boundary, f"application/octet-stream; transfer-syntax={EXPLICIT_LE}",
+                                  [("Content-Location", f"{location}/{n}")]))  # fmt: skip
+        chunks.append(frame)
+    chunks.append(closing(boundary))
+    media = f'multipart/related; type="application/octet-stream"; boundary={boundary}'
+    return Response(b"".join(chunks), media_type=media)
+
+
+# ---------------------------------------------------------------- STOW-RS
+
+
+def _store_scope(request: Request, principal: Principal) -> tuple[str, str]:
+    """The site (from the token, never the request) and project a STOW-RS request stores into."""
+    if principal.site is None:
+        raise Forbidden("only a site token may store")
+    requested = request.headers.get("x-medcloud-project")
+    if requested:
+        if requested not in principal.projects:
+            raise Forbidden(f"this site token may not store into project '{requested}'")
+        return principal.site, requested
+    if len(principal.projects) == 1:
+        return principal.site, next(iter(principal.projects))
+    raise InvalidInput("this token has several projects: name one in X-Medcloud-Project")
+
+
+async def _stow(request: Request, principal: Principal, study: str | None) -> Response:
+    state = hub_state(request)
+    request.state.audit_action = "dicomweb.store"
+    site, project = _store_scope(request, principal)
+    offer, _ = negotiate(parse_accept(request.headers.get("accept")), _JSON_OFFERS, what="a store response")
+    ctype = parse_media_type(request.headers.get("content-type") or "application/octet-stream")
+    if ctype.essence != "multipart/related" or not ctype.params.get("boundary"):
+        raise UnsupportedFormat('send multipart/related; type="application/dicom" with a boundary')
+    part_type = ctype.params.get("type", "application/dicom").lower()
+    if part_type != "application/dicom":
+        raise UnsupportedFormat(f"parts of type {part_type!r} are not stored yet: send application/dicom parts")
+    limit = state.settings.max_batch_bytes
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise TooLarge(f"request of {declared} bytes exceeds the limit of {limit} bytes")
+    chunks: list[bytes] = []
+    received = 0
+    async for chunk in request.stream():
+        received += len(chunk)
+        if received > limit:
+            raise TooLarge(f"request exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    parts = list(split_parts(b"".join(chunks), ctype.params["boundary"].encode("latin-1")))
+    if not parts:
+        raise InvalidInput("the request holds no instances")
+    if len(parts) > state.settings.max_batch_files:
+        raise InvalidInput(f"a request holds at most {state.settings.max_batch_files} instances")
+    outcome: StowOutcome = await run_in_threadpool(
+        partial(store_parts, state.ingestor, state.blobs, parts, site=site, project=project,
+                subject=principal.subject, client=client_address(request), study_uid=study,
+                max_part=state.settings.max_upload_bytes, base=_base(request)),
+    )  # fmt: skip
+    if outcome.refused_outside:
+        await run_in_threadpool(
+            record_audit, request, principal, action="dicomweb.store", resource=f"study/{study}",
+            outcome="refused:409:study-mismatch", detail={"instances": outcome.refused_outside, "project": project},
+        )  # fmt: skip
+    return _dicom_json(outcome.body, offer, status=outcome.status)
+
+
+@router.post("/studies", summary="STOW-RS: store instances (multipart/related application/dicom)")
+async def store_instances(request: Request, principal: Principal = Storer) -> Response:
+    return await _stow(request, principal, None)
+
+
+@router.post("/studies/{study}", summary="STOW-RS: store instances of one study")
+async def store_study_instances(request: Request, study: str, principal: Principal = Storer) -> Response:
+    return await _stow(request, principal, study)
+
+
+# ---------------------------------------------------------------- 405 with Allow
+
+_ALLOWED: dict[str, tuple[str, ...]] = {
+    "/studies": ("GET", "HEAD", "POST"),
+    "/studies/{study}": ("GET", "HEAD", "POST"),
+    "/series": ("GET", "HEAD"),
+    "/instances": ("GET", "HEAD"),
+    "/studies/{study}/series": ("GET", "HEAD"),
+    "/studies/{study}/instances": ("GET", "HEAD"),
+    "/studies/{study}/metadata": ("GET", "HEAD"),
+    "/studies/{study}/series/{series}": ("GET", "HEAD"),
+    "/studies/{study}/series/{series}/metadata": ("GET", "HEAD"),
+    "/studies/{study}/series/{series}/instances": ("GET", "HEAD"),
+    "/studies/{study}/series/{series}/instances/{instance}": ("GET", "HEAD"),
+    "/studies/{study}/series/{series}/instances/{instance}/metadata": ("GET", "HEAD"),
+    "/studies/{study}/series/{series}/instances/{instance}/frames/{frames}": ("GET", "HEAD"),
+}
+_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+
+
+def _not_allowed(allow: tuple[str, ...]) -> Callable[[Request], Response]:
+    def handler(request: Request) -> Response:
+        response = problem(405, "method-not-allowed", "Method not allowed",
+                           f"{request.method} is not allowed here; allowed: {', '.join(allow)}", request.url.path)  # fmt: skip
+        response.headers["Allow"] = ", ".join(allow)
+        return response
+
+    return handler
+
+
+for _path, _allow in _ALLOWED.items():
+    router.add_api_route(
+        _path, _not_allowed(_allow), methods=[m for m in _METHODS if m not in _allow], include_in_schema=False
+    )
