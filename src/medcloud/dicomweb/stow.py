@@ -70,10 +70,10 @@ class StowOutcome:
     refused_outside: list[str] = field(default_factory=list)
 
 
-def _identify(entry: _Entry) -> None:
+def _identify(entry: _Entry, data: bytes) -> None:
     """Read the UIDs the response names (and the study to check); a file we cannot read keeps none."""
     with contextlib.suppress(Exception):  # the pipeline gives unreadable files their own clear refusal
-        buf, _, syn, pos, _ = open_dicom(entry.part.data, max_inflated=64 * 1024**2)
+        buf, _, syn, pos, _ = open_dicom(data, max_inflated=64 * 1024**2)
         top, _ = scan_top_level(buf, pos, syn, _WANTED)
 
         def uid(tag: int) -> str:
@@ -105,14 +105,15 @@ def store_parts(
         if ctype != "application/dicom":
             e.reason, e.detail = CANNOT_UNDERSTAND, f"a part of type {ctype!r} is not application/dicom"
             continue
-        _identify(e)
+        data = bytes(e.part.data)
+        _identify(e, data)
         if study_uid is not None and e.study and e.study != study_uid:
             e.reason, e.detail = PROCESSING_FAILURE, f"instance of study {e.study}, not of {study_uid}"
             outside.append(e.sop_instance)
             continue
         upload = blobs.spool(max_part)
         try:
-            upload.write(bytes(e.part.data))
+            upload.write(data)
         except MedcloudError as exc:
             upload.discard()
             e.reason, e.detail = failure_reason(exc), exc.detail
