@@ -45,7 +45,10 @@ def test_study_level_answers_carry_what_ohif_reads_with_f2_value_rules(seeded: S
 
 
 def test_ohif_study_list_request(seeded: Seeded) -> None:
-    url = "/dicom-web/studies?limit=101&offset=0&fuzzymatching=false&includefield=00081030%2C00080060%2C00080090%2C00100030"
+    url = (
+        "/dicom-web/studies?limit=101&offset=0&fuzzymatching=false"
+        "&includefield=00081030%2C00080060%2C00080090%2C00100030"
+    )
     body = _ok(seeded, url)
     assert len(body) == 2
     assert body[0]["00080090"] == {"vr": "PN"} and "00081030" in body[0]
@@ -168,9 +171,13 @@ def test_tokens_and_roles(seeded: Seeded) -> None:
 
 
 def test_search_accept_negotiation(seeded: Seeded) -> None:
-    assert _get(seeded, "/dicom-web/studies", accept="application/json").headers["content-type"].startswith(
-        "application/json"
+    assert (
+        _get(seeded, "/dicom-web/studies", accept="application/json")
+        .headers["content-type"]
+        .startswith("application/json")
     )
     assert _get(seeded, "/dicom-web/studies", accept="*/*").status_code == 200
-    assert _get(seeded, "/dicom-web/studies", accept='multipart/related; type="application/dicom+xml"').status_code == 406
+    assert (
+        _get(seeded, "/dicom-web/studies", accept='multipart/related; type="application/dicom+xml"').status_code == 406
+    )
     assert _get(seeded, "/dicom-web/studies", accept="application/dicom+json; q=nope").status_code == 400

@@ -155,7 +155,7 @@ def instance_metadata(fh: BinaryIO, pixel_uri: str | None) -> dict[str, Any]:
 
 def _fix_numbers(attrs: dict[str, Any]) -> None:
     """pydicom keeps an IS/DS value it cannot read as a string; F.2.3.1 needs numbers, so drop such values."""
-    for key, attr in list(attrs.items()):
+    for attr in attrs.values():
         vr = attr.get("vr")
         if vr in ("IS", "DS") and "Value" in attr:
             kept = [v for v in attr["Value"] if isinstance(v, int | float) or v is None]

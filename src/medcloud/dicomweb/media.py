@@ -14,9 +14,9 @@ from medcloud.errors import InvalidInput, MedcloudError
 
 __all__ = ["MediaRange", "NotAcceptable", "Offer", "negotiate", "parse_accept", "parse_media_type"]
 
-_TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
-_TYPE = re.compile(rf"^\s*({_TOKEN})/({_TOKEN})\s*$")
-_PARAM = re.compile(rf'^\s*({_TOKEN})\s*=\s*("(?:[^"\\]|\\.)*"|[^\s;,"]+)\s*$')
+_TCHARS = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_TYPE = re.compile(rf"^\s*({_TCHARS})/({_TCHARS})\s*$")
+_PARAM = re.compile(rf'^\s*({_TCHARS})\s*=\s*("(?:[^"\\]|\\.)*"|[^\s;,"]+)\s*$')
 _MAX_ACCEPT = 4096
 
 
@@ -142,9 +142,8 @@ def _matches(rng: MediaRange, offer: Offer) -> bool:
     elif offer.part_type is None and part is not None:
         return False
     ts = rng.params.get("transfer-syntax")
-    if ts is not None and ts != "*" and offer.transfer_syntaxes and ts not in offer.transfer_syntaxes:
-        return False
-    return True
+    named = ts is not None and ts != "*"
+    return not (named and offer.transfer_syntaxes and ts not in offer.transfer_syntaxes)
 
 
 def negotiate(accept: list[MediaRange], offers: list[Offer], *, what: str) -> tuple[Offer, MediaRange]:

@@ -328,27 +328,27 @@ async def store_study_instances(request: Request, study: str, principal: Princip
 # ---------------------------------------------------------------- 405 with Allow
 
 _ALLOWED: dict[str, tuple[str, ...]] = {
-    "/studies": ("GET", "HEAD", "POST"),
-    "/studies/{study}": ("GET", "HEAD", "POST"),
-    "/series": ("GET", "HEAD"),
-    "/instances": ("GET", "HEAD"),
-    "/studies/{study}/series": ("GET", "HEAD"),
-    "/studies/{study}/instances": ("GET", "HEAD"),
-    "/studies/{study}/metadata": ("GET", "HEAD"),
-    "/studies/{study}/series/{series}": ("GET", "HEAD"),
-    "/studies/{study}/series/{series}/metadata": ("GET", "HEAD"),
-    "/studies/{study}/series/{series}/instances": ("GET", "HEAD"),
-    "/studies/{study}/series/{series}/instances/{instance}": ("GET", "HEAD"),
-    "/studies/{study}/series/{series}/instances/{instance}/metadata": ("GET", "HEAD"),
-    "/studies/{study}/series/{series}/instances/{instance}/frames/{frames}": ("GET", "HEAD"),
+    "/studies": ("GET", "POST"),
+    "/studies/{study}": ("GET", "POST"),
+    "/series": ("GET",),
+    "/instances": ("GET",),
+    "/studies/{study}/series": ("GET",),
+    "/studies/{study}/instances": ("GET",),
+    "/studies/{study}/metadata": ("GET",),
+    "/studies/{study}/series/{series}": ("GET",),
+    "/studies/{study}/series/{series}/metadata": ("GET",),
+    "/studies/{study}/series/{series}/instances": ("GET",),
+    "/studies/{study}/series/{series}/instances/{instance}": ("GET",),
+    "/studies/{study}/series/{series}/instances/{instance}/metadata": ("GET",),
+    "/studies/{study}/series/{series}/instances/{instance}/frames/{frames}": ("GET",),
 }
-_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 
 
 def _not_allowed(allow: tuple[str, ...]) -> Callable[[Request], Response]:
     def handler(request: Request) -> Response:
-        response = problem(405, "method-not-allowed", "Method not allowed",
-                           f"{request.method} is not allowed here; allowed: {', '.join(allow)}", request.url.path)  # fmt: skip
+        detail = f"{request.method} is not allowed here; allowed: {', '.join(allow)}"
+        response = problem(405, "method-not-allowed", "Method not allowed", detail, request.url.path)
         response.headers["Allow"] = ", ".join(allow)
         return response
 
