@@ -181,3 +181,22 @@ def test_search_accept_negotiation(seeded: Seeded) -> None:
         _get(seeded, "/dicom-web/studies", accept='multipart/related; type="application/dicom+xml"').status_code == 406
     )
     assert _get(seeded, "/dicom-web/studies", accept="application/dicom+json; q=nope").status_code == 400
+
+
+@pytest.mark.postgres
+def test_matching_on_postgresql(pg_hub: Any) -> None:
+    """The same matching on PostgreSQL (LIKE is case-sensitive there, NULL dates sort differently)."""
+    from tests.dicomweb.conftest import seed
+
+    s = seed(pg_hub)
+    assert _uids(_ok(s, "/dicom-web/studies")) == [LUNG_MR, LUNG_CT]
+    assert _uids(_ok(s, "/dicom-web/studies?StudyDescription=chest*")) == [LUNG_CT]
+    assert _uids(_ok(s, "/dicom-web/studies?PatientName=pseudo-2")) == [LUNG_MR]
+    assert _uids(_ok(s, "/dicom-web/studies?StudyDescription=%E9%A0%AD%E9%83%A8*")) == [LUNG_MR]
+    assert _uids(_ok(s, "/dicom-web/studies?StudyDate=-20201231&ModalitiesInStudy=CT")) == [LUNG_CT]
+    assert _uids(_ok(s, "/dicom-web/studies?PatientID=PSEUDO-%3F")) == [LUNG_MR, LUNG_CT]
+    ct = _ok(s, f"/dicom-web/studies?StudyInstanceUID={LUNG_CT}")[0]
+    assert ct["00201206"]["Value"] == [1] and ct["00201208"]["Value"] == [2]
+    assert len(_ok(s, f"/dicom-web/studies/{LUNG_CT}/series/{LUNG_CT_SERIES}/instances")) == 2
+    assert _uids(_ok(s, "/dicom-web/series?Modality=MR"), "0020000D") == [LUNG_MR]
+    assert _ok(s, f"/dicom-web/studies?StudyInstanceUID={BRAIN_CT}") == []
