@@ -57,3 +57,24 @@ def native_frames(fh: BinaryIO, transfer_syntax: str, numbers: list[int]) -> lis
             frame = np.frombuffer(frame, dtype=f">u{bits // 8}").astype(f"<u{bits // 8}").tobytes()
         out.append(frame)
     return out
+
+
+def encapsulated_frames(fh: BinaryIO, numbers: list[int]) -> list[bytes]:
+    """The requested frames of a compressed file, as stored (no transcoding); NotFound past the last."""
+    from pydicom.encaps import generate_frames
+
+    ds = pydicom.dcmread(fh, force=True)
+    if "PixelData" not in ds:
+        raise NotFound("this instance has no pixel data")
+    count = int(ds.get("NumberOfFrames", 1) or 1)
+    wanted = set(numbers)
+    for n in numbers:
+        if n > count:
+            raise NotFound(f"frame {n} does not exist (the instance has {count})")
+    found: dict[int, bytes] = {}
+    for index, frame in enumerate(generate_frames(ds.PixelData, number_of_frames=count), start=1):
+        if index in wanted:
+            found[index] = frame
+        if index >= max(wanted):
+            break
+    return [found[n] for n in numbers]

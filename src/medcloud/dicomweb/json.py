@@ -149,7 +149,9 @@ def instance_metadata(fh: BinaryIO, pixel_uri: str | None) -> dict[str, Any]:
     _fix_numbers(out)
     if pixel_uri is not None:
         bits = int(ds.get("BitsAllocated", 16) or 16)
-        out["7FE00010"] = {"vr": "OW" if bits > 8 else "OB", "BulkDataURI": pixel_uri}
+        syntax = str(getattr(ds, "file_meta", {}).get("TransferSyntaxUID", ""))
+        native = syntax in NATIVE_SYNTAXES
+        out["7FE00010"] = {"vr": "OW" if native and bits > 8 else "OB", "BulkDataURI": pixel_uri}
     return out
 
 

@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from medcloud.dicomweb import json as dj
-from medcloud.dicomweb.frames import EXPLICIT_LE, native_frames, parse_frame_list
+from medcloud.dicomweb.frames import EXPLICIT_LE, encapsulated_frames, native_frames, parse_frame_list
 from medcloud.dicomweb.media import NotAcceptable, Offer, negotiate, parse_accept, parse_media_type
 from medcloud.dicomweb.multipart import closing, new_boundary, part_header, split_parts
 from medcloud.dicomweb.query import Level, parse_qido
@@ -175,7 +175,7 @@ async def retrieve_instance(
 
 
 def _pixel_uri(base: str, r: dict[str, Any]) -> str | None:
-    if r["rows"] is None or r["transfer_syntax"] not in dj.NATIVE_SYNTAXES:
+    if r["rows"] is None:
         return None
     frames = ",".join(str(n) for n in range(1, (r["frames"] or 1) + 1))
     return f"{base}/studies/{r['study_uid']}/series/{r['series_uid']}/instances/{r['sop_uid']}/frames/{frames}"
@@ -234,15 +234,21 @@ async def retrieve_frames(
     r = rows[0]
     if r["rows"] is None:
         raise NotFound(f"instance {instance} has no pixel data")
-    if r["transfer_syntax"] not in dj.NATIVE_SYNTAXES:
-        raise NotAcceptable(f"instance {instance} is stored compressed ({r['transfer_syntax']}); its frames are not "
-                            "served yet: retrieve the instance instead")  # fmt: skip
-    negotiate(accept, [Offer("multipart/related", "application/octet-stream", frozenset({EXPLICIT_LE}))], what="frames")
+    stored_ts = r["transfer_syntax"]
+    native = stored_ts in dj.NATIVE_SYNTAXES
+    # Native frames go out as Explicit VR Little Endian; compressed ones as stored, to a client that
+    # names that transfer syntax or accepts any (`transfer-syntax=*`, as OHIF sends).
+    part_ts = EXPLICIT_LE if native else stored_ts
+    offer = Offer("multipart/related", "application/octet-stream", frozenset({part_ts}))
+    _, chosen = negotiate(accept, [offer], what="frames")
+    if not native and chosen.params.get("transfer-syntax") not in ("*", stored_ts):
+        raise NotAcceptable(f"instance {instance} is stored compressed ({stored_ts}) and is not transcoded: "
+                            "accept transfer-syntax=* or that transfer syntax")  # fmt: skip
     blobs = hub_state(request).blobs
 
     def read() -> list[bytes]:
         with blobs.open(r["sha256"]) as fh:
-            return native_frames(fh, r["transfer_syntax"], numbers)
+            return native_frames(fh, stored_ts, numbers) if native else encapsulated_frames(fh, numbers)
 
     data = await run_in_threadpool(read)
     await _audit_read(request, principal, action, rows, _resource(study, series, instance), frames=frames[:200])
@@ -250,7 +256,7 @@ async def retrieve_frames(
     chunks: list[bytes] = []
     location = f"{_base(request)}/studies/{study}/series/{series}/instances/{instance}/frames"
     for n, frame in zip(numbers, data, strict=True):
-        chunks.append(part_header(boundary, f"application/octet-stream; transfer-syntax={EXPLICIT_LE}",
+        chunks.append(part_header(boundary, f"application/octet-stream; transfer-syntax={part_ts}",
                                   [("Content-Location", f"{location}/{n}")]))  # fmt: skip
         chunks.append(frame)
     chunks.append(closing(boundary))
