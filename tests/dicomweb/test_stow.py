@@ -144,3 +144,37 @@ def test_only_site_tokens_store_and_only_into_their_projects(hub: Hub) -> None:
     assert r.status_code == 403
     assert _post(hub, body, who="site_b").status_code == 400  # two projects: name one
     assert _count(hub, CT) == 0
+
+
+def test_a_large_or_chunked_body_is_received_on_disk_not_in_memory(hub: Hub) -> None:
+    # With a 1 KiB budget every request spills: the body to a mapped file, each part to its own spool.
+    object.__setattr__(hub.state.settings, "batch_memory_bytes", 1024)
+    files = [dicom_file(study_uid=CT, series_uid=CT + ".1") for _ in range(3)]
+    r = _post(hub, stow_body(files))
+    assert r.status_code == 200, r.text
+    assert len(r.json()["00081199"]["Value"]) == 3
+    more = [dicom_file(study_uid=CT, series_uid=CT + ".1") for _ in range(2)]
+    body = stow_body(more)
+
+    def chunked() -> Any:  # no Content-Length: the hub cannot know the size in advance
+        for i in range(0, len(body), 10_000):
+            yield body[i : i + 10_000]
+
+    r = hub.client.post(
+        "/dicom-web/studies",
+        content=chunked(),
+        headers={
+            **hub.auth("site_a"),
+            "Content-Type": 'multipart/related; type="application/dicom"; boundary=dw-boundary',
+        },
+    )
+    assert r.status_code == 200, r.text
+    assert _count(hub, CT) == 5
+    incoming = hub.state.blobs.incoming
+    assert incoming.is_dir() and not list(incoming.glob("*.stow"))  # the spilled body is gone
+
+
+def test_an_unreadable_part_is_not_stored_into_a_named_study(hub: Hub) -> None:
+    r = _post(hub, stow_body([dicom_file(study_uid=CT), b"garbage"]), path=f"/dicom-web/studies/{CT}")
+    assert r.status_code == 202, r.text
+    assert r.json()["00081198"]["Value"][0]["00081197"]["Value"] == [CANNOT_UNDERSTAND]

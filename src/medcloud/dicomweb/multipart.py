@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 import secrets
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -36,8 +37,11 @@ class Part:
     data: memoryview
 
 
-def split_parts(body: bytes, boundary: bytes) -> Iterator[Part]:
-    """Split a complete multipart body into parts; InvalidInput if it is malformed or truncated."""
+def split_parts(body: bytes | mmap.mmap, boundary: bytes) -> Iterator[Part]:
+    """Split a complete multipart body (in memory or mapped) into parts; InvalidInput if malformed or truncated.
+
+    Parts are views into `body`: release them before a mapped body is closed.
+    """
     delim = b"--" + boundary
     view = memoryview(body)
     pos = body.find(delim)
@@ -45,14 +49,14 @@ def split_parts(body: bytes, boundary: bytes) -> Iterator[Part]:
         raise InvalidInput("malformed multipart body: the boundary never opens a line")
     pos += len(delim)
     while True:
-        if body.startswith(b"--", pos):
+        if body[pos : pos + 2] == b"--":
             return  # close delimiter; an epilogue is ignored
         eol = body.find(b"\r\n", pos)
         if eol < 0 or body[pos:eol].strip(b" \t"):
             raise InvalidInput("malformed multipart body: text after a boundary")
         pos = eol + 2
         headers: dict[str, str] = {}
-        if body.startswith(b"\r\n", pos):
+        if body[pos : pos + 2] == b"\r\n":
             start = pos + 2
         else:
             hend = body.find(b"\r\n\r\n", pos, pos + _MAX_PART_HEADERS)

@@ -5,6 +5,7 @@ response dataset (ReferencedSOPSequence, FailedSOPSequence with PS3.4 failure re
 from __future__ import annotations
 
 import contextlib
+import mmap
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,7 +15,7 @@ from medcloud.dicomweb.multipart import Part
 from medcloud.errors import InvalidInput, MedcloudError, StorageError, TooLarge, UnsupportedFormat
 from medcloud.formats.dicom import T_SOP_CLASS, T_SOP_INSTANCE, T_STUDY_UID, open_dicom, scan_top_level
 from medcloud.ingest.pipeline import Ingestor, UploadItem
-from medcloud.store import LocalBlobStore
+from medcloud.store import LocalBlobStore, MemoryBudget, SpooledUpload
 
 __all__ = [
     "CANNOT_UNDERSTAND",
@@ -32,6 +33,7 @@ OUT_OF_RESOURCES = 0xA700
 SOP_CLASS_MISMATCH = 0xA900
 CANNOT_UNDERSTAND = 0xC000
 _WANTED = frozenset({T_SOP_CLASS, T_SOP_INSTANCE, T_STUDY_UID})
+_CHUNK = 1024 * 1024
 
 
 def failure_reason(error: MedcloudError) -> int:
@@ -70,7 +72,7 @@ class StowOutcome:
     refused_outside: list[str] = field(default_factory=list)
 
 
-def _identify(entry: _Entry, data: bytes) -> None:
+def _identify(entry: _Entry, data: bytes | mmap.mmap) -> None:
     """Read the UIDs the response names (and the study to check); a file we cannot read keeps none."""
     with contextlib.suppress(Exception):  # the pipeline gives unreadable files their own clear refusal
         buf, _, syn, pos, _ = open_dicom(data, max_inflated=64 * 1024**2)
@@ -81,6 +83,16 @@ def _identify(entry: _Entry, data: bytes) -> None:
             return bytes(buf[span[0] : span[1]]).rstrip(b" \x00").decode("ascii", "replace") if span else ""
 
         entry.sop_class, entry.sop_instance, entry.study = uid(T_SOP_CLASS), uid(T_SOP_INSTANCE), uid(T_STUDY_UID)
+
+
+def _identify_upload(entry: _Entry, upload: SpooledUpload) -> None:
+    upload.finish(fsync=False)  # a spilled part is flushed to read it; the pipeline's batch sync covers it
+    data = upload.data()
+    if data is not None:
+        _identify(entry, data)
+        return
+    with open(upload.path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+        _identify(entry, mapped)
 
 
 def store_parts(
@@ -94,29 +106,46 @@ def store_parts(
     client: str,
     study_uid: str | None,
     max_part: int,
+    memory: int,
     base: str,
+    max_files: int,
 ) -> StowOutcome:
-    """Store every part through the ingest pipeline (one group commit) and build the STOW-RS answer."""
+    """Store every part through the ingest pipeline (one group commit) and build the STOW-RS answer.
+
+    Parts are copied into spooled uploads: held in memory up to `memory` bytes in all, spilled to disk
+    beyond, so that the caller may release a mapped request body as soon as this returns.
+    """
+    if len(parts) > max_files:
+        raise InvalidInput(f"a request holds at most {max_files} instances")
     entries = [_Entry(p) for p in parts]
     items: list[UploadItem] = []
     outside: list[str] = []
+    budget = MemoryBudget(memory)
     for e in entries:
         ctype = e.part.headers.get("content-type", "application/dicom").split(";")[0].strip().lower()
         if ctype != "application/dicom":
             e.reason, e.detail = CANNOT_UNDERSTAND, f"a part of type {ctype!r} is not application/dicom"
             continue
-        data = bytes(e.part.data)
-        _identify(e, data)
-        if study_uid is not None and e.study and e.study != study_uid:
-            e.reason, e.detail = PROCESSING_FAILURE, f"instance of study {e.study}, not of {study_uid}"
-            outside.append(e.sop_instance)
-            continue
-        upload = blobs.spool(max_part)
+        upload = blobs.spool(max_part, budget)
         try:
-            upload.write(data)
+            view = e.part.data
+            for start in range(0, len(view), _CHUNK):
+                upload.write(bytes(view[start : start + _CHUNK]))
+            _identify_upload(e, upload)
         except MedcloudError as exc:
             upload.discard()
             e.reason, e.detail = failure_reason(exc), exc.detail
+            continue
+        except BaseException:
+            upload.discard()
+            raise
+        if study_uid is not None and e.study != study_uid:
+            upload.discard()
+            if e.study:
+                e.reason, e.detail = PROCESSING_FAILURE, f"instance of study {e.study}, not of {study_uid}"
+                outside.append(e.sop_instance)
+            else:  # unreadable: it cannot be shown to belong to the study, so it is not stored into it
+                e.reason, e.detail = CANNOT_UNDERSTAND, "no StudyInstanceUID could be read from this part"
             continue
         e.item = UploadItem(upload, e.sop_instance or "stow-part")
         items.append(e.item)

@@ -6,8 +6,12 @@ sites store. Parsing, DICOM JSON and negotiation live in `medcloud.dicomweb`; SQ
 
 from __future__ import annotations
 
+import contextlib
+import mmap
+import uuid
 from collections.abc import Callable, Iterator
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -17,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from medcloud.dicomweb import json as dj
 from medcloud.dicomweb.frames import EXPLICIT_LE, encapsulated_frames, native_frames, parse_frame_list
 from medcloud.dicomweb.media import NotAcceptable, Offer, negotiate, parse_accept, parse_media_type
-from medcloud.dicomweb.multipart import closing, new_boundary, part_header, split_parts
+from medcloud.dicomweb.multipart import Part, closing, new_boundary, part_header, split_parts
 from medcloud.dicomweb.query import Level, parse_qido
 from medcloud.dicomweb.stow import StowOutcome, store_parts
 from medcloud.errors import Forbidden, InvalidInput, NotFound, TooLarge, UnsupportedFormat
@@ -267,6 +271,34 @@ async def retrieve_frames(
 # ---------------------------------------------------------------- STOW-RS
 
 
+def _store_body(
+    store: Callable[[list[Part]], StowOutcome], body: bytes, spill: Path | None, boundary: bytes
+) -> StowOutcome:
+    """Split the body (in memory, or the mapped spill file) and store its parts."""
+    if spill is None:
+        return store(_parts_of(body, boundary))
+    with open(spill, "rb") as fh:
+        if not fh.seek(0, 2):
+            raise InvalidInput("the request holds no instances")
+        mapped = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+    parts: list[Part] = []
+    try:
+        parts = _parts_of(mapped, boundary)
+        return store(parts)
+    finally:
+        for part in parts:
+            part.data.release()
+        with contextlib.suppress(BufferError):  # a view still held elsewhere: the mapping goes with it
+            mapped.close()
+
+
+def _parts_of(body: bytes | mmap.mmap, boundary: bytes) -> list[Part]:
+    parts = list(split_parts(body, boundary))
+    if not parts:
+        raise InvalidInput("the request holds no instances")
+    return parts
+
+
 def _store_scope(request: Request, principal: Principal) -> tuple[str, str]:
     """The site (from the token, never the request) and project a STOW-RS request stores into."""
     if principal.site is None:
@@ -296,23 +328,34 @@ async def _stow(request: Request, principal: Principal, study: str | None) -> Re
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise TooLarge(f"request of {declared} bytes exceeds the limit of {limit} bytes")
+    boundary = ctype.params["boundary"].encode("latin-1")
+    memory = state.settings.batch_memory_bytes
+    # A body that may not fit the request's memory budget is received into a file and mapped.
+    spill = (
+        None if declared.isdigit() and int(declared) <= memory else state.blobs.incoming / f"{uuid.uuid4().hex}.stow"
+    )
     chunks: list[bytes] = []
     received = 0
-    async for chunk in request.stream():
-        received += len(chunk)
-        if received > limit:
-            raise TooLarge(f"request exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
-    parts = list(split_parts(b"".join(chunks), ctype.params["boundary"].encode("latin-1")))
-    if not parts:
-        raise InvalidInput("the request holds no instances")
-    if len(parts) > state.settings.max_batch_files:
-        raise InvalidInput(f"a request holds at most {state.settings.max_batch_files} instances")
-    outcome: StowOutcome = await run_in_threadpool(
-        partial(store_parts, state.ingestor, state.blobs, parts, site=site, project=project,
-                subject=principal.subject, client=client_address(request), study_uid=study,
-                max_part=state.settings.max_upload_bytes, base=_base(request)),
-    )  # fmt: skip
+    try:
+        with open(spill, "wb") if spill is not None else contextlib.nullcontext() as out:
+            async for chunk in request.stream():
+                received += len(chunk)
+                if received > limit:
+                    raise TooLarge(f"request exceeds the limit of {limit} bytes")
+                if out is None:
+                    chunks.append(chunk)
+                else:
+                    await run_in_threadpool(out.write, chunk)
+        if declared.isdigit() and received != int(declared):
+            raise InvalidInput(f"truncated request: Content-Length {declared}, received {received} bytes")
+        store = partial(store_parts, state.ingestor, state.blobs, site=site, project=project,
+                        subject=principal.subject, client=client_address(request), study_uid=study,
+                        max_part=state.settings.max_upload_bytes, memory=memory, base=_base(request),
+                        max_files=state.settings.max_batch_files)  # fmt: skip
+        outcome: StowOutcome = await run_in_threadpool(_store_body, store, b"".join(chunks), spill, boundary)
+    finally:
+        if spill is not None:
+            spill.unlink(missing_ok=True)
     if outcome.refused_outside:
         await run_in_threadpool(
             record_audit, request, principal, action="dicomweb.store", resource=f"study/{study}",
