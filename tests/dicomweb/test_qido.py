@@ -200,3 +200,21 @@ def test_matching_on_postgresql(pg_hub: Any) -> None:
     assert len(_ok(s, f"/dicom-web/studies/{LUNG_CT}/series/{LUNG_CT_SERIES}/instances")) == 2
     assert _uids(_ok(s, "/dicom-web/series?Modality=MR"), "0020000D") == [LUNG_MR]
     assert _ok(s, f"/dicom-web/studies?StudyInstanceUID={BRAIN_CT}") == []
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/dicom-web/studies?PatientID=a%00b",
+        "/dicom-web/studies?StudyDescription=%00*",
+        "/dicom-web/studies/1.2%003",
+        "/dicom-web/studies/1.2%003/series",
+        "/dicom-web/studies/1.2/series/1%0A2/metadata",
+        "/dicom-web/studies/" + "1" * 65,
+    ],
+)
+def test_control_characters_are_400_not_a_database_error(pg_hub: Any, url: str) -> None:
+    """PostgreSQL refuses NUL in text: it must never get that far (it would be a 500)."""
+    r = pg_hub.client.get(url, headers=pg_hub.auth("researcher"))
+    assert r.status_code == 400, r.text

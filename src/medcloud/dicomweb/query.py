@@ -17,7 +17,7 @@ from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 
 from medcloud.errors import InvalidInput
 
-__all__ = ["MAX_LIMIT", "Level", "Match", "QidoQuery", "parse_qido", "resolve_attribute"]
+__all__ = ["MAX_LIMIT", "Level", "Match", "QidoQuery", "check_path_uid", "parse_qido", "resolve_attribute"]
 
 MAX_LIMIT = 1000
 
@@ -169,10 +169,22 @@ def _int_param(name: str, values: list[str], low: int) -> int:
     return number
 
 
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def check_path_uid(value: str, what: str) -> str:
+    """A UID from a URL path: at most 64 printable characters (stored UIDs are not all well formed)."""
+    if not value or len(value) > 64 or not value.isascii() or not value.isprintable() or " " in value:
+        raise InvalidInput(f"{what} {value[:70]!r} is not a UID")
+    return value
+
+
 def parse_qido(level: Level, params: Iterable[tuple[str, str]], *, fixed: dict[str, str] | None = None) -> QidoQuery:
     """Parse query parameters for a search at `level`; `fixed` holds UIDs taken from the path."""
     grouped: dict[str, list[str]] = {}
     for name, value in params:
+        if _CONTROL_CHARS.search(name) or _CONTROL_CHARS.search(value):
+            raise InvalidInput(f"query parameter {name[:64]!r} holds a control character")
         grouped.setdefault(name, []).append(value)
     warnings: list[str] = []
     include: set[str] = set()
@@ -215,7 +227,7 @@ def parse_qido(level: Level, params: Iterable[tuple[str, str]], *, fixed: dict[s
             prior = matches.get(keyword)
             matches[keyword] = Match(keyword, "uids", prior.values + found.values) if prior is not None else found
     for keyword, uid in (fixed or {}).items():
-        matches[keyword] = Match(keyword, "uids", (uid,))
+        matches[keyword] = Match(keyword, "uids", (check_path_uid(uid, keyword),))
     return QidoQuery(level, tuple(matches.values()), frozenset(include), include_all, limit, offset, tuple(warnings))
 
 

@@ -22,7 +22,7 @@ from medcloud.dicomweb import json as dj
 from medcloud.dicomweb.frames import EXPLICIT_LE, encapsulated_frames, native_frames, parse_frame_list
 from medcloud.dicomweb.media import NotAcceptable, Offer, negotiate, parse_accept, parse_media_type
 from medcloud.dicomweb.multipart import Part, closing, new_boundary, part_header, split_parts
-from medcloud.dicomweb.query import Level, parse_qido
+from medcloud.dicomweb.query import Level, check_path_uid, parse_qido
 from medcloud.dicomweb.stow import StowOutcome, store_parts
 from medcloud.errors import Forbidden, InvalidInput, NotFound, TooLarge, UnsupportedFormat
 from medcloud.hub.deps import client_address, hub_state, mark_audited_read, record_audit, require
@@ -114,6 +114,9 @@ async def _covered(
 ) -> list[dict[str, Any]]:
     """The instances a retrieve covers (NotFound outside the caller's projects), flagged for audit."""
     mark_audited_read(request, action, _resource(study, series, instance))
+    for value, what in ((study, "study"), (series, "series"), (instance, "instance")):
+        if value is not None:
+            check_path_uid(value, what)
     rows = await run_in_threadpool(_queries(request).retrieve, principal.readable_projects(), study, series, instance)
     return rows
 
@@ -317,6 +320,8 @@ async def _stow(request: Request, principal: Principal, study: str | None) -> Re
     state = hub_state(request)
     request.state.audit_action = "dicomweb.store"
     site, project = _store_scope(request, principal)
+    if study is not None:
+        check_path_uid(study, "study")
     offer, _ = negotiate(parse_accept(request.headers.get("accept")), _JSON_OFFERS, what="a store response")
     ctype = parse_media_type(request.headers.get("content-type") or "application/octet-stream")
     if ctype.essence != "multipart/related" or not ctype.params.get("boundary"):
