@@ -167,3 +167,44 @@ def test_ohif_requests_replayed(live: LiveHub, stored: list[pydicom.Dataset]) ->
         r = httpx.get(f"{base}/studies/{CT}/series/{CT_SERIES}/instances/{sop}/frames/1",
                       headers={**auth, "Accept": frames_accept})  # fmt: skip
         assert r.status_code == 200 and stored[0].PixelData in r.content
+
+
+def test_dicomweb_client_cli(live: LiveHub, stored: list[pydicom.Dataset], tmp_path: Path) -> None:
+    """The client's command line: a kanji wildcard search, metadata, and a store, as a shell user types them."""
+    import json
+    import shutil
+
+    exe = shutil.which("dicomweb_client", path=str(Path(sys.executable).parent))
+    if exe is None:
+        pytest.skip("dicomweb_client's command is not installed next to this Python")
+
+    def run(token: str, *args: str) -> str:
+        cmd = [exe, "--url", f"{live.url}/dicom-web", "--bearer-token", token, *args]
+        out = subprocess.run(cmd, capture_output=True, timeout=60, check=False)
+        assert out.returncode == 0, out.stderr.decode()[-1500:]
+        return out.stdout.decode()
+
+    found = json.loads(run(live.researcher, "search", "studies", "--filter", "StudyDescription=頭部*", "--prettify"))
+    assert [s["0020000D"]["Value"][0] for s in found] == [MR]
+    first = stored[0]
+    meta = json.loads(
+        run(
+            live.researcher,
+            "retrieve",
+            "instances",
+            "--study",
+            CT,
+            "--series",
+            CT_SERIES,
+            "--instance",
+            first.SOPInstanceUID,
+            "metadata",
+            "--prettify",
+        )  # fmt: skip
+    )
+    meta = meta[0] if isinstance(meta, list) else meta
+    assert meta["00080018"]["Value"] == [first.SOPInstanceUID]
+    extra = tmp_path / "extra.dcm"
+    extra.write_bytes(dicom_file(study_uid=CT, series_uid=CT_SERIES))
+    run(live.site, "store", "instances", str(extra))
+    assert len(live.client(live.researcher).search_for_instances(study_instance_uid=CT)) == 3
