@@ -200,7 +200,7 @@ def test_dicomweb_client_cli(live: LiveHub, stored: list[pydicom.Dataset], tmp_p
             first.SOPInstanceUID,
             "metadata",
             "--prettify",
-        )  # fmt: skip
+        )
     )
     meta = meta[0] if isinstance(meta, list) else meta
     assert meta["00080018"]["Value"] == [first.SOPInstanceUID]
