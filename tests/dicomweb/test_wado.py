@@ -244,3 +244,41 @@ def test_compressed_frames_go_out_as_stored_to_a_client_that_accepts_any_syntax(
     assert h.client.get(f"{base}/frames/11", headers={**h.auth("researcher"), "Accept": OHIF_FRAMES}).status_code == 404
     meta = h.client.get(f"{base}/metadata", headers=h.auth("researcher")).json()[0]
     assert meta["7FE00010"]["vr"] == "OB" and meta["7FE00010"]["BulkDataURI"].endswith("/frames/1,2,3,4,5,6,7,8,9,10")
+
+
+@pytest.mark.parametrize(
+    ("source", "alphabetic", "ideographic", "phonetic"),
+    [
+        ("chrH32.dcm", "ﾔﾏﾀﾞ^ﾀﾛｳ", "山田^太郎", "やまだ^たろう"),  # ISO 2022 IR 13 + IR 87 (Japanese sites)
+        ("chrH31.dcm", "Yamada^Tarou", "山田^太郎", "やまだ^たろう"),  # ISO 2022 IR 87
+        ("chrX1.dcm", "Wang^XiaoDong", "王^小東", None),  # ISO_IR 192 (Orthanc issue 113)
+        ("chrX2.dcm", "Wang^XiaoDong", "王^小东", None),  # GB18030
+    ],
+)
+def test_metadata_decodes_the_files_character_set(
+    hub: Any, source: str, alphabetic: str, ideographic: str, phonetic: str | None
+) -> None:
+    """Names in ISO 2022 and other character sets come back as Unicode groups (Orthanc's came back empty)."""
+    import io
+    from pathlib import Path
+
+    import pydicom
+    import pydicom.data
+
+    path = Path(pydicom.data.DATA_ROOT, "charset_files", source)
+    ds = pydicom.dcmread(path)
+    name = ds.PatientName  # moved to a non-identifying element: the hub refuses nothing for it
+    ds.ReferringPhysicianName = name
+    ds.PatientName = "PSEUDO-9"
+    ds.PatientID = "PSEUDO-9"
+    ds.PatientIdentityRemoved = "YES"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = "2.25.5001", "2.25.5001.1", "2.25.5001.1.1"
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    assert hub.client.post("/api/v1/ingest", content=buf.getvalue(), headers=hub.auth("site_a")).status_code == 201
+    meta = hub.client.get("/dicom-web/studies/2.25.5001/metadata", headers=hub.auth("researcher")).json()[0]
+    expected = {"Alphabetic": alphabetic, "Ideographic": ideographic}
+    if phonetic:
+        expected["Phonetic"] = phonetic
+    assert meta["00080090"] == {"vr": "PN", "Value": [expected]}
