@@ -71,6 +71,14 @@ def test_store_into_a_study_refuses_instances_of_other_studies(hub: Hub) -> None
     assert events["items"] and events["items"][0]["outcome"] == "refused:409:study-mismatch"
 
 
+def _png() -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def _identified() -> bytes:
     ds = pydicom.dcmread(io.BytesIO(dicom_file(study_uid=CT)))
     ds.PatientIdentityRemoved = "NO"
@@ -93,6 +101,7 @@ def _no_pixels() -> bytes:
         (_identified, PROCESSING_FAILURE),  # not de-identified: the same refusal as /api/v1/ingest
         (_no_pixels, SOP_CLASS_MISMATCH),  # a CT image object without pixel data
         (lambda: b"not dicom at all", CANNOT_UNDERSTAND),
+        (lambda: _png(), CANNOT_UNDERSTAND),  # ingest stores images; STOW-RS must not
         (lambda: dicom_file(study_uid=CT)[:-300], CANNOT_UNDERSTAND),  # truncated inside the pixel data
     ],
 )

@@ -13,7 +13,8 @@ from typing import Any
 from medcloud.dicomweb.json import element
 from medcloud.dicomweb.multipart import Part
 from medcloud.errors import InvalidInput, MedcloudError, StorageError, TooLarge, UnsupportedFormat
-from medcloud.formats.dicom import T_SOP_CLASS, T_SOP_INSTANCE, T_STUDY_UID, open_dicom, scan_top_level
+from medcloud.formats.dicom import T_SERIES_UID, T_SOP_CLASS, T_SOP_INSTANCE, T_STUDY_UID, open_dicom, scan_top_level
+from medcloud.formats.sniff import sniff
 from medcloud.ingest.pipeline import Ingestor, UploadItem
 from medcloud.store import LocalBlobStore, MemoryBudget, SpooledUpload
 
@@ -32,7 +33,7 @@ PROCESSING_FAILURE = 0x0110
 OUT_OF_RESOURCES = 0xA700
 SOP_CLASS_MISMATCH = 0xA900
 CANNOT_UNDERSTAND = 0xC000
-_WANTED = frozenset({T_SOP_CLASS, T_SOP_INSTANCE, T_STUDY_UID})
+_WANTED = frozenset({T_SOP_CLASS, T_SOP_INSTANCE, T_STUDY_UID, T_SERIES_UID})
 _CHUNK = 1024 * 1024
 
 
@@ -58,6 +59,7 @@ class _Entry:
     sop_class: str = ""
     sop_instance: str = ""
     study: str = ""
+    series: str = ""
     item: UploadItem | None = None
     reason: int | None = None
     detail: str = ""
@@ -82,7 +84,8 @@ def _identify(entry: _Entry, data: bytes | mmap.mmap) -> None:
             span = top.get(tag)
             return bytes(buf[span[0] : span[1]]).rstrip(b" \x00").decode("ascii", "replace") if span else ""
 
-        entry.sop_class, entry.sop_instance, entry.study = uid(T_SOP_CLASS), uid(T_SOP_INSTANCE), uid(T_STUDY_UID)
+        entry.sop_class, entry.sop_instance = uid(T_SOP_CLASS), uid(T_SOP_INSTANCE)
+        entry.study, entry.series = uid(T_STUDY_UID), uid(T_SERIES_UID)
 
 
 def _identify_upload(entry: _Entry, upload: SpooledUpload) -> None:
@@ -139,6 +142,11 @@ def store_parts(
         except BaseException:
             upload.discard()
             raise
+        if sniff(bytes(e.part.data[:132])) != "dicom":
+            # The ingest pipeline also takes JPEG, PNG and TIFF; STOW-RS stores DICOM only.
+            upload.discard()
+            e.reason, e.detail = CANNOT_UNDERSTAND, "not a DICOM Part 10 file"
+            continue
         if study_uid is not None and e.study != study_uid:
             upload.discard()
             if e.study:
@@ -159,11 +167,11 @@ def store_parts(
             res = e.item.result
             sop_uid = res.sop_instance_uid or e.sop_instance
             studies.add(res.study_instance_uid or e.study)
-            url = f"{base}/studies/{res.study_instance_uid}/series/{_series_of(e)}/instances/{sop_uid}"
+            url = f"{base}/studies/{res.study_instance_uid}/series/{e.series}/instances/{sop_uid}"
             referenced.append({
                 "00081150": element("UI", e.sop_class),
                 "00081155": element("UI", sop_uid),
-                "00081190": element("UR", url if _series_of(e) else f"{base}/studies/{res.study_instance_uid}"),
+                "00081190": element("UR", url if e.series else f"{base}/studies/{res.study_instance_uid}"),
             })  # fmt: skip
             continue
         if e.item is not None and e.item.error is not None:
@@ -181,9 +189,3 @@ def store_parts(
         body["00081198"] = {"vr": "SQ", "Value": failed}
     status = 200 if not failed else 202 if referenced else 409
     return StowOutcome(status, body, outside)
-
-
-def _series_of(e: _Entry) -> str:
-    """The series UID of a stored part (the pipeline's record holds it)."""
-    record = e.item._record if e.item is not None else None
-    return str(getattr(record, "series_uid", "") or "")
