@@ -43,6 +43,7 @@ def test_retrieve_study_series_instance_as_multipart_dicom(seeded: Seeded) -> No
         r = c.get(url, headers=auth)
         assert r.status_code == 200, r.text
         assert parse_media_type(r.headers["content-type"]).params["type"] == "application/dicom"
+        assert r.headers["cache-control"] == "no-store"
         parts = _parts(r)
         assert len(parts) == n
         for headers, data in parts:
@@ -99,6 +100,7 @@ def test_metadata_at_three_levels_follows_f2(seeded: Seeded) -> None:
         r = c.get(url, headers={**auth, "Accept": OHIF_METADATA})
         assert r.status_code == 200, r.text
         assert r.headers["content-type"].startswith("application/dicom+json")
+        assert r.headers["cache-control"] == "no-store"
         body = r.json()
         assert len(body) == n
         for ds in body:
