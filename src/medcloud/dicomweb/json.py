@@ -7,7 +7,9 @@ the binary-number VRs are JSON numbers; PN is an object with `Alphabetic` (and `
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from datetime import date
 from typing import Any, BinaryIO
 
@@ -16,7 +18,7 @@ from pydicom.datadict import tag_for_keyword
 
 from medcloud.dicomweb.query import Level, QidoQuery, attribute_vr
 
-__all__ = ["NATIVE_SYNTAXES", "element", "instance_metadata", "qido_result", "tag_hex"]
+__all__ = ["NATIVE_SYNTAXES", "MetadataCache", "element", "instance_metadata", "qido_result", "tag_hex"]
 
 NATIVE_SYNTAXES = frozenset(
     {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2"}
@@ -144,15 +146,52 @@ def instance_metadata(fh: BinaryIO, pixel_uri: str | None) -> dict[str, Any]:
     With `pixel_uri` None (frames that cannot be served) the pixel data element is left out rather than
     pointed nowhere.
     """
+    attrs, pixel_vr = _dataset_json(fh)
+    return _with_pixels(attrs, pixel_vr, pixel_uri)
+
+
+def _dataset_json(fh: BinaryIO) -> tuple[dict[str, Any], str]:
     ds = pydicom.dcmread(fh, stop_before_pixels=True, force=True)
     out: dict[str, Any] = ds.to_json_dict(bulk_data_threshold=2**62, suppress_invalid_tags=True)
     _fix_numbers(out)
-    if pixel_uri is not None:
-        bits = int(ds.get("BitsAllocated", 16) or 16)
-        syntax = str(getattr(ds, "file_meta", {}).get("TransferSyntaxUID", ""))
-        native = syntax in NATIVE_SYNTAXES
-        out["7FE00010"] = {"vr": "OW" if native and bits > 8 else "OB", "BulkDataURI": pixel_uri}
-    return out
+    bits = int(ds.get("BitsAllocated", 16) or 16)
+    syntax = str(getattr(ds, "file_meta", {}).get("TransferSyntaxUID", ""))
+    return out, "OW" if syntax in NATIVE_SYNTAXES and bits > 8 else "OB"
+
+
+def _with_pixels(attrs: dict[str, Any], pixel_vr: str, pixel_uri: str | None) -> dict[str, Any]:
+    if pixel_uri is None:
+        return attrs
+    return {**attrs, "7FE00010": {"vr": pixel_vr, "BulkDataURI": pixel_uri}}
+
+
+class MetadataCache:
+    """DICOM JSON of stored files by SHA-256, least recently used dropped first.
+
+    Blobs are content-addressed, so an entry never goes stale; pydicom's conversion costs ~6 ms per CT
+    image, which a viewer opening a series pays on every visit without this. Entries are shared and
+    must not be mutated (callers get a fresh top-level dict).
+    """
+
+    def __init__(self, max_entries: int = 4096) -> None:
+        self._entries: OrderedDict[str, tuple[dict[str, Any], str]] = OrderedDict()
+        self._max = max_entries
+        self._lock = threading.Lock()
+
+    def metadata(self, sha256: str, open_blob: Callable[[], BinaryIO], pixel_uri: str | None) -> dict[str, Any]:
+        """The file's DICOM JSON, converted on first use."""
+        with self._lock:
+            hit = self._entries.get(sha256)
+            if hit is not None:
+                self._entries.move_to_end(sha256)
+        if hit is None:
+            with open_blob() as fh:
+                hit = _dataset_json(fh)
+            with self._lock:
+                self._entries[sha256] = hit
+                while len(self._entries) > self._max:
+                    self._entries.popitem(last=False)
+        return _with_pixels(hit[0], hit[1], pixel_uri)
 
 
 def _fix_numbers(attrs: dict[str, Any]) -> None:

@@ -35,6 +35,7 @@ DICOM_JSON = "application/dicom+json"
 _JSON_OFFERS = [Offer(DICOM_JSON), Offer("application/json")]
 # Like /api/ answers (the hub's middleware covers only /api/): no copy of a patient's data in a cache.
 NO_STORE = {"Cache-Control": "no-store"}
+_METADATA = dj.MetadataCache()  # keyed by content hash: shared by every caller once their access is checked
 
 
 def _base(request: Request) -> str:
@@ -201,11 +202,7 @@ async def _metadata(
     base = _base(request)
 
     def build() -> list[dict[str, Any]]:
-        out = []
-        for r in rows:
-            with blobs.open(r["sha256"]) as fh:
-                out.append(dj.instance_metadata(fh, _pixel_uri(base, r)))
-        return out
+        return [_METADATA.metadata(r["sha256"], partial(blobs.open, r["sha256"]), _pixel_uri(base, r)) for r in rows]
 
     return _dicom_json(await run_in_threadpool(build), offer)
 
