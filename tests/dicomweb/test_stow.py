@@ -68,7 +68,8 @@ def test_store_into_a_study_refuses_instances_of_other_studies(hub: Hub) -> None
     assert [x["00081155"]["Value"][0] for x in r.json()["00081199"]["Value"]] == [_sop(ours)]
     assert _count(hub, CT) == 1 and _count(hub, "2.25.3002") == 0  # nothing of the other study stored
     events = hub.client.get("/api/v1/audit?limit=100&action=dicomweb.store", headers=hub.auth("auditor")).json()
-    assert events["items"] and events["items"][0]["outcome"] == "refused:409:study-mismatch"
+    assert [e["outcome"] for e in events["items"]] == ["refused:409:study-mismatch"] * 2
+    assert events["items"][0]["resource"] == f"instance/{_sop(theirs)}"
 
 
 def _png() -> bytes:
@@ -116,6 +117,11 @@ def test_failed_instances_get_failure_reasons_and_the_rest_is_stored(hub: Hub, b
     assert _count(hub, CT) == 1
     r = _post(hub, stow_body([data]))
     assert r.status_code == 409 and "00081199" in r.json()
+    # Every refused part is audited, whether the pipeline or STOW-RS itself refused it.
+    ingest = hub.client.get("/api/v1/audit?limit=100&action=ingest", headers=hub.auth("auditor")).json()["items"]
+    stow = hub.client.get("/api/v1/audit?limit=100&action=dicomweb.store", headers=hub.auth("auditor")).json()
+    refused = [e for e in ingest + stow["items"] if e["outcome"].startswith("refused:")]
+    assert len(refused) == 2
 
 
 def test_a_uid_taken_by_another_project_is_a_failure_not_a_500(hub: Hub, seeded: Seeded) -> None:

@@ -63,6 +63,7 @@ class _Entry:
     item: UploadItem | None = None
     reason: int | None = None
     detail: str = ""
+    refusal: str = ""  # "status:slug" of a part refused before the pipeline saw it
 
 
 @dataclass
@@ -71,7 +72,7 @@ class StowOutcome:
 
     status: int
     body: dict[str, Any]
-    refused_outside: list[str] = field(default_factory=list)
+    refused_early: list[dict[str, Any]] = field(default_factory=list)  # audit events to record
 
 
 def _identify(entry: _Entry, data: bytes | mmap.mmap) -> None:
@@ -122,12 +123,12 @@ def store_parts(
         raise InvalidInput(f"a request holds at most {max_files} instances")
     entries = [_Entry(p) for p in parts]
     items: list[UploadItem] = []
-    outside: list[str] = []
     budget = MemoryBudget(memory)
     for e in entries:
         ctype = e.part.headers.get("content-type", "application/dicom").split(";")[0].strip().lower()
         if ctype != "application/dicom":
             e.reason, e.detail = CANNOT_UNDERSTAND, f"a part of type {ctype!r} is not application/dicom"
+            e.refusal = "415:unsupported-format"
             continue
         upload = blobs.spool(max_part, budget)
         try:
@@ -138,6 +139,7 @@ def store_parts(
         except MedcloudError as exc:
             upload.discard()
             e.reason, e.detail = failure_reason(exc), exc.detail
+            e.refusal = f"{exc.status}:{exc.type_slug}"
             continue
         except BaseException:
             upload.discard()
@@ -146,14 +148,16 @@ def store_parts(
             # The ingest pipeline also takes JPEG, PNG and TIFF; STOW-RS stores DICOM only.
             upload.discard()
             e.reason, e.detail = CANNOT_UNDERSTAND, "not a DICOM Part 10 file"
+            e.refusal = "415:unsupported-format"
             continue
         if study_uid is not None and e.study != study_uid:
             upload.discard()
             if e.study:
                 e.reason, e.detail = PROCESSING_FAILURE, f"instance of study {e.study}, not of {study_uid}"
-                outside.append(e.sop_instance)
+                e.refusal = "409:study-mismatch"
             else:  # unreadable: it cannot be shown to belong to the study, so it is not stored into it
                 e.reason, e.detail = CANNOT_UNDERSTAND, "no StudyInstanceUID could be read from this part"
+                e.refusal = "400:invalid-input"
             continue
         e.item = UploadItem(upload, e.sop_instance or "stow-part")
         items.append(e.item)
@@ -188,4 +192,16 @@ def store_parts(
     if failed:
         body["00081198"] = {"vr": "SQ", "Value": failed}
     status = 200 if not failed else 202 if referenced else 409
-    return StowOutcome(status, body, outside)
+    early = [
+        {
+            "subject": subject,
+            "action": "dicomweb.store",
+            "resource": f"instance/{e.sop_instance}" if e.sop_instance else f"upload/stow-part-{index}",
+            "outcome": f"refused:{e.refusal}",
+            "client": client,
+            "detail": {"reason": e.detail[:300], "project": project, "failure_reason": e.reason},
+        }
+        for index, e in enumerate(entries)
+        if e.refusal
+    ]
+    return StowOutcome(status, body, early)

@@ -360,11 +360,14 @@ async def _stow(request: Request, principal: Principal, study: str | None) -> Re
     finally:
         if spill is not None:
             spill.unlink(missing_ok=True)
-    if outcome.refused_outside:
-        await run_in_threadpool(
-            record_audit, request, principal, action="dicomweb.store", resource=f"study/{study}",
-            outcome="refused:409:study-mismatch", detail={"instances": outcome.refused_outside, "project": project},
-        )  # fmt: skip
+    if outcome.refused_early:  # the pipeline audits what it saw; these parts never reached it
+        catalog = state.catalog
+
+        def audit() -> None:
+            with catalog.write() as conn:
+                catalog.audit.chain(conn).append_many(outcome.refused_early)
+
+        await run_in_threadpool(audit)
     return _dicom_json(outcome.body, offer, status=outcome.status)
 
 
