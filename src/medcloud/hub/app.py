@@ -38,6 +38,7 @@ ROUTERS: tuple[str, ...] = (
     "models",
     "datasets",
     "reports",
+    "dicomweb",
 )
 
 CSP = (

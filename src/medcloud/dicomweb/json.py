@@ -1,0 +1,209 @@
+"""DICOM JSON (PS3.18 annex F.2) from catalog rows (QIDO-RS) and from stored files (WADO-RS metadata).
+
+Rules kept here, where Orthanc and others have slipped: an empty value has no `Value` key; IS, DS and
+the binary-number VRs are JSON numbers; PN is an object with `Alphabetic` (and `Ideographic`,
+`Phonetic` when the file has them); pixel data is a BulkDataURI to its frames, never inlined megabytes.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from datetime import date
+from typing import Any, BinaryIO
+
+import pydicom
+from pydicom.datadict import tag_for_keyword
+
+from medcloud.dicomweb.query import Level, QidoQuery, attribute_vr
+
+__all__ = ["NATIVE_SYNTAXES", "MetadataCache", "element", "instance_metadata", "qido_result", "tag_hex"]
+
+NATIVE_SYNTAXES = frozenset(
+    {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2"}
+)
+_NUMBER_VRS = frozenset({"IS", "DS", "US", "SS", "UL", "SL", "FL", "FD", "UV", "SV"})
+
+# What each level answers by default (PS3.18 table 10.6.3-3 and what OHIF v3 reads).
+_DEFAULT: dict[Level, tuple[str, ...]] = {
+    Level.STUDY: (
+        "SpecificCharacterSet", "StudyDate", "StudyTime", "AccessionNumber", "ModalitiesInStudy",
+        "ReferringPhysicianName", "PatientName", "PatientID", "PatientBirthDate", "PatientSex",
+        "StudyInstanceUID", "StudyID", "StudyDescription", "NumberOfStudyRelatedSeries",
+        "NumberOfStudyRelatedInstances", "RetrieveURL",
+    ),
+    Level.SERIES: (
+        "SpecificCharacterSet", "Modality", "SeriesDescription", "SeriesInstanceUID", "SeriesNumber",
+        "StudyInstanceUID", "NumberOfSeriesRelatedInstances", "SeriesDate", "BodyPartExamined", "RetrieveURL",
+    ),
+    Level.INSTANCE: (
+        "SpecificCharacterSet", "SOPClassUID", "SOPInstanceUID", "InstanceNumber", "Rows", "Columns",
+        "NumberOfFrames", "StudyInstanceUID", "SeriesInstanceUID", "AvailableTransferSyntaxUID", "RetrieveURL",
+    ),
+}  # fmt: skip
+
+
+def tag_hex(keyword: str) -> str:
+    """The 8 upper-case hex digits of a keyword's tag, as DICOM JSON keys it."""
+    tag = tag_for_keyword(keyword)
+    assert tag is not None, keyword
+    return f"{tag:08X}"
+
+
+def element(vr: str, value: Any) -> dict[str, Any]:
+    """One DICOM JSON attribute; None, "" and [] give no `Value` key (F.2.5)."""
+    values = value if isinstance(value, list | tuple) else [value]
+    values = [v for v in values if v is not None and v != ""]
+    if not values:
+        return {"vr": vr}
+    if vr == "PN":
+        return {"vr": vr, "Value": [v if isinstance(v, dict) else {"Alphabetic": str(v)} for v in values]}
+    if vr in _NUMBER_VRS:
+        return {"vr": vr, "Value": [_number(v) for v in values]}
+    if vr == "DA":
+        return {"vr": vr, "Value": [v.strftime("%Y%m%d") if isinstance(v, date) else str(v) for v in values]}
+    return {"vr": vr, "Value": [str(v) for v in values]}
+
+
+def _number(v: Any) -> int | float:
+    if isinstance(v, int | float):
+        return v
+    text = str(v).strip()
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
+def _level_values(level: Level, row: dict[str, Any], base: str) -> dict[str, Any]:
+    """Every attribute the catalog holds for a row at `level`, by keyword (None: held empty)."""
+    study_url = f"{base}/studies/{row['study_uid']}"
+    out: dict[str, Any] = {
+        "SpecificCharacterSet": "ISO_IR 192",  # the catalog holds Unicode; JSON is UTF-8 whatever the files said
+        "StudyInstanceUID": row["study_uid"],
+        "StudyDate": row.get("study_date"),
+        "StudyTime": None,
+        "AccessionNumber": None,
+        "ReferringPhysicianName": None,
+        "PatientName": row.get("patient_pseudonym"),
+        "PatientID": row.get("patient_pseudonym"),
+        "PatientBirthDate": None,
+        "PatientSex": row.get("patient_sex"),
+        "PatientAge": row.get("patient_age"),
+        "StudyID": None,
+        "StudyDescription": row.get("study_description", row.get("description")),
+    }
+    if level is Level.STUDY:
+        out.update(
+            ModalitiesInStudy=row.get("modalities", []),
+            NumberOfStudyRelatedSeries=row.get("n_series"),
+            NumberOfStudyRelatedInstances=row.get("n_instances"),
+            RetrieveURL=study_url,
+        )
+        return out
+    series_url = f"{study_url}/series/{row['series_uid']}"
+    out.update(
+        SeriesInstanceUID=row["series_uid"],
+        Modality=row.get("modality"),
+        SeriesDescription=row.get("series_description"),
+        SeriesNumber=row.get("series_number"),
+        BodyPartExamined=row.get("body_part"),
+        SeriesDate=None,
+    )
+    if level is Level.SERIES:
+        out.update(NumberOfSeriesRelatedInstances=row.get("n_instances"), RetrieveURL=series_url)
+        return out
+    out.update(
+        SOPClassUID=row.get("sop_class_uid"),
+        SOPInstanceUID=row["sop_uid"],
+        InstanceNumber=row.get("instance_number"),
+        Rows=row.get("rows"),
+        Columns=row.get("columns"),
+        NumberOfFrames=row.get("frames"),
+        AvailableTransferSyntaxUID=row.get("transfer_syntax"),
+        RetrieveURL=f"{series_url}/instances/{row['sop_uid']}",
+    )
+    return out
+
+
+def qido_result(query: QidoQuery, row: dict[str, Any], base: str) -> dict[str, Any]:
+    """One QIDO-RS match as a DICOM JSON dataset: the level's defaults, includefield, or all held."""
+    held = _level_values(query.level, row, base)
+    wanted: Iterable[str] = held.keys() if query.include_all else (*_DEFAULT[query.level], *sorted(query.include))
+    out: dict[str, Any] = {}
+    for keyword in wanted:
+        if query.level is Level.STUDY and keyword == "Modality":
+            continue  # OHIF asks for 00080060 at study level: ModalitiesInStudy answers it
+        out[tag_hex(keyword)] = element(attribute_vr(keyword), held.get(keyword))
+    return dict(sorted(out.items()))
+
+
+def instance_metadata(fh: BinaryIO, pixel_uri: str | None) -> dict[str, Any]:
+    """A stored file's dataset as DICOM JSON; its pixel data is a BulkDataURI to the frames.
+
+    Other binary values are inlined (base64): PS3.18 allows either, and they are small next to pixels.
+    With `pixel_uri` None (frames that cannot be served) the pixel data element is left out rather than
+    pointed nowhere.
+    """
+    attrs, pixel_vr = _dataset_json(fh)
+    return _with_pixels(attrs, pixel_vr, pixel_uri)
+
+
+def _dataset_json(fh: BinaryIO) -> tuple[dict[str, Any], str]:
+    ds = pydicom.dcmread(fh, stop_before_pixels=True, force=True)
+    out: dict[str, Any] = ds.to_json_dict(bulk_data_threshold=2**62, suppress_invalid_tags=True)
+    _fix_numbers(out)
+    bits = int(ds.get("BitsAllocated", 16) or 16)
+    syntax = str(getattr(ds, "file_meta", {}).get("TransferSyntaxUID", ""))
+    return out, "OW" if syntax in NATIVE_SYNTAXES and bits > 8 else "OB"
+
+
+def _with_pixels(attrs: dict[str, Any], pixel_vr: str, pixel_uri: str | None) -> dict[str, Any]:
+    if pixel_uri is None:
+        return attrs
+    return {**attrs, "7FE00010": {"vr": pixel_vr, "BulkDataURI": pixel_uri}}
+
+
+class MetadataCache:
+    """DICOM JSON of stored files by SHA-256, least recently used dropped first.
+
+    Blobs are content-addressed, so an entry never goes stale; pydicom's conversion costs ~6 ms per CT
+    image, which a viewer opening a series pays on every visit without this. Entries are shared and
+    must not be mutated (callers get a fresh top-level dict).
+    """
+
+    def __init__(self, max_entries: int = 4096) -> None:
+        self._entries: OrderedDict[str, tuple[dict[str, Any], str]] = OrderedDict()
+        self._max = max_entries
+        self._lock = threading.Lock()
+
+    def metadata(self, sha256: str, open_blob: Callable[[], BinaryIO], pixel_uri: str | None) -> dict[str, Any]:
+        """The file's DICOM JSON, converted on first use."""
+        with self._lock:
+            hit = self._entries.get(sha256)
+            if hit is not None:
+                self._entries.move_to_end(sha256)
+        if hit is None:
+            with open_blob() as fh:
+                hit = _dataset_json(fh)
+            with self._lock:
+                self._entries[sha256] = hit
+                while len(self._entries) > self._max:
+                    self._entries.popitem(last=False)
+        return _with_pixels(hit[0], hit[1], pixel_uri)
+
+
+def _fix_numbers(attrs: dict[str, Any]) -> None:
+    """pydicom keeps an IS/DS value it cannot read as a string; F.2.3.1 needs numbers, so drop such values."""
+    for attr in attrs.values():
+        vr = attr.get("vr")
+        if vr in ("IS", "DS") and "Value" in attr:
+            kept = [v for v in attr["Value"] if isinstance(v, int | float) or v is None]
+            if kept:
+                attr["Value"] = kept
+            else:
+                del attr["Value"]
+        elif vr == "SQ" and "Value" in attr:
+            for item in attr["Value"]:
+                _fix_numbers(item)

@@ -1,0 +1,417 @@
+"""DICOMweb (PS3.18) at /dicom-web: QIDO-RS search, WADO-RS retrieve and metadata, STOW-RS store.
+
+Same tokens, grants and audit as the REST API: researchers search and retrieve within their projects,
+sites store. Parsing, DICOM JSON and negotiation live in `medcloud.dicomweb`; SQL in `store.dicomweb`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import uuid
+from collections.abc import Callable, Iterator
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from medcloud.dicomweb import json as dj
+from medcloud.dicomweb.frames import EXPLICIT_LE, encapsulated_frames, native_frames, parse_frame_list
+from medcloud.dicomweb.media import NotAcceptable, Offer, negotiate, parse_accept, parse_media_type
+from medcloud.dicomweb.multipart import Part, closing, new_boundary, part_header, split_parts
+from medcloud.dicomweb.query import Level, check_path_uid, parse_qido
+from medcloud.dicomweb.stow import StowOutcome, store_parts
+from medcloud.errors import Forbidden, InvalidInput, NotFound, TooLarge, UnsupportedFormat
+from medcloud.hub.deps import client_address, hub_state, mark_audited_read, record_audit, require
+from medcloud.hub.problems import problem
+from medcloud.security.policy import Permission, Principal
+from medcloud.store.dicomweb import DicomwebQueries
+
+router = APIRouter(prefix="/dicom-web", tags=["dicomweb"])
+DICOM_JSON = "application/dicom+json"
+_JSON_OFFERS = [Offer(DICOM_JSON), Offer("application/json")]
+# Like /api/ answers (the hub's middleware covers only /api/): no copy of a patient's data in a cache.
+NO_STORE = {"Cache-Control": "no-store"}
+_METADATA = dj.MetadataCache()  # keyed by content hash: shared by every caller once their access is checked
+
+
+def _base(request: Request) -> str:
+    return str(request.base_url).rstrip("/") + "/dicom-web"
+
+
+def _queries(request: Request) -> DicomwebQueries:
+    return DicomwebQueries(hub_state(request).catalog.db)
+
+
+def _dicom_json(body: Any, offer: Offer, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return JSONResponse(body, status_code=status, media_type=offer.media_type, headers={**NO_STORE, **(headers or {})})
+
+
+# ---------------------------------------------------------------- QIDO-RS
+
+
+async def _search(request: Request, principal: Principal, level: Level, **fixed: str) -> Response:
+    offer, _ = negotiate(parse_accept(request.headers.get("accept")), _JSON_OFFERS, what="a search result")
+    query = parse_qido(level, request.query_params.multi_items(), fixed=fixed)
+    rows = await run_in_threadpool(_queries(request).search, query, principal.readable_projects())
+    if "StudyInstanceUID" in fixed and not rows:
+        # A nested search under a study the caller cannot see is 404, as a retrieve would be.
+        await run_in_threadpool(_queries(request).retrieve, principal.readable_projects(), fixed["StudyInstanceUID"])
+    base = _base(request)
+    headers = {"Warning": f'299 medcloud "{"; ".join(query.warnings)}"'} if query.warnings else None
+    return _dicom_json([dj.qido_result(query, row, base) for row in rows], offer, headers=headers)
+
+
+Reader = Depends(require(Permission.CATALOG_READ))
+BytesReader = Depends(require(Permission.BYTES_READ))
+Storer = Depends(require(Permission.INGEST))
+
+
+@router.get("/studies", summary="QIDO-RS: search for studies")
+async def search_studies(request: Request, principal: Principal = Reader) -> Response:
+    return await _search(request, principal, Level.STUDY)
+
+
+@router.get("/series", summary="QIDO-RS: search for series")
+async def search_series(request: Request, principal: Principal = Reader) -> Response:
+    return await _search(request, principal, Level.SERIES)
+
+
+@router.get("/instances", summary="QIDO-RS: search for instances")
+async def search_instances(request: Request, principal: Principal = Reader) -> Response:
+    return await _search(request, principal, Level.INSTANCE)
+
+
+@router.get("/studies/{study}/series", summary="QIDO-RS: search for series of a study")
+async def search_study_series(request: Request, study: str, principal: Principal = Reader) -> Response:
+    return await _search(request, principal, Level.SERIES, StudyInstanceUID=study)
+
+
+@router.get("/studies/{study}/instances", summary="QIDO-RS: search for instances of a study")
+async def search_study_instances(request: Request, study: str, principal: Principal = Reader) -> Response:
+    return await _search(request, principal, Level.INSTANCE, StudyInstanceUID=study)
+
+
+@router.get("/studies/{study}/series/{series}/instances", summary="QIDO-RS: search for instances of a series")
+async def search_series_instances(request: Request, study: str, series: str, principal: Principal = Reader) -> Response:
+    return await _search(request, principal, Level.INSTANCE, StudyInstanceUID=study, SeriesInstanceUID=series)
+
+
+# ---------------------------------------------------------------- WADO-RS
+
+
+def _resource(study: str, series: str | None, instance: str | None) -> str:
+    path = f"study/{study}"
+    if series is not None:
+        path += f"/series/{series}"
+    if instance is not None:
+        path += f"/instance/{instance}"
+    return path
+
+
+async def _covered(
+    request: Request, principal: Principal, action: str, study: str, series: str | None, instance: str | None
+) -> list[dict[str, Any]]:
+    """The instances a retrieve covers (NotFound outside the caller's projects), flagged for audit."""
+    mark_audited_read(request, action, _resource(study, series, instance))
+    for value, what in ((study, "study"), (series, "series"), (instance, "instance")):
+        if value is not None:
+            check_path_uid(value, what)
+    rows = await run_in_threadpool(_queries(request).retrieve, principal.readable_projects(), study, series, instance)
+    return rows
+
+
+async def _audit_read(request: Request, principal: Principal, action: str, rows: list[dict[str, Any]],
+                      resource: str, **detail: Any) -> None:  # fmt: skip
+    """Check that every blob is there, then audit the read: a missing blob is never recorded as read."""
+    blobs = hub_state(request).blobs
+
+    def check() -> None:
+        for r in rows:
+            if not blobs.exists(r["sha256"]):
+                raise NotFound(f"the bytes of instance {r['sop_uid']} are missing from the blob store")
+        record_audit(request, principal, action=action, resource=resource, outcome="ok",
+                     detail={"instances": len(rows), "project": rows[0]["project"], **detail})  # fmt: skip
+
+    await run_in_threadpool(check)
+
+
+async def _retrieve(
+    request: Request, principal: Principal, study: str, series: str | None = None, instance: str | None = None
+) -> Response:
+    action = "dicomweb.retrieve"
+    accept = parse_accept(request.headers.get("accept"))
+    rows = await _covered(request, principal, action, study, series, instance)
+    syntaxes = {r["transfer_syntax"] for r in rows}
+    # A named transfer syntax is served only when every instance is stored in it (no transcoding yet).
+    offer_ts = frozenset(syntaxes) if len(syntaxes) == 1 else frozenset({"(mixed)"})
+    offers = [Offer("multipart/related", "application/dicom", offer_ts)]
+    negotiate(accept, offers, what="a retrieve")
+    await _audit_read(request, principal, action, rows, _resource(study, series, instance))
+    boundary = new_boundary()
+    blobs = hub_state(request).blobs
+    base = _base(request)
+
+    def body() -> Iterator[bytes]:
+        for r in rows:
+            location = f"{base}/studies/{r['study_uid']}/series/{r['series_uid']}/instances/{r['sop_uid']}"
+            yield part_header(boundary, f"application/dicom; transfer-syntax={r['transfer_syntax']}",
+                              [("Content-Location", location), ("Content-Length", str(r["size"]))])  # fmt: skip
+            yield from blobs.iter_chunks(r["sha256"])
+        yield closing(boundary)
+
+    media = f'multipart/related; type="application/dicom"; boundary={boundary}'
+    return StreamingResponse(body(), media_type=media, headers=NO_STORE)
+
+
+@router.get("/studies/{study}", summary="WADO-RS: retrieve a study (multipart/related application/dicom)")
+async def retrieve_study(request: Request, study: str, principal: Principal = BytesReader) -> Response:
+    return await _retrieve(request, principal, study)
+
+
+@router.get("/studies/{study}/series/{series}", summary="WADO-RS: retrieve a series")
+async def retrieve_series(request: Request, study: str, series: str, principal: Principal = BytesReader) -> Response:
+    return await _retrieve(request, principal, study, series)
+
+
+@router.get("/studies/{study}/series/{series}/instances/{instance}", summary="WADO-RS: retrieve an instance")
+async def retrieve_instance(
+    request: Request, study: str, series: str, instance: str, principal: Principal = BytesReader
+) -> Response:
+    return await _retrieve(request, principal, study, series, instance)
+
+
+def _pixel_uri(base: str, r: dict[str, Any]) -> str | None:
+    if r["rows"] is None:
+        return None
+    frames = ",".join(str(n) for n in range(1, (r["frames"] or 1) + 1))
+    return f"{base}/studies/{r['study_uid']}/series/{r['series_uid']}/instances/{r['sop_uid']}/frames/{frames}"
+
+
+async def _metadata(
+    request: Request, principal: Principal, study: str, series: str | None = None, instance: str | None = None
+) -> Response:
+    action = "dicomweb.metadata"
+    offer, _ = negotiate(parse_accept(request.headers.get("accept")), _JSON_OFFERS, what="metadata")
+    rows = await _covered(request, principal, action, study, series, instance)
+    await _audit_read(request, principal, action, rows, _resource(study, series, instance))
+    blobs = hub_state(request).blobs
+    base = _base(request)
+
+    def build() -> list[dict[str, Any]]:
+        return [_METADATA.metadata(r["sha256"], partial(blobs.open, r["sha256"]), _pixel_uri(base, r)) for r in rows]
+
+    return _dicom_json(await run_in_threadpool(build), offer)
+
+
+@router.get("/studies/{study}/metadata", summary="WADO-RS: metadata of a study (DICOM JSON)")
+async def study_metadata(request: Request, study: str, principal: Principal = BytesReader) -> Response:
+    return await _metadata(request, principal, study)
+
+
+@router.get("/studies/{study}/series/{series}/metadata", summary="WADO-RS: metadata of a series")
+async def series_metadata(request: Request, study: str, series: str, principal: Principal = BytesReader) -> Response:
+    return await _metadata(request, principal, study, series)
+
+
+@router.get(
+    "/studies/{study}/series/{series}/instances/{instance}/metadata", summary="WADO-RS: metadata of an instance"
+)
+async def instance_metadata(
+    request: Request, study: str, series: str, instance: str, principal: Principal = BytesReader
+) -> Response:
+    return await _metadata(request, principal, study, series, instance)
+
+
+@router.get(
+    "/studies/{study}/series/{series}/instances/{instance}/frames/{frames}",
+    summary="WADO-RS: frames of an instance (native pixel data, multipart/related application/octet-stream)",
+)
+async def retrieve_frames(
+    request: Request, study: str, series: str, instance: str, frames: str, principal: Principal = BytesReader
+) -> Response:
+    action = "dicomweb.frames"
+    accept = parse_accept(request.headers.get("accept"))
+    numbers = parse_frame_list(frames)
+    rows = await _covered(request, principal, action, study, series, instance)
+    r = rows[0]
+    if r["rows"] is None:
+        raise NotFound(f"instance {instance} has no pixel data")
+    stored_ts = r["transfer_syntax"]
+    native = stored_ts in dj.NATIVE_SYNTAXES
+    # Native frames go out as Explicit VR Little Endian; compressed ones as stored, to a client that
+    # names that transfer syntax or accepts any (`transfer-syntax=*`, as OHIF sends).
+    part_ts = EXPLICIT_LE if native else stored_ts
+    offer = Offer("multipart/related", "application/octet-stream", frozenset({part_ts}))
+    _, chosen = negotiate(accept, [offer], what="frames")
+    if not native and chosen.params.get("transfer-syntax") not in ("*", stored_ts):
+        raise NotAcceptable(f"instance {instance} is stored compressed ({stored_ts}) and is not transcoded: "
+                            "accept transfer-syntax=* or that transfer syntax")  # fmt: skip
+    blobs = hub_state(request).blobs
+
+    def read() -> list[bytes]:
+        with blobs.open(r["sha256"]) as fh:
+            return native_frames(fh, stored_ts, numbers) if native else encapsulated_frames(fh, numbers)
+
+    data = await run_in_threadpool(read)
+    await _audit_read(request, principal, action, rows, _resource(study, series, instance), frames=frames[:200])
+    boundary = new_boundary()
+    chunks: list[bytes] = []
+    location = f"{_base(request)}/studies/{study}/series/{series}/instances/{instance}/frames"
+    for n, frame in zip(numbers, data, strict=True):
+        chunks.append(part_header(boundary, f"application/octet-stream; transfer-syntax={part_ts}",
+                                  [("Content-Location", f"{location}/{n}")]))  # fmt: skip
+        chunks.append(frame)
+    chunks.append(closing(boundary))
+    media = f'multipart/related; type="application/octet-stream"; boundary={boundary}'
+    return Response(b"".join(chunks), media_type=media, headers=NO_STORE)
+
+
+# ---------------------------------------------------------------- STOW-RS
+
+
+def _store_body(
+    store: Callable[[list[Part]], StowOutcome], body: bytes, spill: Path | None, boundary: bytes
+) -> StowOutcome:
+    """Split the body (in memory, or the mapped spill file) and store its parts."""
+    if spill is None:
+        return store(_parts_of(body, boundary))
+    with open(spill, "rb") as fh:
+        if not fh.seek(0, 2):
+            raise InvalidInput("the request holds no instances")
+        mapped = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+    parts: list[Part] = []
+    try:
+        parts = _parts_of(mapped, boundary)
+        return store(parts)
+    finally:
+        for part in parts:
+            part.data.release()
+        with contextlib.suppress(BufferError):  # a view still held elsewhere: the mapping goes with it
+            mapped.close()
+
+
+def _parts_of(body: bytes | mmap.mmap, boundary: bytes) -> list[Part]:
+    parts = list(split_parts(body, boundary))
+    if not parts:
+        raise InvalidInput("the request holds no instances")
+    return parts
+
+
+def _store_scope(request: Request, principal: Principal) -> tuple[str, str]:
+    """The site (from the token, never the request) and project a STOW-RS request stores into."""
+    if principal.site is None:
+        raise Forbidden("only a site token may store")
+    requested = request.headers.get("x-medcloud-project")
+    if requested:
+        if requested not in principal.projects:
+            raise Forbidden(f"this site token may not store into project '{requested}'")
+        return principal.site, requested
+    if len(principal.projects) == 1:
+        return principal.site, next(iter(principal.projects))
+    raise InvalidInput("this token has several projects: name one in X-Medcloud-Project")
+
+
+async def _stow(request: Request, principal: Principal, study: str | None) -> Response:
+    state = hub_state(request)
+    request.state.audit_action = "dicomweb.store"
+    site, project = _store_scope(request, principal)
+    if study is not None:
+        check_path_uid(study, "study")
+    offer, _ = negotiate(parse_accept(request.headers.get("accept")), _JSON_OFFERS, what="a store response")
+    ctype = parse_media_type(request.headers.get("content-type") or "application/octet-stream")
+    if ctype.essence != "multipart/related" or not ctype.params.get("boundary"):
+        raise UnsupportedFormat('send multipart/related; type="application/dicom" with a boundary')
+    part_type = ctype.params.get("type", "application/dicom").lower()
+    if part_type != "application/dicom":
+        raise UnsupportedFormat(f"parts of type {part_type!r} are not stored yet: send application/dicom parts")
+    limit = state.settings.max_batch_bytes
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise TooLarge(f"request of {declared} bytes exceeds the limit of {limit} bytes")
+    boundary = ctype.params["boundary"].encode("latin-1")
+    memory = state.settings.batch_memory_bytes
+    # A body that may not fit the request's memory budget is received into a file and mapped.
+    spill = (
+        None if declared.isdigit() and int(declared) <= memory else state.blobs.incoming / f"{uuid.uuid4().hex}.stow"
+    )
+    chunks: list[bytes] = []
+    received = 0
+    try:
+        with open(spill, "wb") if spill is not None else contextlib.nullcontext() as out:
+            async for chunk in request.stream():
+                received += len(chunk)
+                if received > limit:
+                    raise TooLarge(f"request exceeds the limit of {limit} bytes")
+                if out is None:
+                    chunks.append(chunk)
+                else:
+                    await run_in_threadpool(out.write, chunk)
+        if declared.isdigit() and received != int(declared):
+            raise InvalidInput(f"truncated request: Content-Length {declared}, received {received} bytes")
+        store = partial(store_parts, state.ingestor, state.blobs, site=site, project=project,
+                        subject=principal.subject, client=client_address(request), study_uid=study,
+                        max_part=state.settings.max_upload_bytes, memory=memory, base=_base(request),
+                        max_files=state.settings.max_batch_files)  # fmt: skip
+        outcome: StowOutcome = await run_in_threadpool(_store_body, store, b"".join(chunks), spill, boundary)
+    finally:
+        if spill is not None:
+            spill.unlink(missing_ok=True)
+    if outcome.refused_early:  # the pipeline audits what it saw; these parts never reached it
+        catalog = state.catalog
+
+        def audit() -> None:
+            with catalog.write() as conn:
+                catalog.audit.chain(conn).append_many(outcome.refused_early)
+
+        await run_in_threadpool(audit)
+    return _dicom_json(outcome.body, offer, status=outcome.status)
+
+
+@router.post("/studies", summary="STOW-RS: store instances (multipart/related application/dicom)")
+async def store_instances(request: Request, principal: Principal = Storer) -> Response:
+    return await _stow(request, principal, None)
+
+
+@router.post("/studies/{study}", summary="STOW-RS: store instances of one study")
+async def store_study_instances(request: Request, study: str, principal: Principal = Storer) -> Response:
+    return await _stow(request, principal, study)
+
+
+# ---------------------------------------------------------------- 405 with Allow
+
+_ALLOWED: dict[str, tuple[str, ...]] = {
+    "/studies": ("GET", "POST"),
+    "/studies/{study}": ("GET", "POST"),
+    "/series": ("GET",),
+    "/instances": ("GET",),
+    "/studies/{study}/series": ("GET",),
+    "/studies/{study}/instances": ("GET",),
+    "/studies/{study}/metadata": ("GET",),
+    "/studies/{study}/series/{series}": ("GET",),
+    "/studies/{study}/series/{series}/metadata": ("GET",),
+    "/studies/{study}/series/{series}/instances": ("GET",),
+    "/studies/{study}/series/{series}/instances/{instance}": ("GET",),
+    "/studies/{study}/series/{series}/instances/{instance}/metadata": ("GET",),
+    "/studies/{study}/series/{series}/instances/{instance}/frames/{frames}": ("GET",),
+}
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+def _not_allowed(allow: tuple[str, ...]) -> Callable[[Request], Response]:
+    def handler(request: Request) -> Response:
+        detail = f"{request.method} is not allowed here; allowed: {', '.join(allow)}"
+        response = problem(405, "method-not-allowed", "Method not allowed", detail, request.url.path)
+        response.headers["Allow"] = ", ".join(allow)
+        return response
+
+    return handler
+
+
+for _path, _allow in _ALLOWED.items():
+    router.add_api_route(
+        _path, _not_allowed(_allow), methods=[m for m in _METHODS if m not in _allow], include_in_schema=False
+    )

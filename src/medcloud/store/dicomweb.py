@@ -1,0 +1,192 @@
+"""DICOMweb's SQL: QIDO-RS searches at study, series and instance level, and the instances a WADO-RS
+retrieve covers. Always scoped to projects (`None`: every project, as in `store.queries`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from medcloud.dicomweb.query import Level, Match, QidoQuery
+from medcloud.errors import NotFound
+from medcloud.store.db import Database
+from medcloud.store.tables import instances, series, studies
+
+__all__ = ["DicomwebQueries"]
+
+# keyword -> (column, text matching is case-insensitive)
+_COLUMNS: dict[str, tuple[sa.ColumnElement[Any], bool]] = {
+    "StudyInstanceUID": (studies.c.study_uid, False),
+    "PatientID": (studies.c.patient_pseudonym, False),
+    "PatientName": (studies.c.patient_pseudonym, True),
+    "StudyDate": (studies.c.study_date, False),
+    "StudyDescription": (studies.c.description, True),
+    "SeriesInstanceUID": (series.c.series_uid, False),
+    "Modality": (series.c.modality, False),
+    "SeriesNumber": (series.c.series_number, False),
+    "SeriesDescription": (series.c.description, True),
+    "BodyPartExamined": (series.c.body_part, True),
+    "SOPInstanceUID": (instances.c.sop_uid, False),
+    "SOPClassUID": (instances.c.sop_class_uid, False),
+    "InstanceNumber": (instances.c.instance_number, False),
+}
+
+
+def _pattern(value: str) -> tuple[str, bool]:
+    """A LIKE pattern for a DICOM wildcard value (`*`, `?`), and whether it holds a wildcard."""
+    escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped.replace("*", "%").replace("?", "_"), ("*" in value or "?" in value)
+
+
+def _condition(m: Match) -> sa.ColumnElement[bool]:
+    if m.kind == "empty":
+        return sa.false()  # the catalog holds no value: only a universal match (never built) matches
+    if m.keyword == "ModalitiesInStudy":
+        return studies.c.id.in_(sa.select(series.c.study_id).where(series.c.modality.in_(m.values)))
+    column, insensitive = _COLUMNS[m.keyword]
+    if m.kind in ("uids", "values"):
+        return column.in_(m.values) if len(m.values) > 1 else column == m.values[0]
+    if m.kind == "int":
+        return column == m.number
+    if m.kind == "date":
+        parts = []
+        if m.date_from is not None:
+            parts.append(column >= m.date_from)
+        if m.date_to is not None:
+            parts.append(column <= m.date_to)
+        return sa.and_(*parts)
+    pattern, wild = _pattern(m.values[0])
+    if insensitive:
+        return column.ilike(pattern, escape="\\")
+    return column.like(pattern, escape="\\") if wild else column == m.values[0]
+
+
+def _scoped(q: sa.Select[Any], query: QidoQuery, projects: frozenset[str] | None) -> sa.Select[Any]:
+    if projects is not None:
+        q = q.where(studies.c.project.in_(projects))
+    for m in query.matches:
+        q = q.where(_condition(m))
+    return q
+
+
+class DicomwebQueries:
+    """Read-only DICOMweb searches over the catalog."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def search(self, query: QidoQuery, projects: frozenset[str] | None) -> list[dict[str, Any]]:
+        """One page of matches at the query's level, with the counts DICOMweb reports."""
+        if query.level is Level.STUDY:
+            return self._studies(query, projects)
+        if query.level is Level.SERIES:
+            return self._series(query, projects)
+        return self._instances(query, projects)
+
+    def _studies(self, query: QidoQuery, projects: frozenset[str] | None) -> list[dict[str, Any]]:
+        q = _scoped(sa.select(studies), query, projects)
+        q = q.order_by(studies.c.study_date.desc().nulls_last(), studies.c.id).limit(query.limit).offset(query.offset)
+        with self._db.read() as conn:
+            rows = [dict(r._mapping) for r in conn.execute(q)]
+            ids = [r["id"] for r in rows]
+            counts: dict[int, tuple[int, int]] = {}
+            modalities: dict[int, set[str]] = {}
+            if ids:
+                for c in conn.execute(
+                    sa.select(
+                        series.c.study_id,
+                        sa.func.count(sa.distinct(series.c.id)).label("n_series"),
+                        sa.func.count(instances.c.id).label("n_instances"),
+                    )
+                    .select_from(series.outerjoin(instances))
+                    .where(series.c.study_id.in_(ids))
+                    .group_by(series.c.study_id)
+                ):
+                    counts[c.study_id] = (int(c.n_series), int(c.n_instances))
+                for s in conn.execute(
+                    sa.select(series.c.study_id, series.c.modality).distinct().where(series.c.study_id.in_(ids))
+                ):
+                    if s.modality:
+                        modalities.setdefault(s.study_id, set()).add(s.modality)
+        for r in rows:
+            r["n_series"], r["n_instances"] = counts.get(r["id"], (0, 0))
+            r["modalities"] = sorted(modalities.get(r["id"], ()))
+        return rows
+
+    @staticmethod
+    def _study_columns() -> list[Any]:
+        return [
+            studies.c.study_uid,
+            studies.c.project,
+            studies.c.patient_pseudonym,
+            studies.c.patient_sex,
+            studies.c.patient_age,
+            studies.c.study_date,
+            studies.c.description.label("study_description"),
+        ]
+
+    def _series(self, query: QidoQuery, projects: frozenset[str] | None) -> list[dict[str, Any]]:
+        n = sa.select(sa.func.count(instances.c.id)).where(instances.c.series_id == series.c.id).scalar_subquery()
+        q = sa.select(
+            series.c.series_uid,
+            series.c.modality,
+            series.c.body_part,
+            series.c.description.label("series_description"),
+            series.c.series_number,
+            n.label("n_instances"),
+            *self._study_columns(),
+        ).select_from(series.join(studies))
+        q = _scoped(q, query, projects)
+        q = q.order_by(studies.c.id, series.c.series_number, series.c.id).limit(query.limit).offset(query.offset)
+        with self._db.read() as conn:
+            return [dict(r._mapping) for r in conn.execute(q)]
+
+    def _instance_select(self) -> sa.Select[Any]:
+        return sa.select(
+            instances.c.sop_uid,
+            instances.c.sop_class_uid,
+            instances.c.instance_number,
+            instances.c.rows,
+            instances.c.columns,
+            instances.c.frames,
+            instances.c.transfer_syntax,
+            instances.c.sha256,
+            instances.c.size,
+            series.c.series_uid,
+            series.c.modality,
+            series.c.body_part,
+            series.c.description.label("series_description"),
+            series.c.series_number,
+            *self._study_columns(),
+        ).select_from(instances.join(series).join(studies))
+
+    def _instances(self, query: QidoQuery, projects: frozenset[str] | None) -> list[dict[str, Any]]:
+        q = _scoped(self._instance_select(), query, projects)
+        q = q.order_by(studies.c.id, series.c.series_number, series.c.id, instances.c.instance_number, instances.c.id)
+        with self._db.read() as conn:
+            return [dict(r._mapping) for r in conn.execute(q.limit(query.limit).offset(query.offset))]
+
+    def retrieve(
+        self, projects: frozenset[str] | None, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Every instance a WADO-RS retrieve of the study, series or instance covers; NotFound if none."""
+        q = self._instance_select().where(studies.c.study_uid == study_uid)
+        if projects is not None:
+            q = q.where(studies.c.project.in_(projects))
+        if series_uid is not None:
+            q = q.where(series.c.series_uid == series_uid)
+        if sop_uid is not None:
+            q = q.where(instances.c.sop_uid == sop_uid)
+        q = q.order_by(series.c.series_number, series.c.id, instances.c.instance_number, instances.c.id)
+        with self._db.read() as conn:
+            rows = [dict(r._mapping) for r in conn.execute(q)]
+        if not rows:
+            what: Sequence[str] = [f"study {study_uid}"]
+            if series_uid is not None:
+                what = [*what, f"series {series_uid}"]
+            if sop_uid is not None:
+                what = [*what, f"instance {sop_uid}"]
+            raise NotFound(f"{', '.join(what)}: not found")
+        return rows

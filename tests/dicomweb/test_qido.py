@@ -1,0 +1,220 @@
+"""QIDO-RS: matching keys, includefield, paging, DICOM JSON value rules and per-project scope."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.dicomweb.conftest import BRAIN_CT, LUNG_CT, LUNG_CT_SERIES, LUNG_MR, Seeded
+
+
+def _get(s: Seeded, url: str, who: str = "researcher", **headers: str) -> Any:
+    r = s.hub.client.get(url, headers={**s.hub.auth(who), **headers})
+    return r
+
+
+def _ok(s: Seeded, url: str, who: str = "researcher") -> list[dict[str, Any]]:
+    r = _get(s, url, who)
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("application/dicom+json")
+    body: list[dict[str, Any]] = r.json()
+    return body
+
+
+def _uids(body: list[dict[str, Any]], tag: str = "0020000D") -> list[str]:
+    return [d[tag]["Value"][0] for d in body]
+
+
+def test_study_level_answers_carry_what_ohif_reads_with_f2_value_rules(seeded: Seeded) -> None:
+    body = _ok(seeded, "/dicom-web/studies")
+    assert _uids(body) == [LUNG_MR, LUNG_CT]  # newest first; the brain project's study is not there
+    ct = body[1]
+    for tag in ("0020000D", "00080020", "00080030", "00080050", "00100010", "00100020", "00100030",
+                "00201206", "00201208", "00081030", "00080061"):  # fmt: skip
+        assert tag in ct, tag
+    # Empty values carry no Value key (PS3.18 F.2.5), never "" or [] or null.
+    for tag in ("00080030", "00080050", "00100030"):
+        assert ct[tag] == {"vr": {"00080030": "TM", "00080050": "SH", "00100030": "DA"}[tag]}
+    assert ct["00201206"] == {"vr": "IS", "Value": [1]} and ct["00201208"] == {"vr": "IS", "Value": [2]}
+    assert ct["00100010"] == {"vr": "PN", "Value": [{"Alphabetic": "PSEUDO-1"}]}
+    assert ct["00080061"] == {"vr": "CS", "Value": ["CT"]}
+    assert ct["00080020"] == {"vr": "DA", "Value": ["20200102"]}
+    assert ct["00081190"]["Value"][0].endswith(f"/dicom-web/studies/{LUNG_CT}")
+    assert body[0]["00081030"] == {"vr": "LO", "Value": ["頭部 MRI"]}
+
+
+def test_ohif_study_list_request(seeded: Seeded) -> None:
+    url = (
+        "/dicom-web/studies?limit=101&offset=0&fuzzymatching=false"
+        "&includefield=00081030%2C00080060%2C00080090%2C00100030"
+    )
+    body = _ok(seeded, url)
+    assert len(body) == 2
+    assert body[0]["00080090"] == {"vr": "PN"} and "00081030" in body[0]
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        (f"StudyInstanceUID={LUNG_CT}", [LUNG_CT]),
+        (f"StudyInstanceUID={LUNG_CT}%5C{LUNG_MR}", [LUNG_MR, LUNG_CT]),
+        (f"StudyInstanceUID={LUNG_CT}%2C{LUNG_MR}", [LUNG_MR, LUNG_CT]),
+        (f"0020000D={LUNG_CT},{BRAIN_CT}", [LUNG_CT]),  # another project's UID matches nothing
+        (f"StudyInstanceUID={LUNG_CT}&StudyInstanceUID={LUNG_MR}", [LUNG_MR, LUNG_CT]),
+        ("PatientID=PSEUDO-2", [LUNG_MR]),
+        ("PatientID=PSEUDO-%2A", [LUNG_MR, LUNG_CT]),
+        ("PatientID=PSEUDO-?", [LUNG_MR, LUNG_CT]),
+        ("PatientName=pseudo-1", [LUNG_CT]),
+        ("StudyDate=20200102", [LUNG_CT]),
+        ("StudyDate=20200101-20201231", [LUNG_CT]),
+        ("StudyDate=20210101-", [LUNG_MR]),
+        ("StudyDate=-20201231", [LUNG_CT]),
+        ("StudyDate=20220101-", []),
+        ("ModalitiesInStudy=MR", [LUNG_MR]),
+        ("ModalitiesInStudy=MR%5CCT", [LUNG_MR, LUNG_CT]),
+        ("Modality=CT", [LUNG_CT]),
+        ("00080061=CT", [LUNG_CT]),
+        ("StudyDescription=chest*", [LUNG_CT]),
+        ("StudyDescription=%E9%A0%AD%E9%83%A8*", [LUNG_MR]),  # 頭部* percent-encoded as UTF-8
+        ("StudyDescription=??%20MRI", [LUNG_MR]),
+        ("StudyDescription=100%25", []),  # a literal % is not a wildcard
+        ("AccessionNumber=A123", []),  # the catalog holds no accession numbers: only * matches
+        ("AccessionNumber=*", [LUNG_MR, LUNG_CT]),
+        ("fuzzymatching=true&PatientID=PSEUDO-1", [LUNG_CT]),
+    ],
+)
+def test_study_matching(seeded: Seeded, query: str, expected: list[str]) -> None:
+    assert _uids(_ok(seeded, f"/dicom-web/studies?{query}")) == expected
+
+
+@pytest.mark.parametrize(
+    ("query", "words"),
+    [
+        ("Foo=1", "unknown attribute"),
+        ("00091001=x", "unknown attribute tag"),
+        ("SeriesInstanceUID=1.2", "lower level"),
+        ("PatientWeight=70", "not a matching key"),
+        ("StudyDate=2020", "not a date"),
+        ("StudyDate=20201301", "not a date"),
+        ("StudyDate=20210101-20200101", "ends before"),
+        ("StudyInstanceUID=abc", "not a UID"),
+        ("limit=-1", "at least 0"),
+        ("limit=ten", "integer"),
+        ("offset=1&offset=2", "more than once"),
+        ("includefield=NoSuchKeyword", "unknown attribute"),
+        ("PatientID=A&PatientID=B", "more than once"),
+        ("LIMIT=5", "lower case"),
+    ],
+)
+def test_bad_queries_are_400_with_a_clear_message(seeded: Seeded, query: str, words: str) -> None:
+    r = _get(seeded, f"/dicom-web/studies?{query}")
+    assert r.status_code == 400, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    assert words in r.json()["detail"]
+
+
+def test_includefield_forms_and_all(seeded: Seeded) -> None:
+    one = _ok(seeded, f"/dicom-web/studies?StudyInstanceUID={LUNG_CT}&includefield=PatientAge&includefield=00100040")[0]
+    assert "00101010" in one and one["00100040"]["vr"] == "CS"
+    everything = _ok(seeded, f"/dicom-web/studies?StudyInstanceUID={LUNG_CT}&includefield=all")[0]
+    assert "00101010" in everything and "00201208" in everything
+
+
+def test_limit_offset_and_the_empty_result(seeded: Seeded) -> None:
+    assert _uids(_ok(seeded, "/dicom-web/studies?limit=1")) == [LUNG_MR]
+    assert _uids(_ok(seeded, "/dicom-web/studies?limit=1&offset=1")) == [LUNG_CT]
+    r = _get(seeded, "/dicom-web/studies?offset=5")
+    assert r.status_code == 200 and r.json() == []  # 200 with [] (dicomweb-client and OHIF parse it)
+    r = _get(seeded, "/dicom-web/studies?limit=5000")
+    assert r.status_code == 200 and "299" in r.headers["warning"]
+
+
+def test_series_level(seeded: Seeded) -> None:
+    body = _ok(seeded, "/dicom-web/series")
+    assert sorted(d["00080060"]["Value"][0] for d in body) == ["CT", "MR"]
+    ct = _ok(seeded, f"/dicom-web/studies/{LUNG_CT}/series?includefield=0008103E,00080021")
+    assert _uids(ct, "0020000E") == [LUNG_CT_SERIES]
+    assert ct[0]["00201209"] == {"vr": "IS", "Value": [2]} and ct[0]["00200011"]["Value"] == [1]
+    assert ct[0]["00080021"] == {"vr": "DA"}
+    assert _uids(_ok(seeded, "/dicom-web/series?Modality=MR"), "0020000D") == [LUNG_MR]
+    assert _uids(_ok(seeded, f"/dicom-web/series?SeriesInstanceUID={LUNG_CT_SERIES}"), "0020000D") == [LUNG_CT]
+    assert _ok(seeded, "/dicom-web/series?SeriesNumber=99") == []
+    assert len(_ok(seeded, "/dicom-web/series?StudyDate=20200102")) == 1  # study keys work at series level
+
+
+def test_instance_level(seeded: Seeded) -> None:
+    sops = seeded.sop[LUNG_CT]
+    body = _ok(seeded, f"/dicom-web/studies/{LUNG_CT}/series/{LUNG_CT_SERIES}/instances")
+    assert sorted(_uids(body, "00080018")) == sorted(sops)
+    first = body[0]
+    assert first["00280010"] == {"vr": "US", "Value": [128]} and first["00280008"] == {"vr": "IS"}
+    assert first["00080016"]["Value"] == ["1.2.840.10008.5.1.4.1.1.2"]
+    assert _uids(_ok(seeded, f"/dicom-web/instances?SOPInstanceUID={sops[1]}"), "00080018") == [sops[1]]
+    assert len(_ok(seeded, "/dicom-web/instances?SOPClassUID=1.2.840.10008.5.1.4.1.1.4")) == 1  # MR
+    assert len(_ok(seeded, f"/dicom-web/studies/{LUNG_CT}/instances?InstanceNumber=1")) == 2
+
+
+def test_another_projects_study_is_invisible(seeded: Seeded) -> None:
+    assert _ok(seeded, f"/dicom-web/studies?StudyInstanceUID={BRAIN_CT}") == []
+    assert _ok(seeded, f"/dicom-web/instances?StudyInstanceUID={BRAIN_CT}") == []
+    r = _get(seeded, f"/dicom-web/studies/{BRAIN_CT}/series")
+    assert r.status_code == 404
+    # ... while the brain researcher sees it and not the lung studies.
+    assert _uids(_ok(seeded, "/dicom-web/studies", who="researcher_brain")) == [BRAIN_CT]
+
+
+def test_tokens_and_roles(seeded: Seeded) -> None:
+    assert seeded.hub.client.get("/dicom-web/studies").status_code == 401
+    assert _get(seeded, "/dicom-web/studies", who="site_a").status_code == 403
+    assert _get(seeded, "/dicom-web/studies", who="clinician").status_code == 403
+
+
+def test_search_accept_negotiation(seeded: Seeded) -> None:
+    assert (
+        _get(seeded, "/dicom-web/studies", accept="application/json")
+        .headers["content-type"]
+        .startswith("application/json")
+    )
+    assert _get(seeded, "/dicom-web/studies", accept="*/*").status_code == 200
+    assert (
+        _get(seeded, "/dicom-web/studies", accept='multipart/related; type="application/dicom+xml"').status_code == 406
+    )
+    assert _get(seeded, "/dicom-web/studies", accept="application/dicom+json; q=nope").status_code == 400
+
+
+@pytest.mark.postgres
+def test_matching_on_postgresql(pg_hub: Any) -> None:
+    """The same matching on PostgreSQL (LIKE is case-sensitive there, NULL dates sort differently)."""
+    from tests.dicomweb.conftest import seed
+
+    s = seed(pg_hub)
+    assert _uids(_ok(s, "/dicom-web/studies")) == [LUNG_MR, LUNG_CT]
+    assert _uids(_ok(s, "/dicom-web/studies?StudyDescription=chest*")) == [LUNG_CT]
+    assert _uids(_ok(s, "/dicom-web/studies?PatientName=pseudo-2")) == [LUNG_MR]
+    assert _uids(_ok(s, "/dicom-web/studies?StudyDescription=%E9%A0%AD%E9%83%A8*")) == [LUNG_MR]
+    assert _uids(_ok(s, "/dicom-web/studies?StudyDate=-20201231&ModalitiesInStudy=CT")) == [LUNG_CT]
+    assert _uids(_ok(s, "/dicom-web/studies?PatientID=PSEUDO-%3F")) == [LUNG_MR, LUNG_CT]
+    ct = _ok(s, f"/dicom-web/studies?StudyInstanceUID={LUNG_CT}")[0]
+    assert ct["00201206"]["Value"] == [1] and ct["00201208"]["Value"] == [2]
+    assert len(_ok(s, f"/dicom-web/studies/{LUNG_CT}/series/{LUNG_CT_SERIES}/instances")) == 2
+    assert _uids(_ok(s, "/dicom-web/series?Modality=MR"), "0020000D") == [LUNG_MR]
+    assert _ok(s, f"/dicom-web/studies?StudyInstanceUID={BRAIN_CT}") == []
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/dicom-web/studies?PatientID=a%00b",
+        "/dicom-web/studies?StudyDescription=%00*",
+        "/dicom-web/studies/1.2%003",
+        "/dicom-web/studies/1.2%003/series",
+        "/dicom-web/studies/1.2/series/1%0A2/metadata",
+        "/dicom-web/studies/" + "1" * 65,
+    ],
+)
+def test_control_characters_are_400_not_a_database_error(pg_hub: Any, url: str) -> None:
+    """PostgreSQL refuses NUL in text: it must never get that far (it would be a 500)."""
+    r = pg_hub.client.get(url, headers=pg_hub.auth("researcher"))
+    assert r.status_code == 400, r.text

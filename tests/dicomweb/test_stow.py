@@ -1,0 +1,195 @@
+"""STOW-RS: multipart/related application/dicom through the ingest pipeline, PS3.18 response dataset."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import pydicom
+import pytest
+
+from medcloud.dicomweb.stow import CANNOT_UNDERSTAND, PROCESSING_FAILURE, SOP_CLASS_MISMATCH
+from tests.dicomweb.conftest import LUNG_CT, Seeded, dicom_file, stow_body
+from tests.hub.conftest import Hub
+
+CT = "2.25.3001"
+
+
+def _post(h: Hub, body: bytes, path: str = "/dicom-web/studies", who: str = "site_a",
+          ctype: str = 'multipart/related; type="application/dicom"; boundary=dw-boundary') -> Any:  # fmt: skip
+    return h.client.post(path, content=body, headers={**h.auth(who), "Content-Type": ctype})
+
+
+def _sop(data: bytes) -> str:
+    return str(pydicom.dcmread(io.BytesIO(data)).SOPInstanceUID)
+
+
+def _count(h: Hub, study: str) -> int:
+    r = h.client.get(f"/dicom-web/studies/{study}/instances", headers=h.auth("researcher"))
+    return len(r.json()) if r.status_code == 200 else 0
+
+
+def test_store_many_instances_answers_referenced_sop_sequence(hub: Hub) -> None:
+    files = [dicom_file(study_uid=CT, series_uid=CT + ".1") for _ in range(3)]
+    r = _post(hub, stow_body(files))
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("application/dicom+json")
+    body = r.json()
+    assert "00081198" not in body  # FailedSOPSequence only when something failed
+    assert body["00081190"]["Value"][0].endswith(f"/dicom-web/studies/{CT}")
+    refs = body["00081199"]["Value"]
+    assert [ref["00081155"]["Value"][0] for ref in refs] == [_sop(f) for f in files]
+    for ref, f in zip(refs, files, strict=True):
+        assert ref["00081150"] == {"vr": "UI", "Value": ["1.2.840.10008.5.1.4.1.1.2"]}
+        assert ref["00081190"]["Value"][0].endswith(f"/studies/{CT}/series/{CT}.1/instances/{_sop(f)}")
+    assert _count(hub, CT) == 3
+    # The same request again is idempotent: all referenced, nothing failed.
+    again = _post(hub, stow_body(files))
+    assert again.status_code == 200 and len(again.json()["00081199"]["Value"]) == 3
+
+
+def test_quoted_boundary_and_transfer_syntax_parameter(hub: Hub) -> None:
+    body = stow_body([dicom_file(study_uid=CT)], boundary="a:b=c")
+    ctype = 'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.1; boundary="a:b=c"'
+    r = _post(hub, body, ctype=ctype)
+    assert r.status_code == 200, r.text
+
+
+def test_store_into_a_study_refuses_instances_of_other_studies(hub: Hub) -> None:
+    ours, theirs = dicom_file(study_uid=CT), dicom_file(study_uid="2.25.3002")
+    r = _post(hub, stow_body([theirs]), path=f"/dicom-web/studies/{CT}")
+    assert r.status_code == 409, r.text
+    failed = r.json()["00081198"]["Value"]
+    assert failed[0]["00081155"]["Value"] == [_sop(theirs)]
+    assert failed[0]["00081197"] == {"vr": "US", "Value": [PROCESSING_FAILURE]}
+    assert r.json()["00081199"] == {"vr": "SQ"}
+    r = _post(hub, stow_body([ours, theirs]), path=f"/dicom-web/studies/{CT}")
+    assert r.status_code == 202, r.text
+    assert [x["00081155"]["Value"][0] for x in r.json()["00081199"]["Value"]] == [_sop(ours)]
+    assert _count(hub, CT) == 1 and _count(hub, "2.25.3002") == 0  # nothing of the other study stored
+    events = hub.client.get("/api/v1/audit?limit=100&action=dicomweb.store", headers=hub.auth("auditor")).json()
+    assert [e["outcome"] for e in events["items"]] == ["refused:409:study-mismatch"] * 2
+    assert events["items"][0]["resource"] == f"instance/{_sop(theirs)}"
+
+
+def _png() -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _identified() -> bytes:
+    ds = pydicom.dcmread(io.BytesIO(dicom_file(study_uid=CT)))
+    ds.PatientIdentityRemoved = "NO"
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def _no_pixels() -> bytes:
+    ds = pydicom.dcmread(io.BytesIO(dicom_file(study_uid=CT)))
+    del ds.PixelData
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [
+        (_identified, PROCESSING_FAILURE),  # not de-identified: the same refusal as /api/v1/ingest
+        (_no_pixels, SOP_CLASS_MISMATCH),  # a CT image object without pixel data
+        (lambda: b"not dicom at all", CANNOT_UNDERSTAND),
+        (lambda: _png(), CANNOT_UNDERSTAND),  # ingest stores images; STOW-RS must not
+        (lambda: dicom_file(study_uid=CT)[:-300], CANNOT_UNDERSTAND),  # truncated inside the pixel data
+    ],
+)
+def test_failed_instances_get_failure_reasons_and_the_rest_is_stored(hub: Hub, bad: Any, reason: int) -> None:
+    good, data = dicom_file(study_uid=CT), bad()
+    r = _post(hub, stow_body([good, data]))
+    assert r.status_code == 202, r.text
+    body = r.json()
+    assert [x["00081155"]["Value"][0] for x in body["00081199"]["Value"]] == [_sop(good)]
+    [failed] = body["00081198"]["Value"]
+    assert failed["00081197"] == {"vr": "US", "Value": [reason]}
+    assert _count(hub, CT) == 1
+    r = _post(hub, stow_body([data]))
+    assert r.status_code == 409 and "00081199" in r.json()
+    # Every refused part is audited, whether the pipeline or STOW-RS itself refused it.
+    ingest = hub.client.get("/api/v1/audit?limit=100&action=ingest", headers=hub.auth("auditor")).json()["items"]
+    stow = hub.client.get("/api/v1/audit?limit=100&action=dicomweb.store", headers=hub.auth("auditor")).json()
+    refused = [e for e in ingest + stow["items"] if e["outcome"].startswith("refused:")]
+    assert len(refused) == 2
+
+
+def test_a_uid_taken_by_another_project_is_a_failure_not_a_500(hub: Hub, seeded: Seeded) -> None:
+    data = dicom_file(study_uid=LUNG_CT)  # a lung study; site_c stores only into brain
+    r = _post(hub, stow_body([data]), who="site_c")
+    assert r.status_code == 409
+    assert r.json()["00081198"]["Value"][0]["00081197"]["Value"] == [PROCESSING_FAILURE]
+
+
+@pytest.mark.parametrize(
+    ("ctype", "body", "status"),
+    [
+        ("application/dicom", b"x", 415),
+        ('multipart/related; type="application/dicom+json"; boundary=dw-boundary', stow_body([b"x"]), 415),
+        ('multipart/related; type="application/dicom"', stow_body([b"x"]), 415),  # no boundary
+        ('multipart/related; type="application/dicom"; boundary=dw-boundary', b"--dw-boundary--\r\n", 400),
+        ('multipart/related; type="application/dicom"; boundary=dw-boundary', b"no boundary here", 400),
+        ('multipart/related; type="application/dicom"; boundary=dw-boundary', stow_body([b"x"])[:-20], 400),
+        ('multipart/related; type="application/dicom; boundary=dw-boundary', stow_body([b"x"]), 400),
+    ],
+)
+def test_malformed_requests(hub: Hub, ctype: str, body: bytes, status: int) -> None:
+    r = _post(hub, body, ctype=ctype)
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+
+
+def test_only_site_tokens_store_and_only_into_their_projects(hub: Hub) -> None:
+    body = stow_body([dicom_file(study_uid=CT)])
+    assert _post(hub, body, who="researcher").status_code == 403
+    assert hub.client.post("/dicom-web/studies", content=body).status_code == 401
+    r = hub.client.post("/dicom-web/studies", content=body, headers={
+        **hub.auth("site_a"), "Content-Type": 'multipart/related; type="application/dicom"; boundary=dw-boundary',
+        "X-Medcloud-Project": "brain"})  # fmt: skip
+    assert r.status_code == 403
+    assert _post(hub, body, who="site_b").status_code == 400  # two projects: name one
+    assert _count(hub, CT) == 0
+
+
+def test_a_large_or_chunked_body_is_received_on_disk_not_in_memory(hub: Hub) -> None:
+    # With a 1 KiB budget every request spills: the body to a mapped file, each part to its own spool.
+    object.__setattr__(hub.state.settings, "batch_memory_bytes", 1024)
+    files = [dicom_file(study_uid=CT, series_uid=CT + ".1") for _ in range(3)]
+    r = _post(hub, stow_body(files))
+    assert r.status_code == 200, r.text
+    assert len(r.json()["00081199"]["Value"]) == 3
+    more = [dicom_file(study_uid=CT, series_uid=CT + ".1") for _ in range(2)]
+    body = stow_body(more)
+
+    def chunked() -> Any:  # no Content-Length: the hub cannot know the size in advance
+        for i in range(0, len(body), 10_000):
+            yield body[i : i + 10_000]
+
+    r = hub.client.post(
+        "/dicom-web/studies",
+        content=chunked(),
+        headers={
+            **hub.auth("site_a"),
+            "Content-Type": 'multipart/related; type="application/dicom"; boundary=dw-boundary',
+        },
+    )
+    assert r.status_code == 200, r.text
+    assert _count(hub, CT) == 5
+    incoming = hub.state.blobs.incoming
+    assert incoming.is_dir() and not list(incoming.glob("*.stow"))  # the spilled body is gone
+
+
+def test_an_unreadable_part_is_not_stored_into_a_named_study(hub: Hub) -> None:
+    r = _post(hub, stow_body([dicom_file(study_uid=CT), b"garbage"]), path=f"/dicom-web/studies/{CT}")
+    assert r.status_code == 202, r.text
+    assert r.json()["00081198"]["Value"][0]["00081197"]["Value"] == [CANNOT_UNDERSTAND]
