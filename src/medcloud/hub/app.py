@@ -21,7 +21,7 @@ import medcloud
 from medcloud.config import Settings, load_settings
 from medcloud.errors import RequestTimeout, TooLarge
 from medcloud.hub import problems
-from medcloud.hub.deps import authenticate
+from medcloud.hub.deps import DATA_PATH_PREFIXES, authenticate
 from medcloud.hub.state import HubState
 from medcloud.security.policy import Principal
 
@@ -66,7 +66,7 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        is_api = str(scope.get("path", "")).startswith("/api/")
+        is_api = str(scope.get("path", "")).startswith(DATA_PATH_PREFIXES)
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":

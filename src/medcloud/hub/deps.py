@@ -12,6 +12,8 @@ from medcloud.hub.state import HubState
 from medcloud.security.policy import Permission, Principal
 
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# Paths that carry data or act on it: every refusal there is audited and no answer is cached.
+DATA_PATH_PREFIXES = ("/api/", "/dicom-web/")
 # Only the address part of a forwarding header's entry is kept, and no more than this.
 MAX_CLIENT_CHARS = 100
 
@@ -77,7 +79,7 @@ def require(permission: Permission) -> Callable[[Request], Principal]:
 
 def is_audited_refusal(request: Request) -> bool:
     """Whether refusing `request` is audited: every API request and every state change, reads included."""
-    return request.url.path.startswith("/api/") or request.method in STATE_CHANGING
+    return request.url.path.startswith(DATA_PATH_PREFIXES) or request.method in STATE_CHANGING
 
 
 def record_audit(

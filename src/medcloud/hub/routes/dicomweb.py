@@ -33,8 +33,6 @@ from medcloud.store.dicomweb import DicomwebQueries
 router = APIRouter(prefix="/dicom-web", tags=["dicomweb"])
 DICOM_JSON = "application/dicom+json"
 _JSON_OFFERS = [Offer(DICOM_JSON), Offer("application/json")]
-# Like /api/ answers (the hub's middleware covers only /api/): no copy of a patient's data in a cache.
-NO_STORE = {"Cache-Control": "no-store"}
 _METADATA = dj.MetadataCache()  # keyed by content hash: shared by every caller once their access is checked
 
 
@@ -47,7 +45,7 @@ def _queries(request: Request) -> DicomwebQueries:
 
 
 def _dicom_json(body: Any, offer: Offer, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return JSONResponse(body, status_code=status, media_type=offer.media_type, headers={**NO_STORE, **(headers or {})})
+    return JSONResponse(body, status_code=status, media_type=offer.media_type, headers=headers)
 
 
 # ---------------------------------------------------------------- QIDO-RS
@@ -164,7 +162,7 @@ async def _retrieve(
         yield closing(boundary)
 
     media = f'multipart/related; type="application/dicom"; boundary={boundary}'
-    return StreamingResponse(body(), media_type=media, headers=NO_STORE)
+    return StreamingResponse(body(), media_type=media)
 
 
 @router.get("/studies/{study}", summary="WADO-RS: retrieve a study (multipart/related application/dicom)")
@@ -267,7 +265,7 @@ async def retrieve_frames(
         chunks.append(frame)
     chunks.append(closing(boundary))
     media = f'multipart/related; type="application/octet-stream"; boundary={boundary}'
-    return Response(b"".join(chunks), media_type=media, headers=NO_STORE)
+    return Response(b"".join(chunks), media_type=media)
 
 
 # ---------------------------------------------------------------- STOW-RS
