@@ -102,3 +102,14 @@ def test_final_element_declared_by_the_writer_finds_a_cut_between_elements() -> 
     dicom.split_dicom(whole)
     with pytest.raises(InvalidInput, match=r"truncated DICOM file: it ends with \(0008,0060\)"):
         dicom.split_dicom(whole[: -len(last)])
+
+
+@pytest.mark.parametrize("declared", [b"ISO_IR\x00100", b"ISO 2022 IR 87\\ISO\x01IR 13", b"\xff\xfe", b"iso_ir 100"])
+def test_a_character_set_term_outside_the_code_string_repertoire_is_the_default(declared: bytes) -> None:
+    """A Specific Character Set with a NUL in a term reached codecs.lookup and was a 500 at the hub
+    (bench/fuzz_ingest.py --seed 7 --replay pydicom:1661)."""
+    from medcloud.formats.charset import charset_for
+
+    cs = charset_for(declared)
+    assert cs.decode(b"Yamada^Taro") == "Yamada^Taro"
+    assert cs.decode(cs.encode("Yamada^Taro")) == "Yamada^Taro"

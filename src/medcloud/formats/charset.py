@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 
 __all__ = ["Charset", "charset_for"]
@@ -20,6 +21,9 @@ _SIMPLE = {
 # so only that much of it is read: the cache key, and the work of resolving terms, stay small.
 _MAX_TERMS = 8
 _TERM_CHARS = 16
+# Code String repertoire (PS3.5 6.2): a term with anything else (a NUL, a control byte) names no character
+# set; it is read as the default repertoire, as pydicom reads an unknown one, never handed to codecs.
+_CODE_STRING = re.compile(r"[A-Z0-9 _]*")
 
 
 class Charset:
@@ -61,7 +65,7 @@ def _cached(terms: tuple[str, ...]) -> Charset:
 def charset_for(raw: bytes) -> Charset:
     """The Charset a (0008,0005) value declares (its first 8 terms); a bounded cache keeps common ones."""
     values = raw.decode("ascii", errors="replace").split("\\", _MAX_TERMS)[:_MAX_TERMS]
-    terms = tuple(t.strip()[:_TERM_CHARS] for t in values)
+    terms = tuple(t if _CODE_STRING.fullmatch(t) else "" for t in (v.strip()[:_TERM_CHARS] for v in values))
     # An empty first term means "default repertoire" in multi-valued ISO 2022 declarations.
     if terms and all(not t for t in terms):
         terms = ()
