@@ -9,18 +9,19 @@ body that does not end with its closing boundary is refused: a cut batch is neve
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterable, Iterator, Mapping
+from collections.abc import AsyncIterable, Mapping
 from typing import Protocol
 
 from medcloud.errors import InvalidInput, MedcloudError, TooLarge, UnsupportedFormat
+from medcloud.formats.multipart import (
+    MAX_BOUNDARY_BYTES,
+    MAX_PART_HEADER_BYTES,
+    MAX_PART_HEADER_LINES,
+    split_multipart,
+)
 
 # Media types a batch may be sent as; multipart/form-data is accepted for browsers and curl -F.
 BATCH_MEDIA_TYPES = (b"multipart/related", b"multipart/mixed", b"multipart/form-data")
-# One part's header block: at most this many bytes (held whole) or bytes per line (streamed), and lines.
-MAX_PART_HEADER_BYTES = 16 * 1024
-MAX_PART_HEADER_LINES = 16
-# RFC 2046 section 5.1.1: a boundary is 1 to 70 characters.
-MAX_BOUNDARY_BYTES = 70
 
 _FILENAME = re.compile(r'filename="([^"]*)"')
 
@@ -53,49 +54,6 @@ def _begin(sink: PartSink, headers: Mapping[str, str]) -> None:
         m = _FILENAME.search(headers.get("content-disposition", ""))
         name = m.group(1) if m else ""
     sink.begin(name, headers.get("x-content-sha256"))
-
-
-def split_multipart(body: bytes, boundary: bytes) -> Iterator[tuple[dict[str, str], memoryview]]:
-    """Split a complete multipart body into (headers, data) per part, without copying data.
-
-    Raises InvalidInput for a malformed body, including one without its closing boundary.
-    """
-    delim = b"--" + boundary
-    view = memoryview(body)
-    pos = body.find(delim)
-    if pos < 0:
-        raise InvalidInput("malformed multipart body: the boundary never appears")
-    pos += len(delim)
-    while True:
-        if body.startswith(b"--", pos):
-            return  # close delimiter; an epilogue is ignored
-        eol = body.find(b"\r\n", pos)
-        if eol < 0 or body[pos:eol].strip(b" \t"):
-            raise InvalidInput("malformed multipart body: text after a boundary")
-        pos = eol + 2
-        headers: dict[str, str] = {}
-        if body.startswith(b"\r\n", pos):
-            start = pos + 2
-        else:
-            hend = body.find(b"\r\n\r\n", pos, pos + MAX_PART_HEADER_BYTES)
-            if hend < 0:
-                raise InvalidInput(
-                    f"malformed multipart body: part headers do not end (or exceed {MAX_PART_HEADER_BYTES} bytes)"
-                )
-            lines = body[pos:hend].split(b"\r\n")
-            if len(lines) > MAX_PART_HEADER_LINES:
-                raise InvalidInput(f"malformed multipart body: a part has over {MAX_PART_HEADER_LINES} headers")
-            for line in lines:
-                name, sep, value = line.partition(b":")
-                if not sep:
-                    raise InvalidInput("malformed multipart body: a part header line without ':'")
-                headers[name.decode("latin-1").strip().lower()] = value.decode("latin-1").strip()
-            start = hend + 4
-        end = body.find(b"\r\n" + delim, start)
-        if end < 0:
-            raise InvalidInput("malformed multipart body: the last part has no closing boundary (truncated?)")
-        yield headers, view[start:end]
-        pos = end + 2 + len(delim)
 
 
 class _StreamingParts:
