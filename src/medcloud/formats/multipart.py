@@ -51,7 +51,7 @@ def split_multipart(body: bytes | mmap.mmap, boundary: bytes) -> Iterator[tuple[
     """
     delim = b"--" + boundary
     view = memoryview(body)
-    pos = body.find(delim)
+    pos = body.find(delim, 0)  # an mmap would search from its current position otherwise
     if pos < 0:
         raise InvalidInput("malformed multipart body: the boundary never appears")
     if pos > 0 and body[pos - 2 : pos] != b"\r\n":
