@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from medcloud.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from medcloud.datasets.client import DatasetClient
 
 dataset_app = typer.Typer(no_args_is_help=True, help="Freeze, list, show, download and export dataset versions.")
 cohort_app = typer.Typer(no_args_is_help=True, help="Save, list and show cohorts (named queries).")
@@ -19,12 +24,23 @@ TokenFileOpt = typer.Option(None, "--token-file", help="File holding the researc
 ProjectOpt = typer.Option(None, "--project", "-p", help="Project (repeat for several). Default: every granted.")
 
 
-def _client(hub: str, token: str, token_file: Path | None) -> Any:
+def _client(hub: str, token: str, token_file: Path | None) -> DatasetClient:
+    """A client of the hub (httpx is imported only here)."""
     from medcloud.datasets.client import DatasetClient
 
     if token_file is not None:
         token = token_file.read_text().strip()
     return DatasetClient(hub, token)
+
+
+@contextmanager
+def _connected(hub: str, token: str, token_file: Path | None) -> Iterator[DatasetClient]:
+    """A client for one command, closed when the command ends."""
+    client = _client(hub, token, token_file)
+    try:
+        yield client
+    finally:
+        client.close()
 
 
 def _echo(obj: Any) -> None:
@@ -115,22 +131,16 @@ def cohort_save(
     terms = _query(query, site, modality, body_part, date_from, date_to, sex, age_min, age_max)
     if terms is None:
         raise InvalidInput("a cohort needs a condition: --query or a filter option")
-    client = _client(hub, token, token_file)
-    try:
+    with _connected(hub, token, token_file) as client:
         _echo(client.save_cohort(name, terms, project or None))
-    finally:
-        client.close()
 
 
 @cohort_app.command("list")
 def cohort_list(hub: str = HubOpt, token: str = TokenOpt, token_file: Path | None = TokenFileOpt) -> None:
     """Cohorts of your projects."""
-    client = _client(hub, token, token_file)
-    try:
+    with _connected(hub, token, token_file) as client:
         for c in client.list_cohorts():
             typer.echo(f"{c['name']}\t{','.join(c['projects'])}\t{json.dumps(c['query'], ensure_ascii=False)}")
-    finally:
-        client.close()
 
 
 @cohort_app.command("show")
@@ -142,11 +152,8 @@ def cohort_show(
     token_file: Path | None = TokenFileOpt,
 ) -> None:
     """One cohort and how many instances it matches now."""
-    client = _client(hub, token, token_file)
-    try:
+    with _connected(hub, token, token_file) as client:
         _echo(client.get_cohort(name, project))
-    finally:
-        client.close()
 
 
 @dataset_app.command("freeze")
@@ -175,11 +182,8 @@ def dataset_freeze(
         raise InvalidInput("give --cohort or a query (--query or filter options), not both or neither")
     body: dict[str, Any] = {"name": name, "seed": seed, "projects": project or None, "split": _split(split)}
     body["cohort" if cohort is not None else "query"] = cohort if cohort is not None else terms
-    client = _client(hub, token, token_file)
-    try:
+    with _connected(hub, token, token_file) as client:
         _echo(client.freeze(body))
-    finally:
-        client.close()
 
 
 @dataset_app.command("list")
@@ -190,13 +194,10 @@ def dataset_list(
     token_file: Path | None = TokenFileOpt,
 ) -> None:
     """Dataset versions of your projects, newest first."""
-    client = _client(hub, token, token_file)
-    try:
+    with _connected(hub, token, token_file) as client:
         for v in client.list_versions(name):
             counts = " ".join(f"{k}={n}" for k, n in sorted(v["split_counts"].items()))
             typer.echo(f"{v['id']}\t{v['name']}\t{v['status']}\t{v['file_count']} files\t{counts}\t{v['created_at']}")
-    finally:
-        client.close()
 
 
 @dataset_app.command("show")
@@ -207,11 +208,8 @@ def dataset_show(
     token_file: Path | None = TokenFileOpt,
 ) -> None:
     """One version's summary: query, split, counts, status."""
-    client = _client(hub, token, token_file)
-    try:
+    with _connected(hub, token, token_file) as client:
         _echo(client.show(ref))
-    finally:
-        client.close()
 
 
 @dataset_app.command("download")
@@ -227,20 +225,19 @@ def dataset_download(
     from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 
-    client = _client(hub, token, token_file)
     columns = (BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
-    try:
-        with Progress("[progress.description]{task.description}", *columns, console=Console(stderr=True)) as bar:
-            task = bar.add_task("downloading", total=None)
-            report = client.download(
-                ref,
-                dest,
-                workers=workers,
-                on_total=lambda n: bar.update(task, total=n),
-                on_bytes=lambda n: bar.advance(task, n),
-            )
-    finally:
-        client.close()
+    with (
+        _connected(hub, token, token_file) as client,
+        Progress("[progress.description]{task.description}", *columns, console=Console(stderr=True)) as bar,
+    ):
+        task = bar.add_task("downloading", total=None)
+        report = client.download(
+            ref,
+            dest,
+            workers=workers,
+            on_total=lambda n: bar.update(task, total=n),
+            on_bytes=lambda n: bar.advance(task, n),
+        )
     _echo({"id": report.version, "fetched": report.fetched, "kept": report.kept, "bytes": report.bytes_fetched})
 
 
