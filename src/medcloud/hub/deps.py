@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from fastapi import Request
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from medcloud.errors import InvalidInput, Unauthenticated
 from medcloud.hub.state import HubState
@@ -107,3 +109,36 @@ def mark_audited_read(request: Request, action: str, resource: str) -> None:
     """Name a read of image bytes, so that its audit event (a refusal too) says what was read."""
     request.state.audit_action = action
     request.state.audit_resource = resource
+
+
+async def audited_download(
+    request: Request,
+    principal: Principal,
+    sha256: str,
+    *,
+    action: str,
+    resource: str,
+    media_type: str,
+    filename: str,
+    detail: dict[str, Any],
+) -> StreamingResponse:
+    """Open the blob, then audit the read, then stream: a missing blob is never recorded as read."""
+    fh = hub_state(request).blobs.open(sha256)  # raises NotFound before any byte is sent
+    try:
+        await run_in_threadpool(
+            record_audit, request, principal, action=action, resource=resource, outcome="ok", detail=detail
+        )
+    except BaseException:
+        fh.close()
+        raise
+
+    def chunks() -> Iterator[bytes]:
+        with fh:
+            while chunk := fh.read(1024 * 1024):
+                yield chunk
+
+    return StreamingResponse(
+        chunks(),
+        media_type=media_type,
+        headers={"Content-Disposition": f'attachment; filename="{filename}"', "X-Content-SHA256": sha256},
+    )

@@ -10,7 +10,7 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from medcloud.errors import InvalidInput
-from medcloud.hub.deps import hub_state, mark_audited_read, record_audit, require
+from medcloud.hub.deps import audited_download, hub_state, mark_audited_read, require
 from medcloud.security.policy import Permission, Principal
 from medcloud.store import MAX_PAGE, Filters
 
@@ -104,39 +104,6 @@ async def get_instance(
     return await run_in_threadpool(query.get_instance, sop_uid, principal.readable_projects())
 
 
-async def _audited_download(
-    request: Request,
-    principal: Principal,
-    meta: dict[str, Any],
-    *,
-    action: str,
-    resource: str,
-    media_type: str,
-    filename: str,
-) -> StreamingResponse:
-    """Open the blob, then audit the read, then stream: a missing blob is never recorded as read."""
-    fh = hub_state(request).blobs.open(meta["sha256"])  # raises NotFound before any byte is sent
-    try:
-        await run_in_threadpool(
-            record_audit, request, principal, action=action, resource=resource, outcome="ok",
-            detail={"sha256": meta["sha256"], "project": meta["project"]},
-        )  # fmt: skip
-    except BaseException:
-        fh.close()
-        raise
-
-    def chunks() -> Any:
-        with fh:
-            while chunk := fh.read(1024 * 1024):
-                yield chunk
-
-    return StreamingResponse(
-        chunks(),
-        media_type=media_type,
-        headers={"Content-Disposition": f'attachment; filename="{filename}"', "X-Content-SHA256": meta["sha256"]},
-    )
-
-
 @router.get("/api/v1/instances/{sop_uid}/file", summary="An instance's DICOM bytes (audited)")
 async def get_instance_file(
     request: Request, sop_uid: str, principal: Principal = Depends(require(Permission.BYTES_READ))
@@ -144,9 +111,10 @@ async def get_instance_file(
     mark_audited_read(request, "instance.read", f"instance/{sop_uid}")
     query = hub_state(request).catalog.query
     inst = await run_in_threadpool(query.get_instance, sop_uid, principal.readable_projects())
-    return await _audited_download(
-        request, principal, inst, action="instance.read", resource=f"instance/{sop_uid}",
+    return await audited_download(
+        request, principal, inst["sha256"], action="instance.read", resource=f"instance/{sop_uid}",
         media_type="application/dicom", filename=f"{sop_uid}.dcm",
+        detail={"sha256": inst["sha256"], "project": inst["project"]},
     )  # fmt: skip
 
 
@@ -184,7 +152,8 @@ async def get_image_file(
     mark_audited_read(request, "image.read", f"image/{image_id}")
     img = await run_in_threadpool(hub_state(request).catalog.query.get_image, image_id, principal.readable_projects())
     ext = {"image/jpeg": "jpg", "image/png": "png", "image/tiff": "tif"}.get(img["media_type"], "bin")
-    return await _audited_download(
-        request, principal, img, action="image.read", resource=f"image/{image_id}",
+    return await audited_download(
+        request, principal, img["sha256"], action="image.read", resource=f"image/{image_id}",
         media_type=img["media_type"], filename=f"image-{image_id}.{ext}",
+        detail={"sha256": img["sha256"], "project": img["project"]},
     )  # fmt: skip

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from medcloud.errors import InvalidInput
-from medcloud.hub.deps import hub_state, mark_audited_read, record_audit, require
+from medcloud.hub.deps import audited_download, hub_state, mark_audited_read, record_audit, require
 from medcloud.security.policy import Permission, Principal
 
 router = APIRouter(tags=["datasets"])
@@ -160,26 +160,8 @@ async def get_file(
     mark_audited_read(request, "dataset.file.read", resource)
     state = hub_state(request)
     entry = await run_in_threadpool(state.catalog.datasets.get_file, dataset_id, ref, principal.readable_projects())
-    fh = state.blobs.open(entry["sha256"])  # NotFound before any byte is sent, and before the read is audited
-    try:
-        await run_in_threadpool(
-            record_audit, request, principal, action="dataset.file.read", resource=resource, outcome="ok",
-            detail={"sha256": entry["sha256"], "sop_uid": entry["sop_uid"]},
-        )  # fmt: skip
-    except BaseException:
-        fh.close()
-        raise
-
-    def chunks() -> Any:
-        with fh:
-            while chunk := fh.read(1024 * 1024):
-                yield chunk
-
-    return StreamingResponse(
-        chunks(),
-        media_type="application/dicom",
-        headers={
-            "Content-Disposition": f'attachment; filename="{entry["sop_uid"]}.dcm"',
-            "X-Content-SHA256": entry["sha256"],
-        },
-    )
+    return await audited_download(
+        request, principal, entry["sha256"], action="dataset.file.read", resource=resource,
+        media_type="application/dicom", filename=f"{entry['sop_uid']}.dcm",
+        detail={"sha256": entry["sha256"], "sop_uid": entry["sop_uid"]},
+    )  # fmt: skip
