@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from medcloud.config import load_settings
 from medcloud.hub.state import HubState
 from medcloud.security.tokens import issue_token
 from tests.dicomweb.conftest import dicom_file
+from tests.gateway.gateway_fakes import free_port
 
 dicomweb_client = pytest.importorskip("dicomweb_client")
 
@@ -38,12 +38,6 @@ class LiveHub:
         return dicomweb_client.DICOMwebClient(url=f"{self.url}/dicom-web", headers={"Authorization": f"Bearer {token}"})
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveHub]:
     data = tmp_path_factory.mktemp("live") / "hub"
@@ -54,7 +48,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveHub]:
         other = issue_token(state.catalog, role="researcher", projects=["brain"]).token
     finally:
         state.close()
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "PYTHONPATH": str(SRC)}
     env.pop("MEDCLOUD_DATA_DIR", None)
     log = data.parent / "hub.log"

@@ -18,6 +18,7 @@ import medcloud
 from medcloud.config import load_settings
 from medcloud.security.tokens import issue_token
 from medcloud.store.catalog import Catalog
+from tests.gateway.gateway_fakes import free_port
 
 SRC = Path(medcloud.__file__).resolve().parents[1]  # the hub runs the code this test imported
 TIMEOUT_S = 1.0  # header and body timeouts the hub runs with here
@@ -36,12 +37,6 @@ class LiveHub:
         return {"Authorization": f"Bearer {self.tokens[who]}"}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def live_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveHub]:
     data = tmp_path_factory.mktemp("live") / "hub"
@@ -54,7 +49,7 @@ def live_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveHub]:
         "auditor": issue_token(catalog, role="auditor").token,
     }
     catalog.dispose()
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEDCLOUD_")}
     env["PYTHONPATH"] = str(SRC) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env["MEDCLOUD_BODY_TIMEOUT_SECONDS"] = str(TIMEOUT_S)
