@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from medcloud.dicomweb.query import Level, Match, QidoQuery
 from medcloud.errors import NotFound
 from medcloud.store.db import Database
+from medcloud.store.queries import INSTANCE_COLUMNS
 from medcloud.store.tables import instances, series, studies
 
 __all__ = ["DicomwebQueries"]
@@ -145,15 +146,7 @@ class DicomwebQueries:
 
     def _instance_select(self) -> sa.Select[Any]:
         return sa.select(
-            instances.c.sop_uid,
-            instances.c.sop_class_uid,
-            instances.c.instance_number,
-            instances.c.rows,
-            instances.c.columns,
-            instances.c.frames,
-            instances.c.transfer_syntax,
-            instances.c.sha256,
-            instances.c.size,
+            *INSTANCE_COLUMNS,
             series.c.series_uid,
             series.c.modality,
             series.c.body_part,

@@ -19,6 +19,18 @@ from medcloud.store.tables import findings, images, instances, series, studies
 __all__ = ["MAX_PAGE", "Filters", "FindingFilter", "Queries"]
 
 MAX_PAGE = 1000
+# What every instance listing returns about the instance itself (catalog search and DICOMweb QIDO alike).
+INSTANCE_COLUMNS = (
+    instances.c.sop_uid,
+    instances.c.sop_class_uid,
+    instances.c.instance_number,
+    instances.c.rows,
+    instances.c.columns,
+    instances.c.frames,
+    instances.c.transfer_syntax,
+    instances.c.sha256,
+    instances.c.size,
+)
 
 
 @dataclass(frozen=True)
@@ -175,15 +187,7 @@ class Queries:
 
     def _instance_query(self, f: Filters, projects: frozenset[str] | None) -> sa.Select[Any]:
         q: sa.Select[Any] = sa.select(
-            instances.c.sop_uid,
-            instances.c.sop_class_uid,
-            instances.c.instance_number,
-            instances.c.rows,
-            instances.c.columns,
-            instances.c.frames,
-            instances.c.transfer_syntax,
-            instances.c.sha256,
-            instances.c.size,
+            *INSTANCE_COLUMNS,
             instances.c.created_at,
             series.c.series_uid,
             series.c.modality,
