@@ -28,10 +28,18 @@ def test_roundtrip_sum_and_scalars(aes_site: AesCtrBackend, aes_aggregator: AesC
     # Public scalars: integers exactly, others to 16 fractional bits; the scale travels along.
     ct = aes_site.deserialize(summed)
     np.testing.assert_allclose(aes_site.decrypt(aes_aggregator.mul_scalar(ct, -3)), -3 * np.sum(vs, axis=0), atol=1e-8)
-    half = aes_aggregator.mul_scalar(ct, 0.25)
-    np.testing.assert_allclose(aes_site.decrypt(half), 0.25 * np.sum(vs, axis=0), atol=1e-8)
+    # A fractional scalar adds 16 bits of scale: with the default 10 bits of headroom the public bound
+    # of a sum of fresh uploads cannot take that, so it is refused rather than allowed to wrap ...
+    with pytest.raises(HEError, match="would leave the aes backend's range"):
+        aes_aggregator.mul_scalar(ct, 0.25)
+    # ... and with headroom for it (a key made with 20 bits), it is accurate to 16 fractional bits.
+    secret, public = generate_key(AesParams(headroom_bits=20))
+    roomy_site, roomy_agg = AesCtrBackend(secret), AesCtrBackend(public)
+    roomy = roomy_agg.sum_serialized([roomy_site.serialize(roomy_site.encrypt(v)) for v in vs])
+    half = roomy_agg.mul_scalar(roomy_agg.deserialize(roomy), 0.25)
+    np.testing.assert_allclose(roomy_site.decrypt(half), 0.25 * np.sum(vs, axis=0), atol=1e-8)
     with pytest.raises(HEError, match="different scales"):
-        aes_aggregator.add(half, ct)
+        roomy_agg.add(half, roomy_agg.deserialize(roomy))
     # Adding a ciphertext to itself doubles its pads' coefficients, and still decrypts.
     np.testing.assert_allclose(aes_site.decrypt(aes_aggregator.add(ct, ct)), 2 * np.sum(vs, axis=0), atol=1e-8)
 
@@ -94,7 +102,9 @@ def test_refuses_bad_values_bytes_and_foreign_keys(aes_site: AesCtrBackend, aes_
         "bad magic": b"XXXX" + good[4:],
         "other backend": reframed(backend="ckks"),
         "other format": reframed(format="ckks-rns-packed"),
-        "newer version": reframed(version=2),
+        "newer version": reframed(version=3),
+        "v1 ciphertext without a bound": reframed(version=1),
+        "no bound": reframed(bound=None),
         "length mismatch": reframed(length=15),
         "short nonce": reframed(terms=[[nonce[:-2], 1]]),
         "coefficient too large": reframed(terms=[[nonce, 2**64]]),

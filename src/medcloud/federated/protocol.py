@@ -25,6 +25,7 @@ version is applied as long as it is at most `max_staleness` versions behind.
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -47,6 +48,7 @@ GradFn = Callable[[Vector], Vector]
 # sum, but it never returns its partial decryption).
 Dropout = Literal["before-upload", "after-upload"]
 DROPOUTS: tuple[Dropout, ...] = ("before-upload", "after-upload")
+DEFAULT_WEIGHT_UNIT = 1024.0  # sites encrypt w * n/U (see FedAvgSite.weight_unit)
 
 
 def encode_plain(weights: Vector) -> bytes:
@@ -116,6 +118,20 @@ class FedAvgSite:
     dp: DPConfig | None = None
     rng: np.random.Generator = field(default_factory=np.random.default_rng)
     keys: KeyPaths | None = None  # threshold t-of-N: this site's key folders, to stand in for a dropped site
+    # Sites upload E(w * n/U) rather than E(w * n): a fixed-point backend bounds |values|, and with U = 1
+    # a site with 100,000 examples could send only |w| < 21 (aes). U is shared by all sites of a run
+    # (the aggregator refuses mixed units) and is a site-side setting, so an aggregator cannot pick it
+    # to probe the range check. A power of two keeps n/U exact in binary.
+    weight_unit: float = DEFAULT_WEIGHT_UNIT
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.weight_unit) and self.weight_unit > 0):
+            raise InvalidInput(f"weight unit must be a positive number, got {self.weight_unit!r}")
+
+    @property
+    def weight(self) -> float:
+        """This site's public FedAvg weight, n/U: the aggregator divides the sum by the sum of these."""
+        return float(self.n_examples) / self.weight_unit
 
     def open_global(self, model: GlobalModel) -> Vector:
         """The global weights this site starts the round from."""
@@ -131,7 +147,7 @@ class FedAvgSite:
         return new
 
     def upload(self, weights: Vector) -> bytes:
-        return self.backend.serialize(self.backend.encrypt(weights * float(self.n_examples)))
+        return self.backend.serialize(self.backend.encrypt(weights * self.weight))
 
     def partial_decrypt(self, summed: bytes) -> bytes:
         return _partial_decrypt(self.backend, summed)
@@ -195,6 +211,9 @@ def run_fedavg(
     """
     dropouts = dropouts or {}
     names = [s.name for s in sites]
+    units = {s.weight_unit for s in sites}
+    if len(units) > 1:
+        raise InvalidInput(f"sites must share one weight unit, got {sorted(units)}")
     for r, drops in dropouts.items():
         for name, when in drops.items():
             if name not in names or when not in DROPOUTS:
@@ -218,7 +237,7 @@ def run_fedavg(
         t = time.perf_counter()
         summed = aggregator.aggregate(uploads)
         agg_t = time.perf_counter() - t
-        total = float(sum(s.n_examples for s in uploaders))
+        total = float(sum(s.weight for s in uploaders))
         shares: list[bytes] = []
         phase2 = 0.0
         recovered: dict[str, str] = {}

@@ -4,9 +4,13 @@ Flower's run and node configs (deployment: `flower-superlink` + `flower-supernod
 
 from __future__ import annotations
 
+import functools
 import io
 import json
+import logging
+import secrets
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +131,34 @@ def _reply(
     return Message(content=content, reply_to=msg)
 
 
+SITE_LOG = logging.getLogger("medcloud.federated.site")
+Handler = Callable[[Message, Context], Message]
+
+
+class SiteFailed(RuntimeError):
+    """What crosses the Flower boundary when a site fails: no detail, only an incident id."""
+
+
+def no_oracle(handler: Handler) -> Handler:
+    """Flower forwards a ClientApp's exception text to the ServerApp. A message that named a value
+    (a decrypted sum out of range, say) would let an aggregator that chooses inputs test values it
+    cannot decrypt, so the details go to the site's own log under an incident id, and the server
+    gets that id only."""
+
+    @functools.wraps(handler)
+    def guarded(msg: Message, context: Context) -> Message:
+        try:
+            return handler(msg, context)
+        except Exception:
+            incident = secrets.token_hex(4)
+            SITE_LOG.exception("site failed on a %s message (incident %s)", msg.metadata.message_type, incident)
+            raise SiteFailed(
+                f"the site could not process this message (incident {incident}; see the site's log)"
+            ) from None
+
+    return guarded
+
+
 def build_client_app(defaults: FLSettings | None = None) -> ClientApp:
     app = ClientApp()
 
@@ -135,6 +167,7 @@ def build_client_app(defaults: FLSettings | None = None) -> ClientApp:
         return FLSettings.from_config(base, context.run_config, context.node_config)
 
     @app.train()
+    @no_oracle
     def train(msg: Message, context: Context) -> Message:
         t0 = time.perf_counter()
         s = settings_of(context, msg)
@@ -157,7 +190,7 @@ def build_client_app(defaults: FLSettings | None = None) -> ClientApp:
                 {"name": name, "model-version": int(scalar(cfg.get("model-version", 0)))},
                 t0,
             )
-        fsite = FedAvgSite(name, backend, task.train, task.n_examples, _dp(s), task.rng)
+        fsite = FedAvgSite(name, backend, task.train, task.n_examples, _dp(s), task.rng, weight_unit=s.weight_unit)
         w = fsite.local_update(_global_weights(arr, backend, total))
         if not backend_spec(s.mode).encrypted:
             # Plaintext baseline: exactly what Flower's FedAvg expects.
@@ -167,12 +200,13 @@ def build_client_app(defaults: FLSettings | None = None) -> ClientApp:
         return _reply(
             msg,
             ArrayRecord({"update": he_array(blob, w.size)}),
-            {"num-examples": float(task.n_examples)},
+            {"num-examples": float(task.n_examples), "weight": fsite.weight, "weight-unit": fsite.weight_unit},
             {"name": name},
             t0,
         )
 
     @app.train("decrypt")
+    @no_oracle
     def decrypt(msg: Message, context: Context) -> Message:
         t0 = time.perf_counter()
         s = settings_of(context, msg)
@@ -183,6 +217,7 @@ def build_client_app(defaults: FLSettings | None = None) -> ClientApp:
         return _reply(msg, ArrayRecord({"share": he_array(share, int(arr.shape[0]))}), {}, {"name": name}, t0)
 
     @app.evaluate()
+    @no_oracle
     def evaluate(msg: Message, context: Context) -> Message:
         s = settings_of(context, msg)
         name, index, paths = _site_identity(s, context)

@@ -24,6 +24,9 @@ class FLSettings:
     mlp_samples: int = 320  # mlp task: local samples per site (one epoch per round)
     local_epochs: int = 5
     lr: float = 0.5
+    # Sites encrypt w * n/U; every site must use the same U. Pin it in each site's node config so the
+    # aggregator cannot choose it (see FedAvgSite.weight_unit).
+    weight_unit: float = 1024.0
     dp_clip: float = 0.0  # 0: no DP
     dp_noise: float = 0.0
     dp_delta: float = 1e-5

@@ -16,7 +16,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
 from medcloud.federated.audit import RoundEvent, RoundRecorder
-from medcloud.federated.he.base import HEBackend
+from medcloud.federated.he.base import HEBackend, HEError
 from medcloud.federated.protocol import DeepProtectServer, FedAvgAggregator, decode_plain
 
 HE_STYPE = "medcloud.he.v1"
@@ -88,7 +88,13 @@ class EncryptedFedAvg(FedAvg):
         if not valid:
             return None, None
         uploads = [bytes(m.content.array_records["arrays"]["update"].data) for m in valid]
-        weights = [scalar(m.content.metric_records["metrics"]["num-examples"]) for m in valid]
+        site_metrics = [m.content.metric_records["metrics"] for m in valid]
+        weighted = ["weight" in mr for mr in site_metrics]
+        units = {scalar(mr["weight-unit"]) for mr in site_metrics if "weight-unit" in mr}
+        if (any(weighted) and not all(weighted)) or len(units) > 1:
+            # Sites that scaled by different units cannot be averaged: refuse the round, loudly.
+            raise HEError(f"sites uploaded with different weight units {sorted(units)}: set one weight-unit for all")
+        weights = [scalar(mr["weight"] if "weight" in mr else mr["num-examples"]) for mr in site_metrics]
         length = int(valid[0].content.array_records["arrays"]["update"].shape[0])
         summed = self.aggregator.aggregate(uploads)
         total = float(sum(weights))

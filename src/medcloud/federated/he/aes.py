@@ -26,8 +26,16 @@ CKKS packed 1.88x, DeepProtect's LWE about 2.4x). Not post-quantum in the lattic
 AES-256 keeps 128-bit security against Grover's search.
 
 Range: a site refuses values with |x| >= 2^(63 - f - headroom) (default f = 32, headroom = 10:
-|x| < 2^21), so sums of up to 2^headroom such values cannot wrap. Precision: 2^-33 absolute per
-value per party (rounding), exact addition after that.
+|x| < 2^21). Every ciphertext carries a public *bound* on the magnitude of the fixed-point values
+inside it (a fresh encryption: 2^(63 - headroom) - 1, whatever the value, so the bound says nothing
+about it); sums add bounds and scalars multiply them, and an operation whose bound would leave the
+signed 64-bit range is refused instead of wrapping. A key holder checks on reading that the bound
+covers every keystream term. Precision: 2^-33 absolute per value per party (rounding), exact
+addition after that. Vectors are limited to 2^32 values, far below the 2^33 words one nonce's
+32-bit block counter can pad, so no pad is ever reused within a vector.
+
+Error messages never carry a value derived from a secret (a plaintext or a decrypted sum): the
+aggregator may see a site's error text, and a message with the offending value would be an oracle.
 """
 
 from __future__ import annotations
@@ -59,7 +67,8 @@ from medcloud.federated.he.registry import SharedKey, register
 from medcloud.federated.keys import shared_key_spec
 
 FORMAT = "aes-ctr-additive"
-VERSION = 1
+VERSION = 1  # of the key material
+CT_VERSION = 2  # of ciphertexts: v2 carries the public bound
 SCHEME = "AES-256-CTR additive (Castelluccia-Mykletun-Tsudik)"
 NONCE_BYTES = 12
 KEY_BYTES = 32
@@ -68,6 +77,8 @@ DEFAULT_HEADROOM_BITS = 10
 DEFAULT_REFRESH_TERMS = 32  # DeepProtect's running E(w): ask a site for a fresh one past this
 SCALAR_BITS = 16  # precision of a non-integer public scalar in mul_scalar
 MAX_SCALE_BITS = 56
+MAX_LENGTH = 1 << 32  # values per vector; one nonce pads 2^33 words before its counter wraps
+INT64_MAX = 2**63 - 1  # the largest |fixed-point value| a sum may hold (two's complement in Z_2^64)
 SCRATCH_MAX_BYTES = 64 << 20  # per-thread work arrays up to this size are kept between calls
 _ZEROS = bytes(4 << 20)  # AES-CTR encrypts zeros into the keystream, 4 MiB at a time
 _ZEROS_VIEW = memoryview(_ZEROS)
@@ -90,6 +101,11 @@ class AesParams:
     def max_abs(self) -> float:
         """The largest magnitude a site may encrypt."""
         return float(2 ** (63 - self.frac_bits - self.headroom_bits))
+
+    @property
+    def fresh_bound(self) -> int:
+        """The public bound of a fresh encryption: |round(x * 2^f)| <= 2^(63 - headroom) - 1."""
+        return int(2 ** (63 - self.headroom_bits)) - 1
 
     def describe(self, key_id: str = "") -> dict[str, Any]:
         return {
@@ -133,6 +149,12 @@ class Masked:
     values: U64
     scale_bits: int
     terms: dict[bytes, int]  # nonce -> coefficient mod 2^64
+    bound: int  # public: |every fixed-point value| <= bound <= INT64_MAX
+
+
+def _signed(coef: int) -> int:
+    """A coefficient mod 2^64 read as a two's-complement integer."""
+    return coef - 2**64 if coef >= 2**63 else coef
 
 
 class AesCtrBackend(HEBackend):
@@ -211,22 +233,31 @@ class AesCtrBackend(HEBackend):
         return plain
 
     def _fixed(self, vector: NDArray[Any]) -> U64:
-        """round(x * 2^f) in Z_2^64 (a fresh array), refusing NaN, infinities and out-of-range values."""
+        """round(x * 2^f) in Z_2^64 (a fresh array), refusing NaN, infinities and out-of-range values.
+
+        The range check is done in floating point on the values as given (an int64 minimum has no
+        positive twin in int64), and its message names the public range only, never the value.
+        """
         arr = np.asarray(vector)
         if arr.dtype.kind not in "fiu":
             arr = encryptable(arr)  # converts, or refuses what is not numeric
         flat = arr.ravel()
         if flat.size == 0:
             raise HEError("cannot encrypt an empty vector")
-        peak = float(max(-flat.min(), flat.max()))
+        if flat.size > MAX_LENGTH:
+            raise HEError(f"cannot encrypt more than {MAX_LENGTH} values in one vector")
+        peak = max(-float(flat.min()), float(flat.max()))  # negated as a float: -int64_min overflows in int64
         if not math.isfinite(peak):
             raise HEError("cannot encrypt NaN or infinite values")
+        refused = HEError(f"a value is out of the aes backend's range (|x| < {self.params.max_abs:.4g})")
         if peak >= self.params.max_abs:
-            raise HEError(f"value {peak:.4g} is out of the aes backend's range (|x| < {self.params.max_abs:.4g})")
+            raise refused
         scaled = self._scratch("scaled", flat.size, np.float64)
         np.multiply(flat, float(2**self.params.frac_bits), out=scaled)
         q = np.empty(flat.size, dtype=np.int64)
         np.rint(scaled, out=q, casting="unsafe")
+        if max(-int(q.min()), int(q.max())) > self.params.fresh_bound:  # rounding up to 2^(63-h) itself
+            raise refused
         return q.view(np.uint64)
 
     # --- the interface --------------------------------------------------------------------------
@@ -237,13 +268,15 @@ class AesCtrBackend(HEBackend):
         q = self._fixed(vector)
         nonce = os.urandom(NONCE_BYTES)
         np.add(q, self._keystream(nonce, q.size, self._scratch("keystream", q.size + 2, np.uint64)), out=q)
-        return Ciphertext(self.name, int(q.size), [Masked(q, self.params.frac_bits, {nonce: 1})])
+        masked = Masked(q, self.params.frac_bits, {nonce: 1}, self.params.fresh_bound)
+        return Ciphertext(self.name, int(q.size), [masked])
 
     def encrypt_public(self, vector: NDArray[Any]) -> Ciphertext:
         """A value everyone may know (an initial model the aggregator chose), in ciphertext form with
         no pad: adding site ciphertexts to it hides the result again."""
         q = self._fixed(vector)
-        return Ciphertext(self.name, int(q.size), [Masked(q, self.params.frac_bits, {})])
+        bound = int(np.max(np.abs(q.view(np.int64))))  # public values: their own bound
+        return Ciphertext(self.name, int(q.size), [Masked(q, self.params.frac_bits, {}, bound)])
 
     def refresh_due(self, ct: Ciphertext) -> bool:
         return len(self._one(ct).terms) >= self.params.refresh_terms
@@ -252,6 +285,7 @@ class AesCtrBackend(HEBackend):
         m = self._one(ct)
         if self._key is None:
             raise NoSecretKey("this aes context holds no secret key")
+        self._check_bound(m)
         out = np.empty(ct.length, dtype=np.float64)
         np.multiply(self._unpad(m, ct.length).view(np.int64), 2.0 ** (-m.scale_bits), out=out)
         return out
@@ -278,20 +312,24 @@ class AesCtrBackend(HEBackend):
             raise HEError("cannot multiply by NaN or infinity")
         extra = 0 if s.is_integer() else SCALAR_BITS
         k = round(s * 2**extra)
-        if m.scale_bits + extra > MAX_SCALE_BITS or abs(k) >= 2**62:
-            raise HEError(f"scalar {s} would overflow the aes backend's fixed-point range")
+        bound = m.bound * abs(k)
+        if m.scale_bits + extra > MAX_SCALE_BITS or bound > INT64_MAX:
+            raise HEError(
+                f"multiplying by {s} would leave the aes backend's range (bound {m.bound} x {abs(k)} > 2^63 - 1)"
+            )
         factor = k % 2**64
         values = m.values * np.uint64(factor)
         terms = {nonce: (coef * factor) % 2**64 for nonce, coef in m.terms.items()}
-        return Ciphertext(self.name, a.length, [Masked(values, m.scale_bits + extra, terms)])
+        return Ciphertext(self.name, a.length, [Masked(values, m.scale_bits + extra, terms, bound)])
 
     def serialize(self, ct: Ciphertext) -> bytes:
         m = self._one(ct)
         extra = {
             "format": FORMAT,
-            "version": VERSION,
+            "version": CT_VERSION,
             "key_id": self.key_id,
             "scale_bits": m.scale_bits,
+            "bound": m.bound,
             "terms": [[nonce.hex(), coef] for nonce, coef in m.terms.items()],
         }
         body = np.ascontiguousarray(m.values, dtype="<u8")
@@ -301,15 +339,20 @@ class AesCtrBackend(HEBackend):
         header, blobs = split_header(data, copy=False)
         if header["backend"] != self.name:
             raise HEError(f"ciphertext was made by backend '{header['backend']}', this is '{self.name}'")
-        if header.get("format") != FORMAT or header.get("version") != VERSION:
+        if header.get("format") != FORMAT or header.get("version") != CT_VERSION:
             raise HEError(f"unsupported aes ciphertext format {header.get('format')!r} v{header.get('version')!r}")
         if header.get("key_id") != self.key_id:
             raise HEError(f"ciphertext is under aes key {header.get('key_id')!r}, this party holds {self.key_id!r}")
         n = header["length"]
-        if len(blobs) != 1 or len(blobs[0]) != 8 * n or n == 0:
+        if not isinstance(n, int) or not 0 < n <= MAX_LENGTH:
+            raise HEError(f"aes ciphertext length must be 1..{MAX_LENGTH}")
+        if len(blobs) != 1 or len(blobs[0]) != 8 * n:
             raise HEError("aes ciphertext body does not match its declared length")
         try:
             scale = int(header["scale_bits"])
+            bound = header["bound"]
+            if not isinstance(bound, int) or not 0 <= bound <= INT64_MAX:
+                raise ValueError("bound outside 0..2^63-1")
             terms: dict[bytes, int] = {}
             for nonce_hex, coef in header["terms"]:
                 nonce = bytes.fromhex(nonce_hex)
@@ -321,7 +364,11 @@ class AesCtrBackend(HEBackend):
         if not 0 <= scale <= MAX_SCALE_BITS:
             raise HEError(f"corrupt aes ciphertext header: scale 2^{scale}")
         values = np.frombuffer(blobs[0], dtype="<u8")  # read-only view: operations copy
-        return Ciphertext(self.name, n, [Masked(values, scale, terms)])
+        masked = Masked(values, scale, terms, bound)
+        if sum(abs(_signed(c)) for c in terms.values()) * self.params.fresh_bound > bound:
+            # Each term stands for a site's encryption scaled by its coefficient: the bound must cover them.
+            raise HEError("aes ciphertext bound is smaller than its terms allow (tampered or corrupt)")
+        return Ciphertext(self.name, n, [masked])
 
     # --- helpers --------------------------------------------------------------------------------
 
@@ -331,6 +378,10 @@ class AesCtrBackend(HEBackend):
             raise HEError("not an aes ciphertext")
         return ct.chunks[0]
 
+    def _check_bound(self, m: Masked) -> None:
+        if m.bound > INT64_MAX:
+            raise HEError("aes ciphertext bound exceeds 2^63 - 1: its sum may have wrapped")
+
     def _sum(self, cts: Sequence[Ciphertext]) -> Ciphertext:
         parts = [self._one(ct) for ct in cts]
         length = cts[0].length
@@ -339,6 +390,13 @@ class AesCtrBackend(HEBackend):
         scales = {m.scale_bits for m in parts}
         if len(scales) != 1:
             raise HEError(f"cannot add ciphertexts of different scales: {sorted(scales)}")
+        bound = sum(m.bound for m in parts)
+        if bound > INT64_MAX:
+            # Refuse rather than wrap: past 2^(headroom) fresh summands the sum could overflow Z_2^64.
+            raise HEError(
+                f"summing these {len(parts)} ciphertexts could overflow the aes backend's range "
+                f"(bound {bound} > 2^63 - 1; at most {2**self.params.headroom_bits} fresh uploads per sum)"
+            )
         values = np.add(parts[0].values, parts[1].values) if len(parts) > 1 else parts[0].values.copy()
         for m in parts[2:]:
             np.add(values, m.values, out=values)
@@ -347,7 +405,7 @@ class AesCtrBackend(HEBackend):
             for nonce, coef in m.terms.items():
                 terms[nonce] = (terms.get(nonce, 0) + coef) % 2**64
         return Ciphertext(
-            self.name, length, [Masked(values, parts[0].scale_bits, {k: c for k, c in terms.items() if c})]
+            self.name, length, [Masked(values, parts[0].scale_bits, {k: c for k, c in terms.items() if c}, bound)]
         )
 
     # Chunk-level hooks of the base class: this backend overrides the vector-level methods above.
