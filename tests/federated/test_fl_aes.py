@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from medcloud.federated.ceremony import own_fingerprint, trust
 from medcloud.federated.he import HEError, NoSecretKey, PlaintextBackend
 from medcloud.federated.he.aes import AesCtrBackend, AesParams, generate_key
 from medcloud.federated.he.base import frame, split_header
@@ -158,9 +159,13 @@ def test_aes_ceremony_keeps_the_key_on_sites(tmp_path: Path) -> None:
     names = ["a", "b", "c"]
     public = tmp_path / "public"
     paths = {s: KeyPaths(s, tmp_path / s, public) for s in names}
-    for s in names[1:]:
+    for s in names:
         shared_keygen(paths[s], False, "aes")
-    assert "AES key generated; public parameters published" in shared_keygen(paths["a"], True, "aes")
+    for s in names:
+        for o in names:
+            if o != s:
+                trust(paths[s], o, own_fingerprint(paths[o]))
+    assert "AES key generated; public parameters published" in shared_keygen(paths["a"], True, "aes", names)
     for s in names[1:]:
         assert "secret key unsealed" in shared_keygen(paths[s], False, "aes")
     raw_key = json.loads(paths["a"].shared_secret("aes").read_bytes())["key"]
@@ -174,12 +179,16 @@ def test_aes_ceremony_keeps_the_key_on_sites(tmp_path: Path) -> None:
     np.testing.assert_allclose(c.decrypt(c.deserialize(summed)), 2 * v, atol=1e-9)
     with pytest.raises(NoSecretKey):
         agg.decrypt(agg.deserialize(summed))
-    # A sealed aes key does not open as another mode's (the AAD binds mode and site).
-    paths["b"].shared_secret("ckks").parent.mkdir(parents=True, exist_ok=True)
-    paths["b"].shared_sealed("b", "ckks").write_bytes(paths["b"].shared_sealed("b", "aes").read_bytes())
+    # A sealed aes key does not open as another mode's (the AAD binds mode, ceremony and site), even
+    # with every file of the aes ceremony renamed to look like a ckks one.
     from medcloud.errors import InvalidInput
+    from medcloud.federated.ceremony import manifest_path, signature_path
 
-    with pytest.raises(InvalidInput, match="not for this site"):
+    paths["b"].shared_sealed("b", "ckks").write_bytes(paths["b"].shared_sealed("b", "aes").read_bytes())
+    paths["b"].shared_public("ckks").write_bytes(paths["b"].shared_public("aes").read_bytes())
+    manifest_path(paths["b"], "ckks").write_bytes(manifest_path(paths["b"], "aes").read_bytes())
+    signature_path(paths["b"], "ckks").write_bytes(signature_path(paths["b"], "aes").read_bytes())
+    with pytest.raises(InvalidInput, match="manifest is unreadable: not a ceremony manifest of this mode"):
         shared_keygen(paths["b"], False, "ckks")
 
 
@@ -194,10 +203,29 @@ def test_keygen_cli_aes(tmp_path: Path) -> None:
         args = ["fl", "keygen", "--mode", "aes", "--site", site, "--site-dir", str(tmp_path / site)]
         return runner.invoke(app, [*args, "--public", str(tmp_path / "public"), *extra])
 
-    assert keygen("b").exit_code == 0
-    lead = keygen("a", "--lead")
-    assert lead.exit_code == 0 and "secret key sealed for b" in lead.output
-    assert "secret key unsealed" in keygen("b").output
+    def trust(site: str, party: str, code: str) -> Any:
+        args = ["fl", "trust", "--site", site, "--site-dir", str(tmp_path / site), "--public", str(tmp_path / "public")]
+        return runner.invoke(app, [*args, "--party", party, "--fingerprint", code])
+
+    codes = {}
+    for site in ("a", "b"):
+        out = keygen(site)
+        assert out.exit_code == 0, out.output
+        codes[site] = out.output.split("fingerprint ")[1].split()[0]  # what the operator reads aloud
+    assert "waiting for the lead's signed aes ceremony" in keygen("b").output
+    misread = codes["a"][:-1] + ("0" if codes["a"][-1] != "0" else "1")
+    refused = trust("b", "a", misread)
+    assert refused.exit_code != 0 and "do not trust it" in str(refused.exception)
+    assert trust("b", "a", codes["a"].lower()).exit_code == 0  # case and dashes do not matter
+    no_confirm = keygen("a", "--lead", "--parties", "a,b")
+    assert no_confirm.exit_code != 0 and "has not been confirmed" in str(no_confirm.exception)
+    assert trust("a", "b", codes["b"]).exit_code == 0
+    lead = keygen("a", "--lead", "--parties", "a,b")
+    assert lead.exit_code == 0 and "secret key sealed for b" in lead.output, lead.output
+    ceremony_id = lead.output.split("ceremony ")[1].split()[0]
+    wrong = keygen("b", "--ceremony", "0" * 16)
+    assert wrong.exit_code != 0 and "not 0000000000000000" in str(wrong.exception)
+    assert "secret key unsealed" in keygen("b", "--ceremony", ceremony_id).output
     bad = runner.invoke(app, ["fl", "keygen", "--mode", "rot13", "--site", "a", "--site-dir", str(tmp_path / "x"),
                               "--public", str(tmp_path / "public")])  # fmt: skip
     assert bad.exit_code != 0 and "rot13" in str(bad.exception)

@@ -11,6 +11,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+
+pytest.importorskip("hypothesis")  # a dev dependency; absent from the CPython 3.10 OpenFHE venv
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

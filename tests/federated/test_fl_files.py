@@ -34,10 +34,12 @@ def test_key_ceremony_files_keep_their_modes_whatever_the_umask(tmp_path: Path, 
     shared_ceremony([KeyPaths(s, tmp_path / s, tmp_path / "public") for s in sites], "aes")
     for s in sites:
         secret = _modes(tmp_path / s)
-        assert set(secret) == {"identity.x25519", "aes.secret"} and set(secret.values()) == {0o600}
+        kept = {"identity.x25519", "identity.ed25519", "aes.secret", "trusted-parties.json", "aes.ceremony.json"}
+        assert set(secret) == kept and set(secret.values()) == {0o600}
     public = _modes(tmp_path / "public")
     # The hub relays the public folder: every file in it must be readable by others, sealed keys included.
-    assert len(public) == 1 + 3 + 2 and set(public.values()) == {0o644}, public
+    # the public parameters, 3 X25519 and 3 Ed25519 identities, 2 sealed keys, the signed manifest and its signature
+    assert len(public) == 1 + 3 + 3 + 2 + 2 and set(public.values()) == {0o644}, public
     assert not [p for p in tmp_path.rglob(".*")], "a temporary file was left behind"
 
 

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from medcloud.errors import InvalidInput
+from medcloud.federated.ceremony import own_fingerprint, trust
 from medcloud.federated.he import NoSecretKey
-from medcloud.federated.keys import KeyPaths, aggregator_backend, ckks_keygen, site_backend
+from medcloud.federated.keys import KeyPaths, aggregator_backend, ckks_keygen, shared_keygen, site_backend
 
 pytest.importorskip("tenseal")
 
@@ -16,9 +17,13 @@ pytest.importorskip("tenseal")
 def _ceremony(tmp_path: Path, sites: list[str]) -> dict[str, KeyPaths]:
     public = tmp_path / "public"
     paths = {s: KeyPaths(s, tmp_path / s, public) for s in sites}
-    for s in sites[1:]:
+    for s in sites:
         ckks_keygen(paths[s], lead=False)  # identities first
-    ckks_keygen(paths[sites[0]], lead=True)  # lead generates and seals
+    for s in sites:  # every pair confirms fingerprints (out of band in real life)
+        for o in sites:
+            if o != s:
+                trust(paths[s], o, own_fingerprint(paths[o]))
+    shared_keygen(paths[sites[0]], True, "ckks", sites)  # lead generates, seals to the named parties, signs
     for s in sites[1:]:
         assert "secret key unsealed" in ckks_keygen(paths[s], lead=False)
     return paths
@@ -53,7 +58,7 @@ def test_sealed_key_opens_only_for_its_site(tmp_path: Path) -> None:
     # c's blob renamed to look like b's does not open with b's identity.
     paths["b"].ckks_secret.unlink()
     paths["b"].ckks_sealed("b").write_bytes(paths["c"].ckks_sealed("c").read_bytes())
-    with pytest.raises(InvalidInput, match="not for this site"):
+    with pytest.raises(InvalidInput, match="not the one the lead signed"):
         ckks_keygen(paths["b"], lead=False)
 
 

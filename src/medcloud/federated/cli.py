@@ -31,7 +31,10 @@ def keygen_command(
     site_dir: Path = typer.Option(..., "--site-dir", help="Secret folder; never leaves the site."),
     public: Path = typer.Option(..., "--public", help="Public folder the hub relays between sites."),
     lead: bool = typer.Option(False, "--lead", help="ckks, aes: this site generates and seals the shared key."),
-    parties: str = typer.Option("", "--parties", help="threshold: comma-separated sites, in key-chain order."),
+    parties: str = typer.Option(
+        "", "--parties", help="threshold: comma-separated sites, in key-chain order; ckks/aes --lead: every party."
+    ),
+    ceremony: str = typer.Option("", "--ceremony", help="ckks, aes: the ceremony id the lead told you; refuse others."),
     threshold: int = typer.Option(
         0, "--threshold", help="threshold: t-of-N (N/2 < t < N; default N-of-N, or what the first site published)."
     ),
@@ -46,10 +49,28 @@ def keygen_command(
     if spec.keygen is None:
         raise ConfigError(f"mode {mode!r} has no keys to generate; keygen is for {', '.join(keygen_modes())}")
     names = tuple(p.strip() for p in parties.split(",") if p.strip())
-    step = KeygenStep(lead=lead, parties=names, threshold=threshold or None, dropped=dropped, recoverer=recoverer)
+    step = KeygenStep(
+        lead=lead, parties=names, threshold=threshold or None, dropped=dropped, recoverer=recoverer, ceremony=ceremony
+    )
     done = spec.keygen(KeyPaths(site, site_dir, public), step)
     for line in done:
         typer.echo(line)
+
+
+@app.command("trust")
+def trust_command(
+    site: str = typer.Option(..., "--site", help="This site's name."),
+    site_dir: Path = typer.Option(..., "--site-dir", help="Secret folder; never leaves the site."),
+    public: Path = typer.Option(..., "--public", help="Public folder the hub relays between sites."),
+    party: str = typer.Option(..., "--party", help="The other site whose fingerprint you confirmed."),
+    fingerprint: str = typer.Option(..., "--fingerprint", help="The code that site read to you on a second channel."),
+) -> None:
+    """Record another party's identity fingerprint, confirmed out of band (refused if the relayed one differs)."""
+    from medcloud.federated.ceremony import trust
+    from medcloud.federated.keys import KeyPaths
+
+    code = trust(KeyPaths(site, site_dir, public), party, fingerprint)
+    typer.echo(f"{party} trusted at {site} (fingerprint {code})")
 
 
 @app.command("modes")

@@ -31,11 +31,13 @@ from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from medcloud.errors import InvalidInput
+from medcloud.federated import ceremony
 from medcloud.federated.he.base import HEBackend
 from medcloud.federated.he.registry import BackendSpec, Decryption, KeygenStep, SharedKey, backend_spec, modes_where
 from medcloud.federated.keyfiles import KeyPaths, read_key, write_key
@@ -126,40 +128,107 @@ def _shared_key(mode: str) -> SharedKey:
     return shared
 
 
-def _shared_aad(mode: str, shared: SharedKey, site: str) -> bytes:
-    domain = mode if shared.seal_domain is None else shared.seal_domain
-    return f"{domain}|{site}".encode() if domain else site.encode()
+def _seal_domain(mode: str, shared: SharedKey) -> str:
+    return mode if shared.seal_domain is None else shared.seal_domain
 
 
-def shared_keygen(paths: KeyPaths, lead: bool, mode: str = "ckks") -> list[str]:
+def shared_keygen(
+    paths: KeyPaths, lead: bool, mode: str = "ckks", parties: Sequence[str] = (), ceremony_id: str = ""
+) -> list[str]:
     """One step of a shared-key ceremony (ckks, aes, ...) for this site; returns what it did.
 
-    Run it on every site; run it on the lead after the others have published their identity;
-    run it again on the others to unseal the key. Each run is idempotent.
+    Run it on every site (publishes its identity and prints its fingerprint); confirm the other
+    parties' fingerprints out of band (`ceremony.trust`); run it on the lead with the explicit
+    party list, which seals the key to those parties only and signs the ceremony manifest; run it
+    again on the others, which check the manifest against their own confirmations and unseal.
+    Each run is idempotent. See `medcloud.federated.ceremony` for what each check defeats.
     """
     shared = _shared_key(mode)
     label = mode.upper()
-    done: list[str] = []
     key = ensure_identity(paths)
-    done.append(f"identity published for {paths.site}")
+    signer = ceremony.ensure_signing(paths)
+    done = [f"identity published for {paths.site}; fingerprint {ceremony.own_fingerprint(paths)}"]
     secret_path = paths.shared_secret(mode)
     if lead:
-        if not secret_path.is_file():
-            secret, public = shared.generate()
-            write_key(secret_path, secret, secret=True)
-            write_key(paths.shared_public(mode), public)
-            done.append(f"{label} key generated; public {shared.public_name} published")
-        secret = secret_path.read_bytes()
-        for other in published_sites(paths.public_dir):
-            if other != paths.site and not paths.shared_sealed(other, mode).is_file():
-                sealed = seal(paths.identity_pub(other).read_bytes(), secret, _shared_aad(mode, shared, other))
-                write_key(paths.shared_sealed(other, mode), sealed)
-                done.append(f"secret key sealed for {other}")
-    elif not secret_path.is_file() and paths.shared_sealed(paths.site, mode).is_file():
-        sealed = paths.shared_sealed(paths.site, mode).read_bytes()
-        secret = unseal(key, sealed, _shared_aad(mode, shared, paths.site))
+        return done + _lead_step(paths, mode, shared, signer, tuple(parties))
+    if secret_path.is_file():
+        return done
+    manifest = ceremony.read_manifest(paths, mode)
+    if manifest is None:
+        return [*done, f"waiting for the lead's signed {mode} ceremony"]
+    if ceremony_id and manifest.ceremony_id != ceremony_id:
+        raise InvalidInput(
+            f"the relayed {mode} ceremony is {manifest.ceremony_id}, not {ceremony_id} that the lead announced: "
+            "refusing it (an earlier ceremony replayed?)"
+        )
+    public_file, sealed_file = paths.shared_public(mode), paths.shared_sealed(paths.site, mode)
+    if not public_file.is_file() or ceremony.sha256_file(public_file) != manifest.public_sha256:
+        raise InvalidInput(f"the relayed {label} public key is not the one the lead signed: refusing it")
+    if not sealed_file.is_file() or ceremony.sha256_file(sealed_file) != manifest.sealed_sha256.get(paths.site):
+        raise InvalidInput(
+            f"the sealed {label} key for {paths.site} is not the one the lead signed (replayed or altered): refusing it"
+        )
+    aad = ceremony.seal_aad(
+        _seal_domain(mode, shared),
+        manifest.ceremony_id,
+        manifest.public_sha256,
+        manifest.parties,
+        manifest.lead,
+        paths.site,
+    )
+    secret = unseal(key, sealed_file.read_bytes(), aad)
+    write_key(secret_path, secret, secret=True)
+    write_key(paths.site_dir / f"{mode}.ceremony.json", manifest.to_bytes(), secret=True)  # what this site accepted
+    accepted = f"ceremony {manifest.ceremony_id}, led by {manifest.lead}; shared with {', '.join(manifest.parties)}"
+    return [*done, "secret key unsealed", f"accepted {accepted}"]
+
+
+def _lead_step(
+    paths: KeyPaths, mode: str, shared: SharedKey, signer: Ed25519PrivateKey, parties: tuple[str, ...]
+) -> list[str]:
+    label = mode.upper()
+    if not parties:
+        raise InvalidInput(f"the lead of a {mode} ceremony names every party: --parties {paths.site},B,C,...")
+    if paths.site not in parties:
+        parties = (paths.site, *parties)
+    if len(set(parties)) != len(parties):
+        raise InvalidInput(f"a party is named twice in {','.join(parties)}")
+    parties = tuple(sorted(parties))
+    existing = ceremony.read_manifest(paths, mode, lead=paths.site)
+    if existing is not None:
+        if existing.parties != parties:
+            raise InvalidInput(
+                f"a {mode} ceremony with parties {', '.join(existing.parties)} exists; a new party list needs a new "
+                f"key (remove the public folder's and the sites' {mode} files and start again)"
+            )
+        return [f"{label} ceremony {existing.ceremony_id} already complete"]
+    waiting = [p for p in parties if ceremony.published_identity(paths, p) is None]
+    if waiting:
+        return [f"waiting for {', '.join(waiting)} to publish an identity"]
+    identities = {p: ceremony.verified_identity(paths, p) for p in parties}  # refuses unconfirmed or substituted
+    done: list[str] = []
+    secret_path = paths.shared_secret(mode)
+    if not secret_path.is_file():
+        secret, public = shared.generate()
         write_key(secret_path, secret, secret=True)
-        done.append("secret key unsealed")
+        write_key(paths.shared_public(mode), public)
+        done.append(f"{label} key generated; public {shared.public_name} published")
+    secret = secret_path.read_bytes()
+    public_sha = ceremony.sha256_file(paths.shared_public(mode))
+    ceremony_id = ceremony.new_ceremony_id()
+    sealed: dict[str, str] = {}
+    for other in parties:
+        if other == paths.site:
+            continue
+        aad = ceremony.seal_aad(_seal_domain(mode, shared), ceremony_id, public_sha, parties, paths.site, other)
+        write_key(paths.shared_sealed(other, mode), seal(identities[other][0], secret, aad))
+        sealed[other] = ceremony.sha256_file(paths.shared_sealed(other, mode))
+        done.append(f"secret key sealed for {other}")
+    fingerprints = {p: ceremony.fingerprint_of(p, *identities[p]) for p in parties}
+    manifest = ceremony.Manifest(mode, ceremony_id, paths.site, parties, fingerprints, public_sha, sealed)
+    ceremony.write_manifest(paths, manifest, signer)
+    write_key(paths.site_dir / f"{mode}.ceremony.json", manifest.to_bytes(), secret=True)
+    done.append(f"{label} ceremony {ceremony_id} signed; tell the other sites this id on your second channel")
     return done
 
 
@@ -169,11 +238,18 @@ def ckks_keygen(paths: KeyPaths, lead: bool) -> list[str]:
 
 
 def shared_ceremony(paths: Sequence[KeyPaths], mode: str) -> None:
-    """Every site's steps on one machine: identities, then the first site (the lead) generates
-    and seals the key, then the others unseal it."""
-    for p in paths[1:]:
-        shared_keygen(p, False, mode)
-    shared_keygen(paths[0], True, mode)
+    """Every site's steps on one machine (simulations and tests, where one operator holds every
+    folder, so reading a fingerprint off the disk is the out-of-band confirmation): identities,
+    mutual trust, then the first site (the lead) generates, seals and signs, then the others unseal."""
+    for p in paths:
+        ensure_identity(p)
+        ceremony.ensure_signing(p)
+    for p in paths:
+        for q in paths:
+            if q.site != p.site:
+                ceremony.trust(p, q.site, ceremony.own_fingerprint(q))
+    parties = [p.site for p in paths]
+    shared_keygen(paths[0], True, mode, parties)
     for p in paths[1:]:
         shared_keygen(p, False, mode)
 
@@ -201,7 +277,7 @@ def shared_key_spec(
         return shared.load(secret), shared.load(public)
 
     def keygen(paths: KeyPaths, step: KeygenStep) -> list[str]:
-        return shared_keygen(paths, step.lead, name)
+        return shared_keygen(paths, step.lead, name, step.parties, step.ceremony)
 
     def ceremony(paths: Sequence[KeyPaths]) -> None:
         shared_ceremony(paths, name)

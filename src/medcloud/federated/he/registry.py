@@ -60,7 +60,8 @@ class KeygenStep:
     """What one `medcloud fl keygen` run asks of its site; each ceremony reads the fields it uses."""
 
     lead: bool = False  # shared key: this site generates the key and seals it to the others
-    parties: tuple[str, ...] = ()  # threshold: every site, in key-chain order
+    parties: tuple[str, ...] = ()  # threshold: every site, in key-chain order; shared key (lead): every party
+    ceremony: str = ""  # shared key: the ceremony id the lead announced out of band (refuse any other)
     threshold: int | None = None  # threshold: t of a t-of-N key (None: N-of-N or what was published)
     dropped: str = ""  # threshold t-of-N: a site that dropped out after keygen
     recoverer: str = ""  # with `dropped`: the surviving site that rebuilds its key share
