@@ -327,3 +327,46 @@ def test_supernode_auth_only_enrolled_sites_join(tmp_path: Path) -> None:
     assert [sorted(e["detail"]["bytes_up"]) for e in events] == [names]
     for rogue in rogues:  # no task ever reached them: no ClientApp ran there
         assert "flwr-clientapp" not in procs.log(rogue) and "[RUN" not in procs.log(rogue)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)  # four CLI processes and two SuperLink starts; slow on a loaded 2-core machine
+def test_enrolments_survive_a_superlink_restart(tmp_path: Path) -> None:
+    """The issue: "SuperLink enrolments are lost on restart". `fl server` keeps the SuperLink's state
+    in WORKDIR/superlink.db, so a node enrolled before a restart is still known after it."""
+    if not MEDCLOUD.exists():
+        pytest.skip("the medcloud console script is not installed next to this Python")
+    from medcloud.federated.certs import SUPERNODE_PUB, write_dev_ca
+
+    certs = write_dev_ca(tmp_path / "certs")
+    ca = str(certs["ca.crt"])
+    (link_port,) = _free_ports(1)
+    superlink = f"127.0.0.1:{link_port}"
+    env = dict(os.environ)
+    env["FLWR_HOME"] = str(tmp_path / "flwr-home")
+    env["PATH"] = os.pathsep.join([str(MEDCLOUD.parent), env.get("PATH", "")])
+    (tmp_path / "logs").mkdir()
+    procs = Processes(env, tmp_path / "logs")
+    srv = tmp_path / "srv"
+    fl = [str(MEDCLOUD), "fl"]
+    server = [*fl, "server", "--public", str(tmp_path / "public"), "--mode", "plain", "--sites", "1",
+              "--workdir", str(srv), "--certs", str(tmp_path / "certs"), "--port", str(link_port)]  # fmt: skip
+    try:
+        first = procs.start("superlink", server)
+        assert procs.start("key", [*fl, "site-key", "--site", "A", "--site-dir", str(tmp_path / "A")]).wait(30) == 0
+        _wait_for_log(procs, "superlink", f"running on https://127.0.0.1:{link_port}", 30)
+        enroll = [*fl, "enroll", "--workdir", str(srv), "--superlink", superlink, "--ca", ca,
+                  "--public-key", str(tmp_path / "A" / SUPERNODE_PUB)]  # fmt: skip
+        assert procs.start("enroll", enroll).wait(30) == 0, procs.log("enroll")
+        node_id = procs.log("enroll").split("SuperNode ", 1)[1].split()[0]
+        assert [n["node-id"] for n in _flwr_nodes(env)] == [node_id]
+        # Stop the SuperLink (its whole process group) and start it again on the same workdir.
+        os.killpg(first.pid, signal.SIGTERM)
+        first.wait(timeout=20)
+        assert (srv / "superlink.db").is_file()
+        procs.start("superlink-again", server)
+        _wait_for_log(procs, "superlink-again", f"running on https://127.0.0.1:{link_port}", 30)
+        assert [n["node-id"] for n in _flwr_nodes(env)] == [node_id]
+    finally:
+        procs.stop()
+    assert procs.leftover == [], "processes survived the test"

@@ -111,6 +111,12 @@ def test_server_supernode_auth_default_with_tls(tmp_path: Path, execs: list[Any]
     assert _invoke(_server_args(tmp_path, "--certs", str(tmp_path / "certs"), "--no-supernode-auth")).exit_code == 0
     assert _invoke(_server_args(tmp_path, "--insecure")).exit_code == 0
     assert ["--enable-supernode-auth" in argv for argv, _ in execs] == [True, False, False]
+    # The SuperLink's state (enrolments) is kept in the workdir, so a restart keeps it.
+    db = str((tmp_path / "srv" / "superlink.db").resolve())
+    assert all(argv[argv.index("--database") + 1] == db for argv, _ in execs)
+    assert _invoke(_server_args(tmp_path, "--insecure", "--state-in-memory")).exit_code == 0
+    assert "--database" not in execs[-1][0]
+    execs.pop()
     # Flower refuses auth without TLS; so does the CLI, before starting anything.
     refused = _invoke(_server_args(tmp_path, "--insecure", "--supernode-auth"))
     assert isinstance(refused.exception, ConfigError) and len(execs) == 3

@@ -212,6 +212,11 @@ def server_command(
         "--supernode-auth/--no-supernode-auth",
         help="Admit only SuperNodes whose key was enrolled (`medcloud fl enroll`). Default: on with TLS.",
     ),
+    state_in_memory: bool = typer.Option(
+        False,
+        "--state-in-memory",
+        help="Keep the SuperLink's state (enrolments, runs) in memory only; default: WORKDIR/superlink.db.",
+    ),
 ) -> None:
     """Write the Flower app (aggregator settings baked in) and become the Flower SuperLink."""
     if not insecure and certs is None:
@@ -238,12 +243,17 @@ def server_command(
         "--ssl-keyfile", str((certs / "server.key").resolve()),
     ]  # fmt: skip
     link += ["--enable-supernode-auth"] if auth else []
+    if not state_in_memory:
+        # Enrolments and runs survive a restart of the SuperLink (Flower keeps them in SQLite).
+        workdir.mkdir(parents=True, exist_ok=True)
+        link += ["--database", str((workdir / "superlink.db").resolve())]
     typer.echo(" ".join(link))
     typer.echo(f"Flower app (settings in its pyproject.toml): {app_dir}")
     if auth:
+        kept = "in memory: enroll again after a restart" if state_in_memory else f"kept in {workdir / 'superlink.db'}"
         typer.echo(
-            "SuperNode authentication on: only enrolled sites may join; enroll each site's public key "
-            f"(enrollments live in the SuperLink's memory: again after a restart) with: medcloud fl enroll "
+            f"SuperNode authentication on: only enrolled sites may join; enroll each site's public key ({kept})"
+            " with: medcloud fl enroll "
             f"--workdir {workdir} --superlink {host}:{port} --ca CA --public-key SITE.pub"
         )
         typer.echo(
