@@ -15,7 +15,9 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from medcloud.dicomweb.frames import parse_frame_list
+from medcloud.dicomweb.codecs import can_decode
+from medcloud.dicomweb.frames import NotTranscodable, parse_frame_list
+from medcloud.dicomweb.json import NATIVE_SYNTAXES
 from medcloud.dicomweb.media import NotAcceptable
 from medcloud.dicomweb.multipart import closing, new_boundary, part_header
 from medcloud.dicomweb.render import RenderCache, RenderSpec, parse_render_query, render_frame
@@ -35,10 +37,16 @@ _INSTANCE = "/studies/{study}/series/{series}/instances/{instance}"
 
 
 def _images(rows: list[dict[str, Any]], what: str) -> list[dict[str, Any]]:
+    """The instances of `rows` that can be rendered: with pixel data in a syntax decoded here."""
     images = [r for r in rows if r["rows"] is not None]
     if not images:
         raise NotAcceptable(f"{what} holds no image (no pixel data): nothing can be rendered")
-    return images
+    syntaxes = {r["transfer_syntax"] for r in images}
+    stuck = {ts for ts in syntaxes if ts not in NATIVE_SYNTAXES and not can_decode(ts)}
+    decodable = [r for r in images if r["transfer_syntax"] not in stuck]
+    if not decodable:
+        raise NotTranscodable(f"{what} holds pixel data in {', '.join(sorted(stuck))}, which cannot be decoded here")
+    return decodable
 
 
 def _representative(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -201,11 +209,11 @@ async def instance_thumbnail(
     return await _thumbnail(request, principal, study, series, instance)
 
 
-@router.get(f"{_INSTANCE}/frames/{{frame}}/thumbnail", summary="WADO-RS: a frame's thumbnail")
+@router.get(f"{_INSTANCE}/frames/{{frames}}/thumbnail", summary="WADO-RS: a frame's thumbnail")
 async def frame_thumbnail(
-    request: Request, study: str, series: str, instance: str, frame: str, principal: Principal = BytesReader
+    request: Request, study: str, series: str, instance: str, frames: str, principal: Principal = BytesReader
 ) -> Response:
-    return await _thumbnail(request, principal, study, series, instance, frame)
+    return await _thumbnail(request, principal, study, series, instance, frames)
 
 
 for _path in (
@@ -216,7 +224,7 @@ for _path in (
     "/studies/{study}/thumbnail",
     "/studies/{study}/series/{series}/thumbnail",
     f"{_INSTANCE}/thumbnail",
-    f"{_INSTANCE}/frames/{{frame}}/thumbnail",
+    f"{_INSTANCE}/frames/{{frames}}/thumbnail",
 ):
     router.add_api_route(_path, _not_allowed(("GET",)), methods=[m for m in _METHODS if m != "GET"],
                          include_in_schema=False)  # fmt: skip
