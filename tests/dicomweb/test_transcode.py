@@ -79,7 +79,8 @@ def test_jpeg_baseline_frames_decoded_as_stored_or_as_jpeg(world: World) -> None
     # No transfer syntax, or Explicit VR Little Endian by name: decoded.
     for accept in (OCTET, f"{OCTET}; transfer-syntax=1.2.840.10008.1.2.1", None):
         parts = _parts(world.get(f"{base}/frames/2,1", accept))
-        assert [h["content-type"] for h, _ in parts] == ["application/octet-stream; transfer-syntax=1.2.840.10008.1.2.1"] * 2
+        le = "application/octet-stream; transfer-syntax=1.2.840.10008.1.2.1"
+        assert [h["content-type"] for h, _ in parts] == [le, le]
         for (_, data), n in zip(parts, (2, 1), strict=True):
             got = np.frombuffer(data, np.uint8).reshape(64, 64)
             assert np.array_equal(got, np.asarray(Image.open(io.BytesIO(stored[n - 1]))))  # the decoder's output
@@ -132,7 +133,7 @@ def test_a_mixed_series_of_syntaxes_and_one_that_cannot_be_decoded(world: World)
     r = world.get(f"/dicom-web/studies/{STUDY}", AS_LE)
     assert r.status_code == 406 and MPEG2 in r.json()["detail"]
     for series in (JPEG_SERIES, LOSSLESS_SERIES, JLS_SERIES, NATIVE_SERIES):
-        [(headers, data)] = _parts(world.get(f"/dicom-web/studies/{STUDY}/series/{series}", AS_LE))
+        [(_, data)] = _parts(world.get(f"/dicom-web/studies/{STUDY}/series/{series}", AS_LE))
         assert pydicom.dcmread(io.BytesIO(data)).file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
     named = 'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.4.50'
     assert world.get(f"/dicom-web/studies/{STUDY}", named).status_code == 406  # not every instance is JPEG

@@ -21,9 +21,7 @@ __all__ = ["DECODER_DEPENDENCIES", "can_decode", "ensure_plugins", "is_available
 _JPEG = (uid.JPEGLossless, uid.JPEGLosslessSV1, uid.JPEGExtended12Bit, uid.JPEGBaseline8Bit)
 _JPEGLS = (uid.JPEGLSLossless, uid.JPEGLSNearLossless)
 _HTJ2K = (uid.HTJ2KLossless, uid.HTJ2KLosslessRPCL, uid.HTJ2K)
-DECODER_DEPENDENCIES: dict[str, tuple[str, ...]] = {
-    ts: ("numpy", "imagecodecs") for ts in (*_JPEG, *_JPEGLS, *_HTJ2K)
-}
+DECODER_DEPENDENCIES: dict[str, tuple[str, ...]] = {ts: ("numpy", "imagecodecs") for ts in (*_JPEG, *_JPEGLS, *_HTJ2K)}
 _LABEL = "medcloud-imagecodecs"
 _lock = threading.Lock()
 _registered = False
