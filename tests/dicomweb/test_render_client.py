@@ -42,8 +42,10 @@ def test_rendered_with_dicomweb_client(live: LiveHub, stored: dict[str, pydicom.
     sop = stored["ct"].SOPInstanceUID
     png = _image(c.retrieve_instance_rendered(STUDY, CT_SERIES, sop, media_types=("image/png",)), "PNG")
     assert png.size == (128, 128) and png.mode == "L"
-    jpeg = c.retrieve_instance_frames_rendered(STUDY, CT_SERIES, sop, frame_numbers=[1], media_types=("image/jpeg",),
-                                               params={"window": "40,400", "viewport": "64,64", "quality": 80})  # fmt: skip
+    params = {"window": "40,400", "viewport": "64,64", "quality": 80}
+    jpeg = c.retrieve_instance_frames_rendered(
+        STUDY, CT_SERIES, sop, frame_numbers=[1], media_types=("image/jpeg",), params=params
+    )
     assert _image(jpeg, "JPEG").size == (64, 64)
     # A series rendered without a media type: every image, as multipart/related.
     series = c.retrieve_series_rendered(STUDY, CT_SERIES)
