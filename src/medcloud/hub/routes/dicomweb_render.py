@@ -20,7 +20,8 @@ from medcloud.dicomweb.frames import NotTranscodable, parse_frame_list
 from medcloud.dicomweb.json import NATIVE_SYNTAXES
 from medcloud.dicomweb.media import NotAcceptable
 from medcloud.dicomweb.multipart import closing, new_boundary, part_header
-from medcloud.dicomweb.render import RenderCache, RenderSpec, parse_render_query, render_frame
+from medcloud.dicomweb.render import RenderCache, render_frame
+from medcloud.dicomweb.render_params import RenderSpec, parse_render_query
 from medcloud.errors import InvalidInput, MedcloudError, NotFound
 from medcloud.hub.deps import hub_state, mark_audited_read
 from medcloud.hub.routes.dicomweb import _METHODS, BytesReader, _audit_read, _base, _covered, _not_allowed, _resource
