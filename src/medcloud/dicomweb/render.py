@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from pydicom import Dataset
 
 MAX_PIXELS = 1 << 27  # a frame larger than this (e.g. 11,585 squared) is not decoded for rendering
+WHOLE_FILE_BYTES = 64 << 20
 
 __all__ = ["JPEG", "MAX_PIXELS", "PNG", "RenderCache", "RenderSpec", "display_values", "encode", "render_frame"]
 
@@ -106,7 +107,7 @@ def _grayscale_by_table(stored: np.ndarray, ds: Dataset, window: Window | None) 
         return None
     slope = float(ds.get("RescaleSlope", 1) or 1)
     intercept = float(ds.get("RescaleIntercept", 0) or 0)
-    index = stored.astype(np.intp) - lo
+    index = stored if lo == 0 and stored.dtype.kind == "u" else stored.astype(np.int32) - lo
     levels = np.arange(lo, hi + 1, dtype=np.float64) * slope + intercept
     window = window or _file_window(ds)
     if window is None:
@@ -120,7 +121,7 @@ def _grayscale_by_table(stored: np.ndarray, ds: Dataset, window: Window | None) 
     table = apply_window(levels, window)
     if str(ds.get("PhotometricInterpretation", "")).strip() == "MONOCHROME1":
         table = 255.0 - table
-    result: np.ndarray = np.rint(table).astype(np.uint8)[index]
+    result: np.ndarray = np.take(np.rint(table).astype(np.uint8), index)
     return result
 
 
@@ -212,36 +213,44 @@ def encode(pixels: np.ndarray, spec: RenderSpec) -> bytes:
 
 
 def read_frame(fh: BinaryIO, frame: int) -> tuple[np.ndarray, Dataset]:
-    """Frame `frame` (from 1) of a stored file, decoded, and the file's other attributes."""
+    """Frame `frame` (from 1) of a stored file, decoded, and the file's other attributes.
+
+    A file up to `WHOLE_FILE_BYTES` is parsed once; a larger one (a long multi-frame) twice, so that
+    only the one frame's bytes are read.
+    """
     import pydicom
-    from pydicom import Dataset
     from pydicom.errors import InvalidDicomError
     from pydicom.pixels.utils import pixel_array
 
     from medcloud.dicomweb.codecs import can_decode, ensure_plugins
 
     ensure_plugins()
+    whole = fh.seek(0, 2) <= WHOLE_FILE_BYTES
+    fh.seek(0)
     try:
-        head = pydicom.dcmread(fh, force=True, stop_before_pixels=True)
-        size = (
-            int(head.get("Rows", 0) or 0) * int(head.get("Columns", 0) or 0) * int(head.get("SamplesPerPixel", 1) or 1)
-        )
+        ds = pydicom.dcmread(fh, force=True, stop_before_pixels=not whole)
+        dims = (ds.get("Rows", 0), ds.get("Columns", 0), ds.get("SamplesPerPixel", 1))
+        size = math.prod(int(d or 0) for d in dims)
+        count = int(ds.get("NumberOfFrames", 1) or 1)
     except (InvalidDicomError, ValueError, TypeError, OSError) as exc:
         raise NotAcceptable(f"this instance cannot be rendered: {str(exc)[:200]}") from None
     if size > MAX_PIXELS:
         raise NotAcceptable(f"a frame of {size} samples is too large to render (at most {MAX_PIXELS}): ask for frames")
-    fh.seek(0)
-    ds = Dataset()
+    if frame > count:
+        raise NotFound(f"frame {frame} does not exist (the instance has {count})")
+    meta = getattr(ds, "file_meta", None)
+    ts = str(meta.get("TransferSyntaxUID", "") if meta is not None else "")
     try:
-        arr = pixel_array(fh, ds_out=ds, index=frame - 1)
+        if whole:
+            arr = pixel_array(ds, index=frame - 1)
+        else:
+            fh.seek(0)
+            arr = pixel_array(fh, index=frame - 1)
     except (InvalidDicomError, AttributeError, KeyError) as exc:
         raise NotAcceptable(f"this instance cannot be rendered: {str(exc)[:200]}") from None
     except (ValueError, NotImplementedError, RuntimeError, OSError) as exc:
-        ts = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "")
         if ts and not can_decode(ts):
             raise NotAcceptable(f"pixel data in transfer syntax {ts} cannot be decoded here") from None
-        if "out of range" in str(exc) or "index" in str(exc).lower():
-            raise NotFound(f"frame {frame} does not exist") from None
         raise NotAcceptable(f"the pixel data of this instance cannot be decoded: {str(exc)[:200]}") from None
     if arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] in (3, 4)):
         return arr, ds
