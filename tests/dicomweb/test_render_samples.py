@@ -57,3 +57,18 @@ def test_sample_frames_decode_as_pydicom_does(hub: Hub, name: str) -> None:
     assert r.status_code == 200, r.text
     arr = ds.pixel_array
     assert arr.astype(arr.dtype.newbyteorder("<")).tobytes() in r.content
+
+
+def test_native_syntaxes_retrieved_as_explicit_little_endian(hub: Hub) -> None:
+    for n, name in enumerate(["MR_small_implicit.dcm", "MR_small_bigendian.dcm", "emri_small_jpeg_2k_lossless.dcm"]):
+        study, series = f"2.25.9300{n}", f"2.25.9300{n}.1"
+        data = deidentified_dicom(study_uid=study, series_uid=series, source=name, modality="MR")
+        assert hub.client.post("/api/v1/ingest", content=data, headers=hub.auth("site_a")).status_code == 201, name
+        original = pydicom.dcmread(io.BytesIO(data))
+        accept = 'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.1'
+        r = hub.client.get(f"/dicom-web/studies/{study}", headers={**hub.auth("researcher"), "Accept": accept})
+        assert r.status_code == 200, (name, r.text)
+        ds = pydicom.dcmread(io.BytesIO(r.content[r.content.index(b"\r\n\r\n") + 4 :]))
+        assert ds.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1", name
+        assert ds.SOPInstanceUID == original.SOPInstanceUID
+        assert np.array_equal(ds.pixel_array, original.pixel_array), name  # all three are lossless

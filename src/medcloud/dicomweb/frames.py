@@ -141,9 +141,13 @@ def explicit_le_file(fh: BinaryIO) -> bytes:
     try:
         if "PixelData" in ds and ts not in NATIVE_SYNTAXES:
             ds.decompress(generate_instance_uid=False)
-        elif "PixelData" in ds and ts == _BIG_ENDIAN:
-            arr = ds.pixel_array
-            ds.PixelData = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
+        elif ts == _BIG_ENDIAN:
+            for _ in ds.iterall():  # every element parsed with the file's byte order before it changes
+                pass
+            if "PixelData" in ds:
+                arr = ds.pixel_array
+                ds.PixelData = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
+            ds.set_original_encoding(False, True, ds.original_character_set)
     except (ValueError, NotImplementedError, RuntimeError, OSError) as exc:
         raise NotTranscodable(f"the pixel data cannot be decoded: {str(exc)[:200]}") from None
     ds.file_meta.TransferSyntaxUID = pydicom.uid.UID(EXPLICIT_LE)
