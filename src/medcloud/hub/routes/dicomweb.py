@@ -19,8 +19,15 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from medcloud.dicomweb import json as dj
-from medcloud.dicomweb.frames import EXPLICIT_LE, encapsulated_frames, native_frames, parse_frame_list
-from medcloud.dicomweb.media import NotAcceptable, Offer, negotiate, parse_accept, parse_media_type
+from medcloud.dicomweb.frames import (
+    EXPLICIT_LE,
+    check_decodable,
+    explicit_le_file,
+    parse_frame_list,
+    plan_frames,
+    read_frames,
+)
+from medcloud.dicomweb.media import Offer, negotiate, parse_accept, parse_media_type
 from medcloud.dicomweb.multipart import Part, closing, new_boundary, part_header, split_parts
 from medcloud.dicomweb.query import Level, check_path_uid, parse_qido
 from medcloud.dicomweb.stow import StowOutcome, store_parts
@@ -144,10 +151,14 @@ async def _retrieve(
     accept = parse_accept(request.headers.get("accept"))
     rows = await _covered(request, principal, action, study, series, instance)
     syntaxes = {r["transfer_syntax"] for r in rows}
-    # A named transfer syntax is served only when every instance is stored in it (no transcoding yet).
-    offer_ts = frozenset(syntaxes) if len(syntaxes) == 1 else frozenset({"(mixed)"})
+    # A named transfer syntax is served when every instance is stored in it, or when it is Explicit VR
+    # Little Endian: the others are then re-encoded, compressed pixel data decoded (frames.explicit_le_file).
+    offer_ts = (frozenset(syntaxes) if len(syntaxes) == 1 else frozenset()) | {EXPLICIT_LE}
     offers = [Offer("multipart/related", "application/dicom", offer_ts)]
-    negotiate(accept, offers, what="a retrieve")
+    _, chosen = negotiate(accept, offers, what="a retrieve")
+    transcode = chosen.params.get("transfer-syntax") == EXPLICIT_LE and syntaxes != {EXPLICIT_LE}
+    if transcode:
+        check_decodable(syntaxes)
     await _audit_read(request, principal, action, rows, _resource(study, series, instance))
     boundary = new_boundary()
     blobs = hub_state(request).blobs
@@ -156,6 +167,13 @@ async def _retrieve(
     def body() -> Iterator[bytes]:
         for r in rows:
             location = f"{base}/studies/{r['study_uid']}/series/{r['series_uid']}/instances/{r['sop_uid']}"
+            if transcode and r["transfer_syntax"] != EXPLICIT_LE:
+                with blobs.open(r["sha256"]) as fh:
+                    data = explicit_le_file(fh)
+                yield part_header(boundary, f"application/dicom; transfer-syntax={EXPLICIT_LE}",
+                                  [("Content-Location", location), ("Content-Length", str(len(data)))])  # fmt: skip
+                yield data
+                continue
             yield part_header(boundary, f"application/dicom; transfer-syntax={r['transfer_syntax']}",
                               [("Content-Location", location), ("Content-Length", str(r["size"]))])  # fmt: skip
             yield from blobs.iter_chunks(r["sha256"])
@@ -239,20 +257,12 @@ async def retrieve_frames(
     if r["rows"] is None:
         raise NotFound(f"instance {instance} has no pixel data")
     stored_ts = r["transfer_syntax"]
-    native = stored_ts in dj.NATIVE_SYNTAXES
-    # Native frames go out as Explicit VR Little Endian; compressed ones as stored, to a client that
-    # names that transfer syntax or accepts any (`transfer-syntax=*`, as OHIF sends).
-    part_ts = EXPLICIT_LE if native else stored_ts
-    offer = Offer("multipart/related", "application/octet-stream", frozenset({part_ts}))
-    _, chosen = negotiate(accept, [offer], what="frames")
-    if not native and chosen.params.get("transfer-syntax") not in ("*", stored_ts):
-        raise NotAcceptable(f"instance {instance} is stored compressed ({stored_ts}) and is not transcoded: "
-                            "accept transfer-syntax=* or that transfer syntax")  # fmt: skip
+    plan = plan_frames(stored_ts, accept)  # as stored, sliced, or decoded (see frames.plan_frames)
     blobs = hub_state(request).blobs
 
     def read() -> list[bytes]:
         with blobs.open(r["sha256"]) as fh:
-            return native_frames(fh, stored_ts, numbers) if native else encapsulated_frames(fh, numbers)
+            return read_frames(fh, stored_ts, numbers, plan)
 
     data = await run_in_threadpool(read)
     await _audit_read(request, principal, action, rows, _resource(study, series, instance), frames=frames[:200])
@@ -260,11 +270,11 @@ async def retrieve_frames(
     chunks: list[bytes] = []
     location = f"{_base(request)}/studies/{study}/series/{series}/instances/{instance}/frames"
     for n, frame in zip(numbers, data, strict=True):
-        chunks.append(part_header(boundary, f"application/octet-stream; transfer-syntax={part_ts}",
+        chunks.append(part_header(boundary, f"{plan.part_type}; transfer-syntax={plan.transfer_syntax}",
                                   [("Content-Location", f"{location}/{n}")]))  # fmt: skip
         chunks.append(frame)
     chunks.append(closing(boundary))
-    media = f'multipart/related; type="application/octet-stream"; boundary={boundary}'
+    media = f'multipart/related; type="{plan.part_type}"; boundary={boundary}'
     return Response(b"".join(chunks), media_type=media)
 
 
