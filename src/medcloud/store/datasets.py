@@ -24,6 +24,7 @@ from sqlalchemy.engine import Connection
 from medcloud.datasets.manifest import FORMAT, canonical_line, file_line, normalize_split, split_for_patient
 from medcloud.errors import Conflict, InvalidInput, MedcloudError, NotFound
 from medcloud.store.db import Database, utcnow
+from medcloud.store.index import refresh_counts
 from medcloud.store.tables import cohorts, dataset_files, dataset_versions, instances, series, studies
 
 __all__ = ["IMAGE_FIELDS", "Datasets", "FreezeResult", "VersionWithdrawn", "normalize_query"]
@@ -449,7 +450,9 @@ class Datasets:
                 .where(dataset_versions.c.id.in_(holders))
                 .values(withdrawn_at=utcnow(), withdrawn_reason=f"instance {sop_uid} removed: {reason}"[:1000])
             )
+        series_id = conn.execute(sa.select(instances.c.series_id).where(instances.c.sop_uid == sop_uid)).scalar_one()
         conn.execute(instances.delete().where(instances.c.sop_uid == sop_uid))
+        refresh_counts(conn, [int(series_id)])
         return sorted(holders)
 
 
