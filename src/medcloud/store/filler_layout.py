@@ -174,6 +174,7 @@ def plan(
 ) -> Iterator[StudyPlan]:
     """Studies with a realistic spread until exactly `n_instances` instances are planned."""
     rng = random.Random(seed)
+    reports_rng = random.Random(seed + 1)  # the images' layout does not depend on `report_share`
     kinds = list(_TYPES)
     weights = [_TYPES[k][0] for k in kinds]
     years = list(range(2010, 2027))
@@ -188,7 +189,7 @@ def plan(
         if rng.random() < 0.2:
             pseudo = f"{rng.choice(_FAMILY)}^{rng.choice(_GIVEN)}^{prefix[-4:]}{patient_no:07d}"
         else:
-            pseudo = f"{rng.choice(_LATIN)}^{prefix[-4:]}{patient_no:07d}"
+            pseudo = f"{rng.choice(_LATIN)}-{prefix[-4:]}{patient_no:07d}"
         sex = rng.choices(("M", "F", "O", None), (0.49, 0.49, 0.01, 0.01))[0]
         birth = date(rng.randint(1930, 2024), rng.randint(1, 12), rng.randint(1, 28))
         ja = sites.index(site) % 2 == 0  # half the sites write Japanese reports
@@ -226,7 +227,7 @@ def plan(
                             sop_class=_SOP_CLASS[modality], rows=rows, columns=cols, size=size,
                         )
                     )  # fmt: skip
-            if rng.random() < report_share:
-                st.reports.append(_report(rng, body, ja))
+            if reports_rng.random() < report_share:
+                st.reports.append(_report(reports_rng, body, ja))
             s += 1
             yield st
