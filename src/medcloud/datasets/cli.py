@@ -49,6 +49,7 @@ def _echo(obj: Any) -> None:
 
 def _query(
     query: str | None,
+    where: str | None,
     site: str | None,
     modality: str | None,
     body_part: str | None,
@@ -58,7 +59,8 @@ def _query(
     age_min: int | None,
     age_max: int | None,
 ) -> list[dict[str, Any]] | None:
-    """The query from `--query JSON`, or one image term from the filter options (None when neither)."""
+    """The query from `--query JSON`, or the `--where` terms and one image term from the filter options
+    (None when none is given)."""
     term = {
         k: v
         for k, v in {
@@ -74,8 +76,8 @@ def _query(
         if v is not None
     }
     if query is not None:
-        if term:
-            raise InvalidInput("give --query or filter options, not both")
+        if term or where is not None:
+            raise InvalidInput("give --query, or --where and filter options, not both")
         try:
             parsed = json.loads(query)
         except ValueError as exc:
@@ -83,7 +85,12 @@ def _query(
         if not isinstance(parsed, list):
             raise InvalidInput("--query must be a JSON list of terms")
         return parsed
-    return [{"kind": "image", **term}] if term else None
+    terms: list[dict[str, Any]] = [{"kind": "image", **term}] if term else []
+    if where is not None:
+        from medcloud.datasets.where import parse_where
+
+        terms += parse_where(where)
+    return terms or None
 
 
 def _split(text: str | None) -> dict[str, float] | None:
@@ -100,6 +107,9 @@ def _split(text: str | None) -> dict[str, float] | None:
 
 
 QueryOpt = typer.Option(None, "--query", help='Terms as JSON, e.g. \'[{"modality":"CT"},{"sex":"F","negate":true}]\'')
+WhereOpt = typer.Option(
+    None, "--where", help="e.g. 'pneumothorax=present AND NOT pleural_effusion=present AND modality=CR'"
+)
 SiteOpt = typer.Option(None, "--site")
 ModalityOpt = typer.Option(None, "--modality")
 BodyPartOpt = typer.Option(None, "--body-part")
@@ -115,6 +125,7 @@ def cohort_save(
     name: str,
     project: list[str] = ProjectOpt,
     query: str | None = QueryOpt,
+    where: str | None = WhereOpt,
     site: str | None = SiteOpt,
     modality: str | None = ModalityOpt,
     body_part: str | None = BodyPartOpt,
@@ -128,11 +139,37 @@ def cohort_save(
     token_file: Path | None = TokenFileOpt,
 ) -> None:
     """Save a named cohort query (filter options make one term; --query takes several, with negation)."""
-    terms = _query(query, site, modality, body_part, date_from, date_to, sex, age_min, age_max)
+    terms = _query(query, where, site, modality, body_part, date_from, date_to, sex, age_min, age_max)
     if terms is None:
         raise InvalidInput("a cohort needs a condition: --query or a filter option")
     with _connected(hub, token, token_file) as client:
         _echo(client.save_cohort(name, terms, project or None))
+
+
+@cohort_app.command("preview")
+def cohort_preview(
+    project: list[str] = ProjectOpt,
+    query: str | None = QueryOpt,
+    where: str | None = WhereOpt,
+    site: str | None = SiteOpt,
+    modality: str | None = ModalityOpt,
+    body_part: str | None = BodyPartOpt,
+    date_from: str | None = DateFromOpt,
+    date_to: str | None = DateToOpt,
+    sex: str | None = SexOpt,
+    age_min: int | None = AgeMinOpt,
+    age_max: int | None = AgeMaxOpt,
+    limit: int = typer.Option(20, "--limit", min=0, max=1000, help="Studies listed."),
+    hub: str = HubOpt,
+    token: str = TokenOpt,
+    token_file: Path | None = TokenFileOpt,
+) -> None:
+    """What a query matches now (instances, series, studies, patients) and the newest matched studies."""
+    terms = _query(query, where, site, modality, body_part, date_from, date_to, sex, age_min, age_max)
+    if terms is None:
+        raise InvalidInput("a preview needs a condition: --where, --query or a filter option")
+    with _connected(hub, token, token_file) as client:
+        _echo(client.preview_cohort(terms, project or None, limit))
 
 
 @cohort_app.command("list")
@@ -164,6 +201,7 @@ def dataset_freeze(
     split: str | None = typer.Option(None, "--split", help="e.g. train=0.8,val=0.1,test=0.1 (by patient)"),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the patient-level split."),
     query: str | None = QueryOpt,
+    where: str | None = WhereOpt,
     site: str | None = SiteOpt,
     modality: str | None = ModalityOpt,
     body_part: str | None = BodyPartOpt,
@@ -177,7 +215,7 @@ def dataset_freeze(
     token_file: Path | None = TokenFileOpt,
 ) -> None:
     """Freeze an immutable dataset version from a cohort or filters; the same inputs give the same id."""
-    terms = _query(query, site, modality, body_part, date_from, date_to, sex, age_min, age_max)
+    terms = _query(query, where, site, modality, body_part, date_from, date_to, sex, age_min, age_max)
     if (cohort is None) == (terms is None):
         raise InvalidInput("give --cohort or a query (--query or filter options), not both or neither")
     body: dict[str, Any] = {"name": name, "seed": seed, "projects": project or None, "split": _split(split)}

@@ -155,6 +155,13 @@ class DatasetClient:
 
         return self._get(f"/api/v1/cohorts/{quote(name, safe='')}", project=project)
 
+    def preview_cohort(
+        self, query: list[dict[str, Any]], projects: list[str] | None = None, limit: int = 20, offset: int = 0
+    ) -> Any:
+        """Counts of what a query matches now, and a page of the matched studies."""
+        body = {"query": query, "projects": projects, "limit": limit, "offset": offset}
+        return self._post("/api/v1/cohorts/preview", body)
+
     def freeze(self, body: dict[str, Any]) -> Any:
         """Freeze a dataset version (the hub answers with the existing one when the inputs are the same)."""
         return self._post("/api/v1/datasets", body)

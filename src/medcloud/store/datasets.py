@@ -1,8 +1,8 @@
 """Cohorts (named, saved queries) and frozen dataset versions: the SQL behind `medcloud.datasets`.
 
-A cohort query is a list of terms, all of which must hold; a term may be negated. Today every term is of
-kind "image" (study, series and instance metadata). Report findings will be another kind ("finding":
-code and status) compiled to another EXISTS clause, so saved queries stay valid when findings arrive.
+A cohort query is a list of terms, all of which must hold; a term may be negated. Terms are of kind
+"image" (study and series metadata) or "finding" (a report finding's code and status); `store.cohorts`
+validates and compiles them.
 
 A frozen version is immutable: its id is the SHA-256 of its canonical manifest (`datasets.manifest`),
 and its rows are never updated except to mark it withdrawn, with a reason, when a source instance has to
@@ -15,7 +15,6 @@ import hashlib
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date
 from typing import Any
 
 import sqlalchemy as sa
@@ -23,12 +22,13 @@ from sqlalchemy.engine import Connection
 
 from medcloud.datasets.manifest import FORMAT, canonical_line, file_line, normalize_split, split_for_patient
 from medcloud.errors import Conflict, InvalidInput, MedcloudError, NotFound
+from medcloud.store.cohorts import IMAGE_FIELDS, normalize_query, series_match, term_condition
 from medcloud.store.db import Database, utcnow
+from medcloud.store.index import refresh_counts
 from medcloud.store.tables import cohorts, dataset_files, dataset_versions, instances, series, studies
 
 __all__ = ["IMAGE_FIELDS", "Datasets", "FreezeResult", "VersionWithdrawn", "normalize_query"]
 
-IMAGE_FIELDS = ("site", "modality", "body_part", "date_from", "date_to", "sex", "age_min", "age_max")
 _INSERT_CHUNK = 5000
 # Fixed statements for the driver's own executemany (the fast path of `freeze`), one per parameter style.
 _INSERT_FILES_QMARK = (
@@ -56,94 +56,6 @@ def _projects_key(projects: Sequence[str]) -> str:
 
 def _visible(projects_key: str, readable: frozenset[str] | None) -> bool:
     return readable is None or set(projects_key.split(",")) <= readable
-
-
-def normalize_query(terms: Any) -> list[dict[str, Any]]:
-    """Validate a cohort query (a list of terms) and return its canonical form; InvalidInput says what is wrong."""
-    if not isinstance(terms, list):
-        raise InvalidInput("a cohort query is a list of terms")
-    if len(terms) > 50:
-        raise InvalidInput("a cohort query has at most 50 terms")
-    out: list[dict[str, Any]] = []
-    for i, term in enumerate(terms):
-        if not isinstance(term, dict):
-            raise InvalidInput(f"term {i}: not an object")
-        kind = term.get("kind", "image")
-        if kind != "image":
-            raise InvalidInput(f"term {i}: unknown kind {kind!r} (today: image)")
-        unknown = set(term) - {"kind", "negate", *IMAGE_FIELDS}
-        if unknown:
-            raise InvalidInput(f"term {i}: unknown field(s) {', '.join(sorted(unknown))}")
-        norm: dict[str, Any] = {"kind": "image"}
-        if not isinstance(term.get("negate", False), bool):
-            raise InvalidInput(f"term {i}: negate must be true or false")
-        if term.get("negate"):
-            norm["negate"] = True
-        for name in ("site", "modality", "body_part", "sex"):
-            value = term.get(name)
-            if value is None:
-                continue
-            if not isinstance(value, str) or not value or len(value) > 64:
-                raise InvalidInput(f"term {i}: {name} must be a non-empty string")
-            norm[name] = value.upper() if name in ("modality", "body_part", "sex") else value
-        for name in ("date_from", "date_to"):
-            value = term.get(name)
-            if value is None:
-                continue
-            try:
-                norm[name] = date.fromisoformat(str(value)).isoformat()
-            except ValueError:
-                raise InvalidInput(f"term {i}: {name} must be a date YYYY-MM-DD") from None
-        for name in ("age_min", "age_max"):
-            value = term.get(name)
-            if value is None:
-                continue
-            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 999:
-                raise InvalidInput(f"term {i}: {name} must be whole years 0-999")
-            norm[name] = value
-        if "date_from" in norm and "date_to" in norm and norm["date_from"] > norm["date_to"]:
-            raise InvalidInput(f"term {i}: date_from is after date_to")
-        if "age_min" in norm and "age_max" in norm and norm["age_min"] > norm["age_max"]:
-            raise InvalidInput(f"term {i}: age_min is above age_max")
-        if len(norm) == 1 + ("negate" in norm):
-            raise InvalidInput(f"term {i}: no condition")
-        out.append(norm)
-    return out
-
-
-def _age_condition(term: Mapping[str, Any]) -> sa.ColumnElement[bool]:
-    # Ages are DICOM AS strings ("045Y", "006M"): with three digits, comparing strings compares years,
-    # which keeps the test in SQL on SQLite and PostgreSQL alike. Ages in days, weeks or months are year 0.
-    age = studies.c.patient_age
-    years = sa.and_(age.like("___Y"))
-    if "age_min" in term:
-        years = sa.and_(years, age >= f"{term['age_min']:03d}Y")
-    if "age_max" in term:
-        years = sa.and_(years, age <= f"{term['age_max']:03d}Y")
-    if term.get("age_min", 0) == 0:
-        return sa.or_(years, age.like("___D"), age.like("___W"), age.like("___M"))
-    return years
-
-
-def _image_condition(term: Mapping[str, Any]) -> sa.ColumnElement[bool]:
-    conds: list[sa.ColumnElement[bool]] = []
-    if "site" in term:
-        conds.append(studies.c.site == term["site"])
-    if "modality" in term:
-        conds.append(series.c.modality == term["modality"])
-    if "body_part" in term:
-        conds.append(sa.func.upper(series.c.body_part) == term["body_part"])
-    if "sex" in term:
-        conds.append(sa.func.upper(studies.c.patient_sex) == term["sex"])
-    if "date_from" in term:
-        conds.append(studies.c.study_date >= date.fromisoformat(term["date_from"]))
-    if "date_to" in term:
-        conds.append(studies.c.study_date <= date.fromisoformat(term["date_to"]))
-    if "age_min" in term or "age_max" in term:
-        conds.append(_age_condition(term))
-    cond = sa.and_(*conds)
-    # NULL metadata (no study date, no sex) never matches a term, negated or not.
-    return sa.not_(sa.func.coalesce(cond, True)) if term.get("negate") else sa.func.coalesce(cond, False)
 
 
 @dataclass(frozen=True)
@@ -230,15 +142,59 @@ class Datasets:
             .where(studies.c.project.in_(sorted(set(projects))))
         )
         for term in terms:
-            q = q.where(_image_condition(term))
+            q = q.where(term_condition(term))
         return q
 
     def count(self, query: Any, projects: Sequence[str]) -> int:
         """How many instances a cohort query matches in `projects` (a preview before freezing)."""
+        return int(self.preview(query, projects, limit=0)["instances"])
+
+    def preview(self, query: Any, projects: Sequence[str], *, limit: int = 20, offset: int = 0) -> dict[str, Any]:
+        """What a cohort query matches now: counts of instances, series, studies and patients, and a page of
+        studies (newest first) with the instances matched in each.
+
+        Counted at series level from the denormalised `series.n_instances`: every image term is a condition
+        on a series or its study, so no instance row is read."""
         terms = normalize_query(query)
-        q = sa.select(sa.func.count()).select_from(self._match_query(terms, projects).subquery())
+        if not 0 <= limit <= 1000 or offset < 0:
+            raise InvalidInput("limit must be 0-1000 and offset at least 0")
+        matched = series_match(terms, projects)
+        totals = matched.add_columns(
+            sa.func.coalesce(sa.func.sum(series.c.n_instances), 0).label("instances"),
+            sa.func.count().label("series"),
+            sa.func.count(sa.distinct(studies.c.id)).label("studies"),
+            sa.func.count(sa.distinct(studies.c.patient_pseudonym)).label("patients"),
+        )
+        page = (
+            matched.add_columns(
+                studies.c.study_uid, studies.c.project, studies.c.site, studies.c.patient_pseudonym,
+                studies.c.patient_sex, studies.c.patient_age, studies.c.study_date, studies.c.modalities,
+                sa.func.sum(series.c.n_instances).label("matched_instances"),
+            )
+            .group_by(studies.c.id)
+            .order_by(studies.c.study_date.desc().nulls_last(), studies.c.id)
+            .limit(limit)
+            .offset(offset)
+        )  # fmt: skip
         with self._db.read() as conn:
-            return int(conn.execute(q).scalar_one())
+            t = conn.execute(totals).one()
+            rows = conn.execute(page).all() if limit else []
+        return {
+            "instances": int(t.instances),
+            "series": int(t.series),
+            "studies": int(t.studies),
+            "patients": int(t.patients),
+            "items": [
+                {
+                    "study_uid": r.study_uid, "project": r.project, "site": r.site, "patient": r.patient_pseudonym,
+                    "sex": r.patient_sex, "age": r.patient_age,
+                    "study_date": r.study_date.isoformat() if r.study_date else None,
+                    "modalities": [m for m in r.modalities.split("\\") if m],
+                    "matched_instances": int(r.matched_instances),
+                }
+                for r in rows
+            ],
+        }  # fmt: skip
 
     # -- frozen versions -----------------------------------------------------------------------------
 
@@ -449,7 +405,9 @@ class Datasets:
                 .where(dataset_versions.c.id.in_(holders))
                 .values(withdrawn_at=utcnow(), withdrawn_reason=f"instance {sop_uid} removed: {reason}"[:1000])
             )
+        series_id = conn.execute(sa.select(instances.c.series_id).where(instances.c.sop_uid == sop_uid)).scalar_one()
         conn.execute(instances.delete().where(instances.c.sop_uid == sop_uid))
+        refresh_counts(conn, [int(series_id)])
         return sorted(holders)
 
 

@@ -41,7 +41,32 @@ def _pattern(value: str) -> tuple[str, bool]:
     return escaped.replace("*", "%").replace("?", "_"), ("*" in value or "?" in value)
 
 
-def _condition(m: Match) -> sa.ColumnElement[bool]:
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def _literal_prefix(value: str) -> str:
+    """The characters of a DICOM wildcard value before its first wildcard."""
+    cut = min((i for i in (value.find("*"), value.find("?")) if i >= 0), default=len(value))
+    return value[:cut]
+
+
+def _text_condition(column: sa.ColumnElement[Any], value: str, dialect: str) -> sa.ColumnElement[bool]:
+    """Case-insensitive (wildcard) match on `lower(column)`, the expression 0005 indexes, kanji included.
+
+    PostgreSQL's `text_pattern_ops` index serves a LIKE with a literal prefix by itself; SQLite only
+    optimises LIKE on a bare column, so the prefix is also given as a range on the indexed expression."""
+    # Lower-case the value as the database's lower() does: SQLite's folds ASCII only.
+    folded = value.translate(_ASCII_LOWER) if dialect == "sqlite" else value.lower()
+    pattern, _ = _pattern(folded)
+    cond: sa.ColumnElement[bool] = sa.func.lower(column).like(pattern, escape="\\")
+    prefix = _literal_prefix(folded)
+    if dialect == "sqlite" and prefix:
+        low = sa.func.lower(column)
+        cond = sa.and_(low >= prefix, low < prefix + "\U0010ffff", cond)
+    return cond
+
+
+def _condition(m: Match, dialect: str) -> sa.ColumnElement[bool]:
     if m.kind == "empty":
         return sa.false()  # the catalog holds no value: only a universal match (never built) matches
     if m.keyword == "ModalitiesInStudy":
@@ -60,15 +85,15 @@ def _condition(m: Match) -> sa.ColumnElement[bool]:
         return sa.and_(*parts)
     pattern, wild = _pattern(m.values[0])
     if insensitive:
-        return column.ilike(pattern, escape="\\")
+        return _text_condition(column, m.values[0], dialect)
     return column.like(pattern, escape="\\") if wild else column == m.values[0]
 
 
-def _scoped(q: sa.Select[Any], query: QidoQuery, projects: frozenset[str] | None) -> sa.Select[Any]:
+def _scoped(q: sa.Select[Any], query: QidoQuery, projects: frozenset[str] | None, dialect: str) -> sa.Select[Any]:
     if projects is not None:
         q = q.where(studies.c.project.in_(projects))
     for m in query.matches:
-        q = q.where(_condition(m))
+        q = q.where(_condition(m, dialect))
     return q
 
 
@@ -87,33 +112,13 @@ class DicomwebQueries:
         return self._instances(query, projects)
 
     def _studies(self, query: QidoQuery, projects: frozenset[str] | None) -> list[dict[str, Any]]:
-        q = _scoped(sa.select(studies), query, projects)
+        # Counts and modalities are read off the study row (kept by store.index): no per-row counting.
+        q = _scoped(sa.select(studies), query, projects, self._db.dialect)
         q = q.order_by(studies.c.study_date.desc().nulls_last(), studies.c.id).limit(query.limit).offset(query.offset)
         with self._db.read() as conn:
             rows = [dict(r._mapping) for r in conn.execute(q)]
-            ids = [r["id"] for r in rows]
-            counts: dict[int, tuple[int, int]] = {}
-            modalities: dict[int, set[str]] = {}
-            if ids:
-                for c in conn.execute(
-                    sa.select(
-                        series.c.study_id,
-                        sa.func.count(sa.distinct(series.c.id)).label("n_series"),
-                        sa.func.count(instances.c.id).label("n_instances"),
-                    )
-                    .select_from(series.outerjoin(instances))
-                    .where(series.c.study_id.in_(ids))
-                    .group_by(series.c.study_id)
-                ):
-                    counts[c.study_id] = (int(c.n_series), int(c.n_instances))
-                for s in conn.execute(
-                    sa.select(series.c.study_id, series.c.modality).distinct().where(series.c.study_id.in_(ids))
-                ):
-                    if s.modality:
-                        modalities.setdefault(s.study_id, set()).add(s.modality)
         for r in rows:
-            r["n_series"], r["n_instances"] = counts.get(r["id"], (0, 0))
-            r["modalities"] = sorted(modalities.get(r["id"], ()))
+            r["modalities"] = [m for m in r["modalities"].split("\\") if m]
         return rows
 
     @staticmethod
@@ -129,17 +134,16 @@ class DicomwebQueries:
         ]
 
     def _series(self, query: QidoQuery, projects: frozenset[str] | None) -> list[dict[str, Any]]:
-        n = sa.select(sa.func.count(instances.c.id)).where(instances.c.series_id == series.c.id).scalar_subquery()
         q = sa.select(
             series.c.series_uid,
             series.c.modality,
             series.c.body_part,
             series.c.description.label("series_description"),
             series.c.series_number,
-            n.label("n_instances"),
+            series.c.n_instances,
             *self._study_columns(),
         ).select_from(series.join(studies))
-        q = _scoped(q, query, projects)
+        q = _scoped(q, query, projects, self._db.dialect)
         q = q.order_by(studies.c.id, series.c.series_number, series.c.id).limit(query.limit).offset(query.offset)
         with self._db.read() as conn:
             return [dict(r._mapping) for r in conn.execute(q)]
@@ -156,7 +160,7 @@ class DicomwebQueries:
         ).select_from(instances.join(series).join(studies))
 
     def _instances(self, query: QidoQuery, projects: frozenset[str] | None) -> list[dict[str, Any]]:
-        q = _scoped(self._instance_select(), query, projects)
+        q = _scoped(self._instance_select(), query, projects, self._db.dialect)
         q = q.order_by(studies.c.id, series.c.series_number, series.c.id, instances.c.instance_number, instances.c.id)
         with self._db.read() as conn:
             return [dict(r._mapping) for r in conn.execute(q.limit(query.limit).offset(query.offset))]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, cast
@@ -16,7 +16,7 @@ from medcloud.store.db import utcnow
 from medcloud.store.sites import ensure_site
 from medcloud.store.tables import images, instances, series, studies
 
-__all__ = ["IndexEntry", "Indexer"]
+__all__ = ["IndexEntry", "Indexer", "refresh_counts"]
 
 
 @dataclass
@@ -193,6 +193,7 @@ class Indexer:
                 for entry, rec in final
             ],
         )
+        refresh_counts(conn, {series_ids[rec.series_uid] for _, rec in final})
         for entry, _ in final:
             entry.status = "stored"
 
@@ -238,6 +239,51 @@ class Indexer:
                 created.discard(entry.sha256)  # a repeat later in the same batch is a duplicate
             else:
                 entry.status = "duplicate"
+
+
+def refresh_counts(conn: Connection, series_ids: Iterable[int]) -> None:
+    """Recount the denormalised counts of these series and of their studies (after instances came or went).
+
+    Recounted rather than incremented, so a repeat or a concurrent path can never leave them drifting; the
+    cost is one indexed count per touched series and study, in the caller's write transaction."""
+    ids = sorted(set(series_ids))
+    for i in range(0, len(ids), 500):
+        chunk = ids[i : i + 500]
+        n = sa.select(sa.func.count()).where(instances.c.series_id == series.c.id).scalar_subquery()
+        conn.execute(series.update().where(series.c.id.in_(chunk)).values(n_instances=n))
+    study_ids: set[int] = set()
+    for i in range(0, len(ids), 500):
+        q = sa.select(series.c.study_id).where(series.c.id.in_(ids[i : i + 500]))
+        study_ids.update(int(s) for s in conn.execute(q).scalars())
+    refresh_study_counts(conn, study_ids)
+
+
+def refresh_study_counts(conn: Connection, study_ids: Iterable[int]) -> None:
+    """Recount `n_series`, `n_instances` and `modalities` of these studies from their series rows."""
+    ids = sorted(set(study_ids))
+    for i in range(0, len(ids), 500):
+        chunk = ids[i : i + 500]
+        where = series.c.study_id == studies.c.id
+        conn.execute(
+            studies.update()
+            .where(studies.c.id.in_(chunk))
+            .values(
+                n_series=sa.select(sa.func.count()).where(where).scalar_subquery(),
+                n_instances=sa.select(sa.func.coalesce(sa.func.sum(series.c.n_instances), 0))
+                .where(where)
+                .scalar_subquery(),
+            )
+        )
+        found: dict[int, set[str]] = {k: set() for k in chunk}
+        for row in conn.execute(
+            sa.select(series.c.study_id, series.c.modality).distinct().where(series.c.study_id.in_(chunk))
+        ):
+            if row.modality:
+                found[int(row.study_id)].add(str(row.modality))
+        conn.execute(
+            studies.update().where(studies.c.id == sa.bindparam("sid")).values(modalities=sa.bindparam("mods")),
+            [{"sid": k, "mods": "\\".join(sorted(v))[:160]} for k, v in found.items()],
+        )
 
 
 def _uid_in_use(kind: str, uid: str) -> Conflict:

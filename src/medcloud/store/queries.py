@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from typing import Any
@@ -133,20 +133,11 @@ class Queries:
         with self._db.read() as conn:
             total = int(conn.execute(count_q).scalar_one())
             rows = [dict(r._mapping) for r in conn.execute(page_q)]
-            ids = [r["id"] for r in rows]
-            per_series: dict[int, list[Any]] = {}
-            if ids:
-                for s in conn.execute(
-                    sa.select(series.c.study_id, series.c.modality, sa.func.count(instances.c.id).label("n"))
-                    .select_from(series.outerjoin(instances))
-                    .where(series.c.study_id.in_(ids))
-                    .group_by(series.c.id, series.c.study_id, series.c.modality)
-                ):
-                    per_series.setdefault(s.study_id, []).append(s)
-        return [self._study_out(r, per_series.get(r["id"], [])) for r in rows], total
+        return [self._study_out(r) for r in rows], total
 
     @staticmethod
-    def _study_out(r: dict[str, Any], ser: Sequence[Any]) -> dict[str, Any]:
+    def _study_out(r: dict[str, Any]) -> dict[str, Any]:
+        # Counts and modalities are denormalised onto the study row by store.index (migration 0005).
         return {
             "study_uid": r["study_uid"],
             "project": r["project"],
@@ -156,9 +147,9 @@ class Queries:
             "patient_age": r["patient_age"],
             "study_date": r["study_date"].isoformat() if r["study_date"] else None,
             "description": r["description"],
-            "modalities": sorted({s.modality for s in ser if s.modality}),
-            "series_count": len(ser),
-            "instance_count": sum(int(s.n) for s in ser),
+            "modalities": [m for m in r["modalities"].split("\\") if m],
+            "series_count": int(r["n_series"]),
+            "instance_count": int(r["n_instances"]),
         }
 
     def get_study(self, study_uid: str, projects: frozenset[str] | None) -> dict[str, Any]:
@@ -175,11 +166,10 @@ class Queries:
                     series.c.body_part,
                     series.c.description,
                     series.c.series_number,
-                    sa.func.count(instances.c.id).label("instance_count"),
+                    series.c.n_instances.label("instance_count"),
                 )
-                .select_from(series.join(studies).outerjoin(instances))
+                .select_from(series.join(studies))
                 .where(studies.c.study_uid == study_uid)
-                .group_by(series.c.id)
                 .order_by(series.c.series_number, series.c.id)
             )
             study["series"] = [dict(r._mapping) for r in rows]

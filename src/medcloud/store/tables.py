@@ -36,6 +36,11 @@ studies = sa.Table(
     sa.Column("study_date", sa.Date, nullable=True, index=True),
     sa.Column("description", sa.String(1024), nullable=False, server_default=""),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    # Denormalised by `store.index` whenever instances come or go (0005), so a study list never counts rows:
+    # series and instances in the study, and its distinct modalities joined with "\\" (DICOM multi-value).
+    sa.Column("n_series", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("n_instances", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("modalities", sa.String(160), nullable=False, server_default=""),
 )
 
 series = sa.Table(
@@ -48,6 +53,7 @@ series = sa.Table(
     sa.Column("body_part", sa.String(64), nullable=False, server_default=""),
     sa.Column("description", sa.String(1024), nullable=False, server_default=""),
     sa.Column("series_number", sa.Integer, nullable=True),
+    sa.Column("n_instances", sa.Integer, nullable=False, server_default="0"),  # denormalised (0005)
 )
 
 instances = sa.Table(

@@ -84,6 +84,22 @@ async def get_cohort(
     return found
 
 
+class PreviewIn(BaseModel):
+    query: list[dict[str, Any]] = Field(description="Terms, all of which must hold (image and finding terms)")
+    projects: list[str] | None = Field(None, max_length=50, description="Default: every project granted")
+    limit: int = Field(20, ge=0, le=1000)
+    offset: int = Field(0, ge=0)
+
+
+@router.post("/api/v1/cohorts/preview", summary="What a query matches now: counts and a page of studies")
+async def preview_cohort(
+    request: Request, body: PreviewIn, principal: Principal = Depends(require(Permission.CATALOG_READ))
+) -> dict[str, Any]:
+    projects = _granted(principal, body.projects)
+    ds = hub_state(request).catalog.datasets
+    return await run_in_threadpool(lambda: ds.preview(body.query, projects, limit=body.limit, offset=body.offset))
+
+
 @router.post("/api/v1/datasets", summary="Freeze a dataset version (201 new, 200 when it exists already)")
 async def freeze(
     request: Request, body: FreezeIn, principal: Principal = Depends(require(Permission.DATASETS_WRITE))

@@ -1,0 +1,364 @@
+"""QIDO-RS and series metadata latency over HTTP: the hub (uvicorn on 127.0.0.1) at two catalog sizes on
+SQLite and PostgreSQL, and Orthanc 1.10.1 + DICOMweb 1.7 side by side at the smaller size.
+
+    .venv/bin/python bench/qido.py [--sizes 26000,1000000] [--backends sqlite,postgresql] [--repeat 50]
+                                   [--orthanc-size 26000] [--no-orthanc] [--keep]
+
+The catalog is filled by bench/catalog_fill.py (SYNTHETIC metadata rows, realistic spread), then one real
+100-instance CT series (pydicom's CT_small.dcm with fresh UIDs, PatientIdentityRemoved=YES) is ingested
+through the hub's batch endpoint, so that its metadata is read from real stored files. Orthanc gets the
+same layout as real (small, SYNTHETIC) DICOM files uploaded through its REST API, plus the same 100-instance
+series; it runs loopback-only in its own network namespace (FACTS.md) and this script, inside it, is its
+client. Queries, each `--repeat` times after 3 warm-ups, one keep-alive client, p50/p95 in ms:
+
+- `patient_id`: `/studies?PatientID=<a patient of the catalog>`
+- `study_date`: `/studies?StudyDate=20240101-20240131`
+- `ohif_list`: OHIF v3's study list `/studies?limit=101&offset=0&fuzzymatching=false&includefield=...`
+- `series_metadata`: `/studies/{s}/series/{se}/metadata` of the 100-instance series
+
+Prints one JSON object; `ratios` are Orthanc p50 / hub p50 at the Orthanc size, and `pg_p95_growth` the
+hub's p95 at the largest size over the smallest, on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+sys.path.insert(0, str(BENCH.parent / "src"))
+
+from catalog_fill import fill  # noqa: E402
+from ingest import _env, _free_port, _medcloud, _wait_http, orthanc_binary  # noqa: E402
+
+PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/"
+PROJECTS = ("lung", "brain", "abdomen")
+SITES = ("site-a", "site-b", "site-c", "site-d")
+SEED, PREFIX = 11, "2.25.6"
+SERIES_STUDY, SERIES_UID, SERIES_PATIENT = "2.25.777000.1", "2.25.777000.1.1", "MC7QIDOBENCHSERIES"
+OHIF = {
+    "limit": "101",
+    "offset": "0",
+    "fuzzymatching": "false",
+    "includefield": "00081030,00080060,00080090,00100030",
+}
+DATE_RANGE = "20240101-20240131"
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def _time(client: Any, url: str, params: dict[str, str] | None, headers: dict[str, str], repeat: int) -> dict[str, Any]:
+    times: list[float] = []
+    rows = 0
+    for i in range(repeat + 3):
+        t = time.perf_counter()
+        r = client.get(url, params=params, headers=headers)
+        dt = (time.perf_counter() - t) * 1000
+        if r.status_code not in (200, 204):
+            raise RuntimeError(f"{url} {params}: {r.status_code} {r.text[:300]}")
+        rows = len(r.json()) if r.status_code == 200 else 0
+        if i >= 3:
+            times.append(dt)
+    return {"p50_ms": round(statistics.median(times), 2), "p95_ms": round(_pct(times, 0.95), 2), "rows": rows}
+
+
+def queries(client: Any, base: str, headers: dict[str, str], patient: str, repeat: int) -> dict[str, Any]:
+    """The four measurements against a DICOMweb root `base`."""
+    meta = {**headers, "Accept": "application/dicom+json"}
+    out = {
+        "patient_id": _time(client, f"{base}/studies", {"PatientID": patient}, meta, repeat),
+        "study_date": _time(client, f"{base}/studies", {"StudyDate": DATE_RANGE}, meta, repeat),
+        "ohif_list": _time(client, f"{base}/studies", OHIF, meta, repeat),
+        "series_metadata": _time(
+            client, f"{base}/studies/{SERIES_STUDY}/series/{SERIES_UID}/metadata", None, meta, repeat
+        ),
+    }
+    if out["series_metadata"]["rows"] != 100:
+        raise RuntimeError(f"series metadata returned {out['series_metadata']['rows']} instances, not 100")
+    return out
+
+
+# -- files -------------------------------------------------------------------------------------------------
+def series_files(n: int = 100) -> list[bytes]:
+    """One real CT series of `n` instances (pydicom's CT_small.dcm, fresh SOP UIDs, marked de-identified)."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    template = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    out = []
+    for i in range(n):
+        ds = template.copy()
+        ds.PatientID = ds.PatientName = SERIES_PATIENT
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = SERIES_STUDY, SERIES_UID
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = f"{SERIES_UID}.{i + 1}"
+        ds.InstanceNumber = i + 1
+        ds.StudyDate = "20240115"
+        ds.PatientIdentityRemoved = "YES"
+        buf = io.BytesIO()
+        ds.save_as(buf, enforce_file_format=True)
+        out.append(buf.getvalue())
+    return out
+
+
+def synthetic_files(n: int) -> Iterator[bytes]:
+    """The catalog filler's layout as small real DICOM files (8x8 pixels, SYNTHETIC), for Orthanc."""
+    import numpy as np
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    from medcloud.store.filler_layout import plan
+
+    pixels = np.zeros((8, 8), dtype=np.uint16).tobytes()
+    for st in plan(n, seed=SEED, prefix=PREFIX, projects=PROJECTS, sites=SITES, report_share=0.0):
+        for se in st.series:
+            for j, sop in enumerate(se.instances):
+                meta = FileMetaDataset()
+                meta.MediaStorageSOPClassUID = se.sop_class
+                meta.MediaStorageSOPInstanceUID = sop
+                meta.TransferSyntaxUID = ExplicitVRLittleEndian
+                ds = Dataset()
+                ds.file_meta = meta
+                ds.SpecificCharacterSet = "ISO_IR 192"  # UTF-8: kanji pseudonyms
+                ds.SOPClassUID, ds.SOPInstanceUID = se.sop_class, sop
+                ds.PatientName = ds.PatientID = st.patient
+                ds.PatientSex = st.sex or ""
+                ds.PatientAge = st.age or ""
+                ds.StudyInstanceUID, ds.SeriesInstanceUID = st.uid, se.uid
+                ds.StudyDate = st.date.strftime("%Y%m%d") if st.date else ""
+                ds.StudyDescription, ds.SeriesDescription = st.description, se.description
+                ds.Modality, ds.BodyPartExamined = se.modality, se.body_part
+                ds.SeriesNumber, ds.InstanceNumber = se.number, j + 1
+                ds.Rows = ds.Columns = 8
+                ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+                ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+                ds.PixelData = pixels
+                buf = io.BytesIO()
+                ds.save_as(buf, enforce_file_format=True)
+                yield buf.getvalue()
+
+
+def layout_patient(n: int) -> str:
+    """A patient of the filled layout (the same in the hub and in Orthanc): the middle study's."""
+    from medcloud.store.filler_layout import plan
+
+    studies = [st.patient for st in plan(n, seed=SEED, prefix=PREFIX, projects=PROJECTS, sites=SITES, report_share=0)]
+    # A Latin one: Orthanc's DICOMweb 1.7 finds nothing for percent-encoded values (kanji), see FACTS.md.
+    return next(p for p in studies[len(studies) // 2 :] if p.isascii())
+
+
+# -- the hub -----------------------------------------------------------------------------------------------
+def bench_hub(work: Path, backend: str, size: int, repeat: int, keep: bool) -> dict[str, Any]:
+    data = work / f"hub-{backend}-{size}"
+    data.mkdir(parents=True)
+    env = _env()
+    if backend == "postgresql":
+        import sqlalchemy as sa
+
+        name = f"qidoperf_bench_{size}"
+        admin = sa.create_engine(PG_ADMIN + "postgres", isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        admin.dispose()
+        url = PG_ADMIN + name
+        env["MEDCLOUD_DATABASE_URL"] = url
+    else:
+        url = f"sqlite:///{(data / 'catalog.sqlite3').resolve()}"
+    filled = fill(
+        url, size - 100, seed=SEED, prefix=PREFIX, progress=sys.stderr.isatty(), projects=PROJECTS, sites=SITES
+    )
+
+    def token(*args: str) -> str:
+        cmd = _medcloud("hub", "token", "create", "--data", str(data), *args)
+        return subprocess.run(cmd, env=env, capture_output=True, check=True).stdout.decode().strip()
+
+    site = token("--role", "site", "--site", "site-a", "--project", "lung")
+    reader = token("--role", "researcher", *[a for p in PROJECTS for a in ("--project", p)])
+    port = _free_port()
+    log = (work / f"hub-{backend}-{size}.log").open("wb")
+    proc = subprocess.Popen(
+        _medcloud("hub", "serve", "--data", str(data), "--port", str(port), "--workers", "1", "--log-level", "warning"),
+        env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        import httpx
+
+        from medcloud.gateway.forwarder import encode_multipart
+
+        base = f"http://127.0.0.1:{port}"
+        _wait_http(base + "/healthz", 60, proc)
+        parts = [(f, "application/dicom", hashlib.sha256(f).hexdigest(), f"{i}.dcm")
+                 for i, f in enumerate(series_files())]  # fmt: skip
+        body, ctype = encode_multipart(parts)
+        with httpx.Client(timeout=120) as client:
+            r = client.post(base + "/api/v1/ingest/batch", content=body,
+                            headers={"Authorization": f"Bearer {site}", "Content-Type": ctype})  # fmt: skip
+            if r.status_code not in (200, 201):
+                raise RuntimeError(f"ingest of the 100-instance series: {r.status_code} {r.text[:300]}")
+            patient = layout_patient(size - 100)
+            result = queries(client, base + "/dicom-web", {"Authorization": f"Bearer {reader}"}, patient, repeat)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if not keep:
+            shutil.rmtree(data, ignore_errors=True)
+    return {"backend": backend, "instances": size, "fill": filled, "patient": patient, "queries": result}
+
+
+# -- Orthanc -----------------------------------------------------------------------------------------------
+def bench_orthanc(work: Path, size: int, repeat: int) -> dict[str, Any]:
+    binary = orthanc_binary()
+    assert binary is not None
+    root = Path(tempfile.mkdtemp(prefix="orthanc-qido-", dir=work))
+    cfg = {
+        "Name": "qido", "StorageDirectory": str(root / "storage"), "IndexDirectory": str(root / "index"),
+        "HttpPort": 8042, "DicomServerEnabled": False, "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False, "StorageCompression": False,
+        "Plugins": ["/usr/share/orthanc/plugins/libOrthancDicomWeb.so"],
+        "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+    }  # fmt: skip
+    (root / "cfg.json").write_text(json.dumps(cfg))
+    log = (root / "orthanc.log").open("wb")
+    proc = subprocess.Popen(
+        ["unshare", "-n", "bash", "-c", f"ip link set lo up; exec {binary} {root / 'cfg.json'}"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        own = os.readlink("/proc/self/ns/net")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if os.readlink(f"/proc/{proc.pid}/ns/net") != own:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.05)
+        child = [sys.executable, __file__, "--orthanc-client", str(size), str(repeat)]
+        out = subprocess.run(["nsenter", f"--net=/proc/{proc.pid}/ns/net", *child],
+                             capture_output=True, env=_env(), timeout=3600)  # fmt: skip
+        if out.returncode != 0:
+            raise RuntimeError(f"Orthanc client failed: {out.stderr.decode()[-2000:]}")
+        result: dict[str, Any] = json.loads(out.stdout)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(root, ignore_errors=True)
+    return result
+
+
+def orthanc_client(size: int, repeat: int) -> None:
+    """Child mode, inside Orthanc's network namespace: upload the layout and the series, then measure."""
+    import httpx
+
+    base = "http://127.0.0.1:8042"
+    _wait_http(base + "/system", 60)
+    start = time.perf_counter()
+    sent = 0
+    with httpx.Client(timeout=120) as client, ThreadPoolExecutor(4) as pool:
+
+        def post(data: bytes) -> None:  # one shared keep-alive client (a new one per file costs more than Orthanc)
+            r = client.post(base + "/instances", content=data, headers={"Content-Type": "application/dicom"})
+            r.raise_for_status()
+
+        batch: list[bytes] = []
+        for data in [*series_files(), *synthetic_files(size - 100)]:
+            batch.append(data)
+            if len(batch) == 400:
+                list(pool.map(post, batch))
+                sent += len(batch)
+                batch = []
+        list(pool.map(post, batch))
+        sent += len(batch)
+        upload_s = time.perf_counter() - start
+        stats = client.get(base + "/statistics").json()
+        patient = layout_patient(size - 100)
+        result = queries(client, base + "/dicom-web", {}, patient, repeat)
+    print(json.dumps({"system": "orthanc 1.10.1 + dicomweb 1.7", "instances": int(stats["CountInstances"]),
+                      "upload_s": round(upload_s, 1), "upload_files_per_s": round(sent / upload_s),
+                      "patient": patient, "queries": result}))  # fmt: skip
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--orthanc-client":
+        orthanc_client(int(sys.argv[2]), int(sys.argv[3]))
+        return
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="26000,1000000")
+    ap.add_argument("--backends", default="sqlite,postgresql")
+    ap.add_argument("--repeat", type=int, default=50)
+    ap.add_argument("--orthanc-size", type=int, default=26_000, help="Also measured on the hub at this size")
+    ap.add_argument("--no-orthanc", action="store_true")
+    ap.add_argument("--keep", action="store_true", help="Keep the filled catalogs (PostgreSQL databases stay)")
+    ap.add_argument("--work", type=Path, default=None)
+    a = ap.parse_args()
+    work = a.work or Path(tempfile.mkdtemp(prefix="qido-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    sizes = sorted({int(s) for s in a.sizes.split(",")} | (set() if a.no_orthanc else {a.orthanc_size}))
+    out: dict[str, Any] = {"bench": "qido", "repeat": a.repeat, "hub": []}
+    try:
+        for backend in a.backends.split(","):
+            for size in sizes:
+                out["hub"].append(bench_hub(work, backend, size, a.repeat, a.keep))
+                print(json.dumps(out["hub"][-1]), file=sys.stderr)
+        if not a.no_orthanc and orthanc_binary() is not None:
+            out["orthanc"] = bench_orthanc(work, a.orthanc_size, a.repeat)
+    finally:
+        if a.work is None and not a.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    out["loadavg_1m"] = round(os.getloadavg()[0], 1)  # the machine is shared: say how busy it was
+    out["ratios"] = _ratios(out, a.orthanc_size)
+    out["pg_p95_growth"] = _growth(out, "postgresql", sizes)
+    out["sqlite_p95_growth"] = _growth(out, "sqlite", sizes)
+    print(json.dumps(out))
+
+
+def _ratios(out: dict[str, Any], size: int) -> dict[str, Any]:
+    orthanc = out.get("orthanc")
+    if not orthanc:
+        return {}
+    ratios: dict[str, Any] = {}
+    for run in out["hub"]:
+        if run["instances"] == size:
+            ratios[run["backend"]] = {
+                k: round(orthanc["queries"][k]["p50_ms"] / v["p50_ms"], 1) for k, v in run["queries"].items()
+            }
+    return ratios
+
+
+def _growth(out: dict[str, Any], backend: str, sizes: list[int]) -> dict[str, Any]:
+    runs = {r["instances"]: r for r in out["hub"] if r["backend"] == backend}
+    ordered = sorted(runs)
+    if len(ordered) < 2:
+        return {}
+    small, big = runs[ordered[-2]]["queries"], runs[ordered[-1]]["queries"]  # the two largest sizes
+    return {k: round(big[k]["p95_ms"] / small[k]["p95_ms"], 2) for k in small}
+
+
+if __name__ == "__main__":
+    main()
