@@ -1,0 +1,550 @@
+// medcloud researcher's page: collection progress per society and hospital, a study browser with
+// thumbnails and filters, cohorts and frozen datasets. Runs under a strict CSP (no inline script or
+// style, no framework); every API call carries the bearer token kept in this tab's sessionStorage.
+
+import { FINDING_CODES, initialLanguage, translate } from "./i18n.js";
+
+const TOKEN_KEY = "medcloud.token"; // the same key as the Gram-stain page
+const LANG_KEY = "medcloud.lang";
+const PAGE_SIZE = 20;
+const SVG_NS = "http://www.w3.org/2000/svg";
+const $ = (id) => document.getElementById(id);
+
+const state = {
+  lang: "en",
+  whoami: null,
+  progress: null,
+  metric: "cases",
+  studies: null, // {items, total, limit, offset}
+  filters: {},
+  slides: null, // null: not loaded; "unavailable": the hub has no slide API
+  cohorts: [],
+  datasets: [],
+  thumbUrls: [],
+  lastStatus: null,
+  signinHelp: { key: "signin.help", values: {}, isError: false },
+};
+
+const t = (key, values) => translate(state.lang, key, values);
+const token = () => sessionStorage.getItem(TOKEN_KEY);
+
+class Unauthenticated extends Error {}
+
+function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(props)) {
+    if (k === "class") node.className = v;
+    else if (k === "dataset") Object.assign(node.dataset, v);
+    else if (k === "text") node.textContent = v;
+    else node.setAttribute(k, v);
+  }
+  node.append(...children);
+  return node;
+}
+
+function svg(tag, attrs = {}, text = null) {
+  const node = document.createElementNS(SVG_NS, tag);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, String(v));
+  if (text !== null) node.textContent = text;
+  return node;
+}
+
+// -- status, language -------------------------------------------------------------------------------
+
+function setStatus(key, values = {}, isError = false) {
+  state.lastStatus = key ? { key, values, isError } : null;
+  const node = $("status");
+  node.textContent = key ? t(key, values) : "";
+  node.classList.toggle("error", isError);
+}
+
+function applyLanguage() {
+  document.documentElement.lang = state.lang;
+  document.body.dataset.lang = state.lang;
+  for (const node of document.querySelectorAll("[data-i18n]")) node.textContent = t(node.dataset.i18n);
+  for (const node of document.querySelectorAll("[data-i18n-aria-label]")) {
+    node.setAttribute("aria-label", t(node.dataset.i18nAriaLabel));
+  }
+  $("lang").lang = state.lang === "ja" ? "en" : "ja";
+  document.title = t("page.title");
+  fillFindingOptions();
+  if (state.lastStatus) setStatus(state.lastStatus.key, state.lastStatus.values, state.lastStatus.isError);
+  showSigninHelp(state.signinHelp.key, state.signinHelp.values, state.signinHelp.isError);
+  renderWho();
+  renderProgress();
+  renderStudies();
+  renderSlides();
+  renderCohorts();
+  renderDatasets();
+}
+
+function toggleLanguage() {
+  state.lang = state.lang === "ja" ? "en" : "ja";
+  localStorage.setItem(LANG_KEY, state.lang);
+  applyLanguage();
+}
+
+// -- API --------------------------------------------------------------------------------------------
+
+async function request(path, options = {}) {
+  const headers = new Headers(options.headers || {});
+  headers.set("Authorization", `Bearer ${token()}`);
+  const response = await fetch(path, { ...options, headers, credentials: "omit", cache: "no-store" });
+  if (response.status === 401) {
+    signOut("signout.refused");
+    throw new Unauthenticated("unauthenticated");
+  }
+  return response;
+}
+
+async function api(path, options = {}) {
+  const response = await request(path, options);
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    const err = new Error(body.detail || body.title || `HTTP ${response.status}`);
+    err.status = response.status;
+    throw err;
+  }
+  return body;
+}
+
+function report(err) {
+  if (!(err instanceof Unauthenticated)) setStatus("error", { error: err.message }, true);
+}
+
+// -- sign in and out --------------------------------------------------------------------------------
+
+function showWorkspace(show) {
+  $("signin").hidden = show;
+  $("workspace").hidden = !show;
+  document.body.dataset.signedIn = show ? "yes" : "no";
+}
+
+async function signIn(event) {
+  event.preventDefault();
+  const value = $("token").value.trim();
+  if (!value) return;
+  sessionStorage.setItem(TOKEN_KEY, value);
+  $("token").value = "";
+  try {
+    await start();
+  } catch (err) {
+    if (!(err instanceof Unauthenticated)) {
+      sessionStorage.removeItem(TOKEN_KEY);
+      showWorkspace(false);
+      showSigninHelp("signin.failed", { error: err.message });
+    }
+  }
+}
+
+function showSigninHelp(key, values = {}, isError = true) {
+  state.signinHelp = { key, values, isError };
+  const help = $("token-help");
+  help.textContent = t(key, values);
+  help.classList.toggle("error", isError);
+}
+
+function signOut(messageKey) {
+  sessionStorage.removeItem(TOKEN_KEY);
+  revokeThumbs();
+  state.whoami = null;
+  state.progress = null;
+  state.studies = null;
+  state.cohorts = [];
+  state.datasets = [];
+  showWorkspace(false);
+  showSigninHelp(messageKey || "signout.done", {}, Boolean(messageKey));
+  $("token").focus();
+}
+
+async function start() {
+  state.whoami = await api("/api/v1/whoami");
+  fillProjectOptions();
+  renderWho();
+  showWorkspace(true);
+  setStatus(null);
+  await Promise.all([loadProgress(), loadStudies(0), loadSlides(), loadCohorts(), loadDatasets()]);
+  document.body.dataset.loaded = "yes";
+}
+
+function renderWho() {
+  const who = state.whoami;
+  $("who").textContent = who ? t("who", { role: who.role, projects: who.projects.join(", ") || "-" }) : "";
+}
+
+// -- collection progress ----------------------------------------------------------------------------
+
+async function loadProgress() {
+  try {
+    state.progress = await api("/api/v1/progress");
+  } catch (err) {
+    report(err);
+    return;
+  }
+  fillSiteOptions();
+  renderProgress();
+}
+
+function societyName(soc) {
+  if (soc.society === null) return t("progress.noSociety");
+  return (state.lang === "ja" && soc.display_name_ja) || soc.display_name || soc.society;
+}
+
+// Rows of the chart: each society, then its hospitals, with the chosen metric's count and target.
+function progressRows() {
+  const m = state.metric;
+  const rows = [];
+  for (const soc of state.progress ? state.progress.societies : []) {
+    rows.push({ kind: "society", id: soc.society ?? "", label: societyName(soc), count: soc[m], target: soc[`target_${m}`] });
+    for (const site of soc.sites) {
+      rows.push({ kind: "site", id: site.site, label: site.display_name || site.site, count: site[m], target: site[`target_${m}`] });
+    }
+  }
+  return rows;
+}
+
+function percent(count, target) {
+  return target ? `${Math.round((100 * count) / target)}%` : t("progress.noTarget");
+}
+
+function renderProgress() {
+  const chart = $("progress-chart");
+  const tbody = $("progress-table").querySelector("tbody");
+  chart.replaceChildren();
+  tbody.replaceChildren();
+  if (!state.progress) return;
+  const totals = state.progress.totals;
+  $("progress-total").textContent = t("progress.total", totals);
+  const rows = progressRows();
+  if (rows.length === 0) {
+    chart.append(el("p", { class: "help", text: t("progress.none") }));
+    return;
+  }
+  const rowH = 30, labelW = 250, barW = 380, width = labelW + barW + 170;
+  const maxUntargeted = Math.max(1, ...rows.filter((r) => !r.target).map((r) => r.count));
+  const root = svg("svg", {
+    viewBox: `0 0 ${width} ${rows.length * rowH + 8}`, width: "100%", role: "img", class: "chart",
+    "aria-label": t("progress.chart"), "data-metric": state.metric,
+  });
+  rows.forEach((r, i) => {
+    const y = i * rowH + 4;
+    const g = svg("g", { class: `row ${r.kind}`, "data-kind": r.kind, "data-id": r.id, "data-count": r.count,
+      "data-target": r.target ?? "" });
+    const indent = r.kind === "site" ? 18 : 0;
+    g.append(svg("title", {}, `${r.label}: ${r.count} / ${r.target ?? "-"}`));
+    g.append(svg("text", { x: 4 + indent, y: y + 19, class: "label" }, r.label));
+    g.append(svg("rect", { x: labelW, y: y + 5, width: barW, height: rowH - 12, rx: 3, class: "track" }));
+    const share = r.target ? Math.min(1, r.count / r.target) : r.count / maxUntargeted;
+    const cls = r.target ? (r.count >= r.target ? "fill done" : "fill") : "fill untargeted";
+    g.append(svg("rect", { x: labelW, y: y + 5, width: Math.max(share * barW, r.count ? 2 : 0), height: rowH - 12, rx: 3, class: cls }));
+    const caption = r.target ? `${r.count} / ${r.target} (${percent(r.count, r.target)})` : `${r.count} (${t("progress.noTarget")})`;
+    g.append(svg("text", { x: labelW + barW + 8, y: y + 19, class: "value" }, caption));
+    root.append(g);
+    const th = el("th", { scope: "row", class: r.kind, text: r.label });
+    tbody.append(el("tr", { dataset: { kind: r.kind, id: r.id } }, th,
+      el("td", { class: "n", text: String(r.count) }), el("td", { class: "n", text: r.target == null ? "-" : String(r.target) }),
+      el("td", { class: "n", text: percent(r.count, r.target) })));
+  });
+  chart.append(root);
+}
+
+// -- study browser ----------------------------------------------------------------------------------
+
+function fillProjectOptions() {
+  const select = $("filters").elements.project;
+  select.replaceChildren(el("option", { value: "", "data-i18n": "any", text: t("any") }));
+  for (const p of state.whoami ? state.whoami.projects : []) select.append(el("option", { value: p, text: p }));
+}
+
+function fillSiteOptions() {
+  const select = $("filters").elements.site;
+  const chosen = select.value;
+  select.replaceChildren(el("option", { value: "", "data-i18n": "any", text: t("any") }));
+  for (const soc of state.progress ? state.progress.societies : []) {
+    for (const site of soc.sites) select.append(el("option", { value: site.site, text: site.display_name || site.site }));
+  }
+  select.value = chosen;
+}
+
+function fillFindingOptions() {
+  const select = $("filters").elements.finding;
+  const chosen = select.value;
+  select.replaceChildren(el("option", { value: "", "data-i18n": "any", text: t("any") }));
+  for (const code of FINDING_CODES) select.append(el("option", { value: code, text: t(`finding.${code}`) }));
+  select.value = chosen;
+}
+
+// The form's filters as the API names them (empty fields left out).
+function formFilters() {
+  const f = $("filters").elements;
+  const out = {};
+  for (const name of ["project", "site", "modality", "body_part", "date_from", "date_to", "sex", "age_min", "age_max"]) {
+    const value = f[name].value.trim();
+    if (value) out[name] = ["modality", "body_part"].includes(name) ? value.toUpperCase() : value;
+  }
+  if (f.finding.value) out.finding = `${f.finding.value}:${f.finding_status.value}`;
+  return out;
+}
+
+async function loadStudies(offset) {
+  const params = new URLSearchParams({ ...state.filters, limit: String(PAGE_SIZE), offset: String(offset) });
+  $("results-summary").textContent = t("loading");
+  document.body.dataset.studiesLoaded = "no";
+  try {
+    state.studies = await api(`/api/v1/studies?${params}`);
+  } catch (err) {
+    $("results-summary").textContent = "";
+    report(err);
+    return;
+  }
+  renderStudies();
+  loadThumbs();
+  document.body.dataset.studiesLoaded = "yes";
+}
+
+function revokeThumbs() {
+  for (const url of state.thumbUrls) URL.revokeObjectURL(url);
+  state.thumbUrls = [];
+}
+
+function renderStudies() {
+  const tbody = $("studies").querySelector("tbody");
+  const page = state.studies;
+  tbody.replaceChildren();
+  if (!page) return;
+  const { items, total, offset } = page;
+  $("results-summary").textContent = total
+    ? t("results", { from: offset + 1, to: offset + items.length, total })
+    : t("results.none");
+  $("prev").disabled = offset === 0;
+  $("next").disabled = offset + items.length >= total;
+  for (const s of items) {
+    const thumb = el("td", { class: "thumb-cell" });
+    const known = s._thumb;
+    if (known) thumb.append(el("img", { src: known, alt: s.description || s.study_uid, class: "thumb" }));
+    else thumb.append(el("span", { class: "thumb placeholder", text: t("thumb.none") }));
+    const viewer = el("a", { href: `/viewer/?study=${encodeURIComponent(s.study_uid)}`, class: "open", text: t("open") });
+    const sexAge = [s.patient_sex ? t(`sex.${s.patient_sex.toUpperCase()}`) : "", s.patient_age || ""].filter(Boolean).join(" / ") || "-";
+    tbody.append(el("tr", { dataset: { study: s.study_uid, modalities: s.modalities.join(",") } },
+      thumb,
+      el("td", { text: s.study_date || "-" }),
+      el("td", { class: "modality", text: s.modalities.join(", ") || "-" }),
+      el("td", { text: s.description || "-" }),
+      el("td", { text: s.site }),
+      el("td", { class: "mono", text: s.patient_pseudonym }),
+      el("td", { text: sexAge }),
+      el("td", { class: "n", text: String(s.instance_count) }),
+      el("td", {}, viewer)));
+  }
+}
+
+// Thumbnails come from the hub's DICOMweb (`/dicom-web/studies/{uid}/thumbnail`); fetched with the
+// token and shown as blob URLs. Until the hub serves them (404, 406) the placeholder stays.
+async function loadThumbs() {
+  revokeThumbs();
+  const page = state.studies;
+  await Promise.all(page.items.map(async (s) => {
+    let response;
+    try {
+      response = await request(`/dicom-web/studies/${encodeURIComponent(s.study_uid)}/thumbnail`, {
+        headers: { Accept: "image/jpeg, image/png;q=0.9, image/gif;q=0.5" },
+      });
+    } catch {
+      return;
+    }
+    const type = response.headers.get("content-type") || "";
+    if (!response.ok || !type.startsWith("image/") || state.studies !== page) return;
+    const url = URL.createObjectURL(await response.blob());
+    state.thumbUrls.push(url);
+    s._thumb = url;
+    const cell = document.querySelector(`tr[data-study="${CSS.escape(s.study_uid)}"] .thumb-cell`);
+    if (cell) cell.replaceChildren(el("img", { src: url, alt: s.description || s.study_uid, class: "thumb" }));
+  }));
+  $("studies").dataset.thumbs = "done";
+}
+
+function applyFilters(event) {
+  if (event) event.preventDefault();
+  state.filters = formFilters();
+  loadStudies(0);
+}
+
+function resetFilters() {
+  $("filters").reset();
+  applyFilters();
+}
+
+async function loadSlides() {
+  try {
+    const response = await request("/api/v1/slides");
+    if (response.status === 404 || response.status === 405) {
+      state.slides = "unavailable";
+    } else if (!response.ok) {
+      state.slides = "unavailable";
+    } else {
+      const body = await response.json();
+      state.slides = Array.isArray(body) ? body : body.items || body.slides || [];
+    }
+  } catch (err) {
+    if (err instanceof Unauthenticated) return;
+    state.slides = "unavailable";
+  }
+  renderSlides();
+}
+
+function renderSlides() {
+  const list = $("slides");
+  list.replaceChildren();
+  if (state.slides === null) return;
+  if (state.slides === "unavailable") {
+    list.append(el("li", { class: "help", text: t("slides.unavailable") }));
+    return;
+  }
+  if (state.slides.length === 0) list.append(el("li", { class: "help", text: t("slides.none") }));
+  for (const s of state.slides) {
+    const id = s.slide_id ?? s.id;
+    const label = [s.name || s.filename || id, s.site, s.width && s.height ? `${s.width}×${s.height}` : ""].filter(Boolean).join(" · ");
+    list.append(el("li", {}, el("span", { text: `${label} ` }),
+      el("a", { href: `/viewer/slide.html?id=${encodeURIComponent(id)}`, text: t("slides.open") })));
+  }
+}
+
+// -- cohorts and datasets ---------------------------------------------------------------------------
+
+// The current filters as a cohort query: one image term, and one term per report finding.
+function cohortQuery(filters) {
+  const image = {};
+  for (const name of ["site", "modality", "body_part", "date_from", "date_to", "sex"]) {
+    if (filters[name]) image[name] = filters[name];
+  }
+  for (const name of ["age_min", "age_max"]) if (filters[name]) image[name] = Number(filters[name]);
+  const terms = Object.keys(image).length ? [{ kind: "image", ...image }] : [];
+  if (filters.finding) {
+    const [code, status] = filters.finding.split(":");
+    terms.push({ kind: "finding", code, status });
+  }
+  return terms;
+}
+
+async function saveCohort(event) {
+  event.preventDefault();
+  const name = $("cohort-name").value.trim();
+  if (!name) return;
+  const filters = formFilters();
+  const body = { name, query: cohortQuery(filters) };
+  if (filters.project) body.projects = [filters.project];
+  const status = $("cohort-status");
+  try {
+    const response = await request("/api/v1/cohorts", {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+    });
+    const reply = await response.json().catch(() => ({}));
+    if (!response.ok) throw new Error(reply.detail || reply.title || `HTTP ${response.status}`);
+    status.textContent = t(response.status === 201 ? "cohort.saved" : "cohort.same", { name });
+    status.classList.remove("error");
+    $("cohort-name").value = "";
+    await loadCohorts();
+  } catch (err) {
+    if (err instanceof Unauthenticated) return;
+    status.textContent = t("cohort.failed", { error: err.message });
+    status.classList.add("error");
+  }
+}
+
+async function loadCohorts() {
+  try {
+    const cohorts = (await api("/api/v1/cohorts")).items;
+    // Each cohort's count now (the hub counts matching images in the cohort's projects).
+    await Promise.all(cohorts.map(async (c) => {
+      const params = new URLSearchParams({ project: c.projects[0] });
+      try {
+        c.matches = (await api(`/api/v1/cohorts/${encodeURIComponent(c.name)}?${params}`)).matches;
+      } catch (err) {
+        if (err instanceof Unauthenticated) throw err;
+        c.matches = null;
+      }
+    }));
+    state.cohorts = cohorts;
+  } catch (err) {
+    report(err);
+    return;
+  }
+  renderCohorts();
+}
+
+function describeTerm(term) {
+  const parts = Object.entries(term).filter(([k]) => k !== "kind" && k !== "negate").map(([k, v]) => `${k}=${v}`);
+  return `${term.negate ? "NOT " : ""}${parts.join(" ")}`;
+}
+
+function renderCohorts() {
+  const list = $("cohort-list");
+  list.replaceChildren();
+  if (state.cohorts.length === 0) list.append(el("li", { class: "help", text: t("cohorts.none") }));
+  for (const c of state.cohorts) {
+    const query = c.query.map(describeTerm).join(" AND ") || "*";
+    const count = c.matches == null ? "" : t("cohorts.matches", { n: c.matches });
+    list.append(el("li", { dataset: { cohort: c.name, matches: c.matches ?? "" } },
+      el("strong", { text: c.name }), ` · ${c.projects.join(", ")} · `,
+      el("span", { class: "count", text: count }), " · ",
+      el("code", { text: `${t("cohorts.query")}: ${query}` })));
+  }
+}
+
+async function loadDatasets() {
+  try {
+    state.datasets = (await api("/api/v1/datasets")).items;
+  } catch (err) {
+    report(err);
+    return;
+  }
+  renderDatasets();
+}
+
+function renderDatasets() {
+  const list = $("dataset-list");
+  list.replaceChildren();
+  if (state.datasets.length === 0) list.append(el("li", { class: "help", text: t("datasets.none") }));
+  for (const d of state.datasets) {
+    const splits = Object.entries(d.split_counts || {}).map(([k, v]) => `${k} ${v}`).join(", ");
+    const withdrawn = d.status === "withdrawn" ? ` · ${t("datasets.withdrawn")}` : "";
+    list.append(el("li", { dataset: { dataset: d.id } },
+      el("strong", { text: d.name }), " ",
+      el("code", { text: d.id.slice(0, 12) }),
+      ` · ${t("datasets.files", { n: d.file_count })}${splits ? ` (${splits})` : ""} · ${d.created_at.slice(0, 10)}${withdrawn}`));
+  }
+}
+
+// -- start ------------------------------------------------------------------------------------------
+
+function init() {
+  state.lang = initialLanguage(localStorage.getItem(LANG_KEY), navigator.languages || [navigator.language]);
+  $("lang").addEventListener("click", toggleLanguage);
+  $("signin-form").addEventListener("submit", signIn);
+  $("signout").addEventListener("click", () => signOut());
+  $("filters").addEventListener("submit", applyFilters);
+  $("reset").addEventListener("click", resetFilters);
+  $("prev").addEventListener("click", () => loadStudies(Math.max(0, state.studies.offset - PAGE_SIZE)));
+  $("next").addEventListener("click", () => loadStudies(state.studies.offset + PAGE_SIZE));
+  $("cohort-form").addEventListener("submit", saveCohort);
+  for (const radio of document.querySelectorAll("input[name=metric]")) {
+    radio.addEventListener("change", () => {
+      state.metric = radio.value;
+      renderProgress();
+    });
+  }
+  applyLanguage();
+  if (token()) {
+    start().catch((err) => {
+      if (!(err instanceof Unauthenticated)) {
+        showWorkspace(false);
+        showSigninHelp("signin.failed", { error: err.message });
+      }
+    });
+  } else {
+    showWorkspace(false);
+  }
+  document.body.dataset.ready = "yes";
+}
+
+init();
