@@ -23,6 +23,7 @@ const state = {
   thumbUrls: [],
   lastStatus: null,
   signinHelp: { key: "signin.help", values: {}, isError: false },
+  cohortStatus: null,
 };
 
 const t = (key, values) => translate(state.lang, key, values);
@@ -70,6 +71,7 @@ function applyLanguage() {
   fillFindingOptions();
   if (state.lastStatus) setStatus(state.lastStatus.key, state.lastStatus.values, state.lastStatus.isError);
   showSigninHelp(state.signinHelp.key, state.signinHelp.values, state.signinHelp.isError);
+  if (state.cohortStatus) showCohortStatus(state.cohortStatus.key, state.cohortStatus.values, state.cohortStatus.isError);
   renderWho();
   renderProgress();
   renderStudies();
@@ -152,6 +154,10 @@ function signOut(messageKey) {
   state.studies = null;
   state.cohorts = [];
   state.datasets = [];
+  state.slides = null;
+  state.lastStatus = null;
+  state.cohortStatus = null;
+  applyLanguage(); // re-renders every part from the now empty state: no data stays in the page
   showWorkspace(false);
   showSigninHelp(messageKey || "signout.done", {}, Boolean(messageKey));
   $("token").focus();
@@ -221,7 +227,8 @@ function renderProgress() {
     return;
   }
   const rowH = 30, labelW = 250, barW = 380, width = labelW + barW + 170;
-  const maxUntargeted = Math.max(1, ...rows.filter((r) => !r.target).map((r) => r.count));
+  // A row without a target is drawn grey on the chart's common scale (the largest target or count).
+  const scale = Math.max(1, ...rows.map((r) => Math.max(r.count, r.target || 0)));
   const root = svg("svg", {
     viewBox: `0 0 ${width} ${rows.length * rowH + 8}`, width: "100%", role: "img", class: "chart",
     "aria-label": t("progress.chart"), "data-metric": state.metric,
@@ -234,7 +241,7 @@ function renderProgress() {
     g.append(svg("title", {}, `${r.label}: ${r.count} / ${r.target ?? "-"}`));
     g.append(svg("text", { x: 4 + indent, y: y + 19, class: "label" }, r.label));
     g.append(svg("rect", { x: labelW, y: y + 5, width: barW, height: rowH - 12, rx: 3, class: "track" }));
-    const share = r.target ? Math.min(1, r.count / r.target) : r.count / maxUntargeted;
+    const share = r.target ? Math.min(1, r.count / r.target) : r.count / scale;
     const cls = r.target ? (r.count >= r.target ? "fill done" : "fill") : "fill untargeted";
     g.append(svg("rect", { x: labelW, y: y + 5, width: Math.max(share * barW, r.count ? 2 : 0), height: rowH - 12, rx: 3, class: cls }));
     const caption = r.target ? `${r.count} / ${r.target} (${percent(r.count, r.target)})` : `${r.count} (${t("progress.noTarget")})`;
@@ -433,22 +440,26 @@ async function saveCohort(event) {
   const filters = formFilters();
   const body = { name, query: cohortQuery(filters) };
   if (filters.project) body.projects = [filters.project];
-  const status = $("cohort-status");
   try {
     const response = await request("/api/v1/cohorts", {
       method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
     });
     const reply = await response.json().catch(() => ({}));
     if (!response.ok) throw new Error(reply.detail || reply.title || `HTTP ${response.status}`);
-    status.textContent = t(response.status === 201 ? "cohort.saved" : "cohort.same", { name });
-    status.classList.remove("error");
+    showCohortStatus(response.status === 201 ? "cohort.saved" : "cohort.same", { name }, false);
     $("cohort-name").value = "";
     await loadCohorts();
   } catch (err) {
     if (err instanceof Unauthenticated) return;
-    status.textContent = t("cohort.failed", { error: err.message });
-    status.classList.add("error");
+    showCohortStatus("cohort.failed", { error: err.message }, true);
   }
+}
+
+function showCohortStatus(key, values, isError) {
+  state.cohortStatus = key ? { key, values, isError } : null;
+  const node = $("cohort-status");
+  node.textContent = key ? t(key, values) : "";
+  node.classList.toggle("error", Boolean(isError));
 }
 
 async function loadCohorts() {
