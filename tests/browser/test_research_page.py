@@ -27,7 +27,11 @@ pytestmark = [
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--no-first-run"]  # fmt: skip
-SITE_PROJECTS = {"site_a": ("site-a", ["lung"]), "site_b": ("site-b", ["lung", "brain"]), "site_c": ("site-c", ["brain"])}
+SITE_PROJECTS = {
+    "site_a": ("site-a", ["lung"]),
+    "site_b": ("site-b", ["lung", "brain"]),
+    "site_c": ("site-c", ["brain"]),
+}
 
 
 @dataclass
@@ -99,7 +103,8 @@ def _study_rows(page: Any) -> list[dict[str, str]]:
             """[...document.querySelectorAll('#studies tbody tr')].map(tr => ({
                 uid: tr.dataset.study, modalities: tr.dataset.modalities,
                 href: tr.querySelector('a.open').getAttribute('href'),
-                thumb: tr.querySelector('img.thumb') ? 'image' : (tr.querySelector('.placeholder') ? 'placeholder' : '')}))"""
+                thumb: tr.querySelector('img.thumb') ? 'image'
+                     : (tr.querySelector('.placeholder') ? 'placeholder' : '')}))"""
         )
     )
 

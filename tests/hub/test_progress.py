@@ -107,7 +107,10 @@ def test_admin_sets_society_targets_and_membership(hub: Hub) -> None:
 
 def test_bad_society_requests_are_refused_and_change_nothing(hub: Hub) -> None:
     admin = hub.auth("admin")
-    assert hub.client.put("/api/v1/societies/jrs", json={"target_cases": 3}, headers=hub.auth("researcher")).status_code == 403
+    assert (
+        hub.client.put("/api/v1/societies/jrs", json={"target_cases": 3}, headers=hub.auth("researcher")).status_code
+        == 403
+    )
     assert hub.client.put("/api/v1/societies/jrs", json={"target_cases": 3}).status_code == 401
     for body in ({"target_cases": -1}, {"target_images": "many"}, {"display_name": "x" * 201}):
         r = hub.client.put("/api/v1/societies/jrs", json=body, headers=admin)

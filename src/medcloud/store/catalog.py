@@ -8,7 +8,8 @@
     catalog.query.find_studies(Filters(modality="CT"), projects)
 
 Parts: `db` (engines, locks, transactions; `store.db`), `index` (`store.index`), `query`
-(`store.queries`), `sites` (`store.sites`), `societies` (`store.societies`), `tokens` (`store.tokens`), `audit` (`store.audit`),
+(`store.queries`), `sites` (`store.sites`), `societies` (`store.societies`),
+`tokens` (`store.tokens`), `audit` (`store.audit`),
 `reports` (`store.reports`: report text and its findings).
 Every SQL statement of the platform lives in these modules.
 """

@@ -1,8 +1,8 @@
 """Cohorts (named, saved queries) and frozen dataset versions: the SQL behind `medcloud.datasets`.
 
-A cohort query is a list of terms, all of which must hold; a term may be negated. Today every term is of
-kind "image" (study, series and instance metadata). Report findings will be another kind ("finding":
-code and status) compiled to another EXISTS clause, so saved queries stay valid when findings arrive.
+A cohort query is a list of terms, all of which must hold; a term may be negated. A term of kind "image"
+holds study, series and instance metadata; a term of kind "finding" (code and status) holds when a report
+of the study, in the study's own project, has that finding, compiled to an EXISTS clause.
 
 A frozen version is immutable: its id is the SHA-256 of its canonical manifest (`datasets.manifest`),
 and its rows are never updated except to mark it withdrawn, with a reason, when a source instance has to
@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection
 from medcloud.datasets.manifest import FORMAT, canonical_line, file_line, normalize_split, split_for_patient
 from medcloud.errors import Conflict, InvalidInput, MedcloudError, NotFound
 from medcloud.store.db import Database, utcnow
-from medcloud.store.tables import cohorts, dataset_files, dataset_versions, instances, series, studies
+from medcloud.store.tables import cohorts, dataset_files, dataset_versions, findings, instances, series, studies
 
 __all__ = ["IMAGE_FIELDS", "Datasets", "FreezeResult", "VersionWithdrawn", "normalize_query"]
 
@@ -69,8 +69,11 @@ def normalize_query(terms: Any) -> list[dict[str, Any]]:
         if not isinstance(term, dict):
             raise InvalidInput(f"term {i}: not an object")
         kind = term.get("kind", "image")
+        if kind == "finding":
+            out.append(_finding_term(i, term))
+            continue
         if kind != "image":
-            raise InvalidInput(f"term {i}: unknown kind {kind!r} (today: image)")
+            raise InvalidInput(f"term {i}: unknown kind {kind!r} (image or finding)")
         unknown = set(term) - {"kind", "negate", *IMAGE_FIELDS}
         if unknown:
             raise InvalidInput(f"term {i}: unknown field(s) {', '.join(sorted(unknown))}")
@@ -109,6 +112,37 @@ def normalize_query(terms: Any) -> list[dict[str, Any]]:
             raise InvalidInput(f"term {i}: no condition")
         out.append(norm)
     return out
+
+
+def _finding_term(i: int, term: Mapping[str, Any]) -> dict[str, Any]:
+    """`{"kind": "finding", "code": ..., "status": "present"|"absent"|"uncertain", "negate"?}`, canonical."""
+    from medcloud.nlp import CODES, STATUSES
+
+    if unknown := set(term) - {"kind", "negate", "code", "status"}:
+        raise InvalidInput(f"term {i}: unknown field(s) {', '.join(sorted(unknown))}")
+    code, status = term.get("code"), term.get("status", "present")
+    if not isinstance(code, str) or code.strip().lower() not in CODES:
+        raise InvalidInput(f"term {i}: unknown finding code {code!r} (known: {', '.join(CODES)})")
+    if not isinstance(status, str) or status.strip().lower() not in STATUSES:
+        raise InvalidInput(f"term {i}: finding status must be one of {', '.join(STATUSES)}")
+    if not isinstance(term.get("negate", False), bool):
+        raise InvalidInput(f"term {i}: negate must be true or false")
+    norm: dict[str, Any] = {"kind": "finding", "code": code.strip().lower(), "status": status.strip().lower()}
+    return {**norm, "negate": True} if term.get("negate") else norm
+
+
+def _finding_condition(term: Mapping[str, Any]) -> sa.ColumnElement[bool]:
+    has = (
+        sa.exists()
+        .where(
+            findings.c.code == term["code"],
+            findings.c.status == term["status"],
+            findings.c.study_uid == studies.c.study_uid,
+            findings.c.project == studies.c.project,
+        )
+        .correlate(studies)
+    )
+    return sa.not_(has) if term.get("negate") else has
 
 
 def _age_condition(term: Mapping[str, Any]) -> sa.ColumnElement[bool]:
@@ -230,7 +264,7 @@ class Datasets:
             .where(studies.c.project.in_(sorted(set(projects))))
         )
         for term in terms:
-            q = q.where(_image_condition(term))
+            q = q.where(_finding_condition(term) if term["kind"] == "finding" else _image_condition(term))
         return q
 
     def count(self, query: Any, projects: Sequence[str]) -> int:

@@ -83,11 +83,7 @@ class Societies:
         if target_images is not None:
             values["target_images"] = target_images
         if found is None:
-            conn.execute(
-                societies.insert().values(
-                    name=name, **{"display_name": name, **values}, created_at=utcnow()
-                )
-            )
+            conn.execute(societies.insert().values(name=name, **{"display_name": name, **values}, created_at=utcnow()))
             return True
         if values:
             conn.execute(societies.update().where(societies.c.name == name).values(**values))
@@ -112,13 +108,13 @@ class Societies:
             if unknown := set(soc) - _SOCIETY_FIELDS:
                 raise InvalidInput(f"{where}: unknown fields {sorted(unknown)}")
             validate_name("society", soc["name"])
-            fields = {
+            fields: dict[str, Any] = {
                 "display_name": _text(where, soc.get("display_name")),
                 "display_name_ja": _text(where, soc.get("display_name_ja")),
                 "target_cases": _target(where, soc.get("target_cases")),
                 "target_images": _target(where, soc.get("target_images")),
             }
-            members = []
+            members: list[tuple[str, dict[str, Any]]] = []
             for j, site in enumerate(soc.get("sites") or []):
                 w = f"{where}.sites[{j}]"
                 if not isinstance(site, Mapping) or not isinstance(site.get("name"), str):

@@ -63,9 +63,7 @@ async def put_site(
 
 
 @router.get("/api/v1/progress", summary="Cases and images per society and per site, against targets")
-async def progress(
-    request: Request, principal: Principal = Depends(require(Permission.SITES_READ))
-) -> dict[str, Any]:
+async def progress(request: Request, principal: Principal = Depends(require(Permission.SITES_READ))) -> dict[str, Any]:
     societies = hub_state(request).catalog.societies
     return await run_in_threadpool(societies.progress, principal.readable_projects())
 
