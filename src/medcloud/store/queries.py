@@ -13,9 +13,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from medcloud.errors import NotFound
-from medcloud.store.datasets import _age_condition
 from medcloud.store.db import Database
 from medcloud.store.tables import findings, images, instances, series, studies
+from medcloud.store.terms import age_condition
 
 __all__ = ["MAX_PAGE", "Filters", "FindingFilter", "Queries"]
 
@@ -97,7 +97,7 @@ class Queries:
             q = q.where(sa.func.upper(studies.c.patient_sex) == f.sex.upper())
         if f.age_min is not None or f.age_max is not None:
             band = {k: v for k, v in (("age_min", f.age_min), ("age_max", f.age_max)) if v is not None}
-            q = q.where(_age_condition(band))
+            q = q.where(age_condition(band))
         for ff in f.findings:
             having = (
                 sa.exists()
