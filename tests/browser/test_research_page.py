@@ -191,6 +191,20 @@ def test_research_page_end_to_end(research_hub: ResearchHub) -> None:
             ).json()
             assert saved["query"] == [{"kind": "image", "modality": "MR"}] and saved["matches"] == 3
             assert "No frozen dataset versions yet." in page.inner_text("#dataset-list")
+            # A report finding joins the image filters: no lung report says pneumothorax, so nothing matches,
+            # and the cohort saved from these filters holds both terms.
+            page.select_option("#filters select[name=finding]", "pneumothorax")
+            page.click("#apply")
+            poll(page, "document.getElementById('results-summary').textContent.includes('No study matches')")
+            page.fill("#cohort-name", "lung-mr-ptx")
+            page.click("#cohort-form button[type=submit]")
+            poll(page, "document.querySelector('#cohort-list li[data-cohort=\"lung-mr-ptx\"]') !== null")
+            item = page.locator('#cohort-list li[data-cohort="lung-mr-ptx"]')
+            assert item.get_attribute("data-matches") == "0"
+            assert "modality=MR AND code=pneumothorax status=present" in item.inner_text()
+            page.select_option("#filters select[name=finding]", "")
+            page.click("#apply")
+            poll(page, "document.getElementById('results-summary').textContent.includes('of 3 ')")
 
             # Japanese: every label from the ja table, the chart's society name too.
             page.click("#lang")
@@ -201,7 +215,7 @@ def test_research_page_end_to_end(research_hub: ResearchHub) -> None:
             assert "学会A" in page.inner_text("#progress-chart")
             assert "3 件中 1–3 件" in page.inner_text("#results-summary")
             assert "現在 3 画像が該当" in page.inner_text("#cohort-list")
-            assert "コホート「lung-mr」を保存しました" in page.inner_text("#cohort-status")
+            assert "コホート「lung-mr-ptx」を保存しました" in page.inner_text("#cohort-status")
             assert page.title() == "medcloud · 研究ワークベンチ"
             page.screenshot(path=str(ARTIFACTS / "browser-research-ja.png"), full_page=True)
             page.click("#lang")

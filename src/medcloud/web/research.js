@@ -2,12 +2,14 @@
 // thumbnails and filters, cohorts and frozen datasets. Runs under a strict CSP (no inline script or
 // style, no framework); every API call carries the bearer token kept in this tab's sessionStorage.
 
+import { el } from "./dom.js";
 import { FINDING_CODES, initialLanguage, translate } from "./i18n.js";
+import { drawProgress } from "./research-chart.js";
+import { cohortQuery, listCohorts, listDatasets } from "./research-cohorts.js";
 
 const TOKEN_KEY = "medcloud.token"; // the same key as the Gram-stain page
 const LANG_KEY = "medcloud.lang";
 const PAGE_SIZE = 20;
-const SVG_NS = "http://www.w3.org/2000/svg";
 const $ = (id) => document.getElementById(id);
 
 const state = {
@@ -30,25 +32,6 @@ const t = (key, values) => translate(state.lang, key, values);
 const token = () => sessionStorage.getItem(TOKEN_KEY);
 
 class Unauthenticated extends Error {}
-
-function el(tag, props = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(props)) {
-    if (k === "class") node.className = v;
-    else if (k === "dataset") Object.assign(node.dataset, v);
-    else if (k === "text") node.textContent = v;
-    else node.setAttribute(k, v);
-  }
-  node.append(...children);
-  return node;
-}
-
-function svg(tag, attrs = {}, text = null) {
-  const node = document.createElementNS(SVG_NS, tag);
-  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, String(v));
-  if (text !== null) node.textContent = text;
-  return node;
-}
 
 // -- status, language -------------------------------------------------------------------------------
 
@@ -209,50 +192,14 @@ function progressRows() {
   return rows;
 }
 
-function percent(count, target) {
-  return target ? `${Math.round((100 * count) / target)}%` : t("progress.noTarget");
-}
-
 function renderProgress() {
   const chart = $("progress-chart");
   const tbody = $("progress-table").querySelector("tbody");
   chart.replaceChildren();
   tbody.replaceChildren();
   if (!state.progress) return;
-  const totals = state.progress.totals;
-  $("progress-total").textContent = t("progress.total", totals);
-  const rows = progressRows();
-  if (rows.length === 0) {
-    chart.append(el("p", { class: "help", text: t("progress.none") }));
-    return;
-  }
-  const rowH = 30, labelW = 250, barW = 380, width = labelW + barW + 170;
-  // A row without a target is drawn grey on the chart's common scale (the largest target or count).
-  const scale = Math.max(1, ...rows.map((r) => Math.max(r.count, r.target || 0)));
-  const root = svg("svg", {
-    viewBox: `0 0 ${width} ${rows.length * rowH + 8}`, width: "100%", role: "img", class: "chart",
-    "aria-label": t("progress.chart"), "data-metric": state.metric,
-  });
-  rows.forEach((r, i) => {
-    const y = i * rowH + 4;
-    const g = svg("g", { class: `row ${r.kind}`, "data-kind": r.kind, "data-id": r.id, "data-count": r.count,
-      "data-target": r.target ?? "" });
-    const indent = r.kind === "site" ? 18 : 0;
-    g.append(svg("title", {}, `${r.label}: ${r.count} / ${r.target ?? "-"}`));
-    g.append(svg("text", { x: 4 + indent, y: y + 19, class: "label" }, r.label));
-    g.append(svg("rect", { x: labelW, y: y + 5, width: barW, height: rowH - 12, rx: 3, class: "track" }));
-    const share = r.target ? Math.min(1, r.count / r.target) : r.count / scale;
-    const cls = r.target ? (r.count >= r.target ? "fill done" : "fill") : "fill untargeted";
-    g.append(svg("rect", { x: labelW, y: y + 5, width: Math.max(share * barW, r.count ? 2 : 0), height: rowH - 12, rx: 3, class: cls }));
-    const caption = r.target ? `${r.count} / ${r.target} (${percent(r.count, r.target)})` : `${r.count} (${t("progress.noTarget")})`;
-    g.append(svg("text", { x: labelW + barW + 8, y: y + 19, class: "value" }, caption));
-    root.append(g);
-    const th = el("th", { scope: "row", class: r.kind, text: r.label });
-    tbody.append(el("tr", { dataset: { kind: r.kind, id: r.id } }, th,
-      el("td", { class: "n", text: String(r.count) }), el("td", { class: "n", text: r.target == null ? "-" : String(r.target) }),
-      el("td", { class: "n", text: percent(r.count, r.target) })));
-  });
-  chart.append(root);
+  $("progress-total").textContent = t("progress.total", state.progress.totals);
+  drawProgress(chart, tbody, progressRows(), state.metric, t);
 }
 
 // -- study browser ----------------------------------------------------------------------------------
@@ -418,21 +365,6 @@ function renderSlides() {
 
 // -- cohorts and datasets ---------------------------------------------------------------------------
 
-// The current filters as a cohort query: one image term, and one term per report finding.
-function cohortQuery(filters) {
-  const image = {};
-  for (const name of ["site", "modality", "body_part", "date_from", "date_to", "sex"]) {
-    if (filters[name]) image[name] = filters[name];
-  }
-  for (const name of ["age_min", "age_max"]) if (filters[name]) image[name] = Number(filters[name]);
-  const terms = Object.keys(image).length ? [{ kind: "image", ...image }] : [];
-  if (filters.finding) {
-    const [code, status] = filters.finding.split(":");
-    terms.push({ kind: "finding", code, status });
-  }
-  return terms;
-}
-
 async function saveCohort(event) {
   event.preventDefault();
   const name = $("cohort-name").value.trim();
@@ -483,25 +415,6 @@ async function loadCohorts() {
   renderCohorts();
 }
 
-function describeTerm(term) {
-  const parts = Object.entries(term).filter(([k]) => k !== "kind" && k !== "negate").map(([k, v]) => `${k}=${v}`);
-  return `${term.negate ? "NOT " : ""}${parts.join(" ")}`;
-}
-
-function renderCohorts() {
-  const list = $("cohort-list");
-  list.replaceChildren();
-  if (state.cohorts.length === 0) list.append(el("li", { class: "help", text: t("cohorts.none") }));
-  for (const c of state.cohorts) {
-    const query = c.query.map(describeTerm).join(" AND ") || "*";
-    const count = c.matches == null ? "" : t("cohorts.matches", { n: c.matches });
-    list.append(el("li", { dataset: { cohort: c.name, matches: c.matches ?? "" } },
-      el("strong", { text: c.name }), ` · ${c.projects.join(", ")} · `,
-      el("span", { class: "count", text: count }), " · ",
-      el("code", { text: `${t("cohorts.query")}: ${query}` })));
-  }
-}
-
 async function loadDatasets() {
   try {
     state.datasets = (await api("/api/v1/datasets")).items;
@@ -512,18 +425,12 @@ async function loadDatasets() {
   renderDatasets();
 }
 
+function renderCohorts() {
+  listCohorts($("cohort-list"), state.cohorts, t);
+}
+
 function renderDatasets() {
-  const list = $("dataset-list");
-  list.replaceChildren();
-  if (state.datasets.length === 0) list.append(el("li", { class: "help", text: t("datasets.none") }));
-  for (const d of state.datasets) {
-    const splits = Object.entries(d.split_counts || {}).map(([k, v]) => `${k} ${v}`).join(", ");
-    const withdrawn = d.status === "withdrawn" ? ` · ${t("datasets.withdrawn")}` : "";
-    list.append(el("li", { dataset: { dataset: d.id } },
-      el("strong", { text: d.name }), " ",
-      el("code", { text: d.id.slice(0, 12) }),
-      ` · ${t("datasets.files", { n: d.file_count })}${splits ? ` (${splits})` : ""} · ${d.created_at.slice(0, 10)}${withdrawn}`));
-  }
+  listDatasets($("dataset-list"), state.datasets, t);
 }
 
 // -- start ------------------------------------------------------------------------------------------
