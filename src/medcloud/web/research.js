@@ -278,7 +278,9 @@ function renderStudies() {
     if (known) thumb.append(el("img", { src: known, alt: s.description || s.study_uid, class: "thumb" }));
     else thumb.append(el("span", { class: "thumb placeholder", text: t("thumb.none") }));
     const viewer = el("a", { href: `/viewer/?study=${encodeURIComponent(s.study_uid)}`, class: "open", text: t("open") });
-    const sexAge = [s.patient_sex ? t(`sex.${s.patient_sex.toUpperCase()}`) : "", s.patient_age || ""].filter(Boolean).join(" / ") || "-";
+    const sex = (s.patient_sex || "").toUpperCase();
+    const sexLabel = ["M", "F", "O"].includes(sex) ? t(`sex.${sex}`) : sex;
+    const sexAge = [sexLabel, s.patient_age || ""].filter(Boolean).join(" / ") || "-";
     tbody.append(el("tr", { dataset: { study: s.study_uid, modalities: s.modalities.join(",") } },
       thumb,
       el("td", { text: s.study_date || "-" }),
