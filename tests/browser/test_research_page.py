@@ -191,6 +191,22 @@ def test_research_page_end_to_end(research_hub: ResearchHub) -> None:
             ).json()
             assert saved["query"] == [{"kind": "image", "modality": "MR"}] and saved["matches"] == 3
             assert "No frozen dataset versions yet." in page.inner_text("#dataset-list")
+            # A version frozen from the cohort (with the CLI's API) is listed after a reload; the token stays in
+            # the tab, so the page comes back signed in.
+            frozen = httpx.post(
+                f"{research_hub.url}/api/v1/datasets",
+                json={"name": "lung-mr-v1", "cohort": "lung-mr", "seed": 1},
+                headers={"Authorization": f"Bearer {research_hub.researcher}"},
+            )
+            assert frozen.status_code == 201, frozen.text
+            page.reload()
+            poll(page, "document.body.dataset.loaded === 'yes'")
+            listed = page.locator(f'#dataset-list li[data-dataset="{frozen.json()["id"]}"]')
+            assert "lung-mr-v1" in listed.inner_text() and "3 files" in listed.inner_text()
+            page.fill("#filters input[name=modality]", "MR")
+            page.click("#apply")
+            poll(page, "document.getElementById('results-summary').textContent.includes('of 3 ')")
+
             # A report finding joins the image filters: no lung report says pneumothorax, so nothing matches,
             # and the cohort saved from these filters holds both terms.
             page.select_option("#filters select[name=finding]", "pneumothorax")
