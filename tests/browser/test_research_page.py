@@ -237,6 +237,7 @@ def test_research_page_end_to_end(research_hub: ResearchHub) -> None:
             page.click("#lang")
             poll(page, "document.documentElement.lang === 'en'")
             assert page.inner_text("#progress-h") == "Collection progress"
+            page.screenshot(path=str(ARTIFACTS / "browser-research-en.png"), full_page=True)
 
             # The Gram-stain page links here.
             page.goto(research_hub.url + "/")

@@ -172,6 +172,7 @@ async function loadProgress() {
   }
   fillSiteOptions();
   renderProgress();
+  renderStudies(); // hospital names come from the progress reply
 }
 
 function societyName(soc) {
@@ -272,6 +273,10 @@ function renderStudies() {
     : t("results.none");
   $("prev").disabled = offset === 0;
   $("next").disabled = offset + items.length >= total;
+  const siteNames = new Map();
+  for (const soc of state.progress ? state.progress.societies : []) {
+    for (const site of soc.sites) siteNames.set(site.site, site.display_name);
+  }
   for (const s of items) {
     const thumb = el("td", { class: "thumb-cell" });
     const known = s._thumb;
@@ -286,7 +291,7 @@ function renderStudies() {
       el("td", { text: s.study_date || "-" }),
       el("td", { class: "modality", text: s.modalities.join(", ") || "-" }),
       el("td", { text: s.description || "-" }),
-      el("td", { text: s.site }),
+      el("td", { text: siteNames.get(s.site) || s.site, title: s.site }),
       el("td", { class: "mono", text: s.patient_pseudonym }),
       el("td", { text: sexAge }),
       el("td", { class: "n", text: String(s.instance_count) }),
