@@ -74,6 +74,10 @@ def test_demo_feeds_a_hub_with_deidentified_samples(tmp_path: Path) -> None:
         h = {"Authorization": f"Bearer {tokens['researcher']}"}
         instances = httpx.get(f"{base}/api/v1/instances?limit=1000", headers=h).json()
         assert instances["total"] >= 3
+        # The example per-society target table is loaded; the researcher's page is served.
+        progress = httpx.get(f"{base}/api/v1/progress", headers=h).json()
+        assert {s["society"] for s in progress["societies"]} == {"radiology-example", "pathology-example"}
+        assert httpx.get(f"{base}/research").status_code == 200
         images = httpx.get(f"{base}/api/v1/images", headers=h).json()
         assert {i["media_type"] for i in images["items"]} >= {"image/jpeg", "image/tiff"}
         # What arrived is de-identified: no planted EXIF owner in the photos, identity removed in DICOM.
@@ -92,3 +96,30 @@ def test_demo_feeds_a_hub_with_deidentified_samples(tmp_path: Path) -> None:
     finally:
         hub.terminate()
         hub.wait(10)
+
+
+def test_societies_from_the_command_line(tmp_path: Path) -> None:
+    data = ["--data", str(tmp_path)]
+    r = run("hub", "society", "load", *data)  # the shipped EXAMPLE table
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == {"societies": 2, "sites": 2}
+    assert (
+        run(
+            "hub", "society", "set", "hosp-group", "--target-cases", "30", "--display-name-ja", "病院群", *data
+        ).returncode
+        == 0
+    )
+    assert run("hub", "site", "set", "kyoto", "--society", "hosp-group", "--target-cases", "5", *data).returncode == 0
+    listed = run("hub", "society", "list", *data)
+    assert listed.returncode == 0, listed.stderr
+    assert "hosp-group" in listed.stdout and "kyoto" in listed.stdout and "radiology-example" in listed.stdout
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"societies": [{"name": "x", "target_cases": -1}]}')
+    for args, words in (
+        (["hub", "society", "load", str(bad)], "target"),
+        (["hub", "society", "load", str(tmp_path / "missing.json")], "cannot read"),
+        (["hub", "site", "set", "osaka", "--society", "nope"], "not registered"),
+        (["hub", "society", "set", "bad name"], "society name"),
+    ):
+        r = run(*args, *data)
+        assert r.returncode == 2 and words in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)

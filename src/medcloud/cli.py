@@ -35,7 +35,7 @@ app.add_typer(vision_app, name="vision", help="Train, evaluate and export vision
 app.add_typer(fl_app, name="fl", help="Federated learning with encrypted updates.")
 app.add_typer(nlp_app, name="nlp", help="Findings from report text (ja/en) with negation and uncertainty.")
 app.add_typer(dataset_app, name="dataset", help="Frozen dataset versions: freeze, list, show, download, export.")
-app.add_typer(cohort_app, name="cohort", help="Cohorts: named, saved queries (image metadata).")
+app.add_typer(cohort_app, name="cohort", help="Cohorts: named, saved queries (image metadata and report findings).")
 app.command("deid")(deid_command)
 app.command("keygen")(keygen_command)
 app.command("demo")(demo_command)

@@ -233,11 +233,11 @@ def demo_command(
         s: issue_token(catalog, role="site", site=s, projects=[PROJECT], expires_in=week, issued_by="demo").token
         for s in (DICOM_SITE, IMAGE_SITE)
     }
+    from medcloud.store.societies import example_targets
+
     with catalog.write() as conn:
-        catalog.sites.upsert(
-            conn, DICOM_SITE, display_name="Tokyo University Hospital", target_cases=150, target_images=400
-        )
-        catalog.sites.upsert(conn, IMAGE_SITE, display_name="Osaka Clinic", target_cases=10, target_images=20)
+        # The EXAMPLE per-society target table shipped in the package (made-up targets, labelled so).
+        catalog.societies.load(conn, example_targets())
     catalog.dispose()
 
     dicom = sample_dicom_files()
@@ -279,7 +279,7 @@ def demo_command(
         (data / "tokens.json").write_text(json.dumps({**tokens, "sites": site_tokens}, indent=2))
         os.chmod(data / "tokens.json", 0o600)
         rt = tokens["researcher"]
-        out.print(f"\n[bold]medcloud hub:[/] {hub_url}    (page: {hub_url}/)")
+        out.print(f"\n[bold]medcloud hub:[/] {hub_url}    (pages: {hub_url}/ and {hub_url}/research)")
         out.print(f"[bold]researcher token:[/] {rt}")
         out.print(f"(all demo tokens, valid 7 days: {data / 'tokens.json'})\n")
         for row in progress_rows:

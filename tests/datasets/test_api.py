@@ -96,7 +96,9 @@ def test_bad_input_is_a_problem_not_a_500(filled: Hub) -> None:
     cases = [
         {"split": {"train": 0.9, "test": 0.2}},
         {"query": [{"colour": "red"}]},
-        {"query": [{"kind": "finding", "code": "nodule", "status": "present"}]},
+        {"query": [{"kind": "finding", "code": "unicorn", "status": "present"}]},
+        {"query": [{"kind": "finding", "code": "nodule", "status": "maybe"}]},
+        {"query": [{"kind": "finding", "code": "nodule", "status": "present"}]},  # no report: matches nothing
         {"cohort": "ct"},  # and a query: exactly one is allowed
         {"query": None},  # neither
         {"seed": -3},

@@ -25,6 +25,8 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("GET", "/api/v1/images/{image_id}/file"): {"researcher"},
     ("GET", "/api/v1/sites"): {"researcher", "admin"},
     ("PUT", "/api/v1/sites/{name}"): {"admin"},
+    ("GET", "/api/v1/progress"): {"researcher", "admin"},
+    ("PUT", "/api/v1/societies/{name}"): {"admin"},
     ("GET", "/api/v1/tokens"): {"admin"},
     ("POST", "/api/v1/tokens"): {"admin"},
     ("DELETE", "/api/v1/tokens/{token_id}"): {"admin"},
@@ -81,7 +83,7 @@ def _call(hub: Hub, method: str, path: str, headers: dict[str, str], ctx: dict[s
         body = {"role": "auditor"}
     elif path == "/api/v1/fl/rounds":
         body = {"round": 1, "model_version": "v1", "mode": "ckks", "participants": ["site-a"]}
-    elif path.startswith("/api/v1/sites/"):
+    elif path.startswith(("/api/v1/sites/", "/api/v1/societies/")):
         body = {"target_cases": 10}
     elif path in ("/api/v1/cohorts", "/api/v1/datasets") and method == "POST":
         body = {"name": "authz", "query": [{"modality": "CT"}]}

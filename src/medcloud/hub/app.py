@@ -195,6 +195,11 @@ def create_app(settings: Settings | None = None, *, state: HubState | None = Non
         @app.get("/", include_in_schema=False)
         async def index() -> FileResponse:
             return FileResponse(static / "index.html", media_type="text/html")
+
+        @app.get("/research", include_in_schema=False)
+        async def research() -> FileResponse:
+            # The researcher's page: progress, study browser, cohorts (its data comes from the API).
+            return FileResponse(static / "research.html", media_type="text/html")
     else:
 
         @app.get("/", include_in_schema=False)

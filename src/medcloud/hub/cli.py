@@ -13,6 +13,8 @@ token_app = typer.Typer(no_args_is_help=True, help="Issue, list and revoke beare
 site_app = typer.Typer(no_args_is_help=True, help="Register sites and set collection targets.")
 app.add_typer(token_app, name="token")
 app.add_typer(site_app, name="site")
+society_app = typer.Typer(no_args_is_help=True, help="Societies (contributing organisations) and their targets.")
+app.add_typer(society_app, name="society")
 
 DataOpt = typer.Option(None, "--data", help="Hub data folder (default: $MEDCLOUD_DATA_DIR or ./medcloud-data).")
 
@@ -184,9 +186,10 @@ def site_set(
     display_name: str | None = typer.Option(None, help="Human-readable name."),
     target_cases: int | None = typer.Option(None, min=0, help="Target number of cases (patients)."),
     target_images: int | None = typer.Option(None, min=0, help="Target number of images."),
+    society: str | None = typer.Option(None, help='The registered society it belongs to ("" for none).'),
     data: Path | None = DataOpt,
 ) -> None:
-    """Register a site or change its collection targets."""
+    """Register a site or change its collection targets and society."""
     from medcloud.security.tokens import validate_name
 
     validate_name("site", name)
@@ -194,7 +197,12 @@ def site_set(
     try:
         with cat.write() as conn:
             cat.sites.upsert(
-                conn, name, display_name=display_name, target_cases=target_cases, target_images=target_images
+                conn,
+                name,
+                display_name=display_name,
+                target_cases=target_cases,
+                target_images=target_images,
+                society=society,
             )
             cat.audit.append(
                 conn,
@@ -202,7 +210,7 @@ def site_set(
                 action="site.update",
                 resource=f"site/{name}",
                 outcome="ok",
-                detail={"target_cases": target_cases, "target_images": target_images},
+                detail={"target_cases": target_cases, "target_images": target_images, "society": society},
             )
     finally:
         cat.dispose()
@@ -224,4 +232,100 @@ def site_list(data: Path | None = DataOpt) -> None:
         table.add_row(
             r["site"], str(r["cases"]), str(r["target_cases"] or "-"), str(r["images"]), str(r["target_images"] or "-")
         )
+    Console().print(table)
+
+
+@society_app.command("set")
+def society_set(
+    name: str = typer.Argument(..., help="Society name (letters, digits, '.', '_', '-')."),
+    display_name: str | None = typer.Option(None, help="Name shown in English."),
+    display_name_ja: str | None = typer.Option(None, help="Name shown in Japanese."),
+    target_cases: int | None = typer.Option(None, min=0, help="Target number of cases (patients)."),
+    target_images: int | None = typer.Option(None, min=0, help="Target number of images."),
+    data: Path | None = DataOpt,
+) -> None:
+    """Register a society or change its names and targets (add sites with `site set --society`)."""
+    from medcloud.security.tokens import validate_name
+
+    validate_name("society", name)
+    fields = {
+        "display_name": display_name,
+        "display_name_ja": display_name_ja,
+        "target_cases": target_cases,
+        "target_images": target_images,
+    }
+    cat = _catalog(data)
+    try:
+        with cat.write() as conn:
+            created = cat.societies.upsert(conn, name, **fields)
+            cat.audit.append(
+                conn,
+                subject=f"cli:{os.environ.get('USER', 'local')}",
+                action="society.update",
+                resource=f"society/{name}",
+                outcome="created" if created else "ok",
+                detail=fields,
+            )
+    finally:
+        cat.dispose()
+
+
+@society_app.command("load")
+def society_load(
+    table: Path | None = typer.Argument(None, help="A JSON target table (default: the shipped EXAMPLE table)."),
+    data: Path | None = DataOpt,
+) -> None:
+    """Register societies, their sites and all their targets from a JSON table, in one transaction."""
+    from medcloud.errors import InvalidInput
+    from medcloud.store.societies import example_targets
+
+    if table is None:
+        content = example_targets()
+    else:
+        try:
+            content = json.loads(table.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InvalidInput(f"cannot read the target table {table}: {exc}") from None
+    cat = _catalog(data)
+    try:
+        with cat.write() as conn:
+            counts = cat.societies.load(conn, content)
+            cat.audit.append(
+                conn,
+                subject=f"cli:{os.environ.get('USER', 'local')}",
+                action="society.load",
+                resource="society/*",
+                outcome="ok",
+                detail={"table": str(table) if table else "example", **counts},
+            )
+    finally:
+        cat.dispose()
+    typer.echo(json.dumps(counts))
+
+
+@society_app.command("list")
+def society_list(data: Path | None = DataOpt) -> None:
+    """Show collection progress per society and its sites."""
+    from rich.console import Console
+    from rich.table import Table
+
+    cat = _catalog(data)
+    try:
+        progress = cat.societies.progress(None)
+    finally:
+        cat.dispose()
+    table = Table("society / site", "cases", "target", "images", "target")
+    for soc in progress["societies"]:
+        table.add_row(
+            f"[bold]{soc['society'] or '(no society)'}[/]",
+            str(soc["cases"]),
+            str(soc["target_cases"] or "-"),
+            str(soc["images"]),
+            str(soc["target_images"] or "-"),
+        )
+        for r in soc["sites"]:
+            table.add_row(
+                f"  {r['site']}", str(r["cases"]), str(r["target_cases"] or "-"), str(r["images"]),
+                str(r["target_images"] or "-"),
+            )  # fmt: skip
     Console().print(table)

@@ -8,7 +8,8 @@
     catalog.query.find_studies(Filters(modality="CT"), projects)
 
 Parts: `db` (engines, locks, transactions; `store.db`), `index` (`store.index`), `query`
-(`store.queries`), `sites` (`store.sites`), `tokens` (`store.tokens`), `audit` (`store.audit`),
+(`store.queries`), `sites` (`store.sites`), `societies` (`store.societies`),
+`tokens` (`store.tokens`), `audit` (`store.audit`),
 `reports` (`store.reports`: report text and its findings).
 Every SQL statement of the platform lives in these modules.
 """
@@ -30,6 +31,7 @@ from medcloud.store.index import Indexer
 from medcloud.store.queries import Queries
 from medcloud.store.reports import Reports
 from medcloud.store.sites import Sites
+from medcloud.store.societies import Societies
 from medcloud.store.tokens import TokenStore
 
 if TYPE_CHECKING:
@@ -55,6 +57,7 @@ class Catalog:
         self.index = Indexer()
         self.query = Queries(self.db)
         self.sites = Sites(self.db)
+        self.societies = Societies(self.db, self.sites)
         self.tokens = TokenStore(self.db)
         self.audit = AuditLog(self.db, seal)
         self.datasets = Datasets(self.db)

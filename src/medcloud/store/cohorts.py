@@ -24,7 +24,7 @@ from medcloud.errors import InvalidInput
 from medcloud.nlp import CODES, STATUSES
 from medcloud.store.tables import findings, series, studies
 
-__all__ = ["FINDING_FIELDS", "IMAGE_FIELDS", "normalize_query", "series_match", "term_condition"]
+__all__ = ["FINDING_FIELDS", "IMAGE_FIELDS", "age_condition", "normalize_query", "series_match", "term_condition"]
 
 IMAGE_FIELDS = ("site", "modality", "body_part", "date_from", "date_to", "sex", "age_min", "age_max")
 FINDING_FIELDS = ("code", "status")
@@ -99,7 +99,7 @@ def _image_term(i: int, term: Mapping[str, Any]) -> dict[str, Any]:
     return norm
 
 
-def _age_condition(term: Mapping[str, Any]) -> sa.ColumnElement[bool]:
+def age_condition(term: Mapping[str, Any]) -> sa.ColumnElement[bool]:
     # Ages are DICOM AS strings ("045Y", "006M"): with three digits, comparing strings compares years,
     # which keeps the test in SQL on SQLite and PostgreSQL alike. Ages in days, weeks or months are year 0.
     age = studies.c.patient_age
@@ -128,7 +128,7 @@ def _image_condition(term: Mapping[str, Any]) -> sa.ColumnElement[bool]:
     if "date_to" in term:
         conds.append(studies.c.study_date <= date.fromisoformat(term["date_to"]))
     if "age_min" in term or "age_max" in term:
-        conds.append(_age_condition(term))
+        conds.append(age_condition(term))
     cond = sa.and_(*conds)
     # NULL metadata (no study date, no sex) never matches a term, negated or not.
     return sa.not_(sa.func.coalesce(cond, True)) if term.get("negate") else sa.func.coalesce(cond, False)

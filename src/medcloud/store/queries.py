@@ -13,6 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from medcloud.errors import NotFound
+from medcloud.store.cohorts import age_condition
 from medcloud.store.db import Database
 from medcloud.store.tables import findings, images, instances, series, studies
 
@@ -56,6 +57,10 @@ class Filters:
     study_uid: str | None = None
     series_uid: str | None = None
     media_type: str | None = None
+    body_part: str | None = None  # the series' Body Part Examined, case-insensitive
+    sex: str | None = None  # Patient's Sex: M, F or O
+    age_min: int | None = None  # Patient's Age in whole years, inclusive (as cohort terms count it)
+    age_max: int | None = None
     # Every one must hold (AND); findings count only from reports of the study's own project.
     findings: tuple[FindingFilter, ...] = ()
 
@@ -88,6 +93,11 @@ class Queries:
             q = q.where(studies.c.study_date <= f.date_to)
         if f.study_uid:
             q = q.where(studies.c.study_uid == f.study_uid)
+        if f.sex:
+            q = q.where(sa.func.upper(studies.c.patient_sex) == f.sex.upper())
+        if f.age_min is not None or f.age_max is not None:
+            band = {k: v for k, v in (("age_min", f.age_min), ("age_max", f.age_max)) if v is not None}
+            q = q.where(age_condition(band))
         for ff in f.findings:
             having = (
                 sa.exists()
@@ -105,16 +115,18 @@ class Queries:
     @classmethod
     def _study_where(cls, q: sa.Select[Any], f: Filters, projects: frozenset[str] | None) -> sa.Select[Any]:
         q = cls._study_filters(q, f, projects)
-        if f.modality or f.text or f.series_uid:
+        if f.modality or f.text or f.series_uid or f.body_part:
             sub = sa.select(series.c.study_id)
             if f.modality:
                 sub = sub.where(series.c.modality == f.modality.upper())
+            if f.body_part:
+                sub = sub.where(sa.func.upper(series.c.body_part) == f.body_part.upper())
             if f.series_uid:
                 sub = sub.where(series.c.series_uid == f.series_uid)
             if f.text:
                 like = _like(f.text)
                 text_sub = sub.where(series.c.description.ilike(like, escape="\\"))
-                if f.modality or f.series_uid:
+                if f.modality or f.series_uid or f.body_part:
                     q = q.where(studies.c.id.in_(sub))
                     q = q.where(sa.or_(studies.c.description.ilike(like, escape="\\"), studies.c.id.in_(text_sub)))
                 else:
@@ -195,6 +207,8 @@ class Queries:
             q = q.where(series.c.series_uid == f.series_uid)
         if f.modality:
             q = q.where(series.c.modality == f.modality.upper())
+        if f.body_part:
+            q = q.where(sa.func.upper(series.c.body_part) == f.body_part.upper())
         if f.text:
             like = _like(f.text)
             q = q.where(

@@ -7,8 +7,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from medcloud.errors import InvalidInput
 from medcloud.store.db import Database, utcnow
-from medcloud.store.tables import images, instances, series, sites, studies, tokens
+from medcloud.store.tables import images, instances, series, sites, societies, studies, tokens
 
 __all__ = ["Sites", "ensure_site"]
 
@@ -33,10 +34,17 @@ class Sites:
         display_name: str | None = None,
         target_cases: int | None = None,
         target_images: int | None = None,
+        society: str | None = None,
     ) -> None:
-        """Register a site or change its display name and targets, in the caller's write transaction."""
+        """Register a site or change its display name, targets and society, in the caller's write transaction.
+
+        `society=""` takes the site out of its society; another name must be a registered society."""
         ensure_site(conn, name)
         values: dict[str, Any] = {}
+        if society is not None:
+            if society and conn.execute(sa.select(societies.c.name).where(societies.c.name == society)).first() is None:
+                raise InvalidInput(f"society {society!r} is not registered; register it first")
+            values["society"] = society or None
         if display_name is not None:
             values["display_name"] = display_name
         if target_cases is not None:
@@ -80,6 +88,7 @@ class Sites:
                 {
                     "site": r.name,
                     "display_name": r.display_name,
+                    "society": r.society,
                     "cases": n_cases,
                     "dicom_instances": inst.get(r.name, 0),
                     "other_images": imgs.get(r.name, 0),

@@ -21,6 +21,8 @@ sites = sa.Table(
     sa.Column("target_cases", sa.Integer, nullable=True),
     sa.Column("target_images", sa.Integer, nullable=True),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    # The society (contributing organisation) the site belongs to, if any (`societies.name`).
+    sa.Column("society", sa.String(64), nullable=True, index=True),
 )
 
 studies = sa.Table(
@@ -197,4 +199,17 @@ findings = sa.Table(
     sa.Column("status", sa.String(16), nullable=False),
     sa.UniqueConstraint("report_id", "code", "status", name="uq_findings_report_code_status"),
     sa.Index("ix_findings_code_status_study", "code", "status", "study_uid"),
+)
+
+# Contributing organisations (a medical society, a hospital group) with their own collection targets;
+# sites belong to at most one (`sites.society`). `store.societies` sums their sites' progress.
+societies = sa.Table(
+    "societies",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("display_name", sa.String(200), nullable=False, server_default=""),
+    sa.Column("display_name_ja", sa.String(200), nullable=False, server_default=""),
+    sa.Column("target_cases", sa.Integer, nullable=True),
+    sa.Column("target_images", sa.Integer, nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )

@@ -25,12 +25,18 @@ def filters(
     date_to: date | None = Query(None, description="Study date to (YYYY-MM-DD)"),
     patient: str | None = Query(None, description="Patient pseudonym"),
     q: str | None = Query(None, max_length=200, description="Text in study or series description"),
+    body_part: str | None = Query(None, max_length=64, description="Body Part Examined, e.g. CHEST"),
+    sex: str | None = Query(None, pattern="^[MFOmfo]$", description="Patient's Sex: M, F or O"),
+    age_min: int | None = Query(None, ge=0, le=200, description="Patient's Age from (whole years)"),
+    age_max: int | None = Query(None, ge=0, le=200, description="Patient's Age to (whole years)"),
     finding: list[str] = Query(
         [], max_length=20, description="Report finding code[:status], '-' negates, e.g. pneumothorax:present"
     ),
 ) -> Filters:
     if date_from and date_to and date_from > date_to:
         raise InvalidInput("date_from is after date_to")
+    if age_min is not None and age_max is not None and age_min > age_max:
+        raise InvalidInput("age_min is above age_max")
     from medcloud.hub.routes.reports import parse_findings
 
     return Filters(
@@ -42,6 +48,10 @@ def filters(
         patient=patient,
         text=q,
         findings=parse_findings(finding),
+        body_part=body_part,
+        sex=sex,
+        age_min=age_min,
+        age_max=age_max,
     )
 
 
