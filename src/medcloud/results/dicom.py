@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 import highdicom as hd
 import numpy as np
 from pydicom.dataset import Dataset
-from pydicom.sr.coding import Code
 from pydicom.sr.codedict import codes
+from pydicom.sr.coding import Code
 
 from medcloud.errors import InvalidInput
 from medcloud.results.model import LOCAL_SCHEME, Box, FindingCode, ResultSpec, finding_code

@@ -66,7 +66,7 @@ def _load_sources(
     rows = [catalog.query.get_instance(uid, projects) for uid in uids]  # NotFound for unknown or unseen
     if len({(r["study_uid"], r["project"], r["site"]) for r in rows}) != 1:
         raise InvalidInput("the source instances belong to more than one study")
-    datasets = []
+    datasets: list[Dataset] = []
     for row in rows:
         with blobs.open(row["sha256"]) as fh:
             datasets.append(pydicom.dcmread(io.BytesIO(fh.read())))

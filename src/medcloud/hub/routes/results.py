@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from medcloud.hub.deps import client_address, hub_state, record_audit, require
-from medcloud.results.model import Box, MaskInput, ResultSpec, finding_code
+from medcloud.results.model import Box, FindingCode, MaskInput, ResultSpec, finding_code
 from medcloud.results.service import MAX_BOXES, MAX_SOURCES, ResultRequest, store_result
 from medcloud.security.policy import Permission, Principal
 
@@ -55,20 +55,20 @@ class ResultIn(BaseModel):
     series_description: str = Field("", max_length=64)
 
 
+def _coded(label: str, code: CodeIn | None) -> FindingCode | None:
+    return finding_code(label, code.model_dump()) if code else None
+
+
 def _request(body: ResultIn) -> ResultRequest:
     spec = ResultSpec(
         algorithm=body.algorithm,
         version=body.algorithm_version,
         series_description=body.series_description,
         label=body.label,
-        code=finding_code(body.label or "finding", body.code.model_dump()) if body.code else None,
+        code=_coded(body.label or "finding", body.code),
         fractional=body.fractional,
     )
-    boxes = [
-        Box(b.x, b.y, b.w, b.h, b.label, b.score, finding_code(b.label, b.code.model_dump()) if b.code else None,
-            b.sop_uid, b.frame)  # fmt: skip
-        for b in body.boxes
-    ]
+    boxes = [Box(b.x, b.y, b.w, b.h, b.label, b.score, _coded(b.label, b.code), b.sop_uid, b.frame) for b in body.boxes]
     masks = [MaskInput(m.sop_uid, m.png, m.rle) for m in body.masks]
     return ResultRequest(body.kind, list(body.sources), spec, boxes, masks)
 
