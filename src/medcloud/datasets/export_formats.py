@@ -55,7 +55,8 @@ class Context:
 
 
 def _is_label(ds: Dataset) -> bool:
-    return str(getattr(ds, "Modality", "")).upper() in LABEL_MODALITIES or "PixelData" not in ds
+    # Rows, not PixelData: headers are read without pixels.
+    return str(getattr(ds, "Modality", "")).upper() in LABEL_MODALITIES or "Rows" not in ds
 
 
 def png(ctx: Context, files: list[Entry]) -> None:
@@ -274,8 +275,9 @@ def detection(ctx: Context, files: list[Entry], fmt: str) -> None:
             xc, yc = (b.x + b.w / 2) / width, (b.y + b.h / 2) / height
             lines.append(f"{cat[b.label]} {xc:.6f} {yc:.6f} {b.w / width:.6f} {b.h / height:.6f}")
         if fmt == "yolo":
-            write_atomic(ctx.out / "labels" / e["split"] / f"{e['sop_uid']}.txt",
-                         ("\n".join(lines) + "\n" if lines else "").encode(), mode=0o644, sync_dir=False)  # fmt: skip
+            label_path = ctx.out / "labels" / e["split"] / f"{e['sop_uid']}.txt"
+            label_path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(label_path, ("\n".join(lines) + "\n" if lines else "").encode(), mode=0o644, sync_dir=False)
         ctx.row(rel, e)
         ctx.tick()
     missing = {b.sop_uid for b in boxes} - set(image_ids)
