@@ -30,9 +30,10 @@ def make_download(folder: Path, items: list[tuple[pydicom.Dataset, str, dict[str
     for index, (ds, split, labels) in enumerate(items):
         data = to_bytes(ds)
         (folder / FILES / f"{ds.SOPInstanceUID}.dcm").write_bytes(data)
-        files.append({"index": index, "labels": labels, "patient": str(ds.PatientID), "series_uid": ds.SeriesInstanceUID,
-                      "sha256": hashlib.sha256(data).hexdigest(), "size": len(data), "sop_uid": ds.SOPInstanceUID,
-                      "split": split, "study_uid": ds.StudyInstanceUID})  # fmt: skip
+        files.append({"index": index, "labels": labels, "patient": str(ds.PatientID),
+                      "series_uid": ds.SeriesInstanceUID, "sha256": hashlib.sha256(data).hexdigest(),
+                      "size": len(data), "sop_uid": ds.SOPInstanceUID, "split": split,
+                      "study_uid": ds.StudyInstanceUID})  # fmt: skip
     body = b"".join(manifest_lines({"format": FORMAT, "name": "export-test"}, files))
     (folder / MANIFEST).write_bytes(body)
     return hashlib.sha256(body).hexdigest()
@@ -105,8 +106,9 @@ def test_png_8_bit_windowed_and_16_bit_raw(tmp_path: Path) -> None:
 
 def _labelled(tmp_path: Path) -> tuple[list[pydicom.Dataset], str]:
     ct = ct_series(n=3)
-    sr = build_sr(ct, [Box(10, 20, 30, 40, "nodule", 0.9, sop_uid=ct[1].SOPInstanceUID),
-                       Box(0, 0, 128, 64, "mass", 0.4, sop_uid=ct[1].SOPInstanceUID)], ResultSpec("d", "1"))  # fmt: skip
+    boxes = [Box(10, 20, 30, 40, "nodule", 0.9, sop_uid=ct[1].SOPInstanceUID),
+             Box(0, 0, 128, 64, "mass", 0.4, sop_uid=ct[1].SOPInstanceUID)]  # fmt: skip
+    sr = build_sr(ct, boxes, ResultSpec("d", "1"))
     manifest_box = {"boxes": [{"x": 64, "y": 64, "w": 32, "h": 16, "label": "nodule"}]}
     items = [(ct[0], "train", manifest_box), (ct[1], "train", {}), (ct[2], "train", {}), (sr, "train", {})]
     return ct, make_download(tmp_path / "d", items)
