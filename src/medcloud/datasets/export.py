@@ -167,10 +167,23 @@ def render_png(ds: Dataset, name: str, bits: int = 8) -> tuple[bytes, dict[str, 
     return buf.getvalue(), info
 
 
+def put(path: Path, data: bytes) -> None:
+    """Write under a temporary name, then rename: a kill leaves no partial file under `path`.
+
+    No fsync: every output is re-hashed against the state file before a resumed export keeps it, so one
+    torn by a power loss is rewritten, and syncing each small file cost most of an export's time."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def _write(out: Path, rel: str, data: bytes, state: _State, inputs: str, report: ExportReport) -> None:
-    dst = out / rel
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(dst, data, mode=0o644, sync_dir=False)
+    put(out / rel, data)
     state.record(rel, inputs, hashlib.sha256(data).hexdigest())
     report.written += 1
     report.bytes_out += len(data)

@@ -22,6 +22,7 @@ from medcloud.datasets.export import (
     _safe,
     _State,
     _write,
+    put,
     render_png,
 )
 from medcloud.errors import InvalidInput, UnsupportedFormat
@@ -276,8 +277,7 @@ def detection(ctx: Context, files: list[Entry], fmt: str) -> None:
             lines.append(f"{cat[b.label]} {xc:.6f} {yc:.6f} {b.w / width:.6f} {b.h / height:.6f}")
         if fmt == "yolo":
             label_path = ctx.out / "labels" / e["split"] / f"{e['sop_uid']}.txt"
-            label_path.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(label_path, ("\n".join(lines) + "\n" if lines else "").encode(), mode=0o644, sync_dir=False)
+            put(label_path, ("\n".join(lines) + "\n" if lines else "").encode())
         ctx.row(rel, e)
         ctx.tick()
     missing = {b.sop_uid for b in boxes} - set(image_ids)
