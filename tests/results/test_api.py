@@ -126,6 +126,8 @@ def test_refusals_store_nothing(seeded: Seeded) -> None:
         ("researcher", {**_boxes(), "kind": "mask", "boxes": [],
                         "masks": [{"sop_uid": SOURCES[1], "png": _png(np.ones((64, 64), bool))}]}, 400),
         ("researcher", {**_boxes(), "kind": "mask", "boxes": [], "masks": [{"png": "%%%"}]}, 400),
+        ("researcher", {**_boxes(), "kind": "mask", "boxes": [],
+                        "masks": [{"sop_uid": SOURCES[0], "png": _png(np.ones((128, 128), bool))}]}, 400),
         ("researcher", _boxes(kind="polygons"), 400),
         ("site_a", _boxes(), 403),  # a site uploads images; it does not write results
         ("clinician", _boxes(), 403),

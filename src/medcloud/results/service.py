@@ -68,8 +68,8 @@ def _load_sources(
         raise InvalidInput("the source instances belong to more than one study")
     datasets: list[Dataset] = []
     for row in rows:
-        with blobs.open(row["sha256"]) as fh:
-            datasets.append(pydicom.dcmread(io.BytesIO(fh.read())))
+        with blobs.open(row["sha256"]) as fh:  # the header only: neither SR nor SEG needs the source's pixels
+            datasets.append(pydicom.dcmread(fh, stop_before_pixels=True))
     return datasets, rows[0]
 
 
@@ -87,7 +87,9 @@ def build(request: ResultRequest, sources: list[Dataset], uid_root: str | None) 
         if request.boxes:
             raise InvalidInput("a mask result carries no boxes")
         by_uid = {m.sop_uid: m for m in request.masks}
-        if len(request.masks) != len(sources) or (len(sources) > 1 and set(by_uid) != set(request.sources)):
+        named = set(by_uid) - {None}
+        # One source may go unnamed; several must each be named, and a name must be one of the sources.
+        if len(request.masks) != len(sources) or ((len(sources) > 1 or named) and named != set(request.sources)):
             raise InvalidInput("a mask result needs one mask per source, each naming its source's 'sop_uid'")
         ordered = [by_uid.get(str(s.SOPInstanceUID), request.masks[0]) for s in sources]
         arrays = [
