@@ -136,6 +136,10 @@ def test_coco_from_sr_results_and_manifest_labels(tmp_path: Path) -> None:
         (by_uid[ct[1].SOPInstanceUID], "mass", [0.0, 0.0, 128.0, 64.0], 8192.0),
     ])  # fmt: skip
     assert all(a["iscrowd"] == 0 and a["image_id"] in images for a in doc["annotations"])
+    # Resumed: images kept, the SR's boxes taken from the state file, the same annotations written.
+    again = export(tmp_path / "d", tmp_path / "c", fmt="coco")
+    assert (again.kept, again.written, again.boxes) == (3, 0, 3)
+    assert json.loads((tmp_path / "c" / "annotations" / "instances_train.json").read_text()) == doc
 
 
 def test_yolo_lines_are_normalised(tmp_path: Path) -> None:

@@ -62,6 +62,8 @@ class _State:
         self.path = out / STATE
         self.key = key
         self.outputs: dict[str, dict[str, str]] = {}
+        # What was read from inputs and is costly to read again (an SR's boxes), by the input's SHA-256.
+        self.parsed: dict[str, Any] = {}
         if self.path.is_file():
             try:
                 old = json.loads(self.path.read_text())
@@ -69,6 +71,7 @@ class _State:
                 old = {}
             if isinstance(old, dict) and old.get("key") == key:
                 self.outputs = dict(old.get("outputs", {}))
+                self.parsed = dict(old.get("parsed", {}))
         self._dirty = 0
 
     def current(self, out: Path, rel: str, inputs: str) -> bool:
@@ -83,7 +86,7 @@ class _State:
             self.save()
 
     def save(self) -> None:
-        body = json.dumps({"key": self.key, "outputs": self.outputs}, sort_keys=True).encode()
+        body = json.dumps({"key": self.key, "outputs": self.outputs, "parsed": self.parsed}, sort_keys=True).encode()
         write_atomic(self.path, body, mode=0o644, sync_dir=False)
         self._dirty = 0
 

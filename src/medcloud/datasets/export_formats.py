@@ -229,7 +229,12 @@ def _collect_boxes(ctx: Context, files: list[Entry]) -> tuple[list[_Box], dict[s
         except InvalidInput as exc:
             raise UnsupportedFormat(f"{e['sop_uid']}: not readable DICOM ({exc.detail}); download again") from None
         if rec.modality == "SR":
-            boxes += _sr_boxes(_read(src))
+            # highdicom's parse of a report takes about as long as rendering dozens of images: keep it.
+            cached = ctx.state.parsed.get(e["sha256"])
+            if cached is None:
+                cached = [b.__dict__ for b in _sr_boxes(_read(src))]
+                ctx.state.parsed[e["sha256"]] = cached
+            boxes += [_Box(**b) for b in cached]
         records[e["sop_uid"]] = rec
     return boxes, records
 
