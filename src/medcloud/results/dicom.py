@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import highdicom as hd
 import numpy as np
@@ -20,9 +19,6 @@ from pydicom.sr.coding import Code
 
 from medcloud.errors import InvalidInput
 from medcloud.results.model import LOCAL_SCHEME, Box, FindingCode, ResultSpec, finding_code
-
-if TYPE_CHECKING:
-    from pydicom.uid import UID
 
 __all__ = ["SEG_SERIES_NUMBER", "SR_SERIES_NUMBER", "build_seg", "build_sr", "new_uid"]
 
@@ -106,7 +102,7 @@ def build_sr(
         box.check(int(source.Columns), int(source.Rows), _frames(source))
         used[str(source.SOPInstanceUID)] = source
         x0, y0, x1, y1 = box.x, box.y, box.x + box.w, box.y + box.h
-        frames = [box.frame] if box.frame is not None else ([1] if _frames(source) > 1 else None)
+        frames = [box.frame or 1] if _frames(source) > 1 else None
         region = hd.sr.ImageRegion(
             graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
             graphic_data=np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]], dtype=np.float32),
@@ -207,10 +203,3 @@ def build_seg(
     )
     _inherit(seg, sources[0], spec)
     return seg
-
-
-def sop_class_name(uid: UID | str) -> str:
-    """A short name for a result's SOP class, for replies and audit details."""
-    from pydicom.uid import UID as _UID
-
-    return str(_UID(str(uid)).name)

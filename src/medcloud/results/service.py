@@ -113,7 +113,12 @@ def store_result(
 ) -> StoredResult:
     """Build the result and ingest it beside its source study; returns the new UIDs and blob."""
     sources, row = _load_sources(catalog, blobs, request.sources, projects)
-    derived = build(request, sources, uid_root)
+    try:
+        derived = build(request, sources, uid_root)
+    except (ValueError, TypeError, AttributeError) as exc:
+        # highdicom checks the sources against the IOD (geometry, frames, attributes): its refusal is the
+        # request's fault (a source that cannot carry this result), not the hub's.
+        raise InvalidInput(f"cannot build the result over these sources: {str(exc)[:300]}") from None
     buf = io.BytesIO()
     derived.save_as(buf, enforce_file_format=True)
     data = buf.getvalue()
