@@ -168,8 +168,10 @@ def test_resume_keeps_matching_outputs_and_redoes_the_rest(tmp_path: Path) -> No
 
     with pytest.raises(KeyboardInterrupt):
         export(tmp_path / "d", tmp_path / "p", fmt="png", on_file=killer)
+    stale = next((tmp_path / "p").rglob("*.png")).with_name(".x.png.999.tmp")
+    stale.write_bytes(b"half")  # as a kill between write and rename leaves it
     again = export(tmp_path / "d", tmp_path / "p", fmt="png")
-    assert (again.kept, again.written) == (2, 2)
+    assert (again.kept, again.written) == (2, 2) and not stale.exists()
     victim = next((tmp_path / "p").rglob("*.png"))
     victim.write_bytes(b"damaged")
     third = export(tmp_path / "d", tmp_path / "p", fmt="png")

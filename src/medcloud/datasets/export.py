@@ -210,6 +210,8 @@ def export(
         raise InvalidInput(f"--png-bits 16 applies to --format png only; {fmt} images are 8-bit")
     version, header, files = read_manifest(download_dir)
     out.mkdir(parents=True, exist_ok=True)
+    for stale in out.rglob(".*.tmp"):  # left by an export killed between writing and renaming
+        stale.unlink(missing_ok=True)
     report = ExportReport(version, out, fmt)
     state = _State(out, {"version": version, "format": fmt, "png_bits": png_bits})
     sources: dict[str, Path] = {}
