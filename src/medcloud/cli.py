@@ -18,6 +18,7 @@ from medcloud.federated.cli import app as fl_app
 from medcloud.gateway.cli import app as gateway_app
 from medcloud.hub.cli import app as hub_app
 from medcloud.nlp.cli import app as nlp_app
+from medcloud.results.cli import app as results_app
 from medcloud.security.cli import audit_app
 from medcloud.vision.cli import app as vision_app
 from medcloud.vision.cli import serve_model_command
@@ -36,6 +37,7 @@ app.add_typer(fl_app, name="fl", help="Federated learning with encrypted updates
 app.add_typer(nlp_app, name="nlp", help="Findings from report text (ja/en) with negation and uncertainty.")
 app.add_typer(dataset_app, name="dataset", help="Frozen dataset versions: freeze, list, show, download, export.")
 app.add_typer(cohort_app, name="cohort", help="Cohorts: named, saved queries (image metadata and report findings).")
+app.add_typer(results_app, name="results", help="AI results back as DICOM SR (boxes) or SEG (masks).")
 app.command("deid")(deid_command)
 app.command("keygen")(keygen_command)
 app.command("demo")(demo_command)

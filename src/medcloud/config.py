@@ -51,6 +51,12 @@ class Settings(BaseSettings):
     body_timeout_seconds: float = Field(
         default=60.0, description="Longest wait for the next piece of a request body (else 408)."
     )
+    uid_root: str | None = Field(
+        default=None,
+        pattern=r"^[0-9]+(\.[0-9]+)*$",
+        max_length=24,
+        description="The hub's DICOM UID root for objects it makes (results as SR/SEG); default UUID-based 2.25.",
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -46,6 +46,7 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("GET", "/api/v1/datasets/{dataset_id}/files/{ref}/file"): {"researcher"},
     ("POST", "/api/v1/reports"): {"site_a"},
     ("GET", "/api/v1/studies/{study_uid}/reports"): {"researcher"},
+    ("POST", "/api/v1/results"): {"researcher"},
     ("GET", "/api/v1/whoami"): ALL,
     ("GET", "/api/v1/openapi.json"): ALL,
     **DICOMWEB_EXPECTED,
@@ -87,6 +88,9 @@ def _call(hub: Hub, method: str, path: str, headers: dict[str, str], ctx: dict[s
         body = {"target_cases": 10}
     elif path in ("/api/v1/cohorts", "/api/v1/datasets") and method == "POST":
         body = {"name": "authz", "query": [{"modality": "CT"}]}
+    elif path == "/api/v1/results":
+        body = {"kind": "boxes", "sources": [ctx["sop_uid"]], "algorithm": "authz", "algorithm_version": "1",
+                "boxes": [{"x": 1, "y": 1, "w": 4, "h": 4, "label": "nodule"}]}  # fmt: skip
     if path == "/api/v1/ingest":
         return hub.client.post(url, content=deidentified_dicom(), headers=headers)
     if path == "/api/v1/reports":

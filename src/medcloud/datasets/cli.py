@@ -283,18 +283,26 @@ def dataset_download(
 def dataset_export(
     download_dir: Path = typer.Argument(..., help="A folder `medcloud dataset download` filled."),
     out: Path = typer.Argument(..., help="Where to lay files out per split."),
-    fmt: str = typer.Option("dicom", "--format", help="dicom (as stored, hard-linked) or png (8-bit rendering)"),
+    fmt: str = typer.Option(
+        "dicom", "--format", help="dicom (as stored, hard-linked), png, nifti (a volume per series), coco or yolo"
+    ),
+    png_bits: int = typer.Option(8, "--png-bits", help="png only: 8 (windowed) or 16 (raw stored values)"),
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Re-hash every file before exporting it."),
 ) -> None:
-    """Lay a downloaded version out as <split>/<patient>/<uid>.dcm|png with index.csv and dataset.json."""
+    """Lay a downloaded version out for a trainer, with index.csv and dataset.json; resumes what is done."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-    from medcloud.datasets.client import export, read_manifest
+    from medcloud.datasets.client import read_manifest
+    from medcloud.datasets.export import FORMATS, export
 
+    if fmt not in FORMATS:
+        raise InvalidInput(f"--format must be one of {', '.join(FORMATS)}")
     _, _, files = read_manifest(download_dir)
     columns = (BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress("[progress.description]{task.description}", *columns, console=Console(stderr=True)) as bar:
-        task = bar.add_task("exporting", total=len(files))
-        report = export(download_dir, out, fmt=fmt, verify=verify, on_file=lambda: bar.advance(task))
-    _echo({"id": report.version, "out": str(report.out), "per_split": report.per_split})
+        task = bar.add_task(f"exporting {fmt}", total=len(files))
+        report = export(download_dir, out, fmt=fmt, verify=verify, png_bits=png_bits, on_file=lambda: bar.advance(task))
+    _echo({"id": report.version, "out": str(report.out), "format": fmt, "per_split": report.per_split,
+           "written": report.written, "kept": report.kept, "boxes": report.boxes,
+           "skipped": len(report.skipped)})  # fmt: skip

@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -28,14 +27,13 @@ from medcloud.errors import (
     MedcloudError,
     NotFound,
     Unauthenticated,
-    UnsupportedFormat,
 )
 from medcloud.fsio import write_atomic
 
 if TYPE_CHECKING:
     import httpx
 
-__all__ = ["DatasetClient", "DownloadReport", "ExportReport", "export", "read_manifest", "sha256_file"]
+__all__ = ["DatasetClient", "DownloadReport", "export", "read_manifest", "sha256_file"]
 
 MANIFEST = "manifest.jsonl"
 FILES = "files"
@@ -290,85 +288,8 @@ class DatasetClient:
         return report
 
 
-@dataclass
-class ExportReport:
-    """What an export wrote: files per split and the layout's folder."""
+def export(download_dir: Path, out: Path, **options: Any) -> Any:
+    """`medcloud.datasets.export.export` (kept here for callers of the first version)."""
+    from medcloud.datasets.export import export as _export
 
-    version: str
-    out: Path
-    per_split: dict[str, int] = field(default_factory=dict)
-
-
-def _render_png(src: Path, dst: Path) -> None:
-    import numpy as np
-    import pydicom
-    from PIL import Image
-
-    try:
-        ds = pydicom.dcmread(src)
-        pixels = ds.pixel_array.astype("float32")
-    except Exception as exc:  # no pixel data (SR, SEG without frames) or a codec this install lacks
-        raise UnsupportedFormat(f"{src.name}: cannot render as PNG ({exc}); export as dicom instead") from None
-    if pixels.ndim == 3 and pixels.shape[-1] not in (3, 4):
-        pixels = pixels[pixels.shape[0] // 2]  # multi-frame: the middle frame
-    lo, hi = float(np.percentile(pixels, 0.5)), float(np.percentile(pixels, 99.5))
-    scaled = np.clip((pixels - lo) / max(hi - lo, 1e-6) * 255.0, 0, 255).astype("uint8")
-    if getattr(ds, "PhotometricInterpretation", "") == "MONOCHROME1":
-        scaled = 255 - scaled
-    Image.fromarray(scaled).save(dst, format="PNG")
-
-
-def export(
-    download_dir: Path,
-    out: Path,
-    *,
-    fmt: str = "dicom",
-    verify: bool = True,
-    on_file: Callable[[], None] | None = None,
-) -> ExportReport:
-    """Lay a downloaded version out for a trainer: `out/<split>/<patient>/<SOP UID>.dcm|png` and `out/index.csv`."""
-    if fmt not in ("dicom", "png"):
-        raise InvalidInput("format must be dicom or png")
-    version, header, files = read_manifest(download_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    report = ExportReport(version, out)
-    rows = ["path,split,patient,study_uid,series_uid,sop_uid,sha256"]
-    for entry in files:
-        src = download_dir / FILES / f"{entry['sop_uid']}.dcm"
-        if not src.is_file():
-            raise NotFound(f"{src} is missing: run `medcloud dataset download` again to resume")
-        if verify and sha256_file(src) != entry["sha256"]:
-            raise IntegrityError(f"{src} does not hash to {entry['sha256']}: download again")
-        # Folder names come from hub data: keep them to safe characters and never "." or "..".
-        patient = re.sub(r"[^A-Za-z0-9._-]", "_", str(entry["patient"]))[:64].lstrip(".") or "_"
-        rel = Path(entry["split"]) / patient / f"{entry['sop_uid']}.{'png' if fmt == 'png' else 'dcm'}"
-        dst = out / rel
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        if fmt == "png":
-            if not dst.exists():
-                _render_png(src, dst)
-        elif not dst.exists():
-            try:  # a hard link costs no space; another file system gets a copy
-                os.link(src, dst)
-            except OSError:
-                shutil.copyfile(src, dst)
-        report.per_split[entry["split"]] = report.per_split.get(entry["split"], 0) + 1
-        rows.append(
-            ",".join(
-                [
-                    rel.as_posix(),
-                    entry["split"],
-                    patient,
-                    entry["study_uid"],
-                    entry["series_uid"],
-                    entry["sop_uid"],
-                    entry["sha256"],
-                ]
-            )
-        )
-        if on_file:
-            on_file()
-    write_atomic(out / "index.csv", ("\n".join(rows) + "\n").encode(), mode=0o644)
-    summary = {"id": version, "header": header, "format": fmt, "per_split": report.per_split}
-    write_atomic(out / "dataset.json", json.dumps(summary, indent=2, ensure_ascii=False).encode(), mode=0o644)
-    return report
+    return _export(download_dir, out, **options)

@@ -40,6 +40,7 @@ ROUTERS: tuple[str, ...] = (
     "reports",
     "dicomweb",
     "dicomweb_render",
+    "results",
 )
 
 CSP = (

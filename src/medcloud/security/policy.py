@@ -34,6 +34,7 @@ class Permission(str, Enum):
     FL_PARTICIPATE = "fl.participate"  # join federated rounds as a site
     FL_AGGREGATE = "fl.aggregate"  # run the aggregator and record its rounds
     DATASETS_WRITE = "datasets.write"  # save cohorts and freeze dataset versions in granted projects
+    RESULTS_WRITE = "results.write"  # store AI results (SR/SEG) beside source studies of granted projects
 
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
@@ -45,6 +46,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.SITES_READ,
             Permission.MODELS_READ,
             Permission.DATASETS_WRITE,
+            Permission.RESULTS_WRITE,
         }
     ),
     Role.CLINICIAN: frozenset({Permission.INFER, Permission.MODELS_READ}),
