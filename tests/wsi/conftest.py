@@ -45,9 +45,7 @@ def store_slides(h: Hub, svs: bytes, files: list[Path]) -> SlideHub:
 
 
 @pytest.fixture(scope="module")
-def slides(
-    tmp_path_factory: pytest.TempPathFactory, svs_bytes: bytes, wsi_files: list[Path]
-) -> Iterator[SlideHub]:
+def slides(tmp_path_factory: pytest.TempPathFactory, svs_bytes: bytes, wsi_files: list[Path]) -> Iterator[SlideHub]:
     """One hub per test module (slides are read, never changed)."""
     for h in _make_hub(tmp_path_factory.mktemp("slides"), None):
         yield store_slides(h, svs_bytes, wsi_files)

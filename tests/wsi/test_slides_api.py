@@ -52,7 +52,9 @@ def test_list_and_info(slides: SlideHub) -> None:
     assert page["total"] == 2 and [s["id"] for s in page["slides"]] == [slides.dcm_id]
 
 
-def test_full_resolution_tiles_equal_the_libraries_reads(slides: SlideHub, svs_bytes: bytes, wsi_files: list[Path]) -> None:
+def test_full_resolution_tiles_equal_the_libraries_reads(
+    slides: SlideHub, svs_bytes: bytes, wsi_files: list[Path]
+) -> None:
     base = "/api/v1/slides"
     svs = tiffslide.TiffSlide(io.BytesIO(svs_bytes))
     wsi = wsidicom.WsiDicom.open(wsi_files)
@@ -148,7 +150,9 @@ def test_other_projects_and_roles_are_refused(slides: SlideHub) -> None:
             assert h.client.get(url, headers={"Authorization": "Bearer nope"}).status_code == 401, url
         # A site token uploads; it reads nothing.
         assert h.client.get(f"/api/v1/slides/{slide}/dzi/12/0_0.jpeg", headers=h.auth("site_a")).status_code == 403
-    refused = [e for e in h.state.catalog.audit.page(limit=1000) if e["action"] == "slide.tiles" and e["outcome"] != "ok"]
+    refused = [
+        e for e in h.state.catalog.audit.page(limit=1000) if e["action"] == "slide.tiles" and e["outcome"] != "ok"
+    ]
     assert len(refused) >= 4 and all(e["resource"].startswith("slide/") for e in refused)
 
 

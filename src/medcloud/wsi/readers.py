@@ -65,7 +65,7 @@ class SvsReader(SlideReader):
         import tiffslide
 
         try:
-            self._slide = tiffslide.TiffSlide(blob)
+            self._slide = tiffslide.TiffSlide(blob)  # type: ignore[arg-type]  # any binary stream works
         except Exception as exc:
             raise InvalidInput(f"not a readable whole-slide TIFF: {str(exc)[:200]}") from None
         w0, h0 = self._slide.dimensions

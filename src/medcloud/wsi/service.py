@@ -1,8 +1,8 @@
 """Open slides kept in a bounded, thread-safe LRU; DeepZoom tiles, native tiles and thumbnails.
 
-    service = SlideService(scratch=data_dir / "cache" / "wsi")
-    slide = service.open(source)                  # SlideSource: kind, id and where its bytes are
-    jpeg = service.dz_tile(source, 12, 3, 4, "jpeg")
+service = SlideService(scratch=data_dir / "cache" / "wsi")
+slide = service.open(source)                  # SlideSource: kind, id and where its bytes are
+jpeg = service.dz_tile(source, 12, 3, 4, "jpeg")
 """
 
 from __future__ import annotations

@@ -53,7 +53,7 @@ def slide_service(request: Request) -> SlideService:
 
 def _source(row: SlideRow) -> SlideSource:
     sid = parse_slide_id(f"{'svs' if row.kind == 'svs' else 'dcm'}-{row.key}")
-    extra = {"site": row.site, "name": row.name}
+    extra: dict[str, Any] = {"site": row.site, "name": row.name}
     extra["image_id" if row.kind == "svs" else "series_uid"] = int(row.key) if row.kind == "svs" else row.key
     return SlideSource(sid, row.project, row.study_uid, row.blobs, extra)
 
@@ -102,7 +102,7 @@ async def get_slide(
 async def get_thumbnail(
     request: Request,
     slide_id: str,
-    max: int = Query(256, ge=1, le=MAX_THUMBNAIL, description="Longest side in pixels"),  # noqa: A002
+    max: int = Query(256, ge=1, le=MAX_THUMBNAIL, description="Longest side in pixels"),
     principal: Principal = Depends(require(Permission.BYTES_READ)),
 ) -> Response:
     mark_audited_read(request, "slide.thumbnail", f"slide/{slide_id[:80]}")
@@ -144,7 +144,7 @@ async def get_native_tile(
     level: int,
     x: int,
     y: int,
-    format: Literal["jpeg", "png"] = Query("jpeg"),  # noqa: A002
+    format: Literal["jpeg", "png"] = Query("jpeg"),
     principal: Principal = Depends(require(Permission.BYTES_READ)),
 ) -> Response:
     mark_audited_read(request, "slide.tiles", f"slide/{slide_id[:80]}")
