@@ -7,6 +7,7 @@ the trail says who read which slide when without one row per tile.
 
 from __future__ import annotations
 
+import atexit
 import re
 import threading
 from pathlib import Path
@@ -47,6 +48,7 @@ def slide_service(request: Request) -> SlideService:
                     return path if path.is_file() else blobs.open(sha256)
 
                 service = SlideService(open_blob, scratch=state.settings.data_dir / "cache" / "wsi")
+                atexit.register(service.clear)  # scratch copies of packed DICOM instances go with the process
                 app_state.slides = service
     return service
 
