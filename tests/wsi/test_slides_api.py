@@ -10,7 +10,8 @@ import pytest
 import tiffslide
 from PIL import Image
 
-from tests.wsi.conftest import SlideHub
+from tests.hub.conftest import Hub, pg_hub, pg_url  # noqa: F401 - fixtures
+from tests.wsi.conftest import SlideHub, store_slides
 
 wsidicom = pytest.importorskip("wsidicom")
 
@@ -170,3 +171,13 @@ def test_audit_one_event_per_open_and_thumbnail_and_one_per_tile_window(fresh_sl
     res = f"slide/{slides.dcm_id}"
     assert got == [("slide.open", res, "ok"), ("slide.tiles", res, "ok"), ("slide.thumbnail", res, "ok")]
     assert events[1]["subject"] == events[0]["subject"] != "anonymous"
+
+
+@pytest.mark.postgres
+def test_slides_on_postgresql(pg_hub: Hub, svs_bytes: bytes, wsi_files: list[Path]) -> None:  # noqa: F811
+    s = store_slides(pg_hub, svs_bytes, wsi_files)
+    body = pg_hub.client.get("/api/v1/slides?project=lung", headers=pg_hub.auth("researcher")).json()
+    assert body["total"] == 2 and {x["id"] for x in body["slides"]} == {s.svs_id, s.dcm_id}
+    status, data, _ = _get(s, f"/api/v1/slides/{s.dcm_id}/dzi/11/0_0.jpeg")
+    assert status == 200 and Image.open(io.BytesIO(data)).size == (512, 512)
+    assert _get(s, f"/api/v1/slides/{s.svs_id}", who="researcher_brain")[0] == 404
