@@ -3,8 +3,10 @@
 
     .venv/bin/python bench/wsi_tiles.py [--restarts 5] [--passes 5]
 
-- cold: the first tile a fresh hub process serves for the slide (a new process, nothing open or cached:
-  catalog lookup, slide open, read, encode), once per restart, `--restarts` restarts.
+- cold, new process: the first tile a freshly started hub process serves for the slide (importing the
+  reader library, catalog lookup, slide open, read, encode), once per restart, `--restarts` restarts.
+- cold, unopened slide: the first tile of a slide the (warm) process has not opened yet; `--copies`
+  copies of each slide are stored for it (the SVS in other projects, the DICOM series with fresh UIDs).
 - warm: every full-resolution tile of the slide (5 x 6 = 30) and every tile of the two next coarser
   DeepZoom levels, `--passes` times, over one keep-alive connection, after the slide is open.
 Latency is client wall clock per request (p50/p95/max, ms); each reply is checked (200, a JPEG).
@@ -117,39 +119,58 @@ def _tiles(level: int, width: int = 2220, height: int = 2967) -> list[tuple[int,
     return [(level, c, r) for c in range(-(-w // 512)) for r in range(-(-h // 512))]
 
 
-def main() -> None:
+def _store(url: str, token: str, project: str, svs: bytes, files: list[Path], tmp: Path) -> dict[str, str]:
+    """Store both slides into `project`; the DICOM series with fresh UIDs. Their slide ids."""
     import httpx
     import pydicom
+    from pydicom.uid import generate_uid
+
+    up = {"Authorization": f"Bearer {token}", "X-Medcloud-Project": project}
+    r = httpx.post(f"{url}/api/v1/ingest", content=svs, headers={**up, "X-Medcloud-Filename": "s.svs"}, timeout=60)
+    r.raise_for_status()
+    study, series = generate_uid(prefix="2.25."), generate_uid(prefix="2.25.")
+    for f in files:
+        ds = pydicom.dcmread(f)
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid(prefix="2.25.")
+        tmp.mkdir(parents=True, exist_ok=True)
+        ds.save_as(tmp / f.name)
+        data = (tmp / f.name).read_bytes()
+        httpx.post(f"{url}/api/v1/ingest", content=data, headers=up, timeout=60).raise_for_status()
+    return {"svs": f"svs-{r.json()['image_id']}", "dicom-wsi": f"dcm-{series}"}
+
+
+def main() -> None:
+    import httpx
 
     import wsi_data
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--restarts", type=int, default=5)
     ap.add_argument("--passes", type=int, default=5)
+    ap.add_argument("--copies", type=int, default=5, help="slides never opened, for cold opens in a warm process")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="wsi-bench-"))
     hub = Hub(work / "hub")
     try:
         files = wsi_data.dicom_wsi(work / "slides")
         svs = wsi_data.deidentified_svs()
-        site = hub.token("--role", "site", "--site", "BENCH", "--project", "bench")
-        reader = hub.token("--role", "researcher", "--project", "bench")
+        projects = ["bench"] + [f"copy{i}" for i in range(args.copies)]
+        grants = [a for p in projects for a in ("--project", p)]
+        site = hub.token("--role", "site", "--site", "BENCH", *grants)
+        reader = hub.token("--role", "researcher", *grants)
         hub.start()
-        up = {"Authorization": f"Bearer {site}"}
-        r = httpx.post(
-            f"{hub.url}/api/v1/ingest", content=svs, headers={**up, "X-Medcloud-Filename": "s.svs"}, timeout=60
-        )
-        r.raise_for_status()
-        ids = {"svs": f"svs-{r.json()['image_id']}"}
-        for f in files:
-            httpx.post(f"{hub.url}/api/v1/ingest", content=f.read_bytes(), headers=up, timeout=60).raise_for_status()
-        ids["dicom-wsi"] = f"dcm-{pydicom.dcmread(files[0], stop_before_pixels=True).SeriesInstanceUID}"
+        # Each project gets its own copy of both slides (the SVS under another id, the DICOM series with
+        # fresh UIDs), so that a running hub can be asked for slides it has never opened.
+        copies: list[dict[str, str]] = [_store(hub.url, site, p, svs, files, work / p) for p in projects]
+        ids = copies[0]
         auth = {"Authorization": f"Bearer {reader}"}
         info = {k: httpx.get(f"{hub.url}/api/v1/slides/{v}", headers=auth, timeout=60).json() for k, v in ids.items()}
         top = info["svs"]["dz_levels"] - 1
         full = _tiles(top)
         coarser = _tiles(top - 1) + _tiles(top - 2)
         cold: dict[str, list[float]] = {k: [] for k in ids}
+        cold_open: dict[str, list[float]] = {k: [] for k in ids}
         for i in range(args.restarts):
             hub.stop()
             hub.start()
@@ -158,6 +179,12 @@ def main() -> None:
                 with httpx.Client(headers=auth, timeout=60) as c:
                     lv, col, row = full[(i * 7) % len(full)]
                     cold[k].append(_get(c, f"{hub.url}/api/v1/slides/{ids[k]}/dzi/{lv}/{col}_{row}.jpeg"))
+        # The process is warm now (libraries imported); each copy is a slide it has not opened yet.
+        for i, copy in enumerate(copies[1:]):
+            for k in ids:
+                with httpx.Client(headers=auth, timeout=60) as c:
+                    lv, col, row = full[(i * 7) % len(full)]
+                    cold_open[k].append(_get(c, f"{hub.url}/api/v1/slides/{copy[k]}/dzi/{lv}/{col}_{row}.jpeg"))
         out: dict[str, Any] = {"slide": {"width": 2220, "height": 2967, "mpp": info["svs"]["mpp"]}, "results": {}}
         with httpx.Client(headers=auth, timeout=60) as c:
             for kind, sid in ids.items():
@@ -171,7 +198,8 @@ def main() -> None:
                 ]
                 out["results"][kind] = {
                     "native_levels": len(info[kind]["levels"]),
-                    "cold_first_tile": _stats(cold[kind]),
+                    "cold_first_tile_new_process": _stats(cold[kind]),
+                    "cold_first_tile_unopened_slide": _stats(cold_open[kind]) if cold_open[kind] else None,
                     "warm_full_resolution": _stats(warm_full),
                     "warm_zoomed_out": _stats(warm_zoom),
                 }

@@ -105,6 +105,7 @@ class SlideService:
         self._opening: dict[tuple[str, tuple[str, ...]], threading.Lock] = {}
         self._audit_window = audit_window_s
         self._audited: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._info: OrderedDict[tuple[str, tuple[str, ...], str], dict[str, Any]] = OrderedDict()
 
     # ---- open slides ----------------------------------------------------------------------
     def open(self, source: SlideSource) -> OpenSlide:
@@ -158,7 +159,23 @@ class SlideService:
 
     # ---- what a viewer reads ----------------------------------------------------------------
     def info(self, source: SlideSource, base_url: str = "/api/v1/slides") -> dict[str, Any]:
-        """The slide's description (the `GET /api/v1/slides/{id}` body)."""
+        """The slide's description (the `GET /api/v1/slides/{id}` body).
+
+        Descriptions are remembered apart from open slides (they are small), so that a listing of many
+        slides opens each only once per process rather than on every page.
+        """
+        key = (str(source.slide_id), source.blobs, base_url)
+        with self._lock:
+            known = self._info.get(key)
+        if known is None:
+            known = self._describe(source, base_url)
+            with self._lock:
+                self._info[key] = known
+                while len(self._info) > 4096:
+                    self._info.popitem(last=False)
+        return {**known, "project": source.project, "study_uid": source.study_uid, **source.extra}
+
+    def _describe(self, source: SlideSource, base_url: str) -> dict[str, Any]:
         reader = self.open(source).reader
         top = reader.levels[0]
         sid = str(source.slide_id)
@@ -176,7 +193,6 @@ class SlideService:
             "levels": [{"width": lv.width, "height": lv.height, "downsample": lv.downsample} for lv in reader.levels],
             "dz_levels": dz_level_count(top.width, top.height),
             "dzi_url": f"{base_url}/{sid}/dzi/",
-            **source.extra,
         }
 
     def dz_tile(self, source: SlideSource, level: int, col: int, row: int, fmt: Format = "jpeg") -> bytes:
