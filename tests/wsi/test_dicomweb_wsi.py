@@ -65,7 +65,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveHub]:
         )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90  # a loaded 2-core CI machine
         while True:
             assert proc.poll() is None, log.read_text()[-2000:]
             try:
@@ -89,7 +89,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveHub]:
 def stored(live: LiveHub, wsi_files: list[Path]) -> tuple[str, str]:
     for f in wsi_files:
         r = httpx.post(f"{live.url}/api/v1/ingest", content=f.read_bytes(),
-                       headers={"Authorization": f"Bearer {live.site}"}, timeout=30)  # fmt: skip
+                       headers={"Authorization": f"Bearer {live.site}"}, timeout=120)  # fmt: skip
         assert r.status_code == 201, r.text
     ds = pydicom.dcmread(wsi_files[0], stop_before_pixels=True)
     return str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID)
