@@ -118,3 +118,17 @@ def test_audit_window() -> None:
     assert service.first_read_in_window("bob", "svs-1", now=10.0)
     assert service.first_read_in_window("alice", "svs-2", now=10.0)
     assert service.first_read_in_window("alice", "svs-1", now=301.0)
+
+
+def test_a_damaged_tile_is_a_clear_4xx_not_a_crash(svs_bytes: bytes, tmp_path: Path) -> None:
+    import tifffile
+
+    data = bytearray(svs_bytes)
+    with tifffile.TiffFile(io.BytesIO(svs_bytes)) as tf:
+        page = tf.pages.first
+        offset, count = page.dataoffsets[7], page.databytecounts[7]  # a tile of the first row
+    data[offset : offset + count] = b"\x00" * count
+    service = SlideService(Blobs({"svs": bytes(data)}), scratch=tmp_path)
+    with pytest.raises(InvalidInput, match="cannot be decoded"):
+        service.dz_tile(_svs(), 12, 3, 0)
+    assert service.dz_tile(_svs(), 12, 0, 4)[:2] == b"\xff\xd8"  # the rest of the slide still serves

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from PIL import Image
 
-from medcloud.errors import InvalidInput, NotFound, TooLarge
+from medcloud.errors import InvalidInput, MedcloudError, NotFound, TooLarge
 from medcloud.wsi.geometry import dz_level_count, dz_tile
 from medcloud.wsi.readers import Blob, DicomWsiReader, SlideReader, SvsReader
 
@@ -74,7 +74,21 @@ class OpenSlide:
 
     def read(self, level: int, x: int, y: int, width: int, height: int) -> Image.Image:
         with self.lock:
-            return self.reader.read(level, x, y, width, height)
+            try:
+                return self.reader.read(level, x, y, width, height)
+            except MedcloudError:
+                raise
+            except Exception as exc:  # a damaged tile in a stored file: say so, never a 500
+                raise InvalidInput(f"the stored slide cannot be decoded here: {str(exc)[:200]}") from None
+
+    def thumbnail(self, max_size: int) -> Image.Image:
+        with self.lock:
+            try:
+                return self.reader.thumbnail(max_size)
+            except MedcloudError:
+                raise
+            except Exception as exc:
+                raise InvalidInput(f"the stored slide cannot be decoded here: {str(exc)[:200]}") from None
 
 
 def encode(image: Image.Image, fmt: Format) -> bytes:
@@ -229,9 +243,7 @@ class SlideService:
         """A JPEG of the whole slide, no side larger than `max_size`."""
         if not 1 <= max_size <= MAX_THUMBNAIL:
             raise InvalidInput(f"max is 1..{MAX_THUMBNAIL}")
-        slide = self.open(source)
-        with slide.lock:
-            image = slide.reader.thumbnail(max_size)
+        image = self.open(source).thumbnail(max_size)
         if max(image.size) > max_size:  # the readers round; the contract is a bound
             image.thumbnail((max_size, max_size), Image.Resampling.LANCZOS)
         return encode(image, "jpeg")
