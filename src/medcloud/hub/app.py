@@ -41,6 +41,7 @@ ROUTERS: tuple[str, ...] = (
     "dicomweb",
     "dicomweb_render",
     "results",
+    "slides",
 )
 
 CSP = (
