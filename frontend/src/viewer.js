@@ -116,6 +116,9 @@ async function openSeries(study, series, button) {
   const ids = imageIdsFor(study, series, instances);
   if (!ids.length) throw new Error("this series has no images");
   await viewport.setStack(ids, Math.floor(ids.length / 2));
+  // A new series starts from its own window (its DICOM VOI) and a fitted camera.
+  viewport.resetProperties();
+  viewport.resetCamera();
   viewport.render();
   document.body.dataset.series = series;
   document.body.dataset.sliceCount = String(ids.length);
