@@ -41,6 +41,7 @@ ROUTERS: tuple[str, ...] = (
     "datasets",
     "reports",
     "dicomweb",
+    "slides",
 )
 
 CSP = (
