@@ -3,7 +3,7 @@
 // loader's decode worker, which viewer.js starts from its own folder), slide.js (OpenSeadragon).
 // The codecs' .wasm files go to wasm/, OpenSeadragon's button images to osd-images/.
 import { build } from "esbuild";
-import { cpSync, mkdirSync, rmSync, readdirSync } from "node:fs";
+import { cpSync, mkdirSync, readFileSync, rmSync, readdirSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -24,6 +24,21 @@ const nodeBuiltinsAsEmpty = {
   },
 };
 
+// OpenSeadragon 6 injects a <style> element (touch-screen focus outline) that the hub's CSP (no inline
+// styles) refuses; the build drops the injection and viewer.css carries the same rule. The build fails
+// if the code to drop is not found (an upgraded OpenSeadragon must be looked at again).
+const OSD_STYLE = "if (!document.querySelector('style[data-openseadragon-mobile-css]')) {";
+const openSeadragonWithoutInlineStyle = {
+  name: "openseadragon-without-inline-style",
+  setup(b) {
+    b.onLoad({ filter: /openseadragon[\\/]build[\\/]openseadragon[\\/]openseadragon\.js$/ }, (a) => {
+      const src = readFileSync(a.path, "utf8");
+      if (!src.includes(OSD_STYLE)) throw new Error("OpenSeadragon's style injection not found: review build.mjs");
+      return { contents: src.replace(OSD_STYLE, "if (false) {"), loader: "js" };
+    });
+  },
+};
+
 rmSync(out, { recursive: true, force: true });
 mkdirSync(join(out, "wasm"), { recursive: true });
 
@@ -41,7 +56,7 @@ await build({
   minify: true,
   sourcemap: false,
   legalComments: "linked",
-  plugins: [nodeBuiltinsAsEmpty],
+  plugins: [nodeBuiltinsAsEmpty, openSeadragonWithoutInlineStyle],
   logLevel: "warning",
 });
 

@@ -65,12 +65,15 @@ async function main() {
     document.body.dataset.signedIn = "yes";
     const mpp = Array.isArray(info.mpp) ? info.mpp : null;
     $("slide-label").textContent = [
-      info.label || info.name || id,
+      info.label || info.name || info.id || id,
       `${info.width} × ${info.height} px`,
       mpp ? `${Number(mpp[0]).toFixed(3)} µm/px` : "pixel size unknown",
     ].join(" · ");
     const tilesUrl = info.dzi_url.endsWith("/") ? info.dzi_url : `${info.dzi_url}/`;
-    const maxLevel = Math.ceil(Math.log2(Math.max(info.width, info.height)));
+    // DeepZoom numbering: level L is the image scaled to 2^(L - maxLevel); maxLevel is full size.
+    const maxLevel = Number.isInteger(info.dz_levels)
+      ? info.dz_levels - 1
+      : Math.ceil(Math.log2(Math.max(info.width, info.height)));
     const source = new OpenSeadragon.DziTileSource(
       info.width, info.height, info.tile_size, info.overlap ?? 0, tilesUrl, info.format || "jpeg",
       undefined, 0, maxLevel,
