@@ -7,12 +7,11 @@ from __future__ import annotations
 import io
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 from PIL import Image
@@ -58,11 +57,9 @@ def slide_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlideHub]:
     url = f"http://127.0.0.1:{port}"
     try:
         headers = {"Authorization": f"Bearer {site}", "X-Medcloud-Filename": "slide.svs"}
-        req = urllib.request.Request(url + "/api/v1/ingest", data=svs, method="POST", headers=headers)
-        with urllib.request.urlopen(req, timeout=60) as r:
-            import json
-
-            image_id = json.loads(r.read())["image_id"]
+        r = httpx.post(url + "/api/v1/ingest", content=svs, headers=headers, timeout=60)
+        assert r.status_code == 201, r.text
+        image_id = r.json()["image_id"]
         yield SlideHub(url, researcher, f"svs-{image_id}")
     finally:
         server.should_exit = True
@@ -122,7 +119,9 @@ def test_slide_page_pans_and_zooms_the_real_svs(slide_hub: SlideHub) -> None:
             assert bar_before and bar_before.endswith("px")
 
             # Zoom in 8x about the centre: deeper DeepZoom levels load, the scale bar's length shrinks.
-            page.evaluate("window.medcloudSlideViewer.viewport.zoomBy(8); window.medcloudSlideViewer.viewport.applyConstraints()")
+            page.evaluate(
+                "window.medcloudSlideViewer.viewport.zoomBy(8); window.medcloudSlideViewer.viewport.applyConstraints()"
+            )
             more = idle(page)
             assert more > tiles
             levels = page.evaluate(

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from .conftest import CHROMIUM, _free_port
@@ -48,11 +48,8 @@ class ViewerHub:
 
 
 def _ingest(url: str, token: str, data: bytes) -> None:
-    req = urllib.request.Request(
-        url + "/api/v1/ingest", data=data, method="POST", headers={"Authorization": f"Bearer {token}"}
-    )
-    with urllib.request.urlopen(req, timeout=30) as r:
-        assert r.status == 201
+    r = httpx.post(url + "/api/v1/ingest", content=data, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    assert r.status_code == 201, r.text
 
 
 @pytest.fixture(scope="module")
@@ -247,11 +244,10 @@ def test_viewer_without_a_valid_grant_shows_no_data(viewer_hub: ViewerHub) -> No
 
 
 def test_viewer_csp_allows_wasm_only_under_viewer(viewer_hub: ViewerHub) -> None:
-    with urllib.request.urlopen(viewer_hub.url + "/viewer/slide.html?id=x", timeout=10) as r:
-        viewer_csp = r.headers["content-security-policy"]
-        assert r.status == 200 if BUILT.exists() else True
-    with urllib.request.urlopen(viewer_hub.url + "/healthz", timeout=10) as r:
-        hub_csp = r.headers["content-security-policy"]
+    r = httpx.get(viewer_hub.url + "/viewer/slide.html?id=x", timeout=10)
+    assert r.status_code == (200 if BUILT.exists() else 404)
+    viewer_csp = r.headers["content-security-policy"]
+    hub_csp = httpx.get(viewer_hub.url + "/healthz", timeout=10).headers["content-security-policy"]
     assert "'wasm-unsafe-eval'" in viewer_csp and "worker-src 'self'" in viewer_csp
     assert "'unsafe-inline'" not in viewer_csp and "'unsafe-eval'" not in viewer_csp
     assert "wasm" not in hub_csp and "script-src 'self';" in hub_csp

@@ -27,4 +27,6 @@ def mount_viewer(app: FastAPI, web: Path) -> None:
 
     @app.get(PREFIX + "/{path:path}", include_in_schema=False)
     async def not_built(path: str) -> None:
-        raise NotFound("the viewer is not built in this installation: run `make` (npm ci && npm run build in frontend/)")
+        raise NotFound(
+            "the viewer is not built in this installation: run `make` (npm ci && npm run build in frontend/)"
+        )
