@@ -3,6 +3,7 @@
 import {
   init as coreInit,
   getShouldUseCPURendering,
+  eventTarget,
   RenderingEngine,
   Enums as CoreEnums,
 } from "@cornerstonejs/core";
@@ -152,6 +153,13 @@ async function setUpViewer() {
   toolGroup.addViewport(VIEWPORT_ID, ENGINE_ID);
   selectLeftTool("WindowLevel");
 
+  // A frame that cannot be fetched or decoded is said on the page, not only in the console.
+  eventTarget.addEventListener(CoreEnums.Events.IMAGE_LOAD_ERROR, (e) => {
+    const detail = Array.isArray(e.detail) ? e.detail[0]?.reason : e.detail?.error;
+    const status = detail?.status ?? detail?.request?.status;
+    document.body.dataset.imageError = "yes";
+    showError(`Could not load or decode an image${status ? ` (HTTP ${status})` : ""}: ${detail?.message || detail || ""}`);
+  });
   element.addEventListener(CoreEnums.Events.IMAGE_RENDERED, () => {
     rendered += 1;
     document.body.dataset.rendered = String(rendered);

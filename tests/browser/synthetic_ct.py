@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
+from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
@@ -60,4 +61,31 @@ def ct_series(study_uid: str, *, slices: int, inverted: bool = False, number: in
         buf = io.BytesIO()
         ds.save_as(buf, enforce_file_format=True)
         out.append(buf.getvalue())
+    return out
+
+
+def jpeg_series(study_uid: str, *, slices: int, number: int = 3) -> list[bytes]:
+    """The same disc pattern as 8-bit JPEG baseline (1.2.840.10008.1.2.4.50), encapsulated: the viewer
+    must decode it with its WebAssembly codec (libjpeg-turbo)."""
+    from PIL import Image
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGBaseline8Bit, SecondaryCaptureImageStorage
+
+    out = []
+    for i, data in enumerate(ct_series(study_uid, slices=slices, number=number, description="JPEG")):
+        ds = dcmread(io.BytesIO(data))
+        grey = np.where(slice_pixels(i) > 0, 255, 0).astype(np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(grey, mode="L").save(buf, format="JPEG", quality=95)
+        ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+        ds.RescaleIntercept, ds.RescaleSlope = 0, 1
+        ds.WindowCenter, ds.WindowWidth = 128, 256
+        ds.PixelData = encapsulate([buf.getvalue()])
+        ds["PixelData"].VR = "OB"
+        ds.LossyImageCompression = "01"
+        f = io.BytesIO()
+        ds.save_as(f, enforce_file_format=True)
+        out.append(f.getvalue())
     return out

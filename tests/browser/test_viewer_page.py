@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from .conftest import CHROMIUM, _free_port
-from .synthetic_ct import ct_series, radius
+from .synthetic_ct import ct_series, jpeg_series, radius
 
 pytestmark = pytest.mark.browser
 
@@ -82,6 +82,8 @@ def viewer_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ViewerHub]:
         for data in ct_series(STUDY, slices=SLICES, number=1, description="DISC"):
             _ingest(url, site, data)
         for data in ct_series(STUDY, slices=3, number=2, inverted=True, description="INVERTED"):
+            _ingest(url, site, data)
+        for data in jpeg_series(STUDY, slices=3, number=3):  # compressed: decoded by the WebAssembly codec
             _ingest(url, site, data)
         yield ViewerHub(url, researcher, outsider)
     finally:
@@ -157,7 +159,7 @@ def test_viewer_renders_slices_scrolls_and_switches_series(viewer_hub: ViewerHub
             page = open_with_token(browser, viewer_hub.url, viewer_hub.researcher, console)
             poll(page, "['yes', 'failed'].includes(document.body.dataset.ready)", timeout=40)
             assert page.evaluate("document.body.dataset.ready") == "yes", console
-            assert page.evaluate("document.body.dataset.seriesCount") == "2"
+            assert page.evaluate("document.body.dataset.seriesCount") == "3"
             assert "SYNTHETIC PHANTOM" in page.inner_text("#study-label")
             labels = page.inner_text("#series-list")
             assert "DISC" in labels and "INVERTED" in labels
@@ -204,10 +206,20 @@ def test_viewer_renders_slices_scrolls_and_switches_series(viewer_hub: ViewerHub
             poll(page, f"document.body.dataset.voi !== {voi!r}")
 
             # Series switching: the inverted series shows a dark centre on a bright background.
-            page.click("#series-list button[data-series]:not([aria-current])")
+            page.click("#series-list button:has-text('INVERTED')")
             poll(page, "document.body.dataset.sliceCount === '3' && document.body.dataset.loading === 'no'")
             inverted = probe_after(page, 1)
             assert inverted["centre"] < 50 and inverted["corner"] > 200, inverted
+
+            # JPEG baseline frames (the hub serves them as stored) are decoded by the wasm codec under the CSP.
+            page.click("#series-list button:has-text('JPEG')")
+            poll(page, "document.body.dataset.series === document.querySelector('[aria-current]').dataset.series")
+            poll(page, "document.body.dataset.loading === 'no'")
+            jpeg = probe_after(page, 1)
+            assert jpeg["centre"] > 200 and jpeg["corner"] < 50, jpeg
+            want = 2 * radius(1) * scale
+            assert abs(jpeg["run"] - want) <= max(3, 0.08 * want), (jpeg, want)
+            assert page.is_hidden("#error") and page.evaluate("document.body.dataset.imageError") is None
         finally:
             browser.close()
     assert not [m for m in console if "Content Security Policy" in m or m.startswith("pageerror")], console
