@@ -101,7 +101,10 @@ async function main() {
     viewer.addHandler("open", () => {
       document.body.dataset.ready = "yes";
     });
+    let moves = 0;
     viewer.addHandler("animation-finish", () => {
+      moves += 1;
+      document.body.dataset.moves = String(moves); // the view settled after a pan or zoom
       document.body.dataset.zoom = String(viewer.viewport.getZoom(true));
     });
     if (mpp) setUpScaleBar(viewer, Number(mpp[0]));

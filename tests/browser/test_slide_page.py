@@ -122,8 +122,8 @@ def test_slide_page_pans_and_zooms_the_real_svs(slide_hub: SlideHub) -> None:
             page.evaluate(
                 "window.medcloudSlideViewer.viewport.zoomBy(8); window.medcloudSlideViewer.viewport.applyConstraints()"
             )
-            more = idle(page)
-            assert more > tiles
+            poll(page, f"Number(document.body.dataset.tilesLoaded) > {tiles}")  # the zoom's own tiles arrive
+            idle(page)
             levels = page.evaluate(
                 "[...new Set(performance.getEntriesByType('resource').map(e => e.name)"
                 ".filter(n => n.includes('/dzi/')).map(n => Number(n.split('/dzi/')[1].split('/')[0])))]"
@@ -139,10 +139,12 @@ def test_slide_page_pans_and_zooms_the_real_svs(slide_hub: SlideHub) -> None:
             box = page.locator("#slide").bounding_box()
             assert box is not None
             cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+            moves = int(page.evaluate("Number(document.body.dataset.moves || 0)"))
             page.mouse.move(cx, cy)
             page.mouse.down()
             page.mouse.move(cx - 200, cy - 150, steps=6)
             page.mouse.up()
+            poll(page, f"Number(document.body.dataset.moves || 0) > {moves}")  # the pan's animation has settled
             idle(page)
             assert np.abs(shot(page) - zoomed).mean() > 3
             assert page.evaluate("document.body.dataset.tileFailed") is None
