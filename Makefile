@@ -10,6 +10,11 @@ PY310 ?= $(shell pyenv root 2>/dev/null)/versions/3.10.13/bin/python
 VENV310 := .venv310
 STAMP310 := $(VENV310)/.medcloud-installed
 
+# The viewer pages (frontend/: cornerstone3D + OpenSeadragon, bundled by esbuild) are built into
+# src/medcloud/web/viewer/ (git-ignored), from the npm registry with the committed package-lock.json.
+VIEWER := src/medcloud/web/viewer/index.html
+NODE_MODULES := frontend/node_modules/.package-lock.json
+
 .PHONY: run test lint bench clean-venv
 
 $(STAMP): pyproject.toml Makefile
@@ -27,11 +32,17 @@ $(STAMP): pyproject.toml Makefile
 		ome-types==0.7.0 xsdata==26.10 pydantic-extra-types==2.11.1 cachetools==8.0.2 defusedxml==0.7.1
 	touch $(STAMP)
 
-run: $(STAMP)
+$(NODE_MODULES): frontend/package.json frontend/package-lock.json
+	cd frontend && npm ci --no-audit --no-fund --loglevel=error
+
+$(VIEWER): $(NODE_MODULES) frontend/build.mjs $(wildcard frontend/src/* frontend/public/*)
+	cd frontend && npm run --silent build
+
+run: $(STAMP) $(VIEWER)
 	$(BIN)/medcloud demo
 
 # The threshold-HE tests run first under CPython 3.10 (OpenFHE), then the whole suite under .venv.
-test: $(STAMP) $(STAMP310)
+test: $(STAMP) $(STAMP310) $(VIEWER)
 	$(VENV310)/bin/python -m pytest -q -m py310 tests/federated
 	$(BIN)/python -m pytest -q
 

@@ -23,6 +23,8 @@ from medcloud.errors import RequestTimeout, TooLarge
 from medcloud.hub import problems
 from medcloud.hub.deps import DATA_PATH_PREFIXES, authenticate
 from medcloud.hub.state import HubState
+from medcloud.hub.viewer import PREFIX as VIEWER_PREFIX
+from medcloud.hub.viewer import mount_viewer
 from medcloud.security.policy import Principal
 
 # JSON bodies the API takes are small (a token request, a site's targets, a round record).
@@ -49,8 +51,9 @@ CSP = (
     "media-src 'self' blob: mediastream:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
     "form-action 'self'; frame-ancestors 'none'"
 )
+# The viewer pages (medcloud.hub.viewer) compile the DICOM decoders' WebAssembly; workers are same-origin files.
+VIEWER_CSP = CSP.replace("script-src 'self'", "script-src 'self' 'wasm-unsafe-eval'") + "; worker-src 'self'"
 SECURITY_HEADERS = [
-    (b"content-security-policy", CSP.encode()),
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"no-referrer"),
     (b"x-frame-options", b"DENY"),
@@ -69,11 +72,14 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        is_api = str(scope.get("path", "")).startswith(DATA_PATH_PREFIXES)
+        path = str(scope.get("path", ""))
+        is_api = path.startswith(DATA_PATH_PREFIXES)
+        csp = VIEWER_CSP if path.startswith(VIEWER_PREFIX + "/") else CSP
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
+                headers.append((b"content-security-policy", csp.encode()))
                 headers.extend(SECURITY_HEADERS)
                 if is_api:
                     headers.append((b"cache-control", b"no-store"))
@@ -208,6 +214,7 @@ def create_app(settings: Settings | None = None, *, state: HubState | None = Non
         async def root(request: Request) -> JSONResponse:
             return JSONResponse({"service": "medcloud hub", "health": "/healthz", "api": "/api/v1/openapi.json"})
 
+    mount_viewer(app, static)
     app.add_middleware(BodyLimits, timeout_s=settings.body_timeout_seconds, json_routes=json_routes)
     app.add_middleware(SecurityHeaders)
     return app
