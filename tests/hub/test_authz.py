@@ -40,6 +40,7 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("POST", "/api/v1/cohorts"): {"researcher"},
     ("GET", "/api/v1/cohorts"): {"researcher"},
     ("GET", "/api/v1/cohorts/{cohort}"): {"researcher"},
+    ("POST", "/api/v1/cohorts/preview"): {"researcher"},
     ("POST", "/api/v1/datasets"): {"researcher"},
     ("GET", "/api/v1/datasets"): {"researcher"},
     ("GET", "/api/v1/datasets/{dataset_id}"): {"researcher"},
@@ -90,7 +91,7 @@ def _call(hub: Hub, method: str, path: str, headers: dict[str, str], ctx: dict[s
         body = {"round": 1, "model_version": "v1", "mode": "ckks", "participants": ["site-a"]}
     elif path.startswith(("/api/v1/sites/", "/api/v1/societies/")):
         body = {"target_cases": 10}
-    elif path in ("/api/v1/cohorts", "/api/v1/datasets") and method == "POST":
+    elif path in ("/api/v1/cohorts", "/api/v1/cohorts/preview", "/api/v1/datasets") and method == "POST":
         body = {"name": "authz", "query": [{"modality": "CT"}]}
     elif path == "/api/v1/results":
         body = {"kind": "boxes", "sources": [ctx["sop_uid"]], "algorithm": "authz", "algorithm_version": "1",
