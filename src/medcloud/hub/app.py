@@ -39,6 +39,7 @@ ROUTERS: tuple[str, ...] = (
     "datasets",
     "reports",
     "dicomweb",
+    "jobs",
 )
 
 CSP = (
