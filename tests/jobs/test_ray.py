@@ -36,7 +36,8 @@ register_model("ray-tiny", "1", "weights.bin", notice="SYNTHETIC test data", syn
 
 @pytest.fixture(scope="module")
 def ray_head() -> Iterator[RayHead]:
-    reuse = os.environ.get("MEDCLOUD_TEST_RAY_HEAD")  # a JSON file {address, token_file}: a head kept up while developing
+    # MEDCLOUD_TEST_RAY_HEAD: a JSON file {address, token_file, root} of a head kept up while developing.
+    reuse = os.environ.get("MEDCLOUD_TEST_RAY_HEAD")
     if reuse:
         info = json.loads(Path(reuse).read_text())
         yield RayHead(info["address"], Path(info["token_file"]), Path(info["root"]), None)  # type: ignore[arg-type]

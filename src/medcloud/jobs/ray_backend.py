@@ -28,6 +28,7 @@ from medcloud.jobs.runner import JobEvents, JobSpec, Runner, read_tail
 __all__ = ["RayRunner", "ray_token"]
 
 log = logging.getLogger("medcloud.jobs")
+SUBMIT_RETRY_S = 120.0  # how long a transient refusal of a submission is retried
 _FINAL = {"SUCCEEDED": "succeeded", "FAILED": "failed", "STOPPED": "cancelled"}
 
 
@@ -84,18 +85,25 @@ class RayRunner(Runner):
         if token_env is None:
             return
         submission_id = f"medcloud-{spec.job_id}"
-        try:
-            self._client.submit_job(
-                entrypoint=shlex.join([self._python, "-u", spec.entrypoint, *spec.args]),
-                submission_id=submission_id,
-                runtime_env={"working_dir": str(spec.workdir), "env_vars": spec.env | token_env},
-                entrypoint_num_cpus=spec.num_cpus,
-                entrypoint_num_gpus=spec.num_gpus or None,
-                metadata={"medcloud_job": spec.job_id},
-            )
-        except Exception as exc:
-            self._events.finished(spec.job_id, "failed", None, f"Ray refused the job: {exc}"[:1000])
-            return
+        deadline = time.monotonic() + SUBMIT_RETRY_S
+        while True:
+            try:
+                self._client.submit_job(
+                    entrypoint=shlex.join([self._python, "-u", spec.entrypoint, *spec.args]),
+                    submission_id=submission_id,
+                    runtime_env={"working_dir": str(spec.workdir), "env_vars": spec.env | token_env},
+                    entrypoint_num_cpus=spec.num_cpus,
+                    entrypoint_num_gpus=spec.num_gpus or None,
+                    metadata={"medcloud_job": spec.job_id},
+                )
+                break
+            except Exception as exc:
+                # A head that has just started answers "No available agent ... try again later" for a while.
+                if "try again" in str(exc).lower() and time.monotonic() < deadline and not self._stop.is_set():
+                    time.sleep(1.0)
+                    continue
+                self._events.finished(spec.job_id, "failed", None, f"Ray refused the job: {exc}"[:1000])
+                return
         with self._lock:
             self._active[spec.job_id] = _Active(spec, submission_id, time.monotonic() + spec.timeout_s)
 
