@@ -86,6 +86,7 @@ class RayRunner(Runner):
             return
         submission_id = f"medcloud-{spec.job_id}"
         deadline = time.monotonic() + SUBMIT_RETRY_S
+        tries = 0
         while True:
             try:
                 self._client.submit_job(
@@ -98,12 +99,18 @@ class RayRunner(Runner):
                 )
                 break
             except Exception as exc:
-                # A head that has just started answers "No available agent ... try again later" for a while.
-                if "try again" in str(exc).lower() and time.monotonic() < deadline and not self._stop.is_set():
-                    time.sleep(1.0)
-                    continue
-                self._events.finished(spec.job_id, "failed", None, f"Ray refused the job: {exc}"[:1000])
-                return
+                text = str(exc).lower()
+                if "already exists" in text and tries:
+                    break  # an earlier try reached the cluster before its answer was lost
+                # A fresh or busy head answers "No available agent ... try again later" or drops the
+                # connection for a while; a refused token or a bad request is final.
+                final = any(w in text for w in ("auth", "401", "403", "400", "invalid"))
+                if final or time.monotonic() > deadline or self._stop.is_set():
+                    self._events.finished(spec.job_id, "failed", None, f"Ray refused the job: {exc}"[:1000])
+                    return
+                log.warning("Ray did not take job %s yet (%s): retrying", spec.job_id, exc)
+                tries += 1
+                time.sleep(1.0)
         with self._lock:
             self._active[spec.job_id] = _Active(spec, submission_id, time.monotonic() + spec.timeout_s)
 
