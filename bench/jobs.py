@@ -1,12 +1,13 @@
 """Jobs benchmark: one job over a dataset version of N images, on the local pool and on Ray, side by side.
 
-    .venv/bin/python bench/jobs.py [--files 10000] [--image-px 32] [--threads 4] [--backends local,ray]
+    .venv/bin/python bench/jobs.py [--files 10000] [--image-px 32] [--batch 500] [--backends local,ray]
                                    [--noop-runs 3] [--ray-address URL --ray-token-file F]
 
 A hub (uvicorn on 127.0.0.1, SQLite catalog) holds one frozen version of `--files` SYNTHETIC grey PNG
 images (`--image-px` square, random noise, made here; nobody's data), indexed with the catalog filler.
 For each backend the same job script is submitted through the API: it reads the manifest, fetches every
-file through the job runtime (`--threads` parallel requests, each hash-checked and audited by the hub),
+file through the job runtime (`iter_files`: `--batch` files per request, one audit event per request,
+each file hash-checked against the manifest),
 decodes each PNG's header and sums its pixels' byte count, and saves the result as an artefact.
 
 Reported per backend: wall time from submit to the end as the client sees it, submit-to-start overhead
@@ -45,22 +46,17 @@ from medcloud.store.filler import fill_synthetic  # noqa: E402
 
 JOB = """
 import json, struct, sys, time
-from concurrent.futures import ThreadPoolExecutor
 from medcloud.jobs.runtime import dataset, save_artifact
 
-threads = int(sys.argv[1])
+batch = int(sys.argv[1])
 t0 = time.monotonic()
 ds = dataset()
 t_manifest = time.monotonic() - t0
-
-def pixels(entry):
-    data = ds.read(entry)
+total = 0
+for entry, data in ds.iter_files(batch=batch):  # each file checked against its manifest SHA-256
     assert data[:8] == b"\\x89PNG\\r\\n\\x1a\\n"
     width, height = struct.unpack(">II", data[16:24])
-    return width * height
-
-with ThreadPoolExecutor(threads) as pool:
-    total = sum(pool.map(pixels, ds.files))
+    total += width * height
 out = {"files": len(ds.files), "pixels": total, "manifest_s": round(t_manifest, 3),
        "read_s": round(time.monotonic() - t0 - t_manifest, 3)}
 save_artifact("result.json", json.dumps(out).encode())
@@ -112,7 +108,7 @@ def bench_backend(hub_url: str, token: str, dataset: str, work: Path, args: argp
         noops = [run_job(client, noop, dataset, []) for _ in range(args.noop_runs)]
         job = work / "read_all.py"
         job.write_text(JOB)
-        result = run_job(client, job, dataset, [str(args.threads)])
+        result = run_job(client, job, dataset, [str(args.batch)])
         out = json.loads(client.logs(result["id"]).strip().splitlines()[-1])
         assert out["files"] == args.files and out["pixels"] == args.files * args.image_px**2, out
         result |= {"files_per_s": round(args.files / result["run_s"], 1), "job_report": out}
@@ -146,7 +142,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--files", type=int, default=10_000)
     ap.add_argument("--image-px", type=int, default=32)
-    ap.add_argument("--threads", type=int, default=4)
+    ap.add_argument("--batch", type=int, default=500, help="files per bulk read request")
     ap.add_argument("--backends", default="local,ray")
     ap.add_argument("--noop-runs", type=int, default=3)
     ap.add_argument("--ray-address", default=None)
@@ -157,7 +153,7 @@ def main() -> None:
         "bench": "jobs",
         "files": args.files,
         "image": f"{args.image_px}x{args.image_px} 8-bit grey PNG, SYNTHETIC noise",
-        "threads_in_job": args.threads,
+        "files_per_request": args.batch,
         "cpus": os.cpu_count(),
         "load_avg_1m_start": round(os.getloadavg()[0], 2),
         "backends": {},

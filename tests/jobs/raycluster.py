@@ -61,6 +61,9 @@ def start_head(num_gpus: int = 1, timeout_s: float = 180.0) -> RayHead:
         "RAY_AUTH_MODE": "token",
         "RAY_AUTH_TOKEN": token,
         "RAY_USAGE_STATS_ENABLED": "0",
+        # A shared 2-core machine under load misses Ray's default health checks (node declared dead).
+        "RAY_health_check_timeout_ms": "30000",
+        "RAY_health_check_failure_threshold": "20",
     }
     cmd = [
         str(bin_dir / "ray"), "start", "--head", "--block", f"--temp-dir={root / 't'}",
@@ -101,8 +104,20 @@ def _ours(pid: int, pgid: int, marker: str) -> bool:
         return False
 
 
+def log_tails(head: RayHead, lines: int = 15) -> str:
+    """The ends of the head's main logs (printed at teardown: pytest shows them when a test failed)."""
+    out = []
+    logs = head.root / "t" / "session_latest" / "logs"
+    for path in [head.root / "ray-start.log", *(logs / n for n in ("dashboard.log", "raylet.out", "gcs_server.out"))]:
+        if path.is_file():
+            tail = path.read_text(errors="replace").splitlines()[-lines:]
+            out.append(f"--- {path.name}\n" + "\n".join(tail))
+    return "\n".join(out)
+
+
 def stop_head(head: RayHead) -> None:
     """Stop this cluster's processes only, then remove its folder."""
+    print(log_tails(head))
     pgid = head.proc.pid
     with_signal = head.proc.poll() is None
     if with_signal:

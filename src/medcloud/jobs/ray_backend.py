@@ -58,7 +58,7 @@ class RayRunner(Runner):
     name = "ray"
 
     def __init__(
-        self, events: JobEvents, address: str, *, token: str | None, python: str = "python", poll_s: float = 0.5
+        self, events: JobEvents, address: str, *, token: str | None, python: str = "python", poll_s: float = 0.25
     ) -> None:
         from ray.job_submission import JobSubmissionClient
 
@@ -127,7 +127,8 @@ class RayRunner(Runner):
     def _check(self, job_id: str, a: _Active) -> None:
         info = self._client.get_job_info(a.submission_id)
         status = str(getattr(info.status, "value", info.status))
-        if status == "RUNNING" and not a.started:
+        # A short job can go from PENDING to its end between two polls: it started all the same.
+        if (status == "RUNNING" or status in _FINAL) and not a.started:
             a.started = True
             if not self._events.started(job_id, a.submission_id):
                 a.stopping = "cancelled"

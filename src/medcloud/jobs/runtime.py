@@ -5,6 +5,7 @@
     ds = dataset()                       # the one dataset version this job was given
     for f in ds.files:                   # manifest entries: sop_uid, sha256, size, split, labels, ...
         data = ds.read(f)                # the file's bytes, checked against the manifest's SHA-256
+    for f, data in ds.iter_files(ds.split("train")):   # the same, up to 256 files per request
     save_artifact("model.onnx", path_or_bytes)
     register_model("my-model", "1", "model.onnx", metrics={"auc": 0.91})
 
@@ -20,6 +21,7 @@ import os
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,6 +86,37 @@ class Dataset:
         if hashlib.sha256(data).hexdigest() != f["sha256"]:
             raise JobRuntimeError(f"file {f['index']} of dataset {self.id} does not match its manifest hash")
         return data
+
+    def iter_files(
+        self, entries: list[dict[str, Any]] | None = None, batch: int = 256
+    ) -> Iterator[tuple[dict[str, Any], bytes]]:
+        """(entry, bytes) for `entries` (default: every file), fetched in runs of up to `batch` consecutive
+        indexes per request, each file checked against its manifest SHA-256."""
+        wanted = sorted(entries if entries is not None else self.files, key=lambda f: int(f["index"]))
+        by_index = {int(f["index"]): f for f in self.files}
+        jid = urllib.parse.quote(job_id(), safe="")
+        i = 0
+        while i < len(wanted):
+            first = int(wanted[i]["index"])
+            run = [wanted[i]]
+            while (
+                i + len(run) < len(wanted)
+                and len(run) < batch
+                and int(wanted[i + len(run)]["index"]) == first + len(run)
+            ):
+                run.append(wanted[i + len(run)])
+            data = _request("GET", f"/api/v1/jobs/{jid}/dataset/batch?start={first}&count={len(run)}")
+            offset = 0
+            for f in run:
+                size = int(by_index[int(f["index"])]["size"])
+                chunk = data[offset : offset + size]
+                offset += size
+                if hashlib.sha256(chunk).hexdigest() != f["sha256"]:
+                    raise JobRuntimeError(f"file {f['index']} of dataset {self.id} does not match its manifest hash")
+                yield f, chunk
+            if offset != len(data):
+                raise JobRuntimeError(f"the hub sent {len(data)} bytes for files {first}+{len(run)}, expected {offset}")
+            i += len(run)
 
     def split(self, name: str) -> list[dict[str, Any]]:
         """The manifest entries of one split (train, val, test, ...)."""

@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection
 
 from medcloud.errors import Conflict, NotFound
 from medcloud.store.db import Database, utcnow
-from medcloud.store.tables import job_artifacts, jobs
+from medcloud.store.tables import dataset_files, job_artifacts, jobs
 
 __all__ = ["FINISHED", "JOB_STATES", "Jobs"]
 
@@ -162,8 +162,27 @@ class Jobs:
                 return a
         raise NotFound(f"job {job_id} has no artefact {name!r}")
 
+    def dataset_slice(self, version_id: str, start: int, count: int) -> list[tuple[int, str, int]]:
+        """(index, sha256, size) of a run of a dataset version's files (a job's bulk read)."""
+        return dataset_slice(self._db, version_id, start, count)
+
     def artifact_blob_refs(self) -> Iterator[tuple[str, str]]:
         """Every (sha256, resource) an artefact holds: blobs a clean-up must keep."""
         with self._db.read() as conn:
             for r in conn.execute(sa.select(job_artifacts.c.sha256, job_artifacts.c.job_id)):
                 yield str(r.sha256), f"job/{r.job_id}"
+
+
+def dataset_slice(db: Database, version_id: str, start: int, count: int) -> list[tuple[int, str, int]]:
+    """(index, sha256, size) of files `start` .. `start + count - 1` of a version, in index order."""
+    with db.read() as conn:
+        rows = conn.execute(
+            sa.select(dataset_files.c.idx, dataset_files.c.sha256, dataset_files.c.size)
+            .where(
+                dataset_files.c.version_id == version_id,
+                dataset_files.c.idx >= start,
+                dataset_files.c.idx < start + count,
+            )
+            .order_by(dataset_files.c.idx)
+        ).all()
+    return [(int(r.idx), str(r.sha256), int(r.size)) for r in rows]

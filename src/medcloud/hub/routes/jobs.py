@@ -8,6 +8,7 @@ artefacts and registers models from them, and nothing else anywhere in the API.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -257,3 +258,56 @@ async def job_file(
         media_type="application/dicom", filename=f"{entry['sop_uid']}.dcm",
         detail={"dataset": job["dataset"], "sha256": entry["sha256"], "sop_uid": entry["sop_uid"]},
     )  # fmt: skip
+
+
+MAX_BATCH = 1000
+
+
+@router.get(
+    "/api/v1/jobs/{job_id}/dataset/batch",
+    summary="A job reads a run of its dataset's files at once: their bytes concatenated in index order (audited)",
+)
+async def job_batch(
+    request: Request,
+    job_id: str = Path(pattern=_JOB),
+    start: int = Query(0, ge=0),
+    count: int = Query(256, ge=1, le=MAX_BATCH),
+    principal: Principal = Depends(require(Permission.JOB_RUNTIME)),
+) -> StreamingResponse:
+    """The manifest gives each file's size and SHA-256, so the caller splits and checks the body itself."""
+    from medcloud.store.datasets import VersionWithdrawn
+
+    svc = service(request)
+    resource = f"job/{job_id}/dataset/batch/{start}+{count}"
+    mark_audited_read(request, "job.dataset.read", resource)
+    job = await run_in_threadpool(_own_dataset, svc, job_id, principal)
+    version = await run_in_threadpool(svc.catalog.datasets.get_version, job["dataset"], principal.readable_projects())
+    if version["status"] != "active":
+        raise VersionWithdrawn(f"dataset version {job['dataset']} was withdrawn: {version['withdrawn_reason']}")
+    files = await run_in_threadpool(svc.catalog.jobs.dataset_slice, job["dataset"], start, count)
+    if not files:
+        raise InvalidInput(f"no files from index {start}: the version has {version['file_count']}")
+    handles = []
+    try:
+        for _, sha, _ in files:  # open all before the audit: a missing blob is never recorded as read
+            handles.append(svc.blobs.open(sha))
+        detail = {"dataset": job["dataset"], "start": start, "count": len(files), "bytes": sum(f[2] for f in files)}
+        await run_in_threadpool(
+            record_audit, request, principal, action="job.dataset.read", resource=resource, outcome="ok", detail=detail
+        )
+    except BaseException:
+        for fh in handles:
+            fh.close()
+        raise
+
+    def body() -> Iterator[bytes]:
+        for fh in handles:
+            with fh:
+                while chunk := fh.read(1024 * 1024):
+                    yield chunk
+
+    total = sum(f[2] for f in files)
+    headers = {"X-Dataset-Version": job["dataset"], "X-First-Index": str(files[0][0]), "X-Count": str(len(files))}
+    return StreamingResponse(
+        body(), media_type="application/octet-stream", headers=headers | {"Content-Length": str(total)}
+    )
