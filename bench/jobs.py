@@ -173,7 +173,10 @@ def main() -> None:
                     from tests.jobs.raycluster import start_head
 
                     t_head = time.monotonic()
-                    head = start_head(num_gpus=0)
+                    try:
+                        head = start_head(num_gpus=0)
+                    except RuntimeError:  # a loaded machine can miss Ray's fixed 30 s raylet start window
+                        head = start_head(num_gpus=0)
                     report["ray_head_start_s"] = round(time.monotonic() - t_head, 1)
                     ray_settings = {"ray_address": head.address, "ray_token_file": head.token_file}
             port = free_port()
