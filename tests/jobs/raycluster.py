@@ -116,7 +116,7 @@ def log_tails(head: RayHead, lines: int = 15) -> str:
 
 def stop_head(head: RayHead) -> None:
     """Stop this cluster's processes only, then remove its folder."""
-    print(log_tails(head))
+    print(log_tails(head), file=sys.stderr)
     pgid = head.proc.pid
     with_signal = head.proc.poll() is None
     if with_signal:
