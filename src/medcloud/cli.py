@@ -17,6 +17,7 @@ from medcloud.errors import MedcloudError
 from medcloud.federated.cli import app as fl_app
 from medcloud.gateway.cli import app as gateway_app
 from medcloud.hub.cli import app as hub_app
+from medcloud.jobs.cli import jobs_app
 from medcloud.nlp.cli import app as nlp_app
 from medcloud.results.cli import app as results_app
 from medcloud.security.cli import audit_app
@@ -38,6 +39,7 @@ app.add_typer(nlp_app, name="nlp", help="Findings from report text (ja/en) with 
 app.add_typer(dataset_app, name="dataset", help="Frozen dataset versions: freeze, list, show, download, export.")
 app.add_typer(cohort_app, name="cohort", help="Cohorts: named, saved queries (image metadata and report findings).")
 app.add_typer(results_app, name="results", help="AI results back as DICOM SR (boxes) or SEG (masks).")
+app.add_typer(jobs_app, name="jobs", help="Jobs on frozen dataset versions: submit, status, logs, cancel, list.")
 app.command("deid")(deid_command)
 app.command("keygen")(keygen_command)
 app.command("demo")(demo_command)

@@ -57,6 +57,19 @@ class Settings(BaseSettings):
         max_length=24,
         description="The hub's DICOM UID root for objects it makes (results as SR/SEG); default UUID-based 2.25.",
     )
+    # Jobs (docs/jobs.md): a local process pool unless `ray_address` names a Ray cluster.
+    ray_address: str | None = Field(default=None, description="Ray dashboard URL for jobs; unset: local pool.")
+    ray_token_file: Path | None = Field(
+        default=None, description="File with the Ray cluster's auth token (else RAY_AUTH_TOKEN, ~/.ray/auth_token)."
+    )
+    ray_python: str = Field(default="python", description="Python command on the Ray cluster that runs a job.")
+    jobs_workers: int = Field(default=2, ge=1, le=256, description="Jobs the local pool runs at once.")
+    jobs_hub_url: str | None = Field(
+        default=None, description="URL a job uses to reach this hub; default http://<host>:<port>."
+    )
+    jobs_max_code_bytes: int = Field(default=10 * 1024**2, description="Largest job code archive (zip bytes).")
+    jobs_max_artifact_bytes: int = Field(default=512 * 1024**2, description="Largest single job artefact (bytes).")
+    jobs_max_timeout_seconds: int = Field(default=2 * 86400, ge=1, le=6 * 86400, description="Longest job timeout.")
 
     @classmethod
     def settings_customise_sources(

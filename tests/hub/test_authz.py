@@ -51,6 +51,19 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("POST", "/api/v1/results"): {"researcher"},
     ("GET", "/api/v1/whoami"): ALL,
     ("GET", "/api/v1/openapi.json"): ALL,
+    ("POST", "/api/v1/jobs"): {"researcher"},
+    ("GET", "/api/v1/jobs"): {"researcher"},
+    ("GET", "/api/v1/jobs/{job_id}"): {"researcher"},
+    ("GET", "/api/v1/jobs/{job_id}/logs"): {"researcher"},
+    ("POST", "/api/v1/jobs/{job_id}/cancel"): {"researcher"},
+    ("GET", "/api/v1/jobs/{job_id}/artifacts"): {"researcher"},
+    ("GET", "/api/v1/jobs/{job_id}/artifacts/{name}"): {"researcher"},
+    ("POST", "/api/v1/jobs/{job_id}/models"): {"researcher"},
+    # A running job's own token only (tests/jobs): no person's role reaches these.
+    ("PUT", "/api/v1/jobs/{job_id}/artifacts/{name}"): set(),
+    ("GET", "/api/v1/jobs/{job_id}/dataset/manifest"): set(),
+    ("GET", "/api/v1/jobs/{job_id}/dataset/files/{ref}"): set(),
+    ("GET", "/api/v1/jobs/{job_id}/dataset/batch"): set(),
     **DICOMWEB_EXPECTED,
     **SLIDES_EXPECTED,
 }
@@ -64,6 +77,16 @@ def _png() -> bytes:
 
     buf = io.BytesIO()
     Image.new("RGB", (64, 64), (230, 220, 230)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _sleeper_zip() -> bytes:
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("main.py", "import time\ntime.sleep(60)\n")
     return buf.getvalue()
 
 
@@ -84,6 +107,15 @@ def _call(hub: Hub, method: str, path: str, headers: dict[str, str], ctx: dict[s
     if path.startswith("/api/v1/slides"):
         return slides_call(hub, method, path, headers, ctx)
     url = path.format(**{**ctx, "name": ctx["model"]} if path.startswith("/api/v1/models/") else ctx)
+    if path.startswith("/api/v1/jobs"):
+        url = path.format(**{**ctx, "name": "a.bin"})
+        if path == "/api/v1/jobs" and method == "POST":
+            zipped = {**headers, "Content-Type": "application/zip"}
+            return hub.client.post(url, params={"dataset": ctx["dataset_id"]}, content=_sleeper_zip(), headers=zipped)
+        if path.endswith("/models"):
+            return hub.client.post(
+                url, json={"name": "authz-model", "version": "1", "artifact": "a.bin"}, headers=headers
+            )
     body: dict[str, object] | None = None
     if path == "/api/v1/tokens" and method == "POST":
         body = {"role": "auditor"}
@@ -130,7 +162,16 @@ def ctx(hub: Hub) -> dict[str, str]:
     assert hub.client.post("/api/v1/cohorts", json=cohort, headers=hub.auth("researcher")).status_code == 201
     dataset = hub.client.post("/api/v1/datasets", json={**cohort, "seed": 5}, headers=hub.auth("researcher"))
     assert dataset.status_code == 201, dataset.text
+    job = hub.client.post(
+        "/api/v1/jobs", params={"dataset": dataset.json()["id"]}, content=_sleeper_zip(),
+        headers={**hub.auth("researcher"), "Content-Type": "application/zip"},
+    )  # fmt: skip
+    assert job.status_code == 201, job.text
+    artefact = hub.state.blobs.put_bytes(b"an artefact")
+    with hub.state.catalog.write() as conn:
+        hub.state.catalog.jobs.add_artifact(conn, job.json()["id"], "a.bin", artefact.sha256, artefact.size)
     return {
+        "job_id": job.json()["id"],
         "study_uid": inst["study_instance_uid"],
         "sop_uid": inst["sop_instance_uid"],
         "image_id": str(img["image_id"]),

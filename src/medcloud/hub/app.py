@@ -44,6 +44,7 @@ ROUTERS: tuple[str, ...] = (
     "dicomweb_render",
     "results",
     "slides",
+    "jobs",
 )
 
 CSP = (

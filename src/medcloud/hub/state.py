@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from medcloud.config import Settings
 from medcloud.ingest.pipeline import Ingestor
 from medcloud.security.tokens import TokenVerifier
 from medcloud.store import Catalog, LocalBlobStore
+
+if TYPE_CHECKING:
+    from medcloud.jobs.service import JobService
 
 
 @dataclass
@@ -17,6 +21,7 @@ class HubState:
     blobs: LocalBlobStore
     verifier: TokenVerifier
     ingestor: Ingestor
+    jobs: JobService | None = None  # made on first use by routes/jobs.py; its runner stops before the catalog
 
     @classmethod
     def open(cls, settings: Settings, *, migrate: bool = True) -> HubState:
@@ -40,5 +45,8 @@ class HubState:
         )
 
     def close(self) -> None:
+        if self.jobs is not None:
+            self.jobs.close()
+            self.jobs = None
         self.catalog.dispose()
         self.blobs.close()

@@ -19,6 +19,8 @@ class Role(str, Enum):
     CLINICIAN = "clinician"
     AUDITOR = "auditor"
     ADMIN = "admin"
+    # Issued by the hub to one running job: read that job's dataset version, write that job's artefacts.
+    JOB = "job"
 
 
 class Permission(str, Enum):
@@ -35,6 +37,8 @@ class Permission(str, Enum):
     FL_AGGREGATE = "fl.aggregate"  # run the aggregator and record its rounds
     DATASETS_WRITE = "datasets.write"  # save cohorts and freeze dataset versions in granted projects
     RESULTS_WRITE = "results.write"  # store AI results (SR/SEG) beside source studies of granted projects
+    JOBS_RUN = "jobs.run"  # submit, watch and cancel jobs on dataset versions of granted projects
+    JOB_RUNTIME = "job.runtime"  # a running job: its own dataset version and its own artefacts, nothing else
 
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
@@ -47,6 +51,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.MODELS_READ,
             Permission.DATASETS_WRITE,
             Permission.RESULTS_WRITE,
+            Permission.JOBS_RUN,
         }
     ),
     Role.CLINICIAN: frozenset({Permission.INFER, Permission.MODELS_READ}),
@@ -62,6 +67,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.FL_AGGREGATE,
         }
     ),
+    Role.JOB: frozenset({Permission.JOB_RUNTIME}),
 }
 
 
@@ -75,6 +81,9 @@ class Principal:
     projects: frozenset[str] = field(default_factory=frozenset)
     label: str = ""
     expires_at: datetime | None = None
+    # A job token's scope: the one job and the one dataset version it may touch (None for other roles).
+    job: str | None = None
+    dataset: str | None = None
 
     @property
     def subject(self) -> str:
@@ -99,3 +108,13 @@ class Principal:
         allowed = self.readable_projects()
         if allowed is not None and project not in allowed:
             raise Forbidden(f"project '{project}' is not granted to this token")
+
+    def require_job(self, job_id: str) -> None:
+        """A job token acts for its own job only; other roles are checked by permission and project."""
+        if self.role is Role.JOB and self.job != job_id:
+            raise Forbidden("this job token belongs to another job")
+
+    def require_dataset(self, dataset_id: str) -> None:
+        """A job token reads the one dataset version it was given."""
+        if self.role is Role.JOB and self.dataset != dataset_id:
+            raise Forbidden("this job token may read only the dataset version of its job")

@@ -24,6 +24,9 @@ PREFIX = "mct_"
 _TOKEN = re.compile(r"^mct_([0-9a-f]{16})\.([A-Za-z0-9_-]{43})$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 DEFAULT_PROJECT = "default"
+_SCOPE_ID = re.compile(r"^[0-9a-f]{16,64}$")
+# A job token outlives its job's timeout by a little, and is revoked when the job ends.
+MAX_JOB_TOKEN_LIFETIME = timedelta(days=7)
 
 
 def _hash(secret: str) -> str:
@@ -91,6 +94,40 @@ def issue_token(
         raise InvalidInput(f"--site applies to site tokens only, not to role '{role.value}'")
     if role is Role.RESEARCHER and not projects:
         raise InvalidInput("a researcher token needs at least one --project (deny by default)")
+    if role is Role.JOB:
+        raise InvalidInput("job tokens are issued by the hub to one running job, never by hand")
+    return _issue(catalog, role, site, projects, label, expires_in, issued_by, client)
+
+
+def issue_job_token(
+    catalog: Catalog,
+    *,
+    job_id: str,
+    dataset_id: str,
+    projects: tuple[str, ...],
+    lifetime: timedelta,
+    issued_by: str,
+) -> IssuedToken:
+    """A short-lived token for one running job: its dataset version (read) and its artefacts (write)."""
+    if not _SCOPE_ID.match(job_id) or not _SCOPE_ID.match(dataset_id):
+        raise InvalidInput("a job token needs a job id and a dataset version id")
+    if not timedelta(0) < lifetime <= MAX_JOB_TOKEN_LIFETIME:
+        raise InvalidInput(f"a job token lives at most {MAX_JOB_TOKEN_LIFETIME}")
+    scope = f"job={job_id};dataset={dataset_id}"
+    return _issue(catalog, Role.JOB, None, projects, f"job {job_id}", lifetime, issued_by, "", scope)
+
+
+def _issue(
+    catalog: Catalog,
+    role: Role,
+    site: str | None,
+    projects: tuple[str, ...],
+    label: str,
+    expires_in: timedelta | None,
+    issued_by: str,
+    client: str,
+    scope: str | None = None,
+) -> IssuedToken:
     token_id = secrets.token_hex(8)
     secret = secrets.token_urlsafe(32)
     now = utcnow()
@@ -108,6 +145,8 @@ def issue_token(
         "created_at": now,
         "expires_at": expires_at,
     }
+    if scope is not None:
+        row["scope"] = scope
     with catalog.write() as conn:
         catalog.tokens.insert(conn, row)
         catalog.audit.append(
@@ -117,10 +156,19 @@ def issue_token(
             resource=f"token/{token_id}",
             outcome="ok",
             client=client,
-            detail={"role": role.value, "site": site, "projects": list(projects), "expires_at": expires_at},
-        )
-    principal = Principal(token_id, role, site, frozenset(projects), label, expires_at)
+            detail={
+                "role": role.value, "site": site, "projects": list(projects), "expires_at": expires_at,
+            } | ({"scope": scope} if scope else {}),
+        )  # fmt: skip
+    job, dataset = _parse_scope(scope)
+    principal = Principal(token_id, role, site, frozenset(projects), label, expires_at, job, dataset)
     return IssuedToken(f"{PREFIX}{token_id}.{secret}", principal)
+
+
+def _parse_scope(scope: str | None) -> tuple[str | None, str | None]:
+    """(job, dataset) from a stored scope `job=<id>;dataset=<id>`; (None, None) without one."""
+    parts = dict(p.split("=", 1) for p in (scope or "").split(";") if "=" in p)
+    return parts.get("job"), parts.get("dataset")
 
 
 def _as_aware(dt: datetime | None) -> datetime | None:
@@ -166,13 +214,19 @@ class TokenVerifier:
     @staticmethod
     def _principal(row: dict[str, Any]) -> Principal:
         projects = frozenset(p for p in str(row["projects"]).split(",") if p)
+        job, dataset = _parse_scope(row.get("scope"))
+        role = Role(row["role"])
+        if role is Role.JOB and (job is None or dataset is None):
+            raise Unauthenticated("job token without its scope")  # never widen a job token by accident
         return Principal(
             token_id=row["id"],
-            role=Role(row["role"]),
+            role=role,
             site=row["site"],
             projects=projects,
             label=row["label"],
             expires_at=_as_aware(row["expires_at"]),
+            job=job,
+            dataset=dataset,
         )
 
     def forget(self, token_id: str) -> None:

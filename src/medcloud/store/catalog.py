@@ -10,7 +10,7 @@
 Parts: `db` (engines, locks, transactions; `store.db`), `index` (`store.index`), `query`
 (`store.queries`), `sites` (`store.sites`), `societies` (`store.societies`),
 `tokens` (`store.tokens`), `audit` (`store.audit`),
-`reports` (`store.reports`: report text and its findings).
+`reports` (`store.reports`: report text and its findings), `jobs` (`store.jobs`: jobs and artefacts).
 Every SQL statement of the platform lives in these modules.
 """
 
@@ -28,6 +28,7 @@ from medcloud.store.audit import AuditLog
 from medcloud.store.datasets import Datasets
 from medcloud.store.db import Database
 from medcloud.store.index import Indexer
+from medcloud.store.jobs import Jobs
 from medcloud.store.queries import Queries
 from medcloud.store.reports import Reports
 from medcloud.store.sites import Sites
@@ -62,6 +63,7 @@ class Catalog:
         self.audit = AuditLog(self.db, seal)
         self.datasets = Datasets(self.db)
         self.reports = Reports(self.db)
+        self.jobs = Jobs(self.db)
 
     @classmethod
     def from_settings(cls, settings: Settings, *, create_key: bool = True) -> Catalog:

@@ -104,6 +104,8 @@ tokens = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
     sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
+    # What a narrowly scoped token may touch, e.g. `job=<id>;dataset=<version>` (migration 0007).
+    sa.Column("scope", sa.String(200), nullable=True),
 )
 
 # Append-only and hash chained: each row's hash covers its fields and the previous row's hash; `mac` is an
@@ -211,5 +213,41 @@ societies = sa.Table(
     sa.Column("display_name_ja", sa.String(200), nullable=False, server_default=""),
     sa.Column("target_cases", sa.Integer, nullable=True),
     sa.Column("target_images", sa.Integer, nullable=True),
+# Jobs (`store.jobs`): a researcher's script run against one frozen dataset version, locally or on Ray.
+# `projects` is copied from the dataset version: who may see a job is who may see its data.
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("name", sa.String(100), nullable=False, server_default=""),
+    sa.Column("dataset_id", sa.String(64), nullable=False, index=True),
+    sa.Column("projects", sa.String(1024), nullable=False),
+    sa.Column("backend", sa.String(16), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False, index=True),
+    sa.Column("entrypoint", sa.String(255), nullable=False),
+    sa.Column("args", sa.Text, nullable=False, server_default="[]"),
+    sa.Column("code_sha256", sa.String(64), nullable=False),
+    sa.Column("code_bytes", sa.BigInteger, nullable=False),
+    sa.Column("num_cpus", sa.Float, nullable=False, server_default="1"),
+    sa.Column("num_gpus", sa.Float, nullable=False, server_default="0"),
+    sa.Column("timeout_s", sa.Integer, nullable=False),
+    sa.Column("submitted_by", sa.String(200), nullable=False),
+    sa.Column("token_id", sa.String(32), nullable=True),
+    sa.Column("external_id", sa.String(100), nullable=True),
+    sa.Column("exit_code", sa.Integer, nullable=True),
+    sa.Column("message", sa.String(1000), nullable=False, server_default=""),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
+)
+
+# What a job wrote back: content-addressed blobs under a name unique within the job.
+job_artifacts = sa.Table(
+    "job_artifacts",
+    metadata,
+    sa.Column("job_id", sa.String(32), sa.ForeignKey("jobs.id"), primary_key=True),
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("sha256", sa.String(64), nullable=False, index=True),
+    sa.Column("size", sa.BigInteger, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )

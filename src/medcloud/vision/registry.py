@@ -15,19 +15,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from medcloud.errors import IntegrityError, InvalidInput, NotFound
+from medcloud.errors import Conflict, IntegrityError, InvalidInput, NotFound
 
 PACKAGED_MODELS = Path(__file__).parent / "models"
 DEFAULT_MODEL = "gram-stain"
 MODEL_FILES = ("detector.onnx", "classifier.onnx")
 FL_TASK = "federated-image-classification"  # card `task` of models from `medcloud fl train-images`
 FL_MODEL_FILE = "model.onnx"
+_REGISTRY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 def sha256_file(path: Path) -> str:
@@ -224,3 +226,51 @@ def register(src_dir: Path, data_dir: Path, name: str, version: str) -> ModelVer
     m = load_dir(dest)
     m.verify()
     return m
+
+
+JOB_TASK = "job-model"  # card `task` of models registered by a job (`medcloud.jobs`)
+
+
+def register_files(
+    data_dir: Path, name: str, version: str, files: list[Path], fields: dict[str, Any]
+) -> dict[str, Any]:
+    """Register model files a job produced under `<data_dir>/models/<name>/<version>` with a card.
+
+    `fields` must hold `training` (the dataset version and job it came from); `task`, `metrics`,
+    `labels`, `notice` and the like are kept as given. Versions are immutable; returns the card.
+    """
+    for label, value in (("model name", name), ("model version", version)):
+        if not _REGISTRY_NAME.match(value):
+            raise InvalidInput(f"{label} {value!r} must be 1-64 letters, digits, '.', '_' or '-'")
+    if name == DEFAULT_MODEL:
+        raise InvalidInput(f"{name!r} is the served Gram-stain detector; give the model another name")
+    if not fields.get("training", {}).get("dataset_version"):
+        raise InvalidInput("a job's model card must name the dataset version it was trained on")
+    dest = Path(data_dir) / "models" / name / version
+    if dest.exists():
+        raise Conflict(f"{name}/{version} is already registered; versions are immutable")
+    staging = dest.parent / f".{version}.incoming"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        entries = {}
+        for f in files:
+            shutil.copyfile(f, staging / f.name)
+            entries[f.name] = {"sha256": sha256_file(staging / f.name), "bytes": (staging / f.name).stat().st_size}
+        card = (
+            {
+                "name": name,
+                "version": version,
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "task": JOB_TASK,
+                "synthetic": False,
+            }
+            | fields
+            | {"files": entries, "sha256": entries[files[0].name]["sha256"]}
+        )
+        (staging / "card.json").write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        staging.rename(dest)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return card
