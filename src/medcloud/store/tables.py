@@ -213,6 +213,9 @@ societies = sa.Table(
     sa.Column("display_name_ja", sa.String(200), nullable=False, server_default=""),
     sa.Column("target_cases", sa.Integer, nullable=True),
     sa.Column("target_images", sa.Integer, nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
 # Jobs (`store.jobs`): a researcher's script run against one frozen dataset version, locally or on Ray.
 # `projects` is copied from the dataset version: who may see a job is who may see its data.
 jobs = sa.Table(
