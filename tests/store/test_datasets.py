@@ -144,7 +144,7 @@ def test_query_terms(cat: Catalog) -> None:
     "bad",
     [
         "modality=CT",
-        [{"kind": "finding", "code": "nodule"}],
+        [{"kind": "finding", "code": "unicorn"}],  # an unknown finding code
         [{"modality": "CT", "colour": "red"}],
         [{"date_from": "2020-13-01"}],
         [{"date_from": "2021-01-01", "date_to": "2020-01-01"}],
