@@ -14,9 +14,9 @@ from medcloud.errors import Conflict, MedcloudError
 from medcloud.formats.records import DicomRecord, ImageRecord
 from medcloud.store.db import utcnow
 from medcloud.store.sites import ensure_site
-from medcloud.store.tables import images, instances, series, studies
+from medcloud.store.tables import images, instance_json, instances, series, studies
 
-__all__ = ["IndexEntry", "Indexer"]
+__all__ = ["IndexEntry", "Indexer", "store_instance_json"]
 
 
 @dataclass
@@ -29,6 +29,7 @@ class IndexEntry:
     status: Literal["stored", "duplicate"] | None = None
     image_id: int | None = None
     error: MedcloudError | None = None
+    dicom_json: bytes | None = None  # zlib-compressed DICOM JSON of a DICOM file, converted at ingest
 
 
 class Indexer:
@@ -193,6 +194,7 @@ class Indexer:
                 for entry, rec in final
             ],
         )
+        store_instance_json(conn, [(e.sha256, e.dicom_json) for e, _ in final if e.dicom_json is not None])
         for entry, _ in final:
             entry.status = "stored"
 
@@ -238,6 +240,26 @@ class Indexer:
                 created.discard(entry.sha256)  # a repeat later in the same batch is a duplicate
             else:
                 entry.status = "duplicate"
+
+
+def store_instance_json(conn: Connection, rows: Sequence[tuple[str, bytes]]) -> None:
+    """Keep (sha256, compressed DICOM JSON) pairs; a hash already kept is left as it is (same bytes, same JSON)."""
+    if not rows:
+        return
+    values = [{"sha256": sha, "body": body} for sha, body in dict(rows).items()]
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        conn.execute(pg_insert(instance_json).on_conflict_do_nothing(index_elements=["sha256"]), values)
+    elif conn.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        conn.execute(sqlite_insert(instance_json).on_conflict_do_nothing(index_elements=["sha256"]), values)
+    else:  # pragma: no cover - the catalog runs on SQLite or PostgreSQL
+        held = set(conn.scalars(sa.select(instance_json.c.sha256).where(instance_json.c.sha256.in_(list(dict(rows))))))
+        fresh = [v for v in values if v["sha256"] not in held]
+        if fresh:
+            conn.execute(instance_json.insert(), fresh)
 
 
 def _uid_in_use(kind: str, uid: str) -> Conflict:

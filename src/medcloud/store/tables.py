@@ -192,3 +192,13 @@ findings = sa.Table(
     sa.UniqueConstraint("report_id", "code", "status", name="uq_findings_report_code_status"),
     sa.Index("ix_findings_code_status_study", "code", "status", "study_uid"),
 )
+
+# Each stored DICOM file's DICOM JSON (PS3.18 F.2), converted once at ingest and zlib-compressed, keyed by
+# the file's SHA-256 (same bytes, same JSON). Pixel data is a BulkDataURI relative to the server's
+# DICOMweb base, which WADO-RS metadata prefixes when it answers (`formats.dicomjson.with_base`).
+instance_json = sa.Table(
+    "instance_json",
+    metadata,
+    sa.Column("sha256", sa.String(64), primary_key=True),
+    sa.Column("body", sa.LargeBinary, nullable=False),
+)
