@@ -40,9 +40,7 @@ from medcloud.formats.limits import MAX_INFLATED_BYTES
 __all__ = ["BULK_KEY", "dataset_json", "file_json", "pixel_vr", "with_base"]
 
 BULK_KEY = b'"BulkDataURI":"'
-_NATIVE = frozenset(
-    {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2"}
-)
+_NATIVE = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2"})
 # pydicom's `stop_before_pixels` stops at the first of these: nothing from here on is metadata.
 _PIXEL_TAGS = frozenset({tag("FloatPixelData"), tag("DoubleFloatPixelData"), PIXEL_DATA})
 _T_PIXEL_REPRESENTATION = tag("PixelRepresentation")

@@ -12,8 +12,8 @@ import sqlalchemy as sa
 from medcloud.dicomweb.query import Level, Match, QidoQuery
 from medcloud.errors import NotFound
 from medcloud.store.db import Database
-from medcloud.store.queries import INSTANCE_COLUMNS
 from medcloud.store.index import store_instance_json
+from medcloud.store.queries import INSTANCE_COLUMNS
 from medcloud.store.tables import instance_json, instances, series, studies
 
 __all__ = ["DicomwebQueries"]
