@@ -142,9 +142,14 @@ def bench_hub(work: Path, files: list[bytes], clients: int, per_request: int) ->
 
 def bench_orthanc(work: Path, file_list: Path, clients: int, per_request: int) -> dict[str, Any]:
     """Orthanc with its DICOMweb plugin in a loopback-only network namespace; this script is its client."""
+    return run_orthanc(work, ["--orthanc-client", "{port}", str(file_list), str(clients), "{pid}", str(per_request)])
+
+
+def run_orthanc(work: Path, child_args: list[str]) -> dict[str, Any]:
+    """Start Orthanc in its own network namespace and run this script inside it with `child_args`."""
     binary = harness.orthanc_binary()
     assert binary is not None
-    root = Path(tempfile.mkdtemp(prefix=f"orthanc-stow-{clients}-", dir=work))
+    root = Path(tempfile.mkdtemp(prefix="orthanc-stow-", dir=work))
     port = 8042
     cfg = {
         "Name": "bench", "StorageDirectory": str(root / "storage"), "IndexDirectory": str(root / "index"),
@@ -171,8 +176,7 @@ def bench_orthanc(work: Path, file_list: Path, clients: int, per_request: int) -
             if proc.poll() is not None:
                 raise RuntimeError(f"Orthanc exited with {proc.returncode}: see {root / 'orthanc.log'}")
             time.sleep(0.05)
-        child = [sys.executable, __file__, "--orthanc-client", str(port), str(file_list), str(clients),
-                 str(proc.pid), str(per_request)]  # fmt: skip
+        child = [sys.executable, __file__, *(a.format(port=port, pid=proc.pid) for a in child_args)]
         out = subprocess.run(
             ["nsenter", f"--net=/proc/{proc.pid}/ns/net", *child], capture_output=True, env=harness._env(), timeout=1800
         )
@@ -203,6 +207,74 @@ def orthanc_client(port: int, file_list: Path, clients: int, server_pid: int, pe
     print(json.dumps(result))
 
 
+def series_files(files: list[bytes], n: int = 100) -> tuple[list[bytes], str, str]:
+    """`n` instances of one new series (synthetic: the first corpus file with fresh SOP UIDs)."""
+    import io
+
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    ds = pydicom.dcmread(io.BytesIO(files[0]))
+    study, series = generate_uid(prefix="2.25."), generate_uid(prefix="2.25.")
+    out = []
+    for i in range(n):
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid(prefix="2.25.")
+        ds.InstanceNumber = i + 1
+        buf = io.BytesIO()
+        ds.save_as(buf, enforce_file_format=True)
+        out.append(buf.getvalue())
+    return out, study, series
+
+
+def time_metadata(url: str, headers: dict[str, str], warm: int = 10) -> dict[str, Any]:
+    """The first GET of a series' metadata (cold: a server just started) and the median of `warm` more."""
+    import httpx
+
+    with httpx.Client(timeout=120, headers={"Accept": "application/dicom+json", **headers}) as client:
+        t = time.perf_counter()
+        r = client.get(url)
+        cold = time.perf_counter() - t
+        r.raise_for_status()
+        n = len(r.json())
+        times = []
+        for _ in range(warm):
+            t = time.perf_counter()
+            client.get(url).raise_for_status()
+            times.append(time.perf_counter() - t)
+    times.sort()
+    return {"instances": n, "cold_ms": round(cold * 1000, 1), "warm_median_ms": round(times[len(times) // 2] * 1000, 1)}
+
+
+def bench_metadata_hub(work: Path, files: list[bytes], study: str, series: str) -> dict[str, Any]:
+    hub = Hub(work / f"hub-metadata-{uuid.uuid4().hex[:6]}")
+    token = hub.token("--role", "site", "--site", "BENCH", "--project", "BENCH")
+    reader = hub.token("--role", "researcher", "--project", "BENCH")
+    try:
+        hub.start("metadata")
+        send_stow(hub.url + "/dicom-web/studies", files, 1, {"Authorization": f"Bearer {token}"}, 100, None)
+        hub.stop()
+        hub.start("metadata-restarted")  # nothing of the series is in any process cache
+        url = f"{hub.url}/dicom-web/studies/{study}/series/{series}/metadata"
+        return time_metadata(url, {"Authorization": f"Bearer {reader}"})
+    finally:
+        hub.stop()
+        shutil.rmtree(hub.data, ignore_errors=True)
+
+
+def orthanc_metadata(port: int, file_list: Path, study: str, series: str) -> None:
+    """Child mode inside Orthanc's namespace: store the series, then time its metadata."""
+    import httpx
+
+    url = f"http://127.0.0.1:{port}"
+    harness._wait_http(url + "/system", 60)
+    files = [Path(p).read_bytes() for p in file_list.read_text().splitlines()]
+    send_stow(url + "/dicom-web/studies", files, 1, {}, 100, None)
+    httpx.post(url + "/tools/reset", timeout=60)  # Orthanc restarts in place: a cold server
+    harness._wait_http(url + "/system", 60)
+    print(json.dumps(time_metadata(f"{url}/dicom-web/studies/{study}/series/{series}/metadata", {})))
+
+
 def make_files(work: Path, n: int) -> list[bytes]:
     import corpus
     from medcloud.deid import Deidentifier, DeidOptions, SiteKey
@@ -223,11 +295,17 @@ def main() -> None:
     parser.add_argument("--hub-workers", type=int, default=2, help="uvicorn worker processes for the hub.")
     parser.add_argument("--no-orthanc", action="store_true")
     parser.add_argument("--orthanc-client", nargs=5, help=argparse.SUPPRESS)
+    parser.add_argument("--orthanc-metadata", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--no-metadata", action="store_true", help="Skip the series-metadata timing.")
     args = parser.parse_args()
     harness.HUB_WORKERS = args.hub_workers
     if args.orthanc_client:
         port, listing, clients, pid, per = args.orthanc_client
         orthanc_client(int(port), Path(listing), int(clients), int(pid), int(per))
+        return
+    if args.orthanc_metadata:
+        port, listing, study, series = args.orthanc_metadata
+        orthanc_metadata(int(port), Path(listing), study, series)
         return
     clients_list = [int(c) for c in args.clients.split(",") if c.strip()]
     sizes = [int(c) for c in args.per_request.split(",") if c.strip()]
@@ -295,6 +373,22 @@ def main() -> None:
                         ratios[key] = {"of_medians": round(mine / peer, 2), "per_round": per_round,
                                        "target": 5.0 if p > 1 else 1.0}  # fmt: skip
             report["medcloud_over_orthanc"] = ratios
+        if not args.no_metadata:
+            one_series, study, series = series_files(files)
+            meta_dir = work / "series"
+            meta_dir.mkdir()
+            for i, data in enumerate(one_series):
+                (meta_dir / f"{i:03d}.dcm").write_bytes(data)
+            meta_list = work / "series-files.txt"
+            meta_list.write_text("\n".join(str(p) for p in sorted(meta_dir.iterdir())))
+            metadata: dict[str, Any] = {"medcloud": bench_metadata_hub(work, one_series, study, series)}
+            if skip is None:
+                try:
+                    child = ["--orthanc-metadata", "{port}", str(meta_list), study, series]
+                    metadata["orthanc"] = run_orthanc(work, child)
+                except (RuntimeError, subprocess.SubprocessError, OSError) as exc:
+                    metadata["orthanc"] = {"error": str(exc)[:500]}
+            report["series_metadata_100"] = metadata
         report["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(report, indent=2))
 
