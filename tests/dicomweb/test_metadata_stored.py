@@ -135,3 +135,25 @@ def test_each_level_serves_stored_json(seeded: Seeded, level: str) -> None:
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("application/dicom+json")
     assert len(r.json()) == (1 if level == "instance" else 2)
+
+
+def test_a_file_our_converter_refuses_is_served_by_pydicom(seeded: Seeded, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fallback: same answer shape, BulkDataURI filled with the base exactly once, nothing kept."""
+    import medcloud.hub.routes.dicomweb as routes
+
+    h = seeded.hub
+    url = f"/dicom-web/studies/{LUNG_CT}/metadata"
+    with h.state.catalog.db.write() as conn:
+        conn.execute(instance_json.delete())
+
+    def refuse(data: bytes, path: str | None) -> bytes:
+        raise InvalidInput("not for this converter")
+
+    monkeypatch.setattr(routes, "file_json", refuse)
+    meta = h.client.get(url, headers=h.auth("researcher")).json()
+    assert len(meta) == 2
+    for ds in meta:
+        assert ds["7FE00010"]["BulkDataURI"].startswith("http://testserver/dicom-web/studies/")
+        assert ds["7FE00010"]["BulkDataURI"].count("/dicom-web/") == 1
+        assert ds["00280010"] == {"vr": "US", "Value": [128]}
+    assert _stored(seeded) == {}  # pydicom's answer is cached per process, not kept as the converted JSON

@@ -131,8 +131,9 @@ async def _audit_read(request: Request, principal: Principal, action: str, rows:
     blobs = hub_state(request).blobs
 
     def check() -> None:
+        missing = set(blobs.missing([r["sha256"] for r in rows]))
         for r in rows:
-            if not blobs.exists(r["sha256"]):
+            if r["sha256"] in missing:
                 raise NotFound(f"the bytes of instance {r['sop_uid']} are missing from the blob store")
         record_audit(request, principal, action=action, resource=resource, outcome="ok",
                      detail={"instances": len(rows), "project": rows[0]["project"], **detail})  # fmt: skip
@@ -210,16 +211,16 @@ def _metadata_body(queries: DicomwebQueries, blobs: Any, rows: list[dict[str, An
             try:
                 text = file_json(blobs.read_bytes(r["sha256"]), path)
             except (InvalidInput, UnsupportedFormat):
-                uri = f"{base}/{path}" if path is not None else None
-                parts.append(json.dumps(_METADATA.metadata(r["sha256"], partial(blobs.open, r["sha256"]), uri),
+                # Relative, like the stored JSON: the base is filled into the whole answer below.
+                parts.append(json.dumps(_METADATA.metadata(r["sha256"], partial(blobs.open, r["sha256"]), path),
                                         ensure_ascii=False, separators=(",", ":")).encode("utf-8"))  # fmt: skip
                 continue
             body = zlib.compress(text, 1)
             stored[r["sha256"]] = body
             backfill.append((r["sha256"], body))
-        parts.append(with_base(zlib.decompress(body), prefix))
+        parts.append(zlib.decompress(body))
     queries.keep_instance_json(backfill)
-    return b"[" + b",".join(parts) + b"]"
+    return with_base(b"[" + b",".join(parts) + b"]", prefix)
 
 
 async def _metadata(
