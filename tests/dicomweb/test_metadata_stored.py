@@ -157,3 +157,21 @@ def test_a_file_our_converter_refuses_is_served_by_pydicom(seeded: Seeded, monke
         assert ds["7FE00010"]["BulkDataURI"].count("/dicom-web/") == 1
         assert ds["00280010"] == {"vr": "US", "Value": [128]}
     assert _stored(seeded) == {}  # pydicom's answer is cached per process, not kept as the converted JSON
+
+
+@pytest.mark.postgres
+def test_stored_json_and_backfill_on_postgresql(pg_hub: Any) -> None:
+    from tests.dicomweb.conftest import seed
+
+    s = seed(pg_hub)
+    assert len(_stored(s)) == 4
+    url = f"/dicom-web/studies/{LUNG_CT}/metadata"
+    before = pg_hub.client.get(url, headers=pg_hub.auth("researcher")).json()
+    from medcloud.store.tables import instances
+
+    with pg_hub.state.catalog.db.write() as conn:
+        sha = conn.scalar(sa.select(instances.c.sha256).where(instances.c.sop_uid == s.sop[LUNG_CT][0]))
+        conn.execute(instance_json.delete().where(instance_json.c.sha256 == sha))
+    assert len(_stored(s)) == 3
+    assert pg_hub.client.get(url, headers=pg_hub.auth("researcher")).json() == before
+    assert len(_stored(s)) == 4  # the missing one kept again; the others left as they were (no conflict)
