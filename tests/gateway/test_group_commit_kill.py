@@ -49,8 +49,9 @@ def _client(hub: HubProcess, token: str, files: list[bytes], stow: bool, acked: 
 
 
 def test_acknowledged_single_uploads_survive_kill9(tmp_path: Path) -> None:
-    hub = HubProcess(tmp_path / "data").start()
+    hub = HubProcess(tmp_path / "data")
     try:
+        hub.start()
         site = hub.token("site", site="S1")
         reader = hub.token("researcher")
         files = [
