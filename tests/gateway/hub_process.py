@@ -69,7 +69,7 @@ class HubProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        wait_until(self.healthy, 30, f"hub on port {self.port} (log {self.log})", interval=0.05)
+        wait_until(self.healthy, 120, f"hub on port {self.port} (log {self.log})", interval=0.05)
         return self
 
     def healthy(self) -> bool:

@@ -23,6 +23,7 @@ from medcloud.formats.records import DicomRecord, ImageRecord
 from medcloud.formats.sniff import MEDIA_TYPES, sniff
 from medcloud.ingest.dicom import read_dicom
 from medcloud.ingest.images import read_image
+from medcloud.ingest.metadata import stored_json
 from medcloud.store import Catalog, IndexEntry, LocalBlobStore, MemoryBudget, SpooledUpload
 
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
@@ -62,6 +63,7 @@ class UploadItem:
     result: IngestResult | None = None
     error: MedcloudError | None = None
     _record: DicomRecord | ImageRecord | None = field(default=None, repr=False)
+    _json: bytes | None = field(default=None, repr=False)
 
 
 class BatchReception:
@@ -215,9 +217,10 @@ class Ingestor:
 
         Each item gets either `result` or `error` (an item that arrives with an error, e.g. refused while
         it was received, keeps it); one bad file never blocks the others. Refused files
-        are audited in the same transaction as the stored ones. Single uploads (`batch=False`) arriving
-        while another commits share the next barrier and transaction: the first to arrive commits
-        everything queued by then while the others wait (leader/follower group commit).
+        are audited in the same transaction as the stored ones. Requests of one valid file (single
+        uploads, one-instance STOW-RS) arriving while another commits share the next barrier and
+        transaction: the first to arrive commits everything queued by then while the others wait
+        (leader/follower group commit); none is answered before the group's commit is durable.
         """
         request = _Request(items, site, project, subject, client, batch, timings=timings)
         t0 = time.perf_counter()
@@ -230,12 +233,15 @@ class Ingestor:
                 except MedcloudError as exc:
                     item.error = exc
             request.lap("validate", t0)
-            if batch:
-                # A batch is its own group (grouping batches showed no gain at 4 clients and would let
-                # one request's failure fail another's).
-                self._commit([request])
-            elif any(i.error is None for i in items):
+            valid = sum(1 for i in items if i.error is None)
+            if valid == 1 or (valid and not batch):
+                # One file (a single upload, or a STOW-RS request of one instance): it shares the next
+                # durable commit with whatever else is waiting, and is acknowledged once that is done.
                 self._group_commit(request)
+            elif batch:
+                # A batch of many is its own group (grouping batches showed no gain at 4 clients and
+                # would let one request's failure fail another's).
+                self._commit([request])
         finally:
             for item in items:
                 item.upload.discard()
@@ -287,7 +293,7 @@ class Ingestor:
                 events: list[dict[str, Any]] = []
                 for r in requests:
                     entries = {
-                        id(i): IndexEntry(i._record, i.upload.sha256, i.upload.size)
+                        id(i): IndexEntry(i._record, i.upload.sha256, i.upload.size, dicom_json=i._json)
                         for i in r.items
                         if i.error is None and i._record is not None
                     }
@@ -364,6 +370,7 @@ class Ingestor:
             item._record = read_dicom(
                 source, require_deidentified=self.require_deidentified, max_inflated=self.max_upload_bytes
             )
+            item._json = stored_json(source, item._record, max_inflated=self.max_upload_bytes)
         else:
             item._record = read_image(source, kind, item.filename)
 

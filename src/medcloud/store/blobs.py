@@ -304,6 +304,11 @@ class LocalBlobStore:
     def exists(self, sha256: str) -> bool:
         return self.path_for(sha256).exists() or self.packs.locate(sha256) is not None
 
+    def missing(self, shas: list[str]) -> list[str]:
+        """Those of `shas` not stored: one index query for the packed ones, a stat for each of the rest."""
+        packed = self.packs.known(shas)
+        return [s for s in shas if s not in packed and not self.path_for(s).exists()]
+
     def read_bytes(self, sha256: str) -> bytes:
         with self.open(sha256) as fh:
             return fh.read()

@@ -12,8 +12,9 @@ import sqlalchemy as sa
 from medcloud.dicomweb.query import Level, Match, QidoQuery
 from medcloud.errors import NotFound
 from medcloud.store.db import Database
+from medcloud.store.index import store_instance_json
 from medcloud.store.queries import INSTANCE_COLUMNS
-from medcloud.store.tables import instances, series, studies
+from medcloud.store.tables import instance_json, instances, series, studies
 
 __all__ = ["DicomwebQueries"]
 
@@ -187,3 +188,21 @@ class DicomwebQueries:
                 what = [*what, f"instance {sop_uid}"]
             raise NotFound(f"{', '.join(what)}: not found")
         return rows
+
+    def instance_json(self, shas: Sequence[str]) -> dict[str, bytes]:
+        """The stored (zlib-compressed) DICOM JSON of these files, by SHA-256; files without one are absent."""
+        found: dict[str, bytes] = {}
+        keys = sorted(set(shas))
+        with self._db.read() as conn:
+            for i in range(0, len(keys), 500):
+                q = sa.select(instance_json.c.sha256, instance_json.c.body).where(
+                    instance_json.c.sha256.in_(keys[i : i + 500])
+                )
+                found.update((row.sha256, bytes(row.body)) for row in conn.execute(q))
+        return found
+
+    def keep_instance_json(self, rows: Sequence[tuple[str, bytes]]) -> None:
+        """Store DICOM JSON converted on first read (files ingested before it was converted at ingest)."""
+        if rows:
+            with self._db.write() as conn:
+                store_instance_json(conn, rows)

@@ -14,9 +14,9 @@ from medcloud.errors import Conflict, MedcloudError
 from medcloud.formats.records import DicomRecord, ImageRecord
 from medcloud.store.db import utcnow
 from medcloud.store.sites import ensure_site
-from medcloud.store.tables import images, instances, series, studies
+from medcloud.store.tables import images, instance_json, instances, series, studies
 
-__all__ = ["IndexEntry", "Indexer", "refresh_counts"]
+__all__ = ["IndexEntry", "Indexer", "refresh_counts", "store_instance_json"]
 
 
 @dataclass
@@ -29,6 +29,7 @@ class IndexEntry:
     status: Literal["stored", "duplicate"] | None = None
     image_id: int | None = None
     error: MedcloudError | None = None
+    dicom_json: bytes | None = None  # zlib-compressed DICOM JSON of a DICOM file, converted at ingest
 
 
 class Indexer:
@@ -194,6 +195,7 @@ class Indexer:
             ],
         )
         refresh_counts(conn, {series_ids[rec.series_uid] for _, rec in final})
+        store_instance_json(conn, [(e.sha256, e.dicom_json) for e, _ in final if e.dicom_json is not None])
         for entry, _ in final:
             entry.status = "stored"
 
@@ -284,6 +286,26 @@ def refresh_study_counts(conn: Connection, study_ids: Iterable[int]) -> None:
             studies.update().where(studies.c.id == sa.bindparam("sid")).values(modalities=sa.bindparam("mods")),
             [{"sid": k, "mods": "\\".join(sorted(v))[:160]} for k, v in found.items()],
         )
+
+
+def store_instance_json(conn: Connection, rows: Sequence[tuple[str, bytes]]) -> None:
+    """Keep (sha256, compressed DICOM JSON) pairs; a hash already kept is left as it is (same bytes, same JSON)."""
+    if not rows:
+        return
+    values = [{"sha256": sha, "body": body} for sha, body in dict(rows).items()]
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        conn.execute(pg_insert(instance_json).on_conflict_do_nothing(index_elements=["sha256"]), values)
+    elif conn.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        conn.execute(sqlite_insert(instance_json).on_conflict_do_nothing(index_elements=["sha256"]), values)
+    else:  # pragma: no cover - the catalog runs on SQLite or PostgreSQL
+        held = set(conn.scalars(sa.select(instance_json.c.sha256).where(instance_json.c.sha256.in_(list(dict(rows))))))
+        fresh = [v for v in values if v["sha256"] not in held]
+        if fresh:
+            conn.execute(instance_json.insert(), fresh)
 
 
 def _uid_in_use(kind: str, uid: str) -> Conflict:

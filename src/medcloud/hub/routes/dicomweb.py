@@ -7,8 +7,10 @@ sites store. Parsing, DICOM JSON and negotiation live in `medcloud.dicomweb`; SQ
 from __future__ import annotations
 
 import contextlib
+import json
 import mmap
 import uuid
+import zlib
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
@@ -32,6 +34,7 @@ from medcloud.dicomweb.multipart import Part, closing, new_boundary, part_header
 from medcloud.dicomweb.query import Level, check_path_uid, parse_qido
 from medcloud.dicomweb.stow import StowOutcome, store_parts
 from medcloud.errors import Forbidden, InvalidInput, NotFound, TooLarge, UnsupportedFormat
+from medcloud.formats.dicomjson import file_json, with_base
 from medcloud.hub.deps import client_address, hub_state, mark_audited_read, record_audit, require
 from medcloud.hub.problems import problem
 from medcloud.security.policy import Permission, Principal
@@ -135,8 +138,9 @@ async def _audit_read(request: Request, principal: Principal, action: str, rows:
     blobs = hub_state(request).blobs
 
     def check() -> None:
+        missing = set(blobs.missing([r["sha256"] for r in rows]))
         for r in rows:
-            if not blobs.exists(r["sha256"]):
+            if r["sha256"] in missing:
                 raise NotFound(f"the bytes of instance {r['sop_uid']} are missing from the blob store")
         record_audit(request, principal, action=action, resource=resource, outcome="ok",
                      detail={"instances": len(rows), "project": rows[0]["project"], **detail})  # fmt: skip
@@ -200,11 +204,41 @@ async def retrieve_instance(
     return await _retrieve(request, principal, study, series, instance)
 
 
-def _pixel_uri(base: str, r: dict[str, Any]) -> str | None:
+def _frames_path(r: dict[str, Any]) -> str | None:
+    """The frames of a catalog row relative to the DICOMweb base, as `ingest.metadata.frames_path` says."""
     if r["rows"] is None:
         return None
     frames = ",".join(str(n) for n in range(1, (r["frames"] or 1) + 1))
-    return f"{base}/studies/{r['study_uid']}/series/{r['series_uid']}/instances/{r['sop_uid']}/frames/{frames}"
+    return f"studies/{r['study_uid']}/series/{r['series_uid']}/instances/{r['sop_uid']}/frames/{frames}"
+
+
+def _metadata_body(queries: DicomwebQueries, blobs: Any, rows: list[dict[str, Any]], base: str) -> bytes:
+    """The DICOM JSON array of `rows`: stored JSON joined, the base filled into its BulkDataURIs.
+
+    Files stored before JSON was converted at ingest are converted now and kept (lazy backfill); one our
+    converter refuses is converted by pydicom, per request (cached by content hash).
+    """
+    stored = queries.instance_json([r["sha256"] for r in rows])
+    prefix = (base + "/").encode("utf-8")
+    parts: list[bytes] = []
+    backfill: list[tuple[str, bytes]] = []
+    for r in rows:
+        body = stored.get(r["sha256"])
+        if body is None:
+            path = _frames_path(r)
+            try:
+                text = file_json(blobs.read_bytes(r["sha256"]), path)
+            except (InvalidInput, UnsupportedFormat):
+                # Relative, like the stored JSON: the base is filled into the whole answer below.
+                parts.append(json.dumps(_METADATA.metadata(r["sha256"], partial(blobs.open, r["sha256"]), path),
+                                        ensure_ascii=False, separators=(",", ":")).encode("utf-8"))  # fmt: skip
+                continue
+            body = zlib.compress(text, 1)
+            stored[r["sha256"]] = body
+            backfill.append((r["sha256"], body))
+        parts.append(zlib.decompress(body))
+    queries.keep_instance_json(backfill)
+    return with_base(b"[" + b",".join(parts) + b"]", prefix)
 
 
 async def _metadata(
@@ -214,13 +248,8 @@ async def _metadata(
     offer, _ = negotiate(parse_accept(request.headers.get("accept")), _JSON_OFFERS, what="metadata")
     rows = await _covered(request, principal, action, study, series, instance)
     await _audit_read(request, principal, action, rows, _resource(study, series, instance))
-    blobs = hub_state(request).blobs
-    base = _base(request)
-
-    def build() -> list[dict[str, Any]]:
-        return [_METADATA.metadata(r["sha256"], partial(blobs.open, r["sha256"]), _pixel_uri(base, r)) for r in rows]
-
-    return _dicom_json(await run_in_threadpool(build), offer)
+    body = await run_in_threadpool(_metadata_body, _queries(request), hub_state(request).blobs, rows, _base(request))
+    return Response(body, media_type=offer.media_type)
 
 
 @router.get("/studies/{study}/metadata", summary="WADO-RS: metadata of a study (DICOM JSON)")
