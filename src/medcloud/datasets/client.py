@@ -19,19 +19,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medcloud.datasets.manifest import manifest_id
-from medcloud.errors import (
-    Conflict,
-    Forbidden,
-    IntegrityError,
-    InvalidInput,
-    MedcloudError,
-    NotFound,
-    Unauthenticated,
-)
+from medcloud.errors import Conflict, IntegrityError, NotFound
 from medcloud.fsio import write_atomic
+from medcloud.hubclient import HubClient
+from medcloud.hubclient import raise_for as _raise_for
 
 if TYPE_CHECKING:
-    import httpx
+    pass
 
 __all__ = ["DatasetClient", "DownloadReport", "export", "read_manifest", "sha256_file"]
 
@@ -40,13 +34,6 @@ FILES = "files"
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 _VERSION = re.compile(r"^[0-9a-f]{64}$")
 _SPLIT = re.compile(r"^[a-z0-9_-]{1,16}$")
-_ERRORS: dict[int, type[MedcloudError]] = {
-    400: InvalidInput,
-    401: Unauthenticated,
-    403: Forbidden,
-    404: NotFound,
-    409: Conflict,
-}
 
 
 def sha256_file(path: Path) -> str:
@@ -56,18 +43,6 @@ def sha256_file(path: Path) -> str:
         while chunk := fh.read(1024 * 1024):
             h.update(chunk)
     return h.hexdigest()
-
-
-def _raise_for(response: httpx.Response) -> None:
-    if response.is_success:
-        return
-    try:
-        body = response.json()
-        detail = str(body.get("detail") or body.get("title") or "") if isinstance(body, dict) else ""
-    except ValueError:
-        detail = response.text[:300]
-    cls = _ERRORS.get(response.status_code, MedcloudError)
-    raise cls(f"hub answered {response.status_code}: {detail}".rstrip(": "))
 
 
 def parse_manifest(data: bytes, version: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -109,24 +84,10 @@ class DownloadReport:
     failed: list[str] = field(default_factory=list)
 
 
-class DatasetClient:
+class DatasetClient(HubClient):
     """Cohorts and datasets on one hub, over an `httpx.Client` (made from `base_url` and `token` if not given)."""
 
-    def __init__(self, base_url: str = "", token: str = "", *, client: httpx.Client | None = None) -> None:
-        if client is None:
-            import httpx
-
-            if not base_url:
-                raise InvalidInput("no hub URL: pass --hub or set MEDCLOUD_HUB_URL")
-            if not token:
-                raise InvalidInput("no token: pass --token or set MEDCLOUD_TOKEN")
-            client = httpx.Client(base_url=base_url.rstrip("/"), timeout=httpx.Timeout(60.0, connect=10.0))
-        self._client = client
-        self._headers = {"Authorization": f"Bearer {token}", "User-Agent": "medcloud-dataset"} if token else {}
-
-    def close(self) -> None:
-        """Close the HTTP connections."""
-        self._client.close()
+    agent = "medcloud-dataset"
 
     def _get(self, path: str, **params: Any) -> Any:
         r = self._client.get(path, params={k: v for k, v in params.items() if v is not None}, headers=self._headers)

@@ -6,8 +6,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from medcloud.errors import Conflict, Forbidden, InvalidInput, MedcloudError, NotFound, TooLarge, Unauthenticated
 from medcloud.fsio import write_atomic
+from medcloud.hubclient import HubClient
+from medcloud.hubclient import raise_for as _raise_for
 from medcloud.jobs.code import pack
 
 if TYPE_CHECKING:
@@ -16,44 +17,13 @@ if TYPE_CHECKING:
 __all__ = ["FINISHED", "JobClient"]
 
 FINISHED = frozenset({"succeeded", "failed", "cancelled", "timed_out"})
-_ERRORS: dict[int, type[MedcloudError]] = {
-    400: InvalidInput,
-    401: Unauthenticated,
-    403: Forbidden,
-    404: NotFound,
-    409: Conflict,
-    413: TooLarge,
-}
 
 
-def _raise_for(response: httpx.Response) -> None:
-    if response.is_success:
-        return
-    try:
-        body = response.json()
-        detail = str(body.get("detail") or body.get("title") or "") if isinstance(body, dict) else ""
-    except ValueError:
-        detail = response.text[:300]
-    raise _ERRORS.get(response.status_code, MedcloudError)(f"hub answered {response.status_code}: {detail}")
-
-
-class JobClient:
+class JobClient(HubClient):
     """Jobs on one hub, over an `httpx.Client` (made from `base_url` and `token` if not given)."""
 
-    def __init__(self, base_url: str = "", token: str = "", *, client: httpx.Client | None = None) -> None:
-        if client is None:
-            import httpx
-
-            if not base_url:
-                raise InvalidInput("no hub URL: pass --hub or set MEDCLOUD_HUB_URL")
-            if not token:
-                raise InvalidInput("no token: pass --token or set MEDCLOUD_TOKEN")
-            client = httpx.Client(base_url=base_url.rstrip("/"), timeout=httpx.Timeout(120.0, connect=10.0))
-        self._client = client
-        self._headers = {"Authorization": f"Bearer {token}", "User-Agent": "medcloud-jobs"} if token else {}
-
-    def close(self) -> None:
-        self._client.close()
+    agent = "medcloud-jobs"
+    timeout_s = 120.0
 
     def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         r = self._client.request(method, path, headers=self._headers | kwargs.pop("headers", {}), **kwargs)

@@ -8,9 +8,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from medcloud.errors import InvalidInput
+from medcloud.hubclient import HubClient, raise_for
 
 if TYPE_CHECKING:
-    import httpx
     import numpy as np
 
 __all__ = ["ResultsClient", "mask_png", "push_boxes", "push_mask"]
@@ -35,30 +35,16 @@ def mask_png(mask: np.ndarray) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-class ResultsClient:
+class ResultsClient(HubClient):
     """Results on one hub: `push` posts a body as `POST /api/v1/results` takes it and returns the reply."""
 
-    def __init__(self, base_url: str = "", token: str = "", *, client: httpx.Client | None = None) -> None:
-        if client is None:
-            import httpx
-
-            if not base_url:
-                raise InvalidInput("no hub URL: pass --hub or set MEDCLOUD_HUB_URL")
-            if not token:
-                raise InvalidInput("no token: pass --token or set MEDCLOUD_TOKEN")
-            client = httpx.Client(base_url=base_url.rstrip("/"), timeout=httpx.Timeout(120.0, connect=10.0))
-        self._client = client
-        self._headers = {"Authorization": f"Bearer {token}", "User-Agent": "medcloud-results"} if token else {}
-
-    def close(self) -> None:
-        self._client.close()
+    agent = "medcloud-results"
+    timeout_s = 120.0
 
     def push(self, body: dict[str, Any]) -> dict[str, Any]:
         """Store a result; the hub's reply (new series and SOP UIDs, blob hash) or the hub's error."""
-        from medcloud.datasets.client import _raise_for
-
         r = self._client.post("/api/v1/results", json=body, headers=self._headers)
-        _raise_for(r)
+        raise_for(r)
         out: dict[str, Any] = r.json()
         return out
 
