@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import io
-import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,11 +17,10 @@ from medcloud.config import load_settings
 from medcloud.hub.state import HubState
 from medcloud.security.tokens import issue_token
 from tests.dicomweb.conftest import dicom_file
-from tests.gateway.gateway_fakes import free_port
+from tests.live_hub import hub_process
 
 dicomweb_client = pytest.importorskip("dicomweb_client")
 
-SRC = Path(__file__).resolve().parents[2] / "src"
 CT, CT_SERIES, MR = "2.25.4001", "2.25.4001.1", "2.25.4002"
 
 
@@ -48,35 +45,8 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveHub]:
         other = issue_token(state.catalog, role="researcher", projects=["brain"]).token
     finally:
         state.close()
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(SRC)}
-    env.pop("MEDCLOUD_DATA_DIR", None)
-    log = data.parent / "hub.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "medcloud.cli", "hub", "serve", "--data", str(data), "--host", "127.0.0.1",
-             "--port", str(port)], env=env, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, log.read_text()[-2000:]
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "hub did not start"
-            time.sleep(0.05)
+    with hub_process(data) as url:
         yield LiveHub(url, site, researcher, other)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
 def _ds(**kw: str) -> pydicom.Dataset:

@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
 
-import medcloud
 from medcloud.config import load_settings
 from medcloud.security.tokens import issue_token
 from medcloud.store.catalog import Catalog
-from tests.gateway.gateway_fakes import free_port
+from tests.live_hub import free_port, hub_process
 
-SRC = Path(medcloud.__file__).resolve().parents[1]  # the hub runs the code this test imported
 TIMEOUT_S = 1.0  # header and body timeouts the hub runs with here
 
 
@@ -50,38 +44,9 @@ def live_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveHub]:
     }
     catalog.dispose()
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDCLOUD_")}
-    env["PYTHONPATH"] = str(SRC) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    env["MEDCLOUD_BODY_TIMEOUT_SECONDS"] = str(TIMEOUT_S)
-    env["MEDCLOUD_HEADER_TIMEOUT_SECONDS"] = str(TIMEOUT_S)
-    log = data.parent / "hub.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "medcloud.cli", "hub", "serve", "--data", str(data), "--port", str(port)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    hub = LiveHub(port, tokens)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, log.read_text()[-2000:]
-            try:
-                if httpx.get(f"{hub.url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, f"hub did not start: {log.read_text()[-2000:]}"
-            time.sleep(0.05)
-        yield hub
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+    env = {"MEDCLOUD_BODY_TIMEOUT_SECONDS": str(TIMEOUT_S), "MEDCLOUD_HEADER_TIMEOUT_SECONDS": str(TIMEOUT_S)}
+    with hub_process(data, env, port):
+        yield LiveHub(port, tokens)
 
 
 def _connect(hub: LiveHub, timeout: float = 5.0) -> socket.socket:

@@ -3,10 +3,6 @@ the series' instances, WADO-RS metadata, and the tiles as WADO-RS frames, with t
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,12 +15,10 @@ import pytest
 from medcloud.config import load_settings
 from medcloud.hub.state import HubState
 from medcloud.security.tokens import issue_token
-from tests.gateway.gateway_fakes import free_port
+from tests.live_hub import hub_process
 
 wsidicom = pytest.importorskip("wsidicom")
 requests_auth = pytest.importorskip("requests.auth")
-
-SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 @dataclass
@@ -54,35 +48,8 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveHub]:
         other = issue_token(state.catalog, role="researcher", projects=["brain"]).token
     finally:
         state.close()
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(SRC)}
-    env.pop("MEDCLOUD_DATA_DIR", None)
-    log = data.parent / "hub.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "medcloud.cli", "hub", "serve", "--data", str(data), "--host", "127.0.0.1",
-             "--port", str(port)], env=env, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90  # a loaded 2-core CI machine
-        while True:
-            assert proc.poll() is None, log.read_text()[-2000:]
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "hub did not start"
-            time.sleep(0.05)
+    with hub_process(data) as url:
         yield LiveHub(url, site, researcher, other)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
 @pytest.fixture(scope="module")
