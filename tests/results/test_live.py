@@ -17,7 +17,8 @@ from PIL import Image
 
 from medcloud.errors import NotFound
 from medcloud.results.client import ResultsClient, push_boxes, push_mask
-from tests.dicomweb.test_dicomweb_client import SRC, LiveHub, live  # noqa: F401 - the live hub fixture
+from tests.dicomweb.test_dicomweb_client import LiveHub, live  # noqa: F401 - the live hub fixture
+from tests.live_hub import SRC
 from tests.results.conftest import SERIES, STUDY, ct_series, to_bytes
 
 dicomweb_client = pytest.importorskip("dicomweb_client")
