@@ -175,3 +175,24 @@ def test_stored_json_and_backfill_on_postgresql(pg_hub: Any) -> None:
     assert len(_stored(s)) == 3
     assert pg_hub.client.get(url, headers=pg_hub.auth("researcher")).json() == before
     assert len(_stored(s)) == 4  # the missing one kept again; the others left as they were (no conflict)
+
+
+def test_an_absurd_number_of_frames_is_not_listed_frame_by_frame(seeded: Seeded) -> None:
+    """Regression (fuzz seed 20261129, single:64): NumberOfFrames 999999999999 made ingest build a
+    BulkDataURI listing every frame and the hub grow to 6 GB. Past MAX_LISTED_FRAMES the URI names the
+    instance; the upload and its metadata are answered at once."""
+    from medcloud.ingest.metadata import MAX_LISTED_FRAMES, frames_uri
+    from tests.dicomweb.conftest import dicom_file
+
+    assert frames_uri("1", "2", "3", 10, 3) == "studies/1/series/2/instances/3/frames/1,2,3"
+    assert frames_uri("1", "2", "3", 10, MAX_LISTED_FRAMES + 1) == "studies/1/series/2/instances/3"
+    assert frames_uri("1", "2", "3", None, 5) is None
+    h = seeded.hub
+    ds = pydicom.dcmread(io.BytesIO(dicom_file(study_uid="2.25.4242", series_uid="2.25.4243")))
+    ds.NumberOfFrames = "999999999999"
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    r = h.client.post("/api/v1/ingest", content=buf.getvalue(), headers=h.auth("site_a"))
+    assert r.status_code in (200, 201), r.text
+    meta = h.client.get("/dicom-web/studies/2.25.4242/metadata", headers=h.auth("researcher")).json()
+    assert meta[0]["7FE00010"]["BulkDataURI"].endswith(f"/instances/{ds.SOPInstanceUID}")

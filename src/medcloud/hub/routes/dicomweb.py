@@ -37,6 +37,7 @@ from medcloud.errors import Forbidden, InvalidInput, NotFound, TooLarge, Unsuppo
 from medcloud.formats.dicomjson import file_json, with_base
 from medcloud.hub.deps import client_address, hub_state, mark_audited_read, record_audit, require
 from medcloud.hub.problems import problem
+from medcloud.ingest.metadata import frames_uri
 from medcloud.security.policy import Permission, Principal
 from medcloud.store.dicomweb import DicomwebQueries
 
@@ -206,10 +207,7 @@ async def retrieve_instance(
 
 def _frames_path(r: dict[str, Any]) -> str | None:
     """The frames of a catalog row relative to the DICOMweb base, as `ingest.metadata.frames_path` says."""
-    if r["rows"] is None:
-        return None
-    frames = ",".join(str(n) for n in range(1, (r["frames"] or 1) + 1))
-    return f"studies/{r['study_uid']}/series/{r['series_uid']}/instances/{r['sop_uid']}/frames/{frames}"
+    return frames_uri(r["study_uid"], r["series_uid"], r["sop_uid"], r["rows"], r["frames"])
 
 
 def _metadata_body(queries: DicomwebQueries, blobs: Any, rows: list[dict[str, Any]], base: str) -> bytes:
