@@ -216,7 +216,8 @@ def cost_one(mode: str, task: str, n_params: int, n_sites: int, rounds: int) -> 
         sites = []
         for i, n in enumerate(names):
             train, n_examples = _trainer(task, i, n_params)
-            sites.append(FedAvgSite(n, site_backend(mode, KeyPaths(n, root / n, root / "public")), train, n_examples))
+            be = site_backend(mode, KeyPaths(n, root / n, root / "public"))
+            sites.append(FedAvgSite(n, be, train, n_examples, weight_unit=backend_spec(mode).weight_unit))
         train_s = [_timed(s.train, w0)[1] for s in sites]  # warm-up (torch's first step), then timed
         train_s = [_timed(s.train, w0)[1] for s in sites]
         _, stats = run_fedavg(agg, sites, w0, rounds)

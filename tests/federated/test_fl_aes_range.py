@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from medcloud.federated.he import HEError
-from medcloud.federated.he.aes import INT64_MAX, MAX_LENGTH, AesCtrBackend, AesParams, generate_key
+from medcloud.federated.he.aes import INT64_MAX, MAX_LENGTH, SPEC, AesCtrBackend, AesParams, generate_key
 from medcloud.federated.he.base import frame, split_header
 
 LIMIT = 2.0**21  # default range: |x| < 2^(63 - 32 - 10)
@@ -153,7 +153,9 @@ def test_large_sites_are_not_range_limited(aes_key: tuple[bytes, bytes]) -> None
     site_be, agg_be = AesCtrBackend(aes_key[0]), AesCtrBackend(aes_key[1])
     targets = {"big": np.full(5, 1500.0), "small": np.full(5, -3.0)}
     counts = {"big": 100_000, "small": 250}
-    sites = [FedAvgSite(n, site_be, lambda w, t=targets[n]: t, counts[n]) for n in targets]
+    unit = SPEC.weight_unit
+    assert unit == 1024.0  # the aes scheme's own unit (CKKS keeps 1: its error would grow by U/n)
+    sites = [FedAvgSite(n, site_be, lambda w, t=targets[n]: t, counts[n], weight_unit=unit) for n in targets]
     model, _ = run_fedavg(FedAvgAggregator(agg_be), sites, np.zeros(5), rounds=1)
     got = site_be.decrypt(site_be.deserialize(model.payload)) / model.total_weight
     want = (1500.0 * 100_000 - 3.0 * 250) / 100_250

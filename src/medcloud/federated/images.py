@@ -347,7 +347,8 @@ def train_federated(
 
     def fedavg(site_be: Any, agg_be: Any) -> tuple[Array, float]:
         rng = np.random.default_rng(0)
-        fl = [FedAvgSite(s.name, site_be, _trainer(s, epochs), s.n_train, dp, rng) for s in sites]
+        unit = spec.weight_unit if site_be.name == mode else 1.0  # the plaintext baseline keeps U = 1
+        fl = [FedAvgSite(s.name, site_be, _trainer(s, epochs), s.n_train, dp, rng, weight_unit=unit) for s in sites]
         t = time.perf_counter()
         model, _ = run_fedavg(FedAvgAggregator(agg_be), fl, w0, rounds)
         seconds = time.perf_counter() - t

@@ -261,6 +261,7 @@ def shared_key_spec(
     what: str,
     supports_deepprotect: bool = True,
     decryption: Decryption = "sites",
+    weight_unit: float = 1.0,
 ) -> BackendSpec:
     """The spec of a scheme whose sites share one key: its backends load the key files this
     module's ceremony writes (`what` names the scheme in messages, e.g. "CKKS")."""
@@ -293,6 +294,7 @@ def shared_key_spec(
         ceremony=ceremony,
         in_memory=in_memory,
         supports_deepprotect=supports_deepprotect,
+        weight_unit=weight_unit,
     )
 
 

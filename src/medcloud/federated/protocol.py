@@ -48,7 +48,7 @@ GradFn = Callable[[Vector], Vector]
 # sum, but it never returns its partial decryption).
 Dropout = Literal["before-upload", "after-upload"]
 DROPOUTS: tuple[Dropout, ...] = ("before-upload", "after-upload")
-DEFAULT_WEIGHT_UNIT = 1024.0  # sites encrypt w * n/U (see FedAvgSite.weight_unit)
+DEFAULT_WEIGHT_UNIT = 1.0  # sites encrypt w * n/U (see FedAvgSite.weight_unit; each scheme's spec picks U)
 
 
 def encode_plain(weights: Vector) -> bytes:
@@ -119,9 +119,9 @@ class FedAvgSite:
     rng: np.random.Generator = field(default_factory=np.random.default_rng)
     keys: KeyPaths | None = None  # threshold t-of-N: this site's key folders, to stand in for a dropped site
     # Sites upload E(w * n/U) rather than E(w * n): a fixed-point backend bounds |values|, and with U = 1
-    # a site with 100,000 examples could send only |w| < 21 (aes). U is shared by all sites of a run
-    # (the aggregator refuses mixed units) and is a site-side setting, so an aggregator cannot pick it
-    # to probe the range check. A power of two keeps n/U exact in binary.
+    # a site with 100,000 examples could send only |w| < 21 (aes: U = 1,024, `BackendSpec.weight_unit`).
+    # U is shared by all sites of a run (the aggregator refuses mixed units) and is a site-side setting,
+    # so an aggregator cannot pick it to probe the range check. A power of two keeps n/U exact in binary.
     weight_unit: float = DEFAULT_WEIGHT_UNIT
 
     def __post_init__(self) -> None:

@@ -190,7 +190,9 @@ def build_client_app(defaults: FLSettings | None = None) -> ClientApp:
                 {"name": name, "model-version": int(scalar(cfg.get("model-version", 0)))},
                 t0,
             )
-        fsite = FedAvgSite(name, backend, task.train, task.n_examples, _dp(s), task.rng, weight_unit=s.weight_unit)
+        fsite = FedAvgSite(
+            name, backend, task.train, task.n_examples, _dp(s), task.rng, weight_unit=s.resolved_weight_unit()
+        )
         w = fsite.local_update(_global_weights(arr, backend, total))
         if not backend_spec(s.mode).encrypted:
             # Plaintext baseline: exactly what Flower's FedAvg expects.

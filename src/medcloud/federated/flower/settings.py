@@ -25,8 +25,12 @@ class FLSettings:
     local_epochs: int = 5
     lr: float = 0.5
     # Sites encrypt w * n/U; every site must use the same U. Pin it in each site's node config so the
-    # aggregator cannot choose it (see FedAvgSite.weight_unit).
-    weight_unit: float = 1024.0
+    # aggregator cannot choose it (see FedAvgSite.weight_unit). 0: the mode's own (aes 1,024, others 1).
+    weight_unit: float = 0.0
+
+    def resolved_weight_unit(self) -> float:
+        return self.weight_unit or backend_spec(self.mode).weight_unit
+
     dp_clip: float = 0.0  # 0: no DP
     dp_noise: float = 0.0
     dp_delta: float = 1e-5

@@ -436,5 +436,6 @@ SPEC = register(
         "additive AES-256-CTR, one key shared by the sites (DeepProtect's trust model): the fast one",
         SharedKey(generate_key, AesCtrBackend),
         "AES",
+        weight_unit=1024.0,  # a hard fixed-point range: see FedAvgSite.weight_unit
     )
 )

@@ -110,6 +110,10 @@ class BackendSpec:
     supports_deepprotect: bool = True  # DeepProtect needs sites that decrypt the model themselves
     needs_sidecar: Callable[[], bool] = _never  # True where its library runs in another interpreter
     unavailable: Callable[[], str] = _runs_here  # '' where it can run here, else why not
+    # FedAvg: sites encrypt w * n/U. A fixed-point scheme with a hard range (aes) wants U > 1 so that large
+    # sites are not range-limited; an approximate scheme (CKKS) keeps U = 1, since its absolute error would
+    # be multiplied by U/n when the sum is divided by the weights.
+    weight_unit: float = 1.0
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.isidentifier():
