@@ -4,8 +4,6 @@ no Content-Security-Policy violation on the way. The studies are synthetic (pydi
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,8 +13,9 @@ import httpx
 import pytest
 
 from tests.hub.research_data import STUDIES, TARGETS, study
+from tests.live_hub import hub_in_thread
 
-from .conftest import CHROMIUM, _free_port
+from .conftest import CHROMIUM
 from .test_gram_page import poll
 
 pytestmark = [
@@ -43,8 +42,6 @@ class ResearchHub:
 
 @pytest.fixture(scope="module")
 def research_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ResearchHub]:
-    import uvicorn
-
     from medcloud.config import load_settings
     from medcloud.hub.app import create_app
     from medcloud.hub.state import HubState
@@ -58,32 +55,20 @@ def research_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ResearchH
     site_tokens = {k: issue_token(cat, role="site", site=s, projects=p).token for k, (s, p) in SITE_PROJECTS.items()}
     researcher = issue_token(cat, role="researcher", projects=["lung"], label="browser-test").token
     admin = issue_token(cat, role="admin").token
-    port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings, state=state), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "hub did not start"
-    url = f"http://127.0.0.1:{port}"
     try:
-        # Ingested over HTTP like a gateway would, one synthetic study per upload.
-        with httpx.Client(base_url=url, timeout=30) as client:
-            for who, patient, modality, sex, age, part in STUDIES:
-                project = "brain" if who == "site_c" else "lung"
-                r = client.post(
-                    "/api/v1/ingest",
-                    content=study(patient, modality=modality, sex=sex, age=age, body_part=part),
-                    headers={"Authorization": f"Bearer {site_tokens[who]}", "X-Medcloud-Project": project},
-                )
-                assert r.status_code == 201, r.text
-        yield ResearchHub(url, researcher, admin)
+        with hub_in_thread(create_app(settings, state=state)) as url:
+            # Ingested over HTTP like a gateway would, one synthetic study per upload.
+            with httpx.Client(base_url=url, timeout=30) as client:
+                for who, patient, modality, sex, age, part in STUDIES:
+                    project = "brain" if who == "site_c" else "lung"
+                    r = client.post(
+                        "/api/v1/ingest",
+                        content=study(patient, modality=modality, sex=sex, age=age, body_part=part),
+                        headers={"Authorization": f"Bearer {site_tokens[who]}", "X-Medcloud-Project": project},
+                    )
+                    assert r.status_code == 201, r.text
+            yield ResearchHub(url, researcher, admin)
     finally:
-        server.should_exit = True
-        thread.join(10)
         state.close()
 
 

@@ -5,7 +5,6 @@ and asks to sign in without a valid token."""
 from __future__ import annotations
 
 import io
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,7 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from .conftest import CHROMIUM, _free_port
+from tests.live_hub import hub_in_thread
+
+from .conftest import CHROMIUM
 from .test_viewer_page import ARTIFACTS, BUILT, launch, poll
 
 pytestmark = pytest.mark.browser
@@ -31,8 +32,6 @@ class SlideHub:
 
 @pytest.fixture(scope="module")
 def slide_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlideHub]:
-    import uvicorn
-
     from medcloud.config import load_settings
     from medcloud.hub.app import create_app
     from medcloud.hub.state import HubState
@@ -44,26 +43,14 @@ def slide_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlideHub]:
     state = HubState.open(settings)
     site = issue_token(state.catalog, role="site", site="site-a", projects=["lung"]).token
     researcher = issue_token(state.catalog, role="researcher", projects=["lung"]).token
-    port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings, state=state), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "hub did not start"
-    url = f"http://127.0.0.1:{port}"
     try:
-        headers = {"Authorization": f"Bearer {site}", "X-Medcloud-Filename": "slide.svs"}
-        r = httpx.post(url + "/api/v1/ingest", content=svs, headers=headers, timeout=60)
-        assert r.status_code == 201, r.text
-        image_id = r.json()["image_id"]
-        yield SlideHub(url, researcher, f"svs-{image_id}")
+        with hub_in_thread(create_app(settings, state=state)) as url:
+            headers = {"Authorization": f"Bearer {site}", "X-Medcloud-Filename": "slide.svs"}
+            r = httpx.post(url + "/api/v1/ingest", content=svs, headers=headers, timeout=60)
+            assert r.status_code == 201, r.text
+            image_id = r.json()["image_id"]
+            yield SlideHub(url, researcher, f"svs-{image_id}")
     finally:
-        server.should_exit = True
-        thread.join(10)
         state.close()
 
 

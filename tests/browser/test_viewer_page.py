@@ -4,7 +4,6 @@ Without a token, or with one the hub refuses, the page asks to sign in and shows
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,7 +13,9 @@ from typing import Any
 import httpx
 import pytest
 
-from .conftest import CHROMIUM, _free_port
+from tests.live_hub import hub_in_thread
+
+from .conftest import CHROMIUM
 from .synthetic_ct import ct_series, jpeg_series, radius
 
 pytestmark = pytest.mark.browser
@@ -54,8 +55,6 @@ def _ingest(url: str, token: str, data: bytes) -> None:
 
 @pytest.fixture(scope="module")
 def viewer_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ViewerHub]:
-    import uvicorn
-
     from medcloud.config import load_settings
     from medcloud.hub.app import create_app
     from medcloud.hub.state import HubState
@@ -66,29 +65,17 @@ def viewer_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ViewerHub]:
     site = issue_token(state.catalog, role="site", site="site-a", projects=["lung"]).token
     researcher = issue_token(state.catalog, role="researcher", projects=["lung"]).token
     outsider = issue_token(state.catalog, role="researcher", projects=["brain"]).token
-    port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings, state=state), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "hub did not start"
-    url = f"http://127.0.0.1:{port}"
     try:
-        # Series 1: a bright disc growing with z; series 2: the inverse (dark disc on bright).
-        for data in ct_series(STUDY, slices=SLICES, number=1, description="DISC"):
-            _ingest(url, site, data)
-        for data in ct_series(STUDY, slices=3, number=2, inverted=True, description="INVERTED"):
-            _ingest(url, site, data)
-        for data in jpeg_series(STUDY, slices=3, number=3):  # compressed: decoded by the WebAssembly codec
-            _ingest(url, site, data)
-        yield ViewerHub(url, researcher, outsider)
+        with hub_in_thread(create_app(settings, state=state)) as url:
+            # Series 1: a bright disc growing with z; series 2: the inverse (dark disc on bright).
+            for data in ct_series(STUDY, slices=SLICES, number=1, description="DISC"):
+                _ingest(url, site, data)
+            for data in ct_series(STUDY, slices=3, number=2, inverted=True, description="INVERTED"):
+                _ingest(url, site, data)
+            for data in jpeg_series(STUDY, slices=3, number=3):  # compressed: decoded by the WebAssembly codec
+                _ingest(url, site, data)
+            yield ViewerHub(url, researcher, outsider)
     finally:
-        server.should_exit = True
-        thread.join(10)
         state.close()
 
 
