@@ -24,9 +24,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,21 +36,11 @@ from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 SRC = BENCH.parent / "src"
+sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(SRC))
 PAGE_CONNECTIONS = 6
 
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(SRC) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    env.pop("MEDCLOUD_DATA_DIR", None)
-    return env
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from ingest import _env, _free_port, run_beside_orthanc  # noqa: E402 - bench/ingest.py: the hub and Orthanc harness
 
 
 def _wait_http(url: str, timeout: float) -> None:
@@ -206,7 +194,6 @@ def bench_orthanc(work: Path, files: list[tuple[str, str, str, bytes]], repeat: 
            "HttpPort": 8042, "DicomServerEnabled": False, "RemoteAccessAllowed": False,
            "AuthenticationEnabled": False, "Plugins": [plugin], "StorageCompression": False,
            "DicomWeb": {"Enable": True, "Root": "/dicom-web/"}}  # fmt: skip
-    (root / "cfg.json").write_text(json.dumps(cfg))
     listing = root / "files.json"
     paths = []
     for n, (s, se, i, blob) in enumerate(files):
@@ -214,31 +201,11 @@ def bench_orthanc(work: Path, files: list[tuple[str, str, str, bytes]], repeat: 
         p.write_bytes(blob)
         paths.append([s, se, i, str(p)])
     listing.write_text(json.dumps(paths))
-    log = (root / "orthanc.log").open("wb")
-    proc = subprocess.Popen(["unshare", "-n", "bash", "-c", f"ip link set lo up; exec {binary} {root / 'cfg.json'}"],
-                            stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
     try:
-        own = os.readlink("/proc/self/ns/net")
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if os.readlink(f"/proc/{proc.pid}/ns/net") != own and "Orthanc" in os.readlink(f"/proc/{proc.pid}/exe"):
-                    break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"Orthanc did not start: see {root / 'orthanc.log'}")
-            time.sleep(0.05)
-        out = subprocess.run(["nsenter", f"--net=/proc/{proc.pid}/ns/net", sys.executable, __file__,
-                              "--orthanc-client", str(listing), str(repeat)],
-                             capture_output=True, env=_env(), timeout=1800)  # fmt: skip
-        if out.returncode != 0:
-            raise RuntimeError(f"Orthanc client failed: {out.stderr.decode()[-2000:]}")
-        result: dict[str, Any] = json.loads(out.stdout)
+        child = [sys.executable, __file__, "--orthanc-client", str(listing), str(repeat)]
+        result: dict[str, Any] = run_beside_orthanc(binary, root, cfg, child)
         return result
     finally:
-        proc.terminate()
-        proc.wait(30)
         shutil.rmtree(root, ignore_errors=True)
 
 

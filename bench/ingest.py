@@ -336,6 +336,27 @@ def bench_orthanc(work: Path, file_list: Path, n: int, clients: int, batch: int 
         "StorageCompression": False,
         "ConcurrentJobs": 2,
     }
+    try:
+        child = [
+            sys.executable,
+            __file__,
+            "--orthanc-client",
+            str(port),
+            str(file_list),
+            str(clients),
+            "{pid}",
+            str(batch),
+        ]
+        result: dict[str, Any] = run_beside_orthanc(binary, root, cfg, child)
+        return result
+    finally:
+        shutil.rmtree(root / "storage", ignore_errors=True)
+
+
+def run_beside_orthanc(binary: str, root: Path, cfg: dict[str, Any], child: list[str], timeout: float = 1800) -> Any:
+    """Start Orthanc with `cfg` in a loopback-only network namespace of its own (it cannot bind one address
+    only), run `child` inside that namespace as its client ("{pid}" in an argument becomes Orthanc's pid),
+    and return the JSON the child prints. Orthanc is stopped whatever happens; `root` holds cfg and log."""
     (root / "cfg.json").write_text(json.dumps(cfg))
     log = (root / "orthanc.log").open("wb")
     proc = subprocess.Popen(
@@ -347,35 +368,22 @@ def bench_orthanc(work: Path, file_list: Path, n: int, clients: int, batch: int 
         # Join its namespace only once Orthanc runs: before unshare(2), /proc/PID/ns/net is still ours.
         own = os.readlink("/proc/self/ns/net")
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+        while True:
             try:
                 if os.readlink(f"/proc/{proc.pid}/ns/net") != own and "Orthanc" in os.readlink(f"/proc/{proc.pid}/exe"):
                     break
             except OSError:
                 pass
-            if proc.poll() is not None:
-                raise RuntimeError(f"Orthanc exited with {proc.returncode}: see {root / 'orthanc.log'}")
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"Orthanc did not start (exit {proc.poll()}): see {root / 'orthanc.log'}")
             time.sleep(0.05)
+        argv = [arg.replace("{pid}", str(proc.pid)) for arg in child]
         out = subprocess.run(
-            [
-                "nsenter",
-                f"--net=/proc/{proc.pid}/ns/net",
-                sys.executable,
-                __file__,
-                "--orthanc-client",
-                str(port),
-                str(file_list),
-                str(clients),
-                str(proc.pid),
-                str(batch),
-            ],
-            capture_output=True,
-            env=_env(),
-            timeout=1800,
+            ["nsenter", f"--net=/proc/{proc.pid}/ns/net", *argv], capture_output=True, env=_env(), timeout=timeout
         )
         if out.returncode != 0:
             raise RuntimeError(f"Orthanc client failed: {out.stderr.decode()[-2000:]}")
-        result: dict[str, Any] = json.loads(out.stdout)
+        return json.loads(out.stdout)
     finally:
         proc.terminate()
         try:
@@ -383,8 +391,7 @@ def bench_orthanc(work: Path, file_list: Path, n: int, clients: int, batch: int 
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        shutil.rmtree(root / "storage", ignore_errors=True)
-    return result
+        log.close()
 
 
 def orthanc_client(port: int, file_list: Path, clients: int, server_pid: int, batch: int = 1) -> None:

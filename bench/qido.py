@@ -44,7 +44,7 @@ sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(BENCH.parent / "src"))
 
 from catalog_fill import fill  # noqa: E402
-from ingest import _env, _free_port, _medcloud, _wait_http, orthanc_binary  # noqa: E402
+from ingest import _env, _free_port, _medcloud, _wait_http, orthanc_binary, run_beside_orthanc  # noqa: E402
 
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/"
 PROJECTS = ("lung", "brain", "abdomen")
@@ -239,35 +239,10 @@ def bench_orthanc(work: Path, size: int, repeat: int) -> dict[str, Any]:
         "Plugins": ["/usr/share/orthanc/plugins/libOrthancDicomWeb.so"],
         "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
     }  # fmt: skip
-    (root / "cfg.json").write_text(json.dumps(cfg))
-    log = (root / "orthanc.log").open("wb")
-    proc = subprocess.Popen(
-        ["unshare", "-n", "bash", "-c", f"ip link set lo up; exec {binary} {root / 'cfg.json'}"],
-        stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
     try:
-        own = os.readlink("/proc/self/ns/net")
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if os.readlink(f"/proc/{proc.pid}/ns/net") != own:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.05)
         child = [sys.executable, __file__, "--orthanc-client", str(size), str(repeat)]
-        out = subprocess.run(["nsenter", f"--net=/proc/{proc.pid}/ns/net", *child],
-                             capture_output=True, env=_env(), timeout=3600)  # fmt: skip
-        if out.returncode != 0:
-            raise RuntimeError(f"Orthanc client failed: {out.stderr.decode()[-2000:]}")
-        result: dict[str, Any] = json.loads(out.stdout)
+        result: dict[str, Any] = run_beside_orthanc(binary, root, cfg, child, timeout=3600)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
         shutil.rmtree(root, ignore_errors=True)
     return result
 

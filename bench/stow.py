@@ -157,39 +157,10 @@ def run_orthanc(work: Path, child_args: list[str]) -> dict[str, Any]:
         "AuthenticationEnabled": False, "HttpServerEnabled": True, "Plugins": [DICOMWEB_PLUGIN],
         "StorageCompression": False, "ConcurrentJobs": 2, "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
     }  # fmt: skip
-    (root / "cfg.json").write_text(json.dumps(cfg))
-    log = (root / "orthanc.log").open("wb")
-    proc = subprocess.Popen(
-        ["unshare", "-n", "bash", "-c", f"ip link set lo up; exec {binary} {root / 'cfg.json'}"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
     try:
-        own = os.readlink("/proc/self/ns/net")
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if os.readlink(f"/proc/{proc.pid}/ns/net") != own and "Orthanc" in os.readlink(f"/proc/{proc.pid}/exe"):
-                    break
-            except OSError:
-                pass
-            if proc.poll() is not None:
-                raise RuntimeError(f"Orthanc exited with {proc.returncode}: see {root / 'orthanc.log'}")
-            time.sleep(0.05)
-        child = [sys.executable, __file__, *(a.format(port=port, pid=proc.pid) for a in child_args)]
-        out = subprocess.run(
-            ["nsenter", f"--net=/proc/{proc.pid}/ns/net", *child], capture_output=True, env=harness._env(), timeout=1800
-        )
-        if out.returncode != 0:
-            raise RuntimeError(f"Orthanc client failed: {out.stderr.decode()[-2000:]}")
-        result: dict[str, Any] = json.loads(out.stdout)
+        child = [sys.executable, __file__, *(a.replace("{port}", str(port)) for a in child_args)]
+        result: dict[str, Any] = harness.run_beside_orthanc(binary, root, cfg, child)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
         shutil.rmtree(root, ignore_errors=True)
     return result
 
