@@ -84,6 +84,12 @@ class Principal:
     # A job token's scope: the one job and the one dataset version it may touch (None for other roles).
     job: str | None = None
     dataset: str | None = None
+    # 'machine' (issued by hand or by the hub to a process) or 'session' (a person signed in through the
+    # hospital's identity provider); `person` is that provider's subject, `mfa_at` when the session
+    # passed its second factor (None: not yet).
+    kind: str = "machine"
+    person: str | None = None
+    mfa_at: datetime | None = None
 
     @property
     def subject(self) -> str:

@@ -127,6 +127,8 @@ def _issue(
     issued_by: str,
     client: str,
     scope: str | None = None,
+    kind: str = "machine",
+    person: str | None = None,
 ) -> IssuedToken:
     token_id = secrets.token_hex(8)
     secret = secrets.token_urlsafe(32)
@@ -147,6 +149,9 @@ def _issue(
     }
     if scope is not None:
         row["scope"] = scope
+    if kind != "machine":
+        row["kind"] = kind
+        row["person"] = person
     with catalog.write() as conn:
         catalog.tokens.insert(conn, row)
         catalog.audit.append(
@@ -161,7 +166,9 @@ def _issue(
             } | ({"scope": scope} if scope else {}),
         )  # fmt: skip
     job, dataset = _parse_scope(scope)
-    principal = Principal(token_id, role, site, frozenset(projects), label, expires_at, job, dataset)
+    principal = Principal(
+        token_id, role, site, frozenset(projects), label, expires_at, job, dataset, kind=kind, person=person
+    )
     return IssuedToken(f"{PREFIX}{token_id}.{secret}", principal)
 
 
@@ -227,6 +234,9 @@ class TokenVerifier:
             expires_at=_as_aware(row["expires_at"]),
             job=job,
             dataset=dataset,
+            kind=row.get("kind") or "machine",
+            person=row.get("person"),
+            mfa_at=_as_aware(row.get("mfa_at")),
         )
 
     def forget(self, token_id: str) -> None:

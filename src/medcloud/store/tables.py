@@ -106,6 +106,13 @@ tokens = sa.Table(
     sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
     # What a narrowly scoped token may touch, e.g. `job=<id>;dataset=<version>` (migration 0007).
     sa.Column("scope", sa.String(200), nullable=True),
+    # People's sessions (migration 0010): kind 'machine' | 'session', the identity provider's subject,
+    # last use (idle timeout) and when the session passed its second factor.
+    sa.Column("kind", sa.String(16), nullable=False, server_default="machine"),
+    sa.Column("person", sa.String(256), nullable=True),
+    sa.Column("last_used_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("mfa_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Index("ix_tokens_person", "person"),
 )
 
 # Append-only and hash chained: each row's hash covers its fields and the previous row's hash; `mac` is an
