@@ -3,7 +3,8 @@
 // loader's decode worker, which viewer.js starts from its own folder), slide.js (OpenSeadragon).
 // The codecs' .wasm files go to wasm/, OpenSeadragon's button images to osd-images/.
 import { build } from "esbuild";
-import { cpSync, mkdirSync, readFileSync, rmSync, readdirSync } from "node:fs";
+import { cpSync, mkdirSync, readFileSync, rmSync, readdirSync, statSync, writeFileSync } from "node:fs";
+import { brotliCompressSync, constants as zc, gzipSync } from "node:zlib";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -73,4 +74,26 @@ for (const [codec, f] of Object.entries(WASM)) {
   cpSync(join(nm, "@cornerstonejs", codec, "dist", f), join(out, "wasm", f));
 }
 cpSync(join(nm, "openseadragon", "build", "openseadragon", "images"), join(out, "osd-images"), { recursive: true });
-console.log(`viewer built into ${out}`);
+
+// Compressed siblings (.br, .gz) of every text or WebAssembly file over 1 KiB, made once here so the hub
+// serves them by Accept-Encoding with no CPU per request (medcloud.hub.viewer.PrecompressedStaticFiles).
+const COMPRESSIBLE = /\.(js|mjs|css|html|wasm|svg|json|txt)$/;
+let raw = 0;
+let packed = 0;
+const compressAll = (dir) => {
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    const path = join(dir, entry.name);
+    if (entry.isDirectory()) {
+      compressAll(path);
+    } else if (COMPRESSIBLE.test(entry.name) && statSync(path).size > 1024) {
+      const data = readFileSync(path);
+      const br = brotliCompressSync(data, { params: { [zc.BROTLI_PARAM_QUALITY]: 11, [zc.BROTLI_PARAM_SIZE_HINT]: data.length } });
+      writeFileSync(path + ".br", br);
+      writeFileSync(path + ".gz", gzipSync(data, { level: 9 }));
+      raw += data.length;
+      packed += br.length;
+    }
+  }
+};
+compressAll(out);
+console.log(`viewer built into ${out} (${(raw / 1e6).toFixed(1)} MB, ${(packed / 1e6).toFixed(1)} MB as brotli)`);
