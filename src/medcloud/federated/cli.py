@@ -73,6 +73,34 @@ def trust_command(
     typer.echo(f"{party} trusted at {site} (fingerprint {code})")
 
 
+@app.command("sync")
+def sync_command(
+    federation: str = typer.Option(..., "--federation", help="The federation (a project granted to this site)."),
+    site: str = typer.Option(..., "--site", help="This site's name (as in its site token)."),
+    public: Path = typer.Option(..., "--public", help="This site's copy of the public folder."),
+    hub: str = typer.Option("", "--hub", envvar="MEDCLOUD_HUB_URL", help="Hub base URL."),
+    token: str = typer.Option("", "--token", envvar="MEDCLOUD_TOKEN", help="This site's token (prefer --token-file)."),
+    token_file: Path | None = typer.Option(None, "--token-file", help="File holding this site's token."),
+) -> None:
+    """Exchange the public key folder through the hub: push this site's files, pull the others'."""
+    from medcloud.federated.relay_client import RelayClient, sync_public_folder
+
+    if token_file is not None:
+        token = token_file.read_text().strip()
+    client = RelayClient(hub, token)
+    try:
+        report = sync_public_folder(client, federation, site, public)
+    finally:
+        client.close()
+    for name in report.pushed:
+        typer.echo(f"pushed {name}")
+    for name in report.pulled:
+        typer.echo(f"pulled {name}")
+    for line in report.skipped:
+        typer.echo(f"skipped {line}", err=True)
+    typer.echo(f"{len(report.pushed)} pushed, {len(report.pulled)} pulled, {report.unchanged} unchanged")
+
+
 @app.command("modes")
 def modes_command() -> None:
     """List the HE schemes (`--mode`): what each is for, who opens the sum, and whether it runs here."""

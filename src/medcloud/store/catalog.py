@@ -27,6 +27,7 @@ from medcloud.security.audit import KEY_FILE, AuditSeal
 from medcloud.store.audit import AuditLog
 from medcloud.store.datasets import Datasets
 from medcloud.store.db import Database
+from medcloud.store.fl_public import FLPublicFiles
 from medcloud.store.index import Indexer
 from medcloud.store.jobs import Jobs
 from medcloud.store.queries import Queries
@@ -64,6 +65,7 @@ class Catalog:
         self.datasets = Datasets(self.db)
         self.reports = Reports(self.db)
         self.jobs = Jobs(self.db)
+        self.fl_public = FLPublicFiles(self.db)
 
     @classmethod
     def from_settings(cls, settings: Settings, *, create_key: bool = True) -> Catalog:

@@ -271,3 +271,20 @@ instance_json = sa.Table(
     sa.Column("sha256", sa.String(64), primary_key=True),
     sa.Column("body", sa.LargeBinary, nullable=False),
 )
+
+
+# The federated-learning public key folder the hub relays (migration 0014): every version of every file,
+# content in the blob store. Who may write which name: `medcloud.federated.relay`.
+fl_public_files = sa.Table(
+    "fl_public_files",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("federation", sa.String(64), nullable=False),
+    sa.Column("name", sa.String(160), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("uploaded_by", sa.String(64), nullable=False),
+    sa.Column("uploaded_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("federation", "name", "version", name="uq_fl_public_version"),
+)
