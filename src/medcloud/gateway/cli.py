@@ -108,6 +108,17 @@ def run_command(
         [], "--calling-ae", help="Accept associations only from these AE titles (repeatable)."
     ),
     ca_bundle: Path | None = typer.Option(None, "--ca-bundle", help="CA certificates to verify the hub's TLS."),
+    client_cert: Path | None = typer.Option(
+        None, "--client-cert", help="This site's client certificate (mutual TLS; from `medcloud hub ca issue`)."
+    ),
+    client_key: Path | None = typer.Option(None, "--client-key", help="Private key of --client-cert."),
+    profile: str | None = typer.Option(
+        None, "--profile", help="Network profile: vdi, one-way or sase (docs/deployment-profiles.md)."
+    ),
+    proxy: str | None = typer.Option(None, "--proxy", help="Outbound HTTP(S) proxy to reach the hub through."),
+    relay_dir: Path | None = typer.Option(
+        None, "--relay-dir", help="one-way profile: spool folder the one-way relay carries out (no hub connection)."
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every delivery."),
 ) -> None:
     """De-identify files from a folder and/or a list and forward them to the hub (never losing one)."""
@@ -127,7 +138,22 @@ def run_command(
         raise ConfigError(f"file list {files} not found")
     if not hub.startswith(("http://", "https://")):
         raise ConfigError(f"--hub must be an http(s) URL, got {hub!r}")
-    hub_token = _read_token(token, token_file)
+    from medcloud.gateway.profiles import NetworkChoices, apply_profile
+
+    choices = apply_profile(
+        profile,
+        NetworkChoices(
+            hub_url=hub,
+            dicom_port=dicom_port,
+            dicom_host=dicom_host,
+            client_cert=client_cert,
+            client_key=client_key,
+            ca_bundle=ca_bundle,
+            proxy=proxy,
+            relay_dir=relay_dir,
+        ),
+    )
+    hub_token = _read_token(token, token_file) if choices.relay_dir is None else ""
     deidentifier = _load_deidentifier(key_file, option, allow_burned_in, max_file_bytes)
     config = GatewayConfig(
         hub_url=hub,
@@ -144,11 +170,13 @@ def run_command(
         backoff_cap=retry_cap,
         poll_seconds=poll,
         use_watchdog=not no_watchdog,
-        verify=str(ca_bundle) if ca_bundle else True,
-        dicom_port=dicom_port,
-        dicom_host=dicom_host,
+        verify=choices.verify(),
+        dicom_port=choices.dicom_port,
+        dicom_host=choices.dicom_host,
         ae_title=ae_title,
         calling_aets=calling_ae,
+        proxy=choices.proxy,
+        relay_dir=choices.relay_dir,
     )
     try:
         gateway = Gateway(config, deidentifier, console=Console(stderr=True))
