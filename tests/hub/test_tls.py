@@ -292,3 +292,35 @@ def test_tls_status_evidence(hub: TlsHub) -> None:
     assert st["problems"] == []
     plain = tls_status(load_settings(data_dir=hub.settings.data_dir))
     assert not plain["tls"] and plain["problems"]
+
+
+def test_ca_cli(tmp_path: Path) -> None:
+    """`medcloud hub ca init | issue | list | revoke | crl`, as an administrator runs them."""
+    import json
+
+    from cryptography import x509
+    from typer.testing import CliRunner
+
+    from medcloud.hub.cli import app as hub_app
+
+    run = CliRunner().invoke
+    ca, out = str(tmp_path / "ca"), str(tmp_path / "out")
+    assert run(hub_app, ["ca", "init", "--ca-dir", ca, "--key-type", "rsa"]).exit_code == 0
+    again = run(hub_app, ["ca", "init", "--ca-dir", ca])
+    assert again.exit_code != 0  # never overwrites a CA
+    issued = run(hub_app, ["ca", "issue", "tokyo-univ", "--ca-dir", ca, "--out", out])
+    assert issued.exit_code == 0, issued.output
+    row = json.loads(issued.output)
+    cert = x509.load_pem_x509_certificate(Path(row["certificate"]).read_bytes())
+    assert cert.subject.rfc4514_string() == "CN=tokyo-univ,OU=medcloud site,O=medcloud"
+    assert Path(row["key"]).stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "ca" / "ca.key").stat().st_mode & 0o777 == 0o600
+    assert run(hub_app, ["ca", "issue", "bad name", "--ca-dir", ca, "--out", out]).exit_code != 0
+    assert run(hub_app, ["ca", "issue", "hub", "--kind", "server", "--ca-dir", ca, "--out", out]).exit_code != 0
+    listed = run(hub_app, ["ca", "list", "--ca-dir", ca])
+    assert [json.loads(line)["name"] for line in listed.output.splitlines()] == ["tokyo-univ"]
+    assert run(hub_app, ["ca", "revoke", row["serial"], "--ca-dir", ca]).exit_code == 0
+    assert run(hub_app, ["ca", "revoke", row["serial"], "--ca-dir", ca]).exit_code != 0  # already revoked
+    assert run(hub_app, ["ca", "crl", "--ca-dir", ca]).exit_code == 0
+    crl = x509.load_pem_x509_crl((tmp_path / "ca" / "crl.pem").read_bytes())
+    assert [format(r.serial_number, "x") for r in crl] == [row["serial"]]
