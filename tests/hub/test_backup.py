@@ -3,6 +3,7 @@ SIGKILL and resumed, restored byte-identical into a new data folder; a damaged g
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -18,7 +19,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from medcloud.config import load_settings
-from medcloud.errors import IntegrityError, NotFound
+from medcloud.errors import ConfigError, IntegrityError, NotFound
 from medcloud.hub.app import create_app
 from medcloud.hub.state import HubState
 from medcloud.security.backup import (
@@ -177,6 +178,14 @@ def test_offline_export_and_status(tmp_path: Path, filled: Path) -> None:
     _fill_hub(filled, data)
     settings = load_settings(data_dir=data, backup_dir=backup)
     assert backup_status(settings)["generations"] == 0
+    backup.mkdir()
+    fd = os.open(backup / ".backup.lock", os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # another backup is running
+        with pytest.raises(ConfigError, match="another"):
+            run_backup(settings)
+    finally:
+        os.close(fd)
     run_backup(settings)
     gen = run_backup(settings)
     st = backup_status(settings)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import fcntl
 import hashlib
 import json
 import os
@@ -225,6 +226,18 @@ def run_backup(settings: Settings, *, log: Any = None) -> Path:
     if root == data_dir or data_dir in root.parents:
         raise ConfigError(f"backup_dir {root} is inside the data folder {data_dir}: put backups on other storage")
     root.mkdir(parents=True, exist_ok=True)
+    lock = os.open(root / ".backup.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(f"another `medcloud backup` is writing to {root}") from None
+        return _run_backup_locked(settings, root, data_dir, blob_dir, log)
+    finally:
+        os.close(lock)
+
+
+def _run_backup_locked(settings: Settings, root: Path, data_dir: Path, blob_dir: Path, log: Any) -> Path:
     partial = [g for g in _all_generations(root) if not (g / MANIFEST).exists()]
     gen = partial[-1] if partial else root / _generation_name(dt.datetime.now(dt.timezone.utc))
     gen.mkdir(exist_ok=True)
