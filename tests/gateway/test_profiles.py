@@ -99,6 +99,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(5)
 
 
+@pytest.mark.slow  # subprocesses: a few seconds on an idle machine
 def test_one_way_opens_no_socket_and_the_relay_delivers(tmp_path: Path) -> None:
     key = tmp_path / "site.key"
     SiteKey.generate(key)

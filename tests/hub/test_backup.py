@@ -90,6 +90,7 @@ def _rows(db: Path) -> dict[str, list[tuple[object, ...]]]:
         con.close()
 
 
+@pytest.mark.slow  # subprocesses: a few seconds on an idle machine
 def test_backup_killed_half_way_then_resumed_and_restored_identical(tmp_path: Path, filled: Path) -> None:
     data, backup, restored = tmp_path / "data", tmp_path / "backup", tmp_path / "restored"
     _fill_hub(filled, data)
