@@ -20,6 +20,7 @@ from medcloud.hub.cli import app as hub_app
 from medcloud.jobs.cli import jobs_app
 from medcloud.nlp.cli import app as nlp_app
 from medcloud.results.cli import app as results_app
+from medcloud.security.backup_cli import backup_app, restore_command
 from medcloud.security.cli import audit_app
 from medcloud.vision.cli import app as vision_app
 from medcloud.vision.cli import serve_model_command
@@ -40,6 +41,8 @@ app.add_typer(dataset_app, name="dataset", help="Frozen dataset versions: freeze
 app.add_typer(cohort_app, name="cohort", help="Cohorts: named, saved queries (image metadata and report findings).")
 app.add_typer(results_app, name="results", help="AI results back as DICOM SR (boxes) or SEG (masks).")
 app.add_typer(jobs_app, name="jobs", help="Jobs on frozen dataset versions: submit, status, logs, cancel, list.")
+app.add_typer(backup_app, name="backup", help="Back the hub up in generations; export one offline.")
+app.command("restore")(restore_command)
 app.command("deid")(deid_command)
 app.command("keygen")(keygen_command)
 app.command("demo")(demo_command)

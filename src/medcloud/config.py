@@ -71,6 +71,19 @@ class Settings(BaseSettings):
     jobs_max_artifact_bytes: int = Field(default=512 * 1024**2, description="Largest single job artefact (bytes).")
     jobs_max_timeout_seconds: int = Field(default=2 * 86400, ge=1, le=6 * 86400, description="Longest job timeout.")
 
+    # Mutual TLS (docs/security.md "Mutual TLS"): the hub serves TLS itself when tls_cert_file is set.
+    tls_cert_file: Path | None = Field(default=None, description="Hub's TLS certificate (PEM); set: serve HTTPS.")
+    tls_key_file: Path | None = Field(default=None, description="Private key of tls_cert_file (PEM).")
+    tls_client_ca_file: Path | None = Field(
+        default=None, description="CA of client certificates; set: mutual TLS required, site tokens bound to sites."
+    )
+    tls_crl_file: Path | None = Field(
+        default=None, description="Revocation list of that CA (PEM); re-read on change, checked on every connection."
+    )
+    # Backups (docs/security.md "Backups"): `medcloud backup` writes generations under backup_dir.
+    backup_dir: Path | None = Field(default=None, description="Folder of backup generations (outside data_dir).")
+    backup_generations: int = Field(default=7, ge=1, le=1000, description="Complete generations kept.")
+
     @classmethod
     def settings_customise_sources(
         cls,

@@ -69,7 +69,9 @@ def _load_deidentifier(key_file: Path, options: list[str], allow_burned_in: bool
 
 @app.command("run")
 def run_command(
-    hub: str = typer.Option(..., "--hub", help="Hub base URL, e.g. https://hub.example.org"),
+    hub: str | None = typer.Option(
+        None, "--hub", help="Hub base URL, e.g. https://hub.example.org (not with --profile one-way)."
+    ),
     token_file: Path | None = typer.Option(None, "--token-file", help="File holding the site token (preferred)."),
     token: str | None = typer.Option(
         None, "--token", envvar="MEDCLOUD_GATEWAY_TOKEN", help="Site token (visible in `ps`; prefer --token-file)."
@@ -108,6 +110,17 @@ def run_command(
         [], "--calling-ae", help="Accept associations only from these AE titles (repeatable)."
     ),
     ca_bundle: Path | None = typer.Option(None, "--ca-bundle", help="CA certificates to verify the hub's TLS."),
+    client_cert: Path | None = typer.Option(
+        None, "--client-cert", help="This site's client certificate (mutual TLS; from `medcloud hub ca issue`)."
+    ),
+    client_key: Path | None = typer.Option(None, "--client-key", help="Private key of --client-cert."),
+    profile: str | None = typer.Option(
+        None, "--profile", help="Network profile: vdi, one-way or sase (docs/deployment-profiles.md)."
+    ),
+    proxy: str | None = typer.Option(None, "--proxy", help="Outbound HTTP(S) proxy to reach the hub through."),
+    relay_dir: Path | None = typer.Option(
+        None, "--relay-dir", help="one-way profile: spool folder the one-way relay carries out (no hub connection)."
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every delivery."),
 ) -> None:
     """De-identify files from a folder and/or a list and forward them to the hub (never losing one)."""
@@ -125,9 +138,30 @@ def run_command(
         raise ConfigError(f"watch folder {watch} does not exist or is not a folder")
     if files is not None and str(files) != "-" and not files.is_file():
         raise ConfigError(f"file list {files} not found")
-    if not hub.startswith(("http://", "https://")):
+    if profile == "one-way":
+        if hub is not None:
+            raise ConfigError("profile one-way: the gateway connects to nothing; give --hub to `gateway relay`")
+        hub = ""
+    elif hub is None:
+        raise ConfigError("give --hub URL (or --profile one-way --relay-dir DIR)")
+    elif not hub.startswith(("http://", "https://")):
         raise ConfigError(f"--hub must be an http(s) URL, got {hub!r}")
-    hub_token = _read_token(token, token_file)
+    from medcloud.gateway.profiles import NetworkChoices, apply_profile
+
+    choices = apply_profile(
+        profile,
+        NetworkChoices(
+            hub_url=hub,
+            dicom_port=dicom_port,
+            dicom_host=dicom_host,
+            client_cert=client_cert,
+            client_key=client_key,
+            ca_bundle=ca_bundle,
+            proxy=proxy,
+            relay_dir=relay_dir,
+        ),
+    )
+    hub_token = _read_token(token, token_file) if choices.relay_dir is None else ""
     deidentifier = _load_deidentifier(key_file, option, allow_burned_in, max_file_bytes)
     config = GatewayConfig(
         hub_url=hub,
@@ -144,11 +178,13 @@ def run_command(
         backoff_cap=retry_cap,
         poll_seconds=poll,
         use_watchdog=not no_watchdog,
-        verify=str(ca_bundle) if ca_bundle else True,
-        dicom_port=dicom_port,
-        dicom_host=dicom_host,
+        verify=choices.verify(),
+        dicom_port=choices.dicom_port,
+        dicom_host=choices.dicom_host,
         ae_title=ae_title,
         calling_aets=calling_ae,
+        proxy=choices.proxy,
+        relay_dir=choices.relay_dir,
     )
     try:
         gateway = Gateway(config, deidentifier, console=Console(stderr=True))
@@ -165,6 +201,70 @@ def run_command(
             err=True,
         )
         sys.exit(2)  # not typer.Exit: the top-level CLI runs click with standalone_mode=False
+
+
+@app.command("relay")
+def relay_command(
+    spool: Path = typer.Option(..., "--spool", help="The spool a one-way relay delivered (from --relay-dir)."),
+    hub: str = typer.Option(..., "--hub", help="Hub base URL."),
+    token_file: Path | None = typer.Option(None, "--token-file", help="File holding the site token (preferred)."),
+    token: str | None = typer.Option(
+        None, "--token", envvar="MEDCLOUD_GATEWAY_TOKEN", help="Site token (visible in `ps`; prefer --token-file)."
+    ),
+    state: Path = typer.Option(Path("medcloud-relay"), "--state", help="The relay's own outbox folder."),
+    ca_bundle: Path | None = typer.Option(None, "--ca-bundle", help="CA certificates to verify the hub's TLS."),
+    client_cert: Path | None = typer.Option(None, "--client-cert", help="The site's client certificate (mTLS)."),
+    client_key: Path | None = typer.Option(None, "--client-key", help="Private key of --client-cert."),
+    proxy: str | None = typer.Option(None, "--proxy", help="Outbound HTTP(S) proxy to reach the hub through."),
+    once: bool = typer.Option(False, "--once", help="Send what the spool holds now, wait until delivered, exit."),
+    poll: float = typer.Option(2.0, "--poll", help="Seconds between looks at the spool."),
+    workers: int = typer.Option(2, "--workers", min=1, max=64, help="Parallel uploads."),
+) -> None:
+    """The outer half of the one-way profile: send an isolated gateway's spool on to the hub.
+
+    Needs no site key (the spool is already de-identified); every payload is checked against its SHA-256."""
+    from medcloud.gateway.forwarder import Forwarder, ForwarderConfig
+    from medcloud.gateway.outbox import Outbox, StateLocked
+    from medcloud.gateway.profiles import NetworkChoices
+    from medcloud.gateway.relay import relay_spool
+
+    _setup_logging(False)
+    if not spool.is_dir():
+        raise ConfigError(f"spool {spool} is not a folder")
+    net = NetworkChoices(hub_url=hub, client_cert=client_cert, client_key=client_key, ca_bundle=ca_bundle, proxy=proxy)
+    outbox = Outbox(state)
+    try:
+        try:
+            outbox.acquire_process_lock()
+        except StateLocked as exc:
+            raise ConfigError(str(exc)) from None
+        forwarder = Forwarder(
+            outbox,
+            ForwarderConfig(
+                hub_url=hub, token=_read_token(token, token_file), workers=workers, verify=net.verify(), proxy=proxy
+            ),
+        )
+        forwarder.start()
+        try:
+            while True:
+                moved, bad = relay_spool(spool, outbox)
+                if moved:
+                    forwarder.wake()
+                if once and not any(spool.glob("*.json")):
+                    while outbox.queued_count() or forwarder.inflight:
+                        time.sleep(0.1)
+                    break
+                time.sleep(poll)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            forwarder.stop()
+        counts = outbox.counts()
+    finally:
+        outbox.close()
+    typer.echo(json.dumps(counts.as_dict()))
+    if counts.dead or bad:
+        sys.exit(2)
 
 
 @app.command("status")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import email.utils
 import logging
 import random
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -105,9 +106,11 @@ class ForwarderConfig:
     backoff_cap: float = 60.0
     connect_timeout: float = 10.0
     read_timeout: float = 120.0
-    verify: bool | str = True  # TLS: True, False (never in production) or a CA bundle path
+    # TLS: True, False (never in production), a CA bundle path, or a context (mutual TLS: security.tls)
+    verify: bool | str | ssl.SSLContext = True
     batch_size: int = 50  # files per multipart request when several are waiting; 1 = one per request
     batch_bytes: int = 32 * 1024 * 1024
+    proxy: str | None = None  # outbound HTTP(S) proxy (deployment profiles); None: the environment's, if any
 
 
 @dataclass
@@ -187,7 +190,9 @@ class Forwarder:
 
         timeout = httpx.Timeout(self.config.read_timeout, connect=self.config.connect_timeout)
         headers = {"Authorization": f"Bearer {self.config.token}", "User-Agent": "medcloud-gateway"}
-        with httpx.Client(timeout=timeout, headers=headers, verify=self.config.verify) as client:
+        with httpx.Client(
+            timeout=timeout, headers=headers, verify=self.config.verify, proxy=self.config.proxy
+        ) as client:
             while not self._stop.is_set():
                 now = time.time()
                 paused = self.stats.paused_until - now

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from medcloud.gateway.forwarder import Forwarder, ForwarderConfig
 from medcloud.gateway.intake import Deidentify, Intake, read_file_list
 from medcloud.gateway.outbox import Counts, Outbox
+from medcloud.gateway.relay import SpoolWriter
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -40,11 +42,13 @@ class GatewayConfig:
     rescan_seconds: float = 300.0
     use_watchdog: bool = True
     status_every: float = 5.0
-    verify: bool | str = True
+    verify: bool | str | ssl.SSLContext = True
     dicom_port: int | None = None  # C-STORE receiver; 0 picks a free port
     dicom_host: str = "127.0.0.1"
     ae_title: str = "MEDCLOUD"
     calling_aets: list[str] = field(default_factory=list)
+    proxy: str | None = None  # outbound proxy to the hub (deployment profiles)
+    relay_dir: Path | None = None  # one-way profile: spool for a one-way relay instead of a hub connection
 
     def resolved_root(self) -> Path:
         if self.root is not None:
@@ -98,17 +102,22 @@ class Gateway:
         self.console = console
         self.outbox = Outbox(config.state_dir)
         self.outbox.acquire_process_lock()
-        self.forwarder = Forwarder(
-            self.outbox,
-            ForwarderConfig(
-                hub_url=config.hub_url,
-                token=config.token,
-                workers=config.workers,
-                batch_size=config.batch_size,
-                backoff_cap=config.backoff_cap,
-                verify=config.verify,
-            ),
-        )
+        self.forwarder: Forwarder | SpoolWriter
+        if config.relay_dir is not None:
+            self.forwarder = SpoolWriter(self.outbox, config.relay_dir)
+        else:
+            self.forwarder = Forwarder(
+                self.outbox,
+                ForwarderConfig(
+                    hub_url=config.hub_url,
+                    token=config.token,
+                    workers=config.workers,
+                    batch_size=config.batch_size,
+                    backoff_cap=config.backoff_cap,
+                    verify=config.verify,
+                    proxy=config.proxy,
+                ),
+            )
         self.intake = Intake(
             self.outbox,
             deidentifier,

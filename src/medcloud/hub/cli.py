@@ -15,6 +15,8 @@ app.add_typer(token_app, name="token")
 app.add_typer(site_app, name="site")
 society_app = typer.Typer(no_args_is_help=True, help="Societies (contributing organisations) and their targets.")
 app.add_typer(society_app, name="society")
+ca_app = typer.Typer(no_args_is_help=True, help="A small CA for mutual TLS between gateways and hub.")
+app.add_typer(ca_app, name="ca")
 
 DataOpt = typer.Option(None, "--data", help="Hub data folder (default: $MEDCLOUD_DATA_DIR or ./medcloud-data).")
 
@@ -41,23 +43,43 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="Address to bind (keep loopback behind a TLS proxy)."),
     port: int = typer.Option(8000, help="TCP port."),
     workers: int = typer.Option(1, min=1, help="Worker processes."),
-    ssl_certfile: Path | None = typer.Option(None, help="Serve HTTPS with this certificate (PEM)."),
-    ssl_keyfile: Path | None = typer.Option(None, help="Private key for --ssl-certfile (PEM)."),
+    ssl_certfile: Path | None = typer.Option(None, help="Serve HTTPS with this certificate (PEM; tls_cert_file)."),
+    ssl_keyfile: Path | None = typer.Option(None, help="Private key for --ssl-certfile (PEM; tls_key_file)."),
+    client_ca: Path | None = typer.Option(
+        None, "--client-ca", help="Require client certificates from this CA (mutual TLS; tls_client_ca_file)."
+    ),
+    crl: Path | None = typer.Option(None, "--crl", help="Revocation list of the client CA (tls_crl_file)."),
     log_level: str = typer.Option("warning", help="uvicorn log level."),
 ) -> None:
     """Run the hub (catalog migrated on start)."""
     import uvicorn
 
+    from medcloud.config import load_settings
     from medcloud.hub.server import uvicorn_options
 
-    settings = _settings(data)
+    settings = load_settings(
+        data_dir=data,
+        tls_cert_file=ssl_certfile,
+        tls_key_file=ssl_keyfile,
+        tls_client_ca_file=client_ca,
+        tls_crl_file=crl,
+    )
+    for name, value in (
+        ("TLS_CERT_FILE", settings.tls_cert_file),
+        ("TLS_KEY_FILE", settings.tls_key_file),
+        ("TLS_CLIENT_CA_FILE", settings.tls_client_ca_file),
+        ("TLS_CRL_FILE", settings.tls_crl_file),
+    ):
+        if value is not None:  # the app (site binding) reads its settings again in each worker
+            os.environ[f"MEDCLOUD_{name}"] = str(Path(value).resolve())
+    options = uvicorn_options(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     os.environ["MEDCLOUD_DATA_DIR"] = str(settings.data_dir.resolve())
     # Migrate once here so several workers do not race to create the schema.
     _catalog(data).dispose()
-    typer.echo(
-        f"medcloud hub on {'https' if ssl_certfile else 'http'}://{host}:{port} data={settings.data_dir}", err=True
-    )
+    scheme = "https" if settings.tls_cert_file else "http"
+    mutual = " (mutual TLS)" if settings.tls_client_ca_file else ""
+    typer.echo(f"medcloud hub on {scheme}://{host}:{port}{mutual} data={settings.data_dir}", err=True)
     uvicorn.run(
         "medcloud.hub.app:create_app",
         factory=True,
@@ -65,11 +87,9 @@ def serve(
         port=port,
         workers=workers,
         log_level=log_level,
-        ssl_certfile=str(ssl_certfile) if ssl_certfile else None,
-        ssl_keyfile=str(ssl_keyfile) if ssl_keyfile else None,
         access_log=False,
         timeout_graceful_shutdown=5,
-        **uvicorn_options(settings),
+        **options,
     )
 
 
@@ -329,3 +349,78 @@ def society_list(data: Path | None = DataOpt) -> None:
                 str(r["target_images"] or "-"),
             )  # fmt: skip
     Console().print(table)
+
+
+CaDirOpt = typer.Option(..., "--ca-dir", help="The CA's folder (keep it off the hub once certificates are issued).")
+
+
+@ca_app.command("init")
+def ca_init(
+    ca_dir: Path = CaDirOpt,
+    name: str = typer.Option("medcloud hub CA", "--name", help="The CA's common name."),
+    key_type: str = typer.Option("ec", "--key-type", help="ec (P-256) or rsa (3072 bits)."),
+    days: int = typer.Option(3650, "--days", min=1, help="Validity of the CA certificate."),
+) -> None:
+    """Create the CA: key (0600), certificate, empty revocation list."""
+    from medcloud.security.ca import init_ca
+
+    path = init_ca(ca_dir, name=name, key_type=key_type, days=days)  # type: ignore[arg-type]
+    typer.echo(f"CA certificate {path}; revocation list {ca_dir / 'crl.pem'}", err=True)
+
+
+@ca_app.command("issue")
+def ca_issue(
+    name: str = typer.Argument(..., help="Site id (--kind site), host label (server) or operator name."),
+    ca_dir: Path = CaDirOpt,
+    kind: str = typer.Option("site", "--kind", help="site (a gateway), server (the hub) or operator."),
+    host: list[str] = typer.Option([], "--host", help="Server certificates: DNS name or IP (repeatable)."),
+    out: Path = typer.Option(Path("."), "--out", help="Folder for NAME.crt and NAME.key."),
+    key_type: str = typer.Option("ec", "--key-type", help="ec (P-256) or rsa (3072 bits)."),
+    days: int = typer.Option(397, "--days", min=1, help="Validity in days."),
+) -> None:
+    """Issue a certificate and key (the key is written 0600; hand it to its site out of band)."""
+    from typing import cast
+
+    from medcloud.errors import InvalidInput
+    from medcloud.security.ca import KeyType, Kind, issue_certificate
+
+    if kind not in ("site", "server", "operator"):
+        raise InvalidInput(f"--kind {kind!r}: use site, server or operator")
+    if kind == "site":
+        from medcloud.security.tokens import validate_name
+
+        validate_name("site", name)
+    crt, key, row = issue_certificate(
+        ca_dir, cast(Kind, kind), name, out, hosts=host, key_type=cast(KeyType, key_type), days=days
+    )
+    typer.echo(json.dumps({**row.as_dict(), "certificate": str(crt), "key": str(key)}))
+
+
+@ca_app.command("revoke")
+def ca_revoke(
+    who: str = typer.Argument(..., help="Serial (hex) or name: all unrevoked certificates of that name."),
+    ca_dir: Path = CaDirOpt,
+    reason: str = typer.Option("", "--reason", help="Why (kept in the CA's index)."),
+) -> None:
+    """Revoke and re-sign the CRL; a hub with `tls_crl_file` refuses the certificate at its next connection."""
+    from medcloud.security.ca import revoke_certificate
+
+    for row in revoke_certificate(ca_dir, who, reason):
+        typer.echo(json.dumps(row.as_dict()))
+
+
+@ca_app.command("crl")
+def ca_crl(ca_dir: Path = CaDirOpt) -> None:
+    """Re-sign the revocation list (it is valid 30 days: run this from cron, e.g. weekly)."""
+    from medcloud.security.ca import refresh_crl
+
+    typer.echo(str(refresh_crl(ca_dir)), err=True)
+
+
+@ca_app.command("list")
+def ca_list(ca_dir: Path = CaDirOpt) -> None:
+    """Every certificate the CA issued, with expiry and revocation."""
+    from medcloud.security.ca import list_certificates
+
+    for row in list_certificates(ca_dir):
+        typer.echo(json.dumps(row.as_dict()))

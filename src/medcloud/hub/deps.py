@@ -9,7 +9,7 @@ from fastapi import Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from medcloud.errors import InvalidInput, Unauthenticated
+from medcloud.errors import Forbidden, InvalidInput, Unauthenticated
 from medcloud.hub.state import HubState
 from medcloud.security.policy import Permission, Principal
 
@@ -62,6 +62,15 @@ def authenticate(request: Request) -> Principal:
     except Unauthenticated as exc:
         request.state.refused_subject = exc.subject
         raise
+    settings = hub_state(request).settings
+    if settings.tls_client_ca_file is not None or "extensions" in request.scope:
+        from medcloud.security.tls import check_site_binding
+
+        try:
+            check_site_binding(request.scope, principal, mtls_required=settings.tls_client_ca_file is not None)
+        except Forbidden:
+            request.state.refused_subject = principal.subject
+            raise
     request.state.principal = principal
     return principal
 

@@ -6,6 +6,10 @@ for ever. `LimitedHttpToolsProtocol` refuses a head over `max_header_bytes` (431
 `header_timeout_seconds` (408) and closes the connection. Without httptools, uvicorn's h11 protocol
 is used with the same byte limit (`h11_max_incomplete_event_size`). Forwarding headers are never read
 by uvicorn (`proxy_headers=False`): the app reads one only when configured (`deps.client_address`).
+
+With TLS (`tls_cert_file`), the same protocol reads the client certificate from the TLS transport once
+per connection, refuses one the CRL (`tls_crl_file`, re-read when it changes) lists, and hands it to
+the app in the ASGI TLS extension (`scope["extensions"]["tls"]`), which uvicorn itself does not fill.
 """
 
 from __future__ import annotations
@@ -17,16 +21,19 @@ import logging
 from typing import Any
 
 from medcloud.config import Settings
+from medcloud.errors import ConfigError
+from medcloud.security.tls import ServerTLS, revoked_serials, tls_extension
 
 log = logging.getLogger("medcloud.hub")
-_REASONS = {408: "Request Timeout", 431: "Request Header Fields Too Large"}
+_REASONS = {403: "Forbidden", 408: "Request Timeout", 431: "Request Header Fields Too Large"}
+_SLUGS = {403: "forbidden", 408: "request-timeout", 431: "header-too-large"}
 
 
 def _refusal(status: int, detail: str) -> bytes:
     """A whole HTTP response with problem details, for a request the app never saw."""
     body = json.dumps(
         {
-            "type": f"https://medcloud.invalid/problems/{'request-timeout' if status == 408 else 'header-too-large'}",
+            "type": f"https://medcloud.invalid/problems/{_SLUGS[status]}",
             "title": _REASONS[status],
             "status": status,
             "detail": detail,
@@ -50,8 +57,13 @@ if HttpToolsProtocol is not None:
     class LimitedHttpToolsProtocol(HttpToolsProtocol):  # type: ignore[misc]
         """uvicorn's httptools protocol with a bound on the bytes and the time of each request's head."""
 
-        def __init__(self, *args: Any, max_head_bytes: int, head_timeout_s: float, **kwargs: Any) -> None:
+        def __init__(
+            self, *args: Any, max_head_bytes: int, head_timeout_s: float, crl_file: str | None = None, **kwargs: Any
+        ) -> None:
             super().__init__(*args, **kwargs)
+            self._crl_file = crl_file
+            self._tls: dict[str, Any] | None = None
+            self._cert_refusal: str | None = None
             self._max_head_bytes = max_head_bytes
             self._head_timeout_s = head_timeout_s
             self._in_head = True  # between requests and while a head arrives
@@ -61,13 +73,25 @@ if HttpToolsProtocol is not None:
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
+            self._tls = tls_extension(transport)
+            peer = self._tls["medcloud"]["peer"] if self._tls else None
+            if peer is not None and self._crl_file and peer.serial in revoked_serials(self._crl_file):
+                self._cert_refusal = f"client certificate {peer.serial} ({peer.common_name}) is revoked"
             self._arm_head_timer()  # a connection that never sends a byte is closed too
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            if self._tls is not None:
+                self.scope["extensions"] = {"tls": self._tls}  # type: ignore[dict-item]
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm_head_timer()
             super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
+            if self._cert_refusal is not None:
+                self._refuse(403, self._cert_refusal)
+                return
             in_head = self._in_head
             if in_head and self._head_timer is None:
                 self._arm_head_timer()
@@ -124,7 +148,9 @@ if HttpToolsProtocol is not None:
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
-    """uvicorn.run keyword arguments that bound a request's head and never trust forwarding headers."""
+    """uvicorn.run keyword arguments that bound a request's head and never trust forwarding headers,
+    and serve TLS (mutual when `tls_client_ca_file` is set) with the hardened context of `security.tls`."""
+    tls = ServerTLS.from_settings(settings)
     options: dict[str, Any] = {
         "proxy_headers": False,
         "h11_max_incomplete_event_size": settings.max_header_bytes,
@@ -135,7 +161,12 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
             LimitedHttpToolsProtocol,
             max_head_bytes=settings.max_header_bytes,
             head_timeout_s=settings.header_timeout_seconds,
+            crl_file=str(settings.tls_crl_file) if settings.tls_crl_file else None,
         )
     else:  # pragma: no cover
+        if tls is not None and tls.client_ca_file:
+            raise ConfigError("mutual TLS needs uvicorn's httptools protocol (pip install httptools)")
         options["http"] = "h11"
+    if tls is not None:
+        options["ssl_context_factory"] = tls
     return options
