@@ -46,6 +46,7 @@ ACCOUNTS = {
     "ivan": ["radiology-research"],
     "judy": ["radiology-research"],
     "kim": ["radiology-research"],
+    "lena": ["radiology-research"],
 }
 
 

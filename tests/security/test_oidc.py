@@ -10,6 +10,7 @@ import base64
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
@@ -21,6 +22,7 @@ from medcloud.security.tokens import issue_token
 from tests.security.oidc_env import (
     CLIENT_ID,
     OTHER_CLIENT_ID,
+    PASSWORD,
     Browser,
     Provider,
     authorization_code,
@@ -185,7 +187,7 @@ def test_refresh_is_refused_for_a_disabled_account(hub: tuple[str, Any], browser
 
 def test_state_must_match_the_browser_that_started(hub: tuple[str, Any], browser: Browser) -> None:
     url, _ = hub
-    callback = browser.to_callback(url, browser.start(url), "ivan")
+    callback = browser.to_callback(url, browser.start(url, return_to="//evil.example/phish"), "ivan")
     parts = urlsplit(callback)
     query = {k: v[0] for k, v in parse_qs(parts.query).items()}
     forged = urlunsplit(parts._replace(query=urlencode({**query, "state": query["state"][:-2] + "xx"})))
@@ -194,7 +196,10 @@ def test_state_must_match_the_browser_that_started(hub: tuple[str, Any], browser
     # Another browser (an attacker's link, no state cookie) cannot complete this sign-in.
     with httpx.Client() as other:
         assert other.get(callback).status_code == 401
-    assert browser.http.get(callback).status_code == 303  # the browser that started it can
+    r = browser.http.get(callback)  # the browser that started it can
+    assert r.status_code == 303 and r.headers["location"] == "/#signin"  # back to this hub, not elsewhere
+    (handoff,) = [c.lower() for c in r.headers.get_list("set-cookie") if c.startswith("medcloud_signin=")]
+    assert "httponly" in handoff and "samesite=strict" in handoff and "path=/api/v1/auth/session" in handoff
 
 
 def test_a_replayed_authorization_code_is_refused(hub: tuple[str, Any], browser: Browser, provider: Provider) -> None:
@@ -305,3 +310,47 @@ def test_idle_sessions_and_sessions_past_their_maximum_are_refused(hub: tuple[st
             assert httpx.get(f"{url}/api/v1/audit", headers=bearer(machine)).status_code == 200
         finally:
             browser.close()
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed at /usr/bin/chromium")
+def test_the_research_page_signs_in_with_the_hospital_account(hub: tuple[str, Any], provider: Provider) -> None:
+    """The button, the provider's form, back to the page signed in (no token in any URL), and sign-out."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.browser.test_gram_page import poll
+
+    url, _ = hub
+    console: list[str] = []
+    seen: list[str] = []
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox", "--disable-gpu", "--no-first-run"]
+        )
+        try:
+            page = chromium.new_context(locale="en-US").new_page()
+            page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+            page.on("request", lambda r: seen.append(r.url))
+            page.goto(f"{url}/research")
+            poll(page, "!document.getElementById('sso-button').hidden")
+            assert page.inner_text("#sso-button") == "Sign in with hospital account"
+            page.click("#sso-button")
+            page.wait_for_url(f"{provider.issuer}/interaction/**")
+            page.fill("input[name=login]", "lena")
+            page.fill("input[name=password]", PASSWORD)
+            page.click("button")
+            page.wait_for_url(f"{url}/research**")
+            poll(page, "document.body.dataset.loaded === 'yes'")
+            token = page.evaluate("sessionStorage.getItem('medcloud.token')")
+            assert token.startswith("mct_") and page.evaluate("location.hash") == ""
+            assert "researcher" in page.inner_text("#who") and "chest-ct" in page.inner_text("#who")
+            assert not any(token in u or token.split(".")[1] in u for u in seen)
+            page.click("#signout")
+            page.wait_for_url(f"{provider.issuer}/session/end**")
+        finally:
+            chromium.close()
+    assert httpx.get(f"{url}/api/v1/whoami", headers=bearer(token)).status_code == 401
+    assert not [m for m in console if "Content Security Policy" in m], console

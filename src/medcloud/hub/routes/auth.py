@@ -97,7 +97,8 @@ async def callback(
         signin.finish, state=state, cookie_state=request.cookies.get(STATE_COOKIE), code=code, error=error,
         iss=iss, redirect_uri=_redirect_uri(request), client=client_address(request),
     )  # fmt: skip
-    response = RedirectResponse(finished.return_to, status_code=303)
+    # "#signin" (never sent to a server) tells the page to trade its hand-over cookie for the token.
+    response = RedirectResponse(finished.return_to.split("#", 1)[0] + "#signin", status_code=303)
     response.delete_cookie(STATE_COOKIE, path=CALLBACK_PATH)
     response.set_cookie(
         HANDOFF_COOKIE, finished.handoff, max_age=HANDOFF_SECONDS, path=SESSION_PATH, httponly=True,
