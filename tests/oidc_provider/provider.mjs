@@ -6,14 +6,20 @@
 // from the second issuer carries a signature the first one's key set accepts: only the `iss` check can
 // refuse it). Configured like a hospital's Keycloak: refresh tokens without offline_access, consent
 // given by the hospital for its own applications, a login form. Test-only endpoints under /test-admin/
-// change a person's groups, disable an account and revoke all of a person's grants at the provider.
+// change a person's groups, disable an account, revoke all of a person's grants at the provider, and
+// rotate the signing key.
 // Prints one line `READY <issuer> ...` when every provider listens.
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { createServer } from 'node:http';
 import Provider from 'oidc-provider';
 
 const config = JSON.parse(process.argv[2]);
-const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
-const jwk = { ...privateKey.export({ format: 'jwk' }), kid: `k-${randomBytes(4).toString('hex')}`, use: 'sig', alg: 'RS256' };
+const cookieKeys = [randomBytes(16).toString('hex')];
+function newSigningKey() {
+  const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  return { ...privateKey.export({ format: 'jwk' }), kid: `k-${randomBytes(4).toString('hex')}`, use: 'sig', alg: 'RS256' };
+}
+let jwk = newSigningKey();
 const accounts = config.accounts; // id -> { password, groups, disabled? }
 const grantsByAccount = new Map(); // id -> Set of grant ids (every provider)
 
@@ -37,7 +43,7 @@ function makeProvider(issuer) {
   const provider = new Provider(issuer, {
     clients: config.clients,
     jwks: { keys: [jwk] },
-    cookies: { keys: [randomBytes(16).toString('hex')] },
+    cookies: { keys: cookieKeys },
     claims: {
       openid: ['sub'],
       profile: ['preferred_username', 'name', 'groups'],
@@ -123,6 +129,14 @@ function makeProvider(issuer) {
         + '<input name="login"><input name="password" type="password"><button>Sign in</button></form>';
       return;
     }
+    if (ctx.method === 'POST' && ctx.path === '/test-admin/rotate') {
+      // A key rotation: every issuer signs with a new key and publishes only that one from now on. The
+      // providers are made again around the same (module-wide) store: grants and sessions survive.
+      jwk = newSigningKey();
+      for (const issuer of Object.keys(current)) current[issuer] = makeHandler(issuer);
+      ctx.body = { ok: true, kid: jwk.kid };
+      return;
+    }
     if (ctx.path.startsWith('/test-admin/')) {
       const id = ctx.query.account;
       if (!accounts[id]) { ctx.status = 404; return; }
@@ -147,13 +161,18 @@ function makeProvider(issuer) {
   return provider;
 }
 
+const current = {}; // issuer -> request handler of its provider now
+function makeHandler(issuer) {
+  return makeProvider(issuer).callback();
+}
 const issuers = [];
 for (const port of config.ports) {
   const issuer = `http://127.0.0.1:${port}`;
-  const provider = makeProvider(issuer);
+  current[issuer] = makeHandler(issuer);
   await new Promise((resolve, reject) => {
-    const server = provider.listen(port, '127.0.0.1', resolve);
+    const server = createServer((req, res) => current[issuer](req, res));
     server.on('error', reject);
+    server.listen(port, '127.0.0.1', resolve);
   });
   issuers.push(issuer);
 }

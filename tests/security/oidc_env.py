@@ -47,6 +47,8 @@ ACCOUNTS = {
     "judy": ["radiology-research"],
     "kim": ["radiology-research"],
     "lena": ["radiology-research"],
+    "mia": ["radiology-research"],
+    "nina": ["radiology-research"],
 }
 
 
@@ -63,8 +65,9 @@ class Provider:
     def hub_url(self) -> str:
         return f"http://127.0.0.1:{self.hub_port}"
 
-    def admin(self, action: str, account: str, body: Any = None) -> None:
-        r = httpx.post(f"{self.issuer}/test-admin/{action}", params={"account": account}, json=body, timeout=10)
+    def admin(self, action: str, account: str | None = None, body: Any = None) -> None:
+        params = {"account": account} if account else {}
+        r = httpx.post(f"{self.issuer}/test-admin/{action}", params=params, json=body, timeout=10)
         assert r.status_code == 200, r.text
 
 

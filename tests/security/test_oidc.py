@@ -312,6 +312,25 @@ def test_idle_sessions_and_sessions_past_their_maximum_are_refused(hub: tuple[st
             browser.close()
 
 
+def test_a_rotated_signing_key_is_fetched_again_and_a_retired_one_refused(
+    hub: tuple[str, Any], provider: Provider, browser: Browser
+) -> None:
+    url, state = hub
+    first = browser.sign_in(url, "mia")  # the hub now holds the provider's keys
+    stored = state.catalog.oidc.by_token(first["token_id"])
+    secret = state.settings.oidc_client_secret_file.read_text().strip()
+    retired = GrantBox(secret).open(stored["id"], stored["grant_box"])["id_token"]
+    provider.admin("rotate")
+    fresh = Browser()
+    try:
+        second = fresh.sign_in(url, "nina")  # signed with a key id the hub had not seen: fetched once more
+    finally:
+        fresh.close()
+    assert second["role"] == "researcher"
+    with pytest.raises(SignInRefused, match="does not publish"):
+        state.signin.client.validate_id_token(retired, nonce=None)
+
+
 CHROMIUM = Path("/usr/bin/chromium")
 
 
