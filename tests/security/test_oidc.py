@@ -335,6 +335,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 
 
 @pytest.mark.browser
+@pytest.mark.slow
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed at /usr/bin/chromium")
 def test_the_research_page_signs_in_with_the_hospital_account(hub: tuple[str, Any], provider: Provider) -> None:
     """The button, the provider's form, back to the page signed in (no token in any URL), and sign-out."""
