@@ -269,6 +269,11 @@ def test_id_tokens_for_another_audience_or_from_another_issuer_are_refused(
             ours.validate_id_token(token, nonce=nonce, now=claims["exp"] + 120)
         with pytest.raises(SignInRefused, match="implausible"):
             ours.validate_id_token(token, nonce=nonce, now=claims["iat"] - 120)
+        # Issued 700 s ago: too old for a sign-in, still good as a refresh's (unexpired) ID token.
+        later = {**claims, "exp": claims["iat"] + 3600}
+        with pytest.raises(SignInRefused, match="implausible"):
+            ours.check_claims(later, nonce=nonce, now=claims["iat"] + 700)
+        ours.check_claims(later, nonce=None, now=claims["iat"] + 700, fresh=False)
         # Tampered claims (signature no longer matches), and `alg: none`.
         head, body, sig = token.split(".")
         forged = json.loads(base64.urlsafe_b64decode(body + "=="))

@@ -199,8 +199,12 @@ class OidcClient:
             return False
         return resp.status_code == 200
 
-    def validate_id_token(self, id_token: str, *, nonce: str | None, now: float | None = None) -> dict[str, Any]:
-        """The ID token's claims, once its signature, issuer, audience, times and nonce are right."""
+    def validate_id_token(
+        self, id_token: str, *, nonce: str | None, now: float | None = None, fresh: bool = True
+    ) -> dict[str, Any]:
+        """The ID token's claims, once its signature, issuer, audience, times and nonce are right.
+
+        `fresh`: issued within ID_TOKEN_MAX_AGE_S (a sign-in); a refresh's ID token need only be unexpired."""
         header = _jose_header(id_token)
         alg = header.get("alg")
         if alg not in ALLOWED_ALGS:
@@ -218,10 +222,12 @@ class OidcClient:
             claims = jwt.decode(id_token, key, algorithms=[str(alg)]).claims
         except (JoseError, ValueError) as exc:
             raise SignInRefused(f"ID token signature invalid ({type(exc).__name__})") from None
-        self.check_claims(claims, nonce=nonce, now=now)
+        self.check_claims(claims, nonce=nonce, now=now, fresh=fresh)
         return claims
 
-    def check_claims(self, claims: Mapping[str, Any], *, nonce: str | None, now: float | None = None) -> None:
+    def check_claims(
+        self, claims: Mapping[str, Any], *, nonce: str | None, now: float | None = None, fresh: bool = True
+    ) -> None:
         """OpenID Connect Core 3.1.3.7: iss, aud (and azp), exp, iat, nonce, sub."""
         now = time.time() if now is None else now
         if claims.get("iss") != self.issuer:
@@ -236,7 +242,7 @@ class OidcClient:
         exp, iat = claims.get("exp"), claims.get("iat")
         if not isinstance(exp, (int, float)) or exp <= now - CLOCK_SKEW_S:
             raise SignInRefused("ID token expired")
-        if not isinstance(iat, (int, float)) or iat > now + CLOCK_SKEW_S or iat < now - ID_TOKEN_MAX_AGE_S:
+        if not isinstance(iat, (int, float)) or iat > now + CLOCK_SKEW_S or (fresh and iat < now - ID_TOKEN_MAX_AGE_S):
             raise SignInRefused("ID token issued at an implausible time")
         if nonce is not None and not (
             isinstance(claims.get("nonce"), str) and secrets.compare_digest(claims["nonce"], nonce)

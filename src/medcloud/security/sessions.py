@@ -126,10 +126,14 @@ class SignIn:
                 raise InvalidInput(f"unknown role {role!r}") from None
         state, nonce = new_secret(), new_secret()
         verifier, challenge = pkce_pair()
-        url = self.client.authorization_url(
-            redirect_uri=redirect_uri, state=state, nonce=nonce, code_challenge=challenge,
-            scopes=self.settings.oidc_scopes,
-        )  # fmt: skip
+        try:
+            url = self.client.authorization_url(
+                redirect_uri=redirect_uri, state=state, nonce=nonce, code_challenge=challenge,
+                scopes=self.settings.oidc_scopes,
+            )  # fmt: skip
+        except SignInRefused as exc:  # the provider cannot be reached or its discovery document is wrong
+            self._audit("anonymous", "auth.login", "failed", client, reason=exc.detail)
+            raise
         now = utcnow()
         with self._catalog.write() as conn:
             self._catalog.oidc.add_login(
@@ -263,7 +267,7 @@ class SignIn:
             tokens = self.client.refresh(kept["refresh_token"])
             id_token = tokens.get("id_token")
             if isinstance(id_token, str):
-                claims = self.client.validate_id_token(id_token, nonce=None)
+                claims = self.client.validate_id_token(id_token, nonce=None, fresh=False)
                 if claims["sub"] != row["person"]:
                     raise SignInRefused("the refreshed ID token is about another person")
             else:
