@@ -14,6 +14,8 @@ STAMP310 := $(VENV310)/.medcloud-installed
 # src/medcloud/web/viewer/ (git-ignored), from the npm registry with the committed package-lock.json.
 VIEWER := src/medcloud/web/viewer/index.html
 NODE_MODULES := frontend/node_modules/.package-lock.json
+# The sign-in tests' OpenID provider (npm oidc-provider under node, tests/oidc_provider/), from its lock file.
+OIDC_PROVIDER := tests/oidc_provider/node_modules/.package-lock.json
 
 .PHONY: run test lint bench clean-venv
 
@@ -35,6 +37,9 @@ $(STAMP): pyproject.toml Makefile
 $(NODE_MODULES): frontend/package.json frontend/package-lock.json
 	cd frontend && npm ci --no-audit --no-fund --loglevel=error
 
+$(OIDC_PROVIDER): tests/oidc_provider/package.json tests/oidc_provider/package-lock.json
+	cd tests/oidc_provider && npm ci --no-audit --no-fund --loglevel=error
+
 $(VIEWER): $(NODE_MODULES) frontend/build.mjs $(wildcard frontend/src/* frontend/public/*)
 	cd frontend && npm run --silent build
 
@@ -42,7 +47,7 @@ run: $(STAMP) $(VIEWER)
 	$(BIN)/medcloud demo
 
 # The threshold-HE tests run first under CPython 3.10 (OpenFHE), then the whole suite under .venv.
-test: $(STAMP) $(STAMP310) $(VIEWER)
+test: $(STAMP) $(STAMP310) $(VIEWER) $(OIDC_PROVIDER)
 	$(VENV310)/bin/python -m pytest -q -m py310 tests/federated
 	$(BIN)/python -m pytest -q
 

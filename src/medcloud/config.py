@@ -70,6 +70,36 @@ class Settings(BaseSettings):
     jobs_max_code_bytes: int = Field(default=10 * 1024**2, description="Largest job code archive (zip bytes).")
     jobs_max_artifact_bytes: int = Field(default=512 * 1024**2, description="Largest single job artefact (bytes).")
     jobs_max_timeout_seconds: int = Field(default=2 * 86400, ge=1, le=6 * 86400, description="Longest job timeout.")
+    # Sign-in through the hospital's identity provider (OpenID Connect, docs/security.md): people get
+    # short-lived session tokens; machine tokens are unchanged.
+    oidc_issuer: str | None = Field(
+        default=None, description="The identity provider's issuer URL (its discovery document names the same)."
+    )
+    oidc_client_id: str | None = Field(default=None, description="The hub's client id at the identity provider.")
+    oidc_client_secret_file: Path | None = Field(
+        default=None, description="File holding the hub's client secret (a confidential client)."
+    )
+    oidc_group_roles: dict[str, str] = Field(
+        default_factory=dict,
+        description='Provider group -> "project:role" or "role"; a person in no mapped group is refused.',
+    )
+    oidc_groups_claim: str = Field(default="groups", description="The claim listing a person's groups.")
+    oidc_scopes: list[str] = Field(
+        default=["openid", "profile", "email"], description="Scopes asked for at sign-in ('openid' is required)."
+    )
+    oidc_redirect_uri: str | None = Field(
+        default=None, description="The callback URL registered at the provider; default <hub URL>/auth/callback."
+    )
+    oidc_post_logout_redirect_uri: str | None = Field(
+        default=None, description="Where the provider sends the browser after sign-out; default the hub's URL."
+    )
+    oidc_http_timeout_seconds: float = Field(default=10.0, gt=0, description="Timeout of each call to the provider.")
+    session_idle_seconds: int = Field(
+        default=900, ge=1, description="A person's session unused this long is refused (sign in again)."
+    )
+    session_max_seconds: int = Field(
+        default=28800, ge=1, description="A person's session ends this long after sign-in, refreshed or not."
+    )
 
     # Mutual TLS (docs/security.md "Mutual TLS"): the hub serves TLS itself when tls_cert_file is set.
     tls_cert_file: Path | None = Field(default=None, description="Hub's TLS certificate (PEM); set: serve HTTPS.")

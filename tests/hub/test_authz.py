@@ -64,10 +64,14 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("GET", "/api/v1/jobs/{job_id}/dataset/manifest"): set(),
     ("GET", "/api/v1/jobs/{job_id}/dataset/files/{ref}"): set(),
     ("GET", "/api/v1/jobs/{job_id}/dataset/batch"): set(),
+    # A person's session only (tests/security/test_oidc.py): machine tokens are refused.
+    ("POST", "/api/v1/auth/refresh"): set(),
+    ("POST", "/api/v1/auth/logout"): set(),
     **DICOMWEB_EXPECTED,
     **SLIDES_EXPECTED,
 }
-PUBLIC = {("GET", "/healthz")}
+# Sign-in: whether it is offered, and the hand-over cookie's trade for a session (tests/security/test_oidc.py).
+PUBLIC = {("GET", "/healthz"), ("GET", "/api/v1/auth/config"), ("POST", "/api/v1/auth/session")}
 
 
 def _png() -> bytes:

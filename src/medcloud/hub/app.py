@@ -46,6 +46,7 @@ ROUTERS: tuple[str, ...] = (
     "slides",
     "jobs",
     "fl_public",
+    "auth",
 )
 
 CSP = (

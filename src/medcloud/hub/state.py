@@ -12,6 +12,7 @@ from medcloud.store import Catalog, LocalBlobStore
 
 if TYPE_CHECKING:
     from medcloud.jobs.service import JobService
+    from medcloud.security.sessions import SignIn
 
 
 @dataclass
@@ -22,6 +23,7 @@ class HubState:
     verifier: TokenVerifier
     ingestor: Ingestor
     jobs: JobService | None = None  # made on first use by routes/jobs.py; its runner stops before the catalog
+    signin: SignIn | None = None  # sign-in through the hospital's identity provider, where oidc_issuer is set
 
     @classmethod
     def open(cls, settings: Settings, *, migrate: bool = True) -> HubState:
@@ -31,11 +33,20 @@ class HubState:
             catalog.migrate()
         blobs = LocalBlobStore(settings.resolved_blob_dir, pack_below=settings.pack_below)
         blobs.clean_incoming()
+        verifier = TokenVerifier(
+            catalog, settings.token_cache_seconds, session_idle_seconds=settings.session_idle_seconds
+        )
+        signin = None
+        if settings.oidc_issuer:
+            from medcloud.security.sessions import SignIn
+
+            signin = SignIn(settings, catalog, verifier)
         return cls(
             settings=settings,
             catalog=catalog,
             blobs=blobs,
-            verifier=TokenVerifier(catalog, settings.token_cache_seconds),
+            verifier=verifier,
+            signin=signin,
             ingestor=Ingestor(
                 catalog,
                 blobs,
@@ -45,6 +56,9 @@ class HubState:
         )
 
     def close(self) -> None:
+        if self.signin is not None:
+            self.signin.close()
+            self.signin = None
         if self.jobs is not None:
             self.jobs.close()
             self.jobs = None

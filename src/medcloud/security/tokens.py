@@ -187,11 +187,20 @@ def _as_aware(dt: datetime | None) -> datetime | None:
 class TokenVerifier:
     """Checks bearer tokens against the catalog, caching good ones briefly (revocation here is immediate)."""
 
-    def __init__(self, catalog: Catalog, cache_seconds: float = 5.0) -> None:
+    def __init__(
+        self, catalog: Catalog, cache_seconds: float = 5.0, *, session_idle_seconds: float | None = None
+    ) -> None:
         self._catalog = catalog
         self._ttl = cache_seconds
         self._cache: dict[str, tuple[float, str, Principal]] = {}
         self._lock = threading.Lock()
+        # People's sessions: refused once unused for `session_idle_seconds`. Each use is remembered here;
+        # the row's last_used_at is written at most every `_touch_every` seconds per token and process,
+        # so other workers see the use within that time (not a write per request).
+        self._idle = session_idle_seconds
+        self._touch_every = min(30.0, session_idle_seconds / 4) if session_idle_seconds else 30.0
+        self._last_used: dict[str, datetime] = {}
+        self._written: dict[str, float] = {}
 
     def verify(self, token: str) -> Principal:
         m = _TOKEN.match(token.strip())
@@ -202,6 +211,7 @@ class TokenVerifier:
         now_mono = time.monotonic()
         with self._lock:
             hit = self._cache.get(token_id)
+        row: dict[str, Any] | None = None
         if hit and now_mono - hit[0] < self._ttl and hmac.compare_digest(hit[1], digest):
             principal = hit[2]
         else:
@@ -216,7 +226,40 @@ class TokenVerifier:
                 self._cache[token_id] = (now_mono, digest, principal)
         if principal.expires_at is not None and principal.expires_at <= utcnow():
             raise Unauthenticated("token expired", subject=principal.subject)
+        if principal.kind == "session" and self._idle:
+            self._check_idle(principal, row)
         return principal
+
+    def _check_idle(self, principal: Principal, row: dict[str, Any] | None) -> None:
+        """Refuse a person's session unused for longer than the idle timeout; else note this use."""
+        assert self._idle is not None
+        token_id, now = principal.token_id, utcnow()
+        with self._lock:
+            last = self._last_used.get(token_id)
+        for attempt in range(2):
+            if row is not None:
+                stored = _as_aware(row.get("last_used_at")) or _as_aware(row["created_at"])
+                last = stored if last is None or (stored is not None and stored > last) else last
+            if last is not None and (now - last).total_seconds() <= self._idle:
+                break
+            if attempt == 0:
+                # Another worker may have seen it used since: read the row before refusing.
+                row = self._catalog.tokens.get(token_id)
+                if row is None:
+                    raise Unauthenticated("unknown token")
+        else:
+            raise Unauthenticated(
+                f"session idle for more than {self._idle:g} s: sign in again", subject=principal.subject
+            )
+        mono = time.monotonic()
+        with self._lock:
+            self._last_used[token_id] = now
+            written = self._written.get(token_id)
+            due = written is None or mono - written >= self._touch_every
+            if due:
+                self._written[token_id] = mono
+        if due:
+            self._catalog.tokens.touch(token_id, now)
 
     @staticmethod
     def _principal(row: dict[str, Any]) -> Principal:
@@ -242,6 +285,8 @@ class TokenVerifier:
     def forget(self, token_id: str) -> None:
         with self._lock:
             self._cache.pop(token_id, None)
+            self._last_used.pop(token_id, None)
+            self._written.pop(token_id, None)
 
 
 def revoke_token(catalog: Catalog, verifier: TokenVerifier | None, token_id: str, *, by: str, client: str = "") -> bool:

@@ -10,7 +10,8 @@
 Parts: `db` (engines, locks, transactions; `store.db`), `index` (`store.index`), `query`
 (`store.queries`), `sites` (`store.sites`), `societies` (`store.societies`),
 `tokens` (`store.tokens`), `audit` (`store.audit`),
-`reports` (`store.reports`: report text and its findings), `jobs` (`store.jobs`: jobs and artefacts).
+`reports` (`store.reports`: report text and its findings), `jobs` (`store.jobs`: jobs and artefacts),
+`oidc` (`store.oidc`: sign-ins through the hospital's identity provider).
 Every SQL statement of the platform lives in these modules.
 """
 
@@ -30,6 +31,7 @@ from medcloud.store.db import Database
 from medcloud.store.fl_public import FLPublicFiles
 from medcloud.store.index import Indexer
 from medcloud.store.jobs import Jobs
+from medcloud.store.oidc import OidcStore
 from medcloud.store.queries import Queries
 from medcloud.store.reports import Reports
 from medcloud.store.sites import Sites
@@ -66,6 +68,7 @@ class Catalog:
         self.reports = Reports(self.db)
         self.jobs = Jobs(self.db)
         self.fl_public = FLPublicFiles(self.db)
+        self.oidc = OidcStore(self.db)  # people's sign-in through the hospital's identity provider
 
     @classmethod
     def from_settings(cls, settings: Settings, *, create_key: bool = True) -> Catalog:

@@ -287,4 +287,37 @@ fl_public_files = sa.Table(
     sa.Column("uploaded_by", sa.String(64), nullable=False),
     sa.Column("uploaded_at", sa.DateTime(timezone=True), nullable=False),
     sa.UniqueConstraint("federation", "name", "version", name="uq_fl_public_version"),
+# Sign-in through the hospital's identity provider (migration 0011, security/oidc.py). A login in progress,
+# found by the SHA-256 of its OAuth `state` and deleted when its callback uses it.
+oidc_logins = sa.Table(
+    "oidc_logins",
+    metadata,
+    sa.Column("state_sha256", sa.String(64), primary_key=True),
+    sa.Column("nonce", sa.String(64), nullable=False),
+    sa.Column("code_verifier", sa.String(128), nullable=False),
+    sa.Column("role", sa.String(16), nullable=True),
+    sa.Column("return_to", sa.String(200), nullable=False, server_default="/"),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False, index=True),
+)
+
+# One person's sign-in: first a one-time hand-over code (its SHA-256) the page redeems, then the session
+# token it became. The provider's refresh and ID tokens only encrypted (`grant_box`, AES-GCM).
+oidc_sessions = sa.Table(
+    "oidc_sessions",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("handoff_sha256", sa.String(64), nullable=True, unique=True),
+    sa.Column("handoff_expires_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("token_id", sa.String(32), nullable=True, unique=True),
+    sa.Column("person", sa.String(256), nullable=False, index=True),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("projects", sa.String(1024), nullable=False, server_default=""),
+    sa.Column("label", sa.String(200), nullable=False, server_default=""),
+    sa.Column("grant_box", sa.LargeBinary, nullable=True),
+    sa.Column("token_expires_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("signed_in_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("ends_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("refreshed_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("ended_at", sa.DateTime(timezone=True), nullable=True),
 )

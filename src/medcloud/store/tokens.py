@@ -43,3 +43,16 @@ class TokenStore:
             tokens.update().where(tokens.c.id == token_id, tokens.c.revoked_at.is_(None)).values(revoked_at=utcnow())
         )
         return bool(res.rowcount)
+
+    def set_expiry(self, conn: Connection, token_id: str, expires_at: Any, *, role: str, projects: str) -> None:
+        """A refreshed session: its new end, and the grants the identity provider's groups give now."""
+        conn.execute(
+            tokens.update()
+            .where(tokens.c.id == token_id, tokens.c.revoked_at.is_(None))
+            .values(expires_at=expires_at, role=role, projects=projects)
+        )
+
+    def touch(self, token_id: str, when: Any) -> None:
+        """Record a session's last use (the idle timeout counts from it); its own short write."""
+        with self._db.write() as conn:
+            conn.execute(tokens.update().where(tokens.c.id == token_id).values(last_used_at=when))

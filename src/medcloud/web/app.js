@@ -1,6 +1,8 @@
 // medcloud Gram-stain page: sign in with a token, upload or capture a smear, draw the model's boxes.
 // Runs under a strict CSP (no inline script or style); every API call carries the bearer token.
 
+import { hospitalSignOut, setupHospitalSignIn } from "./sso.js";
+
 const TOKEN_KEY = "medcloud.token";
 const $ = (id) => document.getElementById(id);
 const state = { stream: null, timer: null, busy: false, lastImage: null, result: null };
@@ -66,6 +68,7 @@ async function signIn(event) {
 }
 
 function signOut(message) {
+  hospitalSignOut(TOKEN_KEY); // a hospital-account session ends at the hub and the provider too
   sessionStorage.removeItem(TOKEN_KEY);
   stopCamera();
   showWorkspace(false);
@@ -258,6 +261,21 @@ function init() {
   } else {
     showWorkspace(false);
   }
+  setupHospitalSignIn({
+    tokenKey: TOKEN_KEY,
+    button: $("sso-button"),
+    returnTo: "/",
+    onSignedIn: async () => {
+      await loadModels();
+      showWorkspace(true);
+      setStatus("Signed in with your hospital account. Upload a photo or start the webcam.");
+    },
+    onEnded: (reason) => signOut(`Your session ended: ${reason}. Please sign in again.`),
+  }).catch((err) => {
+    const help = $("token-help");
+    help.textContent = `Sign-in failed: ${err.message}`;
+    help.classList.add("error");
+  });
   document.body.dataset.ready = "yes";
 }
 

@@ -6,6 +6,7 @@ import { el } from "./dom.js";
 import { FINDING_CODES, initialLanguage, translate } from "./i18n.js";
 import { drawProgress } from "./research-chart.js";
 import { cohortQuery, listCohorts, listDatasets } from "./research-cohorts.js";
+import { hospitalSignOut, setupHospitalSignIn } from "./sso.js";
 
 const TOKEN_KEY = "medcloud.token"; // the same key as the Gram-stain page
 const LANG_KEY = "medcloud.lang";
@@ -130,6 +131,7 @@ function showSigninHelp(key, values = {}, isError = true) {
 }
 
 function signOut(messageKey) {
+  hospitalSignOut(TOKEN_KEY); // a hospital-account session ends at the hub and the provider too
   sessionStorage.removeItem(TOKEN_KEY);
   revokeThumbs();
   state.whoami = null;
@@ -469,6 +471,16 @@ function init() {
   } else {
     showWorkspace(false);
   }
+  setupHospitalSignIn({
+    tokenKey: TOKEN_KEY,
+    button: $("sso-button"),
+    returnTo: "/research",
+    onSignedIn: start,
+    onEnded: () => signOut("signout.refused"),
+  }).catch((err) => {
+    showWorkspace(false);
+    showSigninHelp("signin.failed", { error: err.message });
+  });
   document.body.dataset.ready = "yes";
 }
 

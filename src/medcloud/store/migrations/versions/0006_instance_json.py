@@ -1,7 +1,7 @@
 """DICOM JSON of each stored DICOM file, converted at ingest (WADO-RS metadata served from it).
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 Create Date: 2026-11-29
 """
 

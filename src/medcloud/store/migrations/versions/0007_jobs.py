@@ -1,7 +1,7 @@
 """Jobs on dataset versions, their artefacts, and the scope column of narrowly scoped (job) tokens.
 
 Revision ID: 0007
-Revises: 0004
+Revises: 0006
 Create Date: 2026-11-29
 """
 

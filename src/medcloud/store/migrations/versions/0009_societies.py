@@ -1,7 +1,7 @@
 """Societies (the organisations sites contribute through) with their collection targets; `sites.society`.
 
 Revision ID: 0009
-Revises: 0004
+Revises: 0007
 Create Date: 2026-11-29
 """
 
