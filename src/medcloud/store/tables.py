@@ -287,6 +287,8 @@ fl_public_files = sa.Table(
     sa.Column("uploaded_by", sa.String(64), nullable=False),
     sa.Column("uploaded_at", sa.DateTime(timezone=True), nullable=False),
     sa.UniqueConstraint("federation", "name", "version", name="uq_fl_public_version"),
+)
+
 # Sign-in through the hospital's identity provider (migration 0011, security/oidc.py). A login in progress,
 # found by the SHA-256 of its OAuth `state` and deleted when its callback uses it.
 oidc_logins = sa.Table(
