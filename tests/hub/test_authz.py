@@ -64,6 +64,11 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("GET", "/api/v1/jobs/{job_id}/dataset/manifest"): set(),
     ("GET", "/api/v1/jobs/{job_id}/dataset/files/{ref}"): set(),
     ("GET", "/api/v1/jobs/{job_id}/dataset/batch"): set(),
+    # The relayed federated-learning public folder (tests/federated/test_fl_relay.py): the federation's
+    # sites and the aggregator's admin read; a file whose name says its author is that site's to write.
+    ("GET", "/api/v1/fl/{federation}/public"): {"site_a", "site_b", "admin"},
+    ("GET", "/api/v1/fl/{federation}/public/{name}"): {"site_a", "site_b", "admin"},
+    ("PUT", "/api/v1/fl/{federation}/public/{name}"): {"site_a"},
     # A person's session only (tests/security/test_oidc.py): machine tokens are refused.
     ("POST", "/api/v1/auth/refresh"): set(),
     ("POST", "/api/v1/auth/logout"): set(),
@@ -110,6 +115,13 @@ def _call(hub: Hub, method: str, path: str, headers: dict[str, str], ctx: dict[s
         return dicomweb_call(hub, method, path, headers, ctx)
     if path.startswith("/api/v1/slides"):
         return slides_call(hub, method, path, headers, ctx)
+    if path.startswith("/api/v1/fl/{federation}/public"):
+        url = path.format(federation="lung", name="identity-site-a.x25519.pub")
+        if method == "PUT":
+            return hub.client.put(url, content=b"K" * 32, headers=headers)
+        if path.endswith("{name}"):  # published by its author first, so a refusal is about the caller
+            assert hub.client.put(url, content=b"K" * 32, headers=hub.auth("site_a")).status_code in (200, 201)
+        return hub.client.get(url, headers=headers)
     url = path.format(**{**ctx, "name": ctx["model"]} if path.startswith("/api/v1/models/") else ctx)
     if path.startswith("/api/v1/jobs"):
         url = path.format(**{**ctx, "name": "a.bin"})
