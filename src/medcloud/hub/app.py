@@ -45,6 +45,7 @@ ROUTERS: tuple[str, ...] = (
     "results",
     "slides",
     "jobs",
+    "webauthn",
 )
 
 CSP = (

@@ -57,7 +57,7 @@ def _check_caller(request: Request) -> None:
     """Run the matched route's permission checks (see `deps.require`) if they have not run yet."""
     from fastapi.dependencies.models import Dependant
 
-    from medcloud.hub.deps import authenticate
+    from medcloud.hub.deps import authorize
 
     if getattr(request.state, "principal", None) is not None:
         return
@@ -68,7 +68,9 @@ def _check_caller(request: Request) -> None:
         for sub in dependant.dependencies:
             permission = getattr(sub.call, "permission", None)
             if permission is not None:
-                authenticate(request).require(permission)
+                authorize(request, permission)
+            elif getattr(sub.call, "checks_caller", False):
+                sub.call(request)
             pending.append(sub)
 
 

@@ -10,7 +10,8 @@
 Parts: `db` (engines, locks, transactions; `store.db`), `index` (`store.index`), `query`
 (`store.queries`), `sites` (`store.sites`), `societies` (`store.societies`),
 `tokens` (`store.tokens`), `audit` (`store.audit`),
-`reports` (`store.reports`: report text and its findings), `jobs` (`store.jobs`: jobs and artefacts).
+`reports` (`store.reports`: report text and its findings), `jobs` (`store.jobs`: jobs and artefacts),
+`passkeys` (`store.passkeys`: people's WebAuthn credentials), `lockouts` (`store.lockouts`: failures, locks).
 Every SQL statement of the platform lives in these modules.
 """
 
@@ -29,6 +30,8 @@ from medcloud.store.datasets import Datasets
 from medcloud.store.db import Database
 from medcloud.store.index import Indexer
 from medcloud.store.jobs import Jobs
+from medcloud.store.lockouts import Lockouts
+from medcloud.store.passkeys import Passkeys
 from medcloud.store.queries import Queries
 from medcloud.store.reports import Reports
 from medcloud.store.sites import Sites
@@ -64,6 +67,9 @@ class Catalog:
         self.datasets = Datasets(self.db)
         self.reports = Reports(self.db)
         self.jobs = Jobs(self.db)
+        # Second factor and lockout (store.passkeys, store.lockouts).
+        self.passkeys = Passkeys(self.db)
+        self.lockouts = Lockouts(self.db)
 
     @classmethod
     def from_settings(cls, settings: Settings, *, create_key: bool = True) -> Catalog:

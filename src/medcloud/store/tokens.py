@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -41,5 +42,14 @@ class TokenStore:
         """Mark a token revoked; False if it was unknown or already revoked."""
         res = conn.execute(
             tokens.update().where(tokens.c.id == token_id, tokens.c.revoked_at.is_(None)).values(revoked_at=utcnow())
+        )
+        return bool(res.rowcount)
+
+    def set_mfa(self, conn: Connection, token_id: str, at: datetime) -> bool:
+        """Record that a live session passed its second factor at `at`; False if it is gone or revoked."""
+        res = conn.execute(
+            tokens.update()
+            .where(tokens.c.id == token_id, tokens.c.kind == "session", tokens.c.revoked_at.is_(None))
+            .values(mfa_at=at)
         )
         return bool(res.rowcount)
