@@ -13,6 +13,7 @@ from medcloud.errors import InvalidInput, SecondFactorRequired, Unauthenticated
 from medcloud.hub.state import HubState
 from medcloud.security.passkeys import mfa_fresh, require_person
 from medcloud.security.policy import STEP_UP_PERMISSIONS, Permission, Principal
+from medcloud.security.tokens import UnknownToken
 
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # Paths that carry data or act on it: every refusal there is audited and no answer is cached.
@@ -70,7 +71,9 @@ def authenticate(request: Request) -> Principal:
         principal = state.verifier.verify(token)
     except Unauthenticated as exc:
         request.state.refused_subject = exc.subject
-        if exc.subject is None and state.lockouts is not None:  # no real secret behind it: a guess
+        # A well-formed token with an unknown id or a wrong secret is a guess; a malformed one cannot
+        # succeed, and a revoked or expired one holds its real secret: neither is counted.
+        if isinstance(exc, UnknownToken) and state.lockouts is not None:
             state.lockouts.fail(lock_key, client=client_address(request), reason="bearer token")
         raise
     try:

@@ -69,7 +69,7 @@ def _check_caller(request: Request) -> None:
             permission = getattr(sub.call, "permission", None)
             if permission is not None:
                 authorize(request, permission)
-            elif getattr(sub.call, "checks_caller", False):
+            elif sub.call is not None and getattr(sub.call, "checks_caller", False):
                 sub.call(request)
             pending.append(sub)
 

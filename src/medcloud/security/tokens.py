@@ -68,6 +68,10 @@ def validate_name(kind: str, value: str) -> str:
     return value
 
 
+class UnknownToken(Unauthenticated):
+    """A well-formed token whose id is unknown or whose secret is wrong: a guess (counted for lockout)."""
+
+
 @dataclass(frozen=True)
 class IssuedToken:
     token: str  # shown once, never stored
@@ -213,7 +217,7 @@ class TokenVerifier:
             # An unknown id and a wrong secret take the same steps and get the same answer.
             stored = row["secret_sha256"] if row is not None else _UNKNOWN_DIGEST
             if not hmac.compare_digest(stored, digest) or row is None:
-                raise Unauthenticated("unknown token")
+                raise UnknownToken("unknown token")
             if row["revoked_at"] is not None:
                 # The caller holds the real secret: the refusal is audited under the token's holder.
                 raise Unauthenticated("token revoked", subject=self._principal(row).subject)
