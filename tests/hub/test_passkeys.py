@@ -49,10 +49,13 @@ class PasskeyHub:
         return issued.token
 
 
-@pytest.fixture
-def hub(tmp_path: Path) -> Iterator[PasskeyHub]:
+def _passkey_hub(tmp_path: Path, database_url: str | None) -> Iterator[PasskeyHub]:
     settings = load_settings(
-        data_dir=tmp_path / "hub", webauthn_origin=ORIGIN, lockout_threshold=THRESHOLD, lockout_seconds=600
+        data_dir=tmp_path / "hub",
+        database_url=database_url,
+        webauthn_origin=ORIGIN,
+        lockout_threshold=THRESHOLD,
+        lockout_seconds=600,
     )
     state = HubState.open(settings)
     site = issue_token(state.catalog, role="site", site="site-a", projects=["lung"]).token
@@ -61,6 +64,16 @@ def hub(tmp_path: Path) -> Iterator[PasskeyHub]:
     with TestClient(app, client=("192.0.2.10", 50000)) as client:
         yield PasskeyHub(client, app, state, site, admin)
     state.close()
+
+
+@pytest.fixture
+def hub(tmp_path: Path) -> Iterator[PasskeyHub]:
+    yield from _passkey_hub(tmp_path, None)
+
+
+@pytest.fixture
+def pg_passkey_hub(tmp_path: Path, pg_url: str) -> Iterator[PasskeyHub]:
+    yield from _passkey_hub(tmp_path, pg_url)
 
 
 def h(token: str) -> dict[str, str]:
@@ -229,6 +242,9 @@ def test_passkey_failures_lock_the_person_and_are_audited(hub: PasskeyHub) -> No
 
 
 def test_bearer_guessing_locks_the_address_not_the_token(hub: PasskeyHub) -> None:
+    for _ in range(THRESHOLD * 2):  # malformed tokens can never succeed: not counted as guesses
+        assert hub.client.get("/api/v1/whoami", headers=h("nope")).status_code == 401
+    assert hub.client.get("/api/v1/whoami", headers=h(hub.site)).status_code == 200
     token_id = hub.site.split(".")[0]
     wrong = f"{token_id}.{'A' * 43}" if not hub.site.endswith("A" * 43) else f"{token_id}.{'B' * 43}"
     unknown = f"mct_{'0' * 16}.{'A' * 43}"
@@ -276,3 +292,22 @@ def test_unknown_id_and_wrong_secret_cost_the_same(hub: PasskeyHub) -> None:
             times[name].append(time.perf_counter() - start)
     ratio = statistics.median(times["wrong"]) / statistics.median(times["unknown"])
     assert 0.5 < ratio < 2.0, ratio
+
+
+@pytest.mark.postgres
+def test_passkeys_and_lockout_on_postgresql(pg_passkey_hub: PasskeyHub) -> None:
+    hub = pg_passkey_hub
+    hana = hub.session("hana@hospital.example", Role.ADMIN)
+    key = SoftAuthenticator(ORIGIN, RP_ID)
+    register(hub, hana, key)
+    options = options_for(hub, hana)
+    assertion = key.get(options)
+    assert verify(hub, hana, assertion).status_code == 200
+    assert hub.client.get("/api/v1/tokens", headers=h(hana)).status_code == 200
+    refused_body(verify(hub, hana, assertion))  # replayed
+    refused_body(sign_in(hub, hana, key, count=1))  # a count that did not grow
+    assert sign_in(hub, hana, key, count=5).status_code == 200
+    wrong = f"{hub.site.split('.')[0]}.{'Q' * 43}"
+    for _ in range(THRESHOLD):
+        assert hub.client.get("/api/v1/whoami", headers=h(wrong)).status_code == 401
+    assert hub.client.get("/api/v1/whoami", headers=h(hub.site)).status_code == 429

@@ -51,7 +51,7 @@ class Passkeys:
         Authenticators that keep no counter report 0 for ever: 0 after 0 is accepted.
         """
         c = webauthn_credentials.c
-        grows = sa.or_(c.sign_count < sign_count, sa.and_(c.sign_count == 0, sa.literal(sign_count) == 0))
+        grows = c.sign_count == 0 if sign_count == 0 else c.sign_count < sign_count
         res = conn.execute(
             webauthn_credentials.update()
             .where(c.id == credential_id, grows)
