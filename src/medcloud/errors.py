@@ -139,3 +139,7 @@ class TooManyAttempts(MedcloudError):
     type_slug = "too-many-attempts"
     title = "Too many failed attempts"
     exit_code = 3
+
+    def __init__(self, detail: str, *, retry_after: int = 60) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after  # seconds, sent as Retry-After (a gateway pauses and retries)

@@ -256,6 +256,7 @@ def test_bearer_guessing_locks_the_address_not_the_token(hub: PasskeyHub) -> Non
     # The attacker's address is locked now, even for a real token sent from it.
     r = hub.client.get("/api/v1/whoami", headers=h(hub.site))
     assert r.status_code == 429 and r.json()["type"].endswith("/too-many-attempts")
+    assert 500 < int(r.headers["Retry-After"]) <= 601  # a gateway pauses that long, then retries
     assert hub.client.get("/api/v1/whoami", headers=h(unknown)).json() == r.json()  # same answer, id or not
     assert ("auth.lockout", "locked") in audit_rows(hub, "addr:192.0.2.10")
     # The site's gateway at its own address is not locked out by the sprayed wrong secrets for its id.

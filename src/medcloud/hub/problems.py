@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from medcloud.errors import MedcloudError, RequestTimeout
+from medcloud.errors import MedcloudError, RequestTimeout, TooManyAttempts
 
 log = logging.getLogger("medcloud.hub")
 PROBLEM_BASE = "https://medcloud.invalid/problems/"
@@ -95,7 +95,10 @@ async def _caller_refused(request: Request) -> JSONResponse | None:
 def install(app: FastAPI) -> None:
     @app.exception_handler(MedcloudError)
     async def _medcloud_error(request: Request, exc: MedcloudError) -> JSONResponse:
-        return await _refuse(request, exc.status, exc.type_slug, exc.title, exc.detail)
+        response = await _refuse(request, exc.status, exc.type_slug, exc.title, exc.detail)
+        if isinstance(exc, TooManyAttempts):
+            response.headers["Retry-After"] = str(exc.retry_after)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -69,8 +69,10 @@ class LockoutBook:
 
     def check(self, key: str) -> None:
         """Refuse a locked key (429), with the same answer whatever the key."""
-        if not self.exempt(key) and self.locked_until(key) is not None:
-            raise TooManyAttempts("too many failed attempts: try again later")
+        until = None if self.exempt(key) else self.locked_until(key)
+        if until is not None:
+            wait = max(1, int((until - utcnow()).total_seconds()) + 1)
+            raise TooManyAttempts("too many failed attempts: try again later", retry_after=wait)
 
     def fail(self, key: str, *, client: str = "", reason: str = "") -> bool:
         """Count one failure of `key`; True if it now locks (audited as `auth.lockout`)."""
