@@ -66,6 +66,8 @@ class PasskeyRefused(Forbidden):
 
 
 REFUSED = "passkey not accepted"
+# What a malformed or forged response can raise on its way through the checks: each is one refusal.
+_REFUSALS = (PasskeyRefused, WebAuthnException, KeyError, TypeError, ValueError, AttributeError, IndexError)
 
 
 @dataclass(frozen=True)
@@ -257,11 +259,13 @@ class PasskeyCeremonies:
                 expected_rp_id=rp.rp_id,
                 expected_origin=list(rp.origins),
             )
-        except (PasskeyRefused, WebAuthnException, KeyError, TypeError, ValueError) as exc:
+        except _REFUSALS as exc:
             self._lockouts.fail(key, client=client, reason=f"passkey.register: {type(exc).__name__}")
             raise PasskeyRefused(REFUSED) from None
         credential_id = _b64url(verified.credential_id)
-        transports = credential.get("response", {}).get("transports") or []
+        response = credential.get("response")
+        transports = response.get("transports") if isinstance(response, dict) else None
+        transports = [t for t in transports if isinstance(t, str)] if isinstance(transports, list) else []
         now = utcnow()
         cat = self._catalog
         with cat.write() as conn:
@@ -351,7 +355,7 @@ class PasskeyCeremonies:
                     client=client,
                     detail={"credential": row["id"][:64], "sign_count": verified.new_sign_count},
                 )
-        except (PasskeyRefused, WebAuthnException, KeyError, TypeError, ValueError) as exc:
+        except _REFUSALS as exc:
             self._lockouts.fail(key, client=client, reason=f"passkey.authenticate: {type(exc).__name__}")
             raise PasskeyRefused(REFUSED) from None
         return now
