@@ -113,6 +113,30 @@ class Settings(BaseSettings):
     # Backups (docs/security.md "Backups"): `medcloud backup` writes generations under backup_dir.
     backup_dir: Path | None = Field(default=None, description="Folder of backup generations (outside data_dir).")
     backup_generations: int = Field(default=7, ge=1, le=1000, description="Complete generations kept.")
+    # Second factor (passkeys) and lockout (docs/security.md "Second factor (passkeys) and lockout").
+    mfa_required: bool = Field(
+        default=True,
+        description="A person's session is usable only after a passkey (else: only for admin actions).",
+    )
+    mfa_admin_max_age_seconds: int = Field(
+        default=600, ge=30, le=86400, description="Admin actions by a session need a passkey within this long."
+    )
+    mfa_enrol_window_seconds: int = Field(
+        default=600, ge=30, le=86400, description="A first passkey may be enrolled only this soon after sign-in."
+    )
+    webauthn_rp_id: str | None = Field(
+        default=None, max_length=253, description="WebAuthn relying-party id (a domain); default from `host`."
+    )
+    webauthn_origin: str | None = Field(
+        default=None, max_length=300, description="Origin the browser reports, e.g. https://hub.example.jp."
+    )
+    webauthn_challenge_seconds: int = Field(default=120, ge=10, le=600, description="A passkey challenge's life.")
+    lockout_threshold: int = Field(default=5, ge=1, le=1000, description="Failures within the window that lock.")
+    lockout_window_seconds: int = Field(default=900, ge=1, description="Window in which failures are counted.")
+    lockout_seconds: int = Field(default=900, ge=1, description="How long a lock lasts.")
+    lockout_exempt_addresses: list[str] = Field(
+        default_factory=list, description="Client addresses whose bearer failures never lock (e.g. a site's NAT)."
+    )
 
     @classmethod
     def settings_customise_sources(

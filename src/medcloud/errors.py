@@ -123,3 +123,23 @@ class IntegrityError(MedcloudError):
     type_slug = "integrity-error"
     title = "Integrity check failed"
     exit_code = 7
+
+
+class SecondFactorRequired(Forbidden):
+    """A person's session has not passed its passkey (or not recently enough for an admin action)."""
+
+    type_slug = "second-factor-required"
+    title = "Second factor required"
+
+
+class TooManyAttempts(MedcloudError):
+    """Locked after repeated failed authentications; the lock lifts by itself."""
+
+    status = 429
+    type_slug = "too-many-attempts"
+    title = "Too many failed attempts"
+    exit_code = 3
+
+    def __init__(self, detail: str, *, retry_after: int = 60) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after  # seconds, sent as Retry-After (a gateway pauses and retries)

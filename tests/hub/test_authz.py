@@ -61,6 +61,14 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("POST", "/api/v1/jobs/{job_id}/models"): {"researcher"},
     # A running job's own token only (tests/jobs): no person's role reaches these.
     ("PUT", "/api/v1/jobs/{job_id}/artifacts/{name}"): set(),
+    # Passkeys belong to people's sessions (tests/hub/test_passkeys.py); no machine token reaches them.
+    ("POST", "/api/v1/auth/webauthn/register/options"): set(),
+    ("POST", "/api/v1/auth/webauthn/register/verify"): set(),
+    ("POST", "/api/v1/auth/webauthn/authenticate/options"): set(),
+    ("POST", "/api/v1/auth/webauthn/authenticate/verify"): set(),
+    ("GET", "/api/v1/auth/webauthn/credentials"): set(),
+    ("DELETE", "/api/v1/auth/webauthn/people/{person}"): {"admin"},
+    ("DELETE", "/api/v1/auth/lockouts/{key}"): {"admin"},
     ("GET", "/api/v1/jobs/{job_id}/dataset/manifest"): set(),
     ("GET", "/api/v1/jobs/{job_id}/dataset/files/{ref}"): set(),
     ("GET", "/api/v1/jobs/{job_id}/dataset/batch"): set(),
@@ -198,6 +206,8 @@ def ctx(hub: Hub) -> dict[str, str]:
         "cohort": "ct",
         "dataset_id": dataset.json()["id"],
         "ref": "0",
+        "person": "someone@hospital.example",
+        "key": "addr:203.0.113.9",
     }
 
 

@@ -47,6 +47,7 @@ ROUTERS: tuple[str, ...] = (
     "jobs",
     "fl_public",
     "auth",
+    "webauthn",
 )
 
 CSP = (

@@ -9,13 +9,18 @@ from fastapi import Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from medcloud.errors import Forbidden, InvalidInput, Unauthenticated
+from medcloud.errors import Forbidden, InvalidInput, SecondFactorRequired, Unauthenticated
 from medcloud.hub.state import HubState
-from medcloud.security.policy import Permission, Principal
+from medcloud.security.passkeys import mfa_fresh, require_person
+from medcloud.security.policy import STEP_UP_PERMISSIONS, Permission, Principal
+from medcloud.security.tokens import UnknownToken
 
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # Paths that carry data or act on it: every refusal there is audited and no answer is cached.
 DATA_PATH_PREFIXES = ("/api/", "/dicom-web/")
+# What a person's session may reach before its passkey (sign-in ceremonies, and who am I).
+MFA_FREE_PREFIXES = ("/api/v1/auth/",)
+MFA_FREE_PATHS = frozenset({"/api/v1/whoami"})
 # Only the address part of a forwarding header's entry is kept, and no more than this.
 MAX_CLIENT_CHARS = 100
 
@@ -57,10 +62,24 @@ def authenticate(request: Request) -> Principal:
     scheme, _, token = (headers[0] if headers else "").partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise Unauthenticated("missing bearer token (Authorization: Bearer <token>)")
+    state = hub_state(request)
+    # Guessing is locked per source address, never per token id (see security.lockout).
+    lock_key = f"addr:{client_address(request)}"
+    if state.lockouts is not None:
+        state.lockouts.check(lock_key)
     try:
-        principal = hub_state(request).verifier.verify(token)
+        principal = state.verifier.verify(token)
     except Unauthenticated as exc:
         request.state.refused_subject = exc.subject
+        # A well-formed token with an unknown id or a wrong secret is a guess; a malformed one cannot
+        # succeed, and a revoked or expired one holds its real secret: neither is counted.
+        if isinstance(exc, UnknownToken) and state.lockouts is not None:
+            state.lockouts.fail(lock_key, client=client_address(request), reason="bearer token")
+        raise
+    try:
+        _require_second_factor(request, principal)
+    except SecondFactorRequired:
+        request.state.refused_subject = principal.subject
         raise
     settings = hub_state(request).settings
     if settings.tls_client_ca_file is not None or "extensions" in request.scope:
@@ -75,13 +94,55 @@ def authenticate(request: Request) -> Principal:
     return principal
 
 
+def _require_second_factor(request: Request, principal: Principal) -> None:
+    """A person's session that has not passed its passkey reaches only sign-in routes and whoami."""
+    if principal.kind != "session" or principal.mfa_at is not None:
+        return
+    if not hub_state(request).settings.mfa_required:
+        return
+    path = request.url.path
+    if path in MFA_FREE_PATHS or path.startswith(MFA_FREE_PREFIXES):
+        return
+    raise SecondFactorRequired(
+        "second factor required: sign in with your passkey first (POST /api/v1/auth/webauthn/authenticate/options)"
+    )
+
+
+def require_step_up(request: Request, principal: Principal, permission: Permission) -> None:
+    """An administrative act by a person's session needs a passkey within `mfa_admin_max_age_seconds`."""
+    if principal.kind != "session" or permission not in STEP_UP_PERMISSIONS:
+        return
+    max_age = hub_state(request).settings.mfa_admin_max_age_seconds
+    if not mfa_fresh(principal, max_age):
+        raise SecondFactorRequired(
+            f"second factor required: {permission.value} needs a passkey sign-in within the last "
+            f"{max_age // 60} min (POST /api/v1/auth/webauthn/authenticate/options)"
+        )
+
+
+def authorize(request: Request, permission: Permission) -> Principal:
+    """The caller, if it holds `permission` (and, for an administrative act by a session, a fresh passkey)."""
+    principal = authenticate(request)
+    principal.require(permission)
+    require_step_up(request, principal, permission)
+    return principal
+
+
+def require_session(request: Request) -> Principal:
+    """Dependency: a person's signed-in session (machine tokens have no passkeys), else 401/403."""
+    principal = authenticate(request)
+    require_person(principal)
+    return principal
+
+
+require_session.checks_caller = True  # type: ignore[attr-defined]  # run by problems._check_caller too
+
+
 def require(permission: Permission) -> Callable[[Request], Principal]:
     """Dependency factory: authenticated and holding `permission`, else 401/403."""
 
     def dependency(request: Request) -> Principal:
-        principal = authenticate(request)
-        principal.require(permission)
-        return principal
+        return authorize(request, permission)
 
     dependency.__name__ = f"require_{permission.name.lower()}"
     dependency.permission = permission  # type: ignore[attr-defined]  # found by guard_before_body

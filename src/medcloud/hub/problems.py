@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from medcloud.errors import MedcloudError, RequestTimeout
+from medcloud.errors import MedcloudError, RequestTimeout, TooManyAttempts
 
 log = logging.getLogger("medcloud.hub")
 PROBLEM_BASE = "https://medcloud.invalid/problems/"
@@ -57,7 +57,7 @@ def _check_caller(request: Request) -> None:
     """Run the matched route's permission checks (see `deps.require`) if they have not run yet."""
     from fastapi.dependencies.models import Dependant
 
-    from medcloud.hub.deps import authenticate
+    from medcloud.hub.deps import authorize
 
     if getattr(request.state, "principal", None) is not None:
         return
@@ -68,7 +68,9 @@ def _check_caller(request: Request) -> None:
         for sub in dependant.dependencies:
             permission = getattr(sub.call, "permission", None)
             if permission is not None:
-                authenticate(request).require(permission)
+                authorize(request, permission)
+            elif sub.call is not None and getattr(sub.call, "checks_caller", False):
+                sub.call(request)
             pending.append(sub)
 
 
@@ -93,7 +95,10 @@ async def _caller_refused(request: Request) -> JSONResponse | None:
 def install(app: FastAPI) -> None:
     @app.exception_handler(MedcloudError)
     async def _medcloud_error(request: Request, exc: MedcloudError) -> JSONResponse:
-        return await _refuse(request, exc.status, exc.type_slug, exc.title, exc.detail)
+        response = await _refuse(request, exc.status, exc.type_slug, exc.title, exc.detail)
+        if isinstance(exc, TooManyAttempts):
+            response.headers["Retry-After"] = str(exc.retry_after)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -1,4 +1,4 @@
-"""What one hub process holds: settings, catalog, blob store, token verifier, ingestor."""
+"""What one hub process holds: settings, catalog, blob store, token verifier, ingestor, lockout book."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from medcloud.config import Settings
 from medcloud.ingest.pipeline import Ingestor
+from medcloud.security.lockout import LockoutBook
 from medcloud.security.tokens import TokenVerifier
 from medcloud.store import Catalog, LocalBlobStore
 
@@ -22,6 +23,7 @@ class HubState:
     blobs: LocalBlobStore
     verifier: TokenVerifier
     ingestor: Ingestor
+    lockouts: LockoutBook | None = None  # made by `open`; None only in states built by hand
     jobs: JobService | None = None  # made on first use by routes/jobs.py; its runner stops before the catalog
     signin: SignIn | None = None  # sign-in through the hospital's identity provider, where oidc_issuer is set
 
@@ -52,6 +54,13 @@ class HubState:
                 blobs,
                 require_deidentified=settings.require_deidentified,
                 max_upload_bytes=settings.max_upload_bytes,
+            ),
+            lockouts=LockoutBook(
+                catalog,
+                threshold=settings.lockout_threshold,
+                window_seconds=settings.lockout_window_seconds,
+                lock_seconds=settings.lockout_seconds,
+                exempt_addresses=settings.lockout_exempt_addresses,
             ),
         )
 

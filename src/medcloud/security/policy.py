@@ -41,6 +41,11 @@ class Permission(str, Enum):
     JOB_RUNTIME = "job.runtime"  # a running job: its own dataset version and its own artefacts, nothing else
 
 
+# Administrative acts: a person's session needs a recent passkey for these (step-up, `hub.deps.require`).
+STEP_UP_PERMISSIONS = frozenset(
+    {Permission.TOKENS_MANAGE, Permission.SITES_MANAGE, Permission.FL_AGGREGATE, Permission.AUDIT_READ}
+)
+
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.SITE: frozenset({Permission.INGEST, Permission.FL_PARTICIPATE}),
     Role.RESEARCHER: frozenset(

@@ -29,6 +29,10 @@ _SCOPE_ID = re.compile(r"^[0-9a-f]{16,64}$")
 MAX_JOB_TOKEN_LIFETIME = timedelta(days=7)
 
 
+# Compared against when a token id is unknown, so that the refusal costs what a wrong secret costs.
+_UNKNOWN_DIGEST = hashlib.sha256(b"no such token").hexdigest()
+
+
 def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode("ascii")).hexdigest()
 
@@ -62,6 +66,10 @@ def validate_name(kind: str, value: str) -> str:
     if not _NAME.match(value):
         raise InvalidInput(f"{kind} name {value!r} must be 1-64 letters, digits, '.', '_' or '-'")
     return value
+
+
+class UnknownToken(Unauthenticated):
+    """A well-formed token whose id is unknown or whose secret is wrong: a guess (counted for lockout)."""
 
 
 @dataclass(frozen=True)
@@ -216,8 +224,10 @@ class TokenVerifier:
             principal = hit[2]
         else:
             row = self._catalog.tokens.get(token_id)
-            if row is None or not hmac.compare_digest(row["secret_sha256"], digest):
-                raise Unauthenticated("unknown token")
+            # An unknown id and a wrong secret take the same steps and get the same answer.
+            stored = row["secret_sha256"] if row is not None else _UNKNOWN_DIGEST
+            if not hmac.compare_digest(stored, digest) or row is None:
+                raise UnknownToken("unknown token")
             if row["revoked_at"] is not None:
                 # The caller holds the real secret: the refusal is audited under the token's holder.
                 raise Unauthenticated("token revoked", subject=self._principal(row).subject)

@@ -12,6 +12,7 @@ Parts: `db` (engines, locks, transactions; `store.db`), `index` (`store.index`),
 `tokens` (`store.tokens`), `audit` (`store.audit`),
 `reports` (`store.reports`: report text and its findings), `jobs` (`store.jobs`: jobs and artefacts),
 `oidc` (`store.oidc`: sign-ins through the hospital's identity provider).
+`passkeys` (`store.passkeys`: people's WebAuthn credentials), `lockouts` (`store.lockouts`: failures, locks).
 Every SQL statement of the platform lives in these modules.
 """
 
@@ -32,6 +33,8 @@ from medcloud.store.fl_public import FLPublicFiles
 from medcloud.store.index import Indexer
 from medcloud.store.jobs import Jobs
 from medcloud.store.oidc import OidcStore
+from medcloud.store.lockouts import Lockouts
+from medcloud.store.passkeys import Passkeys
 from medcloud.store.queries import Queries
 from medcloud.store.reports import Reports
 from medcloud.store.sites import Sites
@@ -69,6 +72,9 @@ class Catalog:
         self.jobs = Jobs(self.db)
         self.fl_public = FLPublicFiles(self.db)
         self.oidc = OidcStore(self.db)  # people's sign-in through the hospital's identity provider
+        # Second factor and lockout (store.passkeys, store.lockouts).
+        self.passkeys = Passkeys(self.db)
+        self.lockouts = Lockouts(self.db)
 
     @classmethod
     def from_settings(cls, settings: Settings, *, create_key: bool = True) -> Catalog:

@@ -323,3 +323,45 @@ oidc_sessions = sa.Table(
     sa.Column("refreshed_at", sa.DateTime(timezone=True), nullable=True),
     sa.Column("ended_at", sa.DateTime(timezone=True), nullable=True),
 )
+
+# Second factor and lockout (migration 0013, docs/security.md "Second factor (passkeys) and lockout").
+# A person's WebAuthn passkeys: the credential id (base64url), its COSE public key and last sign count.
+webauthn_credentials = sa.Table(
+    "webauthn_credentials",
+    metadata,
+    sa.Column("id", sa.String(1400), primary_key=True),
+    sa.Column("person", sa.String(256), nullable=False, index=True),
+    sa.Column("public_key", sa.LargeBinary, nullable=False),
+    sa.Column("sign_count", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("transports", sa.String(200), nullable=False, server_default=""),
+    sa.Column("aaguid", sa.String(36), nullable=False, server_default=""),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("last_used_at", sa.DateTime(timezone=True), nullable=True),
+)
+
+# Outstanding ceremony challenges, bound to the session that asked; each is deleted when used.
+webauthn_challenges = sa.Table(
+    "webauthn_challenges",
+    metadata,
+    sa.Column("challenge", sa.String(128), primary_key=True),
+    sa.Column("token_id", sa.String(32), nullable=False, index=True),
+    sa.Column("purpose", sa.String(16), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+# Failed authentications per key (`addr:<client>` or `person:<subject>`), and the keys locked now.
+auth_failures = sa.Table(
+    "auth_failures",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("key", sa.String(300), nullable=False),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_auth_failures_key_at", "key", "at"),
+)
+
+auth_lockouts = sa.Table(
+    "auth_lockouts",
+    metadata,
+    sa.Column("key", sa.String(300), primary_key=True),
+    sa.Column("locked_until", sa.DateTime(timezone=True), nullable=False, index=True),
+)

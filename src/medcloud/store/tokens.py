@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -56,3 +57,11 @@ class TokenStore:
         """Record a session's last use (the idle timeout counts from it); its own short write."""
         with self._db.write() as conn:
             conn.execute(tokens.update().where(tokens.c.id == token_id).values(last_used_at=when))
+    def set_mfa(self, conn: Connection, token_id: str, at: datetime) -> bool:
+        """Record that a live session passed its second factor at `at`; False if it is gone or revoked."""
+        res = conn.execute(
+            tokens.update()
+            .where(tokens.c.id == token_id, tokens.c.kind == "session", tokens.c.revoked_at.is_(None))
+            .values(mfa_at=at)
+        )
+        return bool(res.rowcount)

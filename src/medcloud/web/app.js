@@ -2,6 +2,7 @@
 // Runs under a strict CSP (no inline script or style); every API call carries the bearer token.
 
 import { hospitalSignOut, setupHospitalSignIn } from "./sso.js";
+import { passkeyPanel, passkeyText } from "./passkey.js";
 
 const TOKEN_KEY = "medcloud.token";
 const $ = (id) => document.getElementById(id);
@@ -45,6 +46,20 @@ function showWorkspace(show) {
   document.body.dataset.signedIn = show ? "yes" : "no";
 }
 
+// A person's session shows the passkey step first (whoami says whether it is needed); true once usable.
+async function enter() {
+  const who = await api("/api/v1/whoami");
+  if (panel.show(who)) {
+    $("signin").hidden = true;
+    $("workspace").hidden = true;
+    document.body.dataset.signedIn = "passkey";
+    return false;
+  }
+  await loadModels();
+  showWorkspace(true);
+  return true;
+}
+
 async function signIn(event) {
   event.preventDefault();
   const value = $("token").value.trim();
@@ -52,10 +67,12 @@ async function signIn(event) {
   sessionStorage.setItem(TOKEN_KEY, value);
   $("token").value = "";
   try {
-    await loadModels();
-    showWorkspace(true);
-    $("file").focus();
-    setStatus("Signed in. Upload a photo or start the webcam.");
+    if (await enter()) {
+      $("file").focus();
+      setStatus("Signed in. Upload a photo or start the webcam.");
+    } else {
+      ($("passkey-use").hidden ? $("passkey-register") : $("passkey-use")).focus();
+    }
   } catch (err) {
     if (err.message !== "unauthenticated") {
       sessionStorage.removeItem(TOKEN_KEY);
@@ -71,6 +88,7 @@ function signOut(message) {
   hospitalSignOut(TOKEN_KEY); // a hospital-account session ends at the hub and the provider too
   sessionStorage.removeItem(TOKEN_KEY);
   stopCamera();
+  panel.hide();
   showWorkspace(false);
   const help = $("token-help");
   help.textContent = message || "Signed out.";
@@ -248,6 +266,8 @@ function toggleAuto() {
   state.timer = $("camera-auto").checked ? setInterval(captureFrame, 2000) : null;
 }
 
+const panel = passkeyPanel({ token, text: (key, values) => passkeyText("en", key, values), onPassed: enter });
+
 function init() {
   $("signin-form").addEventListener("submit", signIn);
   $("signout").addEventListener("click", () => signOut());
@@ -257,7 +277,7 @@ function init() {
   $("camera-capture").addEventListener("click", captureFrame);
   $("camera-auto").addEventListener("change", toggleAuto);
   if (token()) {
-    loadModels().then(() => showWorkspace(true)).catch(() => {});
+    enter().catch(() => {});
   } else {
     showWorkspace(false);
   }

@@ -7,6 +7,7 @@ import { FINDING_CODES, initialLanguage, translate } from "./i18n.js";
 import { drawProgress } from "./research-chart.js";
 import { cohortQuery, listCohorts, listDatasets } from "./research-cohorts.js";
 import { hospitalSignOut, setupHospitalSignIn } from "./sso.js";
+import { passkeyPanel, passkeyText } from "./passkey.js";
 
 const TOKEN_KEY = "medcloud.token"; // the same key as the Gram-stain page
 const LANG_KEY = "medcloud.lang";
@@ -57,6 +58,7 @@ function applyLanguage() {
   showSigninHelp(state.signinHelp.key, state.signinHelp.values, state.signinHelp.isError);
   if (state.cohortStatus) showCohortStatus(state.cohortStatus.key, state.cohortStatus.values, state.cohortStatus.isError);
   renderWho();
+  if (panel.current()) panel.show(panel.current());
   renderProgress();
   renderStudies();
   renderSlides();
@@ -135,6 +137,7 @@ function signOut(messageKey) {
   sessionStorage.removeItem(TOKEN_KEY);
   revokeThumbs();
   state.whoami = null;
+  panel.hide();
   state.progress = null;
   state.studies = null;
   state.cohorts = [];
@@ -148,15 +151,25 @@ function signOut(messageKey) {
   $("token").focus();
 }
 
+// A person's session shows the passkey step first (whoami says whether it is needed); true once usable.
 async function start() {
   state.whoami = await api("/api/v1/whoami");
+  if (panel.show(state.whoami)) {
+    $("signin").hidden = true;
+    $("workspace").hidden = true;
+    document.body.dataset.signedIn = "passkey";
+    return false;
+  }
   fillProjectOptions();
   renderWho();
   showWorkspace(true);
   setStatus(null);
   await Promise.all([loadProgress(), loadStudies(0), loadSlides(), loadCohorts(), loadDatasets()]);
   document.body.dataset.loaded = "yes";
+  return true;
 }
+
+const panel = passkeyPanel({ token, text: (key, values) => passkeyText(state.lang, key, values), onPassed: start });
 
 function renderWho() {
   const who = state.whoami;

@@ -27,14 +27,20 @@ class TokenRequest(BaseModel):
 @router.get("/api/v1/whoami", summary="The caller's identity and grants")
 async def whoami(request: Request) -> dict[str, Any]:
     from medcloud.hub.deps import authenticate
+    from medcloud.security.passkeys import second_factor_status
 
     p = authenticate(request)
+    state = hub_state(request)
     return {
         "token_id": p.token_id,
         "role": p.role.value,
         "site": p.site,
         "projects": sorted(p.projects),
         "expires_at": p.expires_at.isoformat() if p.expires_at else None,
+        "kind": p.kind,
+        "person": p.person,
+        # The page's cue: "needed" asks for the passkey, "enrol" offers to register one.
+        "second_factor": await run_in_threadpool(second_factor_status, state.catalog, state.settings, p),
     }
 
 
