@@ -37,6 +37,18 @@ class TokenStore:
                 for r in conn.execute(sa.select(tokens).order_by(tokens.c.created_at))
             ]
 
+    def set_expiry(self, conn: Connection, token_id: str, expires_at: Any) -> bool:
+        """Move an unrevoked token's expiry (a break-glass account opening); False if unknown or revoked."""
+        res = conn.execute(
+            tokens.update().where(tokens.c.id == token_id, tokens.c.revoked_at.is_(None)).values(expires_at=expires_at)
+        )
+        return bool(res.rowcount)
+
+    def get_in(self, conn: Connection, token_id: str) -> dict[str, Any] | None:
+        """The token row read in the caller's transaction."""
+        r = conn.execute(sa.select(tokens).where(tokens.c.id == token_id)).first()
+        return dict(r._mapping) if r else None
+
     def revoke(self, conn: Connection, token_id: str) -> bool:
         """Mark a token revoked; False if it was unknown or already revoked."""
         res = conn.execute(
