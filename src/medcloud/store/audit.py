@@ -29,11 +29,19 @@ from medcloud.security.merkle import (
     leaf_hash,
     proof_document,
 )
+from medcloud.security.policy import BREAK_GLASS_MARK
 from medcloud.store.db import Database, utcnow
 from medcloud.store.queries import MAX_PAGE
 from medcloud.store.tables import audit_checkpoints, audit_events
 
 __all__ = ["AuditChain", "AuditLog"]
+
+
+def _marked(subject: str, detail: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Acts under an opened break-glass account are high-severity events, whichever path records them."""
+    if BREAK_GLASS_MARK not in subject:
+        return detail
+    return {**(detail or {}), "break_glass": True, "severity": "high"}
 
 
 class AuditChain:
@@ -83,7 +91,7 @@ class AuditChain:
             "resource": str(ev["resource"])[:300],
             "outcome": str(ev["outcome"])[:100],
             "client": str(ev.get("client", ""))[:100],
-            "detail": canonical_detail(ev.get("detail")),
+            "detail": canonical_detail(_marked(str(ev["subject"]), ev.get("detail"))),
         }
         row["prev_hash"] = self._prev
         row["hash"] = chain_hash(self._prev, row)
