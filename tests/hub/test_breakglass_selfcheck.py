@@ -79,8 +79,13 @@ def test_break_glass_is_sealed_until_used_with_a_reason_then_audited_and_closed(
     breakglass.review(cat, "night-duty", note="checked the one site update; justified", by="cli:officer")
     item = _items(run_self_check(hub.state.settings, cat))["break_glass"]
     assert item["status"] == FAIL and "no sealed" in item["summary"]  # the used one is gone: reseal
-    breakglass.create(cat, "night-duty", by="cli:officer")
+    fresh = breakglass.create(cat, "night-duty", by="cli:officer")
     assert _items(run_self_check(hub.state.settings, cat))["break_glass"]["status"] == PASS
+    # Revoked as a plain token, the account is no longer a usable sealed one.
+    r = hub.client.delete(f"/api/v1/tokens/{fresh.principal.token_id}", headers=hub.auth("admin"))
+    assert r.status_code in (200, 204), r.text
+    assert breakglass.status(cat)[0]["state"] == "revoked"
+    assert _items(run_self_check(hub.state.settings, cat))["break_glass"]["status"] == FAIL
 
 
 def test_fhir_export_is_r4_audit_events_with_balp_elements(hub: Hub, tmp_path: Path) -> None:

@@ -136,13 +136,17 @@ def review(catalog: Catalog, name: str, *, note: str, by: str) -> None:
 
 
 def status(catalog: Catalog) -> list[dict[str, Any]]:
-    """Every account with its state; an open one past its end reads `expired`."""
+    """Every account with its state; an open one past its end reads `expired`, one whose token was revoked
+    outside `close` reads `revoked`."""
     now = utcnow()
     out = []
     for a in catalog.break_glass.list_all():
         a = {k: _aware(v) if isinstance(v, datetime) else v for k, v in a.items()}
         if a["state"] == "open" and a["expires_at"] is not None and a["expires_at"] <= now:
             a["state"] = "expired"
+        token = catalog.tokens.get(a["token_id"])
+        if a["state"] != "closed" and (token is None or token["revoked_at"] is not None):
+            a["state"] = "revoked"  # its token was revoked as a plain token: it can no longer be opened
         a["needs_review"] = a["opened_at"] is not None and a["reviewed_at"] is None
         out.append(a)
     return out

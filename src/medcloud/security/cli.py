@@ -28,7 +28,10 @@ def verify(data: Path | None = typer.Option(None, "--data", help="Hub data folde
     if not report.ok:
         raise IntegrityError(f"audit chain broken at event {report.first_bad_seq}: {report.reason}")
     sealed = f", sealed at {report.sealed_seq}" if report.sealed_seq is not None else ", not sealed (no key yet)"
-    typer.echo(f"audit chain intact: {report.checked} events, head {report.head_hash}{sealed}")
+    typer.echo(
+        f"audit chain intact: {report.checked} events, head {report.head_hash}{sealed}, "
+        f"{report.checkpoints} signed checkpoint(s) match"
+    )
 
 
 @audit_app.command("tail")

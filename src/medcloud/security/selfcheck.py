@@ -130,13 +130,8 @@ def check_second_factor(settings: Settings) -> dict[str, Any]:
 
 def check_passkey_policy(settings: Settings, catalog: Catalog) -> dict[str, Any]:
     title = "Password / passkey policy"
-    import sqlalchemy as sa
-
     rp = _setting(settings, "webauthn_rp_id")
-    with catalog.read() as conn:
-        columns = {
-            f"{t}.{c['name']}" for t in sa.inspect(conn).get_table_names() for c in sa.inspect(conn).get_columns(t)
-        }
+    columns = catalog.column_names()
     passwords = sorted(c for c in columns if "password" in c.lower())
     evidence: dict[str, Any] = {"password_columns": passwords, "webauthn_rp_id": None if rp is _MISSING else rp}
     if passwords:
@@ -159,13 +154,9 @@ def check_secret_hashing(settings: Settings, catalog: Catalog) -> dict[str, Any]
     title = "Stored secrets hashed, keys private"
     import re
 
-    import sqlalchemy as sa
-
     from medcloud.store.catalog import log_key_path, secrets_dir
-    from medcloud.store.tables import tokens
 
-    with catalog.read() as conn:
-        hashes = [r[0] for r in conn.execute(sa.select(tokens.c.secret_sha256))]
+    hashes = catalog.tokens.secret_digests()
     bad = sum(1 for h in hashes if not re.fullmatch(r"[0-9a-f]{64}", str(h)))
     folder = secrets_dir(settings.data_dir)
     loose: list[str] = []
@@ -560,7 +551,7 @@ def check_break_glass(catalog: Catalog) -> dict[str, Any]:
     }
     evidence = _jsonable(evidence)
     sealed = [a["name"] for a in accounts if a["state"] == "sealed"]
-    unreviewed = [a["name"] for a in accounts if a["needs_review"] and a["state"] == "closed"]
+    unreviewed = [a["name"] for a in accounts if a["needs_review"] and a["state"] in ("closed", "revoked")]
     in_use = [a["name"] for a in accounts if a["state"] in ("open", "expired")]
     if unreviewed:
         return _item(

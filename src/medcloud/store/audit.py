@@ -275,13 +275,11 @@ class AuditLog:
                 "tree_size": head.tree_size, "timestamp": head.timestamp, "root_hash": head.root_hash.hex(),
                 "log_id": head.log_id, "signature": head.signature.hex(),
             }  # fmt: skip
-            try:
-                with self._db.write() as conn:
-                    conn.execute(audit_checkpoints.insert().values(**row))
-            except sa.exc.IntegrityError:  # another process signed this size first: theirs stands
-                other = self.checkpoint_at(size)
-                assert other is not None
-                return other
+            with self._db.write() as conn:  # writers are serialized: check, then insert
+                taken = conn.execute(sa.select(audit_checkpoints).where(audit_checkpoints.c.tree_size == size)).first()
+                if taken is not None:  # another process signed this size first: theirs stands
+                    return _head(taken._mapping)
+                conn.execute(audit_checkpoints.insert().values(**row))
             return head
 
     def maybe_checkpoint(self, every_events: int, max_age_seconds: float) -> TreeHead | None:

@@ -37,6 +37,11 @@ class TokenStore:
                 for r in conn.execute(sa.select(tokens).order_by(tokens.c.created_at))
             ]
 
+    def secret_digests(self) -> list[str]:
+        """Every stored secret digest (the self-check looks that each is a SHA-256 digest, never a secret)."""
+        with self._db.read() as conn:
+            return [str(r[0]) for r in conn.execute(sa.select(tokens.c.secret_sha256))]
+
     def set_expiry(self, conn: Connection, token_id: str, expires_at: Any) -> bool:
         """Move an unrevoked token's expiry (a break-glass account opening); False if unknown or revoked."""
         res = conn.execute(
