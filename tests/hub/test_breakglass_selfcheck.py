@@ -116,6 +116,8 @@ def test_fhir_export_is_r4_audit_events_with_balp_elements(hub: Hub, tmp_path: P
     got = runner.invoke(app, ["audit", "export", "--format", "fhir", "--data", str(hub.data_dir), "--out", str(out)])
     assert got.exit_code == 0, got.output
     assert len(json.loads(out.read_text())["entry"]) == hub.state.catalog.audit.head_seq() > len(events)
+    later = runner.invoke(app, ["audit", "export", "--data", str(hub.data_dir), "--since", "2999-01-01T00:00:00Z"])
+    assert later.exit_code == 0 and json.loads(later.stdout)["entry"] == []
 
 
 def test_self_check_passes_configured_and_names_each_broken_item(hub: Hub, tmp_path: Path) -> None:

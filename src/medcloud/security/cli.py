@@ -165,18 +165,25 @@ def export(
     data: Path | None = DataOpt,
     fmt: str = typer.Option("fhir", "--format", help="fhir: a FHIR R4 Bundle of AuditEvent (IHE BALP)."),
     after: int = typer.Option(0, "--after", min=0, help="Only events with seq greater than this."),
+    since: str | None = typer.Option(None, "--since", help="Only events recorded at or after this ISO 8601 time."),
     out: Path | None = typer.Option(None, "--out", help="Write here (else stdout)."),
 ) -> None:
-    """Export the audit trail (every event after --after) as FHIR AuditEvent JSON."""
+    """Export the audit trail (events after --after, recorded since --since) as FHIR AuditEvent JSON."""
+    from datetime import datetime
+
     from medcloud.errors import InvalidInput
     from medcloud.security.fhir import bundle
 
     if fmt != "fhir":
         raise InvalidInput(f"unknown export format {fmt!r}: use fhir")
+    try:
+        when = datetime.fromisoformat(since.replace("Z", "+00:00")) if since else None
+    except ValueError:
+        raise InvalidInput(f"--since {since!r} is not an ISO 8601 time") from None
     _, cat = _open_catalog(data)
     try:
         rows = []
-        while page := cat.audit.page(after_seq=after, limit=1000):
+        while page := cat.audit.page(after_seq=after, limit=1000, since=when):
             rows += page
             after = int(page[-1]["seq"])
     finally:
