@@ -138,6 +138,33 @@ class Settings(BaseSettings):
         default_factory=list, description="Client addresses whose bearer failures never lock (e.g. a site's NAT)."
     )
 
+    # Verifiable audit log, self-check and break-glass (docs/security.md: "Verifiable audit log", "Self-check").
+    audit_log_key_file: Path | None = Field(
+        default=None,
+        description="Ed25519 key (PEM) that signs audit checkpoints; default <data_dir>/secrets/audit-log.ed25519.",
+    )
+    audit_checkpoint_every: int = Field(
+        default=1000, ge=1, description="The hub signs a Merkle checkpoint after this many new audit events."
+    )
+    audit_checkpoint_seconds: float = Field(
+        default=3600.0, ge=0, description="...or when events came and the last checkpoint is this old (0: off)."
+    )
+    audit_checkpoint_poll_seconds: float = Field(
+        default=10.0, gt=0, description="How often the hub looks whether a checkpoint is due."
+    )
+    selfcheck_max_idle_seconds: int = Field(
+        default=1800, ge=60, description="Self-check: the longest session idle timeout that passes."
+    )
+    selfcheck_max_admins: int = Field(
+        default=3, ge=1, description="Self-check: most active admin tokens (break-glass excluded) that pass."
+    )
+    selfcheck_review_days: int = Field(
+        default=31, ge=1, description="Self-check: the audit log must have been reviewed within this many days."
+    )
+    break_glass_max_minutes: int = Field(
+        default=240, ge=1, description="Longest time one break-glass use keeps its account open."
+    )
+
     @classmethod
     def settings_customise_sources(
         cls,

@@ -33,6 +33,10 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("DELETE", "/api/v1/tokens/{token_id}"): {"admin"},
     ("GET", "/api/v1/audit"): {"auditor"},
     ("GET", "/api/v1/audit/verify"): {"auditor"},
+    ("GET", "/api/v1/audit/checkpoints/latest"): {"auditor"},
+    ("GET", "/api/v1/audit/log-key"): {"auditor"},
+    ("GET", "/api/v1/audit/proof/{event_id}"): {"auditor"},
+    ("GET", "/api/v1/audit/fhir"): {"auditor"},
     ("POST", "/api/v1/fl/rounds"): {"admin"},
     ("POST", "/api/v1/inference"): {"clinician"},
     ("GET", "/api/v1/models"): {"researcher", "clinician", "admin"},
@@ -208,6 +212,7 @@ def ctx(hub: Hub) -> dict[str, str]:
         "ref": "0",
         "person": "someone@hospital.example",
         "key": "addr:203.0.113.9",
+        "event_id": "1",
     }
 
 

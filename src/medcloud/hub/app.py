@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
+import logging
 import sys
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
@@ -27,6 +29,7 @@ from medcloud.hub.viewer import PREFIX as VIEWER_PREFIX
 from medcloud.hub.viewer import mount_viewer
 from medcloud.security.policy import Principal
 
+log = logging.getLogger(__name__)
 # JSON bodies the API takes are small (a token request, a site's targets, a round record).
 MAX_JSON_BODY_BYTES = 1024 * 1024
 # Router modules under medcloud.hub.routes, each exposing `router`.
@@ -154,6 +157,24 @@ class BodyLimits:
         await self.app(scope, limited_receive, send)
 
 
+async def _checkpoint_loop(state: HubState) -> None:
+    """Sign an audit checkpoint every `audit_checkpoint_every` events, or when events came and the last
+    checkpoint is `audit_checkpoint_seconds` old (docs/security.md, "Verifiable audit log")."""
+    from starlette.concurrency import run_in_threadpool
+
+    s = state.settings
+    max_age = s.audit_checkpoint_seconds or float("inf")
+    audit = state.catalog.audit
+    if audit.log_key is None:
+        return
+    while True:
+        await asyncio.sleep(s.audit_checkpoint_poll_seconds)
+        try:
+            await run_in_threadpool(audit.maybe_checkpoint, s.audit_checkpoint_every, max_age)
+        except Exception:  # a failed checkpoint is retried at the next poll; it must not stop the hub
+            log.exception("could not sign an audit checkpoint")
+
+
 def web_dir() -> Path:
     return Path(str(resources.files("medcloud") / "web"))
 
@@ -168,9 +189,13 @@ def create_app(settings: Settings | None = None, *, state: HubState | None = Non
         if getattr(app.state, "hub", None) is None:
             app.state.hub = HubState.open(settings)
             owned = True
+        checkpoints = asyncio.create_task(_checkpoint_loop(app.state.hub))
         try:
             yield
         finally:
+            checkpoints.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await checkpoints
             if owned:
                 app.state.hub.close()
                 app.state.hub = None

@@ -424,3 +424,89 @@ def ca_list(ca_dir: Path = CaDirOpt) -> None:
 
     for row in list_certificates(ca_dir):
         typer.echo(json.dumps(row.as_dict()))
+glass_app = typer.Typer(no_args_is_help=True, help="Sealed emergency (break-glass) administrator accounts.")
+app.add_typer(glass_app, name="break-glass")
+
+
+def _operator() -> str:
+    return f"cli:{os.environ.get('USER', 'local')}"
+
+
+@glass_app.command("create")
+def glass_create(
+    name: str = typer.Argument(..., help="Account name, e.g. night-duty."), data: Path | None = DataOpt
+) -> None:
+    """Make a sealed account. Its token is printed once: seal it (envelope, safe); it works only after `use`."""
+    from medcloud.security import breakglass
+
+    cat = _catalog(data)
+    try:
+        issued = breakglass.create(cat, name, by=_operator())
+    finally:
+        cat.dispose()
+    typer.echo(issued.token)
+    typer.echo(f"break-glass account {name}: sealed (token {issued.principal.token_id}; not shown again)", err=True)
+
+
+@glass_app.command("use")
+def glass_use(
+    reason: str = typer.Option(..., "--reason", help="Why the glass is broken (recorded, reviewed later)."),
+    minutes: int = typer.Option(60, "--minutes", min=1, help="How long the account stays open."),
+    data: Path | None = DataOpt,
+) -> None:
+    """Open a sealed account for a limited time. The token is read from $MEDCLOUD_BREAK_GLASS_TOKEN or a prompt."""
+    from medcloud.security import breakglass
+
+    token = os.environ.get("MEDCLOUD_BREAK_GLASS_TOKEN") or typer.prompt("break-glass token", hide_input=True)
+    settings = _settings(data)
+    cat = _catalog(data)
+    try:
+        opened = breakglass.use(
+            cat, token, reason=reason, minutes=minutes, by=_operator(), max_minutes=settings.break_glass_max_minutes
+        )
+    finally:
+        cat.dispose()
+    typer.echo(f"break-glass account {opened['name']} OPEN until {opened['expires_at']}: every act is audited")
+
+
+@glass_app.command("close")
+def glass_close(name: str = typer.Argument(...), data: Path | None = DataOpt) -> None:
+    """Revoke an account for good (make a new sealed one after a use); its use then awaits review."""
+    from medcloud.security import breakglass
+
+    cat = _catalog(data)
+    try:
+        breakglass.close(cat, name, by=_operator())
+    finally:
+        cat.dispose()
+    typer.echo(f"break-glass account {name} closed")
+
+
+@glass_app.command("review")
+def glass_review(
+    name: str = typer.Argument(...),
+    note: str = typer.Option(..., "--note", help="What was checked in the audit trail of the use."),
+    data: Path | None = DataOpt,
+) -> None:
+    """Record that the acts done during a use were reviewed."""
+    from medcloud.security import breakglass
+
+    cat = _catalog(data)
+    try:
+        breakglass.review(cat, name, note=note, by=_operator())
+    finally:
+        cat.dispose()
+    typer.echo(f"break-glass account {name}: use reviewed")
+
+
+@glass_app.command("list")
+def glass_list(data: Path | None = DataOpt) -> None:
+    """Every account with its state, as JSON lines."""
+    from medcloud.security import breakglass
+
+    cat = _catalog(data)
+    try:
+        for a in breakglass.status(cat):
+            typer.echo(json.dumps(a, default=str))
+    finally:
+        cat.dispose()

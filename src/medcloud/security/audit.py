@@ -167,6 +167,7 @@ class ChainReport:
     reason: str = ""
     head_hash: str = GENESIS
     sealed_seq: int | None = None
+    checkpoints: int = 0  # signed Merkle checkpoints found to match the events (`store.audit`)
 
     def as_dict(self) -> dict[str, Any]:
         """The report as JSON-ready fields."""
@@ -177,6 +178,7 @@ class ChainReport:
             "reason": self.reason,
             "head_hash": self.head_hash,
             "sealed_seq": self.sealed_seq,
+            "checkpoints": self.checkpoints,
         }
 
 

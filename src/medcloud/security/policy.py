@@ -12,6 +12,9 @@ from enum import Enum
 
 from medcloud.errors import Forbidden
 
+# Appended to the audit subject of every act done with an opened break-glass account.
+BREAK_GLASS_MARK = "!break-glass"
+
 
 class Role(str, Enum):
     SITE = "site"
@@ -89,6 +92,8 @@ class Principal:
     # A job token's scope: the one job and the one dataset version it may touch (None for other roles).
     job: str | None = None
     dataset: str | None = None
+    # A break-glass account's name (`security.breakglass`): every act is marked in the audit trail.
+    break_glass: str | None = None
     # 'machine' (issued by hand or by the hub to a process) or 'session' (a person signed in through the
     # hospital's identity provider); `person` is that provider's subject, `mfa_at` when the session
     # passed its second factor (None: not yet).
@@ -98,9 +103,10 @@ class Principal:
 
     @property
     def subject(self) -> str:
-        """How the caller appears in the audit trail."""
+        """How the caller appears in the audit trail (a break-glass account ends in BREAK_GLASS_MARK)."""
         where = f"@{self.site}" if self.site else ""
-        return f"{self.role.value}{where}:{self.token_id}"
+        mark = BREAK_GLASS_MARK if self.break_glass else ""
+        return f"{self.role.value}{where}:{self.token_id}{mark}"
 
     def can(self, permission: Permission) -> bool:
         return permission in ROLE_PERMISSIONS[self.role]

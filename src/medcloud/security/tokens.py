@@ -12,9 +12,12 @@ import re
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
+
+from sqlalchemy.engine import Connection
 
 from medcloud.errors import InvalidInput, Unauthenticated
 from medcloud.security.policy import Principal, Role
@@ -137,7 +140,9 @@ def _issue(
     scope: str | None = None,
     kind: str = "machine",
     person: str | None = None,
+    also: Callable[[Connection, str], None] | None = None,
 ) -> IssuedToken:
+    """Store a new token; `also(conn, token_id)` runs in the same write transaction (break-glass rows)."""
     token_id = secrets.token_hex(8)
     secret = secrets.token_urlsafe(32)
     now = utcnow()
@@ -173,17 +178,31 @@ def _issue(
                 "role": role.value, "site": site, "projects": list(projects), "expires_at": expires_at,
             } | ({"scope": scope} if scope else {}),
         )  # fmt: skip
-    job, dataset = _parse_scope(scope)
+        if also is not None:
+            also(conn, token_id)
+    job, dataset, glass = _parse_scope(scope)
     principal = Principal(
-        token_id, role, site, frozenset(projects), label, expires_at, job, dataset, kind=kind, person=person
+        token_id, role, site, frozenset(projects), label, expires_at, job, dataset, glass, kind=kind, person=person
     )
     return IssuedToken(f"{PREFIX}{token_id}.{secret}", principal)
 
 
-def _parse_scope(scope: str | None) -> tuple[str | None, str | None]:
-    """(job, dataset) from a stored scope `job=<id>;dataset=<id>`; (None, None) without one."""
+def _parse_scope(scope: str | None) -> tuple[str | None, str | None, str | None]:
+    """(job, dataset, break-glass account) from a stored scope `job=<id>;dataset=<id>` or
+    `break-glass=<name>`; Nones without one."""
     parts = dict(p.split("=", 1) for p in (scope or "").split(";") if "=" in p)
-    return parts.get("job"), parts.get("dataset")
+    return parts.get("job"), parts.get("dataset"), parts.get(BREAK_GLASS_SCOPE)
+
+
+BREAK_GLASS_SCOPE = "break-glass"
+
+
+def parse_token(token: str) -> tuple[str, str]:
+    """(token id, SHA-256 of its secret) of a well-formed token, else Unauthenticated."""
+    m = _TOKEN.match(token.strip())
+    if not m:
+        raise Unauthenticated("malformed bearer token")
+    return m.group(1), _hash(m.group(2))
 
 
 def _as_aware(dt: datetime | None) -> datetime | None:
@@ -232,9 +251,12 @@ class TokenVerifier:
                 # The caller holds the real secret: the refusal is audited under the token's holder.
                 raise Unauthenticated("token revoked", subject=self._principal(row).subject)
             principal = self._principal(row)
-            with self._lock:
-                self._cache[token_id] = (now_mono, digest, principal)
+            if principal.break_glass is None:  # a break-glass account is read afresh: closing it is immediate
+                with self._lock:
+                    self._cache[token_id] = (now_mono, digest, principal)
         if principal.expires_at is not None and principal.expires_at <= utcnow():
+            if principal.break_glass is not None:
+                raise Unauthenticated("break-glass account is sealed or its use ended", subject=principal.subject)
             raise Unauthenticated("token expired", subject=principal.subject)
         if principal.kind == "session" and self._idle:
             self._check_idle(principal, row)
@@ -274,7 +296,7 @@ class TokenVerifier:
     @staticmethod
     def _principal(row: dict[str, Any]) -> Principal:
         projects = frozenset(p for p in str(row["projects"]).split(",") if p)
-        job, dataset = _parse_scope(row.get("scope"))
+        job, dataset, glass = _parse_scope(row.get("scope"))
         role = Role(row["role"])
         if role is Role.JOB and (job is None or dataset is None):
             raise Unauthenticated("job token without its scope")  # never widen a job token by accident
@@ -287,6 +309,7 @@ class TokenVerifier:
             expires_at=_as_aware(row["expires_at"]),
             job=job,
             dataset=dataset,
+            break_glass=glass,
             kind=row.get("kind") or "machine",
             person=row.get("person"),
             mfa_at=_as_aware(row.get("mfa_at")),

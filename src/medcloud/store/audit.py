@@ -1,22 +1,47 @@
-"""Where the audit chain is stored: appending events inside write transactions, paging, verifying.
+"""Where the audit chain is stored: appending events inside write transactions, paging, verifying,
+and the signed Merkle checkpoints over it (tree heads, inclusion and consistency proofs).
 
-The chain rule, the key and the check live in `medcloud.security.audit`; this module holds the SQL.
+The chain rule, the key and the check live in `medcloud.security.audit`, the tree and its signatures in
+`medcloud.security.merkle`; this module holds the SQL.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import threading
+import time
 from collections.abc import Iterator, Sequence
+from datetime import datetime, timezone
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from medcloud.errors import Conflict, IntegrityError, NotFound
 from medcloud.security.audit import GENESIS, AuditSeal, ChainReport, canonical_detail, chain_hash, verify_chain
+from medcloud.security.merkle import (
+    LeafHashes,
+    LogKey,
+    MerkleTree,
+    ProofError,
+    TreeHead,
+    leaf_entry,
+    leaf_hash,
+    proof_document,
+)
+from medcloud.security.policy import BREAK_GLASS_MARK
 from medcloud.store.db import Database, utcnow
 from medcloud.store.queries import MAX_PAGE
-from medcloud.store.tables import audit_events
+from medcloud.store.tables import audit_checkpoints, audit_events
 
 __all__ = ["AuditChain", "AuditLog"]
+
+
+def _marked(subject: str, detail: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Acts under an opened break-glass account are high-severity events, whichever path records them."""
+    if BREAK_GLASS_MARK not in subject:
+        return detail
+    return {**(detail or {}), "break_glass": True, "severity": "high"}
 
 
 class AuditChain:
@@ -66,7 +91,7 @@ class AuditChain:
             "resource": str(ev["resource"])[:300],
             "outcome": str(ev["outcome"])[:100],
             "client": str(ev.get("client", ""))[:100],
-            "detail": canonical_detail(ev.get("detail")),
+            "detail": canonical_detail(_marked(str(ev["subject"]), ev.get("detail"))),
         }
         row["prev_hash"] = self._prev
         row["hash"] = chain_hash(self._prev, row)
@@ -90,9 +115,14 @@ class AuditChain:
 class AuditLog:
     """The stored audit chain: append inside a write transaction, page through it, verify it."""
 
-    def __init__(self, db: Database, seal: AuditSeal | None = None) -> None:
+    def __init__(self, db: Database, seal: AuditSeal | None = None, log_key: LogKey | None = None) -> None:
         self._db = db
         self.seal = seal
+        self.log_key = log_key
+        # Leaf hashes of the committed events, extended as the log grows (proofs and checkpoints read it).
+        self._leaves = LeafHashes()
+        self._tree = MerkleTree(self._leaves)
+        self._tree_lock = threading.Lock()
 
     def chain(self, conn: Connection) -> AuditChain:
         """An appender for many events in one write transaction; reads the chain head once."""
@@ -119,39 +149,175 @@ class AuditLog:
         with self._db.write() as conn:
             return self.append(conn, **fields)
 
-    def page(self, after_seq: int = 0, limit: int = 100, action: str | None = None) -> list[dict[str, Any]]:
-        """Events after `after_seq` in order, optionally of one action."""
+    def page(
+        self, after_seq: int = 0, limit: int = 100, action: str | None = None, since: datetime | None = None
+    ) -> list[dict[str, Any]]:
+        """Events after `after_seq` in order, optionally of one action, optionally recorded at or after `since`."""
         q = sa.select(audit_events).where(audit_events.c.seq > after_seq)
         if action:
             q = q.where(audit_events.c.action == action)
+        if since is not None:
+            # `ts` is stored as UTC ISO text of one fixed shape, so text order is time order.
+            when = since.astimezone(timezone.utc) if since.tzinfo else since.replace(tzinfo=timezone.utc)
+            q = q.where(audit_events.c.ts >= when.isoformat(timespec="microseconds"))
         q = q.order_by(audit_events.c.seq).limit(min(limit, MAX_PAGE))
         with self._db.read() as conn:
             return [dict(r._mapping) for r in conn.execute(q)]
+
+    def last(self, action: str) -> dict[str, Any] | None:
+        """The newest event of one action, or None."""
+        q = sa.select(audit_events).where(audit_events.c.action == action).order_by(audit_events.c.seq.desc())
+        with self._db.read() as conn:
+            r = conn.execute(q.limit(1)).first()
+        return dict(r._mapping) if r else None
+
+    def recent(self, n: int) -> list[dict[str, Any]]:
+        """The newest `n` events, oldest first."""
+        q = sa.select(audit_events).order_by(audit_events.c.seq.desc()).limit(min(n, MAX_PAGE))
+        with self._db.read() as conn:
+            return [dict(r._mapping) for r in reversed(conn.execute(q).all())]
 
     def head_seq(self) -> int:
         """The newest event's sequence number (0 for an empty chain)."""
         with self._db.read() as conn:
             return int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(audit_events.c.seq), 0))).scalar_one())
 
+    def _rows(self, after: int = 0, upto: int | None = None, batch: int = 5000) -> Iterator[dict[str, Any]]:
+        """Stored events after `after` (up to `upto`) in order, read page by page."""
+        last = after
+        while True:
+            q = sa.select(audit_events).where(audit_events.c.seq > last)
+            if upto is not None:
+                q = q.where(audit_events.c.seq <= upto)
+            with self._db.read() as conn:
+                page = [dict(r._mapping) for r in conn.execute(q.order_by(audit_events.c.seq).limit(batch))]
+            if not page:
+                return
+            yield from page
+            last = int(page[-1]["seq"])
+
     def verify(self, batch: int = 5000) -> ChainReport:
-        """Check the whole chain (and, with a seal, its MACs and sealed head) page by page."""
+        """Check the whole chain (and, with a seal, its MACs and sealed head) page by page, then every
+        signed checkpoint against a tree built afresh from the stored events."""
+        leaves = LeafHashes()
 
-        def rows() -> Iterator[dict[str, Any]]:
-            last = 0
-            while True:
-                with self._db.read() as conn:
-                    page = [
-                        dict(r._mapping)
-                        for r in conn.execute(
-                            sa.select(audit_events)
-                            .where(audit_events.c.seq > last)
-                            .order_by(audit_events.c.seq)
-                            .limit(batch)
-                        )
-                    ]
-                if not page:
-                    return
-                yield from page
-                last = int(page[-1]["seq"])
+        def tapped() -> Iterator[dict[str, Any]]:
+            for row in self._rows(batch=batch):
+                leaves.append(leaf_hash(leaf_entry(row)))
+                yield row
 
-        return verify_chain(rows(), self.seal)
+        report = verify_chain(tapped(), self.seal)
+        if not report.ok:
+            return report
+        return self._verify_checkpoints(report, MerkleTree(leaves))
+
+    def _verify_checkpoints(self, report: ChainReport, tree: MerkleTree) -> ChainReport:
+        heads = self.checkpoints()
+        for head in heads:
+            problem = ""
+            if self.log_key is not None:
+                try:
+                    head.verify(self.log_key.public_key)
+                except ProofError as exc:
+                    problem = str(exc)
+            if not problem and head.tree_size > len(tree):
+                problem = f"it covers {head.tree_size} events but the log holds {len(tree)}: events were removed"
+            elif not problem and tree.root(head.tree_size) != head.root_hash:
+                problem = "its root does not match the stored events: an event it covers was altered or reordered"
+            if problem:
+                return dataclasses.replace(
+                    report, ok=False, reason=f"signed checkpoint at size {head.tree_size}: {problem}",
+                    checkpoints=len(heads),
+                )  # fmt: skip
+        return dataclasses.replace(report, checkpoints=len(heads))
+
+    # Signed checkpoints -------------------------------------------------------------------------
+
+    def _synced_tree(self) -> MerkleTree:
+        """The tree over every committed event (call with `_tree_lock` held)."""
+        for row in self._rows(after=len(self._leaves)):
+            if int(row["seq"]) != len(self._leaves) + 1:
+                raise IntegrityError(f"audit event {len(self._leaves) + 1} is missing: the log cannot be proven")
+            self._leaves.append(leaf_hash(leaf_entry(row)))
+        return self._tree
+
+    def checkpoints(self) -> list[TreeHead]:
+        """Every stored signed tree head, oldest first."""
+        with self._db.read() as conn:
+            rows = conn.execute(sa.select(audit_checkpoints).order_by(audit_checkpoints.c.tree_size)).all()
+        return [_head(r._mapping) for r in rows]
+
+    def latest_checkpoint(self) -> TreeHead | None:
+        with self._db.read() as conn:
+            r = conn.execute(
+                sa.select(audit_checkpoints).order_by(audit_checkpoints.c.tree_size.desc()).limit(1)
+            ).first()
+        return _head(r._mapping) if r else None
+
+    def checkpoint_at(self, tree_size: int) -> TreeHead | None:
+        with self._db.read() as conn:
+            r = conn.execute(sa.select(audit_checkpoints).where(audit_checkpoints.c.tree_size == tree_size)).first()
+        return _head(r._mapping) if r else None
+
+    def checkpoint(self) -> TreeHead:
+        """Sign the tree over every committed event and store the head (the newest one if nothing grew)."""
+        key = self.log_key
+        if key is None:
+            raise Conflict("no audit log key: checkpoints are signed by the hub that holds it")
+        with self._tree_lock:
+            tree = self._synced_tree()
+            size = len(tree)
+            latest = self.latest_checkpoint()
+            if latest is not None and latest.tree_size >= size:
+                return latest
+            head = key.sign(size, int(time.time() * 1000), tree.root(size))
+            row = {
+                "tree_size": head.tree_size, "timestamp": head.timestamp, "root_hash": head.root_hash.hex(),
+                "log_id": head.log_id, "signature": head.signature.hex(),
+            }  # fmt: skip
+            with self._db.write() as conn:  # writers are serialized: check, then insert
+                taken = conn.execute(sa.select(audit_checkpoints).where(audit_checkpoints.c.tree_size == size)).first()
+                if taken is not None:  # another process signed this size first: theirs stands
+                    return _head(taken._mapping)
+                conn.execute(audit_checkpoints.insert().values(**row))
+            return head
+
+    def maybe_checkpoint(self, every_events: int, max_age_seconds: float) -> TreeHead | None:
+        """Sign a checkpoint when `every_events` events came since the last one, or any came and the last
+        one is older than `max_age_seconds`; None when nothing is due."""
+        latest = self.latest_checkpoint()
+        head = self.head_seq()
+        signed = latest.tree_size if latest is not None else 0
+        if head <= signed:
+            return None
+        age = time.time() - latest.timestamp / 1000 if latest is not None else float("inf")
+        if head - signed >= every_events or age >= max_age_seconds:
+            return self.checkpoint()
+        return None
+
+    def prove(self, seq: int, *, since: TreeHead | None = None, since_size: int | None = None) -> dict[str, Any]:
+        """A proof document for event `seq` against the newest checkpoint (one is signed if none covers
+        it), with a consistency path from `since` (a head the caller saved) or the stored `since_size`."""
+        with self._db.read() as conn:
+            r = conn.execute(sa.select(audit_events).where(audit_events.c.seq == seq)).first()
+        if r is None:
+            raise NotFound(f"no audit event {seq}")
+        head = self.latest_checkpoint()
+        if head is None or head.tree_size < seq:
+            head = self.checkpoint()
+        if since is None and since_size is not None:
+            since = self.checkpoint_at(since_size)
+            if since is None and since_size != 0:
+                raise NotFound(f"no signed checkpoint of size {since_size}")
+        if since is not None and since.tree_size > head.tree_size:
+            raise Conflict(f"the saved tree head ({since.tree_size}) is newer than the log's ({head.tree_size})")
+        with self._tree_lock:
+            tree = self._synced_tree()
+            return proof_document(dict(r._mapping), tree, head, since)
+
+
+def _head(m: Any) -> TreeHead:
+    return TreeHead(
+        int(m["tree_size"]), int(m["timestamp"]), bytes.fromhex(m["root_hash"]), str(m["log_id"]),
+        bytes.fromhex(m["signature"]),
+    )  # fmt: skip

@@ -13,6 +13,7 @@ Parts: `db` (engines, locks, transactions; `store.db`), `index` (`store.index`),
 `reports` (`store.reports`: report text and its findings), `jobs` (`store.jobs`: jobs and artefacts),
 `oidc` (`store.oidc`: sign-ins through the hospital's identity provider).
 `passkeys` (`store.passkeys`: people's WebAuthn credentials), `lockouts` (`store.lockouts`: failures, locks).
+`break_glass` (`store.breakglass`: sealed emergency accounts).
 Every SQL statement of the platform lives in these modules.
 """
 
@@ -26,7 +27,9 @@ from typing import TYPE_CHECKING
 from sqlalchemy.engine import Connection
 
 from medcloud.security.audit import KEY_FILE, AuditSeal
+from medcloud.security.merkle import LOG_KEY_FILE, LogKey
 from medcloud.store.audit import AuditLog
+from medcloud.store.breakglass import BreakGlassStore
 from medcloud.store.datasets import Datasets
 from medcloud.store.db import Database
 from medcloud.store.fl_public import FLPublicFiles
@@ -44,12 +47,25 @@ from medcloud.store.tokens import TokenStore
 if TYPE_CHECKING:
     from medcloud.config import Settings
 
-__all__ = ["Catalog", "secrets_dir"]
+__all__ = ["Catalog", "log_key_path", "open_log_key", "secrets_dir"]
 
 
 def secrets_dir(data_dir: Path) -> Path:
     """Where a hub keeps secrets that must not live in its database (the audit key and sealed head)."""
     return data_dir / "secrets"
+
+
+def log_key_path(settings: Settings) -> Path:
+    """Where the hub's Ed25519 audit log key lives (`audit_log_key_file`, else the secrets folder)."""
+    return settings.audit_log_key_file or secrets_dir(settings.data_dir) / LOG_KEY_FILE
+
+
+def open_log_key(settings: Settings, *, create: bool = True) -> LogKey | None:
+    """The hub's audit log key; made on first use when `create`, else None if there is none yet."""
+    path = log_key_path(settings)
+    if not create and not path.exists():
+        return None
+    return LogKey.open(path, create=create)
 
 
 class Catalog:
@@ -59,14 +75,22 @@ class Catalog:
     a hub always passes one (`from_settings` does).
     """
 
-    def __init__(self, url: str, *, seal: AuditSeal | None = None, sqlite_synchronous: str = "FULL") -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        seal: AuditSeal | None = None,
+        log_key: LogKey | None = None,
+        sqlite_synchronous: str = "FULL",
+    ) -> None:
         self.db = Database(url, sqlite_synchronous=sqlite_synchronous)
         self.index = Indexer()
         self.query = Queries(self.db)
         self.sites = Sites(self.db)
         self.societies = Societies(self.db, self.sites)
         self.tokens = TokenStore(self.db)
-        self.audit = AuditLog(self.db, seal)
+        self.audit = AuditLog(self.db, seal, log_key)
+        self.break_glass = BreakGlassStore(self.db)
         self.datasets = Datasets(self.db)
         self.reports = Reports(self.db)
         self.jobs = Jobs(self.db)
@@ -84,12 +108,20 @@ class Catalog:
         the catalog then has no seal, and verifying a sealed chain says that the key is missing."""
         folder = secrets_dir(settings.data_dir)
         seal = AuditSeal(folder) if create_key or (folder / KEY_FILE).exists() else None
-        return cls(settings.resolved_database_url, seal=seal)
+        return cls(settings.resolved_database_url, seal=seal, log_key=open_log_key(settings, create=create_key))
 
     @property
     def url(self) -> str:
         """The SQLAlchemy URL."""
         return self.db.url
+
+    def column_names(self) -> list[str]:
+        """Every `table.column` of the database as it is (the self-check looks for password columns)."""
+        import sqlalchemy as sa
+
+        with self.db.read() as conn:
+            inspector = sa.inspect(conn)
+            return [f"{t}.{c['name']}" for t in inspector.get_table_names() for c in inspector.get_columns(t)]
 
     def migrate(self) -> None:
         """Bring the schema to the newest Alembic revision."""

@@ -365,3 +365,36 @@ auth_lockouts = sa.Table(
     sa.Column("key", sa.String(300), primary_key=True),
     sa.Column("locked_until", sa.DateTime(timezone=True), nullable=False, index=True),
 )
+
+# Signed tree heads over the audit log (`security.merkle`, migration 0012): the Merkle root of the first
+# `tree_size` events, signed with the hub's Ed25519 log key (kept in the secrets folder, not here).
+audit_checkpoints = sa.Table(
+    "audit_checkpoints",
+    metadata,
+    sa.Column("tree_size", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("timestamp", sa.BigInteger, nullable=False),  # milliseconds since the epoch, as signed
+    sa.Column("root_hash", sa.String(64), nullable=False),  # hex
+    sa.Column("log_id", sa.String(64), nullable=False),
+    sa.Column("signature", sa.String(128), nullable=False),  # hex
+)
+
+# Sealed emergency (break-glass) accounts (`security.breakglass`, migration 0012): an admin token that
+# stays expired until `use` opens it for a limited time with a stated reason; every use is reviewed.
+break_glass_accounts = sa.Table(
+    "break_glass_accounts",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("token_id", sa.String(32), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),  # sealed, open, closed
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("opened_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("opened_by", sa.String(200), nullable=True),
+    sa.Column("reason", sa.String(1000), nullable=True),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("closed_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("closed_by", sa.String(200), nullable=True),
+    sa.Column("reviewed_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("reviewed_by", sa.String(200), nullable=True),
+    sa.Column("review_note", sa.String(1000), nullable=True),
+)

@@ -38,6 +38,23 @@ class TokenStore:
                 for r in conn.execute(sa.select(tokens).order_by(tokens.c.created_at))
             ]
 
+    def secret_digests(self) -> list[str]:
+        """Every stored secret digest (the self-check looks that each is a SHA-256 digest, never a secret)."""
+        with self._db.read() as conn:
+            return [str(r[0]) for r in conn.execute(sa.select(tokens.c.secret_sha256))]
+
+    def set_expiry(self, conn: Connection, token_id: str, expires_at: Any) -> bool:
+        """Move an unrevoked token's expiry (a break-glass account opening); False if unknown or revoked."""
+        res = conn.execute(
+            tokens.update().where(tokens.c.id == token_id, tokens.c.revoked_at.is_(None)).values(expires_at=expires_at)
+        )
+        return bool(res.rowcount)
+
+    def get_in(self, conn: Connection, token_id: str) -> dict[str, Any] | None:
+        """The token row read in the caller's transaction."""
+        r = conn.execute(sa.select(tokens).where(tokens.c.id == token_id)).first()
+        return dict(r._mapping) if r else None
+
     def revoke(self, conn: Connection, token_id: str) -> bool:
         """Mark a token revoked; False if it was unknown or already revoked."""
         res = conn.execute(

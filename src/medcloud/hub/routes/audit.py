@@ -1,13 +1,17 @@
-"""The audit trail for auditors: read events, verify the hash chain; FL rounds recorded by the aggregator."""
+"""The audit trail for auditors: read events, verify the hash chain, signed checkpoints and proofs, a FHIR
+AuditEvent export; FL rounds recorded by the aggregator."""
 
 from __future__ import annotations
 
+import json
+from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from medcloud.errors import NotFound
 from medcloud.hub.deps import hub_state, record_audit, require
 from medcloud.security.policy import Permission, Principal
 from medcloud.store import MAX_PAGE
@@ -53,3 +57,46 @@ async def record_round(
         outcome="ok", detail=body.model_dump(exclude_none=True),
     )  # fmt: skip
     return {"recorded": True, "round": body.round}
+
+
+@router.get("/api/v1/audit/checkpoints/latest", summary="The newest signed tree head of the audit log")
+async def latest_checkpoint(request: Request, _: Principal = Depends(require(Permission.AUDIT_READ))) -> dict[str, Any]:
+    audit = hub_state(request).catalog.audit
+    head = await run_in_threadpool(audit.latest_checkpoint)
+    if head is None:
+        head = await run_in_threadpool(audit.checkpoint)
+    return head.as_dict()
+
+
+@router.get("/api/v1/audit/log-key", summary="The log's Ed25519 public key (PEM) that signs tree heads")
+async def log_key(request: Request, _: Principal = Depends(require(Permission.AUDIT_READ))) -> Response:
+    key = hub_state(request).catalog.audit.log_key
+    if key is None:
+        raise NotFound("this hub has no audit log key")
+    return Response(key.public_pem(), media_type="application/x-pem-file")
+
+
+@router.get("/api/v1/audit/proof/{event_id}", summary="Inclusion (and consistency) proof of one event")
+async def proof(
+    request: Request,
+    event_id: int = Path(ge=1, description="The event's seq"),
+    since_size: int | None = Query(None, ge=0, description="Also prove consistency from the signed head of this size"),
+    _: Principal = Depends(require(Permission.AUDIT_READ)),
+) -> dict[str, Any]:
+    audit = hub_state(request).catalog.audit
+    return await run_in_threadpool(lambda: audit.prove(event_id, since_size=since_size))
+
+
+@router.get("/api/v1/audit/fhir", summary="Audit events as a FHIR R4 Bundle of AuditEvent (IHE BALP)")
+async def fhir(
+    request: Request,
+    since: datetime | None = Query(None, description="Only events recorded at or after this time (ISO 8601)"),
+    after: int = Query(0, ge=0, description="Only events with seq greater than this"),
+    limit: int = Query(100, ge=1, le=MAX_PAGE),
+    _: Principal = Depends(require(Permission.AUDIT_READ)),
+) -> Response:
+    from medcloud.security.fhir import bundle
+
+    rows = await run_in_threadpool(hub_state(request).catalog.audit.page, after, limit, None, since)
+    body = json.dumps(bundle(rows), ensure_ascii=False)
+    return Response(body, media_type="application/fhir+json")
