@@ -174,7 +174,8 @@ def test_first_passkey_only_right_after_sign_in(hub: PasskeyHub) -> None:
         conn.execute(
             tokens_table.update()
             .where(tokens_table.c.id == token_id)
-            .values(created_at=utcnow() - timedelta(minutes=30))
+            # Signed in 30 minutes ago and in use since (the idle timeout is not what this test is about).
+            .values(created_at=utcnow() - timedelta(minutes=30), last_used_at=utcnow())
         )
     assert hub.client.get("/api/v1/whoami", headers=h(carol)).json()["second_factor"]["state"] == "enrol-expired"
     r = hub.client.post(f"{BASE}/register/options", headers=h(carol))

@@ -52,7 +52,16 @@ def create(catalog: Catalog, name: str, *, by: str) -> IssuedToken:
 
     # Expired at once (a zero lifetime): the token authenticates nothing until `use` opens it.
     return _issue(
-        catalog, Role.ADMIN, None, (), f"break-glass {name}", timedelta(0), by, "", f"{BREAK_GLASS_SCOPE}={name}", also
+        catalog,
+        Role.ADMIN,
+        None,
+        (),
+        f"break-glass {name}",
+        timedelta(0),
+        by,
+        "",
+        f"{BREAK_GLASS_SCOPE}={name}",
+        also=also,
     )
 
 

@@ -286,7 +286,7 @@ class SignIn:
                                                                       "id_token": id_token}),
                 role=grant.role.value, projects=",".join(grant.projects), token_expires_at=token_end,
             )  # fmt: skip
-            self._catalog.tokens.set_expiry(
+            self._catalog.tokens.refresh_session(
                 conn, principal.token_id, token_end, role=grant.role.value, projects=",".join(grant.projects)
             )
             self._catalog.audit.append(

@@ -62,7 +62,7 @@ class TokenStore:
         )
         return bool(res.rowcount)
 
-    def set_expiry(self, conn: Connection, token_id: str, expires_at: Any, *, role: str, projects: str) -> None:
+    def refresh_session(self, conn: Connection, token_id: str, expires_at: Any, *, role: str, projects: str) -> None:
         """A refreshed session: its new end, and the grants the identity provider's groups give now."""
         conn.execute(
             tokens.update()
@@ -74,6 +74,7 @@ class TokenStore:
         """Record a session's last use (the idle timeout counts from it); its own short write."""
         with self._db.write() as conn:
             conn.execute(tokens.update().where(tokens.c.id == token_id).values(last_used_at=when))
+
     def set_mfa(self, conn: Connection, token_id: str, at: datetime) -> bool:
         """Record that a live session passed its second factor at `at`; False if it is gone or revoked."""
         res = conn.execute(
