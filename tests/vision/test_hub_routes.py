@@ -86,6 +86,8 @@ def test_models_and_answers_carry_the_cards_robustness_flag(hub: VisionHub, smea
     assert list(listed)[:2] == ["headline", "robustness_warning"]  # the worst never-seen site leads
     assert listed["robustness_warning"] == expected["robustness_warning"]
     assert listed["headline"]["worst_unseen_site"] == expected["headline"]["worst_unseen_site"]
+    card = hub.client.get(f"/api/v1/models/{listed['name']}/{listed['version']}", headers=hub.auth("clinician"))
+    assert list(card.json())[:2] == ["headline", "robustness_warning"] and card.json()["files"]
     r = hub.client.post("/api/v1/inference", content=png_bytes(smear), headers=hub.auth("clinician"))
     assert r.status_code == 200
     assert r.json()["model"]["robustness_warning"] == listed["robustness_warning"]

@@ -285,3 +285,15 @@ def test_robustness_warning_comes_from_the_card(flagged_model: Callable[[float],
         assert answer["model"]["headline"]["worst_unseen_map50"] == unseen
         if flagged:
             assert "site-e-halogen" in listed["robustness_warning"] and "0.45" in listed["robustness_warning"]
+
+
+def test_expect_continue_is_refused_before_the_body(server: str) -> None:
+    head = (
+        "POST /api/v1/inference HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer wrong\r\n"
+        "Content-Type: image/png\r\nContent-Length: 5000\r\nExpect: 100-continue\r\n\r\n"
+    )
+    resp, raw, sock = _raw(server, head.encode())
+    sock.close()
+    assert resp.status == 401, "a final answer instead of 100 Continue"
+    assert resp.getheader("Connection") == "close"
+    _problem(raw, 401)

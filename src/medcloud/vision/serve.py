@@ -5,6 +5,11 @@ fresh process answers its first request quickly. One bearer token authorises cal
 only its SHA-256 (from `--token-file` or `MEDCLOUD_SERVE_TOKEN_SHA256`) and compares in constant time.
 It answers the same inference JSON as the hub's `POST /api/v1/inference`; it keeps no image and writes
 no audit trail of its own (one log line per request on stderr, without image data).
+
+HTTP/1.1 keep-alive clients stay in step: a request refused before its body is read gets that body read
+and discarded (up to `DRAIN_LIMIT`) or the answer says `Connection: close` and the connection is closed.
+Uploads need a Content-Length (411 otherwise, chunked included). Every error, including those the
+standard library's parser raises (`send_error`), is the hub's RFC 9457 problem+json shape.
 """
 
 from __future__ import annotations
