@@ -192,12 +192,12 @@ def test_missing_length_and_chunked_upload_get_411(server: str) -> None:
     sock.close()
     assert resp.status == 411 and resp.getheader("Connection") == "close"
     assert "chunked" in str(_problem(raw, 411)["detail"])
-    resp, raw, sock = _raw(
-        server, f"POST /api/v1/inference HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 12x\r\n\r\n".encode()
-    )
-    sock.close()
-    assert resp.status == 400 and resp.getheader("Connection") == "close"
-    _problem(raw, 400)
+    for bad in (b"12x", b"-1", b"\xb2"):  # b"\xb2" is "²": str.isdigit() says yes, int() says no
+        head = f"POST /api/v1/inference HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: ".encode() + bad + b"\r\n\r\n"
+        resp, raw, sock = _raw(server, head)
+        sock.close()
+        assert resp.status == 400 and resp.getheader("Connection") == "close", bad
+        _problem(raw, 400)
 
 
 def test_malformed_requests_get_problem_json(server: str) -> None:

@@ -44,6 +44,7 @@ IDLE_TIMEOUT_S = 60.0  # a connection that sends nothing (or stops mid-body) for
 # The hub's problem type base (medcloud.hub.problems.PROBLEM_BASE), not imported: that module needs FastAPI.
 PROBLEM_BASE = "https://medcloud.invalid/problems/"
 _MODEL_PATH = re.compile(r"^/api/v1/models/([A-Za-z0-9._-]{1,64})/([A-Za-z0-9._-]{1,64})$")
+_LENGTH = re.compile(r"[0-9]{1,15}")  # ASCII digits only: str.isdigit() also accepts "²", which int() refuses
 _ROUTES = {"/healthz": "GET", "/api/v1/models": "GET", "/api/v1/inference": "POST"}
 # Problem types for the errors the standard library's parser reports through `send_error`.
 _SEND_ERROR_SLUGS = {
@@ -148,7 +149,9 @@ def make_handler(model: Predictor, version: ModelVersion, expected_sha256: str) 
             """Before answering a request whose body was not read: drain a small one, else close."""
             self._body_settled = True
             length = self.headers.get("Content-Length")
-            if self.headers.get("Transfer-Encoding") is not None or (length is not None and not length.isdigit()):
+            if self.headers.get("Transfer-Encoding") is not None or (
+                length is not None and not _LENGTH.fullmatch(length)
+            ):
                 self.close_connection = True  # where the body ends is unknown
                 return
             n = int(length) if length is not None else 0
@@ -216,7 +219,7 @@ def make_handler(model: Predictor, version: ModelVersion, expected_sha256: str) 
                 raise LengthRequired("chunked uploads are not accepted: send the image with a Content-Length")
             if length is None:
                 raise LengthRequired("send the image with a Content-Length header")
-            if not length.isdigit():
+            if not _LENGTH.fullmatch(length):
                 raise InvalidInput(f"Content-Length must be a number of bytes, not {length[:40]!r}")
             n = int(length)
             if n > MAX_BODY:
