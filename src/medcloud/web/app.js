@@ -95,7 +95,7 @@ async function loadModels() {
     if (head.worst_unseen_site) {
       const verdict = head.worst_unseen_verdict_accuracy != null
         ? `, Gram verdict ${Math.round(head.worst_unseen_verdict_accuracy * 100)}%` : "";
-      figures = `; on a never-seen site style (${head.worst_unseen_site}) synthetic mAP50 ${head.worst_unseen_map50}${verdict}`;
+      figures = `; on a never-seen site style (${head.worst_unseen_site}) synthetic mAP50 ${Number(head.worst_unseen_map50).toFixed(2)}${verdict}`;
     } else if (model.metrics && model.metrics.map50 != null) {
       figures = `, held-out synthetic mAP50 ${model.metrics.map50}`;
     }
