@@ -75,3 +75,35 @@ def test_page_is_served_under_csp(hub: VisionHub) -> None:
     assert r.status_code == 200 and "script-src 'self'" in r.headers["content-security-policy"]
     assert "<script>" not in r.text and "style=" not in r.text
     assert hub.client.get("/static/app.js").status_code == 200
+
+
+def test_models_and_answers_carry_the_cards_robustness_flag(hub: VisionHub, smear: Smear) -> None:
+    from medcloud.vision.registry import resolve
+    from medcloud.vision.robustness import card_robustness
+
+    listed = hub.client.get("/api/v1/models", headers=hub.auth("clinician")).json()["models"][0]
+    expected = card_robustness(resolve(None, listed["name"], listed["version"]).card)
+    assert list(listed)[:2] == ["headline", "robustness_warning"]  # the worst never-seen site leads
+    assert listed["robustness_warning"] == expected["robustness_warning"]
+    assert listed["headline"]["worst_unseen_site"] == expected["headline"]["worst_unseen_site"]
+    card = hub.client.get(f"/api/v1/models/{listed['name']}/{listed['version']}", headers=hub.auth("clinician"))
+    assert list(card.json())[:2] == ["headline", "robustness_warning"] and card.json()["files"]
+    r = hub.client.post("/api/v1/inference", content=png_bytes(smear), headers=hub.auth("clinician"))
+    assert r.status_code == 200
+    assert r.json()["model"]["robustness_warning"] == listed["robustness_warning"]
+
+
+def test_yeast_only_smear_answers_yeast_without_gram_verdict(hub: VisionHub) -> None:
+    from medcloud.vision.synth import render_smear
+
+    yeast = render_smear(777, "site-a", (640, 640), 1.0, species=["candida"] * 4)
+    r = hub.client.post("/api/v1/inference", content=png_bytes(yeast), headers=hub.auth("clinician"))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["verdict"] is None, "yeast is not a bacterium: no Gram verdict"
+    assert body["yeast"]["en"] == "yeast seen (Candida)" and body["yeast"]["ja"] == "酵母様真菌 (カンジダ)"
+    assert body["yeast"]["count"] >= 1
+    rows = _audit_rows(hub, "inference.run")
+    detail = rows[-1]["detail"]
+    detail = json.loads(detail) if isinstance(detail, str) else detail
+    assert detail["yeast"] is True and detail["verdict"] is None

@@ -1,11 +1,13 @@
-"""AP50 and recall on hand-made cases whose answers are known."""
+"""AP50, recall, group-box merging and the yeast-aware crop vote on hand-made cases whose answers are known."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
+from medcloud.vision.labels import CROP_CLASSES, LABEL_INDEX
 from medcloud.vision.metrics import DetectionAccumulator, iou_matrix
-from medcloud.vision.runtime import crop_vote
+from medcloud.vision.runtime import Detection, Prediction, crop_vote, gram_vote
 
 
 def test_iou() -> None:
@@ -49,3 +51,87 @@ def test_crop_vote_excludes_background() -> None:
     votes, verdict = crop_vote(probs)
     assert verdict == "gp_cocci" and votes["background"] == 5
     assert crop_vote(probs[:5])[1] is None
+
+
+def test_merge_touching_builds_group_boxes() -> None:
+    from medcloud.vision.metrics import merge_touching
+
+    # Three touching cocci of label 3 (a chain), one far away, two overlapping red cells (label 16) kept apart.
+    boxes = np.array(
+        [[0, 0, 10, 10], [10, 0, 20, 10], [21, 2, 31, 12], [100, 100, 110, 110], [50, 50, 70, 70], [60, 60, 80, 80]],
+        dtype=np.float32,
+    )
+    labels = np.array([3, 3, 3, 3, 16, 16])
+    scores = np.array([0.5, 0.9, 0.4, 0.7, 0.8, 0.6], dtype=np.float32)
+    b, lab, s = merge_touching(boxes, labels, scores, keep_separate=frozenset({16}))
+    groups = {tuple(float(v) for v in box): (int(k), float(sc)) for box, k, sc in zip(b, lab, s, strict=True)}
+    assert groups[(0.0, 0.0, 31.0, 12.0)] == (3, pytest.approx(0.9))  # gap of 1 px < half a cell: one chain
+    assert groups[(100.0, 100.0, 110.0, 110.0)][0] == 3
+    assert (50.0, 50.0, 70.0, 70.0) in groups and (60.0, 60.0, 80.0, 80.0) in groups
+    assert len(b) == 4
+    # A gap wider than allowed keeps boxes apart; different labels never merge.
+    b, _, _ = merge_touching(boxes[:3], labels[:3], gap=0.0)
+    assert len(b) == 2
+    b, _, _ = merge_touching(boxes[:2], np.array([3, 5]))
+    assert len(b) == 2
+
+
+def _det(box: tuple[float, float, float, float], code: str, score: float = 0.9) -> Detection:
+    return Detection(box, LABEL_INDEX[code], score)
+
+
+def _crops() -> tuple[np.ndarray, np.ndarray]:
+    """Four 64-pixel crops in a row; the classifier calls all of them Gram-positive cocci."""
+    boxes = np.array([[x, 0, x + 64, 64] for x in (0, 64, 128, 192)], dtype=np.float32)
+    probs = np.zeros((4, 5), dtype=np.float32)
+    probs[:, CROP_CLASSES.index("gp_cocci")] = 1
+    return boxes, probs
+
+
+def test_yeast_only_smear_has_no_bacterial_verdict() -> None:
+    boxes, probs = _crops()
+    dets = [_det((5, 5, 40, 40), "candida"), _det((70, 10, 120, 50), "candida", 0.7), _det((200, 5, 240, 45), "rbc")]
+    vote = gram_vote(probs, boxes, dets)
+    assert vote.verdict is None, "yeast read as cocci by the classifier must not become a Gram verdict"
+    assert vote.yeast is not None and vote.yeast["count"] == 2 and vote.yeast["score"] == 0.9
+    assert vote.yeast["en"] == "yeast seen (Candida)" and vote.yeast["ja"] == "酵母様真菌 (カンジダ)"
+    assert vote.excluded == 3 and vote.votes["gp_cocci"] == 1  # the yeast and red-cell crops did not vote
+    pred = Prediction([], vote.votes, vote.verdict, 256, 64, 1.0, vote.yeast, vote.excluded)
+    out = pred.to_json("v")
+    assert out["verdict"] is None and out["yeast"]["code"] == "yeast" and out["crop_votes_excluded"] == 3
+    assert out["answer"] == {"en": "yeast seen (Candida)", "ja": "酵母様真菌 (カンジダ)"}
+
+
+def test_bacteria_with_yeast_give_verdict_and_yeast_note() -> None:
+    boxes, probs = _crops()
+    probs[0] = 0
+    probs[0, CROP_CLASSES.index("gn_rods")] = 1  # the yeast crop looks like GN rods: it must not vote
+    dets = [_det((5, 5, 40, 40), "candida"), _det((130, 10, 180, 50), "s_aureus"), _det((70, 20, 90, 40), "cns")]
+    vote = gram_vote(probs, boxes, dets)
+    assert vote.verdict == "gp_cocci" and vote.yeast is not None and vote.excluded == 1
+    assert vote.votes["gn_rods"] == 0
+    out = Prediction([], vote.votes, vote.verdict, 256, 64, 1.0, vote.yeast, vote.excluded).to_json("v")
+    assert out["verdict"]["code"] == "gp_cocci" and out["yeast"] is not None
+    assert out["answer"]["en"] == "Gram-positive cocci; yeast seen (Candida)"
+
+
+def test_red_cells_only_and_no_detection() -> None:
+    boxes, probs = _crops()
+    # Red cells only: the detector saw organisms, none a bacterium: no verdict, no yeast.
+    vote = gram_vote(probs, boxes, [_det((0, 0, 60, 60), "rbc")])
+    assert vote.verdict is None and vote.yeast is None
+    # A crop covering a red cell AND a bacterium still votes (bacteria lying on red cells).
+    vote = gram_vote(probs, boxes, [_det((0, 0, 60, 60), "rbc"), _det((10, 10, 30, 30), "s_aureus")])
+    assert vote.excluded == 0 and vote.verdict == "gp_cocci"
+    # Nothing detected: the plain crop vote stands (as before).
+    vote = gram_vote(probs, boxes, [])
+    assert vote.verdict == "gp_cocci" and vote.yeast is None and vote.excluded == 0
+
+
+def test_prediction_json_stays_backward_compatible() -> None:
+    pred = Prediction([_det((1, 2, 3, 4), "s_aureus")], {"gp_cocci": 3}, "gp_cocci", 10, 10, 2.0)
+    out = pred.to_json("v1")
+    old_keys = {"model_version", "synthetic_model", "image", "detections", "counts", "crop_votes", "verdict"}
+    assert old_keys | {"latency_ms"} <= set(out)
+    assert out["verdict"] == {"code": "gp_cocci", "en": "Gram-positive cocci", "ja": "グラム陽性球菌"}
+    assert out["yeast"] is None and out["crop_votes_excluded"] == 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -64,32 +65,78 @@ def sites_command() -> None:
 def evaluate_command(
     model: Path = typer.Option(..., "--model", help="Model folder (detector.onnx, classifier.onnx, training.json)."),
     images: int = typer.Option(40, help="Held-out smears per site for detection metrics."),
-    verdict_images: int = typer.Option(40, help="Monomicrobial smears per site for the crop vote."),
+    verdict_images: int = typer.Option(40, help="Monomicrobial smears per site (Candida included) for the verdict."),
+    sites: str | None = typer.Option(None, help="Comma-separated site styles to score (default: all)."),
+    truth_boxes: str = typer.Option("group", "--truth-boxes", help="Truth boxes: 'group' (VoTT-style) or 'cell'."),
+    model_boxes: str | None = typer.Option(
+        None, "--model-boxes", help="The model's box convention (default: from its training.json, else 'group')."
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", help="Evaluation JSON to write (default: a new evaluation-<name>-<version>-<time>.json here)."
+    ),
+    write_card: bool = typer.Option(
+        False, "--write-card", help="Also write card.json into the model folder (replaces the card there)."
+    ),
     name: str = typer.Option("gram-stain"),
-    version: str | None = typer.Option(None, help="Version to write into card.json (default: keep/derive)."),
-    card: bool = typer.Option(True, help="Write card.json with the metrics."),
+    version: str | None = typer.Option(None, help="Version to name (default: the card's, else the folder's name)."),
+    card: bool | None = typer.Option(None, "--card/--no-card", hidden=True, help="Deprecated: use --write-card."),
 ) -> None:
-    """Per-class and per-site mAP50 and recall, crop-vote accuracy (SYNTHETIC held-out split) -> card.json."""
+    """Leave-one-style-out evaluation (SYNTHETIC held-out split): the worst never-seen style first.
+
+    Per-site mAP50, recall and Gram-verdict accuracy (Candida counted), sites marked seen/UNSEEN. Writes
+    the figures to --out; the model's card.json is only touched with --write-card.
+    """
     import json
+    from datetime import datetime, timezone
 
-    from medcloud.vision.evaluate import evaluate_model
-    from medcloud.vision.registry import write_card
+    from medcloud.errors import InvalidInput
+    from medcloud.vision.evaluate import evaluate_model, training_record
+    from medcloud.vision.registry import write_card as write_model_card
 
-    metrics = evaluate_model(model, images_per_site=images, verdict_images_per_site=verdict_images)
+    write = write_card or bool(card)
+    site_list = tuple(x.strip() for x in sites.split(",") if x.strip()) if sites else None
+    old = json.loads((model / "card.json").read_text()) if (model / "card.json").is_file() else {}
+    version = version or old.get("version") or model.name
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    target = out or Path.cwd() / f"evaluation-{name}-{version}-{stamp}.json"
+    if target.resolve() == (model / "card.json").resolve():
+        raise InvalidInput("--out must not be the model's card.json; pass --write-card to update the card")
+    if out is None and target.exists():
+        raise InvalidInput(f"{target} exists; pass --out")
+    metrics = evaluate_model(
+        model,
+        images_per_site=images,
+        verdict_images_per_site=verdict_images,
+        sites=site_list,
+        truth_boxes=truth_boxes,
+        model_boxes=model_boxes,
+    )
     args = sys.argv[sys.argv.index("evaluate") + 1 :] if "evaluate" in sys.argv else []
     metrics["command"] = "medcloud vision evaluate " + " ".join(shlex.quote(a) for a in args)
-    if card:
-        training_path = model / "training.json"
-        training = json.loads(training_path.read_text()) if training_path.exists() else {}
-        old = json.loads((model / "card.json").read_text()) if (model / "card.json").exists() else {}
-        write_card(model, name, version or old.get("version") or model.name, training, metrics)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    report = {"model": {"name": name, "version": version, "path": str(model), "card_written": write}, **metrics}
+    target.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    if write:
+        write_model_card(model, name, version, training_record(model), metrics)
+    head = metrics.get("headline", {})
     summary = {
-        "map50": metrics["map50"],
-        "mean_recall": metrics["mean_recall"],
-        "crop_vote_accuracy": metrics["crop_vote_accuracy"],
-        "per_site_map50": {k: v["map50"] for k, v in metrics["per_site"].items()},
+        "worst_unseen_site": head.get("worst_unseen_site"),
+        "worst_unseen_map50": head.get("worst_unseen_map50"),
+        "worst_unseen_verdict_accuracy": head.get("worst_unseen_verdict_accuracy"),
+        "robustness_warning": metrics.get("robustness_warning"),
+        "seen_mean_map50": head.get("seen_mean_map50"),
+        "per_site": {
+            k: {
+                "seen_in_training": v["seen_in_training"],
+                "map50": v["map50"],
+                "verdict_accuracy": v["verdict_accuracy"],
+            }
+            for k, v in metrics["per_site"].items()
+        },
+        "written": str(target),
+        "card_written": str(model / "card.json") if write else None,
     }
-    typer.echo(json.dumps(summary, indent=2))
+    typer.echo(json.dumps(summary, indent=2, ensure_ascii=False))
 
 
 @app.command("models")
@@ -100,10 +147,18 @@ def models_command(
     from medcloud.vision.registry import list_models
 
     for m in list_models(data):
-        metrics = m.card.get("metrics", {})
+        summary = m.summary()
+        head = summary.get("headline") or {}
+        worst = (
+            f"  worst-unseen {head.get('worst_unseen_site')} mAP50={head.get('worst_unseen_map50')}"
+            if head.get("worst_unseen_site")
+            else ""
+        )
+        flag = "  ROBUSTNESS WARNING" if summary.get("robustness_warning") else ""
+        seen_map = m.card.get("metrics", {}).get("map50")
         typer.echo(
-            f"{m.name}/{m.version}  sha256={m.card.get('sha256', '')[:12]}  mAP50={metrics.get('map50')}"
-            f"  synthetic={m.card.get('synthetic')}  {m.path}"
+            f"{m.name}/{m.version}  sha256={m.card.get('sha256', '')[:12]}{worst}"
+            f"  seen-mAP50={seen_map}  synthetic={m.card.get('synthetic')}{flag}  {m.path}"
         )
 
 
@@ -129,8 +184,10 @@ def synth_command(
     size: int = typer.Option(640),
     seed: int = typer.Option(500_000_000, help="First seed (training uses seeds below 10,000,000)."),
     formats: str = typer.Option("vott,coco,yolo", help="Annotation formats to write."),
+    boxes: str = typer.Option("group", "--boxes", help="'group' (one box per organism group) or 'cell'."),
 ) -> None:
     """Write SYNTHETIC smear PNGs with VoTT / COCO / YOLO annotations."""
+    import inspect
     import json
 
     from medcloud.errors import InvalidInput
@@ -140,10 +197,15 @@ def synth_command(
 
     if site not in SITES:
         raise InvalidInput(f"unknown site {site!r}; see `medcloud vision sites`")
+    if boxes not in ("group", "cell"):
+        raise InvalidInput(f"--boxes must be 'group' or 'cell', not {boxes!r}")
+    per_cell: dict[str, Any] = {"boxes": boxes} if boxes != "group" else {}
+    if per_cell and "boxes" not in inspect.signature(render_smear).parameters:
+        raise InvalidInput("this generator draws one box per organism group only")
     out.mkdir(parents=True, exist_ok=True)
     anns = []
     for i in range(count):
-        s = render_smear(seed + i, site, (size, size), size / 640)
+        s = render_smear(seed + i, site, (size, size), size / 640, **per_cell)
         name = f"synthetic-{site}-{seed + i}.png"
         save_png(s, str(out / name))
         anns.append(
@@ -154,6 +216,7 @@ def synth_command(
                 [tuple(map(float, b)) for b in s.boxes],  # type: ignore[misc]
                 [LABEL_CODES[int(k)] for k in s.labels],
                 synthetic=True,
+                convention=boxes,
             )
         )
     wanted = {f.strip() for f in formats.split(",")}

@@ -2,7 +2,9 @@
 
 The detector labels follow the reference blood-culture service. The crop classifier only knows the four
 Gram/shape groups plus background; yeast and red blood cells count as background for its vote because
-they are neither rods nor cocci.
+they are neither rods nor cocci. They are not bacteria: crops the detector shows to hold only yeast or red
+cells do not vote at all, and a smear whose only organisms are yeast answers `YEAST_NOTE` ("yeast seen
+(Candida)") with no bacterial Gram verdict.
 """
 
 from __future__ import annotations
@@ -65,3 +67,10 @@ def label_json(label_index: int) -> dict[str, str]:
     """The label as the API returns it: code and both display names."""
     label = LABELS[label_index]
     return {"code": label.code, "en": label.en, "ja": label.ja}
+
+
+# Labels that are not bacteria (yeast, red blood cells): excluded from the Gram crop vote.
+NON_BACTERIAL_LABELS: frozenset[int] = frozenset(i for i, lab in enumerate(LABELS) if lab.shape in ("yeast", "cell"))
+YEAST_LABELS: frozenset[int] = frozenset(i for i, lab in enumerate(LABELS) if lab.shape == "yeast")
+# The answer for yeast, shown instead of (yeast-only smear) or beside (mixed smear) the bacterial verdict.
+YEAST_NOTE: dict[str, str] = {"code": "yeast", "en": "yeast seen (Candida)", "ja": "酵母様真菌 (カンジダ)"}

@@ -108,3 +108,67 @@ def voc_ap(recall: NDArray[np.float64], precision: NDArray[np.float64]) -> float
         p[i] = max(p[i], p[i + 1])
     idx = np.where(r[1:] != r[:-1])[0]
     return float(np.sum((r[idx + 1] - r[idx]) * p[idx + 1]))
+
+
+def merge_touching(
+    boxes: NDArray[np.float32],
+    labels: NDArray[np.int64],
+    scores: NDArray[np.float32] | None = None,
+    gap: float | None = None,
+    gap_fraction: float = 0.5,
+    keep_separate: frozenset[int] = frozenset(),
+) -> tuple[NDArray[np.float32], NDArray[np.int64], NDArray[np.float32]]:
+    """Per-cell boxes to per-group boxes: boxes of one label that overlap or touch become their union.
+
+    Two boxes touch when the gap between them is at most `gap` pixels on both axes (default:
+    `gap_fraction` of the median shorter side of that label's boxes, so half a cell). Grouping is
+    transitive (a chain of touching cocci becomes one box). A group's score is its best member's.
+    Labels in `keep_separate` (red cells: one object per cell in both conventions) are left as they are.
+    Returns boxes, labels and scores (ones when `scores` is None), sorted by label.
+    """
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+    scores = np.ones(len(boxes), dtype=np.float32) if scores is None else np.asarray(scores, dtype=np.float32)
+    out_b: list[NDArray[np.float32]] = []
+    out_l: list[int] = []
+    out_s: list[float] = []
+    for c in sorted(set(labels.tolist())):
+        sel = np.where(labels == c)[0]
+        b, s = boxes[sel], scores[sel]
+        if c in keep_separate or len(sel) == 1:
+            out_b.extend(b)
+            out_l.extend([c] * len(sel))
+            out_s.extend(s.tolist())
+            continue
+        g = gap
+        if g is None:
+            g = gap_fraction * float(np.median(np.minimum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1])))
+        dx = np.minimum(b[:, None, 2], b[None, :, 2]) - np.maximum(b[:, None, 0], b[None, :, 0])
+        dy = np.minimum(b[:, None, 3], b[None, :, 3]) - np.maximum(b[:, None, 1], b[None, :, 1])
+        near = (dx >= -g) & (dy >= -g)
+        parent = list(range(len(sel)))
+        for i, j in zip(*np.nonzero(np.triu(near, 1)), strict=True):
+            ri, rj = _root(parent, int(i)), _root(parent, int(j))
+            if ri != rj:
+                parent[max(ri, rj)] = min(ri, rj)
+        groups: dict[int, list[int]] = {}
+        for i in range(len(sel)):
+            groups.setdefault(_root(parent, i), []).append(i)
+        for members in groups.values():
+            m = b[members]
+            out_b.append(np.array([m[:, 0].min(), m[:, 1].min(), m[:, 2].max(), m[:, 3].max()], dtype=np.float32))
+            out_l.append(c)
+            out_s.append(float(s[members].max()))
+    return (
+        np.array(out_b, dtype=np.float32).reshape(-1, 4),
+        np.array(out_l, dtype=np.int64),
+        np.array(out_s, dtype=np.float32),
+    )
+
+
+def _root(parent: list[int], i: int) -> int:
+    """Union-find root of `i`, halving the path on the way."""
+    while parent[i] != i:
+        parent[i] = parent[parent[i]]
+        i = parent[i]
+    return i

@@ -79,7 +79,11 @@ class ModelVersion:
             "license",
             "input",
         )
-        summary = {k: self.card[k] for k in keep if k in self.card}
+        from medcloud.vision.robustness import card_robustness
+
+        # The headline (worst never-seen site) and the robustness warning lead, as they lead the card.
+        summary = card_robustness(self.card) if self.is_detector else {}
+        summary |= {k: self.card[k] for k in keep if k in self.card}
         return summary | {"packaged": _is_relative(self.path, PACKAGED_MODELS)}
 
 
@@ -137,8 +141,13 @@ def write_card(
     metrics: dict[str, Any],
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Hash the ONNX files and write card.json; returns the card."""
+    """Hash the ONNX files and write card.json; returns the card.
+
+    The card leads with its `headline` (the worst site style training never saw: mAP50 and verdict
+    accuracy) and `robustness_warning` (text, or null), computed from `metrics["per_site"]`.
+    """
     from medcloud.vision.labels import CROP_CLASS_NAMES, CROP_CLASSES, LABELS
+    from medcloud.vision.robustness import robustness
     from medcloud.vision.runtime import INPUT_LONG_SIDE, STRIDE, TILE
     from medcloud.vision.synth import SITES, SYNTHETIC_NOTICE
 
@@ -152,6 +161,7 @@ def write_card(
     card = {
         "name": name,
         "version": version,
+        **robustness(metrics.get("per_site") or {}),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "task": "Gram-stain smear detection (17 labels) + 5-class crop vote",
         "synthetic": True,

@@ -6,6 +6,7 @@ Imports numpy, Pillow and onnxruntime only (never torch) so that a serving proce
 from __future__ import annotations
 
 import io
+import re
 import threading
 import time
 from collections import Counter
@@ -17,7 +18,15 @@ import numpy as np
 from numpy.typing import NDArray
 
 from medcloud.errors import InvalidInput, TooLarge, UnsupportedFormat
-from medcloud.vision.labels import CROP_CLASS_NAMES, CROP_CLASSES, LABELS, label_json
+from medcloud.vision.labels import (
+    CROP_CLASS_NAMES,
+    CROP_CLASSES,
+    LABELS,
+    NON_BACTERIAL_LABELS,
+    YEAST_LABELS,
+    YEAST_NOTE,
+    label_json,
+)
 
 STRIDE = 4
 INPUT_LONG_SIDE = 320  # the detector sees the image with its longer side at this many pixels
@@ -35,7 +44,13 @@ class Detection:
 
 @dataclass
 class Prediction:
-    """One image's answer: detections in original-image pixels, the crop vote and timing."""
+    """One image's answer: detections in original-image pixels, the crop vote and timing.
+
+    `verdict` is the bacterial Gram group (None when no bacteria were recognised, e.g. a yeast-only
+    smear); `yeast` is set when the detector saw yeast (`YEAST_NOTE` plus count and best score), beside
+    the verdict on a mixed smear or instead of it on a yeast-only one. `excluded_crops` counts the
+    crops left out of the vote because they held only yeast or red cells.
+    """
 
     detections: list[Detection]
     crop_votes: dict[str, int]
@@ -43,6 +58,8 @@ class Prediction:
     width: int
     height: int
     latency_ms: float
+    yeast: dict[str, Any] | None = None
+    excluded_crops: int = 0
 
     def counts(self) -> dict[str, int]:
         c = Counter(LABELS[d.label].code for d in self.detections)
@@ -66,9 +83,26 @@ class Prediction:
                 for code, n in self.counts().items()
             ],
             "crop_votes": self.crop_votes,
+            "crop_votes_excluded": self.excluded_crops,
             "verdict": verdict,
+            "yeast": self.yeast,
+            "answer": self.answer(),
             "latency_ms": round(self.latency_ms, 2),
         }
+
+    def answer(self) -> dict[str, str]:
+        """The smear's answer in words: the bacterial verdict, the yeast note, both, or neither."""
+        en: list[str] = []
+        ja: list[str] = []
+        if self.verdict is not None:
+            en.append(CROP_CLASS_NAMES[self.verdict][0])
+            ja.append(CROP_CLASS_NAMES[self.verdict][1])
+        if self.yeast is not None:
+            en.append(YEAST_NOTE["en"])
+            ja.append(YEAST_NOTE["ja"])
+        if not en:
+            return {"en": "no bacteria or yeast recognised", "ja": "細菌・酵母様真菌を認めず"}
+        return {"en": "; ".join(en), "ja": "、".join(ja)}
 
 
 def decode_image(data: bytes, max_bytes: int = 50 * 1024 * 1024) -> NDArray[np.uint8]:
@@ -86,9 +120,19 @@ def decode_image(data: bytes, max_bytes: int = 50 * 1024 * 1024) -> NDArray[np.u
             arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
     except Image.DecompressionBombError as exc:  # Pillow refuses over 2x its own limit before our check
         raise TooLarge(f"image is over the limit of {MAX_IMAGE_PIXELS} pixels ({exc})") from exc
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise UnsupportedFormat(f"not a readable image: {exc}") from exc
+    except UnidentifiedImageError as exc:
+        # Pillow's message names a Python object (`<_io.BytesIO object at 0x...>`): say what was wrong.
+        raise UnsupportedFormat(
+            "not a readable image: send PNG, JPEG, TIFF, BMP or WebP bytes (or a multipart 'image' part)"
+        ) from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise UnsupportedFormat(f"not a readable image: {_plain(str(exc))}") from exc
     return arr
+
+
+def _plain(message: str) -> str:
+    """A library's error message without Python object reprs or memory addresses."""
+    return re.sub(r"<[^<>]* at 0x[0-9a-fA-F]+>", "the data", message)[:200]
 
 
 def prepare(image: NDArray[np.uint8], long_side: int = INPUT_LONG_SIDE) -> tuple[NDArray[np.float32], float]:
@@ -158,22 +202,96 @@ def _nms(boxes: NDArray[Any], scores: NDArray[Any], iou: float) -> list[int]:
     return keep
 
 
-def tiles(prepared: NDArray[np.float32], valid_hw: tuple[int, int], tile: int = TILE) -> NDArray[np.float32]:
-    """Non-overlapping tile x tile crops covering the valid (unpadded) area of a prepared NCHW image."""
-    _, _, H, W = prepared.shape
+def tile_origins(hw: tuple[int, int], valid_hw: tuple[int, int], tile: int = TILE) -> list[tuple[int, int]]:
+    """(y0, x0) of the tiles `tiles` cuts, in order, for a prepared image of height, width `hw`."""
+    H, W = hw
     vh, vw = valid_hw
     out = []
     for y in range(0, max(vh - tile // 2, 1), tile):
         for x in range(0, max(vw - tile // 2, 1), tile):
             y0, x0 = min(y, max(H - tile, 0)), min(x, max(W - tile, 0))
-            crop = prepared[0, :, y0 : y0 + tile, x0 : x0 + tile]
-            if crop.shape[1:] == (tile, tile):
-                out.append(crop)
+            if y0 + tile <= H and x0 + tile <= W:
+                out.append((y0, x0))
+    return out
+
+
+def tiles(prepared: NDArray[np.float32], valid_hw: tuple[int, int], tile: int = TILE) -> NDArray[np.float32]:
+    """Non-overlapping tile x tile crops covering the valid (unpadded) area of a prepared NCHW image."""
+    _, _, H, W = prepared.shape
+    out = [prepared[0, :, y0 : y0 + tile, x0 : x0 + tile] for y0, x0 in tile_origins((H, W), valid_hw, tile)]
     return np.stack(out) if out else np.zeros((0, 3, tile, tile), dtype=np.float32)
 
 
-def crop_vote(probabilities: NDArray[np.float32]) -> tuple[dict[str, int], str | None]:
-    """Majority vote over crops, background excluded; None when every crop is background."""
+def _intersections(a: NDArray[np.float32], b: NDArray[np.float32]) -> NDArray[np.float32]:
+    """Pairwise intersection areas of boxes [x0, y0, x1, y1]: shape (len(a), len(b))."""
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros((len(a), len(b)), dtype=np.float32)
+    w = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
+    h = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
+    out: NDArray[np.float32] = (np.clip(w, 0, None) * np.clip(h, 0, None)).astype(np.float32)
+    return out
+
+
+@dataclass
+class GramVote:
+    """The crop vote of one image with yeast and red cells taken out (see `gram_vote`)."""
+
+    votes: dict[str, int]
+    verdict: str | None
+    yeast: dict[str, Any] | None
+    excluded: int
+
+
+def gram_vote(
+    probabilities: NDArray[np.float32],
+    crop_boxes: NDArray[np.float32],
+    detections: list[Detection],
+    min_cover: float = 0.02,
+) -> GramVote:
+    """The crop vote as the reference design has it: yeast and red cells are not bacteria.
+
+    `crop_boxes` are the crops' boxes in the detections' pixels. A crop that overlaps a yeast or
+    red-cell box (by more than `min_cover` of its area) and no bacterial box does not vote. When the
+    detector found organisms but none is a bacterium (a yeast-only or red-cell-only smear), there is no
+    bacterial verdict; yeast boxes add the yeast note (`YEAST_NOTE`, with count and best score) whatever
+    the verdict. With no detection at all the plain crop vote stands, as before.
+    """
+    n = len(probabilities)
+    keep: NDArray[np.bool_] = np.ones(n, dtype=bool)
+    bacterial = [d for d in detections if d.label not in NON_BACTERIAL_LABELS]
+    other = [d for d in detections if d.label in NON_BACTERIAL_LABELS]
+    if n and other:
+        crops = np.asarray(crop_boxes, dtype=np.float32).reshape(-1, 4)
+        area = np.maximum((crops[:, 2] - crops[:, 0]) * (crops[:, 3] - crops[:, 1]), 1e-6)
+        cover = _intersections(crops, np.array([d.box for d in other], dtype=np.float32))
+        on_other = (cover / area[:, None] > min_cover).any(axis=1)
+        on_bacteria = (
+            (_intersections(crops, np.array([d.box for d in bacterial], dtype=np.float32)) > 0).any(axis=1)
+            if bacterial
+            else np.zeros(n, dtype=bool)
+        )
+        keep = np.asarray(~(on_other & ~on_bacteria), dtype=bool)
+    votes, verdict = crop_vote(probabilities, keep)
+    if detections and not bacterial:
+        verdict = None
+    yeast_dets = [d for d in detections if d.label in YEAST_LABELS]
+    yeast = (
+        {**YEAST_NOTE, "count": len(yeast_dets), "score": round(max(d.score for d in yeast_dets), 4)}
+        if yeast_dets
+        else None
+    )
+    return GramVote(votes, verdict, yeast, int((~keep).sum()))
+
+
+def crop_vote(
+    probabilities: NDArray[np.float32], keep: NDArray[np.bool_] | None = None
+) -> tuple[dict[str, int], str | None]:
+    """Majority vote over crops, background excluded; None when every crop is background.
+
+    `keep` (one flag per crop) leaves crops out of the vote altogether (see `gram_vote`).
+    """
+    if keep is not None and len(probabilities):
+        probabilities = probabilities[np.asarray(keep, dtype=bool)]
     winners = probabilities.argmax(axis=1) if len(probabilities) else np.zeros(0, dtype=np.int64)
     votes = {name: int((winners == i).sum()) for i, name in enumerate(CROP_CLASSES)}
     counted = {k: v for k, v in votes.items() if k != "background" and v > 0}
@@ -227,11 +345,18 @@ class GramStainModel:
             )
             for d in found
         ]
-        votes: dict[str, int] = {}
-        verdict = None
+        # Without a classifier there is no verdict, but yeast boxes still give the yeast note.
+        vote = gram_vote(np.zeros((0, len(CROP_CLASSES)), np.float32), np.zeros((0, 4), np.float32), dets)
         if self.classifier is not None:
-            crops = tiles(x, (round(h * scale), round(w * scale)))
+            valid = (round(h * scale), round(w * scale))
+            crops = tiles(x, valid)
             if len(crops):
                 probs = self.classifier.run(None, {"crops": crops})[0]
-                votes, verdict = crop_vote(probs)
-        return Prediction(dets, votes, verdict, w, h, (time.perf_counter() - t0) * 1000)
+                origins = np.array(tile_origins(x.shape[2:], valid), dtype=np.float32).reshape(-1, 2)
+                crop_boxes = np.stack(
+                    [origins[:, 1], origins[:, 0], origins[:, 1] + TILE, origins[:, 0] + TILE], axis=1
+                ) / np.float32(scale)
+                vote = gram_vote(probs, crop_boxes, dets)
+        return Prediction(
+            dets, vote.votes, vote.verdict, w, h, (time.perf_counter() - t0) * 1000, vote.yeast, vote.excluded
+        )

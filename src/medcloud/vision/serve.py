@@ -5,6 +5,11 @@ fresh process answers its first request quickly. One bearer token authorises cal
 only its SHA-256 (from `--token-file` or `MEDCLOUD_SERVE_TOKEN_SHA256`) and compares in constant time.
 It answers the same inference JSON as the hub's `POST /api/v1/inference`; it keeps no image and writes
 no audit trail of its own (one log line per request on stderr, without image data).
+
+HTTP/1.1 keep-alive clients stay in step: a request refused before its body is read gets that body read
+and discarded (up to `DRAIN_LIMIT`) or the answer says `Connection: close` and the connection is closed.
+Uploads need a Content-Length (411 otherwise, chunked included). Every error, including those the
+standard library's parser raises (`send_error`), is the hub's RFC 9457 problem+json shape.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import sys
 import threading
 import time
@@ -23,13 +29,47 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
-from medcloud.errors import ConfigError, InvalidInput, MedcloudError, TooLarge, Unauthenticated
+from medcloud.errors import ConfigError, InvalidInput, MedcloudError, NotFound, TooLarge, Unauthenticated
 from medcloud.vision.registry import ModelVersion
 from medcloud.vision.runtime import Prediction, decode_image
-from medcloud.vision.service import parse_threshold
+from medcloud.vision.service import model_info, parse_threshold
 
 TOKEN_ENV = "MEDCLOUD_SERVE_TOKEN_SHA256"  # noqa: S105 - the name of a variable, not a secret
 MAX_BODY = 25 * 1024 * 1024
+# A refused request's body up to this size is read and thrown away so the keep-alive connection stays
+# usable; a larger (or unknown-length) one is not read: the answer says `Connection: close` and closes.
+DRAIN_LIMIT = 1024 * 1024
+DRAIN_TIMEOUT_S = 5.0
+IDLE_TIMEOUT_S = 60.0  # a connection that sends nothing (or stops mid-body) for this long is closed
+# The hub's problem type base (medcloud.hub.problems.PROBLEM_BASE), not imported: that module needs FastAPI.
+PROBLEM_BASE = "https://medcloud.invalid/problems/"
+_MODEL_PATH = re.compile(r"^/api/v1/models/([A-Za-z0-9._-]{1,64})/([A-Za-z0-9._-]{1,64})$")
+_LENGTH = re.compile(r"[0-9]{1,15}")  # ASCII digits only: str.isdigit() also accepts "²", which int() refuses
+_ROUTES = {"/healthz": "GET", "/api/v1/models": "GET", "/api/v1/inference": "POST"}
+# Problem types for the errors the standard library's parser reports through `send_error`.
+_SEND_ERROR_SLUGS = {
+    400: "bad-request",
+    404: "not-found",
+    408: "request-timeout",
+    414: "uri-too-long",
+    431: "headers-too-large",
+    501: "not-implemented",
+    505: "http-version-not-supported",
+}
+
+
+class LengthRequired(InvalidInput):
+    """A body without Content-Length (chunked, or none): serve-model reads only counted bodies."""
+
+    status = 411
+    type_slug = "length-required"
+    title = "Length required"
+
+
+class MethodNotAllowed(InvalidInput):
+    status = 405
+    type_slug = "method-not-allowed"
+    title = "Method not allowed"
 
 
 class Predictor(Protocol):
@@ -61,6 +101,11 @@ def _multipart_image(content_type: str, body: bytes) -> bytes:
     raise InvalidInput("multipart body has no 'image' (or 'file') part")
 
 
+def problem_body(status: int, slug: str, title: str, detail: str, instance: str) -> dict[str, Any]:
+    """RFC 9457 problem details, the same shape as the hub's."""
+    return {"type": PROBLEM_BASE + slug, "title": title, "status": status, "detail": detail, "instance": instance}
+
+
 def make_handler(model: Predictor, version: ModelVersion, expected_sha256: str) -> type[BaseHTTPRequestHandler]:
     expected = expected_sha256.encode()
 
@@ -68,11 +113,18 @@ def make_handler(model: Predictor, version: ModelVersion, expected_sha256: str) 
         server_version = "medcloud-serve-model"
         sys_version = ""
         protocol_version = "HTTP/1.1"
+        timeout = IDLE_TIMEOUT_S
+        _body_settled = True  # set False when a request starts; True once its body is read or dealt with
 
         def log_message(self, format: str, *args: Any) -> None:
             sys.stderr.write(f"serve-model {self.address_string()} {format % args}\n")
 
+        def _instance(self) -> str:
+            return urlsplit(getattr(self, "path", "") or "").path
+
         def _send(self, status: int, body: dict[str, Any], content_type: str = "application/json") -> None:
+            if not self._body_settled:
+                self._settle_body()
             data = json.dumps(body, ensure_ascii=False).encode()
             self.send_response(status)
             self.send_header("Content-Type", content_type)
@@ -81,21 +133,71 @@ def make_handler(model: Predictor, version: ModelVersion, expected_sha256: str) 
             self.send_header("X-Content-Type-Options", "nosniff")
             if status == 401:
                 self.send_header("WWW-Authenticate", 'Bearer realm="medcloud"')
+            if status == 405:
+                self.send_header("Allow", _ROUTES.get(self._instance(), "GET"))
+            if self.close_connection:
+                self.send_header("Connection", "close")
             self.end_headers()
-            self.wfile.write(data)
+            if self.command != "HEAD":
+                self.wfile.write(data)
 
         def _problem(self, exc: MedcloudError) -> None:
-            self._send(
-                exc.status,
-                {
-                    "type": f"https://medcloud.dev/problems/{exc.type_slug}",
-                    "title": exc.title,
-                    "status": exc.status,
-                    "detail": exc.detail,
-                    "instance": urlsplit(self.path).path,
-                },
-                "application/problem+json",
-            )
+            body = problem_body(exc.status, exc.type_slug, exc.title, exc.detail, self._instance())
+            self._send(exc.status, body, "application/problem+json")
+
+        def _settle_body(self) -> None:
+            """Before answering a request whose body was not read: drain a small one, else close."""
+            self._body_settled = True
+            length = self.headers.get("Content-Length")
+            if self.headers.get("Transfer-Encoding") is not None or (
+                length is not None and not _LENGTH.fullmatch(length)
+            ):
+                self.close_connection = True  # where the body ends is unknown
+                return
+            n = int(length) if length is not None else 0
+            if n == 0:
+                return
+            if n > DRAIN_LIMIT:
+                self.close_connection = True
+                return
+            try:
+                self.connection.settimeout(DRAIN_TIMEOUT_S)
+                left = n
+                while left > 0:
+                    chunk = self.rfile.read(min(left, 65536))
+                    if not chunk:
+                        break
+                    left -= len(chunk)
+                self.connection.settimeout(self.timeout)
+                if left:
+                    self.close_connection = True
+            except OSError:
+                self.close_connection = True
+
+        def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+            """Errors the standard library raises itself (malformed request line, headers, method): problem+json."""
+            try:
+                short, _long = self.responses[code]
+            except KeyError:
+                short = "Error"
+            if getattr(self, "request_version", "HTTP/0.9") == "HTTP/0.9":
+                self.request_version = "HTTP/1.0"  # unparsed request: still answer with a status line
+            self.log_error("code %d, message %s", code, message)
+            self.close_connection = True
+            self._body_settled = True
+            # `path` is only this request's once its line parsed (`command` set); else it may be the last one's.
+            instance = self._instance() if self.command else ""
+            body = problem_body(code, _SEND_ERROR_SLUGS.get(code, "http-error"), short, message or short, instance)
+            data = json.dumps(body, ensure_ascii=False).encode()
+            self.send_response(code, short)
+            self.send_header("Content-Type", "application/problem+json")
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("Cache-Control", "no-store")
+            self.send_header("X-Content-Type-Options", "nosniff")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            if self.command != "HEAD" and code >= 200 and code not in (204, 304):
+                self.wfile.write(data)
 
         def _authenticate(self) -> None:
             scheme, _, token = self.headers.get("Authorization", "").partition(" ")
@@ -105,16 +207,48 @@ def make_handler(model: Predictor, version: ModelVersion, expected_sha256: str) 
             if scheme.lower() != "bearer" or not token or not ok:
                 raise Unauthenticated("missing or wrong bearer token")
 
-        def _read_body(self) -> bytes:
+        def _check_post(self, path: str) -> int:
+            """Everything a POST is refused for before its body is read; returns the announced length."""
+            self._authenticate()
+            if path != "/api/v1/inference":
+                if path in _ROUTES:
+                    raise MethodNotAllowed(f"{path} answers {_ROUTES[path]} only")
+                raise NotFound(f"no route {path}")
             length = self.headers.get("Content-Length")
-            if length is None or not length.isdigit():
-                raise InvalidInput("send the image with a Content-Length")
+            if self.headers.get("Transfer-Encoding") is not None:
+                raise LengthRequired("chunked uploads are not accepted: send the image with a Content-Length")
+            if length is None:
+                raise LengthRequired("send the image with a Content-Length header")
+            if not _LENGTH.fullmatch(length):
+                raise InvalidInput(f"Content-Length must be a number of bytes, not {length[:40]!r}")
             n = int(length)
             if n > MAX_BODY:
                 raise TooLarge(f"body of {n} bytes exceeds {MAX_BODY}")
-            return self.rfile.read(n)
+            return n
+
+        def _read_body(self, n: int) -> bytes:
+            data = self.rfile.read(n)
+            self._body_settled = True
+            if len(data) != n:
+                self.close_connection = True
+                raise InvalidInput(f"the body ended after {len(data)} of the {n} bytes announced")
+            return data
+
+        def handle_expect_100(self) -> bool:
+            # Refuse before the client sends the body it is holding back; accept only a POST we would read.
+            self._body_settled = False
+            if self.command == "POST":
+                try:
+                    self._check_post(urlsplit(self.path).path)
+                except MedcloudError as exc:
+                    self.close_connection = True  # the client may send the body anyway
+                    self._body_settled = True
+                    self._problem(exc)
+                    return False
+            return super().handle_expect_100()
 
         def do_GET(self) -> None:
+            self._body_settled = False
             path = urlsplit(self.path).path
             try:
                 if path == "/healthz":
@@ -127,18 +261,26 @@ def make_handler(model: Predictor, version: ModelVersion, expected_sha256: str) 
                 if path == "/api/v1/models":
                     self._send(200, {"models": [version.summary()]})
                     return
-                self._send(404, {"title": "Not found", "status": 404, "detail": path})
+                if (m := _MODEL_PATH.match(path)) is not None:
+                    if (m.group(1), m.group(2)) != (version.name, version.version):
+                        raise NotFound(
+                            f"model {m.group(1)}/{m.group(2)} is not served here "
+                            f"(this process serves {version.name}/{version.version})"
+                        )
+                    self._send(200, version.summary() | version.card)
+                    return
+                if path == "/api/v1/inference":
+                    raise MethodNotAllowed("/api/v1/inference answers POST only")
+                raise NotFound(f"no route {path}")
             except MedcloudError as exc:
                 self._problem(exc)
 
         def do_POST(self) -> None:
+            self._body_settled = False
             parts = urlsplit(self.path)
             try:
-                self._authenticate()
-                if parts.path != "/api/v1/inference":
-                    self._send(404, {"title": "Not found", "status": 404, "detail": parts.path})
-                    return
-                body = self._read_body()
+                n = self._check_post(parts.path)
+                body = self._read_body(n)
                 ctype = self.headers.get("Content-Type", "")
                 if ctype.startswith("multipart/form-data"):
                     body = _multipart_image(ctype, body)
@@ -147,12 +289,7 @@ def make_handler(model: Predictor, version: ModelVersion, expected_sha256: str) 
                 t0 = time.perf_counter()
                 pred = model.predict(decode_image(body, MAX_BODY), score_threshold=threshold)
                 out = pred.to_json(version.version)
-                out["model"] = {
-                    "name": version.name,
-                    "version": version.version,
-                    "sha256": version.card.get("sha256"),
-                    "synthetic": True,
-                }
+                out["model"] = model_info(version)
                 out["kept"] = False
                 out["server_ms"] = round((time.perf_counter() - t0) * 1000, 2)
                 self._send(200, out)

@@ -60,10 +60,25 @@ def infer(
     model = loaded_model(version, threads)
     pred = model.predict(image, score_threshold=threshold)
     out = pred.to_json(version.version)
-    out["model"] = {
+    out["model"] = model_info(version)
+    return out
+
+
+def model_info(version: ModelVersion) -> dict[str, Any]:
+    """The `model` object of an inference answer: identity, and how it travels, from the model's card.
+
+    `robustness_warning` (text or null, English and Japanese) and `headline` (the worst site style the
+    model never saw in training) come from the card (`medcloud.vision.robustness`), never from code here.
+    """
+    from medcloud.vision.robustness import card_robustness
+
+    travel = card_robustness(version.card)
+    return {
         "name": version.name,
         "version": version.version,
         "sha256": version.card.get("sha256"),
         "synthetic": bool(version.card.get("synthetic", True)),
+        "robustness_warning": travel.get("robustness_warning"),
+        "robustness_warning_ja": travel.get("robustness_warning_ja"),
+        "headline": travel.get("headline"),
     }
-    return out

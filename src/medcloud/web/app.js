@@ -96,16 +96,36 @@ function signOut(message) {
   $("token").focus();
 }
 
+// The model's robustness warning, as its card states it (never decided here): shown while it is set.
+function showRobustness(model) {
+  const en = model ? model.robustness_warning : null;
+  const ja = model ? model.robustness_warning_ja : null;
+  $("robustness-warning-en").textContent = en || "";
+  $("robustness-warning-ja").textContent = ja || "";
+  $("robustness-warning").hidden = !en;
+  document.body.dataset.robustnessWarning = en ? "yes" : "no";
+}
+
 async function loadModels() {
   const body = await api("/api/v1/models");
-  const model = (body.models || [])[0];
+  const model = (body.models || []).find((m) => m.name === "gram-stain") || (body.models || [])[0];
   if (model) {
-    const map = model.metrics && model.metrics.map50 != null ? `, held-out synthetic mAP50 ${model.metrics.map50}` : "";
+    // Lead with the worst site style the model never saw in training, not the average.
+    const head = model.headline || {};
+    let figures = "";
+    if (head.worst_unseen_site) {
+      const verdict = head.worst_unseen_verdict_accuracy != null
+        ? `, Gram verdict ${Math.round(head.worst_unseen_verdict_accuracy * 100)}%` : "";
+      figures = `; on a never-seen site style (${head.worst_unseen_site}) synthetic mAP50 ${Number(head.worst_unseen_map50).toFixed(2)}${verdict}`;
+    } else if (model.metrics && model.metrics.map50 != null) {
+      figures = `, held-out synthetic mAP50 ${model.metrics.map50}`;
+    }
     $("model-info").textContent =
-      `Model ${model.name} ${model.version}${model.synthetic ? " (SYNTHETIC training data)" : ""}${map}.`;
+      `Model ${model.name} ${model.version}${model.synthetic ? " (SYNTHETIC training data)" : ""}${figures}.`;
   } else {
     $("model-info").textContent = "No model is registered on this hub.";
   }
+  showRobustness(model);
 }
 
 function drawImage(source, width, height) {
@@ -146,10 +166,18 @@ function showResult(result) {
   state.result = result;
   drawBoxes(result);
   const n = result.detections.length;
-  const verdict = result.verdict
-    ? `Crop vote: ${result.verdict.en} (${result.verdict.ja})`
-    : "Crop vote: no bacteria recognised";
+  // Yeast and red cells are not bacteria: a yeast-only smear has no Gram verdict, only the yeast note.
+  const yeast = result.yeast || null;
+  let verdict;
+  if (result.verdict) verdict = `Gram verdict: ${result.verdict.en} (${result.verdict.ja})`;
+  else if (yeast) verdict = "No bacterial Gram verdict (細菌のグラム判定なし)";
+  else verdict = "Crop vote: no bacteria recognised";
   $("verdict").textContent = verdict;
+  const yeastText = yeast ? `${yeast.en} / ${yeast.ja}` : "";
+  $("yeast").textContent = yeastText;
+  $("yeast").hidden = !yeast;
+  document.body.dataset.yeast = yeast ? "yes" : "no";
+  if (result.model) showRobustness(result.model);
   const tbody = $("counts").querySelector("tbody");
   tbody.replaceChildren();
   for (const row of result.counts) {
@@ -171,7 +199,7 @@ function showResult(result) {
   }
   $("counts").hidden = result.counts.length === 0;
   const species = result.counts.map((r) => `${r.count} ${r.en}`).join(", ") || "no organisms";
-  setStatus(`${n} box${n === 1 ? "" : "es"} found: ${species}. ${verdict}.`);
+  setStatus(`${n} box${n === 1 ? "" : "es"} found: ${species}. ${verdict}.${yeast ? ` ${yeast.en}.` : ""}`);
   $("canvas").setAttribute("aria-label", `Image with ${n} detected organism groups outlined: ${species}`);
   $("canvas-caption").textContent = `${n} detections · model ${result.model_version} (SYNTHETIC)`;
   $("meta").textContent = `Model ${result.model_version} · ${result.latency_ms} ms · image not kept on the server`;

@@ -81,6 +81,7 @@ async def run_inference(
     detail = {
         "counts": {c["code"]: c["count"] for c in result["counts"]},
         "verdict": result["verdict"]["code"] if result["verdict"] else None,
+        "yeast": result.get("yeast") is not None,
         "boxes": len(result["detections"]),
         "kept": kept,
         "bytes": len(data),

@@ -23,7 +23,10 @@ async def list_models(request: Request, _: Principal = Depends(require(Permissio
     return {"models": [m.summary() for m in models]}
 
 
-@router.get("/api/v1/models/{name}/{version}", summary="One model's full card")
+@router.get(
+    "/api/v1/models/{name}/{version}",
+    summary="One model's full card, led by its worst never-seen site and robustness warning",
+)
 async def model_card(
     request: Request,
     name: str = Path(pattern=_NAME),
@@ -33,4 +36,6 @@ async def model_card(
     from medcloud.vision.registry import resolve
 
     found = await run_in_threadpool(resolve, hub_state(request).settings.data_dir, name, version)
-    return found.card
+    # The summary's `headline` / `robustness_warning` first (derived from the card's own per-site figures
+    # where an older card does not state them), then the card as written.
+    return found.summary() | found.card
