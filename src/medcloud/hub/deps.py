@@ -16,6 +16,9 @@ from medcloud.security.policy import Permission, Principal
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # Paths that carry data or act on it: every refusal there is audited and no answer is cached.
 DATA_PATH_PREFIXES = ("/api/", "/dicom-web/")
+# The largest integer a catalog id, sequence number or OFFSET may be (SQLite INTEGER, PostgreSQL BIGINT):
+# a bigger one in a path or query is refused as invalid input instead of overflowing in the driver (500).
+MAX_SQL_INT = 2**63 - 1
 # Only the address part of a forwarding header's entry is kept, and no more than this.
 MAX_CLIENT_CHARS = 100
 

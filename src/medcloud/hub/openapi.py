@@ -127,8 +127,9 @@ def install(app: Any, extra: dict[tuple[str, str], tuple[int, ...]] | None = Non
 def allowed_methods(app: Any, path: str) -> str | None:
     """The methods the OpenAPI document lists for `path` (HEAD with GET), for a 405's Allow header.
 
-    Every template the path matches counts (`/cohorts/preview` is also `/cohorts/{cohort}`)."""
-    table: list[tuple[re.Pattern[str], set[str]]] | None = getattr(app.state, "allow_table", None)
+    The most specific template names the resource: `/cohorts/preview` is that path's, not `/cohorts/{cohort}`'s.
+    """
+    table: list[tuple[re.Pattern[str], int, set[str]]] | None = getattr(app.state, "allow_table", None)
     if table is None:
         table = []
         for template, item in app.openapi().get("paths", {}).items():
@@ -136,7 +137,11 @@ def allowed_methods(app: Any, path: str) -> str | None:
             if "GET" in methods:
                 methods.add("HEAD")
             regex = re.compile("^" + re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(template)) + "$")
-            table.append((regex, methods))
+            table.append((regex, template.count("{"), methods))
         app.state.allow_table = table
-    allowed = set().union(*(methods for regex, methods in table if regex.match(path)))
-    return ", ".join(sorted(allowed)) or None
+    matches = [(params, methods) for regex, params, methods in table if regex.match(path)]
+    if not matches:
+        return None
+    fewest = min(params for params, _ in matches)
+    allowed = set().union(*(methods for params, methods in matches if params == fewest))
+    return ", ".join(sorted(allowed))
