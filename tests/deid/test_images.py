@@ -7,6 +7,7 @@ import pytest
 from PIL import Image, PngImagePlugin
 
 from medcloud.deid import Deidentifier
+from medcloud.deid.images import strip_metadata
 from medcloud.errors import InvalidInput
 
 
@@ -118,3 +119,32 @@ def test_not_an_image_and_broken_images(deid: Deidentifier) -> None:
         deid.deidentify_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\x0dIHDR", "x.png")
     with pytest.raises(InvalidInput, match="JPEG"):
         deid.deidentify_bytes(b"\xff\xd8\xff\xe1\xff\xff" + bytes(10), "x.jpg")
+
+
+# -- found by coverage-guided fuzzing (bench/fuzz_atheris.py, target `scrub`; inputs under
+#    tests/formats/fuzz_regressions/scrub/): each was "scrubbed" into a file that was no longer an image
+#    of its kind, or that the scrubber itself then refused.
+_FUZZ = Path(__file__).resolve().parents[1] / "formats" / "fuzz_regressions" / "scrub"
+
+
+def test_fuzz_jpeg_without_a_scan_is_refused_not_cut_to_two_bytes() -> None:
+    """SOI and an APP0 that is not JFIF, nothing else: the scrubber returned b'\\xff\\xd8' as a JPEG."""
+    data = (_FUZZ / "crash-fa2c5b18cd93").read_bytes()
+    with pytest.raises(InvalidInput, match="no image scan"):
+        strip_metadata(data, "jpeg", filename="f.jpg")
+
+
+def test_fuzz_tiff_value_over_the_header_is_refused() -> None:
+    """A dropped tag's value pointed at the header: zeroing it zeroed the byte order mark and magic."""
+    data = (_FUZZ / "crash-6c76eb35df92").read_bytes()
+    with pytest.raises(InvalidInput, match="overlaps its own structure"):
+        strip_metadata(data, "tiff", filename="f.tif")
+
+
+@pytest.mark.parametrize("name", ["crash-408594a7c36c", "crash-c5f1404ddc1a"])
+def test_fuzz_tiff_directories_that_overlap_are_refused(name: str) -> None:
+    """A second directory inside the first: compacting the first rewrote the second, and the output
+    held a chain the scrubber itself refused."""
+    data = (_FUZZ / name).read_bytes()
+    with pytest.raises(InvalidInput, match="overlaps the header or another directory"):
+        strip_metadata(data, "tiff", filename="f.tif")

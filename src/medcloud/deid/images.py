@@ -53,6 +53,7 @@ def strip_jpeg(data: bytes) -> bytes:
         raise ValueError("no SOI marker")
     out = [b"\xff\xd8"]
     pos, n = 2, len(data)
+    scan = False
     while pos < n:
         if data[pos] != 0xFF:
             raise ValueError(f"expected a marker at byte {pos}")
@@ -76,10 +77,13 @@ def strip_jpeg(data: bytes) -> bytes:
         payload = data[pos + 2 : pos + length]
         if marker == 0xDA:  # SOS: the entropy-coded rest is pixels, copied verbatim
             out.append(data[pos - 2 :])
+            scan = True
             break
         if _keep_jpeg_segment(marker, payload):
             out.append(data[pos - 2 : pos + length])
         pos += length
+    if not scan:  # segments only (or EOI first): what is left after scrubbing is no image
+        raise ValueError("no image scan (SOS) in the file")
     return b"".join(out)
 
 
@@ -274,6 +278,7 @@ def strip_tiff(data: bytes, *, retain_device_identity: bool = False) -> bytes:
     ifds: list[int] = []
     ptr_pos = t.first_ifd_ptr()
     seen: set[int] = set()
+    spans: list[tuple[int, int]] = []  # [start, end) of each directory read so far
     is_svs = False
     while True:
         ifd = t.read_off(ptr_pos)
@@ -283,6 +288,11 @@ def strip_tiff(data: bytes, *, retain_device_identity: bool = False) -> bytes:
             raise ValueError("TIFF directory chain loops or points outside the file")
         seen.add(ifd)
         count, ents = t.entries(ifd)
+        end = t.next_ptr_pos(ifd, count) + struct.calcsize(t.off_fmt)
+        if ifd < 2 * t.first_ifd_ptr() or any(ifd < b and a < end for a, b in spans):
+            # Rewriting one directory would rewrite the other (or the header) under the reader's feet.
+            raise ValueError(f"TIFF directory at {ifd} overlaps the header or another directory")
+        spans.append((ifd, end))
         desc = ""
         for _, tag, typ, n, vpos in ents:
             if tag == T_DESCRIPTION and typ == 2:
@@ -326,7 +336,24 @@ def strip_tiff(data: bytes, *, retain_device_identity: bool = False) -> bytes:
             count = len(keep)
         ifds.append(ifd)
         ptr_pos = t.next_ptr_pos(ifd, count)
+    try:
+        _check_chain(buf)
+    except (ValueError, struct.error) as exc:
+        # A dropped value or sub-directory that lay over the header or a directory was zeroed with it.
+        raise ValueError(f"TIFF metadata overlaps its own structure ({exc})") from None
     return bytes(buf)
+
+
+def _check_chain(buf: bytearray) -> None:
+    """Walk the header and directory chain of a scrubbed TIFF as a reader would; raise if it is broken."""
+    t = _Tiff(buf)
+    ptr_pos, seen = t.first_ifd_ptr(), set()
+    while ifd := t.read_off(ptr_pos):
+        if ifd in seen or ifd >= len(buf):
+            raise ValueError("directory chain loops or points outside the file")
+        seen.add(ifd)
+        count, _ = t.entries(ifd)
+        ptr_pos = t.next_ptr_pos(ifd, count)
 
 
 def _rewrite_description(t: _Tiff, epos: int, n: int, vpos: int, desc: str, retain_device: bool) -> bytes:

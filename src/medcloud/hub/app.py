@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 import medcloud
 from medcloud.config import Settings, load_settings
 from medcloud.errors import RequestTimeout, TooLarge
+from medcloud.hub import openapi as openapi_doc
 from medcloud.hub import problems
 from medcloud.hub.deps import DATA_PATH_PREFIXES, authenticate
 from medcloud.hub.state import HubState
@@ -244,6 +245,7 @@ def create_app(settings: Settings | None = None, *, state: HubState | None = Non
             return JSONResponse({"service": "medcloud hub", "health": "/healthz", "api": "/api/v1/openapi.json"})
 
     mount_viewer(app, static)
+    openapi_doc.install(app)
     app.add_middleware(BodyLimits, timeout_s=settings.body_timeout_seconds, json_routes=json_routes)
     app.add_middleware(SecurityHeaders)
     return app

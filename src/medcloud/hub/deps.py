@@ -21,6 +21,9 @@ DATA_PATH_PREFIXES = ("/api/", "/dicom-web/")
 # What a person's session may reach before its passkey (sign-in ceremonies, and who am I).
 MFA_FREE_PREFIXES = ("/api/v1/auth/",)
 MFA_FREE_PATHS = frozenset({"/api/v1/whoami"})
+# The largest integer a catalog id, sequence number or OFFSET may be (SQLite INTEGER, PostgreSQL BIGINT):
+# a bigger one in a path or query is refused as invalid input instead of overflowing in the driver (500).
+MAX_SQL_INT = 2**63 - 1
 # Only the address part of a forwarding header's entry is kept, and no more than this.
 MAX_CLIENT_CHARS = 100
 

@@ -121,7 +121,15 @@ def install(app: FastAPI) -> None:
             if isinstance(cause, MedcloudError):
                 return await _refuse(request, cause.status, cause.type_slug, cause.title, cause.detail)
         slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
-        return await _refuse(request, exc.status_code, slug, str(exc.detail), str(exc.detail))
+        answer = await _refuse(request, exc.status_code, slug, str(exc.detail), str(exc.detail))
+        if exc.status_code == 405:
+            # RFC 9110: a 405 lists the methods the resource has (Starlette names one route's, or none).
+            from medcloud.hub.openapi import allowed_methods
+
+            allow = allowed_methods(request.app, request.url.path) or (exc.headers or {}).get("Allow")
+            if allow:
+                answer.headers["Allow"] = allow
+        return answer
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from medcloud.errors import NotFound
-from medcloud.hub.deps import hub_state, record_audit, require
+from medcloud.hub.deps import MAX_SQL_INT, hub_state, record_audit, require
 from medcloud.security.policy import Permission, Principal
 from medcloud.store import MAX_PAGE
 
@@ -22,7 +22,7 @@ router = APIRouter(tags=["audit"])
 @router.get("/api/v1/audit", summary="Audit events in order")
 async def list_events(
     request: Request,
-    after: int = Query(0, ge=0, description="Return events with seq greater than this"),
+    after: int = Query(0, ge=0, le=MAX_SQL_INT, description="Return events with seq greater than this"),
     limit: int = Query(100, ge=1, le=MAX_PAGE),
     action: str | None = None,
     _: Principal = Depends(require(Permission.AUDIT_READ)),

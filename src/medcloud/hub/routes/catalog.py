@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from medcloud.errors import InvalidInput
-from medcloud.hub.deps import audited_download, hub_state, mark_audited_read, require
+from medcloud.hub.deps import MAX_SQL_INT, audited_download, hub_state, mark_audited_read, require
 from medcloud.security.policy import Permission, Principal
 from medcloud.store import MAX_PAGE, Filters
 
@@ -56,7 +56,8 @@ def filters(
 
 
 Limit = Query(100, ge=1, le=MAX_PAGE)
-Offset = Query(0, ge=0)
+ImageId = Annotated[int, Path(ge=0, le=MAX_SQL_INT)]
+Offset = Query(0, ge=0, le=MAX_SQL_INT)
 
 
 def _page(items: list[dict[str, Any]], total: int, limit: int, offset: int) -> dict[str, Any]:
@@ -150,14 +151,14 @@ async def list_images(
 
 @router.get("/api/v1/images/{image_id}", summary="One image's metadata")
 async def get_image(
-    request: Request, image_id: int, principal: Principal = Depends(require(Permission.CATALOG_READ))
+    request: Request, image_id: ImageId, principal: Principal = Depends(require(Permission.CATALOG_READ))
 ) -> dict[str, Any]:
     return await run_in_threadpool(hub_state(request).catalog.query.get_image, image_id, principal.readable_projects())
 
 
 @router.get("/api/v1/images/{image_id}/file", summary="An image's bytes (audited)")
 async def get_image_file(
-    request: Request, image_id: int, principal: Principal = Depends(require(Permission.BYTES_READ))
+    request: Request, image_id: ImageId, principal: Principal = Depends(require(Permission.BYTES_READ))
 ) -> StreamingResponse:
     mark_audited_read(request, "image.read", f"image/{image_id}")
     img = await run_in_threadpool(hub_state(request).catalog.query.get_image, image_id, principal.readable_projects())

@@ -44,7 +44,11 @@ def _granted(principal: Principal, projects: list[str] | None) -> list[str]:
     return chosen
 
 
-@router.post("/api/v1/cohorts", summary="Save a cohort (a named query)")
+@router.post(
+    "/api/v1/cohorts",
+    summary="Save a cohort (a named query)",
+    responses={201: {"description": "A new cohort was saved (200: it existed already)"}},
+)
 async def save_cohort(
     request: Request, body: CohortIn, principal: Principal = Depends(require(Permission.DATASETS_WRITE))
 ) -> JSONResponse:
@@ -100,7 +104,11 @@ async def preview_cohort(
     return await run_in_threadpool(lambda: ds.preview(body.query, projects, limit=body.limit, offset=body.offset))
 
 
-@router.post("/api/v1/datasets", summary="Freeze a dataset version (201 new, 200 when it exists already)")
+@router.post(
+    "/api/v1/datasets",
+    summary="Freeze a dataset version (201 new, 200 when it exists already)",
+    responses={201: {"description": "A new dataset version was frozen"}},
+)
 async def freeze(
     request: Request, body: FreezeIn, principal: Principal = Depends(require(Permission.DATASETS_WRITE))
 ) -> JSONResponse:

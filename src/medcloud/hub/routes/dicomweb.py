@@ -36,6 +36,7 @@ from medcloud.dicomweb.stow import StowOutcome, store_parts
 from medcloud.errors import Forbidden, InvalidInput, NotFound, TooLarge, UnsupportedFormat
 from medcloud.formats.dicomjson import file_json, with_base
 from medcloud.hub.deps import client_address, hub_state, mark_audited_read, record_audit, require
+from medcloud.hub.openapi import media
 from medcloud.hub.problems import problem
 from medcloud.ingest.metadata import frames_uri
 from medcloud.security.policy import Permission, Principal
@@ -44,6 +45,14 @@ from medcloud.store.dicomweb import DicomwebQueries
 router = APIRouter(prefix="/dicom-web", tags=["dicomweb"])
 DICOM_JSON = "application/dicom+json"
 _JSON_OFFERS = [Offer(DICOM_JSON), Offer("application/json")]
+# What each family of routes answers on success (documented in the OpenAPI description).
+_JSON_DOC = media(DICOM_JSON, "application/json")
+_WADO_DOC = media("multipart/related")
+_STOW_DOC = {
+    **media(DICOM_JSON, "application/json", description="Every instance stored"),
+    **media(DICOM_JSON, "application/json", status=202, description="Some instances stored, some refused"),
+    **media(DICOM_JSON, "application/json", status=409, description="No instance stored (see FailedSOPSequence)"),
+}
 _METADATA = dj.MetadataCache()  # keyed by content hash: shared by every caller once their access is checked
 
 
@@ -79,32 +88,47 @@ BytesReader = Depends(require(Permission.BYTES_READ))
 Storer = Depends(require(Permission.INGEST))
 
 
-@router.get("/studies", summary="QIDO-RS: search for studies")
+@router.get("/studies", response_class=Response, responses=_JSON_DOC, summary="QIDO-RS: search for studies")
 async def search_studies(request: Request, principal: Principal = Reader) -> Response:
     return await _search(request, principal, Level.STUDY)
 
 
-@router.get("/series", summary="QIDO-RS: search for series")
+@router.get("/series", response_class=Response, responses=_JSON_DOC, summary="QIDO-RS: search for series")
 async def search_series(request: Request, principal: Principal = Reader) -> Response:
     return await _search(request, principal, Level.SERIES)
 
 
-@router.get("/instances", summary="QIDO-RS: search for instances")
+@router.get("/instances", response_class=Response, responses=_JSON_DOC, summary="QIDO-RS: search for instances")
 async def search_instances(request: Request, principal: Principal = Reader) -> Response:
     return await _search(request, principal, Level.INSTANCE)
 
 
-@router.get("/studies/{study}/series", summary="QIDO-RS: search for series of a study")
+@router.get(
+    "/studies/{study}/series",
+    response_class=Response,
+    responses=_JSON_DOC,
+    summary="QIDO-RS: search for series of a study",
+)
 async def search_study_series(request: Request, study: str, principal: Principal = Reader) -> Response:
     return await _search(request, principal, Level.SERIES, StudyInstanceUID=study)
 
 
-@router.get("/studies/{study}/instances", summary="QIDO-RS: search for instances of a study")
+@router.get(
+    "/studies/{study}/instances",
+    response_class=Response,
+    responses=_JSON_DOC,
+    summary="QIDO-RS: search for instances of a study",
+)
 async def search_study_instances(request: Request, study: str, principal: Principal = Reader) -> Response:
     return await _search(request, principal, Level.INSTANCE, StudyInstanceUID=study)
 
 
-@router.get("/studies/{study}/series/{series}/instances", summary="QIDO-RS: search for instances of a series")
+@router.get(
+    "/studies/{study}/series/{series}/instances",
+    response_class=Response,
+    responses=_JSON_DOC,
+    summary="QIDO-RS: search for instances of a series",
+)
 async def search_series_instances(request: Request, study: str, series: str, principal: Principal = Reader) -> Response:
     return await _search(request, principal, Level.INSTANCE, StudyInstanceUID=study, SeriesInstanceUID=series)
 
@@ -188,17 +212,32 @@ async def _retrieve(
     return StreamingResponse(body(), media_type=media)
 
 
-@router.get("/studies/{study}", summary="WADO-RS: retrieve a study (multipart/related application/dicom)")
+@router.get(
+    "/studies/{study}",
+    response_class=Response,
+    responses=_WADO_DOC,
+    summary="WADO-RS: retrieve a study (multipart/related application/dicom)",
+)
 async def retrieve_study(request: Request, study: str, principal: Principal = BytesReader) -> Response:
     return await _retrieve(request, principal, study)
 
 
-@router.get("/studies/{study}/series/{series}", summary="WADO-RS: retrieve a series")
+@router.get(
+    "/studies/{study}/series/{series}",
+    response_class=Response,
+    responses=_WADO_DOC,
+    summary="WADO-RS: retrieve a series",
+)
 async def retrieve_series(request: Request, study: str, series: str, principal: Principal = BytesReader) -> Response:
     return await _retrieve(request, principal, study, series)
 
 
-@router.get("/studies/{study}/series/{series}/instances/{instance}", summary="WADO-RS: retrieve an instance")
+@router.get(
+    "/studies/{study}/series/{series}/instances/{instance}",
+    response_class=Response,
+    responses=_WADO_DOC,
+    summary="WADO-RS: retrieve an instance",
+)
 async def retrieve_instance(
     request: Request, study: str, series: str, instance: str, principal: Principal = BytesReader
 ) -> Response:
@@ -250,18 +289,31 @@ async def _metadata(
     return Response(body, media_type=offer.media_type)
 
 
-@router.get("/studies/{study}/metadata", summary="WADO-RS: metadata of a study (DICOM JSON)")
+@router.get(
+    "/studies/{study}/metadata",
+    response_class=Response,
+    responses=_JSON_DOC,
+    summary="WADO-RS: metadata of a study (DICOM JSON)",
+)
 async def study_metadata(request: Request, study: str, principal: Principal = BytesReader) -> Response:
     return await _metadata(request, principal, study)
 
 
-@router.get("/studies/{study}/series/{series}/metadata", summary="WADO-RS: metadata of a series")
+@router.get(
+    "/studies/{study}/series/{series}/metadata",
+    response_class=Response,
+    responses=_JSON_DOC,
+    summary="WADO-RS: metadata of a series",
+)
 async def series_metadata(request: Request, study: str, series: str, principal: Principal = BytesReader) -> Response:
     return await _metadata(request, principal, study, series)
 
 
 @router.get(
-    "/studies/{study}/series/{series}/instances/{instance}/metadata", summary="WADO-RS: metadata of an instance"
+    "/studies/{study}/series/{series}/instances/{instance}/metadata",
+    response_class=Response,
+    responses=_JSON_DOC,
+    summary="WADO-RS: metadata of an instance",
 )
 async def instance_metadata(
     request: Request, study: str, series: str, instance: str, principal: Principal = BytesReader
@@ -271,6 +323,8 @@ async def instance_metadata(
 
 @router.get(
     "/studies/{study}/series/{series}/instances/{instance}/frames/{frames}",
+    response_class=Response,
+    responses=_WADO_DOC,
     summary="WADO-RS: frames of an instance (native pixel data, multipart/related application/octet-stream)",
 )
 async def retrieve_frames(
@@ -406,12 +460,19 @@ async def _stow(request: Request, principal: Principal, study: str | None) -> Re
     return _dicom_json(outcome.body, offer, status=outcome.status)
 
 
-@router.post("/studies", summary="STOW-RS: store instances (multipart/related application/dicom)")
+@router.post(
+    "/studies",
+    response_class=Response,
+    responses=_STOW_DOC,
+    summary="STOW-RS: store instances (multipart/related application/dicom)",
+)
 async def store_instances(request: Request, principal: Principal = Storer) -> Response:
     return await _stow(request, principal, None)
 
 
-@router.post("/studies/{study}", summary="STOW-RS: store instances of one study")
+@router.post(
+    "/studies/{study}", response_class=Response, responses=_STOW_DOC, summary="STOW-RS: store instances of one study"
+)
 async def store_study_instances(request: Request, study: str, principal: Principal = Storer) -> Response:
     return await _stow(request, principal, study)
 

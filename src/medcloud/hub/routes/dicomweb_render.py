@@ -24,10 +24,13 @@ from medcloud.dicomweb.render import RenderCache, render_frame
 from medcloud.dicomweb.render_params import RenderSpec, parse_render_query
 from medcloud.errors import InvalidInput, MedcloudError, NotFound
 from medcloud.hub.deps import hub_state, mark_audited_read
+from medcloud.hub.openapi import media
 from medcloud.hub.routes.dicomweb import _METHODS, BytesReader, _audit_read, _base, _covered, _not_allowed, _resource
 from medcloud.security.policy import Principal
 
 router = APIRouter(prefix="/dicom-web", tags=["dicomweb"])
+# A rendering is one JPEG or PNG, or several in multipart/related (see render_params.OFFERS).
+_RENDER_DOC = media("image/jpeg", "image/png", "multipart/related")
 log = logging.getLogger(__name__)
 # Rendered images by content hash, frame and rendering: a study browser's page of thumbnails comes back
 # from memory (blobs are immutable, so entries never go stale; access is checked on every request).
@@ -169,48 +172,85 @@ async def _thumbnail(request: Request, principal: Principal, study: str, series:
     return await _one(request, principal, action, rows, r, n, spec, resource)
 
 
-@router.get("/studies/{study}/rendered", summary="WADO-RS: a study rendered (multipart/related JPEG or PNG)")
+@router.get(
+    "/studies/{study}/rendered",
+    response_class=Response,
+    responses=_RENDER_DOC,
+    summary="WADO-RS: a study rendered (multipart/related JPEG or PNG)",
+)
 async def study_rendered(request: Request, study: str, principal: Principal = BytesReader) -> Response:
     return await _rendered(request, principal, study)
 
 
-@router.get("/studies/{study}/series/{series}/rendered", summary="WADO-RS: a series rendered")
+@router.get(
+    "/studies/{study}/series/{series}/rendered",
+    response_class=Response,
+    responses=_RENDER_DOC,
+    summary="WADO-RS: a series rendered",
+)
 async def series_rendered(request: Request, study: str, series: str, principal: Principal = BytesReader) -> Response:
     return await _rendered(request, principal, study, series)
 
 
-@router.get(f"{_INSTANCE}/rendered", summary="WADO-RS: an instance rendered (JPEG or PNG; its first frame)")
+@router.get(
+    f"{_INSTANCE}/rendered",
+    response_class=Response,
+    responses=_RENDER_DOC,
+    summary="WADO-RS: an instance rendered (JPEG or PNG; its first frame)",
+)
 async def instance_rendered(
     request: Request, study: str, series: str, instance: str, principal: Principal = BytesReader
 ) -> Response:
     return await _rendered(request, principal, study, series, instance)
 
 
-@router.get(f"{_INSTANCE}/frames/{{frames}}/rendered", summary="WADO-RS: frames of an instance rendered")
+@router.get(
+    f"{_INSTANCE}/frames/{{frames}}/rendered",
+    response_class=Response,
+    responses=_RENDER_DOC,
+    summary="WADO-RS: frames of an instance rendered",
+)
 async def frames_rendered(
     request: Request, study: str, series: str, instance: str, frames: str, principal: Principal = BytesReader
 ) -> Response:
     return await _rendered(request, principal, study, series, instance, frames)
 
 
-@router.get("/studies/{study}/thumbnail", summary="WADO-RS: a study's thumbnail (its main series' middle image)")
+@router.get(
+    "/studies/{study}/thumbnail",
+    response_class=Response,
+    responses=_RENDER_DOC,
+    summary="WADO-RS: a study's thumbnail (its main series' middle image)",
+)
 async def study_thumbnail(request: Request, study: str, principal: Principal = BytesReader) -> Response:
     return await _thumbnail(request, principal, study)
 
 
-@router.get("/studies/{study}/series/{series}/thumbnail", summary="WADO-RS: a series' thumbnail (its middle image)")
+@router.get(
+    "/studies/{study}/series/{series}/thumbnail",
+    response_class=Response,
+    responses=_RENDER_DOC,
+    summary="WADO-RS: a series' thumbnail (its middle image)",
+)
 async def series_thumbnail(request: Request, study: str, series: str, principal: Principal = BytesReader) -> Response:
     return await _thumbnail(request, principal, study, series)
 
 
-@router.get(f"{_INSTANCE}/thumbnail", summary="WADO-RS: an instance's thumbnail")
+@router.get(
+    f"{_INSTANCE}/thumbnail", response_class=Response, responses=_RENDER_DOC, summary="WADO-RS: an instance's thumbnail"
+)
 async def instance_thumbnail(
     request: Request, study: str, series: str, instance: str, principal: Principal = BytesReader
 ) -> Response:
     return await _thumbnail(request, principal, study, series, instance)
 
 
-@router.get(f"{_INSTANCE}/frames/{{frames}}/thumbnail", summary="WADO-RS: a frame's thumbnail")
+@router.get(
+    f"{_INSTANCE}/frames/{{frames}}/thumbnail",
+    response_class=Response,
+    responses=_RENDER_DOC,
+    summary="WADO-RS: a frame's thumbnail",
+)
 async def frame_thumbnail(
     request: Request, study: str, series: str, instance: str, frames: str, principal: Principal = BytesReader
 ) -> Response:

@@ -68,7 +68,11 @@ async def progress(request: Request, principal: Principal = Depends(require(Perm
     return await run_in_threadpool(societies.progress, principal.readable_projects())
 
 
-@router.put("/api/v1/societies/{name}", summary="Register a society or set its names and targets")
+@router.put(
+    "/api/v1/societies/{name}",
+    summary="Register a society or set its names and targets",
+    responses={201: {"description": "The society was registered (200: an existing one was updated)"}},
+)
 async def put_society(
     request: Request,
     name: str,

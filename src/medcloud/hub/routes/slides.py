@@ -18,7 +18,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from medcloud.errors import InvalidInput
-from medcloud.hub.deps import hub_state, mark_audited_read, record_audit, require
+from medcloud.hub.deps import MAX_SQL_INT, hub_state, mark_audited_read, record_audit, require
 from medcloud.security.policy import Permission, Principal
 from medcloud.store.slides import SlideRow, SlideRows
 from medcloud.wsi.readers import Blob
@@ -77,7 +77,7 @@ async def list_slides(
     request: Request,
     project: str | None = Query(None, description="Project name"),
     limit: int = Query(50, ge=1, le=MAX_SLIDES_PAGE),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=MAX_SQL_INT),
     principal: Principal = Depends(require(Permission.CATALOG_READ)),
 ) -> dict[str, Any]:
     if project:

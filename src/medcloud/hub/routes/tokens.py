@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
@@ -10,14 +10,18 @@ from starlette.concurrency import run_in_threadpool
 
 from medcloud.errors import NotFound
 from medcloud.hub.deps import client_address, hub_state, require
-from medcloud.security.policy import Permission, Principal, Role
+from medcloud.security.policy import Permission, Principal
 from medcloud.security.tokens import issue_token, parse_duration, revoke_token
 
 router = APIRouter(tags=["tokens"])
 
 
+# Job tokens are issued by the hub to one running job, never through this route.
+IssuableRole = Literal["site", "researcher", "clinician", "auditor", "admin"]
+
+
 class TokenRequest(BaseModel):
-    role: Role
+    role: IssuableRole
     site: str | None = None
     projects: list[str] = Field(default_factory=list)
     label: str = Field("", max_length=200)
