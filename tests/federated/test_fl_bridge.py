@@ -50,10 +50,11 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A 3-of-3 threshold key made through the sidecar, the sites' and the aggregator's backends."""
     _sidecar_or_skip()
     from medcloud.federated.he.bridge import ThresholdBridge, openfhe_importable, threshold_keygen
-    from medcloud.federated.keys import KeyPaths, aggregator_backend, site_backend
+    from medcloud.federated.keys import KeyPaths, aggregator_backend, confirm_each_other, site_backend
 
     root = tmp_path_factory.mktemp("bridge")
     paths = {s: KeyPaths(s, root / s, root / "public") for s in PARTIES}
+    confirm_each_other(list(paths.values()))  # identities and fingerprints first (one operator here)
     for s in PARTIES:
         threshold_keygen(paths[s], PARTIES)
     sites = [site_backend("threshold", paths[s]) for s in PARTIES]

@@ -198,6 +198,10 @@ def test_names_say_their_author() -> None:
     assert author_of("identity-site-a.x25519.pub") == "site-a"
     assert author_of("threshold.keyshare-b-for-c.sealed") == "b"
     assert author_of("threshold.release-a-from-c-to-b.sealed") == "c"
+    # The signed threshold chain: a link and every detached signature belong to their signer.
+    assert author_of("threshold.link-site-b.json") == author_of("threshold.link-site-b.sig") == "site-b"
+    assert author_of("threshold.keyshare-b-for-c.sealed.sig") == "b"
+    assert author_of("threshold.release-a-from-c-to-b.sealed.sig") == "c"
     assert author_of("aes.ceremony.json") is None
     with pytest.raises(InvalidInput):
         validate_public_name("../x")

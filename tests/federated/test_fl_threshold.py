@@ -20,13 +20,12 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def ceremony(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     pytest.importorskip("openfhe")
-    from medcloud.federated.keys import KeyPaths, threshold_keygen
+    from medcloud.federated.keys import KeyPaths, threshold_ceremony
 
     root = tmp_path_factory.mktemp("thr")
     parties = ["a", "b", "c"]
     paths = {s: KeyPaths(s, root / s, root / "public") for s in parties}
-    for s in parties:  # the chain runs in the agreed order
-        threshold_keygen(paths[s], parties)
+    threshold_ceremony([paths[s] for s in parties])  # identities, mutual trust, the chain in order
     return {"paths": paths, "public": root / "public", "parties": parties}
 
 
@@ -170,15 +169,16 @@ def test_packed_wire_format_sizes_and_corruption(ceremony: dict[str, object]) ->
 @pytest.fixture(scope="module")
 def ceremony_2of3(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     pytest.importorskip("openfhe")
-    from medcloud.federated.keys import KeyPaths, threshold_keygen
+    from medcloud.federated.keys import KeyPaths, confirm_each_other, threshold_keygen
 
     root = tmp_path_factory.mktemp("thr2of3")
     parties = ["a", "b", "c"]
     paths = {s: KeyPaths(s, root / s, root / "public") for s in parties}
+    confirm_each_other([paths[s] for s in parties])  # identities published, fingerprints confirmed
     first = {s: threshold_keygen(paths[s], parties, threshold=2) for s in parties}  # in chain order
-    assert "waiting for the identity keys of b, c to seal the key shares" in first["a"]  # b, c not there yet
-    assert "joint public key published" in first["c"]
-    assert "key share split 2-of-3; shares sealed for a, b" in first["c"]  # every identity was there
+    assert "waiting for the whole signed chain (up to c) to seal the key shares" in first["a"]  # c not there yet
+    assert "joint public key published" in first["c"] and "chain link signed" in first["c"]
+    assert "key share split 2-of-3; shares sealed for a, b" in first["c"]  # the whole chain was there
     again = {s: threshold_keygen(paths[s], parties) for s in parties}  # t comes from what a published
     assert "key share split 2-of-3; shares sealed for b, c" in again["a"]
     assert "key share split 2-of-3; shares sealed for a, c" in first["b"] + again["b"]
@@ -336,3 +336,32 @@ def test_aggregator_sum_refuses_a_corrupt_upload(ceremony: dict[str, object]) ->
     bad = good[:-40] + bytes(40)  # same frame, garbage in the last residues
     with pytest.raises(HEError):
         agg.sum_serialized([good, bad])
+
+
+def test_t_of_n_release_forged_by_the_relay_is_refused(ceremony_2of3: dict[str, object]) -> None:
+    """The relay seals a key share of its own to the recoverer, in a helper's name: the recoverer
+    refuses it (the helper did not sign it), and nothing is rebuilt."""
+    from medcloud.errors import InvalidInput
+    from medcloud.federated.he import threshold as thr
+    from medcloud.federated.keys import _release_aad, seal
+
+    paths = ceremony_2of3["paths"]
+    parties = ceremony_2of3["parties"]
+    assert isinstance(paths, dict) and isinstance(parties, list)
+    context = paths["a"].threshold_context.read_bytes()
+    _, relay_sk = thr.keygen_share(context, None)
+    forged_share = thr.share_key(context, relay_sk, 3, 2, 3)[2]  # "c's key, held by b", from the relay's key
+    release = paths["a"].threshold_release("c", "b", "a")
+    kept = {p: p.read_bytes() for p in (release, release.with_name(release.name + ".sig")) if p.is_file()}
+    try:
+        recipient = paths["a"].identity_pub("a").read_bytes()
+        release.write_bytes(seal(recipient, forged_share, _release_aad("c", "b", "a", 2, parties)))
+        with pytest.raises(InvalidInput, match="the share of c's key released by b is not signed by b's confirmed key"):
+            from medcloud.federated.keys import threshold_recover
+
+            threshold_recover(paths["a"], "c")
+    finally:
+        for p in (release, release.with_name(release.name + ".sig")):
+            p.unlink(missing_ok=True)
+        for p, data in kept.items():
+            p.write_bytes(data)

@@ -6,6 +6,7 @@ Run under the CPython 3.10 venv (`make test-py310`): OpenFHE's wheel imports onl
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable, Mapping
@@ -38,12 +39,10 @@ def _train(target: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def _ceremony(root: Path, threshold: int | None) -> dict[str, Any]:
-    from medcloud.federated.keys import KeyPaths, threshold_keygen
+    from medcloud.federated.keys import KeyPaths, threshold_ceremony
 
     paths = {s: KeyPaths(s, root / s, root / "public") for s in PARTIES}
-    for _ in range(2):  # t-of-N: identities first, then the chain seals its shares
-        for s in PARTIES:
-            threshold_keygen(paths[s], PARTIES, threshold)
+    threshold_ceremony([paths[s] for s in PARTIES], threshold)  # identities, trust, the signed chain
     return {"paths": paths, "public": root / "public"}
 
 
@@ -183,7 +182,15 @@ def _medcloud(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     """The `medcloud` console entry point (`medcloud.cli:main`) of this interpreter's environment."""
     script = Path(sys.executable).with_name("medcloud")
     cmd = [str(script)] if script.is_file() else [sys.executable, "-c", "from medcloud.cli import main; main()"]
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    import medcloud
+
+    # The package under test, whatever the caller's (possibly relative) PYTHONPATH: the child runs in `cwd`.
+    src = str(Path(medcloud.__file__).resolve().parents[1])
+    env = {
+        **os.environ,
+        "PYTHONWARNINGS": "ignore",
+        "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]),
+    }
     return subprocess.run([*cmd, *args], cwd=cwd, capture_output=True, text=True, timeout=60, env=env)
 
 
@@ -200,11 +207,25 @@ def test_cli_keygen_2of3_with_dropout(tmp_path: Path) -> None:
             "--public", str(pub), *extra, cwd=tmp_path,
         )  # fmt: skip
 
+    fingerprints = {}
+    for s in "abc":  # first run: identities published, fingerprints printed, nothing built yet
+        out = keygen(s, "--parties", "a,b,c", "--threshold", "2")
+        assert out.returncode == 0 and "confirm the fingerprints of" in out.stdout, out.stderr
+        fingerprints[s] = re.search(r"fingerprint ([0-9A-F-]{39})", out.stdout).group(1)  # type: ignore[union-attr]
+    assert not (pub / "threshold.context").exists()
+    for s in "abc":  # each operator confirms the others' codes, read out on a second channel
+        for o in "abc":
+            if o != s:
+                out = _medcloud(
+                    "fl", "trust", "--site", s, "--site-dir", str(tmp_path / s), "--public", str(pub),
+                    "--party", o, "--fingerprint", fingerprints[o], cwd=tmp_path,
+                )  # fmt: skip
+                assert out.returncode == 0 and f"{o} trusted at {s}" in out.stdout, out.stderr
     out = keygen("a", "--parties", "a,b,c", "--threshold", "2")
     assert out.returncode == 0, out.stderr
     assert "threshold crypto context published" in out.stdout
-    assert "waiting for the identity keys of b, c to seal the key shares" in out.stdout
-    for s in ("b", "c"):  # t comes from what a published
+    assert "waiting for the whole signed chain (up to c) to seal the key shares" in out.stdout
+    for s in ("b", "c"):  # t comes from what a published (and signed)
         out = keygen(s, "--parties", "a,b,c")
         assert out.returncode == 0, out.stderr
     assert "key share split 2-of-3; shares sealed for a, b" in out.stdout
@@ -235,7 +256,10 @@ def test_cli_keygen_2of3_with_dropout(tmp_path: Path) -> None:
     # a dropped out: c releases its share of a's key to b, b rebuilds a's key share.
     out = keygen("c", "--dropped", "a", "--recoverer", "b")
     assert out.returncode == 0 and "share of a's key sealed for b" in out.stdout, out.stderr
-    assert [p.name for p in pub.glob("threshold.release-*")] == ["threshold.release-a-from-c-to-b.sealed"]
+    assert sorted(p.name for p in pub.glob("threshold.release-*")) == [
+        "threshold.release-a-from-c-to-b.sealed",
+        "threshold.release-a-from-c-to-b.sealed.sig",
+    ]
     out = keygen("b", "--dropped", "a", "--recoverer", "b")
     assert out.returncode == 0 and "a's key share recovered from 2 shares (2-of-3)" in out.stdout, out.stderr
     assert (tmp_path / "b" / "threshold.recovered-a.share").stat().st_mode & 0o077 == 0

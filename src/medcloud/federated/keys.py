@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from medcloud.errors import InvalidInput
-from medcloud.federated import ceremony
+from medcloud.federated import ceremony, threshold_chain
 from medcloud.federated.he.base import HEBackend
 from medcloud.federated.he.registry import BackendSpec, Decryption, KeygenStep, SharedKey, backend_spec, modes_where
 from medcloud.federated.keyfiles import KeyPaths, read_key, write_key
@@ -46,6 +46,7 @@ __all__ = [
     "KeyPaths",
     "aggregator_backend",
     "ckks_keygen",
+    "confirm_each_other",
     "ensure_identity",
     "keygen_modes",
     "published_sites",
@@ -56,6 +57,7 @@ __all__ = [
     "shared_key_spec",
     "shared_keygen",
     "site_backend",
+    "threshold_ceremony",
     "threshold_keygen",
     "threshold_of",
     "threshold_recover",
@@ -241,13 +243,7 @@ def shared_ceremony(paths: Sequence[KeyPaths], mode: str) -> None:
     """Every site's steps on one machine (simulations and tests, where one operator holds every
     folder, so reading a fingerprint off the disk is the out-of-band confirmation): identities,
     mutual trust, then the first site (the lead) generates, seals and signs, then the others unseal."""
-    for p in paths:
-        ensure_identity(p)
-        ceremony.ensure_signing(p)
-    for p in paths:
-        for q in paths:
-            if q.site != p.site:
-                ceremony.trust(p, q.site, ceremony.own_fingerprint(q))
+    confirm_each_other(paths)
     parties = [p.site for p in paths]
     shared_keygen(paths[0], True, mode, parties)
     for p in paths[1:]:
@@ -323,9 +319,14 @@ def threshold_of(public_dir: Path, parties: list[str]) -> int:
 def threshold_keygen(paths: KeyPaths, parties: list[str], threshold: int | None = None) -> list[str]:
     """This site's link in the threshold key chain (run in the order of `parties`).
 
-    `threshold` t < N makes the key t-of-N: run it once on every site first (identity keys), then
-    in chain order; a site seals its Shamir shares once every identity is published (rerun it
-    if it says it is waiting). Without `threshold`: N-of-N, or the t the first party published.
+    Run it once on every site first (it publishes the site's identity and prints its fingerprint);
+    confirm every other party's fingerprint out of band (`medcloud fl trust`); then run it in chain
+    order. Each site checks the signed links before its own (`threshold_chain.verify_chain`: the
+    context, party list, t and previous public key are the ones their authors signed, with the keys
+    this site confirmed), builds on them and signs its own link. `threshold` t < N makes the key
+    t-of-N: a site also seals its Shamir shares, to confirmed identities only, once every party's
+    chain link is there (rerun it if it says it is waiting). Without `threshold`: N-of-N, or the t
+    the first party published.
     """
     from medcloud.federated.he import threshold as thr  # OpenFHE: imports only on CPython 3.10
 
@@ -340,10 +341,19 @@ def threshold_keygen(paths: KeyPaths, parties: list[str], threshold: int | None 
         raise InvalidInput(str(exc)) from exc
     shared = t < len(parties)
     index = parties.index(paths.site)
-    done: list[str] = []
-    if shared:
-        ensure_identity(paths)
-        done.append(f"identity published for {paths.site}")
+    ensure_identity(paths)
+    signer = ceremony.ensure_signing(paths)
+    done = [f"identity published for {paths.site}; fingerprint {ceremony.own_fingerprint(paths)}"]
+    others = [p for p in parties if p != paths.site]
+    if not any(p in ceremony.trusted_parties(paths) for p in others):  # a first run: nothing confirmed yet
+        return [
+            *done,
+            f"confirm the fingerprints of {', '.join(others)} on a second channel "
+            "(`medcloud fl trust --party P --fingerprint CODE`), then run keygen again",
+        ]
+    waiting = threshold_chain.require_trusted(paths, parties)  # refuses a party not confirmed here
+    if waiting:
+        return [*done, f"waiting for {', '.join(waiting)} to publish an identity"]
     if index == 0:
         if not paths.threshold_context.is_file():
             write_key(paths.threshold_context, thr.generate_context())
@@ -351,42 +361,55 @@ def threshold_keygen(paths: KeyPaths, parties: list[str], threshold: int | None 
             if shared:
                 write_key(paths.threshold_t, json.dumps({"parties": parties, "threshold": t}).encode())
             done.append("threshold crypto context published")
-    elif shared and not paths.threshold_parties.is_file():
-        return [*done, f"waiting for {parties[0]} to publish the crypto context"]
-    elif json.loads(read_key(paths.threshold_parties, "party list")) != parties:
-        raise InvalidInput("party list differs from the one the first party published")
+    elif not threshold_chain.link_path(paths.public_dir, parties[index - 1]).is_file():
+        return [*done, f"waiting for the signed public key of {parties[index - 1]}"]
     if threshold_of(paths.public_dir, parties) != t:
         raise InvalidInput(f"threshold {t} differs from the one the first party published")
-    if paths.threshold_share.is_file():
+    link = threshold_chain.link_path(paths.public_dir, paths.site)
+    if paths.threshold_share.is_file() and link.is_file():
         done.append("share already generated")
     else:
-        context = read_key(paths.threshold_context, "threshold context")
-        if index > 0 and shared and not paths.threshold_pk(index - 1).is_file():
-            return [*done, f"waiting for the public key of {parties[index - 1]}"]
-        previous_pk = paths.threshold_pk(index - 1)
-        previous = None if index == 0 else read_key(previous_pk, f"public key of {parties[index - 1]}")
-        pk, share = thr.keygen_share(context, previous)
-        write_key(paths.threshold_share, share, secret=True)
-        write_key(paths.threshold_pk(index), pk)
-        done.append(f"key share kept; public key {index + 1}/{len(parties)} published")
-        if index == len(parties) - 1:
-            write_key(paths.threshold_joint, pk)
-            done.append("joint public key published")
+        if index > 0:  # everything this link builds on, as its authors signed it
+            threshold_chain.verify_chain(
+                paths.public_dir, parties, t, lambda p: ceremony.verified_identity(paths, p)[1], index, paths.site
+            )
+        if not paths.threshold_share.is_file():
+            context = read_key(paths.threshold_context, "threshold context")
+            previous = (
+                None if index == 0 else read_key(paths.threshold_pk(index - 1), f"public key of {parties[index - 1]}")
+            )
+            pk, share = thr.keygen_share(context, previous)
+            write_key(paths.threshold_share, share, secret=True)
+            write_key(paths.threshold_pk(index), pk)
+            done.append(f"key share kept; public key {index + 1}/{len(parties)} published")
+            if index == len(parties) - 1:
+                write_key(paths.threshold_joint, pk)
+                done.append("joint public key published")
+        threshold_chain.sign_link(paths, signer, parties, t)
+        done.append("chain link signed")
+    threshold_chain.record_accepted(paths, parties, t)
     if shared:
-        done.extend(_seal_key_shares(paths, parties, t))
+        done.extend(_seal_key_shares(paths, parties, t, signer))
     return done
 
 
-def _seal_key_shares(paths: KeyPaths, parties: list[str], t: int) -> list[str]:
-    """Shamir-share this site's key share and seal each share to its holder (once, all at once)."""
+def _share_label(kind: str, aad: bytes, context_sha: str) -> str:
+    return f"{kind}|{aad.decode()}|{context_sha}"
+
+
+def _seal_key_shares(paths: KeyPaths, parties: list[str], t: int, signer: Ed25519PrivateKey) -> list[str]:
+    """Shamir-share this site's key share and seal each share to its holder's confirmed identity
+    (once, all at once, once the whole chain is signed), each sealed blob signed by this site."""
     from medcloud.federated.he import threshold as thr  # OpenFHE: imports only on CPython 3.10
 
     others = [p for p in parties if p != paths.site]
     if all(paths.threshold_sealed_share(paths.site, o).is_file() for o in others):
         return ["key shares already sealed"]
-    missing = [o for o in others if not paths.identity_pub(o).is_file()]
-    if missing:
-        return [f"waiting for the identity keys of {', '.join(missing)} to seal the key shares"]
+    if not threshold_chain.link_path(paths.public_dir, parties[-1]).is_file():
+        return [f"waiting for the whole signed chain (up to {parties[-1]}) to seal the key shares"]
+    threshold_chain.check_site(paths)
+    identities = {o: ceremony.verified_identity(paths, o) for o in others}
+    context_sha = ceremony.sha256_file(paths.threshold_context)
     shares = thr.share_key(
         read_key(paths.threshold_context, "threshold context"),
         paths.threshold_share.read_bytes(),
@@ -395,65 +418,76 @@ def _seal_key_shares(paths: KeyPaths, parties: list[str], t: int) -> list[str]:
         parties.index(paths.site) + 1,
     )
     for o in others:  # every share of one polynomial, written together
-        blob = seal(
-            paths.identity_pub(o).read_bytes(), shares[parties.index(o) + 1], _keyshare_aad(paths.site, o, t, parties)
-        )
-        write_key(paths.threshold_sealed_share(paths.site, o), blob)
+        aad = _keyshare_aad(paths.site, o, t, parties)
+        path = paths.threshold_sealed_share(paths.site, o)
+        write_key(path, seal(identities[o][0], shares[parties.index(o) + 1], aad))
+        threshold_chain.sign_file(signer, path, _share_label("keyshare", aad, context_sha))
     return [f"key share split {t}-of-{len(parties)}; shares sealed for {', '.join(others)}"]
 
 
 def _own_share_of(paths: KeyPaths, parties: list[str], missing: str) -> bytes:
-    """This site's (unsealed) Shamir share of `missing`'s key; checked against its header."""
+    """This site's (unsealed) Shamir share of `missing`'s key: signed by `missing`, checked against its header."""
     from medcloud.federated.he import threshold as thr  # OpenFHE: imports only on CPython 3.10
 
     t = threshold_of(paths.public_dir, parties)
     key = ensure_identity(paths)
-    sealed = read_key(paths.threshold_sealed_share(missing, paths.site), f"{missing}'s key share for {paths.site}")
-    share = unseal(key, sealed, _keyshare_aad(missing, paths.site, t, parties))
+    path = paths.threshold_sealed_share(missing, paths.site)
+    sealed = read_key(path, f"{missing}'s key share for {paths.site}")
+    aad = _keyshare_aad(missing, paths.site, t, parties)
+    label = _share_label("keyshare", aad, ceremony.sha256_file(paths.threshold_context))
+    threshold_chain.verify_file(paths, missing, path, label, f"the sealed share of {missing}'s key for {paths.site}")
+    share = unseal(key, sealed, aad)
     meta = thr.key_share_meta(share)
     if (meta["of"], meta["holder"]) != (parties.index(missing) + 1, parties.index(paths.site) + 1):
         raise InvalidInput("sealed key share is not the one its name says")
     return share
 
 
-def _check_dropout(paths: KeyPaths, parties: list[str], missing: str, to: str) -> int:
+def _check_dropout(paths: KeyPaths, missing: str, to: str) -> tuple[list[str], int]:
+    parties, t = threshold_chain.check_site(paths)  # the chain this site agreed to, as signed
     if missing not in parties or to not in parties or missing in (to, paths.site):
         raise InvalidInput(f"cannot recover {missing!r} at {to!r} from {paths.site!r} among {parties}")
-    t = threshold_of(paths.public_dir, parties)
     if t >= len(parties):
         raise InvalidInput("this key is N-of-N: a missing site cannot be recovered")
-    return t
+    return parties, t
 
 
 def threshold_release(paths: KeyPaths, missing: str, to: str) -> list[str]:
-    """On a surviving site: re-seal its share of `missing`'s key to the recovering site `to`."""
-    parties = json.loads(read_key(paths.threshold_parties, "party list"))
-    t = _check_dropout(paths, parties, missing, to)
+    """On a surviving site: re-seal its share of `missing`'s key to the recovering site `to`
+    (to `to`'s confirmed identity only), signed by this site."""
+    parties, t = _check_dropout(paths, missing, to)
     if to == paths.site:
         return ["this site recovers: its own share is used directly"]
     share = _own_share_of(paths, parties, missing)
-    blob = seal(paths.identity_pub(to).read_bytes(), share, _release_aad(missing, paths.site, to, t, parties))
-    write_key(paths.threshold_release(missing, paths.site, to), blob)
+    recipient, _ = ceremony.verified_identity(paths, to)
+    aad = _release_aad(missing, paths.site, to, t, parties)
+    path = paths.threshold_release(missing, paths.site, to)
+    write_key(path, seal(recipient, share, aad))
+    label = _share_label("release", aad, ceremony.sha256_file(paths.threshold_context))
+    threshold_chain.sign_file(ceremony.ensure_signing(paths), path, label)
     return [f"share of {missing}'s key sealed for {to}"]
 
 
 def threshold_recover(paths: KeyPaths, missing: str) -> list[str]:
     """On the recovering site: rebuild `missing`'s key share from its own share and the released ones.
 
-    Needs t shares in all (its own counts); fewer raise `HEError`. The rebuilt share stays in
-    this site's secret folder (0600) and makes `missing`'s partial decryptions
-    (`recovered_backend`).
+    Needs t shares in all (its own counts); fewer raise `HEError`. A released share counts only if
+    its holder signed it. The rebuilt share stays in this site's secret folder (0600) and makes
+    `missing`'s partial decryptions (`recovered_backend`).
     """
     from medcloud.federated.he import threshold as thr  # OpenFHE: imports only on CPython 3.10
 
-    parties = json.loads(read_key(paths.threshold_parties, "party list"))
-    t = _check_dropout(paths, parties, missing, paths.site)
+    parties, t = _check_dropout(paths, missing, paths.site)
     key = ensure_identity(paths)
+    context_sha = ceremony.sha256_file(paths.threshold_context)
     shares = [_own_share_of(paths, parties, missing)]
     for holder in parties:
         release = paths.threshold_release(missing, holder, paths.site)
         if holder not in (missing, paths.site) and release.is_file():
-            share = unseal(key, release.read_bytes(), _release_aad(missing, holder, paths.site, t, parties))
+            aad = _release_aad(missing, holder, paths.site, t, parties)
+            what = f"the share of {missing}'s key released by {holder}"
+            threshold_chain.verify_file(paths, holder, release, _share_label("release", aad, context_sha), what)
+            share = unseal(key, release.read_bytes(), aad)
             meta = thr.key_share_meta(share)
             if (meta["of"], meta["holder"]) != (parties.index(missing) + 1, parties.index(holder) + 1):
                 raise InvalidInput(f"released key share from {holder} is not the one its name says")
@@ -461,6 +495,31 @@ def threshold_recover(paths: KeyPaths, missing: str) -> list[str]:
     recovered = thr.recover_key(read_key(paths.threshold_context, "threshold context"), shares)
     write_key(paths.threshold_recovered(missing), recovered, secret=True)
     return [f"{missing}'s key share recovered from {len(shares)} shares ({t}-of-{len(parties)})"]
+
+
+def threshold_ceremony(paths: Sequence[KeyPaths], threshold: int | None = None) -> None:
+    """Every site's steps of a threshold key chain on one machine (simulations and tests, where one
+    operator holds every folder, so reading a fingerprint off the disk is the out-of-band
+    confirmation): identities, mutual trust, then the chain in order (twice for t-of-N: the
+    sealed shares need the whole chain). Runs OpenFHE in process or through the sidecar."""
+    from medcloud.federated.he import bridge
+
+    confirm_each_other(paths)
+    parties = [p.site for p in paths]
+    for _ in range(1 if threshold is None or threshold >= len(parties) else 2):
+        for p in paths:
+            bridge.threshold_keygen(p, parties, threshold)
+
+
+def confirm_each_other(paths: Sequence[KeyPaths]) -> None:
+    """Identities for every site, and every site trusting every other (one operator, one machine)."""
+    for p in paths:
+        ensure_identity(p)
+        ceremony.ensure_signing(p)
+    for p in paths:
+        for q in paths:
+            if q.site != p.site:
+                ceremony.trust(p, q.site, ceremony.own_fingerprint(q))
 
 
 # --- loading backends --------------------------------------------------------------------------

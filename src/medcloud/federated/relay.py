@@ -6,7 +6,7 @@ to alter: what it hands out is checked at the site by the ceremony (signed manif
 fingerprints, AAD-bound seals: `federated/ceremony.py`). The hub adds defence in depth on top:
 
 - a name that says who wrote it (`identity-S.*`, `threshold.keyshare-S-for-*`,
-  `threshold.release-*-from-S-to-*`) is accepted only from site S's token;
+  `threshold.release-*-from-S-to-*`, `threshold.link-S.*`, with their `.sig`) is accepted only from site S's token;
 - every other name is written once, and only its first writer may publish a new version of it (a lead
   starting a new ceremony);
 - names that look like secret keys are refused outright, so a mistyped folder cannot leak one.
@@ -29,8 +29,9 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,159}$")
 _SITE = r"([A-Za-z0-9._-]{1,64})"
 _AUTHORED: tuple[tuple[re.Pattern[str], int], ...] = (
     (re.compile(rf"^identity-{_SITE}\.(?:x25519|ed25519)\.pub$"), 1),
-    (re.compile(rf"^threshold\.keyshare-{_SITE}-for-{_SITE}\.sealed$"), 1),
-    (re.compile(rf"^threshold\.release-{_SITE}-from-{_SITE}-to-{_SITE}\.sealed$"), 2),
+    (re.compile(rf"^threshold\.keyshare-{_SITE}-for-{_SITE}\.sealed(?:\.sig)?$"), 1),
+    (re.compile(rf"^threshold\.release-{_SITE}-from-{_SITE}-to-{_SITE}\.sealed(?:\.sig)?$"), 2),
+    (re.compile(rf"^threshold\.link-{_SITE}\.(?:json|sig)$"), 1),
 )
 # What the public folder never holds: the secret halves the site keeps in its own folder.
 _SECRET = re.compile(r"(\.secret$|^identity\.(x25519|ed25519)$|private|\.key$|\.pem$|trusted-parties)", re.IGNORECASE)

@@ -20,7 +20,7 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
 
-from medcloud.federated import mlp, tabular
+from medcloud.federated import mlp, tabular, threshold_chain
 from medcloud.federated.audit import RoundRecorder
 from medcloud.federated.dp import DPConfig, epsilon
 from medcloud.federated.flower.settings import FLSettings
@@ -34,7 +34,8 @@ from medcloud.federated.flower.strategy import (
 )
 from medcloud.federated.he.base import HEBackend
 from medcloud.federated.he.registry import backend_spec
-from medcloud.federated.keys import KeyPaths, aggregator_backend, site_backend
+from medcloud.federated.keyfiles import write_key
+from medcloud.federated.keys import KeyPaths, aggregator_backend, recovered_backend, site_backend, threshold_of
 from medcloud.federated.protocol import DeepProtectSite, FedAvgSite, encode_plain
 from medcloud.fsio import write_atomic
 
@@ -218,6 +219,53 @@ def build_client_app(defaults: FLSettings | None = None) -> ClientApp:
         share = backend.partial_decrypt(backend.deserialize(bytes(arr.data)))
         return _reply(msg, ArrayRecord({"share": he_array(share, int(arr.shape[0]))}), {}, {"name": name}, t0)
 
+    @app.train("release")
+    @no_oracle
+    def release(msg: Message, context: Context) -> Message:
+        """t-of-N: re-seal this site's share of a dropped site's key to the recovering site (sealed to
+        its confirmed identity, signed by this site); the server only carries the blob."""
+        t0 = time.perf_counter()
+        s = settings_of(context, msg)
+        name, _, paths = _site_identity(s, context)
+        cfg = msg.content.config_records["config"]
+        missing, to = str(cfg["missing"]), str(cfg["to"])
+        from medcloud.federated.he import bridge  # OpenFHE in process or in its sidecar
+
+        bridge.threshold_release(paths, missing, to)
+        blob = paths.threshold_release(missing, paths.site, to)
+        sig = blob.with_name(blob.name + ".sig")
+        sealed, signature = blob.read_bytes(), sig.read_bytes()
+        arrays = {"release": he_array(sealed, len(sealed)), "sig": he_array(signature, len(signature))}
+        return _reply(msg, ArrayRecord(arrays), {}, {"name": name}, t0)
+
+    @app.train("recover")
+    @no_oracle
+    def recover(msg: Message, context: Context) -> Message:
+        """t-of-N: stand in for a dropped site: rebuild its key share from this site's own share and
+        the released ones (each checked against its author's signature), make its partial decryption."""
+        t0 = time.perf_counter()
+        s = settings_of(context, msg)
+        name, _, paths = _site_identity(s, context)
+        cfg = msg.content.config_records["config"]
+        missing = str(cfg["missing"])
+        arrays = msg.content.array_records["arrays"]
+        for key in arrays:
+            if key.startswith("release-"):
+                holder = key[len("release-") :]
+                target = paths.threshold_release(missing, holder, paths.site)
+                write_key(target, bytes(arrays[key].data))
+                write_key(target.with_name(target.name + ".sig"), bytes(arrays[f"sig-{holder}"].data))
+        from medcloud.federated.he import bridge  # OpenFHE in process or in its sidecar
+
+        bridge.threshold_recover(paths, missing)
+        stand_in = recovered_backend(paths, missing, s.mode)
+        try:
+            arr = arrays["sum"]
+            share = stand_in.partial_decrypt(stand_in.deserialize(bytes(arr.data)))
+        finally:
+            getattr(stand_in, "close", lambda: None)()
+        return _reply(msg, ArrayRecord({"share": he_array(share, int(arr.shape[0]))}), {}, {"name": name}, t0)
+
     @app.evaluate()
     @no_oracle
     def evaluate(msg: Message, context: Context) -> Message:
@@ -260,6 +308,18 @@ def run_server(grid: Grid, settings: FLSettings) -> dict[str, Any]:
         "min_evaluate_nodes": n_sites if settings.evaluate else 0,
         "min_available_nodes": n_sites,
     }
+    spec = backend_spec(settings.mode)
+    parties: list[str] = []
+    t = 0
+    if spec.threshold and settings.protocol == "fedavg":
+        threshold_chain.check_aggregator(settings.public_path())  # the signed chain, complete and consistent
+        parties = [str(p) for p in json.loads((settings.public_path() / "threshold.parties.json").read_bytes())]
+        t = threshold_of(settings.public_path(), parties)
+        if t < len(parties):
+            # A t-of-N key survives N - t sites dropping out: a round needs t of them, not all (Flower
+            # would otherwise wait for the missing nodes before sampling the next round).
+            common["min_available_nodes"] = t
+            common["min_train_nodes"] = max(1, min(common["min_train_nodes"], t))
     t0 = time.perf_counter()
     strategy: FedAvg
     if settings.protocol == "deepprotect":
@@ -272,9 +332,9 @@ def run_server(grid: Grid, settings: FLSettings) -> dict[str, Any]:
         initial = ArrayRecord({"global": Array(w0)})
     else:
         backend = aggregator_backend(settings.mode, settings.public_path())
-        strategy = EncryptedFedAvg(backend, recorder, **common)
+        strategy = EncryptedFedAvg(backend, recorder, parties, t, settings.round_timeout, **common)
         initial = ArrayRecord({"global": Array(w0)})
-    result = strategy.start(grid, initial, num_rounds=settings.rounds)
+    result = strategy.start(grid, initial, num_rounds=settings.rounds, timeout=settings.round_timeout)
     final = result.arrays["global"]
     readable = final.stype != HE_STYPE
     card: dict[str, Any] = {

@@ -43,6 +43,10 @@ class FLSettings:
     hub: str = ""
     token: str = ""
     run_name: str = "fl"
+    # Seconds the server waits for a phase's replies (train, partial decryptions, releases). A site
+    # that has not answered by then counts as dropped out: a t-of-N threshold round then recovers its
+    # partial decryption from the survivors (`EncryptedFedAvg`); other modes average who answered.
+    round_timeout: float = 3600.0
 
     def __post_init__(self) -> None:
         spec = backend_spec(self.mode)  # ConfigError naming the registered modes

@@ -54,10 +54,24 @@ def _site_of(msg: Message) -> str:
 class EncryptedFedAvg(FedAvg):
     """FedAvg whose `aggregate_train` sums ciphertexts it cannot read."""
 
-    def __init__(self, backend: HEBackend, recorder: RoundRecorder, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        backend: HEBackend,
+        recorder: RoundRecorder,
+        parties: list[str] | None = None,
+        threshold: int = 0,
+        timeout: float = 3600.0,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.aggregator = FedAvgAggregator(backend)
         self.recorder = recorder
+        # Threshold schemes: the key's parties (chain order) and t; a site missing from the partial
+        # decryptions is recovered by the survivors when t < N.
+        self.parties = list(parties or [])
+        self.threshold = threshold or len(self.parties)
+        self.timeout = timeout
+        self.dropped: dict[int, dict[str, str]] = {}  # round -> dropped site -> who stood in
         self.total_weight = 1.0
         self._grid: Grid | None = None
         self._down: dict[int, int] = {}
@@ -103,8 +117,11 @@ class EncryptedFedAvg(FedAvg):
         down = {sites[n]: self._down.get(n, 0) for n in sites}
         shares: list[bytes] = []
         share_bytes: dict[str, int] = {}
+        extra: dict[str, Any] = {}
         if self.aggregator.spec.threshold:
             shares, share_bytes = self._collect_shares(server_round, summed, length, list(sites), down, sites)
+            if self.dropped.get(server_round):
+                extra["recovered"] = dict(self.dropped[server_round])
         model = self.aggregator.finish(summed, total, server_round, shares)
         if model.encrypted:
             arrays = ArrayRecord({"global": he_array(model.payload, length)})
@@ -127,10 +144,15 @@ class EncryptedFedAvg(FedAvg):
                     "seconds": round(self.timings[-1], 4),
                     "site_seconds": site_seconds(valid),
                     "aggregate_seconds": round(time.perf_counter() - t_agg, 4),
+                    **extra,
                 },
             )
         )
         return arrays, metrics
+
+    def _ask(self, messages: list[Message]) -> list[Message]:
+        assert self._grid is not None
+        return list(self._grid.send_and_receive(messages, timeout=self.timeout))
 
     def _collect_shares(
         self,
@@ -152,22 +174,89 @@ class EncryptedFedAvg(FedAvg):
             }
         )
         msgs = [Message(content=content, message_type="train.decrypt", dst_node_id=n) for n in everyone]
-        replies = list(self._grid.send_and_receive(msgs, timeout=3600))
+        replies = self._ask(msgs)
         errors = [r for r in replies if r.has_error()]
-        if errors or len(replies) != len(everyone):
+        got: dict[str, tuple[int, bytes]] = {}  # site -> (node, its partial decryption)
+        for r in replies:
+            if not r.has_error():
+                name = sites.get(r.metadata.src_node_id) or _site_of(r)
+                got[name] = (r.metadata.src_node_id, bytes(r.content.array_records["arrays"]["share"].data))
+        missing = [p for p in self.parties if p not in got] if self.parties else []
+        if (not self.parties and (errors or len(replies) != len(everyone))) or (
+            missing and self.threshold >= len(self.parties)
+        ):
             reasons = "; ".join(f"node {r.metadata.src_node_id}: {r.error.reason}" for r in errors)
             raise RuntimeError(
-                f"threshold decryption needs every site: {len(replies) - len(errors)} of {len(everyone)} "
+                f"threshold decryption needs every site: {len(got)} of {len(everyone)} "
                 f"partial decryptions came back{' (' + reasons + ')' if reasons else ''}"
+                + (" (make a t-of-N key, `--threshold`, to survive dropouts)" if missing else "")
             )
         shares, sizes = [], {}
-        for r in replies:
-            blob = bytes(r.content.array_records["arrays"]["share"].data)
-            name = sites.get(r.metadata.src_node_id) or _site_of(r)
+        for name, (_, blob) in got.items():
             shares.append(blob)
             sizes[name] = len(blob)
             down[name] = down.get(name, 0) + len(summed)
+        for gone in missing:
+            name, blob = self._recover(server_round, summed, length, gone, got, down)
+            shares.append(blob)
+            sizes[f"{gone} (by {name})"] = len(blob)
         return shares, sizes
+
+    def _recover(
+        self,
+        server_round: int,
+        summed: bytes,
+        length: int,
+        gone: str,
+        got: dict[str, tuple[int, bytes]],
+        down: dict[str, int],
+    ) -> tuple[str, bytes]:
+        """`gone`'s partial decryption, made by the first survivor (party order) from its own share of
+        `gone`'s key and the t - 1 shares the next survivors release to it (sealed, signed: the server
+        only carries the blobs). Raises when fewer than t survive."""
+        survivors = [p for p in self.parties if p in got]
+        t = self.threshold
+        if len(survivors) < t:
+            raise RuntimeError(
+                f"round {server_round}: only {len(survivors)} of {len(self.parties)} sites answered ({gone} dropped "
+                f"out); the {t}-of-{len(self.parties)} key needs {t} to recover a dropped site's partial decryption"
+            )
+        recoverer, helpers = survivors[0], survivors[1:t]
+        asks = [
+            Message(
+                content=RecordDict({"config": ConfigRecord({"missing": gone, "to": recoverer})}),
+                message_type="train.release",
+                dst_node_id=got[h][0],
+            )
+            for h in helpers
+        ]
+        replies = self._ask(asks) if asks else []
+        released: dict[str, Array] = {}
+        for r in replies:
+            if r.has_error():
+                continue
+            holder = _site_of(r)
+            arrays = r.content.array_records["arrays"]
+            released[f"release-{holder}"] = arrays["release"]
+            released[f"sig-{holder}"] = arrays["sig"]
+        if len(released) // 2 < len(helpers):
+            raise RuntimeError(
+                f"round {server_round}: {len(released) // 2} of {len(helpers)} survivors released their share of "
+                f"{gone}'s key; recovery needs {t} shares"
+            )
+        content = RecordDict(
+            {
+                "arrays": ArrayRecord({"sum": he_array(summed, length), **released}),
+                "config": ConfigRecord({"missing": gone, "server-round": server_round}),
+            }
+        )
+        out = self._ask([Message(content=content, message_type="train.recover", dst_node_id=got[recoverer][0])])
+        if not out or out[0].has_error():
+            reason = out[0].error.reason if out else "no reply"
+            raise RuntimeError(f"round {server_round}: {recoverer} could not stand in for {gone}: {reason}")
+        down[recoverer] = down.get(recoverer, 0) + len(summed)
+        self.dropped.setdefault(server_round, {})[gone] = recoverer
+        return recoverer, bytes(out[0].content.array_records["arrays"]["share"].data)
 
 
 class DeepProtectStrategy(FedAvg):

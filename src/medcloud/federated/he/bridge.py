@@ -53,7 +53,7 @@ except ImportError:  # pragma: no cover - not POSIX
 
 from medcloud import errors
 from medcloud.errors import ConfigError, MedcloudError
-from medcloud.federated import keys
+from medcloud.federated import keys, threshold_chain
 from medcloud.federated.he.base import (
     Ciphertext,
     FloatVector,
@@ -528,6 +528,37 @@ def threshold_keygen(paths: KeyPaths, parties: list[str], threshold: int | None 
     return [str(x) for x in head["done"]]
 
 
+def _in_child(paths: KeyPaths, op: str, **fields: Any) -> list[str]:
+    sidecar = Sidecar()
+    try:
+        head, _ = sidecar.request(
+            {
+                "op": op,
+                "site": paths.site,
+                "site_dir": str(paths.site_dir),
+                "public_dir": str(paths.public_dir),
+                **fields,
+            }
+        )
+    finally:
+        sidecar.close()
+    return [str(x) for x in head["done"]]
+
+
+def threshold_release(paths: KeyPaths, missing: str, to: str) -> list[str]:
+    """`keys.threshold_release`, in a CPython 3.10 child where OpenFHE is not importable here."""
+    if openfhe_importable():
+        return keys.threshold_release(paths, missing, to)
+    return _in_child(paths, "release", missing=missing, to=to)
+
+
+def threshold_recover(paths: KeyPaths, missing: str) -> list[str]:
+    """`keys.threshold_recover`, in a CPython 3.10 child where OpenFHE is not importable here."""
+    if openfhe_importable():
+        return keys.threshold_recover(paths, missing)
+    return _in_child(paths, "recover", missing=missing)
+
+
 # --- the threshold scheme, as the registry sees it ----------------------------------------------
 # Registered here rather than in `threshold.py`: this module imports on every interpreter and picks
 # OpenFHE in process or in the sidecar; `threshold.py` imports only where `openfhe` does.
@@ -539,7 +570,9 @@ def _is_lead(paths: KeyPaths, site: str) -> bool:
 
 
 def site_threshold_backend(paths: KeyPaths) -> HEBackend:
-    """A site's threshold backend: its key share, in process or in the sidecar."""
+    """A site's threshold backend: its key share, in process or in the sidecar; only once the whole
+    signed key chain checks out with the fingerprints this site confirmed (`threshold_chain`)."""
+    threshold_chain.check_site(paths)
     return threshold_backend(
         read_key(paths.threshold_context, "threshold context"),
         read_key(paths.threshold_joint, "joint public key"),
@@ -549,7 +582,9 @@ def site_threshold_backend(paths: KeyPaths) -> HEBackend:
 
 
 def aggregator_threshold_backend(public_dir: Path) -> HEBackend:
-    """The aggregator's: public material only, in process or in the sidecar; neither can decrypt."""
+    """The aggregator's: public material only, in process or in the sidecar; neither can decrypt.
+    The chain it reads must be complete and consistently signed (`threshold_chain.check_aggregator`)."""
+    threshold_chain.check_aggregator(public_dir)
     return threshold_backend(
         read_key(public_dir / "threshold.context", "threshold context"),
         read_key(public_dir / "threshold.joint.pk", "joint public key"),
@@ -558,7 +593,8 @@ def aggregator_threshold_backend(public_dir: Path) -> HEBackend:
 
 def recovered_backend(paths: KeyPaths, missing: str) -> HEBackend:
     """On the recovering site: a backend that makes `missing`'s partial decryptions from the key
-    share `keys.threshold_recover` rebuilt."""
+    share `keys.threshold_recover` rebuilt (the signed chain checked first)."""
+    threshold_chain.check_site(paths)
     return threshold_backend(
         read_key(paths.threshold_context, "threshold context"),
         read_key(paths.threshold_joint, "joint public key"),
@@ -583,10 +619,9 @@ def keygen_step(paths: KeyPaths, step: KeygenStep) -> list[str]:
 
 
 def ceremony(paths: Sequence[KeyPaths]) -> None:
-    """Every site's link of an N-of-N key chain, in order, all folders on this machine."""
-    parties = [p.site for p in paths]
-    for p in paths:
-        threshold_keygen(p, parties)
+    """Every site's link of an N-of-N key chain, in order, all folders on this machine
+    (identities and mutual trust first: `keys.threshold_ceremony`)."""
+    keys.threshold_ceremony(paths)
 
 
 def _unavailable() -> str:
@@ -621,6 +656,8 @@ __all__ = [
     "sidecar_available",
     "threshold_backend",
     "threshold_keygen",
+    "threshold_recover",
+    "threshold_release",
 ]
 
 if __name__ == "__main__":  # pragma: no cover

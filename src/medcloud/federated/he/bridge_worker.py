@@ -9,7 +9,8 @@ while the pipe stays open (inherited by some other process).
 Requests (`op`): `init` (blobs: context, joint public key, [secret share]; `lead`), `ping`,
 `encrypt` (blob: float64 little-endian values), `sum` (blobs: serialized ciphertexts), `mul`
 (`scalar`), `partial`, `decrypt`, `fuse` (blobs: partial decryptions; answer: float64 values),
-`describe`, and `keygen` (one site's `keys.threshold_keygen`, no backend needed).
+`describe`, `keygen` (one site's `keys.threshold_keygen`, no backend needed), and `release` /
+`recover` (`keys.threshold_release` / `keys.threshold_recover`, t-of-N dropouts).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import numpy as np
 
 from medcloud.federated.he.base import HEError
 from medcloud.federated.he.bridge import read_message, widen_pipe, write_message
-from medcloud.federated.keys import KeyPaths, threshold_keygen
+from medcloud.federated.keys import KeyPaths, threshold_keygen, threshold_recover, threshold_release
 
 
 def _watch_parent(interval: float = 1.0) -> None:
@@ -49,6 +50,12 @@ class Worker:
         op = header.get("op")
         if op == "keygen":
             return self._keygen(header), []
+        if op in ("release", "recover"):
+            paths = KeyPaths(str(header["site"]), Path(header["site_dir"]), Path(header["public_dir"]))
+            missing = str(header["missing"])
+            if op == "release":
+                return {"done": threshold_release(paths, missing, str(header["to"]))}, []
+            return {"done": threshold_recover(paths, missing)}, []
         if op == "init":
             # OpenFHE is imported once `main` has pointed fd 1 away: nothing its C++ prints while
             # loading can reach the protocol stream.
