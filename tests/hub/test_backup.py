@@ -178,7 +178,7 @@ def test_offline_export_and_status(tmp_path: Path, filled: Path) -> None:
     data, backup, medium = tmp_path / "data", tmp_path / "backup", tmp_path / "usb"
     _fill_hub(filled, data)
     settings = load_settings(data_dir=data, backup_dir=backup)
-    assert backup_status(settings)["generations"] == 0
+    assert backup_status(settings)["generations"] == 0 and backup_status(settings)["status"] == "FAIL"
     backup.mkdir()
     fd = os.open(backup / ".backup.lock", os.O_RDWR | os.O_CREAT)
     try:
@@ -191,13 +191,13 @@ def test_offline_export_and_status(tmp_path: Path, filled: Path) -> None:
     gen = run_backup(settings)
     st = backup_status(settings)
     assert st["generations"] == 2 and st["newest"] == gen.name and st["newest_age_hours"] < 1
-    assert any("offline" in p for p in st["problems"])
+    assert any("offline" in p for p in st["problems"]) and st["status"] == "WARN"
     medium.mkdir()
     out = export_offline(settings, None, dest=medium, label="USB-0001")
     assert (out / MANIFEST).is_file() and (out / "OFFLINE.json").is_file()
     st = backup_status(settings)
     assert st["offline_copy"]["generation"] == gen.name and st["offline_copy"]["label"] == "USB-0001"
-    assert st["problems"] == []
+    assert st["problems"] == [] and st["status"] == "PASS"
     # the offline copy restores on its own
     restore_generation(load_settings(data_dir=data, backup_dir=medium), None, target=tmp_path / "from-usb")
     assert _rows(data / "catalog.sqlite3") == _rows(tmp_path / "from-usb" / "catalog.sqlite3")

@@ -289,9 +289,9 @@ def test_tls_status_evidence(hub: TlsHub) -> None:
     assert not [c for c in st["ciphers"] if "CBC" in c or "SHA1" in c or c.endswith("-SHA")]
     assert st["server_cert"]["key"] == "EC secp256r1" and "127.0.0.1" in st["server_cert"]["sans"]
     assert st["server_cert"]["days_left"] > 300 and st["crl"]["file"].endswith("crl.pem")
-    assert st["problems"] == []
+    assert st["problems"] == [] and st["status"] == "PASS"
     plain = tls_status(load_settings(data_dir=hub.settings.data_dir))
-    assert not plain["tls"] and plain["problems"]
+    assert not plain["tls"] and plain["problems"] and plain["status"] == "FAIL"
 
 
 def test_ca_cli(tmp_path: Path) -> None:

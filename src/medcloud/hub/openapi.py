@@ -54,7 +54,7 @@ COMMON = (400, 401, 403, 404)
 WITH_BODY = (408, 413, 415)
 # DICOMweb negotiates its answers from Accept (PS3.18 8.7): 406 when it cannot.
 PREFIX_EXTRA: dict[str, tuple[int, ...]] = {"/dicom-web/": (406,)}
-PUBLIC_PATHS = frozenset({"/healthz"})
+PUBLIC_PATHS = frozenset({"/healthz", "/api/v1/auth/config", "/api/v1/auth/session"})
 SECURITY_SCHEME = "bearerAuth"
 
 

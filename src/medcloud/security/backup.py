@@ -504,7 +504,18 @@ def export_offline(settings: Settings, name: str | None, *, dest: Path, label: s
 
 
 def backup_status(settings: Settings) -> dict[str, Any]:
-    """Evidence for the self-check: generations present, newest age, offline copy marker."""
+    """Evidence for the self-check (generations present, newest age, offline copy marker) and its verdict
+    (`status`): FAIL without a backup folder or a complete generation, WARN on any other problem (old,
+    too few generations, no offline copy), else PASS."""
+    status = _backup_evidence(settings)
+    if not status["configured"] or not status["generations"]:
+        status["status"] = "FAIL"
+    else:
+        status["status"] = "WARN" if status["problems"] else "PASS"
+    return status
+
+
+def _backup_evidence(settings: Settings) -> dict[str, Any]:
     status: dict[str, Any] = {
         "configured": settings.backup_dir is not None,
         "backup_dir": str(settings.backup_dir) if settings.backup_dir else None,

@@ -288,10 +288,25 @@ def _cert_summary(path: Path) -> dict[str, Any]:
     }
 
 
-def tls_status(settings: Settings) -> dict[str, Any]:
-    """Evidence for the self-check: is TLS on, which versions and suites, mutual TLS, certificate expiry.
+MTLS_OFF = "client certificates are not required (set tls_client_ca_file for mutual TLS)"
 
-    Builds the same context the hub serves with, so a broken file shows up here as a problem."""
+
+def tls_status(settings: Settings) -> dict[str, Any]:
+    """Evidence for the self-check: is TLS on, which versions and suites, mutual TLS, certificate expiry,
+    and a verdict on encryption in transit (`status`): FAIL when the hub serves plain HTTP or its TLS
+    context does not load, WARN on a problem to fix soon (expiry, CRL), else PASS. Mutual TLS being off
+    is the self-check's separate item, not this verdict."""
+    status = _tls_evidence(settings)
+    problems = [p for p in status["problems"] if p != MTLS_OFF]
+    if not status["tls"] or status["min_version"] is None:
+        status["status"] = "FAIL"
+    else:
+        status["status"] = "WARN" if problems else "PASS"
+    return status
+
+
+def _tls_evidence(settings: Settings) -> dict[str, Any]:
+    """Builds the same context the hub serves with, so a broken file shows up here as a problem."""
     status: dict[str, Any] = {
         "tls": settings.tls_cert_file is not None,
         "mtls": settings.tls_client_ca_file is not None,
@@ -339,5 +354,5 @@ def tls_status(settings: Settings) -> dict[str, Any]:
         else:
             problems.append("mutual TLS without a CRL: a lost gateway certificate cannot be revoked")
     else:
-        problems.append("client certificates are not required (set tls_client_ca_file for mutual TLS)")
+        problems.append(MTLS_OFF)
     return status
