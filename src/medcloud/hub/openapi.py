@@ -97,8 +97,9 @@ def document(schema: dict[str, Any], extra: dict[tuple[str, str], tuple[int, ...
             responses = operation["responses"]
             responses.pop("422", None)
             if path in PUBLIC_PATHS:
+                # No token needed; the problem answers below still apply (e.g. 401 for a missing hand-over
+                # cookie, 404 where sign-in is not configured).
                 operation["security"] = []
-                continue
             statuses = set(COMMON)
             if _takes_body(method, operation):
                 statuses.update(WITH_BODY)
