@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from medcloud.gateway.forwarder import Forwarder, ForwarderConfig
 from medcloud.gateway.intake import Deidentify, Intake, read_file_list
 from medcloud.gateway.outbox import Counts, Outbox
+from medcloud.security.envelope import load_kek
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -45,6 +46,10 @@ class GatewayConfig:
     dicom_host: str = "127.0.0.1"
     ae_title: str = "MEDCLOUD"
     calling_aets: list[str] = field(default_factory=list)
+    # Encryption at rest of the outbox (same names as the hub's settings; at most one set turns it on).
+    encryption_key_file: Path | None = None
+    encryption_key_env: str | None = None
+    encryption_kms_command: str | None = None
 
     def resolved_root(self) -> Path:
         if self.root is not None:
@@ -96,7 +101,7 @@ class Gateway:
     def __init__(self, config: GatewayConfig, deidentifier: Deidentify, console: Console | None = None) -> None:
         self.config = config
         self.console = console
-        self.outbox = Outbox(config.state_dir)
+        self.outbox = Outbox(config.state_dir, kek=load_kek(config))
         self.outbox.acquire_process_lock()
         self.forwarder = Forwarder(
             self.outbox,

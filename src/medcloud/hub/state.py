@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from medcloud.config import Settings
 from medcloud.ingest.pipeline import Ingestor
+from medcloud.security.envelope import store_envelope
 from medcloud.security.tokens import TokenVerifier
 from medcloud.store import Catalog, LocalBlobStore
 
@@ -29,7 +30,9 @@ class HubState:
         catalog = Catalog.from_settings(settings)
         if migrate:
             catalog.migrate()
-        blobs = LocalBlobStore(settings.resolved_blob_dir, pack_below=settings.pack_below)
+        blobs = LocalBlobStore(
+            settings.resolved_blob_dir, pack_below=settings.pack_below, envelope=store_envelope(settings)
+        )
         blobs.clean_incoming()
         return cls(
             settings=settings,
