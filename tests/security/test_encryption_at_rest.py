@@ -4,6 +4,7 @@ a wrong or missing key is refused clearly, tampering is caught, and the KEK rota
 from __future__ import annotations
 
 import io
+import json
 import os
 import sqlite3
 import subprocess
@@ -285,6 +286,15 @@ def test_the_key_rotates_while_the_hub_serves_and_a_killed_rotation_resumes(tmp_
     state.close()
     left = parse_keys(key_file.read_text(), "")
     assert len(left) == 1 and kek_id(left[0]) != first_kek
+    # check-blobs decrypts and re-hashes every blob with the new key alone.
+    checked = subprocess.run(
+        [sys.executable, "-m", "medcloud.cli", "hub", "check-blobs", "--data", str(settings.data_dir)],
+        env={**os.environ, "PYTHONPATH": str(SRC), "MEDCLOUD_ENCRYPTION_KEY_FILE": str(key_file)},
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert checked.returncode == 0, checked.stderr
+    summary = json.loads(checked.stdout)
+    assert summary["blobs_ok"] == 3 and not summary["damaged"] and not summary["missing"]
     status = at_rest_status(settings)
     assert status["ok"] and list(status["data_keys_by_kek"]) == [kek_id(left[0])]
     # A fresh process with only the new key reads everything, DICOM JSON included.
@@ -359,3 +369,27 @@ def test_only_one_key_source_at_a_time(key_file: Path) -> None:
         load_kek(_keys(encryption_key_file=key_file, encryption_key_env="X"))
     with pytest.raises(ConfigError, match="32 bytes"):
         parse_keys("not-a-key", "test")
+
+
+def test_a_whole_slide_image_is_read_tile_by_tile_from_ciphertext(tmp_path: Path, key_file: Path) -> None:
+    import numpy as np
+    import tiffslide
+
+    from tests.wsi.slide_data import wsi_data
+
+    try:
+        source = wsi_data.svs_path()
+    except wsi_data.Missing as exc:
+        pytest.skip(str(exc))
+    svs = source.read_bytes()
+    root = tmp_path / "blobs"
+    store = LocalBlobStore(root, pack_below=1000, envelope=Envelope(load_kek(_keys(encryption_key_file=key_file)),
+                                                                    root / "keys.sqlite3"))  # fmt: skip
+    blob = store.put_bytes(svs)
+    assert store.plain_path(blob.sha256) is None  # no path to hand out: readers get the decrypting view
+    assert svs[1000:1064] not in store.path_for(blob.sha256).read_bytes()
+    want = np.asarray(tiffslide.TiffSlide(source).read_region((700, 900), 0, (256, 256)))
+    with store.open(blob.sha256) as fh:
+        got = np.asarray(tiffslide.TiffSlide(fh).read_region((700, 900), 0, (256, 256)))
+    assert np.array_equal(want, got)
+    store.close()

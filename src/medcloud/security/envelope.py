@@ -783,7 +783,7 @@ def at_rest_status(settings: Any) -> dict[str, Any]:
         out.update(env.key_status())
         shares = _blob_shares(blob_root, env.table.ids() if env.table_path.exists() else set())
         out.update(shares)
-        if kek is not None and "error" not in out:
+        if kek is not None and "error" not in out and env.table_path.exists():
             # One data key must unwrap with the configured KEK, else the KEK is the wrong one.
             with contextlib.suppress(StopIteration):
                 sample = next(iter(sorted(env.table.ids())))
