@@ -43,9 +43,11 @@ from tests.hub.conftest import deidentified_dicom
 from tests.live_hub import SRC, hub_in_thread
 
 KMS = Path(__file__).with_name("kms_script.py")
-PSEUDONYM = "PSEUDO-STOLEN-4242"
+PSEUDONYM = "MCSTOLENDISKQWERTY"  # a site pseudonym's shape (MC + 16 base32)
+STUDY = "2.25.81234567890123456789012345678901234"  # a remapped UID's shape
 DESCRIPTION = "STOLEN DISK STUDY XYZZY"
 JSON_ONLY = "ACME-SCANNER-QWERTY-77"  # a value only the stored DICOM JSON holds (no indexed column)
+REPORT = "Nodule in the right upper lobe, 12 mm; no pneumothorax. Zebra-quartz follow-up."
 
 
 def _keys(**kw: object) -> SimpleNamespace:
@@ -54,7 +56,7 @@ def _keys(**kw: object) -> SimpleNamespace:
 
 
 def _dicom(source: str) -> bytes:
-    data = deidentified_dicom(patient=PSEUDONYM, description=DESCRIPTION, source=source)
+    data = deidentified_dicom(study_uid=STUDY, patient=PSEUDONYM, description=DESCRIPTION, source=source)
     ds = pydicom.dcmread(io.BytesIO(data))
     ds.Manufacturer = JSON_ONLY
     buf = io.BytesIO()
@@ -125,6 +127,11 @@ def test_a_stolen_data_folder_reveals_no_pixel_and_no_stored_dicom_value(enc_hub
         assert r.status_code == 200 and r.content == data
     meta = enc_hub.client.get(f"/dicom-web/studies/{study}/metadata", headers=enc_hub.reader)
     assert meta.status_code == 200 and JSON_ONLY in meta.text
+    report = {"study_uid": study, "patient": PSEUDONYM, "text": REPORT, "date": "2024-04-01"}
+    r = enc_hub.client.post("/api/v1/reports", content=json.dumps([report]), headers=enc_hub.site)
+    assert r.status_code == 201, r.text
+    got = enc_hub.client.get(f"/api/v1/studies/{study}/reports", headers=enc_hub.reader)
+    assert got.status_code == 200 and got.json()["items"][0]["text"] == REPORT
     data_dir = enc_hub.settings.data_dir
     files = [p for p in data_dir.rglob("*") if p.is_file()]
     assert any(p.suffix == ".pack" for p in files) and any(len(p.name) == 64 for p in files)
@@ -134,7 +141,8 @@ def test_a_stolen_data_folder_reveals_no_pixel_and_no_stored_dicom_value(enc_hub
         raw = path.read_bytes()
         for run in runs:
             assert run not in raw, f"pixel bytes in clear in {path}"
-        assert JSON_ONLY.encode() not in raw, f"a stored DICOM value in clear in {path}"
+        for value in (JSON_ONLY, REPORT[:12], REPORT[-12:]):
+            assert value.encode() not in raw, f"{value} in clear in {path}"
         if path not in catalog:  # the catalog's searchable columns are the documented exception
             for value in (PSEUDONYM, DESCRIPTION):
                 assert value.encode() not in raw, f"{value} in clear in {path}"

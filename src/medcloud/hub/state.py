@@ -34,6 +34,7 @@ class HubState:
             settings.resolved_blob_dir, pack_below=settings.pack_below, envelope=store_envelope(settings)
         )
         blobs.clean_incoming()
+        catalog.reports.envelope = blobs.envelope  # report text encrypted at rest with the blob store's keys
         return cls(
             settings=settings,
             catalog=catalog,

@@ -77,6 +77,7 @@ __all__ = [
 KEY_BYTES = 32
 STREAM_MAGIC = b"MCENCS01"
 VALUE_MAGIC = b"MCE1"
+TEXT_PREFIX = "mcenc1:"
 CHUNK = 64 * 1024
 TAG = 16
 _WRAP_AAD = b"medcloud data key\x00"
@@ -500,6 +501,24 @@ class Envelope:
         except (InvalidTag, struct.error, UnicodeDecodeError, ValueError):
             raise IntegrityError("an encrypted catalog value failed authentication (damaged or altered)") from None
 
+    def seal_text(self, text: str, context: bytes) -> str:
+        """`seal_value` for a text column: `mcenc1:` + base64 (plain text back when encryption is off)."""
+        if self.kek is None:
+            return text
+        return TEXT_PREFIX + base64.b64encode(self.seal_value(text.encode("utf-8"), context)).decode("ascii")
+
+    def open_text(self, text: str, context: bytes) -> str:
+        """The plain form of `seal_text`'s output; text stored before encryption passes through."""
+        if not text.startswith(TEXT_PREFIX):
+            return text
+        try:
+            blob = base64.b64decode(text[len(TEXT_PREFIX) :], validate=True)
+        except (binascii.Error, ValueError):
+            return text  # plain text that happens to start like a sealed one
+        if not blob.startswith(VALUE_MAGIC):
+            return text
+        return self.open_value(blob, context).decode("utf-8")
+
     # -- streams -------------------------------------------------------------------------------------
     def writer(self, fh: BinaryIO, dk: DataKey, context: bytes = b"") -> StreamWriter:
         self._remember(dk.id, dk.aead())
@@ -757,7 +776,7 @@ CATALOG_IN_CLEAR = [
     "series: modality, body_part, description, UIDs",
     "instances: UIDs, sizes, geometry",
     "images: filename, media type, size",
-    "reports: de-identified text, date, pseudonym",
+    "reports: date, pseudonym, report key (the text is sealed)",
     "audit_events, tokens (hashes), datasets, jobs",
 ]
 
