@@ -7,7 +7,6 @@ import io
 import json
 import os
 import sqlite3
-import subprocess
 import sys
 import threading
 import zlib
@@ -20,6 +19,7 @@ import httpx
 import pydicom
 import pytest
 from fastapi.testclient import TestClient
+from typer.testing import CliRunner, Result
 
 from medcloud.config import Settings, load_settings
 from medcloud.errors import IntegrityError
@@ -40,7 +40,7 @@ from medcloud.security.envelope import (
 from medcloud.security.tokens import issue_token
 from medcloud.store.blobs import LocalBlobStore
 from tests.hub.conftest import deidentified_dicom
-from tests.live_hub import SRC, hub_in_thread
+from tests.live_hub import hub_in_thread
 
 KMS = Path(__file__).with_name("kms_script.py")
 PSEUDONYM = "MCSTOLENDISKQWERTY"  # a site pseudonym's shape (MC + 16 base32)
@@ -53,6 +53,13 @@ REPORT = "Nodule in the right upper lobe, 12 mm; no pneumothorax. Zebra-quartz f
 def _keys(**kw: object) -> SimpleNamespace:
     base: dict[str, object] = {"encryption_key_file": None, "encryption_key_env": None, "encryption_kms_command": None}
     return SimpleNamespace(**(base | kw))
+
+
+def _cli(*args: str, key_file: Path) -> Result:
+    """`medcloud hub ...` as the operator runs it (in this process: the hub keeps serving meanwhile)."""
+    from medcloud.hub.cli import app
+
+    return CliRunner().invoke(app, list(args), env={"MEDCLOUD_ENCRYPTION_KEY_FILE": str(key_file)})
 
 
 def _dicom(source: str) -> bytes:
@@ -279,12 +286,9 @@ def test_the_key_rotates_while_the_hub_serves_and_a_killed_rotation_resumes(tmp_
             _ = c.post("/api/v1/ingest", content=_dicom("CT_small.dcm"), headers=site)
             assert _.status_code == 201
             # ...is resumed by the operator's command; the old key leaves the file at the end.
-            done = subprocess.run(
-                [sys.executable, "-m", "medcloud.cli", "hub", "rotate-key", "--data", str(settings.data_dir)],
-                env={**os.environ, "PYTHONPATH": str(SRC), "MEDCLOUD_ENCRYPTION_KEY_FILE": str(key_file)},
-                capture_output=True, text=True, timeout=120,
-            )  # fmt: skip
-            assert done.returncode == 0, done.stderr
+            done = _cli("rotate-key", "--data", str(settings.data_dir), key_file=key_file)
+            assert done.exit_code == 0, done.output
+            assert json.loads(done.stdout)["remaining"] == 0
         finally:
             stop.set()
             reader_thread.join(30)
@@ -295,12 +299,8 @@ def test_the_key_rotates_while_the_hub_serves_and_a_killed_rotation_resumes(tmp_
     left = parse_keys(key_file.read_text(), "")
     assert len(left) == 1 and kek_id(left[0]) != first_kek
     # check-blobs decrypts and re-hashes every blob with the new key alone.
-    checked = subprocess.run(
-        [sys.executable, "-m", "medcloud.cli", "hub", "check-blobs", "--data", str(settings.data_dir)],
-        env={**os.environ, "PYTHONPATH": str(SRC), "MEDCLOUD_ENCRYPTION_KEY_FILE": str(key_file)},
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert checked.returncode == 0, checked.stderr
+    checked = _cli("check-blobs", "--data", str(settings.data_dir), key_file=key_file)
+    assert checked.exit_code == 0, checked.output
     summary = json.loads(checked.stdout)
     assert summary["blobs_ok"] == 3 and not summary["damaged"] and not summary["missing"]
     status = at_rest_status(settings)
