@@ -304,7 +304,7 @@ def test_the_key_rotates_while_the_hub_serves_and_a_killed_rotation_resumes(tmp_
     summary = json.loads(checked.stdout)
     assert summary["blobs_ok"] == 3 and not summary["damaged"] and not summary["missing"]
     status = at_rest_status(settings)
-    assert status["ok"] and list(status["data_keys_by_kek"]) == [kek_id(left[0])]
+    assert status["ok"] and status["kek_ids_in_use"] == [kek_id(left[0])] == [status["current_kek_id"]]
     # A fresh process with only the new key reads everything, DICOM JSON included.
     gen = _open_hub(tmp_path, encryption_key_file=key_file)
     h = next(gen)

@@ -580,6 +580,7 @@ class Envelope:
             "kek_source": self.kek.describe() if self.kek else None,
             "data_keys": sum(by_kek.values()),
             "data_keys_by_kek": by_kek,
+            "kek_ids_in_use": sorted(by_kek),
         }
         if self.kek is not None:
             try:
