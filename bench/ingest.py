@@ -38,6 +38,7 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -600,11 +601,24 @@ def main() -> None:
                             for a, b in zip(runs[h][c], runs[f"{h}_enc"][c], strict=True)
                             if a.get("files_per_s") and b.get("files_per_s")
                         ]
+                        # CPU time of the hub's process tree per file: far less sensitive than wall time to
+                        # what else runs on a shared machine.
+                        cpu = {
+                            k: [r["server_cpu_ms_per_file"] for r in runs[sys_][c] if r.get("server_cpu_ms_per_file")]
+                            for k, sys_ in (("plain", h), ("encrypted", f"{h}_enc"))
+                        }
+                        cpu_med = {k: statistics.median(v) for k, v in cpu.items() if v}
                         cost[f"{h}_clients_{c}"] = {
                             "plain_files_per_s": plain,
                             "encrypted_files_per_s": enc,
                             "slowdown_pct_of_medians": round(100 * (1 - enc / plain), 1),
                             "slowdown_pct_per_round": per_round,
+                            "server_cpu_ms_per_file_rounds": cpu,
+                            "server_cpu_extra_pct_of_medians": round(
+                                100 * (cpu_med["encrypted"] / cpu_med["plain"] - 1), 1
+                            )
+                            if len(cpu_med) == 2
+                            else None,
                         }
             report["encryption_cost"] = cost
         if orthanc_skip is not None:
