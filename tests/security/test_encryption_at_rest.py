@@ -9,6 +9,7 @@ import os
 import sqlite3
 import sys
 import threading
+import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -260,6 +261,7 @@ def test_the_key_rotates_while_the_hub_serves_and_a_killed_rotation_resumes(tmp_
     with hub_in_thread(create_app(settings, state=state)) as url, httpx.Client(base_url=url, timeout=30) as c:
         sops = [c.post("/api/v1/ingest", content=d, headers=site).json()["sop_instance_uid"] for d in files]
         stop = threading.Event()
+        loops = [0]
 
         def read_loop() -> None:
             while not stop.is_set():
@@ -267,10 +269,17 @@ def test_the_key_rotates_while_the_hub_serves_and_a_killed_rotation_resumes(tmp_
                     r = c.get(f"/api/v1/instances/{sop}/file", headers=reader)
                     if r.status_code != 200 or r.content != data:
                         errors.append(f"{r.status_code} {r.text[:200]}")
+                loops[0] += 1
+
+        def wait_loops(n: int) -> None:
+            target = loops[0] + n
+            while loops[0] < target and reader_thread.is_alive():
+                time.sleep(0.01)
 
         reader_thread = threading.Thread(target=read_loop)
         reader_thread.start()
         try:
+            wait_loops(1)
             # A rotation killed after its first re-wrap (new key already first in the file, old kept)...
             env = store_envelope(settings)
             keys = parse_keys(key_file.read_text(), "")
@@ -282,6 +291,7 @@ def test_the_key_rotates_while_the_hub_serves_and_a_killed_rotation_resumes(tmp_
             with pytest.raises(KeyboardInterrupt):
                 env.rewrap(progress=die)
             env.close()
+            wait_loops(1)  # served while data keys are wrapped half by the old KEK, half by the new
             # ...while the hub keeps writing: a new large blob is wrapped with the new key at once.
             _ = c.post("/api/v1/ingest", content=_dicom("CT_small.dcm"), headers=site)
             assert _.status_code == 201
@@ -289,6 +299,7 @@ def test_the_key_rotates_while_the_hub_serves_and_a_killed_rotation_resumes(tmp_
             done = _cli("rotate-key", "--data", str(settings.data_dir), key_file=key_file)
             assert done.exit_code == 0, done.output
             assert json.loads(done.stdout)["remaining"] == 0
+            wait_loops(2)  # reads go on across the retirement of the old key
         finally:
             stop.set()
             reader_thread.join(30)
