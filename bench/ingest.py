@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/ingest.py [--n 2000] [--clients 1,4] [--batch 100] [--repeat 3] [--hub-workers 2]
                                      [--modes batch,single] [--no-orthanc] [--gateway] [--profile DIR]
+                                     [--encryption off|on|both]
 
 The corpus is bench/corpus.py's (pydicom's CT/MR files with fresh UIDs and identifying values). It is
 de-identified once with a fresh site key (not timed), as a gateway would, and the same de-identified
@@ -21,6 +22,9 @@ is timed on the raw corpus too. With `--profile DIR` the hub runs under py-spy w
 Every measurement is repeated `--repeat` times, interleaved (Orthanc, hub batch, hub single, then again),
 and the median is reported with each round's figure; ratios are of the medians, with each round's ratio
 beside them. CPU seconds per file of the clients and of the server's process tree are printed too.
+With `--encryption both`, every hub mode is also measured with encryption at rest on (a key file,
+docs/security.md), interleaved in the same rounds, and `encryption_cost` gives the slowdown of the
+medians and of each round (target: at most 15%).
 Prints one JSON object.
 """
 
@@ -34,6 +38,7 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -238,11 +243,14 @@ HUB_WORKERS = 1  # --hub-workers
 
 
 class Hub:
-    def __init__(self, root: Path, profile_dir: Path | None = None) -> None:
+    def __init__(self, root: Path, profile_dir: Path | None = None, key_file: Path | None = None) -> None:
         self.data = root
         self.port = _free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.profile_dir = profile_dir
+        self.env = _env()
+        if key_file is not None:  # encryption at rest on, the key outside the data folder
+            self.env["MEDCLOUD_ENCRYPTION_KEY_FILE"] = str(key_file)
 
     @property
     def url(self) -> str:
@@ -251,7 +259,7 @@ class Hub:
     def token(self, *args: str) -> str:
         out = subprocess.run(
             _medcloud("hub", "token", "create", "--data", str(self.data), *args),
-            env=_env(),
+            env=self.env,
             capture_output=True,
             check=True,
         )
@@ -268,8 +276,8 @@ class Hub:
             spy = ["py-spy", "record", "--format", "raw", "--idle", "--subprocesses", "--rate", "250"]
             cmd = [*spy, "-o", str(out), "--", *cmd]
         log = (self.data.parent / f"hub-{label}.log").open("wb")
-        self.proc = subprocess.Popen(cmd, env=_env(), stdout=log, stderr=subprocess.STDOUT)
-        _wait_http(self.url + "/healthz", 60, self.proc)
+        self.proc = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        _wait_http(self.url + "/healthz", 180, self.proc)  # a loaded 2-core machine starts slowly
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -294,8 +302,10 @@ class Hub:
         return int(r.json()["total"])
 
 
-def bench_hub(work: Path, files: list[bytes], clients: int, profile: Path | None, batch: int = 1) -> dict[str, Any]:
-    hub = Hub(work / f"hub-{clients}-{batch}", profile)
+def bench_hub(
+    work: Path, files: list[bytes], clients: int, profile: Path | None, batch: int = 1, key_file: Path | None = None
+) -> dict[str, Any]:
+    hub = Hub(work / f"hub-{clients}-{batch}{'-enc' if key_file else ''}", profile, key_file)
     site, project = "BENCH", "BENCH"
     token = hub.token("--role", "site", "--site", site, "--project", project)
     reader = hub.token("--role", "researcher", "--project", project)
@@ -306,6 +316,12 @@ def bench_hub(work: Path, files: list[bytes], clients: int, profile: Path | None
         assert hub.proc is not None
         result = send_all(url, files, clients, headers, with_sha=True, batch=batch, server_pid=hub.proc.pid)
         result["stored"] = hub.count(reader, site)
+        if key_file is not None:
+            from medcloud.config import load_settings
+            from medcloud.security.envelope import at_rest_status
+
+            status = at_rest_status(load_settings(data_dir=hub.data, encryption_key_file=key_file))
+            result["share_encrypted"] = status["share_encrypted"]
     finally:
         hub.stop()
         shutil.rmtree(hub.data, ignore_errors=True)
@@ -481,6 +497,12 @@ def main() -> None:
         help="Hub modes: batch (multipart, as the gateway sends), single (one file per request).",
     )
     parser.add_argument(
+        "--encryption",
+        choices=["off", "on", "both"],
+        default="off",
+        help="Hub with encryption at rest: off, on, or both side by side (reports encryption_cost).",
+    )
+    parser.add_argument(
         "--orthanc-client", nargs=5, metavar=("PORT", "LIST", "CLIENTS", "SERVER_PID", "BATCH"), help=argparse.SUPPRESS
     )
     args = parser.parse_args()
@@ -535,7 +557,15 @@ def main() -> None:
             orthanc_skip = "unshare/nsenter unavailable"
         modes = [m.strip() for m in args.modes.split(",") if m.strip()]
         batched = "batch" in modes and args.batch > 1
-        systems = (["hub_batch"] if batched else []) + (["hub"] if "single" in modes else [])
+        hubs = (["hub_batch"] if batched else []) + (["hub"] if "single" in modes else [])
+        systems = {"off": hubs, "on": [f"{h}_enc" for h in hubs], "both": [v for h in hubs for v in (h, f"{h}_enc")]}[
+            args.encryption
+        ]
+        key_file = work / "kek.hex"
+        if args.encryption != "off":
+            from medcloud.security.envelope import new_key_text
+
+            key_file.write_text(new_key_text() + "\n")
         if orthanc_skip is None:
             # Orthanc one file per request (its usual REST upload), and, like for like with the hub's
             # batch endpoint, the same batches as ZIP archives POSTed to /instances.
@@ -553,11 +583,44 @@ def main() -> None:
                         except (RuntimeError, subprocess.SubprocessError, OSError) as exc:
                             one = {"error": str(exc)}
                     else:
-                        batch = args.batch if system == "hub_batch" else 1
-                        one = bench_hub(work / f"r{_round}", files, c, args.profile, batch=batch)
+                        batch = args.batch if system.startswith("hub_batch") else 1
+                        enc = key_file if system.endswith("_enc") else None
+                        one = bench_hub(work / f"r{_round}", files, c, args.profile, batch=batch, key_file=enc)
                     runs[system][c].append(one)
         for system in systems:
             report[system] = {f"clients_{c}": _summarise(runs[system][c]) for c in client_counts}
+        if args.encryption == "both":
+            cost: dict[str, Any] = {"target_max_slowdown_pct": 15.0}
+            for h in hubs:
+                for c in client_counts:
+                    plain = report[h][f"clients_{c}"].get("files_per_s")
+                    enc = report[f"{h}_enc"][f"clients_{c}"].get("files_per_s")
+                    if plain and enc:
+                        per_round = [
+                            round(100 * (1 - b["files_per_s"] / a["files_per_s"]), 1)
+                            for a, b in zip(runs[h][c], runs[f"{h}_enc"][c], strict=True)
+                            if a.get("files_per_s") and b.get("files_per_s")
+                        ]
+                        # CPU time of the hub's process tree per file: far less sensitive than wall time to
+                        # what else runs on a shared machine.
+                        cpu = {
+                            k: [r["server_cpu_ms_per_file"] for r in runs[sys_][c] if r.get("server_cpu_ms_per_file")]
+                            for k, sys_ in (("plain", h), ("encrypted", f"{h}_enc"))
+                        }
+                        cpu_med = {k: statistics.median(v) for k, v in cpu.items() if v}
+                        cost[f"{h}_clients_{c}"] = {
+                            "plain_files_per_s": plain,
+                            "encrypted_files_per_s": enc,
+                            "slowdown_pct_of_medians": round(100 * (1 - enc / plain), 1),
+                            "slowdown_pct_per_round": per_round,
+                            "server_cpu_ms_per_file_rounds": cpu,
+                            "server_cpu_extra_pct_of_medians": round(
+                                100 * (cpu_med["encrypted"] / cpu_med["plain"] - 1), 1
+                            )
+                            if len(cpu_med) == 2
+                            else None,
+                        }
+            report["encryption_cost"] = cost
         if orthanc_skip is not None:
             report["orthanc"] = {"skipped": orthanc_skip}
         else:

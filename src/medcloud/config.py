@@ -164,6 +164,22 @@ class Settings(BaseSettings):
     break_glass_max_minutes: int = Field(
         default=240, ge=1, description="Longest time one break-glass use keeps its account open."
     )
+    # Encryption at rest (docs/security.md, `security.envelope`): ON when any of the three is set (only one may be).
+    encryption_key_file: Path | None = Field(
+        default=None,
+        description="File holding the key-encryption key (64 hex digits; `medcloud hub new-key`); keep it off the "
+        "data volume. Setting it turns encryption at rest on.",
+    )
+    encryption_key_env: str | None = Field(
+        default=None,
+        description="Name of an environment variable holding the key-encryption key (hex or base64; several keys "
+        "comma separated during a rotation, the current one first). Setting it turns encryption at rest on.",
+    )
+    encryption_kms_command: str | None = Field(
+        default=None,
+        description="KMS-style hook: a command that wraps and unwraps data keys (one JSON request on stdin, one JSON "
+        "answer on stdout; docs/security.md). Setting it turns encryption at rest on.",
+    )
 
     @classmethod
     def settings_customise_sources(

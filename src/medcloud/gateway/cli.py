@@ -67,6 +67,21 @@ def _load_deidentifier(key_file: Path, options: list[str], allow_burned_in: bool
     return engine
 
 
+# Encryption at rest of the outbox: the same setting names as the hub's (docs/security.md).
+_ENC_FILE = typer.Option(
+    None, "--encryption-key-file", envvar="MEDCLOUD_ENCRYPTION_KEY_FILE",
+    help="Encrypt queued payloads at rest with the key-encryption key in this file (`medcloud hub new-key`).",
+)  # fmt: skip
+_ENC_ENV = typer.Option(
+    None, "--encryption-key-env", envvar="MEDCLOUD_ENCRYPTION_KEY_ENV",
+    help="Name of an environment variable holding the key-encryption key (hex or base64).",
+)  # fmt: skip
+_ENC_KMS = typer.Option(
+    None, "--encryption-kms-command", envvar="MEDCLOUD_ENCRYPTION_KMS_COMMAND",
+    help="KMS-style command that wraps and unwraps data keys (JSON over stdin/stdout).",
+)  # fmt: skip
+
+
 @app.command("run")
 def run_command(
     hub: str | None = typer.Option(
@@ -121,6 +136,9 @@ def run_command(
     relay_dir: Path | None = typer.Option(
         None, "--relay-dir", help="one-way profile: spool folder the one-way relay carries out (no hub connection)."
     ),
+    encryption_key_file: Path | None = _ENC_FILE,
+    encryption_key_env: str | None = _ENC_ENV,
+    encryption_kms_command: str | None = _ENC_KMS,
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every delivery."),
 ) -> None:
     """De-identify files from a folder and/or a list and forward them to the hub (never losing one)."""
@@ -185,6 +203,9 @@ def run_command(
         calling_aets=calling_ae,
         proxy=choices.proxy,
         relay_dir=choices.relay_dir,
+        encryption_key_file=encryption_key_file,
+        encryption_key_env=encryption_key_env,
+        encryption_kms_command=encryption_kms_command,
     )
     try:
         gateway = Gateway(config, deidentifier, console=Console(stderr=True))
@@ -265,6 +286,34 @@ def relay_command(
     typer.echo(json.dumps(counts.as_dict()))
     if counts.dead or bad:
         sys.exit(2)
+@app.command("rotate-key")
+def rotate_key_command(
+    state: Path = typer.Option(_DEFAULT_STATE, "--state", help=_STATE_HELP),
+    encryption_key_file: Path | None = _ENC_FILE,
+    encryption_key_env: str | None = _ENC_ENV,
+    encryption_kms_command: str | None = _ENC_KMS,
+    keep_old: bool = typer.Option(False, "--keep-old", help="Key file: leave the old key(s) in the file afterwards."),
+) -> None:
+    """Re-wrap the outbox's data keys under a new key-encryption key (as `medcloud hub rotate-key`)."""
+    import json
+    from types import SimpleNamespace
+
+    from medcloud.security.envelope import Envelope, LocalKeyring, load_kek, rotate_key_file
+
+    kek = load_kek(SimpleNamespace(encryption_key_file=encryption_key_file, encryption_key_env=encryption_key_env,
+                                   encryption_kms_command=encryption_kms_command))  # fmt: skip
+    if kek is None:
+        raise ConfigError("give --encryption-key-file, --encryption-key-env or --encryption-kms-command")
+    env = Envelope(kek, state / "keys.sqlite3")
+    try:
+        if encryption_key_file is not None and isinstance(kek, LocalKeyring):
+            report = rotate_key_file(env, encryption_key_file, retire=not keep_old)
+        else:
+            report = env.rewrap()
+    finally:
+        env.close()
+    typer.echo(json.dumps({"current_kek_id": report.current, "rewrapped": report.rewrapped,
+                           "remaining": report.remaining, "retired": report.retired}, indent=2))  # fmt: skip
 
 
 @app.command("status")

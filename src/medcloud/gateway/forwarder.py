@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from medcloud.errors import MedcloudError
 from medcloud.gateway.outbox import Item, Outbox
 
 if TYPE_CHECKING:
@@ -243,12 +244,12 @@ class Forwarder:
         self._wake.clear()
 
     def _body(self, item: Item) -> bytes | Iterator[bytes]:
-        path = self.outbox.payload_dir / item.sha256
         if item.size <= _STREAM_ABOVE:
-            return path.read_bytes()
+            return self.outbox.payload(item)
+        fh = self.outbox.open_payload(item)  # FileNotFoundError here, before the request starts
 
         def chunks() -> Iterator[bytes]:
-            with path.open("rb") as fh:
+            with fh:
                 while chunk := fh.read(1024 * 1024):
                     yield chunk
 
@@ -261,6 +262,9 @@ class Forwarder:
             body = self._body(item)
         except FileNotFoundError:
             self._dead(item, status=None, error="payload file missing from the outbox (state folder altered?)")
+            return
+        except MedcloudError as exc:  # encrypted at rest and the key is wrong or the file was altered
+            self._dead(item, status=None, error=f"payload unreadable: {exc.detail}")
             return
         headers = {
             "Content-Type": item.media_type,
@@ -297,9 +301,11 @@ class Forwarder:
         parts: list[tuple[Item, bytes]] = []
         for item in items:
             try:
-                parts.append((item, (self.outbox.payload_dir / item.sha256).read_bytes()))
+                parts.append((item, self.outbox.payload(item)))
             except FileNotFoundError:
                 self._dead(item, status=None, error="payload file missing from the outbox (state folder altered?)")
+            except MedcloudError as exc:
+                self._dead(item, status=None, error=f"payload unreadable: {exc.detail}")
         if not parts:
             return
         body, content_type = encode_multipart(

@@ -7,6 +7,7 @@ Layout of a state folder::
       payloads/<sha256>   de-identified bytes waiting to be sent (removed once delivered)
       quarantine/         de-identified files held back (suspected burned-in text); never forwarded
       gateway.lock        held by the running gateway so two processes never share one state folder
+      keys.sqlite3        wrapped data keys, when payloads are encrypted at rest (`security.envelope`)
 
 Crash safety: a payload is written to a temporary name, fsynced, renamed and its folder fsynced
 before the row that points at it commits (SQLite WAL, synchronous=FULL). The source file is marked
@@ -14,6 +15,12 @@ done in the same transaction as the enqueue, so a crash at any point either leav
 processed again (same bytes, same content address) or leaves a committed item that will be sent.
 An item is marked delivered only after the hub answered 2xx; a crash before that resends it and the
 hub, being idempotent, answers "duplicate". At-least-once here plus idempotence there is exactly once.
+
+Encryption at rest: with a key-encryption key (the gateway's own `encryption_key_file`,
+`encryption_key_env` or `encryption_kms_command`), each payload file is written in the envelope's
+stream format under a data key made once per outbox session (one wrap per run, not per file; the key
+is stored, wrapped, before the first payload it encrypts). Payloads queued before encryption was on
+are read as they are. Quarantined files stay in clear: a person inside the hospital reviews them.
 
 Its length: every state change of an item is one SQL transaction here, so the crash-safety rules are
 read in one place.
@@ -30,9 +37,10 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from medcloud.fsio import fsync_dir, write_atomic
+from medcloud.security.envelope import STREAM_MAGIC, DataKey, Envelope, Kek, is_stream
 
 SCHEMA_VERSION = 1
 
@@ -148,9 +156,11 @@ class Outbox:
     the network, so a single writer costs nothing and keeps the transactions easy to reason about.
     """
 
-    def __init__(self, state_dir: Path, *, readonly: bool = False) -> None:
+    def __init__(self, state_dir: Path, *, readonly: bool = False, kek: Kek | None = None) -> None:
         self.state_dir = state_dir
         self.payload_dir = state_dir / "payloads"
+        self.envelope = Envelope(kek, state_dir / "keys.sqlite3")
+        self._data_key: DataKey | None = None
         self.quarantine_dir = state_dir / "quarantine"
         self._lock = threading.RLock()
         db_path = state_dir / "outbox.sqlite3"
@@ -192,6 +202,7 @@ class Outbox:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+            self.envelope.close()
             if self._lock_fd is not None:
                 os.close(self._lock_fd)
                 self._lock_fd = None
@@ -263,7 +274,7 @@ class Outbox:
         written: set[str] = set()
         for e, sha in zip(entries, shas, strict=True):
             if sha not in known and sha not in written:
-                write_atomic(self.payload_dir / sha, e.data, sync_dir=False)
+                write_atomic(self.payload_dir / sha, self._seal(sha, e.data), sync_dir=False)
                 written.add(sha)
         if written:
             fsync_dir(self.payload_dir)
@@ -339,8 +350,33 @@ class Outbox:
             sync = self._db.execute("PRAGMA synchronous").fetchone()[0]
         return {"journal_mode": mode, "synchronous": sync}
 
+    def _seal(self, sha: str, data: bytes) -> bytes:
+        """A payload as stored: encrypted under this session's data key when encryption is on."""
+        if not self.envelope.enabled:
+            return data
+        with self._lock:
+            if self._data_key is None:
+                dk = self.envelope.new_key("g-")
+                self.envelope.persist(dk)
+                self._data_key = dk
+            dk = self._data_key
+        return self.envelope.seal_bytes(data, dk, sha.encode())
+
     def payload(self, item: Item) -> bytes:
-        return (self.payload_dir / item.sha256).read_bytes()
+        """A queued payload's de-identified bytes (decrypted when stored encrypted)."""
+        with self.open_payload(item) as fh:
+            return fh.read()
+
+    def open_payload(self, item: Item) -> BinaryIO:
+        """A queued payload to stream; FileNotFoundError if its file is gone."""
+        fh = open(self.payload_dir / item.sha256, "rb")  # noqa: SIM115 - returned to the caller
+        try:
+            encrypted = is_stream(fh.read(len(STREAM_MAGIC)))
+            fh.seek(0)
+            return self.envelope.open_stream(fh, item.sha256.encode()) if encrypted else fh
+        except BaseException:
+            fh.close()
+            raise
 
     def mark_delivered(self, item_id: int, status: int, outcome: str) -> None:
         with self._tx() as db:

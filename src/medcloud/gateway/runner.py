@@ -15,6 +15,7 @@ from medcloud.gateway.forwarder import Forwarder, ForwarderConfig
 from medcloud.gateway.intake import Deidentify, Intake, read_file_list
 from medcloud.gateway.outbox import Counts, Outbox
 from medcloud.gateway.relay import SpoolWriter
+from medcloud.security.envelope import load_kek
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -49,6 +50,10 @@ class GatewayConfig:
     calling_aets: list[str] = field(default_factory=list)
     proxy: str | None = None  # outbound proxy to the hub (deployment profiles)
     relay_dir: Path | None = None  # one-way profile: spool for a one-way relay instead of a hub connection
+    # Encryption at rest of the outbox (same names as the hub's settings; at most one set turns it on).
+    encryption_key_file: Path | None = None
+    encryption_key_env: str | None = None
+    encryption_kms_command: str | None = None
 
     def resolved_root(self) -> Path:
         if self.root is not None:
@@ -100,7 +105,7 @@ class Gateway:
     def __init__(self, config: GatewayConfig, deidentifier: Deidentify, console: Console | None = None) -> None:
         self.config = config
         self.console = console
-        self.outbox = Outbox(config.state_dir)
+        self.outbox = Outbox(config.state_dir, kek=load_kek(config))
         self.outbox.acquire_process_lock()
         self.forwarder: Forwarder | SpoolWriter
         if config.relay_dir is not None:

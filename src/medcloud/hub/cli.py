@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import typer
@@ -103,11 +104,14 @@ def check_blobs(data: Path | None = DataOpt) -> None:
     from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 
     from medcloud.errors import IntegrityError
+    from medcloud.security.envelope import store_envelope
     from medcloud.store.blobs import LocalBlobStore
 
     settings = _settings(data)
     catalog = _catalog(data)
-    store = LocalBlobStore(settings.resolved_blob_dir, pack_below=settings.pack_below)
+    store = LocalBlobStore(
+        settings.resolved_blob_dir, pack_below=settings.pack_below, envelope=store_envelope(settings)
+    )
     console = Console(stderr=True)
     try:
         total = sum(p.stat().st_size for p in store.root.rglob("*") if p.is_file())
@@ -131,6 +135,75 @@ def check_blobs(data: Path | None = DataOpt) -> None:
     typer.echo(json.dumps(summary, indent=2))
     if report.bad or missing:
         raise IntegrityError(f"{len(report.bad)} damaged and {len(missing)} missing blob(s); see the list above")
+
+
+@app.command("new-key")
+def new_key(out: Path = typer.Argument(..., help="Key file to create (refused if it exists).")) -> None:
+    """Write a fresh key-encryption key (256 bits, hex) to a new file readable by its owner only.
+
+    Point `encryption_key_file` (MEDCLOUD_ENCRYPTION_KEY_FILE) at it to encrypt the hub's data at rest;
+    keep it off the data volume and in the hospital's key custody (a lost KEK is lost data).
+    """
+    from medcloud.errors import Conflict
+    from medcloud.security.envelope import new_key_text
+
+    try:
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise Conflict(f"{out} exists; a key file is never overwritten") from None
+    with os.fdopen(fd, "w") as fh:
+        fh.write(new_key_text() + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    typer.echo(f"wrote a new key-encryption key to {out}", err=True)
+
+
+@app.command("rotate-key")
+def rotate_key(
+    data: Path | None = DataOpt,
+    keep_old: bool = typer.Option(False, "--keep-old", help="Key file: leave the old key(s) in the file afterwards."),
+) -> None:
+    """Rotate the key-encryption key: re-wrap every data key (the data itself is not re-encrypted).
+
+    Safe while the hub runs, and resumable: a rotation killed half-way continues when run again. With
+    `encryption_key_file`, a new key is put first in the file (old keys stay for reading), every data key
+    is re-wrapped, then the old keys are removed from the file. With `encryption_key_env`, put the new key
+    first in the variable (comma separated, old ones after), restart the hub, run this, then drop the old
+    ones. With `encryption_kms_command`, the KMS's current key is the new one.
+    """
+    from rich.console import Console
+
+    from medcloud.errors import ConfigError
+    from medcloud.security.envelope import LocalKeyring, load_kek, rotate_key_file, store_envelope
+
+    settings = _settings(data)
+    kek = load_kek(settings)
+    if kek is None:
+        raise ConfigError("encryption at rest is off: set encryption_key_file, encryption_key_env or "
+                          "encryption_kms_command first")  # fmt: skip
+    env = store_envelope(settings)
+    console = Console(stderr=True)
+    try:
+        if settings.encryption_key_file is not None and isinstance(env.kek, LocalKeyring):
+            report = rotate_key_file(env, settings.encryption_key_file, retire=not keep_old)
+        else:
+            report = env.rewrap()
+    finally:
+        env.close()
+    console.print(f"re-wrapped {report.rewrapped} data key(s) under {report.current}")
+    typer.echo(json.dumps({"current_kek_id": report.current, "rewrapped": report.rewrapped,
+                           "remaining": report.remaining, "retired": report.retired}, indent=2))  # fmt: skip
+
+
+@app.command("encryption-status")
+def encryption_status(data: Path | None = DataOpt) -> None:
+    """Encryption at rest, as evidence: on or off, KEK source, data keys per KEK, share of blobs encrypted."""
+    from medcloud.security.envelope import at_rest_status
+
+    status = at_rest_status(_settings(data))
+    typer.echo(json.dumps(status, indent=2))
+    if not status["ok"]:
+        sys.exit(1)  # not typer.Exit: the top-level CLI runs click with standalone_mode=False
 
 
 @token_app.command("create")

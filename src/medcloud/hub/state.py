@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from medcloud.config import Settings
 from medcloud.ingest.pipeline import Ingestor
 from medcloud.security.lockout import LockoutBook
+from medcloud.security.envelope import store_envelope
 from medcloud.security.tokens import TokenVerifier
 from medcloud.store import Catalog, LocalBlobStore
 
@@ -33,7 +34,9 @@ class HubState:
         catalog = Catalog.from_settings(settings)
         if migrate:
             catalog.migrate()
-        blobs = LocalBlobStore(settings.resolved_blob_dir, pack_below=settings.pack_below)
+        blobs = LocalBlobStore(
+            settings.resolved_blob_dir, pack_below=settings.pack_below, envelope=store_envelope(settings)
+        )
         blobs.clean_incoming()
         verifier = TokenVerifier(
             catalog, settings.token_cache_seconds, session_idle_seconds=settings.session_idle_seconds
@@ -43,6 +46,7 @@ class HubState:
             from medcloud.security.sessions import SignIn
 
             signin = SignIn(settings, catalog, verifier)
+        catalog.reports.envelope = blobs.envelope  # report text encrypted at rest with the blob store's keys
         return cls(
             settings=settings,
             catalog=catalog,

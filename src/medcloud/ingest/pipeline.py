@@ -370,7 +370,9 @@ class Ingestor:
             item._record = read_dicom(
                 source, require_deidentified=self.require_deidentified, max_inflated=self.max_upload_bytes
             )
-            item._json = stored_json(source, item._record, max_inflated=self.max_upload_bytes)
+            converted = stored_json(source, item._record, max_inflated=self.max_upload_bytes)
+            # Encrypted at rest with the blob store's envelope when encryption is on (plain otherwise).
+            item._json = None if converted is None else self.blobs.seal_value(sha, converted)
         else:
             item._record = read_image(source, kind, item.filename)
 

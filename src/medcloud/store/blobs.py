@@ -4,6 +4,12 @@ Small blobs (below `pack_below`, 4 MiB by default) are appended to packs (`store
 `fdatasync` per batch and no file creation per blob. Larger ones are files,
 `<root>/<aa>/<bb>/<sha256>`: spooled to `<root>/.incoming/` while they are hashed, fsynced, then linked
 into place. Either way a crash at any moment leaves no blob or a complete one, never half of one.
+
+Encryption at rest (`security.envelope`): with a key-encryption key configured, packs are encrypted per
+pack and each large blob with its own data key (the stream format, random access preserved): the
+validated spool file is encrypted into `.incoming/`, its data key stored (wrapped), and only then is
+the ciphertext linked into place; the plaintext spool file is removed when its request ends. Blobs
+stored before encryption was switched on are read as they are (a mixed store is normal).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from typing import BinaryIO
 
 from medcloud.errors import IntegrityError, InvalidInput, NotFound, TooLarge
 from medcloud.fsio import fsync_dir
+from medcloud.security.envelope import STREAM_MAGIC, Envelope, is_stream
 from medcloud.store.packs import FILE_MAGIC, PackStore, PendingPut
 
 DEFAULT_PACK_BELOW = 4 * 1024**2  # blobs smaller than this go into packs
@@ -209,12 +216,14 @@ class PendingCommit:
 class LocalBlobStore:
     """Blobs under one folder, named by their SHA-256: small ones in packs, large ones as files."""
 
-    def __init__(self, root: Path, pack_below: int = DEFAULT_PACK_BELOW) -> None:
+    def __init__(self, root: Path, pack_below: int = DEFAULT_PACK_BELOW, envelope: Envelope | None = None) -> None:
         self.root = root
         self.incoming = root / ".incoming"
         self.incoming.mkdir(parents=True, exist_ok=True)
         self.pack_below = pack_below
-        self.packs = PackStore(root)
+        # Without a KEK the envelope still recognises encrypted blobs (and refuses them clearly).
+        self.envelope = envelope if envelope is not None else Envelope(None, root / "keys.sqlite3")
+        self.packs = PackStore(root, envelope=self.envelope)
 
     def path_for(self, sha256: str) -> Path:
         """Where a large (unpacked) blob lives."""
@@ -266,16 +275,39 @@ class LocalBlobStore:
             upload.discard()
             return StoredBlob(sha, upload.size, created=False)
         final.parent.mkdir(parents=True, exist_ok=True)
+        source = self._encrypt_spool(upload, durable=durable) if self.envelope.enabled else upload.path
         try:
             # link() fails if another request stored the same bytes a moment ago: that is a dedupe too.
-            os.link(upload.path, final)
+            os.link(source, final)
         except FileExistsError:
             upload.discard()
             return StoredBlob(sha, upload.size, created=False)
+        finally:
+            if source != upload.path:
+                source.unlink(missing_ok=True)
         if durable:
             fsync_dir(final.parent)
         upload.discard()
         return StoredBlob(sha, upload.size, created=True)
+
+    def _encrypt_spool(self, upload: SpooledUpload, *, durable: bool) -> Path:
+        """Encrypt a spilled upload with a fresh data key into `.incoming/`; the key is stored first."""
+        dk = self.envelope.new_key("b-")
+        target = self.incoming / f"{uuid.uuid4().hex}.enc"
+        try:
+            with open(upload.path, "rb") as src, open(target, "wb") as raw:
+                writer = self.envelope.writer(raw, dk)
+                while chunk := src.read(1024 * 1024):
+                    writer.write(chunk)
+                writer.finalize()
+                raw.flush()
+                if durable:
+                    os.fsync(raw.fileno())
+            self.envelope.persist(dk)  # durable before the blob it decrypts is linked into place
+        except BaseException:
+            target.unlink(missing_ok=True)
+            raise
+        return target
 
     def sync_all(self, blobs: list[StoredBlob]) -> None:
         """Make linked blobs committed with `durable=False` durable: one syncfs, or fsync each."""
@@ -323,9 +355,37 @@ class LocalBlobStore:
             except FileNotFoundError:
                 raise NotFound(f"blob {sha256} is indexed but its pack is missing") from None
         try:
-            return open(path, "rb")
+            return self._open_file(path)
         except FileNotFoundError:
             raise NotFound(f"blob {sha256} is not stored") from None
+
+    def _open_file(self, path: Path) -> BinaryIO:
+        """A large blob's plaintext: the file itself, or a decrypting view of an encrypted one."""
+        fh = open(path, "rb")  # noqa: SIM115 - returned to the caller
+        try:
+            encrypted = is_stream(fh.read(len(STREAM_MAGIC)))
+            fh.seek(0)
+            return self.envelope.open_stream(fh) if encrypted else fh
+        except BaseException:
+            fh.close()
+            raise
+
+    def plain_path(self, sha256: str) -> Path | None:
+        """The blob's file when it is stored unpacked and unencrypted (readers that want a path); else None."""
+        path = self.path_for(sha256)
+        try:
+            with path.open("rb") as fh:
+                return None if is_stream(fh.read(len(STREAM_MAGIC))) else path
+        except FileNotFoundError:
+            return None
+
+    def seal_value(self, sha256: str, data: bytes) -> bytes:
+        """A catalog value about blob `sha256` (its DICOM JSON) encrypted at rest when encryption is on."""
+        return self.envelope.seal_value(data, b"instance_json\x00" + sha256.encode())
+
+    def open_value(self, sha256: str, data: bytes) -> bytes:
+        """The plain form of `seal_value`'s output; values kept before encryption pass through."""
+        return self.envelope.open_value(data, b"instance_json\x00" + sha256.encode())
 
     def iter_chunks(self, sha256: str, chunk_size: int = 1024 * 1024) -> Iterator[bytes]:
         with self.open(sha256) as fh:
@@ -372,7 +432,7 @@ class LocalBlobStore:
             if not _SHA256.match(path.name):
                 continue
             try:  # the file itself, even where a packed copy of the same bytes exists
-                with path.open("rb") as fh:
+                with self._open_file(path) as fh:
                     _check_digest(path.name, fh)
                 report.ok += 1
             except (IntegrityError, OSError) as exc:
@@ -388,6 +448,7 @@ class LocalBlobStore:
 
     def close(self) -> None:
         self.packs.close()
+        self.envelope.close()
 
     def clean_incoming(self, older_than_s: float = 3600.0) -> int:
         """Remove spooled parts a crash left behind; returns how many were removed.
@@ -396,7 +457,7 @@ class LocalBlobStore:
         """
         n = 0
         cutoff = time.time() - older_than_s
-        for p in self.incoming.glob("*.part"):
+        for p in [*self.incoming.glob("*.part"), *self.incoming.glob("*.enc")]:
             with contextlib.suppress(FileNotFoundError):
                 if p.stat().st_mtime < cutoff:
                     p.unlink()

@@ -21,6 +21,12 @@ their last indexed record). Each pack is appended to by one writer at a time (an
 pack for appending), so processes and threads never interleave records.
 
 Erasure (`remove`) overwrites the record's bytes with zeros in place and drops its index row.
+
+Encryption at rest (`security.envelope`): with an envelope that has a key-encryption key, each new pack
+gets its own AES-256-GCM data key (key id = the pack's name, stored wrapped before the pack is created)
+and its records carry `FLAG_ENCRYPTED` with `nonce + ciphertext + tag` as their bytes; the header keeps
+the plaintext's SHA-256 (the associated data) and the stored length. Records of packs written before
+encryption was switched on stay readable as they are.
 """
 
 from __future__ import annotations
@@ -39,13 +45,18 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.exceptions import InvalidTag
+
 from medcloud.errors import IntegrityError, StorageError
+from medcloud.security.envelope import DataKey, Envelope
 
 FILE_MAGIC = b"MEDCLOUDPACK\x00\x01\x00\x00"  # 16 bytes: magic, format version 1
 _REC = struct.Struct("<4sBBHQ32s")  # magic, version, flags, reserved, length, sha256
 REC_MAGIC = b"MCPK"
 REC_HEADER = _REC.size  # 48
 FLAG_ERASED = 1
+FLAG_ENCRYPTED = 2
+_NONCE = 12
 DEFAULT_PACK_MAX = 1024**3  # a writer starts a new pack beyond this size
 
 
@@ -62,22 +73,36 @@ class PackRecord:
     size: int
     sha256: str
     erased: bool
-    damaged: bool = False  # whole, but its bytes do not hash to its SHA-256
+    damaged: bool = False  # whole, but its bytes do not hash to its SHA-256 (or fail to decrypt)
+    encrypted: bool = False
+
+
+def _record_aad(digest: bytes) -> bytes:
+    return b"medcloud pack record\x00" + digest
 
 
 class _Writer:
     """One open pack, appended to by one thread at a time."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, envelope: Envelope | None = None) -> None:
         self.name = f"{time.strftime('%Y%m%d')}-{uuid.uuid4().hex[:16]}"
         self.path = folder / f"{self.name}.pack"
+        # The data key is stored (wrapped) before the pack exists: no record without its key.
+        self.key: DataKey | None = envelope.create_key(self.name) if envelope is not None and envelope.enabled else None
+        self._aead = self.key.aead() if self.key is not None else None
         self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o640)
         fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         os.write(self.fd, FILE_MAGIC)
         self.size = len(FILE_MAGIC)
 
     def append(self, sha256: str, data: bytes) -> PackLocation:
-        header = _REC.pack(REC_MAGIC, 1, 0, 0, len(data), bytes.fromhex(sha256))
+        digest = bytes.fromhex(sha256)
+        flags = 0
+        if self._aead is not None:
+            nonce = os.urandom(_NONCE)
+            data = nonce + self._aead.encrypt(nonce, data, _record_aad(digest))
+            flags = FLAG_ENCRYPTED
+        header = _REC.pack(REC_MAGIC, 1, flags, 0, len(data), digest)
         start = self.size
         written = os.writev(self.fd, [header, data])
         if written != len(header) + len(data):
@@ -165,8 +190,9 @@ class PendingPut:
 class PackStore:
     """The packs of one blob root: append many blobs with one sync, read one by its SHA-256."""
 
-    def __init__(self, root: Path, pack_max: int = DEFAULT_PACK_MAX) -> None:
+    def __init__(self, root: Path, pack_max: int = DEFAULT_PACK_MAX, envelope: Envelope | None = None) -> None:
         self.folder = root / "packs"
+        self.envelope = envelope
         self.folder.mkdir(parents=True, exist_ok=True)
         self.pack_max = pack_max
         self._lock = threading.Lock()  # guards the index connection and the idle-writer list
@@ -240,7 +266,7 @@ class PackStore:
                 if w.size < self.pack_max:
                     return w
                 w.close()  # full: sealed, never appended to again
-        return _Writer(self.folder)
+        return _Writer(self.folder, self.envelope)
 
     def _give_back(self, w: _Writer) -> None:
         with self._lock:
@@ -315,7 +341,22 @@ class PackStore:
         magic, _version, flags, _r, length, digest = _REC.unpack_from(raw)
         if magic != REC_MAGIC or length != loc.size or digest.hex() != sha256 or flags & FLAG_ERASED:
             raise IntegrityError(f"blob {sha256}: the record in pack {loc.pack} does not match its index")
-        return raw[REC_HEADER:]
+        return self._plain(loc.pack, flags, digest, raw[REC_HEADER:])
+
+    def _plain(self, pack: str, flags: int, digest: bytes, data: bytes) -> bytes:
+        """A record's plaintext: decrypted with its pack's data key when it is encrypted."""
+        if not flags & FLAG_ENCRYPTED:
+            return data
+        envelope = self.envelope
+        if envelope is None:
+            raise IntegrityError(f"pack {pack} holds encrypted records and this store has no key table")
+        aead = envelope.aead(pack)  # KeyUnavailable when no configured KEK unwraps it
+        try:
+            return aead.decrypt(data[:_NONCE], data[_NONCE:], _record_aad(digest))
+        except InvalidTag:
+            raise IntegrityError(
+                f"blob {digest.hex()}: its encrypted record in pack {pack} failed authentication (altered or damaged)"
+            ) from None
 
     def remove(self, sha256: str) -> bool:
         """Erase a blob: zero its bytes in the pack, flag the record, drop the index row."""
@@ -362,8 +403,14 @@ class PackStore:
                 if len(data) < length:
                     return
                 erased = bool(flags & FLAG_ERASED)
-                damaged = not erased and hashlib.sha256(data).digest() != digest
-                yield PackRecord(pos + REC_HEADER, length, digest.hex(), erased, damaged)
+                encrypted = bool(flags & FLAG_ENCRYPTED)
+                damaged = False
+                if not erased:
+                    try:
+                        damaged = hashlib.sha256(self._plain(name, flags, digest, data)).digest() != digest
+                    except IntegrityError:
+                        damaged = True
+                yield PackRecord(pos + REC_HEADER, length, digest.hex(), erased, damaged, encrypted)
                 pos += REC_HEADER + length
 
     def entries(self) -> Iterator[tuple[str, PackLocation]]:

@@ -11,6 +11,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from medcloud.security.envelope import Envelope
 from medcloud.store.db import Database, utcnow
 from medcloud.store.sites import ensure_site
 from medcloud.store.tables import findings, reports, studies
@@ -47,6 +48,14 @@ class Reports:
 
     def __init__(self, db: Database) -> None:
         self._db = db
+        # Encryption at rest of the report text (`security.envelope`), set by the hub when it is on.
+        self.envelope: Envelope | None = None
+
+    def _seal(self, key: str, text: str) -> str:
+        return text if self.envelope is None else self.envelope.seal_text(text, b"report\x00" + key.encode())
+
+    def _open(self, key: str, text: str) -> str:
+        return text if self.envelope is None else self.envelope.open_text(text, b"report\x00" + key.encode())
 
     def store(self, conn: Connection, entries: Sequence[ReportEntry], *, site: str, project: str) -> None:
         """Store new reports and their findings; a resend is a duplicate, a clash with other owners is rejected.
@@ -101,7 +110,7 @@ class Reports:
                     project=project,
                     site=site,
                     report_date=entry.report_date,
-                    text=entry.text,
+                    text=self._seal(entry.key, entry.text),
                     created_at=now,
                 )
                 .returning(reports.c.id)
@@ -141,7 +150,7 @@ class Reports:
                 "project": r["project"],
                 "site": r["site"],
                 "date": r["report_date"].isoformat() if r["report_date"] else None,
-                "text": r["text"],
+                "text": self._open(r["report_key"], r["text"]),
                 "findings": per_report.get(r["id"], []),
                 "received_at": r["created_at"].isoformat() if r["created_at"] else None,
             }

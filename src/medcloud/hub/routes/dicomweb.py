@@ -260,7 +260,8 @@ def _metadata_body(queries: DicomwebQueries, blobs: Any, rows: list[dict[str, An
     parts: list[bytes] = []
     backfill: list[tuple[str, bytes]] = []
     for r in rows:
-        body = stored.get(r["sha256"])
+        sealed = stored.get(r["sha256"])
+        body = None if sealed is None else blobs.open_value(r["sha256"], sealed)
         if body is None:
             path = _frames_path(r)
             try:
@@ -271,8 +272,8 @@ def _metadata_body(queries: DicomwebQueries, blobs: Any, rows: list[dict[str, An
                                         ensure_ascii=False, separators=(",", ":")).encode("utf-8"))  # fmt: skip
                 continue
             body = zlib.compress(text, 1)
-            stored[r["sha256"]] = body
-            backfill.append((r["sha256"], body))
+            stored[r["sha256"]] = blobs.seal_value(r["sha256"], body)
+            backfill.append((r["sha256"], stored[r["sha256"]]))
         parts.append(zlib.decompress(body))
     queries.keep_instance_json(backfill)
     return with_base(b"[" + b",".join(parts) + b"]", prefix)

@@ -44,8 +44,8 @@ def slide_service(request: Request) -> SlideService:
                 blobs = state.blobs
 
                 def open_blob(sha256: str) -> Blob:
-                    path: Path = blobs.path_for(sha256)
-                    return path if path.is_file() else blobs.open(sha256)
+                    path: Path | None = blobs.plain_path(sha256)  # None: packed or encrypted at rest
+                    return path if path is not None else blobs.open(sha256)
 
                 service = SlideService(open_blob, scratch=state.settings.data_dir / "cache" / "wsi")
                 atexit.register(service.clear)  # scratch copies of packed DICOM instances go with the process
