@@ -286,6 +286,8 @@ def relay_command(
     typer.echo(json.dumps(counts.as_dict()))
     if counts.dead or bad:
         sys.exit(2)
+
+
 @app.command("rotate-key")
 def rotate_key_command(
     state: Path = typer.Option(_DEFAULT_STATE, "--state", help=_STATE_HELP),

@@ -497,6 +497,8 @@ def ca_list(ca_dir: Path = CaDirOpt) -> None:
 
     for row in list_certificates(ca_dir):
         typer.echo(json.dumps(row.as_dict()))
+
+
 glass_app = typer.Typer(no_args_is_help=True, help="Sealed emergency (break-glass) administrator accounts.")
 app.add_typer(glass_app, name="break-glass")
 

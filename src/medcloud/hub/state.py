@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 
 from medcloud.config import Settings
 from medcloud.ingest.pipeline import Ingestor
-from medcloud.security.lockout import LockoutBook
 from medcloud.security.envelope import store_envelope
+from medcloud.security.lockout import LockoutBook
 from medcloud.security.tokens import TokenVerifier
 from medcloud.store import Catalog, LocalBlobStore
 

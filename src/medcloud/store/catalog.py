@@ -35,8 +35,8 @@ from medcloud.store.db import Database
 from medcloud.store.fl_public import FLPublicFiles
 from medcloud.store.index import Indexer
 from medcloud.store.jobs import Jobs
-from medcloud.store.oidc import OidcStore
 from medcloud.store.lockouts import Lockouts
+from medcloud.store.oidc import OidcStore
 from medcloud.store.passkeys import Passkeys
 from medcloud.store.queries import Queries
 from medcloud.store.reports import Reports
