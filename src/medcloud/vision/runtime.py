@@ -230,10 +230,11 @@ def input_colour(model_dir: Path) -> str:
     models from before colour constancy have none and get raw RGB."""
     import json
 
-    for name, get in (("training.json", lambda d: d), ("card.json", lambda d: d.get("training", {}))):
+    for name in ("training.json", "card.json"):
         path = model_dir / name
         if path.is_file():
-            colour = get(json.loads(path.read_text(encoding="utf-8"))).get("colour")
+            data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+            colour = (data if name == "training.json" else data.get("training", {})).get("colour")
             if colour:
                 return str(colour)
     return "none"
