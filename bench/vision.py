@@ -4,7 +4,12 @@ and accuracy of the packaged SYNTHETIC-trained model.
     python bench/vision.py latency [--runs 100]
     python bench/vision.py coldstart [--repeat 3]
     python bench/vision.py accuracy [--images 40]
+    python bench/vision.py loso [--images 40 --verdict-images 34 --compare OLD_MODEL_DIR]
     python bench/vision.py all
+
+`loso` is the leave-one-style-out bar of issue 13: mAP50 and the Gram verdict on each synthetic style,
+the never-trained ones first, with Candida-only smears counted (right answer: no bacterial verdict); with
+`--compare` the same smears go through a second model (e.g. the previous version) side by side.
 
 `torch-server` is the comparison server for the cold start: the same minimal HTTP server as serve-model,
 but importing torch and running the torch weights of the same model.
@@ -52,7 +57,7 @@ def latency(model_dir: Path, runs: int, threads: int) -> dict[str, Any]:
 
     model = GramStainModel(model_dir, threads=threads)
     img = _image(640)
-    x, _ = prepare(img)
+    x, _ = prepare(img, colour=model.colour)
     for _ in range(5):
         model.predict(img)
     det, full, prep = [], [], []
@@ -61,7 +66,7 @@ def latency(model_dir: Path, runs: int, threads: int) -> dict[str, Any]:
         model.detector.run(None, {"image": x})
         det.append((time.perf_counter() - t0) * 1000)
         t0 = time.perf_counter()
-        prepare(img)
+        prepare(img, colour=model.colour)
         prep.append((time.perf_counter() - t0) * 1000)
         t0 = time.perf_counter()
         model.predict(img)
@@ -208,6 +213,103 @@ def accuracy(model_dir: Path, images: int, verdict_images: int) -> dict[str, Any
     }
 
 
+def _verdict_truth(code: str) -> str | None:
+    from medcloud.vision.labels import CROP_CLASSES, LABEL_INDEX, crop_class_of
+
+    group = CROP_CLASSES[crop_class_of(LABEL_INDEX[code])]
+    return None if group == "background" else group  # yeast-only smear: no bacterial Gram verdict
+
+
+def leave_one_style_out(
+    model_dirs: dict[str, Path], images: int, verdict_images: int, boxes: str = "group"
+) -> dict[str, Any]:
+    """Per site (unseen first): detection mAP50 (IoU 0.5) and Gram-verdict accuracy, for each model.
+
+    Smears are rendered once (seeds disjoint from training and from `evaluate`) and scored by every model.
+    Verdict smears are monomicrobial (one species, 4-9 groups, red cells), all 16 organisms in turn,
+    Candida included: its right answer is "no bacterial verdict" (the crop vote returns None).
+    """
+    from medcloud.vision.labels import NUM_CLASSES
+    from medcloud.vision.metrics import DetectionAccumulator
+    from medcloud.vision.runtime import GramStainModel
+    from medcloud.vision.synth import ORGANISMS, SITES, UNSEEN_SITES, render_smear
+
+    models = {k: GramStainModel(v, threads=2) for k, v in model_dirs.items()}
+    order = list(UNSEEN_SITES) + [s for s in SITES if s not in UNSEEN_SITES]
+    per_site: dict[str, Any] = {}
+    for si, site in enumerate(order):
+        accs = {k: DetectionAccumulator(NUM_CLASSES) for k in models}
+        ok = dict.fromkeys(models, 0)
+        wrong: dict[str, dict[str, int]] = {k: {} for k in models}
+        for i in range(images):
+            smear = render_smear(950_000_000 + si * 100_000 + i, site, (640, 640), 1.0, boxes=boxes)
+            for k, m in models.items():
+                dets = m.predict(smear.image, score_threshold=0.05).detections
+                accs[k].add(
+                    np.array([d.box for d in dets], dtype=np.float32).reshape(-1, 4),
+                    np.array([d.label for d in dets], dtype=np.int64),
+                    np.array([d.score for d in dets], dtype=np.float32),
+                    smear.boxes,
+                    smear.labels,
+                )
+        for i in range(verdict_images):
+            code = ORGANISMS[i % len(ORGANISMS)]
+            rng = np.random.default_rng(960_000_000 + si * 100_000 + i)
+            n = int(rng.integers(4, 10))
+            smear = render_smear(970_000_000 + si * 100_000 + i, site, (640, 640), 1.0, species=[code] * n)
+            truth = _verdict_truth(code)
+            for k, m in models.items():
+                verdict = m.predict(smear.image).verdict
+                ok[k] += int(verdict == truth)
+                if verdict != truth:
+                    key = f"{code}->{verdict}"
+                    wrong[k][key] = wrong[k].get(key, 0) + 1
+        per_site[site] = {
+            "seen_in_training": SITES[site].seen,
+            "description": SITES[site].description,
+            **{
+                k: {
+                    "map50": accs[k].mean_ap(),
+                    "mean_recall": accs[k].mean_recall(),
+                    "verdict_accuracy": round(ok[k] / max(verdict_images, 1), 4),
+                    "verdict_errors": dict(sorted(wrong[k].items(), key=lambda kv: -kv[1])),
+                }
+                for k in models
+            },
+        }
+    summary: dict[str, Any] = {}
+    for k in models:
+        unseen = {s: per_site[s][k] for s in UNSEEN_SITES}
+        worst = min(unseen, key=lambda s: unseen[s]["map50"])
+        summary[k] = {
+            "worst_unseen_site": worst,
+            "worst_unseen_map50": unseen[worst]["map50"],
+            "min_unseen_verdict": min(v["verdict_accuracy"] for v in unseen.values()),
+            "mean_unseen_map50": round(float(np.mean([v["map50"] for v in unseen.values()])), 4),
+            "mean_seen_map50": round(
+                float(np.mean([per_site[s][k]["map50"] for s in per_site if per_site[s]["seen_in_training"]])), 4
+            ),
+            "bars": {"unseen_map50_each": 0.70, "unseen_verdict_each": 0.95},
+            "meets_bars": all(v["map50"] >= 0.70 and v["verdict_accuracy"] >= 0.95 for v in unseen.values()),
+        }
+    if len(models) == 2:
+        a, b = list(models)
+        summary["ratio_unseen_map50"] = {
+            s: round(per_site[s][a]["map50"] / max(per_site[s][b]["map50"], 1e-6), 2) for s in UNSEEN_SITES
+        }
+    return {
+        "synthetic": True,
+        "boxes": boxes,
+        "iou_threshold": 0.5,
+        "images_per_site": images,
+        "verdict_images_per_site": verdict_images,
+        "verdict_rule": "runtime.gram_vote: yeast and red cells never vote; Candida-only: no bacterial verdict",
+        "models": {k: str(v) for k, v in model_dirs.items()},
+        "summary": summary,
+        "per_site": per_site,
+    }
+
+
 def torch_server(model_dir: Path, port: int) -> None:
     """The comparison server: same stdlib server as serve-model, model run by torch."""
     import numpy as np
@@ -215,7 +317,16 @@ def torch_server(model_dir: Path, port: int) -> None:
 
     from medcloud.vision.nets import DetectorExport, GramCropClassifier, GramDetector
     from medcloud.vision.registry import load_dir
-    from medcloud.vision.runtime import TILE, Prediction, decode_peaks, gram_vote, prepare, tile_origins, tiles
+    from medcloud.vision.runtime import (
+        TILE,
+        Prediction,
+        decode_peaks,
+        gram_vote,
+        input_colour,
+        prepare,
+        tile_origins,
+        tiles,
+    )
     from medcloud.vision.serve import build_server
 
     torch.set_num_threads(2)
@@ -225,12 +336,13 @@ def torch_server(model_dir: Path, port: int) -> None:
     cls = GramCropClassifier()
     cls.load_state_dict(torch.load(model_dir / "classifier.pt", weights_only=True))
     cls.eval()
+    colour = input_colour(model_dir)
 
     class TorchPredictor:
         def predict(self, image: Any, score_threshold: float = 0.3) -> Prediction:
             t0 = time.perf_counter()
             h, w = image.shape[:2]
-            x, scale = prepare(image)
+            x, scale = prepare(image, colour=colour)
             with torch.inference_mode():
                 heat, reg = det_export(torch.from_numpy(x))
                 found = decode_peaks(heat[0].numpy(), reg[0].numpy(), score_threshold)
@@ -254,7 +366,7 @@ def torch_server(model_dir: Path, port: int) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("what", choices=["latency", "coldstart", "accuracy", "all", "torch-server"])
+    ap.add_argument("what", choices=["latency", "coldstart", "accuracy", "loso", "all", "torch-server"])
     ap.add_argument("--model", default=None)
     ap.add_argument("--runs", type=int, default=100)
     ap.add_argument("--threads", type=int, default=2)
@@ -262,6 +374,8 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=40)
     ap.add_argument("--verdict-images", type=int, default=40)
     ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--compare", default=None, help="second model folder for `loso` (e.g. the previous version)")
+    ap.add_argument("--boxes", default="group", choices=["group", "cell"], help="annotation convention for loso")
     args = ap.parse_args()
     model_dir = _model_dir(args.model)
     if args.what == "torch-server":
@@ -283,6 +397,11 @@ def main() -> None:
         out["coldstart"] = coldstart(model_dir, args.repeat)
     if args.what in ("accuracy", "all"):
         out["accuracy"] = accuracy(model_dir, args.images, args.verdict_images)
+    if args.what in ("loso", "all"):
+        dirs = {model_dir.name: model_dir}
+        if args.compare:
+            dirs[Path(args.compare).name] = Path(args.compare)
+        out["leave_one_style_out"] = leave_one_style_out(dirs, args.images, args.verdict_images, args.boxes)
     print(json.dumps(out, indent=2, ensure_ascii=False))
 
 

@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from medcloud.vision.evaluate import evaluate_model
 from medcloud.vision.registry import load_dir, resolve, sha256_file
-from medcloud.vision.synth import TRAINING_SITES, UNSEEN_SITES
+from medcloud.vision.runtime import GramStainModel, prepare
+from medcloud.vision.synth import SITES, TRAINING_SITES, UNSEEN_SITES, SiteStyle, render_smear
 
 BAR_MAP50 = 0.8  # issue 3: over the 17 labels, held-out synthetic split
 BAR_VOTE = 0.95  # issue 3: crop-vote verdict accuracy
@@ -35,6 +37,9 @@ def test_card_is_complete(packaged_model_dir: Path) -> None:
     assert all(not card["metrics"]["per_site"][s]["seen_in_training"] for s in UNSEEN_SITES)
     total = sum(p.stat().st_size for p in packaged_model_dir.glob("*.onnx"))
     assert total <= 10 * 1024 * 1024
+    assert all(p.stat().st_size < 2 * 1024 * 1024 for p in packaged_model_dir.iterdir())  # keep the repo light
+    assert card["version"] == "0.4.0-synthetic" and card["training"]["colour"] == "white-balance"
+    assert "site-random" in card["training"]["sites"] and not set(card["training"]["sites"]) & set(UNSEEN_SITES)
     assert json.loads((packaged_model_dir / "training_log.json").read_text())["detector_loss_curve"]
 
 
@@ -59,3 +64,43 @@ _SHORT = [
 def test_meets_the_bars_on_a_small_held_out_split(small_split: dict[str, float]) -> None:
     assert small_split["map50"] >= BAR_MAP50
     assert small_split["crop_vote_accuracy"] >= BAR_VOTE
+
+
+def test_card_records_leave_one_style_out_beside_the_previous_model() -> None:
+    loso = resolve(None).card["leave_one_style_out"]
+    unseen = {s: loso["per_site"][s] for s in UNSEEN_SITES}
+    assert len(unseen) >= 3 and all(not v["seen_in_training"] for v in unseen.values())
+    worst = min(unseen, key=lambda s: unseen[s]["map50"])
+    assert loso["summary"]["worst_unseen_site"] == worst and worst in loso["lead"]
+    assert loso["summary"]["min_unseen_verdict"] == min(v["verdict_accuracy"] for v in unseen.values())
+    for v in unseen.values():
+        assert 0 <= v["map50"] <= 1 and 0 <= v["verdict_accuracy"] <= 1
+        assert {"map50", "verdict_accuracy"} <= set(v["0.3.0-synthetic"])
+    assert set(loso["per_site"]) == set(SITES) and "Candida" in loso["verdict_rule"]
+
+
+def test_white_balance_removes_a_lamp_cast_before_the_model_sees_it(packaged_model_dir: Path) -> None:
+    model = GramStainModel(packaged_model_dir)
+    assert model.colour == "white-balance"
+    neutral = render_smear(5, style=SiteStyle(), size=(320, 320), scale=0.5, species=["cns"] * 3).image
+    halogen = SiteStyle(cast=(1.1, 1.0, 0.8), brightness=0.8)
+    warm = render_smear(5, style=halogen, size=(320, 320), scale=0.5, species=["cns"] * 3).image
+    raw = [prepare(im)[0][0].mean(axis=(1, 2)) for im in (neutral, warm)]
+    wb = [prepare(im, colour="white-balance")[0][0].mean(axis=(1, 2)) for im in (neutral, warm)]
+    assert np.abs(raw[0] - raw[1]).max() > 25  # the cast is there in raw RGB
+    assert np.abs(wb[0] - wb[1]).max() < 6  # and gone after colour constancy
+    assert len(model.predict(warm).detections) >= 1
+
+
+_LOSO = resolve(None).card["leave_one_style_out"]["summary"]
+
+
+@pytest.mark.xfail(
+    not _LOSO["meets_bars"],
+    strict=False,
+    reason=f"card records the worst unseen style {_LOSO['worst_unseen_site']} at mAP50 "
+    f"{_LOSO['worst_unseen_map50']} and the lowest unseen verdict {_LOSO['min_unseen_verdict']} "
+    "(bars 0.70 / 0.95): more CPU training needed (docs/vision.md)",
+)
+def test_card_meets_the_leave_one_style_out_bars() -> None:
+    assert _LOSO["worst_unseen_map50"] >= 0.70 and _LOSO["min_unseen_verdict"] >= 0.95

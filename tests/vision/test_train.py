@@ -62,3 +62,21 @@ def test_loss_falls_and_onnx_matches_torch(tmp_path: Path) -> None:
         None, {"crops": x[:, :, :64, :64]}
     )[0]
     assert probs.shape == (1, 5) and np.isclose(probs.sum(), 1.0, atol=1e-5)
+
+
+def test_stain_augmentation_varies_colour_and_normalisation_follows_the_whole_field() -> None:
+    from medcloud.vision.train import _photometric
+
+    rng = np.random.default_rng(0)
+    field = np.full((4, 3, 64, 64), 200.0, dtype=np.float32)
+    field[:, :, 20:30, 20:30] = np.array([90.0, 40.0, 120.0], dtype=np.float32)[None, :, None, None]  # a violet cell
+    field *= np.array([1.1, 1.0, 0.8], dtype=np.float32)[None, :, None, None]  # a halogen cast
+    out = _photometric(field.copy(), rng, stain_jitter=0.1, colour="none")
+    cells = out[:, :, 25, 25]
+    assert np.ptp(cells, axis=0).max() > 5  # each image's stain hue/strength differs
+    balanced = _photometric(field.copy(), rng, stain_jitter=0.0, colour="white-balance")
+    bg = balanced[:, :, 2, 2]
+    assert np.ptp(bg, axis=1).max() < 12  # the background is neutral again, whatever the gain drawn
+    crop = field[:, :, 16:48, 16:48].copy()  # mostly cell: normalised with its field as the reference
+    with_ctx = _photometric(crop, np.random.default_rng(1), 0.0, "white-balance", context=field.copy())
+    assert np.ptp(with_ctx[:, :, 20, 20], axis=1).max() < 12

@@ -30,6 +30,10 @@ def train_command(
     cache: Path | None = typer.Option(None, help="Folder to cache the rendered training smears."),
     init: Path | None = typer.Option(None, help="Continue from the weights in this model folder."),
     lr: float = typer.Option(3e-3, help="Peak learning rate (cosine schedule)."),
+    boxes: str = typer.Option("group", help='Annotation convention: "group" (one box per organism group) or "cell".'),
+    colour: str = typer.Option("white-balance", help='Input colour convention: "white-balance" or "none".'),
+    random_share: float = typer.Option(0.7, help="Share of smears drawn with domain randomisation (site-random)."),
+    stain_jitter: float = typer.Option(0.08, help="Optical-density stain augmentation strength (0 = off)."),
 ) -> None:
     """Train the Gram-stain detector and crop classifier from scratch on SYNTHETIC smears; export ONNX."""
     from medcloud.vision.train import TrainConfig, train_model
@@ -46,6 +50,10 @@ def train_command(
         cls_minutes=cls_minutes,
         init=str(init) if init else None,
         lr=lr,
+        boxes=boxes,
+        colour=colour,
+        random_share=random_share,
+        stain_jitter=stain_jitter,
     )
     command = "medcloud vision train " + " ".join(shlex.quote(a) for a in sys.argv[2:] if a != "train")
     result = train_model(cfg, out, command, progress=lambda m: typer.echo(m, err=True), cache=cache)

@@ -135,8 +135,39 @@ def _plain(message: str) -> str:
     return re.sub(r"<[^<>]* at 0x[0-9a-fA-F]+>", "the data", message)[:200]
 
 
-def prepare(image: NDArray[np.uint8], long_side: int = INPUT_LONG_SIDE) -> tuple[NDArray[np.float32], float]:
-    """Resize so the longer side is `long_side`, pad to a multiple of 16; returns NCHW float and the scale."""
+def white_balance(image: NDArray[np.float32]) -> NDArray[np.float32]:
+    """Colour constancy for a smear (HWC or NHWC float 0..255): scale each channel so that the bright
+    background (pixels above the 70th brightness percentile) becomes neutral grey-white at 225.
+
+    This removes the lamp's colour cast and the exposure (halogen yellow, LED blue, a dim or bright camera)
+    while leaving the stain contrast of the organisms, which is what tells Gram-positive from -negative.
+    """
+    shape = (-1, 1, 1, 3) if image.ndim == 4 else (1, 1, 3)
+    gain = white_balance_gain(image).reshape(shape)
+    out: NDArray[np.float32] = np.clip(image * gain, 0, 255).astype(np.float32)
+    return out
+
+
+def white_balance_gain(image: NDArray[np.float32]) -> NDArray[np.float32]:
+    """Per-image (n, 3) channel gains of `white_balance` (n = 1 for a single HWC image)."""
+    lum = image.mean(axis=-1)
+    flat = lum.reshape(lum.shape[0], -1) if image.ndim == 4 else lum.reshape(1, -1)
+    k = int(flat.shape[1] * 0.7)
+    thr = np.partition(flat, k, axis=1)[:, k]
+    pix = image.reshape(flat.shape[0], -1, 3)
+    sel = flat >= thr[:, None]
+    ref = (pix * sel[..., None]).sum(axis=1) / np.maximum(sel.sum(axis=1), 1)[:, None]
+    gain: NDArray[np.float32] = (225.0 / np.maximum(ref, 8.0)).astype(np.float32)
+    return gain
+
+
+def prepare(
+    image: NDArray[np.uint8], long_side: int = INPUT_LONG_SIDE, colour: str = "none"
+) -> tuple[NDArray[np.float32], float]:
+    """Resize so the longer side is `long_side`, pad to a multiple of 16; returns NCHW float and the scale.
+
+    `colour` is the model's input convention: "none" (raw RGB) or "white-balance" (`white_balance`).
+    """
     from PIL import Image
 
     h, w = image.shape[:2]
@@ -147,6 +178,12 @@ def prepare(image: NDArray[np.uint8], long_side: int = INPUT_LONG_SIDE) -> tuple
     else:
         resized = image
     ph, pw = -(-nh // 16) * 16, -(-nw // 16) * 16
+    if colour == "white-balance":
+        canvas_f = np.full((ph, pw, 3), PAD_VALUE, dtype=np.float32)
+        # The reference is taken on every second pixel (same answer within a grey level, a quarter the work).
+        gain = white_balance_gain(resized[::2, ::2].astype(np.float32))
+        canvas_f[:nh, :nw] = np.minimum(resized * gain.reshape(1, 1, 3), 255.0)
+        return np.ascontiguousarray(canvas_f.transpose(2, 0, 1)[None]), scale
     canvas = np.full((ph, pw, 3), PAD_VALUE, dtype=np.uint8)
     canvas[:nh, :nw] = resized
     return np.ascontiguousarray(canvas.transpose(2, 0, 1)[None], dtype=np.float32), scale
@@ -306,6 +343,21 @@ def crop_vote(
     return votes, tied[0]
 
 
+def input_colour(model_dir: Path) -> str:
+    """The colour convention a model was trained with: training.json (or the card's copy of it) "colour";
+    models from before colour constancy have none and get raw RGB."""
+    import json
+
+    for name in ("training.json", "card.json"):
+        path = model_dir / name
+        if path.is_file():
+            data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+            colour = (data if name == "training.json" else data.get("training", {})).get("colour")
+            if colour:
+                return str(colour)
+    return "none"
+
+
 class GramStainModel:
     """Both ONNX models of one registry version, loaded once; thread-safe `predict`."""
 
@@ -325,11 +377,12 @@ class GramStainModel:
             else None
         )
         self._lock = threading.Lock()
+        self.colour = input_colour(model_dir)
 
     def predict(self, image: NDArray[np.uint8], score_threshold: float = 0.25) -> Prediction:
         t0 = time.perf_counter()
         h, w = image.shape[:2]
-        x, scale = prepare(image)
+        x, scale = prepare(image, colour=self.colour)
         heat, reg = self.detector.run(None, {"image": x})
         found = decode_peaks(heat[0], reg[0], score_threshold=score_threshold)
         dets = [

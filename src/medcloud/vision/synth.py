@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -33,6 +33,20 @@ _OD_CV = np.array([1.29, 2.55, 0.75], dtype=np.float32)
 _OD_SAF = np.array([0.19, 1.45, 0.84], dtype=np.float32)
 _OD_RBC = np.array([0.08, 0.53, 0.53], dtype=np.float32)
 _OD_BG = np.array([0.06, 0.17, 0.125], dtype=np.float32)
+# Hue variants: a bluer crystal violet (absorbs more red, less blue); magenta and orange-red counterstains.
+_OD_CV_BLUE = np.array([2.0, 2.2, 0.42], dtype=np.float32)
+_OD_SAF_MAGENTA = np.array([0.3, 1.55, 0.45], dtype=np.float32)
+_OD_SAF_ORANGE = np.array([0.1, 1.15, 1.35], dtype=np.float32)
+
+
+def _stain_od(a: NDArray[np.float32], b: NDArray[np.float32], t: float) -> NDArray[np.float32]:
+    out: NDArray[np.float32] = (a * (1 - t) + b * t).astype(np.float32)
+    return out
+
+
+def _saf_od(hue: float) -> NDArray[np.float32]:
+    return _stain_od(_OD_SAF, _OD_SAF_ORANGE, hue) if hue >= 0 else _stain_od(_OD_SAF, _OD_SAF_MAGENTA, -hue)
+
 
 Array = NDArray[np.float32]
 
@@ -82,6 +96,16 @@ class SiteStyle:
     subpixel: float = 0.0  # amplitude of the RGB sub-pixel pattern
     warp: float = 0.0  # displacement amplitude, nominal pixels
     jpeg: int = 0  # JPEG quality of the camera stream, 0 = none
+    # Optics, stain chemistry and smear preparation (issue 13); the defaults reproduce the original sites.
+    magnification: float = 1.0  # objective/camera magnification relative to the reference (0.5-2)
+    motion: float = 0.0  # motion-blur length, nominal pixels (stage or camera moving)
+    cv_hue: float = 0.0  # 0 violet crystal violet .. 1 distinctly blue
+    saf_hue: float = 0.0  # -1 magenta .. 0 pink safranin .. 1 orange-red (carbol fuchsin-like counterstain)
+    crowding: float = 0.0  # 0 sparse (groups apart) .. 1 crowded: many red cells overlapping, bacteria on them
+    spread: float = 1.0  # >= 1: clusters and chains loosened by up to this factor (cells no longer touching)
+    group_size: float = 1.0  # <= 1: groups keep down to this share of their cells (down to single cells)
+    debris: float = 0.0  # crystal-violet precipitate and amorphous debris, 0 none .. 1 heavy
+    tilt: float = 0.0  # uneven illumination: linear gradient amplitude across the field
 
 
 @dataclass(frozen=True)
@@ -93,8 +117,11 @@ class Site:
     seen: bool
     ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
     cast: tuple[tuple[float, float], tuple[float, float], tuple[float, float]] = ((1, 1), (1, 1), (1, 1))
+    randomise: bool = False  # domain randomisation: every factor drawn per image from broad ranges
 
     def sample(self, rng: np.random.Generator) -> SiteStyle:
+        if self.randomise:
+            return random_style(rng)
         values: dict[str, Any] = {k: float(rng.uniform(lo, hi)) for k, (lo, hi) in self.ranges.items()}
         if "jpeg" in values:
             values["jpeg"] = int(values["jpeg"])
@@ -172,7 +199,8 @@ SITES: dict[str, Site] = {
         ),
         Site(
             "site-e-halogen",
-            "UNSEEN: old halogen microscope, yellow cast, dim, strong vignette",
+            "UNSEEN: old halogen microscope (yellow cast, dim, strong vignette), crowded thick smear: red cells "
+            "overlapping each other, bacteria lying on them",
             False,
             {
                 "cv_gain": (0.9, 1.2),
@@ -183,13 +211,102 @@ SITES: dict[str, Site] = {
                 "blur": (0.2, 0.9),
                 "brightness": (0.75, 0.9),
                 "decolorize": (0.0, 0.12),
+                "crowding": (0.6, 1.0),
+                "magnification": (0.9, 1.15),
             },
             ((1.04, 1.12), (0.98, 1.04), (0.78, 0.88)),
+        ),
+        Site(
+            "site-f-paleblue",
+            "UNSEEN: pale, blue crystal violet, 100x objective with a 2x camera coupler, defocused, loose "
+            "clusters and single cells",
+            False,
+            {
+                "cv_gain": (0.55, 0.75),
+                "cv_hue": (0.65, 1.0),
+                "saf_gain": (0.7, 0.95),
+                "saf_hue": (-0.6, -0.2),
+                "magnification": (1.7, 2.0),
+                "blur": (1.2, 2.0),
+                "spread": (1.6, 2.4),
+                "group_size": (0.25, 0.6),
+                "vignette": (0.05, 0.2),
+                "noise": (0.01, 0.025),
+                "brightness": (0.95, 1.05),
+            },
+            ((0.95, 1.0), (0.98, 1.03), (1.0, 1.06)),
+        ),
+        Site(
+            "site-g-lowmag",
+            "UNSEEN: 60x dry objective on a handheld phone (0.6-0.75x), motion blur, precipitate and debris, "
+            "over-decolourised, uneven light, heavy JPEG",
+            False,
+            {
+                "magnification": (0.6, 0.75),
+                "motion": (1.5, 3.5),
+                "debris": (0.5, 1.0),
+                "decolorize": (0.08, 0.2),
+                "saf_hue": (0.3, 0.8),
+                "tilt": (0.15, 0.3),
+                "jpeg": (35, 60),
+                "noise": (0.015, 0.035),
+                "cv_gain": (0.9, 1.2),
+                "saf_gain": (0.9, 1.2),
+                "bg_gain": (0.6, 1.2),
+                "gamma": (0.85, 1.1),
+            },
+            ((0.96, 1.03), (0.97, 1.03), (0.95, 1.02)),
+        ),
+        Site(
+            "site-random",
+            "training only: domain randomisation, every optical, stain, smear and camera factor drawn per image",
+            True,
+            randomise=True,
         ),
     )
 }
 TRAINING_SITES: tuple[str, ...] = tuple(name for name, s in SITES.items() if s.seen)
 UNSEEN_SITES: tuple[str, ...] = tuple(name for name, s in SITES.items() if not s.seen)
+
+
+def _maybe(rng: np.random.Generator, p: float, lo: float, hi: float) -> float:
+    return float(rng.uniform(lo, hi)) if rng.uniform() < p else 0.0
+
+
+def random_style(rng: np.random.Generator) -> SiteStyle:
+    """Domain randomisation: a style drawn from ranges wider than any one laboratory's.
+
+    Each factor is drawn independently per image, so a site the generator never named (another
+    microscope, stain batch or camera) is a point inside this distribution rather than outside it.
+    """
+    temp = rng.normal(0, 0.06)  # colour temperature of the light: warm (yellow) .. cool (blue)
+    cast = tuple(float(np.clip(c, 0.75, 1.15)) for c in (1 + temp, 1 + rng.normal(0, 0.025), 1 - 1.6 * temp))
+    return SiteStyle(
+        cv_gain=float(rng.uniform(0.5, 1.4)),
+        saf_gain=float(rng.uniform(0.55, 1.35)),
+        bg_gain=float(rng.uniform(0.3, 1.7)),
+        decolorize=_maybe(rng, 0.4, 0.0, 0.25),
+        retain=_maybe(rng, 0.3, 0.0, 0.15),
+        cast=(cast[0], cast[1], cast[2]),
+        brightness=float(rng.uniform(0.7, 1.05)),
+        vignette=float(rng.uniform(0.0, 0.5)),
+        blur=float(rng.choice([rng.uniform(0, 0.8), rng.uniform(0.8, 2.2)], p=[0.55, 0.45])),
+        noise=float(rng.uniform(0.003, 0.045)),
+        gamma=float(rng.uniform(0.78, 1.22)),
+        moire=_maybe(rng, 0.2, 0.02, 0.1),
+        subpixel=_maybe(rng, 0.2, 0.02, 0.08),
+        warp=_maybe(rng, 0.2, 0.5, 3.0),
+        jpeg=int(_maybe(rng, 0.45, 30, 95)),
+        magnification=float(np.exp(rng.uniform(math.log(0.55), math.log(2.0)))),
+        motion=_maybe(rng, 0.25, 1.0, 4.5),
+        cv_hue=float(rng.uniform(0, 1)),
+        saf_hue=float(rng.uniform(-1, 1)),
+        crowding=_maybe(rng, 0.5, 0.1, 1.0),
+        spread=float(rng.choice([1.0, rng.uniform(1.0, 2.6)])),
+        group_size=float(rng.choice([1.0, rng.uniform(0.2, 1.0)])),
+        debris=_maybe(rng, 0.5, 0.1, 1.0),
+        tilt=_maybe(rng, 0.5, 0.05, 0.35),
+    )
 
 
 # ---- morphology: one function per label, returning cells around (0, 0) in nominal pixels ----
@@ -683,6 +800,76 @@ def choose_species(rng: np.random.Generator, n_groups: int) -> list[str]:
     return species
 
 
+def _habit(cells: list[Cell], rng: np.random.Generator, style: SiteStyle) -> list[Cell]:
+    """Loosen the group (cells drift apart) and/or keep only a contiguous part of it (down to one cell)."""
+    n = len(cells)
+    if n > 1 and style.group_size < 1.0:
+        keep = max(1, round(n * rng.uniform(style.group_size, 1.0)))
+        if keep < n:
+            centres = np.array([((c.x0 + c.x1) / 2, (c.y0 + c.y1) / 2) for c in cells])
+            start = centres[int(rng.integers(n))]
+            nearest = np.argsort(((centres - start) ** 2).sum(axis=1))[:keep]
+            cells = [cells[int(i)] for i in sorted(nearest)]
+    if len(cells) > 1 and style.spread > 1.0:
+        f = rng.uniform(1.0, style.spread) - 1.0
+        mx = sum((c.x0 + c.x1) / 2 for c in cells) / len(cells)
+        my = sum((c.y0 + c.y1) / 2 for c in cells) / len(cells)
+        moved = []
+        for c in cells:
+            dx = ((c.x0 + c.x1) / 2 - mx) * f
+            dy = ((c.y0 + c.y1) / 2 - my) * f
+            moved.append(replace(c, x0=c.x0 + dx, x1=c.x1 + dx, y0=c.y0 + dy, y1=c.y1 + dy))
+        cells = moved
+    return cells
+
+
+def _debris(
+    rng: np.random.Generator, nom_w: float, nom_h: float, amount: float
+) -> list[list[tuple[Cell, float, float]]]:
+    """Unlabelled clutter: crystal-violet precipitate (tiny dark angular specks, often in clumps) and pale
+    amorphous protein/mucus smudges. Returned as groups of (cell, x, y) in nominal pixels."""
+    area = nom_w * nom_h / (640 * 640)
+    out: list[list[tuple[Cell, float, float]]] = []
+    for _ in range(int(amount * area * rng.uniform(10, 40))):
+        x, y = rng.uniform(0, nom_w), rng.uniform(0, nom_h)
+        group = []
+        for _k in range(int(rng.integers(1, 7))):
+            px, py = x + rng.normal(0, 4), y + rng.normal(0, 4)
+            a = rng.uniform(0, math.pi)
+            r = rng.uniform(0.5, 1.6)
+            group.append((_rod(px, py, a, rng.uniform(0, 4), r * 2, "cv", density=rng.uniform(0.6, 1.3)), 0.0, 0.0))
+        out.append(group)
+    for _ in range(int(amount * area * rng.uniform(2, 8))):
+        x, y = rng.uniform(0, nom_w), rng.uniform(0, nom_h)
+        stain = "saf" if rng.uniform() < 0.7 else "cv"
+        blob = [
+            (
+                _coccus(
+                    x + rng.normal(0, 8),
+                    y + rng.normal(0, 8),
+                    rng.uniform(4, 14),
+                    stain,
+                    elong=rng.uniform(0, 20),
+                    angle=rng.uniform(0, math.pi),
+                    density=rng.uniform(0.12, 0.3),
+                ),
+                0.0,
+                0.0,
+            )
+            for _k in range(int(rng.integers(1, 4)))
+        ]
+        out.append(blob)
+    return out
+
+
+def _cell_box(c: Cell) -> tuple[float, float, float, float]:
+    r = max(c.r0, c.r1)
+    return (min(c.x0, c.x1) - r, min(c.y0, c.y1) - r, max(c.x0, c.x1) + r, max(c.y0, c.y1) + r)
+
+
+BOX_CONVENTIONS = ("group", "cell")
+
+
 def render_smear(
     seed: int,
     site: str = "site-a",
@@ -690,36 +877,82 @@ def render_smear(
     scale: float = 1.0,
     species: list[str] | None = None,
     style: SiteStyle | None = None,
+    boxes: str = "group",
 ) -> Smear:
-    """Draw one SYNTHETIC smear. `size` is (height, width) in output pixels; geometry scales with `scale`."""
+    """Draw one SYNTHETIC smear. `size` is (height, width) in output pixels; geometry scales with `scale`.
+
+    `boxes` is the annotation convention: "group" (default) gives one box per organism group (a cluster, a
+    chain, a palisade, a pair, a yeast with its bud, one red cell), as the reference service's VoTT boxes
+    do; "cell" gives one box per drawn cell (each coccus, rod, yeast cell or bud), same label.
+    """
+    if boxes not in BOX_CONVENTIONS:
+        raise ValueError(f"boxes must be one of {BOX_CONVENTIONS}, not {boxes!r}")
     rng = np.random.default_rng(seed)
     if style is None:
         style = SITES[site].sample(rng)
     h, w = size
+    # Magnification enlarges every organism and shows a smaller part of the smear.
+    scale = scale * style.magnification
     nom_w, nom_h = w / scale, h / scale
     area = nom_w * nom_h / (640 * 640)
-    n_groups = max(1, int(rng.integers(5, 13) * area))
+    n_groups = max(1, min(40, int(rng.integers(5, 13) * area * (1 + 0.6 * style.crowding))))
     chosen = species if species is not None else choose_species(rng, n_groups)
-    n_rbc = int(rng.integers(1, 8) * area)
+    n_rbc = int((rng.integers(1, 8) + style.crowding * rng.integers(25, 70)) * area)
     plan = ["rbc"] * n_rbc + list(chosen)
 
     fields = {k: np.zeros((h, w), dtype=np.float32) for k in ("cv", "saf", "rbc", "clear")}
-    boxes: list[tuple[float, float, float, float]] = []
+    box_list: list[tuple[float, float, float, float]] = []
+    cell_boxes: list[tuple[float, float, float, float]] = []
     labels: list[int] = []
+    cell_labels: list[int] = []
+    placed_rbc: list[tuple[float, float, float, float]] = []
+    placed_org: list[tuple[float, float, float, float]] = []
+    # Crowded smears: red cells overlap each other, organisms lie on red cells and touch each other.
+    rbc_limit = 0.12 + 0.6 * style.crowding
+    org_limit = 0.12 + 0.2 * style.crowding
     for code in plan:
         cells = MORPHOLOGY[code](rng)
+        if code != "rbc":
+            cells = _habit(cells, rng, style)
         gx0, gy0, gx1, gy1 = _group_box(cells)
+        against = placed_rbc if code == "rbc" else placed_org
+        if code != "rbc" and style.crowding == 0:
+            against = placed_rbc + placed_org
+        limit = rbc_limit if code == "rbc" else org_limit
+        # In a crowded smear some cells are put right onto a red cell (a red cell onto a red cell: overlap).
+        anchor = placed_rbc[int(rng.integers(len(placed_rbc)))] if placed_rbc else None
+        on_rbc = anchor is not None and rng.uniform() < 0.6 * style.crowding
         for _ in range(25):
-            ox = rng.uniform(-gx0 + 2, nom_w - gx1 - 2) if nom_w - gx1 - 2 > -gx0 + 2 else nom_w / 2
-            oy = rng.uniform(-gy0 + 2, nom_h - gy1 - 2) if nom_h - gy1 - 2 > -gy0 + 2 else nom_h / 2
+            if on_rbc and anchor is not None:
+                ax, ay = (anchor[0] + anchor[2]) / 2, (anchor[1] + anchor[3]) / 2
+                jitter = (anchor[2] - anchor[0]) * (0.55 if code == "rbc" else 0.3)
+                ox = ax + rng.uniform(-jitter, jitter) - (gx0 + gx1) / 2
+                oy = ay + rng.uniform(-jitter, jitter) - (gy0 + gy1) / 2
+                ox = min(max(ox, -gx0 + 2), nom_w - gx1 - 2)
+                oy = min(max(oy, -gy0 + 2), nom_h - gy1 - 2)
+                ok = not _overlap((gx0 + ox, gy0 + oy, gx1 + ox, gy1 + oy), placed_org, org_limit)
+            else:
+                ox = rng.uniform(-gx0 + 2, nom_w - gx1 - 2) if nom_w - gx1 - 2 > -gx0 + 2 else nom_w / 2
+                oy = rng.uniform(-gy0 + 2, nom_h - gy1 - 2) if nom_h - gy1 - 2 > -gy0 + 2 else nom_h / 2
+                ok = not _overlap((gx0 + ox, gy0 + oy, gx1 + ox, gy1 + oy), against, limit)
             box = (gx0 + ox, gy0 + oy, gx1 + ox, gy1 + oy)
-            if not _overlap(box, boxes, 0.12):
+            if ok:
                 break
         else:
             continue
         _draw_group(fields, cells, ox, oy, scale)
-        boxes.append(box)
+        (placed_rbc if code == "rbc" else placed_org).append(box)
+        box_list.append(box)
         labels.append(LABEL_INDEX[code])
+        for c in cells:
+            cx0, cy0, cx1, cy1 = _cell_box(c)
+            cell_boxes.append((cx0 + ox, cy0 + oy, cx1 + ox, cy1 + oy))
+            cell_labels.append(LABEL_INDEX[code])
+    if boxes == "cell":
+        box_list, labels = cell_boxes, cell_labels
+    if style.debris > 0:
+        for group in _debris(rng, nom_w, nom_h, style.debris):
+            _draw_group(fields, [c for c, _, _ in group], 0.0, 0.0, scale)
 
     # Gram reaction as the site performs it: over-decolourised positives lose violet, and vice versa.
     cv = fields["cv"] * (1 - style.decolorize) + fields["saf"] * style.retain
@@ -727,8 +960,8 @@ def render_smear(
     bg = (0.35 + 0.9 * _smooth_field(rng, h, w, 6)) * (0.8 + 0.4 * rng.uniform(0, 1, (h, w)).astype(np.float32))
     bg = bg * style.bg_gain * (1 - 0.85 * fields["clear"])
     od = (
-        cv[..., None] * (_OD_CV * style.cv_gain)
-        + saf[..., None] * (_OD_SAF * style.saf_gain)
+        cv[..., None] * (_stain_od(_OD_CV, _OD_CV_BLUE, style.cv_hue) * style.cv_gain)
+        + saf[..., None] * (_saf_od(style.saf_hue) * style.saf_gain)
         + fields["rbc"][..., None] * _OD_RBC
         + bg[..., None] * _OD_BG
     )
@@ -738,6 +971,9 @@ def render_smear(
     xx = (np.arange(w, dtype=np.float32) - w / 2) / (w / 2)
     radial = yy[:, None] ** 2 + xx[None, :] ** 2
     illum = style.brightness * (1 - style.vignette * radial / 2) * (0.94 + 0.06 * _smooth_field(rng, h, w, 3))
+    if style.tilt > 0:
+        ta = rng.uniform(0, 2 * math.pi)
+        illum = illum * (1 + style.tilt * (math.cos(ta) * xx[None, :] + math.sin(ta) * yy[:, None]) / 2)
     img = img * illum[..., None] * np.array(style.cast, dtype=np.float32)
 
     if style.moire > 0 or style.subpixel > 0:
@@ -754,6 +990,16 @@ def render_smear(
         cols = np.arange(w, dtype=np.float32)[None, :, None]
         phase = np.array([0, 2 * math.pi / 3, 4 * math.pi / 3], dtype=np.float32)[None, None, :]
         img = img * (1 + style.subpixel * np.cos(2 * math.pi * cols / 3.0 + phase))
+
+    if style.motion > 0.5:
+        # Motion blur: the average of copies shifted along one direction (camera or stage moving).
+        length = style.motion * scale
+        ma = rng.uniform(0, math.pi)
+        k = max(2, round(length) + 1)
+        acc = np.zeros_like(img)
+        for t in np.linspace(-length / 2, length / 2, k):
+            acc += np.roll(img, (round(t * math.sin(ma)), round(t * math.cos(ma))), axis=(0, 1))
+        img = acc / k
 
     if style.gamma != 1.0:
         img = np.clip(img, 0, 1) ** style.gamma
@@ -772,12 +1018,12 @@ def render_smear(
         out = out[src_y, src_x]
         # Keep boxes exact to within a pixel: move each by the displacement at its centre.
         moved = []
-        for b in boxes:
+        for b in box_list:
             cx, cy = (b[0] + b[2]) / 2 * scale, (b[1] + b[3]) / 2 * scale
             sx = amp * math.sin(2 * math.pi * cy / period + ph[0]) / scale
             sy = amp * math.sin(2 * math.pi * cx / period + ph[1]) / scale
             moved.append((b[0] - sx, b[1] - sy, b[2] - sx, b[3] - sy))
-        boxes = moved
+        box_list = moved
 
     if style.blur > 0.05 or style.jpeg:
         from PIL import Image, ImageFilter
@@ -797,7 +1043,7 @@ def render_smear(
         noisy = out.astype(np.float32) + rng.normal(0, style.noise * 255, out.shape).astype(np.float32)
         out = np.clip(noisy, 0, 255).astype(np.uint8)
 
-    box_arr = np.array(boxes, dtype=np.float32).reshape(-1, 4) * scale
+    box_arr = np.array(box_list, dtype=np.float32).reshape(-1, 4) * scale
     box_arr[:, [0, 2]] = np.clip(box_arr[:, [0, 2]], 0, w)
     box_arr[:, [1, 3]] = np.clip(box_arr[:, [1, 3]], 0, h)
     return Smear(out, box_arr, np.array(labels, dtype=np.int64).reshape(-1), site, style, seed)

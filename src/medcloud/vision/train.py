@@ -18,7 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from medcloud.vision.labels import CROP_CLASSES, NUM_CLASSES, crop_class_of
-from medcloud.vision.runtime import INPUT_LONG_SIDE, STRIDE, TILE
+from medcloud.vision.runtime import INPUT_LONG_SIDE, STRIDE, TILE, white_balance_gain
 from medcloud.vision.synth import TRAINING_SITES, render_smear
 
 Progress = Callable[[str], None]
@@ -41,6 +41,10 @@ class TrainConfig:
     threads: int = 2
     sites: tuple[str, ...] = TRAINING_SITES
     init: str | None = None  # folder with detector.pt / classifier.pt to continue from
+    boxes: str = "group"  # annotation convention of the rendered boxes: "group" or "cell" (synth.render_smear)
+    colour: str = "white-balance"  # input convention (runtime.prepare): "white-balance" or "none"
+    random_share: float = 0.7  # share of training smears drawn with domain randomisation (site-random)
+    stain_jitter: float = 0.08  # std of the optical-density mixing jitter (HED-style stain augmentation)
 
 
 @dataclass
@@ -55,9 +59,11 @@ def render_training_set(cfg: TrainConfig, progress: Progress | None = None, cach
 
     With `cache`, the rendered set is stored as .npz keyed by the parameters that define it.
     """
-    from PIL import Image
 
-    key = f"smears-{cfg.images}-{cfg.hi_res_fraction}-{cfg.size}-{cfg.seed}-{'_'.join(cfg.sites)}.npz"
+    key = (
+        f"smears-v4-{cfg.images}-{cfg.hi_res_fraction}-{cfg.size}-{cfg.seed}-{cfg.boxes}-{cfg.random_share}"
+        f"-{'_'.join(cfg.sites)}.npz"
+    )
     if cache is not None and (cache / key).exists():
         with np.load(cache / key) as z:
             images, boxes, labels, counts = z["images"], z["boxes"], z["labels"], z["counts"]
@@ -67,22 +73,18 @@ def render_training_set(cfg: TrainConfig, progress: Progress | None = None, cach
             for i, (c, e) in enumerate(zip(counts, ends, strict=True))
         ]
 
+    import multiprocessing
+
+    jobs = [(cfg, i) for i in range(cfg.images)]
     out: list[Sample] = []
-    n_hi = int(cfg.images * cfg.hi_res_fraction)
-    for i in range(cfg.images):
-        seed = cfg.seed * 10_000_000 + i
-        site = cfg.sites[i % len(cfg.sites)]
-        if i < n_hi:
-            s = render_smear(seed, site, (cfg.size * 2, cfg.size * 2), 1.0)
-            img = np.asarray(
-                Image.fromarray(s.image).resize((cfg.size, cfg.size), Image.Resampling.BILINEAR, reducing_gap=2.0)
-            )
-            out.append(Sample(img, (s.boxes / 2).astype(np.float32), s.labels))
-        else:
-            s = render_smear(seed, site, (cfg.size, cfg.size), cfg.size / 640)
-            out.append(Sample(s.image, s.boxes, s.labels))
-        if progress and (i + 1) % 200 == 0:
-            progress(f"rendered {i + 1}/{cfg.images} synthetic smears")
+    if cfg.threads > 1 and cfg.images >= 50:
+        with multiprocessing.get_context("fork").Pool(cfg.threads) as pool:
+            for sample in pool.imap(_render_one, jobs, chunksize=8):
+                out.append(sample)
+                if progress and len(out) % 200 == 0:
+                    progress(f"rendered {len(out)}/{cfg.images} synthetic smears")
+    else:
+        out = [_render_one(job) for job in jobs]
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
         np.savez(
@@ -93,6 +95,30 @@ def render_training_set(cfg: TrainConfig, progress: Progress | None = None, cach
             counts=np.array([len(s.labels) for s in out]),
         )
     return out
+
+
+def training_site(cfg: TrainConfig, i: int) -> str:
+    """Site of training smear i: domain randomisation for `random_share` of them, the named styles otherwise."""
+    named = [s for s in cfg.sites if s != "site-random"]
+    if "site-random" in cfg.sites and (not named or (i * 0.6180339887) % 1.0 < cfg.random_share):
+        return "site-random"
+    return named[i % len(named)]
+
+
+def _render_one(job: tuple[TrainConfig, int]) -> Sample:
+    from PIL import Image
+
+    cfg, i = job
+    seed = cfg.seed * 10_000_000 + i
+    site = training_site(cfg, i)
+    if i < int(cfg.images * cfg.hi_res_fraction):
+        s = render_smear(seed, site, (cfg.size * 2, cfg.size * 2), 1.0, boxes=cfg.boxes)
+        img = np.asarray(
+            Image.fromarray(s.image).resize((cfg.size, cfg.size), Image.Resampling.BILINEAR, reducing_gap=2.0)
+        )
+        return Sample(img, (s.boxes / 2).astype(np.float32), s.labels)
+    s = render_smear(seed, site, (cfg.size, cfg.size), cfg.size / 640, boxes=cfg.boxes)
+    return Sample(s.image, s.boxes, s.labels)
 
 
 def _augment(
@@ -129,15 +155,46 @@ def _random_crop(
     return np.ascontiguousarray(img[y0 : y0 + size, x0 : x0 + size]), c[keep], labels[keep]
 
 
-def _photometric(batch: NDArray[np.float32], rng: np.random.Generator) -> NDArray[np.float32]:
-    """Mild per-image gain, per-channel cast and contrast, so colour alone cannot be memorised per site."""
+def _photometric(
+    batch: NDArray[np.float32],
+    rng: np.random.Generator,
+    stain_jitter: float = 0.0,
+    colour: str = "none",
+    context: NDArray[np.float32] | None = None,
+) -> NDArray[np.float32]:
+    """Per-image stain and camera augmentation (NCHW float 0..255), then the model's colour convention.
+
+    Stain jitter works in optical density (Beer-Lambert, as HED augmentation does): each image's
+    absorbance vectors are mixed by a random near-identity 3x3 matrix and scaled per channel, which moves
+    stain hue and strength together the way another stain batch or lamp would. Then gain, cast and
+    contrast; last the same colour normalisation the runtime applies (`runtime.prepare`). `context`
+    (NCHW, e.g. a thumbnail of the whole field a crop came from) gets the same jitter and supplies the
+    contrast mean and white-balance reference, so a crop is normalised as the runtime normalises its field.
+    """
     n = batch.shape[0]
-    gain = rng.uniform(0.9, 1.1, (n, 1, 1, 1)) * rng.uniform(0.95, 1.05, (n, 3, 1, 1))
-    mean = batch.mean(axis=(1, 2, 3), keepdims=True)
-    contrast = rng.uniform(0.9, 1.1, (n, 1, 1, 1))
-    out = ((batch - mean) * contrast + mean) * gain
-    clipped: NDArray[np.float32] = np.clip(out, 0, 255).astype(np.float32)
-    return clipped
+    mix = np.eye(3, dtype=np.float32)[None] + rng.normal(0, stain_jitter, (n, 3, 3)).astype(np.float32)
+    mix *= rng.uniform(0.75, 1.3, (n, 1, 1)).astype(np.float32)
+    gain = (rng.uniform(0.85, 1.12, (n, 1, 1, 1)) * rng.uniform(0.93, 1.07, (n, 3, 1, 1))).astype(np.float32)
+    contrast = rng.uniform(0.85, 1.15, (n, 1, 1, 1)).astype(np.float32)
+
+    def jitter(x: NDArray[np.float32], mean: NDArray[np.float32] | None) -> tuple[NDArray[np.float32], Any]:
+        if stain_jitter > 0:
+            nn, _, hh, ww = x.shape
+            od = np.matmul(mix, -np.log((x.reshape(nn, 3, -1) + 1.0) * (1 / 256.0)))
+            x = (256.0 * np.exp(-np.clip(od, 0, 8)) - 1.0).reshape(nn, 3, hh, ww).astype(np.float32)
+        m = x.mean(axis=(1, 2, 3), keepdims=True) if mean is None else mean
+        return np.clip(((x - m) * contrast + m) * gain, 0, 255).astype(np.float32), m
+
+    ctx = None
+    mean = None
+    if context is not None:
+        ctx, mean = jitter(context, None)
+    out, _ = jitter(batch, mean)
+    if colour == "white-balance":
+        ref = out[:, :, ::2, ::2] if ctx is None else ctx
+        wb = white_balance_gain(np.ascontiguousarray(ref.transpose(0, 2, 3, 1)))
+        out = np.clip(out * wb[:, :, None, None], 0, 255).astype(np.float32)
+    return out
 
 
 def detector_targets(
@@ -231,10 +288,11 @@ def train_detector(
         for group in opt.param_groups:
             group["lr"] = _scheduled_lr(step, cfg.det_steps, cfg.lr, t0, cfg.det_minutes)
         pick = rng.integers(0, len(samples), cfg.batch)
-        imgs, heats, regs, masks = [], [], [], []
+        imgs, thumbs, heats, regs, masks = [], [], [], [], []
         for j in pick:
             s = samples[int(j)]
             img, boxes = _augment(s.image, s.boxes, rng)
+            thumbs.append(img[::4, ::4][:80, :80].transpose(2, 0, 1))
             img, boxes, labels = _random_crop(img, boxes, s.labels, cfg.crop, rng)
             h, w = img.shape[:2]
             hm, rg, mk = detector_targets(boxes, labels, h // STRIDE, w // STRIDE)
@@ -242,7 +300,16 @@ def train_detector(
             heats.append(hm)
             regs.append(rg)
             masks.append(mk)
-        x = torch.from_numpy(_photometric(np.stack(imgs).astype(np.float32), rng))
+        # Colour augmentation, then normalisation with the whole field as reference, as the runtime does.
+        x = torch.from_numpy(
+            _photometric(
+                np.stack(imgs).astype(np.float32),
+                rng,
+                cfg.stain_jitter,
+                cfg.colour,
+                context=np.stack(thumbs).astype(np.float32),
+            )
+        )
         t_heat, t_reg, t_mask = (torch.from_numpy(np.stack(a)) for a in (heats, regs, masks))
         logits, reg = model(x)
         m = t_mask.unsqueeze(1)
@@ -290,7 +357,7 @@ def train_classifier(
             break
         for group in opt.param_groups:
             group["lr"] = _scheduled_lr(step, cfg.cls_steps, cfg.lr, t0, cfg.cls_minutes, warmup=50)
-        crops, ys = [], []
+        crops, thumbs, ys = [], [], []
         for c, items in enumerate(index):
             if not items:
                 continue
@@ -302,8 +369,17 @@ def train_classifier(
                 if rng.uniform() < 0.5:
                     crop = crop.transpose(1, 0, 2)
                 crops.append(crop.transpose(2, 0, 1))
+                thumbs.append(samples[i].image[::4, ::4][:64, :64].transpose(2, 0, 1))
                 ys.append(c)
-        x_t = torch.from_numpy(_photometric(np.stack(crops).astype(np.float32), rng))
+        x_t = torch.from_numpy(
+            _photometric(
+                np.stack(crops).astype(np.float32),
+                rng,
+                cfg.stain_jitter,
+                cfg.colour,
+                context=np.stack(thumbs).astype(np.float32),
+            )
+        )
         y_t = torch.tensor(ys)
         loss = torch.nn.functional.cross_entropy(model(x_t), y_t)
         opt.zero_grad()
@@ -413,6 +489,11 @@ def train_model(
         "seconds": log["seconds"],
         "torch": torch.__version__,
         "threads": cfg.threads,
+        "boxes": cfg.boxes,
+        "colour": cfg.colour,
+        "random_share": cfg.random_share,
+        "stain_jitter": cfg.stain_jitter,
+        "seed": cfg.seed,
     }
     (out_dir / "training.json").write_text(json.dumps(training, indent=2))
     return training
