@@ -501,14 +501,16 @@ def threshold_ceremony(paths: Sequence[KeyPaths], threshold: int | None = None) 
     """Every site's steps of a threshold key chain on one machine (simulations and tests, where one
     operator holds every folder, so reading a fingerprint off the disk is the out-of-band
     confirmation): identities, mutual trust, then the chain in order (twice for t-of-N: the
-    sealed shares need the whole chain). Runs OpenFHE in process or through the sidecar."""
-    from medcloud.federated.he import bridge
-
+    sealed shares need the whole chain). Runs OpenFHE in process or through the sidecar: the step is
+    the threshold scheme's registered `keygen`, so this module never imports the bridge."""
+    keygen = backend_spec("threshold").keygen
+    if keygen is None:
+        raise InvalidInput("the threshold scheme has no key ceremony registered")
     confirm_each_other(paths)
-    parties = [p.site for p in paths]
+    parties = tuple(p.site for p in paths)
     for _ in range(1 if threshold is None or threshold >= len(parties) else 2):
         for p in paths:
-            bridge.threshold_keygen(p, parties, threshold)
+            keygen(p, KeygenStep(parties=parties, threshold=threshold))
 
 
 def confirm_each_other(paths: Sequence[KeyPaths]) -> None:
