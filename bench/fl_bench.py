@@ -386,7 +386,8 @@ def flower_section(
         "repeats": repeat,
         "python": sys.version.split()[0],
         "plain_baseline": "Flower FedAvg, float32 ArrayRecord",
-        "targets": {"time_ratio": 1.5, "bytes_ratio": 8.0},
+        # Issue 14: aes within 1.3x plaintext by the median of interleaved repeats, its bytes within 2x float32.
+        "targets": {"time_ratio": 1.3, "aes_bytes_ratio": 2.0, "bytes_ratio": 8.0},
         "modes": results,
     }
 
