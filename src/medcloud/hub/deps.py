@@ -9,11 +9,12 @@ from fastapi import Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from medcloud.errors import Forbidden, InvalidInput, SecondFactorRequired, Unauthenticated
+from medcloud.errors import Forbidden, InvalidInput, SecondFactorRequired, TooLarge, Unauthenticated
 from medcloud.hub.state import HubState
 from medcloud.security.passkeys import mfa_fresh, require_person
 from medcloud.security.policy import STEP_UP_PERMISSIONS, Permission, Principal
 from medcloud.security.tokens import UnknownToken
+from medcloud.store.blobs import LocalBlobStore, StoredBlob
 
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # Paths that carry data or act on it: every refusal there is audited and no answer is cached.
@@ -215,3 +216,19 @@ async def audited_download(
         media_type=media_type,
         headers={"Content-Disposition": f'attachment; filename="{filename}"', "X-Content-SHA256": sha256},
     )
+
+
+async def store_body(request: Request, blobs: LocalBlobStore, limit: int, what: str) -> StoredBlob:
+    """Stream the request body into the blob store, at most `limit` bytes (413 naming `what` otherwise,
+    before reading when Content-Length already says so); nothing is kept from a failed upload."""
+    if int(request.headers.get("content-length") or 0) > limit:
+        raise TooLarge(f"{what} is at most {limit} bytes")
+    upload = blobs.spool(limit)
+    try:
+        async for chunk in request.stream():
+            await run_in_threadpool(upload.write, chunk)
+        await run_in_threadpool(upload.finish)
+        return await run_in_threadpool(blobs.commit, upload)
+    except BaseException:
+        upload.discard()
+        raise

@@ -15,9 +15,17 @@ from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from medcloud.errors import Forbidden, NotFound, TooLarge
+from medcloud.errors import Forbidden, NotFound
 from medcloud.federated.relay import MAX_PUBLIC_FILE_BYTES, author_of, validate_federation, validate_public_name
-from medcloud.hub.deps import audited_download, authenticate, client_address, hub_state, mark_audited_read, require
+from medcloud.hub.deps import (
+    audited_download,
+    authenticate,
+    client_address,
+    hub_state,
+    mark_audited_read,
+    require,
+    store_body,
+)
 from medcloud.security.policy import Permission, Principal, Role
 
 router = APIRouter(tags=["federated"])
@@ -89,18 +97,7 @@ async def put_public(
     if author is not None and author != site:
         raise Forbidden(f"{name} is {author}'s to publish, not {site}'s")
     state = hub_state(request)
-    limit = MAX_PUBLIC_FILE_BYTES
-    if int(request.headers.get("content-length") or 0) > limit:
-        raise TooLarge(f"a public key file is at most {limit} bytes")
-    upload = state.blobs.spool(limit)
-    try:
-        async for chunk in request.stream():
-            await run_in_threadpool(upload.write, chunk)
-        await run_in_threadpool(upload.finish)
-        stored = await run_in_threadpool(state.blobs.commit, upload)
-    except BaseException:
-        upload.discard()
-        raise
+    stored = await store_body(request, state.blobs, MAX_PUBLIC_FILE_BYTES, "a public key file")
     cat = state.catalog
 
     def record() -> tuple[dict[str, Any], bool]:

@@ -25,6 +25,7 @@ from medcloud.hub.deps import (
     mark_audited_read,
     record_audit,
     require,
+    store_body,
 )
 from medcloud.jobs.service import JobService
 from medcloud.security.policy import Permission, Principal, Role
@@ -150,18 +151,7 @@ async def put_artifact(
 ) -> JSONResponse:
     svc = service(request)
     await run_in_threadpool(svc.running_job, job_id, principal)
-    limit = svc.settings.jobs_max_artifact_bytes
-    if int(request.headers.get("content-length") or 0) > limit:
-        raise TooLarge(f"an artefact is at most {limit} bytes")
-    upload = svc.blobs.spool(limit)
-    try:
-        async for chunk in request.stream():
-            await run_in_threadpool(upload.write, chunk)
-        await run_in_threadpool(upload.finish)
-        stored = await run_in_threadpool(svc.blobs.commit, upload)
-    except BaseException:
-        upload.discard()
-        raise
+    stored = await store_body(request, svc.blobs, svc.settings.jobs_max_artifact_bytes, "an artefact")
     cat = svc.catalog
 
     def record() -> bool:
