@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
-import ipaddress
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from medcloud.errors import ConfigError
 from medcloud.fsio import fsync_dir, write_atomic
+from medcloud.security.ca import ca_certificate, new_key, pem_key, subject_alt_names
 
 __all__ = [
     "SUPERNODE_KEY",
@@ -44,53 +44,13 @@ def _name(common_name: str) -> x509.Name:
     )
 
 
-def _san(hosts: Sequence[str]) -> x509.SubjectAlternativeName:
-    entries: list[x509.GeneralName] = []
-    for host in hosts:
-        try:
-            entries.append(x509.IPAddress(ipaddress.ip_address(host)))
-        except ValueError:
-            entries.append(x509.DNSName(host))
-    return x509.SubjectAlternativeName(entries)
-
-
-def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
 def write_dev_ca(out: Path, hosts: Sequence[str] = ("127.0.0.1", "localhost"), days: int = 30) -> dict[str, Path]:
     """Write ca.crt (+ ca.key), server.crt and server.key for `hosts` under `out`; return the paths."""
     out.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.timezone.utc)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_key = new_key("ec")
     ca_name = _name("medcloud FL test CA")
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
+    ca_cert = ca_certificate(ca_key, ca_name, days=days)
     srv_key = ec.generate_private_key(ec.SECP256R1())
     srv_cert = (
         x509.CertificateBuilder()
@@ -101,8 +61,12 @@ def write_dev_ca(out: Path, hosts: Sequence[str] = ("127.0.0.1", "localhost"), d
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_san(hosts), critical=False)
+        .add_extension(subject_alt_names(hosts), critical=False)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),  # type: ignore[arg-type]
+            critical=False,
+        )
         .sign(ca_key, hashes.SHA256())
     )
     paths = {
@@ -114,9 +78,9 @@ def write_dev_ca(out: Path, hosts: Sequence[str] = ("127.0.0.1", "localhost"), d
     pem = serialization.Encoding.PEM
     blobs = {
         "ca.crt": (ca_cert.public_bytes(pem), 0o644),
-        "ca.key": (_pem_key(ca_key), 0o600),
+        "ca.key": (pem_key(ca_key), 0o600),
         "server.crt": (srv_cert.public_bytes(pem), 0o644),
-        "server.key": (_pem_key(srv_key), 0o600),
+        "server.key": (pem_key(srv_key), 0o600),
     }
     for name, (data, mode) in blobs.items():
         write_atomic(paths[name], data, mode=mode, sync_dir=False)

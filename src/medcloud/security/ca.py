@@ -38,11 +38,15 @@ __all__ = [
     "OPERATOR_OU",
     "SITE_OU",
     "IssuedCert",
+    "ca_certificate",
     "init_ca",
     "issue_certificate",
     "list_certificates",
+    "new_key",
+    "pem_key",
     "refresh_crl",
     "revoke_certificate",
+    "subject_alt_names",
 ]
 
 CA_CERT = "ca.crt"
@@ -76,7 +80,7 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-def _new_key(key_type: KeyType) -> ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey:
+def new_key(key_type: KeyType) -> ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey:
     if key_type == "ec":
         return ec.generate_private_key(ec.SECP256R1())
     if key_type == "rsa":
@@ -84,7 +88,7 @@ def _new_key(key_type: KeyType) -> ec.EllipticCurvePrivateKey | rsa.RSAPrivateKe
     raise InvalidInput(f"key type {key_type!r}: use ec (P-256) or rsa (3072 bits)")
 
 
-def _pem_key(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
+def pem_key(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
@@ -134,18 +138,16 @@ def _write_crl(ca_dir: Path, ca_cert: x509.Certificate, ca_key: Any, rows: Seque
     write_atomic(ca_dir / CRL_FILE, crl.public_bytes(serialization.Encoding.PEM), mode=0o644)
 
 
-def init_ca(ca_dir: Path, *, name: str = "medcloud hub CA", key_type: KeyType = "ec", days: int = 3650) -> Path:
-    """Create the CA (key, self-signed certificate, empty CRL) in `ca_dir`; refuse to overwrite one."""
-    if (ca_dir / CA_KEY).exists():
-        raise ConfigError(f"{ca_dir} already holds a CA; refusing to overwrite it")
-    ca_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    (ca_dir / "issued").mkdir(mode=0o755, exist_ok=True)
-    key = _new_key(key_type)
-    subject = x509.Name(
-        [x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORG), x509.NameAttribute(NameOID.COMMON_NAME, name)]
-    )
+def ca_certificate(
+    key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey, subject: x509.Name, *, days: int
+) -> x509.Certificate:
+    """A self-signed CA certificate (RFC 5280: basicConstraints CA with path length 0, keyUsage
+    keyCertSign + cRLSign only, subject key identifier), valid from five minutes ago for `days`.
+
+    The one CA profile of the project: the hub's mTLS CA (`init_ca`) and the Flower pilot CA
+    (`federated.certs.write_dev_ca`) are both made here."""
     now = _now()
-    cert = (
+    return (
         x509.CertificateBuilder()
         .subject_name(subject)
         .issuer_name(subject)
@@ -171,7 +173,20 @@ def init_ca(ca_dir: Path, *, name: str = "medcloud hub CA", key_type: KeyType = 
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
-    write_atomic(ca_dir / CA_KEY, _pem_key(key), mode=0o600, sync_dir=False)
+
+
+def init_ca(ca_dir: Path, *, name: str = "medcloud hub CA", key_type: KeyType = "ec", days: int = 3650) -> Path:
+    """Create the CA (key, self-signed certificate, empty CRL) in `ca_dir`; refuse to overwrite one."""
+    if (ca_dir / CA_KEY).exists():
+        raise ConfigError(f"{ca_dir} already holds a CA; refusing to overwrite it")
+    ca_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    (ca_dir / "issued").mkdir(mode=0o755, exist_ok=True)
+    key = new_key(key_type)
+    subject = x509.Name(
+        [x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORG), x509.NameAttribute(NameOID.COMMON_NAME, name)]
+    )
+    cert = ca_certificate(key, subject, days=days)
+    write_atomic(ca_dir / CA_KEY, pem_key(key), mode=0o600, sync_dir=False)
     write_atomic(ca_dir / CA_CERT, cert.public_bytes(serialization.Encoding.PEM), mode=0o644, sync_dir=False)
     _write_index(ca_dir, [])
     _write_crl(ca_dir, cert, key, [])
@@ -179,7 +194,7 @@ def init_ca(ca_dir: Path, *, name: str = "medcloud hub CA", key_type: KeyType = 
     return ca_dir / CA_CERT
 
 
-def _san(hosts: Sequence[str]) -> x509.SubjectAlternativeName:
+def subject_alt_names(hosts: Sequence[str]) -> x509.SubjectAlternativeName:
     entries: list[x509.GeneralName] = []
     for host in hosts:
         try:
@@ -210,7 +225,7 @@ def issue_certificate(
     if kind == "server" and not hosts:
         raise InvalidInput("a server certificate needs at least one --host (DNS name or IP address)")
     ca_cert, ca_key = _load_ca(ca_dir)
-    key = _new_key(key_type)
+    key = new_key(key_type)
     ou = {"server": SERVER_OU, "site": SITE_OU, "operator": OPERATOR_OU}[kind]
     subject = x509.Name(
         [
@@ -237,12 +252,12 @@ def issue_certificate(
         )
     )
     if kind == "server":
-        builder = builder.add_extension(_san(hosts), critical=False)
+        builder = builder.add_extension(subject_alt_names(hosts), critical=False)
     cert = builder.sign(ca_key, hashes.SHA256())
     out_dir.mkdir(parents=True, exist_ok=True)
     pem = cert.public_bytes(serialization.Encoding.PEM)
     crt_path, key_path = out_dir / f"{name}.crt", out_dir / f"{name}.key"
-    write_atomic(key_path, _pem_key(key), mode=0o600, sync_dir=False)
+    write_atomic(key_path, pem_key(key), mode=0o600, sync_dir=False)
     write_atomic(crt_path, pem, mode=0o644, sync_dir=False)
     fsync_dir(out_dir)
     serial = format(cert.serial_number, "x")
