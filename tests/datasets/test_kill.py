@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +19,7 @@ from medcloud.hub.app import create_app
 from medcloud.hub.state import HubState
 from medcloud.security.tokens import issue_token
 from medcloud.store.filler import fill_synthetic
+from tests.live_hub import hub_in_thread
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 N_FILES = 120
@@ -29,7 +28,7 @@ N_FILES = 120
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[str, str, str]]:
     """A hub on 127.0.0.1 (uvicorn in a thread) holding one frozen version of N_FILES SYNTHETIC blobs."""
-    uvicorn = pytest.importorskip("uvicorn")
+    pytest.importorskip("uvicorn")
     settings = load_settings(data_dir=tmp_path / "hub")
     state = HubState.open(settings)
     stored = [state.blobs.put_bytes(os.urandom(128 * 1024)) for _ in range(N_FILES)]
@@ -39,23 +38,10 @@ def served(tmp_path: Path) -> Iterator[tuple[str, str, str]]:
     with cat.write() as conn:
         version = cat.datasets.freeze(conn, name="kill", query=[], projects=["lung"]).version["id"]
     token = issue_token(cat, role="researcher", projects=["lung"]).token
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings, state=state), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 20
-    while not server.started:
-        assert time.time() < deadline, "hub did not start"
-        time.sleep(0.05)
     try:
-        yield f"http://127.0.0.1:{port}", token, version
+        with hub_in_thread(create_app(settings, state=state)) as url:
+            yield url, token, version
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
         state.close()
 
 

@@ -6,9 +6,6 @@ Jobs run as real processes that call the hub back over HTTP, so the hub must lis
 from __future__ import annotations
 
 import hashlib
-import socket
-import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,15 +19,10 @@ from medcloud.hub.state import HubState
 from medcloud.jobs.client import JobClient
 from medcloud.security.tokens import issue_token
 from medcloud.store.filler import fill_synthetic
+from tests.live_hub import free_port, hub_in_thread
 
 N_LUNG = 24
 N_BRAIN = 6
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def synthetic_blob(i: int, prefix: str) -> bytes:
@@ -89,7 +81,7 @@ def _freeze(state: HubState, project: str, n: int, prefix: str) -> tuple[str, li
 
 
 def serve(tmp_path: Path, **overrides: Any) -> Iterator[LiveHub]:
-    uvicorn = pytest.importorskip("uvicorn")
+    pytest.importorskip("uvicorn")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     settings = load_settings(data_dir=tmp_path / "hub", jobs_hub_url=url, **overrides)
@@ -103,23 +95,15 @@ def serve(tmp_path: Path, **overrides: Any) -> Iterator[LiveHub]:
         "clinician": issue_token(cat, role="clinician").token,
         "site": issue_token(cat, role="site", site="site-a", projects=["lung"]).token,
     }
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings, state=state), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 20
-    while not server.started:
-        assert time.time() < deadline, "hub did not start"
-        time.sleep(0.05)
     live = LiveHub(url, state, tokens, {"lung": lung, "brain": brain}, {"lung": lung_blobs, "brain": brain_blobs})
     try:
-        yield live
+        with hub_in_thread(create_app(settings, state=state), port=port):
+            try:
+                yield live
+            finally:
+                for c in live.clients:
+                    c.close()
     finally:
-        for c in live.clients:
-            c.close()
-        server.should_exit = True
-        thread.join(timeout=10)
         state.close()  # stops the job runner (kills what still runs) before the catalog closes
 
 
