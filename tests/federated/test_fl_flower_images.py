@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import socket
 import subprocess
@@ -230,6 +231,14 @@ def test_serve_model_serves_the_flower_trained_classifier(runs: dict[str, Any]) 
         assert abs(sum(s["score"] for s in body["scores"]) - 1.0) < 1e-3
         assert body["synthetic_model"] is True and body["kept"] is False
         assert body["model"]["name"] == "fl-shapes" and body["model"]["sha256"] == m.card["sha256"]
+        # a larger photo of the same image is resized to the card's 28 x 28 input
+        big = io.BytesIO()
+        Image.fromarray(arr).resize((56, 56), Image.Resampling.NEAREST).save(big, "PNG")
+        r = httpx.post(
+            url + "/api/v1/inference", content=big.getvalue(), headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30
+        )
+        assert r.status_code == 200 and r.json()["image"] == {"width": 56, "height": 56}
+        assert r.json()["label"] in images.CLASSES
         card = httpx.get(url + "/api/v1/models/fl-shapes/flower-plain-r2", headers={"Authorization": f"Bearer {TOKEN}"})
         assert card.status_code == 200 and card.json()["metrics"]["worst_site"] in ("site1", "site2")
         bad = httpx.post(
@@ -239,3 +248,43 @@ def test_serve_model_serves_the_flower_trained_classifier(runs: dict[str, Any]) 
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_open_flower_model_opens_only_an_encrypted_images_run(tmp_path: Path, aes_key: tuple[bytes, bytes]) -> None:
+    """`images.open_flower_model` (what `fl open-model` runs) without Flower: a sum of two
+    encrypted uploads opens to the average; anything else is refused with a clear message."""
+    from medcloud.errors import InvalidInput
+    from medcloud.federated.he.aes import AesCtrBackend
+
+    site = AesCtrBackend(aes_key[0])
+    w = images.initial_weights()
+    fields = images.card_fields({"mode": "aes"}, {}, images.per_site_metrics({"site1": (0.5, 4), "site2": (1.0, 4)}))
+    summed = site.serialize(site.add(site.encrypt(w * 3), site.encrypt(w * 5)))
+
+    def run_dir(name: str, blob: bytes = summed, **card: Any) -> Path:
+        d = tmp_path / name
+        d.mkdir()
+        (d / "model.ciphertext").write_bytes(blob)
+        body = {"task": "images", "mode": "aes", "rounds": 1, "total_weight": 8.0, "image_card": fields} | card
+        (d / "model_card.json").write_text(json.dumps(body))
+        return d
+
+    card = images.open_flower_model(run_dir("ok"), site, tmp_path / "out", "fl-shapes", "v1")
+    assert card["metrics"]["worst_site"] == "site1" and card["metrics"]["test_acc_all_sites"] == 0.75
+    import onnxruntime as ort
+
+    x = images.make_site(0, 1, 6).x_test
+    logits = ort.InferenceSession(str(tmp_path / "out" / "model.onnx")).run(None, {"image": x})[0]
+    assert np.array_equal(logits.argmax(1), images.predict(w, x))
+    refusals = {
+        "encrypted in mode 'ckks'": run_dir("ckks", mode="ckks"),
+        "no encrypted images model": run_dir("tabular", task="breast-cancer"),
+        "no positive total_weight": run_dir("total", total_weight=0),
+        "not the image CNN's": run_dir("short", site.serialize(site.encrypt(np.ones(31)))),
+    }
+    for message, folder in refusals.items():
+        with pytest.raises(InvalidInput, match=message):
+            images.open_flower_model(folder, site, tmp_path / f"out-{folder.name}", "fl-shapes", "v1")
+        assert not (tmp_path / f"out-{folder.name}").exists()
+    with pytest.raises(InvalidInput, match="not an encrypted Flower images run"):
+        images.open_flower_model(tmp_path / "missing", site, tmp_path / "out-missing", "fl-shapes", "v1")

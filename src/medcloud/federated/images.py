@@ -464,7 +464,10 @@ def open_flower_model(model_dir: Path, site_backend: Any, out_dir: Path, name: s
         raise InvalidInput(f"{model_dir} holds no encrypted images model (task {run.get('task')!r})")
     if run.get("mode") != site_backend.name:
         raise InvalidInput(f"the model was encrypted in mode {run.get('mode')!r}, this key is {site_backend.name!r}")
-    weights = site_backend.decrypt(site_backend.deserialize(blob)) / float(run["total_weight"])
+    total = float(run.get("total_weight") or 0.0)
+    if not total > 0:
+        raise InvalidInput(f"{model_dir}/model_card.json gives no positive total_weight to divide the sum by")
+    weights = site_backend.decrypt(site_backend.deserialize(blob)) / total
     if weights.size != n_params() or not np.all(np.isfinite(weights)):
         raise InvalidInput(f"the decrypted model has {weights.size} values, not the image CNN's {n_params()}")
     return write_model(RunResult(np.asarray(weights, np.float64), fields), out_dir, name, version)

@@ -456,9 +456,7 @@ class ImageClassifier:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(
-            str(model_dir / str(card.get("model_file", "model.onnx"))), opts, providers=["CPUExecutionProvider"]
-        )
+        self.session = ort.InferenceSession(str(model_dir / "model.onnx"), opts, providers=["CPUExecutionProvider"])
 
     def prepare(self, image: NDArray[np.uint8]) -> NDArray[np.float32]:
         """RGB uint8 (h, w, 3) to the model's input: resized (bilinear), 0..1, (1, 3, H, W)."""
