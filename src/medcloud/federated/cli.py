@@ -22,6 +22,8 @@ from medcloud.vision.registry import register as registry_register
 app = typer.Typer(no_args_is_help=True)
 
 MODE_HELP = "HE scheme (`medcloud fl modes` lists them; plain is the unencrypted baseline)."
+TASK_HELP = "breast-cancer (tabular), images (SYNTHETIC site-shifted images, small CNN), synthetic, mlp."
+REGISTER_HELP = "images: hub data dir; the ServerApp registers model.onnx + card.json there (plain, threshold)."
 
 
 @app.command("keygen")
@@ -134,6 +136,12 @@ def simulate_command(
     dp_noise: float = typer.Option(0.0, "--dp-noise", help="Gaussian noise multiplier (std = noise x clip)."),
     hub: str = typer.Option("", "--hub", help="Hub URL for round audit events (else a JSONL file)."),
     token: str = typer.Option("", "--token", envvar="MEDCLOUD_TOKEN"),
+    task: str = typer.Option("breast-cancer", "--task", help=TASK_HELP),
+    images_train: int = typer.Option(160, "--images-train", min=1, help="images: SYNTHETIC training images per site."),
+    images_test: int = typer.Option(80, "--images-test", min=1, help="images: SYNTHETIC held-out images per site."),
+    register: Path | None = typer.Option(None, "--register", help=REGISTER_HELP),
+    name: str = typer.Option("fl-shapes", "--name", help="images: registry name."),
+    version: str = typer.Option("", "--version", help="images: registry version (default flower-MODE-rROUNDS)."),
 ) -> None:
     """All sites and the aggregator on this machine, in Flower's simulation engine."""
     from medcloud.federated.flower.settings import FLSettings
@@ -141,7 +149,9 @@ def simulate_command(
 
     settings = FLSettings(
         mode=mode, protocol=protocol, rounds=rounds, num_sites=sites, dp_clip=dp_clip, dp_noise=dp_noise, hub=hub,
-        token=token, run_name=f"breast-cancer-{protocol}-{mode}",
+        token=token, run_name=f"{task}-{protocol}-{mode}", task=task, images_train=images_train,
+        images_test=images_test, register_dir=str(register.resolve()) if register else "", model_name=name,
+        model_version=version,
     )  # fmt: skip
     card = simulate(settings, workdir)
     card.pop("rounds_audit", None)
@@ -182,6 +192,42 @@ def train_images_command(
     result = train_federated(mode, sites, rounds, epochs, n_train, n_test, dp_clip, dp_noise, baselines, command)
     card = write_model(result, out, name, version)
     summary = {"model": str(out), "name": name, "version": version, "metrics": card["metrics"]}
+    if register is not None:
+        summary["registered"] = str(registry_register(out, register, name, version).path)
+    typer.echo(json.dumps(summary, indent=2))
+
+
+@app.command("open-model")
+def open_model_command(
+    model: Path = typer.Option(..., "--model", help="The Flower run's model folder (model.ciphertext...)."),
+    site: str = typer.Option(..., "--site", help="This site's name."),
+    site_dir: Path = typer.Option(..., "--site-dir", help="Secret folder holding this site's key."),
+    public: Path = typer.Option(..., "--public", help="Public key folder."),
+    out: Path = typer.Option(Path("fl-images"), "--out", help="Where to write model.onnx + card.json."),
+    register: Path | None = typer.Option(None, "--register", help="Hub data dir: also register the model there."),
+    name: str = typer.Option("fl-shapes", "--name", help="Registry name."),
+    version: str = typer.Option("", "--version", help="Registry version (default flower-MODE-rROUNDS)."),
+) -> None:
+    """images, aes/ckks: decrypt the global model at a site and write (and register) model.onnx + card.json.
+
+    The aggregator cannot read a model encrypted under the sites' key; opening it releases the model
+    to whoever gets the output, so run it only for the final model the consortium agreed to publish."""
+    from medcloud.federated.images import open_flower_model
+    from medcloud.federated.keys import KeyPaths, site_backend
+
+    try:
+        run = json.loads((model / "model_card.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{model} has no readable model_card.json ({exc})") from exc
+    mode = str(run.get("mode", ""))
+    version = version or f"flower-{mode}-r{run.get('rounds')}"
+    if register is not None:
+        from medcloud.vision.registry import check_new_version
+
+        check_new_version(register, name, version)
+    backend = site_backend(mode, KeyPaths(site, site_dir, public))
+    card = open_flower_model(model, backend, out, name, version)
+    summary: dict[str, object] = {"model": str(out), "name": name, "version": version, "metrics": card["metrics"]}
     if register is not None:
         summary["registered"] = str(registry_register(out, register, name, version).path)
     typer.echo(json.dumps(summary, indent=2))
@@ -245,6 +291,12 @@ def server_command(
         "--state-in-memory",
         help="Keep the SuperLink's state (enrolments, runs) in memory only; default: WORKDIR/superlink.db.",
     ),
+    task: str = typer.Option("breast-cancer", "--task", help=TASK_HELP),
+    images_train: int = typer.Option(160, "--images-train", min=1, help="images: SYNTHETIC training images per site."),
+    images_test: int = typer.Option(80, "--images-test", min=1, help="images: SYNTHETIC held-out images per site."),
+    register: Path | None = typer.Option(None, "--register", help=REGISTER_HELP),
+    name: str = typer.Option("fl-shapes", "--name", help="images: registry name."),
+    version: str = typer.Option("", "--version", help="images: registry version (default flower-MODE-rROUNDS)."),
 ) -> None:
     """Write the Flower app (aggregator settings baked in) and become the Flower SuperLink."""
     if not insecure and certs is None:
@@ -258,8 +310,13 @@ def server_command(
     chosen = FLSettings(
         mode=mode, protocol=protocol, num_sites=sites, rounds=rounds, public_dir=str(public.resolve()),
         out_dir=str((workdir / "model").resolve()), audit_file=audit, hub=hub, token=token, evaluate=evaluate,
-        run_name=f"breast-cancer-{protocol}-{mode}",
+        run_name=f"{task}-{protocol}-{mode}", task=task, images_train=images_train, images_test=images_test,
+        register_dir=str(register.resolve()) if register else "", model_name=name, model_version=version,
     )  # fmt: skip
+    if register is not None:
+        from medcloud.vision.registry import check_new_version
+
+        check_new_version(register, name, chosen.resolved_model_version())  # refused now, not after the run
     # Every setting goes into the app config, so `medcloud fl submit -c 'key=value'` may override any.
     settings = {k: v for k, v in chosen.to_config().items() if k != "keys-root"}
     app_dir = _app_dir(workdir, settings)
@@ -297,7 +354,9 @@ def server_command(
 @app.command("site")
 def site_command(
     site: str = typer.Option(..., "--site"),
-    site_index: int = typer.Option(..., "--site-index", help="Which breast-cancer partition (0-based)."),
+    site_index: int = typer.Option(
+        ..., "--site-index", help="Which breast-cancer partition, or which SYNTHETIC image site (0-based)."
+    ),
     site_dir: Path = typer.Option(..., "--site-dir", help="Secret key folder of this site."),
     public: Path = typer.Option(..., "--public"),
     superlink: str = typer.Option("127.0.0.1:9092", "--superlink"),

@@ -402,15 +402,38 @@ def train_federated(
             "epsilon_per_site": round(epsilon(dp.noise_multiplier, rounds, dp.delta), 4),
             "accountant": "RDP of the Gaussian mechanism, sensitivity 2C, no subsampling",
         }
-    card = {
+    return RunResult(weights, card_fields(training, {s.name: s.describe() for s in sites}, metrics))
+
+
+def card_fields(training: dict[str, Any], sites: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
+    """The image model card's fields (`write_fl_card`), the same for in-process and Flower runs."""
+    return {
         "notice": "Trained and evaluated on " + SYNTHETIC_NOTICE + ". Not for clinical use.",
         "labels": list(CLASSES),
         "input": {"name": "image", "shape": [None, 3, SIZE, SIZE], "layout": "NCHW float 0..1 RGB", "output": "logits"},
         "training": training,
-        "sites": {s.name: s.describe() for s in sites},
+        "sites": sites,
         "metrics": metrics,
     }
-    return RunResult(weights, card)
+
+
+def per_site_metrics(scores: dict[str, tuple[float, int]]) -> dict[str, Any]:
+    """Each site's accuracy of the final global model on its own held-out images, worst site first,
+    beside the figure over all sites' images (accuracies weighted by each site's n)."""
+    if not scores:
+        raise InvalidInput("no site evaluated the final model")
+    rows = sorted(
+        ({"site": name, "accuracy": round(acc, 4), "n": n} for name, (acc, n) in scores.items()),
+        key=lambda r: (r["accuracy"], r["site"]),
+    )
+    n_all = sum(n for _, n in scores.values())
+    return {
+        "evaluation": "after the final round, each site scored the global model on its own held-out SYNTHETIC images",
+        "test_acc_all_sites": round(sum(acc * n for acc, n in scores.values()) / n_all, 4),
+        "n_test_all_sites": n_all,
+        "worst_site": rows[0]["site"],
+        "per_site_worst_first": rows,
+    }
 
 
 def _trainer(site: ImageSite, epochs: int) -> Any:
@@ -422,3 +445,29 @@ def write_model(result: RunResult, out_dir: Path, name: str, version: str) -> di
     out_dir.mkdir(parents=True, exist_ok=True)
     export_onnx(result.weights, out_dir / "model.onnx")
     return write_fl_card(out_dir, name, version, result.card)
+
+
+def open_flower_model(model_dir: Path, site_backend: Any, out_dir: Path, name: str, version: str) -> dict[str, Any]:
+    """At a site holding the shared key: decrypt the image model a Flower run left encrypted
+    (`model.ciphertext` + `model_card.json` in `model_dir`), then write model.onnx + card.json in
+    `out_dir` as `write_model` does. Releasing the model is the consortium's decision: whoever
+    receives `out_dir` can read the model the aggregator could not."""
+    import json
+
+    try:
+        run = json.loads((model_dir / "model_card.json").read_text(encoding="utf-8"))
+        blob = (model_dir / "model.ciphertext").read_bytes()
+    except (OSError, ValueError) as exc:
+        raise InvalidInput(f"{model_dir} is not an encrypted Flower images run ({exc})") from exc
+    fields = run.get("image_card")
+    if run.get("task") != "images" or not isinstance(fields, dict):
+        raise InvalidInput(f"{model_dir} holds no encrypted images model (task {run.get('task')!r})")
+    if run.get("mode") != site_backend.name:
+        raise InvalidInput(f"the model was encrypted in mode {run.get('mode')!r}, this key is {site_backend.name!r}")
+    total = float(run.get("total_weight") or 0.0)
+    if not total > 0:
+        raise InvalidInput(f"{model_dir}/model_card.json gives no positive total_weight to divide the sum by")
+    weights = site_backend.decrypt(site_backend.deserialize(blob)) / total
+    if weights.size != n_params() or not np.all(np.isfinite(weights)):
+        raise InvalidInput(f"the decrypted model has {weights.size} values, not the image CNN's {n_params()}")
+    return write_model(RunResult(np.asarray(weights, np.float64), fields), out_dir, name, version)

@@ -246,11 +246,13 @@ def serve_model_command(
         None, "--token-file", help="File holding the token or 'sha256:<hex>'; else MEDCLOUD_SERVE_TOKEN_SHA256."
     ),
     threads: int = typer.Option(2, help="onnxruntime intra-op threads."),
+    name: str = typer.Option("gram-stain", "--name", help="Registered model to serve (with --data), e.g. fl-shapes."),
+    version: str = typer.Option("", "--version", help="Its version (default: the newest)."),
 ) -> None:
-    """Serve the detector with onnxruntime only (no torch): minimal process for scale-to-zero platforms."""
+    """Serve a model with onnxruntime only (no torch): the detector, or a federated image classifier."""
     from medcloud.vision.serve import run
 
-    run(model, data, host, port, token_file, threads)
+    run(model, data, host, port, token_file, threads, name=name, version=version or None)
 
 
 if __name__ == "__main__":

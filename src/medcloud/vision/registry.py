@@ -60,7 +60,7 @@ class ModelVersion:
 
     @property
     def is_detector(self) -> bool:
-        """Whether `serve-model` can load it (detector.onnx); federated classifiers are listed only."""
+        """Whether it is the detector (detector.onnx); a federated classifier (`FL_TASK`) is served as one."""
         return self.task != FL_TASK and "detector.onnx" in self.card.get("files", {})
 
     def summary(self) -> dict[str, Any]:
@@ -238,6 +238,17 @@ def register(src_dir: Path, data_dir: Path, name: str, version: str) -> ModelVer
     return m
 
 
+def check_new_version(data_dir: Path, name: str, version: str) -> None:
+    """Refuse, before any training is spent, a name or version the registry would refuse at the end."""
+    for label, value in (("model name", name), ("model version", version)):
+        if not _REGISTRY_NAME.match(value):
+            raise InvalidInput(f"{label} {value!r} must be 1-64 letters, digits, '.', '_' or '-'")
+    if name == DEFAULT_MODEL:
+        raise InvalidInput(f"{name!r} is the served Gram-stain detector; give the model another name")
+    if (Path(data_dir) / "models" / name / version).exists():
+        raise Conflict(f"{name}/{version} is already registered; versions are immutable")
+
+
 JOB_TASK = "job-model"  # card `task` of models registered by a job (`medcloud.jobs`)
 
 
@@ -249,16 +260,10 @@ def register_files(
     `fields` must hold `training` (the dataset version and job it came from); `task`, `metrics`,
     `labels`, `notice` and the like are kept as given. Versions are immutable; returns the card.
     """
-    for label, value in (("model name", name), ("model version", version)):
-        if not _REGISTRY_NAME.match(value):
-            raise InvalidInput(f"{label} {value!r} must be 1-64 letters, digits, '.', '_' or '-'")
-    if name == DEFAULT_MODEL:
-        raise InvalidInput(f"{name!r} is the served Gram-stain detector; give the model another name")
+    check_new_version(data_dir, name, version)
     if not fields.get("training", {}).get("dataset_version"):
         raise InvalidInput("a job's model card must name the dataset version it was trained on")
     dest = Path(data_dir) / "models" / name / version
-    if dest.exists():
-        raise Conflict(f"{name}/{version} is already registered; versions are immutable")
     staging = dest.parent / f".{version}.incoming"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)

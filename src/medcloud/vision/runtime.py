@@ -413,3 +413,67 @@ class GramStainModel:
         return Prediction(
             dets, vote.votes, vote.verdict, w, h, (time.perf_counter() - t0) * 1000, vote.yeast, vote.excluded
         )
+
+
+@dataclass
+class Classification:
+    """One image's answer from a federated image classifier (card task `FL_TASK`): the class
+    probabilities, best first. Trained on SYNTHETIC images: a demonstration, not a diagnosis."""
+
+    labels: tuple[str, ...]
+    probabilities: list[float]
+    width: int
+    height: int
+    latency_ms: float
+
+    def to_json(self, model_version: str) -> dict[str, Any]:
+        ranked = sorted(zip(self.labels, self.probabilities, strict=True), key=lambda lp: -lp[1])
+        return {
+            "model_version": model_version,
+            "synthetic_model": True,
+            "image": {"width": self.width, "height": self.height},
+            "label": ranked[0][0],
+            "score": round(ranked[0][1], 4),
+            "scores": [{"label": label, "score": round(p, 4)} for label, p in ranked],
+            "latency_ms": round(self.latency_ms, 2),
+        }
+
+
+class ImageClassifier:
+    """A federated image classifier (`medcloud fl train-images`, or the Flower images task): one
+    ONNX file whose input and labels its card names; thread-safe `predict`."""
+
+    def __init__(self, model_dir: Path, card: dict[str, Any], threads: int = 2) -> None:
+        import onnxruntime as ort
+
+        spec = card.get("input") or {}
+        shape = spec.get("shape") or []
+        self.labels = tuple(str(x) for x in card.get("labels") or ())
+        if len(shape) != 4 or shape[1] != 3 or not self.labels:
+            raise InvalidInput(f"{model_dir}: the card must name an RGB NCHW input shape and the labels")
+        self.size = (int(shape[2]), int(shape[3]))
+        self.input_name = str(spec.get("name", "image"))
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(model_dir / "model.onnx"), opts, providers=["CPUExecutionProvider"])
+
+    def prepare(self, image: NDArray[np.uint8]) -> NDArray[np.float32]:
+        """RGB uint8 (h, w, 3) to the model's input: resized (bilinear), 0..1, (1, 3, H, W)."""
+        from PIL import Image
+
+        h, w = self.size
+        if image.shape[:2] != (h, w):
+            image = np.asarray(Image.fromarray(image).resize((w, h), Image.Resampling.BILINEAR), dtype=np.uint8)
+        return np.ascontiguousarray(image.astype(np.float32).transpose(2, 0, 1)[None] / np.float32(255.0))
+
+    def predict(self, image: NDArray[np.uint8], score_threshold: float = 0.0) -> Classification:
+        """`score_threshold` is the detector's; a classifier always answers every class's probability."""
+        t0 = time.perf_counter()
+        logits = np.asarray(self.session.run(None, {self.input_name: self.prepare(image)})[0][0], dtype=np.float64)
+        if logits.size != len(self.labels):
+            raise InvalidInput(f"the model answered {logits.size} scores for {len(self.labels)} labels")
+        p = np.exp(logits - logits.max())
+        p /= p.sum()
+        h, w = image.shape[:2]
+        return Classification(self.labels, [float(v) for v in p], w, h, (time.perf_counter() - t0) * 1000)

@@ -31,7 +31,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from medcloud.errors import ConfigError, InvalidInput, MedcloudError, NotFound, TooLarge, Unauthenticated
 from medcloud.vision.registry import ModelVersion
-from medcloud.vision.runtime import Prediction, decode_image
+from medcloud.vision.runtime import decode_image
 from medcloud.vision.service import model_info, parse_threshold
 
 TOKEN_ENV = "MEDCLOUD_SERVE_TOKEN_SHA256"  # noqa: S105 - the name of a variable, not a secret
@@ -72,8 +72,14 @@ class MethodNotAllowed(InvalidInput):
     title = "Method not allowed"
 
 
+class Answer(Protocol):
+    def to_json(self, model_version: str) -> dict[str, Any]: ...
+
+
 class Predictor(Protocol):
-    def predict(self, image: Any, score_threshold: float = ...) -> Prediction: ...
+    """The detector (`GramStainModel`) or a federated image classifier (`ImageClassifier`)."""
+
+    def predict(self, image: Any, score_threshold: float = ...) -> Answer: ...
 
 
 def token_sha256(token_file: Path | None) -> str:
@@ -308,18 +314,22 @@ def build_server(
 
 
 def run(
-    model_dir: Path | None, data_dir: Path | None, host: str, port: int, token_file: Path | None, threads: int = 2
+    model_dir: Path | None,
+    data_dir: Path | None,
+    host: str,
+    port: int,
+    token_file: Path | None,
+    threads: int = 2,
+    name: str = "gram-stain",
+    version: str | None = None,
 ) -> None:
     """Load the model (hash-checked) and serve until interrupted."""
     from medcloud.vision.service import find_model, loaded_model
 
     expected = token_sha256(token_file)
-    version = find_model(data_dir, model_dir=model_dir)
-    model = loaded_model(version, threads)
-    server = build_server(model, version, expected, host, port)
-    sys.stderr.write(
-        f"serve-model {version.name}/{version.version} (SYNTHETIC) on http://{host}:{server.server_port}\n"
-    )
+    found = find_model(data_dir, name, version, model_dir=model_dir)
+    server = build_server(loaded_model(found, threads), found, expected, host, port)
+    sys.stderr.write(f"serve-model {found.name}/{found.version} (SYNTHETIC) on http://{host}:{server.server_port}\n")
     sys.stderr.flush()
     try:
         server.serve_forever(poll_interval=0.2)

@@ -11,15 +11,17 @@ from pathlib import Path
 from typing import Any
 
 from medcloud.errors import InvalidInput
-from medcloud.vision.registry import ModelVersion, load_dir, resolve
-from medcloud.vision.runtime import GramStainModel, decode_image
+from medcloud.vision.registry import FL_TASK, ModelVersion, load_dir, resolve
+from medcloud.vision.runtime import GramStainModel, ImageClassifier, decode_image
 
-_models: dict[Path, GramStainModel] = {}
+Runtime = GramStainModel | ImageClassifier
+_models: dict[Path, Runtime] = {}
 _lock = threading.Lock()
 
 
-def loaded_model(version: ModelVersion, threads: int = 2) -> GramStainModel:
-    """The process-wide runtime for a model folder, created (and hash-checked) on first use."""
+def loaded_model(version: ModelVersion, threads: int = 2) -> Runtime:
+    """The process-wide runtime for a model folder, created (and hash-checked) on first use: the
+    detector, or a federated image classifier (card task `FL_TASK`)."""
     key = version.path.resolve()
     model = _models.get(key)
     if model is None:
@@ -27,7 +29,10 @@ def loaded_model(version: ModelVersion, threads: int = 2) -> GramStainModel:
             model = _models.get(key)
             if model is None:
                 version.verify()
-                model = GramStainModel(version.path, threads=threads)
+                if version.task == FL_TASK:
+                    model = ImageClassifier(version.path, version.card, threads=threads)
+                else:
+                    model = GramStainModel(version.path, threads=threads)
                 _models[key] = model
     return model
 

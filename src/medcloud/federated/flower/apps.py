@@ -20,6 +20,7 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
 
+from medcloud.errors import InvalidInput
 from medcloud.federated import mlp, tabular, threshold_chain
 from medcloud.federated.audit import RoundRecorder
 from medcloud.federated.dp import DPConfig, epsilon
@@ -31,6 +32,7 @@ from medcloud.federated.flower.strategy import (
     PlainFedAvg,
     he_array,
     scalar,
+    site_name,
 )
 from medcloud.federated.he.base import HEBackend
 from medcloud.federated.he.registry import backend_spec
@@ -62,18 +64,34 @@ def _backend(settings: FLSettings, paths: KeyPaths) -> HEBackend:
 
 
 _MLP: dict[tuple[int, int], Any] = {}
+_IMAGES: dict[tuple[int, int, int, int], Any] = {}
+
+
+def _image_site(settings: FLSettings, index: int) -> Any:
+    """This site's SYNTHETIC images (`medcloud.federated.images.make_site`), made once per process."""
+    from medcloud.federated import images
+
+    key = (index, settings.images_train, settings.images_test, settings.images_seed)
+    if key not in _IMAGES:
+        _IMAGES[key] = images.make_site(index, settings.images_train, settings.images_test, settings.images_seed)
+    return _IMAGES[key]
 
 
 class _LocalTask:
-    """What a site trains on: its breast-cancer partition, a 1M-parameter torch MLP on synthetic
-    samples (cost benches, `medcloud.federated.mlp`), or a synthetic update (protocol cost only)."""
+    """What a site trains on: its breast-cancer partition, its SYNTHETIC site-shifted images and the
+    small CNN (`medcloud.federated.images`), a 1M-parameter torch MLP on synthetic samples (cost
+    benches, `medcloud.federated.mlp`), or a synthetic update (protocol cost only)."""
 
     def __init__(self, settings: FLSettings, index: int, name: str) -> None:
         self.settings = settings
         self.index = index
         self.data: tabular.SiteData | None = None
         self.mlp: Any = None
-        if settings.task == "mlp":
+        self.images: Any = None
+        if settings.task == "images":
+            self.images = _image_site(settings, index)
+            self.n_examples = int(self.images.n_train)
+        elif settings.task == "mlp":
             key = (index, settings.mlp_samples)
             if key not in _MLP:  # one model and data set per site process, as on a real site
                 _MLP[key] = mlp.SiteTask(index, samples=settings.mlp_samples)
@@ -87,6 +105,11 @@ class _LocalTask:
         self.rng = np.random.default_rng(1000 + index)
 
     def train(self, w: np.ndarray) -> np.ndarray:
+        if self.images is not None:
+            from medcloud.federated import images
+
+            s = self.settings
+            return images.local_train(w, self.images, epochs=s.images_epochs, lr=s.images_lr)
         if self.mlp is not None:
             return np.asarray(self.mlp.train(w), dtype=np.float64)
         if self.data is not None:
@@ -94,6 +117,8 @@ class _LocalTask:
         return np.asarray(w + 1e-3 * self.rng.standard_normal(w.size), dtype=np.float64)
 
     def grad(self, w: np.ndarray) -> np.ndarray:
+        if self.images is not None:
+            raise InvalidInput("the images task runs FedAvg, not DeepProtect")
         if self.mlp is not None:  # one local epoch expressed as a step: (w - train(w)) / lr
             return np.asarray((w - self.mlp.train(w)) / self.settings.lr, dtype=np.float64)
         if self.data is not None:
@@ -101,6 +126,10 @@ class _LocalTask:
         return np.asarray(1e-3 * self.rng.standard_normal(w.size), dtype=np.float64)
 
     def evaluate(self, w: np.ndarray) -> tuple[float, int]:
+        if self.images is not None:
+            from medcloud.federated import images
+
+            return images.evaluate(w, self.images.x_test, self.images.y_test), int(self.images.y_test.size)
         if self.mlp is not None:
             return float(self.mlp.accuracy(w)), int(self.mlp.n_examples)
         if self.data is None:
@@ -276,8 +305,12 @@ def build_client_app(defaults: FLSettings | None = None) -> ClientApp:
         w = _global_weights(
             msg.content.array_records["arrays"]["global"], backend, scalar(cfg.get("total-weight", 1.0))
         )
-        acc, n = _LocalTask(s, index, name).evaluate(w)
-        return _reply(msg, ArrayRecord(), {"accuracy": acc, "num-examples": float(max(n, 1))}, {"name": name})
+        task = _LocalTask(s, index, name)
+        acc, n = task.evaluate(w)
+        site: dict[str, Any] = {"name": name}
+        if task.images is not None:  # what the model card says about this site's SYNTHETIC data
+            site["describe"] = json.dumps(task.images.describe())
+        return _reply(msg, ArrayRecord(), {"accuracy": acc, "num-examples": float(max(n, 1))}, site)
 
     return app
 
@@ -286,6 +319,10 @@ def build_client_app(defaults: FLSettings | None = None) -> ClientApp:
 
 
 def _initial_weights(settings: FLSettings) -> np.ndarray:
+    if settings.task == "images":
+        from medcloud.federated import images
+
+        return images.initial_weights()  # seeded: the same on every machine
     if settings.task == "breast-cancer":
         return np.zeros(tabular.n_params(), dtype=np.float64)
     if settings.task == "mlp":
@@ -299,6 +336,11 @@ def run_server(grid: Grid, settings: FLSettings) -> dict[str, Any]:
     recorder = RoundRecorder(
         settings.hub or None, settings.token or None, Path(settings.audit_file) if settings.audit_file else None
     )
+    if settings.task == "images" and settings.register_dir:
+        from medcloud.vision.registry import check_new_version
+
+        # Before any round: a name or version the registry would refuse must not cost a training run.
+        check_new_version(Path(settings.register_dir), settings.model_name, settings.resolved_model_version())
     w0 = _initial_weights(settings)
     n_sites = settings.num_sites
     common: dict[str, Any] = {
@@ -360,10 +402,19 @@ def run_server(grid: Grid, settings: FLSettings) -> dict[str, Any]:
             "epsilon_per_site": round(epsilon(settings.dp_noise, settings.rounds, settings.dp_delta), 4),
             "accountant": "RDP of the Gaussian mechanism, sensitivity 2C, no subsampling",
         }
+    image_fields: dict[str, Any] | None = None
+    if settings.task == "images":
+        image_fields = _image_card_fields(grid, settings, final, card["total_weight"], card["sites"], int(w0.size))
+        card["per_site_evaluation"] = image_fields["metrics"]
     if settings.out_dir:
         out = Path(settings.out_dir)
         out.mkdir(parents=True, exist_ok=True)
         # Written whole or not at all: a reader (the model registry, a site decrypting) never sees half a model.
+        if image_fields is not None and readable:
+            card["registry"] = _write_image_model(settings, np.asarray(final.numpy(), np.float64), image_fields, out)
+        elif image_fields is not None:
+            # Only the sites can open it: `medcloud fl open-model` at a site writes (and registers) model.onnx.
+            card["image_card"] = image_fields
         if readable:
             buf = io.BytesIO()
             np.save(buf, final.numpy())
@@ -372,6 +423,89 @@ def run_server(grid: Grid, settings: FLSettings) -> dict[str, Any]:
             write_atomic(out / "model.ciphertext", bytes(final.data), mode=0o644)
         write_atomic(out / "model_card.json", json.dumps(card, indent=2, default=str).encode(), mode=0o644)
     return card
+
+
+def evaluate_sites(
+    grid: Grid, final: Array, total_weight: float, server_round: int, timeout: float
+) -> tuple[dict[str, tuple[float, int]], dict[str, Any], list[str]]:
+    """After the final round: every connected site scores the global model on its own held-out
+    data. Returns {site: (accuracy, n)}, what each site says about its data, and who did not answer."""
+    content = RecordDict(
+        {
+            "arrays": ArrayRecord({"global": final}),
+            "config": ConfigRecord({"server-round": server_round, "total-weight": float(total_weight)}),
+        }
+    )
+    nodes = sorted(grid.get_node_ids())
+    replies = list(
+        grid.send_and_receive(
+            [Message(content=content, message_type="evaluate", dst_node_id=n) for n in nodes], timeout=timeout
+        )
+    )
+    scores: dict[str, tuple[float, int]] = {}
+    described: dict[str, Any] = {}
+    answered: set[int] = set()
+    for r in replies:
+        answered.add(r.metadata.src_node_id)
+        if r.has_error():
+            continue
+        name = site_name(r)
+        metrics = r.content.metric_records["metrics"]
+        scores[name] = (scalar(metrics["accuracy"]), int(scalar(metrics["num-examples"])))
+        site = r.content.config_records["site"]
+        if "describe" in site:
+            described[name] = json.loads(str(site["describe"]))
+    failed = [f"node {r.metadata.src_node_id}" for r in replies if r.has_error()]
+    failed += [f"node {n} (no answer)" for n in nodes if n not in answered]
+    return scores, described, failed
+
+
+def _image_card_fields(
+    grid: Grid, settings: FLSettings, final: Array, total_weight: float, trained: list[str], n_params: int
+) -> dict[str, Any]:
+    """The images model card's fields (`images.card_fields`): per-site evaluation of the final model."""
+    from medcloud.federated import images
+
+    scores, described, failed = evaluate_sites(grid, final, total_weight, settings.rounds + 1, settings.round_timeout)
+    metrics = images.per_site_metrics(scores)
+    if failed:
+        metrics["not_evaluated"] = failed
+    s = settings
+    training: dict[str, Any] = {
+        "protocol": "fedavg",
+        "mode": s.mode,
+        "rounds": s.rounds,
+        "sites": trained,
+        "local_epochs": s.images_epochs,
+        "optimizer": f"Adam lr {s.images_lr:g}, batch 32, fresh state each round",
+        "n_params": n_params,
+        "images_per_site": {"train": s.images_train, "test": s.images_test, "seed": s.images_seed},
+        "engine": "Flower ServerApp + ClientApps (medcloud.federated.flower.apps), task images",
+        "weight_unit": s.resolved_weight_unit(),
+    }
+    if s.dp_clip > 0 and s.dp_noise > 0:
+        training["dp"] = {
+            "clip_norm": s.dp_clip,
+            "noise_multiplier": s.dp_noise,
+            "delta": s.dp_delta,
+            "epsilon_per_site": round(epsilon(s.dp_noise, s.rounds, s.dp_delta), 4),
+            "accountant": "RDP of the Gaussian mechanism, sensitivity 2C, no subsampling",
+        }
+    return images.card_fields(training, dict(sorted(described.items())), metrics)
+
+
+def _write_image_model(settings: FLSettings, weights: np.ndarray, fields: dict[str, Any], out: Path) -> dict[str, Any]:
+    """model.onnx + card.json in `out` (what `medcloud fl train-images` writes); registered with register_dir."""
+    from medcloud.federated import images
+
+    version = settings.resolved_model_version()
+    images.write_model(images.RunResult(weights, fields), out, settings.model_name, version)
+    done: dict[str, Any] = {"name": settings.model_name, "version": version, "model_dir": str(out)}
+    if settings.register_dir:
+        from medcloud.vision.registry import register
+
+        done["registered"] = str(register(out, Path(settings.register_dir), settings.model_name, version).path)
+    return done
 
 
 def build_server_app(defaults: FLSettings | None = None, results: list[dict[str, Any]] | None = None) -> ServerApp:

@@ -10,7 +10,7 @@ from medcloud.errors import InvalidInput
 from medcloud.federated.he.registry import backend_spec, modes_where
 
 PROTOCOLS = ("fedavg", "deepprotect")
-TASKS = ("breast-cancer", "synthetic", "mlp")
+TASKS = ("breast-cancer", "synthetic", "mlp", "images")
 
 
 @dataclass
@@ -18,10 +18,22 @@ class FLSettings:
     mode: str = "ckks"  # a registered HE scheme (`medcloud fl modes`): plain, ckks, aes, threshold, ...
     protocol: str = "fedavg"  # fedavg | deepprotect
     rounds: int = 3
-    task: str = "breast-cancer"  # breast-cancer | synthetic | mlp (cost benches: 1M-param torch MLP)
+    task: str = "breast-cancer"  # breast-cancer | synthetic | mlp (cost benches: 1M-param torch MLP) | images
     num_sites: int = 4
     n_params: int = 31  # synthetic task only
     mlp_samples: int = 320  # mlp task: local samples per site (one epoch per round)
+    # images task (`medcloud.federated.images`: SYNTHETIC site-shifted images, a small CNN): each site
+    # generates its own images from (images_seed, its site index); Adam, fresh state each round.
+    images_train: int = 160
+    images_test: int = 80
+    images_seed: int = 0
+    images_epochs: int = 2
+    images_lr: float = 3e-3
+    # images task: the ServerApp writes model.onnx + card.json into out_dir and, with register_dir (a hub
+    # data dir), registers them as model_name/model_version (default version flower-MODE-rROUNDS).
+    register_dir: str = ""
+    model_name: str = "fl-shapes"
+    model_version: str = ""
     local_epochs: int = 5
     lr: float = 0.5
     # Sites encrypt w * n/U; every site must use the same U. Pin it in each site's node config so the
@@ -56,7 +68,15 @@ class FLSettings:
             able = modes_where(lambda s: s.supports_deepprotect)
             raise InvalidInput(f"DeepProtect needs a key the sites share: use --mode {' or '.join(able)}")
         if self.task not in TASKS:
-            raise InvalidInput(f"unknown task {self.task!r}")
+            raise InvalidInput(f"unknown task {self.task!r}; one of {', '.join(TASKS)}")
+        if self.task == "images" and self.protocol != "fedavg":
+            raise InvalidInput("the images task runs FedAvg (--protocol fedavg)")
+        if self.task == "images" and min(self.images_train, self.images_test, self.images_epochs) < 1:
+            raise InvalidInput("the images task needs images_train, images_test and images_epochs >= 1")
+
+    def resolved_model_version(self) -> str:
+        """The registry version of an images model: as given, or flower-MODE-rROUNDS."""
+        return self.model_version or f"flower-{self.mode}-r{self.rounds}"
 
     @classmethod
     def from_config(cls, *configs: Any) -> FLSettings:

@@ -42,11 +42,11 @@ def site_seconds(replies: Iterable[Message]) -> dict[str, float]:
     for m in replies:
         cfg = m.content.config_records.get("site")
         if cfg is not None and "seconds" in cfg:
-            out[_site_of(m)] = scalar(cfg["seconds"])
+            out[site_name(m)] = scalar(cfg["seconds"])
     return out
 
 
-def _site_of(msg: Message) -> str:
+def site_name(msg: Message) -> str:
     cfg = msg.content.config_records.get("site")
     return str(cfg["name"]) if cfg and "name" in cfg else f"node-{msg.metadata.src_node_id}"
 
@@ -112,7 +112,7 @@ class EncryptedFedAvg(FedAvg):
         length = int(valid[0].content.array_records["arrays"]["update"].shape[0])
         summed = self.aggregator.aggregate(uploads)
         total = float(sum(weights))
-        sites = {m.metadata.src_node_id: _site_of(m) for m in valid}
+        sites = {m.metadata.src_node_id: site_name(m) for m in valid}
         up = {sites[m.metadata.src_node_id]: len(b) for m, b in zip(valid, uploads, strict=True)}
         down = {sites[n]: self._down.get(n, 0) for n in sites}
         shares: list[bytes] = []
@@ -179,7 +179,7 @@ class EncryptedFedAvg(FedAvg):
         got: dict[str, tuple[int, bytes]] = {}  # site -> (node, its partial decryption)
         for r in replies:
             if not r.has_error():
-                name = sites.get(r.metadata.src_node_id) or _site_of(r)
+                name = sites.get(r.metadata.src_node_id) or site_name(r)
                 got[name] = (r.metadata.src_node_id, bytes(r.content.array_records["arrays"]["share"].data))
         missing = [p for p in self.parties if p not in got] if self.parties else []
         if (not self.parties and (errors or len(replies) != len(everyone))) or (
@@ -235,7 +235,7 @@ class EncryptedFedAvg(FedAvg):
         for r in replies:
             if r.has_error():
                 continue
-            holder = _site_of(r)
+            holder = site_name(r)
             arrays = r.content.array_records["arrays"]
             released[f"release-{holder}"] = arrays["release"]
             released[f"sig-{holder}"] = arrays["sig"]
@@ -301,8 +301,8 @@ class DeepProtectStrategy(FedAvg):
             blob = bytes(arrays["update"].data)
             fresh = bytes(arrays["refresh"].data) if "refresh" in arrays else None
             base = int(scalar(m.content.config_records["site"]["model-version"]))
-            self.server.upload(_site_of(m), blob, base, fresh)
-            up[_site_of(m)] = len(blob) + (len(fresh) if fresh else 0)
+            self.server.upload(site_name(m), blob, base, fresh)
+            up[site_name(m)] = len(blob) + (len(fresh) if fresh else 0)
         version, blob = self.server.download()
         self.recorder.record(
             RoundEvent(
@@ -343,7 +343,7 @@ class PlainFedAvg(FedAvg):
         arrays, metrics = super().aggregate_train(server_round, replies)
         t_agg = time.perf_counter() - t_agg
         ok = [m for m in replies if not m.has_error()]
-        up = {_site_of(m): record_bytes(m.content.array_records["arrays"]) for m in ok}
+        up = {site_name(m): record_bytes(m.content.array_records["arrays"]) for m in ok}
         self.timings.append(time.perf_counter() - self._t0)
         self.recorder.record(
             RoundEvent(
