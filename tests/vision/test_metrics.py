@@ -135,3 +135,26 @@ def test_prediction_json_stays_backward_compatible() -> None:
     assert old_keys | {"latency_ms"} <= set(out)
     assert out["verdict"] == {"code": "gp_cocci", "en": "Gram-positive cocci", "ja": "グラム陽性球菌"}
     assert out["yeast"] is None and out["crop_votes_excluded"] == 0
+
+
+def test_verdict_weighs_the_detector_boxes_with_the_crop_vote() -> None:
+    boxes, probs = _crops()
+    probs[:] = 0
+    probs[:3, CROP_CLASSES.index("gp_rods")] = 1  # tiles of a low-magnification chain read as rods
+    probs[3, CROP_CLASSES.index("gp_cocci")] = 1
+    chain = [_det((10, 10, 120, 30), "streptococcus", 0.8), _det((130, 10, 250, 30), "streptococcus", 0.6)]
+    vote = gram_vote(probs, boxes, chain)
+    assert vote.votes["gp_rods"] == 3 and vote.verdict == "gp_cocci"  # 0.5 * 1/4 + 0.5 * 1 against 0.5 * 3/4
+    assert vote.detector_votes is not None and vote.detector_votes["gp_cocci"] == 1.4
+    assert gram_vote(probs, boxes, chain, detector_weight=0.0).verdict == "gp_rods"  # the crop vote alone
+    # Crops unanimous against the detector: an even split, which the crop vote's answer keeps.
+    probs[3] = 0
+    probs[3, CROP_CLASSES.index("gp_rods")] = 1
+    assert gram_vote(probs, boxes, chain).verdict == "gp_rods"
+    # Boxes of two groups count by their scores: one confident GN rod outweighs two faint GP cocci.
+    probs[:] = 0
+    probs[:2, CROP_CLASSES.index("gn_rods")] = 1
+    probs[2:, CROP_CLASSES.index("gp_cocci")] = 1
+    dets = [_det((0, 0, 20, 20), "enterobacterales", 0.9), _det((150, 0, 170, 20), "cns", 0.3)]
+    dets.append(_det((200, 0, 220, 20), "cns", 0.3))
+    assert gram_vote(probs, boxes, dets).verdict == "gn_rods"

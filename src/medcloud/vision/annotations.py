@@ -325,11 +325,17 @@ def from_coco(doc: dict[str, Any], convention: str | None = None, check: bool = 
 
 # ---- YOLO (one txt per image: "class cx cy w h", normalised; classes.txt lists the names) ----
 
+YOLO_SYNTHETIC_MARKER = "SYNTHETIC.txt"
+
 
 def to_yolo(images: list[AnnotatedImage], out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "classes.txt").write_text("\n".join(LABEL_CODES) + "\n", encoding="utf-8")
     (out_dir / "box_convention.txt").write_text(_declared(images) + "\n", encoding="utf-8")
+    if any(i.synthetic for i in images):  # YOLO has no metadata field: a marker file says it
+        (out_dir / YOLO_SYNTHETIC_MARKER).write_text(
+            "These annotations describe SYNTHETIC images (medcloud.vision.synth), not specimens.\n", encoding="utf-8"
+        )
     for im in images:
         lines = []
         for (x0, y0, x1, y1), lab in zip(im.boxes, im.labels, strict=True):
@@ -352,8 +358,9 @@ def from_yolo(
     names = classes_file.read_text(encoding="utf-8").split() if classes_file.exists() else list(LABEL_CODES)
     codes = [canonical_label(n) for n in names]
     out = []
+    synthetic = (label_dir / YOLO_SYNTHETIC_MARKER).is_file()
     for file_name, (w, h) in sorted(sizes.items()):
-        im = AnnotatedImage(file_name, w, h)
+        im = AnnotatedImage(file_name, w, h, synthetic=synthetic)
         txt = label_dir / (Path(file_name).stem + ".txt")
         if txt.exists():
             for n, line in enumerate(txt.read_text(encoding="utf-8").splitlines(), start=1):

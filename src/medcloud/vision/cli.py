@@ -237,6 +237,152 @@ def synth_command(
     typer.echo(f"wrote {count} SYNTHETIC smears to {out}")
 
 
+annotations_app = typer.Typer(no_args_is_help=True)
+app.add_typer(annotations_app, name="annotations", help="Check an annotation folder (VoTT, COCO, YOLO) or convert it.")
+
+_FROM_BOXES_HELP = "What the boxes are when the files do not say: 'group' (one per organism group) or 'cell'."
+
+
+def _progress_bar(total_hint: int, show: bool) -> Any:
+    """A Rich progress bar on stderr for folders of 20 images or more (none when `show` is False)."""
+    from contextlib import nullcontext
+
+    if not show or total_hint < 20:
+        return nullcontext(None)
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    return Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
+
+
+def _advance(bar: Any, description: str) -> Any:
+    if bar is None:
+        return None
+    task = bar.add_task(description, total=None)
+
+    def step(done: int, total: int) -> None:
+        bar.update(task, completed=done, total=total)
+
+    return step
+
+
+def _count_hint(folder: Path) -> int:
+    base = folder if folder.is_dir() else folder.parent
+    return sum(1 for _ in base.iterdir()) if base.is_dir() else 0
+
+
+def _print_report(report: Any, as_json: bool, err: bool = False) -> None:
+    import json
+
+    doc = report.as_json()
+    if as_json:
+        typer.echo(json.dumps(doc, indent=2, ensure_ascii=False), err=err)
+        return
+    conv = doc["box_convention"]
+    conv_text = (
+        f"box convention {conv['used']} ({'declared' if conv['declared'] else 'assumed'}; boxes look "
+        f"{conv['looks_like']}, {conv['touching_share']:.0%} touching)"
+        if conv
+        else "box convention unknown"
+    )
+    typer.echo(
+        f"{doc['annotations']}: {doc['format']}, {doc['images']} images, {doc['boxes']} boxes, {conv_text}", err=err
+    )
+    for p in doc["problems"]:
+        typer.echo(f"  {p['severity']:7} {p['file']}: [{p['code']}] {p['message']}", err=err)
+    if doc["labels"]:
+        typer.echo("labels: " + ", ".join(f"{k} {v}" for k, v in doc["labels"].items()), err=err)
+    typer.echo(f"{doc['errors']} error(s), {doc['warnings']} warning(s)", err=err)
+
+
+@annotations_app.command("check")
+def annotations_check_command(
+    folder: Path = typer.Argument(..., help="Annotation folder (or one VoTT/COCO file) with its images."),
+    fmt: str | None = typer.Option(None, "--from", "--format", help="vott, coco or yolo (default: detect)."),
+    images: Path | None = typer.Option(None, "--images", help="Folder the image names are relative to."),
+    from_boxes: str | None = typer.Option(None, "--from-boxes", help=_FROM_BOXES_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    strict: bool = typer.Option(False, "--strict", help="Warnings count as errors for the exit code."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on long folders."),
+) -> None:
+    """Report per-file problems of an annotation folder; exit code 1 when there are errors.
+
+    Unknown labels, boxes outside the image or of zero size, missing or unreadable images, image size
+    mismatches, duplicate boxes, unsafe image names (absolute, '..'), malformed files, and the box
+    convention (one box per organism group, VoTT-style, or one per cell), with box counts per label.
+    """
+    from medcloud.vision.annotation_folder import check_folder, locate
+
+    source, pre = locate(folder, fmt, images)
+    if source is None:
+        from medcloud.vision.annotation_folder import CheckReport
+
+        report = CheckReport(None, pre)
+    else:
+        with _progress_bar(_count_hint(folder), progress) as bar:
+            report = check_folder(source, from_boxes=from_boxes, pre=pre, progress=_advance(bar, "checking"))
+    _print_report(report, as_json)
+    if report.errors or (strict and report.warnings):
+        raise typer.Exit(1)
+
+
+@annotations_app.command("convert")
+def annotations_convert_command(
+    src: Path = typer.Argument(..., help="Annotation folder (or one VoTT/COCO file) with its images."),
+    dst: Path = typer.Argument(..., help="New folder to write (must not exist)."),
+    fmt: str | None = typer.Option(None, "--from", help="Source format: vott, coco or yolo (default: detect)."),
+    to: str = typer.Option(..., "--to", help="Target format: vott, coco or yolo."),
+    boxes: str | None = typer.Option(
+        None, "--boxes", help="Target box convention: 'group' (per-cell boxes are merged) or 'cell'."
+    ),
+    from_boxes: str | None = typer.Option(None, "--from-boxes", help=_FROM_BOXES_HELP),
+    images: Path | None = typer.Option(None, "--images", help="Folder the image names are relative to."),
+    clip: bool = typer.Option(False, "--clip", help="Clip boxes that reach outside the image to its edge."),
+    copy_images: bool = typer.Option(True, "--copy-images/--no-images", help="Copy the images into DST."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on long folders."),
+) -> None:
+    """Convert an annotation folder to VoTT, COCO or YOLO (and group/cell boxes) in a new folder.
+
+    The source is checked first; with any error nothing is written (exit code 1). The result is built in
+    a hidden folder beside DST and renamed into place when complete.
+    """
+    import json
+
+    from medcloud.vision.annotation_folder import convert_folder, locate
+
+    source, pre = locate(src, fmt, images)
+    if source is None:
+        from medcloud.vision.annotation_folder import CheckReport
+
+        _print_report(CheckReport(None, pre), False, err=True)
+        raise typer.Exit(1)
+    with _progress_bar(_count_hint(src), progress) as bar:
+        report, summary = convert_folder(
+            source,
+            dst,
+            to,
+            boxes=boxes,
+            from_boxes=from_boxes,
+            clip=clip,
+            copy_images=copy_images,
+            pre=pre,
+            progress=_advance(bar, "copying images"),
+        )
+    if not summary:
+        _print_report(report, False, err=True)
+        typer.echo(f"not converted: {report.errors} error(s) in {src}; nothing written", err=True)
+        raise typer.Exit(1)
+    summary["warnings"] = [p.as_json() for p in report.problems]
+    typer.echo(json.dumps(summary, indent=2, ensure_ascii=False))
+
+
 def serve_model_command(
     host: str = typer.Option("127.0.0.1", "--host"),
     port: int = typer.Option(8080, "--port"),

@@ -33,6 +33,8 @@ INPUT_LONG_SIDE = 320  # the detector sees the image with its longer side at thi
 TILE = 64  # crop size for the classifier, in detector-input pixels
 PAD_VALUE = 210  # near the smear background, so padding does not look like an organism
 MAX_IMAGE_PIXELS = 40_000_000
+# Weight of the detector's bacterial boxes in the Gram verdict (the crop vote has 1 - this); see `gram_vote`.
+DETECTOR_VOTE_WEIGHT = 0.5
 
 
 @dataclass
@@ -277,6 +279,7 @@ class GramVote:
     verdict: str | None
     yeast: dict[str, Any] | None
     excluded: int
+    detector_votes: dict[str, float] | None = None
 
 
 def gram_vote(
@@ -284,6 +287,7 @@ def gram_vote(
     crop_boxes: NDArray[np.float32],
     detections: list[Detection],
     min_cover: float = 0.02,
+    detector_weight: float = DETECTOR_VOTE_WEIGHT,
 ) -> GramVote:
     """The crop vote as the reference design has it: yeast and red cells are not bacteria.
 
@@ -292,6 +296,11 @@ def gram_vote(
     detector found organisms but none is a bacterium (a yeast-only or red-cell-only smear), there is no
     bacterial verdict; yeast boxes add the yeast note (`YEAST_NOTE`, with count and best score) whatever
     the verdict. With no detection at all the plain crop vote stands, as before.
+
+    With bacterial boxes, the verdict weighs two opinions: the share of the voting crops each Gram group
+    won (weight 1 - `detector_weight`) and the share of the bacterial boxes' summed scores each group's
+    species hold (weight `detector_weight`). The crop classifier sees a 64-pixel tile, the detector a whole
+    group in context; at low magnification the tiles alone call chains and clusters of cocci rods.
     """
     n = len(probabilities)
     keep: NDArray[np.bool_] = np.ones(n, dtype=bool)
@@ -309,15 +318,41 @@ def gram_vote(
         )
         keep = np.asarray(~(on_other & ~on_bacteria), dtype=bool)
     votes, verdict = crop_vote(probabilities, keep)
+    detector_votes = None
     if detections and not bacterial:
         verdict = None
+    elif bacterial and detector_weight > 0:
+        detector_votes, verdict = _combined_verdict(votes, bacterial, detector_weight, verdict)
     yeast_dets = [d for d in detections if d.label in YEAST_LABELS]
     yeast = (
         {**YEAST_NOTE, "count": len(yeast_dets), "score": round(max(d.score for d in yeast_dets), 4)}
         if yeast_dets
         else None
     )
-    return GramVote(votes, verdict, yeast, int((~keep).sum()))
+    return GramVote(votes, verdict, yeast, int((~keep).sum()), detector_votes)
+
+
+def _combined_verdict(
+    votes: dict[str, int], bacterial: list[Detection], weight: float, crop_verdict: str | None
+) -> tuple[dict[str, float], str | None]:
+    """`gram_vote`'s verdict from crop shares and detector score shares; ties go to the crop vote's answer."""
+    groups = [c for c in CROP_CLASSES if c != "background"]
+    det = dict.fromkeys(groups, 0.0)
+    for d in bacterial:
+        det[LABELS[d.label].crop_class] += d.score
+    crop_total = sum(votes[c] for c in groups)
+    det_total = sum(det.values())
+    mixed = {
+        c: (1 - weight) * (votes[c] / crop_total if crop_total else 0.0)
+        + weight * (det[c] / det_total if det_total else 0.0)
+        for c in groups
+    }
+    best = max(mixed.values())
+    if best <= 0:
+        return det, crop_verdict
+    tied = [c for c in groups if mixed[c] >= best - 1e-9]
+    verdict = crop_verdict if crop_verdict in tied else tied[0]
+    return {c: round(v, 4) for c, v in det.items()}, verdict
 
 
 def crop_vote(
