@@ -349,6 +349,25 @@ webauthn_challenges = sa.Table(
     sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
 )
 
+# Admin-issued one-time passkey enrolment codes (migration 0015, `security.enrolment_codes`): the code's
+# SHA-256 digest only, bound to one person; redeemed by one of that person's sessions, spent by one passkey.
+passkey_enrolment_codes = sa.Table(
+    "passkey_enrolment_codes",
+    metadata,
+    sa.Column("id", sa.String(16), primary_key=True),
+    sa.Column("code_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("person", sa.String(256), nullable=False, index=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("redeemed_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("redeemed_token_id", sa.String(32), nullable=True, index=True),
+    sa.Column("spent_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("credential_id", sa.String(1400), nullable=True),
+    sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("revoked_by", sa.String(200), nullable=True),
+)
+
 # Failed authentications per key (`addr:<client>` or `person:<subject>`), and the keys locked now.
 auth_failures = sa.Table(
     "auth_failures",
