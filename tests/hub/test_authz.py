@@ -81,6 +81,8 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("POST", "/api/v1/auth/webauthn/enrolment-codes/redeem"): set(),
     # The MHLW self-check of the deployment (tests/hub/test_selfcheck_api.py).
     ("GET", "/api/v1/admin/self-check"): {"admin"},
+    # The log's public keys across rotations (tests/security/test_log_key_rotation.py).
+    ("GET", "/api/v1/audit/log-keys"): {"auditor"},
     ("GET", "/api/v1/jobs/{job_id}/dataset/manifest"): set(),
     ("GET", "/api/v1/jobs/{job_id}/dataset/files/{ref}"): set(),
     ("GET", "/api/v1/jobs/{job_id}/dataset/batch"): set(),

@@ -397,6 +397,19 @@ audit_checkpoints = sa.Table(
     sa.Column("signature", sa.String(128), nullable=False),  # hex
 )
 
+# The audit log's signing keys across rotations (`medcloud audit rotate-log-key`, migration 0015): public
+# keys only (the private key is a file in the secrets folder), each later key with the rotation statement
+# (JSON, signed by the old and the new key) that handed the log over to it.
+audit_log_keys = sa.Table(
+    "audit_log_keys",
+    metadata,
+    sa.Column("log_id", sa.String(64), primary_key=True),
+    sa.Column("public_key", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("retired_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("rotation", sa.Text, nullable=True),
+)
+
 # Sealed emergency (break-glass) accounts (`security.breakglass`, migration 0012): an admin token that
 # stays expired until `use` opens it for a limited time with a stated reason; every use is reviewed.
 break_glass_accounts = sa.Table(

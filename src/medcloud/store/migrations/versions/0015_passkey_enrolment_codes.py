@@ -1,4 +1,5 @@
-"""Admin-issued one-time passkey enrolment codes (lost passkey, new device): stored as SHA-256 digests.
+"""Admin-issued one-time passkey enrolment codes (lost passkey, new device): stored as SHA-256 digests;
+and the audit log's signing keys across rotations (public keys and the rotation statements).
 
 Revision ID: 0015
 Revises: 0014
@@ -36,9 +37,18 @@ def upgrade() -> None:
     )
     op.create_index("ix_passkey_enrolment_codes_person", "passkey_enrolment_codes", ["person"])
     op.create_index("ix_passkey_enrolment_codes_redeemed_token_id", "passkey_enrolment_codes", ["redeemed_token_id"])
+    op.create_table(
+        "audit_log_keys",
+        sa.Column("log_id", sa.String(64), primary_key=True),
+        sa.Column("public_key", sa.Text, nullable=False),
+        sa.Column("created_at", TS, nullable=False),
+        sa.Column("retired_at", TS, nullable=True),
+        sa.Column("rotation", sa.Text, nullable=True),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("audit_log_keys")
     op.drop_index("ix_passkey_enrolment_codes_redeemed_token_id", table_name="passkey_enrolment_codes")
     op.drop_index("ix_passkey_enrolment_codes_person", table_name="passkey_enrolment_codes")
     op.drop_table("passkey_enrolment_codes")
