@@ -124,6 +124,9 @@ class Settings(BaseSettings):
     mfa_enrol_window_seconds: int = Field(
         default=600, ge=30, le=86400, description="A first passkey may be enrolled only this soon after sign-in."
     )
+    mfa_enrol_code_seconds: int = Field(
+        default=3600, ge=60, le=604800, description="Longest life of an admin-issued passkey enrolment code."
+    )
     webauthn_rp_id: str | None = Field(
         default=None, max_length=253, description="WebAuthn relying-party id (a domain); default from `host`."
     )

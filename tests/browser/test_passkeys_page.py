@@ -161,3 +161,64 @@ def test_passkey_register_sign_in_forged_and_replayed(passkey_hub: PasskeyHub) -
     assert json.loads(sent[0])["credential"]["id"] == credentials[0]["credentialId"].replace("+", "-").replace(
         "/", "_"
     ).rstrip("=")
+
+
+def test_enrolment_code_on_a_new_device(passkey_hub: PasskeyHub) -> None:
+    """A person whose passkey is on another device (or lost) enrols a new one with an administrator's code:
+    a wrong code is refused on the page; the real one registers the new device's passkey, which then works."""
+    from playwright.sync_api import sync_playwright
+
+    from medcloud.security import enrolment_codes
+
+    url = passkey_hub.url
+    person = "ben@hospital.example"
+    console: list[str] = []
+
+    def session() -> str:
+        from medcloud.security.policy import Role
+        from medcloud.security.tokens import _issue
+
+        return _issue(
+            passkey_hub.state.catalog, Role.CLINICIAN, None, (), "sign-in", timedelta(hours=1), "test", "",
+            kind="session", person=person,
+        ).token  # fmt: skip
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS)
+        try:
+            # Ben's old device: a passkey registered right after sign-in.
+            context = browser.new_context()
+            page = context.new_page()
+            _authenticator(context, page)
+            _sign_in(page, url, session())
+            page.click("#passkey-register")
+            poll(page, "document.getElementById('passkey-status').dataset.state === 'passkey.registered'")
+            context.close()
+            # The new device: another authenticator; the hub asks for the old passkey, offers the code form.
+            context = browser.new_context()
+            page = context.new_page()
+            page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+            cdp, authenticator = _authenticator(context, page)
+            token = session()
+            _sign_in(page, url, token)
+            assert page.is_visible("#passkey-code-form") and page.is_hidden("#passkey-register")
+            page.fill("#passkey-code", "AAAA-BBBB-CCCC-DDDD")
+            page.click("#passkey-code-register")
+            poll(page, "document.getElementById('passkey-status').dataset.state === 'passkey.failed'")
+            assert "passkey not accepted" in page.inner_text("#passkey-status")
+            assert cdp.send("WebAuthn.getCredentials", {"authenticatorId": authenticator})["credentials"] == []
+            issued = enrolment_codes.issue(
+                passkey_hub.state.catalog, person, by="test-admin", seconds=600, max_seconds=3600
+            )
+            page.fill("#passkey-code", issued.code)
+            page.click("#passkey-code-register")
+            poll(page, "document.getElementById('passkey-status').dataset.state === 'passkey.registered'")
+            assert len(cdp.send("WebAuthn.getCredentials", {"authenticatorId": authenticator})["credentials"]) == 1
+            page.click("#passkey-use")
+            poll(page, "document.body.dataset.signedIn === 'yes'")
+            assert _whoami(url, token)["state"] == "ok"
+            assert [c["state"] for c in enrolment_codes.listing(passkey_hub.state.catalog, person)] == ["spent"]
+            context.close()
+        finally:
+            browser.close()
+    assert not [m for m in console if m.startswith("error") and "Content Security Policy" in m], console

@@ -73,6 +73,16 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("GET", "/api/v1/auth/webauthn/credentials"): set(),
     ("DELETE", "/api/v1/auth/webauthn/people/{person}"): {"admin"},
     ("DELETE", "/api/v1/auth/lockouts/{key}"): {"admin"},
+    # One-time passkey enrolment codes (tests/hub/test_enrolment_codes.py): admins issue, list, revoke;
+    # only a person's session redeems.
+    ("POST", "/api/v1/auth/webauthn/enrolment-codes"): {"admin"},
+    ("GET", "/api/v1/auth/webauthn/enrolment-codes"): {"admin"},
+    ("DELETE", "/api/v1/auth/webauthn/enrolment-codes/{code_id}"): {"admin"},
+    ("POST", "/api/v1/auth/webauthn/enrolment-codes/redeem"): set(),
+    # The MHLW self-check of the deployment (tests/hub/test_selfcheck_api.py).
+    ("GET", "/api/v1/admin/self-check"): {"admin"},
+    # The log's public keys across rotations (tests/security/test_log_key_rotation.py).
+    ("GET", "/api/v1/audit/log-keys"): {"auditor"},
     ("GET", "/api/v1/jobs/{job_id}/dataset/manifest"): set(),
     ("GET", "/api/v1/jobs/{job_id}/dataset/files/{ref}"): set(),
     ("GET", "/api/v1/jobs/{job_id}/dataset/batch"): set(),
@@ -145,7 +155,16 @@ def _call(hub: Hub, method: str, path: str, headers: dict[str, str], ctx: dict[s
                 url, json={"name": "authz-model", "version": "1", "artifact": "a.bin"}, headers=headers
             )
     body: dict[str, object] | None = None
-    if path == "/api/v1/tokens" and method == "POST":
+    if path == "/api/v1/auth/webauthn/enrolment-codes/{code_id}":  # an open code for each caller to revoke
+        from medcloud.security import enrolment_codes
+
+        issued = enrolment_codes.issue(hub.state.catalog, ctx["person"], by="test", seconds=600, max_seconds=3600)
+        url = path.format(code_id=issued.code_id)
+    if path == "/api/v1/auth/webauthn/enrolment-codes" and method == "POST":
+        body = {"person": ctx["person"]}
+    elif path == "/api/v1/auth/webauthn/enrolment-codes/redeem":
+        body = {"code": "0000-0000-0000-0000"}
+    elif path == "/api/v1/tokens" and method == "POST":
         body = {"role": "auditor"}
     elif path == "/api/v1/fl/rounds":
         body = {"round": 1, "model_version": "v1", "mode": "ckks", "participants": ["site-a"]}
@@ -213,6 +232,7 @@ def ctx(hub: Hub) -> dict[str, str]:
         "person": "someone@hospital.example",
         "key": "addr:203.0.113.9",
         "event_id": "1",
+        "code_id": "0",  # replaced by a fresh open code in _call
     }
 
 

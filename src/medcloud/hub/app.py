@@ -52,6 +52,7 @@ ROUTERS: tuple[str, ...] = (
     "fl_public",
     "auth",
     "webauthn",
+    "admin",
 )
 
 CSP = (

@@ -585,3 +585,66 @@ def glass_list(data: Path | None = DataOpt) -> None:
             typer.echo(json.dumps(a, default=str))
     finally:
         cat.dispose()
+
+
+code_app = typer.Typer(no_args_is_help=True, help="One-time passkey enrolment codes (lost passkey, new device).")
+app.add_typer(code_app, name="passkey-code")
+
+
+@code_app.command("issue")
+def code_issue(
+    person: str = typer.Argument(..., help="The person's subject at the identity provider."),
+    minutes: int | None = typer.Option(
+        None, "--minutes", min=1, help="Life (default and most: mfa_enrol_code_seconds)."
+    ),
+    data: Path | None = DataOpt,
+) -> None:
+    """Issue a code for one person; printed once (give it to the person in person or by phone).
+
+    The person signs in, redeems it, and registers one passkey; issuing again revokes their earlier codes."""
+    from medcloud.security import enrolment_codes
+
+    settings = _settings(data)
+    most = settings.mfa_enrol_code_seconds
+    cat = _catalog(data)
+    try:
+        issued = enrolment_codes.issue(
+            cat, person, by=_operator(), seconds=most if minutes is None else minutes * 60, max_seconds=most
+        )
+    finally:
+        cat.dispose()
+    typer.echo(issued.code)
+    typer.echo(f"enrolment code {issued.code_id} for {issued.person}: one use, until {issued.expires_at.isoformat()}"
+               " (not shown again)", err=True)  # fmt: skip
+
+
+@code_app.command("list")
+def code_list(
+    person: str | None = typer.Option(None, "--person", help="Only this person's codes."), data: Path | None = DataOpt
+) -> None:
+    """Every code with its state (open, redeemed, spent, revoked, expired), as JSON lines; never the code."""
+    from medcloud.security import enrolment_codes
+
+    cat = _catalog(data)
+    try:
+        for item in enrolment_codes.listing(cat, person):
+            typer.echo(json.dumps(item, default=str))
+    finally:
+        cat.dispose()
+
+
+@code_app.command("revoke")
+def code_revoke(
+    code_id: str = typer.Argument(..., help="The code's id (from issue or list)."), data: Path | None = DataOpt
+) -> None:
+    """Revoke an open code."""
+    from medcloud.errors import NotFound
+    from medcloud.security import enrolment_codes
+
+    cat = _catalog(data)
+    try:
+        if not enrolment_codes.revoke(cat, code_id, by=_operator()):
+            raise NotFound(f"no open enrolment code {code_id!r}")
+    finally:
+        cat.dispose()
+    typer.echo(f"enrolment code {code_id} revoked")

@@ -110,6 +110,70 @@ def log_key(
         out.write_bytes(pem)
 
 
+@audit_app.command("log-keys")
+def log_keys(
+    data: Path | None = DataOpt,
+    out: Path | None = typer.Option(None, "--out", help="Write the keys document here (else stdout)."),
+) -> None:
+    """Export every public key the log was signed with and the rotation statements between them (JSON):
+    a hospital that trusts one of the keys follows the others with `verify-proof --keys`."""
+    _, cat = _open_catalog(data, create_key=True)
+    try:
+        doc = cat.audit.keys_document()
+    finally:
+        cat.dispose()
+    _write_json(doc, out)
+
+
+@audit_app.command("rotate-log-key")
+def rotate_log_key(data: Path | None = DataOpt) -> None:
+    """Replace the log's signing key: the old key signs a checkpoint over every event, both keys sign a
+    rotation statement (and that checkpoint), the old public key stays in the catalog, the old private
+    key is overwritten. Earlier checkpoints and proofs stay verifiable. Prints the statement (JSON)."""
+    from medcloud.security.merkle import LogKey
+    from medcloud.store.catalog import log_key_path
+
+    settings, cat = _open_catalog(data, create_key=True)
+    path = log_key_path(settings)
+    pending = path.with_name(path.name + ".new")
+    try:
+        known = {k["log_id"] for k in cat.audit.keys_document()["keys"]}
+        if pending.exists():  # an earlier rotation stopped between the catalog and the file: finish or drop it
+            waiting = LogKey.open(pending, create=False)
+            if waiting.log_id in known and waiting.log_id != cat.audit.log_key.log_id:  # type: ignore[union-attr]
+                os.replace(pending, path)
+                typer.echo(f"finished an interrupted rotation to {waiting.log_id}", err=True)
+                cat.dispose()
+                _, cat = _open_catalog(data, create_key=True)
+            else:
+                pending.unlink()
+        new = LogKey.generate()
+        fd = os.open(pending, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, new.private_pem())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        old_id = cat.audit.log_key.log_id  # type: ignore[union-attr]
+        statement = cat.audit.rotate_key(new)
+        os.replace(pending, path)  # the old private key is gone; its public key stays in the catalog
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        cat.audit.record(
+            subject=_who(), action="audit.log-key.rotate", resource="audit/log-key", outcome="ok",
+            detail={"old_log_id": old_id, "new_log_id": new.log_id,
+                    "tree_size": statement["tree_head"]["tree_size"]},
+        )  # fmt: skip
+    finally:
+        cat.dispose()
+    _write_json(statement, None)
+    typer.echo(f"log key rotated: {old_id[:16]}… -> {new.log_id[:16]}… at size {statement['tree_head']['tree_size']}"
+               "; export with `medcloud audit log-keys`", err=True)  # fmt: skip
+
+
 @audit_app.command("prove")
 def prove(
     event_id: int = typer.Argument(..., min=1, help="The event's seq."),
@@ -142,14 +206,25 @@ def verify_proof(
     since: Path | None = typer.Option(
         None, "--since", help="The tree head you saved earlier: the proof's consistency must start from it."
     ),
+    keys: Path | None = typer.Option(
+        None,
+        "--keys",
+        exists=True,
+        dir_okay=False,
+        help="`medcloud audit log-keys` output: follow key rotations from the --key you trust.",
+    ),
 ) -> None:
     """Check a proof offline with the public key alone. Exit 7 when it does not hold."""
     from medcloud.errors import IntegrityError
-    from medcloud.security.merkle import ProofError, TreeHead, load_public_key, verify_proof_document
+    from medcloud.security.merkle import ProofError, TreeHead, load_public_key, trusted_keys, verify_proof_document
 
     try:
         doc = json.loads(proof.read_text(encoding="utf-8"))
-        summary = verify_proof_document(doc, load_public_key(key.read_bytes()))
+        trusted = load_public_key(key.read_bytes())
+        rotations = json.loads(keys.read_text(encoding="utf-8")).get("rotations", []) if keys is not None else []
+        if not isinstance(rotations, list):
+            raise ProofError("the keys document's rotations are not a list")
+        summary = verify_proof_document(doc, trusted_keys(trusted, rotations))
         if since is not None:
             saved = TreeHead.from_dict(json.loads(since.read_text(encoding="utf-8")))
             given = (doc.get("consistency") or {}).get("from")

@@ -44,15 +44,22 @@ __all__ = [
     "leaf_hash",
     "load_public_key",
     "node_hash",
+    "rotation_statement",
+    "trusted_keys",
     "verify_consistency",
     "verify_inclusion",
     "verify_proof_document",
+    "verify_rotation",
 ]
 
 LOG_KEY_FILE = "audit-log.ed25519"
 EMPTY_ROOT = hashlib.sha256(b"").digest()  # MTH({}) = HASH() (RFC 9162 §2.1.1)
 PROOF_FORMAT = "medcloud-audit-proof/1"
 _STH_CONTEXT = b"medcloud-audit-tree-head/1\0"
+ROTATION_FORMAT = "medcloud-log-key-rotation/1"
+KEYS_FORMAT = "medcloud-log-keys/1"
+_ROTATION_CONTEXT = b"medcloud-audit-log-key-rotation/1\0"
+_ROTATION_FIELDS = ("format", "old_log_id", "old_public_key", "new_log_id", "new_public_key", "tree_head")
 # Complete subtrees at least this large keep their hash: memory stays ~1/64 of the leaves.
 _CACHE_MIN = 64
 
@@ -297,6 +304,13 @@ class TreeHead:
             raise ProofError("a tree head's size and timestamp must be non-negative")
         return cls(size, ts, _unb64(root, "root_hash", 32), log_id, _unb64(sig, "signature", 64))
 
+    def verify_with(self, keys: Mapping[str, Ed25519PublicKey]) -> None:
+        """Raises ProofError unless one of `keys` (by log id) signed this head; an unknown key is refused."""
+        key = keys.get(self.log_id)
+        if key is None:
+            raise ProofError(f"the tree head is signed by an unknown log key ({self.log_id[:16]}…)")
+        self.verify(key)
+
     def verify(self, public_key: Ed25519PublicKey) -> None:
         """Raises ProofError unless the log key signed this head."""
         if self.log_id != log_id_of(public_key):
@@ -310,6 +324,12 @@ class TreeHead:
 def log_id_of(public_key: Ed25519PublicKey) -> str:
     der = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     return hashlib.sha256(der).hexdigest()
+
+
+def public_pem(public_key: Ed25519PublicKey) -> str:
+    return public_key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode(
+        "ascii"
+    )
 
 
 def load_public_key(pem: bytes) -> Ed25519PublicKey:
@@ -330,6 +350,18 @@ class LogKey:
         self.path = path
         self.public_key = private_key.public_key()
         self.log_id = log_id_of(self.public_key)
+        self._stat = self._file_stat()
+
+    def _file_stat(self) -> tuple[int, int] | None:
+        try:
+            st = self.path.stat() if self.path is not None else None
+        except OSError:
+            return None
+        return (st.st_ino, st.st_mtime_ns) if st is not None else None
+
+    def changed_on_disk(self) -> bool:
+        """Whether the key file was replaced since it was read (a rotation by another process)."""
+        return self.path is not None and self._file_stat() not in (None, self._stat)
 
     @classmethod
     def open(cls, path: Path, *, create: bool = True) -> LogKey:
@@ -363,6 +395,102 @@ class LogKey:
         sig = self._key.sign(TreeHead.signed_bytes(tree_size, timestamp, root_hash))
         return TreeHead(tree_size, timestamp, root_hash, self.log_id, sig)
 
+    def sign_rotation(self, body: bytes) -> bytes:
+        return self._key.sign(_ROTATION_CONTEXT + body)
+
+    @staticmethod
+    def generate() -> LogKey:
+        return LogKey(Ed25519PrivateKey.generate())
+
+    def private_pem(self) -> bytes:
+        return self._key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+
+
+# Key rotation ---------------------------------------------------------------------------------------
+# A rotation statement hands the log from one key to the next. Its body names both keys (ids and public
+# keys) and the tree head at the moment of rotation; both keys sign the body, and both sign that tree head
+# as an ordinary signed tree head. So whoever trusts either key can trust the other, and the head at the
+# rotation is a checkpoint signed by both: consistency proofs run across the rotation.
+
+
+def _rotation_body(statement: Mapping[str, Any]) -> bytes:
+    body = {k: statement[k] for k in _ROTATION_FIELDS}
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+
+
+def rotation_statement(old: LogKey, new: LogKey, head: TreeHead) -> dict[str, Any]:
+    """The statement that hands the log from `old` to `new` at the signed head `head` (old's)."""
+    if head.log_id != old.log_id:
+        raise ValueError("the rotation's tree head must be signed by the old key")
+    statement: dict[str, Any] = {
+        "format": ROTATION_FORMAT,
+        "old_log_id": old.log_id,
+        "old_public_key": public_pem(old.public_key),
+        "new_log_id": new.log_id,
+        "new_public_key": public_pem(new.public_key),
+        "tree_head": {k: v for k, v in head.as_dict().items() if k not in ("log_id", "signature")},
+    }
+    body = _rotation_body(statement)
+    new_head = new.sign(head.tree_size, head.timestamp, head.root_hash)
+    statement["signatures"] = {"old": _b64(old.sign_rotation(body)), "new": _b64(new.sign_rotation(body))}
+    statement["tree_head_signatures"] = {"old": _b64(head.signature), "new": _b64(new_head.signature)}
+    return statement
+
+
+def verify_rotation(statement: Mapping[str, Any]) -> tuple[Ed25519PublicKey, Ed25519PublicKey, list[TreeHead]]:
+    """Check a rotation statement on its own: (old key, new key, the rotation head signed by each)."""
+    if statement.get("format") != ROTATION_FORMAT:
+        raise ProofError(f"not a {ROTATION_FORMAT} statement")
+    try:
+        old = load_public_key(str(statement["old_public_key"]).encode("ascii"))
+        new = load_public_key(str(statement["new_public_key"]).encode("ascii"))
+        body = _rotation_body(statement)
+        sigs, head_sigs, head = statement["signatures"], statement["tree_head_signatures"], statement["tree_head"]
+        old_sig, new_sig = _unb64(sigs["old"], "signature", 64), _unb64(sigs["new"], "signature", 64)
+        heads = [
+            TreeHead.from_dict({**head, "log_id": log_id_of(k), "signature": head_sigs[which]})
+            for k, which in ((old, "old"), (new, "new"))
+        ]
+    except (KeyError, TypeError, UnicodeEncodeError) as exc:
+        raise ProofError(f"the rotation statement is incomplete: {exc}") from None
+    if log_id_of(old) != statement["old_log_id"] or log_id_of(new) != statement["new_log_id"]:
+        raise ProofError("the rotation statement's log ids do not match its keys")
+    for key, sig in ((old, old_sig), (new, new_sig)):
+        try:
+            key.verify(sig, _ROTATION_CONTEXT + body)
+        except InvalidSignature:
+            raise ProofError("the rotation statement is not signed by both keys") from None
+    heads[0].verify(old)
+    heads[1].verify(new)
+    return old, new, heads
+
+
+def trusted_keys(
+    trusted: Ed25519PublicKey | Mapping[str, Ed25519PublicKey], rotations: Sequence[Mapping[str, Any]]
+) -> dict[str, Ed25519PublicKey]:
+    """Every key reachable from the trusted one(s) through valid rotation statements, by log id (forward:
+    the old key handed over to the new; backward: the new key vouches for the old one it took over from).
+    A statement that does not verify, or that no trusted key takes part in, adds nothing."""
+    keys = dict(trusted) if isinstance(trusted, Mapping) else {log_id_of(trusted): trusted}
+    checked = []
+    for st in rotations:
+        try:
+            checked.append(verify_rotation(st))
+        except ProofError:
+            continue
+    grew = True
+    while grew:
+        grew = False
+        for old, new, _ in checked:
+            ids = (log_id_of(old), log_id_of(new))
+            if (ids[0] in keys) != (ids[1] in keys):
+                keys.setdefault(ids[0], old)
+                keys.setdefault(ids[1], new)
+                grew = True
+    return keys
+
 
 def proof_document(
     event: Mapping[str, Any],
@@ -389,12 +517,16 @@ def proof_document(
     return doc
 
 
-def verify_proof_document(doc: Mapping[str, Any], public_key: Ed25519PublicKey) -> dict[str, Any]:
-    """Check a proof offline with the log's public key alone; returns a summary or raises ProofError."""
+def verify_proof_document(
+    doc: Mapping[str, Any], public_key: Ed25519PublicKey | Mapping[str, Ed25519PublicKey]
+) -> dict[str, Any]:
+    """Check a proof offline with the log's public key alone (or the keys `trusted_keys` found across
+    rotations, by log id); returns a summary or raises ProofError. A head by any other key is refused."""
+    keys = public_key if isinstance(public_key, Mapping) else {log_id_of(public_key): public_key}
     if doc.get("format") != PROOF_FORMAT:
         raise ProofError(f"not a {PROOF_FORMAT} document")
     head = TreeHead.from_dict(doc.get("tree_head") or {})
-    head.verify(public_key)
+    head.verify_with(keys)
     event = doc.get("event")
     if not isinstance(event, Mapping):
         raise ProofError("the proof carries no event")
@@ -416,7 +548,7 @@ def verify_proof_document(doc: Mapping[str, Any], public_key: Ed25519PublicKey) 
             cpath = [_unb64(h, "a consistency path hash", 32) for h in consistency["path"]]
         except (KeyError, TypeError) as exc:
             raise ProofError(f"the consistency proof is incomplete: {exc}") from None
-        old.verify(public_key)
+        old.verify_with(keys)
         verify_consistency(old.tree_size, old.root_hash, head.tree_size, head.root_hash, cpath)
         summary["consistent_since"] = old.tree_size
     return summary

@@ -15,7 +15,9 @@ session then proves its passkey here, and a successful authentication sets the s
 - First passkey: a person who has none may enrol one only from a session signed in within
   `mfa_enrol_window_seconds` (the identity provider has just checked them). Adding a further passkey
   needs a passkey sign-in within `mfa_admin_max_age_seconds`. An administrator can remove a person's
-  passkeys (after losing them), which reopens first enrolment at their next sign-in.
+  passkeys (after losing them), which reopens first enrolment at their next sign-in, or issue a one-time
+  enrolment code (`security.enrolment_codes`): a session that redeemed one may register one passkey
+  outside both rules, and that registration spends the code.
 """
 
 from __future__ import annotations
@@ -156,20 +158,31 @@ def second_factor_status(catalog: Catalog, settings: Settings, principal: Princi
     if principal.kind != "session" or not principal.person:
         return {"state": "not-applicable", "required": False}
     passkeys = len(catalog.passkeys.for_person(principal.person))
+    code = enrolment_code_grant(catalog, principal)
+    code_until = _as_aware(code["expires_at"]) if code else None
     at = _as_aware(principal.mfa_at)
     if at is not None:
         state = "ok"
     elif passkeys:
         state = "needed"
     else:
-        state = "enrol" if may_enrol_first(catalog, settings, principal) else "enrol-expired"
+        state = "enrol" if code or may_enrol_first(catalog, settings, principal) else "enrol-expired"
     return {
         "state": state,
         "required": settings.mfa_required,
         "passkeys": passkeys,
         "passed_at": at.isoformat() if at else None,
         "admin_fresh": mfa_fresh(principal, settings.mfa_admin_max_age_seconds),
+        # A redeemed enrolment code: this session may register one passkey until then (whatever the state).
+        "enrol_code_until": code_until.isoformat() if code_until else None,
     }
+
+
+def enrolment_code_grant(catalog: Catalog, principal: Principal) -> dict[str, Any] | None:
+    """The live enrolment code this session redeemed (`security.enrolment_codes`), if any."""
+    if principal.kind != "session" or not principal.person:
+        return None
+    return catalog.enrolment_codes.grant(principal.token_id, principal.person, utcnow())
 
 
 def remove_passkeys(catalog: Catalog, person: str, *, by: str, client: str) -> int:
@@ -213,7 +226,9 @@ class PasskeyCeremonies:
         person = require_person(principal)
         self._lockouts.check(person_key(person))
         existing = self._catalog.passkeys.for_person(person)
-        if existing:
+        if enrolment_code_grant(self._catalog, principal) is not None:
+            pass  # an administrator vouched for this registration with a one-time code
+        elif existing:
             if not mfa_fresh(principal, self._settings.mfa_admin_max_age_seconds):
                 minutes = self._settings.mfa_admin_max_age_seconds // 60
                 raise SecondFactorRequired(
@@ -281,6 +296,11 @@ class PasskeyCeremonies:
                     "created_at": now,
                 },
             )
+            # A code this session redeemed is spent by the passkey it let in (or by any passkey it adds).
+            code_id = cat.enrolment_codes.spend(conn, principal.token_id, person, credential_id, now) if added else None
+            detail: dict[str, Any] = {"credential": credential_id[:64], "label": label[:100]}
+            if code_id:
+                detail["enrolment_code"] = code_id
             cat.audit.append(
                 conn,
                 subject=principal.subject,
@@ -288,7 +308,7 @@ class PasskeyCeremonies:
                 resource=f"person/{person}"[:200],
                 outcome="ok" if added else "refused:duplicate",
                 client=client,
-                detail={"credential": credential_id[:64], "label": label[:100]},
+                detail=detail,
             )
         if not added:
             raise PasskeyRefused(REFUSED)

@@ -42,11 +42,18 @@ class Permission(str, Enum):
     RESULTS_WRITE = "results.write"  # store AI results (SR/SEG) beside source studies of granted projects
     JOBS_RUN = "jobs.run"  # submit, watch and cancel jobs on dataset versions of granted projects
     JOB_RUNTIME = "job.runtime"  # a running job: its own dataset version and its own artefacts, nothing else
+    SELF_CHECK = "security.self-check"  # run the MHLW self-check over the running deployment
 
 
 # Administrative acts: a person's session needs a recent passkey for these (step-up, `hub.deps.require`).
 STEP_UP_PERMISSIONS = frozenset(
-    {Permission.TOKENS_MANAGE, Permission.SITES_MANAGE, Permission.FL_AGGREGATE, Permission.AUDIT_READ}
+    {
+        Permission.TOKENS_MANAGE,
+        Permission.SITES_MANAGE,
+        Permission.FL_AGGREGATE,
+        Permission.AUDIT_READ,
+        Permission.SELF_CHECK,
+    }
 )
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
@@ -73,6 +80,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.SITES_READ,
             Permission.MODELS_READ,
             Permission.FL_AGGREGATE,
+            Permission.SELF_CHECK,
         }
     ),
     Role.JOB: frozenset({Permission.JOB_RUNTIME}),

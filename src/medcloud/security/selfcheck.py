@@ -648,9 +648,17 @@ _CSS = (
 )
 
 
-def render_html(report: dict[str, Any]) -> str:
-    """The report as one self-contained HTML page (no external assets; every value escaped)."""
+def render_html(report: dict[str, Any], *, stylesheet: str | None = None) -> str:
+    """The report as one self-contained HTML page (no external assets; every value escaped).
+
+    With `stylesheet` (the hub's `/static/selfcheck.css`, the same rules) the page links its style
+    instead of inlining it, so that it renders under the hub's strict CSP (`style-src 'self'`)."""
     e = html.escape
+    if stylesheet is None:
+        csp, style = "default-src 'none'; style-src 'unsafe-inline'", f"<style>{_CSS}</style>"
+    else:
+        csp, style = "default-src 'none'; style-src 'self'", f'<link rel="stylesheet" href="{e(stylesheet)}">'
+
     rows = "".join(
         f'<tr class="{e(i["status"])}"><td class="s">{e(i["status"])}</td><td>{e(i["title"])}<br><code>{e(i["id"])}'
         f"</code></td><td>{e(i['section'])}</td><td>{e(i['summary'])}</td>"
@@ -661,8 +669,8 @@ def render_html(report: dict[str, Any]) -> str:
     dep = report["deployment"]
     return (
         '<!DOCTYPE html><html lang="ja"><head><meta charset="utf-8">'
-        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">"
-        f"<title>medcloud self-check</title><style>{_CSS}</style></head><body>"
+        f'<meta http-equiv="Content-Security-Policy" content="{csp}">'
+        f"<title>medcloud self-check</title>{style}</head><body>"
         f"<h1>medcloud self-check</h1><p>{e(report['guideline'])}</p>"
         f"<p>Generated {e(report['generated_at'])} for <code>{e(dep['data_dir'])}</code> (medcloud "
         f"{e(str(dep['version']))}, {e(dep['database'])}).</p>"

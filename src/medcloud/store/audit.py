@@ -8,6 +8,7 @@ The chain rule, the key and the check live in `medcloud.security.audit`, the tre
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -20,6 +21,7 @@ from sqlalchemy.engine import Connection
 from medcloud.errors import Conflict, IntegrityError, NotFound
 from medcloud.security.audit import GENESIS, AuditSeal, ChainReport, canonical_detail, chain_hash, verify_chain
 from medcloud.security.merkle import (
+    KEYS_FORMAT,
     LeafHashes,
     LogKey,
     MerkleTree,
@@ -28,11 +30,14 @@ from medcloud.security.merkle import (
     leaf_entry,
     leaf_hash,
     proof_document,
+    public_pem,
+    rotation_statement,
+    trusted_keys,
 )
 from medcloud.security.policy import BREAK_GLASS_MARK
 from medcloud.store.db import Database, utcnow
 from medcloud.store.queries import MAX_PAGE
-from medcloud.store.tables import audit_checkpoints, audit_events
+from medcloud.store.tables import audit_checkpoints, audit_events, audit_log_keys
 
 __all__ = ["AuditChain", "AuditLog"]
 
@@ -213,11 +218,12 @@ class AuditLog:
 
     def _verify_checkpoints(self, report: ChainReport, tree: MerkleTree) -> ChainReport:
         heads = self.checkpoints()
+        keys = self.trusted_keys() if self.log_key is not None else {}
         for head in heads:
             problem = ""
             if self.log_key is not None:
                 try:
-                    head.verify(self.log_key.public_key)
+                    head.verify_with(keys)  # the current key, or an earlier one it took over from
                 except ProofError as exc:
                     problem = str(exc)
             if not problem and head.tree_size > len(tree):
@@ -259,9 +265,86 @@ class AuditLog:
             r = conn.execute(sa.select(audit_checkpoints).where(audit_checkpoints.c.tree_size == tree_size)).first()
         return _head(r._mapping) if r else None
 
+    # Log keys and their rotation --------------------------------------------------------------------
+
+    def rotations(self) -> list[dict[str, Any]]:
+        """The rotation statements, oldest first."""
+        with self._db.read() as conn:
+            rows = conn.execute(
+                sa.select(audit_log_keys.c.rotation)
+                .where(audit_log_keys.c.rotation.is_not(None))
+                .order_by(audit_log_keys.c.created_at)
+            ).all()
+        return [json.loads(r.rotation) for r in rows]
+
+    def trusted_keys(self) -> dict[str, Any]:
+        """The public keys this hub's log was signed with, by log id: the current key, and every earlier
+        one reachable from it through rotation statements both keys signed (a key merely present in the
+        table, without such a statement, is not trusted)."""
+        key = self._current_key()
+        return trusted_keys(key.public_key, self.rotations()) if key is not None else {}
+
+    def keys_document(self) -> dict[str, Any]:
+        """Every public key of the log with its rotations: what an outside verifier follows across them."""
+        key = self._current_key()
+        with self._db.read() as conn:
+            rows = [
+                dict(r._mapping) for r in conn.execute(sa.select(audit_log_keys).order_by(audit_log_keys.c.created_at))
+            ]
+        keys = [
+            {"log_id": r["log_id"], "public_key": r["public_key"], "created_at": _iso(r["created_at"]),
+             "retired_at": _iso(r["retired_at"]) if r["retired_at"] else None}
+            for r in rows
+        ]  # fmt: skip
+        if key is not None and key.log_id not in {k["log_id"] for k in keys}:
+            keys.append({"log_id": key.log_id, "public_key": public_pem(key.public_key), "created_at": None,
+                         "retired_at": None})  # fmt: skip
+        return {
+            "format": KEYS_FORMAT,
+            "current": key.log_id if key is not None else None,
+            "keys": keys,
+            "rotations": self.rotations(),
+        }
+
+    def rotate_key(self, new: LogKey) -> dict[str, Any]:
+        """Hand the log to `new`: the old key signs a checkpoint over every event, both keys sign the
+        rotation statement, and the catalog keeps both public keys. The caller replaces the key file."""
+        old = self._current_key()
+        if old is None:
+            raise Conflict("no audit log key to rotate")
+        if new.log_id == old.log_id:
+            raise Conflict("the new log key is the current one")
+        head = self.checkpoint()
+        statement = rotation_statement(old, new, head)
+        now = utcnow()
+        with self._db.write() as conn:
+            known = {r.log_id for r in conn.execute(sa.select(audit_log_keys.c.log_id))}
+            if old.log_id not in known:  # the first key: its row is made at its first rotation
+                conn.execute(
+                    audit_log_keys.insert().values(
+                        log_id=old.log_id, public_key=public_pem(old.public_key), created_at=now, rotation=None
+                    )
+                )
+            conn.execute(audit_log_keys.update().where(audit_log_keys.c.log_id == old.log_id).values(retired_at=now))
+            conn.execute(
+                audit_log_keys.insert().values(
+                    log_id=new.log_id, public_key=public_pem(new.public_key), created_at=now,
+                    rotation=json.dumps(statement, sort_keys=True),
+                )
+            )  # fmt: skip
+        self.log_key = new
+        return statement
+
+    def _current_key(self) -> LogKey | None:
+        """The log key, re-read when its file was replaced (a rotation by another process)."""
+        key = self.log_key
+        if key is not None and key.path is not None and key.changed_on_disk():
+            self.log_key = key = LogKey.open(key.path, create=False)
+        return key
+
     def checkpoint(self) -> TreeHead:
         """Sign the tree over every committed event and store the head (the newest one if nothing grew)."""
-        key = self.log_key
+        key = self._current_key()
         if key is None:
             raise Conflict("no audit log key: checkpoints are signed by the hub that holds it")
         with self._tree_lock:
@@ -314,6 +397,10 @@ class AuditLog:
         with self._tree_lock:
             tree = self._synced_tree()
             return proof_document(dict(r._mapping), tree, head, since)
+
+
+def _iso(dt: datetime) -> str:
+    return (dt if dt.tzinfo is not None else dt.replace(tzinfo=timezone.utc)).isoformat()
 
 
 def _head(m: Any) -> TreeHead:

@@ -12,7 +12,8 @@ Parts: `db` (engines, locks, transactions; `store.db`), `index` (`store.index`),
 `tokens` (`store.tokens`), `audit` (`store.audit`),
 `reports` (`store.reports`: report text and its findings), `jobs` (`store.jobs`: jobs and artefacts),
 `oidc` (`store.oidc`: sign-ins through the hospital's identity provider).
-`passkeys` (`store.passkeys`: people's WebAuthn credentials), `lockouts` (`store.lockouts`: failures, locks).
+`passkeys` (`store.passkeys`: people's WebAuthn credentials), `lockouts` (`store.lockouts`: failures, locks),
+`enrolment_codes` (`store.enrolment_codes`: admin-issued one-time passkey enrolment codes).
 `break_glass` (`store.breakglass`: sealed emergency accounts).
 Every SQL statement of the platform lives in these modules.
 """
@@ -32,6 +33,7 @@ from medcloud.store.audit import AuditLog
 from medcloud.store.breakglass import BreakGlassStore
 from medcloud.store.datasets import Datasets
 from medcloud.store.db import Database
+from medcloud.store.enrolment_codes import EnrolmentCodes
 from medcloud.store.fl_public import FLPublicFiles
 from medcloud.store.index import Indexer
 from medcloud.store.jobs import Jobs
@@ -99,6 +101,7 @@ class Catalog:
         # Second factor and lockout (store.passkeys, store.lockouts).
         self.passkeys = Passkeys(self.db)
         self.lockouts = Lockouts(self.db)
+        self.enrolment_codes = EnrolmentCodes(self.db)  # admin-issued one-time passkey enrolment codes
 
     @classmethod
     def from_settings(cls, settings: Settings, *, create_key: bool = True) -> Catalog:

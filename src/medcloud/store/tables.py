@@ -349,6 +349,25 @@ webauthn_challenges = sa.Table(
     sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
 )
 
+# Admin-issued one-time passkey enrolment codes (migration 0015, `security.enrolment_codes`): the code's
+# SHA-256 digest only, bound to one person; redeemed by one of that person's sessions, spent by one passkey.
+passkey_enrolment_codes = sa.Table(
+    "passkey_enrolment_codes",
+    metadata,
+    sa.Column("id", sa.String(16), primary_key=True),
+    sa.Column("code_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("person", sa.String(256), nullable=False, index=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("redeemed_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("redeemed_token_id", sa.String(32), nullable=True, index=True),
+    sa.Column("spent_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("credential_id", sa.String(1400), nullable=True),
+    sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("revoked_by", sa.String(200), nullable=True),
+)
+
 # Failed authentications per key (`addr:<client>` or `person:<subject>`), and the keys locked now.
 auth_failures = sa.Table(
     "auth_failures",
@@ -376,6 +395,19 @@ audit_checkpoints = sa.Table(
     sa.Column("root_hash", sa.String(64), nullable=False),  # hex
     sa.Column("log_id", sa.String(64), nullable=False),
     sa.Column("signature", sa.String(128), nullable=False),  # hex
+)
+
+# The audit log's signing keys across rotations (`medcloud audit rotate-log-key`, migration 0015): public
+# keys only (the private key is a file in the secrets folder), each later key with the rotation statement
+# (JSON, signed by the old and the new key) that handed the log over to it.
+audit_log_keys = sa.Table(
+    "audit_log_keys",
+    metadata,
+    sa.Column("log_id", sa.String(64), primary_key=True),
+    sa.Column("public_key", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("retired_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("rotation", sa.Text, nullable=True),
 )
 
 # Sealed emergency (break-glass) accounts (`security.breakglass`, migration 0012): an admin token that

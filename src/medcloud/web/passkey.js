@@ -16,6 +16,8 @@ export const PASSKEY_TEXT = {
     "passkey.working": "Waiting for your passkey…",
     "passkey.registered": "Passkey registered. Now use it to finish signing in.",
     "passkey.failed": "Passkey step failed: {error}",
+    "passkey.code-label": "Enrolment code from your administrator",
+    "passkey.code-register": "Register passkey with code",
   },
   ja: {
     "passkey.h": "二要素認証：パスキー",
@@ -28,6 +30,8 @@ export const PASSKEY_TEXT = {
     "passkey.working": "パスキーの操作を待っています…",
     "passkey.registered": "パスキーを登録しました。続けてパスキーを使ってサインインを完了してください。",
     "passkey.failed": "パスキーの手順に失敗しました: {error}",
+    "passkey.code-label": "管理者から受け取った登録コード",
+    "passkey.code-register": "コードでパスキーを登録",
   },
 };
 
@@ -95,6 +99,12 @@ export async function registerPasskey(token) {
   });
 }
 
+/** Redeem an administrator's one-time enrolment code, then create a passkey under it. */
+export async function registerWithCode(token, code) {
+  await post(`${BASE}/enrolment-codes/redeem`, token, { code });
+  return registerPasskey(token);
+}
+
 /** Sign in with one of the person's passkeys: the session passes its second factor. */
 export async function usePasskey(token) {
   const options = await post(`${BASE}/authenticate/options`, token);
@@ -151,7 +161,11 @@ export function passkeyPanel({ token, text, onPassed }) {
     $("passkey-h").textContent = text("passkey.h");
     $("passkey-use").textContent = text("passkey.use");
     $("passkey-register").textContent = text("passkey.register");
+    $("passkey-code-label").textContent = text("passkey.code-label");
+    $("passkey-code-register").textContent = text("passkey.code-register");
     if (!session) return false;
+    // Outside the first-enrolment window, or with a passkey that is lost: an administrator's code.
+    $("passkey-code-form").hidden = !(sf.state === "enrol-expired" || sf.state === "needed");
     $("passkey-use").hidden = !(sf.state === "needed" || (sf.state === "ok" && sf.passkeys > 0 && !sf.admin_fresh));
     $("passkey-register").hidden = !(sf.state === "enrol" || sf.state === "ok");
     say(`passkey.${sf.state}`);
@@ -161,6 +175,7 @@ export function passkeyPanel({ token, text, onPassed }) {
   async function run(action, doneKey) {
     $("passkey-use").disabled = true;
     $("passkey-register").disabled = true;
+    $("passkey-code-register").disabled = true;
     say("passkey.working");
     try {
       await action(token());
@@ -171,11 +186,19 @@ export function passkeyPanel({ token, text, onPassed }) {
     } finally {
       $("passkey-use").disabled = false;
       $("passkey-register").disabled = false;
+      $("passkey-code-register").disabled = false;
     }
   }
 
   $("passkey-use").addEventListener("click", () => run(usePasskey, null));
   $("passkey-register").addEventListener("click", () => run(registerPasskey, "passkey.registered"));
+  $("passkey-code-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const code = $("passkey-code").value;
+    run((t) => registerWithCode(t, code), "passkey.registered").then(() => {
+      $("passkey-code").value = "";
+    });
+  });
   function hide() {
     current = null;
     $("passkey").hidden = true;

@@ -76,6 +76,11 @@ async def log_key(request: Request, _: Principal = Depends(require(Permission.AU
     return Response(key.public_pem(), media_type="application/x-pem-file")
 
 
+@router.get("/api/v1/audit/log-keys", summary="Every public key the log was signed with, and the rotations")
+async def log_keys(request: Request, _: Principal = Depends(require(Permission.AUDIT_READ))) -> dict[str, Any]:
+    return await run_in_threadpool(hub_state(request).catalog.audit.keys_document)
+
+
 @router.get("/api/v1/audit/proof/{event_id}", summary="Inclusion (and consistency) proof of one event")
 async def proof(
     request: Request,

@@ -1,5 +1,6 @@
 """Passkeys for people's sessions: register one, sign in with one (the second factor), and the admin's
-removal of a person's passkeys and lifting of a lock. The ceremonies live in `security.passkeys`."""
+removal of a person's passkeys, one-time enrolment codes and lifting of a lock. The ceremonies live in
+`security.passkeys`, the codes in `security.enrolment_codes`."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from medcloud.errors import NotFound
 from medcloud.hub.deps import client_address, hub_state, require, require_session
+from medcloud.security import enrolment_codes
 from medcloud.security.lockout import LockoutBook
 from medcloud.security.passkeys import PasskeyCeremonies, relying_party, remove_passkeys
 from medcloud.security.policy import Permission, Principal
@@ -21,6 +24,23 @@ BASE = "/api/v1/auth/webauthn"
 class PasskeyResponse(BaseModel):
     credential: dict[str, Any] = Field(description="The browser's PublicKeyCredential, as JSON (base64url fields)")
     label: str = Field("", max_length=100, description="A name for a new passkey, e.g. 'office key'")
+
+
+class EnrolmentCodeRequest(BaseModel):
+    person: str = Field(min_length=1, max_length=256, description="The person's subject at the identity provider")
+    minutes: int | None = Field(
+        None, ge=1, le=10080, description="Life of the code (default and most: mfa_enrol_code_seconds)"
+    )
+
+
+class EnrolmentCodeRedeem(BaseModel):
+    code: str = Field(max_length=64, description="The code the administrator gave, e.g. 'K3QZ-8M2P-...'")
+
+
+def _lockouts(request: Request) -> LockoutBook:
+    lockouts = hub_state(request).lockouts
+    assert isinstance(lockouts, LockoutBook)
+    return lockouts
 
 
 def _ceremonies(request: Request) -> PasskeyCeremonies:
@@ -97,3 +117,53 @@ async def unlock(
     client = client_address(request)
     done = await run_in_threadpool(lambda: lockouts.unlock(key, by=principal.subject, client=client))
     return {"key": key, "unlocked": done}  # False: there was no lock (the end state is the same)
+
+
+@router.post(f"{BASE}/enrolment-codes", status_code=201, summary="Issue a one-time passkey enrolment code (shown once)")
+async def issue_enrolment_code(
+    request: Request, body: EnrolmentCodeRequest, principal: Principal = Depends(require(Permission.TOKENS_MANAGE))
+) -> dict[str, Any]:
+    settings, catalog, client = hub_state(request).settings, hub_state(request).catalog, client_address(request)
+    most = settings.mfa_enrol_code_seconds
+    seconds = most if body.minutes is None else body.minutes * 60
+
+    def issue() -> enrolment_codes.IssuedCode:
+        return enrolment_codes.issue(
+            catalog, body.person, by=principal.subject, client=client, seconds=seconds, max_seconds=most
+        )
+
+    issued = await run_in_threadpool(issue)
+    return {"code": issued.code, "code_id": issued.code_id, "person": issued.person,
+            "expires_at": issued.expires_at.isoformat()}  # fmt: skip
+
+
+@router.get(f"{BASE}/enrolment-codes", summary="Enrolment codes and their state (never the codes)")
+async def list_enrolment_codes(
+    request: Request, person: str | None = None, principal: Principal = Depends(require(Permission.TOKENS_MANAGE))
+) -> dict[str, Any]:
+    catalog = hub_state(request).catalog
+    return {"items": await run_in_threadpool(enrolment_codes.listing, catalog, person)}
+
+
+@router.delete(f"{BASE}/enrolment-codes/{{code_id}}", summary="Revoke an open enrolment code")
+async def revoke_enrolment_code(
+    request: Request, code_id: str, principal: Principal = Depends(require(Permission.TOKENS_MANAGE))
+) -> dict[str, Any]:
+    catalog, client = hub_state(request).catalog, client_address(request)
+    done = await run_in_threadpool(
+        lambda: enrolment_codes.revoke(catalog, code_id, by=principal.subject, client=client)
+    )
+    if not done:
+        raise NotFound(f"no open enrolment code {code_id!r}")
+    return {"code_id": code_id, "revoked": True}
+
+
+@router.post(f"{BASE}/enrolment-codes/redeem", summary="Redeem an enrolment code: this session may register a passkey")
+async def redeem_enrolment_code(
+    request: Request, body: EnrolmentCodeRedeem, principal: Principal = Depends(require_session)
+) -> dict[str, Any]:
+    catalog, lockouts, client = hub_state(request).catalog, _lockouts(request), client_address(request)
+    until = await run_in_threadpool(
+        lambda: enrolment_codes.redeem(catalog, lockouts, principal, body.code, client=client)
+    )
+    return {"redeemed": True, "enrol_until": until.isoformat()}
