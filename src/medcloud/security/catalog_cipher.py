@@ -212,6 +212,11 @@ def encrypt_catalog(settings: Any, *, log: Callable[[str], None] | None = None) 
     key = catalog_key_for_conversion(settings)
     dbapi = _dbapi()
     _silence(dbapi)
+    if _open_elsewhere(path):
+        raise ConfigError(
+            f"{path} is in use by another process (a running hub, a backup, ...): stop it and run "
+            "`medcloud hub encrypt-catalog` again"
+        )
     tmp = path.with_name(path.name + _TMP_SUFFIX)
     for leftover in (tmp, *(tmp.with_name(tmp.name + s) for s in ("-wal", "-shm", "-journal"))):
         leftover.unlink(missing_ok=True)
@@ -259,6 +264,36 @@ def encrypt_catalog(settings: Any, *, log: Callable[[str], None] | None = None) 
         raise
     con.close()
     return {"catalog": str(path), "converted": True, "state": "encrypted", "rows": sum(before.values())}
+
+
+# SQLite's unix VFS: every connection that has a WAL database open holds a shared POSIX lock on this byte of
+# the -shm file (the "DMS" lock) for as long as it is open, idle or not.
+_SHM_DMS_BYTE = 128
+
+
+def _open_elsewhere(path: Path) -> bool:
+    """True when another process has the (WAL mode) database open: its lock on the -shm file shows.
+
+    Asks with F_GETLK, which takes no lock. Call it before this process opens the database itself: closing
+    a descriptor drops every POSIX lock the process holds on that file, SQLite's own included.
+    """
+    try:
+        import fcntl
+        import struct
+    except ImportError:  # pragma: no cover - not on Windows
+        return False
+    shm = path.with_name(path.name + "-shm")
+    try:
+        fd = os.open(shm, os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    try:
+        # struct flock: l_type, l_whence, l_start, l_len, l_pid (native layout, padded)
+        probe = struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, _SHM_DMS_BYTE, 1, 0)
+        answer = fcntl.fcntl(fd, fcntl.F_GETLK, probe)
+        return int(struct.unpack("hhqqi4x", answer)[0]) != fcntl.F_UNLCK
+    finally:
+        os.close(fd)
 
 
 def catalog_key_for_conversion(settings: Any) -> bytes:
