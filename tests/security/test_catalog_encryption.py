@@ -161,6 +161,12 @@ def test_without_or_with_the_wrong_key_the_catalog_is_refused_clearly(tmp_path: 
     # A wrong page key (the right KEK, another catalog's key table): SQLite's "file is not a database" mapped.
     with pytest.raises(KeyUnavailable, match="cannot be decrypted with the catalog's key"):
         catalog_connect(path, os.urandom(32))
+    bad = Catalog(f"sqlite:///{path}", sqlite_key=os.urandom(32))  # through SQLAlchemy's pool: not wrapped
+    with pytest.raises(KeyUnavailable, match="cannot be decrypted with the catalog's key"):
+        bad.migrate()
+    with pytest.raises(KeyUnavailable, match="cannot be decrypted with the catalog's key"):
+        bad.query.blob_refs()
+    bad.dispose()
     # The key table lost: named, not a crash.
     keys = settings.resolved_blob_dir / "keys.sqlite3"
     keys.rename(keys.with_name("keys.moved"))
