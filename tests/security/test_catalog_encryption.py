@@ -165,7 +165,7 @@ def test_without_or_with_the_wrong_key_the_catalog_is_refused_clearly(tmp_path: 
     with pytest.raises(KeyUnavailable, match="cannot be decrypted with the catalog's key"):
         bad.migrate()
     with pytest.raises(KeyUnavailable, match="cannot be decrypted with the catalog's key"):
-        bad.query.blob_refs()
+        list(bad.query.blob_refs())  # the read engine too
     bad.dispose()
     # The key table lost: named, not a crash.
     keys = settings.resolved_blob_dir / "keys.sqlite3"
