@@ -322,6 +322,7 @@ def bench_hub(
 
             status = at_rest_status(load_settings(data_dir=hub.data, encryption_key_file=key_file))
             result["share_encrypted"] = status["share_encrypted"]
+            result["catalog_encrypted"] = status.get("catalog", {}).get("encrypted")  # SQLCipher pages
     finally:
         hub.stop()
         shutil.rmtree(hub.data, ignore_errors=True)

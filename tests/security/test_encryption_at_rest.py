@@ -27,6 +27,8 @@ from medcloud.errors import IntegrityError
 from medcloud.gateway.outbox import Entry, Outbox, SourceRef
 from medcloud.hub.app import create_app
 from medcloud.hub.state import HubState
+from medcloud.security.catalog_cipher import CATALOG_KEY_ID, catalog_key
+from medcloud.security.catalog_cipher import connect as catalog_connect
 from medcloud.security.envelope import (
     VALUE_MAGIC,
     Envelope,
@@ -144,18 +146,22 @@ def test_a_stolen_data_folder_reveals_no_pixel_and_no_stored_dicom_value(enc_hub
     files = [p for p in data_dir.rglob("*") if p.is_file()]
     assert any(p.suffix == ".pack" for p in files) and any(len(p.name) == 64 for p in files)
     runs = _pixel_runs(small) + _pixel_runs(large)
-    catalog = {data_dir / n for n in ("catalog.sqlite3", "catalog.sqlite3-wal", "catalog.sqlite3-shm")}
+    catalog = [data_dir / n for n in ("catalog.sqlite3", "catalog.sqlite3-wal", "catalog.sqlite3-shm")]
+    assert all(p in files for p in catalog)  # scanned while the hub is open: its WAL and shared memory too
     for path in files:
         raw = path.read_bytes()
         for run in runs:
             assert run not in raw, f"pixel bytes in clear in {path}"
         for value in (JSON_ONLY, REPORT[:12], REPORT[-12:]):
             assert value.encode() not in raw, f"{value} in clear in {path}"
-        if path not in catalog:  # the catalog's searchable columns are the documented exception
-            for value in (PSEUDONYM, DESCRIPTION):
-                assert value.encode() not in raw, f"{value} in clear in {path}"
-    # The catalog's stored DICOM JSON is sealed, not merely compressed.
-    db = sqlite3.connect(data_dir / "catalog.sqlite3")
+        # The catalog's searchable columns too: its pages are encrypted (SQLCipher).
+        for value in (PSEUDONYM, DESCRIPTION, STUDY, "instance_json"):
+            assert value.encode() not in raw, f"{value} in clear in {path}"
+    # Without its key the catalog is no SQLite database at all ...
+    with pytest.raises(sqlite3.DatabaseError, match="not a database"):
+        sqlite3.connect(data_dir / "catalog.sqlite3").execute("SELECT count(*) FROM sqlite_master").fetchone()
+    # ... and with it, its stored DICOM JSON is still sealed, not merely compressed.
+    db = catalog_connect(data_dir / "catalog.sqlite3", catalog_key(enc_hub.settings))
     bodies = [bytes(b) for (b,) in db.execute("SELECT body FROM instance_json")]
     db.close()
     assert len(bodies) == 2 and all(b.startswith(VALUE_MAGIC) for b in bodies)
@@ -165,8 +171,9 @@ def test_a_stolen_data_folder_reveals_no_pixel_and_no_stored_dicom_value(enc_hub
     assert check.ok == 2 and not check.bad
     status = at_rest_status(enc_hub.settings)
     assert status["ok"] and status["enabled"] and status["share_encrypted"] == 1.0 and status["kek_verified"]
-    assert status["kek_source"].startswith("file") and status["data_keys"] >= 3  # pack, large blob, catalog
-    assert "catalog_in_clear" in status
+    assert status["kek_source"].startswith("file") and status["data_keys"] >= 4  # pack, blob, values, catalog
+    assert status["catalog"]["encrypted"] and status["catalog"]["key_verified"] and status["status"] == "PASS"
+    assert status["catalog_in_clear"] == []
 
 
 def test_a_mixed_store_reads_old_blobs_and_refuses_without_the_key(tmp_path: Path, key_file: Path) -> None:
@@ -206,7 +213,21 @@ def test_a_hub_with_the_wrong_key_answers_a_clear_503(tmp_path: Path, key_file: 
     h = next(gen)
     sop = _ingest(h, data)
     gen.close()
+    right = key_file.read_text()
     key_file.write_text(new_key_text())  # the key was swapped for another
+    # A hub started with the wrong key cannot open its (encrypted) catalog: refused at start, naming the KEK.
+    with pytest.raises(KeyUnavailable, match=r"catalog-sqlcipher is wrapped by key-encryption key k-\w+, which file"):
+        next(_open_hub(tmp_path, encryption_key_file=key_file))
+    # A hub whose catalog key unwraps but whose blob's data key was wrapped by a KEK it does not hold (an old
+    # key dropped before its rotation ended) serves, and answers a clear 503 for that blob.
+    new = key_file.read_text().strip()
+    key_file.write_text(f"{new}\n{right}")
+    env = store_envelope(load_settings(data_dir=tmp_path / "hub", encryption_key_file=key_file))
+    kid, wrapped = env.kek.wrap(env.key_bytes(CATALOG_KEY_ID), CATALOG_KEY_ID)  # type: ignore[union-attr]
+    with env.table.immediate() as db:
+        db.execute("UPDATE data_keys SET kek_id = ?, wrapped = ? WHERE id = ?", (kid, wrapped, CATALOG_KEY_ID))
+    env.close()
+    key_file.write_text(new + "\n")
     gen = _open_hub(tmp_path, encryption_key_file=key_file)
     h = next(gen)
     r = h.client.get(f"/api/v1/instances/{sop}/file", headers=h.reader)

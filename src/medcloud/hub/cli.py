@@ -76,6 +76,8 @@ def serve(
     options = uvicorn_options(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     os.environ["MEDCLOUD_DATA_DIR"] = str(settings.data_dir.resolve())
+    # Encryption at rest on and the catalog still in clear: convert it now, before any worker opens it.
+    _encrypt_catalog_at_start(settings)
     # Migrate once here so several workers do not race to create the schema.
     _catalog(data).dispose()
     scheme = "https" if settings.tls_cert_file else "http"
@@ -92,6 +94,33 @@ def serve(
         timeout_graceful_shutdown=5,
         **options,
     )
+
+
+def _encrypt_catalog_at_start(settings) -> None:  # type: ignore[no-untyped-def]
+    from medcloud.security.catalog_cipher import catalog_path, encrypt_catalog, file_state
+    from medcloud.security.envelope import load_kek
+
+    path = catalog_path(settings.resolved_database_url)
+    if path is None or load_kek(settings) is None or file_state(path) != "plain":
+        return
+    typer.echo(f"encryption at rest is on and the catalog {path} is in clear: encrypting it (SQLCipher)", err=True)
+    done = encrypt_catalog(settings, log=lambda m: typer.echo(m, err=True))
+    typer.echo(f"the catalog is encrypted ({done['rows']} rows kept)", err=True)
+
+
+@app.command("encrypt-catalog")
+def encrypt_catalog_cmd(data: Path | None = DataOpt) -> None:
+    """Encrypt a plain SQLite catalog in place with SQLCipher (encryption at rest must be on).
+
+    Stop the hub first (refused while another process has the catalog open). The old file stays until the
+    encrypted copy is complete, checked row for row and fsynced; a run killed half-way is run again. The
+    page key is a data key wrapped by the KEK (`rotate-key` re-wraps it). A no-op on an encrypted catalog.
+    """
+    from medcloud.security.catalog_cipher import encrypt_catalog
+
+    settings = _settings(data)
+    done = encrypt_catalog(settings, log=lambda m: typer.echo(m, err=True))
+    typer.echo(json.dumps(done, indent=2))
 
 
 @app.command("check-blobs")

@@ -33,7 +33,6 @@ import hashlib
 import json
 import os
 import shutil
-import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
@@ -98,13 +97,18 @@ def _sqlite_path(url: str) -> Path:
     return Path(db).resolve()
 
 
-def _sqlite_copy(src: Path, dst: Path) -> None:
-    """A consistent copy of a live SQLite database (WAL included) through the online backup API."""
+def _sqlite_copy(src: Path, dst: Path, key: bytes | None = None) -> None:
+    """A consistent copy of a live SQLite database (WAL included) through the online backup API.
+
+    With `key` (an encrypted catalog), both ends are SQLCipher databases under that key: the copy is as
+    encrypted as the original, and its pages are never written in clear."""
+    from medcloud.security.catalog_cipher import connect
+
     tmp = dst.with_name(f".{dst.name}.tmp")
     tmp.unlink(missing_ok=True)
-    source = sqlite3.connect(f"file:{src}?mode=ro", uri=True, timeout=30)
+    source = connect(src, key, read_only=True, timeout=30)
     try:
-        target = sqlite3.connect(tmp)
+        target = connect(tmp, key)
         try:
             source.backup(target)
             target.execute("PRAGMA journal_mode=DELETE")
@@ -208,8 +212,10 @@ def complete_generations(settings: Settings) -> list[Generation]:
     return out
 
 
-def _row_counts(db: Path) -> dict[str, int]:
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+def _row_counts(db: Path, key: bytes | None = None) -> dict[str, int]:
+    from medcloud.security.catalog_cipher import connect
+
+    con = connect(db, key, read_only=True)
     try:
         tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")]
         # table names come from sqlite_master itself, quoted
@@ -315,10 +321,18 @@ def _run_backup_locked(settings: Settings, root: Path, data_dir: Path, blob_dir:
         if catalog_path is not None:
             if not catalog_path.is_file():
                 raise ConfigError(f"no catalog at {catalog_path}: nothing to back up")
-            _sqlite_copy(catalog_path, gen / CATALOG_SQLITE)
+            from medcloud.security.catalog_cipher import catalog_key
+
+            key = catalog_key(settings, url)  # None: a catalog in clear; else it stays encrypted in the copy
+            _sqlite_copy(catalog_path, gen / CATALOG_SQLITE, key)
             sha, size = _hash_file(gen / CATALOG_SQLITE)
             files[CATALOG_SQLITE] = {"path": CATALOG_SQLITE, "sha256": sha, "size": size}
-            catalog = {"kind": "sqlite", "file": CATALOG_SQLITE, "rows": _row_counts(gen / CATALOG_SQLITE)}
+            catalog = {
+                "kind": "sqlite",
+                "file": CATALOG_SQLITE,
+                "rows": _row_counts(gen / CATALOG_SQLITE, key),
+                "encrypted": key is not None,
+            }
         else:
             _pg_dump(url, gen / CATALOG_PGDUMP)
             sha, size = _hash_file(gen / CATALOG_PGDUMP)

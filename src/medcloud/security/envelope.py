@@ -445,6 +445,37 @@ class Envelope:
         self.persist(dk)
         return dk
 
+    def ensure_key(self, key_id: str) -> bytes:
+        """The raw bytes of the named data key, made and stored (wrapped) on first use.
+
+        For a consumer that needs the key itself rather than this module's cipher: the catalog's SQLCipher
+        page key (`medcloud.security.catalog_cipher`). Two processes asking at once get the same key: the
+        lookup and the insert run in one write transaction of the key table.
+        """
+        if self.kek is None:
+            raise ConfigError("encryption at rest is off: no key-encryption key to wrap a data key with")
+        with self.table.immediate() as db:
+            row = db.execute("SELECT kek_id, wrapped FROM data_keys WHERE id = ?", (key_id,)).fetchone()
+            if row is None:
+                self.kek.refresh()
+                key = os.urandom(KEY_BYTES)
+                kid, wrapped = self.kek.wrap(key, key_id)
+                db.execute("INSERT INTO data_keys VALUES (?, ?, ?, ?)", (key_id, kid, wrapped, time.time()))
+                return key
+        return self.key_bytes(key_id)
+
+    def key_bytes(self, key_id: str) -> bytes:
+        """The raw bytes of a stored data key (not cached); KeyUnavailable when no configured KEK unwraps it."""
+        row = self.table.get(key_id)
+        if row is None:
+            raise IntegrityError(f"data key {key_id} is missing from {self.table_path} (restore it from a backup)")
+        if self.kek is None:
+            raise KeyUnavailable(
+                f"data key {key_id} is encrypted at rest but no key-encryption key is configured"
+                " (set encryption_key_file, encryption_key_env or encryption_kms_command)"
+            )
+        return self.kek.unwrap(row[0], row[1], key_id)
+
     def _remember(self, key_id: str, aead: AESGCM) -> None:
         with self._lock:
             self._cache[key_id] = aead
@@ -770,8 +801,11 @@ def is_stream(head: bytes) -> bool:
     return head.startswith(STREAM_MAGIC)
 
 
-# What the catalog keeps in clear so that it can be searched (docs/security.md): put the catalog database on
-# an encrypted volume. Stored DICOM JSON (every other value of a file) is sealed.
+# What a catalog without page encryption keeps in clear so that it can be searched (docs/security.md): a
+# PostgreSQL catalog (put it on an encrypted volume), or a SQLite one not yet converted. Stored DICOM JSON and
+# report text are sealed per value in any case. An encrypted SQLite catalog (SQLCipher,
+# `medcloud.security.catalog_cipher`) keeps nothing of these in clear: `CATALOG_IN_CLEAR_SQLCIPHER`.
+CATALOG_IN_CLEAR_SQLCIPHER: list[str] = []
 CATALOG_IN_CLEAR = [
     "studies: patient_pseudonym, patient_sex, patient_age, study_date, description, UIDs",
     "series: modality, body_part, description, UIDs",
@@ -816,7 +850,36 @@ def at_rest_status(settings: Any) -> dict[str, Any]:
     finally:
         env.close()
     out["catalog_in_clear"] = CATALOG_IN_CLEAR
-    out["ok"] = bool(out["enabled"]) and "error" not in out and out.get("blobs_plain", 0) == 0
+    ok = bool(out["enabled"]) and "error" not in out and out.get("blobs_plain", 0) == 0
+    if getattr(settings, "resolved_database_url", None) is not None:
+        from medcloud.security.catalog_cipher import catalog_status
+
+        cat = catalog_status(settings)
+        out["catalog"] = cat
+        if cat["encrypted"]:
+            out["catalog_in_clear"] = CATALOG_IN_CLEAR_SQLCIPHER
+        if cat["engine"] == "sqlite":
+            # An embedded catalog is medcloud's to encrypt: in clear (or unreadable with this key) fails.
+            ok = ok and bool(cat["encrypted"]) and bool(cat.get("key_verified"))
+            if ok:
+                out["summary"] = "blob store and catalog (SQLCipher pages) encrypted; the KEK unwraps their keys"
+            elif not out["enabled"]:
+                out["summary"] = "encryption at rest is off"
+            else:
+                why = [str(e) for e in (out.get("error"), cat.get("error")) if e]
+                if out.get("blobs_plain"):
+                    why.append(f"{out['blobs_plain']} blob(s) stored in clear")
+                if not cat["encrypted"]:
+                    why.append(str(cat.get("applies") or "no catalog"))
+                out["summary"] = "; ".join(why)
+        else:
+            # A PostgreSQL catalog's storage is the database administrator's: it cannot be checked from here.
+            out["summary"] = cat["applies"]
+            if ok:
+                out["status"] = "WARN"
+    out["ok"] = ok
+    if "status" not in out:
+        out["status"] = "PASS" if ok else "FAIL"
     return out
 
 

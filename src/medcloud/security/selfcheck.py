@@ -514,7 +514,7 @@ def _from_feature(ident: str, title: str, section: str, module: str, func: str, 
 def check_at_rest(settings: Settings) -> dict[str, Any]:
     return _from_feature(
         "encryption_at_rest",
-        "Encryption at rest (blob store, outbox; key outside the catalog)",
+        "Encryption at rest (blob store, catalog, outbox; key outside the data folder)",
         f"{SYS} (情報の管理・暗号化)",
         "medcloud.security.envelope",
         "at_rest_status",

@@ -84,8 +84,9 @@ class Catalog:
         seal: AuditSeal | None = None,
         log_key: LogKey | None = None,
         sqlite_synchronous: str = "FULL",
+        sqlite_key: bytes | None = None,
     ) -> None:
-        self.db = Database(url, sqlite_synchronous=sqlite_synchronous)
+        self.db = Database(url, sqlite_synchronous=sqlite_synchronous, sqlite_key=sqlite_key)
         self.index = Indexer()
         self.query = Queries(self.db)
         self.sites = Sites(self.db)
@@ -108,10 +109,16 @@ class Catalog:
         """The hub's catalog: its database URL, and the audit seal in its secrets folder.
 
         With `create_key=False` (readers such as `medcloud audit verify`) a missing key is not made up:
-        the catalog then has no seal, and verifying a sealed chain says that the key is missing."""
+        the catalog then has no seal, and verifying a sealed chain says that the key is missing.
+        The SQLite catalog is opened with its SQLCipher page key when the file is encrypted, or new while
+        encryption at rest is on (`medcloud.security.catalog_cipher`); KeyUnavailable without the right KEK."""
+        from medcloud.security.catalog_cipher import catalog_key
+
+        url = settings.resolved_database_url
+        key = catalog_key(settings, url)
         folder = secrets_dir(settings.data_dir)
         seal = AuditSeal(folder) if create_key or (folder / KEY_FILE).exists() else None
-        return cls(settings.resolved_database_url, seal=seal, log_key=open_log_key(settings, create=create_key))
+        return cls(url, seal=seal, log_key=open_log_key(settings, create=create_key), sqlite_key=key)
 
     @property
     def url(self) -> str:

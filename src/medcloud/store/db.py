@@ -36,16 +36,31 @@ def utcnow() -> datetime:
 class Database:
     """Engines over one SQLAlchemy URL. Call `migrate()` once before use."""
 
-    def __init__(self, url: str, *, sqlite_synchronous: str = "FULL") -> None:
+    def __init__(self, url: str, *, sqlite_synchronous: str = "FULL", sqlite_key: bytes | None = None) -> None:
+        """`sqlite_key`: open the SQLite file with SQLCipher under this raw 256-bit page key
+        (`medcloud.security.catalog_cipher`); the key never appears in the URL."""
         self.url = url
         self.dialect = sa.make_url(url).get_backend_name()
+        self.encrypted = sqlite_key is not None
         self._write_lock = threading.Lock()
         self._writer_lock_fd: int | None = None
         kwargs: dict[str, Any] = {"future": True}
+        if sqlite_key is not None and self.dialect != "sqlite":
+            raise ValueError("sqlite_key is for a SQLite catalog")
         if self.dialect == "sqlite":
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+            do_connect = None
+            if sqlite_key is not None:
+                from medcloud.security.catalog_cipher import keyed_connector
+
+                # SQLCipher's DB-API module for both engines (so SQLAlchemy maps its exceptions), and every new
+                # connection keyed before anything else runs on it (SQLAlchemy's own first queries included).
+                kwargs["module"], do_connect = keyed_connector(sqlite_key, sa.make_url(url).database or url)
             self.engine = sa.create_engine(url, **kwargs)
             self.write_engine = sa.create_engine(url, **kwargs)
+            if do_connect is not None:
+                sa.event.listen(self.engine, "do_connect", do_connect)
+                sa.event.listen(self.write_engine, "do_connect", do_connect)
             _sqlite_hooks(self.engine, immediate=False, synchronous=sqlite_synchronous)
             _sqlite_hooks(self.write_engine, immediate=True, synchronous=sqlite_synchronous)
             database = sa.make_url(url).database
