@@ -6,6 +6,7 @@ sites store. Parsing, DICOM JSON and negotiation live in `medcloud.dicomweb`; SQ
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import mmap
@@ -80,7 +81,7 @@ async def _search(request: Request, principal: Principal, level: Level, **fixed:
         await run_in_threadpool(_queries(request).retrieve, principal.readable_projects(), fixed["StudyInstanceUID"])
     base = _base(request)
     headers = {"Warning": f'299 medcloud "{"; ".join(query.warnings)}"'} if query.warnings else None
-    return _dicom_json([dj.qido_result(query, row, base) for row in rows], offer, headers=headers)
+    return _dicom_json(dj.qido_results(query, rows, base), offer, headers=headers)
 
 
 Reader = Depends(require(Permission.CATALOG_READ))
@@ -285,8 +286,17 @@ async def _metadata(
     action = "dicomweb.metadata"
     offer, _ = negotiate(parse_accept(request.headers.get("accept")), _JSON_OFFERS, what="metadata")
     rows = await _covered(request, principal, action, study, series, instance)
-    await _audit_read(request, principal, action, rows, _resource(study, series, instance))
-    body = await run_in_threadpool(_metadata_body, _queries(request), hub_state(request).blobs, rows, _base(request))
+    # The audit event is committed while the body is put together (each in a worker thread): nothing is
+    # sent before both are done, and a refused audit (a missing blob, a failed commit) wins over the body.
+    audited, body = await asyncio.gather(
+        _audit_read(request, principal, action, rows, _resource(study, series, instance)),
+        run_in_threadpool(_metadata_body, _queries(request), hub_state(request).blobs, rows, _base(request)),
+        return_exceptions=True,
+    )
+    for outcome in (audited, body):
+        if isinstance(outcome, BaseException):
+            raise outcome
+    assert isinstance(body, bytes)
     return Response(body, media_type=offer.media_type)
 
 
