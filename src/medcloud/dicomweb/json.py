@@ -20,7 +20,7 @@ from pydicom.datadict import tag_for_keyword
 from medcloud.dicomweb.query import Level, QidoQuery, attribute_vr
 
 __all__ = [
-    "NATIVE_SYNTAXES", "MetadataCache", "element", "instance_metadata", "qido_result", "qido_results", "tag_hex",
+    "NATIVE_SYNTAXES", "MetadataCache", "StoredJsonCache", "element", "instance_metadata", "qido_result", "qido_results", "tag_hex",
 ]  # fmt: skip
 
 NATIVE_SYNTAXES = frozenset(
@@ -214,6 +214,44 @@ class MetadataCache:
                 while len(self._entries) > self._max:
                     self._entries.popitem(last=False)
         return _with_pixels(hit[0], hit[1], pixel_uri)
+
+
+class StoredJsonCache:
+    """Stored DICOM JSON of files by SHA-256, unsealed and inflated, least recently used dropped first,
+    at most `max_bytes` in all.
+
+    Blobs are content-addressed, so an entry never goes stale. Reading a 100-instance series' metadata
+    otherwise fetches, unseals and inflates 100 stored bodies on every visit, which was most of that
+    request's time. Callers consult it only for rows whose access they have checked (like MetadataCache);
+    what it holds is the de-identified metadata the catalog serves, in this process's memory only.
+    """
+
+    def __init__(self, max_bytes: int = 64 * 1024 * 1024) -> None:
+        self._entries: OrderedDict[str, bytes] = OrderedDict()
+        self._bytes = 0
+        self._max = max_bytes
+        self._lock = threading.Lock()
+
+    def get_many(self, shas: Iterable[str]) -> dict[str, bytes]:
+        out: dict[str, bytes] = {}
+        with self._lock:
+            for sha in shas:
+                hit = self._entries.get(sha)
+                if hit is not None:
+                    self._entries.move_to_end(sha)
+                    out[sha] = hit
+        return out
+
+    def put(self, sha256: str, text: bytes) -> None:
+        if len(text) > self._max // 16:  # one huge dataset must not empty the cache
+            return
+        with self._lock:
+            old = self._entries.pop(sha256, None)
+            self._bytes += len(text) - (len(old) if old is not None else 0)
+            self._entries[sha256] = text
+            while self._bytes > self._max:
+                _, dropped = self._entries.popitem(last=False)
+                self._bytes -= len(dropped)
 
 
 def _fix_numbers(attrs: dict[str, Any]) -> None:

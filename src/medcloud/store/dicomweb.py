@@ -293,6 +293,16 @@ class DicomwebQueries:
                 found.update((row.sha256, bytes(row.body)) for row in conn.execute(q))
         return found
 
+    def instance_json_kept(self, shas: Sequence[str]) -> set[str]:
+        """Which of these files have stored DICOM JSON (an index lookup; the bodies are not read)."""
+        found: set[str] = set()
+        keys = sorted(set(shas))
+        with self._db.read() as conn:
+            for i in range(0, len(keys), 500):
+                q = sa.select(instance_json.c.sha256).where(instance_json.c.sha256.in_(keys[i : i + 500]))
+                found.update(conn.execute(q).scalars())
+        return found
+
     def keep_instance_json(self, rows: Sequence[tuple[str, bytes]]) -> None:
         """Store DICOM JSON converted on first read (files ingested before it was converted at ingest)."""
         if rows:
