@@ -20,7 +20,8 @@ from pydicom.datadict import tag_for_keyword
 from medcloud.dicomweb.query import Level, QidoQuery, attribute_vr
 
 __all__ = [
-    "NATIVE_SYNTAXES", "MetadataCache", "StoredJsonCache", "element", "instance_metadata", "qido_result", "qido_results", "tag_hex",
+    "NATIVE_SYNTAXES", "MetadataCache", "StoredJsonCache", "element", "instance_metadata", "qido_result",
+    "qido_results", "tag_hex",
 ]  # fmt: skip
 
 NATIVE_SYNTAXES = frozenset(
