@@ -12,7 +12,8 @@ series; it runs loopback-only in its own network namespace (FACTS.md) and this s
 client. Queries, each `--repeat` times after 3 warm-ups, one keep-alive client, p50/p95 in ms:
 
 - `patient_id`: `/studies?PatientID=<a patient of the catalog>`
-- `study_date`: `/studies?StudyDate=20240101-20240131`
+- `study_date`: `/studies?StudyDate=A-B`, where A-B is a range of the filled layout that holds exactly
+  `DATE_MATCHES` studies whatever the size (narrower at larger sizes), so that sizes compare equal work
 - `ohif_list`: OHIF v3's study list `/studies?limit=101&offset=0&fuzzymatching=false&includefield=...`
 - `series_metadata`: `/studies/{s}/series/{se}/metadata` of the 100-instance series
 
@@ -51,13 +52,16 @@ PROJECTS = ("lung", "brain", "abdomen")
 SITES = ("site-a", "site-b", "site-c", "site-d")
 SEED, PREFIX = 11, "2.25.6"
 SERIES_STUDY, SERIES_UID, SERIES_PATIENT = "2.25.777000.1", "2.25.777000.1.1", "MC7QIDOBENCHSERIES"
+SERIES_DATE = "20240115"
 OHIF = {
     "limit": "101",
     "offset": "0",
     "fuzzymatching": "false",
     "includefield": "00081030,00080060,00080090,00100030",
 }
-DATE_RANGE = "20240101-20240131"
+# The StudyDate query matches this many studies at every size (a fixed range matched 2 studies at 26 k and
+# 55 at 1 M, so its growth measured the answer's size, not the search).
+DATE_MATCHES = 10
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -80,12 +84,14 @@ def _time(client: Any, url: str, params: dict[str, str] | None, headers: dict[st
     return {"p50_ms": round(statistics.median(times), 2), "p95_ms": round(_pct(times, 0.95), 2), "rows": rows}
 
 
-def queries(client: Any, base: str, headers: dict[str, str], patient: str, repeat: int) -> dict[str, Any]:
+def queries(
+    client: Any, base: str, headers: dict[str, str], patient: str, date_range: tuple[str, int], repeat: int
+) -> dict[str, Any]:
     """The four measurements against a DICOMweb root `base`."""
     meta = {**headers, "Accept": "application/dicom+json"}
     out = {
         "patient_id": _time(client, f"{base}/studies", {"PatientID": patient}, meta, repeat),
-        "study_date": _time(client, f"{base}/studies", {"StudyDate": DATE_RANGE}, meta, repeat),
+        "study_date": _time(client, f"{base}/studies", {"StudyDate": date_range[0]}, meta, repeat),
         "ohif_list": _time(client, f"{base}/studies", OHIF, meta, repeat),
         "series_metadata": _time(
             client, f"{base}/studies/{SERIES_STUDY}/series/{SERIES_UID}/metadata", None, meta, repeat
@@ -93,6 +99,9 @@ def queries(client: Any, base: str, headers: dict[str, str], patient: str, repea
     }
     if out["series_metadata"]["rows"] != 100:
         raise RuntimeError(f"series metadata returned {out['series_metadata']['rows']} instances, not 100")
+    if out["study_date"]["rows"] != date_range[1]:
+        raise RuntimeError(f"StudyDate={date_range[0]} returned {out['study_date']['rows']}, not {date_range[1]}")
+    out["study_date"]["range"] = date_range[0]
     return out
 
 
@@ -110,7 +119,7 @@ def series_files(n: int = 100) -> list[bytes]:
         ds.StudyInstanceUID, ds.SeriesInstanceUID = SERIES_STUDY, SERIES_UID
         ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = f"{SERIES_UID}.{i + 1}"
         ds.InstanceNumber = i + 1
-        ds.StudyDate = "20240115"
+        ds.StudyDate = SERIES_DATE
         ds.PatientIdentityRemoved = "YES"
         buf = io.BytesIO()
         ds.save_as(buf, enforce_file_format=True)
@@ -164,6 +173,23 @@ def layout_patient(n: int) -> str:
     return next(p for p in studies[len(studies) // 2 :] if p.isascii())
 
 
+def layout_date_range(n: int, k: int = DATE_MATCHES) -> tuple[str, int]:
+    """A StudyDate range of the filled layout (plus the 100-instance series' study) holding exactly `k`
+    studies (all of them if there are fewer), the one nearest the middle of the dates; and its count."""
+    from medcloud.store.filler_layout import plan
+
+    studies = plan(n, seed=SEED, prefix=PREFIX, projects=PROJECTS, sites=SITES, report_share=0)
+    dates = sorted([st.date.strftime("%Y%m%d") for st in studies if st.date] + [SERIES_DATE])
+    k = min(k, len(dates))
+    mid = (len(dates) - k) // 2
+    # A window [i, i+k) whose edge dates no study outside it shares, so the range matches exactly k.
+    for i in sorted(range(len(dates) - k + 1), key=lambda i: abs(i - mid)):
+        j = i + k - 1
+        if (i == 0 or dates[i - 1] < dates[i]) and (j == len(dates) - 1 or dates[j] < dates[j + 1]):
+            return f"{dates[i]}-{dates[j]}", k
+    return f"{dates[0]}-{dates[-1]}", len(dates)
+
+
 # -- the hub -----------------------------------------------------------------------------------------------
 def bench_hub(work: Path, backend: str, size: int, repeat: int, keep: bool) -> dict[str, Any]:
     data = work / f"hub-{backend}-{size}"
@@ -214,7 +240,8 @@ def bench_hub(work: Path, backend: str, size: int, repeat: int, keep: bool) -> d
             if r.status_code not in (200, 201):
                 raise RuntimeError(f"ingest of the 100-instance series: {r.status_code} {r.text[:300]}")
             patient = layout_patient(size - 100)
-            result = queries(client, base + "/dicom-web", {"Authorization": f"Bearer {reader}"}, patient, repeat)
+            dates = layout_date_range(size - 100)
+            result = queries(client, base + "/dicom-web", {"Authorization": f"Bearer {reader}"}, patient, dates, repeat)
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -273,7 +300,7 @@ def orthanc_client(size: int, repeat: int) -> None:
         upload_s = time.perf_counter() - start
         stats = client.get(base + "/statistics").json()
         patient = layout_patient(size - 100)
-        result = queries(client, base + "/dicom-web", {}, patient, repeat)
+        result = queries(client, base + "/dicom-web", {}, patient, layout_date_range(size - 100), repeat)
     print(json.dumps({"system": "orthanc 1.10.1 + dicomweb 1.7", "instances": int(stats["CountInstances"]),
                       "upload_s": round(upload_s, 1), "upload_files_per_s": round(sent / upload_s),
                       "patient": patient, "queries": result}))  # fmt: skip

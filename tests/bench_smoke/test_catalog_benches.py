@@ -50,3 +50,19 @@ def test_qido_bench_against_a_real_hub(tmp_path: Path) -> None:
     assert q["series_metadata"]["rows"] == 100
     assert q["patient_id"]["rows"] >= 1  # the layout's patient is found by PatientID
     assert 1 <= q["ohif_list"]["rows"] <= 101 and q["study_date"]["p95_ms"] > 0
+    assert q["study_date"]["rows"] == qido.DATE_MATCHES  # the range taken from the layout, not a fixed one
+
+
+def test_qido_date_range_matches_the_same_number_of_studies_at_every_size() -> None:
+    """The StudyDate query compares equal work across sizes: narrower ranges at larger sizes, 10 studies each."""
+    from medcloud.store.filler_layout import plan
+
+    ranges = {}
+    for n in (1_400, 25_900, 120_000):
+        text, count = qido.layout_date_range(n)
+        low, high = text.split("-")
+        layout = plan(n, seed=qido.SEED, prefix=qido.PREFIX, projects=qido.PROJECTS, sites=qido.SITES, report_share=0)
+        dates = [st.date.strftime("%Y%m%d") for st in layout if st.date] + [qido.SERIES_DATE]
+        assert count == qido.DATE_MATCHES == sum(low <= d <= high for d in dates), (n, text)
+        ranges[n] = text
+    assert len(set(ranges.values())) == 3  # a different (narrower) range at each size

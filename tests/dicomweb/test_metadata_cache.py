@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from medcloud.dicomweb.json import MetadataCache, instance_metadata
+from medcloud.dicomweb.json import MetadataCache, StoredJsonCache, instance_metadata
 from tests.dicomweb.conftest import dicom_file
 
 
@@ -30,3 +30,17 @@ def test_converted_once_per_hash_bounded_and_not_shared() -> None:
     cache.metadata("b", opener("b"), None)  # evicts "a" (one entry at most)
     cache.metadata("a", opener("a"), None)
     assert opened == ["a", "b", "a"]
+
+
+def test_stored_json_cache_is_bounded_by_bytes_and_keeps_the_recently_used() -> None:
+    cache = StoredJsonCache(max_bytes=1600)
+    cache.put("a", b"a" * 100)
+    cache.put("b", b"b" * 100)
+    assert cache.get_many(["a", "b", "c"]) == {"a": b"a" * 100, "b": b"b" * 100}
+    cache.get_many(["a"])  # "a" is now the most recently used: "b" is the oldest
+    for key in "cdefghijklmnopq":
+        cache.put(key, key.encode() * 100)  # 17 entries of 100 bytes: the least recently used goes
+    held = set(cache.get_many("abcdefghijklmnopq"))
+    assert len(held) == 16 and "b" not in held and "a" in held
+    cache.put("huge", b"x" * 101)  # over a sixteenth of the budget: never held, nothing evicted for it
+    assert cache.get_many(["huge"]) == {} and len(cache.get_many("abcdefghijklmnopq")) == 16

@@ -108,6 +108,29 @@ def test_files_stored_before_are_converted_on_first_read_and_kept(seeded: Seeded
         assert zlib.decompress(body) == zlib.decompress(kept[sha])
 
 
+def test_inflated_json_is_reused_from_memory_and_answers_the_same(
+    seeded: Seeded, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import medcloud.hub.routes.dicomweb as routes
+
+    h = seeded.hub
+    url = f"/dicom-web/studies/{LUNG_CT}/series/{LUNG_CT_SERIES}/metadata"
+    first = h.client.get(url, headers=h.auth("researcher")).json()
+    fetched: list[list[str]] = []
+    real = routes.DicomwebQueries.instance_json
+
+    def spy(self: Any, shas: Any) -> dict[str, bytes]:
+        fetched.append(list(shas))
+        return real(self, shas)
+
+    monkeypatch.setattr(routes.DicomwebQueries, "instance_json", spy)
+    again = h.client.get(url, headers={**h.auth("researcher"), "Host": "pacs.example:8443"}).json()
+    assert fetched == [[]]  # no stored body read again: both came from memory
+    assert again == json.loads(json.dumps(first).replace("http://testserver/", "http://pacs.example:8443/"))
+    # Access is checked before the cache is consulted: another project's reader still gets 404.
+    assert h.client.get(url, headers=h.auth("researcher_brain")).status_code == 404
+
+
 def test_metadata_matches_the_files_own_values(seeded: Seeded) -> None:
     h = seeded.hub
     meta: list[dict[str, Any]] = h.client.get(

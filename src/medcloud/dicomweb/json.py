@@ -7,6 +7,7 @@ the binary-number VRs are JSON numbers; PN is an object with `Alphabetic` (and `
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -18,7 +19,10 @@ from pydicom.datadict import tag_for_keyword
 
 from medcloud.dicomweb.query import Level, QidoQuery, attribute_vr
 
-__all__ = ["NATIVE_SYNTAXES", "MetadataCache", "element", "instance_metadata", "qido_result", "tag_hex"]
+__all__ = [
+    "NATIVE_SYNTAXES", "MetadataCache", "StoredJsonCache", "element", "instance_metadata", "qido_result",
+    "qido_results", "tag_hex",
+]  # fmt: skip
 
 NATIVE_SYNTAXES = frozenset(
     {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2"}
@@ -44,6 +48,7 @@ _DEFAULT: dict[Level, tuple[str, ...]] = {
 }  # fmt: skip
 
 
+@functools.lru_cache(maxsize=8192)  # keywords come from the DICOM dictionary: a bounded set
 def tag_hex(keyword: str) -> str:
     """The 8 upper-case hex digits of a keyword's tag, as DICOM JSON keys it."""
     tag = tag_for_keyword(keyword)
@@ -129,14 +134,32 @@ def _level_values(level: Level, row: dict[str, Any], base: str) -> dict[str, Any
 
 def qido_result(query: QidoQuery, row: dict[str, Any], base: str) -> dict[str, Any]:
     """One QIDO-RS match as a DICOM JSON dataset: the level's defaults, includefield, or all held."""
-    held = _level_values(query.level, row, base)
-    wanted: Iterable[str] = held.keys() if query.include_all else (*_DEFAULT[query.level], *sorted(query.include))
-    out: dict[str, Any] = {}
+    return qido_results(query, [row], base)[0]
+
+
+def qido_results(query: QidoQuery, rows: Iterable[dict[str, Any]], base: str) -> list[dict[str, Any]]:
+    """QIDO-RS matches as DICOM JSON datasets. Which attributes are answered, their tags, VRs and order
+    depend on the query only, so they are worked out once for the page rather than once per row."""
+    out: list[dict[str, Any]] = []
+    columns: list[tuple[str, str, str]] | None = None
+    for row in rows:
+        held = _level_values(query.level, row, base)
+        if columns is None:
+            columns = _columns(query, tuple(held))
+        out.append({tag: element(vr, held.get(keyword)) for tag, vr, keyword in columns})
+    return out
+
+
+def _columns(query: QidoQuery, held: tuple[str, ...]) -> list[tuple[str, str, str]]:
+    """(tag, VR, keyword) of every attribute a result carries, in tag order, each once."""
+    wanted: Iterable[str] = held if query.include_all else (*_DEFAULT[query.level], *sorted(query.include))
+    by_tag: dict[str, tuple[str, str, str]] = {}
     for keyword in wanted:
         if query.level is Level.STUDY and keyword == "Modality":
             continue  # OHIF asks for 00080060 at study level: ModalitiesInStudy answers it
-        out[tag_hex(keyword)] = element(attribute_vr(keyword), held.get(keyword))
-    return dict(sorted(out.items()))
+        tag = tag_hex(keyword)
+        by_tag[tag] = (tag, attribute_vr(keyword), keyword)
+    return [by_tag[tag] for tag in sorted(by_tag)]
 
 
 def instance_metadata(fh: BinaryIO, pixel_uri: str | None) -> dict[str, Any]:
@@ -192,6 +215,44 @@ class MetadataCache:
                 while len(self._entries) > self._max:
                     self._entries.popitem(last=False)
         return _with_pixels(hit[0], hit[1], pixel_uri)
+
+
+class StoredJsonCache:
+    """Stored DICOM JSON of files by SHA-256, unsealed and inflated, least recently used dropped first,
+    at most `max_bytes` in all.
+
+    Blobs are content-addressed, so an entry never goes stale. Reading a 100-instance series' metadata
+    otherwise fetches, unseals and inflates 100 stored bodies on every visit, which was most of that
+    request's time. Callers consult it only for rows whose access they have checked (like MetadataCache);
+    what it holds is the de-identified metadata the catalog serves, in this process's memory only.
+    """
+
+    def __init__(self, max_bytes: int = 64 * 1024 * 1024) -> None:
+        self._entries: OrderedDict[str, bytes] = OrderedDict()
+        self._bytes = 0
+        self._max = max_bytes
+        self._lock = threading.Lock()
+
+    def get_many(self, shas: Iterable[str]) -> dict[str, bytes]:
+        out: dict[str, bytes] = {}
+        with self._lock:
+            for sha in shas:
+                hit = self._entries.get(sha)
+                if hit is not None:
+                    self._entries.move_to_end(sha)
+                    out[sha] = hit
+        return out
+
+    def put(self, sha256: str, text: bytes) -> None:
+        if len(text) > self._max // 16:  # one huge dataset must not empty the cache
+            return
+        with self._lock:
+            old = self._entries.pop(sha256, None)
+            self._bytes += len(text) - (len(old) if old is not None else 0)
+            self._entries[sha256] = text
+            while self._bytes > self._max:
+                _, dropped = self._entries.popitem(last=False)
+                self._bytes -= len(dropped)
 
 
 def _fix_numbers(attrs: dict[str, Any]) -> None:

@@ -7,6 +7,7 @@ so a client never mistakes an ignored filter for an empty match.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -102,6 +103,7 @@ def resolve_attribute(name: str) -> str:
     raise InvalidInput(f"unknown attribute {name[:64]!r}: give a DICOM keyword or 8 hex digits")
 
 
+@functools.lru_cache(maxsize=8192)  # keywords come from the DICOM dictionary: a bounded set
 def attribute_vr(keyword: str) -> str:
     """The dictionary VR of a keyword (the first one where the dictionary lists several)."""
     tag = tag_for_keyword(keyword)

@@ -50,6 +50,13 @@ class LockoutBook:
     def exempt(self, key: str) -> bool:
         return key in self._exempt
 
+    def checks_from_memory(self, key: str) -> bool:
+        """Whether `check(key)` would be answered without reading the catalog (its copy is fresh)."""
+        if self.exempt(key):
+            return True
+        with self._guard:
+            return time.monotonic() - self._loaded < REFRESH_SECONDS
+
     def locked_until(self, key: str) -> datetime | None:
         """When the lock on `key` ends, or None if it is not locked."""
         now_mono = time.monotonic()

@@ -262,6 +262,22 @@ class TokenVerifier:
             self._check_idle(principal, row)
         return principal
 
+    def verifies_from_memory(self, token: str) -> bool:
+        """Whether `verify(token)` would be answered from the cache without touching the catalog.
+
+        True only for a fresh cache hit with the right secret, and never for a person's session with an
+        idle timeout (whose use may be written). The hub then checks the token on its event loop instead
+        of handing it to a worker thread; anything else (a miss, a wrong secret, expiry) goes the long way.
+        """
+        m = _TOKEN.match(token.strip())
+        if not m:
+            return False
+        with self._lock:
+            hit = self._cache.get(m.group(1))
+        if hit is None or time.monotonic() - hit[0] >= self._ttl or not hmac.compare_digest(hit[1], _hash(m.group(2))):
+            return False
+        return not (hit[2].kind == "session" and self._idle)
+
     def _check_idle(self, principal: Principal, row: dict[str, Any] | None) -> None:
         """Refuse a person's session unused for longer than the idle timeout; else note this use."""
         assert self._idle is not None

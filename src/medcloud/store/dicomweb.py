@@ -4,7 +4,8 @@ retrieve covers. Always scoped to projects (`None`: every project, as in `store.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -51,7 +52,13 @@ def _literal_prefix(value: str) -> str:
     return value[:cut]
 
 
-def _text_condition(column: sa.ColumnElement[Any], value: str, dialect: str) -> sa.ColumnElement[bool]:
+# A condition of one matching key, built with bound parameters named after its place in the query.
+_Build = Callable[[], sa.ColumnElement[bool]]
+
+
+def _text_condition(
+    column: sa.ColumnElement[Any], value: str, dialect: str, name: str
+) -> tuple[tuple[Any, ...], dict[str, Any], _Build]:
     """Case-insensitive (wildcard) match on `lower(column)`, the expression 0005 indexes, kanji included.
 
     PostgreSQL's `text_pattern_ops` index serves a LIKE with a literal prefix by itself; SQLite only
@@ -59,50 +66,129 @@ def _text_condition(column: sa.ColumnElement[Any], value: str, dialect: str) -> 
     # Lower-case the value as the database's lower() does: SQLite's folds ASCII only.
     folded = value.translate(_ASCII_LOWER) if dialect == "sqlite" else value.lower()
     pattern, _ = _pattern(folded)
-    cond: sa.ColumnElement[bool] = sa.func.lower(column).like(pattern, escape="\\")
-    prefix = _literal_prefix(folded)
-    if dialect == "sqlite" and prefix:
+    prefix = _literal_prefix(folded) if dialect == "sqlite" else ""
+    params: dict[str, Any] = {f"{name}_like": pattern}
+    if prefix:
+        params.update({f"{name}_lo": prefix, f"{name}_hi": prefix + "\U0010ffff"})
+
+    def build() -> sa.ColumnElement[bool]:
         low = sa.func.lower(column)
-        cond = sa.and_(low >= prefix, low < prefix + "\U0010ffff", cond)
-    return cond
+        cond: sa.ColumnElement[bool] = low.like(sa.bindparam(f"{name}_like"), escape="\\")
+        if prefix:
+            cond = sa.and_(low >= sa.bindparam(f"{name}_lo"), low < sa.bindparam(f"{name}_hi"), cond)
+        return cond
+
+    return ("ci", bool(prefix)), params, build
 
 
-def _condition(m: Match, dialect: str) -> sa.ColumnElement[bool]:
+def _condition(m: Match, dialect: str, name: str) -> tuple[tuple[Any, ...], dict[str, Any], _Build]:
+    """One matching key as (shape, parameters, builder): the builder makes the SQL condition with bound
+    parameters named `name_*`, the parameters hold this request's values, and the shape is everything
+    the SQL text depends on, so that one statement serves every request of that shape."""
     if m.kind == "empty":
-        return sa.false()  # the catalog holds no value: only a universal match (never built) matches
+        return ("empty",), {}, sa.false  # the catalog holds no value: only a universal match (never built) matches
     if m.keyword == "ModalitiesInStudy":
-        return studies.c.id.in_(sa.select(series.c.study_id).where(series.c.modality.in_(m.values)))
+        return (
+            ("modalities",),
+            {name: list(m.values)},
+            lambda: studies.c.id.in_(
+                sa.select(series.c.study_id).where(series.c.modality.in_(sa.bindparam(name, expanding=True)))
+            ),
+        )
     column, insensitive = _COLUMNS[m.keyword]
+    shape: tuple[Any, ...] = (m.keyword, m.kind)
     if m.kind in ("uids", "values"):
-        return column.in_(m.values) if len(m.values) > 1 else column == m.values[0]
+        if len(m.values) > 1:
+            return (*shape, "in"), {name: list(m.values)}, lambda: column.in_(sa.bindparam(name, expanding=True))
+        return (*shape, "eq"), {name: m.values[0]}, lambda: column == sa.bindparam(name)
     if m.kind == "int":
-        return column == m.number
+        return shape, {name: m.number}, lambda: column == sa.bindparam(name)
     if m.kind == "date":
-        parts = []
-        if m.date_from is not None:
-            parts.append(column >= m.date_from)
-        if m.date_to is not None:
-            parts.append(column <= m.date_to)
-        return sa.and_(*parts)
-    pattern, wild = _pattern(m.values[0])
+        params = {f"{name}_{k}": v for k, v in (("from", m.date_from), ("to", m.date_to)) if v is not None}
+
+        def dates() -> sa.ColumnElement[bool]:
+            parts = []
+            if m.date_from is not None:
+                parts.append(column >= sa.bindparam(f"{name}_from"))
+            if m.date_to is not None:
+                parts.append(column <= sa.bindparam(f"{name}_to"))
+            return sa.and_(*parts)
+
+        return (*shape, m.date_from is not None, m.date_to is not None), params, dates
     if insensitive:
-        return _text_condition(column, m.values[0], dialect)
-    return column.like(pattern, escape="\\") if wild else column == m.values[0]
+        text_shape, params, build = _text_condition(column, m.values[0], dialect, name)
+        return (*shape, *text_shape), params, build
+    pattern, wild = _pattern(m.values[0])
+    if wild:
+        return (*shape, "like"), {name: pattern}, lambda: column.like(sa.bindparam(name), escape="\\")
+    return (*shape, "eq"), {name: m.values[0]}, lambda: column == sa.bindparam(name)
 
 
-def _scoped(q: sa.Select[Any], query: QidoQuery, projects: frozenset[str] | None, dialect: str) -> sa.Select[Any]:
+def _scoped(
+    query: QidoQuery, projects: frozenset[str] | None, dialect: str
+) -> tuple[tuple[Any, ...], dict[str, Any], list[_Build]]:
+    """The query's conditions (project scope first) as (shape, parameters, builders)."""
+    shapes: list[Any] = []
+    params: dict[str, Any] = {"limit": query.limit, "offset": query.offset}
+    builds: list[_Build] = []
     if projects is not None:
-        q = q.where(studies.c.project.in_(projects))
-    for m in query.matches:
-        q = q.where(_condition(m, dialect))
+        shapes.append("projects")
+        params["projects"] = sorted(projects)
+        builds.append(lambda: studies.c.project.in_(sa.bindparam("projects", expanding=True)))
+    for i, m in enumerate(query.matches):
+        shape, values, build = _condition(m, dialect, f"m{i}")
+        shapes.append(shape)
+        params.update(values)
+        builds.append(build)
+    return tuple(shapes), params, builds
+
+
+class _Statements:
+    """Built statements by (level, shape): a QIDO request of a shape seen before reuses its statement
+    (and SQLAlchemy's compiled form of it) with new parameters, instead of building, hashing and looking
+    up a new statement object each time (measured: most of a search's CPU). Bounded; shapes are few."""
+
+    def __init__(self, max_entries: int = 512) -> None:
+        self._built: dict[tuple[Any, ...], sa.Select[Any]] = {}
+        self._max = max_entries
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[Any, ...], build: Callable[[], sa.Select[Any]]) -> sa.Select[Any]:
+        with self._lock:
+            stmt = self._built.get(key)
+        if stmt is None:
+            stmt = build()
+            with self._lock:
+                if len(self._built) >= self._max:
+                    self._built.clear()
+                self._built[key] = stmt
+        return stmt
+
+
+def _where(q: sa.Select[Any], builds: list[_Build]) -> sa.Select[Any]:
+    for build in builds:
+        q = q.where(build())
     return q
+
+
+_PAGE: dict[str, sa.BindParameter[int]] = {"limit": sa.bindparam("limit"), "offset": sa.bindparam("offset")}
 
 
 class DicomwebQueries:
     """Read-only DICOMweb searches over the catalog."""
 
+    _statements = _Statements()  # shared: statements hold no connection and no values
+
     def __init__(self, db: Database) -> None:
         self._db = db
+
+    def _run(self, level: str, query: QidoQuery, projects: frozenset[str] | None,
+             build: Callable[[list[_Build]], sa.Select[Any]]) -> list[dict[str, Any]]:  # fmt: skip
+        """One page of `query`'s matches: the statement of its shape (built once) with its parameters."""
+        shape, params, builds = _scoped(query, projects, self._db.dialect)
+        stmt = self._statements.get((self._db.dialect, level, shape), lambda: build(builds))
+        with self._db.read() as conn:
+            return [dict(r._mapping) for r in conn.execute(stmt, params)]
 
     def search(self, query: QidoQuery, projects: frozenset[str] | None) -> list[dict[str, Any]]:
         """One page of matches at the query's level, with the counts DICOMweb reports."""
@@ -114,10 +200,11 @@ class DicomwebQueries:
 
     def _studies(self, query: QidoQuery, projects: frozenset[str] | None) -> list[dict[str, Any]]:
         # Counts and modalities are read off the study row (kept by store.index): no per-row counting.
-        q = _scoped(sa.select(studies), query, projects, self._db.dialect)
-        q = q.order_by(studies.c.study_date.desc().nulls_last(), studies.c.id).limit(query.limit).offset(query.offset)
-        with self._db.read() as conn:
-            rows = [dict(r._mapping) for r in conn.execute(q)]
+        def build(builds: list[_Build]) -> sa.Select[Any]:
+            q = _where(sa.select(studies), builds).order_by(studies.c.study_date.desc().nulls_last(), studies.c.id)
+            return q.limit(_PAGE["limit"]).offset(_PAGE["offset"])
+
+        rows = self._run("study", query, projects, build)
         for r in rows:
             r["modalities"] = [m for m in r["modalities"].split("\\") if m]
         return rows
@@ -135,19 +222,20 @@ class DicomwebQueries:
         ]
 
     def _series(self, query: QidoQuery, projects: frozenset[str] | None) -> list[dict[str, Any]]:
-        q = sa.select(
-            series.c.series_uid,
-            series.c.modality,
-            series.c.body_part,
-            series.c.description.label("series_description"),
-            series.c.series_number,
-            series.c.n_instances,
-            *self._study_columns(),
-        ).select_from(series.join(studies))
-        q = _scoped(q, query, projects, self._db.dialect)
-        q = q.order_by(studies.c.id, series.c.series_number, series.c.id).limit(query.limit).offset(query.offset)
-        with self._db.read() as conn:
-            return [dict(r._mapping) for r in conn.execute(q)]
+        def build(builds: list[_Build]) -> sa.Select[Any]:
+            q = sa.select(
+                series.c.series_uid,
+                series.c.modality,
+                series.c.body_part,
+                series.c.description.label("series_description"),
+                series.c.series_number,
+                series.c.n_instances,
+                *self._study_columns(),
+            ).select_from(series.join(studies))
+            q = _where(q, builds).order_by(studies.c.id, series.c.series_number, series.c.id)
+            return q.limit(_PAGE["limit"]).offset(_PAGE["offset"])
+
+        return self._run("series", query, projects, build)
 
     def _instance_select(self) -> sa.Select[Any]:
         return sa.select(
@@ -161,10 +249,14 @@ class DicomwebQueries:
         ).select_from(instances.join(series).join(studies))
 
     def _instances(self, query: QidoQuery, projects: frozenset[str] | None) -> list[dict[str, Any]]:
-        q = _scoped(self._instance_select(), query, projects, self._db.dialect)
-        q = q.order_by(studies.c.id, series.c.series_number, series.c.id, instances.c.instance_number, instances.c.id)
-        with self._db.read() as conn:
-            return [dict(r._mapping) for r in conn.execute(q.limit(query.limit).offset(query.offset))]
+        def build(builds: list[_Build]) -> sa.Select[Any]:
+            q = _where(self._instance_select(), builds)
+            q = q.order_by(
+                studies.c.id, series.c.series_number, series.c.id, instances.c.instance_number, instances.c.id
+            )
+            return q.limit(_PAGE["limit"]).offset(_PAGE["offset"])
+
+        return self._run("instance", query, projects, build)
 
     def retrieve(
         self, projects: frozenset[str] | None, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
@@ -199,6 +291,16 @@ class DicomwebQueries:
                     instance_json.c.sha256.in_(keys[i : i + 500])
                 )
                 found.update((row.sha256, bytes(row.body)) for row in conn.execute(q))
+        return found
+
+    def instance_json_kept(self, shas: Sequence[str]) -> set[str]:
+        """Which of these files have stored DICOM JSON (an index lookup; the bodies are not read)."""
+        found: set[str] = set()
+        keys = sorted(set(shas))
+        with self._db.read() as conn:
+            for i in range(0, len(keys), 500):
+                q = sa.select(instance_json.c.sha256).where(instance_json.c.sha256.in_(keys[i : i + 500]))
+                found.update(conn.execute(q).scalars())
         return found
 
     def keep_instance_json(self, rows: Sequence[tuple[str, bytes]]) -> None:

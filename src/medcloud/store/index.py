@@ -194,7 +194,11 @@ class Indexer:
                 for entry, rec in final
             ],
         )
-        refresh_counts(conn, {series_ids[rec.series_uid] for _, rec in final})
+        refresh_counts(
+            conn,
+            {series_ids[rec.series_uid] for _, rec in final},
+            study_ids={study_ids[rec.study_uid] for _, rec in final},
+        )
         store_instance_json(conn, [(e.sha256, e.dicom_json) for e, _ in final if e.dicom_json is not None])
         for entry, _ in final:
             entry.status = "stored"
@@ -243,20 +247,23 @@ class Indexer:
                 entry.status = "duplicate"
 
 
-def refresh_counts(conn: Connection, series_ids: Iterable[int]) -> None:
+def refresh_counts(conn: Connection, series_ids: Iterable[int], *, study_ids: Iterable[int] | None = None) -> None:
     """Recount the denormalised counts of these series and of their studies (after instances came or went).
 
     Recounted rather than incremented, so a repeat or a concurrent path can never leave them drifting; the
-    cost is one indexed count per touched series and study, in the caller's write transaction."""
+    cost is one indexed count per touched series and study, in the caller's write transaction. A caller
+    that knows the series' studies (ingest planned them) passes `study_ids` and saves looking them up."""
     ids = sorted(set(series_ids))
     for i in range(0, len(ids), 500):
         chunk = ids[i : i + 500]
         n = sa.select(sa.func.count()).where(instances.c.series_id == series.c.id).scalar_subquery()
         conn.execute(series.update().where(series.c.id.in_(chunk)).values(n_instances=n))
-    study_ids: set[int] = set()
-    for i in range(0, len(ids), 500):
-        q = sa.select(series.c.study_id).where(series.c.id.in_(ids[i : i + 500]))
-        study_ids.update(int(s) for s in conn.execute(q).scalars())
+    if study_ids is None:
+        found: set[int] = set()
+        for i in range(0, len(ids), 500):
+            q = sa.select(series.c.study_id).where(series.c.id.in_(ids[i : i + 500]))
+            found.update(int(s) for s in conn.execute(q).scalars())
+        study_ids = found
     refresh_study_counts(conn, study_ids)
 
 

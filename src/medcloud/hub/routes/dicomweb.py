@@ -6,6 +6,7 @@ sites store. Parsing, DICOM JSON and negotiation live in `medcloud.dicomweb`; SQ
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import mmap
@@ -54,6 +55,7 @@ _STOW_DOC = {
     **media(DICOM_JSON, "application/json", status=409, description="No instance stored (see FailedSOPSequence)"),
 }
 _METADATA = dj.MetadataCache()  # keyed by content hash: shared by every caller once their access is checked
+_STORED_JSON = dj.StoredJsonCache()  # the same, for the DICOM JSON stored at ingest
 
 
 def _base(request: Request) -> str:
@@ -80,7 +82,7 @@ async def _search(request: Request, principal: Principal, level: Level, **fixed:
         await run_in_threadpool(_queries(request).retrieve, principal.readable_projects(), fixed["StudyInstanceUID"])
     base = _base(request)
     headers = {"Warning": f'299 medcloud "{"; ".join(query.warnings)}"'} if query.warnings else None
-    return _dicom_json([dj.qido_result(query, row, base) for row in rows], offer, headers=headers)
+    return _dicom_json(dj.qido_results(query, rows, base), offer, headers=headers)
 
 
 Reader = Depends(require(Permission.CATALOG_READ))
@@ -255,11 +257,20 @@ def _metadata_body(queries: DicomwebQueries, blobs: Any, rows: list[dict[str, An
     Files stored before JSON was converted at ingest are converted now and kept (lazy backfill); one our
     converter refuses is converted by pydicom, per request (cached by content hash).
     """
-    stored = queries.instance_json([r["sha256"] for r in rows])
+    # Inflated bodies held in memory are used only while their row is still stored (checked by index
+    # lookup), so a row that went missing is converted and kept again exactly as without the cache.
+    texts = _STORED_JSON.get_many(r["sha256"] for r in rows)
+    kept = queries.instance_json_kept(list(texts)) if texts else set()
+    texts = {sha: text for sha, text in texts.items() if sha in kept}
+    stored = queries.instance_json([r["sha256"] for r in rows if r["sha256"] not in texts])
     prefix = (base + "/").encode("utf-8")
     parts: list[bytes] = []
     backfill: list[tuple[str, bytes]] = []
     for r in rows:
+        text = texts.get(r["sha256"])
+        if text is not None:
+            parts.append(text)
+            continue
         sealed = stored.get(r["sha256"])
         body = None if sealed is None else blobs.open_value(r["sha256"], sealed)
         if body is None:
@@ -275,6 +286,7 @@ def _metadata_body(queries: DicomwebQueries, blobs: Any, rows: list[dict[str, An
             stored[r["sha256"]] = blobs.seal_value(r["sha256"], body)
             backfill.append((r["sha256"], stored[r["sha256"]]))
         parts.append(zlib.decompress(body))
+        _STORED_JSON.put(r["sha256"], parts[-1])
     queries.keep_instance_json(backfill)
     return with_base(b"[" + b",".join(parts) + b"]", prefix)
 
@@ -285,8 +297,17 @@ async def _metadata(
     action = "dicomweb.metadata"
     offer, _ = negotiate(parse_accept(request.headers.get("accept")), _JSON_OFFERS, what="metadata")
     rows = await _covered(request, principal, action, study, series, instance)
-    await _audit_read(request, principal, action, rows, _resource(study, series, instance))
-    body = await run_in_threadpool(_metadata_body, _queries(request), hub_state(request).blobs, rows, _base(request))
+    # The audit event is committed while the body is put together (each in a worker thread): nothing is
+    # sent before both are done, and a refused audit (a missing blob, a failed commit) wins over the body.
+    audited, body = await asyncio.gather(
+        _audit_read(request, principal, action, rows, _resource(study, series, instance)),
+        run_in_threadpool(_metadata_body, _queries(request), hub_state(request).blobs, rows, _base(request)),
+        return_exceptions=True,
+    )
+    for outcome in (audited, body):
+        if isinstance(outcome, BaseException):
+            raise outcome
+    assert isinstance(body, bytes)
     return Response(body, media_type=offer.media_type)
 
 
