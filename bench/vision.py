@@ -6,6 +6,12 @@ and accuracy of the packaged SYNTHETIC-trained model.
     python bench/vision.py accuracy [--images 40]
     python bench/vision.py loso [--images 40 --verdict-images 34 --compare OLD_MODEL_DIR]
     python bench/vision.py all
+    python bench/vision.py loso ... --write-card         # also record the result in the model's card.json
+    python bench/vision.py all --images 0 --verdict-images 0 --write-card   # serving figures into the card
+
+`--write-card` replaces only the card's `leave_one_style_out` (after `loso` with images) and/or `serving`
+(after `latency` + `coldstart`, i.e. `all`) sections; everything else in card.json is kept, and it refuses
+to write when the card's ONNX SHA-256 no longer match the files (the card would describe other weights).
 
 `loso` is the leave-one-style-out bar of issue 13: mAP50 and the Gram verdict on each synthetic style,
 the never-trained ones first, with Candida-only smears counted (right answer: no bacterial verdict); with
@@ -221,7 +227,7 @@ def _verdict_truth(code: str) -> str | None:
 
 
 def leave_one_style_out(
-    model_dirs: dict[str, Path], images: int, verdict_images: int, boxes: str = "group"
+    model_dirs: dict[str, Path], images: int, verdict_images: int, boxes: str = "group", threads: int = 2
 ) -> dict[str, Any]:
     """Per site (unseen first): detection mAP50 (IoU 0.5) and Gram-verdict accuracy, for each model.
 
@@ -231,10 +237,10 @@ def leave_one_style_out(
     """
     from medcloud.vision.labels import NUM_CLASSES
     from medcloud.vision.metrics import DetectionAccumulator
-    from medcloud.vision.runtime import GramStainModel
+    from medcloud.vision.runtime import DETECTOR_VOTE_WEIGHT, GramStainModel
     from medcloud.vision.synth import ORGANISMS, SITES, UNSEEN_SITES, render_smear
 
-    models = {k: GramStainModel(v, threads=2) for k, v in model_dirs.items()}
+    models = {k: GramStainModel(v, threads=threads) for k, v in model_dirs.items()}
     order = list(UNSEEN_SITES) + [s for s in SITES if s not in UNSEEN_SITES]
     per_site: dict[str, Any] = {}
     for si, site in enumerate(order):
@@ -303,11 +309,82 @@ def leave_one_style_out(
         "iou_threshold": 0.5,
         "images_per_site": images,
         "verdict_images_per_site": verdict_images,
-        "verdict_rule": "runtime.gram_vote: yeast and red cells never vote; Candida-only: no bacterial verdict",
+        "verdict_rule": "runtime.gram_vote: crop vote weighed with the detector's bacterial boxes "
+        f"(detector weight {DETECTOR_VOTE_WEIGHT}); yeast and red cells never vote; "
+        "Candida-only smears must get no bacterial verdict",
         "models": {k: str(v) for k, v in model_dirs.items()},
         "summary": summary,
         "per_site": per_site,
     }
+
+
+def card_loso_section(result: dict[str, Any], command: str, seconds: float) -> dict[str, Any]:
+    """The card's `leave_one_style_out`: the first model's figures, the compared model's beside them."""
+    from medcloud.vision.synth import UNSEEN_SITES
+
+    first, *others = list(result["models"])
+    summary = result["summary"][first]
+    section: dict[str, Any] = {
+        "lead": f"worst never-trained style: {summary['worst_unseen_site']} mAP50 {summary['worst_unseen_map50']}; "
+        f"lowest unseen Gram verdict {summary['min_unseen_verdict']} (bars 0.70 / 0.95)",
+        **{k: result[k] for k in ("synthetic", "boxes", "iou_threshold", "images_per_site", "verdict_images_per_site")},
+        "verdict_rule": result["verdict_rule"],
+        "command": command,
+        "seconds": seconds,
+        "summary": summary,
+    }
+    for other in others:
+        short = other.removesuffix("-synthetic")
+        section[f"previous_model_{short}"] = result["summary"][other]
+        section[f"ratio_unseen_map50_vs_{short}"] = {
+            s: round(result["per_site"][s][first]["map50"] / max(result["per_site"][s][other]["map50"], 1e-6), 2)
+            for s in UNSEEN_SITES
+        }
+    section["per_site"] = {
+        site: {
+            "seen_in_training": v["seen_in_training"],
+            **v[first],
+            **{o: {"map50": v[o]["map50"], "verdict_accuracy": v[o]["verdict_accuracy"]} for o in others},
+        }
+        for site, v in result["per_site"].items()
+    }
+    return section
+
+
+def card_serving_section(out: dict[str, Any], command: str) -> dict[str, Any]:
+    """The card's `serving`: pipeline latency and the cold start of serve-model, with the machine's load."""
+    lat = out["latency"]
+    return {
+        "command": command,
+        "machine": out["machine"],
+        "threads": lat["threads"],
+        "full_pipeline_ms": lat["full_pipeline_ms"],
+        "detector_onnx_ms": lat["detector_onnx_ms"],
+        "preprocess_ms": lat["preprocess_ms"],
+        "coldstart_serve_model_s": out["coldstart"]["serve_model_onnxruntime"]["median_s"],
+        "bars": {"full_pipeline_p50_ms": 30, "coldstart_s": 0.8},
+    }
+
+
+def write_card_sections(model_dir: Path, sections: dict[str, Any]) -> None:
+    """Replace the named sections of the model's card.json, keeping the rest; refuse if the weights changed."""
+    from medcloud.errors import InvalidInput
+    from medcloud.vision.registry import sha256_file
+
+    path = model_dir / "card.json"
+    card = json.loads(path.read_text(encoding="utf-8"))
+    if not card.get("files"):
+        raise InvalidInput(f"{path} lists no model files; write it with `medcloud vision evaluate --write-card`")
+    for name, meta in card["files"].items():
+        if sha256_file(model_dir / name) != meta["sha256"]:
+            raise InvalidInput(f"{model_dir / name} does not match the card's SHA-256; not writing the card")
+    card.update(sections)
+    path.write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def _command(model_dir: Path) -> str:
+    args = [a if a != str(model_dir) else "{MODEL}" for a in sys.argv[1:]]
+    return "python bench/vision.py " + " ".join(args)
 
 
 def torch_server(model_dir: Path, port: int) -> None:
@@ -376,6 +453,11 @@ def main() -> None:
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--compare", default=None, help="second model folder for `loso` (e.g. the previous version)")
     ap.add_argument("--boxes", default="group", choices=["group", "cell"], help="annotation convention for loso")
+    ap.add_argument(
+        "--write-card",
+        action="store_true",
+        help="record `loso` (leave_one_style_out) and `all` (serving) in the model's card.json",
+    )
     args = ap.parse_args()
     model_dir = _model_dir(args.model)
     if args.what == "torch-server":
@@ -391,17 +473,34 @@ def main() -> None:
         "model": str(model_dir),
         "synthetic": True,
     }
+    if args.write_card:
+        write_card_sections(model_dir, {})  # refuse before measuring, not after, when the card is stale
     if args.what in ("latency", "all"):
         out["latency"] = latency(model_dir, args.runs, args.threads)
     if args.what in ("coldstart", "all"):
         out["coldstart"] = coldstart(model_dir, args.repeat)
     if args.what in ("accuracy", "all"):
         out["accuracy"] = accuracy(model_dir, args.images, args.verdict_images)
+    loso_seconds = 0.0
     if args.what in ("loso", "all"):
         dirs = {model_dir.name: model_dir}
         if args.compare:
             dirs[Path(args.compare).name] = Path(args.compare)
-        out["leave_one_style_out"] = leave_one_style_out(dirs, args.images, args.verdict_images, args.boxes)
+        t0 = time.perf_counter()
+        out["leave_one_style_out"] = leave_one_style_out(
+            dirs, args.images, args.verdict_images, args.boxes, args.threads
+        )
+        loso_seconds = round(time.perf_counter() - t0, 1)
+    if args.write_card:
+        sections: dict[str, Any] = {}
+        if "leave_one_style_out" in out and args.images > 0 and args.verdict_images > 0:
+            sections["leave_one_style_out"] = card_loso_section(
+                out["leave_one_style_out"], _command(model_dir), loso_seconds
+            )
+        if "latency" in out and "coldstart" in out:
+            sections["serving"] = card_serving_section(out, _command(model_dir))
+        write_card_sections(model_dir, sections)
+        out["card_sections_written"] = sorted(sections)
     print(json.dumps(out, indent=2, ensure_ascii=False))
 
 

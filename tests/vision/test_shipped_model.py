@@ -49,20 +49,24 @@ def test_small_split_agrees_with_the_card(small_split: dict[str, float]) -> None
     assert abs(small_split["crop_vote_accuracy"] - _CARD["crop_vote_accuracy"]) <= 0.12
 
 
-_SHORT = [
-    f"{name} {_CARD[key]} < {bar}"
-    for name, key, bar in (("mAP50", "map50", BAR_MAP50), ("crop vote", "crop_vote_accuracy", BAR_VOTE))
-    if _CARD[key] < bar
-]
+# One test per bar, each xfail only while the card records that bar unmet: a bar the card records as met
+# is asserted for real on the small split (it cannot hide behind the other bar's xfail).
+@pytest.mark.xfail(
+    _CARD["map50"] < BAR_MAP50,
+    strict=False,
+    reason=f"shipped model's card records mAP50 {_CARD['map50']} < {BAR_MAP50}: more CPU training needed "
+    "(docs/vision.md)",
+)
+def test_meets_the_map50_bar_on_a_small_held_out_split(small_split: dict[str, float]) -> None:
+    assert small_split["map50"] >= BAR_MAP50
 
 
 @pytest.mark.xfail(
-    bool(_SHORT),
+    _CARD["crop_vote_accuracy"] < BAR_VOTE,
     strict=False,
-    reason="shipped model's card records " + "; ".join(_SHORT) + ": more CPU training needed (docs/vision.md)",
+    reason=f"shipped model's card records verdict accuracy {_CARD['crop_vote_accuracy']} < {BAR_VOTE} (docs/vision.md)",
 )
-def test_meets_the_bars_on_a_small_held_out_split(small_split: dict[str, float]) -> None:
-    assert small_split["map50"] >= BAR_MAP50
+def test_meets_the_verdict_bar_on_a_small_held_out_split(small_split: dict[str, float]) -> None:
     assert small_split["crop_vote_accuracy"] >= BAR_VOTE
 
 
@@ -95,12 +99,25 @@ def test_white_balance_removes_a_lamp_cast_before_the_model_sees_it(packaged_mod
 _LOSO = resolve(None).card["leave_one_style_out"]["summary"]
 
 
+def test_card_meets_bars_flag_agrees_with_its_figures() -> None:
+    met = _LOSO["worst_unseen_map50"] >= 0.70 and _LOSO["min_unseen_verdict"] >= 0.95
+    assert _LOSO["meets_bars"] is met
+
+
 @pytest.mark.xfail(
-    not _LOSO["meets_bars"],
+    _LOSO["worst_unseen_map50"] < 0.70,
     strict=False,
     reason=f"card records the worst unseen style {_LOSO['worst_unseen_site']} at mAP50 "
-    f"{_LOSO['worst_unseen_map50']} and the lowest unseen verdict {_LOSO['min_unseen_verdict']} "
-    "(bars 0.70 / 0.95): more CPU training needed (docs/vision.md)",
+    f"{_LOSO['worst_unseen_map50']} (bar 0.70): more CPU training needed (docs/vision.md)",
 )
-def test_card_meets_the_leave_one_style_out_bars() -> None:
-    assert _LOSO["worst_unseen_map50"] >= 0.70 and _LOSO["min_unseen_verdict"] >= 0.95
+def test_card_meets_the_leave_one_style_out_map50_bar() -> None:
+    assert _LOSO["worst_unseen_map50"] >= 0.70
+
+
+@pytest.mark.xfail(
+    _LOSO["min_unseen_verdict"] < 0.95,
+    strict=False,
+    reason=f"card records the lowest unseen verdict {_LOSO['min_unseen_verdict']} (bar 0.95) (docs/vision.md)",
+)
+def test_card_meets_the_leave_one_style_out_verdict_bar() -> None:
+    assert _LOSO["min_unseen_verdict"] >= 0.95

@@ -88,6 +88,7 @@ def evaluate_command(
     name: str = typer.Option("gram-stain"),
     version: str | None = typer.Option(None, help="Version to name (default: the card's, else the folder's name)."),
     card: bool | None = typer.Option(None, "--card/--no-card", hidden=True, help="Deprecated: use --write-card."),
+    threads: int = typer.Option(2, "--threads", min=1, help="onnxruntime threads (1 on a shared machine)."),
 ) -> None:
     """Leave-one-style-out evaluation (SYNTHETIC held-out split): the worst never-seen style first.
 
@@ -118,6 +119,7 @@ def evaluate_command(
         sites=site_list,
         truth_boxes=truth_boxes,
         model_boxes=model_boxes,
+        threads=threads,
     )
     args = sys.argv[sys.argv.index("evaluate") + 1 :] if "evaluate" in sys.argv else []
     metrics["command"] = "medcloud vision evaluate " + " ".join(shlex.quote(a) for a in args)
