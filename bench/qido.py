@@ -2,7 +2,8 @@
 SQLite and PostgreSQL, and Orthanc 1.10.1 + DICOMweb 1.7 side by side at the smaller size.
 
     .venv/bin/python bench/qido.py [--sizes 26000,1000000] [--backends sqlite,postgresql] [--repeat 50]
-                                   [--orthanc-size 26000] [--no-orthanc] [--keep]
+                                   [--orthanc-size 26000] [--no-orthanc] [--keep] [--pg-db NAME]
+                                   [--interleave] [--settle]
 
 The catalog is filled by bench/catalog_fill.py (SYNTHETIC metadata rows, realistic spread), then one real
 100-instance CT series (pydicom's CT_small.dcm with fresh UIDs, PatientIdentityRemoved=YES) is ingested
@@ -17,6 +18,10 @@ client. Queries, each `--repeat` times after 3 warm-ups, one keep-alive client, 
 - `ohif_list`: OHIF v3's study list `/studies?limit=101&offset=0&fuzzymatching=false&includefield=...`
 - `series_metadata`: `/studies/{s}/series/{se}/metadata` of the 100-instance series
 
+`--interleave` fills and serves every size at once and measures them in alternating rounds of 10 requests
+per query (a load spike on the shared machine then falls on every size alike); `--settle` runs VACUUM
+ANALYZE and CHECKPOINT on a PostgreSQL catalog after its bulk fill, before measuring.
+
 Prints one JSON object; `ratios` are Orthanc p50 / hub p50 at the Orthanc size, and `pg_p95_growth` the
 hub's p95 at the largest size over the smallest, on PostgreSQL.
 """
@@ -24,6 +29,7 @@ hub's p95 at the largest size over the smallest, on PostgreSQL.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import io
 import json
@@ -69,34 +75,53 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def _time(client: Any, url: str, params: dict[str, str] | None, headers: dict[str, str], repeat: int) -> dict[str, Any]:
+META = {"Accept": "application/dicom+json"}
+
+
+def _timed(
+    client: Any, url: str, params: dict[str, str] | None, headers: dict[str, str], n: int
+) -> tuple[list[float], int]:
+    """`n` timed requests (ms), and the number of rows of the last answer."""
     times: list[float] = []
     rows = 0
-    for i in range(repeat + 3):
+    for _ in range(n):
         t = time.perf_counter()
         r = client.get(url, params=params, headers=headers)
         dt = (time.perf_counter() - t) * 1000
         if r.status_code not in (200, 204):
             raise RuntimeError(f"{url} {params}: {r.status_code} {r.text[:300]}")
         rows = len(r.json()) if r.status_code == 200 else 0
-        if i >= 3:
-            times.append(dt)
-    return {"p50_ms": round(statistics.median(times), 2), "p95_ms": round(_pct(times, 0.95), 2), "rows": rows}
+        times.append(dt)
+    return times, rows
+
+
+def _stats(times: list[float]) -> dict[str, Any]:
+    return {"p50_ms": round(statistics.median(times), 2), "p95_ms": round(_pct(times, 0.95), 2), "n": len(times)}
+
+
+def _time(client: Any, url: str, params: dict[str, str] | None, headers: dict[str, str], repeat: int) -> dict[str, Any]:
+    _timed(client, url, params, headers, 3)  # warm-up
+    times, rows = _timed(client, url, params, headers, repeat)
+    return {**_stats(times), "rows": rows}
+
+
+def _requests(hub: dict[str, Any]) -> dict[str, tuple[str, dict[str, str] | None]]:
+    base = hub["base"]
+    return {
+        "patient_id": (f"{base}/studies", {"PatientID": hub["patient"]}),
+        "study_date": (f"{base}/studies", {"StudyDate": hub["dates"][0]}),
+        "ohif_list": (f"{base}/studies", OHIF),
+        "series_metadata": (f"{base}/studies/{SERIES_STUDY}/series/{SERIES_UID}/metadata", None),
+    }
 
 
 def queries(
     client: Any, base: str, headers: dict[str, str], patient: str, date_range: tuple[str, int], repeat: int
 ) -> dict[str, Any]:
     """The four measurements against a DICOMweb root `base`."""
-    meta = {**headers, "Accept": "application/dicom+json"}
-    out = {
-        "patient_id": _time(client, f"{base}/studies", {"PatientID": patient}, meta, repeat),
-        "study_date": _time(client, f"{base}/studies", {"StudyDate": date_range[0]}, meta, repeat),
-        "ohif_list": _time(client, f"{base}/studies", OHIF, meta, repeat),
-        "series_metadata": _time(
-            client, f"{base}/studies/{SERIES_STUDY}/series/{SERIES_UID}/metadata", None, meta, repeat
-        ),
-    }
+    meta = {**headers, **META}
+    hub = {"base": base, "patient": patient, "dates": date_range}
+    out = {name: _time(client, url, params, meta, repeat) for name, (url, params) in _requests(hub).items()}
     if out["series_metadata"]["rows"] != 100:
         raise RuntimeError(f"series metadata returned {out['series_metadata']['rows']} instances, not 100")
     if out["study_date"]["rows"] != date_range[1]:
@@ -191,14 +216,21 @@ def layout_date_range(n: int, k: int = DATE_MATCHES) -> tuple[str, int]:
 
 
 # -- the hub -----------------------------------------------------------------------------------------------
-def bench_hub(work: Path, backend: str, size: int, repeat: int, keep: bool) -> dict[str, Any]:
+def start_hub(
+    stack: contextlib.ExitStack, work: Path, backend: str, size: int, keep: bool, pg_db: str = "qidoperf_bench",
+    settle: bool = False,
+) -> dict[str, Any]:  # fmt: skip
+    """Fill a catalog of `size` instances, serve it (`medcloud hub serve`, 1 worker), ingest the 100-instance
+    series; what to query. `stack` stops the server and drops the catalog (unless `keep`). `settle`: after
+    the fill, VACUUM ANALYZE and CHECKPOINT (PostgreSQL), so the measurement does not share the machine
+    with the bulk load's checkpoint and autovacuum (a catalog that grew over months is not just loaded)."""
     data = work / f"hub-{backend}-{size}"
     data.mkdir(parents=True)
     env = _env()
     if backend == "postgresql":
         import sqlalchemy as sa
 
-        name = f"qidoperf_bench_{size}"
+        name = f"{pg_db}_{size}"
         admin = sa.create_engine(PG_ADMIN + "postgres", isolation_level="AUTOCOMMIT")
         with admin.connect() as conn:
             conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -206,11 +238,23 @@ def bench_hub(work: Path, backend: str, size: int, repeat: int, keep: bool) -> d
         admin.dispose()
         url = PG_ADMIN + name
         env["MEDCLOUD_DATABASE_URL"] = url
+        if not keep:
+            stack.callback(_drop_database, name)
     else:
         url = f"sqlite:///{(data / 'catalog.sqlite3').resolve()}"
+    if not keep:
+        stack.callback(shutil.rmtree, data, ignore_errors=True)
     filled = fill(
         url, size - 100, seed=SEED, prefix=PREFIX, progress=sys.stderr.isatty(), projects=PROJECTS, sites=SITES
     )
+    if settle and backend == "postgresql":
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+        with engine.connect() as conn:
+            conn.exec_driver_sql("VACUUM ANALYZE")
+            conn.exec_driver_sql("CHECKPOINT")
+        engine.dispose()
 
     def token(*args: str) -> str:
         cmd = _medcloud("hub", "token", "create", "--data", str(data), *args)
@@ -219,39 +263,98 @@ def bench_hub(work: Path, backend: str, size: int, repeat: int, keep: bool) -> d
     site = token("--role", "site", "--site", "site-a", "--project", "lung")
     reader = token("--role", "researcher", *[a for p in PROJECTS for a in ("--project", p)])
     port = _free_port()
-    log = (work / f"hub-{backend}-{size}.log").open("wb")
+    log = stack.enter_context((work / f"hub-{backend}-{size}.log").open("wb"))
     proc = subprocess.Popen(
         _medcloud("hub", "serve", "--data", str(data), "--port", str(port), "--workers", "1", "--log-level", "warning"),
         env=env, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
+    stack.callback(_stop, proc)
+    import httpx
+
+    from medcloud.gateway.forwarder import encode_multipart
+
+    base = f"http://127.0.0.1:{port}"
+    _wait_http(base + "/healthz", 60, proc)
+    parts = [(f, "application/dicom", hashlib.sha256(f).hexdigest(), f"{i}.dcm")
+             for i, f in enumerate(series_files())]  # fmt: skip
+    body, ctype = encode_multipart(parts)
+    r = httpx.post(base + "/api/v1/ingest/batch", content=body, timeout=120,
+                   headers={"Authorization": f"Bearer {site}", "Content-Type": ctype})  # fmt: skip
+    if r.status_code not in (200, 201):
+        raise RuntimeError(f"ingest of the 100-instance series: {r.status_code} {r.text[:300]}")
+    return {
+        "backend": backend, "instances": size, "fill": filled, "settled": settle and backend == "postgresql",
+        "base": base + "/dicom-web", "headers": {"Authorization": f"Bearer {reader}"},
+        "patient": layout_patient(size - 100), "dates": layout_date_range(size - 100),
+    }  # fmt: skip
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGINT)
     try:
-        import httpx
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
-        from medcloud.gateway.forwarder import encode_multipart
 
-        base = f"http://127.0.0.1:{port}"
-        _wait_http(base + "/healthz", 60, proc)
-        parts = [(f, "application/dicom", hashlib.sha256(f).hexdigest(), f"{i}.dcm")
-                 for i, f in enumerate(series_files())]  # fmt: skip
-        body, ctype = encode_multipart(parts)
+def _result(hub: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
+    keys = ("backend", "instances", "fill", "settled", "patient")
+    return {**{k: hub[k] for k in keys}, "queries": result}
+
+
+def bench_hub(
+    work: Path, backend: str, size: int, repeat: int, keep: bool, pg_db: str = "qidoperf_bench", settle: bool = False
+) -> dict[str, Any]:
+    """One size on one backend: fill, serve, measure the four queries (`repeat` each)."""
+    import httpx
+
+    with contextlib.ExitStack() as stack:
+        hub = start_hub(stack, work, backend, size, keep, pg_db, settle)
         with httpx.Client(timeout=120) as client:
-            r = client.post(base + "/api/v1/ingest/batch", content=body,
-                            headers={"Authorization": f"Bearer {site}", "Content-Type": ctype})  # fmt: skip
-            if r.status_code not in (200, 201):
-                raise RuntimeError(f"ingest of the 100-instance series: {r.status_code} {r.text[:300]}")
-            patient = layout_patient(size - 100)
-            dates = layout_date_range(size - 100)
-            result = queries(client, base + "/dicom-web", {"Authorization": f"Bearer {reader}"}, patient, dates, repeat)
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if not keep:
-            shutil.rmtree(data, ignore_errors=True)
-    return {"backend": backend, "instances": size, "fill": filled, "patient": patient, "queries": result}
+            result = queries(client, hub["base"], hub["headers"], hub["patient"], hub["dates"], repeat)
+    return _result(hub, result)
+
+
+def bench_interleaved(
+    work: Path, backend: str, sizes: list[int], repeat: int, keep: bool, pg_db: str, settle: bool, chunk: int = 10
+) -> list[dict[str, Any]]:
+    """Every size filled and served at once, then measured in alternating rounds (`chunk` requests of each
+    query on one hub, then the next; the order of the hubs alternates), so that a load spike on the shared
+    machine falls on every size alike instead of on whichever was measured while it lasted."""
+    import httpx
+
+    with contextlib.ExitStack() as stack:
+        hubs = [start_hub(stack, work, backend, size, keep, pg_db, settle) for size in sizes]
+        clients = [stack.enter_context(httpx.Client(timeout=120)) for _ in hubs]
+        for hub, client in zip(hubs, clients, strict=True):  # warm-up, and the answers' checks
+            queries(client, hub["base"], hub["headers"], hub["patient"], hub["dates"], 1)
+        times: list[dict[str, list[float]]] = [{} for _ in hubs]
+        rows: list[dict[str, int]] = [{} for _ in hubs]
+        for r in range(-(-repeat // chunk)):
+            n = min(chunk, repeat - r * chunk)
+            order = list(range(len(hubs))) if r % 2 == 0 else list(range(len(hubs)))[::-1]
+            for i in order:
+                hub = hubs[i]
+                for name, (url, params) in _requests(hub).items():
+                    t, k = _timed(clients[i], url, params, {**hub["headers"], **META}, n)
+                    times[i].setdefault(name, []).extend(t)
+                    rows[i][name] = k
+        out = []
+        for hub, t, k in zip(hubs, times, rows, strict=True):
+            result = {name: {**_stats(v), "rows": k[name]} for name, v in t.items()}
+            result["study_date"]["range"] = hub["dates"][0]
+            out.append({**_result(hub, result), "interleaved": {"chunk": chunk, "with_sizes": sizes}})
+    return out
+
+
+def _drop_database(name: str) -> None:
+    import sqlalchemy as sa
+
+    admin = sa.create_engine(PG_ADMIN + "postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.dispose()
 
 
 # -- Orthanc -----------------------------------------------------------------------------------------------
@@ -318,15 +421,28 @@ def main() -> None:
     ap.add_argument("--no-orthanc", action="store_true")
     ap.add_argument("--keep", action="store_true", help="Keep the filled catalogs (PostgreSQL databases stay)")
     ap.add_argument("--work", type=Path, default=None)
+    ap.add_argument("--pg-db", default="qidoperf_bench", help="PostgreSQL database name prefix (_<size> is added)")
+    ap.add_argument(
+        "--interleave", action="store_true", help="Serve every size at once and measure them in alternating rounds"
+    )
+    ap.add_argument("--settle", action="store_true", help="PostgreSQL: VACUUM ANALYZE and CHECKPOINT after the fill")
     a = ap.parse_args()
     work = a.work or Path(tempfile.mkdtemp(prefix="qido-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     sizes = sorted({int(s) for s in a.sizes.split(",")} | (set() if a.no_orthanc else {a.orthanc_size}))
-    out: dict[str, Any] = {"bench": "qido", "repeat": a.repeat, "hub": []}
+    out: dict[str, Any] = {
+        "bench": "qido", "repeat": a.repeat, "interleave": a.interleave, "settle": a.settle, "hub": [],
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "loadavg_start": os.getloadavg(),
+    }  # fmt: skip
     try:
         for backend in a.backends.split(","):
+            if a.interleave:
+                for run in bench_interleaved(work, backend, sizes, a.repeat, a.keep, a.pg_db, a.settle):
+                    out["hub"].append(run)
+                    print(json.dumps(run), file=sys.stderr)
+                continue
             for size in sizes:
-                out["hub"].append(bench_hub(work, backend, size, a.repeat, a.keep))
+                out["hub"].append(bench_hub(work, backend, size, a.repeat, a.keep, a.pg_db, a.settle))
                 print(json.dumps(out["hub"][-1]), file=sys.stderr)
         if not a.no_orthanc and orthanc_binary() is not None:
             out["orthanc"] = bench_orthanc(work, a.orthanc_size, a.repeat)

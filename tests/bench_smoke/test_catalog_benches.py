@@ -66,3 +66,25 @@ def test_qido_date_range_matches_the_same_number_of_studies_at_every_size() -> N
         assert count == qido.DATE_MATCHES == sum(low <= d <= high for d in dates), (n, text)
         ranges[n] = text
     assert len(set(ranges.values())) == 3  # a different (narrower) range at each size
+
+
+@pytest.mark.slow
+def test_qido_bench_interleaved_on_postgresql_settles_measures_every_size_and_drops_its_databases(
+    tmp_path: Path, pg_url: str
+) -> None:
+    import sqlalchemy as sa
+
+    prefix = f"qidosmoke_{tmp_path.name[-12:].lower().replace('-', '_')}"
+    runs = qido.bench_interleaved(tmp_path, "postgresql", [1500, 3000], 12, False, prefix, True, chunk=5)
+    assert [r["instances"] for r in runs] == [1500, 3000]
+    for run in runs:
+        q = run["queries"]
+        assert run["settled"] is True and run["interleaved"] == {"chunk": 5, "with_sizes": [1500, 3000]}
+        assert {k: v["n"] for k, v in q.items()} == dict.fromkeys(q, 12)  # 5 + 5 + 2 per query, every size
+        assert q["series_metadata"]["rows"] == 100 and q["study_date"]["rows"] == qido.DATE_MATCHES
+        assert q["patient_id"]["rows"] >= 1 and q["ohif_list"]["p95_ms"] >= q["ohif_list"]["p50_ms"] > 0
+    admin = sa.create_engine(qido.PG_ADMIN + "postgres")
+    with admin.connect() as conn:
+        left = conn.exec_driver_sql("SELECT datname FROM pg_database WHERE datname LIKE %s", (prefix + "%",)).all()
+    admin.dispose()
+    assert left == []  # without --keep the bench's databases are dropped
