@@ -310,7 +310,10 @@ def refresh_study_counts(conn: Connection, study_ids: Iterable[int]) -> None:
                 found[sid].add(str(row.modality))
         conn.execute(
             _SET_STUDY_COUNTS,
-            [{"sid": k, "ns": counts[k][0], "ni": counts[k][1], "mods": "\\".join(sorted(found[k]))[:160]} for k in chunk],
+            [
+                {"sid": k, "ns": counts[k][0], "ni": counts[k][1], "mods": "\\".join(sorted(found[k]))[:160]}
+                for k in chunk
+            ],
         )
 
 
