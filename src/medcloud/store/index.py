@@ -21,8 +21,8 @@ __all__ = ["IndexEntry", "Indexer", "refresh_counts", "store_instance_json"]
 # The statements of the ingest path, built once: building a statement and its cache key cost more CPU
 # than SQLite takes to run it, and a group of one instance runs about a dozen of them. The SQL is what
 # building them per call gave (an IN list is an expanding parameter either way).
-_UIDS = sa.bindparam("uids", expanding=True)
-_IDS = sa.bindparam("ids", expanding=True)
+_UIDS: sa.BindParameter[str] = sa.bindparam("uids", expanding=True)
+_IDS: sa.BindParameter[int] = sa.bindparam("ids", expanding=True)
 _KNOWN_INSTANCES = (
     sa.select(instances.c.sop_uid, instances.c.sha256, studies.c.site, studies.c.project)
     .select_from(instances.join(series).join(studies))
@@ -327,12 +327,14 @@ def store_instance_json(conn: Connection, rows: Sequence[tuple[str, bytes]]) -> 
         stmt = _INSERT_JSON.get(dialect)
         if stmt is None:
             if dialect == "postgresql":
-                from sqlalchemy.dialects.postgresql import insert as dialect_insert
+                from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+                stmt = pg_insert(instance_json).on_conflict_do_nothing(index_elements=["sha256"])
             else:
-                from sqlalchemy.dialects.sqlite import insert as dialect_insert
-            stmt = _INSERT_JSON[dialect] = dialect_insert(instance_json).on_conflict_do_nothing(
-                index_elements=["sha256"]
-            )
+                from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+                stmt = sqlite_insert(instance_json).on_conflict_do_nothing(index_elements=["sha256"])
+            _INSERT_JSON[dialect] = stmt
         conn.execute(stmt, values)
     else:  # pragma: no cover - the catalog runs on SQLite or PostgreSQL
         held = set(conn.scalars(sa.select(instance_json.c.sha256).where(instance_json.c.sha256.in_(list(dict(rows))))))
