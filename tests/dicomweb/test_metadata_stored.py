@@ -17,7 +17,8 @@ import sqlalchemy as sa
 
 from medcloud.dicomweb.json import instance_metadata
 from medcloud.errors import InvalidInput, UnsupportedFormat
-from medcloud.formats.dicomjson import file_json, with_base
+from medcloud.formats.dicom import open_dicom
+from medcloud.formats.dicomjson import dataset_json, file_json, pixel_vr, with_base
 from medcloud.store.tables import instance_json
 from tests.dicomweb.conftest import LUNG_CT, LUNG_CT_SERIES, Seeded
 
@@ -56,6 +57,37 @@ def test_converter_matches_pydicom_on_its_test_files() -> None:
             differing.append(f"{path.name} {key}: ours {ours.get(key)} pydicom {theirs.get(key)}")
     assert compared > 60
     assert not differing, differing[:5]
+
+
+def _objects_serialised(data: bytes, pixel_path: str | None) -> bytes:
+    """What `file_json` wrote before it wrote text directly: the objects of `dataset_json`, then json.dumps."""
+    buf, meta, syn, pos, _ = open_dicom(data, inflate_to_disk=True)
+    attrs = dataset_json(buf, syn, pos)
+    if pixel_path is not None:
+        syntax = meta.get(0x00020010, b"").rstrip(b" \x00").decode("ascii", "replace")
+        attrs["7FE00010"] = {"vr": pixel_vr(syntax, attrs), "BulkDataURI": pixel_path}
+    return json.dumps(attrs, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+
+@pytest.mark.parametrize("pixel_path", ["studies/1/series/2/instances/3/frames/1", None, 'a "quoted" \\ path'])
+def test_text_written_directly_is_the_objects_serialised_byte_for_byte(pixel_path: str | None) -> None:
+    """The text `file_json` writes at ingest equals json.dumps of the objects `dataset_json` builds, for every
+    pydicom test file either converts (non-Latin names, sequences, signed pixels, odd VRs); a file one of
+    them refuses is refused by the other too."""
+    compared = 0
+    for path in _pydicom_files():
+        data = path.read_bytes()
+        try:
+            expected: bytes | type[Exception] = _objects_serialised(data, pixel_path)
+        except Exception as exc:  # whatever one refuses, the other must refuse
+            expected = type(exc)
+        try:
+            ours: bytes | type[Exception] = file_json(data, pixel_path)
+        except Exception as exc:
+            ours = type(exc)
+        assert ours == expected, path.name
+        compared += isinstance(ours, bytes)
+    assert compared > 60
 
 
 def test_bulk_data_uri_gets_the_base_only_in_our_key() -> None:

@@ -193,3 +193,29 @@ def test_an_unreadable_part_is_not_stored_into_a_named_study(hub: Hub) -> None:
     r = _post(hub, stow_body([dicom_file(study_uid=CT), b"garbage"]), path=f"/dicom-web/studies/{CT}")
     assert r.status_code == 202, r.text
     assert r.json()["00081198"]["Value"][0]["00081197"]["Value"] == [CANNOT_UNDERSTAND]
+
+
+def test_a_file_naming_its_study_twice_is_stored_only_into_the_study_its_reader_finds(hub: Hub) -> None:
+    """The study check of /studies/{study} reads the UIDs only up to (0020,000E); the ingest reader takes
+    the last StudyInstanceUID of the file, and the pipeline refuses the file when that is another study."""
+    from tests.formats.dicom_builders import _el, part10
+
+    def sr(sop: str, *studies: bytes) -> bytes:  # a Basic Text SR (no pixel data), synthetic
+        ds = (
+            _el(8, 0x16, b"UI", b"1.2.840.10008.5.1.4.1.1.88.11")
+            + _el(8, 0x18, b"UI", sop.encode())
+            + _el(0x12, 0x62, b"CS", b"YES")
+            + _el(0x20, 0x0D, b"UI", studies[0])
+            + _el(0x20, 0x0E, b"UI", b"2.25.3")
+        )
+        later = b"".join(_el(0x20, 0x0D, b"UI", s) for s in studies[1:])  # after (0020,0010), out of order
+        return part10(ds + _el(0x20, 0x10, b"SH", b"1") + later, sop=sop)  # fmt: skip
+
+    r = _post(hub, stow_body([sr("2.25.70", b"2.25.2", b"2.25.99")]), path="/dicom-web/studies/2.25.2")
+    assert r.status_code == 409, r.text
+    assert r.json()["00081198"]["Value"][0]["00081197"] == {"vr": "US", "Value": [PROCESSING_FAILURE]}
+    assert _count(hub, "2.25.99") == 0 and _count(hub, "2.25.2") == 0
+    # The same file naming its study once is stored: the refusal above is the second name's.
+    r = _post(hub, stow_body([sr("2.25.71", b"2.25.2")]), path="/dicom-web/studies/2.25.2")
+    assert r.status_code == 200, r.text
+    assert _count(hub, "2.25.2") == 1

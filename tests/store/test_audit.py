@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import stat
 import subprocess
@@ -15,7 +16,7 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 
-from medcloud.security.audit import GENESIS, AuditSeal, chain_hash
+from medcloud.security.audit import GENESIS, HEAD_FILE, AuditSeal, chain_hash
 from medcloud.store import Catalog, Database
 from medcloud.store.tables import audit_events
 from tests.hub.conftest import Hub, deidentified_dicom
@@ -252,3 +253,24 @@ def test_two_writers_sharing_the_folder_keep_one_sealed_head(tmp_path: Path) -> 
     assert report.ok and report.checked == 100 and report.sealed_seq == 100, report
     for cat in cats:
         cat.dispose()
+
+
+def test_a_seal_rereads_a_head_another_process_advanced(tmp_path: Path) -> None:
+    """Each seal remembers the head file's bytes it last wrote; bytes another process wrote since are read
+    and checked again, so an older head never overwrites a newer one (and a forged slot is not believed)."""
+    a, b = AuditSeal(tmp_path / "secrets"), AuditSeal(tmp_path / "secrets")
+    a.advance(1, "1" * 64, first_sealed=1)
+    a.advance(2, "2" * 64, first_sealed=1)
+    b.advance(5, "5" * 64, first_sealed=1)  # another process got further (slot 1)
+    a.advance(3, "3" * 64, first_sealed=1)  # older than the file's head: ignored, slot 1 keeps 5
+    head, _ = a.read_head()
+    assert head is not None and (head.seq, head.hash) == (5, "5" * 64)
+    # A slot written without the key (seq 9, a made-up MAC) is not taken as the head by the next advance.
+    path = tmp_path / "secrets" / HEAD_FILE
+    raw = bytearray(path.read_bytes())
+    forged = json.dumps({"since": 1, "seq": 9, "hash": "9" * 64, "mac": "0" * 64}).encode().ljust(255) + b"\n"
+    raw[0:256] = forged
+    path.write_bytes(bytes(raw))
+    a.advance(6, "6" * 64, first_sealed=1)
+    head, _ = a.read_head()
+    assert head is not None and (head.seq, head.hash) == (6, "6" * 64)

@@ -50,6 +50,8 @@ class MediaRange:
 
 
 def _split_outside_quotes(text: str, sep: str) -> list[str]:
+    if '"' not in text:  # nothing quoted (the usual header): a plain split gives the same parts
+        return text.split(sep)
     parts: list[str] = []
     buf: list[str] = []
     quoted = escaped = False

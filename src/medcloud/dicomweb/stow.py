@@ -34,6 +34,7 @@ OUT_OF_RESOURCES = 0xA700
 SOP_CLASS_MISMATCH = 0xA900
 CANNOT_UNDERSTAND = 0xC000
 _WANTED = frozenset({T_SOP_CLASS, T_SOP_INSTANCE, T_STUDY_UID, T_SERIES_UID})
+_LAST_WANTED = max(_WANTED)
 _CHUNK = 1024 * 1024
 
 
@@ -79,7 +80,12 @@ def _identify(entry: _Entry, data: bytes | mmap.mmap) -> None:
     """Read the UIDs the response names (and the study to check); a file we cannot read keeps none."""
     with contextlib.suppress(Exception):  # the pipeline gives unreadable files their own clear refusal
         buf, _, syn, pos, _ = open_dicom(data, max_inflated=64 * 1024**2)
-        top, _ = scan_top_level(buf, pos, syn, _WANTED)
+        # The four UIDs come early: the walk stops after the last of them, unless one is missing (then
+        # the whole top level is walked, as before). A file naming its study twice is still stored only
+        # if the study the ingest reader finds is the one asked for (`UploadItem.study_uid`).
+        top, _ = scan_top_level(buf, pos, syn, _WANTED, stop_after=_LAST_WANTED)
+        if len(top) < len(_WANTED):
+            top, _ = scan_top_level(buf, pos, syn, _WANTED)
 
         def uid(tag: int) -> str:
             span = top.get(tag)
@@ -159,7 +165,7 @@ def store_parts(
                 e.reason, e.detail = CANNOT_UNDERSTAND, "no StudyInstanceUID could be read from this part"
                 e.refusal = "400:invalid-input"
             continue
-        e.item = UploadItem(upload, e.sop_instance or "stow-part")
+        e.item = UploadItem(upload, e.sop_instance or "stow-part", study_uid=study_uid)
         items.append(e.item)
     if items:
         ingestor.ingest_many(items, site=site, project=project, subject=subject, client=client)

@@ -442,9 +442,12 @@ def split_dicom(
 
 
 def scan_top_level(
-    buf: Buffer, pos: int, syn: Syntax, wanted: frozenset[int]
+    buf: Buffer, pos: int, syn: Syntax, wanted: frozenset[int], stop_after: int = 0xFFFFFFFF
 ) -> tuple[dict[int, tuple[int, int]], int]:
     """Walk a dataset's top-level elements: ({tag: (value start, value end)} for `wanted`, last tag).
+
+    With `stop_after`, the walk ends at the first element whose tag is greater (a look-up of a few
+    early values, not a check of the whole file: what follows is neither read nor checked).
 
     Every element's length is checked against the bytes present and the last one must end at the end
     of the buffer, so a file cut anywhere inside an element fails. Values are stepped over, and so are
@@ -481,6 +484,8 @@ def scan_top_level(
             g, e, length = hdr_implicit.unpack_from(buf, pos)
             vstart = pos + 8
             sequence = vr_of((g << 16) | e) == "SQ"  # private tags are not in the dictionary: UN
+        if (g << 16) | e > stop_after:
+            break
         if length == UNDEFINED or g == 0xFFFE:
             rest, _ = parse(buf, pos, n, syn, in_item=False)
             for el in rest:

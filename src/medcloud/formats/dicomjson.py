@@ -52,6 +52,34 @@ _SINGLE_VRS = frozenset({"LT", "ST", "UT", "UR"})  # never split at backslashes
 _BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 _NUMBER_FORMATS = {"US": "H", "SS": "h", "UL": "I", "SL": "i", "FL": "f", "FD": "d", "UV": "Q", "SV": "q"}
 _IS = re.compile(r"^[+-]?\d+$")
+_NUMBER_SIZES = {vr: struct.calcsize(fmt) for vr, fmt in _NUMBER_FORMATS.items()}
+_quote = json.encoder.encode_basestring  # a JSON string literal, non-ASCII kept (what json.dumps writes)
+_NO_VALUE: Any = object()  # `_value_text`'s first value of an element written without a Value
+_KEYS: dict[int, str] = {}  # tag -> '"GGGGEEEE":'
+# Short values written before, by what their text depends on (bytes, VR, character set, byte order):
+# the instances of a series repeat most of their header, so most values are written once per series.
+_VALUE_TEXTS: dict[tuple[bytes, str, tuple[str, ...], bool], tuple[str, Any]] = {}
+_VALUE_TEXTS_MAX = 8192  # entries (values under _CACHED_BELOW bytes): a few MiB at most; cleared when full
+_CACHED_BELOW = 80
+_HEADS: dict[str, str] = {}  # VR -> '{"vr":"XX"'
+
+
+def _key(t: int) -> str:
+    key = _KEYS.get(t)
+    if key is None:
+        key = _KEYS[t] = f'"{t:08X}":'
+    return key
+
+
+def _head(vr: str) -> str:
+    head = _HEADS.get(vr)
+    if head is None:
+        head = _HEADS[vr] = '{"vr":' + _quote(vr)
+    return head
+
+
+def _numbers_text(nums: list[int | float]) -> str:
+    return ",".join([repr(n) for n in nums])  # int and float reprs are what json.dumps writes
 
 
 def _strings(raw: bytes, vr: str, charset: Charset) -> list[str]:
@@ -95,6 +123,7 @@ class _Walker:
         self.buf = buf
         self.syn = syn
         self.signed = False
+        self.bits: Any = 16  # the top level's BitsAllocated, as far as `text` has read (16 if absent)
 
     def dataset(self, elems: list[Elem], charset: Charset, top: bool) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -124,6 +153,103 @@ class _Walker:
             if t == _T_PIXEL_REPRESENTATION and top and "Value" in value:
                 self.signed = value["Value"][0] == 1
         return out
+
+    def text(self, elems: list[Elem], charset: Charset, top: bool) -> str:
+        """As `dataset`, written straight as the JSON text `json.dumps(dataset(...))` gives (compact,
+        non-ASCII kept), without building the objects first: this runs for every file at ingest."""
+        out: dict[str, str] = {}  # key -> value text; a repeated tag keeps its first place, last value
+        buf = self.buf
+        for el in elems:
+            t = el.tag
+            if t in _PIXEL_TAGS and top:
+                break
+            vr = el.vr
+            if (vr == "UN" or not el.explicit) and t >> 16 & 1 and 0x10 <= t & 0xFFFF <= 0xFF:
+                vr = "LO"
+            elif t in _US_OR_SS and not el.explicit:
+                vr = "SS" if self.signed else "US"
+            key = _KEYS.get(t) or _key(t)
+            if vr == "SQ":
+                items = el.items or []
+                out[key] = '{"vr":"SQ","Value":[' + ",".join([self.text(i, charset, False) for i in items]) + "]}"
+                continue
+            raw = bytes(buf[el.vstart : el.vend])
+            if t == T_CHARSET:
+                charset = charset_for(raw.rstrip(b" \x00"))
+            ck = (raw, vr, charset.terms, self.syn.le) if len(raw) < _CACHED_BELOW else None
+            got = _VALUE_TEXTS.get(ck) if ck is not None else None
+            if got is None:
+                try:
+                    got = self._value_text(raw, vr, charset)
+                except (ValueError, struct.error, UnicodeError):
+                    continue
+                if ck is not None:
+                    if len(_VALUE_TEXTS) >= _VALUE_TEXTS_MAX:
+                        _VALUE_TEXTS.clear()
+                    _VALUE_TEXTS[ck] = got
+            value, first = got
+            out[key] = value
+            if top:  # what `dataset` reads from its objects: PixelRepresentation's and BitsAllocated's Value[0]
+                if t == _T_PIXEL_REPRESENTATION and first is not _NO_VALUE:
+                    self.signed = first == 1
+                elif t == _T_BITS_ALLOCATED:
+                    self.bits = 16 if first is _NO_VALUE else first
+        return "{" + ",".join([k + v for k, v in out.items()]) + "}"
+
+    def _value_text(self, raw: bytes, vr: str, charset: Charset) -> tuple[str, Any]:
+        """The JSON text of one value (as `_value`, serialised) and its Value[0] (`_NO_VALUE`: none)."""
+        head = _HEADS.get(vr) or _head(vr)
+        if not raw:
+            return head + "}", _NO_VALUE
+        if vr in _BINARY_VRS:
+            return head + ',"InlineBinary":"' + base64.b64encode(raw).decode("ascii") + '"}', _NO_VALUE
+        fmt = _NUMBER_FORMATS.get(vr)
+        if fmt is not None:
+            count = len(raw) // _NUMBER_SIZES[vr]
+            if not count:
+                return head + "}", _NO_VALUE
+            nums = list(struct.unpack_from(f"{'<' if self.syn.le else '>'}{count}{fmt}", raw))
+            if vr in ("FL", "FD"):
+                nums = [n for n in nums if math.isfinite(n)]
+                if not nums:
+                    return head + "}", _NO_VALUE
+            return head + ',"Value":[' + _numbers_text(nums) + "]}", nums[0]
+        if vr == "AT":
+            count = len(raw) // 4
+            pairs = struct.unpack_from(f"{'<' if self.syn.le else '>'}{count * 2}H", raw)
+            if not pairs:
+                return head + "}", _NO_VALUE
+            tags = ",".join([f'"{pairs[i]:04X}{pairs[i + 1]:04X}"' for i in range(0, len(pairs), 2)])
+            return head + ',"Value":[' + tags + "]}", f"{pairs[0]:04X}{pairs[1]:04X}"
+        values = _strings(raw, vr, charset)
+        if vr == "PN":
+            names: list[str] = []
+            first: Any = _NO_VALUE
+            for v in values:
+                groups = v.split("=")
+                if first is _NO_VALUE:
+                    first = groups if any(groups) else None  # truthy like the name object, or None
+                if not any(groups):
+                    names.append("null")
+                    continue
+                name = '{"Alphabetic":' + _quote(groups[0])
+                if len(groups) > 1:
+                    name += ',"Ideographic":' + _quote(groups[1])
+                if len(groups) > 2:
+                    name += ',"Phonetic":' + _quote(groups[2])
+                names.append(name + "}")
+            if all(n == "null" for n in names):
+                return head + "}", _NO_VALUE
+            return head + ',"Value":[' + ",".join(names) + "]}", first
+        if vr == "IS" or vr == "DS":
+            nums_in = [v for v in values if v]
+            numbers = _numbers_is(nums_in) if vr == "IS" else _numbers_ds(nums_in)
+            if not numbers:
+                return head + "}", _NO_VALUE
+            return head + ',"Value":[' + _numbers_text(numbers) + "]}", numbers[0]
+        if all(not v for v in values):
+            return head + "}", _NO_VALUE
+        return head + ',"Value":[' + ",".join([_quote(v) for v in values]) + "]}", values[0]
 
     def _value(self, raw: bytes, vr: str, charset: Charset) -> dict[str, Any]:
         if not raw:
@@ -193,11 +319,15 @@ def file_json(data: Buffer, pixel_path: str | None, *, max_inflated: int = MAX_I
     `pixel_path` is the frames' path relative to the server's base (None: no pixel data element).
     """
     buf, meta, syn, pos, _ = open_dicom(data, max_inflated=max_inflated, inflate_to_disk=True)
-    attrs = dataset_json(buf, syn, pos)
-    syntax = meta.get(0x00020010, b"").rstrip(b" \x00").decode("ascii", "replace")
+    elems, _ = parse(buf, pos, len(buf), syn, in_item=False)
+    walker = _Walker(buf, syn)
+    text = walker.text(elems, charset_for(b""), True)  # written directly: no objects, no second pass
     if pixel_path is not None:
-        attrs["7FE00010"] = {"vr": pixel_vr(syntax, attrs), "BulkDataURI": pixel_path}
-    return json.dumps(attrs, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+        syntax = meta.get(0x00020010, b"").rstrip(b" \x00").decode("ascii", "replace")
+        vr = "OW" if syntax in _NATIVE and (walker.bits or 16) > 8 else "OB"
+        bulk = '"7FE00010":{"vr":"' + vr + '","BulkDataURI":' + _quote(pixel_path) + "}"
+        text = text[:-1] + ("," if len(text) > 2 else "") + bulk + "}"
+    return text.encode("utf-8")
 
 
 def with_base(stored: bytes, base: bytes) -> bytes:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import importlib
 import logging
+import re
 import sys
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
@@ -127,11 +128,17 @@ class BodyLimits:
         self.app = app
         self.timeout_s = timeout_s
         # FastAPI reads the whole body of a route that takes a model, whatever its Content-Type.
-        self.json_routes = [(r.methods or set(), r.path_regex) for r in json_routes]
+        # Per method, each route's literal path up to its first parameter, then its pattern: an upload
+        # (a POST no JSON route's literal prefix matches) is told apart without running a pattern.
+        self.json_routes: dict[str, list[tuple[str, re.Pattern[str]]]] = {}
+        for r in json_routes:
+            for method in r.methods or set():
+                self.json_routes.setdefault(method, []).append((r.path.split("{", 1)[0], r.path_regex))
 
     def _takes_json(self, scope: Scope) -> bool:
-        method, path = scope.get("method", ""), scope.get("path", "")
-        return any(method in methods and regex.match(path) for methods, regex in self.json_routes)
+        path = scope.get("path", "")
+        routes = self.json_routes.get(scope.get("method", ""), ())
+        return any(path.startswith(prefix) and regex.match(path) for prefix, regex in routes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

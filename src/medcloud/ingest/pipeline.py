@@ -17,7 +17,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from medcloud.errors import InvalidInput, MedcloudError, TooLarge, UnsupportedFormat
+from medcloud.errors import Conflict, InvalidInput, MedcloudError, TooLarge, UnsupportedFormat
 from medcloud.formats.limits import MAX_INFLATED_BYTES
 from medcloud.formats.records import DicomRecord, ImageRecord
 from medcloud.formats.sniff import MEDIA_TYPES, sniff
@@ -62,6 +62,7 @@ class UploadItem:
     expected_sha256: str | None = None
     result: IngestResult | None = None
     error: MedcloudError | None = None
+    study_uid: str | None = None  # the study the file must belong to (STOW-RS to /studies/{study})
     _record: DicomRecord | ImageRecord | None = field(default=None, repr=False)
     _json: bytes | None = field(default=None, repr=False)
 
@@ -370,6 +371,8 @@ class Ingestor:
             item._record = read_dicom(
                 source, require_deidentified=self.require_deidentified, max_inflated=self.max_upload_bytes
             )
+            if item.study_uid is not None and item._record.study_uid != item.study_uid:
+                raise Conflict(f"instance of study {item._record.study_uid}, not of {item.study_uid}")
             converted = stored_json(source, item._record, max_inflated=self.max_upload_bytes)
             # Encrypted at rest with the blob store's envelope when encryption is on (plain otherwise).
             item._json = None if converted is None else self.blobs.seal_value(sha, converted)

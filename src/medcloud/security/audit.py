@@ -81,6 +81,9 @@ class AuditSeal:
         self._key = _load_or_create_key(folder / KEY_FILE)
         self._head_path = folder / HEAD_FILE
         self._lock = threading.Lock()
+        # The head file's bytes as this process last wrote (or checked) them, and the head they hold:
+        # the same bytes read again need not be parsed and checked again (any other bytes are).
+        self._known: tuple[bytes, SealedHead | None] | None = None
 
     def event_mac(self, event_hash: str) -> str:
         """The MAC one event row carries: HMAC-SHA256 of its chain hash."""
@@ -124,7 +127,10 @@ class AuditSeal:
             try:
                 if fcntl is not None:
                     fcntl.flock(fd, fcntl.LOCK_EX)  # processes sharing the folder advance it in turn
-                current = self._newest(os.pread(fd, 2 * _SLOT, 0))
+                raw = os.pread(fd, 2 * _SLOT, 0)
+                known = self._known
+                current = known[1] if known is not None and known[0] == raw else self._newest(raw)
+                self._known = (raw, current)
                 if current is not None and current.seq >= seq:
                     return
                 since = current.since if current is not None else first_sealed
@@ -134,6 +140,9 @@ class AuditSeal:
                 # Not fsynced: after a power cut the head may lag the database (a lower bound still),
                 # never lead it, because it is written only after the commit.
                 os.pwrite(fd, slot, (seq % 2) * _SLOT)
+                if len(raw) == 2 * _SLOT and len(slot) == _SLOT:  # the file now holds `raw`, this slot replaced
+                    at = (seq % 2) * _SLOT
+                    self._known = (raw[:at] + slot + raw[at + _SLOT :], SealedHead(since, seq, head_hash))
             finally:
                 os.close(fd)  # closing releases the flock
 

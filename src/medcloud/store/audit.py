@@ -49,15 +49,18 @@ def _marked(subject: str, detail: dict[str, Any] | None) -> dict[str, Any] | Non
     return {**(detail or {}), "break_glass": True, "severity": "high"}
 
 
+# Built once: every audited write reads the chain's head and inserts (building costs more than running).
+_HEAD = sa.select(audit_events.c.seq, audit_events.c.hash).order_by(audit_events.c.seq.desc()).limit(1)
+_INSERT = audit_events.insert()
+
+
 class AuditChain:
     """Appends events to the hash chain inside one write transaction (which serializes writers)."""
 
     def __init__(self, conn: Connection, seal: AuditSeal | None = None) -> None:
         self._conn = conn
         self._seal = seal
-        head = conn.execute(
-            sa.select(audit_events.c.seq, audit_events.c.hash).order_by(audit_events.c.seq.desc()).limit(1)
-        ).first()
+        head = conn.execute(_HEAD).first()
         self._seq, self._prev = (int(head.seq), str(head.hash)) if head else (0, GENESIS)
 
     def append(
@@ -84,7 +87,7 @@ class AuditChain:
         returns the stored rows."""
         rows = [self._link(ev) for ev in events]
         if rows:
-            self._conn.execute(audit_events.insert(), rows)
+            self._conn.execute(_INSERT, rows)
             self._seal_after_commit(rows[0])
         return rows
 
@@ -100,7 +103,7 @@ class AuditChain:
                 out.append(exc)
         rows = [r for r in out if isinstance(r, dict)]
         if rows:
-            self._conn.execute(audit_events.insert(), rows)
+            self._conn.execute(_INSERT, rows)
             self._seal_after_commit(rows[0])
         return out
 

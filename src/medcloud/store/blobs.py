@@ -146,8 +146,13 @@ class SpooledUpload:
         return self._hash.hexdigest()
 
     def data(self) -> bytes | None:
-        """The whole upload if it is held in memory."""
-        return b"".join(self._chunks) if self._chunks is not None else None
+        """The whole upload if it is held in memory (joined once: later calls return the same bytes)."""
+        chunks = self._chunks
+        if chunks is None:
+            return None
+        if len(chunks) != 1 or type(chunks[0]) is not bytes:  # a memoryview chunk is copied out too
+            chunks[:] = [b"".join(chunks)]
+        return chunks[0]
 
     def discard(self) -> None:
         if self._fh is not None:

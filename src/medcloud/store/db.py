@@ -6,6 +6,7 @@ transactions so the audit chain stays linear; reads run concurrently on their ow
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -44,6 +45,10 @@ class Database:
         self.encrypted = sqlite_key is not None
         self._write_lock = threading.Lock()
         self._writer_lock_fd: int | None = None
+        # SQLite: the one connection writes go through, kept between them (writers are serialized, so one
+        # is enough); checking a connection out of the pool and back in cost more CPU than a small ingest's
+        # SQL. Opened on first use, dropped after a failed transaction and by `dispose`.
+        self._writer: Connection | None = None
         kwargs: dict[str, Any] = {"future": True}
         if sqlite_key is not None and self.dialect != "sqlite":
             raise ValueError("sqlite_key is for a SQLite catalog")
@@ -89,6 +94,8 @@ class Database:
 
     def dispose(self) -> None:
         """Close every pooled connection and the writer lock."""
+        with self._write_lock:
+            self._drop_writer()
         if self._writer_lock_fd is not None:
             os.close(self._writer_lock_fd)
             self._writer_lock_fd = None
@@ -105,17 +112,39 @@ class Database:
         """
         with self._write_lock, self._process_lock():
             callbacks: dict[str, Callable[[], None]] = {}
-            with self.write_engine.begin() as conn:
-                conn.info[_AFTER_COMMIT] = callbacks
+            if self.dialect == "sqlite":
+                conn = self._writer
+                if conn is None or conn.closed or conn.invalidated:
+                    conn = self._writer = self.write_engine.connect()
                 try:
-                    if self.dialect == "postgresql":
-                        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_WRITE_LOCK})")
-                    yield conn
-                finally:
-                    # conn.info outlives this checkout (the pool keeps it): never leave callbacks behind.
-                    conn.info.pop(_AFTER_COMMIT, None)
+                    with conn.begin():
+                        conn.info[_AFTER_COMMIT] = callbacks
+                        try:
+                            yield conn
+                        finally:
+                            conn.info.pop(_AFTER_COMMIT, None)  # never leave callbacks behind
+                except sa.exc.SQLAlchemyError:
+                    self._drop_writer()  # a database error: the next writer starts on a fresh connection
+                    raise
+            else:
+                with self.write_engine.begin() as conn:
+                    conn.info[_AFTER_COMMIT] = callbacks
+                    try:
+                        if self.dialect == "postgresql":
+                            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_WRITE_LOCK})")
+                        yield conn
+                    finally:
+                        # conn.info outlives this checkout (the pool keeps it): never leave callbacks behind.
+                        conn.info.pop(_AFTER_COMMIT, None)
             for callback in callbacks.values():
                 callback()
+
+    def _drop_writer(self) -> None:
+        """Close the kept SQLite write connection (called holding the write lock)."""
+        conn, self._writer = self._writer, None
+        if conn is not None:
+            with contextlib.suppress(Exception):  # a broken connection is dropped all the same
+                conn.close()
 
     @staticmethod
     def after_commit(conn: Connection, key: str, callback: Callable[[], None]) -> None:

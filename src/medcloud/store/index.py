@@ -18,6 +18,51 @@ from medcloud.store.tables import images, instance_json, instances, series, stud
 
 __all__ = ["IndexEntry", "Indexer", "refresh_counts", "store_instance_json"]
 
+# The statements of the ingest path, built once: building a statement and its cache key cost more CPU
+# than SQLite takes to run it, and a group of one instance runs about a dozen of them. The SQL is what
+# building them per call gave (an IN list is an expanding parameter either way).
+_UIDS: sa.BindParameter[str] = sa.bindparam("uids", expanding=True)
+_IDS: sa.BindParameter[int] = sa.bindparam("ids", expanding=True)
+_KNOWN_INSTANCES = (
+    sa.select(instances.c.sop_uid, instances.c.sha256, studies.c.site, studies.c.project)
+    .select_from(instances.join(series).join(studies))
+    .where(instances.c.sop_uid.in_(_UIDS))
+)
+_KNOWN_STUDIES = sa.select(studies.c.id, studies.c.study_uid, studies.c.site, studies.c.project).where(
+    studies.c.study_uid.in_(_UIDS)
+)
+_KNOWN_SERIES = (
+    sa.select(series.c.id, series.c.series_uid, studies.c.study_uid)
+    .select_from(series.join(studies))
+    .where(series.c.series_uid.in_(_UIDS))
+)
+_INSERT_STUDIES = studies.insert().returning(studies.c.id, studies.c.study_uid, sort_by_parameter_order=True)
+_INSERT_SERIES = series.insert().returning(series.c.id, series.c.series_uid, sort_by_parameter_order=True)
+_INSERT_INSTANCES = instances.insert()
+_RECOUNT_SERIES = (
+    series.update()
+    .where(series.c.id.in_(_IDS))
+    .values(n_instances=sa.select(sa.func.count()).where(instances.c.series_id == series.c.id).scalar_subquery())
+)
+_STUDIES_OF_SERIES = sa.select(series.c.study_id).where(series.c.id.in_(_IDS))
+# Per study and modality: how many series, and their instances (the study's counts and modalities follow).
+_STUDY_SERIES = (
+    sa.select(
+        series.c.study_id,
+        series.c.modality,
+        sa.func.count().label("n_series"),
+        sa.func.coalesce(sa.func.sum(series.c.n_instances), 0).label("n_instances"),
+    )
+    .where(series.c.study_id.in_(_IDS))
+    .group_by(series.c.study_id, series.c.modality)
+)
+_SET_STUDY_COUNTS = (
+    studies.update()
+    .where(studies.c.id == sa.bindparam("sid"))
+    .values(n_series=sa.bindparam("ns"), n_instances=sa.bindparam("ni"), modalities=sa.bindparam("mods"))
+)
+_INSERT_JSON: dict[str, Any] = {}
+
 
 @dataclass
 class IndexEntry:
@@ -65,11 +110,7 @@ class Indexer:
         recs = [(e, cast(DicomRecord, e.record)) for e in entries]
         known: dict[str, tuple[str, str, str]] = {}
         for chunk in self._in_chunks(sorted({r.sop_uid for _, r in recs})):
-            for row in conn.execute(
-                sa.select(instances.c.sop_uid, instances.c.sha256, studies.c.site, studies.c.project)
-                .select_from(instances.join(series).join(studies))
-                .where(instances.c.sop_uid.in_(chunk))
-            ):
+            for row in conn.execute(_KNOWN_INSTANCES, {"uids": chunk}):
                 known[row.sop_uid] = (row.sha256, row.site, row.project)
         fresh: list[tuple[IndexEntry, DicomRecord]] = []
         first_in_batch: dict[str, IndexEntry] = {}
@@ -107,11 +148,7 @@ class Indexer:
         study_ids: dict[str, int] = {}
         foreign_studies: set[str] = set()
         for chunk in self._in_chunks(sorted({r.study_uid for _, r in fresh})):
-            for row in conn.execute(
-                sa.select(studies.c.id, studies.c.study_uid, studies.c.site, studies.c.project).where(
-                    studies.c.study_uid.in_(chunk)
-                )
-            ):
+            for row in conn.execute(_KNOWN_STUDIES, {"uids": chunk}):
                 if (row.site, row.project) == (site, project):
                     study_ids[row.study_uid] = int(row.id)
                 else:
@@ -119,11 +156,7 @@ class Indexer:
         series_ids: dict[str, int] = {}
         series_study: dict[str, str] = {}  # series UID -> the study UID it belongs to (stored or planned)
         for chunk in self._in_chunks(sorted({r.series_uid for _, r in fresh})):
-            for srow in conn.execute(
-                sa.select(series.c.id, series.c.series_uid, studies.c.study_uid)
-                .select_from(series.join(studies))
-                .where(series.c.series_uid.in_(chunk))
-            ):
+            for srow in conn.execute(_KNOWN_SERIES, {"uids": chunk}):
                 series_ids[srow.series_uid] = int(srow.id)
                 series_study[srow.series_uid] = srow.study_uid
         final: list[tuple[IndexEntry, DicomRecord]] = []
@@ -162,21 +195,17 @@ class Indexer:
                     },
                 )
         if new_studies:
-            for row in conn.execute(
-                studies.insert().returning(studies.c.id, studies.c.study_uid, sort_by_parameter_order=True),
-                list(new_studies.values()),
-            ):
+            for row in conn.execute(_INSERT_STUDIES, list(new_studies.values())):
                 study_ids[row.study_uid] = int(row.id)
         if new_series:
             for srow in conn.execute(
-                series.insert().returning(series.c.id, series.c.series_uid, sort_by_parameter_order=True),
-                [{**row, "study_id": study_ids[study_uid]} for study_uid, row in new_series.values()],
+                _INSERT_SERIES, [{**row, "study_id": study_ids[study_uid]} for study_uid, row in new_series.values()]
             ):
                 series_ids[srow.series_uid] = int(srow.id)
         if not final:
             return
         conn.execute(
-            instances.insert(),
+            _INSERT_INSTANCES,
             [
                 {
                     "sop_uid": rec.sop_uid,
@@ -255,43 +284,36 @@ def refresh_counts(conn: Connection, series_ids: Iterable[int], *, study_ids: It
     that knows the series' studies (ingest planned them) passes `study_ids` and saves looking them up."""
     ids = sorted(set(series_ids))
     for i in range(0, len(ids), 500):
-        chunk = ids[i : i + 500]
-        n = sa.select(sa.func.count()).where(instances.c.series_id == series.c.id).scalar_subquery()
-        conn.execute(series.update().where(series.c.id.in_(chunk)).values(n_instances=n))
+        conn.execute(_RECOUNT_SERIES, {"ids": ids[i : i + 500]})
     if study_ids is None:
         found: set[int] = set()
         for i in range(0, len(ids), 500):
-            q = sa.select(series.c.study_id).where(series.c.id.in_(ids[i : i + 500]))
-            found.update(int(s) for s in conn.execute(q).scalars())
+            found.update(int(s) for s in conn.execute(_STUDIES_OF_SERIES, {"ids": ids[i : i + 500]}).scalars())
         study_ids = found
     refresh_study_counts(conn, study_ids)
 
 
 def refresh_study_counts(conn: Connection, study_ids: Iterable[int]) -> None:
-    """Recount `n_series`, `n_instances` and `modalities` of these studies from their series rows."""
+    """Recount `n_series`, `n_instances` and `modalities` of these studies from their series rows.
+
+    Two statements per 500 studies: their series counted per modality, then each study's three values set."""
     ids = sorted(set(study_ids))
     for i in range(0, len(ids), 500):
         chunk = ids[i : i + 500]
-        where = series.c.study_id == studies.c.id
-        conn.execute(
-            studies.update()
-            .where(studies.c.id.in_(chunk))
-            .values(
-                n_series=sa.select(sa.func.count()).where(where).scalar_subquery(),
-                n_instances=sa.select(sa.func.coalesce(sa.func.sum(series.c.n_instances), 0))
-                .where(where)
-                .scalar_subquery(),
-            )
-        )
+        counts: dict[int, list[int]] = {k: [0, 0] for k in chunk}
         found: dict[int, set[str]] = {k: set() for k in chunk}
-        for row in conn.execute(
-            sa.select(series.c.study_id, series.c.modality).distinct().where(series.c.study_id.in_(chunk))
-        ):
+        for row in conn.execute(_STUDY_SERIES, {"ids": chunk}):
+            sid = int(row.study_id)
+            counts[sid][0] += int(row.n_series)
+            counts[sid][1] += int(row.n_instances)
             if row.modality:
-                found[int(row.study_id)].add(str(row.modality))
+                found[sid].add(str(row.modality))
         conn.execute(
-            studies.update().where(studies.c.id == sa.bindparam("sid")).values(modalities=sa.bindparam("mods")),
-            [{"sid": k, "mods": "\\".join(sorted(v))[:160]} for k, v in found.items()],
+            _SET_STUDY_COUNTS,
+            [
+                {"sid": k, "ns": counts[k][0], "ni": counts[k][1], "mods": "\\".join(sorted(found[k]))[:160]}
+                for k in chunk
+            ],
         )
 
 
@@ -300,14 +322,20 @@ def store_instance_json(conn: Connection, rows: Sequence[tuple[str, bytes]]) -> 
     if not rows:
         return
     values = [{"sha256": sha, "body": body} for sha, body in dict(rows).items()]
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
+    dialect = conn.dialect.name
+    if dialect in ("postgresql", "sqlite"):
+        stmt = _INSERT_JSON.get(dialect)
+        if stmt is None:
+            if dialect == "postgresql":
+                from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-        conn.execute(pg_insert(instance_json).on_conflict_do_nothing(index_elements=["sha256"]), values)
-    elif conn.dialect.name == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+                stmt = pg_insert(instance_json).on_conflict_do_nothing(index_elements=["sha256"])
+            else:
+                from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-        conn.execute(sqlite_insert(instance_json).on_conflict_do_nothing(index_elements=["sha256"]), values)
+                stmt = sqlite_insert(instance_json).on_conflict_do_nothing(index_elements=["sha256"])
+            _INSERT_JSON[dialect] = stmt
+        conn.execute(stmt, values)
     else:  # pragma: no cover - the catalog runs on SQLite or PostgreSQL
         held = set(conn.scalars(sa.select(instance_json.c.sha256).where(instance_json.c.sha256.in_(list(dict(rows))))))
         fresh = [v for v in values if v["sha256"] not in held]

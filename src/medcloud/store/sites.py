@@ -14,9 +14,12 @@ from medcloud.store.tables import images, instances, series, sites, societies, s
 __all__ = ["Sites", "ensure_site"]
 
 
+_SITE_KNOWN = sa.select(sites.c.name).where(sites.c.name == sa.bindparam("site"))  # built once: every ingest asks
+
+
 def ensure_site(conn: Connection, site: str) -> None:
     """Register `site` (named after itself) unless it is known, in the caller's write transaction."""
-    if conn.execute(sa.select(sites.c.name).where(sites.c.name == site)).first() is None:
+    if conn.execute(_SITE_KNOWN, {"site": site}).first() is None:
         conn.execute(sites.insert().values(name=site, display_name=site, created_at=utcnow()))
 
 
