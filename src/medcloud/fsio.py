@@ -6,16 +6,21 @@ import os
 import threading
 from pathlib import Path
 
-__all__ = ["fsync_dir", "write_atomic"]
+__all__ = ["fsync_dir", "fsync_path", "write_atomic"]
 
 
-def fsync_dir(path: Path) -> None:
-    """Make a folder's entries (a new or renamed file) durable."""
+def fsync_path(path: Path) -> None:
+    """Make a file's bytes, or a folder's entries (a new or renamed file), durable."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a folder's entries (a new or renamed file) durable."""
+    fsync_path(path)
 
 
 def write_atomic(path: Path, data: bytes, *, mode: int = 0o600, sync_dir: bool = True) -> None:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from medcloud.errors import ConfigError, MedcloudError
+from medcloud.fsio import fsync_path
 from medcloud.security.envelope import KeyUnavailable, load_kek, store_envelope
 
 __all__ = [
@@ -179,14 +180,6 @@ def _row_counts(con: Any, schema: str = "main") -> dict[str, int]:
     return {n: int(con.execute(f'SELECT count(*) FROM {schema}."{n}"').fetchone()[0]) for n in names}  # noqa: S608
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def encrypt_catalog(settings: Any, *, log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Convert a plain SQLite catalog into a SQLCipher one in place; a no-op when already encrypted.
 
@@ -251,12 +244,12 @@ def encrypt_catalog(settings: Any, *, log: Callable[[str], None] | None = None) 
             check.close()
         if after != before or ok != "ok":
             raise MedcloudError(f"the encrypted copy of {path} does not match it ({ok}); the catalog is unchanged")
-        _fsync(tmp)
+        fsync_path(tmp)
         for side in ("-wal", "-shm"):  # the plain file's, empty after leaving WAL mode
             path.with_name(path.name + side).unlink(missing_ok=True)
         os.replace(tmp, path)
         with contextlib.suppress(OSError):
-            _fsync(path.parent)
+            fsync_path(path.parent)
     except BaseException:
         with contextlib.suppress(OSError):
             con.close()
