@@ -490,16 +490,7 @@ class Envelope:
             if found is not None:
                 self._cache.move_to_end(key_id)
                 return found
-        row = self.table.get(key_id)
-        if row is None:
-            raise IntegrityError(f"data key {key_id} is missing from {self.table_path} (restore it from a backup)")
-        if self.kek is None:
-            raise KeyUnavailable(
-                f"data key {key_id} is encrypted at rest but no key-encryption key is configured"
-                " (set encryption_key_file, encryption_key_env or encryption_kms_command)"
-            )
-        key = self.kek.unwrap(row[0], row[1], key_id)
-        aead = AESGCM(key)
+        aead = AESGCM(self.key_bytes(key_id))
         self._remember(key_id, aead)
         return aead
 
