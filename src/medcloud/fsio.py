@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
 import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-__all__ = ["fsync_dir", "fsync_path", "write_atomic"]
+__all__ = ["fsync_dir", "fsync_path", "sqlite_immediate", "write_atomic"]
 
 
 def fsync_path(path: Path) -> None:
@@ -47,3 +51,20 @@ def write_atomic(path: Path, data: bytes, *, mode: int = 0o600, sync_dir: bool =
         raise
     if sync_dir:
         fsync_dir(path.parent)
+
+
+@contextlib.contextmanager
+def sqlite_immediate(
+    db: sqlite3.Connection, lock: contextlib.AbstractContextManager[Any]
+) -> Iterator[sqlite3.Connection]:
+    """A write transaction on an autocommit (`isolation_level=None`) sqlite3 connection that takes the
+    database's write lock up front (BEGIN IMMEDIATE), so writers of other processes queue instead of
+    failing at commit; `lock` serializes this process's threads. Rolled back on any exception."""
+    with lock:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from medcloud.fsio import fsync_dir, write_atomic
+from medcloud.fsio import fsync_dir, sqlite_immediate, write_atomic
 from medcloud.security.envelope import STREAM_MAGIC, DataKey, Envelope, Kek, is_stream
 
 SCHEMA_VERSION = 1
@@ -209,14 +209,8 @@ class Outbox:
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        with sqlite_immediate(self._db, self._lock) as db:
+            yield db
 
     # -- sources --------------------------------------------------------------------------------
     def seen(self, ref: SourceRef) -> bool:

@@ -62,6 +62,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from medcloud.errors import ConfigError, IntegrityError, MedcloudError
+from medcloud.fsio import sqlite_immediate
 
 __all__ = [
     "STREAM_MAGIC",
@@ -345,14 +346,8 @@ class KeyTable:
     @contextlib.contextmanager
     def immediate(self) -> Iterator[sqlite3.Connection]:
         """A write transaction that holds the table's lock across processes (rotation against writers)."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        with sqlite_immediate(self._db, self._lock) as db:
+            yield db
 
     def get(self, key_id: str) -> tuple[str, bytes] | None:
         with self._lock:
