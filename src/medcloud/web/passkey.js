@@ -73,6 +73,18 @@ function descriptors(list) {
   return (list || []).map((c) => ({ ...c, id: toBuffer(c.id) }));
 }
 
+/** A credential as the hub's verify routes read it (WebAuthn's JSON form): the fields every credential has,
+ * plus `response`'s own fields, which differ between registration and sign-in. */
+function credentialJSON(credential, responseFields) {
+  return {
+    id: credential.id,
+    rawId: toB64url(credential.rawId),
+    type: credential.type,
+    clientExtensionResults: credential.getClientExtensionResults(),
+    response: { clientDataJSON: toB64url(credential.response.clientDataJSON), ...responseFields },
+  };
+}
+
 /** Create a passkey for the signed-in person and store it on the hub. */
 export async function registerPasskey(token) {
   const options = await post(`${BASE}/register/options`, token);
@@ -85,17 +97,10 @@ export async function registerPasskey(token) {
   const credential = await navigator.credentials.create({ publicKey });
   const response = credential.response;
   return post(`${BASE}/register/verify`, token, {
-    credential: {
-      id: credential.id,
-      rawId: toB64url(credential.rawId),
-      type: credential.type,
-      clientExtensionResults: credential.getClientExtensionResults(),
-      response: {
-        clientDataJSON: toB64url(response.clientDataJSON),
-        attestationObject: toB64url(response.attestationObject),
-        transports: typeof response.getTransports === "function" ? response.getTransports() : [],
-      },
-    },
+    credential: credentialJSON(credential, {
+      attestationObject: toB64url(response.attestationObject),
+      transports: typeof response.getTransports === "function" ? response.getTransports() : [],
+    }),
   });
 }
 
@@ -116,18 +121,11 @@ export async function usePasskey(token) {
   const credential = await navigator.credentials.get({ publicKey });
   const response = credential.response;
   return post(`${BASE}/authenticate/verify`, token, {
-    credential: {
-      id: credential.id,
-      rawId: toB64url(credential.rawId),
-      type: credential.type,
-      clientExtensionResults: credential.getClientExtensionResults(),
-      response: {
-        clientDataJSON: toB64url(response.clientDataJSON),
-        authenticatorData: toB64url(response.authenticatorData),
-        signature: toB64url(response.signature),
-        userHandle: response.userHandle ? toB64url(response.userHandle) : null,
-      },
-    },
+    credential: credentialJSON(credential, {
+      authenticatorData: toB64url(response.authenticatorData),
+      signature: toB64url(response.signature),
+      userHandle: response.userHandle ? toB64url(response.userHandle) : null,
+    }),
   });
 }
 
