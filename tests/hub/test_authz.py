@@ -80,9 +80,11 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("DELETE", "/api/v1/auth/webauthn/enrolment-codes/{code_id}"): {"admin"},
     ("POST", "/api/v1/auth/webauthn/enrolment-codes/redeem"): set(),
     # The MHLW self-check of the deployment (tests/hub/test_selfcheck_api.py).
-    ("GET", "/api/v1/admin/self-check"): {"admin"},
-    # The log's public keys across rotations (tests/security/test_log_key_rotation.py).
+    # The auditor runs it too: the regular self-audit is the auditor's (MHLW guideline).
+    ("GET", "/api/v1/admin/self-check"): {"admin", "auditor"},
+    # The log's public keys across rotations, and a rotation (tests/hub/test_log_key_rotation.py).
     ("GET", "/api/v1/audit/log-keys"): {"auditor"},
+    ("POST", "/api/v1/audit/log-key/rotate"): {"admin"},
     ("GET", "/api/v1/jobs/{job_id}/dataset/manifest"): set(),
     ("GET", "/api/v1/jobs/{job_id}/dataset/files/{ref}"): set(),
     ("GET", "/api/v1/jobs/{job_id}/dataset/batch"): set(),

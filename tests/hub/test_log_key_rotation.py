@@ -163,3 +163,44 @@ def test_unknown_keys_and_forged_rotations_are_refused(hub: Hub, tmp_path: Path)
     report = hub.state.catalog.audit.verify()
     assert not report.ok and "unknown log key" in report.reason and f"size {size + 1}" in report.reason
     assert isinstance(_cli("audit", "verify", "--data", data).exception, IntegrityError)
+
+
+def test_an_admin_rotates_through_the_api_and_nobody_else_can(hub: Hub, tmp_path: Path) -> None:
+    """`POST /api/v1/audit/log-key/rotate`: the same rotation as the CLI, by an admin only (auditors read the
+    log but change nothing), audited under the admin; the hub signs its next checkpoint with the new key
+    without a restart, and the statement verifies."""
+    _ingest(hub, 2)
+    audit = hub.state.catalog.audit
+    old_id = audit.log_key.log_id  # type: ignore[union-attr]
+    key_file = hub.data_dir / "secrets" / "audit-log.ed25519"
+    before = key_file.read_bytes()
+    path = "/api/v1/audit/log-key/rotate"
+    for who in ("auditor", "researcher", "clinician", "site_a"):
+        r = hub.client.post(path, headers=hub.auth(who))
+        assert r.status_code == 403, (who, r.text)
+        assert r.headers["content-type"].startswith("application/problem+json")
+    assert hub.client.post(path).status_code == 401
+    assert key_file.read_bytes() == before and audit.current_key().log_id == old_id  # type: ignore[union-attr]
+
+    r = hub.client.post(path, headers=hub.auth("admin"))
+    assert r.status_code == 200, r.text
+    statement = r.json()
+    assert statement["old_log_id"] == old_id and statement["new_log_id"] != old_id
+    verify_rotation(statement)
+    assert key_file.read_bytes() != before and oct(key_file.stat().st_mode & 0o777) == "0o600"
+    assert not key_file.with_name(key_file.name + ".new").exists()
+    _ingest(hub, 1)
+    assert audit.checkpoint().log_id == statement["new_log_id"]
+    assert audit.verify().ok
+    events = audit.page(0, 1000, "audit.log-key.rotate")
+    admin_token_id = hub.tokens["admin"].removeprefix("mct_").split(".")[0]
+    assert len(events) == 1 and events[0]["subject"] == f"admin:{admin_token_id}"
+    assert json.loads(events[0]["detail"])["new_log_id"] == statement["new_log_id"]
+    # The auditor's export shows the chain; a second rotation continues it.
+    doc = hub.client.get("/api/v1/audit/log-keys", headers=hub.auth("auditor")).json()
+    assert doc["current"] == statement["new_log_id"] and doc["rotations"] == [statement]
+    again = hub.client.post(path, headers=hub.auth("admin"))
+    assert again.status_code == 200 and again.json()["old_log_id"] == statement["new_log_id"]
+    trusted = load_public_key(statement["old_public_key"].encode())
+    chain = hub.client.get("/api/v1/audit/log-keys", headers=hub.auth("auditor")).json()["rotations"]
+    assert again.json()["new_log_id"] in set(trusted_keys(trusted, chain))  # reachable from the first key

@@ -1,5 +1,5 @@
 """`GET /api/v1/admin/self-check`: the same report as `medcloud audit self-check`, as JSON or as an HTML page
-under the hub's strict CSP; admins only (with a fresh passkey for people), audited, refusals audited too,
+under the hub's strict CSP; admins and auditors only (with a fresh passkey for people), audited, refusals audited too,
 and described in the OpenAPI document with problem-details errors."""
 
 from __future__ import annotations
@@ -67,8 +67,24 @@ def test_admin_gets_the_cli_report_as_json_and_as_html(hub: Hub) -> None:
     assert "encryption_in_transit" in json.loads(runs[0][2])["failed"]
 
 
-def test_everyone_but_an_admin_is_refused_and_audited(hub: Hub) -> None:
-    for who in ("auditor", "researcher", "clinician", "site_a"):
+def test_the_auditor_runs_it_too_and_changes_nothing(hub: Hub) -> None:
+    """The regular self-audit is the auditor's job (MHLW guideline): the auditor gets the same report,
+    audited under the auditor; the admin's runs and the auditor's are told apart in the trail."""
+    r = hub.client.get(PATH, headers=hub.auth("auditor") | {"Accept": "application/json"})
+    assert r.status_code == 200, r.text
+    admin = hub.client.get(PATH, headers=hub.auth("admin") | {"Accept": "application/json"}).json()
+    assert [(i["id"], i["status"]) for i in r.json()["items"] if i["id"] != "time_source"] == [
+        (i["id"], i["status"]) for i in admin["items"] if i["id"] != "time_source"
+    ]
+    runs = _audit(hub, "admin.self-check")
+    assert [s.split(":")[0] for s, _, _ in runs] == ["auditor", "admin"]
+    # An auditor's token still cannot act: rotating the log key or issuing tokens is refused.
+    assert hub.client.post("/api/v1/audit/log-key/rotate", headers=hub.auth("auditor")).status_code == 403
+    assert hub.client.get("/api/v1/tokens", headers=hub.auth("auditor")).status_code == 403
+
+
+def test_everyone_but_an_admin_or_auditor_is_refused_and_audited(hub: Hub) -> None:
+    for who in ("researcher", "clinician", "site_a"):
         r = hub.client.get(PATH, headers=hub.auth(who))
         assert r.status_code == 403, (who, r.text)
         assert r.headers["content-type"].startswith("application/problem+json")
@@ -79,13 +95,14 @@ def test_everyone_but_an_admin_is_refused_and_audited(hub: Hub) -> None:
         PATH, headers={"Authorization": "Bearer mct_0000000000000000." + "A" * 43, "Accept": "text/html"}
     )
     assert r.status_code == 401 and "items" not in r.text
-    # A person's admin session without a recent passkey: the step-up applies.
-    boss = _issue(
-        hub.state.catalog, Role.ADMIN, None, (), "sign-in", timedelta(hours=1), "test", "", kind="session",
-        person="boss@hospital.example",
-    ).token  # fmt: skip
-    r = hub.client.get(PATH, headers={"Authorization": f"Bearer {boss}"})
-    assert r.status_code == 403 and r.json()["type"].endswith("/second-factor-required")
+    # A person's admin or auditor session without a recent passkey: the step-up applies.
+    for role, person in ((Role.ADMIN, "boss@hospital.example"), (Role.AUDITOR, "audit@hospital.example")):
+        session = _issue(
+            hub.state.catalog, role, None, (), "sign-in", timedelta(hours=1), "test", "", kind="session",
+            person=person,
+        ).token  # fmt: skip
+        r = hub.client.get(PATH, headers={"Authorization": f"Bearer {session}"})
+        assert r.status_code == 403 and r.json()["type"].endswith("/second-factor-required"), role
     refused = _audit(hub, f"GET {PATH}")
     assert len(refused) == 7 and all(o.startswith("refused:40") for _, o, _ in refused)
     assert _audit(hub, "admin.self-check") == []

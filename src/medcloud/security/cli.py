@@ -130,47 +130,18 @@ def rotate_log_key(data: Path | None = DataOpt) -> None:
     """Replace the log's signing key: the old key signs a checkpoint over every event, both keys sign a
     rotation statement (and that checkpoint), the old public key stays in the catalog, the old private
     key is overwritten. Earlier checkpoints and proofs stay verifiable. Prints the statement (JSON)."""
-    from medcloud.security.merkle import LogKey
-    from medcloud.store.catalog import log_key_path
+    from medcloud.store.catalog import rotate_log_key as rotate
 
     settings, cat = _open_catalog(data, create_key=True)
-    path = log_key_path(settings)
-    pending = path.with_name(path.name + ".new")
     try:
-        known = {k["log_id"] for k in cat.audit.keys_document()["keys"]}
-        if pending.exists():  # an earlier rotation stopped between the catalog and the file: finish or drop it
-            waiting = LogKey.open(pending, create=False)
-            if waiting.log_id in known and waiting.log_id != cat.audit.log_key.log_id:  # type: ignore[union-attr]
-                os.replace(pending, path)
-                typer.echo(f"finished an interrupted rotation to {waiting.log_id}", err=True)
-                cat.dispose()
-                _, cat = _open_catalog(data, create_key=True)
-            else:
-                pending.unlink()
-        new = LogKey.generate()
-        fd = os.open(pending, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, new.private_pem())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        old_id = cat.audit.log_key.log_id  # type: ignore[union-attr]
-        statement = cat.audit.rotate_key(new)
-        os.replace(pending, path)  # the old private key is gone; its public key stays in the catalog
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-        cat.audit.record(
-            subject=_who(), action="audit.log-key.rotate", resource="audit/log-key", outcome="ok",
-            detail={"old_log_id": old_id, "new_log_id": new.log_id,
-                    "tree_size": statement["tree_head"]["tree_size"]},
-        )  # fmt: skip
+        statement, finished = rotate(settings, cat, subject=_who())
     finally:
         cat.dispose()
+    if finished:
+        typer.echo(f"finished an interrupted rotation to {finished}", err=True)
+    old_id, new_id = statement["old_log_id"], statement["new_log_id"]
     _write_json(statement, None)
-    typer.echo(f"log key rotated: {old_id[:16]}… -> {new.log_id[:16]}… at size {statement['tree_head']['tree_size']}"
+    typer.echo(f"log key rotated: {old_id[:16]}… -> {new_id[:16]}… at size {statement['tree_head']['tree_size']}"
                "; export with `medcloud audit log-keys`", err=True)  # fmt: skip
 
 

@@ -43,6 +43,7 @@ class Permission(str, Enum):
     JOBS_RUN = "jobs.run"  # submit, watch and cancel jobs on dataset versions of granted projects
     JOB_RUNTIME = "job.runtime"  # a running job: its own dataset version and its own artefacts, nothing else
     SELF_CHECK = "security.self-check"  # run the MHLW self-check over the running deployment
+    AUDIT_KEY_ROTATE = "audit.key.rotate"  # replace the audit log's signing key
 
 
 # Administrative acts: a person's session needs a recent passkey for these (step-up, `hub.deps.require`).
@@ -53,6 +54,7 @@ STEP_UP_PERMISSIONS = frozenset(
         Permission.FL_AGGREGATE,
         Permission.AUDIT_READ,
         Permission.SELF_CHECK,
+        Permission.AUDIT_KEY_ROTATE,
     }
 )
 
@@ -70,7 +72,9 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
         }
     ),
     Role.CLINICIAN: frozenset({Permission.INFER, Permission.MODELS_READ}),
-    Role.AUDITOR: frozenset({Permission.AUDIT_READ}),
+    # The auditor reviews the log and runs the regular self-audit of the deployment (MHLW guideline:
+    # audits are the auditor's), but changes nothing.
+    Role.AUDITOR: frozenset({Permission.AUDIT_READ, Permission.SELF_CHECK}),
     # Administrators run the platform but do not read images: a person who needs data gets a
     # researcher token, and issuing it is itself an audit event.
     Role.ADMIN: frozenset(
@@ -81,6 +85,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.MODELS_READ,
             Permission.FL_AGGREGATE,
             Permission.SELF_CHECK,
+            Permission.AUDIT_KEY_ROTATE,
         }
     ),
     Role.JOB: frozenset({Permission.JOB_RUNTIME}),

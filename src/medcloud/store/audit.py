@@ -358,12 +358,12 @@ class AuditLog:
         """The public keys this hub's log was signed with, by log id: the current key, and every earlier
         one reachable from it through rotation statements both keys signed (a key merely present in the
         table, without such a statement, is not trusted)."""
-        key = self._current_key()
+        key = self.current_key()
         return trusted_keys(key.public_key, self.rotations()) if key is not None else {}
 
     def keys_document(self) -> dict[str, Any]:
         """Every public key of the log with its rotations: what an outside verifier follows across them."""
-        key = self._current_key()
+        key = self.current_key()
         with self._db.read() as conn:
             rows = [
                 dict(r._mapping) for r in conn.execute(sa.select(audit_log_keys).order_by(audit_log_keys.c.created_at))
@@ -386,7 +386,7 @@ class AuditLog:
     def rotate_key(self, new: LogKey) -> dict[str, Any]:
         """Hand the log to `new`: the old key signs a checkpoint over every event, both keys sign the
         rotation statement, and the catalog keeps both public keys. The caller replaces the key file."""
-        old = self._current_key()
+        old = self.current_key()
         if old is None:
             raise Conflict("no audit log key to rotate")
         if new.log_id == old.log_id:
@@ -412,7 +412,7 @@ class AuditLog:
         self.log_key = new
         return statement
 
-    def _current_key(self) -> LogKey | None:
+    def current_key(self) -> LogKey | None:
         """The log key, re-read when its file was replaced (a rotation by another process)."""
         key = self.log_key
         if key is not None and key.path is not None and key.changed_on_disk():
@@ -421,7 +421,7 @@ class AuditLog:
 
     def checkpoint(self) -> TreeHead:
         """Sign the tree over every committed event and store the head (the newest one if nothing grew)."""
-        key = self._current_key()
+        key = self.current_key()
         if key is None:
             raise Conflict("no audit log key: checkpoints are signed by the hub that holds it")
         with self._tree_lock:

@@ -20,13 +20,16 @@ Every SQL statement of the platform lives in these modules.
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Connection
 
+from medcloud.errors import Conflict
 from medcloud.security.audit import KEY_FILE, AuditSeal
 from medcloud.security.merkle import LOG_KEY_FILE, LogKey
 from medcloud.store.audit import AuditLog
@@ -49,7 +52,7 @@ from medcloud.store.tokens import TokenStore
 if TYPE_CHECKING:
     from medcloud.config import Settings
 
-__all__ = ["Catalog", "log_key_path", "open_log_key", "secrets_dir"]
+__all__ = ["Catalog", "log_key_path", "open_log_key", "rotate_log_key", "secrets_dir"]
 
 
 def secrets_dir(data_dir: Path) -> Path:
@@ -68,6 +71,67 @@ def open_log_key(settings: Settings, *, create: bool = True) -> LogKey | None:
     if not create and not path.exists():
         return None
     return LogKey.open(path, create=create)
+
+
+_rotation_lock = threading.Lock()
+
+
+def rotate_log_key(
+    settings: Settings, catalog: Catalog, *, subject: str, client: str | None = None
+) -> tuple[dict[str, Any], str | None]:
+    """Replace the audit log's signing key (`medcloud audit rotate-log-key` and
+    `POST /api/v1/audit/log-key/rotate`): the old key signs a checkpoint over every event, both keys sign
+    the rotation statement, the catalog keeps both public keys, and the old private key is overwritten.
+
+    Steps: the new private key is written beside the old one (`.new`, 0600, fsynced), the catalog stores
+    the statement, the new file replaces the old one, and an `audit.log-key.rotate` event is written. A
+    rotation stopped between the catalog and the file is finished (or its leftover file dropped) first.
+    One rotation at a time: a thread lock in this process and an exclusive lock on `<key>.lock` across
+    processes (a hub and the CLI). Returns the statement and the log id of an interrupted rotation it
+    finished (or None).
+    """
+    import fcntl
+
+    from medcloud.fsio import fsync_dir
+
+    path = log_key_path(settings)
+    pending = path.with_name(path.name + ".new")
+    audit = catalog.audit
+    with _rotation_lock, open(path.with_name(path.name + ".lock"), "a+b") as lock:
+        os.chmod(lock.name, 0o600)
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        finished: str | None = None
+        known = {k["log_id"] for k in audit.keys_document()["keys"]}
+        if pending.exists():
+            waiting = LogKey.open(pending, create=False)
+            current = audit.current_key()
+            if waiting.log_id in known and (current is None or waiting.log_id != current.log_id):
+                os.replace(pending, path)  # the catalog took the statement: finish the rotation
+                fsync_dir(path.parent)
+                audit.log_key = LogKey.open(path, create=False)
+                finished = waiting.log_id
+            else:
+                pending.unlink()  # the catalog never saw it: drop it
+        if audit.current_key() is None:
+            raise Conflict("no audit log key to rotate")
+        new = LogKey.generate()
+        fd = os.open(pending, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, new.private_pem())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        old = audit.current_key()
+        statement = audit.rotate_key(new)
+        os.replace(pending, path)  # the old private key is gone; its public key stays in the catalog
+        fsync_dir(path.parent)
+        audit.log_key = LogKey.open(path, create=False)
+        audit.record(
+            subject=subject, action="audit.log-key.rotate", resource="audit/log-key", outcome="ok", client=client,
+            detail={"old_log_id": old.log_id if old is not None else None, "new_log_id": new.log_id,
+                    "tree_size": statement["tree_head"]["tree_size"], "finished_interrupted": finished},
+        )  # fmt: skip
+    return statement, finished
 
 
 class Catalog:

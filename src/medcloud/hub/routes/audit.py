@@ -1,5 +1,5 @@
 """The audit trail for auditors: read events, verify the hash chain, signed checkpoints and proofs, a FHIR
-AuditEvent export; FL rounds recorded by the aggregator."""
+AuditEvent export; FL rounds recorded by the aggregator; the log key's rotation, by an admin."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from medcloud.errors import NotFound
-from medcloud.hub.deps import MAX_SQL_INT, hub_state, record_audit, require
+from medcloud.hub.deps import MAX_SQL_INT, client_address, hub_state, record_audit, require
 from medcloud.security.policy import Permission, Principal
 from medcloud.store import MAX_PAGE
 
@@ -79,6 +79,22 @@ async def log_key(request: Request, _: Principal = Depends(require(Permission.AU
 @router.get("/api/v1/audit/log-keys", summary="Every public key the log was signed with, and the rotations")
 async def log_keys(request: Request, _: Principal = Depends(require(Permission.AUDIT_READ))) -> dict[str, Any]:
     return await run_in_threadpool(hub_state(request).catalog.audit.keys_document)
+
+
+@router.post(
+    "/api/v1/audit/log-key/rotate",
+    summary="Replace the log's signing key (as `medcloud audit rotate-log-key`); answers the rotation statement",
+)
+async def rotate_log_key(
+    request: Request, principal: Principal = Depends(require(Permission.AUDIT_KEY_ROTATE))
+) -> dict[str, Any]:
+    from medcloud.store.catalog import rotate_log_key as rotate
+
+    state = hub_state(request)
+    statement, _ = await run_in_threadpool(
+        lambda: rotate(state.settings, state.catalog, subject=principal.subject, client=client_address(request))
+    )
+    return statement
 
 
 @router.get("/api/v1/audit/proof/{event_id}", summary="Inclusion (and consistency) proof of one event")
