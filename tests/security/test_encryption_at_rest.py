@@ -38,10 +38,12 @@ from medcloud.security.envelope import (
     load_kek,
     new_key_text,
     parse_keys,
+    rotate_key_file,
     store_envelope,
 )
 from medcloud.security.tokens import issue_token
 from medcloud.store.blobs import LocalBlobStore
+from medcloud.store.packs import KEY_RESERVE
 from tests.hub.conftest import deidentified_dicom
 from tests.live_hub import hub_in_thread
 
@@ -360,9 +362,11 @@ def test_a_kms_command_wraps_rotates_and_refuses(tmp_path: Path) -> None:
     (kms / "kms-2.key").write_text(new_key_text())
     (kms / "current").write_text("kms-2")
     env = Envelope(load_kek(cfg), root / "keys.sqlite3")
+    n_keys = len(env.table.ids())
+    assert n_keys == KEY_RESERVE + 1  # the packs' reserve (one pack used) and the large blob's own key
     report = env.rewrap()
     env.close()
-    assert report.current == "kms-2" and report.rewrapped == 2 and report.remaining == 0
+    assert report.current == "kms-2" and report.rewrapped == n_keys and report.remaining == 0
     (kms / "kms-1.key").unlink()  # the KMS retired the old key: the data does not care
     store = LocalBlobStore(root, pack_below=1000, envelope=Envelope(load_kek(cfg), root / "keys.sqlite3"))
     assert store.read_bytes(small.sha256) == b"kms small " * 10 and store.read_bytes(big.sha256)[:4] == b"kms "
@@ -433,3 +437,67 @@ def test_a_whole_slide_image_is_read_tile_by_tile_from_ciphertext(tmp_path: Path
         got = np.asarray(tiffslide.TiffSlide(fh).read_region((700, 900), 0, (256, 256)))
     assert np.array_equal(want, got)
     store.close()
+
+
+def test_packs_opened_together_share_one_key_transaction_and_every_record_decrypts(
+    tmp_path: Path, key_file: Path
+) -> None:
+    """Writers opened at once (concurrent batches on a fresh hub) take their pack keys from one durable
+    key-table transaction; every record reads back through its own pack's key, also in a new process's
+    store; and a reserved key whose pack never opened is an unused row that rotation re-wraps."""
+    import hashlib
+
+    from medcloud.store.packs import PackStore
+
+    def envelope() -> Envelope:
+        source = SimpleNamespace(encryption_key_file=key_file, encryption_key_env=None, encryption_kms_command=None)
+        return Envelope(load_kek(source), tmp_path / "keys.sqlite3")
+
+    store = PackStore(tmp_path / "blobs", envelope=envelope())
+    barrier = threading.Barrier(KEY_RESERVE - 1)
+    batches = [[os.urandom(2000 + i) for i in range(5)] for _ in range(KEY_RESERVE - 1)]
+    errors: list[BaseException] = []
+
+    def put(batch: list[bytes]) -> None:
+        try:
+            barrier.wait()
+            assert all(store.put_many([(hashlib.sha256(b).hexdigest(), b) for b in batch]))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=put, args=(b,)) for b in batches]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    packs = sorted(p.stem for p in (tmp_path / "blobs" / "packs").glob("*.pack"))
+    assert 1 <= len(packs) <= KEY_RESERVE - 1
+    with sqlite3.connect(tmp_path / "keys.sqlite3") as db:
+        rows = db.execute("SELECT id, created_at FROM data_keys").fetchall()
+    stored = {r[0] for r in rows}
+    assert set(packs) <= stored and len(stored) == KEY_RESERVE  # one reserve, made once
+    assert len({r[1] for r in rows}) == 1  # ... in one transaction
+    # Every record is ciphertext on disk and reads back, here and in a new store (a restarted hub).
+    for reader in (store, PackStore(tmp_path / "blobs", envelope=envelope())):
+        for batch in batches:
+            for b in batch:
+                sha = hashlib.sha256(b).hexdigest()
+                loc = reader.locate(sha)
+                assert loc is not None and reader.read(sha, loc) == b
+    for pack in packs:
+        assert batches[0][0][:64] not in (tmp_path / "blobs" / "packs" / f"{pack}.pack").read_bytes()
+    # The unused reserved keys are ordinary rows: a KEK rotation re-wraps them with the others.
+    unused = stored - set(packs)
+    assert unused
+    env = envelope()
+    rotate_key_file(env, key_file)
+    with sqlite3.connect(tmp_path / "keys.sqlite3") as db:
+        keks = {r[0]: r[1] for r in db.execute("SELECT id, kek_id FROM data_keys")}
+    assert set(keks) == stored and len(set(keks.values())) == 1 and env.kek is not None
+    assert set(keks.values()) == {env.kek.current_id()}
+    fresh = PackStore(tmp_path / "blobs", envelope=envelope())
+    b = batches[-1][-1]
+    sha = hashlib.sha256(b).hexdigest()
+    loc = fresh.locate(sha)
+    assert loc is not None and fresh.read(sha, loc) == b  # still readable under the new KEK

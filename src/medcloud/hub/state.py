@@ -38,6 +38,8 @@ class HubState:
             settings.resolved_blob_dir, pack_below=settings.pack_below, envelope=store_envelope(settings)
         )
         blobs.clean_incoming()
+        if blobs.envelope is not None and blobs.envelope.enabled:
+            blobs.envelope.value_key()  # stored now rather than on the first upload's critical path
         verifier = TokenVerifier(
             catalog, settings.token_cache_seconds, session_idle_seconds=settings.session_idle_seconds
         )

@@ -422,7 +422,11 @@ class Envelope:
         return DataKey(f"{prefix}{uuid.uuid4().hex[:20]}", os.urandom(KEY_BYTES))
 
     def persist(self, dk: DataKey) -> None:
-        """Wrap `dk` with the current KEK and store it durably.
+        """Wrap `dk` with the current KEK and store it durably (see `persist_many`)."""
+        self.persist_many([dk])
+
+    def persist_many(self, dks: list[DataKey]) -> None:
+        """Wrap each key with the current KEK and store them all durably, in one transaction (one sync).
 
         A key file is re-read inside the table's write transaction, so a rotation that has put a new
         key first is honoured by every writer from that moment (see `rewrap`).
@@ -431,14 +435,21 @@ class Envelope:
             raise ConfigError("encryption at rest is off: no key-encryption key to wrap a data key with")
         with self.table.immediate() as db:
             self.kek.refresh()
-            kid, wrapped = self.kek.wrap(dk.key, dk.id)
-            db.execute("INSERT INTO data_keys VALUES (?, ?, ?, ?)", (dk.id, kid, wrapped, time.time()))
-        self._remember(dk.id, dk.aead())
+            now = time.time()
+            for dk in dks:
+                kid, wrapped = self.kek.wrap(dk.key, dk.id)
+                db.execute("INSERT INTO data_keys VALUES (?, ?, ?, ?)", (dk.id, kid, wrapped, now))
+        for dk in dks:
+            self._remember(dk.id, dk.aead())
 
     def create_key(self, key_id: str) -> DataKey:
-        dk = DataKey(key_id, os.urandom(KEY_BYTES))
-        self.persist(dk)
-        return dk
+        return self.create_keys([key_id])[0]
+
+    def create_keys(self, key_ids: list[str]) -> list[DataKey]:
+        """Fresh data keys under the given ids, stored durably together before any of them is used."""
+        dks = [DataKey(key_id, os.urandom(KEY_BYTES)) for key_id in key_ids]
+        self.persist_many(dks)
+        return dks
 
     def ensure_key(self, key_id: str) -> bytes:
         """The raw bytes of the named data key, made and stored (wrapped) on first use.
@@ -490,10 +501,9 @@ class Envelope:
         return aead
 
     # -- small values (catalog) ----------------------------------------------------------------------
-    def seal_value(self, data: bytes, context: bytes) -> bytes:
-        """Encrypt a catalog value with this process's value key (plain bytes back when encryption is off)."""
-        if self.kek is None:
-            return data
+    def value_key(self) -> DataKey:
+        """This process's key for catalog values, made and stored on first use (a hub makes it at start,
+        so that its first upload does not wait for the key table)."""
         with self._lock:
             dk = self._value_key
         if dk is None:
@@ -501,6 +511,13 @@ class Envelope:
             self.persist(dk)
             with self._lock:
                 self._value_key = dk
+        return dk
+
+    def seal_value(self, data: bytes, context: bytes) -> bytes:
+        """Encrypt a catalog value with this process's value key (plain bytes back when encryption is off)."""
+        if self.kek is None:
+            return data
+        dk = self.value_key()
         kid = dk.id.encode()
         head = VALUE_MAGIC + struct.pack("<H", len(kid)) + kid
         nonce = os.urandom(12)

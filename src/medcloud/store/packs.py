@@ -23,7 +23,8 @@ pack for appending), so processes and threads never interleave records.
 Erasure (`remove`) overwrites the record's bytes with zeros in place and drops its index row.
 
 Encryption at rest (`security.envelope`): with an envelope that has a key-encryption key, each new pack
-gets its own AES-256-GCM data key (key id = the pack's name, stored wrapped before the pack is created)
+gets its own AES-256-GCM data key (key id = the pack's name, stored wrapped before the pack is created;
+keys are made `KEY_RESERVE` at a time)
 and its records carry `FLAG_ENCRYPTED` with `nonce + ciphertext + tag` as their bytes; the header keeps
 the plaintext's SHA-256 (the associated data) and the stored length. Records of packs written before
 encryption was switched on stay readable as they are.
@@ -81,14 +82,22 @@ def _record_aad(digest: bytes) -> bytes:
     return b"medcloud pack record\x00" + digest
 
 
+# Data keys stored at once for packs about to open (see `PackStore._next_pack`).
+KEY_RESERVE = 4
+
+
+def _pack_name() -> str:
+    return f"{time.strftime('%Y%m%d')}-{uuid.uuid4().hex[:16]}"
+
+
 class _Writer:
     """One open pack, appended to by one thread at a time."""
 
-    def __init__(self, folder: Path, envelope: Envelope | None = None) -> None:
-        self.name = f"{time.strftime('%Y%m%d')}-{uuid.uuid4().hex[:16]}"
+    def __init__(self, folder: Path, name: str, key: DataKey | None) -> None:
+        self.name = name
         self.path = folder / f"{self.name}.pack"
-        # The data key is stored (wrapped) before the pack exists: no record without its key.
-        self.key: DataKey | None = envelope.create_key(self.name) if envelope is not None and envelope.enabled else None
+        # The data key was stored (wrapped) before the pack exists: no record without its key.
+        self.key = key
         self._aead = self.key.aead() if self.key is not None else None
         self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o640)
         fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -197,6 +206,8 @@ class PackStore:
         self.pack_max = pack_max
         self._lock = threading.Lock()  # guards the index connection and the idle-writer list
         self._idle: list[_Writer] = []
+        self._reserve_lock = threading.Lock()  # guards the reserve of stored data keys for new packs
+        self._reserve: list[tuple[str, DataKey]] = []
         self._db = sqlite3.connect(self.folder / "index.sqlite3", timeout=60, check_same_thread=False,
                                    isolation_level=None)  # fmt: skip
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -266,7 +277,26 @@ class PackStore:
                 if w.size < self.pack_max:
                     return w
                 w.close()  # full: sealed, never appended to again
-        return _Writer(self.folder, self.envelope)
+        name, key = self._next_pack()
+        return _Writer(self.folder, name, key)
+
+    def _next_pack(self) -> tuple[str, DataKey | None]:
+        """A new pack's name and, with encryption on, its data key, already stored durably.
+
+        Keys are made `KEY_RESERVE` at a time in one key-table transaction (one sync, one pass of the KEK)
+        and handed out as packs open: writers opened together (a fresh hub taking concurrent batches)
+        wait for one transaction instead of queueing for one each. A reserved key whose pack never opens
+        (the hub stopped) is an unused row of the key table, re-wrapped by rotations like any other.
+        """
+        envelope = self.envelope
+        if envelope is None or not envelope.enabled:
+            return _pack_name(), None
+        with self._reserve_lock:
+            if not self._reserve:
+                names = [_pack_name() for _ in range(KEY_RESERVE)]
+                self._reserve = list(zip(names, envelope.create_keys(names), strict=True))
+            name, key = self._reserve.pop(0)
+        return name, key
 
     def _give_back(self, w: _Writer) -> None:
         with self._lock:
