@@ -79,7 +79,8 @@ export function hospitalReturnTo(here = location) {
 async function offerHospitalSignIn() {
   const response = await fetch("/api/v1/auth/config", { credentials: "omit", cache: "no-store" });
   const config = response.ok ? await response.json() : {};
-  if (!config.oidc || !config.login_url) return;
+  document.body.dataset.sso = config.oidc && config.login_url ? "yes" : "no";
+  if (document.body.dataset.sso !== "yes") return;
   $("sso-button").addEventListener("click", () => {
     location.assign(`${config.login_url}?return_to=${encodeURIComponent(hospitalReturnTo())}`);
   });
