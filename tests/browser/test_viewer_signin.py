@@ -43,9 +43,10 @@ def hub(provider: Provider, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     from medcloud.security.tokens import issue_token
 
     with oidc_hub(provider, tmp_path_factory.mktemp("viewer-signin"), mfa_required=True) as (url, state):
-        site = issue_token(state.catalog, role="site", site="site-a", projects=[PROJECT]).token
+        site_token = issue_token(state.catalog, role="site", site="site-a", projects=[PROJECT]).token
+        site = {"Authorization": f"Bearer {site_token}"}
         for data in ct_series(STUDY, slices=SLICES, number=1, description="DISC"):
-            r = httpx.post(f"{url}/api/v1/ingest", content=data, headers={"Authorization": f"Bearer {site}"}, timeout=30)
+            r = httpx.post(f"{url}/api/v1/ingest", content=data, headers=site, timeout=30)
             assert r.status_code == 201, r.text
         # WebAuthn needs a domain name: the browser opens the hub as localhost (registered at the provider too).
         yield url.replace("127.0.0.1", "localhost")
