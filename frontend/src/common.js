@@ -1,5 +1,13 @@
 // Shared by the viewer pages: the token lives in sessionStorage["medcloud.token"], as on the hub's
 // other pages; without one the page shows a sign-in box and loads nothing.
+//
+// Signing in with the hospital account (where the hub offers it) is the research page's: the button sends
+// the browser to the hub's /auth/login with return_to=/research?next=<this viewer page>; the research page
+// trades the hand-over for a session token, holds it at the passkey step, and once the session may be used
+// goes back to `next` (a path under /viewer/ only). One sign-in and passkey flow, kept in sso.js and
+// passkey.js; signing out here ends a hospital session at the hub and the provider (sso.js).
+import { hospitalSignOut } from "../../src/medcloud/web/sso.js";
+
 export const TOKEN_KEY = "medcloud.token";
 
 export const $ = (id) => document.getElementById(id);
@@ -48,16 +56,35 @@ export function setUpSignIn() {
     sessionStorage.setItem(TOKEN_KEY, value);
     location.reload();
   });
-  $("signout").addEventListener("click", () => {
+  $("signout").addEventListener("click", async () => {
+    const leaving = hospitalSignOut(TOKEN_KEY); // reads the token before it is removed below
     sessionStorage.removeItem(TOKEN_KEY);
-    location.reload();
+    if (!(await leaving)) location.reload(); // else the browser is on its way to the provider's sign-out
   });
+  offerHospitalSignIn().catch((err) => console.warn(err));
   if (!token()) {
     askForToken();
     return false;
   }
   $("signout").hidden = false;
   return true;
+}
+
+/** The research page's address that signs in and comes back to this viewer page (see the top of this file). */
+export function hospitalReturnTo(here = location) {
+  return `/research?next=${encodeURIComponent(here.pathname + here.search)}`;
+}
+
+/** Shows "Sign in with hospital account" when GET /api/v1/auth/config says the hub offers it. */
+async function offerHospitalSignIn() {
+  const response = await fetch("/api/v1/auth/config", { credentials: "omit", cache: "no-store" });
+  const config = response.ok ? await response.json() : {};
+  document.body.dataset.sso = config.oidc && config.login_url ? "yes" : "no";
+  if (document.body.dataset.sso !== "yes") return;
+  $("sso-button").addEventListener("click", () => {
+    location.assign(`${config.login_url}?return_to=${encodeURIComponent(hospitalReturnTo())}`);
+  });
+  $("sso").hidden = false;
 }
 
 /** Shows the sign-in box (no token, or a token the hub refused) and hides any data. */

@@ -234,6 +234,9 @@ def test_viewer_without_a_valid_grant_shows_no_data(viewer_hub: ViewerHub) -> No
                 else:
                     assert state == "signin" if who == "none" else state == "failed", (who, state)
                     assert page.is_visible("#signin"), who
+                if who == "none":  # this hub offers no hospital sign-in: no button for it
+                    assert poll(page, "document.body.dataset.sso") == "no"
+                    assert page.is_hidden("#sso-button")
                 if who == "invalid":
                     assert "refused" in page.inner_text("#error")
                     assert page.evaluate("sessionStorage.getItem('medcloud.token')") is None

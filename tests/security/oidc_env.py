@@ -90,7 +90,8 @@ def run_provider() -> Iterator[Provider]:
     _npm_ci()
     ports, hub_ports = [free_port(), free_port()], [free_port(), free_port()]
     secret, other_secret = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
-    hubs = [f"http://127.0.0.1:{port}" for port in hub_ports]
+    # Each hub port under its address and under "localhost" (WebAuthn needs a domain: the passkey tests' name).
+    hubs = [f"http://{host}:{port}" for port in hub_ports for host in ("127.0.0.1", "localhost")]
     common = {"grant_types": ["authorization_code", "refresh_token"], "response_types": ["code"],
               "redirect_uris": [f"{hub}/auth/callback" for hub in hubs],
               "post_logout_redirect_uris": [f"{hub}/" for hub in hubs]}  # fmt: skip
@@ -137,8 +138,8 @@ def oidc_hub(provider: Provider, tmp: Path, *, spare: bool = False, **overrides:
     settings = load_settings(
         data_dir=tmp / "hub", oidc_issuer=provider.issuer, oidc_client_id=CLIENT_ID,
         oidc_client_secret_file=secret_file, oidc_group_roles=GROUP_ROLES,
-        # Sign-in alone here: the second factor (WebAuthn, `mfa_required`) is tested with its own feature.
-        mfa_required=False, **overrides,
+        # Sign-in alone unless a test asks: the second factor (WebAuthn, `mfa_required`) has its own tests.
+        **{"mfa_required": False, **overrides},
     )  # fmt: skip
     state = HubState.open(settings)
     try:

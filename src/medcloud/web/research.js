@@ -30,6 +30,21 @@ const state = {
   cohortStatus: null,
 };
 
+// A viewer page to go back to once signed in (?next=, from the viewer pages' hospital sign-in button): only a
+// path of this hub under /viewer/, as the browser itself resolves it; anything else is ignored (no open redirect).
+function viewerNext(raw, origin = location.origin) {
+  if (typeof raw !== "string" || raw.length > 300 || !raw.startsWith("/viewer/") || /[\\\s]/.test(raw)) return null;
+  let url;
+  try {
+    url = new URL(raw, origin);
+  } catch {
+    return null;
+  }
+  if (url.origin !== origin || !url.pathname.startsWith("/viewer/")) return null;
+  return url.pathname + url.search;
+}
+const NEXT = viewerNext(new URLSearchParams(location.search).get("next"));
+
 const t = (key, values) => translate(state.lang, key, values);
 const token = () => sessionStorage.getItem(TOKEN_KEY);
 
@@ -159,6 +174,12 @@ async function start() {
     $("workspace").hidden = true;
     document.body.dataset.signedIn = "passkey";
     return false;
+  }
+  if (NEXT) {
+    // Signed in (and past the passkey) for a viewer page: back there, without this page's data.
+    document.body.dataset.signedIn = "yes";
+    window.location.replace(NEXT);
+    return true;
   }
   fillProjectOptions();
   renderWho();
@@ -487,7 +508,7 @@ function init() {
   setupHospitalSignIn({
     tokenKey: TOKEN_KEY,
     button: $("sso-button"),
-    returnTo: "/research",
+    returnTo: NEXT ? `/research?next=${encodeURIComponent(NEXT)}` : "/research",
     onSignedIn: start,
     onEnded: () => signOut("signout.refused"),
   }).catch((err) => {

@@ -61,16 +61,21 @@ export async function setupHospitalSignIn({ tokenKey, button, returnTo, onSigned
 }
 
 // Signing out of a hospital-account session: revoke it at the hub, then end it at the provider.
+// Resolves true when the browser is being sent to the provider's sign-out page.
 export async function hospitalSignOut(tokenKey) {
   clearTimeout(refreshTimer);
   const token = sessionStorage.getItem(tokenKey);
   const wasSession = sessionStorage.getItem(SESSION_KEY) === "yes";
   sessionStorage.removeItem(SESSION_KEY);
-  if (!wasSession || !token) return;
+  if (!wasSession || !token) return false;
   try {
     const body = await postJson("/api/v1/auth/logout", token);
-    if (body.end_session_url) window.location.assign(body.end_session_url);
+    if (body.end_session_url) {
+      window.location.assign(body.end_session_url);
+      return true;
+    }
   } catch {
     // Already ended (expired, idle, revoked): nothing more to end here.
   }
+  return false;
 }
