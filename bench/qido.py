@@ -3,20 +3,28 @@ SQLite and PostgreSQL, and Orthanc 1.10.1 + DICOMweb 1.7 side by side at the sma
 
     .venv/bin/python bench/qido.py [--sizes 26000,1000000] [--backends sqlite,postgresql] [--repeat 50]
                                    [--orthanc-size 26000] [--no-orthanc] [--keep] [--pg-db NAME]
-                                   [--interleave] [--settle]
+                                   [--interleave] [--settle] [--curl N] [--upload-clients 4]
 
 The catalog is filled by bench/catalog_fill.py (SYNTHETIC metadata rows, realistic spread), then one real
 100-instance CT series (pydicom's CT_small.dcm with fresh UIDs, PatientIdentityRemoved=YES) is ingested
 through the hub's batch endpoint, so that its metadata is read from real stored files. Orthanc gets the
-same layout as real (small, SYNTHETIC) DICOM files uploaded through its REST API, plus the same 100-instance
-series; it runs loopback-only in its own network namespace (FACTS.md) and this script, inside it, is its
-client. Queries, each `--repeat` times after 3 warm-ups, one keep-alive client, p50/p95 in ms:
+same layout as real (small, SYNTHETIC) DICOM files uploaded through its REST API (`POST /instances`, one
+file per request, `--upload-clients` threads with a keep-alive connection each, the files generated while
+earlier ones upload), plus the same 100-instance series. Orthanc's configuration is its default but for
+paths, port, the DICOMweb plugin, no DICOM server and no HTTP authentication (`StorageCompression` false,
+SQLite index, `SaveJobs` and `MaximumStorageCacheSize` are left at their defaults); it runs loopback-only
+in its own network namespace (FACTS.md) and this script, inside it, is its client. Queries, each
+`--repeat` times after 3 warm-ups, one keep-alive client, p50/p95 in ms:
 
 - `patient_id`: `/studies?PatientID=<a patient of the catalog>`
 - `study_date`: `/studies?StudyDate=A-B`, where A-B is a range of the filled layout that holds exactly
   `DATE_MATCHES` studies whatever the size (narrower at larger sizes), so that sizes compare equal work
 - `ohif_list`: OHIF v3's study list `/studies?limit=101&offset=0&fuzzymatching=false&includefield=...`
 - `series_metadata`: `/studies/{s}/series/{se}/metadata` of the 100-instance series
+
+`--curl N` also times the same four URLs (as httpx builds them, same headers) with curl, N times each on
+one keep-alive connection after 3 warm-ups (`%{time_total}`), on both sides: how much of a request's time
+is the Python client's.
 
 `--interleave` fills and serves every size at once and measures them in alternating rounds of 10 requests
 per query (a load spike on the shared machine then falls on every size alike); `--settle` runs VACUUM
@@ -32,6 +40,7 @@ import argparse
 import contextlib
 import hashlib
 import io
+import itertools
 import json
 import os
 import shutil
@@ -40,11 +49,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
@@ -95,6 +105,26 @@ def _timed(
     return times, rows
 
 
+def curl_timed(url: str, params: dict[str, str] | None, headers: dict[str, str], n: int) -> list[float]:
+    """`n` timed requests (ms) of the same URL by one curl process on one keep-alive connection, after 3
+    warm-ups: curl's own `%{time_total}` per transfer, so no Python client is in the measurement."""
+    import httpx
+
+    full = str(httpx.Request("GET", url, params=params).url)  # byte for byte the URL httpx sends
+    cmd = ["curl", "-s", "-w", "%{http_code} %{num_connects} %{time_total}\\n"]
+    for k, v in headers.items():
+        cmd += ["-H", f"{k}: {v}"]
+    for _ in range(n + 3):
+        cmd += ["-o", "/dev/null", full]
+    out = subprocess.run(cmd, capture_output=True, check=True, timeout=600).stdout.decode().split()
+    codes, connects, totals = out[0::3], out[1::3], out[2::3]
+    if len(totals) != n + 3 or any(c not in ("200", "204") for c in codes):
+        raise RuntimeError(f"curl {full}: {codes[:5]}")
+    if any(c != "0" for c in connects[1:]):
+        raise RuntimeError(f"curl {full}: the connection was not kept alive ({connects})")
+    return [float(t) * 1000 for t in totals[3:]]
+
+
 def _stats(times: list[float]) -> dict[str, Any]:
     return {"p50_ms": round(statistics.median(times), 2), "p95_ms": round(_pct(times, 0.95), 2), "n": len(times)}
 
@@ -128,6 +158,15 @@ def queries(
         raise RuntimeError(f"StudyDate={date_range[0]} returned {out['study_date']['rows']}, not {date_range[1]}")
     out["study_date"]["range"] = date_range[0]
     return out
+
+
+def curl_queries(
+    base: str, headers: dict[str, str], patient: str, date_range: tuple[str, int], repeat: int
+) -> dict[str, Any]:
+    """The four requests of `queries`, timed by curl instead of the Python client."""
+    meta = {**headers, **META}
+    hub = {"base": base, "patient": patient, "dates": date_range}
+    return {name: _stats(curl_timed(url, params, meta, repeat)) for name, (url, params) in _requests(hub).items()}
 
 
 # -- files -------------------------------------------------------------------------------------------------
@@ -304,16 +343,22 @@ def _result(hub: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
 
 
 def bench_hub(
-    work: Path, backend: str, size: int, repeat: int, keep: bool, pg_db: str = "qidoperf_bench", settle: bool = False
-) -> dict[str, Any]:
-    """One size on one backend: fill, serve, measure the four queries (`repeat` each)."""
+    work: Path, backend: str, size: int, repeat: int, keep: bool, pg_db: str = "qidoperf_bench", settle: bool = False,
+    curl: int = 0,
+) -> dict[str, Any]:  # fmt: skip
+    """One size on one backend: fill, serve, measure the four queries (`repeat` each; `curl` times each
+    with curl too)."""
     import httpx
 
     with contextlib.ExitStack() as stack:
         hub = start_hub(stack, work, backend, size, keep, pg_db, settle)
         with httpx.Client(timeout=120) as client:
             result = queries(client, hub["base"], hub["headers"], hub["patient"], hub["dates"], repeat)
-    return _result(hub, result)
+        by_curl = curl_queries(hub["base"], hub["headers"], hub["patient"], hub["dates"], curl) if curl else None
+    out = _result(hub, result)
+    if by_curl:
+        out["curl"] = by_curl
+    return out
 
 
 def bench_interleaved(
@@ -358,7 +403,7 @@ def _drop_database(name: str) -> None:
 
 
 # -- Orthanc -----------------------------------------------------------------------------------------------
-def bench_orthanc(work: Path, size: int, repeat: int) -> dict[str, Any]:
+def bench_orthanc(work: Path, size: int, repeat: int, curl: int = 0, clients: int = 4) -> dict[str, Any]:
     binary = orthanc_binary()
     assert binary is not None
     root = Path(tempfile.mkdtemp(prefix="orthanc-qido-", dir=work))
@@ -370,48 +415,81 @@ def bench_orthanc(work: Path, size: int, repeat: int) -> dict[str, Any]:
         "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
     }  # fmt: skip
     try:
-        child = [sys.executable, __file__, "--orthanc-client", str(size), str(repeat)]
+        child = [sys.executable, __file__, "--orthanc-client", str(size), str(repeat), str(curl), str(clients)]
         result: dict[str, Any] = run_beside_orthanc(binary, root, cfg, child, timeout=3600)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return result
 
 
-def orthanc_client(size: int, repeat: int) -> None:
+T = TypeVar("T")
+
+
+def upload_overlapped(items: Iterable[T], send: Callable[[T], None], workers: int, window: int) -> int:
+    """`send` every item of `items` on `workers` threads, taking the next item from `items` (a generator
+    that builds them) while earlier ones are being sent, with at most `window` taken and not yet sent. The
+    first error of `send` is raised (after the items in flight are done, none taken after it); the count sent."""
+    sent = 0
+    with ThreadPoolExecutor(workers) as pool:
+        pending: set[Future[None]] = set()
+        try:
+            for item in items:
+                while len(pending) >= window:
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for f in done:
+                        f.result()
+                        sent += 1
+                pending.add(pool.submit(send, item))
+            for f in pending:
+                f.result()
+                sent += 1
+            pending = set()
+        finally:
+            for f in pending:
+                f.cancel()
+    return sent
+
+
+def orthanc_client(size: int, repeat: int, curl: int = 0, clients: int = 4) -> None:
     """Child mode, inside Orthanc's network namespace: upload the layout and the series, then measure."""
     import httpx
 
     base = "http://127.0.0.1:8042"
     _wait_http(base + "/system", 60)
+    local = threading.local()
+    opened: list[httpx.Client] = []
+
+    def post(data: bytes) -> None:  # a keep-alive connection per thread (a new one per file costs more)
+        client = getattr(local, "client", None)
+        if client is None:
+            client = local.client = httpx.Client(timeout=120)
+            opened.append(client)
+        r = client.post(base + "/instances", content=data, headers={"Content-Type": "application/dicom"})
+        r.raise_for_status()
+
     start = time.perf_counter()
-    sent = 0
-    with httpx.Client(timeout=120) as client, ThreadPoolExecutor(4) as pool:
-
-        def post(data: bytes) -> None:  # one shared keep-alive client (a new one per file costs more than Orthanc)
-            r = client.post(base + "/instances", content=data, headers={"Content-Type": "application/dicom"})
-            r.raise_for_status()
-
-        batch: list[bytes] = []
-        for data in [*series_files(), *synthetic_files(size - 100)]:
-            batch.append(data)
-            if len(batch) == 400:
-                list(pool.map(post, batch))
-                sent += len(batch)
-                batch = []
-        list(pool.map(post, batch))
-        sent += len(batch)
-        upload_s = time.perf_counter() - start
+    try:
+        files = itertools.chain(series_files(), synthetic_files(size - 100))  # built while earlier ones upload
+        sent = upload_overlapped(files, post, clients, 8 * clients)
+    finally:
+        for c in opened:
+            c.close()
+    upload_s = time.perf_counter() - start
+    with httpx.Client(timeout=120) as client:
         stats = client.get(base + "/statistics").json()
-        patient = layout_patient(size - 100)
-        result = queries(client, base + "/dicom-web", {}, patient, layout_date_range(size - 100), repeat)
-    print(json.dumps({"system": "orthanc 1.10.1 + dicomweb 1.7", "instances": int(stats["CountInstances"]),
-                      "upload_s": round(upload_s, 1), "upload_files_per_s": round(sent / upload_s),
-                      "patient": patient, "queries": result}))  # fmt: skip
+        patient, dates = layout_patient(size - 100), layout_date_range(size - 100)
+        result = queries(client, base + "/dicom-web", {}, patient, dates, repeat)
+    out = {"system": "orthanc 1.10.1 + dicomweb 1.7", "instances": int(stats["CountInstances"]),
+           "upload_s": round(upload_s, 1), "upload_files_per_s": round(sent / upload_s), "upload_clients": clients,
+           "patient": patient, "queries": result}  # fmt: skip
+    if curl:
+        out["curl"] = curl_queries(base + "/dicom-web", {}, patient, dates, curl)
+    print(json.dumps(out))
 
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--orthanc-client":
-        orthanc_client(int(sys.argv[2]), int(sys.argv[3]))
+        orthanc_client(*(int(a) for a in sys.argv[2:6]))
         return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="26000,1000000")
@@ -426,6 +504,8 @@ def main() -> None:
         "--interleave", action="store_true", help="Serve every size at once and measure them in alternating rounds"
     )
     ap.add_argument("--settle", action="store_true", help="PostgreSQL: VACUUM ANALYZE and CHECKPOINT after the fill")
+    ap.add_argument("--curl", type=int, default=0, help="Also time each URL N times with curl (both sides)")
+    ap.add_argument("--upload-clients", type=int, default=4, help="Threads uploading the layout into Orthanc")
     a = ap.parse_args()
     work = a.work or Path(tempfile.mkdtemp(prefix="qido-bench-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -442,30 +522,30 @@ def main() -> None:
                     print(json.dumps(run), file=sys.stderr)
                 continue
             for size in sizes:
-                out["hub"].append(bench_hub(work, backend, size, a.repeat, a.keep, a.pg_db, a.settle))
+                out["hub"].append(bench_hub(work, backend, size, a.repeat, a.keep, a.pg_db, a.settle, a.curl))
                 print(json.dumps(out["hub"][-1]), file=sys.stderr)
         if not a.no_orthanc and orthanc_binary() is not None:
-            out["orthanc"] = bench_orthanc(work, a.orthanc_size, a.repeat)
+            out["orthanc"] = bench_orthanc(work, a.orthanc_size, a.repeat, a.curl, a.upload_clients)
     finally:
         if a.work is None and not a.keep:
             shutil.rmtree(work, ignore_errors=True)
     out["loadavg_1m"] = round(os.getloadavg()[0], 1)  # the machine is shared: say how busy it was
     out["ratios"] = _ratios(out, a.orthanc_size)
+    out["curl_ratios"] = _ratios(out, a.orthanc_size, "curl")
     out["pg_p95_growth"] = _growth(out, "postgresql", sizes)
     out["sqlite_p95_growth"] = _growth(out, "sqlite", sizes)
     print(json.dumps(out))
 
 
-def _ratios(out: dict[str, Any], size: int) -> dict[str, Any]:
+def _ratios(out: dict[str, Any], size: int, key: str = "queries") -> dict[str, Any]:
+    """Orthanc p50 / hub p50 per query at `size`, as the Python client (`queries`) or curl (`curl`) timed them."""
     orthanc = out.get("orthanc")
-    if not orthanc:
+    if not orthanc or key not in orthanc:
         return {}
     ratios: dict[str, Any] = {}
     for run in out["hub"]:
-        if run["instances"] == size:
-            ratios[run["backend"]] = {
-                k: round(orthanc["queries"][k]["p50_ms"] / v["p50_ms"], 1) for k, v in run["queries"].items()
-            }
+        if run["instances"] == size and key in run:
+            ratios[run["backend"]] = {k: round(orthanc[key][k]["p50_ms"] / v["p50_ms"], 1) for k, v in run[key].items()}
     return ratios
 
 

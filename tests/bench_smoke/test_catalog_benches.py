@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -88,3 +89,48 @@ def test_qido_bench_interleaved_on_postgresql_settles_measures_every_size_and_dr
         left = conn.exec_driver_sql("SELECT datname FROM pg_database WHERE datname LIKE %s", (prefix + "%",)).all()
     admin.dispose()
     assert left == []  # without --keep the bench's databases are dropped
+
+
+def test_qido_orthanc_upload_overlaps_building_with_sending_and_bounds_what_is_taken() -> None:
+    """bench/qido.py fills Orthanc by sending files while the next are built: every item is sent once, the
+    builder runs ahead of the finished sends by at most `window`, and sending starts before building ends."""
+    import threading
+
+    lock = threading.Lock()
+    finished: list[int] = []
+    first_sent = threading.Event()
+    ahead: list[int] = []
+
+    def build() -> Iterator[int]:
+        for k in range(200):
+            with lock:
+                ahead.append(k - len(finished))
+            if k == 20:  # the builder is still running: a send must already have happened
+                assert first_sent.wait(10), "nothing was sent before the files were all built"
+            yield k
+
+    def send(k: int) -> None:
+        first_sent.set()
+        with lock:
+            finished.append(k)
+
+    assert qido.upload_overlapped(build(), send, workers=4, window=8) == 200
+    assert sorted(finished) == list(range(200))
+    assert max(ahead) <= 8
+
+
+def test_qido_orthanc_upload_raises_the_first_send_error_and_stops_building() -> None:
+    taken: list[int] = []
+
+    def build() -> Iterator[int]:
+        for k in range(1000):
+            taken.append(k)
+            yield k
+
+    def send(k: int) -> None:
+        if k == 30:
+            raise RuntimeError("Orthanc said 500")
+
+    with pytest.raises(RuntimeError, match="Orthanc said 500"):
+        qido.upload_overlapped(build(), send, workers=2, window=4)
+    assert 30 < len(taken) < 1000  # it stopped taking items soon after the failure
