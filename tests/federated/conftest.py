@@ -4,6 +4,7 @@ CPython 3.10 venv, which has only OpenFHE and numpy, can collect the threshold t
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -55,6 +56,26 @@ def aes_aggregator(aes_key: tuple[bytes, bytes]) -> Any:
     from medcloud.federated.he.aes import AesCtrBackend
 
     return AesCtrBackend(aes_key[1])
+
+
+@pytest.fixture(scope="session")
+def images_plain_fedavg() -> Callable[[int, int, int, int, int], Any]:
+    """`(sites, rounds, epochs, n_train, n_test) -> images.train_federated("plain", ...)`, each
+    distinct run trained once per session: the Flower simulation and the SuperLink/SuperNode images
+    tests compare their models with the same in-process plaintext FedAvg run (deterministic: local
+    training is seeded), which they used to train once each."""
+    pytest.importorskip("torch")
+    from medcloud.federated import images
+
+    runs: dict[tuple[int, int, int, int, int], Any] = {}
+
+    def run(sites: int, rounds: int, epochs: int, n_train: int, n_test: int) -> Any:
+        key = (sites, rounds, epochs, n_train, n_test)
+        if key not in runs:
+            runs[key] = images.train_federated("plain", sites, rounds, epochs, n_train, n_test, baselines=False)
+        return runs[key]
+
+    return run
 
 
 @pytest.fixture(scope="session")

@@ -222,8 +222,20 @@ def _plain_fedavg(rounds: int, n_sites: int, participants: list[list[str]]) -> n
     return np.asarray(w)
 
 
+@pytest.fixture(scope="module")
+def sim_keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The 3-of-3 threshold key of site1..site3, made by the ceremony `simulate` runs when it finds no
+    keys: made once for both simulations below, which only read it."""
+    _sidecar_or_skip()
+    from medcloud.federated.simulate import ceremony, site_names
+
+    root = tmp_path_factory.mktemp("sim-keys")
+    ceremony("threshold", root, site_names(3))
+    return root
+
+
 @pytest.mark.slow
-def test_flower_simulation_threshold(tmp_path: Path) -> None:
+def test_flower_simulation_threshold(tmp_path: Path, sim_keys: Path) -> None:
     """Threshold FedAvg on Flower (3.11, Ray) with OpenFHE in sidecars: the aggregator fuses every
     site's partial decryption; the model equals plaintext FedAvg within 1e-5."""
     pytest.importorskip("flwr")
@@ -231,7 +243,8 @@ def test_flower_simulation_threshold(tmp_path: Path) -> None:
     from medcloud.federated.flower.settings import FLSettings
     from medcloud.federated.simulate import simulate
 
-    card = simulate(FLSettings(mode="threshold", rounds=2, num_sites=3, evaluate=True), tmp_path)
+    settings = FLSettings(mode="threshold", rounds=2, num_sites=3, evaluate=True, keys_root=str(sim_keys))
+    card = simulate(settings, tmp_path)
     assert card["mode"] == "threshold" and card["sites"] == ["site1", "site2", "site3"]
     assert card["model_readable_by_aggregator"] is True
     assert card["client_metrics"]["2"]["accuracy"] > 0.9
@@ -249,7 +262,7 @@ def test_flower_simulation_threshold(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_flower_threshold_round_with_a_site_sitting_out(tmp_path: Path) -> None:
+def test_flower_threshold_round_with_a_site_sitting_out(tmp_path: Path, sim_keys: Path) -> None:
     """fraction_train < 1: two of three sites upload, yet the fusion needs all three key shares, so
     every site is asked for its partial decryption (it used to ask the uploaders only: HEError)."""
     pytest.importorskip("flwr")
@@ -257,7 +270,10 @@ def test_flower_threshold_round_with_a_site_sitting_out(tmp_path: Path) -> None:
     from medcloud.federated.flower.settings import FLSettings
     from medcloud.federated.simulate import simulate
 
-    simulate(FLSettings(mode="threshold", rounds=1, num_sites=3, evaluate=False, fraction_train=0.67), tmp_path)
+    settings = FLSettings(
+        mode="threshold", rounds=1, num_sites=3, evaluate=False, fraction_train=0.67, keys_root=str(sim_keys)
+    )
+    simulate(settings, tmp_path)
     (event,) = [json.loads(x)["detail"] for x in (tmp_path / "audit.jsonl").read_text().splitlines()]
     assert len(event["participants"]) == 2
     assert sorted(event["share_bytes"]) == PARTIES_SIM  # the site that sat out decrypted too

@@ -15,7 +15,9 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -25,12 +27,17 @@ pytest.importorskip("flwr")
 pytest.importorskip("torch")
 
 SITES = ["site1", "site2"]
-ROUNDS, N_TRAIN, N_TEST = 2, 32, 16
+# One local epoch (`fl submit --run-config images-epochs=1`, read by the ServerApp and each
+# ClientApp): the same training code as the default two, half the work in every ClientApp, and the
+# in-process reference is the very run test_fl_flower_images compares with (trained once a session).
+ROUNDS, N_TRAIN, N_TEST, EPOCHS = 2, 32, 16, 1
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_images_task_on_superlink_and_supernodes_registers_the_model(tmp_path: Path) -> None:
+def test_images_task_on_superlink_and_supernodes_registers_the_model(
+    tmp_path: Path, images_plain_fedavg: Callable[..., Any]
+) -> None:
     if not MEDCLOUD.exists():
         pytest.skip("the medcloud console script is not installed next to this Python")
     import medcloud
@@ -69,8 +76,10 @@ def test_images_task_on_superlink_and_supernodes_registers_the_model(tmp_path: P
         for name in SITES:
             _wait_for_log(procs, name, "SuperNode ID", 30)
         submit = procs.start(
-            "submit", [str(MEDCLOUD), "fl", "submit", "--workdir", str(srv), "--superlink", superlink, "--insecure"]
-        )
+            "submit",
+            [str(MEDCLOUD), "fl", "submit", "--workdir", str(srv), "--superlink", superlink, "--insecure",
+             "--run-config", f"images-epochs={EPOCHS}"],
+        )  # fmt: skip
         try:
             rc = submit.wait(timeout=max(1.0, t_start + 270 - time.monotonic()))
         except subprocess.TimeoutExpired:
@@ -88,8 +97,8 @@ def test_images_task_on_superlink_and_supernodes_registers_the_model(tmp_path: P
     m = resolve(data, "fl-shapes", "flower-plain-r2")
     m.verify()
     assert m.card["task"] == FL_TASK and "SYNTHETIC" in m.card["notice"] and m.card["training"]["rounds"] == ROUNDS
-    epochs = m.card["training"]["local_epochs"]
-    ref = images.train_federated("plain", len(SITES), ROUNDS, epochs, N_TRAIN, N_TEST, baselines=False).weights
+    assert m.card["training"]["local_epochs"] == EPOCHS  # the submitted run config reached the ServerApp
+    ref = images_plain_fedavg(len(SITES), ROUNDS, EPOCHS, N_TRAIN, N_TEST).weights  # train_federated("plain", ...)
     w = np.load(srv / "model" / "model.npy")
     assert np.max(np.abs(w - ref)) <= 1e-5  # plaintext Flower FedAvg = in-process FedAvg
     # each SuperNode scored the final model on its own held-out images

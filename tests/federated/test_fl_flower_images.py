@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,7 @@ def _settings(mode: str, data: Path) -> FLSettings:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def runs(tmp_path_factory: pytest.TempPathFactory, images_plain_fedavg: Callable[..., Any]) -> dict[str, Any]:
     from medcloud.federated.simulate import simulate
 
     root = tmp_path_factory.mktemp("flower-images")
@@ -56,7 +57,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         out[mode] = simulate(_settings(mode, out["data"]), root / mode)
     out["seconds"] = time.monotonic() - t0
     print(f"two Flower image simulations: {out['seconds']:.1f} s", file=sys.stderr)
-    out["reference"] = images.train_federated("plain", SITES, ROUNDS, EPOCHS, N_TRAIN, N_TEST, baselines=False)
+    out["reference"] = images_plain_fedavg(SITES, ROUNDS, EPOCHS, N_TRAIN, N_TEST)  # train_federated("plain", ...)
     return out
 
 

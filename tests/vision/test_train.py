@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -35,10 +36,25 @@ def test_tile_labels_find_organisms() -> None:
     assert tl[(0, 0)] == 2 and tl[(64, 64)] == 4
 
 
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """Train on one intra-op thread (as `federated.images` does), and give the process its setting back.
+
+    Two OpenMP threads on the 2-core machine busy-wait against every other process there: measured at load
+    ~10, the 30 detector steps below took 146 s on two threads and 3-12 s on one (the classifier 35 s and
+    2-3 s). Only the floating-point summation order changes with the thread count, not what is asserted."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.usefixtures("one_torch_thread")
 def test_loss_falls_and_onnx_matches_torch(tmp_path: Path) -> None:
     import onnxruntime as ort
 
-    torch.set_num_threads(2)
     cfg = TrainConfig(
         images=10, hi_res_fraction=0.0, size=128, det_steps=30, cls_steps=20, batch=4, cls_batch=20, crop=64, lr=3e-3
     )
