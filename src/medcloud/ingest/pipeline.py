@@ -21,9 +21,8 @@ from medcloud.errors import Conflict, InvalidInput, MedcloudError, TooLarge, Uns
 from medcloud.formats.limits import MAX_INFLATED_BYTES
 from medcloud.formats.records import DicomRecord, ImageRecord
 from medcloud.formats.sniff import MEDIA_TYPES, sniff
-from medcloud.ingest.dicom import read_dicom
 from medcloud.ingest.images import read_image
-from medcloud.ingest.metadata import stored_json
+from medcloud.ingest.metadata import read_with_json
 from medcloud.store import Catalog, IndexEntry, LocalBlobStore, MemoryBudget, SpooledUpload
 
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
@@ -368,12 +367,12 @@ class Ingestor:
         if kind == "unknown":
             raise UnsupportedFormat("not a DICOM Part 10 file, JPEG, PNG or TIFF")
         if kind == "dicom":
-            item._record = read_dicom(
+            # One parse of the file gives its record (and refusals) and its DICOM JSON.
+            item._record, converted = read_with_json(
                 source, require_deidentified=self.require_deidentified, max_inflated=self.max_upload_bytes
             )
             if item.study_uid is not None and item._record.study_uid != item.study_uid:
                 raise Conflict(f"instance of study {item._record.study_uid}, not of {item.study_uid}")
-            converted = stored_json(source, item._record, max_inflated=self.max_upload_bytes)
             # Encrypted at rest with the blob store's envelope when encryption is on (plain otherwise).
             item._json = None if converted is None else self.blobs.seal_value(sha, converted)
         else:
