@@ -219,3 +219,37 @@ def test_a_file_naming_its_study_twice_is_stored_only_into_the_study_its_reader_
     r = _post(hub, stow_body([sr("2.25.71", b"2.25.2")]), path="/dicom-web/studies/2.25.2")
     assert r.status_code == 200, r.text
     assert _count(hub, "2.25.2") == 1
+
+
+@pytest.mark.parametrize("spill", [False, True])
+@pytest.mark.parametrize("bad", [_identified, _no_pixels])
+def test_a_part_the_pipeline_refuses_is_named_in_the_answer_and_the_audit(hub: Hub, bad: Any, spill: bool) -> None:
+    """A part sent to /studies is read once, by the ingest reader; one the pipeline refuses is still named
+    by its UIDs (in FailedSOPSequence and in its audit event), read from its bytes in memory or spilled."""
+    if spill:  # every part spills to its own file, the body too
+        object.__setattr__(hub.state.settings, "batch_memory_bytes", 1024)
+    good, data = dicom_file(study_uid=CT, series_uid=CT + ".1"), bad()
+    r = _post(hub, stow_body([good, data]))
+    assert r.status_code == 202, r.text
+    [failed] = r.json()["00081198"]["Value"]
+    assert failed["00081150"] == {"vr": "UI", "Value": ["1.2.840.10008.5.1.4.1.1.2"]}
+    assert failed["00081155"] == {"vr": "UI", "Value": [_sop(data)]}
+    [ref] = r.json()["00081199"]["Value"]  # the stored one, named by its ingest record
+    assert ref["00081150"] == {"vr": "UI", "Value": ["1.2.840.10008.5.1.4.1.1.2"]}
+    assert ref["00081155"] == {"vr": "UI", "Value": [_sop(good)]}
+    assert ref["00081190"]["Value"][0].endswith(f"/studies/{CT}/series/{CT}.1/instances/{_sop(good)}")
+    events = hub.client.get("/api/v1/audit?limit=100&action=ingest", headers=hub.auth("auditor")).json()["items"]
+    refused = [e for e in events if e["outcome"].startswith("refused:")]
+    assert [e["resource"] for e in refused] == [f"upload/{_sop(data)}"]
+    stored = [e for e in events if e["outcome"] == "stored"]
+    assert [e["resource"] for e in stored] == [f"instance/{_sop(good)}"]
+
+
+def test_an_unreadable_refused_part_is_named_as_a_stow_part(hub: Hub) -> None:
+    cut = dicom_file(study_uid=CT)[:200]  # inside the file meta: no UID can be read
+    r = _post(hub, stow_body([cut]))
+    assert r.status_code == 409, r.text
+    [failed] = r.json()["00081198"]["Value"]
+    assert failed["00081155"] == {"vr": "UI"} and failed["00081197"]["Value"] == [CANNOT_UNDERSTAND]
+    events = hub.client.get("/api/v1/audit?limit=100&action=ingest", headers=hub.auth("auditor")).json()["items"]
+    assert [e["resource"] for e in events if e["outcome"].startswith("refused:")] == ["upload/stow-part"]

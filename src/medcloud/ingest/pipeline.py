@@ -11,7 +11,7 @@ import contextlib
 import re
 import threading
 import time
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -62,8 +62,22 @@ class UploadItem:
     result: IngestResult | None = None
     error: MedcloudError | None = None
     study_uid: str | None = None  # the study the file must belong to (STOW-RS to /studies/{study})
+    # Where `filename` is unknown until asked for: read only if the name is needed (a refusal's audit).
+    name_of: Callable[[], str] | None = field(default=None, repr=False)
     _record: DicomRecord | ImageRecord | None = field(default=None, repr=False)
     _json: bytes | None = field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        """`filename`, asked of `name_of` (once) when it was not given."""
+        if not self.filename and self.name_of is not None:
+            self.filename, self.name_of = self.name_of(), None
+        return self.filename
+
+    @property
+    def dicom_record(self) -> DicomRecord | None:
+        """What the ingest reader read from this file when it was a DICOM file it accepted (else None)."""
+        return self._record if isinstance(self._record, DicomRecord) else None
 
 
 class BatchReception:
@@ -340,7 +354,7 @@ class Ingestor:
         return {
             "subject": r.subject,
             "action": "ingest",
-            "resource": f"upload/{item.filename or 'unnamed'}",
+            "resource": f"upload/{item.name or 'unnamed'}",
             "outcome": f"refused:{item.error.status}:{item.error.type_slug}",
             "client": r.client,
             "detail": {"reason": item.error.detail[:300], "project": r.project},
