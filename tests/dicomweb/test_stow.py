@@ -253,3 +253,38 @@ def test_an_unreadable_refused_part_is_named_as_a_stow_part(hub: Hub) -> None:
     assert failed["00081155"] == {"vr": "UI"} and failed["00081197"]["Value"] == [CANNOT_UNDERSTAND]
     events = hub.client.get("/api/v1/audit?limit=100&action=ingest", headers=hub.auth("auditor")).json()["items"]
     assert [e["resource"] for e in events if e["outcome"].startswith("refused:")] == ["upload/stow-part"]
+
+
+def test_stow_is_served_by_the_plain_endpoint_with_the_same_checks_and_audit(hub: Hub) -> None:
+    """POST is matched by the plain Starlette endpoint (no FastAPI dependency solving); its refusals are
+    those of the `Storer` dependency, answered as problem details and audited; other methods and the API
+    description are the documented routes'."""
+    from starlette.routing import Match
+
+    from medcloud.hub.routes.dicomweb import _stow_endpoint, router
+
+    for path in ("/dicom-web/studies", f"/dicom-web/studies/{CT}"):  # routes are tried in this order
+        scope = {"type": "http", "method": "POST", "path": path, "root_path": ""}
+        first = next(r for r in router.routes if r.matches(scope)[0] == Match.FULL)
+        assert getattr(first, "endpoint", None) is _stow_endpoint
+    body = stow_body([dicom_file(study_uid=CT)])
+    ctype = {"Content-Type": 'multipart/related; type="application/dicom"; boundary=dw-boundary'}
+    assert hub.client.post("/dicom-web/studies", content=body, headers=ctype).status_code == 401
+    wrong = {"Authorization": hub.tokens["site_a"][:-4] + "AAAA", **ctype}
+    r = hub.client.post(f"/dicom-web/studies/{CT}", content=body, headers=wrong)
+    assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Bearer")
+    r = _post(hub, body, who="researcher")
+    assert r.status_code == 403 and r.headers["content-type"] == "application/problem+json"
+    assert r.headers["cache-control"] == "no-store" and "content-security-policy" in r.headers
+    events = hub.client.get("/api/v1/audit?limit=100", headers=hub.auth("auditor")).json()["items"]
+    refused = [(e["action"], e["outcome"]) for e in events if e["outcome"].startswith("refused:")]
+    assert refused == [
+        ("POST /dicom-web/studies", "refused:401:unauthenticated"),
+        (f"POST /dicom-web/studies/{CT}", "refused:401:unauthenticated"),
+        ("POST /dicom-web/studies", "refused:403:forbidden"),
+    ]
+    assert _count(hub, CT) == 0
+    r = hub.client.put("/dicom-web/studies", headers=hub.auth("site_a"))
+    assert r.status_code == 405 and r.headers["allow"] == "GET, POST"
+    doc = hub.client.get("/api/v1/openapi.json", headers=hub.auth("admin")).json()
+    assert "post" in doc["paths"]["/dicom-web/studies"] and "post" in doc["paths"]["/dicom-web/studies/{study}"]
