@@ -270,7 +270,7 @@ def test_stow_is_served_by_the_plain_endpoint_with_the_same_checks_and_audit(hub
     body = stow_body([dicom_file(study_uid=CT)])
     ctype = {"Content-Type": 'multipart/related; type="application/dicom"; boundary=dw-boundary'}
     assert hub.client.post("/dicom-web/studies", content=body, headers=ctype).status_code == 401
-    wrong = {"Authorization": hub.tokens["site_a"][:-4] + "AAAA", **ctype}
+    wrong = {"Authorization": "Bearer " + hub.tokens["site_a"][:-4] + "AAAA", **ctype}  # a wrong secret
     r = hub.client.post(f"/dicom-web/studies/{CT}", content=body, headers=wrong)
     assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Bearer")
     r = _post(hub, body, who="researcher")
