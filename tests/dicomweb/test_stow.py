@@ -219,3 +219,72 @@ def test_a_file_naming_its_study_twice_is_stored_only_into_the_study_its_reader_
     r = _post(hub, stow_body([sr("2.25.71", b"2.25.2")]), path="/dicom-web/studies/2.25.2")
     assert r.status_code == 200, r.text
     assert _count(hub, "2.25.2") == 1
+
+
+@pytest.mark.parametrize("spill", [False, True])
+@pytest.mark.parametrize("bad", [_identified, _no_pixels])
+def test_a_part_the_pipeline_refuses_is_named_in_the_answer_and_the_audit(hub: Hub, bad: Any, spill: bool) -> None:
+    """A part sent to /studies is read once, by the ingest reader; one the pipeline refuses is still named
+    by its UIDs (in FailedSOPSequence and in its audit event), read from its bytes in memory or spilled."""
+    if spill:  # every part spills to its own file, the body too
+        object.__setattr__(hub.state.settings, "batch_memory_bytes", 1024)
+    good, data = dicom_file(study_uid=CT, series_uid=CT + ".1"), bad()
+    r = _post(hub, stow_body([good, data]))
+    assert r.status_code == 202, r.text
+    [failed] = r.json()["00081198"]["Value"]
+    assert failed["00081150"] == {"vr": "UI", "Value": ["1.2.840.10008.5.1.4.1.1.2"]}
+    assert failed["00081155"] == {"vr": "UI", "Value": [_sop(data)]}
+    [ref] = r.json()["00081199"]["Value"]  # the stored one, named by its ingest record
+    assert ref["00081150"] == {"vr": "UI", "Value": ["1.2.840.10008.5.1.4.1.1.2"]}
+    assert ref["00081155"] == {"vr": "UI", "Value": [_sop(good)]}
+    assert ref["00081190"]["Value"][0].endswith(f"/studies/{CT}/series/{CT}.1/instances/{_sop(good)}")
+    events = hub.client.get("/api/v1/audit?limit=100&action=ingest", headers=hub.auth("auditor")).json()["items"]
+    refused = [e for e in events if e["outcome"].startswith("refused:")]
+    assert [e["resource"] for e in refused] == [f"upload/{_sop(data)}"]
+    stored = [e for e in events if e["outcome"] == "stored"]
+    assert [e["resource"] for e in stored] == [f"instance/{_sop(good)}"]
+
+
+def test_an_unreadable_refused_part_is_named_as_a_stow_part(hub: Hub) -> None:
+    cut = dicom_file(study_uid=CT)[:200]  # inside the file meta: no UID can be read
+    r = _post(hub, stow_body([cut]))
+    assert r.status_code == 409, r.text
+    [failed] = r.json()["00081198"]["Value"]
+    assert failed["00081155"] == {"vr": "UI"} and failed["00081197"]["Value"] == [CANNOT_UNDERSTAND]
+    events = hub.client.get("/api/v1/audit?limit=100&action=ingest", headers=hub.auth("auditor")).json()["items"]
+    assert [e["resource"] for e in events if e["outcome"].startswith("refused:")] == ["upload/stow-part"]
+
+
+def test_stow_is_served_by_the_plain_endpoint_with_the_same_checks_and_audit(hub: Hub) -> None:
+    """POST is matched by the plain Starlette endpoint (no FastAPI dependency solving); its refusals are
+    those of the `Storer` dependency, answered as problem details and audited; other methods and the API
+    description are the documented routes'."""
+    from starlette.routing import Match
+
+    from medcloud.hub.routes.dicomweb import _stow_endpoint, router
+
+    for path in ("/dicom-web/studies", f"/dicom-web/studies/{CT}"):  # routes are tried in this order
+        scope = {"type": "http", "method": "POST", "path": path, "root_path": ""}
+        first = next(r for r in router.routes if r.matches(scope)[0] == Match.FULL)
+        assert getattr(first, "endpoint", None) is _stow_endpoint
+    body = stow_body([dicom_file(study_uid=CT)])
+    ctype = {"Content-Type": 'multipart/related; type="application/dicom"; boundary=dw-boundary'}
+    assert hub.client.post("/dicom-web/studies", content=body, headers=ctype).status_code == 401
+    wrong = {"Authorization": "Bearer " + hub.tokens["site_a"][:-4] + "AAAA", **ctype}  # a wrong secret
+    r = hub.client.post(f"/dicom-web/studies/{CT}", content=body, headers=wrong)
+    assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Bearer")
+    r = _post(hub, body, who="researcher")
+    assert r.status_code == 403 and r.headers["content-type"] == "application/problem+json"
+    assert r.headers["cache-control"] == "no-store" and "content-security-policy" in r.headers
+    events = hub.client.get("/api/v1/audit?limit=100", headers=hub.auth("auditor")).json()["items"]
+    refused = [(e["action"], e["outcome"]) for e in events if e["outcome"].startswith("refused:")]
+    assert refused == [
+        ("POST /dicom-web/studies", "refused:401:unauthenticated"),
+        (f"POST /dicom-web/studies/{CT}", "refused:401:unauthenticated"),
+        ("POST /dicom-web/studies", "refused:403:forbidden"),
+    ]
+    assert _count(hub, CT) == 0
+    r = hub.client.put("/dicom-web/studies", headers=hub.auth("site_a"))
+    assert r.status_code == 405 and r.headers["allow"] == "GET, POST"
+    doc = hub.client.get("/api/v1/openapi.json", headers=hub.auth("admin")).json()
+    assert "post" in doc["paths"]["/dicom-web/studies"] and "post" in doc["paths"]["/dicom-web/studies/{study}"]

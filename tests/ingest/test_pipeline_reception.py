@@ -78,3 +78,21 @@ def test_batch_reception_discards_everything_when_receiving_fails(ingestor: Inge
         assert len(list(ingestor.blobs.incoming.iterdir())) == 2
         raise InvalidInput("the body was cut")
     assert list(ingestor.blobs.incoming.iterdir()) == []
+
+
+def test_an_upload_items_name_is_asked_for_once_and_only_when_needed(ingestor: Ingestor) -> None:
+    from medcloud.ingest.pipeline import UploadItem as Item
+
+    blobs = ingestor.blobs
+    asked: list[int] = []
+
+    def name_of() -> str:
+        asked.append(1)
+        return "1.2.3"
+
+    item = Item(blobs.spool(100), name_of=name_of)
+    assert asked == []  # nothing is read when the item is made
+    assert item.name == "1.2.3" and item.name == "1.2.3" and asked == [1]
+    given = Item(blobs.spool(100), "scan.dcm", name_of=name_of)
+    assert given.name == "scan.dcm" and asked == [1]  # a name given is never asked for
+    assert Item(blobs.spool(100)).name == ""

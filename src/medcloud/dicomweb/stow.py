@@ -8,6 +8,7 @@ import contextlib
 import mmap
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from medcloud.dicomweb.json import element
@@ -65,6 +66,8 @@ class _Entry:
     reason: int | None = None
     detail: str = ""
     refusal: str = ""  # "status:slug" of a part refused before the pipeline saw it
+    identified: bool = False  # its UIDs were read by `_identify` (else taken from the ingest record)
+    copied: bool = False  # its bytes were received whole (a part refused on its type or size was not)
 
 
 @dataclass
@@ -96,6 +99,7 @@ def _identify(entry: _Entry, data: bytes | mmap.mmap) -> None:
 
 
 def _identify_upload(entry: _Entry, upload: SpooledUpload) -> None:
+    entry.identified = True
     upload.finish(fsync=False)  # a spilled part is flushed to read it; the pipeline's batch sync covers it
     data = upload.data()
     if data is not None:
@@ -103,6 +107,34 @@ def _identify_upload(entry: _Entry, upload: SpooledUpload) -> None:
         return
     with open(upload.path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
         _identify(entry, mapped)
+
+
+def _name_of(entry: _Entry, upload: SpooledUpload) -> str:
+    """The name of a part the pipeline refused, in its audit event: its SOP Instance UID if readable."""
+    if not entry.identified:
+        with contextlib.suppress(OSError, MedcloudError):  # its bytes are still held while the pipeline runs
+            _identify_upload(entry, upload)
+        entry.identified = True
+    return entry.sop_instance or "stow-part"
+
+
+def _copy(entry: _Entry, upload: SpooledUpload) -> None:
+    """The part's bytes into `upload` (held in memory within the request's budget, else spilled)."""
+    view = entry.part.data
+    for start in range(0, len(view), _CHUNK):
+        upload.write(bytes(view[start : start + _CHUNK]))
+    entry.copied = True
+
+
+def _identify_part(entry: _Entry, blobs: LocalBlobStore, max_part: int, budget: MemoryBudget) -> None:
+    """`_identify` a part after the pipeline refused it (its upload is gone: it is copied again)."""
+    upload = blobs.spool(max_part, budget)
+    try:
+        with contextlib.suppress(MedcloudError):  # a part that cannot be copied again keeps no UIDs
+            _copy(entry, upload)
+            _identify_upload(entry, upload)
+    finally:
+        upload.discard()
 
 
 def store_parts(
@@ -138,10 +170,9 @@ def store_parts(
             continue
         upload = blobs.spool(max_part, budget)
         try:
-            view = e.part.data
-            for start in range(0, len(view), _CHUNK):
-                upload.write(bytes(view[start : start + _CHUNK]))
-            _identify_upload(e, upload)
+            _copy(e, upload)
+            if study_uid is not None:  # the study is checked before anything is stored
+                _identify_upload(e, upload)
         except MedcloudError as exc:
             upload.discard()
             e.reason, e.detail = failure_reason(exc), exc.detail
@@ -152,6 +183,8 @@ def store_parts(
             raise
         if sniff(bytes(e.part.data[:132])) != "dicom":
             # The ingest pipeline also takes JPEG, PNG and TIFF; STOW-RS stores DICOM only.
+            if not e.identified:
+                _identify_upload(e, upload)
             upload.discard()
             e.reason, e.detail = CANNOT_UNDERSTAND, "not a DICOM Part 10 file"
             e.refusal = "415:unsupported-format"
@@ -165,7 +198,10 @@ def store_parts(
                 e.reason, e.detail = CANNOT_UNDERSTAND, "no StudyInstanceUID could be read from this part"
                 e.refusal = "400:invalid-input"
             continue
-        e.item = UploadItem(upload, e.sop_instance or "stow-part", study_uid=study_uid)
+        if e.identified:
+            e.item = UploadItem(upload, e.sop_instance or "stow-part", study_uid=study_uid)
+        else:  # read only if the pipeline refuses it: a stored part is named by its ingest record
+            e.item = UploadItem(upload, study_uid=study_uid, name_of=partial(_name_of, e, upload))
         items.append(e.item)
     if items:
         ingestor.ingest_many(items, site=site, project=project, subject=subject, client=client)
@@ -175,6 +211,9 @@ def store_parts(
     for e in entries:
         if e.item is not None and e.item.result is not None:
             res = e.item.result
+            record = e.item.dicom_record
+            if not e.identified and record is not None:  # what was stored, as the ingest reader read it
+                e.sop_class, e.sop_instance, e.series = record.sop_class_uid, record.sop_uid, record.series_uid
             sop_uid = res.sop_instance_uid or e.sop_instance
             studies.add(res.study_instance_uid or e.study)
             url = f"{base}/studies/{res.study_instance_uid}/series/{e.series}/instances/{sop_uid}"
@@ -186,6 +225,8 @@ def store_parts(
             continue
         if e.item is not None and e.item.error is not None:
             e.reason, e.detail = failure_reason(e.item.error), e.item.error.detail
+        if e.copied and not e.identified:  # a refused part is named by what can be read of it
+            _identify_part(e, blobs, max_part, budget)
         failed.append({
             "00081150": element("UI", e.sop_class),
             "00081155": element("UI", e.sop_instance),

@@ -19,6 +19,7 @@ from __future__ import annotations
 import mmap
 import struct
 import zlib
+from typing import NamedTuple
 
 from pydicom import uid as _uid
 from pydicom._dicom_dict import DicomDictionary, RepeatersDictionary
@@ -41,6 +42,7 @@ __all__ = [
     "MAX_NESTING",
     "Buffer",
     "Elem",
+    "ParsedDicom",
     "Syntax",
     "check_final_element",
     "dict_vr",
@@ -183,6 +185,15 @@ class Elem:
         self.end = end
         self.explicit = explicit
         self.items = items
+
+
+class ParsedDicom(NamedTuple):
+    """A file split once into its top-level elements, for every reader that needs them all."""
+
+    buf: Buffer
+    meta: dict[int, bytes]
+    syn: Syntax
+    elems: list[Elem]
 
 
 def _truncated(what: str, pos: int) -> InvalidInput:

@@ -30,6 +30,7 @@ from medcloud.formats.dicom import (
     T_CHARSET,
     Buffer,
     Elem,
+    ParsedDicom,
     Syntax,
     open_dicom,
     parse,
@@ -37,7 +38,7 @@ from medcloud.formats.dicom import (
 )
 from medcloud.formats.limits import MAX_INFLATED_BYTES
 
-__all__ = ["BULK_KEY", "dataset_json", "file_json", "pixel_vr", "with_base"]
+__all__ = ["BULK_KEY", "dataset_json", "file_json", "parsed_json", "pixel_vr", "with_base"]
 
 BULK_KEY = b'"BulkDataURI":"'
 _NATIVE = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2"})
@@ -320,6 +321,12 @@ def file_json(data: Buffer, pixel_path: str | None, *, max_inflated: int = MAX_I
     """
     buf, meta, syn, pos, _ = open_dicom(data, max_inflated=max_inflated, inflate_to_disk=True)
     elems, _ = parse(buf, pos, len(buf), syn, in_item=False)
+    return parsed_json(ParsedDicom(buf, meta, syn, elems), pixel_path)
+
+
+def parsed_json(parsed: ParsedDicom, pixel_path: str | None) -> bytes:
+    """`file_json` of a file already split into its elements (`formats.dicom.parse`)."""
+    buf, meta, syn, elems = parsed
     walker = _Walker(buf, syn)
     text = walker.text(elems, charset_for(b""), True)  # written directly: no objects, no second pass
     if pixel_path is not None:

@@ -21,14 +21,17 @@ from medcloud.formats.dicom import (
     MAX_INFLATED_BYTES,
     PIXEL_DATA,
     Buffer,
+    ParsedDicom,
+    Syntax,
     check_final_element,
     open_dicom,
+    parse,
     scan_top_level,
     tag,
 )
 from medcloud.formats.records import DicomRecord
 
-__all__ = ["read_dicom"]
+__all__ = ["read_dicom", "read_parsed", "record_of"]
 
 _KEYWORDS = (
     "SpecificCharacterSet",
@@ -91,6 +94,39 @@ def _read(data: Buffer, require_deidentified: bool, max_inflated: int) -> DicomR
     # upload limit, which the hub must not hold in memory (issue 10, item 3).
     buf, meta, syn, pos, _ = open_dicom(data, max_inflated=max_inflated, inflate_to_disk=True)
     top, last = scan_top_level(buf, pos, syn, _WANTED)
+    return record_of(buf, meta, syn, top, last, require_deidentified)
+
+
+def read_parsed(
+    data: Buffer, *, require_deidentified: bool = True, max_inflated: int = MAX_INFLATED_BYTES
+) -> tuple[DicomRecord, ParsedDicom | None]:
+    """`read_dicom` of bytes or a mapped file, and its full parse for a later reader (the DICOM JSON).
+
+    The data set is split into elements once (`formats.dicom.parse`, which walks every sequence). When
+    that strict walk fails, the record is read as `read_dicom` reads it (`scan_top_level`, which steps
+    over short sequences) and no parse is returned; either way the record and the refusals are those
+    of `read_dicom`: the top-level spans and the last tag that both walks give are the same.
+    """
+    buf, meta, syn, pos, _ = open_dicom(data, max_inflated=max_inflated, inflate_to_disk=True)
+    try:
+        elems, _ = parse(buf, pos, len(buf), syn, in_item=False)
+    except Exception:  # the lenient walk below gives the refusal, or reads the file
+        top, last = scan_top_level(buf, pos, syn, _WANTED)
+        return record_of(buf, meta, syn, top, last, require_deidentified), None
+    top = {el.tag: (el.vstart, el.vend) for el in elems if el.tag in _WANTED}  # the last of a tag wins
+    record = record_of(buf, meta, syn, top, elems[-1].tag if elems else -1, require_deidentified)
+    return record, ParsedDicom(buf, meta, syn, elems)
+
+
+def record_of(
+    buf: Buffer,
+    meta: dict[int, bytes],
+    syn: Syntax,
+    top: dict[int, tuple[int, int]],
+    last: int,
+    require_deidentified: bool,
+) -> DicomRecord:
+    """The catalog record of a data set from its top-level value spans and last tag (or InvalidInput)."""
     check_final_element(meta, last)
 
     def raw(keyword: str) -> bytes:

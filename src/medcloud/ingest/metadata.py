@@ -6,10 +6,12 @@ import mmap
 import zlib
 from pathlib import Path
 
-from medcloud.formats.dicomjson import file_json
+from medcloud.errors import InvalidInput
+from medcloud.formats.dicomjson import file_json, parsed_json
 from medcloud.formats.records import DicomRecord
+from medcloud.ingest.dicom import read_parsed
 
-__all__ = ["MAX_LISTED_FRAMES", "frames_path", "frames_uri", "stored_json"]
+__all__ = ["MAX_LISTED_FRAMES", "frames_path", "frames_uri", "read_with_json", "stored_json"]
 
 
 # A BulkDataURI names its frames one by one; past this many (a file may declare any NumberOfFrames, e.g.
@@ -48,3 +50,36 @@ def stored_json(source: bytes | Path, rec: DicomRecord, *, max_inflated: int) ->
     except Exception:
         return None
     return zlib.compress(body, 1)
+
+
+def read_with_json(
+    source: bytes | Path, *, require_deidentified: bool, max_inflated: int
+) -> tuple[DicomRecord, bytes | None]:
+    """`read_dicom` and `stored_json` of one file with one parse of it (what ingest needs of each file).
+
+    The record and the refusals are `read_dicom`'s; the JSON is `stored_json`'s (None where it cannot be
+    converted), written from the elements the reader split the file into instead of a second parse.
+    """
+    if isinstance(source, bytes):
+        return _read_with_json(source, require_deidentified, max_inflated)
+    try:
+        with open(source, "rb") as fh:
+            if not fh.seek(0, 2):
+                raise InvalidInput("empty DICOM file")
+            with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+                return _read_with_json(mapped, require_deidentified, max_inflated)
+    except OSError as exc:
+        raise InvalidInput(f"cannot read the DICOM file: {exc.strerror}") from None
+
+
+def _read_with_json(
+    data: bytes | mmap.mmap, require_deidentified: bool, max_inflated: int
+) -> tuple[DicomRecord, bytes | None]:
+    rec, parsed = read_parsed(data, require_deidentified=require_deidentified, max_inflated=max_inflated)
+    if parsed is None:  # the strict walk failed: converted by pydicom when first asked for (as stored_json)
+        return rec, None
+    try:
+        body = parsed_json(parsed, frames_path(rec))
+    except Exception:  # as stored_json: the file is stored, its JSON made later
+        return rec, None
+    return rec, zlib.compress(body, 1)

@@ -11,7 +11,7 @@ import contextlib
 import re
 import threading
 import time
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -21,9 +21,8 @@ from medcloud.errors import Conflict, InvalidInput, MedcloudError, TooLarge, Uns
 from medcloud.formats.limits import MAX_INFLATED_BYTES
 from medcloud.formats.records import DicomRecord, ImageRecord
 from medcloud.formats.sniff import MEDIA_TYPES, sniff
-from medcloud.ingest.dicom import read_dicom
 from medcloud.ingest.images import read_image
-from medcloud.ingest.metadata import stored_json
+from medcloud.ingest.metadata import read_with_json
 from medcloud.store import Catalog, IndexEntry, LocalBlobStore, MemoryBudget, SpooledUpload
 
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
@@ -63,8 +62,22 @@ class UploadItem:
     result: IngestResult | None = None
     error: MedcloudError | None = None
     study_uid: str | None = None  # the study the file must belong to (STOW-RS to /studies/{study})
+    # Where `filename` is unknown until asked for: read only if the name is needed (a refusal's audit).
+    name_of: Callable[[], str] | None = field(default=None, repr=False)
     _record: DicomRecord | ImageRecord | None = field(default=None, repr=False)
     _json: bytes | None = field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        """`filename`, asked of `name_of` (once) when it was not given."""
+        if not self.filename and self.name_of is not None:
+            self.filename, self.name_of = self.name_of(), None
+        return self.filename
+
+    @property
+    def dicom_record(self) -> DicomRecord | None:
+        """What the ingest reader read from this file when it was a DICOM file it accepted (else None)."""
+        return self._record if isinstance(self._record, DicomRecord) else None
 
 
 class BatchReception:
@@ -341,7 +354,7 @@ class Ingestor:
         return {
             "subject": r.subject,
             "action": "ingest",
-            "resource": f"upload/{item.filename or 'unnamed'}",
+            "resource": f"upload/{item.name or 'unnamed'}",
             "outcome": f"refused:{item.error.status}:{item.error.type_slug}",
             "client": r.client,
             "detail": {"reason": item.error.detail[:300], "project": r.project},
@@ -368,12 +381,12 @@ class Ingestor:
         if kind == "unknown":
             raise UnsupportedFormat("not a DICOM Part 10 file, JPEG, PNG or TIFF")
         if kind == "dicom":
-            item._record = read_dicom(
+            # One parse of the file gives its record (and refusals) and its DICOM JSON.
+            item._record, converted = read_with_json(
                 source, require_deidentified=self.require_deidentified, max_inflated=self.max_upload_bytes
             )
             if item.study_uid is not None and item._record.study_uid != item.study_uid:
                 raise Conflict(f"instance of study {item._record.study_uid}, not of {item.study_uid}")
-            converted = stored_json(source, item._record, max_inflated=self.max_upload_bytes)
             # Encrypted at rest with the blob store's envelope when encryption is on (plain otherwise).
             item._json = None if converted is None else self.blobs.seal_value(sha, converted)
         else:

@@ -87,7 +87,8 @@ async def _search(request: Request, principal: Principal, level: Level, **fixed:
 
 Reader = Depends(require(Permission.CATALOG_READ))
 BytesReader = Depends(require(Permission.BYTES_READ))
-Storer = Depends(require(Permission.INGEST))
+_require_ingest = require(Permission.INGEST)
+Storer = Depends(_require_ingest)
 
 
 @router.get("/studies", response_class=Response, responses=_JSON_DOC, summary="QIDO-RS: search for studies")
@@ -480,6 +481,23 @@ async def _stow(request: Request, principal: Principal, study: str | None) -> Re
 
         await run_in_threadpool(audit)
     return _dicom_json(outcome.body, offer, status=outcome.status)
+
+
+async def _stow_endpoint(request: Request) -> Response:
+    """STOW-RS as a plain Starlette endpoint: the same check as the `Storer` dependency, called directly.
+
+    An upload has no parameters for FastAPI to solve, validate or serialise: matched before the routes
+    below (which stay for the API description), it skips that machinery on every request. Everything
+    else is the same: `require` authenticates and authorises (or raises), refusals go through the app's
+    exception handlers and are audited, and the middlewares (body limits, security headers) wrap it.
+    """
+    principal = await _require_ingest(request)
+    return await _stow(request, principal, request.path_params.get("study"))
+
+
+# Tried before the documented routes below: POST only (any other method falls through to them).
+router.add_route(router.prefix + "/studies", _stow_endpoint, methods=["POST"], include_in_schema=False)
+router.add_route(router.prefix + "/studies/{study}", _stow_endpoint, methods=["POST"], include_in_schema=False)
 
 
 @router.post(

@@ -1,0 +1,97 @@
+"""One parse per ingested file: `read_with_json` gives `read_dicom`'s record and refusals and
+`stored_json`'s DICOM JSON, whether the strict walk succeeds or the reader falls back to its lenient one."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+from typing import Any
+
+import pydicom.data
+import pytest
+from pydicom.data import get_testdata_file
+
+from medcloud.errors import InvalidInput
+from medcloud.formats.dicom import open_dicom
+from medcloud.ingest.dicom import read_dicom
+from medcloud.ingest.metadata import read_with_json, stored_json
+from tests.hub.conftest import deidentified_dicom
+
+LIMIT = 64 * 1024**2
+
+
+def _outcome(fn: Any, *args: Any, **kw: Any) -> tuple[Any, Any]:
+    try:
+        return fn(*args, **kw), None
+    except Exception as exc:  # compared, type and words
+        return None, (type(exc), str(exc))
+
+
+def _same(source: bytes | Path, require_deidentified: bool) -> bool:
+    """Assert both paths agree on `source`; True if a record (not a refusal) came out."""
+    rec, err = _outcome(read_dicom, source, require_deidentified=require_deidentified, max_inflated=LIMIT)
+    got, err2 = _outcome(read_with_json, source, require_deidentified=require_deidentified, max_inflated=LIMIT)
+    assert err == err2
+    if rec is None:
+        return False
+    record, body = got
+    assert record == rec
+    expected = stored_json(source, rec, max_inflated=LIMIT)
+    assert (body is None) == (expected is None)
+    if body is not None and expected is not None:
+        assert zlib.decompress(body) == zlib.decompress(expected)
+    return True
+
+
+def test_every_pydicom_test_file_in_memory_and_on_disk(tmp_path: Path) -> None:
+    stored = 0
+    # The files shipped with pydicom (get_testdata_files would try to download the others).
+    for name in sorted((Path(pydicom.data.__file__).parent / "test_files").glob("*.dcm")):
+        data = Path(name).read_bytes()
+        path = tmp_path / "f.dcm"
+        path.write_bytes(data)
+        for source in (data, path):
+            for strict in (True, False):
+                stored += _same(source, strict)
+    assert stored > 100  # most of them are read (and some refused: not de-identified, stale media UID)
+
+
+@pytest.mark.parametrize("name", ["rtplan.dcm", "JPEG2000.dcm", "SC_rgb_rle_2frame.dcm", "image_dfl.dcm"])
+def test_cut_files_get_the_same_refusal(name: str) -> None:
+    data = Path(get_testdata_file(name)).read_bytes()
+    for cut in range(1, len(data) - 1, max(1, len(data) // 150)):
+        assert not _same(data[:cut], False)  # refused, and refused alike
+
+
+def _with_broken_short_sequence() -> bytes:
+    """A de-identified file with one more top-level element: a short defined-length sequence whose only
+    item holds four bytes that are not an element. The reader steps over short sequences; the strict
+    walk of the DICOM JSON does not."""
+    data = deidentified_dicom()
+    _, _, _, pos, _ = open_dicom(data)
+    item = b"\xfe\xff\x00\xe0" + struct.pack("<I", 4) + b"JUNK"
+    element = b"\x08\x00\x40\x11SQ\x00\x00" + struct.pack("<I", len(item)) + item  # (0008,1140)
+    return data[:pos] + element + data[pos:]
+
+
+def test_a_file_only_the_lenient_walk_reads_is_stored_without_json(tmp_path: Path) -> None:
+    data = _with_broken_short_sequence()
+    record = read_dicom(data)
+    got, body = read_with_json(data, require_deidentified=True, max_inflated=LIMIT)
+    assert got == record and body is None
+    assert stored_json(data, record, max_inflated=LIMIT) is None
+    path = tmp_path / "f.dcm"
+    path.write_bytes(data)
+    assert read_with_json(path, require_deidentified=True, max_inflated=LIMIT) == (record, None)
+
+
+def test_refusals_are_the_readers(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInput, match="not de-identified"):
+        read_with_json(Path(get_testdata_file("CT_small.dcm")), require_deidentified=True, max_inflated=LIMIT)
+    empty = tmp_path / "empty.dcm"
+    empty.write_bytes(b"")
+    with pytest.raises(InvalidInput, match="empty DICOM file"):
+        read_with_json(empty, require_deidentified=True, max_inflated=LIMIT)
+    with pytest.raises(InvalidInput, match="cannot read"):
+        read_with_json(tmp_path / "missing.dcm", require_deidentified=True, max_inflated=LIMIT)
