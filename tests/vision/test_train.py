@@ -43,12 +43,10 @@ def one_torch_thread() -> Iterator[None]:
     Two OpenMP threads on the 2-core machine busy-wait against every other process there: measured at load
     ~10, the 30 detector steps below took 146 s on two threads and 3-12 s on one (the classifier 35 s and
     2-3 s). Only the floating-point summation order changes with the thread count, not what is asserted."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    from medcloud.federated.images import _one_thread
+
+    with _one_thread():
         yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @pytest.mark.usefixtures("one_torch_thread")

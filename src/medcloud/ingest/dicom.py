@@ -8,8 +8,10 @@ end, bounded nesting and inflation, the writer's final element) and build the re
 from __future__ import annotations
 
 import mmap
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
+from typing import TypeVar
 
 from pydicom.uid import UID
 
@@ -30,6 +32,8 @@ from medcloud.formats.dicom import (
     tag,
 )
 from medcloud.formats.records import DicomRecord
+
+T = TypeVar("T")
 
 __all__ = ["read_dicom", "read_parsed", "record_of"]
 
@@ -68,14 +72,20 @@ def read_dicom(
     `max_inflated` bytes, lack the identifying UIDs, or, when `require_deidentified`, do not declare
     PatientIdentityRemoved=YES.
     """
+    return read_source(source, lambda data: _read(data, require_deidentified, max_inflated))
+
+
+def read_source(source: bytes | Path, read: Callable[[bytes | mmap.mmap], T]) -> T:
+    """`read` over a DICOM file's bytes: bytes as given, a path memory-mapped for the call (an empty
+    file, or one the OS cannot read, is InvalidInput)."""
     if isinstance(source, bytes):
-        return _read(source, require_deidentified, max_inflated)
+        return read(source)
     try:
         with open(source, "rb") as fh:
             if not fh.seek(0, 2):
                 raise InvalidInput("empty DICOM file")
             with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-                return _read(mapped, require_deidentified, max_inflated)
+                return read(mapped)
     except OSError as exc:
         raise InvalidInput(f"cannot read the DICOM file: {exc.strerror}") from None
 

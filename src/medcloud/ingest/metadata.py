@@ -6,10 +6,9 @@ import mmap
 import zlib
 from pathlib import Path
 
-from medcloud.errors import InvalidInput
 from medcloud.formats.dicomjson import file_json, parsed_json
 from medcloud.formats.records import DicomRecord
-from medcloud.ingest.dicom import read_parsed
+from medcloud.ingest.dicom import read_parsed, read_source
 
 __all__ = ["MAX_LISTED_FRAMES", "frames_path", "frames_uri", "read_with_json", "stored_json"]
 
@@ -60,16 +59,7 @@ def read_with_json(
     The record and the refusals are `read_dicom`'s; the JSON is `stored_json`'s (None where it cannot be
     converted), written from the elements the reader split the file into instead of a second parse.
     """
-    if isinstance(source, bytes):
-        return _read_with_json(source, require_deidentified, max_inflated)
-    try:
-        with open(source, "rb") as fh:
-            if not fh.seek(0, 2):
-                raise InvalidInput("empty DICOM file")
-            with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-                return _read_with_json(mapped, require_deidentified, max_inflated)
-    except OSError as exc:
-        raise InvalidInput(f"cannot read the DICOM file: {exc.strerror}") from None
+    return read_source(source, lambda data: _read_with_json(data, require_deidentified, max_inflated))
 
 
 def _read_with_json(
