@@ -122,7 +122,7 @@ def stop_head(head: RayHead) -> None:
     if with_signal:
         os.killpg(pgid, signal.SIGTERM)
         with contextlib.suppress(subprocess.TimeoutExpired):
-            head.proc.wait(timeout=30)
+            head.proc.wait(timeout=5)  # `ray start --block` takes 30 s and more to wind down on SIGTERM
     marker = str(head.root)
     for _ in range(3):
         pids = [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) != os.getpid()]

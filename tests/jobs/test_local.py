@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 
+from medcloud.jobs.runner import JobEvents, JobSpec, Runner
 from tests.jobs.conftest import LiveHub, expected_digest
 
 SRC = Path(__file__).resolve().parents[2] / "src"
@@ -234,3 +235,69 @@ def test_the_cli_submits_waits_and_lists(live_hub: LiveHub, script: Callable[[st
     assert "succeeded" in listed.stdout and "hello.py" in listed.stdout
     failed = subprocess.run([*cli, "status", "0" * 32], env=env, capture_output=True, text=True, timeout=60)
     assert failed.returncode == 4 and "not found" in failed.stderr
+
+
+class _UnpolledRunner(Runner):
+    """A backend whose runtime has launched the job but whose monitor has not yet seen it start (Ray's
+    monitor polls): `submit` only prepares the token, the test plays the job and the monitor."""
+
+    name = "unpolled"
+
+    def __init__(self) -> None:
+        self.events: JobEvents | None = None
+        self.env: dict[str, dict[str, str]] = {}
+
+    def submit(self, spec: JobSpec) -> None:
+        assert self.events is not None
+        env = self.events.prepare(spec.job_id)
+        assert env is not None
+        self.env[spec.job_id] = env
+
+    def cancel(self, job_id: str) -> bool:
+        return job_id in self.env
+
+    def logs(self, job_id: str, log_path: Path, max_bytes: int) -> str:
+        return ""
+
+    def close(self) -> None:
+        self.env.clear()
+
+
+def test_a_job_writing_before_its_runner_saw_it_start_is_running_not_refused(
+    live_hub: LiveHub, script: Callable[[str, str], Path]
+) -> None:
+    from medcloud.jobs.service import JobService
+
+    state = live_hub.state
+    runner = _UnpolledRunner()
+    state.jobs = svc = JobService(state.settings, state.catalog, state.blobs, state.verifier, runner=runner)
+    runner.events = svc
+    client = live_hub.client()
+    job = client.submit(script("print('hi')"), live_hub.datasets["lung"])
+    other = client.submit(script("print('hi')"), live_hub.datasets["lung"])
+    assert client.status(job["id"])["state"] == "queued"
+    token = runner.env[job["id"]]["MEDCLOUD_JOB_TOKEN"]
+    url = f"{live_hub.url}/api/v1/jobs/{job['id']}/artifacts/result.json"
+    # Neither a researcher nor another job's token may write it, and neither starts the job.
+    r = httpx.put(url, content=b"{}", headers={"Authorization": f"Bearer {live_hub.tokens['researcher']}"})
+    assert r.status_code == 403
+    other_token = runner.env[other["id"]]["MEDCLOUD_JOB_TOKEN"]
+    r = httpx.put(url, content=b"{}", headers={"Authorization": f"Bearer {other_token}"})
+    assert r.status_code == 403
+    assert client.status(job["id"])["state"] == "queued"
+    # The job's own token proves it runs: its artefact is stored and the job is running, audited once.
+    r = httpx.put(url, content=b'{"ok": 1}', headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 201, r.text
+    assert client.status(job["id"])["state"] == "running"
+    # The monitor's late start neither cancels the job nor audits a second start; it records the runtime's id.
+    assert svc.started(job["id"], "ray-42") is True
+    assert state.catalog.jobs.get(job["id"])["external_id"] == "ray-42"
+    assert [a for a in live_hub.audit_actions(f"job/{job['id']}") if a[0] == "job.start"] == [("job.start", "running")]
+    svc.finished(job["id"], "succeeded", 0, "")
+    assert client.status(job["id"])["state"] == "succeeded"
+    # Once finished, its token is revoked and nothing more is written.
+    r = httpx.put(url, content=b"{}", headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 401
+    # A cancelled job's monitor start is refused (the backend then stops it).
+    client.cancel(other["id"])
+    assert svc.started(other["id"], "ray-43") is False

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from medcloud.errors import Conflict, InvalidInput
 from medcloud.jobs.code import CodeLimits, check_archive, extract
 from medcloud.jobs.runner import JobSpec, Runner
-from medcloud.security.policy import Principal
+from medcloud.security.policy import Principal, Role
 from medcloud.security.tokens import TokenVerifier, issue_job_token, revoke_token
 from medcloud.store import Catalog, LocalBlobStore
 from medcloud.store.jobs import FINISHED
@@ -161,10 +161,14 @@ class JobService:
         return {"MEDCLOUD_JOB_TOKEN": issued.token}
 
     def started(self, job_id: str, external_id: str | None) -> bool:
+        """queued -> running (audited once); True also when the job was marked running already (by its own
+        first request, see `running_job`), False when it is no longer queued or running (cancelled)."""
         with self.catalog.write() as conn:
             ok = self.catalog.jobs.start(conn, job_id, external_id=external_id)
             if ok:
                 self._audit(conn, "job.start", job_id, "running", backend=self.runner.name, external_id=external_id)
+            elif external_id is not None:
+                ok = self.catalog.jobs.note_external_id(conn, job_id, external_id)
         return ok
 
     def finished(self, job_id: str, state: str, exit_code: int | None, message: str) -> None:
@@ -198,6 +202,11 @@ class JobService:
     def running_job(self, job_id: str, principal: Principal) -> dict[str, Any]:
         """The job a job token acts for, while it runs (artefacts are written by a running job only)."""
         job = self.get(job_id, principal)
+        if job["state"] == "queued" and principal.role is Role.JOB and principal.job == job_id:
+            # The job's own token is issued only as the job is handed to its runner: a request carrying
+            # it proves the job runs, even before the runner's monitor (Ray: polled) has seen it start.
+            self.started(job_id, None)
+            job = self.get(job_id, principal)
         if job["state"] != "running":
             raise Conflict(f"job {job_id} is {job['state']}: artefacts are written while it runs")
         return job

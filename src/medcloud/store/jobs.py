@@ -109,6 +109,13 @@ class Jobs:
         )
         return bool(res.rowcount)
 
+    def note_external_id(self, conn: Connection, job_id: str, external_id: str) -> bool:
+        """Record the runner's id of a job marked running already; False when it is not running (any more)."""
+        res = conn.execute(
+            jobs.update().where(jobs.c.id == job_id, jobs.c.state == "running").values(external_id=external_id)
+        )
+        return bool(res.rowcount)
+
     def set_token(self, conn: Connection, job_id: str, token_id: str) -> None:
         """Remember the id of the job's scoped token (revoked when the job ends)."""
         conn.execute(jobs.update().where(jobs.c.id == job_id).values(token_id=token_id))
