@@ -6,7 +6,7 @@
 // trades the hand-over for a session token, holds it at the passkey step, and once the session may be used
 // goes back to `next` (a path under /viewer/ only). One sign-in and passkey flow, kept in sso.js and
 // passkey.js; signing out here ends a hospital session at the hub and the provider (sso.js).
-import { hospitalSignOut } from "../../src/medcloud/web/sso.js";
+import { hospitalSignOut, keepHospitalSessionFresh } from "../../src/medcloud/web/sso.js";
 
 export const TOKEN_KEY = "medcloud.token";
 
@@ -67,6 +67,12 @@ export function setUpSignIn() {
     return false;
   }
   $("signout").hidden = false;
+  // A hospital-account session is refreshed here as on the research page; once the hub refuses (idle,
+  // maximum reached, revoked at the provider) the page asks to sign in again.
+  keepHospitalSessionFresh(TOKEN_KEY, (reason) => {
+    sessionStorage.removeItem(TOKEN_KEY);
+    askForToken(`Your session ended: ${reason}. Sign in again. / セッションが終了しました。`);
+  });
   return true;
 }
 

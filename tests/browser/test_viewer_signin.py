@@ -112,6 +112,22 @@ def test_viewer_signs_in_with_the_hospital_account_and_comes_back(hub: str, prov
             whoami = httpx.get(f"{hub}/api/v1/whoami", headers={"Authorization": f"Bearer {token}"}, timeout=10)
             assert whoami.status_code == 200 and whoami.json()["second_factor"]["state"] == "ok", whoami.text
 
+            # The viewer keeps the session fresh as the research page does: with the stored expiry brought
+            # forward to 6 s from now, a reload refreshes it through the hub within about 5 s.
+            # (The research page stored the session's expiry at sign-in.)
+            assert page.evaluate("Date.parse(sessionStorage.getItem('medcloud.session.expires')) > Date.now()")
+            page.evaluate(
+                "sessionStorage.setItem('medcloud.session.expires', new Date(Date.now() + 6000).toISOString())"
+            )
+            page.reload()
+            wait_for(page, "document.body.dataset.ready === 'yes'", timeout=40)
+            refreshes = [u for u in seen if u.endswith("/api/v1/auth/refresh")]
+            later = "Date.parse(sessionStorage.getItem('medcloud.session.expires')) > Date.now() + 30000"
+            wait_for(page, later, timeout=15)
+            assert len([u for u in seen if u.endswith("/api/v1/auth/refresh")]) == len(refreshes) + 1
+            assert page.evaluate("sessionStorage.getItem('medcloud.token')") == token  # same token, extended
+            assert page.evaluate("document.body.dataset.signedIn") != "no"
+
             # Signing out on the viewer ends the session at the hub and at the provider.
             page.click("#signout")
             page.wait_for_url(f"{provider.issuer}/session/end**")

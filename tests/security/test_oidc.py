@@ -387,3 +387,30 @@ def test_the_research_page_signs_in_with_the_hospital_account(hub: tuple[str, An
             chromium.close()
     assert httpx.get(f"{url}/api/v1/whoami", headers=bearer(token)).status_code == 401
     assert not [m for m in console if "Content Security Policy" in m], console
+
+
+def test_refreshing_is_not_a_use_an_open_page_cannot_outlast_the_idle_timeout(
+    hub: tuple[str, Any], provider: Provider
+) -> None:
+    """The pages refresh a hospital session on a timer; that alone must not keep an unattended session alive."""
+    with second_hub(provider, hub[1], session_idle_seconds=2, session_max_seconds=60) as (url, _state):
+        browser = Browser()
+        try:
+            used = browser.sign_in(url, "kim")
+            unattended = browser.sign_in(url, "kim")
+            t0 = time.monotonic()
+            for _ in range(5):  # 3 s in all, past the 2 s idle timeout
+                time.sleep(0.6)
+                # `used` is used between refreshes; `unattended` is only refreshed, as an open page does.
+                assert httpx.get(f"{url}/api/v1/whoami", headers=bearer(used["token"])).status_code == 200
+                r = httpx.post(f"{url}/api/v1/auth/refresh", headers=bearer(used["token"]))
+                assert r.status_code == 200, r.text
+                r = httpx.post(f"{url}/api/v1/auth/refresh", headers=bearer(unattended["token"]))
+                if time.monotonic() - t0 < 1.5:  # well inside the idle timeout: refreshed
+                    assert r.status_code == 200, r.text
+            # Only refreshed for 3 s: idle, refused, and the refusal ends the refresh too.
+            assert r.status_code == 401 and "idle" in r.json()["detail"]
+            assert httpx.get(f"{url}/api/v1/whoami", headers=bearer(unattended["token"])).status_code == 401
+            assert httpx.get(f"{url}/api/v1/whoami", headers=bearer(used["token"])).status_code == 200
+        finally:
+            browser.close()

@@ -54,8 +54,11 @@ def client_address(request: Request) -> str:
     return peer
 
 
-def authenticate(request: Request) -> Principal:
-    """The caller behind `Authorization: Bearer <token>`, or 401 (400 for two Authorization headers)."""
+def authenticate(request: Request, *, use: bool = True) -> Principal:
+    """The caller behind `Authorization: Bearer <token>`, or 401 (400 for two Authorization headers).
+
+    `use=False` (the session refresh only): a person's idle session is refused, but this request does not
+    count as activity, so a page left open cannot keep its session alive by refreshing it."""
     cached: Principal | None = getattr(request.state, "principal", None)
     if cached is not None:
         return cached
@@ -72,7 +75,7 @@ def authenticate(request: Request) -> Principal:
     if state.lockouts is not None:
         state.lockouts.check(lock_key)
     try:
-        principal = state.verifier.verify(token)
+        principal = state.verifier.verify(token, use=use)
     except Unauthenticated as exc:
         request.state.refused_subject = exc.subject
         # A well-formed token with an unknown id or a wrong secret is a guess; a malformed one cannot

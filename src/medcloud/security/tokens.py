@@ -229,7 +229,9 @@ class TokenVerifier:
         self._last_used: dict[str, datetime] = {}
         self._written: dict[str, float] = {}
 
-    def verify(self, token: str) -> Principal:
+    def verify(self, token: str, *, use: bool = True) -> Principal:
+        """The token's principal, or Unauthenticated. `use=False`: a person's session is still refused once
+        idle, but this request is not counted as a use (the page's own session refresh is not activity)."""
         m = _TOKEN.match(token.strip())
         if not m:
             raise Unauthenticated("malformed bearer token")
@@ -259,7 +261,7 @@ class TokenVerifier:
                 raise Unauthenticated("break-glass account is sealed or its use ended", subject=principal.subject)
             raise Unauthenticated("token expired", subject=principal.subject)
         if principal.kind == "session" and self._idle:
-            self._check_idle(principal, row)
+            self._check_idle(principal, row, use=use)
         return principal
 
     def verifies_from_memory(self, token: str) -> bool:
@@ -278,8 +280,8 @@ class TokenVerifier:
             return False
         return not (hit[2].kind == "session" and self._idle)
 
-    def _check_idle(self, principal: Principal, row: dict[str, Any] | None) -> None:
-        """Refuse a person's session unused for longer than the idle timeout; else note this use."""
+    def _check_idle(self, principal: Principal, row: dict[str, Any] | None, *, use: bool = True) -> None:
+        """Refuse a person's session unused for longer than the idle timeout; else note this use (if `use`)."""
         assert self._idle is not None
         token_id, now = principal.token_id, utcnow()
         with self._lock:
@@ -299,6 +301,8 @@ class TokenVerifier:
             raise Unauthenticated(
                 f"session idle for more than {self._idle:g} s: sign in again", subject=principal.subject
             )
+        if not use:
+            return
         mono = time.monotonic()
         with self._lock:
             self._last_used[token_id] = now

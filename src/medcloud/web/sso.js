@@ -7,6 +7,7 @@
 // ends it at the hub and at the provider. No token ever appears in a URL.
 
 const SESSION_KEY = "medcloud.session"; // "yes" while the token is a hospital-account session
+const EXPIRES_KEY = "medcloud.session.expires"; // when the session token ends unless refreshed (ISO time)
 const REFRESH_AT = 0.75; // refresh when three quarters of the token's life have passed
 let refreshTimer = null;
 
@@ -19,8 +20,11 @@ async function postJson(path, token) {
   return body;
 }
 
+// The hub refuses a refresh once the session has been idle (a refresh is not a use), so an unattended
+// page signs out at the idle timeout; in use, the session lasts until its maximum.
 function scheduleRefresh(tokenKey, expiresAt, onEnded) {
   clearTimeout(refreshTimer);
+  if (expiresAt) sessionStorage.setItem(EXPIRES_KEY, expiresAt);
   const left = Date.parse(expiresAt) - Date.now();
   if (!(left > 0)) return;
   refreshTimer = setTimeout(async () => {
@@ -33,6 +37,14 @@ function scheduleRefresh(tokenKey, expiresAt, onEnded) {
       onEnded(err.message);
     }
   }, Math.max(5000, left * REFRESH_AT));
+}
+
+// Every page of this tab keeps a hospital-account session it holds fresh (the hub's pages and the viewer
+// pages share the tab's sessionStorage): call once at load. Nothing for a pasted machine token.
+export function keepHospitalSessionFresh(tokenKey, onEnded) {
+  if (sessionStorage.getItem(SESSION_KEY) !== "yes" || !sessionStorage.getItem(tokenKey)) return;
+  const expiresAt = sessionStorage.getItem(EXPIRES_KEY);
+  if (expiresAt) scheduleRefresh(tokenKey, expiresAt, onEnded);
 }
 
 // Shows the button when the hub offers hospital sign-in, and completes a sign-in on the way back.
@@ -50,7 +62,9 @@ export async function setupHospitalSignIn({ tokenKey, button, returnTo, onSigned
   button.addEventListener("click", () => {
     window.location.assign(`${config.login_url}?return_to=${encodeURIComponent(returnTo)}`);
   });
-  if (window.location.hash === "#signin") {
+  if (window.location.hash !== "#signin") {
+    keepHospitalSessionFresh(tokenKey, onEnded); // a session from before this page was (re)loaded
+  } else {
     history.replaceState(null, "", window.location.pathname + window.location.search);
     const session = await postJson("/api/v1/auth/session");
     sessionStorage.setItem(tokenKey, session.token);
@@ -67,6 +81,7 @@ export async function hospitalSignOut(tokenKey) {
   const token = sessionStorage.getItem(tokenKey);
   const wasSession = sessionStorage.getItem(SESSION_KEY) === "yes";
   sessionStorage.removeItem(SESSION_KEY);
+  sessionStorage.removeItem(EXPIRES_KEY);
   if (!wasSession || !token) return false;
   try {
     const body = await postJson("/api/v1/auth/logout", token);

@@ -38,9 +38,9 @@ def _signin(request: Request) -> SignIn:
     return signin
 
 
-def _person(request: Request) -> Principal:
+def _person(request: Request, *, use: bool = True) -> Principal:
     """The caller, who must be a person's session: machine tokens are neither refreshed nor signed out here."""
-    principal = authenticate(request)
+    principal = authenticate(request, use=use)
     if principal.kind != "session":
         raise Forbidden("only a person's session (from signing in) can be refreshed or signed out")
     return principal
@@ -129,7 +129,8 @@ async def session(request: Request, response: Response) -> dict[str, Any]:
 
 @router.post("/api/v1/auth/refresh", summary="Extend a person's session through the identity provider")
 async def refresh(request: Request) -> dict[str, Any]:
-    principal = _person(request)
+    # Refused once the session is idle, and not itself a use: a page's timer cannot outlast the idle timeout.
+    principal = _person(request, use=False)
     expires_at = await run_in_threadpool(_signin(request).refresh, principal, client=client_address(request))
     return {"expires_at": expires_at.isoformat()}
 
