@@ -58,28 +58,32 @@ def _pct(values: list[float], q: float) -> float:
     return round(float(np.percentile(values, q)), 2)
 
 
-def latency(model_dir: Path, runs: int, threads: int) -> dict[str, Any]:
-    from medcloud.vision.runtime import GramStainModel, prepare
+def latency(model_dir: Path, runs: int, threads: int, scales: Any = None) -> dict[str, Any]:
+    from medcloud.vision.runtime import INPUT_LONG_SIDE, GramStainModel, prepare_scales
 
-    model = GramStainModel(model_dir, threads=threads)
+    model = GramStainModel(model_dir, threads=threads, scales=scales)
+    sides = model.scales.sides
+    all_sides = tuple(dict.fromkeys((*sides, INPUT_LONG_SIDE)))
     img = _image(640)
-    x, _ = prepare(img, colour=model.colour)
+    xs = prepare_scales(img, all_sides, colour=model.colour)
     for _ in range(5):
         model.predict(img)
     det, full, prep = [], [], []
     for _ in range(runs):
         t0 = time.perf_counter()
-        model.detector.run(None, {"image": x})
+        for side in sides:  # every scale the model runs at
+            model.detector.run(None, {"image": xs[side][0]})
         det.append((time.perf_counter() - t0) * 1000)
         t0 = time.perf_counter()
-        prepare(img, colour=model.colour)
+        prepare_scales(img, all_sides, colour=model.colour)
         prep.append((time.perf_counter() - t0) * 1000)
         t0 = time.perf_counter()
         model.predict(img)
         full.append((time.perf_counter() - t0) * 1000)
     return {
         "image": "640x640 RGB (synthetic smear)",
-        "detector_input": list(x.shape),
+        "detector_input": [list(xs[side][0].shape) for side in sides],
+        "inference": model.scales.to_json(),
         "threads": threads,
         "runs": runs,
         "detector_onnx_ms": {"p50": _pct(det, 50), "p95": _pct(det, 95)},
@@ -87,7 +91,7 @@ def latency(model_dir: Path, runs: int, threads: int) -> dict[str, Any]:
         "full_pipeline_ms": {
             "p50": _pct(full, 50),
             "p95": _pct(full, 95),
-            "note": "resize + detector + peak decode + NMS + 25-crop classifier + vote",
+            "note": "resize + detector at each scale + peak decode + NMS + 25-crop classifier + vote",
         },
         "detector_onnx_bytes": (model_dir / "detector.onnx").stat().st_size,
         "classifier_onnx_bytes": (model_dir / "classifier.onnx").stat().st_size,
@@ -227,20 +231,26 @@ def _verdict_truth(code: str) -> str | None:
 
 
 def leave_one_style_out(
-    model_dirs: dict[str, Path], images: int, verdict_images: int, boxes: str = "group", threads: int = 2
+    model_dirs: dict[str, Path],
+    images: int,
+    verdict_images: int,
+    boxes: str = "group",
+    threads: int = 2,
+    scales: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Per site (unseen first): detection mAP50 (IoU 0.5) and Gram-verdict accuracy, for each model.
 
     Smears are rendered once (seeds disjoint from training and from `evaluate`) and scored by every model.
     Verdict smears are monomicrobial (one species, 4-9 groups, red cells), all 16 organisms in turn,
     Candida included: its right answer is "no bacterial verdict" (the crop vote returns None).
+    `scales` overrides a model's recorded inference scales (`runtime.InferenceScales`), by key.
     """
     from medcloud.vision.labels import NUM_CLASSES
     from medcloud.vision.metrics import DetectionAccumulator
     from medcloud.vision.runtime import DETECTOR_VOTE_WEIGHT, GramStainModel
     from medcloud.vision.synth import ORGANISMS, SITES, UNSEEN_SITES, render_smear
 
-    models = {k: GramStainModel(v, threads=threads) for k, v in model_dirs.items()}
+    models = {k: GramStainModel(v, threads=threads, scales=(scales or {}).get(k)) for k, v in model_dirs.items()}
     order = list(UNSEEN_SITES) + [s for s in SITES if s not in UNSEEN_SITES]
     per_site: dict[str, Any] = {}
     for si, site in enumerate(order):
@@ -313,6 +323,7 @@ def leave_one_style_out(
         f"(detector weight {DETECTOR_VOTE_WEIGHT}); yeast and red cells never vote; "
         "Candida-only smears must get no bacterial verdict",
         "models": {k: str(v) for k, v in model_dirs.items()},
+        "inference": {k: m.scales.to_json() for k, m in models.items()},
         "summary": summary,
         "per_site": per_site,
     }
@@ -329,6 +340,7 @@ def card_loso_section(result: dict[str, Any], command: str, seconds: float) -> d
         f"lowest unseen Gram verdict {summary['min_unseen_verdict']} (bars 0.70 / 0.95)",
         **{k: result[k] for k in ("synthetic", "boxes", "iou_threshold", "images_per_site", "verdict_images_per_site")},
         "verdict_rule": result["verdict_rule"],
+        "inference": result.get("inference"),
         "command": command,
         "seconds": seconds,
         "summary": summary,
@@ -358,6 +370,7 @@ def card_serving_section(out: dict[str, Any], command: str) -> dict[str, Any]:
         "command": command,
         "machine": out["machine"],
         "threads": lat["threads"],
+        "inference": lat.get("inference"),
         "full_pipeline_ms": lat["full_pipeline_ms"],
         "detector_onnx_ms": lat["detector_onnx_ms"],
         "preprocess_ms": lat["preprocess_ms"],
@@ -441,6 +454,16 @@ def torch_server(model_dir: Path, port: int) -> None:
     server.serve_forever(poll_interval=0.2)
 
 
+def _scales(arg: str | None) -> Any:
+    """`--scales 192,320,416` as `runtime.InferenceScales` (the verdict side stays 320); None: the model's own."""
+    if not arg:
+        return None
+    from medcloud.vision.runtime import INPUT_LONG_SIDE, InferenceScales
+
+    sides = tuple(int(v) for v in arg.split(","))
+    return InferenceScales(sides, verdict_side=INPUT_LONG_SIDE if INPUT_LONG_SIDE in sides else sides[0])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("what", choices=["latency", "coldstart", "accuracy", "loso", "all", "torch-server"])
@@ -452,6 +475,13 @@ def main() -> None:
     ap.add_argument("--verdict-images", type=int, default=40)
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--compare", default=None, help="second model folder for `loso` (e.g. the previous version)")
+    ap.add_argument(
+        "--scales",
+        default=None,
+        help="inference long sides for --model, e.g. 320 (the single-scale runtime) or 192,320,416; "
+        "default: what the model's training.json records",
+    )
+    ap.add_argument("--compare-scales", default=None, help="the same for --compare (it may be the same folder)")
     ap.add_argument("--boxes", default="group", choices=["group", "cell"], help="annotation convention for loso")
     ap.add_argument(
         "--write-card",
@@ -475,20 +505,29 @@ def main() -> None:
     }
     if args.write_card:
         write_card_sections(model_dir, {})  # refuse before measuring, not after, when the card is stale
+    model_scales = _scales(args.scales)
+    if args.write_card and model_scales is not None:
+        raise SystemExit("--write-card records the model's own inference recipe: leave out --scales")
     if args.what in ("latency", "all"):
-        out["latency"] = latency(model_dir, args.runs, args.threads)
+        out["latency"] = latency(model_dir, args.runs, args.threads, model_scales)
     if args.what in ("coldstart", "all"):
         out["coldstart"] = coldstart(model_dir, args.repeat)
     if args.what in ("accuracy", "all"):
         out["accuracy"] = accuracy(model_dir, args.images, args.verdict_images)
     loso_seconds = 0.0
     if args.what in ("loso", "all"):
-        dirs = {model_dir.name: model_dir}
+        first = model_dir.name + (f"@{args.scales}" if args.scales else "")
+        dirs = {first: model_dir}
+        overrides = {first: model_scales}
         if args.compare:
-            dirs[Path(args.compare).name] = Path(args.compare)
+            second = Path(args.compare).name + (f"@{args.compare_scales}" if args.compare_scales else "")
+            if second == first:
+                raise SystemExit("--compare names the same model and scales as --model")
+            dirs[second] = Path(args.compare)
+            overrides[second] = _scales(args.compare_scales)
         t0 = time.perf_counter()
         out["leave_one_style_out"] = leave_one_style_out(
-            dirs, args.images, args.verdict_images, args.boxes, args.threads
+            dirs, args.images, args.verdict_images, args.boxes, args.threads, overrides
         )
         loso_seconds = round(time.perf_counter() - t0, 1)
     if args.write_card:

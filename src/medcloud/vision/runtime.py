@@ -170,28 +170,65 @@ def prepare(
 
     `colour` is the model's input convention: "none" (raw RGB) or "white-balance" (`white_balance`).
     """
+    resized, scale = _resize(image, long_side)
+    gain = white_balance_gain(resized[::2, ::2].astype(np.float32)) if colour == "white-balance" else None
+    return _canvas(resized, gain), scale
+
+
+def prepare_scales(
+    image: NDArray[np.uint8], sides: tuple[int, ...], colour: str = "none", base: int = INPUT_LONG_SIDE
+) -> dict[int, tuple[NDArray[np.float32], float]]:
+    """`prepare` at several long sides: {side: (NCHW float, scale)}.
+
+    The `base` side is exactly `prepare(image, base, colour)`; the white-balance gain is taken once, from
+    the base image, and used for every side; sides below the base are resized from the base image (cheaper
+    than from the original), sides above it from the original.
+    """
+    resized, scale = _resize(image, base)
+    gain = white_balance_gain(resized[::2, ::2].astype(np.float32)) if colour == "white-balance" else None
+    h, w = image.shape[:2]
+    out: dict[int, tuple[NDArray[np.float32], float]] = {}
+    for side in sides:
+        if side == base:
+            out[side] = (_canvas(resized, gain), scale)
+            continue
+        s = side / max(h, w)
+        nh, nw = max(1, round(h * s)), max(1, round(w * s))
+        src = resized if side < base else image
+        r = np.asarray(_pil_resize(src, nw, nh)) if (nh, nw) != src.shape[:2] else src
+        out[side] = (_canvas(r, gain), s)
+    return out
+
+
+def _pil_resize(image: NDArray[np.uint8], nw: int, nh: int) -> Any:
     from PIL import Image
 
+    return Image.fromarray(image).resize((nw, nh), Image.Resampling.BILINEAR, reducing_gap=2.0)
+
+
+def _resize(image: NDArray[np.uint8], long_side: int) -> tuple[NDArray[np.uint8], float]:
     h, w = image.shape[:2]
     scale = long_side / max(h, w)
     nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
     if (nh, nw) != (h, w):
-        resized = np.asarray(Image.fromarray(image).resize((nw, nh), Image.Resampling.BILINEAR, reducing_gap=2.0))
-    else:
-        resized = image
+        return np.asarray(_pil_resize(image, nw, nh)), scale
+    return image, scale
+
+
+def _canvas(resized: NDArray[np.uint8], gain: NDArray[np.float32] | None) -> NDArray[np.float32]:
+    """The resized image padded to a multiple of 16 as NCHW float; with `gain`, white-balanced."""
+    nh, nw = resized.shape[:2]
     ph, pw = -(-nh // 16) * 16, -(-nw // 16) * 16
-    if colour == "white-balance":
-        # The reference is taken on every second pixel (same answer within a grey level, a quarter the work).
-        gain = white_balance_gain(resized[::2, ::2].astype(np.float32))
+    if gain is not None:
         # Written straight into the NCHW canvas: one float pass, no HWC float copy to transpose afterwards.
         out = np.full((1, 3, ph, pw), PAD_VALUE, dtype=np.float32)
         view = out[0, :, :nh, :nw]
         np.multiply(resized.transpose(2, 0, 1), gain.reshape(3, 1, 1), out=view)
         np.minimum(view, 255.0, out=view)
-        return out, scale
+        return out
     canvas = np.full((ph, pw, 3), PAD_VALUE, dtype=np.uint8)
     canvas[:nh, :nw] = resized
-    return np.ascontiguousarray(canvas.transpose(2, 0, 1)[None], dtype=np.float32), scale
+    return np.ascontiguousarray(canvas.transpose(2, 0, 1)[None], dtype=np.float32)
 
 
 def decode_peaks(
@@ -242,6 +279,25 @@ def _nms(boxes: NDArray[Any], scores: NDArray[Any], iou: float) -> list[int]:
         over = inter / np.maximum(area[i] + area - inter, 1e-6)
         suppressed |= over > iou
     return keep
+
+
+def merge_classwise(detections: list[Detection], iou: float = 0.5) -> list[Detection]:
+    """Detections from several runs (scales) merged by NMS within each label; best score first.
+
+    Each label keeps its own best box per organism group, so one group can be listed under two labels
+    (the second at a lower score) when two scales disagree: that is what raises mAP50 (see docs/vision.md).
+    """
+    if not detections:
+        return []
+    dets = sorted(detections, key=lambda d: -d.score)
+    boxes = np.array([d.box for d in dets], dtype=np.float32)
+    scores = np.array([d.score for d in dets], dtype=np.float32)
+    labels = np.array([d.label for d in dets], dtype=np.int64)
+    keep: list[int] = []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        keep += [int(idx[k]) for k in _nms(boxes[idx], scores[idx], iou)]
+    return [dets[i] for i in sorted(keep)]
 
 
 def tile_origins(hw: tuple[int, int], valid_hw: tuple[int, int], tile: int = TILE) -> list[tuple[int, int]]:
@@ -396,6 +452,54 @@ def input_colour(model_dir: Path) -> str:
     return "none"
 
 
+@dataclass(frozen=True)
+class InferenceScales:
+    """How a model is run: the detector at each long side in `sides`, boxes merged by class-wise NMS
+    (IoU `iou`); the Gram verdict's detector half uses only the `verdict_side` run, the crops are always
+    cut at `INPUT_LONG_SIDE`. One side (the default) is the single-scale runtime of every older model."""
+
+    sides: tuple[int, ...] = (INPUT_LONG_SIDE,)
+    iou: float = 0.5
+    verdict_side: int = INPUT_LONG_SIDE
+
+    def __post_init__(self) -> None:
+        if not self.sides or any(not 32 <= s <= 2048 for s in self.sides) or len(set(self.sides)) != len(self.sides):
+            raise InvalidInput(f"inference sides must be distinct long sides of 32-2048 pixels, not {self.sides}")
+        if self.verdict_side not in self.sides:
+            raise InvalidInput(f"the verdict side {self.verdict_side} must be one of the sides {self.sides}")
+        if not 0 < self.iou <= 1:
+            raise InvalidInput(f"NMS IoU must be in (0, 1], not {self.iou}")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "sides": list(self.sides),
+            "merge": "class-wise NMS",
+            "iou": self.iou,
+            "verdict_side": self.verdict_side,
+        }
+
+
+def inference_scales(model_dir: Path) -> InferenceScales:
+    """The inference recipe a model's `training.json` (or its card's copy) records under "inference";
+    a model that records none is run at one scale, `INPUT_LONG_SIDE`, as before."""
+    import json
+
+    for name in ("training.json", "card.json"):
+        path = model_dir / name
+        if path.is_file():
+            data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+            spec = (data if name == "training.json" else data.get("training", {})).get("inference")
+            if spec:
+                return InferenceScales(
+                    tuple(int(v) for v in spec["sides"]),
+                    float(spec.get("iou", 0.5)),
+                    int(spec.get("verdict_side", INPUT_LONG_SIDE)),
+                )
+            if name == "training.json":
+                break
+    return InferenceScales()
+
+
 def session_options(threads: int) -> Any:
     """onnxruntime options for serving on a small CPU: `threads` intra-op threads that do not busy-wait.
 
@@ -417,7 +521,9 @@ def session_options(threads: int) -> Any:
 class GramStainModel:
     """Both ONNX models of one registry version, loaded once; thread-safe `predict`."""
 
-    def __init__(self, model_dir: Path, threads: int = 2) -> None:
+    def __init__(self, model_dir: Path, threads: int = 2, scales: InferenceScales | None = None) -> None:
+        """`scales` overrides the model's recorded inference recipe (`inference_scales`), e.g.
+        `InferenceScales()` for the single-scale runtime of older releases."""
         import onnxruntime as ort
 
         opts = session_options(threads)
@@ -431,28 +537,40 @@ class GramStainModel:
         )
         self._lock = threading.Lock()
         self.colour = input_colour(model_dir)
+        self.scales = scales if scales is not None else inference_scales(model_dir)
 
     def predict(self, image: NDArray[np.uint8], score_threshold: float = 0.25) -> Prediction:
         t0 = time.perf_counter()
         h, w = image.shape[:2]
-        x, scale = prepare(image, colour=self.colour)
-        heat, reg = self.detector.run(None, {"image": x})
-        found = decode_peaks(heat[0], reg[0], score_threshold=score_threshold)
-        dets = [
-            Detection(
-                (
-                    max(0.0, d.box[0] / scale),
-                    max(0.0, d.box[1] / scale),
-                    min(float(w), d.box[2] / scale),
-                    min(float(h), d.box[3] / scale),
-                ),
-                d.label,
-                d.score,
-            )
-            for d in found
-        ]
+        sides = self.scales.sides
+        inputs = prepare_scales(image, tuple(dict.fromkeys((*sides, INPUT_LONG_SIDE))), colour=self.colour)
+        per_side: dict[int, list[Detection]] = {}
+        for side in sides:
+            xs, sc = inputs[side]
+            heat, reg = self.detector.run(None, {"image": xs})
+            per_side[side] = [
+                Detection(
+                    (
+                        max(0.0, d.box[0] / sc),
+                        max(0.0, d.box[1] / sc),
+                        min(float(w), d.box[2] / sc),
+                        min(float(h), d.box[3] / sc),
+                    ),
+                    d.label,
+                    d.score,
+                )
+                for d in decode_peaks(heat[0], reg[0], score_threshold=score_threshold)
+            ]
+        dets = (
+            per_side[sides[0]]
+            if len(sides) == 1
+            else merge_classwise([d for side in sides for d in per_side[side]], self.scales.iou)
+        )
+        # The vote's detector half uses one scale's boxes (the rule was chosen on them; see docs/vision.md).
+        vote_dets = per_side[self.scales.verdict_side]
+        x, scale = inputs[INPUT_LONG_SIDE]
         # Without a classifier there is no verdict, but yeast boxes still give the yeast note.
-        vote = gram_vote(np.zeros((0, len(CROP_CLASSES)), np.float32), np.zeros((0, 4), np.float32), dets)
+        vote = gram_vote(np.zeros((0, len(CROP_CLASSES)), np.float32), np.zeros((0, 4), np.float32), vote_dets)
         if self.classifier is not None:
             valid = (round(h * scale), round(w * scale))
             crops = tiles(x, valid)
@@ -462,7 +580,7 @@ class GramStainModel:
                 crop_boxes = np.stack(
                     [origins[:, 1], origins[:, 0], origins[:, 1] + TILE, origins[:, 0] + TILE], axis=1
                 ) / np.float32(scale)
-                vote = gram_vote(probs, crop_boxes, dets)
+                vote = gram_vote(probs, crop_boxes, vote_dets)
         return Prediction(
             dets, vote.votes, vote.verdict, w, h, (time.perf_counter() - t0) * 1000, vote.yeast, vote.excluded
         )
