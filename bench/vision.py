@@ -8,6 +8,7 @@ and accuracy of the packaged SYNTHETIC-trained model.
     python bench/vision.py all
     python bench/vision.py loso ... --write-card         # also record the result in the model's card.json
     python bench/vision.py all --images 0 --verdict-images 0 --write-card   # serving figures into the card
+    python bench/vision.py loso --scales 320 --compare DIR --compare-scales 192,320,416   # inference recipes
 
 `--write-card` replaces only the card's `leave_one_style_out` (after `loso` with images) and/or `serving`
 (after `latency` + `coldstart`, i.e. `all`) sections; everything else in card.json is kept, and it refuses
@@ -243,6 +244,8 @@ def leave_one_style_out(
     Smears are rendered once (seeds disjoint from training and from `evaluate`) and scored by every model.
     Verdict smears are monomicrobial (one species, 4-9 groups, red cells), all 16 organisms in turn,
     Candida included: its right answer is "no bacterial verdict" (the crop vote returns None).
+    mAP50 scores each model's whole ranked output (`Prediction.ranked()`: with a multi-scale model's
+    alternative labels); `map50_primary` the one-label-per-group detections alone.
     `scales` overrides a model's recorded inference scales (`runtime.InferenceScales`), by key.
     """
     from medcloud.vision.labels import NUM_CLASSES
@@ -255,19 +258,21 @@ def leave_one_style_out(
     per_site: dict[str, Any] = {}
     for si, site in enumerate(order):
         accs = {k: DetectionAccumulator(NUM_CLASSES) for k in models}
+        primary = {k: DetectionAccumulator(NUM_CLASSES) for k in models}  # one label per group only
         ok = dict.fromkeys(models, 0)
         wrong: dict[str, dict[str, int]] = {k: {} for k in models}
         for i in range(images):
             smear = render_smear(950_000_000 + si * 100_000 + i, site, (640, 640), 1.0, boxes=boxes)
             for k, m in models.items():
-                dets = m.predict(smear.image, score_threshold=0.05).detections
-                accs[k].add(
-                    np.array([d.box for d in dets], dtype=np.float32).reshape(-1, 4),
-                    np.array([d.label for d in dets], dtype=np.int64),
-                    np.array([d.score for d in dets], dtype=np.float32),
-                    smear.boxes,
-                    smear.labels,
-                )
+                pred = m.predict(smear.image, score_threshold=0.05)
+                for acc, dets in ((accs[k], pred.ranked()), (primary[k], pred.detections)):
+                    acc.add(
+                        np.array([d.box for d in dets], dtype=np.float32).reshape(-1, 4),
+                        np.array([d.label for d in dets], dtype=np.int64),
+                        np.array([d.score for d in dets], dtype=np.float32),
+                        smear.boxes,
+                        smear.labels,
+                    )
         for i in range(verdict_images):
             code = ORGANISMS[i % len(ORGANISMS)]
             rng = np.random.default_rng(960_000_000 + si * 100_000 + i)
@@ -286,6 +291,9 @@ def leave_one_style_out(
             **{
                 k: {
                     "map50": accs[k].mean_ap(),
+                    # mAP50 of the one-label-per-group detections alone (no alternative labels): equal to
+                    # map50 for a single-scale model
+                    "map50_primary": primary[k].mean_ap(),
                     "mean_recall": accs[k].mean_recall(),
                     "verdict_accuracy": round(ok[k] / max(verdict_images, 1), 4),
                     "verdict_errors": dict(sorted(wrong[k].items(), key=lambda kv: -kv[1])),
@@ -302,6 +310,7 @@ def leave_one_style_out(
             "worst_unseen_map50": unseen[worst]["map50"],
             "min_unseen_verdict": min(v["verdict_accuracy"] for v in unseen.values()),
             "mean_unseen_map50": round(float(np.mean([v["map50"] for v in unseen.values()])), 4),
+            "min_unseen_map50_primary": min(v["map50_primary"] for v in unseen.values()),
             "mean_seen_map50": round(
                 float(np.mean([per_site[s][k]["map50"] for s in per_site if per_site[s]["seen_in_training"]])), 4
             ),

@@ -18,6 +18,7 @@ from medcloud.vision.runtime import (
     Detection,
     GramStainModel,
     InferenceScales,
+    combine_scales,
     inference_scales,
     merge_classwise,
     prepare,
@@ -36,6 +37,21 @@ def test_merge_keeps_each_label_apart_and_drops_same_label_duplicates() -> None:
     out = merge_classwise(dets, iou=0.5)
     assert [(d.label, d.score) for d in out] == [(3, 0.9), (3, 0.5), (5, 0.4)]
     assert merge_classwise([], 0.5) == []
+
+
+def test_combine_keeps_the_base_answer_and_adds_what_other_scales_saw() -> None:
+    base = [Detection((10, 10, 50, 50), 3, 0.5)]
+    small = [
+        Detection((11, 10, 50, 50), 5, 0.8),  # the same group read as another label, more confidently
+        Detection((12, 11, 51, 51), 3, 0.7),  # the same label again: a duplicate of the base box
+        Detection((200, 200, 230, 230), 7, 0.3),  # a group the base scale missed
+    ]
+    primary, alternatives = combine_scales({320: base, 192: small}, base=320)
+    assert [(d.label, d.score) for d in primary] == [(3, 0.5), (7, 0.3)]  # the base box keeps its label
+    assert [(d.label, d.score) for d in alternatives] == [(5, 0.8)]
+    assert combine_scales({320: [], 192: []}, base=320) == ([], [])
+    _, weighted = combine_scales({320: base, 192: small}, base=320, weight=0.5)
+    assert [(d.label, d.score) for d in weighted] == [(5, 0.4)]  # ranked below answers of equal confidence
 
 
 def test_prepare_scales_base_is_prepare_and_other_sides_have_their_size() -> None:
@@ -79,12 +95,16 @@ def test_recipe_comes_from_the_training_record_and_older_models_stay_single_scal
             InferenceScales(sides)
     with pytest.raises(InvalidInput):
         InferenceScales((320,), iou=0.0)
+    with pytest.raises(InvalidInput):
+        InferenceScales((320,), alternative_weight=1.5)
 
 
 def test_shipped_model_runs_multi_scale_and_its_card_says_so(packaged_model_dir: Path) -> None:
     model = GramStainModel(packaged_model_dir, threads=1)
     recorded = json.loads((packaged_model_dir / "training.json").read_text())["inference"]
-    assert model.scales == InferenceScales(tuple(recorded["sides"]), recorded["iou"], recorded["verdict_side"])
+    assert model.scales == InferenceScales(
+        tuple(recorded["sides"]), recorded["iou"], recorded["verdict_side"], recorded["alternative_weight"]
+    )
     assert len(model.scales.sides) > 1 and model.scales.verdict_side == INPUT_LONG_SIDE
     card = resolve(None).card
     assert card["leave_one_style_out"]["inference"][card["version"]] == model.scales.to_json()
@@ -99,12 +119,25 @@ def test_multi_scale_adds_boxes_and_keeps_the_verdict(packaged_model_dir: Path, 
     a, b = single.predict(img, 0.05), multi.predict(img, 0.05)
     # The verdict, the yeast note and the crop votes come from the 320 run in both.
     assert (a.verdict, a.yeast, a.crop_votes, a.excluded_crops) == (b.verdict, b.yeast, b.crop_votes, b.excluded_crops)
-    # Every single-scale box survives or is covered by a same-label box of at least its score.
-    pb = np.array([d.box for d in b.detections], dtype=np.float32)
+    assert a.alternatives == [] and a.ranked() == a.detections  # single scale: as before
+    # Every single-scale box survives in the ranked output or is covered by a same-label box of at least its score.
+    ranked = b.ranked()
+    pb = np.array([d.box for d in ranked], dtype=np.float32)
     for d in a.detections:
         ious = iou_matrix(np.array([d.box], dtype=np.float32), pb)[0]
-        assert any(ious[j] > 0.5 and e.label == d.label and e.score >= d.score for j, e in enumerate(b.detections))
-    assert len(b.detections) > len(a.detections)
-    assert [d.score for d in b.detections] == sorted((d.score for d in b.detections), reverse=True)
+        assert any(ious[j] > 0.5 and e.label == d.label and e.score >= d.score for j, e in enumerate(ranked))
+    assert len(ranked) > len(a.detections)
+    assert [d.score for d in ranked] == sorted((d.score for d in ranked), reverse=True)
+    # What is drawn and counted: the single-scale answer, plus groups only another scale saw, one label each.
+    assert all(
+        any(e is f or (e.box, e.label, e.score) == (f.box, f.label, f.score) for f in b.detections)
+        for e in a.detections
+    )
+    prim = np.array([d.box for d in b.detections], dtype=np.float32)
+    over = iou_matrix(prim, prim)
+    assert not any(over[i, j] > 0.6 for i in range(len(prim)) for j in range(i + 1, len(prim)))
+    assert sum(b.counts().values()) == len(b.detections)
     h, w = img.shape[:2]
-    assert all(0 <= d.box[0] <= d.box[2] <= w and 0 <= d.box[1] <= d.box[3] <= h for d in b.detections)
+    assert all(0 <= d.box[0] <= d.box[2] <= w and 0 <= d.box[1] <= d.box[3] <= h for d in ranked)
+    js = b.to_json("v")
+    assert len(js["detections"]) == len(b.detections) and len(js["alternatives"]) == len(b.alternatives)

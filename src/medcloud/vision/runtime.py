@@ -10,7 +10,7 @@ import re
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,11 @@ class Prediction:
     smear); `yeast` is set when the detector saw yeast (`YEAST_NOTE` plus count and best score), beside
     the verdict on a mixed smear or instead of it on a yeast-only one. `excluded_crops` counts the
     crops left out of the vote because they held only yeast or red cells.
+
+    `detections` hold one label per organism group (what is drawn and counted). A multi-scale model
+    (`InferenceScales`) may also name `alternatives`: another label for a group already shown, from a
+    scale that read it differently, at a lower score. `ranked()` is the model's whole ranked output
+    (both), which detection metrics score; single-scale models have none.
     """
 
     detections: list[Detection]
@@ -62,6 +67,11 @@ class Prediction:
     latency_ms: float
     yeast: dict[str, Any] | None = None
     excluded_crops: int = 0
+    alternatives: list[Detection] = field(default_factory=list)
+
+    def ranked(self) -> list[Detection]:
+        """Detections and alternatives together, best score first (the model's full ranked output)."""
+        return sorted([*self.detections, *self.alternatives], key=lambda d: -d.score)
 
     def counts(self) -> dict[str, int]:
         c = Counter(LABELS[d.label].code for d in self.detections)
@@ -83,6 +93,10 @@ class Prediction:
             "counts": [
                 {**label_json(next(i for i, lab in enumerate(LABELS) if lab.code == code)), "count": n}
                 for code, n in self.counts().items()
+            ],
+            "alternatives": [
+                {"box": [round(v, 1) for v in d.box], "label": label_json(d.label), "score": round(d.score, 4)}
+                for d in self.alternatives
             ],
             "crop_votes": self.crop_votes,
             "crop_votes_excluded": self.excluded_crops,
@@ -300,6 +314,44 @@ def merge_classwise(detections: list[Detection], iou: float = 0.5) -> list[Detec
     return [dets[i] for i in sorted(keep)]
 
 
+def combine_scales(
+    per_side: dict[int, list[Detection]], base: int, iou: float = 0.5, group_iou: float = 0.6, weight: float = 1.0
+) -> tuple[list[Detection], list[Detection]]:
+    """(detections, alternatives) of a multi-scale run; each list best first.
+
+    The `base` run's detections stay the primary answer, exactly as the single-scale runtime gives them;
+    a box of another scale becomes primary only where no primary box overlaps it by more than `group_iou`
+    (an organism group the base scale missed). Every other box of the class-wise NMS merge of all scales
+    (`merge_classwise`, IoU `iou`) that is not a same-label duplicate of a primary box is an alternative:
+    another label or box for a group, as another scale read it; its score is multiplied by `weight`, so
+    that it ranks below answers of the same confidence.
+    """
+    primary = list(per_side[base])
+    others = sorted((d for side, dets in per_side.items() if side != base for d in dets), key=lambda d: -d.score)
+    for d in others:
+        if not primary or _iou_one(d.box, primary).max() <= group_iou:
+            primary.append(d)
+    alternatives = []
+    for d in merge_classwise([d for dets in per_side.values() for d in dets], iou):
+        same = [p for p in primary if p.label == d.label]
+        if any(p is d for p in primary) or (same and _iou_one(d.box, same).max() > iou):
+            continue
+        alternatives.append(Detection(d.box, d.label, d.score * weight))
+    alternatives.sort(key=lambda d: -d.score)
+    primary.sort(key=lambda d: -d.score)
+    return primary, alternatives
+
+
+def _iou_one(box: tuple[float, float, float, float], others: list[Detection]) -> NDArray[np.float32]:
+    b = np.array([d.box for d in others], dtype=np.float32).reshape(-1, 4)
+    w = np.clip(np.minimum(box[2], b[:, 2]) - np.maximum(box[0], b[:, 0]), 0, None)
+    h = np.clip(np.minimum(box[3], b[:, 3]) - np.maximum(box[1], b[:, 1]), 0, None)
+    inter = w * h
+    union = (box[2] - box[0]) * (box[3] - box[1]) + (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) - inter
+    out: NDArray[np.float32] = (inter / np.maximum(union, 1e-6)).astype(np.float32)
+    return out
+
+
 def tile_origins(hw: tuple[int, int], valid_hw: tuple[int, int], tile: int = TILE) -> list[tuple[int, int]]:
     """(y0, x0) of the tiles `tiles` cuts, in order, for a prepared image of height, width `hw`."""
     H, W = hw
@@ -461,6 +513,7 @@ class InferenceScales:
     sides: tuple[int, ...] = (INPUT_LONG_SIDE,)
     iou: float = 0.5
     verdict_side: int = INPUT_LONG_SIDE
+    alternative_weight: float = 0.5  # an alternative's score is its own times this (ranked below the answer)
 
     def __post_init__(self) -> None:
         if not self.sides or any(not 32 <= s <= 2048 for s in self.sides) or len(set(self.sides)) != len(self.sides):
@@ -469,6 +522,8 @@ class InferenceScales:
             raise InvalidInput(f"the verdict side {self.verdict_side} must be one of the sides {self.sides}")
         if not 0 < self.iou <= 1:
             raise InvalidInput(f"NMS IoU must be in (0, 1], not {self.iou}")
+        if not 0 <= self.alternative_weight <= 1:
+            raise InvalidInput(f"the alternative weight must be in [0, 1], not {self.alternative_weight}")
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -476,6 +531,7 @@ class InferenceScales:
             "merge": "class-wise NMS",
             "iou": self.iou,
             "verdict_side": self.verdict_side,
+            "alternative_weight": self.alternative_weight,
         }
 
 
@@ -494,6 +550,7 @@ def inference_scales(model_dir: Path) -> InferenceScales:
                     tuple(int(v) for v in spec["sides"]),
                     float(spec.get("iou", 0.5)),
                     int(spec.get("verdict_side", INPUT_LONG_SIDE)),
+                    float(spec.get("alternative_weight", 0.5)),
                 )
             if name == "training.json":
                 break
@@ -561,11 +618,13 @@ class GramStainModel:
                 )
                 for d in decode_peaks(heat[0], reg[0], score_threshold=score_threshold)
             ]
-        dets = (
-            per_side[sides[0]]
-            if len(sides) == 1
-            else merge_classwise([d for side in sides for d in per_side[side]], self.scales.iou)
-        )
+        alternatives: list[Detection] = []
+        if len(sides) == 1:
+            dets = per_side[sides[0]]
+        else:
+            dets, alternatives = combine_scales(
+                per_side, self.scales.verdict_side, self.scales.iou, weight=self.scales.alternative_weight
+            )
         # The vote's detector half uses one scale's boxes (the rule was chosen on them; see docs/vision.md).
         vote_dets = per_side[self.scales.verdict_side]
         x, scale = inputs[INPUT_LONG_SIDE]
@@ -582,7 +641,15 @@ class GramStainModel:
                 ) / np.float32(scale)
                 vote = gram_vote(probs, crop_boxes, vote_dets)
         return Prediction(
-            dets, vote.votes, vote.verdict, w, h, (time.perf_counter() - t0) * 1000, vote.yeast, vote.excluded
+            dets,
+            vote.votes,
+            vote.verdict,
+            w,
+            h,
+            (time.perf_counter() - t0) * 1000,
+            vote.yeast,
+            vote.excluded,
+            alternatives,
         )
 
 
