@@ -528,7 +528,10 @@ class InferenceScales:
     def to_json(self) -> dict[str, Any]:
         return {
             "sides": list(self.sides),
-            "merge": "class-wise NMS",
+            "merge": "answers: the verdict side's boxes + groups only other sides found; "
+            "alternatives: class-wise NMS of all sides"
+            if len(self.sides) > 1
+            else "single scale",
             "iou": self.iou,
             "verdict_side": self.verdict_side,
             "alternative_weight": self.alternative_weight,
