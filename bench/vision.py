@@ -8,6 +8,7 @@ and accuracy of the packaged SYNTHETIC-trained model.
     python bench/vision.py all
     python bench/vision.py loso ... --write-card         # also record the result in the model's card.json
     python bench/vision.py all --images 0 --verdict-images 0 --write-card   # serving figures into the card
+    python bench/vision.py loso --scales 320 --compare DIR --compare-scales 192,320,416   # inference recipes
 
 `--write-card` replaces only the card's `leave_one_style_out` (after `loso` with images) and/or `serving`
 (after `latency` + `coldstart`, i.e. `all`) sections; everything else in card.json is kept, and it refuses
@@ -58,28 +59,32 @@ def _pct(values: list[float], q: float) -> float:
     return round(float(np.percentile(values, q)), 2)
 
 
-def latency(model_dir: Path, runs: int, threads: int) -> dict[str, Any]:
-    from medcloud.vision.runtime import GramStainModel, prepare
+def latency(model_dir: Path, runs: int, threads: int, scales: Any = None) -> dict[str, Any]:
+    from medcloud.vision.runtime import INPUT_LONG_SIDE, GramStainModel, prepare_scales
 
-    model = GramStainModel(model_dir, threads=threads)
+    model = GramStainModel(model_dir, threads=threads, scales=scales)
+    sides = model.scales.sides
+    all_sides = tuple(dict.fromkeys((*sides, INPUT_LONG_SIDE)))
     img = _image(640)
-    x, _ = prepare(img, colour=model.colour)
+    xs = prepare_scales(img, all_sides, colour=model.colour)
     for _ in range(5):
         model.predict(img)
     det, full, prep = [], [], []
     for _ in range(runs):
         t0 = time.perf_counter()
-        model.detector.run(None, {"image": x})
+        for side in sides:  # every scale the model runs at
+            model.detector.run(None, {"image": xs[side][0]})
         det.append((time.perf_counter() - t0) * 1000)
         t0 = time.perf_counter()
-        prepare(img, colour=model.colour)
+        prepare_scales(img, all_sides, colour=model.colour)
         prep.append((time.perf_counter() - t0) * 1000)
         t0 = time.perf_counter()
         model.predict(img)
         full.append((time.perf_counter() - t0) * 1000)
     return {
         "image": "640x640 RGB (synthetic smear)",
-        "detector_input": list(x.shape),
+        "detector_input": [list(xs[side][0].shape) for side in sides],
+        "inference": model.scales.to_json(),
         "threads": threads,
         "runs": runs,
         "detector_onnx_ms": {"p50": _pct(det, 50), "p95": _pct(det, 95)},
@@ -87,7 +92,7 @@ def latency(model_dir: Path, runs: int, threads: int) -> dict[str, Any]:
         "full_pipeline_ms": {
             "p50": _pct(full, 50),
             "p95": _pct(full, 95),
-            "note": "resize + detector + peak decode + NMS + 25-crop classifier + vote",
+            "note": "resize + detector at each scale + peak decode + NMS + 25-crop classifier + vote",
         },
         "detector_onnx_bytes": (model_dir / "detector.onnx").stat().st_size,
         "classifier_onnx_bytes": (model_dir / "classifier.onnx").stat().st_size,
@@ -227,37 +232,47 @@ def _verdict_truth(code: str) -> str | None:
 
 
 def leave_one_style_out(
-    model_dirs: dict[str, Path], images: int, verdict_images: int, boxes: str = "group", threads: int = 2
+    model_dirs: dict[str, Path],
+    images: int,
+    verdict_images: int,
+    boxes: str = "group",
+    threads: int = 2,
+    scales: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Per site (unseen first): detection mAP50 (IoU 0.5) and Gram-verdict accuracy, for each model.
 
     Smears are rendered once (seeds disjoint from training and from `evaluate`) and scored by every model.
     Verdict smears are monomicrobial (one species, 4-9 groups, red cells), all 16 organisms in turn,
     Candida included: its right answer is "no bacterial verdict" (the crop vote returns None).
+    mAP50 scores each model's whole ranked output (`Prediction.ranked()`: with a multi-scale model's
+    alternative labels); `map50_primary` the one-label-per-group detections alone.
+    `scales` overrides a model's recorded inference scales (`runtime.InferenceScales`), by key.
     """
     from medcloud.vision.labels import NUM_CLASSES
     from medcloud.vision.metrics import DetectionAccumulator
     from medcloud.vision.runtime import DETECTOR_VOTE_WEIGHT, GramStainModel
     from medcloud.vision.synth import ORGANISMS, SITES, UNSEEN_SITES, render_smear
 
-    models = {k: GramStainModel(v, threads=threads) for k, v in model_dirs.items()}
+    models = {k: GramStainModel(v, threads=threads, scales=(scales or {}).get(k)) for k, v in model_dirs.items()}
     order = list(UNSEEN_SITES) + [s for s in SITES if s not in UNSEEN_SITES]
     per_site: dict[str, Any] = {}
     for si, site in enumerate(order):
         accs = {k: DetectionAccumulator(NUM_CLASSES) for k in models}
+        primary = {k: DetectionAccumulator(NUM_CLASSES) for k in models}  # one label per group only
         ok = dict.fromkeys(models, 0)
         wrong: dict[str, dict[str, int]] = {k: {} for k in models}
         for i in range(images):
             smear = render_smear(950_000_000 + si * 100_000 + i, site, (640, 640), 1.0, boxes=boxes)
             for k, m in models.items():
-                dets = m.predict(smear.image, score_threshold=0.05).detections
-                accs[k].add(
-                    np.array([d.box for d in dets], dtype=np.float32).reshape(-1, 4),
-                    np.array([d.label for d in dets], dtype=np.int64),
-                    np.array([d.score for d in dets], dtype=np.float32),
-                    smear.boxes,
-                    smear.labels,
-                )
+                pred = m.predict(smear.image, score_threshold=0.05)
+                for acc, dets in ((accs[k], pred.ranked()), (primary[k], pred.detections)):
+                    acc.add(
+                        np.array([d.box for d in dets], dtype=np.float32).reshape(-1, 4),
+                        np.array([d.label for d in dets], dtype=np.int64),
+                        np.array([d.score for d in dets], dtype=np.float32),
+                        smear.boxes,
+                        smear.labels,
+                    )
         for i in range(verdict_images):
             code = ORGANISMS[i % len(ORGANISMS)]
             rng = np.random.default_rng(960_000_000 + si * 100_000 + i)
@@ -276,6 +291,9 @@ def leave_one_style_out(
             **{
                 k: {
                     "map50": accs[k].mean_ap(),
+                    # mAP50 of the one-label-per-group detections alone (no alternative labels): equal to
+                    # map50 for a single-scale model
+                    "map50_primary": primary[k].mean_ap(),
                     "mean_recall": accs[k].mean_recall(),
                     "verdict_accuracy": round(ok[k] / max(verdict_images, 1), 4),
                     "verdict_errors": dict(sorted(wrong[k].items(), key=lambda kv: -kv[1])),
@@ -292,6 +310,7 @@ def leave_one_style_out(
             "worst_unseen_map50": unseen[worst]["map50"],
             "min_unseen_verdict": min(v["verdict_accuracy"] for v in unseen.values()),
             "mean_unseen_map50": round(float(np.mean([v["map50"] for v in unseen.values()])), 4),
+            "min_unseen_map50_primary": min(v["map50_primary"] for v in unseen.values()),
             "mean_seen_map50": round(
                 float(np.mean([per_site[s][k]["map50"] for s in per_site if per_site[s]["seen_in_training"]])), 4
             ),
@@ -313,6 +332,7 @@ def leave_one_style_out(
         f"(detector weight {DETECTOR_VOTE_WEIGHT}); yeast and red cells never vote; "
         "Candida-only smears must get no bacterial verdict",
         "models": {k: str(v) for k, v in model_dirs.items()},
+        "inference": {k: m.scales.to_json() for k, m in models.items()},
         "summary": summary,
         "per_site": per_site,
     }
@@ -329,6 +349,7 @@ def card_loso_section(result: dict[str, Any], command: str, seconds: float) -> d
         f"lowest unseen Gram verdict {summary['min_unseen_verdict']} (bars 0.70 / 0.95)",
         **{k: result[k] for k in ("synthetic", "boxes", "iou_threshold", "images_per_site", "verdict_images_per_site")},
         "verdict_rule": result["verdict_rule"],
+        "inference": result.get("inference"),
         "command": command,
         "seconds": seconds,
         "summary": summary,
@@ -358,6 +379,7 @@ def card_serving_section(out: dict[str, Any], command: str) -> dict[str, Any]:
         "command": command,
         "machine": out["machine"],
         "threads": lat["threads"],
+        "inference": lat.get("inference"),
         "full_pipeline_ms": lat["full_pipeline_ms"],
         "detector_onnx_ms": lat["detector_onnx_ms"],
         "preprocess_ms": lat["preprocess_ms"],
@@ -441,6 +463,16 @@ def torch_server(model_dir: Path, port: int) -> None:
     server.serve_forever(poll_interval=0.2)
 
 
+def _scales(arg: str | None) -> Any:
+    """`--scales 192,320,416` as `runtime.InferenceScales` (the verdict side stays 320); None: the model's own."""
+    if not arg:
+        return None
+    from medcloud.vision.runtime import INPUT_LONG_SIDE, InferenceScales
+
+    sides = tuple(int(v) for v in arg.split(","))
+    return InferenceScales(sides, verdict_side=INPUT_LONG_SIDE if INPUT_LONG_SIDE in sides else sides[0])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("what", choices=["latency", "coldstart", "accuracy", "loso", "all", "torch-server"])
@@ -452,6 +484,13 @@ def main() -> None:
     ap.add_argument("--verdict-images", type=int, default=40)
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--compare", default=None, help="second model folder for `loso` (e.g. the previous version)")
+    ap.add_argument(
+        "--scales",
+        default=None,
+        help="inference long sides for --model, e.g. 320 (the single-scale runtime) or 192,320,416; "
+        "default: what the model's training.json records",
+    )
+    ap.add_argument("--compare-scales", default=None, help="the same for --compare (it may be the same folder)")
     ap.add_argument("--boxes", default="group", choices=["group", "cell"], help="annotation convention for loso")
     ap.add_argument(
         "--write-card",
@@ -475,20 +514,29 @@ def main() -> None:
     }
     if args.write_card:
         write_card_sections(model_dir, {})  # refuse before measuring, not after, when the card is stale
+    model_scales = _scales(args.scales)
+    if args.write_card and model_scales is not None:
+        raise SystemExit("--write-card records the model's own inference recipe: leave out --scales")
     if args.what in ("latency", "all"):
-        out["latency"] = latency(model_dir, args.runs, args.threads)
+        out["latency"] = latency(model_dir, args.runs, args.threads, model_scales)
     if args.what in ("coldstart", "all"):
         out["coldstart"] = coldstart(model_dir, args.repeat)
     if args.what in ("accuracy", "all"):
         out["accuracy"] = accuracy(model_dir, args.images, args.verdict_images)
     loso_seconds = 0.0
     if args.what in ("loso", "all"):
-        dirs = {model_dir.name: model_dir}
+        first = model_dir.name + (f"@{args.scales}" if args.scales else "")
+        dirs = {first: model_dir}
+        overrides = {first: model_scales}
         if args.compare:
-            dirs[Path(args.compare).name] = Path(args.compare)
+            second = Path(args.compare).name + (f"@{args.compare_scales}" if args.compare_scales else "")
+            if second == first:
+                raise SystemExit("--compare names the same model and scales as --model")
+            dirs[second] = Path(args.compare)
+            overrides[second] = _scales(args.compare_scales)
         t0 = time.perf_counter()
         out["leave_one_style_out"] = leave_one_style_out(
-            dirs, args.images, args.verdict_images, args.boxes, args.threads
+            dirs, args.images, args.verdict_images, args.boxes, args.threads, overrides
         )
         loso_seconds = round(time.perf_counter() - t0, 1)
     if args.write_card:

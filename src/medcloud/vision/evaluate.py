@@ -220,7 +220,7 @@ def _score_verdicts(
 
 
 def _as_arrays(pred: Prediction) -> tuple[NDArray[np.float32], NDArray[np.int64], NDArray[np.float32]]:
-    dets = pred.detections
+    dets = pred.ranked()  # a multi-scale model's alternative labels are part of its ranked output
     boxes = np.array([d.box for d in dets], dtype=np.float32).reshape(-1, 4)
     labels = np.array([d.label for d in dets], dtype=np.int64)
     scores = np.array([d.score for d in dets], dtype=np.float32)

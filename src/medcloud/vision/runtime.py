@@ -10,7 +10,7 @@ import re
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,11 @@ class Prediction:
     smear); `yeast` is set when the detector saw yeast (`YEAST_NOTE` plus count and best score), beside
     the verdict on a mixed smear or instead of it on a yeast-only one. `excluded_crops` counts the
     crops left out of the vote because they held only yeast or red cells.
+
+    `detections` hold one label per organism group (what is drawn and counted). A multi-scale model
+    (`InferenceScales`) may also name `alternatives`: another label for a group already shown, from a
+    scale that read it differently, at a lower score. `ranked()` is the model's whole ranked output
+    (both), which detection metrics score; single-scale models have none.
     """
 
     detections: list[Detection]
@@ -62,6 +67,11 @@ class Prediction:
     latency_ms: float
     yeast: dict[str, Any] | None = None
     excluded_crops: int = 0
+    alternatives: list[Detection] = field(default_factory=list)
+
+    def ranked(self) -> list[Detection]:
+        """Detections and alternatives together, best score first (the model's full ranked output)."""
+        return sorted([*self.detections, *self.alternatives], key=lambda d: -d.score)
 
     def counts(self) -> dict[str, int]:
         c = Counter(LABELS[d.label].code for d in self.detections)
@@ -83,6 +93,10 @@ class Prediction:
             "counts": [
                 {**label_json(next(i for i, lab in enumerate(LABELS) if lab.code == code)), "count": n}
                 for code, n in self.counts().items()
+            ],
+            "alternatives": [
+                {"box": [round(v, 1) for v in d.box], "label": label_json(d.label), "score": round(d.score, 4)}
+                for d in self.alternatives
             ],
             "crop_votes": self.crop_votes,
             "crop_votes_excluded": self.excluded_crops,
@@ -170,28 +184,65 @@ def prepare(
 
     `colour` is the model's input convention: "none" (raw RGB) or "white-balance" (`white_balance`).
     """
+    resized, scale = _resize(image, long_side)
+    gain = white_balance_gain(resized[::2, ::2].astype(np.float32)) if colour == "white-balance" else None
+    return _canvas(resized, gain), scale
+
+
+def prepare_scales(
+    image: NDArray[np.uint8], sides: tuple[int, ...], colour: str = "none", base: int = INPUT_LONG_SIDE
+) -> dict[int, tuple[NDArray[np.float32], float]]:
+    """`prepare` at several long sides: {side: (NCHW float, scale)}.
+
+    The `base` side is exactly `prepare(image, base, colour)`; the white-balance gain is taken once, from
+    the base image, and used for every side; sides below the base are resized from the base image (cheaper
+    than from the original), sides above it from the original.
+    """
+    resized, scale = _resize(image, base)
+    gain = white_balance_gain(resized[::2, ::2].astype(np.float32)) if colour == "white-balance" else None
+    h, w = image.shape[:2]
+    out: dict[int, tuple[NDArray[np.float32], float]] = {}
+    for side in sides:
+        if side == base:
+            out[side] = (_canvas(resized, gain), scale)
+            continue
+        s = side / max(h, w)
+        nh, nw = max(1, round(h * s)), max(1, round(w * s))
+        src = resized if side < base else image
+        r = np.asarray(_pil_resize(src, nw, nh)) if (nh, nw) != src.shape[:2] else src
+        out[side] = (_canvas(r, gain), s)
+    return out
+
+
+def _pil_resize(image: NDArray[np.uint8], nw: int, nh: int) -> Any:
     from PIL import Image
 
+    return Image.fromarray(image).resize((nw, nh), Image.Resampling.BILINEAR, reducing_gap=2.0)
+
+
+def _resize(image: NDArray[np.uint8], long_side: int) -> tuple[NDArray[np.uint8], float]:
     h, w = image.shape[:2]
     scale = long_side / max(h, w)
     nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
     if (nh, nw) != (h, w):
-        resized = np.asarray(Image.fromarray(image).resize((nw, nh), Image.Resampling.BILINEAR, reducing_gap=2.0))
-    else:
-        resized = image
+        return np.asarray(_pil_resize(image, nw, nh)), scale
+    return image, scale
+
+
+def _canvas(resized: NDArray[np.uint8], gain: NDArray[np.float32] | None) -> NDArray[np.float32]:
+    """The resized image padded to a multiple of 16 as NCHW float; with `gain`, white-balanced."""
+    nh, nw = resized.shape[:2]
     ph, pw = -(-nh // 16) * 16, -(-nw // 16) * 16
-    if colour == "white-balance":
-        # The reference is taken on every second pixel (same answer within a grey level, a quarter the work).
-        gain = white_balance_gain(resized[::2, ::2].astype(np.float32))
+    if gain is not None:
         # Written straight into the NCHW canvas: one float pass, no HWC float copy to transpose afterwards.
         out = np.full((1, 3, ph, pw), PAD_VALUE, dtype=np.float32)
         view = out[0, :, :nh, :nw]
         np.multiply(resized.transpose(2, 0, 1), gain.reshape(3, 1, 1), out=view)
         np.minimum(view, 255.0, out=view)
-        return out, scale
+        return out
     canvas = np.full((ph, pw, 3), PAD_VALUE, dtype=np.uint8)
     canvas[:nh, :nw] = resized
-    return np.ascontiguousarray(canvas.transpose(2, 0, 1)[None], dtype=np.float32), scale
+    return np.ascontiguousarray(canvas.transpose(2, 0, 1)[None], dtype=np.float32)
 
 
 def decode_peaks(
@@ -242,6 +293,63 @@ def _nms(boxes: NDArray[Any], scores: NDArray[Any], iou: float) -> list[int]:
         over = inter / np.maximum(area[i] + area - inter, 1e-6)
         suppressed |= over > iou
     return keep
+
+
+def merge_classwise(detections: list[Detection], iou: float = 0.5) -> list[Detection]:
+    """Detections from several runs (scales) merged by NMS within each label; best score first.
+
+    Each label keeps its own best box per organism group, so one group can be listed under two labels
+    (the second at a lower score) when two scales disagree: that is what raises mAP50 (see docs/vision.md).
+    """
+    if not detections:
+        return []
+    dets = sorted(detections, key=lambda d: -d.score)
+    boxes = np.array([d.box for d in dets], dtype=np.float32)
+    scores = np.array([d.score for d in dets], dtype=np.float32)
+    labels = np.array([d.label for d in dets], dtype=np.int64)
+    keep: list[int] = []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        keep += [int(idx[k]) for k in _nms(boxes[idx], scores[idx], iou)]
+    return [dets[i] for i in sorted(keep)]
+
+
+def combine_scales(
+    per_side: dict[int, list[Detection]], base: int, iou: float = 0.5, group_iou: float = 0.6, weight: float = 1.0
+) -> tuple[list[Detection], list[Detection]]:
+    """(detections, alternatives) of a multi-scale run; each list best first.
+
+    The `base` run's detections stay the primary answer, exactly as the single-scale runtime gives them;
+    a box of another scale becomes primary only where no primary box overlaps it by more than `group_iou`
+    (an organism group the base scale missed). Every other box of the class-wise NMS merge of all scales
+    (`merge_classwise`, IoU `iou`) that is not a same-label duplicate of a primary box is an alternative:
+    another label or box for a group, as another scale read it; its score is multiplied by `weight`, so
+    that it ranks below answers of the same confidence.
+    """
+    primary = list(per_side[base])
+    others = sorted((d for side, dets in per_side.items() if side != base for d in dets), key=lambda d: -d.score)
+    for d in others:
+        if not primary or _iou_one(d.box, primary).max() <= group_iou:
+            primary.append(d)
+    alternatives = []
+    for d in merge_classwise([d for dets in per_side.values() for d in dets], iou):
+        same = [p for p in primary if p.label == d.label]
+        if any(p is d for p in primary) or (same and _iou_one(d.box, same).max() > iou):
+            continue
+        alternatives.append(Detection(d.box, d.label, d.score * weight))
+    alternatives.sort(key=lambda d: -d.score)
+    primary.sort(key=lambda d: -d.score)
+    return primary, alternatives
+
+
+def _iou_one(box: tuple[float, float, float, float], others: list[Detection]) -> NDArray[np.float32]:
+    b = np.array([d.box for d in others], dtype=np.float32).reshape(-1, 4)
+    w = np.clip(np.minimum(box[2], b[:, 2]) - np.maximum(box[0], b[:, 0]), 0, None)
+    h = np.clip(np.minimum(box[3], b[:, 3]) - np.maximum(box[1], b[:, 1]), 0, None)
+    inter = w * h
+    union = (box[2] - box[0]) * (box[3] - box[1]) + (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) - inter
+    out: NDArray[np.float32] = (inter / np.maximum(union, 1e-6)).astype(np.float32)
+    return out
 
 
 def tile_origins(hw: tuple[int, int], valid_hw: tuple[int, int], tile: int = TILE) -> list[tuple[int, int]]:
@@ -396,6 +504,62 @@ def input_colour(model_dir: Path) -> str:
     return "none"
 
 
+@dataclass(frozen=True)
+class InferenceScales:
+    """How a model is run: the detector at each long side in `sides`, boxes merged by class-wise NMS
+    (IoU `iou`); the Gram verdict's detector half uses only the `verdict_side` run, the crops are always
+    cut at `INPUT_LONG_SIDE`. One side (the default) is the single-scale runtime of every older model."""
+
+    sides: tuple[int, ...] = (INPUT_LONG_SIDE,)
+    iou: float = 0.5
+    verdict_side: int = INPUT_LONG_SIDE
+    alternative_weight: float = 0.5  # an alternative's score is its own times this (ranked below the answer)
+
+    def __post_init__(self) -> None:
+        if not self.sides or any(not 32 <= s <= 2048 for s in self.sides) or len(set(self.sides)) != len(self.sides):
+            raise InvalidInput(f"inference sides must be distinct long sides of 32-2048 pixels, not {self.sides}")
+        if self.verdict_side not in self.sides:
+            raise InvalidInput(f"the verdict side {self.verdict_side} must be one of the sides {self.sides}")
+        if not 0 < self.iou <= 1:
+            raise InvalidInput(f"NMS IoU must be in (0, 1], not {self.iou}")
+        if not 0 <= self.alternative_weight <= 1:
+            raise InvalidInput(f"the alternative weight must be in [0, 1], not {self.alternative_weight}")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "sides": list(self.sides),
+            "merge": "answers: the verdict side's boxes + groups only other sides found; "
+            "alternatives: class-wise NMS of all sides"
+            if len(self.sides) > 1
+            else "single scale",
+            "iou": self.iou,
+            "verdict_side": self.verdict_side,
+            "alternative_weight": self.alternative_weight,
+        }
+
+
+def inference_scales(model_dir: Path) -> InferenceScales:
+    """The inference recipe a model's `training.json` (or its card's copy) records under "inference";
+    a model that records none is run at one scale, `INPUT_LONG_SIDE`, as before."""
+    import json
+
+    for name in ("training.json", "card.json"):
+        path = model_dir / name
+        if path.is_file():
+            data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+            spec = (data if name == "training.json" else data.get("training", {})).get("inference")
+            if spec:
+                return InferenceScales(
+                    tuple(int(v) for v in spec["sides"]),
+                    float(spec.get("iou", 0.5)),
+                    int(spec.get("verdict_side", INPUT_LONG_SIDE)),
+                    float(spec.get("alternative_weight", 0.5)),
+                )
+            if name == "training.json":
+                break
+    return InferenceScales()
+
+
 def session_options(threads: int) -> Any:
     """onnxruntime options for serving on a small CPU: `threads` intra-op threads that do not busy-wait.
 
@@ -417,7 +581,9 @@ def session_options(threads: int) -> Any:
 class GramStainModel:
     """Both ONNX models of one registry version, loaded once; thread-safe `predict`."""
 
-    def __init__(self, model_dir: Path, threads: int = 2) -> None:
+    def __init__(self, model_dir: Path, threads: int = 2, scales: InferenceScales | None = None) -> None:
+        """`scales` overrides the model's recorded inference recipe (`inference_scales`), e.g.
+        `InferenceScales()` for the single-scale runtime of older releases."""
         import onnxruntime as ort
 
         opts = session_options(threads)
@@ -431,28 +597,42 @@ class GramStainModel:
         )
         self._lock = threading.Lock()
         self.colour = input_colour(model_dir)
+        self.scales = scales if scales is not None else inference_scales(model_dir)
 
     def predict(self, image: NDArray[np.uint8], score_threshold: float = 0.25) -> Prediction:
         t0 = time.perf_counter()
         h, w = image.shape[:2]
-        x, scale = prepare(image, colour=self.colour)
-        heat, reg = self.detector.run(None, {"image": x})
-        found = decode_peaks(heat[0], reg[0], score_threshold=score_threshold)
-        dets = [
-            Detection(
-                (
-                    max(0.0, d.box[0] / scale),
-                    max(0.0, d.box[1] / scale),
-                    min(float(w), d.box[2] / scale),
-                    min(float(h), d.box[3] / scale),
-                ),
-                d.label,
-                d.score,
+        sides = self.scales.sides
+        inputs = prepare_scales(image, tuple(dict.fromkeys((*sides, INPUT_LONG_SIDE))), colour=self.colour)
+        per_side: dict[int, list[Detection]] = {}
+        for side in sides:
+            xs, sc = inputs[side]
+            heat, reg = self.detector.run(None, {"image": xs})
+            per_side[side] = [
+                Detection(
+                    (
+                        max(0.0, d.box[0] / sc),
+                        max(0.0, d.box[1] / sc),
+                        min(float(w), d.box[2] / sc),
+                        min(float(h), d.box[3] / sc),
+                    ),
+                    d.label,
+                    d.score,
+                )
+                for d in decode_peaks(heat[0], reg[0], score_threshold=score_threshold)
+            ]
+        alternatives: list[Detection] = []
+        if len(sides) == 1:
+            dets = per_side[sides[0]]
+        else:
+            dets, alternatives = combine_scales(
+                per_side, self.scales.verdict_side, self.scales.iou, weight=self.scales.alternative_weight
             )
-            for d in found
-        ]
+        # The vote's detector half uses one scale's boxes (the rule was chosen on them; see docs/vision.md).
+        vote_dets = per_side[self.scales.verdict_side]
+        x, scale = inputs[INPUT_LONG_SIDE]
         # Without a classifier there is no verdict, but yeast boxes still give the yeast note.
-        vote = gram_vote(np.zeros((0, len(CROP_CLASSES)), np.float32), np.zeros((0, 4), np.float32), dets)
+        vote = gram_vote(np.zeros((0, len(CROP_CLASSES)), np.float32), np.zeros((0, 4), np.float32), vote_dets)
         if self.classifier is not None:
             valid = (round(h * scale), round(w * scale))
             crops = tiles(x, valid)
@@ -462,9 +642,17 @@ class GramStainModel:
                 crop_boxes = np.stack(
                     [origins[:, 1], origins[:, 0], origins[:, 1] + TILE, origins[:, 0] + TILE], axis=1
                 ) / np.float32(scale)
-                vote = gram_vote(probs, crop_boxes, dets)
+                vote = gram_vote(probs, crop_boxes, vote_dets)
         return Prediction(
-            dets, vote.votes, vote.verdict, w, h, (time.perf_counter() - t0) * 1000, vote.yeast, vote.excluded
+            dets,
+            vote.votes,
+            vote.verdict,
+            w,
+            h,
+            (time.perf_counter() - t0) * 1000,
+            vote.yeast,
+            vote.excluded,
+            alternatives,
         )
 
 
