@@ -99,22 +99,20 @@ def test_recipe_comes_from_the_training_record_and_older_models_stay_single_scal
         InferenceScales((320,), alternative_weight=1.5)
 
 
-def test_shipped_model_runs_multi_scale_and_its_card_says_so(packaged_model_dir: Path) -> None:
-    model = GramStainModel(packaged_model_dir, threads=1)
-    recorded = json.loads((packaged_model_dir / "training.json").read_text())["inference"]
-    assert model.scales == InferenceScales(
-        tuple(recorded["sides"]), recorded["iou"], recorded["verdict_side"], recorded["alternative_weight"]
-    )
-    assert len(model.scales.sides) > 1 and model.scales.verdict_side == INPUT_LONG_SIDE
-    card = resolve(None).card
-    assert card["leave_one_style_out"]["inference"][card["version"]] == model.scales.to_json()
-    assert card["serving"]["inference"] == model.scales.to_json()
+# The recipe measured for issue 13 (docs/vision.md "Multi-scale inference"); not enabled for the shipped model.
+MEASURED = InferenceScales((192, 320, 416), 0.5, 320, 0.5)
+
+
+def test_shipped_model_runs_single_scale(packaged_model_dir: Path) -> None:
+    """The measured recipe costs 2.3x the serving time for little change in the drawn answer: off by default."""
+    assert "inference" not in json.loads((packaged_model_dir / "training.json").read_text())
+    assert GramStainModel(packaged_model_dir, threads=1).scales == InferenceScales()
 
 
 @pytest.mark.parametrize("site", ["site-g-lowmag", "site-f-paleblue", "site-a"])
 def test_multi_scale_adds_boxes_and_keeps_the_verdict(packaged_model_dir: Path, site: str) -> None:
-    multi = GramStainModel(packaged_model_dir, threads=1)
-    single = GramStainModel(packaged_model_dir, threads=1, scales=InferenceScales())
+    multi = GramStainModel(packaged_model_dir, threads=1, scales=MEASURED)
+    single = GramStainModel(packaged_model_dir, threads=1)
     img = render_smear(123_456, site, (640, 640), 1.0).image
     a, b = single.predict(img, 0.05), multi.predict(img, 0.05)
     # The verdict, the yeast note and the crop votes come from the 320 run in both.
