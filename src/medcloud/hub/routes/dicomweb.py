@@ -35,7 +35,7 @@ from medcloud.dicomweb.multipart import Part, closing, new_boundary, part_header
 from medcloud.dicomweb.query import Level, check_path_uid, parse_qido
 from medcloud.dicomweb.stow import StowOutcome, store_parts
 from medcloud.errors import Forbidden, InvalidInput, NotFound, TooLarge, UnsupportedFormat
-from medcloud.formats.dicomjson import file_json, with_base
+from medcloud.formats.dicomjson import bulk_split, file_json, join_with_base
 from medcloud.hub.deps import client_address, hub_state, mark_audited_read, record_audit, require
 from medcloud.hub.openapi import media
 from medcloud.hub.problems import problem
@@ -149,14 +149,24 @@ def _resource(study: str, series: str | None, instance: str | None) -> str:
 
 
 async def _covered(
-    request: Request, principal: Principal, action: str, study: str, series: str | None, instance: str | None
+    request: Request,
+    principal: Principal,
+    action: str,
+    study: str,
+    series: str | None,
+    instance: str | None,
+    *,
+    json_kept: bool = False,
 ) -> list[dict[str, Any]]:
-    """The instances a retrieve covers (NotFound outside the caller's projects), flagged for audit."""
+    """The instances a retrieve covers (NotFound outside the caller's projects), flagged for audit
+    (with `json_kept`: and whether each one's DICOM JSON is stored)."""
     mark_audited_read(request, action, _resource(study, series, instance))
     for value, what in ((study, "study"), (series, "series"), (instance, "instance")):
         if value is not None:
             check_path_uid(value, what)
-    rows = await run_in_threadpool(_queries(request).retrieve, principal.readable_projects(), study, series, instance)
+    rows = await run_in_threadpool(
+        partial(_queries(request).retrieve, json_kept=json_kept), principal.readable_projects(), study, series, instance
+    )
     return rows
 
 
@@ -253,24 +263,23 @@ def _frames_path(r: dict[str, Any]) -> str | None:
 
 
 def _metadata_body(queries: DicomwebQueries, blobs: Any, rows: list[dict[str, Any]], base: str) -> bytes:
-    """The DICOM JSON array of `rows`: stored JSON joined, the base filled into its BulkDataURIs.
+    """The DICOM JSON array of `rows` (read with `json_kept`): stored JSON joined, the base filled into its
+    BulkDataURIs.
 
     Files stored before JSON was converted at ingest are converted now and kept (lazy backfill); one our
     converter refuses is converted by pydicom, per request (cached by content hash).
     """
-    # Inflated bodies held in memory are used only while their row is still stored (checked by index
-    # lookup), so a row that went missing is converted and kept again exactly as without the cache.
-    texts = _STORED_JSON.get_many(r["sha256"] for r in rows)
-    kept = queries.instance_json_kept(list(texts)) if texts else set()
-    texts = {sha: text for sha, text in texts.items() if sha in kept}
+    # Inflated bodies held in memory are used only while their row is still stored (`json_kept`, read with
+    # the rows), so a row that went missing is converted and kept again exactly as without the cache.
+    texts = _STORED_JSON.get_many(r["sha256"] for r in rows if r["json_kept"])
     stored = queries.instance_json([r["sha256"] for r in rows if r["sha256"] not in texts])
     prefix = (base + "/").encode("utf-8")
-    parts: list[bytes] = []
+    parts: list[tuple[bytes, ...]] = []  # each document cut where the base goes (`bulk_split`)
     backfill: list[tuple[str, bytes]] = []
     for r in rows:
-        text = texts.get(r["sha256"])
-        if text is not None:
-            parts.append(text)
+        pieces = texts.get(r["sha256"])
+        if pieces is not None:
+            parts.append(pieces)
             continue
         sealed = stored.get(r["sha256"])
         body = None if sealed is None else blobs.open_value(r["sha256"], sealed)
@@ -280,16 +289,18 @@ def _metadata_body(queries: DicomwebQueries, blobs: Any, rows: list[dict[str, An
                 text = file_json(blobs.read_bytes(r["sha256"]), path)
             except (InvalidInput, UnsupportedFormat):
                 # Relative, like the stored JSON: the base is filled into the whole answer below.
-                parts.append(json.dumps(_METADATA.metadata(r["sha256"], partial(blobs.open, r["sha256"]), path),
-                                        ensure_ascii=False, separators=(",", ":")).encode("utf-8"))  # fmt: skip
+                parts.append(bulk_split(json.dumps(
+                    _METADATA.metadata(r["sha256"], partial(blobs.open, r["sha256"]), path),
+                    ensure_ascii=False, separators=(",", ":")).encode("utf-8")))  # fmt: skip
                 continue
             body = zlib.compress(text, 1)
             stored[r["sha256"]] = blobs.seal_value(r["sha256"], body)
             backfill.append((r["sha256"], stored[r["sha256"]]))
-        parts.append(zlib.decompress(body))
+        parts.append(bulk_split(zlib.decompress(body)))
         _STORED_JSON.put(r["sha256"], parts[-1])
     queries.keep_instance_json(backfill)
-    return with_base(b"[" + b",".join(parts) + b"]", prefix)
+    # The same bytes as `with_base` of the joined array, in one copy instead of a search and a copy.
+    return join_with_base(parts, prefix)
 
 
 async def _metadata(
@@ -297,7 +308,7 @@ async def _metadata(
 ) -> Response:
     action = "dicomweb.metadata"
     offer, _ = negotiate(parse_accept(request.headers.get("accept")), _JSON_OFFERS, what="metadata")
-    rows = await _covered(request, principal, action, study, series, instance)
+    rows = await _covered(request, principal, action, study, series, instance, json_kept=True)
     # The audit event is committed while the body is put together (each in a worker thread): nothing is
     # sent before both are done, and a refused audit (a missing blob, a failed commit) wins over the body.
     audited, body = await asyncio.gather(
