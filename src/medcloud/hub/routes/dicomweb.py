@@ -12,7 +12,7 @@ import json
 import mmap
 import uuid
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.routing import Route
 
 from medcloud.dicomweb import json as dj
 from medcloud.dicomweb.frames import (
@@ -562,3 +563,47 @@ for _path, _allow in _ALLOWED.items():
     router.add_api_route(
         _path, _not_allowed(_allow), methods=[m for m in _METHODS if m not in _allow], include_in_schema=False
     )
+
+
+# ---------------------------------------------------------------- plain endpoints for reads
+
+
+def _plain_read(
+    route: Callable[..., Awaitable[Response]], check: Callable[[Request], Awaitable[Principal]], path: str
+) -> Any:
+    """A plain Starlette endpoint for a documented read route: the route's own `require` check, awaited
+    directly, then the route function with its path parameters (all strings, as FastAPI passes them).
+
+    A QIDO or metadata request has nothing for FastAPI to solve but that check: matched before the
+    documented routes (which stay for the API description), it skips the dependency machinery, as
+    STOW-RS's plain endpoint does. Refusals go through the same exception handlers and are audited.
+    HEAD gets the 405 the documented routes give it (FastAPI re-creates an included Starlette route,
+    which then answers HEAD as well as GET).
+    """
+    head = _not_allowed(_ALLOWED[path])
+
+    async def endpoint(request: Request) -> Response:
+        if request.method != "GET":
+            return head(request)
+        principal = await check(request)
+        return await route(request, principal=principal, **request.path_params)
+
+    endpoint.__name__ = f"plain_{route.__name__}"
+    return endpoint
+
+
+_PLAIN_READS: tuple[tuple[str, Callable[..., Awaitable[Response]], Any], ...] = (
+    ("/studies", search_studies, Reader),
+    ("/series", search_series, Reader),
+    ("/instances", search_instances, Reader),
+    ("/studies/{study}/series", search_study_series, Reader),
+    ("/studies/{study}/instances", search_study_instances, Reader),
+    ("/studies/{study}/series/{series}/instances", search_series_instances, Reader),
+    ("/studies/{study}/metadata", study_metadata, BytesReader),
+    ("/studies/{study}/series/{series}/metadata", series_metadata, BytesReader),
+    ("/studies/{study}/series/{series}/instances/{instance}/metadata", instance_metadata, BytesReader),
+)
+for _index, (_path, _route, _depends) in enumerate(_PLAIN_READS):
+    _plain = Route(router.prefix + _path, _plain_read(_route, _depends.dependency, _path), methods=["GET"],
+                   include_in_schema=False)  # fmt: skip
+    router.routes.insert(_index, _plain)  # tried first
