@@ -507,9 +507,13 @@ async def _stow_endpoint(request: Request) -> Response:
     return await _stow(request, principal, request.path_params.get("study"))
 
 
-# Tried before the documented routes below: POST only (any other method falls through to them).
-router.add_route(router.prefix + "/studies", _stow_endpoint, methods=["POST"], include_in_schema=False)
-router.add_route(router.prefix + "/studies/{study}", _stow_endpoint, methods=["POST"], include_in_schema=False)
+# Tried before every other route of this router (the documented ones included): POST only (any other
+# method falls through to them); first, so that an upload is not matched against the read routes' patterns.
+router.routes[0:0] = [
+    Route(router.prefix + "/studies", _stow_endpoint, methods=["POST"], include_in_schema=False),
+    Route(router.prefix + "/studies/{study}", _stow_endpoint, methods=["POST"], include_in_schema=False),
+]
+_STOW_ROUTES = 2
 
 
 @router.post(
@@ -606,4 +610,4 @@ _PLAIN_READS: tuple[tuple[str, Callable[..., Awaitable[Response]], Any], ...] = 
 for _index, (_path, _route, _depends) in enumerate(_PLAIN_READS):
     _plain = Route(router.prefix + _path, _plain_read(_route, _depends.dependency, _path), methods=["GET"],
                    include_in_schema=False)  # fmt: skip
-    router.routes.insert(_index, _plain)  # tried first
+    router.routes.insert(_STOW_ROUTES + _index, _plain)  # tried first, after STOW-RS's two
