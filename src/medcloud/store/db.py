@@ -196,6 +196,7 @@ class _Plan:
 
 _PLANS: dict[tuple[int, str, tuple[str, ...]], _Plan] = {}
 _PLANS_LOCK = threading.Lock()
+_MAX_PLANS = 256
 
 
 def _plan(conn: Connection, stmt: sa.Executable, keys: tuple[str, ...]) -> _Plan:
@@ -205,6 +206,8 @@ def _plan(conn: Connection, stmt: sa.Executable, keys: tuple[str, ...]) -> _Plan
         compiled = stmt.compile(dialect=conn.dialect, column_keys=list(keys) or None)  # type: ignore[attr-defined]
         plan = _Plan(stmt, compiled, conn.dialect)
         with _PLANS_LOCK:
+            if len(_PLANS) >= _MAX_PLANS:  # meant for statements built once; a caller building one per call
+                _PLANS.clear()  # must not grow this without bound
             plan = _PLANS.setdefault(key, plan)
     return plan
 
