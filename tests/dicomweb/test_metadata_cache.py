@@ -34,13 +34,13 @@ def test_converted_once_per_hash_bounded_and_not_shared() -> None:
 
 def test_stored_json_cache_is_bounded_by_bytes_and_keeps_the_recently_used() -> None:
     cache = StoredJsonCache(max_bytes=1600)
-    cache.put("a", b"a" * 100)
-    cache.put("b", b"b" * 100)
-    assert cache.get_many(["a", "b", "c"]) == {"a": b"a" * 100, "b": b"b" * 100}
+    cache.put("a", (b"a" * 60, b"a" * 40))  # held as pieces: their sizes add up
+    cache.put("b", (b"b" * 100,))
+    assert cache.get_many(["a", "b", "c"]) == {"a": (b"a" * 60, b"a" * 40), "b": (b"b" * 100,)}
     cache.get_many(["a"])  # "a" is now the most recently used: "b" is the oldest
     for key in "cdefghijklmnopq":
-        cache.put(key, key.encode() * 100)  # 17 entries of 100 bytes: the least recently used goes
+        cache.put(key, (key.encode() * 100,))  # 17 entries of 100 bytes: the least recently used goes
     held = set(cache.get_many("abcdefghijklmnopq"))
     assert len(held) == 16 and "b" not in held and "a" in held
-    cache.put("huge", b"x" * 101)  # over a sixteenth of the budget: never held, nothing evicted for it
+    cache.put("huge", (b"x" * 50, b"x" * 51))  # over a sixteenth of the budget: never held, nothing evicted for it
     assert cache.get_many(["huge"]) == {} and len(cache.get_many("abcdefghijklmnopq")) == 16

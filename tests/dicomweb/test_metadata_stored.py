@@ -18,9 +18,18 @@ import sqlalchemy as sa
 from medcloud.dicomweb.json import instance_metadata
 from medcloud.errors import InvalidInput, UnsupportedFormat
 from medcloud.formats.dicom import open_dicom
-from medcloud.formats.dicomjson import dataset_json, file_json, pixel_vr, with_base
+from medcloud.formats.dicomjson import (
+    BULK_KEY,
+    bulk_split,
+    dataset_json,
+    file_json,
+    join_with_base,
+    pixel_vr,
+    with_base,
+)
 from medcloud.store.tables import instance_json
 from tests.dicomweb.conftest import LUNG_CT, LUNG_CT_SERIES, Seeded
+from tests.hub.conftest import deidentified_dicom
 
 # Where our converter and pydicom's disagree on purpose, file by file (checked: the rest must be equal).
 KNOWN_DIFFERENCES = {
@@ -98,6 +107,30 @@ def test_bulk_data_uri_gets_the_base_only_in_our_key() -> None:
     out = json.loads(with_base(stored, b"https://h/dicom-web/"))
     assert out["7FE00010"]["BulkDataURI"] == "https://h/dicom-web/studies/1/frames/1"
     assert out["00081030"]["Value"] == ['"BulkDataURI":"']  # a value with the same characters is untouched
+
+
+def test_join_with_base_is_with_base_of_the_joined_array() -> None:
+    docs = [
+        b'{"7FE00010":{"vr":"OW","BulkDataURI":"studies/1/frames/1"},'
+        b'"00081030":{"vr":"LO","Value":["\\"BulkDataURI\\":\\""]}}',
+        b"{}",
+        b'{"00100020":{"vr":"LO","Value":["A"]}}',
+        b'{"7FE00010":{"vr":"OB","BulkDataURI":"a"},"00091001":{"vr":"OB","BulkDataURI":"b"}}',
+    ]
+    for chosen in ([], docs[:1], docs[1:2], docs, docs[::-1]):
+        joined = b"[" + b",".join(chosen) + b"]"
+        expected = with_base(joined, b"https://h/dicom-web/")
+        assert join_with_base([bulk_split(d) for d in chosen], b"https://h/dicom-web/") == expected
+        json.loads(expected)
+    stored = _real_stored_json()
+    assert stored.count(BULK_KEY) == 1
+    expected = with_base(b"[" + b",".join([stored, stored]) + b"]", b"http://x/dicom-web/")
+    assert join_with_base([bulk_split(stored)] * 2, b"http://x/dicom-web/") == expected
+
+
+def _real_stored_json() -> bytes:
+    data = deidentified_dicom()
+    return file_json(data, "studies/1/series/2/instances/3/frames/1")
 
 
 def _stored(seeded: Seeded) -> dict[str, bytes]:

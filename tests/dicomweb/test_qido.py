@@ -218,3 +218,46 @@ def test_control_characters_are_400_not_a_database_error(pg_hub: Any, url: str) 
     """PostgreSQL refuses NUL in text: it must never get that far (it would be a 500)."""
     r = pg_hub.client.get(url, headers=pg_hub.auth("researcher"))
     assert r.status_code == 400, r.text
+
+
+def test_reads_are_served_by_plain_endpoints_with_the_same_checks_and_audit(seeded: Seeded) -> None:
+    """QIDO and metadata GETs are matched by plain Starlette endpoints (no FastAPI dependency solving)
+    that run the documented routes' own checks; refusals are problem details and audited; HEAD is still
+    405 and the API description still has the documented routes."""
+    from starlette.routing import Match
+
+    from medcloud.hub.routes.dicomweb import _PLAIN_READS, router
+
+    assert len(_PLAIN_READS) == 9
+    for path, route, _ in _PLAIN_READS:
+        concrete = "/dicom-web" + path.format(study=LUNG_CT, series=LUNG_CT_SERIES, instance="1.2")
+        scope = {"type": "http", "method": "GET", "path": concrete, "root_path": ""}
+        first = next(r for r in router.routes if r.matches(scope)[0] == Match.FULL)
+        assert getattr(first, "endpoint", None).__name__ == f"plain_{route.__name__}"
+    h = seeded.hub
+    meta = f"/dicom-web/studies/{LUNG_CT}/series/{LUNG_CT_SERIES}/metadata"
+    assert h.client.get("/dicom-web/studies").status_code == 401
+    wrong = {"Authorization": "Bearer " + h.tokens["researcher"][:-4] + "AAAA"}  # a wrong secret
+    r = h.client.get(meta, headers=wrong)
+    assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Bearer")
+    r = _get(seeded, meta, who="site_a")
+    assert r.status_code == 403 and r.headers["content-type"] == "application/problem+json"
+    assert r.headers["cache-control"] == "no-store" and "content-security-policy" in r.headers
+    assert _get(seeded, f"/dicom-web/studies/{BRAIN_CT}/metadata").status_code == 404  # another project's
+    assert len(_ok(seeded, meta)) == 2
+    events = h.client.get("/api/v1/audit?limit=100", headers=h.auth("auditor")).json()["items"]
+    refused = [(e["action"], e["outcome"]) for e in events if e["outcome"].startswith("refused:")]
+    assert refused == [
+        ("GET /dicom-web/studies", "refused:401:unauthenticated"),
+        ("GET " + meta, "refused:401:unauthenticated"),
+        ("GET " + meta, "refused:403:forbidden"),  # refused by the check, before the route names its read
+        ("dicomweb.metadata", "refused:404:not-found"),
+    ]
+    assert [e["outcome"] for e in events if e["action"] == "dicomweb.metadata"][-1] == "ok"
+    r = h.client.head("/dicom-web/studies", headers=h.auth("researcher"))
+    assert r.status_code == 405
+    doc = h.client.get("/api/v1/openapi.json", headers=h.auth("admin")).json()
+    assert (
+        "get" in doc["paths"]["/dicom-web/studies"]
+        and "get" in doc["paths"]["/dicom-web/studies/{study}/series/{series}/metadata"]
+    )

@@ -221,6 +221,7 @@ class StoredJsonCache:
     """Stored DICOM JSON of files by SHA-256, unsealed and inflated, least recently used dropped first,
     at most `max_bytes` in all.
 
+    Each body is held as `formats.dicomjson.bulk_split` pieces, ready to be joined with a request's base.
     Blobs are content-addressed, so an entry never goes stale. Reading a 100-instance series' metadata
     otherwise fetches, unseals and inflates 100 stored bodies on every visit, which was most of that
     request's time. Callers consult it only for rows whose access they have checked (like MetadataCache);
@@ -228,13 +229,13 @@ class StoredJsonCache:
     """
 
     def __init__(self, max_bytes: int = 64 * 1024 * 1024) -> None:
-        self._entries: OrderedDict[str, bytes] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[bytes, ...]] = OrderedDict()
         self._bytes = 0
         self._max = max_bytes
         self._lock = threading.Lock()
 
-    def get_many(self, shas: Iterable[str]) -> dict[str, bytes]:
-        out: dict[str, bytes] = {}
+    def get_many(self, shas: Iterable[str]) -> dict[str, tuple[bytes, ...]]:
+        out: dict[str, tuple[bytes, ...]] = {}
         with self._lock:
             for sha in shas:
                 hit = self._entries.get(sha)
@@ -243,16 +244,17 @@ class StoredJsonCache:
                     out[sha] = hit
         return out
 
-    def put(self, sha256: str, text: bytes) -> None:
-        if len(text) > self._max // 16:  # one huge dataset must not empty the cache
+    def put(self, sha256: str, pieces: tuple[bytes, ...]) -> None:
+        size = sum(map(len, pieces))
+        if size > self._max // 16:  # one huge dataset must not empty the cache
             return
         with self._lock:
             old = self._entries.pop(sha256, None)
-            self._bytes += len(text) - (len(old) if old is not None else 0)
-            self._entries[sha256] = text
+            self._bytes += size - (sum(map(len, old)) if old is not None else 0)
+            self._entries[sha256] = pieces
             while self._bytes > self._max:
                 _, dropped = self._entries.popitem(last=False)
-                self._bytes -= len(dropped)
+                self._bytes -= sum(map(len, dropped))
 
 
 def _fix_numbers(attrs: dict[str, Any]) -> None:

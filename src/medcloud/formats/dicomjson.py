@@ -20,6 +20,7 @@ import json
 import math
 import re
 import struct
+from collections.abc import Iterable
 from typing import Any
 
 from pydicom._dicom_dict import DicomDictionary
@@ -38,7 +39,9 @@ from medcloud.formats.dicom import (
 )
 from medcloud.formats.limits import MAX_INFLATED_BYTES
 
-__all__ = ["BULK_KEY", "dataset_json", "file_json", "parsed_json", "pixel_vr", "with_base"]
+__all__ = [
+    "BULK_KEY", "bulk_split", "dataset_json", "file_json", "join_with_base", "parsed_json", "pixel_vr", "with_base",
+]  # fmt: skip
 
 BULK_KEY = b'"BulkDataURI":"'
 _NATIVE = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2"})
@@ -343,3 +346,30 @@ def with_base(stored: bytes, base: bytes) -> bytes:
     Only our own writer's key text matches: a value holding the same characters has its quotes escaped.
     """
     return stored.replace(BULK_KEY, BULK_KEY + base)
+
+
+def bulk_split(stored: bytes) -> tuple[bytes, ...]:
+    """Stored JSON cut where `with_base` would insert the base (after each of our BulkDataURI keys), so that
+    many documents can be answered with a base in one copy (`join_with_base`) instead of a search of all."""
+    return tuple(stored.split(BULK_KEY))
+
+
+def join_with_base(documents: Iterable[tuple[bytes, ...]], base: bytes) -> bytes:
+    """`with_base(b"[" + b",".join(texts) + b"]", base)` for texts given as their `bulk_split` pieces.
+
+    The same bytes: BULK_KEY holds no "[", "," or "]", so no match can span two documents, and `split`
+    cuts at the same non-overlapping, left-to-right matches that `replace` replaces.
+    """
+    key = BULK_KEY + base
+    out: list[bytes] = []
+    for pieces in documents:
+        out.append(b",")
+        out.append(pieces[0])
+        for piece in pieces[1:]:
+            out.append(key)
+            out.append(piece)
+    if not out:
+        return b"[]"
+    out[0] = b"["
+    out.append(b"]")
+    return b"".join(out)

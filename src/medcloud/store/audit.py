@@ -35,7 +35,7 @@ from medcloud.security.merkle import (
     trusted_keys,
 )
 from medcloud.security.policy import BREAK_GLASS_MARK
-from medcloud.store.db import Database, utcnow
+from medcloud.store.db import Database, driver_execute, utcnow
 from medcloud.store.queries import MAX_PAGE
 from medcloud.store.tables import audit_checkpoints, audit_events, audit_log_keys
 
@@ -60,8 +60,8 @@ class AuditChain:
     def __init__(self, conn: Connection, seal: AuditSeal | None = None) -> None:
         self._conn = conn
         self._seal = seal
-        head = conn.execute(_HEAD).first()
-        self._seq, self._prev = (int(head.seq), str(head.hash)) if head else (0, GENESIS)
+        head = driver_execute(conn, _HEAD)
+        self._seq, self._prev = (int(head[0][0]), str(head[0][1])) if head else (0, GENESIS)
 
     def append(
         self,
@@ -87,7 +87,7 @@ class AuditChain:
         returns the stored rows."""
         rows = [self._link(ev) for ev in events]
         if rows:
-            self._conn.execute(_INSERT, rows)
+            driver_execute(self._conn, _INSERT, rows)
             self._seal_after_commit(rows[0])
         return rows
 
@@ -103,7 +103,7 @@ class AuditChain:
                 out.append(exc)
         rows = [r for r in out if isinstance(r, dict)]
         if rows:
-            self._conn.execute(_INSERT, rows)
+            driver_execute(self._conn, _INSERT, rows)
             self._seal_after_commit(rows[0])
         return out
 

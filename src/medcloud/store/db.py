@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from importlib import resources
@@ -23,7 +23,7 @@ except ImportError:  # not on Windows: SQLite's busy handler alone serializes wr
     fcntl = None  # type: ignore[assignment]
 from sqlalchemy.engine import Connection, Engine
 
-__all__ = ["Database", "utcnow"]
+__all__ = ["Database", "driver_execute", "utcnow"]
 
 _PG_WRITE_LOCK = 0x6D6564636C6F7564  # "medcloud": one advisory lock serializes writers (and the audit chain)
 _AFTER_COMMIT = "medcloud.after_commit"
@@ -171,6 +171,98 @@ class Database:
         """A connection for reads (no transaction is held open beyond the block)."""
         with self.engine.connect() as conn:
             yield conn
+
+
+class _Plan:
+    """A prebuilt statement compiled once for SQLite: its SQL, bind names in order and bind processors."""
+
+    __slots__ = ("compiled", "direct", "expanding", "stmt")
+
+    def __init__(self, stmt: sa.Executable, compiled: Any, dialect: Any) -> None:
+        self.stmt = stmt  # held so that the cache key (its id) is never reused by another object
+        self.compiled = compiled
+        # Columns filled by Python-side defaults, RETURNING, anything SQLAlchemy fetches or computes
+        # around the statement, or result values it converts (a DateTime read back): those stay with it.
+        self.direct = not (
+            getattr(compiled, "insert_prefetch", None)
+            or getattr(compiled, "update_prefetch", None)
+            or getattr(compiled, "postfetch", None)
+            or getattr(compiled, "returning", None)
+            or getattr(compiled, "effective_returning", None)
+            or any(c.type._cached_result_processor(dialect, None) is not None for c in compiled._result_columns)
+        )
+        self.expanding = bool(compiled.post_compile_params or compiled.literal_execute_params)
+
+
+_PLANS: dict[tuple[int, str, tuple[str, ...]], _Plan] = {}
+_PLANS_LOCK = threading.Lock()
+_MAX_PLANS = 256
+
+
+def _plan(conn: Connection, stmt: sa.Executable, keys: tuple[str, ...]) -> _Plan:
+    key = (id(stmt), conn.dialect.name, keys)
+    plan = _PLANS.get(key)
+    if plan is None:
+        compiled = stmt.compile(dialect=conn.dialect, column_keys=list(keys) or None)  # type: ignore[attr-defined]
+        plan = _Plan(stmt, compiled, conn.dialect)
+        with _PLANS_LOCK:
+            if len(_PLANS) >= _MAX_PLANS:  # meant for statements built once; a caller building one per call
+                _PLANS.clear()  # must not grow this without bound
+            plan = _PLANS.setdefault(key, plan)
+    return plan
+
+
+def _through_sqlalchemy(
+    conn: Connection, stmt: sa.Executable, params: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None
+) -> list[tuple[Any, ...]]:
+    result = conn.execute(stmt, params)  # type: ignore[arg-type]
+    return [tuple(r) for r in result] if result.returns_rows else []
+
+
+def driver_execute(
+    conn: Connection, stmt: sa.Executable, params: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None
+) -> list[tuple[Any, ...]]:
+    """Run a statement built once at import (a module constant) and return its rows as tuples.
+
+    On SQLite the SQL SQLAlchemy compiles for it (compiled once per shape; an expanding IN list is
+    expanded per call as SQLAlchemy does) runs on the driver's cursor of `conn`, inside its transaction,
+    with SQLAlchemy's own bind processors applied to the parameters: the same SQL and the same stored
+    values, without SQLAlchemy's per-execution work (measured: about 20 us of CPU per statement, against
+    6 us). A driver error is raised as SQLAlchemy would raise it (`sqlalchemy.exc.DBAPIError` subclasses),
+    so `Database.write` drops a failed writer connection as before. A list of parameter sets runs as one
+    `executemany`. Elsewhere (PostgreSQL), or for a statement SQLAlchemy must fill or read back (Python-side
+    defaults, RETURNING), it goes through `conn.execute` as usual.
+    """
+    many = params is not None and not isinstance(params, Mapping)
+    sets: Sequence[Mapping[str, Any]] = [params or {}] if isinstance(params, Mapping) or params is None else params
+    if many and not sets:
+        return []
+    if conn.dialect.name != "sqlite":
+        return _through_sqlalchemy(conn, stmt, params)
+    plan = _plan(conn, stmt, tuple(sorted(sets[0])) if isinstance(stmt, sa.ValuesBase) else ())
+    if not plan.direct or (plan.expanding and len(sets) > 1):
+        return _through_sqlalchemy(conn, stmt, params)
+    compiled = plan.compiled
+    if plan.expanding:
+        state = compiled.construct_expanded_state(sets[0])
+        sql, names, procs, values = state.statement, state.positiontup, state.processors, [state.parameters]
+    else:
+        sql, names, procs = compiled.string, compiled.positiontup, compiled._bind_processors
+        values = [compiled.construct_params(p) for p in sets]
+    args = [[procs[n](v[n]) if n in procs else v[n] for n in names or ()] for v in values]
+    dbapi = conn.dialect.loaded_dbapi
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        if many:
+            cursor.executemany(sql, args)
+            return []
+        cursor.execute(sql, args[0])
+        rows: list[tuple[Any, ...]] = list(cursor.fetchall()) if cursor.description is not None else []
+        return rows
+    except dbapi.Error as exc:
+        raise sa.exc.DBAPIError.instance(sql, args if many else args[0], exc, dbapi.Error) from exc
+    finally:
+        cursor.close()
 
 
 def _sqlite_hooks(engine: Engine, *, immediate: bool, synchronous: str) -> None:

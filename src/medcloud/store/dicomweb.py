@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import sqlalchemy as sa
@@ -171,6 +172,13 @@ def _where(q: sa.Select[Any], builds: list[_Build]) -> sa.Select[Any]:
     return q
 
 
+def _dicts(result: sa.CursorResult[Any]) -> list[dict[str, Any]]:
+    """The rows of `result` as dicts keyed by column label (what `dict(row._mapping)` gives, without
+    building a mapping view per row)."""
+    keys = list(result.keys())
+    return [dict(zip(keys, row, strict=True)) for row in result]
+
+
 _PAGE: dict[str, sa.BindParameter[int]] = {"limit": sa.bindparam("limit"), "offset": sa.bindparam("offset")}
 
 
@@ -188,7 +196,7 @@ class DicomwebQueries:
         shape, params, builds = _scoped(query, projects, self._db.dialect)
         stmt = self._statements.get((self._db.dialect, level, shape), lambda: build(builds))
         with self._db.read() as conn:
-            return [dict(r._mapping) for r in conn.execute(stmt, params)]
+            return _dicts(conn.execute(stmt, params))
 
     def search(self, query: QidoQuery, projects: frozenset[str] | None) -> list[dict[str, Any]]:
         """One page of matches at the query's level, with the counts DICOMweb reports."""
@@ -258,20 +266,53 @@ class DicomwebQueries:
 
         return self._run("instance", query, projects, build)
 
+    def _retrieve_select(self, scoped: bool, one_series: bool, one_instance: bool, json_kept: bool) -> sa.Select[Any]:
+        """The statement of a retrieve of this shape, with bound parameters (the same SQL as built per call)."""
+        q = self._instance_select()
+        if json_kept:  # whether its DICOM JSON is stored (a primary-key lookup per row)
+            q = q.add_columns(instance_json.c.sha256.is_not(None).label("json_kept")).outerjoin(
+                instance_json, instance_json.c.sha256 == instances.c.sha256
+            )
+        q = q.where(studies.c.study_uid == sa.bindparam("study"))
+        if scoped:
+            q = q.where(studies.c.project.in_(sa.bindparam("projects", expanding=True)))
+        if one_series:
+            q = q.where(series.c.series_uid == sa.bindparam("series"))
+        if one_instance:
+            q = q.where(instances.c.sop_uid == sa.bindparam("sop"))
+        return q.order_by(series.c.series_number, series.c.id, instances.c.instance_number, instances.c.id)
+
     def retrieve(
-        self, projects: frozenset[str] | None, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
+        self,
+        projects: frozenset[str] | None,
+        study_uid: str,
+        series_uid: str | None = None,
+        sop_uid: str | None = None,
+        *,
+        json_kept: bool = False,
     ) -> list[dict[str, Any]]:
-        """Every instance a WADO-RS retrieve of the study, series or instance covers; NotFound if none."""
-        q = self._instance_select().where(studies.c.study_uid == study_uid)
+        """Every instance a WADO-RS retrieve of the study, series or instance covers; NotFound if none.
+
+        With `json_kept`, each row also says whether its DICOM JSON is stored (`instance_json` holds a row
+        for its SHA-256), read in the same statement."""
+        params: dict[str, Any] = {"study": study_uid}
         if projects is not None:
-            q = q.where(studies.c.project.in_(projects))
+            params["projects"] = sorted(projects)
         if series_uid is not None:
-            q = q.where(series.c.series_uid == series_uid)
+            params["series"] = series_uid
         if sop_uid is not None:
-            q = q.where(instances.c.sop_uid == sop_uid)
-        q = q.order_by(series.c.series_number, series.c.id, instances.c.instance_number, instances.c.id)
+            params["sop"] = sop_uid
+        shape = (
+            "retrieve",
+            self._db.dialect,
+            projects is not None,
+            series_uid is not None,
+            sop_uid is not None,
+            json_kept,
+        )
+        stmt = self._statements.get(shape, partial(self._retrieve_select, *shape[2:]))
         with self._db.read() as conn:
-            rows = [dict(r._mapping) for r in conn.execute(q)]
+            rows = _dicts(conn.execute(stmt, params))
         if not rows:
             what: Sequence[str] = [f"study {study_uid}"]
             if series_uid is not None:
@@ -291,16 +332,6 @@ class DicomwebQueries:
                     instance_json.c.sha256.in_(keys[i : i + 500])
                 )
                 found.update((row.sha256, bytes(row.body)) for row in conn.execute(q))
-        return found
-
-    def instance_json_kept(self, shas: Sequence[str]) -> set[str]:
-        """Which of these files have stored DICOM JSON (an index lookup; the bodies are not read)."""
-        found: set[str] = set()
-        keys = sorted(set(shas))
-        with self._db.read() as conn:
-            for i in range(0, len(keys), 500):
-                q = sa.select(instance_json.c.sha256).where(instance_json.c.sha256.in_(keys[i : i + 500]))
-                found.update(conn.execute(q).scalars())
         return found
 
     def keep_instance_json(self, rows: Sequence[tuple[str, bytes]]) -> None:

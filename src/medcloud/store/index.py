@@ -12,7 +12,7 @@ from sqlalchemy.engine import Connection
 
 from medcloud.errors import Conflict, MedcloudError
 from medcloud.formats.records import DicomRecord, ImageRecord
-from medcloud.store.db import utcnow
+from medcloud.store.db import driver_execute, utcnow
 from medcloud.store.sites import ensure_site
 from medcloud.store.tables import images, instance_json, instances, series, studies
 
@@ -110,8 +110,8 @@ class Indexer:
         recs = [(e, cast(DicomRecord, e.record)) for e in entries]
         known: dict[str, tuple[str, str, str]] = {}
         for chunk in self._in_chunks(sorted({r.sop_uid for _, r in recs})):
-            for row in conn.execute(_KNOWN_INSTANCES, {"uids": chunk}):
-                known[row.sop_uid] = (row.sha256, row.site, row.project)
+            for sop_uid, sha256, row_site, row_project in driver_execute(conn, _KNOWN_INSTANCES, {"uids": chunk}):
+                known[sop_uid] = (sha256, row_site, row_project)
         fresh: list[tuple[IndexEntry, DicomRecord]] = []
         first_in_batch: dict[str, IndexEntry] = {}
         repeats: list[tuple[IndexEntry, IndexEntry]] = []  # (repeat, the first entry with its UID and bytes)
@@ -148,17 +148,17 @@ class Indexer:
         study_ids: dict[str, int] = {}
         foreign_studies: set[str] = set()
         for chunk in self._in_chunks(sorted({r.study_uid for _, r in fresh})):
-            for row in conn.execute(_KNOWN_STUDIES, {"uids": chunk}):
-                if (row.site, row.project) == (site, project):
-                    study_ids[row.study_uid] = int(row.id)
+            for study_id, study_uid, row_site, row_project in driver_execute(conn, _KNOWN_STUDIES, {"uids": chunk}):
+                if (row_site, row_project) == (site, project):
+                    study_ids[study_uid] = int(study_id)
                 else:
-                    foreign_studies.add(row.study_uid)
+                    foreign_studies.add(study_uid)
         series_ids: dict[str, int] = {}
         series_study: dict[str, str] = {}  # series UID -> the study UID it belongs to (stored or planned)
         for chunk in self._in_chunks(sorted({r.series_uid for _, r in fresh})):
-            for srow in conn.execute(_KNOWN_SERIES, {"uids": chunk}):
-                series_ids[srow.series_uid] = int(srow.id)
-                series_study[srow.series_uid] = srow.study_uid
+            for series_id, series_uid, of_study in driver_execute(conn, _KNOWN_SERIES, {"uids": chunk}):
+                series_ids[series_uid] = int(series_id)
+                series_study[series_uid] = of_study
         final: list[tuple[IndexEntry, DicomRecord]] = []
         for entry, rec in fresh:
             if rec.study_uid in foreign_studies:
@@ -204,7 +204,8 @@ class Indexer:
                 series_ids[srow.series_uid] = int(srow.id)
         if not final:
             return
-        conn.execute(
+        driver_execute(
+            conn,
             _INSERT_INSTANCES,
             [
                 {
@@ -302,13 +303,14 @@ def refresh_study_counts(conn: Connection, study_ids: Iterable[int]) -> None:
         chunk = ids[i : i + 500]
         counts: dict[int, list[int]] = {k: [0, 0] for k in chunk}
         found: dict[int, set[str]] = {k: set() for k in chunk}
-        for row in conn.execute(_STUDY_SERIES, {"ids": chunk}):
-            sid = int(row.study_id)
-            counts[sid][0] += int(row.n_series)
-            counts[sid][1] += int(row.n_instances)
-            if row.modality:
-                found[sid].add(str(row.modality))
-        conn.execute(
+        for study_id, modality, n_series, n_instances in driver_execute(conn, _STUDY_SERIES, {"ids": chunk}):
+            sid = int(study_id)
+            counts[sid][0] += int(n_series)
+            counts[sid][1] += int(n_instances)
+            if modality:
+                found[sid].add(str(modality))
+        driver_execute(
+            conn,
             _SET_STUDY_COUNTS,
             [
                 {"sid": k, "ns": counts[k][0], "ni": counts[k][1], "mods": "\\".join(sorted(found[k]))[:160]}
@@ -335,7 +337,7 @@ def store_instance_json(conn: Connection, rows: Sequence[tuple[str, bytes]]) -> 
 
                 stmt = sqlite_insert(instance_json).on_conflict_do_nothing(index_elements=["sha256"])
             _INSERT_JSON[dialect] = stmt
-        conn.execute(stmt, values)
+        driver_execute(conn, stmt, values)
     else:  # pragma: no cover - the catalog runs on SQLite or PostgreSQL
         held = set(conn.scalars(sa.select(instance_json.c.sha256).where(instance_json.c.sha256.in_(list(dict(rows))))))
         fresh = [v for v in values if v["sha256"] not in held]

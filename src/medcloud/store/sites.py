@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from medcloud.errors import InvalidInput
-from medcloud.store.db import Database, utcnow
+from medcloud.store.db import Database, driver_execute, utcnow
 from medcloud.store.tables import images, instances, series, sites, societies, studies, tokens
 
 __all__ = ["Sites", "ensure_site"]
@@ -19,7 +19,7 @@ _SITE_KNOWN = sa.select(sites.c.name).where(sites.c.name == sa.bindparam("site")
 
 def ensure_site(conn: Connection, site: str) -> None:
     """Register `site` (named after itself) unless it is known, in the caller's write transaction."""
-    if conn.execute(_SITE_KNOWN, {"site": site}).first() is None:
+    if not driver_execute(conn, _SITE_KNOWN, {"site": site}):
         conn.execute(sites.insert().values(name=site, display_name=site, created_at=utcnow()))
 
 

@@ -12,7 +12,7 @@ import json
 import mmap
 import uuid
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.routing import Route
 
 from medcloud.dicomweb import json as dj
 from medcloud.dicomweb.frames import (
@@ -35,7 +36,7 @@ from medcloud.dicomweb.multipart import Part, closing, new_boundary, part_header
 from medcloud.dicomweb.query import Level, check_path_uid, parse_qido
 from medcloud.dicomweb.stow import StowOutcome, store_parts
 from medcloud.errors import Forbidden, InvalidInput, NotFound, TooLarge, UnsupportedFormat
-from medcloud.formats.dicomjson import file_json, with_base
+from medcloud.formats.dicomjson import bulk_split, file_json, join_with_base
 from medcloud.hub.deps import client_address, hub_state, mark_audited_read, record_audit, require
 from medcloud.hub.openapi import media
 from medcloud.hub.problems import problem
@@ -149,14 +150,24 @@ def _resource(study: str, series: str | None, instance: str | None) -> str:
 
 
 async def _covered(
-    request: Request, principal: Principal, action: str, study: str, series: str | None, instance: str | None
+    request: Request,
+    principal: Principal,
+    action: str,
+    study: str,
+    series: str | None,
+    instance: str | None,
+    *,
+    json_kept: bool = False,
 ) -> list[dict[str, Any]]:
-    """The instances a retrieve covers (NotFound outside the caller's projects), flagged for audit."""
+    """The instances a retrieve covers (NotFound outside the caller's projects), flagged for audit
+    (with `json_kept`: and whether each one's DICOM JSON is stored)."""
     mark_audited_read(request, action, _resource(study, series, instance))
     for value, what in ((study, "study"), (series, "series"), (instance, "instance")):
         if value is not None:
             check_path_uid(value, what)
-    rows = await run_in_threadpool(_queries(request).retrieve, principal.readable_projects(), study, series, instance)
+    rows = await run_in_threadpool(
+        partial(_queries(request).retrieve, json_kept=json_kept), principal.readable_projects(), study, series, instance
+    )
     return rows
 
 
@@ -253,24 +264,23 @@ def _frames_path(r: dict[str, Any]) -> str | None:
 
 
 def _metadata_body(queries: DicomwebQueries, blobs: Any, rows: list[dict[str, Any]], base: str) -> bytes:
-    """The DICOM JSON array of `rows`: stored JSON joined, the base filled into its BulkDataURIs.
+    """The DICOM JSON array of `rows` (read with `json_kept`): stored JSON joined, the base filled into its
+    BulkDataURIs.
 
     Files stored before JSON was converted at ingest are converted now and kept (lazy backfill); one our
     converter refuses is converted by pydicom, per request (cached by content hash).
     """
-    # Inflated bodies held in memory are used only while their row is still stored (checked by index
-    # lookup), so a row that went missing is converted and kept again exactly as without the cache.
-    texts = _STORED_JSON.get_many(r["sha256"] for r in rows)
-    kept = queries.instance_json_kept(list(texts)) if texts else set()
-    texts = {sha: text for sha, text in texts.items() if sha in kept}
+    # Inflated bodies held in memory are used only while their row is still stored (`json_kept`, read with
+    # the rows), so a row that went missing is converted and kept again exactly as without the cache.
+    texts = _STORED_JSON.get_many(r["sha256"] for r in rows if r["json_kept"])
     stored = queries.instance_json([r["sha256"] for r in rows if r["sha256"] not in texts])
     prefix = (base + "/").encode("utf-8")
-    parts: list[bytes] = []
+    parts: list[tuple[bytes, ...]] = []  # each document cut where the base goes (`bulk_split`)
     backfill: list[tuple[str, bytes]] = []
     for r in rows:
-        text = texts.get(r["sha256"])
-        if text is not None:
-            parts.append(text)
+        pieces = texts.get(r["sha256"])
+        if pieces is not None:
+            parts.append(pieces)
             continue
         sealed = stored.get(r["sha256"])
         body = None if sealed is None else blobs.open_value(r["sha256"], sealed)
@@ -280,16 +290,18 @@ def _metadata_body(queries: DicomwebQueries, blobs: Any, rows: list[dict[str, An
                 text = file_json(blobs.read_bytes(r["sha256"]), path)
             except (InvalidInput, UnsupportedFormat):
                 # Relative, like the stored JSON: the base is filled into the whole answer below.
-                parts.append(json.dumps(_METADATA.metadata(r["sha256"], partial(blobs.open, r["sha256"]), path),
-                                        ensure_ascii=False, separators=(",", ":")).encode("utf-8"))  # fmt: skip
+                parts.append(bulk_split(json.dumps(
+                    _METADATA.metadata(r["sha256"], partial(blobs.open, r["sha256"]), path),
+                    ensure_ascii=False, separators=(",", ":")).encode("utf-8")))  # fmt: skip
                 continue
             body = zlib.compress(text, 1)
             stored[r["sha256"]] = blobs.seal_value(r["sha256"], body)
             backfill.append((r["sha256"], stored[r["sha256"]]))
-        parts.append(zlib.decompress(body))
+        parts.append(bulk_split(zlib.decompress(body)))
         _STORED_JSON.put(r["sha256"], parts[-1])
     queries.keep_instance_json(backfill)
-    return with_base(b"[" + b",".join(parts) + b"]", prefix)
+    # The same bytes as `with_base` of the joined array, in one copy instead of a search and a copy.
+    return join_with_base(parts, prefix)
 
 
 async def _metadata(
@@ -297,7 +309,7 @@ async def _metadata(
 ) -> Response:
     action = "dicomweb.metadata"
     offer, _ = negotiate(parse_accept(request.headers.get("accept")), _JSON_OFFERS, what="metadata")
-    rows = await _covered(request, principal, action, study, series, instance)
+    rows = await _covered(request, principal, action, study, series, instance, json_kept=True)
     # The audit event is committed while the body is put together (each in a worker thread): nothing is
     # sent before both are done, and a refused audit (a missing blob, a failed commit) wins over the body.
     audited, body = await asyncio.gather(
@@ -495,9 +507,13 @@ async def _stow_endpoint(request: Request) -> Response:
     return await _stow(request, principal, request.path_params.get("study"))
 
 
-# Tried before the documented routes below: POST only (any other method falls through to them).
-router.add_route(router.prefix + "/studies", _stow_endpoint, methods=["POST"], include_in_schema=False)
-router.add_route(router.prefix + "/studies/{study}", _stow_endpoint, methods=["POST"], include_in_schema=False)
+# Tried before every other route of this router (the documented ones included): POST only (any other
+# method falls through to them); first, so that an upload is not matched against the read routes' patterns.
+router.routes[0:0] = [
+    Route(router.prefix + "/studies", _stow_endpoint, methods=["POST"], include_in_schema=False),
+    Route(router.prefix + "/studies/{study}", _stow_endpoint, methods=["POST"], include_in_schema=False),
+]
+_STOW_ROUTES = 2
 
 
 @router.post(
@@ -551,3 +567,47 @@ for _path, _allow in _ALLOWED.items():
     router.add_api_route(
         _path, _not_allowed(_allow), methods=[m for m in _METHODS if m not in _allow], include_in_schema=False
     )
+
+
+# ---------------------------------------------------------------- plain endpoints for reads
+
+
+def _plain_read(
+    route: Callable[..., Awaitable[Response]], check: Callable[[Request], Awaitable[Principal]], path: str
+) -> Any:
+    """A plain Starlette endpoint for a documented read route: the route's own `require` check, awaited
+    directly, then the route function with its path parameters (all strings, as FastAPI passes them).
+
+    A QIDO or metadata request has nothing for FastAPI to solve but that check: matched before the
+    documented routes (which stay for the API description), it skips the dependency machinery, as
+    STOW-RS's plain endpoint does. Refusals go through the same exception handlers and are audited.
+    HEAD gets the 405 the documented routes give it (FastAPI re-creates an included Starlette route,
+    which then answers HEAD as well as GET).
+    """
+    head = _not_allowed(_ALLOWED[path])
+
+    async def endpoint(request: Request) -> Response:
+        if request.method != "GET":
+            return head(request)
+        principal = await check(request)
+        return await route(request, principal=principal, **request.path_params)
+
+    endpoint.__name__ = f"plain_{route.__name__}"
+    return endpoint
+
+
+_PLAIN_READS: tuple[tuple[str, Callable[..., Awaitable[Response]], Any], ...] = (
+    ("/studies", search_studies, Reader),
+    ("/series", search_series, Reader),
+    ("/instances", search_instances, Reader),
+    ("/studies/{study}/series", search_study_series, Reader),
+    ("/studies/{study}/instances", search_study_instances, Reader),
+    ("/studies/{study}/series/{series}/instances", search_series_instances, Reader),
+    ("/studies/{study}/metadata", study_metadata, BytesReader),
+    ("/studies/{study}/series/{series}/metadata", series_metadata, BytesReader),
+    ("/studies/{study}/series/{series}/instances/{instance}/metadata", instance_metadata, BytesReader),
+)
+for _index, (_path, _route, _depends) in enumerate(_PLAIN_READS):
+    _plain = Route(router.prefix + _path, _plain_read(_route, _depends.dependency, _path), methods=["GET"],
+                   include_in_schema=False)  # fmt: skip
+    router.routes.insert(_STOW_ROUTES + _index, _plain)  # tried first, after STOW-RS's two
