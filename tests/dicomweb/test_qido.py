@@ -261,3 +261,23 @@ def test_reads_are_served_by_plain_endpoints_with_the_same_checks_and_audit(seed
         "get" in doc["paths"]["/dicom-web/studies"]
         and "get" in doc["paths"]["/dicom-web/studies/{study}/series/{series}/metadata"]
     )
+
+
+def test_plain_read_endpoints_check_the_permission_their_documented_route_declares() -> None:
+    """Each plain read endpoint awaits the same `require(...)` as the documented route it stands in for:
+    a documented route whose permission changes cannot leave its plain twin on the old one."""
+    from fastapi.routing import APIRoute
+
+    from medcloud.hub.routes.dicomweb import _PLAIN_READS, router
+
+    def permissions(route: APIRoute) -> set[object]:
+        return {getattr(d.call, "permission", None) for d in route.dependant.dependencies} - {None}
+
+    for path, route_fn, depends in _PLAIN_READS:
+        documented = [
+            r for r in router.routes
+            if isinstance(r, APIRoute) and r.path == router.prefix + path and "GET" in r.methods
+        ]  # fmt: skip
+        assert len(documented) == 1, path
+        assert documented[0].endpoint is route_fn, path
+        assert permissions(documented[0]) == {depends.dependency.permission}, path
