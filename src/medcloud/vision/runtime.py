@@ -10,6 +10,7 @@ import re
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from medcloud.vision.labels import (
     YEAST_NOTE,
     label_json,
 )
+from medcloud.vision.metrics import iou_matrix
 
 STRIDE = 4
 INPUT_LONG_SIDE = 320  # the detector sees the image with its longer side at this many pixels
@@ -184,9 +186,7 @@ def prepare(
 
     `colour` is the model's input convention: "none" (raw RGB) or "white-balance" (`white_balance`).
     """
-    resized, scale = _resize(image, long_side)
-    gain = white_balance_gain(resized[::2, ::2].astype(np.float32)) if colour == "white-balance" else None
-    return _canvas(resized, gain), scale
+    return prepare_scales(image, (long_side,), colour, base=long_side)[long_side]
 
 
 def prepare_scales(
@@ -200,16 +200,12 @@ def prepare_scales(
     """
     resized, scale = _resize(image, base)
     gain = white_balance_gain(resized[::2, ::2].astype(np.float32)) if colour == "white-balance" else None
-    h, w = image.shape[:2]
     out: dict[int, tuple[NDArray[np.float32], float]] = {}
     for side in sides:
         if side == base:
             out[side] = (_canvas(resized, gain), scale)
             continue
-        s = side / max(h, w)
-        nh, nw = max(1, round(h * s)), max(1, round(w * s))
-        src = resized if side < base else image
-        r = np.asarray(_pil_resize(src, nw, nh)) if (nh, nw) != src.shape[:2] else src
+        r, s = _resize(image, side, source=resized if side < base else image)
         out[side] = (_canvas(r, gain), s)
     return out
 
@@ -220,13 +216,18 @@ def _pil_resize(image: NDArray[np.uint8], nw: int, nh: int) -> Any:
     return Image.fromarray(image).resize((nw, nh), Image.Resampling.BILINEAR, reducing_gap=2.0)
 
 
-def _resize(image: NDArray[np.uint8], long_side: int) -> tuple[NDArray[np.uint8], float]:
+def _resize(
+    image: NDArray[np.uint8], long_side: int, source: NDArray[np.uint8] | None = None
+) -> tuple[NDArray[np.uint8], float]:
+    """`image` at `long_side` and its scale; the pixels are resampled from `source` (a resized copy of
+    `image`, cheaper to shrink) when given, the size and scale always come from `image`."""
     h, w = image.shape[:2]
     scale = long_side / max(h, w)
     nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-    if (nh, nw) != (h, w):
-        return np.asarray(_pil_resize(image, nw, nh)), scale
-    return image, scale
+    src = image if source is None else source
+    if (nh, nw) != src.shape[:2]:
+        return np.asarray(_pil_resize(src, nw, nh)), scale
+    return src, scale
 
 
 def _canvas(resized: NDArray[np.uint8], gain: NDArray[np.float32] | None) -> NDArray[np.float32]:
@@ -343,13 +344,10 @@ def combine_scales(
 
 
 def _iou_one(box: tuple[float, float, float, float], others: list[Detection]) -> NDArray[np.float32]:
+    """IoU of `box` with each of `others` (`metrics.iou_matrix`, one row)."""
     b = np.array([d.box for d in others], dtype=np.float32).reshape(-1, 4)
-    w = np.clip(np.minimum(box[2], b[:, 2]) - np.maximum(box[0], b[:, 0]), 0, None)
-    h = np.clip(np.minimum(box[3], b[:, 3]) - np.maximum(box[1], b[:, 1]), 0, None)
-    inter = w * h
-    union = (box[2] - box[0]) * (box[3] - box[1]) + (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) - inter
-    out: NDArray[np.float32] = (inter / np.maximum(union, 1e-6)).astype(np.float32)
-    return out
+    row: NDArray[np.float32] = iou_matrix(np.array([box], dtype=np.float32), b)[0]
+    return row
 
 
 def tile_origins(hw: tuple[int, int], valid_hw: tuple[int, int], tile: int = TILE) -> list[tuple[int, int]]:
@@ -489,19 +487,21 @@ def crop_vote(
     return votes, tied[0]
 
 
-def input_colour(model_dir: Path) -> str:
-    """The colour convention a model was trained with: training.json (or the card's copy of it) "colour";
-    models from before colour constancy have none and get raw RGB."""
+def _training_records(model_dir: Path) -> Iterator[dict[str, Any]]:
+    """A model's training record: its training.json, then the card's copy of it (`training`), each if present."""
     import json
 
     for name in ("training.json", "card.json"):
         path = model_dir / name
         if path.is_file():
             data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-            colour = (data if name == "training.json" else data.get("training", {})).get("colour")
-            if colour:
-                return str(colour)
-    return "none"
+            yield data if name == "training.json" else data.get("training", {})
+
+
+def input_colour(model_dir: Path) -> str:
+    """The colour convention a model was trained with: training.json (or the card's copy of it) "colour";
+    models from before colour constancy have none and get raw RGB."""
+    return next((str(r["colour"]) for r in _training_records(model_dir) if r.get("colour")), "none")
 
 
 @dataclass(frozen=True)
@@ -540,24 +540,17 @@ class InferenceScales:
 
 def inference_scales(model_dir: Path) -> InferenceScales:
     """The inference recipe a model's `training.json` (or its card's copy) records under "inference";
-    a model that records none is run at one scale, `INPUT_LONG_SIDE`, as before."""
-    import json
-
-    for name in ("training.json", "card.json"):
-        path = model_dir / name
-        if path.is_file():
-            data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-            spec = (data if name == "training.json" else data.get("training", {})).get("inference")
-            if spec:
-                return InferenceScales(
-                    tuple(int(v) for v in spec["sides"]),
-                    float(spec.get("iou", 0.5)),
-                    int(spec.get("verdict_side", INPUT_LONG_SIDE)),
-                    float(spec.get("alternative_weight", 0.5)),
-                )
-            if name == "training.json":
-                break
-    return InferenceScales()
+    a model that records none is run at one scale, `INPUT_LONG_SIDE`, as before. Only the first record
+    counts: a training.json without the key means single scale, whatever the card copied earlier."""
+    spec = next(_training_records(model_dir), {}).get("inference")
+    if not spec:
+        return InferenceScales()
+    return InferenceScales(
+        tuple(int(v) for v in spec["sides"]),
+        float(spec.get("iou", 0.5)),
+        int(spec.get("verdict_side", INPUT_LONG_SIDE)),
+        float(spec.get("alternative_weight", 0.5)),
+    )
 
 
 def session_options(threads: int) -> Any:
