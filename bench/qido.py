@@ -4,6 +4,7 @@ SQLite and PostgreSQL, and Orthanc 1.10.1 + DICOMweb 1.7 side by side at the sma
     .venv/bin/python bench/qido.py [--sizes 26000,1000000] [--backends sqlite,postgresql] [--repeat 50]
                                    [--orthanc-size 26000] [--no-orthanc] [--keep] [--pg-db NAME]
                                    [--interleave] [--settle] [--curl N] [--upload-clients 4]
+                                   [--orthanc-dir DIR]
 
 The catalog is filled by bench/catalog_fill.py (SYNTHETIC metadata rows, realistic spread), then one real
 100-instance CT series (pydicom's CT_small.dcm with fresh UIDs, PatientIdentityRemoved=YES) is ingested
@@ -25,6 +26,10 @@ in its own network namespace (FACTS.md) and this script, inside it, is its clien
 `--curl N` also times the same four URLs (as httpx builds them, same headers) with curl, N times each on
 one keep-alive connection after 3 warm-ups (`%{time_total}`), on both sides: how much of a request's time
 is the Python client's.
+
+`--orthanc-dir DIR` keeps Orthanc's storage and index in DIR and reuses them when they already hold the
+layout at `--orthanc-size` (fill once, measure later on a quiet machine); `--backends ""` measures Orthanc
+only.
 
 `--interleave` fills and serves every size at once and measures them in alternating rounds of 10 requests
 per query (a load spike on the shared machine then falls on every size alike); `--settle` runs VACUUM
@@ -403,10 +408,17 @@ def _drop_database(name: str) -> None:
 
 
 # -- Orthanc -----------------------------------------------------------------------------------------------
-def bench_orthanc(work: Path, size: int, repeat: int, curl: int = 0, clients: int = 4) -> dict[str, Any]:
+def bench_orthanc(
+    work: Path, size: int, repeat: int, curl: int = 0, clients: int = 4, keep_dir: Path | None = None
+) -> dict[str, Any]:
+    """Orthanc filled with the layout at `size`, then measured. `keep_dir`: Orthanc's storage and index live
+    there and stay; a later run given the same folder measures the Orthanc it holds without uploading again
+    when it already holds `size` instances (a 1 M fill takes an hour or more)."""
     binary = orthanc_binary()
     assert binary is not None
-    root = Path(tempfile.mkdtemp(prefix="orthanc-qido-", dir=work))
+    if keep_dir is not None:
+        keep_dir.mkdir(parents=True, exist_ok=True)
+    root = keep_dir.resolve() if keep_dir is not None else Path(tempfile.mkdtemp(prefix="orthanc-qido-", dir=work))
     cfg = {
         "Name": "qido", "StorageDirectory": str(root / "storage"), "IndexDirectory": str(root / "index"),
         "HttpPort": 8042, "DicomServerEnabled": False, "RemoteAccessAllowed": False,
@@ -416,9 +428,11 @@ def bench_orthanc(work: Path, size: int, repeat: int, curl: int = 0, clients: in
     }  # fmt: skip
     try:
         child = [sys.executable, __file__, "--orthanc-client", str(size), str(repeat), str(curl), str(clients)]
-        result: dict[str, Any] = run_beside_orthanc(binary, root, cfg, child, timeout=3600)
+        # about 100-400 files/s: allow an hour per 200 k instances, and never less than an hour
+        result: dict[str, Any] = run_beside_orthanc(binary, root, cfg, child, timeout=3600 * max(1, size / 200_000))
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        if keep_dir is None:
+            shutil.rmtree(root, ignore_errors=True)
     return result
 
 
@@ -467,10 +481,14 @@ def orthanc_client(size: int, repeat: int, curl: int = 0, clients: int = 4) -> N
         r = client.post(base + "/instances", content=data, headers={"Content-Type": "application/dicom"})
         r.raise_for_status()
 
+    held = int(httpx.get(base + "/statistics", timeout=120).json()["CountInstances"])
     start = time.perf_counter()
     try:
-        files = itertools.chain(series_files(), synthetic_files(size - 100))  # built while earlier ones upload
-        sent = upload_overlapped(files, post, clients, 8 * clients)
+        if held == size:  # a kept Orthanc (--orthanc-dir) already filled with this layout
+            sent = 0
+        else:  # a partial fill is re-sent whole: Orthanc keeps an instance it already holds once
+            files = itertools.chain(series_files(), synthetic_files(size - 100))  # built while earlier ones upload
+            sent = upload_overlapped(files, post, clients, 8 * clients)
     finally:
         for c in opened:
             c.close()
@@ -480,7 +498,8 @@ def orthanc_client(size: int, repeat: int, curl: int = 0, clients: int = 4) -> N
         patient, dates = layout_patient(size - 100), layout_date_range(size - 100)
         result = queries(client, base + "/dicom-web", {}, patient, dates, repeat)
     out = {"system": "orthanc 1.10.1 + dicomweb 1.7", "instances": int(stats["CountInstances"]),
-           "upload_s": round(upload_s, 1), "upload_files_per_s": round(sent / upload_s), "upload_clients": clients,
+           "reused_fill": sent == 0, "upload_s": round(upload_s, 1) if sent else None,
+           "upload_files_per_s": round(sent / upload_s) if sent else None, "upload_clients": clients,
            "patient": patient, "queries": result}  # fmt: skip
     if curl:
         out["curl"] = curl_queries(base + "/dicom-web", {}, patient, dates, curl)
@@ -506,16 +525,20 @@ def main() -> None:
     ap.add_argument("--settle", action="store_true", help="PostgreSQL: VACUUM ANALYZE and CHECKPOINT after the fill")
     ap.add_argument("--curl", type=int, default=0, help="Also time each URL N times with curl (both sides)")
     ap.add_argument("--upload-clients", type=int, default=4, help="Threads uploading the layout into Orthanc")
+    ap.add_argument(
+        "--orthanc-dir", type=Path, default=None,
+        help="Keep Orthanc's storage and index in this folder; reuse them when they already hold the layout",
+    )  # fmt: skip
     a = ap.parse_args()
     work = a.work or Path(tempfile.mkdtemp(prefix="qido-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    sizes = sorted({int(s) for s in a.sizes.split(",")} | (set() if a.no_orthanc else {a.orthanc_size}))
+    sizes = sorted({int(s) for s in a.sizes.split(",") if s} | (set() if a.no_orthanc else {a.orthanc_size}))
     out: dict[str, Any] = {
         "bench": "qido", "repeat": a.repeat, "interleave": a.interleave, "settle": a.settle, "hub": [],
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "loadavg_start": os.getloadavg(),
     }  # fmt: skip
     try:
-        for backend in a.backends.split(","):
+        for backend in filter(None, a.backends.split(",")):  # --backends "" measures Orthanc only
             if a.interleave:
                 for run in bench_interleaved(work, backend, sizes, a.repeat, a.keep, a.pg_db, a.settle):
                     out["hub"].append(run)
@@ -525,7 +548,7 @@ def main() -> None:
                 out["hub"].append(bench_hub(work, backend, size, a.repeat, a.keep, a.pg_db, a.settle, a.curl))
                 print(json.dumps(out["hub"][-1]), file=sys.stderr)
         if not a.no_orthanc and orthanc_binary() is not None:
-            out["orthanc"] = bench_orthanc(work, a.orthanc_size, a.repeat, a.curl, a.upload_clients)
+            out["orthanc"] = bench_orthanc(work, a.orthanc_size, a.repeat, a.curl, a.upload_clients, a.orthanc_dir)
     finally:
         if a.work is None and not a.keep:
             shutil.rmtree(work, ignore_errors=True)

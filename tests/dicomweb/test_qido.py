@@ -226,15 +226,16 @@ def test_reads_are_served_by_plain_endpoints_with_the_same_checks_and_audit(seed
     405 and the API description still has the documented routes."""
     from starlette.routing import Match
 
-    from medcloud.hub.routes.dicomweb import _PLAIN_READS, router
+    from medcloud.hub.routes.dicomweb import _PLAIN_READS
 
     assert len(_PLAIN_READS) == 9
+    h = seeded.hub
+    app_routes = h.client.app.router.routes  # the app's own list: the plain endpoints come before every router
     for path, route, _ in _PLAIN_READS:
         concrete = "/dicom-web" + path.format(study=LUNG_CT, series=LUNG_CT_SERIES, instance="1.2")
         scope = {"type": "http", "method": "GET", "path": concrete, "root_path": ""}
-        first = next(r for r in router.routes if r.matches(scope)[0] == Match.FULL)
+        first = next(r for r in app_routes if r.matches(scope)[0] == Match.FULL)
         assert getattr(first, "endpoint", None).__name__ == f"plain_{route.__name__}"
-    h = seeded.hub
     meta = f"/dicom-web/studies/{LUNG_CT}/series/{LUNG_CT_SERIES}/metadata"
     assert h.client.get("/dicom-web/studies").status_code == 401
     wrong = {"Authorization": "Bearer " + h.tokens["researcher"][:-4] + "AAAA"}  # a wrong secret
@@ -281,3 +282,45 @@ def test_plain_read_endpoints_check_the_permission_their_documented_route_declar
         assert len(documented) == 1, path
         assert documented[0].endpoint is route_fn, path
         assert permissions(documented[0]) == {depends.dependency.permission}, path
+
+
+def test_searches_run_inline_on_sqlite_and_a_slow_one_goes_to_a_worker_thread(
+    seeded: Seeded, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On SQLite a search runs on the event loop within a budget (no hop to a worker thread); one that runs
+    past it is stopped and run again in a worker thread with the same answer, and its shape goes straight
+    to a thread from then on."""
+    from medcloud.hub.routes import dicomweb as routes
+    from medcloud.store import db as dbmod
+    from medcloud.store.dicomweb import DicomwebQueries, _Shapes
+
+    monkeypatch.setattr(DicomwebQueries, "_slow", _Shapes())  # this test's own record of slow shapes
+    hops: list[str] = []
+    threadpool = routes.run_in_threadpool
+
+    async def counted(func: Any, *args: Any, **kwargs: Any) -> Any:
+        hops.append(getattr(func, "__name__", repr(func)))
+        return await threadpool(func, *args, **kwargs)
+
+    monkeypatch.setattr(routes, "run_in_threadpool", counted)
+    url = "/dicom-web/studies?PatientID=PSEUDO-1&includefield=00081030"
+    expected = _ok(seeded, url)
+    assert _uids(expected) == [LUNG_CT]
+    hops.clear()
+    for _ in range(3):
+        assert _ok(seeded, url) == expected
+    assert hops == []  # answered on the event loop, no worker thread
+    assert len(DicomwebQueries._slow._keys) == 0
+    # Every search now runs past its budget: stopped, run in a worker thread, same answer.
+    monkeypatch.setattr(dbmod, "_PROGRESS_STEPS", 1)
+    monkeypatch.setattr(routes, "INLINE_SEARCH_BUDGET_S", -1.0)
+    assert _ok(seeded, url) == expected
+    assert hops == ["search"]
+    assert len(DicomwebQueries._slow._keys) == 1
+    # The shape is known to be slow: not tried inline again (a budget of 1 s would now let it finish).
+    monkeypatch.setattr(routes, "INLINE_SEARCH_BUDGET_S", 1.0)
+    assert _ok(seeded, url) == expected
+    assert hops == ["search", "search"]
+    # Another shape (a study date range) is tried inline and, within the budget, answered there.
+    assert _uids(_ok(seeded, "/dicom-web/studies?StudyDate=20200101-20200103")) == [LUNG_CT]
+    assert hops == ["search", "search"]

@@ -261,11 +261,11 @@ def test_stow_is_served_by_the_plain_endpoint_with_the_same_checks_and_audit(hub
     description are the documented routes'."""
     from starlette.routing import Match
 
-    from medcloud.hub.routes.dicomweb import _stow_endpoint, router
+    from medcloud.hub.routes.dicomweb import _stow_endpoint
 
     for path in ("/dicom-web/studies", f"/dicom-web/studies/{CT}"):  # routes are tried in this order
         scope = {"type": "http", "method": "POST", "path": path, "root_path": ""}
-        first = next(r for r in router.routes if r.matches(scope)[0] == Match.FULL)
+        first = next(r for r in hub.client.app.router.routes if r.matches(scope)[0] == Match.FULL)
         assert getattr(first, "endpoint", None) is _stow_endpoint
     body = stow_body([dicom_file(study_uid=CT)])
     ctype = {"Content-Type": 'multipart/related; type="application/dicom"; boundary=dw-boundary'}

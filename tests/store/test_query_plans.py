@@ -1,7 +1,8 @@
 """The plans of the catalog's key queries use the indexes of migration 0005, on SQLite and PostgreSQL.
 
-The statements are the ones the code runs (captured from the engine while `DicomwebQueries.search` and
-`Datasets.preview` execute), then explained with their own parameters: SQLite `EXPLAIN QUERY PLAN`,
+The statements are the ones the code runs (captured from the engine, or from `Database.read_rows` on
+SQLite's driver, while `DicomwebQueries.search` and `Datasets.preview` execute), then explained with
+their own parameters: SQLite `EXPLAIN QUERY PLAN`,
 PostgreSQL `EXPLAIN` with `enable_seqscan` off (on a test-sized table PostgreSQL rightly prefers a scan;
 switched off, it still scans only when no index can serve the query, which is the regression caught here).
 """
@@ -45,11 +46,19 @@ def _captured(db: Database, run: Callable[[], Any]) -> list[tuple[str, Any]]:
         if statement.lstrip().upper().startswith("SELECT"):
             seen.append((statement, parameters))
 
+    fetch = db._fetch
+
+    def fetched(conn: Any, statement: str, args: list[Any]) -> Any:  # read_rows on SQLite's driver
+        seen.append((statement, tuple(args)))
+        return fetch(conn, statement, args)
+
     sa.event.listen(db.engine, "before_cursor_execute", grab)
+    db._fetch = fetched  # type: ignore[method-assign]
     try:
         run()
     finally:
         sa.event.remove(db.engine, "before_cursor_execute", grab)
+        del db._fetch
     assert seen, "the query ran no SELECT"
     return seen
 

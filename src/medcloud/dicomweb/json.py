@@ -8,12 +8,14 @@ the binary-number VRs are JSON numbers; PN is an object with `Alphabetic` (and `
 from __future__ import annotations
 
 import functools
+import json
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from datetime import date
 from typing import Any, BinaryIO
 
+import orjson
 import pydicom
 from pydicom.datadict import tag_for_keyword
 
@@ -21,7 +23,7 @@ from medcloud.dicomweb.query import Level, QidoQuery, attribute_vr
 
 __all__ = [
     "NATIVE_SYNTAXES", "MetadataCache", "StoredJsonCache", "element", "instance_metadata", "qido_result",
-    "qido_results", "tag_hex",
+    "qido_results", "qido_results_json", "tag_hex",
 ]  # fmt: skip
 
 NATIVE_SYNTAXES = frozenset(
@@ -141,13 +143,49 @@ def qido_results(query: QidoQuery, rows: Iterable[dict[str, Any]], base: str) ->
     """QIDO-RS matches as DICOM JSON datasets. Which attributes are answered, their tags, VRs and order
     depend on the query only, so they are worked out once for the page rather than once per row."""
     out: list[dict[str, Any]] = []
-    columns: list[tuple[str, str, str]] | None = None
+    columns: list[tuple[str, str, str, Callable[[str, Any], dict[str, Any]]]] | None = None
     for row in rows:
         held = _level_values(query.level, row, base)
         if columns is None:
-            columns = _columns(query, tuple(held))
-        out.append({tag: element(vr, held.get(keyword)) for tag, vr, keyword in columns})
+            columns = [(tag, vr, kw, _ELEMENT_BY_VR.get(vr, element)) for tag, vr, kw in _columns(query, tuple(held))]
+        out.append({tag: convert(vr, held.get(keyword)) for tag, vr, keyword, convert in columns})
     return out
+
+
+def qido_results_json(query: QidoQuery, rows: Iterable[dict[str, Any]], base: str) -> bytes:
+    """`qido_results` as the UTF-8 JSON a response carries, written by orjson: the same text as
+    `json.dumps(..., ensure_ascii=False, separators=(",", ":"))` writes of it (a test holds them equal), in
+    a tenth of the time. (The catalog's numbers are integers: no NaN, which orjson would write as null.)"""
+    try:
+        return orjson.dumps(qido_results(query, rows, base))
+    except orjson.JSONEncodeError:
+        # what orjson refuses (an integer beyond 64 bits): json.dumps writes it, or refuses it likewise
+        return _dumps(qido_results(query, rows, base)).encode()
+
+
+_dumps = functools.partial(json.dumps, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+def _scalar(convert: Callable[[Any], Any]) -> Callable[[str, Any], dict[str, Any]]:
+    """`element` for one VR: a single value (the usual case of a catalog column) is converted without the
+    list handling; anything else goes through `element` itself, so both give the same JSON."""
+
+    def one(vr: str, value: Any) -> dict[str, Any]:
+        if value is None or value == "":
+            return {"vr": vr}
+        if isinstance(value, list | tuple | dict):
+            return element(vr, value)
+        return {"vr": vr, "Value": [convert(value)]}
+
+    return one
+
+
+_ELEMENT_BY_VR: dict[str, Callable[[str, Any], dict[str, Any]]] = {
+    "PN": _scalar(lambda v: {"Alphabetic": str(v)}),
+    "DA": _scalar(lambda v: v.strftime("%Y%m%d") if isinstance(v, date) else str(v)),
+    **{vr: _scalar(_number) for vr in _NUMBER_VRS},
+    **{vr: _scalar(str) for vr in ("CS", "UI", "LO", "SH", "UR", "TM", "AS", "LT", "ST", "UT", "DT", "AE")},
+}
 
 
 def _columns(query: QidoQuery, held: tuple[str, ...]) -> list[tuple[str, str, str]]:

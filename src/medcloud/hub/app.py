@@ -18,6 +18,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import medcloud
@@ -222,10 +223,16 @@ def create_app(settings: Settings | None = None, *, state: HubState | None = Non
     app.state.hub = state
     problems.install(app)
     json_routes: list[APIRoute] = []
+    plain: list[BaseRoute] = []
     for name in ROUTERS:
         module = importlib.import_module(f"medcloud.hub.routes.{name}")
         app.include_router(module.router)
         json_routes += [r for r in module.router.routes if isinstance(r, APIRoute) and r.dependant.body_params]
+        plain += getattr(module, "PLAIN_ROUTES", [])
+    # Plain Starlette endpoints that stand in for documented routes on the hot paths (DICOMweb reads and
+    # STOW-RS): tried before everything else, they run the documented routes' own checks without FastAPI's
+    # dependency solving and without the included routers' matching (routes.dicomweb).
+    app.router.routes[0:0] = plain
 
     @app.get("/healthz", tags=["meta"], summary="Liveness (no token needed)")
     async def healthz() -> dict[str, str]:

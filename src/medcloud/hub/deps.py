@@ -13,7 +13,7 @@ from medcloud.errors import Forbidden, InvalidInput, SecondFactorRequired, TooLa
 from medcloud.hub.state import HubState
 from medcloud.security.passkeys import mfa_fresh, require_person
 from medcloud.security.policy import STEP_UP_PERMISSIONS, Permission, Principal
-from medcloud.security.tokens import UnknownToken
+from medcloud.security.tokens import NotInMemory, UnknownToken
 from medcloud.store.blobs import LocalBlobStore, StoredBlob
 
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -54,11 +54,13 @@ def client_address(request: Request) -> str:
     return peer
 
 
-def authenticate(request: Request, *, use: bool = True) -> Principal:
+def authenticate(request: Request, *, use: bool = True, memory_only: bool = False) -> Principal:
     """The caller behind `Authorization: Bearer <token>`, or 401 (400 for two Authorization headers).
 
     `use=False` (the session refresh only): a person's idle session is refused, but this request does not
-    count as activity, so a page left open cannot keep its session alive by refreshing it."""
+    count as activity, so a page left open cannot keep its session alive by refreshing it.
+    `memory_only`: decide without reading the catalog, or raise `NotInMemory` having decided nothing (see
+    `require`)."""
     cached: Principal | None = getattr(request.state, "principal", None)
     if cached is not None:
         return cached
@@ -73,9 +75,11 @@ def authenticate(request: Request, *, use: bool = True) -> Principal:
     # Guessing is locked per source address, never per token id (see security.lockout).
     lock_key = f"addr:{client_address(request)}"
     if state.lockouts is not None:
+        if memory_only and not state.lockouts.checks_from_memory(lock_key):
+            raise NotInMemory(lock_key)
         state.lockouts.check(lock_key)
     try:
-        principal = state.verifier.verify(token, use=use)
+        principal = state.verifier.verify(token, use=use, memory_only=memory_only)
     except Unauthenticated as exc:
         request.state.refused_subject = exc.subject
         # A well-formed token with an unknown id or a wrong secret is a guess; a malformed one cannot
@@ -127,9 +131,9 @@ def require_step_up(request: Request, principal: Principal, permission: Permissi
         )
 
 
-def authorize(request: Request, permission: Permission) -> Principal:
+def authorize(request: Request, permission: Permission, *, memory_only: bool = False) -> Principal:
     """The caller, if it holds `permission` (and, for an administrative act by a session, a fresh passkey)."""
-    principal = authenticate(request)
+    principal = authenticate(request, memory_only=memory_only)
     principal.require(permission)
     require_step_up(request, principal, permission)
     return principal
@@ -145,36 +149,20 @@ def require_session(request: Request) -> Principal:
 require_session.checks_caller = True  # type: ignore[attr-defined]  # run by problems._check_caller too
 
 
-def _checks_in_memory(request: Request) -> bool:
-    """Whether authenticating `request` reads nothing from the catalog: its token is in the verifier's
-    cache with the right secret and the lockout book's copy is fresh (both refreshed within seconds)."""
-    if getattr(request.state, "principal", None) is not None:
-        return True
-    headers = request.headers.getlist("authorization")
-    if len(headers) != 1:
-        return len(headers) == 0  # no header: refused at once; two: refused at once (no catalog read)
-    scheme, _, token = headers[0].partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        return True
-    state = hub_state(request)
-    if state.lockouts is not None and not state.lockouts.checks_from_memory(f"addr:{client_address(request)}"):
-        return False
-    return state.verifier.verifies_from_memory(token)
-
-
 def require(permission: Permission) -> Callable[[Request], Awaitable[Principal]]:
     """Dependency factory: authenticated and holding `permission`, else 401/403.
 
     The same checks either way; only where they run differs. When they need nothing from the catalog
     (the usual case: a token seen within `token_cache_seconds`) they run on the event loop, which saves
-    the hop to a worker thread and back on every request; otherwise in a worker thread, so that a
-    catalog read never blocks the loop.
+    the hop to a worker thread and back on every request; otherwise (`NotInMemory`, raised before anything
+    is decided or written) they run again in a worker thread, so that a catalog read never blocks the loop.
     """
 
     async def dependency(request: Request) -> Principal:
-        if _checks_in_memory(request):
-            return authorize(request, permission)
-        return await run_in_threadpool(authorize, request, permission)
+        try:
+            return authorize(request, permission, memory_only=True)
+        except NotInMemory:
+            return await run_in_threadpool(authorize, request, permission)
 
     dependency.__name__ = f"require_{permission.name.lower()}"
     dependency.permission = permission  # type: ignore[attr-defined]  # found by guard_before_body

@@ -75,6 +75,12 @@ class UnknownToken(Unauthenticated):
     """A well-formed token whose id is unknown or whose secret is wrong: a guess (counted for lockout)."""
 
 
+class NotInMemory(Exception):
+    """`verify(..., memory_only=True)` would have to read or write the catalog for this token (not a fresh
+    cache hit with the right secret, or a person's session whose use is tracked): nothing was decided;
+    verify it again where a catalog read may block (a worker thread)."""
+
+
 @dataclass(frozen=True)
 class IssuedToken:
     token: str  # shown once, never stored
@@ -229,9 +235,14 @@ class TokenVerifier:
         self._last_used: dict[str, datetime] = {}
         self._written: dict[str, float] = {}
 
-    def verify(self, token: str, *, use: bool = True) -> Principal:
+    def verify(self, token: str, *, use: bool = True, memory_only: bool = False) -> Principal:
         """The token's principal, or Unauthenticated. `use=False`: a person's session is still refused once
-        idle, but this request is not counted as a use (the page's own session refresh is not activity)."""
+        idle, but this request is not counted as a use (the page's own session refresh is not activity).
+
+        `memory_only`: answer only from the cache, for the event loop, or raise `NotInMemory` before touching
+        the catalog (a miss, a stale entry, a wrong secret, or a person's session with an idle timeout, whose
+        use may be written); the caller then verifies again in a worker thread, with the same result the
+        long way. Everything answered here is what the long way answers for a cache hit."""
         m = _TOKEN.match(token.strip())
         if not m:
             raise Unauthenticated("malformed bearer token")
@@ -244,6 +255,8 @@ class TokenVerifier:
         if hit and now_mono - hit[0] < self._ttl and hmac.compare_digest(hit[1], digest):
             principal = hit[2]
         else:
+            if memory_only:
+                raise NotInMemory(token_id)
             row = self._catalog.tokens.get(token_id)
             # An unknown id and a wrong secret take the same steps and get the same answer.
             stored = row["secret_sha256"] if row is not None else _UNKNOWN_DIGEST
@@ -261,24 +274,10 @@ class TokenVerifier:
                 raise Unauthenticated("break-glass account is sealed or its use ended", subject=principal.subject)
             raise Unauthenticated("token expired", subject=principal.subject)
         if principal.kind == "session" and self._idle:
+            if memory_only:
+                raise NotInMemory(token_id)
             self._check_idle(principal, row, use=use)
         return principal
-
-    def verifies_from_memory(self, token: str) -> bool:
-        """Whether `verify(token)` would be answered from the cache without touching the catalog.
-
-        True only for a fresh cache hit with the right secret, and never for a person's session with an
-        idle timeout (whose use may be written). The hub then checks the token on its event loop instead
-        of handing it to a worker thread; anything else (a miss, a wrong secret, expiry) goes the long way.
-        """
-        m = _TOKEN.match(token.strip())
-        if not m:
-            return False
-        with self._lock:
-            hit = self._cache.get(m.group(1))
-        if hit is None or time.monotonic() - hit[0] >= self._ttl or not hmac.compare_digest(hit[1], _hash(m.group(2))):
-            return False
-        return not (hit[2].kind == "session" and self._idle)
 
     def _check_idle(self, principal: Principal, row: dict[str, Any] | None, *, use: bool = True) -> None:
         """Refuse a person's session unused for longer than the idle timeout; else note this use (if `use`)."""

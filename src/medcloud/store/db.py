@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -23,10 +24,25 @@ except ImportError:  # not on Windows: SQLite's busy handler alone serializes wr
     fcntl = None  # type: ignore[assignment]
 from sqlalchemy.engine import Connection, Engine
 
-__all__ = ["Database", "driver_execute", "utcnow"]
+__all__ = ["Database", "ReadOverBudget", "driver_execute", "utcnow"]
 
 _PG_WRITE_LOCK = 0x6D6564636C6F7564  # "medcloud": one advisory lock serializes writers (and the audit chain)
 _AFTER_COMMIT = "medcloud.after_commit"
+
+
+# An inline read (`Database.read_rows(..., budget_s=...)`) is checked against its deadline every this many
+# SQLite virtual-machine steps (a few microseconds of work each time).
+_PROGRESS_STEPS = 1000
+
+
+class ReadOverBudget(Exception):
+    """An inline read did not finish within its budget (`slow`), or could not start at once (the database
+    busy, the inline connection in use or not open yet, or not SQLite): nothing was returned; run the read
+    again off the event loop (`Database.read_rows` without a budget)."""
+
+    def __init__(self, message: str, *, slow: bool = False) -> None:
+        super().__init__(message)
+        self.slow = slow
 
 
 def utcnow() -> datetime:
@@ -49,6 +65,10 @@ class Database:
         # is enough); checking a connection out of the pool and back in cost more CPU than a small ingest's
         # SQL. Opened on first use, dropped after a failed transaction and by `dispose`.
         self._writer: Connection | None = None
+        # SQLite: the driver connection inline reads run on (`read_rows` with a budget), out of the pool and
+        # never waiting for a lock (busy timeout 0); one caller at a time, a second one is told to go elsewhere.
+        self._inline: Any = None
+        self._inline_lock = threading.Lock()
         kwargs: dict[str, Any] = {"future": True}
         if sqlite_key is not None and self.dialect != "sqlite":
             raise ValueError("sqlite_key is for a SQLite catalog")
@@ -96,6 +116,8 @@ class Database:
         """Close every pooled connection and the writer lock."""
         with self._write_lock:
             self._drop_writer()
+        with self._inline_lock:
+            self._drop_inline()
         if self._writer_lock_fd is not None:
             os.close(self._writer_lock_fd)
             self._writer_lock_fd = None
@@ -146,6 +168,112 @@ class Database:
             with contextlib.suppress(Exception):  # a broken connection is dropped all the same
                 conn.close()
 
+    def _drop_inline(self) -> None:
+        """Discard the inline-read connection (called holding its lock): it is closed, never pooled again,
+        since its busy timeout is not the pool's."""
+        conn, self._inline = self._inline, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.invalidate()
+
+    def _open_inline(self) -> None:
+        """Open the inline-read connection if no one has (it never waits for a lock once open)."""
+        with self._inline_lock:
+            if self._inline is not None:
+                return
+            conn = self.engine.raw_connection()
+            try:
+                conn.execute("PRAGMA busy_timeout=0")  # a locked database is ReadOverBudget, not a wait
+            except Exception:
+                conn.invalidate()
+                raise
+            self._inline = conn
+
+    def read_rows(
+        self, stmt: sa.Select[Any], params: Mapping[str, Any], *, budget_s: float | None = None
+    ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """The result keys and rows of one SELECT built once (a module constant or a cached statement).
+
+        On SQLite it runs on a driver connection in autocommit mode: the statement is its own read
+        transaction (the snapshot that BEGIN and ROLLBACK around it gave), without those two statements and
+        without SQLAlchemy's per-execution work; values pass SQLAlchemy's result processors (dates), so rows
+        hold what `Connection.execute` gives. Elsewhere it is `Connection.execute`.
+
+        `budget_s` (SQLite only): run on the caller's own thread, meant for the event loop, on a connection
+        kept for that which never waits: `ReadOverBudget` if the statement runs past `budget_s` (a progress
+        handler interrupts it), if the database is busy, if that connection is in use or not open yet (the
+        first read without a budget opens it, since opening may wait), or if this is not SQLite. The caller
+        then runs the read in a worker thread. A search that ends in well under a
+        millisecond then costs no hop to a thread and back, and a slow one stalls the loop for the budget at most.
+        """
+        if self.dialect != "sqlite":
+            if budget_s is not None:
+                raise ReadOverBudget("inline reads are for SQLite")
+            with self.read() as conn:
+                result = conn.execute(stmt, params)
+                return list(result.keys()), [tuple(r) for r in result]
+        dialect = self.engine.dialect
+        plan = _plan(dialect, stmt, ())
+        sql, args = plan.bind(params)
+        if budget_s is None:
+            pooled = self.engine.raw_connection()
+            try:
+                rows = self._fetch(pooled, sql, args)
+            finally:
+                pooled.close()
+            if self._inline is None:
+                self._open_inline()  # here, off the event loop: opening may wait for a lock
+        else:
+            if not self._inline_lock.acquire(blocking=False):
+                raise ReadOverBudget("the inline connection is in use")
+            try:
+                rows = self._fetch_inline(sql, args, budget_s)
+            finally:
+                self._inline_lock.release()
+        keys, converters = plan.result_keys(dialect)
+        if any(converters):
+            rows = [tuple(v if f is None else f(v) for f, v in zip(converters, row, strict=True)) for row in rows]
+        return keys, rows
+
+    def _fetch(self, conn: Any, sql: str, args: list[Any]) -> list[tuple[Any, ...]]:
+        dbapi = self.engine.dialect.loaded_dbapi
+        cursor = conn.cursor()
+        try:
+            cursor.execute(sql, args)
+            return list(cursor.fetchall())
+        except dbapi.Error as exc:
+            raise sa.exc.DBAPIError.instance(sql, args, exc, dbapi.Error) from exc
+        finally:
+            cursor.close()
+
+    def _fetch_inline(self, sql: str, args: list[Any], budget_s: float) -> list[tuple[Any, ...]]:
+        """`_fetch` on the inline connection (held under its lock), interrupted past `budget_s`."""
+        conn = self._inline
+        if conn is None:
+            raise ReadOverBudget("the inline connection is not open yet (a read without a budget opens it)")
+        deadline = time.perf_counter() + budget_s
+        stopped = False
+
+        def progress() -> int:
+            nonlocal stopped
+            stopped = time.perf_counter() > deadline
+            return int(stopped)
+
+        dbapi = self.engine.dialect.loaded_dbapi
+        conn.set_progress_handler(progress, _PROGRESS_STEPS)
+        try:
+            return self._fetch(conn, sql, args)
+        except sa.exc.DBAPIError as exc:
+            if stopped:
+                raise ReadOverBudget(f"the read ran past its budget of {budget_s * 1000:g} ms", slow=True) from None
+            if isinstance(exc.orig, dbapi.OperationalError) and _busy(exc.orig):
+                raise ReadOverBudget("the database is busy") from None
+            self._drop_inline()  # anything else: the next inline read starts on a fresh connection
+            raise
+        finally:
+            if self._inline is not None:
+                conn.set_progress_handler(None, 0)
+
     @staticmethod
     def after_commit(conn: Connection, key: str, callback: Callable[[], None]) -> None:
         """Run `callback` after the write transaction of `conn` commits (the last one under `key` wins)."""
@@ -176,7 +304,7 @@ class Database:
 class _Plan:
     """A prebuilt statement compiled once for SQLite: its SQL, bind names in order and bind processors."""
 
-    __slots__ = ("compiled", "direct", "expanding", "stmt")
+    __slots__ = ("_expanded", "_results", "compiled", "direct", "expanding", "stmt")
 
     def __init__(self, stmt: sa.Executable, compiled: Any, dialect: Any) -> None:
         self.stmt = stmt  # held so that the cache key (its id) is never reused by another object
@@ -192,6 +320,55 @@ class _Plan:
             or any(c.type._cached_result_processor(dialect, None) is not None for c in compiled._result_columns)
         )
         self.expanding = bool(compiled.post_compile_params or compiled.literal_execute_params)
+        self._results: tuple[list[str], list[Callable[[Any], Any] | None]] | None = None
+        # An expanding statement's SQL and argument recipe by the lengths of its lists (few: one per number of
+        # projects a caller may read, say); SQLAlchemy renders the SQL again on every execution.
+        self._expanded: dict[tuple[int, ...], tuple[str, list[tuple[str, int | None, Any, Any]]]] = {}
+
+    def bind(self, params: Mapping[str, Any]) -> tuple[str, list[Any]]:
+        """The SQL and positional arguments of this statement with `params`, bind processors applied
+        (what `construct_expanded_state` or `construct_params` give, without rendering an expanding
+        statement again for list lengths seen before)."""
+        compiled = self.compiled
+        if not self.expanding:
+            values = compiled.construct_params(params)
+            return compiled.string, _bound(compiled.positiontup, values, compiled._bind_processors)
+        lists = sorted(b.key for b in compiled.post_compile_params)
+        lengths = tuple(len(params[k]) if k in params else -1 for k in lists)
+        recipe = self._expanded.get(lengths)
+        if recipe is None:
+            state = compiled.construct_expanded_state(params)
+            if compiled.literal_execute_params or 0 in lengths or -1 in lengths:
+                # an empty list renders an empty-set expression; literal values are rendered into the SQL
+                return state.statement, _bound(state.positiontup, state.parameters, state.processors)
+            where = {e: (name, i) for name, es in state.parameter_expansion.items() for i, e in enumerate(es)}
+            steps = []
+            for n in state.positiontup or ():
+                name, index = where.get(n, (n, None))
+                # a value the statement holds itself (not a parameter of this call) is taken from it
+                own = compiled.binds[name].effective_value if name in compiled.binds else None
+                steps.append((name, index, state.parameters[n] if name not in params else own, state.processors.get(n)))
+            recipe = (state.statement, steps)
+            if len(self._expanded) < 64:
+                self._expanded[lengths] = recipe
+        sql, steps = recipe
+        args = []
+        for name, index, own, proc in steps:
+            value = params.get(name, own)
+            if index is not None:
+                value = value[index]
+            args.append(proc(value) if proc is not None else value)
+        return sql, args
+
+    def result_keys(self, dialect: Any) -> tuple[list[str], list[Callable[[Any], Any] | None]]:
+        """A SELECT's result keys (as `Result.keys()` names them) and each column's result processor."""
+        if self._results is None:
+            columns = self.compiled._result_columns
+            self._results = (
+                [c.keyname for c in columns],
+                [c.type._cached_result_processor(dialect, None) for c in columns],
+            )
+        return self._results
 
 
 _PLANS: dict[tuple[int, str, tuple[str, ...]], _Plan] = {}
@@ -199,12 +376,26 @@ _PLANS_LOCK = threading.Lock()
 _MAX_PLANS = 256
 
 
-def _plan(conn: Connection, stmt: sa.Executable, keys: tuple[str, ...]) -> _Plan:
-    key = (id(stmt), conn.dialect.name, keys)
+def _bound(names: Sequence[str] | None, values: Mapping[str, Any], procs: Mapping[str, Any]) -> list[Any]:
+    """Positional driver arguments: each named value, through its bind processor if it has one."""
+    return [procs[n](values[n]) if n in procs else values[n] for n in names or ()]
+
+
+def _busy(exc: BaseException) -> bool:
+    """Whether a SQLite error says the database is locked or busy (another connection's lock)."""
+    name = getattr(exc, "sqlite_errorname", None)
+    if name is not None:
+        return str(name).startswith(("SQLITE_BUSY", "SQLITE_LOCKED"))
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+def _plan(dialect: Any, stmt: sa.Executable, keys: tuple[str, ...]) -> _Plan:
+    key = (id(stmt), dialect.name, keys)
     plan = _PLANS.get(key)
     if plan is None:
-        compiled = stmt.compile(dialect=conn.dialect, column_keys=list(keys) or None)  # type: ignore[attr-defined]
-        plan = _Plan(stmt, compiled, conn.dialect)
+        compiled = stmt.compile(dialect=dialect, column_keys=list(keys) or None)  # type: ignore[attr-defined]
+        plan = _Plan(stmt, compiled, dialect)
         with _PLANS_LOCK:
             if len(_PLANS) >= _MAX_PLANS:  # meant for statements built once; a caller building one per call
                 _PLANS.clear()  # must not grow this without bound
@@ -239,7 +430,7 @@ def driver_execute(
         return []
     if conn.dialect.name != "sqlite":
         return _through_sqlalchemy(conn, stmt, params)
-    plan = _plan(conn, stmt, tuple(sorted(sets[0])) if isinstance(stmt, sa.ValuesBase) else ())
+    plan = _plan(conn.dialect, stmt, tuple(sorted(sets[0])) if isinstance(stmt, sa.ValuesBase) else ())
     if not plan.direct or (plan.expanding and len(sets) > 1):
         return _through_sqlalchemy(conn, stmt, params)
     compiled = plan.compiled

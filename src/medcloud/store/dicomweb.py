@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from medcloud.dicomweb.query import Level, Match, QidoQuery
 from medcloud.errors import NotFound
-from medcloud.store.db import Database
+from medcloud.store.db import Database, ReadOverBudget
 from medcloud.store.index import store_instance_json
 from medcloud.store.queries import INSTANCE_COLUMNS
 from medcloud.store.tables import instance_json, instances, series, studies
@@ -166,6 +166,24 @@ class _Statements:
         return stmt
 
 
+class _Shapes:
+    """A bounded set of statement keys (cleared when full: it only saves a wasted inline attempt)."""
+
+    def __init__(self, max_entries: int = 512) -> None:
+        self._keys: set[tuple[Any, ...]] = set()
+        self._max = max_entries
+        self._lock = threading.Lock()
+
+    def __contains__(self, key: tuple[Any, ...]) -> bool:
+        return key in self._keys
+
+    def add(self, key: tuple[Any, ...]) -> None:
+        with self._lock:
+            if len(self._keys) >= self._max:
+                self._keys.clear()
+            self._keys.add(key)
+
+
 def _where(q: sa.Select[Any], builds: list[_Build]) -> sa.Select[Any]:
     for build in builds:
         q = q.where(build())
@@ -186,33 +204,60 @@ class DicomwebQueries:
     """Read-only DICOMweb searches over the catalog."""
 
     _statements = _Statements()  # shared: statements hold no connection and no values
+    _slow = _Shapes()  # shapes whose inline search ran over its budget: they go to a worker thread at once
 
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    def _run(self, level: str, query: QidoQuery, projects: frozenset[str] | None,
-             build: Callable[[list[_Build]], sa.Select[Any]]) -> list[dict[str, Any]]:  # fmt: skip
+    @property
+    def inline_reads(self) -> bool:
+        """Whether `search` can run on the caller's thread within a budget (SQLite)."""
+        return self._db.dialect == "sqlite"
+
+    def _run(
+        self,
+        level: str,
+        query: QidoQuery,
+        projects: frozenset[str] | None,
+        build: Callable[[list[_Build]], sa.Select[Any]],
+        budget_s: float | None,
+    ) -> list[dict[str, Any]]:
         """One page of `query`'s matches: the statement of its shape (built once) with its parameters."""
         shape, params, builds = _scoped(query, projects, self._db.dialect)
-        stmt = self._statements.get((self._db.dialect, level, shape), lambda: build(builds))
-        with self._db.read() as conn:
-            return _dicts(conn.execute(stmt, params))
+        key = (self._db.dialect, level, shape)
+        if budget_s is not None and key in self._slow:
+            raise ReadOverBudget("a search of this shape ran past its budget before", slow=True)
+        stmt = self._statements.get(key, lambda: build(builds))
+        try:
+            names, rows = self._db.read_rows(stmt, params, budget_s=budget_s)
+        except ReadOverBudget as exc:
+            if exc.slow:  # not when it could not start (busy, in use, not open yet)
+                self._slow.add(key)
+            raise
+        return [dict(zip(names, row, strict=True)) for row in rows]
 
-    def search(self, query: QidoQuery, projects: frozenset[str] | None) -> list[dict[str, Any]]:
-        """One page of matches at the query's level, with the counts DICOMweb reports."""
+    def search(
+        self, query: QidoQuery, projects: frozenset[str] | None, *, budget_s: float | None = None
+    ) -> list[dict[str, Any]]:
+        """One page of matches at the query's level, with the counts DICOMweb reports.
+
+        `budget_s`: run on this thread (the event loop) within that time, or raise `ReadOverBudget` (see
+        `Database.read_rows`); a shape that ran over once is not tried inline again."""
         if query.level is Level.STUDY:
-            return self._studies(query, projects)
+            return self._studies(query, projects, budget_s)
         if query.level is Level.SERIES:
-            return self._series(query, projects)
-        return self._instances(query, projects)
+            return self._series(query, projects, budget_s)
+        return self._instances(query, projects, budget_s)
 
-    def _studies(self, query: QidoQuery, projects: frozenset[str] | None) -> list[dict[str, Any]]:
+    def _studies(
+        self, query: QidoQuery, projects: frozenset[str] | None, budget_s: float | None
+    ) -> list[dict[str, Any]]:
         # Counts and modalities are read off the study row (kept by store.index): no per-row counting.
         def build(builds: list[_Build]) -> sa.Select[Any]:
             q = _where(sa.select(studies), builds).order_by(studies.c.study_date.desc().nulls_last(), studies.c.id)
             return q.limit(_PAGE["limit"]).offset(_PAGE["offset"])
 
-        rows = self._run("study", query, projects, build)
+        rows = self._run("study", query, projects, build, budget_s)
         for r in rows:
             r["modalities"] = [m for m in r["modalities"].split("\\") if m]
         return rows
@@ -229,7 +274,9 @@ class DicomwebQueries:
             studies.c.description.label("study_description"),
         ]
 
-    def _series(self, query: QidoQuery, projects: frozenset[str] | None) -> list[dict[str, Any]]:
+    def _series(
+        self, query: QidoQuery, projects: frozenset[str] | None, budget_s: float | None
+    ) -> list[dict[str, Any]]:
         def build(builds: list[_Build]) -> sa.Select[Any]:
             q = sa.select(
                 series.c.series_uid,
@@ -243,7 +290,7 @@ class DicomwebQueries:
             q = _where(q, builds).order_by(studies.c.id, series.c.series_number, series.c.id)
             return q.limit(_PAGE["limit"]).offset(_PAGE["offset"])
 
-        return self._run("series", query, projects, build)
+        return self._run("series", query, projects, build, budget_s)
 
     def _instance_select(self) -> sa.Select[Any]:
         return sa.select(
@@ -256,7 +303,9 @@ class DicomwebQueries:
             *self._study_columns(),
         ).select_from(instances.join(series).join(studies))
 
-    def _instances(self, query: QidoQuery, projects: frozenset[str] | None) -> list[dict[str, Any]]:
+    def _instances(
+        self, query: QidoQuery, projects: frozenset[str] | None, budget_s: float | None
+    ) -> list[dict[str, Any]]:
         def build(builds: list[_Build]) -> sa.Select[Any]:
             q = _where(self._instance_select(), builds)
             q = q.order_by(
@@ -264,7 +313,7 @@ class DicomwebQueries:
             )
             return q.limit(_PAGE["limit"]).offset(_PAGE["offset"])
 
-        return self._run("instance", query, projects, build)
+        return self._run("instance", query, projects, build, budget_s)
 
     def _retrieve_select(self, scoped: bool, one_series: bool, one_instance: bool, json_kept: bool) -> sa.Select[Any]:
         """The statement of a retrieve of this shape, with bound parameters (the same SQL as built per call)."""

@@ -42,6 +42,7 @@ from medcloud.hub.openapi import media
 from medcloud.hub.problems import problem
 from medcloud.ingest.metadata import frames_uri
 from medcloud.security.policy import Permission, Principal
+from medcloud.store.db import ReadOverBudget
 from medcloud.store.dicomweb import DicomwebQueries
 
 router = APIRouter(prefix="/dicom-web", tags=["dicomweb"])
@@ -57,6 +58,10 @@ _STOW_DOC = {
 }
 _METADATA = dj.MetadataCache()  # keyed by content hash: shared by every caller once their access is checked
 _STORED_JSON = dj.StoredJsonCache()  # the same, for the DICOM JSON stored at ingest
+
+
+# How long a QIDO search may run on the event loop (SQLite) before it is stopped and run in a worker thread.
+INLINE_SEARCH_BUDGET_S = 0.002
 
 
 def _base(request: Request) -> str:
@@ -77,13 +82,22 @@ def _dicom_json(body: Any, offer: Offer, status: int = 200, headers: dict[str, s
 async def _search(request: Request, principal: Principal, level: Level, **fixed: str) -> Response:
     offer, _ = negotiate(parse_accept(request.headers.get("accept")), _JSON_OFFERS, what="a search result")
     query = parse_qido(level, request.query_params.multi_items(), fixed=fixed)
-    rows = await run_in_threadpool(_queries(request).search, query, principal.readable_projects())
+    queries, projects = _queries(request), principal.readable_projects()
+    rows = None
+    if queries.inline_reads:
+        # On SQLite most searches end in tens of microseconds: run here unless it takes longer than the budget
+        # (then it is stopped and run in a worker thread like any other read).
+        with contextlib.suppress(ReadOverBudget):
+            rows = queries.search(query, projects, budget_s=INLINE_SEARCH_BUDGET_S)
+    if rows is None:
+        rows = await run_in_threadpool(queries.search, query, projects)
     if "StudyInstanceUID" in fixed and not rows:
         # A nested search under a study the caller cannot see is 404, as a retrieve would be.
-        await run_in_threadpool(_queries(request).retrieve, principal.readable_projects(), fixed["StudyInstanceUID"])
+        await run_in_threadpool(queries.retrieve, projects, fixed["StudyInstanceUID"])
     base = _base(request)
     headers = {"Warning": f'299 medcloud "{"; ".join(query.warnings)}"'} if query.warnings else None
-    return _dicom_json(dj.qido_results(query, rows, base), offer, headers=headers)
+    # Written as JSON text straight from the rows (the same text JSONResponse would write of qido_results).
+    return Response(dj.qido_results_json(query, rows, base), media_type=offer.media_type, headers=headers)
 
 
 Reader = Depends(require(Permission.CATALOG_READ))
@@ -507,13 +521,12 @@ async def _stow_endpoint(request: Request) -> Response:
     return await _stow(request, principal, request.path_params.get("study"))
 
 
-# Tried before every other route of this router (the documented ones included): POST only (any other
-# method falls through to them); first, so that an upload is not matched against the read routes' patterns.
-router.routes[0:0] = [
+# Tried before every other route of the app (the documented ones included, see PLAIN_ROUTES): POST only (any
+# other method falls through to them); first, so that an upload is not matched against the read routes' patterns.
+PLAIN_ROUTES: list[Route] = [
     Route(router.prefix + "/studies", _stow_endpoint, methods=["POST"], include_in_schema=False),
     Route(router.prefix + "/studies/{study}", _stow_endpoint, methods=["POST"], include_in_schema=False),
 ]
-_STOW_ROUTES = 2
 
 
 @router.post(
@@ -607,7 +620,9 @@ _PLAIN_READS: tuple[tuple[str, Callable[..., Awaitable[Response]], Any], ...] = 
     ("/studies/{study}/series/{series}/metadata", series_metadata, BytesReader),
     ("/studies/{study}/series/{series}/instances/{instance}/metadata", instance_metadata, BytesReader),
 )
-for _index, (_path, _route, _depends) in enumerate(_PLAIN_READS):
-    _plain = Route(router.prefix + _path, _plain_read(_route, _depends.dependency, _path), methods=["GET"],
-                   include_in_schema=False)  # fmt: skip
-    router.routes.insert(_STOW_ROUTES + _index, _plain)  # tried first, after STOW-RS's two
+# The app puts PLAIN_ROUTES before every router it includes (`create_app`): matched there, a request also
+# skips the included router's own matching (FastAPI wraps each included router in a layer of its own).
+PLAIN_ROUTES += [
+    Route(router.prefix + path, _plain_read(route, depends.dependency, path), methods=["GET"], include_in_schema=False)
+    for path, route, depends in _PLAIN_READS
+]
