@@ -1,7 +1,7 @@
 """The plans of the catalog's key queries use the indexes of migration 0005, on SQLite and PostgreSQL.
 
 The statements are the ones the code runs (captured from the engine, or from `Database.read_rows` on
-SQLite's driver, while `DicomwebQueries.search` and `Datasets.preview` execute), then explained with
+the driver's cursor, while `DicomwebQueries.search` and `Datasets.preview` execute), then explained with
 their own parameters: SQLite `EXPLAIN QUERY PLAN`,
 PostgreSQL `EXPLAIN` with `enable_seqscan` off (on a test-sized table PostgreSQL rightly prefers a scan;
 switched off, it still scans only when no index can serve the query, which is the regression caught here).
@@ -48,8 +48,8 @@ def _captured(db: Database, run: Callable[[], Any]) -> list[tuple[str, Any]]:
 
     fetch = db._fetch
 
-    def fetched(conn: Any, statement: str, args: list[Any]) -> Any:  # read_rows on SQLite's driver
-        seen.append((statement, tuple(args)))
+    def fetched(conn: Any, statement: str, args: Any) -> Any:  # read_rows on the driver's cursor
+        seen.append((statement, args if isinstance(args, dict) else tuple(args)))
         return fetch(conn, statement, args)
 
     sa.event.listen(db.engine, "before_cursor_execute", grab)

@@ -101,6 +101,18 @@ def test_rows_on_postgresql_are_sqlalchemys(pg_url: str) -> None:
         assert db.read_rows(stmt, params) == _through_sqlalchemy(db, stmt, params), params
     with pytest.raises(ReadOverBudget):  # no inline reads off SQLite: the caller goes to a worker thread
         db.read_rows(BY_PROJECT, CASES[0][1], budget_s=1.0)
+    with pytest.raises(sa.exc.ProgrammingError, match="no_such_table"):  # SQLAlchemy's error, as before
+        db.read_rows(sa.select(sa.text("* FROM no_such_table")), {})
+    for _ in range(3):
+        assert db.read_rows(*CASES[0]) == _through_sqlalchemy(db, *CASES[0])
+    pooled = [db.engine.raw_connection() for _ in range(db.engine.pool.checkedin())]  # type: ignore[attr-defined]
+    assert pooled and all(c.driver_connection.autocommit is False for c in pooled)  # back in transaction mode
+    for c in pooled:
+        c.close()
+    with pytest.raises(RuntimeError), db.write() as conn:
+        conn.execute(studies.update().values(description="changed"))
+        raise RuntimeError("abort the transaction")
+    assert all(r[-1] != "changed" for r in db.read_rows(sa.select(studies.c.description), {})[1])
     db.dispose()
 
 

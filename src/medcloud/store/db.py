@@ -194,10 +194,11 @@ class Database:
     ) -> tuple[list[str], list[tuple[Any, ...]]]:
         """The result keys and rows of one SELECT built once (a module constant or a cached statement).
 
-        On SQLite it runs on a driver connection in autocommit mode: the statement is its own read
-        transaction (the snapshot that BEGIN and ROLLBACK around it gave), without those two statements and
-        without SQLAlchemy's per-execution work; values pass SQLAlchemy's result processors (dates), so rows
-        hold what `Connection.execute` gives. Elsewhere it is `Connection.execute`.
+        On SQLite and PostgreSQL it runs on a pooled driver connection in autocommit mode: the statement is
+        its own read transaction (the snapshot that BEGIN and ROLLBACK around it gave), without those two
+        statements (two round trips to PostgreSQL) and without SQLAlchemy's per-execution work; values pass
+        SQLAlchemy's result processors (dates), so rows hold what `Connection.execute` gives. Elsewhere it
+        is `Connection.execute`.
 
         `budget_s` (SQLite only): run on the caller's own thread, meant for the event loop, on a connection
         kept for that which never waits: `ReadOverBudget` if the statement runs past `budget_s` (a progress
@@ -209,6 +210,8 @@ class Database:
         if self.dialect != "sqlite":
             if budget_s is not None:
                 raise ReadOverBudget("inline reads are for SQLite")
+            if self.dialect == "postgresql":
+                return self._read_rows_pg(stmt, params)
             with self.read() as conn:
                 result = conn.execute(stmt, params)
                 return list(result.keys()), [tuple(r) for r in result]
@@ -235,7 +238,37 @@ class Database:
             rows = [tuple(v if f is None else f(v) for f, v in zip(converters, row, strict=True)) for row in rows]
         return keys, rows
 
-    def _fetch(self, conn: Any, sql: str, args: list[Any]) -> list[tuple[Any, ...]]:
+    def _read_rows_pg(self, stmt: sa.Select[Any], params: Mapping[str, Any]) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """`read_rows` on PostgreSQL: psycopg in autocommit mode for the one statement (the pool's pre-ping
+        still checks the connection out), then back to transactions before it returns to the pool."""
+        dialect = self.engine.dialect
+        plan = _plan(dialect, stmt, ())
+        compiled = plan.compiled
+        if plan.expanding:
+            state = compiled.construct_expanded_state(params)
+            sql, values, procs = state.statement, state.parameters, state.processors
+        else:
+            sql, values, procs = compiled.string, compiled.construct_params(params), compiled._bind_processors
+        args = {k: procs[k](v) if k in procs else v for k, v in values.items()}
+        pooled = self.engine.raw_connection()
+        try:
+            driver = pooled.driver_connection
+            driver.autocommit = True  # type: ignore[union-attr]
+            try:
+                rows = self._fetch(pooled, sql, args)
+            finally:
+                driver.autocommit = False  # type: ignore[union-attr]
+        except BaseException:
+            pooled.invalidate()  # a connection left in an unknown state is not pooled again
+            raise
+        finally:
+            pooled.close()
+        keys, converters = plan.result_keys(dialect)
+        if any(converters):
+            rows = [tuple(v if f is None else f(v) for f, v in zip(converters, row, strict=True)) for row in rows]
+        return keys, rows
+
+    def _fetch(self, conn: Any, sql: str, args: Sequence[Any] | Mapping[str, Any]) -> list[tuple[Any, ...]]:
         dbapi = self.engine.dialect.loaded_dbapi
         cursor = conn.cursor()
         try:

@@ -190,13 +190,9 @@ def _where(q: sa.Select[Any], builds: list[_Build]) -> sa.Select[Any]:
     return q
 
 
-def _dicts(result: sa.CursorResult[Any]) -> list[dict[str, Any]]:
-    """The rows of `result` as dicts keyed by column label (what `dict(row._mapping)` gives, without
-    building a mapping view per row)."""
-    keys = list(result.keys())
-    return [dict(zip(keys, row, strict=True)) for row in result]
-
-
+_INSTANCE_JSON = sa.select(instance_json.c.sha256, instance_json.c.body).where(
+    instance_json.c.sha256.in_(sa.bindparam("shas", expanding=True))
+)
 _PAGE: dict[str, sa.BindParameter[int]] = {"limit": sa.bindparam("limit"), "offset": sa.bindparam("offset")}
 
 
@@ -360,8 +356,8 @@ class DicomwebQueries:
             json_kept,
         )
         stmt = self._statements.get(shape, partial(self._retrieve_select, *shape[2:]))
-        with self._db.read() as conn:
-            rows = _dicts(conn.execute(stmt, params))
+        names, found = self._db.read_rows(stmt, params)
+        rows = [dict(zip(names, row, strict=True)) for row in found]
         if not rows:
             what: Sequence[str] = [f"study {study_uid}"]
             if series_uid is not None:
@@ -375,12 +371,9 @@ class DicomwebQueries:
         """The stored (zlib-compressed) DICOM JSON of these files, by SHA-256; files without one are absent."""
         found: dict[str, bytes] = {}
         keys = sorted(set(shas))
-        with self._db.read() as conn:
-            for i in range(0, len(keys), 500):
-                q = sa.select(instance_json.c.sha256, instance_json.c.body).where(
-                    instance_json.c.sha256.in_(keys[i : i + 500])
-                )
-                found.update((row.sha256, bytes(row.body)) for row in conn.execute(q))
+        for i in range(0, len(keys), 500):  # rows never change (content-addressed): one statement per chunk
+            _, rows = self._db.read_rows(_INSTANCE_JSON, {"shas": keys[i : i + 500]})
+            found.update((sha, bytes(body)) for sha, body in rows)
         return found
 
     def keep_instance_json(self, rows: Sequence[tuple[str, bytes]]) -> None:
