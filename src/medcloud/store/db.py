@@ -335,7 +335,7 @@ class Database:
 
 
 class _Plan:
-    """A prebuilt statement compiled once for SQLite: its SQL, bind names in order and bind processors."""
+    """A prebuilt statement compiled once per dialect: its SQL, bind names in order, bind and result processors."""
 
     __slots__ = ("_expanded", "_results", "compiled", "direct", "expanding", "stmt")
 
