@@ -175,3 +175,18 @@ def test_many_requests_with_bodies_share_one_connection(live_hub: LiveHub) -> No
             assert _read_response(sock).startswith(b"HTTP/1.1 415 ")
     finally:
         sock.close()
+
+
+def test_answers_do_not_name_the_server_software(live_hub: LiveHub) -> None:
+    """No `server: uvicorn` (an attacker's first hint of which exploits to try); the security headers stay."""
+    cases = [
+        ("/healthz", None, 200),
+        ("/dicom-web/studies", "site", 403),
+        ("/dicom-web/studies", None, 401),
+        ("/api/v1/audit?limit=1", "auditor", 200),
+    ]
+    for path, who, status in cases:
+        r = httpx.get(live_hub.url + path, headers=live_hub.auth(who) if who else {}, timeout=10)
+        assert r.status_code == status, r.text
+        assert "server" not in r.headers, r.headers
+        assert r.headers["x-content-type-options"] == "nosniff" and "content-security-policy" in r.headers

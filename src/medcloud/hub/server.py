@@ -288,12 +288,14 @@ if HttpToolsProtocol is not None:
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
-    """uvicorn.run keyword arguments that bound a request's head and never trust forwarding headers,
-    and serve TLS (mutual when `tls_client_ca_file` is set) with the hardened context of `security.tls`."""
+    """uvicorn.run keyword arguments that bound a request's head, never trust forwarding headers, send no
+    `server` header, and serve TLS (mutual when `tls_client_ca_file` is set) with the hardened context of
+    `security.tls`."""
     tls = ServerTLS.from_settings(settings)
     options: dict[str, Any] = {
         "proxy_headers": False,
         "h11_max_incomplete_event_size": settings.max_header_bytes,
+        "server_header": False,  # no "server: uvicorn": the hub does not name its software to every caller
     }
     if HttpToolsProtocol is not None:
         # A partial of an importable class pickles, so it reaches every worker process.
