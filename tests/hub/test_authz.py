@@ -317,3 +317,20 @@ def test_token_issue_rules(hub: Hub) -> None:
     listed = hub.client.get("/api/v1/tokens", headers=admin).json()["items"]
     assert all("secret_sha256" not in t for t in listed)
     assert r.json()["token"].split(".")[1] not in str(listed)
+
+
+def test_no_route_publishes_the_token_checks_own_options(hub: Hub) -> None:
+    """`authenticate(request, *, use, memory_only)` is never a route's dependency: FastAPI would publish its
+    keyword options as query parameters (`?memory_only=true` answered 500; `?use=false` let a session's
+    request go uncounted for its idle timeout)."""
+    spec = hub.client.get("/api/v1/openapi.json", headers=hub.auth("admin")).json()
+    published = {
+        (path, p["name"])
+        for path, ops in spec["paths"].items()
+        for op in ops.values()
+        for p in op.get("parameters", [])
+    }
+    assert not {(path, name) for path, name in published if name in ("use", "memory_only")}
+    r = hub.client.get("/api/v1/openapi.json?memory_only=true&use=false", headers=hub.auth("researcher"))
+    assert r.status_code == 200, r.text
+    assert hub.client.get("/api/v1/openapi.json?memory_only=true").status_code == 401

@@ -26,7 +26,7 @@ from medcloud.config import Settings, load_settings
 from medcloud.errors import RequestTimeout, TooLarge
 from medcloud.hub import openapi as openapi_doc
 from medcloud.hub import problems
-from medcloud.hub.deps import DATA_PATH_PREFIXES, authenticate
+from medcloud.hub.deps import DATA_PATH_PREFIXES, authenticated
 from medcloud.hub.state import HubState
 from medcloud.hub.viewer import PREFIX as VIEWER_PREFIX
 from medcloud.hub.viewer import mount_viewer
@@ -239,7 +239,7 @@ def create_app(settings: Settings | None = None, *, state: HubState | None = Non
         return {"status": "ok", "version": medcloud.__version__}
 
     @app.get("/api/v1/openapi.json", tags=["meta"], summary="The API description (token needed)")
-    async def openapi(_: Principal = Depends(authenticate)) -> dict[str, Any]:
+    async def openapi(_: Principal = Depends(authenticated)) -> dict[str, Any]:
         return app.openapi()
 
     static = web_dir()

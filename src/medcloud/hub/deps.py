@@ -105,6 +105,14 @@ def authenticate(request: Request, *, use: bool = True, memory_only: bool = Fals
     return principal
 
 
+def authenticated(request: Request) -> Principal:
+    """Dependency: the caller behind the bearer token, whatever its role, else 401.
+
+    Routes depend on this, never on `authenticate` itself: FastAPI would publish `authenticate`'s keyword
+    options as query parameters that any caller could set (`?use=false`, `?memory_only=true`)."""
+    return authenticate(request)
+
+
 def _require_second_factor(request: Request, principal: Principal) -> None:
     """A person's session that has not passed its passkey reaches only sign-in routes and whoami."""
     if principal.kind != "session" or principal.mfa_at is not None:
