@@ -156,11 +156,12 @@ def qido_results_json(query: QidoQuery, rows: Iterable[dict[str, Any]], base: st
     """`qido_results` as the UTF-8 JSON a response carries, written by orjson: the same text as
     `json.dumps(..., ensure_ascii=False, separators=(",", ":"))` writes of it (a test holds them equal), in
     a tenth of the time. (The catalog's numbers are integers: no NaN, which orjson would write as null.)"""
+    datasets = qido_results(query, rows, base)
     try:
-        return orjson.dumps(qido_results(query, rows, base))
+        return orjson.dumps(datasets)
     except orjson.JSONEncodeError:
         # what orjson refuses (an integer beyond 64 bits): json.dumps writes it, or refuses it likewise
-        return _dumps(qido_results(query, rows, base)).encode()
+        return _dumps(datasets).encode()
 
 
 _dumps = functools.partial(json.dumps, ensure_ascii=False, allow_nan=False, separators=(",", ":"))

@@ -215,8 +215,7 @@ class Database:
             with self.read() as conn:
                 result = conn.execute(stmt, params)
                 return list(result.keys()), [tuple(r) for r in result]
-        dialect = self.engine.dialect
-        plan = _plan(dialect, stmt, ())
+        plan = _plan(self.engine.dialect, stmt, ())
         sql, args = plan.bind(params)
         if budget_s is None:
             pooled = self.engine.raw_connection()
@@ -233,23 +232,13 @@ class Database:
                 rows = self._fetch_inline(sql, args, budget_s)
             finally:
                 self._inline_lock.release()
-        keys, converters = plan.result_keys(dialect)
-        if any(converters):
-            rows = [tuple(v if f is None else f(v) for f, v in zip(converters, row, strict=True)) for row in rows]
-        return keys, rows
+        return plan.result_keys, plan.convert(rows)
 
     def _read_rows_pg(self, stmt: sa.Select[Any], params: Mapping[str, Any]) -> tuple[list[str], list[tuple[Any, ...]]]:
         """`read_rows` on PostgreSQL: psycopg in autocommit mode for the one statement (the pool's pre-ping
         still checks the connection out), then back to transactions before it returns to the pool."""
-        dialect = self.engine.dialect
-        plan = _plan(dialect, stmt, ())
-        compiled = plan.compiled
-        if plan.expanding:
-            state = compiled.construct_expanded_state(params)
-            sql, values, procs = state.statement, state.parameters, state.processors
-        else:
-            sql, values, procs = compiled.string, compiled.construct_params(params), compiled._bind_processors
-        args = {k: procs[k](v) if k in procs else v for k, v in values.items()}
+        plan = _plan(self.engine.dialect, stmt, ())
+        sql, args = plan.bind(params)
         pooled = self.engine.raw_connection()
         try:
             driver = pooled.driver_connection
@@ -263,10 +252,7 @@ class Database:
             raise
         finally:
             pooled.close()
-        keys, converters = plan.result_keys(dialect)
-        if any(converters):
-            rows = [tuple(v if f is None else f(v) for f, v in zip(converters, row, strict=True)) for row in rows]
-        return keys, rows
+        return plan.result_keys, plan.convert(rows)
 
     def _fetch(self, conn: Any, sql: str, args: Sequence[Any] | Mapping[str, Any]) -> list[tuple[Any, ...]]:
         dbapi = self.engine.dialect.loaded_dbapi
@@ -337,11 +323,17 @@ class Database:
 class _Plan:
     """A prebuilt statement compiled once per dialect: its SQL, bind names in order, bind and result processors."""
 
-    __slots__ = ("_expanded", "_results", "compiled", "direct", "expanding", "stmt")
+    __slots__ = ("_expanded", "compiled", "converters", "direct", "expanding", "result_keys", "stmt")
 
     def __init__(self, stmt: sa.Executable, compiled: Any, dialect: Any) -> None:
         self.stmt = stmt  # held so that the cache key (its id) is never reused by another object
         self.compiled = compiled
+        # A SELECT's result keys (as `Result.keys()` names them) and each column's result processor.
+        columns = compiled._result_columns
+        self.result_keys: list[str] = [c.keyname for c in columns]
+        self.converters: list[Callable[[Any], Any] | None] = [
+            c.type._cached_result_processor(dialect, None) for c in columns
+        ]
         # Columns filled by Python-side defaults, RETURNING, anything SQLAlchemy fetches or computes
         # around the statement, or result values it converts (a DateTime read back): those stay with it.
         self.direct = not (
@@ -350,19 +342,26 @@ class _Plan:
             or getattr(compiled, "postfetch", None)
             or getattr(compiled, "returning", None)
             or getattr(compiled, "effective_returning", None)
-            or any(c.type._cached_result_processor(dialect, None) is not None for c in compiled._result_columns)
+            or any(self.converters)
         )
         self.expanding = bool(compiled.post_compile_params or compiled.literal_execute_params)
-        self._results: tuple[list[str], list[Callable[[Any], Any] | None]] | None = None
         # An expanding statement's SQL and argument recipe by the lengths of its lists (few: one per number of
         # projects a caller may read, say); SQLAlchemy renders the SQL again on every execution.
         self._expanded: dict[tuple[int, ...], tuple[str, list[tuple[str, int | None, Any, Any]]]] = {}
 
-    def bind(self, params: Mapping[str, Any]) -> tuple[str, list[Any]]:
-        """The SQL and positional arguments of this statement with `params`, bind processors applied
-        (what `construct_expanded_state` or `construct_params` give, without rendering an expanding
-        statement again for list lengths seen before)."""
+    def bind(self, params: Mapping[str, Any]) -> tuple[str, Any]:
+        """The SQL and driver arguments of this statement with `params`, bind processors applied (what
+        `construct_expanded_state` or `construct_params` give): a list for a positional driver (SQLite),
+        without rendering an expanding statement again for list lengths seen before; a dict for a named one
+        (psycopg)."""
         compiled = self.compiled
+        if not compiled.positional:
+            if self.expanding:
+                state = compiled.construct_expanded_state(params)
+                sql, values, procs = state.statement, state.parameters, state.processors
+            else:
+                sql, values, procs = compiled.string, compiled.construct_params(params), compiled._bind_processors
+            return sql, {k: procs[k](v) if k in procs else v for k, v in values.items()}
         if not self.expanding:
             values = compiled.construct_params(params)
             return compiled.string, _bound(compiled.positiontup, values, compiled._bind_processors)
@@ -393,15 +392,11 @@ class _Plan:
             args.append(proc(value) if proc is not None else value)
         return sql, args
 
-    def result_keys(self, dialect: Any) -> tuple[list[str], list[Callable[[Any], Any] | None]]:
-        """A SELECT's result keys (as `Result.keys()` names them) and each column's result processor."""
-        if self._results is None:
-            columns = self.compiled._result_columns
-            self._results = (
-                [c.keyname for c in columns],
-                [c.type._cached_result_processor(dialect, None) for c in columns],
-            )
-        return self._results
+    def convert(self, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """Driver rows as `Connection.execute` gives them: each value through its column's result processor."""
+        if not any(self.converters):
+            return rows
+        return [tuple(v if f is None else f(v) for f, v in zip(self.converters, row, strict=True)) for row in rows]
 
 
 _PLANS: dict[tuple[int, str, tuple[str, ...]], _Plan] = {}
@@ -466,14 +461,13 @@ def driver_execute(
     plan = _plan(conn.dialect, stmt, tuple(sorted(sets[0])) if isinstance(stmt, sa.ValuesBase) else ())
     if not plan.direct or (plan.expanding and len(sets) > 1):
         return _through_sqlalchemy(conn, stmt, params)
-    compiled = plan.compiled
-    if plan.expanding:
-        state = compiled.construct_expanded_state(sets[0])
-        sql, names, procs, values = state.statement, state.positiontup, state.processors, [state.parameters]
-    else:
-        sql, names, procs = compiled.string, compiled.positiontup, compiled._bind_processors
-        values = [compiled.construct_params(p) for p in sets]
-    args = [[procs[n](v[n]) if n in procs else v[n] for n in names or ()] for v in values]
+    if plan.expanding:  # one parameter set (checked above)
+        sql, one = plan.bind(sets[0])
+        args = [one]
+    else:  # one SQL text for every parameter set
+        compiled = plan.compiled
+        sql = compiled.string
+        args = [_bound(compiled.positiontup, compiled.construct_params(p), compiled._bind_processors) for p in sets]
     dbapi = conn.dialect.loaded_dbapi
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
