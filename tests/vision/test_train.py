@@ -12,6 +12,7 @@ torch = pytest.importorskip("torch")
 
 from medcloud.vision.train import (  # noqa: E402
     TrainConfig,
+    _zoom,
     detector_targets,
     export_onnx,
     render_training_set,
@@ -34,6 +35,24 @@ def test_tile_labels_find_organisms() -> None:
     labels = np.array([5, 16])  # S. aureus (GP cocci), red cell (background)
     tl = {(y, x): c for y, x, c in tile_labels(boxes, labels, 128, 128)}
     assert tl[(0, 0)] == 2 and tl[(64, 64)] == 4
+
+
+def test_multi_scale_zoom_moves_boxes_with_the_pixels_and_keeps_a_crop_possible() -> None:
+    img = np.zeros((320, 320, 3), dtype=np.uint8)
+    img[100:140, 50:70] = 255
+    boxes = np.array([[50, 100, 70, 140]], dtype=np.float32)
+    rng = np.random.default_rng(3)
+    sides = set()
+    for _ in range(40):
+        out, moved = _zoom(img, boxes, 0.7, 200, rng)
+        sides.add(out.shape[0])
+        assert out.shape[0] == out.shape[1] >= 200
+        ys, xs = np.nonzero(out[..., 0] > 127)
+        # The bright block and its box agree within a pixel after the resize.
+        assert np.allclose([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], moved[0], atol=1.0)
+    assert min(sides) == 200 and max(sides) > 400  # zoomed out to the floor and in beyond 1.25x
+    same, kept = _zoom(img, boxes, 0.0, 160, rng)
+    assert same is img and kept is boxes
 
 
 @pytest.fixture

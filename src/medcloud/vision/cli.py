@@ -34,6 +34,9 @@ def train_command(
     colour: str = typer.Option("white-balance", help='Input colour convention: "white-balance" or "none".'),
     random_share: float = typer.Option(0.7, help="Share of smears drawn with domain randomisation (site-random)."),
     stain_jitter: float = typer.Option(0.08, help="Optical-density stain augmentation strength (0 = off)."),
+    scale_jitter: float = typer.Option(
+        0.0, help="Multi-scale training: zoom each detector image by exp(U(-j, j)) before the crop (0 = off)."
+    ),
 ) -> None:
     """Train the Gram-stain detector and crop classifier from scratch on SYNTHETIC smears; export ONNX."""
     from medcloud.vision.train import TrainConfig, train_model
@@ -54,6 +57,7 @@ def train_command(
         colour=colour,
         random_share=random_share,
         stain_jitter=stain_jitter,
+        scale_jitter=scale_jitter,
     )
     command = "medcloud vision train " + " ".join(shlex.quote(a) for a in sys.argv[2:] if a != "train")
     result = train_model(cfg, out, command, progress=lambda m: typer.echo(m, err=True), cache=cache)

@@ -45,6 +45,7 @@ class TrainConfig:
     colour: str = "white-balance"  # input convention (runtime.prepare): "white-balance" or "none"
     random_share: float = 0.7  # share of training smears drawn with domain randomisation (site-random)
     stain_jitter: float = 0.08  # std of the optical-density mixing jitter (HED-style stain augmentation)
+    scale_jitter: float = 0.0  # > 0: detector images zoomed by exp(U(-j, j)) before the crop (multi-scale training)
 
 
 @dataclass
@@ -137,6 +138,26 @@ def _augment(
         img = img.transpose(1, 0, 2)
         b = b[:, [1, 0, 3, 2]]
     return np.ascontiguousarray(img), b
+
+
+def _zoom(
+    img: NDArray[np.uint8], boxes: NDArray[np.float32], jitter: float, least: int, rng: np.random.Generator
+) -> tuple[NDArray[np.uint8], NDArray[np.float32]]:
+    """Multi-scale training: the image and its boxes resized by exp(U(-jitter, jitter)), never below `least`.
+
+    The generator already draws magnification per smear; this spreads every rendered smear over a range
+    of scales as well, so organism sizes between and beyond the rendered ones are seen in training.
+    """
+    from PIL import Image
+
+    h, w = img.shape[:2]
+    factor = max(math.exp(rng.uniform(-jitter, jitter)), least / min(h, w))
+    nh, nw = max(least, round(h * factor)), max(least, round(w * factor))
+    if (nh, nw) == (h, w):
+        return img, boxes
+    out = np.asarray(Image.fromarray(img).resize((nw, nh), Image.Resampling.BILINEAR, reducing_gap=2.0))
+    scale = np.array([nw / w, nh / h, nw / w, nh / h], dtype=np.float32)
+    return out, (boxes * scale).astype(np.float32)
 
 
 def _random_crop(
@@ -293,6 +314,8 @@ def train_detector(
             s = samples[int(j)]
             img, boxes = _augment(s.image, s.boxes, rng)
             thumbs.append(img[::4, ::4][:80, :80].transpose(2, 0, 1))
+            if cfg.scale_jitter > 0:
+                img, boxes = _zoom(img, boxes, cfg.scale_jitter, cfg.crop, rng)
             img, boxes, labels = _random_crop(img, boxes, s.labels, cfg.crop, rng)
             h, w = img.shape[:2]
             hm, rg, mk = detector_targets(boxes, labels, h // STRIDE, w // STRIDE)
@@ -493,6 +516,7 @@ def train_model(
         "colour": cfg.colour,
         "random_share": cfg.random_share,
         "stain_jitter": cfg.stain_jitter,
+        "scale_jitter": cfg.scale_jitter,
         "seed": cfg.seed,
     }
     (out_dir / "training.json").write_text(json.dumps(training, indent=2))
