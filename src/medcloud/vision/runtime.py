@@ -135,7 +135,7 @@ def decode_image(data: bytes, max_bytes: int = 50 * 1024 * 1024) -> NDArray[np.u
         with Image.open(io.BytesIO(data)) as im:
             if im.width * im.height > MAX_IMAGE_PIXELS:
                 raise TooLarge(f"image is {im.width}x{im.height}; the limit is {MAX_IMAGE_PIXELS} pixels")
-            arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
+            arr = _rgb8(_upright(im))
     except Image.DecompressionBombError as exc:  # Pillow refuses over 2x its own limit before our check
         raise TooLarge(f"image is over the limit of {MAX_IMAGE_PIXELS} pixels ({exc})") from exc
     except UnidentifiedImageError as exc:
@@ -146,6 +146,44 @@ def decode_image(data: bytes, max_bytes: int = 50 * 1024 * 1024) -> NDArray[np.u
     except (OSError, SyntaxError, ValueError) as exc:
         raise UnsupportedFormat(f"not a readable image: {_plain(str(exc))}") from exc
     return arr
+
+
+def _upright(im: Any) -> Any:
+    """The image as its camera held it: a phone photo's EXIF orientation applied.
+
+    Browsers draw an upload upright (`createImageBitmap`, `<img>`), so boxes are returned in that frame;
+    otherwise a photo taken with the phone turned would get its boxes drawn rotated on the page.
+    """
+    from PIL import ImageOps
+
+    if im.getexif().get(0x0112, 1) in (None, 1):  # Orientation: 1 (or absent) is already upright
+        return im
+    return ImageOps.exif_transpose(im)
+
+
+def _rgb8(im: Any) -> NDArray[np.uint8]:
+    """8-bit RGB of any Pillow mode.
+
+    16- and 32-bit grey (a scientific camera's TIFF or PNG) is scaled by its bit depth: Pillow's own
+    conversion clips it, which turns a 16-bit image white. Floating point is scaled to its maximum (or
+    from 0..1). Transparent pixels are laid on white, the colour of a bright-field background.
+    """
+    from PIL import Image
+
+    if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        grey = np.asarray(im, dtype=np.float64)
+        top = float(grey.max()) if grey.size else 0.0
+        if im.mode == "F":
+            grey = grey * (255.0 if top <= 1.0 else 255.0 / top)
+        else:
+            grey = grey / 2.0 ** (max(8, int(top).bit_length()) - 8)
+        g8 = np.clip(np.nan_to_num(grey), 0, 255).astype(np.uint8)
+        return np.repeat(g8[:, :, None], 3, axis=2)
+    if im.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (im.mode in ("P", "L", "RGB") and "transparency" in im.info):
+        white = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        white.alpha_composite(im.convert("RGBA"))
+        im = white
+    return np.asarray(im.convert("RGB"), dtype=np.uint8)
 
 
 def _plain(message: str) -> str:

@@ -1,0 +1,119 @@
+"""Photos as cameras and phones write them: EXIF orientation, 16-bit and floating-point grey, transparency.
+
+Each case failed before `runtime.decode_image` handled it: a phone photo turned by its EXIF tag got its
+boxes in the sensor's frame while the page draws the photo upright, and a 16-bit TIFF came out white.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from medcloud.errors import UnsupportedFormat
+from medcloud.vision.runtime import GramStainModel, decode_image
+from medcloud.vision.synth import render_smear
+
+ORIENTATION = 0x0112
+
+
+def _save(im: Image.Image, fmt: str = "PNG", orientation: int | None = None) -> bytes:
+    buf = io.BytesIO()
+    kwargs = {}
+    if orientation is not None:
+        exif = Image.Exif()
+        exif[ORIENTATION] = orientation
+        kwargs["exif"] = exif.tobytes()
+    im.save(buf, format=fmt, **kwargs)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def upright() -> np.ndarray:
+    # Not square, so a swapped width and height cannot pass unnoticed.
+    return render_smear(515151, "site-a", (480, 640), 1.0, species=["s_aureus"] * 3 + ["enterobacterales"] * 3).image
+
+
+# EXIF orientation -> the sensor's pixels that display as `upright` (what a phone held turned writes).
+SENSOR = {
+    3: lambda a: np.rot90(a, 2),
+    6: lambda a: np.rot90(a, 1),  # displayed turned 90 degrees clockwise
+    8: lambda a: np.rot90(a, -1),
+    2: lambda a: a[:, ::-1],
+}
+
+
+@pytest.mark.parametrize("orientation", sorted(SENSOR))
+def test_an_exif_orientation_is_applied_so_the_pixels_are_the_ones_a_browser_draws(
+    upright: np.ndarray, orientation: int
+) -> None:
+    sensor = np.ascontiguousarray(SENSOR[orientation](upright))
+    decoded = decode_image(_save(Image.fromarray(sensor), orientation=orientation))
+    assert decoded.shape == upright.shape
+    assert np.array_equal(decoded, upright)
+
+
+def test_boxes_of_a_turned_phone_photo_are_in_the_upright_frame(upright: np.ndarray, packaged_model_dir: Path) -> None:
+    model = GramStainModel(packaged_model_dir, threads=1)
+    want = model.predict(upright)
+    turned = decode_image(_save(Image.fromarray(np.ascontiguousarray(np.rot90(upright, 1))), orientation=6))
+    got = model.predict(turned)
+    assert want.detections, "the smear should show organisms"
+    assert [(d.label, d.box) for d in got.detections] == [(d.label, d.box) for d in want.detections]
+    assert got.verdict == want.verdict
+
+
+def test_orientation_1_and_no_exif_leave_the_pixels_alone(upright: np.ndarray) -> None:
+    for data in (_save(Image.fromarray(upright)), _save(Image.fromarray(upright), orientation=1)):
+        assert np.array_equal(decode_image(data), upright)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "TIFF"])
+def test_sixteen_bit_grey_is_scaled_by_its_depth_not_clipped_white(fmt: str) -> None:
+    ramp = np.linspace(0, 65535, 256 * 256).reshape(256, 256).astype(np.uint16)
+    out = decode_image(_save(Image.fromarray(ramp), fmt))
+    assert out.shape == (256, 256, 3) and out.dtype == np.uint8
+    assert np.array_equal(out[..., 0], out[..., 2])
+    assert abs(float(out.mean()) - 127.5) < 1.0  # Pillow's own conversion gave a mean of 254.5
+    assert np.array_equal(out[..., 0], (ramp >> 8).astype(np.uint8))
+
+
+def test_twelve_bit_data_in_a_sixteen_bit_file_keeps_its_contrast() -> None:
+    ramp = np.linspace(0, 4095, 128 * 128).reshape(128, 128).astype(np.uint16)
+    out = decode_image(_save(Image.fromarray(ramp), "TIFF"))
+    assert out.max() == 255 and out.min() == 0
+    assert np.array_equal(out[..., 1], (ramp >> 4).astype(np.uint8))
+
+
+def test_floating_point_grey_is_scaled_from_zero_to_one() -> None:
+    field = np.linspace(0, 1, 64 * 64, dtype=np.float32).reshape(64, 64)
+    out = decode_image(_save(Image.fromarray(field), "TIFF"))
+    assert out.max() == 255 and out.min() == 0 and abs(float(out.mean()) - 127.5) < 1.0
+
+
+def test_transparent_pixels_are_laid_on_a_white_background() -> None:
+    rgba = np.zeros((32, 32, 4), dtype=np.uint8)
+    rgba[:16, :, :3] = (120, 40, 160)
+    rgba[:16, :, 3] = 255  # opaque violet on top, fully transparent (stored black) below
+    out = decode_image(_save(Image.fromarray(rgba, "RGBA")))
+    assert (out[:16] == (120, 40, 160)).all()
+    assert (out[16:] == 255).all()
+
+
+def test_forty_eight_bit_rgb_keeps_its_colour() -> None:
+    import tifffile
+
+    rgb16 = np.zeros((16, 16, 3), dtype=np.uint16)
+    rgb16[...] = (60000, 30000, 1000)
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, rgb16, photometric="rgb")
+    out = decode_image(buf.getvalue())
+    assert tuple(out[0, 0]) == (234, 117, 3)  # the high byte of each sample
+
+
+def test_still_refuses_what_is_not_an_image() -> None:
+    with pytest.raises(UnsupportedFormat, match="not a readable image"):
+        decode_image(b"GIF89a" + b"\0" * 20)
