@@ -14,8 +14,11 @@ import pytest
 from PIL import Image
 
 from medcloud.errors import UnsupportedFormat
-from medcloud.vision.runtime import GramStainModel, decode_image
+from medcloud.vision.metrics import iou_matrix
+from medcloud.vision.runtime import GramStainModel, decode_image, decode_photo
 from medcloud.vision.synth import render_smear
+
+from .conftest import VisionHub
 
 ORIENTATION = 0x0112
 
@@ -117,3 +120,65 @@ def test_forty_eight_bit_rgb_keeps_its_colour() -> None:
 def test_still_refuses_what_is_not_an_image() -> None:
     with pytest.raises(UnsupportedFormat, match="not a readable image"):
         decode_image(b"GIF89a" + b"\0" * 20)
+
+
+def _big_jpeg(upright: np.ndarray, factor: int = 4, orientation: int | None = None) -> bytes:
+    big = Image.fromarray(upright).resize((upright.shape[1] * factor, upright.shape[0] * factor), Image.BICUBIC)
+    if orientation == 6:
+        big = big.transpose(Image.Transpose.ROTATE_90)  # the sensor's frame of a photo displayed upright
+    return _save(big, "JPEG", orientation=orientation)
+
+
+def test_a_large_jpeg_is_decoded_reduced_and_keeps_its_own_size(upright: np.ndarray) -> None:
+    data = _big_jpeg(upright)  # 2560 x 1920
+    full = decode_photo(data)
+    small = decode_photo(data, least_side=640)
+    assert (full.width, full.height) == (small.width, small.height) == (2560, 1920)
+    assert full.pixels.shape == (1920, 2560, 3)
+    assert small.pixels.shape == (480, 640, 3)  # libjpeg's 1/4 scale: the least at or above 640
+    # The same picture: the reduced decode against the full one averaged down 4x.
+    pooled = full.pixels.reshape(480, 4, 640, 4, 3).mean(axis=(1, 3))
+    assert np.abs(pooled - small.pixels.astype(np.float64)).mean() < 2.0
+
+
+def test_png_and_small_jpegs_are_decoded_whole(upright: np.ndarray) -> None:
+    png = _save(Image.fromarray(upright).resize((2560, 1920)))
+    assert decode_photo(png, least_side=640).pixels.shape == (1920, 2560, 3)
+    small = _save(Image.fromarray(upright), "JPEG")  # 640 x 480: under twice the least side
+    assert decode_photo(small, least_side=640).pixels.shape == (480, 640, 3)
+
+
+def test_a_turned_large_jpeg_is_reduced_upright_with_the_displayed_size(upright: np.ndarray) -> None:
+    photo = decode_photo(_big_jpeg(upright, orientation=6), least_side=640)
+    assert (photo.width, photo.height) == (2560, 1920)
+    assert photo.pixels.shape == (480, 640, 3)
+    assert np.abs(photo.pixels.astype(np.float64) - upright).mean() < 12.0  # upright, not turned
+
+
+def test_boxes_from_a_reduced_decode_are_the_full_decodes_in_the_photos_pixels(
+    upright: np.ndarray, packaged_model_dir: Path
+) -> None:
+    model = GramStainModel(packaged_model_dir, threads=1)
+    data = _big_jpeg(upright)
+    full = model.predict_photo(decode_photo(data), score_threshold=0.3)
+    reduced = model.predict_photo(decode_photo(data, least_side=model.decode_side), score_threshold=0.3)
+    assert (reduced.width, reduced.height) == (full.width, full.height) == (2560, 1920)
+    strong = [d for d in full.detections if d.score >= 0.5]
+    assert strong
+    for d in strong:
+        same = [r for r in reduced.detections if r.label == d.label]
+        assert same, f"label {d.label} lost in the reduced decode"
+        ious = iou_matrix(np.array([d.box], np.float32), np.array([r.box for r in same], np.float32))
+        assert ious.max() >= 0.8
+    assert all(0 <= r.box[0] < r.box[2] <= 2560 and 0 <= r.box[1] < r.box[3] <= 1920 for r in reduced.detections)
+    assert reduced.verdict == full.verdict
+
+
+def test_the_inference_route_answers_in_the_photos_pixels(hub: VisionHub, upright: np.ndarray) -> None:
+    data = _big_jpeg(upright)
+    r = hub.client.post("/api/v1/inference", content=data, headers=hub.auth("clinician"))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["image"] == {"width": 2560, "height": 1920}
+    boxes = [d["box"] for d in body["detections"]]
+    assert boxes and max(b[2] for b in boxes) > 640  # in the photo's pixels, not the reduced decode's

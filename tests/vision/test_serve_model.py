@@ -89,6 +89,30 @@ def test_inference_answers_same_shape_as_hub(server: str, smear: Smear) -> None:
     assert body["verdict"]["code"] == "gp_cocci"
 
 
+def test_a_large_phone_jpeg_is_answered_in_its_own_pixels(server: str, smear: Smear) -> None:
+    """serve-model decodes a large JPEG reduced (libjpeg's DCT scaling) and turns it upright by its EXIF tag."""
+    import io
+
+    from PIL import Image
+
+    big = Image.fromarray(smear.image).resize((2560, 2560)).transpose(Image.Transpose.ROTATE_90)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # displayed turned 90 degrees clockwise: upright again
+    buf = io.BytesIO()
+    big.save(buf, format="JPEG", quality=90, exif=exif.tobytes())
+    r = httpx.post(
+        server + "/api/v1/inference",
+        content=buf.getvalue(),
+        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "image/jpeg"},
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["image"] == {"width": 2560, "height": 2560}
+    assert body["verdict"]["code"] == "gp_cocci" and body["counts"][0]["code"] == "s_aureus"
+    assert max(d["box"][2] for d in body["detections"]) > 1280  # photo pixels, not the reduced decode's
+
+
 def test_multipart_and_bad_input(server: str, smear: Smear) -> None:
     auth = {"Authorization": f"Bearer {TOKEN}"}
     r = httpx.post(

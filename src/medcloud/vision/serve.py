@@ -31,7 +31,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from medcloud.errors import ConfigError, InvalidInput, MedcloudError, NotFound, TooLarge, Unauthenticated
 from medcloud.vision.registry import ModelVersion
-from medcloud.vision.runtime import decode_image
+from medcloud.vision.runtime import Photo, decode_photo
 from medcloud.vision.service import model_info, parse_threshold
 
 TOKEN_ENV = "MEDCLOUD_SERVE_TOKEN_SHA256"  # noqa: S105 - the name of a variable, not a secret
@@ -79,7 +79,10 @@ class Answer(Protocol):
 class Predictor(Protocol):
     """The detector (`GramStainModel`) or a federated image classifier (`ImageClassifier`)."""
 
-    def predict(self, image: Any, score_threshold: float = ...) -> Answer: ...
+    @property
+    def decode_side(self) -> int: ...
+
+    def predict_photo(self, photo: Photo, score_threshold: float = ...) -> Answer: ...
 
 
 def token_sha256(token_file: Path | None) -> str:
@@ -293,7 +296,8 @@ def make_handler(model: Predictor, version: ModelVersion, expected_sha256: str) 
                 query = parse_qs(parts.query)
                 threshold = parse_threshold(query.get("threshold", [None])[0])
                 t0 = time.perf_counter()
-                pred = model.predict(decode_image(body, MAX_BODY), score_threshold=threshold)
+                photo = decode_photo(body, MAX_BODY, least_side=model.decode_side)
+                pred = model.predict_photo(photo, score_threshold=threshold)
                 out = pred.to_json(version.version)
                 out["model"] = model_info(version)
                 out["kept"] = False

@@ -12,7 +12,7 @@ from typing import Any
 
 from medcloud.errors import InvalidInput
 from medcloud.vision.registry import FL_TASK, ModelVersion, load_dir, resolve
-from medcloud.vision.runtime import GramStainModel, ImageClassifier, decode_image
+from medcloud.vision.runtime import GramStainModel, ImageClassifier, decode_photo
 
 Runtime = GramStainModel | ImageClassifier
 _models: dict[Path, Runtime] = {}
@@ -61,9 +61,9 @@ def infer(
     version: ModelVersion, data: bytes, threshold: float = 0.3, max_bytes: int = 50 * 1024 * 1024, threads: int = 2
 ) -> dict[str, Any]:
     """Bytes of an image in, the inference JSON out (boxes in original-image pixels)."""
-    image = decode_image(data, max_bytes=max_bytes)
     model = loaded_model(version, threads)
-    pred = model.predict(image, score_threshold=threshold)
+    photo = decode_photo(data, max_bytes=max_bytes, least_side=model.decode_side)
+    pred = model.predict_photo(photo, score_threshold=threshold)
     out = pred.to_json(version.version)
     out["model"] = model_info(version)
     return out
