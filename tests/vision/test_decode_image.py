@@ -123,7 +123,8 @@ def test_still_refuses_what_is_not_an_image() -> None:
 
 
 def _big_jpeg(upright: np.ndarray, factor: int = 4, orientation: int | None = None) -> bytes:
-    big = Image.fromarray(upright).resize((upright.shape[1] * factor, upright.shape[0] * factor), Image.Resampling.BICUBIC)
+    size = (upright.shape[1] * factor, upright.shape[0] * factor)
+    big = Image.fromarray(upright).resize(size, Image.Resampling.BICUBIC)
     if orientation == 6:
         big = big.transpose(Image.Transpose.ROTATE_90)  # the sensor's frame of a photo displayed upright
     return _save(big, "JPEG", orientation=orientation)

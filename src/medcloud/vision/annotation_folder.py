@@ -624,7 +624,8 @@ def _known(label: str) -> bool:
 # ---- conversion ----
 
 
-def _strict_read(src: Source, rep: CheckReport, from_boxes: str | None) -> list[ann.AnnotatedImage]:
+def read_annotations(src: Source, rep: CheckReport, from_boxes: str | None) -> list[ann.AnnotatedImage]:
+    """The images and boxes of a folder `check_folder` passed (labels as codes, boxes in pixels)."""
     if src.format == "vott":
         if src.annotations.is_dir():
             return ann.read_vott(src.annotations, from_boxes)
@@ -671,7 +672,7 @@ def convert_folder(
     rep = check_folder(src, clip=clip, from_boxes=from_boxes, pre=pre, progress=None)
     if rep.errors:
         return rep, {}
-    images = _strict_read(src, rep, from_boxes)
+    images = read_annotations(src, rep, from_boxes)
     images = [
         ann.AnnotatedImage(
             im.file_name,

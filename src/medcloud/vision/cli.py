@@ -15,6 +15,9 @@ import typer
 app = typer.Typer(no_args_is_help=True)
 
 
+_FROM_BOXES_HELP = "What the boxes are when the files do not say: 'group' (one per organism group) or 'cell'."
+
+
 @app.command("train")
 def train_command(
     out: Path = typer.Option(..., "--out", help="Folder for detector.onnx, classifier.onnx, weights and log."),
@@ -93,21 +96,39 @@ def evaluate_command(
     version: str | None = typer.Option(None, help="Version to name (default: the card's, else the folder's name)."),
     card: bool | None = typer.Option(None, "--card/--no-card", hidden=True, help="Deprecated: use --write-card."),
     threads: int = typer.Option(2, "--threads", min=1, help="onnxruntime threads (1 on a shared machine)."),
+    folder: Path | None = typer.Option(
+        None, "--folder", help="Your own annotated photos (VoTT, COCO or YOLO folder), scored as a never-seen site."
+    ),
+    folder_format: str | None = typer.Option(None, "--folder-format", help="vott, coco or yolo (default: detect)."),
+    folder_images: Path | None = typer.Option(None, "--folder-images", help="Folder the image names are relative to."),
+    folder_boxes: str | None = typer.Option(None, "--folder-boxes", help=_FROM_BOXES_HELP),
+    site_name: str | None = typer.Option(None, "--site-name", help="Name of the --folder site (default: lab-FOLDER)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on long folders."),
 ) -> None:
     """Leave-one-style-out evaluation (SYNTHETIC held-out split): the worst never-seen style first.
 
     Per-site mAP50, recall and Gram-verdict accuracy (Candida counted), sites marked seen/UNSEEN. Writes
     the figures to --out; the model's card.json is only touched with --write-card.
+
+    With --folder, your laboratory's own annotated photos are one more never-seen site (`--sites none`
+    scores them alone). With --write-card the card's headline and robustness warning then count them, so
+    the clinician page warns when the model does poorly on your own microscope.
     """
     import json
     from datetime import datetime, timezone
 
     from medcloud.errors import InvalidInput
-    from medcloud.vision.evaluate import evaluate_model, training_record
+    from medcloud.vision.evaluate import evaluate_folder, evaluate_model, training_record, with_site
     from medcloud.vision.registry import write_card as write_model_card
+    from medcloud.vision.synth import SITES
 
     write = write_card or bool(card)
-    site_list = tuple(x.strip() for x in sites.split(",") if x.strip()) if sites else None
+    only_folder = sites is not None and sites.strip().lower() == "none"
+    site_list = tuple(x.strip() for x in sites.split(",") if x.strip()) if sites and not only_folder else None
+    if only_folder and folder is None:
+        raise InvalidInput("--sites none scores no synthetic site: name your photos with --folder")
+    if only_folder and write:
+        raise InvalidInput("--write-card records the synthetic sites too: leave out --sites none")
     old = json.loads((model / "card.json").read_text()) if (model / "card.json").is_file() else {}
     version = version or old.get("version") or model.name
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
@@ -116,15 +137,30 @@ def evaluate_command(
         raise InvalidInput("--out must not be the model's card.json; pass --write-card to update the card")
     if out is None and target.exists():
         raise InvalidInput(f"{target} exists; pass --out")
-    metrics = evaluate_model(
-        model,
-        images_per_site=images,
-        verdict_images_per_site=verdict_images,
-        sites=site_list,
-        truth_boxes=truth_boxes,
-        model_boxes=model_boxes,
-        threads=threads,
+    if folder is not None:
+        lab_name = site_name or f"lab-{folder.resolve().name}"
+        if lab_name in SITES:
+            raise InvalidInput(f"--site-name {lab_name!r} is a synthetic style's name; choose another")
+    metrics: dict[str, Any] = (
+        {}
+        if only_folder
+        else evaluate_model(
+            model,
+            images_per_site=images,
+            verdict_images_per_site=verdict_images,
+            sites=site_list,
+            truth_boxes=truth_boxes,
+            model_boxes=model_boxes,
+            threads=threads,
+        )
     )
+    if folder is not None:
+        with _progress_bar(_count_hint(folder), progress) as bar:
+            lab = evaluate_folder(
+                model, folder, folder_format, folder_images, folder_boxes, model_boxes, threads,
+                progress=_advance(bar, f"scoring {lab_name}"),
+            )  # fmt: skip
+        metrics = with_site(metrics, lab_name, lab)
     args = sys.argv[sys.argv.index("evaluate") + 1 :] if "evaluate" in sys.argv else []
     metrics["command"] = "medcloud vision evaluate " + " ".join(shlex.quote(a) for a in args)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -245,8 +281,6 @@ def synth_command(
 
 annotations_app = typer.Typer(no_args_is_help=True)
 app.add_typer(annotations_app, name="annotations", help="Check an annotation folder (VoTT, COCO, YOLO) or convert it.")
-
-_FROM_BOXES_HELP = "What the boxes are when the files do not say: 'group' (one per organism group) or 'cell'."
 
 
 def _progress_bar(total_hint: int, show: bool) -> Any:

@@ -225,3 +225,126 @@ def _as_arrays(pred: Prediction) -> tuple[NDArray[np.float32], NDArray[np.int64]
     labels = np.array([d.label for d in dets], dtype=np.int64)
     scores = np.array([d.score for d in dets], dtype=np.float32)
     return boxes, labels, scores
+
+
+# ---- a laboratory's own annotated photos ----
+
+
+def folder_verdict_truth(codes: list[str]) -> str | None:
+    """The species whose right answer an annotated photo asks for (`verdict_correct`), or None when the
+    photo does not ask one: no organism boxed, or bacteria of more than one Gram group (polymicrobial)."""
+    organisms = [c for c in codes if c != "rbc"]
+    bacteria = [c for c in organisms if LABELS[LABEL_INDEX[c]].shape != "yeast"]
+    groups = {crop_class_of(LABEL_INDEX[c]) for c in bacteria}
+    if len(groups) > 1:
+        return None
+    if bacteria:
+        return bacteria[0]
+    return "candida" if organisms else None
+
+
+def evaluate_folder(
+    model_dir: Path,
+    folder: Path,
+    fmt: str | None = None,
+    images_dir: Path | None = None,
+    from_boxes: str | None = None,
+    model_boxes: str | None = None,
+    threads: int = 2,
+    progress: Any = None,
+) -> dict[str, Any]:
+    """The model on a laboratory's own annotated photos (a VoTT, COCO or YOLO folder), scored as a site
+    training never saw: mAP50 (IoU 0.5) and recall per class, and the Gram verdict on every photo that asks
+    one (`folder_verdict_truth`; a photo with bacteria and yeast also needs the yeast note).
+
+    The folder must pass `medcloud vision annotations check` (refused otherwise, with the count of problems).
+    Photos are read as the service reads an upload (`decode_photo`: EXIF orientation applied); a photo whose
+    upright size is not its annotated size is left out and named in `skipped`.
+    """
+    from medcloud.vision.annotation_folder import check_folder, locate, read_annotations, safe_image_path
+    from medcloud.vision.runtime import decode_photo
+
+    source, pre = locate(folder, fmt, images_dir)
+    if source is None:
+        raise InvalidInput(f"{folder}: {'; '.join(p.message for p in pre) or 'no annotations found'}")
+    rep = check_folder(source, from_boxes=from_boxes, pre=pre)
+    if rep.errors:
+        raise InvalidInput(
+            f"{folder}: {rep.errors} problem(s) in the annotations; see `medcloud vision annotations check {folder}`"
+        )
+    images = read_annotations(source, rep, from_boxes)
+    truth_conv = str(rep.convention.get("used") or "group")
+    model_conv = model_boxes or model_box_convention(model_dir)
+    model = GramStainModel(model_dir, threads=threads)
+    acc = DetectionAccumulator(NUM_CLASSES)
+    skipped: list[dict[str, str]] = []
+    asked = right = candida_n = candida_ok = mixed_n = mixed_ok = scored = 0
+    wrong: dict[str, int] = {}
+    for i, im in enumerate(images):
+        if progress is not None:
+            progress(i, len(images))
+        photo = decode_photo(safe_image_path(source.images, im.file_name).read_bytes(), least_side=model.decode_side)
+        if (photo.width, photo.height) != (im.width, im.height):
+            skipped.append(
+                {
+                    "file": im.file_name,
+                    "reason": f"annotated as {im.width}x{im.height}, the photo is {photo.width}x{photo.height} "
+                    "upright (EXIF orientation applied)",
+                }
+            )
+            continue
+        scored += 1
+        truth = (
+            np.array(im.boxes, dtype=np.float32).reshape(-1, 4),
+            np.array([LABEL_INDEX[c] for c in im.labels], dtype=np.int64),
+        )
+        pred = model.predict_photo(photo, score_threshold=0.05)
+        p, t = match_conventions(_as_arrays(pred), truth, model_conv, truth_conv)
+        acc.add(*p, *t)
+        code = folder_verdict_truth(im.labels)
+        if code is None:
+            continue
+        answer = model.predict_photo(photo, score_threshold=0.25)
+        with_yeast = code != "candida" and "candida" in im.labels
+        ok = verdict_correct(answer, code) and (not with_yeast or answer.yeast is not None)
+        if with_yeast:
+            mixed_n += 1
+            mixed_ok += ok
+        else:
+            asked += 1
+            right += ok
+            if code == "candida":
+                candida_n += 1
+                candida_ok += ok
+        if not ok:
+            key = f"{code}->{answer.verdict}"
+            wrong[key] = wrong.get(key, 0) + 1
+    if progress is not None:
+        progress(len(images), len(images))
+    if not scored:
+        raise InvalidInput(f"{folder}: no photo could be scored ({len(skipped)} left out); see `skipped` reasons")
+    return {
+        "seen_in_training": False,
+        "source": f"annotation folder {folder} ({source.format})",
+        "synthetic": rep.synthetic_images == rep.images,
+        "images": scored,
+        "skipped": skipped,
+        "box_convention": {"truth": truth_conv, "model": model_conv, "matched_as": _matched_as(model_conv, truth_conv)},
+        "map50": acc.mean_ap(),
+        "mean_recall": acc.mean_recall(),
+        "per_class_ap50": {LABELS[c].code: r["ap50"] for c, r in enumerate(acc.per_class()) if r["instances"]},
+        "verdict_images": asked,
+        "verdict_accuracy": round(right / asked, 4) if asked else None,
+        "crop_vote_accuracy": round(right / asked, 4) if asked else None,
+        "verdict_errors": dict(sorted(wrong.items(), key=lambda kv: -kv[1])),
+        "candida_images": candida_n,
+        "candida_accuracy": round(candida_ok / candida_n, 4) if candida_n else None,
+        "mixed_yeast_images": mixed_n,
+        "mixed_yeast_accuracy": round(mixed_ok / mixed_n, 4) if mixed_n else None,
+    }
+
+
+def with_site(metrics: dict[str, Any], name: str, site: dict[str, Any]) -> dict[str, Any]:
+    """`metrics` with one more never-seen site in `per_site`, its headline and warning judged again."""
+    per_site = {**metrics.get("per_site", {}), name: site}
+    return {**metrics, **robustness(per_site), "per_site": per_site}
