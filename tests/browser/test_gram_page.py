@@ -118,3 +118,60 @@ def test_webcam_capture_draws_boxes(live_hub: LiveHub, tmp_path: Path) -> None:
         finally:
             browser.close()
     assert not [m for m in console if m.startswith("error") and "Content Security Policy" in m], console
+
+
+@pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="Debian chromium is not installed at /usr/bin/chromium (apt-get install chromium)"
+)
+def test_a_turned_phone_photo_and_a_tiff_are_analysed_in_the_frame_the_page_draws(
+    live_hub: LiveHub, tmp_path: Path
+) -> None:
+    """A JPEG whose EXIF tag turns it upright (a phone held sideways): Chromium draws it upright and the hub
+    answers in that frame. A TIFF (Chromium cannot draw it) is still analysed, boxes on a blank field."""
+    from playwright.sync_api import sync_playwright
+
+    smear = render_smear(4242, "site-a", (480, 640), 1.0, species=["s_aureus"] * 5 + ["enterobacterales"] * 3)
+    turned = tmp_path / "phone.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # the sensor's pixels are turned; shown turned 90 degrees clockwise they are upright
+    Image.fromarray(smear.image).transpose(Image.Transpose.ROTATE_90).save(turned, quality=92, exif=exif.tobytes())
+    tiff = tmp_path / "camera.tif"
+    Image.fromarray(smear.image).save(tiff)
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS)
+        try:
+            page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+            page.goto(live_hub.url + "/")
+            poll(page, "document.body.dataset.ready === 'yes'")
+            page.fill("#token", live_hub.clinician_token)
+            page.keyboard.press("Enter")
+            poll(page, "document.body.dataset.signedIn === 'yes'")
+
+            page.set_input_files("#file", str(turned))
+            poll(page, "document.body.dataset.boxes !== undefined")
+            assert page.evaluate("document.body.dataset.imageSize") == "640x480"  # the hub's answer
+            canvas = page.evaluate(
+                "[document.getElementById('canvas').width, document.getElementById('canvas').height]"
+            )
+            assert canvas == [640, 480]  # Chromium drew it upright: the boxes' frame and the picture agree
+            assert "Staphylococcus aureus" in page.inner_text("#status")
+
+            page.evaluate("delete document.body.dataset.boxes; delete document.body.dataset.imageSize")
+            page.set_input_files("#file", str(tiff))
+            poll(page, "document.body.dataset.boxes !== undefined")
+            assert page.evaluate("document.body.dataset.imageSize") == "640x480"
+            assert "no preview" in page.inner_text("#canvas-caption")
+            assert "Staphylococcus aureus" in page.inner_text("#status")
+            white = page.evaluate(
+                """(() => {
+                    const c = document.getElementById('canvas');
+                    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+                    let n = 0;
+                    for (let i = 0; i < d.length; i += 4) if (d[i] === 255 && d[i + 1] === 255 && d[i + 2] === 255) n++;
+                    return [c.width, c.height, n / (d.length / 4)];
+                })()"""
+            )
+            assert white[:2] == [640, 480] and white[2] > 0.5  # a blank field with boxes, not a stale photo
+        finally:
+            browser.close()

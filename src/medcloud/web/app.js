@@ -138,7 +138,17 @@ function drawImage(source, width, height) {
 function drawBoxes(result) {
   const canvas = $("canvas");
   const ctx = canvas.getContext("2d");
-  if (state.lastImage) ctx.drawImage(state.lastImage, 0, 0, canvas.width, canvas.height);
+  if (state.lastImage) {
+    ctx.drawImage(state.lastImage, 0, 0, canvas.width, canvas.height);
+  } else {
+    // No preview (a file type this browser cannot draw, such as TIFF): the boxes on a blank field of
+    // the photo's shape, at most 960 pixels wide.
+    const k = Math.min(1, 960 / result.image.width);
+    canvas.width = Math.max(1, Math.round(result.image.width * k));
+    canvas.height = Math.max(1, Math.round(result.image.height * k));
+    ctx.fillStyle = "#fff";
+    ctx.fillRect(0, 0, canvas.width, canvas.height);
+  }
   const sx = canvas.width / result.image.width;
   const sy = canvas.height / result.image.height;
   const lw = Math.max(2, Math.round(canvas.width / 320));
@@ -204,10 +214,11 @@ function showResult(result) {
   $("canvas-caption").textContent = `${n} detections · model ${result.model_version} (SYNTHETIC)`;
   $("meta").textContent = `Model ${result.model_version} · ${result.latency_ms} ms · image not kept on the server`;
   document.body.dataset.boxes = String(n);
+  document.body.dataset.imageSize = `${result.image.width}x${result.image.height}`;  // the boxes' frame
 }
 
 async function analyse(blob) {
-  if (state.busy) return;
+  if (state.busy) return null;
   state.busy = true;
   setStatus("Analysing…");
   try {
@@ -218,8 +229,10 @@ async function analyse(blob) {
       body: blob,
     });
     showResult(result);
+    return result;
   } catch (err) {
     if (err.message !== "unauthenticated") setStatus(`Analysis failed: ${err.message}`, true);
+    return null;
   } finally {
     state.busy = false;
   }
@@ -228,14 +241,21 @@ async function analyse(blob) {
 async function onFile() {
   const file = $("file").files[0];
   if (!file) return;
+  // The browser draws the photo upright (EXIF orientation); the hub answers in that same frame.
   const bitmap = await createImageBitmap(file).catch(() => null);
-  if (!bitmap) {
-    setStatus("That file is not an image this browser can open.", true);
-    return;
-  }
   state.lastImage = bitmap;
-  drawImage(bitmap, bitmap.width, bitmap.height);
-  await analyse(file);
+  if (bitmap) {
+    drawImage(bitmap, bitmap.width, bitmap.height);
+  } else {
+    // TIFF (a microscope camera's usual format) and other files this browser cannot draw: the hub may
+    // still read them, so they are analysed and the boxes drawn without the photo behind them.
+    $("canvas").getContext("2d").clearRect(0, 0, $("canvas").width, $("canvas").height);
+    $("canvas-caption").textContent = "This browser cannot show this file; the boxes are drawn without it.";
+  }
+  const result = await analyse(file);
+  if (!bitmap && result) {
+    $("canvas-caption").textContent += " (no preview: this browser cannot show this file type)";
+  }
 }
 
 async function startCamera() {
