@@ -183,3 +183,14 @@ def test_the_inference_route_answers_in_the_photos_pixels(hub: VisionHub, uprigh
     assert body["image"] == {"width": 2560, "height": 1920}
     boxes = [d["box"] for d in body["detections"]]
     assert boxes and max(b[2] for b in boxes) > 640  # in the photo's pixels, not the reduced decode's
+
+
+def test_a_damaged_exif_block_does_not_make_a_photo_unreadable(upright: np.ndarray) -> None:
+    good = _save(Image.fromarray(upright), "JPEG", orientation=6)
+    start = good.index(b"Exif\x00\x00") + 6
+    # The TIFF header of the EXIF block replaced by garbage: the orientation cannot be read.
+    damaged = good[:start] + b"\xde\xad\xbe\xef" * 4 + good[start + 16 :]
+    photo = decode_photo(damaged)
+    assert (photo.width, photo.height) == (640, 480) and photo.pixels.shape == (480, 640, 3)
+    # An orientation outside EXIF's 1-8 is ignored, not guessed at.
+    assert np.array_equal(decode_photo(_save(Image.fromarray(upright), orientation=9)).pixels, upright)

@@ -160,8 +160,9 @@ def decode_photo(data: bytes, max_bytes: int = 50 * 1024 * 1024, least_side: int
             if least_side > 0 and im.format == "JPEG" and max(width, height) >= 2 * least_side:
                 f = least_side / max(width, height)
                 im.draft(im.mode, (max(1, math.ceil(width * f)), max(1, math.ceil(height * f))))
-            turned = _orientation(im) in (5, 6, 7, 8)
-            arr = _rgb8(_upright(im))
+            orientation = _orientation(im)
+            turned = orientation in (5, 6, 7, 8)  # width and height swap
+            arr = _rgb8(_upright(im, orientation))
     except Image.DecompressionBombError as exc:  # Pillow refuses over 2x its own limit before our check
         raise TooLarge(f"image is over the limit of {MAX_IMAGE_PIXELS} pixels ({exc})") from exc
     except UnidentifiedImageError as exc:
@@ -175,21 +176,35 @@ def decode_photo(data: bytes, max_bytes: int = 50 * 1024 * 1024, least_side: int
 
 
 def _orientation(im: Any) -> int:
-    value = im.getexif().get(0x0112, 1)
-    return value if isinstance(value, int) else 1
+    """The EXIF orientation (1-8; 1 when absent). A damaged EXIF block does not make a photo unreadable:
+    it counts as absent."""
+    try:
+        value = im.getexif().get(0x0112, 1)
+    except Exception:  # Pillow's EXIF parser can raise many kinds of errors on a bad block
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
-def _upright(im: Any) -> Any:
+def _upright(im: Any, orientation: int) -> Any:
     """The image as its camera held it: a phone photo's EXIF orientation applied.
 
     Browsers draw an upload upright (`createImageBitmap`, `<img>`), so boxes are returned in that frame;
-    otherwise a photo taken with the phone turned would get its boxes drawn rotated on the page.
+    otherwise a photo taken with the phone turned would get its boxes drawn rotated on the page. The
+    transpositions are EXIF's (as `ImageOps.exif_transpose`, without rewriting the EXIF block).
     """
-    from PIL import ImageOps
+    from PIL import Image
 
-    if _orientation(im) == 1:  # Orientation 1 (or none) is already upright
-        return im
-    return ImageOps.exif_transpose(im)
+    t = Image.Transpose
+    method = {
+        2: t.FLIP_LEFT_RIGHT,
+        3: t.ROTATE_180,
+        4: t.FLIP_TOP_BOTTOM,
+        5: t.TRANSPOSE,
+        6: t.ROTATE_270,
+        7: t.TRANSVERSE,
+        8: t.ROTATE_90,
+    }.get(orientation)
+    return im if method is None else im.transpose(method)
 
 
 def _rgb8(im: Any) -> NDArray[np.uint8]:
