@@ -229,6 +229,8 @@ def test_cli_folder_site_leads_the_headline_and_warning(tmp_path: Path, model_co
     assert (report["robustness_warning"] is None) == (report["per_site"]["lab-our-lab"]["map50"] >= 0.70)
     refused = CliRunner().invoke(app, [*args, "--write-card", "--out", str(tmp_path / "x.json")])
     assert refused.exit_code != 0 and "--sites none" in str(refused.exception or refused.output)
+    several = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "z.json")])  # COCO and VoTT both there
+    assert several.exit_code != 0 and "--folder-format FORMAT" in str(several.exception)
     named = CliRunner().invoke(app, [*args, "--site-name", "site-a", "--out", str(tmp_path / "y.json")])
     assert named.exit_code != 0 and not (tmp_path / "y.json").exists()
 

@@ -168,10 +168,12 @@ def _yolo_images(labels: Path) -> Path:
     return labels
 
 
-def locate(path: Path, fmt: str | None = None, images: Path | None = None) -> tuple[Source | None, list[Problem]]:
+def locate(
+    path: Path, fmt: str | None = None, images: Path | None = None, format_option: str = "--from"
+) -> tuple[Source | None, list[Problem]]:
     """The annotations in `path` (a folder, or one annotation file), in format `fmt` (None: whichever is
     there). JSON files that cannot be parsed come back as problems; a folder with no annotations, or with
-    several candidates and no `fmt`, is refused (InvalidInput)."""
+    several candidates and no `fmt`, is refused (InvalidInput, naming the command's `format_option`)."""
     if fmt is not None and fmt not in FORMATS:
         raise InvalidInput(f"unknown annotation format {fmt!r}; expected one of {', '.join(FORMATS)}")
     if not path.exists():
@@ -218,7 +220,9 @@ def locate(path: Path, fmt: str | None = None, images: Path | None = None) -> tu
         raise InvalidInput(f"{path}: no {fmt or 'VoTT, COCO or YOLO'} annotations found")
     if len(found) > 1:
         names = ", ".join(f"{k} ({a.name or a})" for k, a, _ in found)
-        hint = "pass the annotation file itself" if len({k for k, _, _ in found}) == 1 else "pass --from FORMAT"
+        hint = (
+            "pass the annotation file itself" if len({k for k, _, _ in found}) == 1 else f"pass {format_option} FORMAT"
+        )
         raise InvalidInput(f"{path}: several annotation sets found: {names}; {hint}")
     kind, where, default_images = found[0]
     return Source(kind, where, images or default_images), problems

@@ -264,7 +264,7 @@ def evaluate_folder(
     from medcloud.vision.annotation_folder import check_folder, locate, read_annotations, safe_image_path
     from medcloud.vision.runtime import decode_photo
 
-    source, pre = locate(folder, fmt, images_dir)
+    source, pre = locate(folder, fmt, images_dir, format_option="--folder-format")
     if source is None:
         raise InvalidInput(f"{folder}: {'; '.join(p.message for p in pre) or 'no annotations found'}")
     rep = check_folder(source, from_boxes=from_boxes, pre=pre)
