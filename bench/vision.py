@@ -121,10 +121,13 @@ def _time_to_first_answer(argv: list[str], port: int, body: bytes) -> dict[str, 
     env = dict(os.environ, MEDCLOUD_SERVE_TOKEN_SHA256=hashlib.sha256(TOKEN.encode()).hexdigest())
     t0 = time.perf_counter()
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = t0 + 120  # a server that accepts and then fails every request must not hang the bench
     try:
         while True:
             if proc.poll() is not None:
                 raise RuntimeError(f"{argv} exited with {proc.returncode}")
+            if time.perf_counter() > deadline:
+                raise RuntimeError(f"{argv[:3]} gave no answer within 120 s (see its stderr)")
             try:
                 conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
                 conn.request(
@@ -417,7 +420,9 @@ def torch_server(model_dir: Path, port: int) -> None:
     from medcloud.vision.nets import DetectorExport, GramCropClassifier, GramDetector
     from medcloud.vision.registry import load_dir
     from medcloud.vision.runtime import (
+        INPUT_LONG_SIDE,
         TILE,
+        Photo,
         Prediction,
         decode_peaks,
         gram_vote,
@@ -438,24 +443,34 @@ def torch_server(model_dir: Path, port: int) -> None:
     colour = input_colour(model_dir)
 
     class TorchPredictor:
-        def predict(self, image: Any, score_threshold: float = 0.3) -> Prediction:
+        """`serve.Predictor` run by torch: the same decoding (`decode_side`) and answer as the runtime's."""
+
+        decode_side = 2 * INPUT_LONG_SIDE
+
+        def predict_photo(self, photo: Photo, score_threshold: float = 0.3) -> Prediction:
+            return self.predict(photo.pixels, score_threshold, frame=(photo.width, photo.height))
+
+        def predict(self, image: Any, score_threshold: float = 0.3, frame: tuple[int, int] | None = None) -> Prediction:
             t0 = time.perf_counter()
             h, w = image.shape[:2]
+            fw, fh = frame or (w, h)
+            scale_x, scale_y = fw / w, fh / h
             x, scale = prepare(image, colour=colour)
             with torch.inference_mode():
                 heat, reg = det_export(torch.from_numpy(x))
                 found = decode_peaks(heat[0].numpy(), reg[0].numpy(), score_threshold)
                 crops = tiles(x, (round(h * scale), round(w * scale)))
                 probs = torch.softmax(cls(torch.from_numpy(crops)), dim=1).numpy()
+            to_photo = np.array([scale_x, scale_y, scale_x, scale_y], dtype=np.float32) / np.float32(scale)
             for d in found:
-                d.box = tuple(v / scale for v in d.box)  # type: ignore[assignment]
+                d.box = tuple(float(v) for v in np.asarray(d.box, dtype=np.float32) * to_photo)  # type: ignore[assignment]
             origins = np.array(
                 tile_origins(x.shape[2:], (round(h * scale), round(w * scale))), dtype=np.float32
             ).reshape(-1, 2)
-            crop_boxes = np.concatenate([origins[:, ::-1], origins[:, ::-1] + TILE], axis=1) / np.float32(scale)
+            crop_boxes = np.concatenate([origins[:, ::-1], origins[:, ::-1] + TILE], axis=1) * to_photo
             vote = gram_vote(probs, crop_boxes, found)  # the same yeast-aware vote as the runtime
             ms = (time.perf_counter() - t0) * 1000
-            return Prediction(found, vote.votes, vote.verdict, w, h, ms, vote.yeast, vote.excluded)
+            return Prediction(found, vote.votes, vote.verdict, fw, fh, ms, vote.yeast, vote.excluded)
 
     server = build_server(
         TorchPredictor(), load_dir(model_dir), os.environ["MEDCLOUD_SERVE_TOKEN_SHA256"], "127.0.0.1", port

@@ -39,8 +39,6 @@ from medcloud.vision.runtime import (
 )
 from medcloud.vision.synth import ORGANISMS, render_smear
 
-DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "src/medcloud/vision/models/gram-stain/0.4.0-synthetic"
-
 
 def record(model: GramStainModel, image: np.ndarray) -> dict[str, Any]:
     """Detections (original pixels, score >= 0.05) and crop probabilities, as `GramStainModel.predict` has them."""
@@ -70,7 +68,7 @@ def right(rec: dict[str, Any], code: str, weight: float, mixed: bool, threshold:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default=str(DEFAULT_MODEL))
+    ap.add_argument("--model", default=None, help="model folder (default: the shipped model)")
     ap.add_argument("--sites", default="site-a,site-b,site-c,site-random")
     ap.add_argument("--images", type=int, default=32, help="monomicrobial smears per site")
     ap.add_argument("--mixed", type=int, default=0, help="bacteria + yeast smears per site")
@@ -79,6 +77,10 @@ def main() -> None:
     ap.add_argument("--threshold", type=float, default=0.25, help="detection score threshold of the vote")
     args = ap.parse_args()
     weights = [float(w) for w in args.weights.split(",")]
+    if args.model is None:
+        from medcloud.vision.registry import resolve
+
+        args.model = str(resolve(None).path)
     model = GramStainModel(Path(args.model), threads=1)
     t0 = time.perf_counter()
     per_site: dict[str, Any] = {}

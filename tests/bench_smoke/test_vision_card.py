@@ -63,3 +63,12 @@ def test_a_card_that_does_not_match_the_weights_is_refused(tmp_path: Path) -> No
     done = _loso(model, model)
     assert done.returncode != 0 and "does not match the card's SHA-256" in done.stderr
     assert (model / "card.json").read_text() == stale  # nothing written
+
+
+def test_coldstart_runs_serve_model_and_the_torch_server_to_the_same_answer() -> None:
+    """Both servers speak `serve.Predictor` (the torch one had fallen behind it and failed every request)."""
+    argv = [sys.executable, str(BENCH), "coldstart", "--repeat", "1"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=dict(os.environ, PYTHONPATH=str(SRC)))
+    assert done.returncode == 0, done.stderr[-3000:]
+    cold = json.loads(done.stdout)["coldstart"]
+    assert cold["serve_model_onnxruntime"]["boxes"] == cold["torch_server"]["boxes"] > 0
