@@ -88,6 +88,22 @@ def _wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes] | None = 
     raise RuntimeError(f"{url} did not answer within {timeout} s")
 
 
+def _wait_workers(log: Path, workers: int, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+    """Wait until `workers` uvicorn workers have finished starting (the hub runs with `--log-level info`).
+
+    /healthz answers as soon as one worker is up; timing from then would measure the others' start-up
+    (imports, catalog check) as if it were serving work, and leave one worker to serve alone.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before its {workers} workers started")
+        if log.read_bytes().count(b"Application startup complete.") >= workers:
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"{workers} workers did not start within {timeout} s (see {log})")
+
+
 # -- clients ---------------------------------------------------------------------------------------
 def _tree_cpu(pid: int | None) -> float:
     """CPU seconds (user + system) used so far by process `pid` and its live descendants (Linux /proc)."""
@@ -267,17 +283,20 @@ class Hub:
 
     def start(self, label: str) -> None:
         cmd = _medcloud(
-            "hub", "serve", "--data", str(self.data), "--port", str(self.port), "--workers", str(HUB_WORKERS)
-        )
+            "hub", "serve", "--data", str(self.data), "--port", str(self.port), "--workers", str(HUB_WORKERS),
+            "--log-level", "info",  # each worker logs its start: `_wait_workers` counts them
+        )  # fmt: skip
         if self.profile_dir is not None and shutil.which("py-spy"):
             self.profile_dir.mkdir(parents=True, exist_ok=True)
             # Collapsed stacks with idle threads: wall-clock attribution, fsync waits included.
             out = self.profile_dir / f"hub-{label}.folded"
             spy = ["py-spy", "record", "--format", "raw", "--idle", "--subprocesses", "--rate", "250"]
             cmd = [*spy, "-o", str(out), "--", *cmd]
-        log = (self.data.parent / f"hub-{label}.log").open("wb")
-        self.proc = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        log = self.data.parent / f"hub-{label}.log"
+        with log.open("wb") as out:
+            self.proc = subprocess.Popen(cmd, env=self.env, stdout=out, stderr=subprocess.STDOUT)
         _wait_http(self.url + "/healthz", 180, self.proc)  # a loaded 2-core machine starts slowly
+        _wait_workers(log, HUB_WORKERS, 180, self.proc)
 
     def stop(self) -> None:
         if self.proc is not None:

@@ -117,10 +117,12 @@ class Hub(harness.Hub):
 
     def start(self, label: str) -> None:
         cmd = harness._medcloud("hub", "serve", "--data", str(self.data), "--port", str(self.port),
-                                "--workers", str(harness.HUB_WORKERS))  # fmt: skip
-        log = (self.data.parent / f"hub-{label}.log").open("wb")
-        self.proc = subprocess.Popen(cmd, env=harness._env(), stdout=log, stderr=subprocess.STDOUT)
+                                "--workers", str(harness.HUB_WORKERS), "--log-level", "info")  # fmt: skip
+        log = self.data.parent / f"hub-{label}.log"
+        with log.open("wb") as out:
+            self.proc = subprocess.Popen(cmd, env=harness._env(), stdout=out, stderr=subprocess.STDOUT)
         harness._wait_http(self.url + "/healthz", 300, self.proc)
+        harness._wait_workers(log, harness.HUB_WORKERS, 300, self.proc)  # every worker started, not just one
 
 
 def bench_hub(work: Path, files: list[bytes], clients: int, per_request: int) -> dict[str, Any]:
