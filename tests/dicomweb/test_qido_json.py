@@ -65,3 +65,20 @@ def test_the_json_text_is_json_dumps_of_the_datasets(level: Level, params: list[
     for row, dataset in zip(rows, datasets, strict=True):
         held = dj._level_values(level, row, "http://hub/dicom-web")
         assert dataset == {tag: dj.element(vr, held.get(kw)) for tag, vr, kw in columns}
+
+
+def test_json_bytes_writes_what_json_dumps_writes_for_a_stow_answer() -> None:
+    """The STOW-RS answer (strings, integers, nested sequences, kanji, control characters) is written by
+    `json_bytes` as json.dumps writes it; an integer past 64 bits, which orjson refuses, still is."""
+    body = {
+        "00081190": dj.element("UR", "http://hub/dicom-web/studies/1.2.3"),
+        "00081199": {"vr": "SQ", "Value": [{"00081150": dj.element("UI", "1.2.840.10008.5.1.4.1.1.2"),
+                                            "00081155": dj.element("UI", "1.2.3.4"),
+                                            "00081190": dj.element("UR", "http://hub/x?山田=\u2028\"\\\x01")}]},
+        "00081198": {"vr": "SQ", "Value": [{"00081197": dj.element("US", 0xA700), "00081155": {"vr": "UI"}}]},
+    }  # fmt: skip
+    plain = json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+    assert dj.json_bytes(body) == plain
+    assert dj.json_bytes({"vr": "SQ"}) == b'{"vr":"SQ"}'
+    huge = {"x": {"vr": "SV", "Value": [2**70]}}
+    assert dj.json_bytes(huge) == json.dumps(huge, separators=(",", ":")).encode()

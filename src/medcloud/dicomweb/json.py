@@ -156,12 +156,18 @@ def qido_results_json(query: QidoQuery, rows: Iterable[dict[str, Any]], base: st
     """`qido_results` as the UTF-8 JSON a response carries, written by orjson: the same text as
     `json.dumps(..., ensure_ascii=False, separators=(",", ":"))` writes of it (a test holds them equal), in
     a tenth of the time. (The catalog's numbers are integers: no NaN, which orjson would write as null.)"""
-    datasets = qido_results(query, rows, base)
+    return json_bytes(qido_results(query, rows, base))
+
+
+def json_bytes(body: Any) -> bytes:
+    """DICOM JSON of strings, integers, lists and dicts as UTF-8 bytes, written by orjson: the text
+    `json.dumps(..., ensure_ascii=False, separators=(",", ":"))` writes of it (tests hold them equal), in a
+    tenth of the time. Not for floats (orjson writes NaN as null where json.dumps refuses it)."""
     try:
-        return orjson.dumps(datasets)
+        return orjson.dumps(body)
     except orjson.JSONEncodeError:
         # what orjson refuses (an integer beyond 64 bits): json.dumps writes it, or refuses it likewise
-        return _dumps(datasets).encode()
+        return _dumps(body).encode()
 
 
 _dumps = functools.partial(json.dumps, ensure_ascii=False, allow_nan=False, separators=(",", ":"))

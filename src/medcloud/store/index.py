@@ -285,11 +285,11 @@ def refresh_counts(conn: Connection, series_ids: Iterable[int], *, study_ids: It
     that knows the series' studies (ingest planned them) passes `study_ids` and saves looking them up."""
     ids = sorted(set(series_ids))
     for i in range(0, len(ids), 500):
-        conn.execute(_RECOUNT_SERIES, {"ids": ids[i : i + 500]})
+        driver_execute(conn, _RECOUNT_SERIES, {"ids": ids[i : i + 500]})
     if study_ids is None:
         found: set[int] = set()
         for i in range(0, len(ids), 500):
-            found.update(int(s) for s in conn.execute(_STUDIES_OF_SERIES, {"ids": ids[i : i + 500]}).scalars())
+            found.update(int(row[0]) for row in driver_execute(conn, _STUDIES_OF_SERIES, {"ids": ids[i : i + 500]}))
         study_ids = found
     refresh_study_counts(conn, study_ids)
 
