@@ -324,3 +324,36 @@ def test_searches_run_inline_on_sqlite_and_a_slow_one_goes_to_a_worker_thread(
     # Another shape (a study date range) is tried inline and, within the budget, answered there.
     assert _uids(_ok(seeded, "/dicom-web/studies?StudyDate=20200101-20200103")) == [LUNG_CT]
     assert hops == ["search", "search"]
+
+
+@pytest.mark.postgres
+def test_searches_on_postgresql_are_awaited_on_the_event_loop(pg_hub: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On PostgreSQL a search is awaited on the event loop (psycopg's asyncio connection): no hop to a worker
+    thread, at every level, with the answers the worker-thread path gives."""
+    from medcloud.hub.routes import dicomweb as routes
+    from medcloud.store.dicomweb import DicomwebQueries
+    from tests.dicomweb.conftest import seed
+
+    s = seed(pg_hub)
+    urls = [
+        "/dicom-web/studies?PatientID=PSEUDO-1&includefield=00081030",
+        "/dicom-web/studies?StudyDate=-20201231&ModalitiesInStudy=CT",
+        f"/dicom-web/studies/{LUNG_CT}/series",
+        "/dicom-web/series?Modality=MR",
+        f"/dicom-web/studies/{LUNG_CT}/series/{LUNG_CT_SERIES}/instances",
+        "/dicom-web/instances?limit=1&offset=1",
+    ]
+    hops: list[str] = []
+    threadpool = routes.run_in_threadpool
+
+    async def counted(func: Any, *args: Any, **kwargs: Any) -> Any:
+        hops.append(getattr(func, "__name__", repr(func)))
+        return await threadpool(func, *args, **kwargs)
+
+    monkeypatch.setattr(routes, "run_in_threadpool", counted)
+    on_loop = [_ok(s, url) for url in urls]
+    assert hops == []  # every search awaited on the loop
+    assert _uids(on_loop[0]) == [LUNG_CT] and len(on_loop[4]) == 2 and len(on_loop[5]) == 1
+    monkeypatch.setattr(DicomwebQueries, "async_reads", property(lambda self: False))
+    assert [_ok(s, url) for url in urls] == on_loop  # the worker-thread path answers the same
+    assert hops == ["search"] * len(urls)

@@ -212,3 +212,54 @@ def test_an_encrypted_catalog_reads_inline_too(tmp_path: Path) -> None:
         db.read_rows(SLOW, {"projects": ["lung"]}, budget_s=0.0)
     assert stopped.value.slow  # 8,000 joined rows take far more than the 1,000 steps between checks
     db.dispose()
+
+
+@pytest.mark.postgres
+def test_reads_on_the_event_loop_on_postgresql_are_read_rows(pg_url: str) -> None:
+    """`read_rows_async` (psycopg's asyncio connections, no worker thread) gives `read_rows`' keys and rows
+    and SQLAlchemy's errors; a failed connection is never reused; a kept connection the server dropped is
+    replaced once, without an error; `aclose` closes what the loop kept."""
+    import asyncio
+
+    db = _db(pg_url)
+    _fill(db)
+    assert db.async_reads
+
+    async def scenario() -> None:
+        for stmt, params in CASES:
+            assert await db.read_rows_async(stmt, params) == db.read_rows(stmt, params), params
+        assert db._async is not None
+        pool = db._async._pool()
+        assert len(pool.idle) == 1  # one connection served every read in turn
+        # Concurrent reads each get a connection, and all of them are kept for the next ones.
+        results = await asyncio.gather(*(db.read_rows_async(*CASES[0]) for _ in range(5)))
+        assert all(r == db.read_rows(*CASES[0]) for r in results)
+        assert 1 <= len(pool.idle) <= 5
+        kept = list(pool.idle)
+        with pytest.raises(sa.exc.ProgrammingError, match="no_such_table"):
+            await db.read_rows_async(sa.select(sa.text("* FROM no_such_table")), {})
+        assert len(pool.idle) == len(kept) - 1 and any(c.closed for c in kept)  # the failed one is closed
+        # The server drops every kept connection (a restart would): the next read still answers.
+        pids = [c.info.backend_pid for c in pool.idle]
+        with db.engine.connect() as admin:
+            for pid in pids:
+                admin.exec_driver_sql(f"SELECT pg_terminate_backend({int(pid)})")
+        expected = db.read_rows(*CASES[5])
+        # as many reads at once as connections are kept: each takes one of the dropped ones
+        assert await asyncio.gather(*(db.read_rows_async(*CASES[5]) for _ in pids)) == [expected] * len(pids)
+        assert len(pool.idle) == len(pids) and all(c.info.backend_pid not in pids for c in pool.idle)
+        await db.aclose()
+        assert all(c.closed for c in pool.idle + kept)
+
+    asyncio.run(scenario())
+    db.dispose()
+
+
+def test_reads_on_the_event_loop_are_for_postgresql(tmp_path: Path) -> None:
+    import asyncio
+
+    db = _db(f"sqlite:///{tmp_path / 'c.db'}")
+    assert not db.async_reads
+    with pytest.raises(ValueError, match="PostgreSQL"):
+        asyncio.run(db.read_rows_async(*CASES[0]))
+    db.dispose()

@@ -209,6 +209,7 @@ def create_app(settings: Settings | None = None, *, state: HubState | None = Non
             with contextlib.suppress(asyncio.CancelledError):
                 await checkpoints
             if owned:
+                await app.state.hub.catalog.db.aclose()  # this loop's PostgreSQL read connections
                 app.state.hub.close()
                 app.state.hub = None
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
@@ -23,6 +23,9 @@ try:
 except ImportError:  # not on Windows: SQLite's busy handler alone serializes writers there
     fcntl = None  # type: ignore[assignment]
 from sqlalchemy.engine import Connection, Engine
+
+if TYPE_CHECKING:
+    from medcloud.store.pg_async import AsyncReads
 
 __all__ = ["Database", "ReadOverBudget", "driver_execute", "utcnow"]
 
@@ -69,6 +72,7 @@ class Database:
         # never waiting for a lock (busy timeout 0); one caller at a time, a second one is told to go elsewhere.
         self._inline: Any = None
         self._inline_lock = threading.Lock()
+        self._async: AsyncReads | None = None  # PostgreSQL: reads on the event loop (`read_rows_async`)
         kwargs: dict[str, Any] = {"future": True}
         if sqlite_key is not None and self.dialect != "sqlite":
             raise ValueError("sqlite_key is for a SQLite catalog")
@@ -233,6 +237,31 @@ class Database:
             finally:
                 self._inline_lock.release()
         return plan.result_keys, plan.convert(rows)
+
+    @property
+    def async_reads(self) -> bool:
+        """Whether `read_rows_async` can run reads on the event loop (PostgreSQL)."""
+        return self.dialect == "postgresql"
+
+    async def read_rows_async(
+        self, stmt: sa.Select[Any], params: Mapping[str, Any]
+    ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """`read_rows` awaited on the running event loop (PostgreSQL: `medcloud.store.pg_async`), without a
+        worker thread; the same SQL, parameters, values and errors."""
+        if not self.async_reads:
+            raise ValueError("reads on the event loop are for PostgreSQL")
+        if self._async is None:
+            from medcloud.store.pg_async import AsyncReads
+
+            self._async = AsyncReads(self.engine)
+        plan = _plan(self.engine.dialect, stmt, ())
+        sql, args = plan.bind(params)
+        return plan.result_keys, plan.convert(await self._async.fetch(sql, args))
+
+    async def aclose(self) -> None:
+        """Close the running event loop's connections of `read_rows_async` (before `dispose`)."""
+        if self._async is not None:
+            await self._async.aclose()
 
     def _read_rows_pg(self, stmt: sa.Select[Any], params: Mapping[str, Any]) -> tuple[list[str], list[tuple[Any, ...]]]:
         """`read_rows` on PostgreSQL: psycopg in autocommit mode for the one statement (the pool's pre-ping

@@ -210,27 +210,30 @@ class DicomwebQueries:
         """Whether `search` can run on the caller's thread within a budget (SQLite)."""
         return self._db.dialect == "sqlite"
 
-    def _run(
-        self,
-        level: str,
-        query: QidoQuery,
-        projects: frozenset[str] | None,
-        build: Callable[[list[_Build]], sa.Select[Any]],
-        budget_s: float | None,
-    ) -> list[dict[str, Any]]:
-        """One page of `query`'s matches: the statement of its shape (built once) with its parameters."""
+    @property
+    def async_reads(self) -> bool:
+        """Whether `search_async` can run on the event loop without a worker thread (PostgreSQL)."""
+        return self._db.async_reads
+
+    def _statement(
+        self, query: QidoQuery, projects: frozenset[str] | None
+    ) -> tuple[tuple[Any, ...], sa.Select[Any], dict[str, Any]]:
+        """The shape key, the statement of `query`'s shape (built once) and its parameters: one page of matches
+        at the query's level."""
         shape, params, builds = _scoped(query, projects, self._db.dialect)
-        key = (self._db.dialect, level, shape)
-        if budget_s is not None and key in self._slow:
-            raise ReadOverBudget("a search of this shape ran past its budget before", slow=True)
-        stmt = self._statements.get(key, lambda: build(builds))
-        try:
-            names, rows = self._db.read_rows(stmt, params, budget_s=budget_s)
-        except ReadOverBudget as exc:
-            if exc.slow:  # not when it could not start (busy, in use, not open yet)
-                self._slow.add(key)
-            raise
-        return [dict(zip(names, row, strict=True)) for row in rows]
+        key = (self._db.dialect, query.level.value, shape)
+        build = {Level.STUDY: self._study_select, Level.SERIES: self._series_select}.get(
+            query.level, self._instances_select
+        )
+        return key, self._statements.get(key, lambda: build(builds)), params
+
+    @staticmethod
+    def _rows(level: Level, names: list[str], found: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
+        rows = [dict(zip(names, row, strict=True)) for row in found]
+        if level is Level.STUDY:  # counts and modalities are read off the study row (kept by store.index)
+            for r in rows:
+                r["modalities"] = [m for m in r["modalities"].split("\\") if m]
+        return rows
 
     def search(
         self, query: QidoQuery, projects: frozenset[str] | None, *, budget_s: float | None = None
@@ -239,24 +242,27 @@ class DicomwebQueries:
 
         `budget_s`: run on this thread (the event loop) within that time, or raise `ReadOverBudget` (see
         `Database.read_rows`); a shape that ran over once is not tried inline again."""
-        if query.level is Level.STUDY:
-            return self._studies(query, projects, budget_s)
-        if query.level is Level.SERIES:
-            return self._series(query, projects, budget_s)
-        return self._instances(query, projects, budget_s)
+        key, stmt, params = self._statement(query, projects)
+        if budget_s is not None and key in self._slow:
+            raise ReadOverBudget("a search of this shape ran past its budget before", slow=True)
+        try:
+            names, found = self._db.read_rows(stmt, params, budget_s=budget_s)
+        except ReadOverBudget as exc:
+            if exc.slow:  # not when it could not start (busy, in use, not open yet)
+                self._slow.add(key)
+            raise
+        return self._rows(query.level, names, found)
 
-    def _studies(
-        self, query: QidoQuery, projects: frozenset[str] | None, budget_s: float | None
-    ) -> list[dict[str, Any]]:
-        # Counts and modalities are read off the study row (kept by store.index): no per-row counting.
-        def build(builds: list[_Build]) -> sa.Select[Any]:
-            q = _where(sa.select(studies), builds).order_by(studies.c.study_date.desc().nulls_last(), studies.c.id)
-            return q.limit(_PAGE["limit"]).offset(_PAGE["offset"])
+    async def search_async(self, query: QidoQuery, projects: frozenset[str] | None) -> list[dict[str, Any]]:
+        """`search` awaited on the event loop (PostgreSQL: `Database.read_rows_async`)."""
+        _, stmt, params = self._statement(query, projects)
+        names, found = await self._db.read_rows_async(stmt, params)
+        return self._rows(query.level, names, found)
 
-        rows = self._run("study", query, projects, build, budget_s)
-        for r in rows:
-            r["modalities"] = [m for m in r["modalities"].split("\\") if m]
-        return rows
+    @staticmethod
+    def _study_select(builds: list[_Build]) -> sa.Select[Any]:
+        q = _where(sa.select(studies), builds).order_by(studies.c.study_date.desc().nulls_last(), studies.c.id)
+        return q.limit(_PAGE["limit"]).offset(_PAGE["offset"])
 
     @staticmethod
     def _study_columns() -> list[Any]:
@@ -270,23 +276,18 @@ class DicomwebQueries:
             studies.c.description.label("study_description"),
         ]
 
-    def _series(
-        self, query: QidoQuery, projects: frozenset[str] | None, budget_s: float | None
-    ) -> list[dict[str, Any]]:
-        def build(builds: list[_Build]) -> sa.Select[Any]:
-            q = sa.select(
-                series.c.series_uid,
-                series.c.modality,
-                series.c.body_part,
-                series.c.description.label("series_description"),
-                series.c.series_number,
-                series.c.n_instances,
-                *self._study_columns(),
-            ).select_from(series.join(studies))
-            q = _where(q, builds).order_by(studies.c.id, series.c.series_number, series.c.id)
-            return q.limit(_PAGE["limit"]).offset(_PAGE["offset"])
-
-        return self._run("series", query, projects, build, budget_s)
+    def _series_select(self, builds: list[_Build]) -> sa.Select[Any]:
+        q = sa.select(
+            series.c.series_uid,
+            series.c.modality,
+            series.c.body_part,
+            series.c.description.label("series_description"),
+            series.c.series_number,
+            series.c.n_instances,
+            *self._study_columns(),
+        ).select_from(series.join(studies))
+        q = _where(q, builds).order_by(studies.c.id, series.c.series_number, series.c.id)
+        return q.limit(_PAGE["limit"]).offset(_PAGE["offset"])
 
     def _instance_select(self) -> sa.Select[Any]:
         return sa.select(
@@ -299,17 +300,10 @@ class DicomwebQueries:
             *self._study_columns(),
         ).select_from(instances.join(series).join(studies))
 
-    def _instances(
-        self, query: QidoQuery, projects: frozenset[str] | None, budget_s: float | None
-    ) -> list[dict[str, Any]]:
-        def build(builds: list[_Build]) -> sa.Select[Any]:
-            q = _where(self._instance_select(), builds)
-            q = q.order_by(
-                studies.c.id, series.c.series_number, series.c.id, instances.c.instance_number, instances.c.id
-            )
-            return q.limit(_PAGE["limit"]).offset(_PAGE["offset"])
-
-        return self._run("instance", query, projects, build, budget_s)
+    def _instances_select(self, builds: list[_Build]) -> sa.Select[Any]:
+        q = _where(self._instance_select(), builds)
+        q = q.order_by(studies.c.id, series.c.series_number, series.c.id, instances.c.instance_number, instances.c.id)
+        return q.limit(_PAGE["limit"]).offset(_PAGE["offset"])
 
     def _retrieve_select(self, scoped: bool, one_series: bool, one_instance: bool, json_kept: bool) -> sa.Select[Any]:
         """The statement of a retrieve of this shape, with bound parameters (the same SQL as built per call)."""

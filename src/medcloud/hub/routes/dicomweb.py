@@ -90,6 +90,8 @@ async def _search(request: Request, principal: Principal, level: Level, **fixed:
         # (then it is stopped and run in a worker thread like any other read).
         with contextlib.suppress(ReadOverBudget):
             rows = queries.search(query, projects, budget_s=INLINE_SEARCH_BUDGET_S)
+    elif queries.async_reads:  # PostgreSQL: awaited on the loop, no worker thread
+        rows = await queries.search_async(query, projects)
     if rows is None:
         rows = await run_in_threadpool(queries.search, query, projects)
     if "StudyInstanceUID" in fixed and not rows:
