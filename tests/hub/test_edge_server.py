@@ -190,3 +190,87 @@ def test_answers_do_not_name_the_server_software(live_hub: LiveHub) -> None:
         assert r.status_code == status, r.text
         assert "server" not in r.headers, r.headers
         assert r.headers["x-content-type-options"] == "nosniff" and "content-security-policy" in r.headers
+
+
+def test_a_response_head_goes_out_with_its_body_and_continue_is_not_held(live_hub: LiveHub) -> None:
+    """`OneWriteResponse` on the live server: a small answer arrives as one segment (its head and body in
+    one write); `100 Continue` is sent before the body is read, not held back; answers to HEAD, to a body
+    on a kept-alive connection and to a refusal still arrive whole."""
+    sock = _connect(live_hub)
+    try:
+        for _ in range(3):  # keep-alive: each answer whole, in one read
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            first = sock.recv(65536)
+            head, _, body = first.partition(b"\r\n\r\n")
+            length = int(next(v for k, _, v in (h.partition(b": ") for h in head.split(b"\r\n")[1:])
+                              if k.lower() == b"content-length"))  # fmt: skip
+            assert head.startswith(b"HTTP/1.1 200 ") and len(body) == length > 0, first
+        sock.sendall(b"HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n")  # a head and no body: not held back
+        answer = sock.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 405 ") and answer.endswith(b"\r\n\r\n"), answer  # not served
+        body = b"not an image" * 100
+        sock.sendall(
+            f"POST /api/v1/ingest HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {live_hub.tokens['site']}\r\n"
+            f"Content-Length: {len(body)}\r\nExpect: 100-continue\r\n\r\n".encode()
+        )
+        assert sock.recv(65536).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")  # before any body was sent
+        sock.sendall(body)
+        assert _read_response(sock).startswith(b"HTTP/1.1 415 ")
+    finally:
+        sock.close()
+
+
+class _Transport:
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+
+    def writelines(self, parts: list[bytes]) -> None:
+        self.writes.append(b"|".join(bytes(p) for p in parts))  # one call; "|" shows the parts
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+
+class _Cycle:
+    response_started = False
+
+
+def test_one_write_response_holds_only_the_head() -> None:
+    from medcloud.hub.server import OneWriteResponse
+
+    t, cycle = _Transport(), _Cycle()
+    w = OneWriteResponse(t, cycle)  # type: ignore[arg-type]
+    w.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # before the response starts: at once
+    assert t.writes == [b"HTTP/1.1 100 Continue\r\n\r\n"]
+    cycle.response_started = True
+    w.write(b"HEAD\r\n\r\n")
+    assert len(t.writes) == 1  # the head is held
+    w.write(b"body-1")
+    w.write(b"body-2")
+    assert t.writes[1:] == [b"HEAD\r\n\r\nbody-1", b"body-2"]
+    assert not w.is_closing()  # the rest is the transport's
+    # A large first chunk is not copied: head and chunk go in one writelines call.
+    t2, big = _Transport(), b"x" * (1024 * 1024)
+    w2 = OneWriteResponse(t2, cycle)  # type: ignore[arg-type]
+    w2.write(b"H")
+    w2.write(big)
+    assert t2.writes == [b"H|" + big]
+    # A response that ends without a body write (HEAD): its head goes out when it ends, then uvicorn's callback.
+    t4, ended = _Transport(), []
+    w4 = OneWriteResponse(t4, cycle)  # type: ignore[arg-type]
+    w4.write(b"H")
+    w4.finished(lambda: ended.append(list(t4.writes)))
+    assert ended == [[b"H"]]
+    # A response closed after its head: the head still goes out first.
+    t3 = _Transport()
+    w3 = OneWriteResponse(t3, cycle)  # type: ignore[arg-type]
+    w3.write(b"H")
+    w3.close()
+    assert t3.writes == [b"H"] and t3.closed

@@ -27,6 +27,7 @@ import logging
 import ssl
 import threading
 from asyncio.sslproto import SSLProtocol
+from collections.abc import Callable
 from typing import Any
 
 from medcloud.config import Settings
@@ -119,6 +120,59 @@ try:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 except ImportError:  # pragma: no cover - httptools is optional for uvicorn; h11 takes over
     HttpToolsProtocol = None  # type: ignore[assignment,misc]
+
+
+_JOIN_BELOW = 64 * 1024  # a first body chunk up to this size is copied after the head; a larger one is not
+
+
+class OneWriteResponse:
+    """One request's view of its connection that sends the response's head with the first body bytes.
+
+    uvicorn writes a response's status line and headers, then its body: two writes, two `send` calls, and
+    the client woken twice, for an answer that is ready at once (a search, a STOW-RS response). Here the
+    head is held until the first body write and goes out with it (one write; joined when that first chunk
+    is small, else as a `writelines` pair). Writes before the response starts (`100 Continue`) pass at once;
+    a head still held when the response ends (HEAD: no body is written) or the connection closes goes out
+    then. Everything else is the transport's.
+    """
+
+    __slots__ = ("_cycle", "_head", "_passed", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, cycle: Any) -> None:
+        self._transport = transport
+        self._cycle = cycle
+        self._head: bytes | None = None
+        self._passed = False  # the head went out
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._passed or not self._cycle.response_started:
+            self._transport.write(data)
+        elif self._head is None:  # the head: held for the body
+            self._head = bytes(data)
+        else:
+            head, self._head, self._passed = self._head, None, True
+            if len(data) <= _JOIN_BELOW:
+                self._transport.write(head + bytes(data))
+            else:
+                self._transport.writelines([head, data])
+
+    def _flush(self) -> None:
+        if self._head is not None:
+            head, self._head, self._passed = self._head, None, True
+            self._transport.write(head)
+
+    def finished(self, then: Callable[[], None]) -> None:
+        """The cycle's end-of-response callback: a head still held (an answer to HEAD has no body write) goes
+        out, then `then` (uvicorn's own callback) runs."""
+        self._flush()
+        then()
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 if HttpToolsProtocol is not None:
@@ -249,6 +303,10 @@ if HttpToolsProtocol is not None:
             self._head_ended = True
             self._disarm_head_timer()
             super().on_headers_complete()
+            # The cycle was made just now and its task has not run yet (nor, if pipelined, been started).
+            one_write = OneWriteResponse(self.transport, self.cycle)
+            self.cycle.transport = one_write  # type: ignore[assignment]  # the transport, as the cycle uses it
+            self.cycle.on_response = functools.partial(one_write.finished, self.cycle.on_response)
 
         def on_message_complete(self) -> None:
             super().on_message_complete()
