@@ -35,6 +35,10 @@ only.
 per query (a load spike on the shared machine then falls on every size alike); `--settle` runs VACUUM
 ANALYZE and CHECKPOINT on a PostgreSQL catalog after its bulk fill, before measuring.
 
+`client_floor` is each client's own time per request, measured against a null server that answers at once
+(`--null-server`); `ratio_ceilings` are Orthanc's p50 over that floor: the highest ratio that client could
+show for a hub that took no time at all.
+
 Prints one JSON object; `ratios` are Orthanc p50 / hub p50 at the Orthanc size, and `pg_p95_growth` the
 hub's p95 at the largest size over the smallest, on PostgreSQL.
 """
@@ -506,7 +510,74 @@ def orthanc_client(size: int, repeat: int, curl: int = 0, clients: int = 4) -> N
     print(json.dumps(out))
 
 
+NULL_BODY = b'[{"0020000D":{"vr":"UI","Value":["1.2.3"]}}]'
+
+
+def null_server(port: int) -> None:
+    """Child mode: an HTTP/1.1 server that answers every request at once with the same small JSON body and
+    does no other work (asyncio, one process), so that a client timed against it times itself."""
+    import asyncio
+
+    reply = (
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/dicom+json\r\ncontent-length: "
+        + str(len(NULL_BODY)).encode()
+        + b"\r\n\r\n"
+        + NULL_BODY
+    )
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            while True:
+                await reader.readuntil(b"\r\n\r\n")  # GET requests: no body
+                writer.write(reply)
+
+    async def run() -> None:
+        server = await asyncio.start_server(serve, "127.0.0.1", port)
+        async with server:
+            await server.serve_forever()
+
+    with contextlib.suppress(KeyboardInterrupt):  # stopped by SIGINT (`_stop`)
+        asyncio.run(run())
+
+
+def client_floor(repeat: int, curl: int) -> dict[str, Any]:
+    """Each client's own time per request: p50 against `null_server` (a reply that costs the server
+    nothing), for the Python client and, with `--curl`, for curl, with the study-list URL and headers of
+    the searches. A server's time as a client sees it is at least this; a ratio Orthanc / hub timed by that
+    client cannot exceed Orthanc's time over this floor."""
+    import httpx
+
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, __file__, "--null-server", str(port)], env=_env())
+    try:
+        url, params = f"http://127.0.0.1:{port}/dicom-web/studies", {"PatientID": "CASE-1"}
+        _wait_http(url, 30, proc)
+        out: dict[str, Any] = {"server": "bench/qido.py null_server (asyncio; no work per request)"}
+        with httpx.Client(timeout=30) as client:
+            out["python"] = _stats(_timed(client, url, params, META, 3 + repeat)[0][3:])
+        if curl:
+            out["curl"] = _stats(curl_timed(url, params, META, curl))
+        return out
+    finally:
+        _stop(proc)
+
+
+def _ceilings(out: dict[str, Any]) -> dict[str, Any]:
+    """The highest Orthanc / hub ratio each client could show at all: Orthanc's p50 over the client's floor."""
+    orthanc, floor = out.get("orthanc"), out.get("client_floor")
+    if not orthanc or not floor:
+        return {}
+    return {
+        client: {k: round(v["p50_ms"] / floor[client]["p50_ms"], 1) for k, v in orthanc[key].items()}
+        for client, key in (("python", "queries"), ("curl", "curl"))
+        if client in floor and key in orthanc
+    }
+
+
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--null-server":
+        null_server(int(sys.argv[2]))
+        return
     if len(sys.argv) > 1 and sys.argv[1] == "--orthanc-client":
         orthanc_client(*(int(a) for a in sys.argv[2:6]))
         return
@@ -549,12 +620,14 @@ def main() -> None:
                 print(json.dumps(out["hub"][-1]), file=sys.stderr)
         if not a.no_orthanc and orthanc_binary() is not None:
             out["orthanc"] = bench_orthanc(work, a.orthanc_size, a.repeat, a.curl, a.upload_clients, a.orthanc_dir)
+        out["client_floor"] = client_floor(max(a.repeat, 100), a.curl)
     finally:
         if a.work is None and not a.keep:
             shutil.rmtree(work, ignore_errors=True)
     out["loadavg_1m"] = round(os.getloadavg()[0], 1)  # the machine is shared: say how busy it was
     out["ratios"] = _ratios(out, a.orthanc_size)
     out["curl_ratios"] = _ratios(out, a.orthanc_size, "curl")
+    out["ratio_ceilings"] = _ceilings(out)
     out["pg_p95_growth"] = _growth(out, "postgresql", sizes)
     out["sqlite_p95_growth"] = _growth(out, "sqlite", sizes)
     print(json.dumps(out))
