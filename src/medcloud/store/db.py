@@ -376,24 +376,20 @@ class _Plan:
         self.expanding = bool(compiled.post_compile_params or compiled.literal_execute_params)
         # An expanding statement's SQL and argument recipe by the lengths of its lists (few: one per number of
         # projects a caller may read, say); SQLAlchemy renders the SQL again on every execution.
-        self._expanded: dict[tuple[int, ...], tuple[str, list[tuple[str, int | None, Any, Any]]]] = {}
+        self._expanded: dict[tuple[int, ...], tuple[str, list[tuple[str, str, int | None, Any, Any]]]] = {}
 
     def bind(self, params: Mapping[str, Any]) -> tuple[str, Any]:
         """The SQL and driver arguments of this statement with `params`, bind processors applied (what
-        `construct_expanded_state` or `construct_params` give): a list for a positional driver (SQLite),
-        without rendering an expanding statement again for list lengths seen before; a dict for a named one
-        (psycopg)."""
+        `construct_expanded_state` or `construct_params` give): a list for a positional driver (SQLite), a
+        dict for a named one (psycopg); an expanding statement is not rendered again for list lengths seen
+        before."""
         compiled = self.compiled
-        if not compiled.positional:
-            if self.expanding:
-                state = compiled.construct_expanded_state(params)
-                sql, values, procs = state.statement, state.parameters, state.processors
-            else:
-                sql, values, procs = compiled.string, compiled.construct_params(params), compiled._bind_processors
-            return sql, {k: procs[k](v) if k in procs else v for k, v in values.items()}
         if not self.expanding:
             values = compiled.construct_params(params)
-            return compiled.string, _bound(compiled.positiontup, values, compiled._bind_processors)
+            if compiled.positional:
+                return compiled.string, _bound(compiled.positiontup, values, compiled._bind_processors)
+            procs = compiled._bind_processors
+            return compiled.string, {k: procs[k](v) if k in procs else v for k, v in values.items()}
         lists = sorted(b.key for b in compiled.post_compile_params)
         lengths = tuple(len(params[k]) if k in params else -1 for k in lists)
         recipe = self._expanded.get(lengths)
@@ -401,25 +397,33 @@ class _Plan:
             state = compiled.construct_expanded_state(params)
             if compiled.literal_execute_params or 0 in lengths or -1 in lengths:
                 # an empty list renders an empty-set expression; literal values are rendered into the SQL
-                return state.statement, _bound(state.positiontup, state.parameters, state.processors)
+                if compiled.positional:
+                    return state.statement, _bound(state.positiontup, state.parameters, state.processors)
+                procs = state.processors
+                return state.statement, {k: procs[k](v) if k in procs else v for k, v in state.parameters.items()}
             where = {e: (name, i) for name, es in state.parameter_expansion.items() for i, e in enumerate(es)}
             steps = []
-            for n in state.positiontup or ():
+            # positional: one argument per placeholder, in order; named: one per expanded parameter name
+            for n in state.positiontup if compiled.positional else list(state.parameters):
                 name, index = where.get(n, (n, None))
                 # a value the statement holds itself (not a parameter of this call) is taken from it
                 own = compiled.binds[name].effective_value if name in compiled.binds else None
-                steps.append((name, index, state.parameters[n] if name not in params else own, state.processors.get(n)))
+                steps.append(
+                    (n, name, index, state.parameters[n] if name not in params else own, state.processors.get(n))
+                )
             recipe = (state.statement, steps)
             if len(self._expanded) < 64:
                 self._expanded[lengths] = recipe
         sql, steps = recipe
-        args = []
-        for name, index, own, proc in steps:
+        pairs = []
+        for key, name, index, own, proc in steps:
             value = params.get(name, own)
             if index is not None:
                 value = value[index]
-            args.append(proc(value) if proc is not None else value)
-        return sql, args
+            pairs.append((key, proc(value) if proc is not None else value))
+        if compiled.positional:
+            return sql, [value for _, value in pairs]
+        return sql, dict(pairs)
 
     def convert(self, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         """Driver rows as `Connection.execute` gives them: each value through its column's result processor."""
