@@ -255,6 +255,18 @@ def test_reads_on_the_event_loop_on_postgresql_are_read_rows(pg_url: str) -> Non
     db.dispose()
 
 
+@pytest.mark.postgres
+def test_a_database_that_cannot_be_reached_is_sqlalchemys_error_on_the_event_loop_too() -> None:
+    import asyncio
+
+    db = Database("postgresql+psycopg://postgres@127.0.0.1:1/nothing_listens_here")
+    with pytest.raises(sa.exc.OperationalError):
+        db.read_rows(*CASES[0])
+    with pytest.raises(sa.exc.OperationalError):
+        asyncio.run(db.read_rows_async(*CASES[0]))
+    db.dispose()
+
+
 def test_reads_on_the_event_loop_are_for_postgresql(tmp_path: Path) -> None:
     import asyncio
 

@@ -268,7 +268,11 @@ class Database:
         still checks the connection out), then back to transactions before it returns to the pool."""
         plan = _plan(self.engine.dialect, stmt, ())
         sql, args = plan.bind(params)
-        pooled = self.engine.raw_connection()
+        dbapi = self.engine.dialect.loaded_dbapi
+        try:
+            pooled = self.engine.raw_connection()
+        except dbapi.Error as exc:  # as SQLAlchemy raises it (a Connection wraps it; the raw pool does not)
+            raise sa.exc.DBAPIError.instance(None, None, exc, dbapi.Error) from exc
         try:
             driver = pooled.driver_connection
             driver.autocommit = True  # type: ignore[union-attr]

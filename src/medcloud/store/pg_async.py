@@ -26,6 +26,12 @@ __all__ = ["AsyncReads"]
 _MAX_CONNECTIONS = 8  # per event loop: a burst of searches waits for one rather than opening more
 
 
+async def _close(conn: Any) -> None:
+    if conn is not None:
+        with contextlib.suppress(Exception):
+            await conn.close()
+
+
 class _LoopPool:
     def __init__(self) -> None:
         self.idle: list[Any] = []
@@ -60,26 +66,26 @@ class AsyncReads:
 
         pool = self._pool()
         async with pool.slots:
-            reused = bool(pool.idle)
-            conn = pool.idle.pop() if reused else await self._connect()
+            conn = pool.idle.pop() if pool.idle else None
+            reused = conn is not None
             try:
+                if conn is None:
+                    conn = await self._connect()
                 try:
                     rows = await self._execute(conn, sql, args)
                 except psycopg.OperationalError:
                     if not (reused and conn.broken):
                         raise
                     # A kept connection the server had dropped: once more, on a new one.
-                    with contextlib.suppress(Exception):
-                        await conn.close()
+                    await _close(conn)
+                    conn = None
                     conn = await self._connect()
                     rows = await self._execute(conn, sql, args)
             except psycopg.Error as exc:
-                with contextlib.suppress(Exception):
-                    await conn.close()
+                await _close(conn)
                 raise sa.exc.DBAPIError.instance(sql, args, exc, psycopg.Error) from exc
             except BaseException:  # cancelled mid-statement: the connection's state is unknown
-                with contextlib.suppress(Exception):
-                    await conn.close()
+                await _close(conn)
                 raise
             pool.idle.append(conn)
             return rows
@@ -96,5 +102,4 @@ class AsyncReads:
         if pool is None:
             return
         while pool.idle:
-            with contextlib.suppress(Exception):
-                await pool.idle.pop().close()
+            await _close(pool.idle.pop())
