@@ -7,8 +7,10 @@ The same de-identified bytes (bench/corpus.py's CT/MR files with fresh UIDs, de-
 timed) go to both servers in the same run, as `multipart/related; type="application/dicom"` requests of
 one instance or of `N` instances each, from 1 and 4 client threads with one keep-alive connection each.
 Orthanc 1.10 (Debian package, with its DICOMweb plugin) runs loopback-only in its own network
-namespace, as in bench/ingest.py. Each measurement gets a fresh data folder; timing is wall clock
-from the first request to the last reply; every instance must be acknowledged (ReferencedSOPSequence)
+namespace, as in bench/ingest.py. Each measurement gets a fresh data folder and a hub whose workers have
+all started (each logs its start; until session 12 the timing began when the first answered /healthz, so
+a second worker's start-up ran inside the four-client figures); timing is wall clock from the first
+request to the last reply; every instance must be acknowledged (ReferencedSOPSequence)
 and the stored count is checked afterwards. Rounds are interleaved and medians reported, with each
 round's ratio. CPU per file of the clients and of each server's process tree is printed too.
 Prints one JSON object.
