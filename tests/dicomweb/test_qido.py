@@ -284,6 +284,21 @@ def test_plain_read_endpoints_check_the_permission_their_documented_route_declar
         assert permissions(documented[0]) == {depends.dependency.permission}, path
 
 
+def _count_hops(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the functions the DICOMweb routes hand to a worker thread, from now on."""
+    from medcloud.hub.routes import dicomweb as routes
+
+    hops: list[str] = []
+    threadpool = routes.run_in_threadpool
+
+    async def counted(func: Any, *args: Any, **kwargs: Any) -> Any:
+        hops.append(getattr(func, "__name__", repr(func)))
+        return await threadpool(func, *args, **kwargs)
+
+    monkeypatch.setattr(routes, "run_in_threadpool", counted)
+    return hops
+
+
 def test_searches_run_inline_on_sqlite_and_a_slow_one_goes_to_a_worker_thread(
     seeded: Seeded, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -295,14 +310,7 @@ def test_searches_run_inline_on_sqlite_and_a_slow_one_goes_to_a_worker_thread(
     from medcloud.store.dicomweb import DicomwebQueries, _Shapes
 
     monkeypatch.setattr(DicomwebQueries, "_slow", _Shapes())  # this test's own record of slow shapes
-    hops: list[str] = []
-    threadpool = routes.run_in_threadpool
-
-    async def counted(func: Any, *args: Any, **kwargs: Any) -> Any:
-        hops.append(getattr(func, "__name__", repr(func)))
-        return await threadpool(func, *args, **kwargs)
-
-    monkeypatch.setattr(routes, "run_in_threadpool", counted)
+    hops = _count_hops(monkeypatch)
     url = "/dicom-web/studies?PatientID=PSEUDO-1&includefield=00081030"
     expected = _ok(seeded, url)
     assert _uids(expected) == [LUNG_CT]
@@ -330,7 +338,6 @@ def test_searches_run_inline_on_sqlite_and_a_slow_one_goes_to_a_worker_thread(
 def test_searches_on_postgresql_are_awaited_on_the_event_loop(pg_hub: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """On PostgreSQL a search is awaited on the event loop (psycopg's asyncio connection): no hop to a worker
     thread, at every level, with the answers the worker-thread path gives."""
-    from medcloud.hub.routes import dicomweb as routes
     from medcloud.store.dicomweb import DicomwebQueries
     from tests.dicomweb.conftest import seed
 
@@ -343,14 +350,7 @@ def test_searches_on_postgresql_are_awaited_on_the_event_loop(pg_hub: Any, monke
         f"/dicom-web/studies/{LUNG_CT}/series/{LUNG_CT_SERIES}/instances",
         "/dicom-web/instances?limit=1&offset=1",
     ]
-    hops: list[str] = []
-    threadpool = routes.run_in_threadpool
-
-    async def counted(func: Any, *args: Any, **kwargs: Any) -> Any:
-        hops.append(getattr(func, "__name__", repr(func)))
-        return await threadpool(func, *args, **kwargs)
-
-    monkeypatch.setattr(routes, "run_in_threadpool", counted)
+    hops = _count_hops(monkeypatch)
     on_loop = [_ok(s, url) for url in urls]
     assert hops == []  # every search awaited on the loop
     assert _uids(on_loop[0]) == [LUNG_CT] and len(on_loop[4]) == 2 and len(on_loop[5]) == 1
