@@ -259,6 +259,8 @@ HUB_WORKERS = 1  # --hub-workers
 
 
 class Hub:
+    start_timeout_s = 180.0  # a loaded 2-core machine starts slowly
+
     def __init__(self, root: Path, profile_dir: Path | None = None, key_file: Path | None = None) -> None:
         self.data = root
         self.port = _free_port()
@@ -295,8 +297,8 @@ class Hub:
         log = self.data.parent / f"hub-{label}.log"
         with log.open("wb") as out:
             self.proc = subprocess.Popen(cmd, env=self.env, stdout=out, stderr=subprocess.STDOUT)
-        _wait_http(self.url + "/healthz", 180, self.proc)  # a loaded 2-core machine starts slowly
-        _wait_workers(log, HUB_WORKERS, 180, self.proc)
+        _wait_http(self.url + "/healthz", self.start_timeout_s, self.proc)
+        _wait_workers(log, HUB_WORKERS, self.start_timeout_s, self.proc)
 
     def stop(self) -> None:
         if self.proc is not None:

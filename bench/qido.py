@@ -554,7 +554,7 @@ def client_floor(repeat: int, curl: int) -> dict[str, Any]:
         _wait_http(url, 30, proc)
         out: dict[str, Any] = {"server": "bench/qido.py null_server (asyncio; no work per request)"}
         with httpx.Client(timeout=30) as client:
-            out["python"] = _stats(_timed(client, url, params, META, 3 + repeat)[0][3:])
+            out["python"] = {k: v for k, v in _time(client, url, params, META, repeat).items() if k != "rows"}
         if curl:
             out["curl"] = _stats(curl_timed(url, params, META, curl))
         return out

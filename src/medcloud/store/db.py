@@ -392,8 +392,7 @@ class _Plan:
             values = compiled.construct_params(params)
             if compiled.positional:
                 return compiled.string, _bound(compiled.positiontup, values, compiled._bind_processors)
-            procs = compiled._bind_processors
-            return compiled.string, {k: procs[k](v) if k in procs else v for k, v in values.items()}
+            return compiled.string, _bound_named(values, compiled._bind_processors)
         lists = sorted(b.key for b in compiled.post_compile_params)
         lengths = tuple(len(params[k]) if k in params else -1 for k in lists)
         recipe = self._expanded.get(lengths)
@@ -403,8 +402,7 @@ class _Plan:
                 # an empty list renders an empty-set expression; literal values are rendered into the SQL
                 if compiled.positional:
                     return state.statement, _bound(state.positiontup, state.parameters, state.processors)
-                procs = state.processors
-                return state.statement, {k: procs[k](v) if k in procs else v for k, v in state.parameters.items()}
+                return state.statement, _bound_named(state.parameters, state.processors)
             where = {e: (name, i) for name, es in state.parameter_expansion.items() for i, e in enumerate(es)}
             steps = []
             # positional: one argument per placeholder, in order; named: one per expanded parameter name
@@ -444,6 +442,11 @@ _MAX_PLANS = 256
 def _bound(names: Sequence[str] | None, values: Mapping[str, Any], procs: Mapping[str, Any]) -> list[Any]:
     """Positional driver arguments: each named value, through its bind processor if it has one."""
     return [procs[n](values[n]) if n in procs else values[n] for n in names or ()]
+
+
+def _bound_named(values: Mapping[str, Any], procs: Mapping[str, Any]) -> dict[str, Any]:
+    """Named driver arguments: each value, through its bind processor if it has one."""
+    return {k: procs[k](v) if k in procs else v for k, v in values.items()}
 
 
 def _busy(exc: BaseException) -> bool:

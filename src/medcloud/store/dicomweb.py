@@ -222,9 +222,12 @@ class DicomwebQueries:
         at the query's level."""
         shape, params, builds = _scoped(query, projects, self._db.dialect)
         key = (self._db.dialect, query.level.value, shape)
-        build = {Level.STUDY: self._study_select, Level.SERIES: self._series_select}.get(
-            query.level, self._instances_select
-        )
+        if query.level is Level.STUDY:
+            build = self._study_select
+        elif query.level is Level.SERIES:
+            build = self._series_select
+        else:
+            build = self._instances_select
         return key, self._statements.get(key, lambda: build(builds)), params
 
     @staticmethod

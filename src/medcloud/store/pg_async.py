@@ -42,7 +42,6 @@ class AsyncReads:
     """Statements of an engine's PostgreSQL database run on the running event loop (see the module)."""
 
     def __init__(self, engine: sa.Engine) -> None:
-        self._engine = engine
         self._args, self._kwargs = engine.dialect.create_connect_args(engine.url)
         self._pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopPool] = weakref.WeakKeyDictionary()
 
