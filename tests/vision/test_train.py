@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -113,3 +114,26 @@ def test_stain_augmentation_varies_colour_and_normalisation_follows_the_whole_fi
     crop = field[:, :, 16:48, 16:48].copy()  # mostly cell: normalised with its field as the reference
     with_ctx = _photometric(crop, np.random.default_rng(1), 0.0, "white-balance", context=field.copy())
     assert np.ptp(with_ctx[:, :, 20, 20], axis=1).max() < 12
+
+
+def test_init_is_a_model_folder_or_a_shipped_version_and_anything_else_is_refused_up_front(tmp_path: Path) -> None:
+    from medcloud.errors import InvalidInput
+    from medcloud.vision.registry import PACKAGED_MODELS
+    from medcloud.vision.train import resolve_init, train_model
+
+    shipped = sorted(p.parent for p in (PACKAGED_MODELS / "gram-stain").glob("*/detector.pt"))
+    assert shipped, "a shipped model with weights to continue from"
+    assert resolve_init(shipped[0].name) == shipped[0]  # a shipped version by name
+    assert resolve_init(str(shipped[0])) == shipped[0]  # a folder
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(InvalidInput, match=r"no detector\.pt"):
+        resolve_init(str(empty))
+    with pytest.raises(InvalidInput, match=rf"shipped: .*{re.escape(shipped[0].name)}"):
+        resolve_init("9.9.9-nothing")
+    # train_model refuses before rendering or writing anything (a silent start from random weights
+    # would spend a whole training budget on the wrong run).
+    out = tmp_path / "run"
+    with pytest.raises(InvalidInput):
+        train_model(TrainConfig(images=4, init="0.6.0"), out, "test")
+    assert not out.exists()

@@ -31,7 +31,9 @@ def train_command(
     det_minutes: float = typer.Option(0.0, help="Wall-time budget for the detector (schedule follows time)."),
     cls_minutes: float = typer.Option(0.0, help="Wall-time budget for the classifier."),
     cache: Path | None = typer.Option(None, help="Folder to cache the rendered training smears."),
-    init: Path | None = typer.Option(None, help="Continue from the weights in this model folder."),
+    init: str | None = typer.Option(
+        None, help="Continue from the weights in this model folder, or of this shipped version (e.g. 0.6.0-synthetic)."
+    ),
     lr: float = typer.Option(3e-3, help="Peak learning rate (cosine schedule)."),
     boxes: str = typer.Option("group", help='Annotation convention: "group" (one box per organism group) or "cell".'),
     colour: str = typer.Option("white-balance", help='Input colour convention: "white-balance" or "none".'),
@@ -54,7 +56,7 @@ def train_command(
         threads=threads,
         det_minutes=det_minutes,
         cls_minutes=cls_minutes,
-        init=str(init) if init else None,
+        init=init,
         lr=lr,
         boxes=boxes,
         colour=colour,

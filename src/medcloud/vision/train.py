@@ -482,12 +482,38 @@ def write_training_log(
     return log
 
 
+def resolve_init(init: str, name: str = "gram-stain") -> Path:
+    """The model folder a run continues from: a folder holding detector.pt, or a shipped version's name.
+
+    Anything else is refused before any work starts: a continuation that silently began from random
+    weights would look like a run and waste its whole budget.
+    """
+    from medcloud.errors import InvalidInput
+    from medcloud.vision.registry import PACKAGED_MODELS
+
+    folder = Path(init)
+    if folder.is_dir():
+        if not (folder / "detector.pt").is_file():
+            raise InvalidInput(f"--init {init}: that folder has no detector.pt to continue from")
+        return folder
+    shipped = PACKAGED_MODELS / name / init
+    if "/" not in init and (shipped / "detector.pt").is_file():
+        return shipped
+    versions = sorted(p.parent.name for p in (PACKAGED_MODELS / name).glob("*/detector.pt"))
+    raise InvalidInput(
+        f"--init {init}: no such model folder, and no shipped {name} version of that name"
+        f" (shipped: {', '.join(versions) or 'none'})"
+    )
+
+
 def train_model(
     cfg: TrainConfig, out_dir: Path, command: str, progress: Progress | None = None, cache: Path | None = None
 ) -> dict[str, Any]:
     """The whole recipe: render synthetic smears, train both nets, export ONNX, keep weights and the log."""
     import torch
 
+    if cfg.init:
+        cfg.init = str(resolve_init(cfg.init))
     torch.set_num_threads(cfg.threads)
     t0 = time.time()
     out_dir.mkdir(parents=True, exist_ok=True)
