@@ -1,0 +1,77 @@
+"""bench/vision_ood.py: the separately written SYNTHETIC renderer draws what its labels say, stays apart from
+training, and its scorer runs end to end at its smallest."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "bench"))
+
+import vision_ood  # noqa: E402
+from medcloud.vision.labels import LABEL_INDEX  # noqa: E402
+
+
+@pytest.mark.parametrize("style", vision_ood.STYLES)
+def test_every_box_holds_stain_and_the_background_holds_little(style: str) -> None:
+    smear = vision_ood.render(123, style, species=["s_aureus"] * 3 + ["enterobacterales"] * 3 + ["candida"])
+    img = smear.image.astype(np.float32)
+    assert img.shape == (640, 640, 3) and smear.image.dtype == np.uint8
+    assert len(smear.boxes) == len(smear.labels) >= 5
+    darkness = 255 - img.mean(axis=2)
+    inside = np.zeros(darkness.shape, dtype=bool)
+    for x0, y0, x1, y1 in smear.boxes.astype(int):
+        assert 0 <= x0 < x1 <= 640 and 0 <= y0 < y1 <= 640
+        box = darkness[y0 : y1 + 1, x0 : x1 + 1]
+        assert box.max() > np.percentile(darkness, 50) + 15, "a labelled group with no stain in its box"
+        inside[y0 : y1 + 1, x0 : x1 + 1] = True
+    assert inside.any() and not inside.all()
+
+
+def test_proportions_are_textbook_and_magnification_scales_them() -> None:
+    """A red cell is 7.5 um and a staphylococcus cluster a few um across, whatever the magnification."""
+    rbc, aureus = LABEL_INDEX["rbc"], LABEL_INDEX["s_aureus"]
+    for seed in range(5):
+        smear = vision_ood.render(seed, "ood-1x", species=["s_aureus"] * 2)
+        ppu = smear.style.px_per_um
+        for box, label in zip(smear.boxes, smear.labels, strict=True):
+            w = max(box[2] - box[0], box[3] - box[1]) / ppu
+            if label == rbc and min(box[0], box[1]) > 0 and max(box[2], box[3]) < 640:
+                assert 6.5 < w < 8.5
+            if label == aureus:
+                assert 1.5 < w < 9
+
+
+def test_the_renderer_is_deterministic_and_never_imported_by_training() -> None:
+    a, b = vision_ood.render(7, "ood-varied"), vision_ood.render(7, "ood-varied")
+    assert np.array_equal(a.image, b.image) and np.array_equal(a.boxes, b.boxes)
+    with pytest.raises(ValueError, match="unknown style"):
+        vision_ood.render(7, "site-a")
+    for path in (ROOT / "src").rglob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        names = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        names |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        assert "vision_ood" not in names, f"{path} imports the evaluation-only renderer"
+
+
+def test_scorer_runs_and_reports_both_styles(tmp_path: Path) -> None:
+    argv = [sys.executable, str(ROOT / "bench" / "vision_ood.py"), "--images", "2", "--verdict-images", "2"]
+    argv += ["--threads", "1", "--save-examples", str(tmp_path)]
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout)
+    assert out["synthetic"] is True and set(out["per_style"]) == set(vision_ood.STYLES)
+    for per_model in out["per_style"].values():
+        (figures,) = per_model.values()
+        assert 0.0 <= figures["map50"] <= 1.0 and 0.0 <= figures["verdict_accuracy"] <= 1.0
+        assert set(figures["per_label_ap50"]) == set(LABEL_INDEX)
+    assert len(list(tmp_path.glob("*.png"))) == 4 * len(vision_ood.STYLES)
