@@ -48,6 +48,7 @@ from numpy.typing import NDArray
 from PIL import Image, ImageDraw, ImageFilter
 
 BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))  # bench/vision.py (the card writer)
 sys.path.insert(0, str(BENCH.parent / "src"))
 
 from medcloud.vision.labels import LABEL_INDEX, LABELS, NUM_CLASSES  # noqa: E402
@@ -424,6 +425,48 @@ def score(model_dirs: dict[str, Path], images: int, verdict_images: int, threads
     return per_style
 
 
+CARD_SUFFIX = " (separate renderer)"
+
+
+def write_card(model_dir: Path, per_style: dict[str, Any], key: str, args: Any, seconds: float) -> list[str]:
+    """The card's `separate_renderer` section, and its headline/warnings recomputed with these styles.
+
+    Run after `medcloud vision evaluate --write-card` (which writes a new card from its own figures) and
+    `bench/vision.py loso --write-card`. The styles join the card's never-seen sites under the name
+    "<style> (separate renderer)", so a model that holds up on `synth.py`'s styles but not on smears drawn
+    by other code is flagged on its card and on the clinician page.
+    """
+    from medcloud.vision.robustness import robustness
+    from vision import write_card_sections  # bench/vision.py: refuses a card whose weights changed
+
+    card = json.loads((model_dir / "card.json").read_text(encoding="utf-8"))
+    styles = {
+        style + CARD_SUFFIX: {
+            "seen_in_training": False,
+            "map50": figures[key]["map50"],
+            "verdict_accuracy": figures[key]["verdict_accuracy"],
+        }
+        for style, figures in per_style.items()
+    }
+    per_site = dict((card.get("metrics") or {}).get("per_site") or {})
+    travel = robustness({**per_site, **styles})
+    worst = min(styles, key=lambda s: styles[s]["map50"])
+    section = {
+        "lead": f"smears drawn by bench/vision_ood.py, code the model never trained on: worst {worst} mAP50 "
+        f"{styles[worst]['map50']}, lowest verdict {min(v['verdict_accuracy'] for v in styles.values())}",
+        "synthetic": True,
+        "renderer": "bench/vision_ood.py (evaluation only; shares no drawing code with medcloud.vision.synth)",
+        "command": "python bench/vision_ood.py "
+        + " ".join(a if a != str(model_dir) else "{MODEL}" for a in sys.argv[1:]),
+        "seconds": seconds,
+        "images_per_style": args.images,
+        "verdict_images_per_style": args.verdict_images,
+        "per_style": {style: {"seen_in_training": False, **figures[key]} for style, figures in per_style.items()},
+    }
+    write_card_sections(model_dir, {"separate_renderer": section, **travel})
+    return ["separate_renderer", *travel]
+
+
 def _model_dir(arg: str) -> Path:
     path = Path(arg)
     if path.is_dir():
@@ -440,6 +483,12 @@ def main() -> None:
     ap.add_argument("--verdict-images", type=int, default=64, help="monomicrobial smears per style")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--save-examples", type=Path, default=None, help="write a few example smears (PNG) here")
+    ap.add_argument(
+        "--write-card",
+        action="store_true",
+        help="write the first model's figures into its card.json (section `separate_renderer`) and recompute the "
+        "card's headline and robustness warning with these styles counted as never-seen sites",
+    )
     args = ap.parse_args()
     if args.save_examples:
         args.save_examples.mkdir(parents=True, exist_ok=True)
@@ -453,12 +502,25 @@ def main() -> None:
 
         args.model = [str(resolve(None).path)]
     dirs = {Path(m).name if Path(m).is_dir() else m: _model_dir(m) for m in args.model}
+    if args.write_card:  # before minutes of scoring: the card must still describe these weights
+        from medcloud.errors import MedcloudError
+        from medcloud.vision.registry import load_dir
+
+        try:
+            load_dir(next(iter(dirs.values()))).verify()
+        except MedcloudError as exc:
+            sys.exit(f"vision_ood: not writing the card: {exc}")
     t0 = time.perf_counter()
     per_style = score(dirs, args.images, args.verdict_images, args.threads)
+    written: list[str] = []
+    if args.write_card:
+        first = next(iter(dirs))
+        written = write_card(dirs[first], per_style, first, args, round(time.perf_counter() - t0, 1))
     print(
         json.dumps(
             {
                 "bench": "vision_ood",
+                "card_sections_written": written,
                 "synthetic": True,
                 "renderer": "bench/vision_ood.py (separately written; evaluation only, never trained on)",
                 "machine": {"cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2)},

@@ -75,3 +75,33 @@ def test_scorer_runs_and_reports_both_styles(tmp_path: Path) -> None:
         assert 0.0 <= figures["map50"] <= 1.0 and 0.0 <= figures["verdict_accuracy"] <= 1.0
         assert set(figures["per_label_ap50"]) == set(LABEL_INDEX)
     assert len(list(tmp_path.glob("*.png"))) == 4 * len(vision_ood.STYLES)
+
+
+def test_write_card_adds_its_section_and_the_headline_counts_its_styles(tmp_path: Path) -> None:
+    import shutil
+
+    from medcloud.vision.registry import resolve
+
+    model = tmp_path / "0.9.0-synthetic"
+    shutil.copytree(resolve(None).path, model)
+    before = json.loads((model / "card.json").read_text())
+    argv = [sys.executable, str(ROOT / "bench" / "vision_ood.py"), "--model", str(model), "--images", "2"]
+    argv += ["--verdict-images", "2", "--threads", "1", "--write-card"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=600, env=dict(os.environ))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout)["card_sections_written"][0] == "separate_renderer"
+    card = json.loads((model / "card.json").read_text())
+    names = {s + vision_ood.CARD_SUFFIX for s in vision_ood.STYLES}
+    assert names <= set(card["headline"]["unseen_sites"])
+    assert set(before["headline"]["unseen_sites"]) <= set(card["headline"]["unseen_sites"])
+    section = card["separate_renderer"]
+    assert set(section["per_style"]) == set(vision_ood.STYLES) and "{MODEL}" in section["command"]
+    worst = min([before["headline"]["worst_unseen_map50"], *(v["map50"] for v in section["per_style"].values())])
+    assert card["headline"]["worst_unseen_map50"] == round(worst, 4)
+    assert {k: v for k, v in card.items() if k not in ("separate_renderer", "headline") and "warning" not in k} == {
+        k: v for k, v in before.items() if k not in ("headline",) and "warning" not in k
+    }
+    # a card whose weights no longer match is refused, not rewritten
+    (model / "detector.onnx").write_bytes(b"not the model")
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=600, env=dict(os.environ))
+    assert done.returncode != 0 and "does not match" in done.stderr and "Traceback" not in done.stderr
