@@ -62,8 +62,30 @@ def _cached(terms: tuple[str, ...]) -> Charset:
     return Charset(terms)
 
 
+_BY_VALUE: dict[bytes, Charset] = {}  # the declarations seen, as written: most archives use two or three
+_BY_VALUE_MAX = 256
+_VALUE_KEY_MAX = _MAX_TERMS * (_TERM_CHARS + 1)  # longer values are read term by term each time
+
+
 def charset_for(raw: bytes) -> Charset:
-    """The Charset a (0008,0005) value declares (its first 8 terms); a bounded cache keeps common ones."""
+    """The Charset a (0008,0005) value declares (its first 8 terms); a bounded cache keeps common ones.
+
+    Every file of an upload declares one, nearly always the same bytes: those are looked up as written
+    before any term is parsed (this runs for each file at ingest and for each file's DICOM JSON).
+    """
+    raw = bytes(raw)
+    got = _BY_VALUE.get(raw)
+    if got is not None:
+        return got
+    got = _parse(raw)
+    if len(raw) <= _VALUE_KEY_MAX:
+        if len(_BY_VALUE) >= _BY_VALUE_MAX:
+            _BY_VALUE.clear()
+        _BY_VALUE[raw] = got
+    return got
+
+
+def _parse(raw: bytes) -> Charset:
     values = raw.decode("ascii", errors="replace").split("\\", _MAX_TERMS)[:_MAX_TERMS]
     terms = tuple(t if _CODE_STRING.fullmatch(t) else "" for t in (v.strip()[:_TERM_CHARS] for v in values))
     # An empty first term means "default repertoire" in multi-valued ISO 2022 declarations.
