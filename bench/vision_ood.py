@@ -1,375 +1,58 @@
-"""A second, separately written SYNTHETIC smear renderer, for evaluation only: how a model does on smears that
-`medcloud.vision.synth` (the generator every shipped model was trained on) did not draw.
+"""Scores Gram-stain models on smears drawn by renderers other than `medcloud.vision.synth`.
 
-    .venv/bin/python bench/vision_ood.py [--model DIR_OR_VERSION ...] [--images 60] [--verdict-images 64]
-                                         [--threads 2] [--save-examples DIR]
+    .venv/bin/python bench/vision_ood.py [--model DIR_OR_VERSION ...] [--renderer ood|blind|all]
+                                         [--images 60] [--verdict-images 64] [--threads 2]
+                                         [--save-examples DIR] [--write-card]
 
-Issue 13's independent check runs a generator written outside the project against the shipped model. This
-file is the project's own stand-in for it, kept apart from training on purpose: nothing under `src/` imports
-it, and no model is trained, tuned or selected on its smears (it reports; it never chooses). It shares no
-drawing code with `synth.py` and makes different choices throughout:
+Issue 13's independent check runs a generator written outside the project against the shipped model. Two
+stand-ins for it, both SYNTHETIC:
 
-- **Drawing.** Cells are vector shapes (ellipses, capsules, lancets, kidney beans, clubs) drawn with PIL at
-  twice the size and reduced (anti-aliased), filled with a flat stain colour at a per-cell opacity, with a
-  darker rim; layers are composited by opacity, not by optical density (Beer-Lambert) as `synth.py` does.
-- **Proportions.** Sizes are set in micrometres from textbook figures (red cell 7.5 um, staphylococcus
-  0.9 um, E. coli 0.7 x 2.5 um, Candida 3-5 um) and converted with one pixels-per-micrometre factor, so red
-  cells are about 7-8 cocci across, as under a real 100x objective (`synth.py`'s bacteria are about twice
-  that size beside its red cells).
-- **Background.** A tinted slide with low-frequency illumination, grain, faint pink protein strands and
-  granular debris; uneven counterstain haze.
-- **Styles.** `ood-1x` (a clean smear at the magnification where a coccus is about as many pixels as in
-  training) and `ood-varied` (magnification 0.6-2x, defocus, pale or deep violet, bluish or orange
-  counterstain, crowding with bacteria on red cells, JPEG 40-90).
+- `ood`: `medcloud.vision.synth_vector` (written in session 13, sharing no drawing code with `synth.py`:
+  vector shapes composited by opacity, textbook proportions, its own backgrounds; see its docstring). It
+  began as an evaluation-only check here; training may now mix it in (`--vector-share`), and a model's
+  `training.json` says whether it did (its figures are then marked seen in training).
+- `blind`: `bench/vision_blind.py`, written by another author who was not shown `synth.py`,
+  `synth_vector.py` or this file, from the label set and the box convention alone. Nothing under `src/`
+  imports it, and no model is trained on it: it is the held-out check.
 
-Annotation convention: one box per organism group (a cluster, a chain, a palisade, a pair of diplococci,
-a yeast with its buds, one red cell), the convention the shipped models use; a group's box is the union of
-its cells' extents. Seeds 990,000,000 + ...: disjoint from training and from every other evaluation.
+Annotation convention of both: one box per organism group (a cluster, a chain, a palisade, a pair of
+diplococci, a yeast with its buds, one red cell). Seeds 990,000,000 + ...: disjoint from training and from
+every other evaluation.
 
-Scores, per style and model: mAP50 over the 17 labels (COCO-style, all labels present) and the Gram-verdict
-accuracy on monomicrobial smears of all 16 organisms (Candida: no bacterial verdict). Prints JSON.
+Scores, per renderer, style and model: mAP50 over the 17 labels (COCO-style, all labels present) and the
+Gram-verdict accuracy on monomicrobial smears of all 16 organisms (Candida: no bacterial verdict). Prints
+JSON; `--write-card` puts the first model's figures on its card (see `write_card`).
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import json
-import math
 import os
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))  # bench/vision.py (the card writer)
 sys.path.insert(0, str(BENCH.parent / "src"))
 
 from medcloud.vision.labels import LABEL_INDEX, LABELS, NUM_CLASSES  # noqa: E402
+from medcloud.vision.synth_vector import (  # noqa: E402 - the renderer (see its docstring)
+    ORGANISMS,
+    STYLES,
+    OodSmear,
+    Style,
+    draw_style,
+    organism,
+    render,
+)
 
-SUPER = 2  # drawing supersampling
-RBC_UM = 7.5
-
-# Stain colours (RGB of a fully stained, opaque cell) before the style's tone changes.
-VIOLET = np.array([62, 28, 104], dtype=np.float32)
-SAFRANIN = np.array([214, 72, 118], dtype=np.float32)
-RBC_TONE = np.array([236, 158, 150], dtype=np.float32)
-SLIDE = np.array([238, 234, 240], dtype=np.float32)
-
-
-@dataclass
-class Style:
-    name: str
-    px_per_um: float
-    blur: float
-    violet: NDArray[np.float32]
-    safranin: NDArray[np.float32]
-    slide: NDArray[np.float32]
-    crowding: float
-    jpeg: int | None
-    light: float  # strength of uneven illumination
-    noise: float
-
-
-def draw_style(name: str, rng: np.random.Generator) -> Style:
-    """Per-smear style. At px_per_um 9 a 0.9 um coccus is about 8 pixels of a 640 field (as in training)."""
-    if name == "ood-1x":
-        return Style(name, float(rng.uniform(8.5, 9.5)), float(rng.uniform(0.3, 0.8)), VIOLET.copy(),
-                     SAFRANIN.copy(), SLIDE.copy(), float(rng.uniform(0, 0.3)), None, 0.15, 2.0)  # fmt: skip
-    if name != "ood-varied":
-        raise ValueError(f"unknown style {name!r}")
-    mag = float(math.exp(rng.uniform(math.log(0.6), math.log(2.0))))
-    pale = float(rng.uniform(0.0, 1.0))
-    violet = VIOLET + pale * (np.array([150, 140, 190], dtype=np.float32) - VIOLET) * rng.uniform(0.3, 0.9)
-    violet = violet + np.array([-10, 0, 25], dtype=np.float32) * rng.uniform(-0.5, 1.5)  # bluer or redder
-    saf_shift = rng.uniform(-1, 1)
-    safranin = SAFRANIN + np.array([10, 30, -40], dtype=np.float32) * saf_shift  # orange .. magenta
-    safranin = safranin + (SLIDE - safranin) * rng.uniform(0.0, 0.45)  # pale counterstain
-    slide = SLIDE + rng.normal(0, 6, 3).astype(np.float32)
-    return Style(
-        name,
-        9.0 * mag,
-        float(rng.uniform(0.2, 2.2)),
-        np.clip(violet, 0, 255).astype(np.float32),
-        np.clip(safranin, 0, 255).astype(np.float32),
-        np.clip(slide, 180, 255).astype(np.float32),
-        float(rng.uniform(0, 1)),
-        int(rng.integers(40, 91)) if rng.uniform() < 0.6 else None,
-        float(rng.uniform(0.1, 0.5)),
-        float(rng.uniform(1.0, 6.0)),
-    )
-
-
-# ---- shapes: each returns polygons (lists of (x, y) in micrometres around the group's origin) ----
-
-Poly = list[tuple[float, float]]
-
-
-def _ellipse(cx: float, cy: float, a: float, b: float, angle: float, n: int = 20) -> Poly:
-    ca, sa = math.cos(angle), math.sin(angle)
-    out = []
-    for k in range(n):
-        t = 2 * math.pi * k / n
-        x, y = a * math.cos(t), b * math.sin(t)
-        out.append((cx + x * ca - y * sa, cy + x * sa + y * ca))
-    return out
-
-
-def _capsule(cx: float, cy: float, length: float, width: float, angle: float, club: float = 0.0) -> Poly:
-    """A rod with rounded ends; `club` > 0 swells one end (Corynebacterium)."""
-    ca, sa = math.cos(angle), math.sin(angle)
-    half = max(length - width, 0.0) / 2
-    r0, r1 = width / 2, width / 2 * (1 + club)
-    pts: Poly = []
-    for k in range(9):  # one cap
-        t = -math.pi / 2 + math.pi * k / 8
-        pts.append((half + r1 * math.cos(t), r1 * math.sin(t)))
-    for k in range(9):  # the other
-        t = math.pi / 2 + math.pi * k / 8
-        pts.append((-half + r0 * math.cos(t), r0 * math.sin(t)))
-    return [(cx + x * ca - y * sa, cy + x * sa + y * ca) for x, y in pts]
-
-
-def _lancet(cx: float, cy: float, length: float, width: float, angle: float) -> Poly:
-    """A pointed oval (the lancet of a pneumococcus half-pair)."""
-    ca, sa = math.cos(angle), math.sin(angle)
-    pts = []
-    for k in range(20):
-        t = 2 * math.pi * k / 20
-        x = length / 2 * math.cos(t)
-        y = width / 2 * math.sin(t) * (1 - 0.45 * max(0.0, math.cos(t)))  # narrower towards one end
-        pts.append((x, y))
-    return [(cx + x * ca - y * sa, cy + x * sa + y * ca) for x, y in pts]
-
-
-def _bean(cx: float, cy: float, size: float, angle: float) -> Poly:
-    """A kidney bean whose flat side faces +x of `angle` (a half of a Neisseria pair)."""
-    ca, sa = math.cos(angle), math.sin(angle)
-    pts = []
-    for k in range(24):
-        t = 2 * math.pi * k / 24
-        x, y = size * 0.42 * math.cos(t), size * 0.55 * math.sin(t)
-        if x > 0:
-            x *= 0.35  # flattened facing side
-        pts.append((x, y))
-    return [(cx + x * ca - y * sa, cy + x * sa + y * ca) for x, y in pts]
-
-
-@dataclass
-class Cell:
-    poly: Poly
-    stain: str  # "violet" | "safranin" | "rbc"
-    opacity: float
-    pallor: bool = False
-
-
-def _chain(rng: np.random.Generator, n: int, step: float, wander: float) -> list[tuple[float, float, float]]:
-    x = y = 0.0
-    a = rng.uniform(0, 2 * math.pi)
-    out = []
-    for _ in range(n):
-        out.append((x, y, a))
-        a += rng.normal(0, wander)
-        x, y = x + step * math.cos(a), y + step * math.sin(a)
-    return out
-
-
-def _pack(rng: np.random.Generator, n: int, d: float) -> list[tuple[float, float]]:
-    """Cocci packed into an irregular clump: each new one touches one placed before."""
-    pts = [(0.0, 0.0)]
-    while len(pts) < n:
-        bx, by = pts[int(rng.integers(len(pts)))]
-        a = rng.uniform(0, 2 * math.pi)
-        p = (bx + d * 0.95 * math.cos(a), by + d * 0.95 * math.sin(a))
-        if all((p[0] - q[0]) ** 2 + (p[1] - q[1]) ** 2 > (d * 0.8) ** 2 for q in pts):
-            pts.append(p)
-    return pts
-
-
-def organism(code: str, rng: np.random.Generator) -> list[Cell]:
-    """One group of `code`, sizes in micrometres (textbook figures), around (0, 0)."""
-    op = float(rng.uniform(0.75, 0.95))
-    cells: list[Cell] = []
-    if code in ("s_aureus", "cns"):
-        d = rng.uniform(0.85, 1.0) if code == "s_aureus" else rng.uniform(0.75, 0.9)
-        n = int(rng.integers(8, 30)) if code == "s_aureus" else int(rng.integers(4, 12))
-        for x, y in _pack(rng, n, d):
-            cells.append(Cell(_ellipse(x, y, d / 2, d / 2 * rng.uniform(0.92, 1.0), rng.uniform(0, 3)), "violet", op))
-    elif code in ("streptococcus", "s_pyogenes", "gbs", "enterococcus"):
-        n = {"streptococcus": (5, 14), "s_pyogenes": (8, 22), "gbs": (3, 8), "enterococcus": (2, 5)}[code]
-        d = rng.uniform(0.7, 0.9)
-        elong = 1.25 if code == "enterococcus" else 1.05
-        for x, y, a in _chain(rng, int(rng.integers(*n)), d * elong * 1.02, 0.18):
-            cells.append(Cell(_ellipse(x, y, d * elong / 2, d / 2, a), "violet", op))
-    elif code == "s_pneumoniae":
-        a = rng.uniform(0, 2 * math.pi)
-        for k in range(int(rng.choice([1, 1, 2]))):  # one pair, sometimes a short chain of two
-            base = k * 2.3
-            for s in (-1, 1):
-                cx = (base + s * 0.55) * math.cos(a)
-                cy = (base + s * 0.55) * math.sin(a)
-                cells.append(Cell(_lancet(cx, cy, 1.1, 0.75, a + (0 if s > 0 else math.pi)), "violet", op))
-    elif code == "bacillus":
-        w = rng.uniform(0.9, 1.2)
-        for x, y, a in _chain(rng, int(rng.integers(2, 5)), 4.6, 0.08):
-            cells.append(Cell(_capsule(x, y, rng.uniform(3.8, 5.0), w, a), "violet", op))
-    elif code == "corynebacterium":
-        base = rng.uniform(0, math.pi)
-        for k in range(int(rng.integers(3, 8))):  # palisade with a few V-angles
-            a = base + (rng.choice([0.0, 0.0, 0.6, -0.6]))
-            cells.append(Cell(_capsule(k * 0.75, rng.normal(0, 0.25), rng.uniform(1.8, 3.0), 0.55, a + math.pi / 2,
-                                       club=0.5), "violet", op))  # fmt: skip
-    elif code == "listeria":
-        for x, y, a in _chain(rng, int(rng.choice([1, 2, 2, 3])), 1.6, 0.9):
-            cells.append(Cell(_capsule(x, y, rng.uniform(1.0, 1.8), 0.55, a), "violet", op))
-    elif code in ("enterobacterales", "p_aeruginosa", "pseudomonas_other"):
-        w = {"enterobacterales": 0.75, "p_aeruginosa": 0.55, "pseudomonas_other": 0.6}[code]
-        length = {"enterobacterales": (1.8, 3.0), "p_aeruginosa": (2.0, 3.6), "pseudomonas_other": (1.5, 2.6)}[code]
-        for _ in range(int(rng.integers(1, 4))):
-            cells.append(Cell(_capsule(rng.normal(0, 1.2), rng.normal(0, 1.2), rng.uniform(*length), w,
-                                       rng.uniform(0, 2 * math.pi)), "safranin", op * 0.9))  # fmt: skip
-    elif code == "haemophilus":
-        for _ in range(int(rng.integers(4, 12))):
-            cells.append(Cell(_capsule(rng.normal(0, 1.3), rng.normal(0, 1.3), rng.uniform(0.5, 1.2), 0.45,
-                                       rng.uniform(0, 2 * math.pi)), "safranin", op * 0.8))  # fmt: skip
-    elif code == "gn_cocci":
-        a = rng.uniform(0, 2 * math.pi)
-        size = rng.uniform(0.8, 1.0)
-        for s in (-1, 1):
-            cells.append(Cell(_bean(s * size * 0.3 * math.cos(a), s * size * 0.3 * math.sin(a), size,
-                                    a + (math.pi if s > 0 else 0.0)), "safranin", op))  # fmt: skip
-    elif code == "candida":
-        a = rng.uniform(0, 2 * math.pi)
-        la, lb = rng.uniform(2.0, 2.8), rng.uniform(1.5, 2.0)
-        cells.append(Cell(_ellipse(0, 0, la, lb, a), "violet", min(1.0, op + 0.05)))
-        for k in range(int(rng.choice([0, 1, 1, 2]))):  # buds
-            b = a + (0 if k == 0 else math.pi) + rng.normal(0, 0.3)
-            r = rng.uniform(0.8, 1.3)
-            cells.append(Cell(_ellipse((la + r * 0.8) * math.cos(b), (la + r * 0.8) * math.sin(b), r, r * 0.85, b),
-                              "violet", op))  # fmt: skip
-    elif code == "rbc":
-        r = RBC_UM / 2 * rng.uniform(0.92, 1.08)
-        cells.append(Cell(_ellipse(0, 0, r, r * rng.uniform(0.9, 1.0), rng.uniform(0, 3)), "rbc",
-                          float(rng.uniform(0.45, 0.7)), pallor=True))  # fmt: skip
-    else:
-        raise ValueError(f"unknown organism {code!r}")
-    return cells
-
-
-ORGANISMS = tuple(label.code for label in LABELS if label.code != "rbc")
-
-
-@dataclass
-class OodSmear:
-    image: NDArray[np.uint8]
-    boxes: NDArray[np.float32]
-    labels: NDArray[np.int64]
-    style: Style
-
-
-def _background(rng: np.random.Generator, style: Style, size: int) -> NDArray[np.float32]:
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
-    light = np.ones((size, size), dtype=np.float32)
-    for _ in range(3):  # soft lamp spots and fall-off
-        cx, cy, s = rng.uniform(-0.2, 1.2), rng.uniform(-0.2, 1.2), rng.uniform(0.3, 0.8)
-        light += style.light * rng.uniform(-0.5, 0.5) * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * s * s))
-    img = style.slide[None, None, :] * light[..., None]
-    haze = Image.new("L", (size, size), 0)  # counterstain haze and protein strands
-    d = ImageDraw.Draw(haze)
-    for _ in range(int(rng.integers(2, 8))):
-        pts = [(float(rng.uniform(0, size)), float(rng.uniform(0, size)))]
-        for _ in range(int(rng.integers(3, 7))):
-            x, y = pts[-1]
-            pts.append((x + float(rng.normal(0, size * 0.12)), y + float(rng.normal(0, size * 0.12))))
-        d.line(pts, fill=int(rng.integers(20, 60)), width=int(rng.integers(2, 9)), joint="curve")
-    hz = np.asarray(haze.filter(ImageFilter.GaussianBlur(3)), dtype=np.float32)[..., None] / 255.0
-    img = img * (1 - hz * 0.35) + style.safranin[None, None, :] * hz * 0.35
-    return img
-
-
-def render(seed: int, style_name: str, size: int = 640, species: list[str] | None = None) -> OodSmear:
-    """One SYNTHETIC smear from this renderer (see the module text)."""
-    rng = np.random.default_rng(seed)
-    style = draw_style(style_name, rng)
-    ppu = style.px_per_um
-    field_um = size / ppu
-    area = (field_um / 71.0) ** 2  # a field 71 um wide is "1x" (640 px at 9 px/um)
-    if species is None:
-        n = max(1, int(rng.integers(5, 14) * area))
-        codes = [ORGANISMS[int(k)] for k in rng.integers(0, len(ORGANISMS), n)]
-        if rng.uniform() < 0.5:  # most smears are dominated by one or two organisms
-            main = ORGANISMS[int(rng.integers(len(ORGANISMS)))]
-            codes = [main if rng.uniform() < 0.7 else c for c in codes]
-    else:
-        codes = list(species)
-    n_rbc = int((rng.integers(0, 6) + style.crowding * rng.integers(10, 45)) * area)
-    plan = ["rbc"] * n_rbc + codes
-    big = size * SUPER
-    layers = {k: Image.new("L", (big, big), 0) for k in ("violet", "safranin", "rbc", "rim", "pallor")}
-    draws = {k: ImageDraw.Draw(v) for k, v in layers.items()}
-    boxes: list[list[float]] = []
-    labels: list[int] = []
-    rbc_centres: list[tuple[float, float]] = []
-    for code in plan:
-        cells = organism(code, rng)
-        if code != "rbc" and rbc_centres and rng.uniform() < 0.5 * style.crowding:  # on a red cell
-            ax, ay = rbc_centres[int(rng.integers(len(rbc_centres)))]
-            ox, oy = ax + rng.normal(0, RBC_UM * 0.25 * ppu), ay + rng.normal(0, RBC_UM * 0.25 * ppu)
-        else:
-            ox, oy = rng.uniform(0.03, 0.97) * size, rng.uniform(0.03, 0.97) * size
-        rot = rng.uniform(0, 2 * math.pi)
-        cr, sr = math.cos(rot), math.sin(rot)
-        xs: list[float] = []
-        ys: list[float] = []
-        for cell in cells:
-            pts = [(ox + (x * cr - y * sr) * ppu, oy + (x * sr + y * cr) * ppu) for x, y in cell.poly]
-            xs += [p[0] for p in pts]
-            ys += [p[1] for p in pts]
-            spts = [(x * SUPER, y * SUPER) for x, y in pts]
-            draws[cell.stain].polygon(spts, fill=int(255 * cell.opacity))
-            if cell.stain != "rbc":
-                draws["rim"].line([*spts, spts[0]], fill=int(255 * cell.opacity), width=max(1, round(SUPER * 0.6)))
-            if cell.pallor:
-                inner = [(ox + (x * 0.45) * ppu, oy + (y * 0.45) * ppu) for x, y in cell.poly]
-                draws["pallor"].polygon([(x * SUPER, y * SUPER) for x, y in inner], fill=160)
-        x0, y0, x1, y1 = max(min(xs), 0), max(min(ys), 0), min(max(xs), size), min(max(ys), size)
-        if x1 - x0 < 2 or y1 - y0 < 2 or (x1 - x0) * (y1 - y0) < 0.4 * (max(xs) - min(xs)) * (max(ys) - min(ys)):
-            continue  # mostly outside the field: drawn, not labelled (as a cut-off group at an edge)
-        boxes.append([x0, y0, x1, y1])
-        labels.append(LABEL_INDEX[code])
-        if code == "rbc":
-            rbc_centres.append((ox, oy))
-    img = _background(rng, style, size)
-
-    def alpha(name: str, blur: float) -> NDArray[np.float32]:
-        layer = layers[name].resize((size, size), Image.Resampling.LANCZOS)
-        if blur > 0:
-            layer = layer.filter(ImageFilter.GaussianBlur(blur))
-        return np.asarray(layer, dtype=np.float32)[..., None] / 255.0
-
-    rbc_a = alpha("rbc", style.blur) * (1 - 0.5 * alpha("pallor", style.blur + 1.0))
-    img = img * (1 - rbc_a) + RBC_TONE * rbc_a
-    for stain, colour in (("safranin", style.safranin), ("violet", style.violet)):
-        a = alpha(stain, style.blur)
-        img = img * (1 - a) + colour * a
-    rim = alpha("rim", style.blur) * 0.35
-    img = img * (1 - rim)  # a darker, refractile edge
-    img += rng.normal(0, style.noise, img.shape).astype(np.float32)
-    out = np.clip(img, 0, 255).astype(np.uint8)
-    if style.jpeg is not None:
-        buf = io.BytesIO()
-        Image.fromarray(out).save(buf, format="JPEG", quality=style.jpeg)
-        out = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
-    return OodSmear(out, np.array(boxes, dtype=np.float32).reshape(-1, 4), np.array(labels, dtype=np.int64), style)
-
-
-STYLES = ("ood-1x", "ood-varied")
+__all__ = ["ORGANISMS", "STYLES", "OodSmear", "Style", "draw_style", "organism", "render", "score"]
 
 
 def _verdict_truth(code: str) -> str | None:
@@ -377,13 +60,35 @@ def _verdict_truth(code: str) -> str | None:
     return None if label.shape == "yeast" else label.crop_class
 
 
-def score(model_dirs: dict[str, Path], images: int, verdict_images: int, threads: int) -> dict[str, Any]:
+def renderers(which: str) -> dict[str, Any]:
+    """The separately written renderers by name: this file's (`ood`) and `bench/vision_blind.py` (`blind`,
+    written by another author who never saw `synth.py` or this file). Each has `STYLES` and `render`."""
+    names = ("ood", "blind") if which == "all" else (which,)
+    out: dict[str, Any] = {}
+    for name in names:
+        if name == "ood":
+            out[name] = sys.modules[__name__]
+        elif name == "blind":
+            import vision_blind
+
+            out[name] = vision_blind
+        else:
+            raise ValueError(f"unknown renderer {name!r} (ood, blind or all)")
+    return out
+
+
+def score(
+    model_dirs: dict[str, Path], images: int, verdict_images: int, threads: int, renderer: Any = None
+) -> dict[str, Any]:
+    """Per style of `renderer` (this module by default): mAP50 and Gram-verdict accuracy of each model."""
     from medcloud.vision.metrics import DetectionAccumulator
     from medcloud.vision.runtime import GramStainModel
 
+    mod = renderer if renderer is not None else sys.modules[__name__]
+    render, styles = mod.render, mod.STYLES
     models = {k: GramStainModel(v, threads=threads) for k, v in model_dirs.items()}
     per_style: dict[str, Any] = {}
-    for si, style in enumerate(STYLES):
+    for si, style in enumerate(styles):
         accs = {k: DetectionAccumulator(NUM_CLASSES) for k in models}
         ok = dict.fromkeys(models, 0)
         wrong: dict[str, dict[str, int]] = {k: {} for k in models}
@@ -426,45 +131,60 @@ def score(model_dirs: dict[str, Path], images: int, verdict_images: int, threads
 
 
 CARD_SUFFIX = " (separate renderer)"
+RENDERER_FILES = {"ood": "medcloud.vision.synth_vector", "blind": "bench/vision_blind.py"}
 
 
-def write_card(model_dir: Path, per_style: dict[str, Any], key: str, args: Any, seconds: float) -> list[str]:
-    """The card's `separate_renderer` section, and its headline/warnings recomputed with these styles.
+def write_card(model_dir: Path, results: dict[str, dict[str, Any]], key: str, args: Any, seconds: float) -> list[str]:
+    """The card's `separate_renderers` section, and its headline/warnings recomputed with their styles.
 
     Run after `medcloud vision evaluate --write-card` (which writes a new card from its own figures) and
-    `bench/vision.py loso --write-card`. The styles join the card's never-seen sites under the name
-    "<style> (separate renderer)", so a model that holds up on `synth.py`'s styles but not on smears drawn
-    by other code is flagged on its card and on the clinician page.
+    `bench/vision.py loso --write-card`. Each renderer's entry replaces an earlier one of that renderer; every
+    style on the card joins the never-seen sites under the name "<style> (separate renderer)", so a model
+    that holds up on `synth.py`'s styles but not on smears drawn by other code is flagged on its card and on
+    the clinician page.
     """
     from medcloud.vision.robustness import robustness
     from vision import write_card_sections  # bench/vision.py: refuses a card whose weights changed
 
     card = json.loads((model_dir / "card.json").read_text(encoding="utf-8"))
+    entries = dict(card.get("separate_renderers") or {})
+    command = "python bench/vision_ood.py " + " ".join(a if a != str(model_dir) else "{MODEL}" for a in sys.argv[1:])
+    trained_on_vector = _vector_share(model_dir) > 0
+    for name, per_style in results.items():
+        seen = name == "ood" and trained_on_vector
+        figures = {style: {"seen_in_training": seen, **v[key]} for style, v in per_style.items()}
+        worst = min(figures, key=lambda s: figures[s]["map50"])
+        entries[name] = {
+            "lead": f"smears drawn by {RENDERER_FILES[name]} ({'seen in training' if seen else 'never trained on'}):"
+            f" worst {worst} "
+            f"mAP50 {figures[worst]['map50']}, lowest verdict {min(v['verdict_accuracy'] for v in figures.values())}",
+            "synthetic": True,
+            "renderer": f"{RENDERER_FILES[name]} (shares no drawing code with medcloud.vision.synth)",
+            "command": command,
+            "seconds": seconds,
+            "images_per_style": args.images,
+            "verdict_images_per_style": args.verdict_images,
+            "per_style": figures,
+        }
     styles = {
         style + CARD_SUFFIX: {
-            "seen_in_training": False,
-            "map50": figures[key]["map50"],
-            "verdict_accuracy": figures[key]["verdict_accuracy"],
+            "seen_in_training": v["seen_in_training"],
+            "map50": v["map50"],
+            "verdict_accuracy": v["verdict_accuracy"],
         }
-        for style, figures in per_style.items()
+        for entry in entries.values()
+        for style, v in entry["per_style"].items()
     }
     per_site = dict((card.get("metrics") or {}).get("per_site") or {})
     travel = robustness({**per_site, **styles})
-    worst = min(styles, key=lambda s: styles[s]["map50"])
-    section = {
-        "lead": f"smears drawn by bench/vision_ood.py, code the model never trained on: worst {worst} mAP50 "
-        f"{styles[worst]['map50']}, lowest verdict {min(v['verdict_accuracy'] for v in styles.values())}",
-        "synthetic": True,
-        "renderer": "bench/vision_ood.py (evaluation only; shares no drawing code with medcloud.vision.synth)",
-        "command": "python bench/vision_ood.py "
-        + " ".join(a if a != str(model_dir) else "{MODEL}" for a in sys.argv[1:]),
-        "seconds": seconds,
-        "images_per_style": args.images,
-        "verdict_images_per_style": args.verdict_images,
-        "per_style": {style: {"seen_in_training": False, **figures[key]} for style, figures in per_style.items()},
-    }
-    write_card_sections(model_dir, {"separate_renderer": section, **travel})
-    return ["separate_renderer", *travel]
+    write_card_sections(model_dir, {"separate_renderers": entries, **travel})
+    return ["separate_renderers", *travel]
+
+
+def _vector_share(model_dir: Path) -> float:
+    """The share of a model's training smears drawn by `synth_vector` (0 for models before it existed)."""
+    path = model_dir / "training.json"
+    return float(json.loads(path.read_text()).get("vector_share", 0.0)) if path.is_file() else 0.0
 
 
 def _model_dir(arg: str) -> Path:
@@ -482,21 +202,24 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=60, help="smears per style for mAP50")
     ap.add_argument("--verdict-images", type=int, default=64, help="monomicrobial smears per style")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--renderer", default="ood", help="ood (this file), blind (bench/vision_blind.py) or all")
     ap.add_argument("--save-examples", type=Path, default=None, help="write a few example smears (PNG) here")
     ap.add_argument(
         "--write-card",
         action="store_true",
-        help="write the first model's figures into its card.json (section `separate_renderer`) and recompute the "
+        help="write the first model's figures into its card.json (section `separate_renderers`) and recompute the "
         "card's headline and robustness warning with these styles counted as never-seen sites",
     )
     args = ap.parse_args()
+    mods = renderers(args.renderer)
     if args.save_examples:
         args.save_examples.mkdir(parents=True, exist_ok=True)
-        for si, style in enumerate(STYLES):
-            for i in range(4):
-                Image.fromarray(render(990_000_000 + si * 100_000 + i, style).image).save(
-                    args.save_examples / f"{style}-{i}.png"
-                )
+        for mod in mods.values():
+            for si, style in enumerate(mod.STYLES):
+                for i in range(4):
+                    Image.fromarray(mod.render(990_000_000 + si * 100_000 + i, style).image).save(
+                        args.save_examples / f"{style}-{i}.png"
+                    )
     if not args.model:
         from medcloud.vision.registry import resolve
 
@@ -511,23 +234,24 @@ def main() -> None:
         except MedcloudError as exc:
             sys.exit(f"vision_ood: not writing the card: {exc}")
     t0 = time.perf_counter()
-    per_style = score(dirs, args.images, args.verdict_images, args.threads)
+    results = {name: score(dirs, args.images, args.verdict_images, args.threads, mod) for name, mod in mods.items()}
     written: list[str] = []
     if args.write_card:
         first = next(iter(dirs))
-        written = write_card(dirs[first], per_style, first, args, round(time.perf_counter() - t0, 1))
+        written = write_card(dirs[first], results, first, args, round(time.perf_counter() - t0, 1))
     print(
         json.dumps(
             {
                 "bench": "vision_ood",
                 "card_sections_written": written,
                 "synthetic": True,
-                "renderer": "bench/vision_ood.py (separately written; evaluation only, never trained on)",
+                "renderers": {name: RENDERER_FILES[name] for name in mods},
+                "note": "separately written renderers; evaluation only, never trained on",
                 "machine": {"cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2)},
                 "models": {k: str(v) for k, v in dirs.items()},
                 "images_per_style": args.images,
                 "verdict_images_per_style": args.verdict_images,
-                "per_style": per_style,
+                "per_renderer": results,
                 "seconds": round(time.perf_counter() - t0, 1),
             },
             indent=2,

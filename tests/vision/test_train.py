@@ -137,3 +137,19 @@ def test_init_is_a_model_folder_or_a_shipped_version_and_anything_else_is_refuse
     with pytest.raises(InvalidInput):
         train_model(TrainConfig(images=4, init="0.6.0"), out, "test")
     assert not out.exists()
+
+
+def test_vector_share_draws_that_share_of_smears_with_the_second_renderer() -> None:
+    from medcloud.vision.train import drawn_by_vector
+
+    cfg = TrainConfig(images=1000, vector_share=0.3)
+    share = sum(drawn_by_vector(cfg, i) for i in range(1000)) / 1000
+    assert abs(share - 0.3) < 0.01
+    assert not any(drawn_by_vector(TrainConfig(), i) for i in range(100))
+    samples = render_training_set(TrainConfig(images=6, vector_share=0.5, threads=1, size=96))
+    drawn = [s for i, s in enumerate(samples) if drawn_by_vector(TrainConfig(images=6, vector_share=0.5), i)]
+    assert drawn and all(s.image.shape == (96, 96, 3) for s in samples)
+    for s in drawn:  # boxes follow the image to the training size
+        assert len(s.boxes) == len(s.labels) > 0 and s.boxes.max() <= 96 and s.boxes.min() >= 0
+    with pytest.raises(ValueError, match="group boxes only"):
+        render_training_set(TrainConfig(images=2, vector_share=1.0, threads=1, size=96, boxes="cell"))

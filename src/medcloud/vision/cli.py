@@ -42,6 +42,12 @@ def train_command(
     scale_jitter: float = typer.Option(
         0.0, help="Multi-scale training: zoom each detector image by exp(U(-j, j)) before the crop (0 = off)."
     ),
+    vector_share: float = typer.Option(
+        0.0,
+        min=0.0,
+        max=1.0,
+        help="Share of smears drawn by the second renderer (medcloud.vision.synth_vector), for renderer diversity.",
+    ),
 ) -> None:
     """Train the Gram-stain detector and crop classifier from scratch on SYNTHETIC smears; export ONNX."""
     from medcloud.vision.train import TrainConfig, train_model
@@ -63,6 +69,7 @@ def train_command(
         random_share=random_share,
         stain_jitter=stain_jitter,
         scale_jitter=scale_jitter,
+        vector_share=vector_share,
     )
     command = "medcloud vision train " + " ".join(shlex.quote(a) for a in sys.argv[2:] if a != "train")
     result = train_model(cfg, out, command, progress=lambda m: typer.echo(m, err=True), cache=cache)

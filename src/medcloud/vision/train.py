@@ -46,6 +46,7 @@ class TrainConfig:
     random_share: float = 0.7  # share of training smears drawn with domain randomisation (site-random)
     stain_jitter: float = 0.08  # std of the optical-density mixing jitter (HED-style stain augmentation)
     scale_jitter: float = 0.0  # > 0: detector images zoomed by exp(U(-j, j)) before the crop (multi-scale training)
+    vector_share: float = 0.0  # share of training smears drawn by the second renderer (synth_vector, "ood-varied")
 
 
 @dataclass
@@ -63,7 +64,7 @@ def render_training_set(cfg: TrainConfig, progress: Progress | None = None, cach
 
     key = (
         f"smears-v4-{cfg.images}-{cfg.hi_res_fraction}-{cfg.size}-{cfg.seed}-{cfg.boxes}-{cfg.random_share}"
-        f"-{'_'.join(cfg.sites)}.npz"
+        f"-{'_'.join(cfg.sites)}{f'-vector{cfg.vector_share}' if cfg.vector_share else ''}.npz"
     )
     if cache is not None and (cache / key).exists():
         with np.load(cache / key) as z:
@@ -106,11 +107,27 @@ def training_site(cfg: TrainConfig, i: int) -> str:
     return named[i % len(named)]
 
 
+def drawn_by_vector(cfg: TrainConfig, i: int) -> bool:
+    """Whether training smear i comes from the second renderer (`synth_vector`): `vector_share` of them,
+    spread evenly over the set by a low-discrepancy sequence independent of `training_site`'s."""
+    return cfg.vector_share > 0 and (i * 0.7548776662 + 0.31) % 1.0 < cfg.vector_share
+
+
 def _render_one(job: tuple[TrainConfig, int]) -> Sample:
     from PIL import Image
 
     cfg, i = job
     seed = cfg.seed * 10_000_000 + i
+    if drawn_by_vector(cfg, i):
+        from medcloud.vision.synth_vector import render as render_vector
+
+        if cfg.boxes != "group":
+            raise ValueError("the second renderer draws group boxes only; use --vector-share 0 with --boxes cell")
+        v = render_vector(seed, "ood-varied", cfg.size * 2)
+        img = np.asarray(
+            Image.fromarray(v.image).resize((cfg.size, cfg.size), Image.Resampling.BILINEAR, reducing_gap=2.0)
+        )
+        return Sample(img, (v.boxes / 2).astype(np.float32), v.labels)
     site = training_site(cfg, i)
     if i < int(cfg.images * cfg.hi_res_fraction):
         s = render_smear(seed, site, (cfg.size * 2, cfg.size * 2), 1.0, boxes=cfg.boxes)
@@ -543,6 +560,7 @@ def train_model(
         "random_share": cfg.random_share,
         "stain_jitter": cfg.stain_jitter,
         "scale_jitter": cfg.scale_jitter,
+        "vector_share": cfg.vector_share,
         "seed": cfg.seed,
     }
     (out_dir / "training.json").write_text(json.dumps(training, indent=2))
