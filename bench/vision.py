@@ -44,9 +44,12 @@ TOKEN = "bench-token-0123456789abcdef0123456789"  # noqa: S105 - a throwaway loc
 
 
 def _model_dir(arg: str | None) -> Path:
+    """A model folder, a registered version's name (e.g. 0.6.0-synthetic), or the newest shipped model."""
     from medcloud.vision.registry import resolve
 
-    return Path(arg) if arg else resolve(None).path
+    if not arg:
+        return resolve(None).path
+    return Path(arg) if Path(arg).is_dir() or "/" in arg else resolve(None, version=arg).path
 
 
 def _image(size: int = 640) -> np.ndarray:
