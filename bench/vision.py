@@ -237,6 +237,27 @@ def _verdict_truth(code: str) -> str | None:
     return None if group == "background" else group  # yeast-only smear: no bacterial Gram verdict
 
 
+def add_detections(acc: Any, dets: Any, boxes: np.ndarray, labels: np.ndarray) -> None:
+    """One smear's ranked detections against its truth boxes, into a `metrics.DetectionAccumulator`."""
+    acc.add(
+        np.array([d.box for d in dets], dtype=np.float32).reshape(-1, 4),
+        np.array([d.label for d in dets], dtype=np.int64),
+        np.array([d.score for d in dets], dtype=np.float32),
+        boxes,
+        labels,
+    )
+
+
+def count_verdict(
+    ok: dict[str, int], wrong: dict[str, dict[str, int]], key: str, code: str, verdict: Any, truth: Any
+) -> None:
+    """Tally one monomicrobial smear's Gram verdict for model `key`; a wrong one by "organism->verdict"."""
+    ok[key] += int(verdict == truth)
+    if verdict != truth:
+        error = f"{code}->{verdict}"
+        wrong[key][error] = wrong[key].get(error, 0) + 1
+
+
 def leave_one_style_out(
     model_dirs: dict[str, Path],
     images: int,
@@ -272,13 +293,7 @@ def leave_one_style_out(
             for k, m in models.items():
                 pred = m.predict(smear.image, score_threshold=0.05)
                 for acc, dets in ((accs[k], pred.ranked()), (primary[k], pred.detections)):
-                    acc.add(
-                        np.array([d.box for d in dets], dtype=np.float32).reshape(-1, 4),
-                        np.array([d.label for d in dets], dtype=np.int64),
-                        np.array([d.score for d in dets], dtype=np.float32),
-                        smear.boxes,
-                        smear.labels,
-                    )
+                    add_detections(acc, dets, smear.boxes, smear.labels)
         for i in range(verdict_images):
             code = ORGANISMS[i % len(ORGANISMS)]
             rng = np.random.default_rng(960_000_000 + si * 100_000 + i)
@@ -286,11 +301,7 @@ def leave_one_style_out(
             smear = render_smear(970_000_000 + si * 100_000 + i, site, (640, 640), 1.0, species=[code] * n)
             truth = _verdict_truth(code)
             for k, m in models.items():
-                verdict = m.predict(smear.image).verdict
-                ok[k] += int(verdict == truth)
-                if verdict != truth:
-                    key = f"{code}->{verdict}"
-                    wrong[k][key] = wrong[k].get(key, 0) + 1
+                count_verdict(ok, wrong, k, code, m.predict(smear.image).verdict, truth)
         per_site[site] = {
             "seen_in_training": SITES[site].seen,
             "description": SITES[site].description,

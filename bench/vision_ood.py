@@ -83,6 +83,7 @@ def score(
     """Per style of `renderer` (this module by default): mAP50 and Gram-verdict accuracy of each model."""
     from medcloud.vision.metrics import DetectionAccumulator
     from medcloud.vision.runtime import GramStainModel
+    from vision import add_detections, count_verdict  # bench/vision.py: the leave-one-style-out scoring
 
     mod = renderer if renderer is not None else sys.modules[__name__]
     render, styles = mod.render, mod.STYLES
@@ -95,13 +96,8 @@ def score(
         for i in range(images):
             smear = render(990_000_000 + si * 100_000 + i, style)
             for k, m in models.items():
-                dets = m.predict(smear.image, score_threshold=0.05).ranked()
-                accs[k].add(
-                    np.array([d.box for d in dets], dtype=np.float32).reshape(-1, 4),
-                    np.array([d.label for d in dets], dtype=np.int64),
-                    np.array([d.score for d in dets], dtype=np.float32),
-                    smear.boxes,
-                    smear.labels,
+                add_detections(
+                    accs[k], m.predict(smear.image, score_threshold=0.05).ranked(), smear.boxes, smear.labels
                 )
         for i in range(verdict_images):
             code = ORGANISMS[i % len(ORGANISMS)]
@@ -109,11 +105,7 @@ def score(
             smear = render(996_000_000 + si * 100_000 + i, style, species=[code] * n)
             truth = _verdict_truth(code)
             for k, m in models.items():
-                verdict = m.predict(smear.image).verdict
-                ok[k] += int(verdict == truth)
-                if verdict != truth:
-                    key = f"{code}->{verdict}"
-                    wrong[k][key] = wrong[k].get(key, 0) + 1
+                count_verdict(ok, wrong, k, code, m.predict(smear.image).verdict, truth)
         per_style[style] = {
             k: {
                 "map50": accs[k].mean_ap(),
