@@ -561,7 +561,7 @@ def main() -> None:
             second = Path(args.compare).name + (f"@{args.compare_scales}" if args.compare_scales else "")
             if second == first:
                 raise SystemExit("--compare names the same model and scales as --model")
-            dirs[second] = Path(args.compare)
+            dirs[second] = _model_dir(args.compare)
             overrides[second] = _scales(args.compare_scales)
         t0 = time.perf_counter()
         out["leave_one_style_out"] = leave_one_style_out(
