@@ -102,8 +102,12 @@ def test_write_card_adds_its_section_and_the_headline_counts_its_styles(tmp_path
     worst = min([before["headline"]["worst_unseen_map50"], *(v["map50"] for v in section["per_style"].values())])
     assert card["headline"]["worst_unseen_map50"] == round(worst, 4)
     assert {k: v for k, v in card.items() if k not in ("separate_renderers", "headline") and "warning" not in k} == {
-        k: v for k, v in before.items() if k not in ("headline",) and "warning" not in k
+        k: v for k, v in before.items() if k not in ("separate_renderers", "headline") and "warning" not in k
     }
+    # another renderer's entry already on the card is kept (the shipped card carries the blind renderer's)
+    for name, entry in (before.get("separate_renderers") or {}).items():
+        if name != "ood":
+            assert card["separate_renderers"][name] == entry
     # a card whose weights no longer match is refused, not rewritten
     (model / "detector.onnx").write_bytes(b"not the model")
     done = subprocess.run(argv, capture_output=True, text=True, timeout=600, env=dict(os.environ))
