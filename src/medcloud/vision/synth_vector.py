@@ -15,7 +15,7 @@ Annotation convention: one box per organism group (a cluster, a chain, a palisad
 yeast with its buds, one red cell), the union of its cells' extents.
 
 It was written (session 13) as an evaluation-only check, `bench/vision_ood.py`: `gram-stain/0.6.0-synthetic`,
-trained on `synth.py` alone, scored mAP50 0.415 / 0.210 on its two styles. Training may now mix it in
+trained on `synth.py` alone, scored mAP50 0.42 / 0.21 on its two styles. Training may now mix it in
 (`TrainConfig.vector_share`): renderer diversity, so that a model learns what a Gram stain looks like rather
 than what one renderer draws. A model's `training.json` says whether it saw these smears; the held-out check
 is then `bench/vision_blind.py`, written by another author who never saw either renderer.
