@@ -41,7 +41,8 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))  # bench/vision.py (the card writer)
 sys.path.insert(0, str(BENCH.parent / "src"))
 
-from medcloud.vision.labels import LABEL_INDEX, LABELS, NUM_CLASSES  # noqa: E402
+from medcloud.vision import synth_vector  # noqa: E402
+from medcloud.vision.labels import LABELS, NUM_CLASSES  # noqa: E402
 from medcloud.vision.synth_vector import (  # noqa: E402 - the renderer (see its docstring)
     ORGANISMS,
     STYLES,
@@ -51,13 +52,9 @@ from medcloud.vision.synth_vector import (  # noqa: E402 - the renderer (see its
     organism,
     render,
 )
+from vision import _model_dir, _verdict_truth  # noqa: E402 - bench/vision.py: the same model names and truths
 
 __all__ = ["ORGANISMS", "STYLES", "OodSmear", "Style", "draw_style", "organism", "render", "score"]
-
-
-def _verdict_truth(code: str) -> str | None:
-    label = LABELS[LABEL_INDEX[code]]
-    return None if label.shape == "yeast" else label.crop_class
 
 
 def renderers(which: str) -> dict[str, Any]:
@@ -67,7 +64,7 @@ def renderers(which: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in names:
         if name == "ood":
-            out[name] = sys.modules[__name__]
+            out[name] = synth_vector
         elif name == "blind":
             import vision_blind
 
@@ -80,12 +77,12 @@ def renderers(which: str) -> dict[str, Any]:
 def score(
     model_dirs: dict[str, Path], images: int, verdict_images: int, threads: int, renderer: Any = None
 ) -> dict[str, Any]:
-    """Per style of `renderer` (this module by default): mAP50 and Gram-verdict accuracy of each model."""
+    """Per style of `renderer` (`synth_vector` by default): mAP50 and Gram-verdict accuracy of each model."""
     from medcloud.vision.metrics import DetectionAccumulator
     from medcloud.vision.runtime import GramStainModel
     from vision import add_detections, count_verdict  # bench/vision.py: the leave-one-style-out scoring
 
-    mod = renderer if renderer is not None else sys.modules[__name__]
+    mod = renderer if renderer is not None else synth_vector
     render, styles = mod.render, mod.STYLES
     models = {k: GramStainModel(v, threads=threads) for k, v in model_dirs.items()}
     per_style: dict[str, Any] = {}
@@ -179,15 +176,6 @@ def _vector_share(model_dir: Path) -> float:
     return float(json.loads(path.read_text()).get("vector_share", 0.0)) if path.is_file() else 0.0
 
 
-def _model_dir(arg: str) -> Path:
-    path = Path(arg)
-    if path.is_dir():
-        return path
-    from medcloud.vision.registry import resolve
-
-    return resolve(None, version=arg).path
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", action="append", help="model folder or shipped version (repeat to compare)")
@@ -212,11 +200,8 @@ def main() -> None:
                     Image.fromarray(mod.render(990_000_000 + si * 100_000 + i, style).image).save(
                         args.save_examples / f"{style}-{i}.png"
                     )
-    if not args.model:
-        from medcloud.vision.registry import resolve
-
-        args.model = [str(resolve(None).path)]
-    dirs = {Path(m).name if Path(m).is_dir() else m: _model_dir(m) for m in args.model}
+    # by folder name, or by the version name given (the newest shipped model when none is given)
+    dirs = {m if m and not Path(m).is_dir() else _model_dir(m).name: _model_dir(m) for m in args.model or [None]}
     if args.write_card:  # before minutes of scoring: the card must still describe these weights
         from medcloud.errors import MedcloudError
         from medcloud.vision.registry import load_dir
@@ -238,7 +223,8 @@ def main() -> None:
                 "card_sections_written": written,
                 "synthetic": True,
                 "renderers": {name: RENDERER_FILES[name] for name in mods},
-                "note": "separately written renderers; evaluation only, never trained on",
+                "note": "renderers written apart from synth.py; the blind one is never trained on, synth_vector "
+                "may be (a model's training.json vector_share says)",
                 "machine": {"cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2)},
                 "models": {k: str(v) for k, v in dirs.items()},
                 "images_per_style": args.images,
