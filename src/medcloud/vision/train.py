@@ -6,6 +6,7 @@ only; evaluation then runs the exported ONNX models through the serving runtime.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -113,9 +114,15 @@ def drawn_by_vector(cfg: TrainConfig, i: int) -> bool:
     return cfg.vector_share > 0 and (i * 0.7548776662 + 0.31) % 1.0 < cfg.vector_share
 
 
-def _render_one(job: tuple[TrainConfig, int]) -> Sample:
+def _halved(image: NDArray[np.uint8], boxes: NDArray[np.float32], labels: NDArray[np.int64], size: int) -> Sample:
+    """A smear rendered at twice the training size, reduced like the serving path's resize."""
     from PIL import Image
 
+    img = np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0))
+    return Sample(img, (boxes / 2).astype(np.float32), labels)
+
+
+def _render_one(job: tuple[TrainConfig, int]) -> Sample:
     cfg, i = job
     seed = cfg.seed * 10_000_000 + i
     if drawn_by_vector(cfg, i):
@@ -124,17 +131,11 @@ def _render_one(job: tuple[TrainConfig, int]) -> Sample:
         if cfg.boxes != "group":
             raise ValueError("the second renderer draws group boxes only; use --vector-share 0 with --boxes cell")
         v = render_vector(seed, "ood-varied", cfg.size * 2)
-        img = np.asarray(
-            Image.fromarray(v.image).resize((cfg.size, cfg.size), Image.Resampling.BILINEAR, reducing_gap=2.0)
-        )
-        return Sample(img, (v.boxes / 2).astype(np.float32), v.labels)
+        return _halved(v.image, v.boxes, v.labels, cfg.size)
     site = training_site(cfg, i)
     if i < int(cfg.images * cfg.hi_res_fraction):
         s = render_smear(seed, site, (cfg.size * 2, cfg.size * 2), 1.0, boxes=cfg.boxes)
-        img = np.asarray(
-            Image.fromarray(s.image).resize((cfg.size, cfg.size), Image.Resampling.BILINEAR, reducing_gap=2.0)
-        )
-        return Sample(img, (s.boxes / 2).astype(np.float32), s.labels)
+        return _halved(s.image, s.boxes, s.labels, cfg.size)
     s = render_smear(seed, site, (cfg.size, cfg.size), cfg.size / 640, boxes=cfg.boxes)
     return Sample(s.image, s.boxes, s.labels)
 
@@ -505,18 +506,18 @@ def resolve_init(init: str, name: str = "gram-stain") -> Path:
     Anything else is refused before any work starts: a continuation that silently began from random
     weights would look like a run and waste its whole budget.
     """
-    from medcloud.errors import InvalidInput
-    from medcloud.vision.registry import PACKAGED_MODELS
+    from medcloud.errors import InvalidInput, NotFound
+    from medcloud.vision.registry import list_models, resolve
 
     folder = Path(init)
+    if not folder.is_dir() and "/" not in init:
+        with contextlib.suppress(NotFound):
+            folder = resolve(None, name=name, version=init).path
     if folder.is_dir():
         if not (folder / "detector.pt").is_file():
             raise InvalidInput(f"--init {init}: that folder has no detector.pt to continue from")
         return folder
-    shipped = PACKAGED_MODELS / name / init
-    if "/" not in init and (shipped / "detector.pt").is_file():
-        return shipped
-    versions = sorted(p.parent.name for p in (PACKAGED_MODELS / name).glob("*/detector.pt"))
+    versions = sorted(m.version for m in list_models(None) if m.name == name and (m.path / "detector.pt").is_file())
     raise InvalidInput(
         f"--init {init}: no such model folder, and no shipped {name} version of that name"
         f" (shipped: {', '.join(versions) or 'none'})"
