@@ -62,8 +62,6 @@ def _cached(terms: tuple[str, ...]) -> Charset:
     return Charset(terms)
 
 
-_BY_VALUE: dict[bytes, Charset] = {}  # the declarations seen, as written: most archives use two or three
-_BY_VALUE_MAX = 256
 _VALUE_KEY_MAX = _MAX_TERMS * (_TERM_CHARS + 1)  # longer values are read term by term each time
 
 
@@ -74,15 +72,12 @@ def charset_for(raw: bytes) -> Charset:
     before any term is parsed (this runs for each file at ingest and for each file's DICOM JSON).
     """
     raw = bytes(raw)
-    got = _BY_VALUE.get(raw)
-    if got is not None:
-        return got
-    got = _parse(raw)
-    if len(raw) <= _VALUE_KEY_MAX:
-        if len(_BY_VALUE) >= _BY_VALUE_MAX:
-            _BY_VALUE.clear()
-        _BY_VALUE[raw] = got
-    return got
+    return _by_value(raw) if len(raw) <= _VALUE_KEY_MAX else _parse(raw)
+
+
+@lru_cache(maxsize=256)  # the declarations seen, as written: most archives use two or three
+def _by_value(raw: bytes) -> Charset:
+    return _parse(raw)
 
 
 def _parse(raw: bytes) -> Charset:
