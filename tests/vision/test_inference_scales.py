@@ -68,6 +68,15 @@ def test_prepare_scales_base_is_prepare_and_other_sides_have_their_size() -> Non
     assert abs(float(np.median(out[416][0])) - float(np.median(x))) < 4
 
 
+def test_larger_sides_resized_on_another_thread_are_the_same_pixels() -> None:
+    """Sides above the base are resized beside it on a pool thread: the result is what one thread gives."""
+    img = render_smear(12, "site-a", (640, 640), 1.0).image
+    for _ in range(3):  # the pool is reused from call to call
+        out = prepare_scales(img, (320, 480), colour="none")
+        assert np.array_equal(out[480][0], prepare(img, 480, colour="none")[0])
+        assert np.array_equal(out[320][0], prepare(img, 320, colour="none")[0])
+
+
 def _copy(tmp_path: Path, inference: dict[str, object] | None) -> Path:
     src = resolve(None).path
     dest = tmp_path / "model"

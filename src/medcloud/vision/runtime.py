@@ -12,6 +12,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -282,6 +283,10 @@ def prepare_scales(
     the base image, and used for every side; sides below the base are resized from the base image (cheaper
     than from the original), sides above it from the original.
     """
+    # Sides above the base are resampled from the original: on another thread, beside the base's resize
+    # (Pillow releases the GIL while it resamples), so a second detector scale does not pay its resize in
+    # series. The pixels are the same as resizing one after the other.
+    larger = {side: _resize_pool().submit(_resize, image, side) for side in sides if side > base}
     resized, scale = _resize(image, base)
     gain = white_balance_gain(resized[::2, ::2].astype(np.float32)) if colour == "white-balance" else None
     out: dict[int, tuple[NDArray[np.float32], float]] = {}
@@ -289,9 +294,22 @@ def prepare_scales(
         if side == base:
             out[side] = (_canvas(resized, gain), scale)
             continue
-        r, s = _resize(image, side, source=resized if side < base else image)
+        r, s = larger[side].result() if side in larger else _resize(image, side, source=resized)
         out[side] = (_canvas(r, gain), s)
     return out
+
+
+_RESIZE_POOL: ThreadPoolExecutor | None = None
+_RESIZE_POOL_LOCK = threading.Lock()
+
+
+def _resize_pool() -> ThreadPoolExecutor:
+    """One small pool per process for `prepare_scales`'s larger sides (created on first use)."""
+    global _RESIZE_POOL
+    with _RESIZE_POOL_LOCK:
+        if _RESIZE_POOL is None:
+            _RESIZE_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="medcloud-resize")
+        return _RESIZE_POOL
 
 
 def _pil_resize(image: NDArray[np.uint8], nw: int, nh: int) -> Any:
