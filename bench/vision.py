@@ -44,7 +44,7 @@ TOKEN = "bench-token-0123456789abcdef0123456789"  # noqa: S105 - a throwaway loc
 
 
 def _model_dir(arg: str | None) -> Path:
-    """A model folder, a registered version's name (e.g. 0.6.0-synthetic), or the newest shipped model."""
+    """A model folder, a registered version's name (e.g. 0.6.1-synthetic), or the newest shipped model."""
     from medcloud.vision.registry import resolve
 
     if not arg:
@@ -436,12 +436,15 @@ def torch_server(model_dir: Path, port: int) -> None:
     from medcloud.vision.runtime import (
         INPUT_LONG_SIDE,
         TILE,
+        Detection,
         Photo,
         Prediction,
+        combine_scales,
         decode_peaks,
         gram_vote,
+        inference_scales,
         input_colour,
-        prepare,
+        prepare_scales,
         tile_origins,
         tiles,
     )
@@ -455,11 +458,12 @@ def torch_server(model_dir: Path, port: int) -> None:
     cls.load_state_dict(torch.load(model_dir / "classifier.pt", weights_only=True))
     cls.eval()
     colour = input_colour(model_dir)
+    recipe = inference_scales(model_dir)  # the model's own scales, as the runtime runs it
 
     class TorchPredictor:
-        """`serve.Predictor` run by torch: the same decoding (`decode_side`) and answer as the runtime's."""
+        """`serve.Predictor` run by torch: the same decoding (`decode_side`), scales and answer as the runtime's."""
 
-        decode_side = 2 * INPUT_LONG_SIDE
+        decode_side = 2 * max((*recipe.sides, INPUT_LONG_SIDE))
 
         def predict_photo(self, photo: Photo, score_threshold: float = 0.3) -> Prediction:
             return self.predict(photo.pixels, score_threshold, frame=(photo.width, photo.height))
@@ -469,22 +473,35 @@ def torch_server(model_dir: Path, port: int) -> None:
             h, w = image.shape[:2]
             fw, fh = frame or (w, h)
             scale_x, scale_y = fw / w, fh / h
-            x, scale = prepare(image, colour=colour)
+            inputs = prepare_scales(image, tuple(dict.fromkeys((*recipe.sides, INPUT_LONG_SIDE))), colour=colour)
+            per_side: dict[int, list[Detection]] = {}
             with torch.inference_mode():
-                heat, reg = det_export(torch.from_numpy(x))
-                found = decode_peaks(heat[0].numpy(), reg[0].numpy(), score_threshold)
+                for side in recipe.sides:
+                    xs, sc = inputs[side]
+                    heat, reg = det_export(torch.from_numpy(xs))
+                    found = decode_peaks(heat[0].numpy(), reg[0].numpy(), score_threshold)
+                    to_photo = np.array([scale_x, scale_y, scale_x, scale_y], dtype=np.float32) / np.float32(sc)
+                    for d in found:
+                        d.box = tuple(float(v) for v in np.asarray(d.box, dtype=np.float32) * to_photo)  # type: ignore[assignment]
+                    per_side[side] = found
+                x, scale = inputs[INPUT_LONG_SIDE]
                 crops = tiles(x, (round(h * scale), round(w * scale)))
                 probs = torch.softmax(cls(torch.from_numpy(crops)), dim=1).numpy()
+            alternatives: list[Detection] = []
+            if len(recipe.sides) == 1:
+                dets = per_side[recipe.sides[0]]
+            else:
+                dets, alternatives = combine_scales(
+                    per_side, recipe.verdict_side, recipe.iou, weight=recipe.alternative_weight
+                )
             to_photo = np.array([scale_x, scale_y, scale_x, scale_y], dtype=np.float32) / np.float32(scale)
-            for d in found:
-                d.box = tuple(float(v) for v in np.asarray(d.box, dtype=np.float32) * to_photo)  # type: ignore[assignment]
             origins = np.array(
                 tile_origins(x.shape[2:], (round(h * scale), round(w * scale))), dtype=np.float32
             ).reshape(-1, 2)
             crop_boxes = np.concatenate([origins[:, ::-1], origins[:, ::-1] + TILE], axis=1) * to_photo
-            vote = gram_vote(probs, crop_boxes, found)  # the same yeast-aware vote as the runtime
+            vote = gram_vote(probs, crop_boxes, per_side[recipe.verdict_side])  # the runtime's yeast-aware vote
             ms = (time.perf_counter() - t0) * 1000
-            return Prediction(found, vote.votes, vote.verdict, fw, fh, ms, vote.yeast, vote.excluded)
+            return Prediction(dets, vote.votes, vote.verdict, fw, fh, ms, vote.yeast, vote.excluded, alternatives)
 
     server = build_server(
         TorchPredictor(), load_dir(model_dir), os.environ["MEDCLOUD_SERVE_TOKEN_SHA256"], "127.0.0.1", port
