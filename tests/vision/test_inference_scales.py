@@ -108,20 +108,40 @@ def test_recipe_comes_from_the_training_record_and_older_models_stay_single_scal
         InferenceScales((320,), alternative_weight=1.5)
 
 
-# The recipe measured for issue 13 (docs/vision.md "Multi-scale inference"); not enabled for the shipped model.
+# The first recipe measured for issue 13 (docs/vision.md "Multi-scale inference"); never shipped.
 MEASURED = InferenceScales((192, 320, 416), 0.5, 320, 0.5)
+# What 0.6.1-synthetic ships (session 14, chosen by a rule written before scoring; docs/vision.md).
+SHIPPED = InferenceScales((320, 480), 0.5, 320, 0.5)
 
 
-def test_shipped_model_runs_single_scale(packaged_model_dir: Path) -> None:
-    """The measured recipe costs 2.3x the serving time for little change in the drawn answer: off by default."""
-    assert "inference" not in json.loads((packaged_model_dir / "training.json").read_text())
-    assert GramStainModel(packaged_model_dir, threads=1).scales == InferenceScales()
+def test_shipped_model_runs_its_recorded_recipe(packaged_model_dir: Path) -> None:
+    """0.6.1 runs the detector at 320 and 480; the answer and the verdict's detector half stay the 320 run's."""
+    record = json.loads((packaged_model_dir / "training.json").read_text())
+    assert record["inference"]["sides"] == [320, 480] and "rule written before scoring" in record["inference_chosen"]
+    model = GramStainModel(packaged_model_dir, threads=1)
+    assert model.scales == SHIPPED and model.decode_side == 960
+    # The card records the recipe its serving figures were measured with.
+    card = json.loads((packaged_model_dir / "card.json").read_text())
+    assert card["serving"]["inference"]["sides"] == [320, 480]
+
+
+def test_shipped_recipe_keeps_the_single_scale_verdict(packaged_model_dir: Path) -> None:
+    single = GramStainModel(packaged_model_dir, threads=1, scales=InferenceScales())
+    shipped = GramStainModel(packaged_model_dir, threads=1)
+    for seed, site in ((7_001, "site-a"), (7_002, "site-f-paleblue"), (7_003, "site-g-lowmag")):
+        img = render_smear(seed, site, (640, 640), 1.0).image
+        a, b = single.predict(img), shipped.predict(img)
+        assert (a.verdict, a.yeast, a.crop_votes) == (b.verdict, b.yeast, b.crop_votes)
+        # The 320 answers are all kept; the 480 run only adds groups they missed.
+        assert all(
+            any((e.box, e.label, e.score) == (f.box, f.label, f.score) for f in b.detections) for e in a.detections
+        )
 
 
 @pytest.mark.parametrize("site", ["site-g-lowmag", "site-f-paleblue", "site-a"])
 def test_multi_scale_adds_boxes_and_keeps_the_verdict(packaged_model_dir: Path, site: str) -> None:
     multi = GramStainModel(packaged_model_dir, threads=1, scales=MEASURED)
-    single = GramStainModel(packaged_model_dir, threads=1)
+    single = GramStainModel(packaged_model_dir, threads=1, scales=InferenceScales())
     img = render_smear(123_456, site, (640, 640), 1.0).image
     a, b = single.predict(img, 0.05), multi.predict(img, 0.05)
     # The verdict, the yeast note and the crop votes come from the 320 run in both.
