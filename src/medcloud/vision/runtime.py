@@ -358,10 +358,12 @@ def decode_peaks(
     """Peaks of one heatmap (C, h, w) to boxes in detector-input pixels, with class-agnostic NMS."""
     _c, h, w = heat.shape
     flat = heat.reshape(-1)
-    k = min(top_k, flat.size)
-    idx = np.argpartition(-flat, k - 1)[:k]
-    idx = idx[flat[idx] >= score_threshold]
-    idx = idx[np.argsort(-flat[idx])]
+    # The heatmap holds only its peaks (the max-pool is in the graph): the few cells over the threshold
+    # are found first, and only those are ranked (a partition of the whole map cost ~1 ms per scale).
+    idx = np.flatnonzero(flat >= score_threshold)
+    if idx.size > top_k:
+        idx = idx[np.argpartition(-flat[idx], top_k - 1)[:top_k]]
+    idx = idx[np.lexsort((idx, -flat[idx]))]  # best score first; equal scores in map order
     cls = idx // (h * w)
     pix = idx % (h * w)
     ys, xs = pix // w, pix % w
