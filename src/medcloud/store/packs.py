@@ -42,13 +42,14 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 
 from medcloud.errors import IntegrityError, StorageError
+from medcloud.pools import SharedPool
 from medcloud.security.envelope import DataKey, Envelope
 
 FILE_MAGIC = b"MEDCLOUDPACK\x00\x01\x00\x00"  # 16 bytes: magic, format version 1
@@ -137,17 +138,8 @@ class _Writer:
 
 
 _SYNC_INLINE_BELOW = 1024**2  # bytes appended below which the pack is synced in the caller's thread
-_SYNC_POOL: ThreadPoolExecutor | None = None
-_SYNC_POOL_LOCK = threading.Lock()
-
-
-def _sync_pool() -> ThreadPoolExecutor:
-    """A few long-lived threads that run packs' fdatasync while their callers write catalog rows."""
-    global _SYNC_POOL
-    with _SYNC_POOL_LOCK:
-        if _SYNC_POOL is None:
-            _SYNC_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="pack-sync")
-        return _SYNC_POOL
+# A few long-lived threads that run packs' fdatasync while their callers write catalog rows.
+_SYNC_POOL = SharedPool(4, "pack-sync")
 
 
 class PendingPut:
@@ -168,7 +160,7 @@ class PendingPut:
             if appended < _SYNC_INLINE_BELOW:  # a sync this small is quicker than a hand-off to a thread
                 self._sync()
             else:
-                self._future = _sync_pool().submit(self._sync)
+                self._future = _SYNC_POOL.get().submit(self._sync)
 
     def _sync(self) -> None:
         assert self._writer is not None

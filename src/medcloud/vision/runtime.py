@@ -12,7 +12,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from medcloud.errors import InvalidInput, TooLarge, UnsupportedFormat
+from medcloud.pools import SharedPool
 from medcloud.vision.labels import (
     CROP_CLASS_NAMES,
     CROP_CLASSES,
@@ -286,7 +286,7 @@ def prepare_scales(
     # Sides above the base are resampled from the original: on another thread, beside the base's resize
     # (Pillow releases the GIL while it resamples), so a second detector scale does not pay its resize in
     # series. The pixels are the same as resizing one after the other.
-    larger = {side: _resize_pool().submit(_resize, image, side) for side in sides if side > base}
+    larger = {side: _RESIZE_POOL.get().submit(_resize, image, side) for side in sides if side > base}
     resized, scale = _resize(image, base)
     gain = white_balance_gain(resized[::2, ::2].astype(np.float32)) if colour == "white-balance" else None
     out: dict[int, tuple[NDArray[np.float32], float]] = {}
@@ -299,17 +299,7 @@ def prepare_scales(
     return out
 
 
-_RESIZE_POOL: ThreadPoolExecutor | None = None
-_RESIZE_POOL_LOCK = threading.Lock()
-
-
-def _resize_pool() -> ThreadPoolExecutor:
-    """One small pool per process for `prepare_scales`'s larger sides (created on first use)."""
-    global _RESIZE_POOL
-    with _RESIZE_POOL_LOCK:
-        if _RESIZE_POOL is None:
-            _RESIZE_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="medcloud-resize")
-        return _RESIZE_POOL
+_RESIZE_POOL = SharedPool(2, "medcloud-resize")  # `prepare_scales`'s larger sides
 
 
 def _pil_resize(image: NDArray[np.uint8], nw: int, nh: int) -> Any:
