@@ -161,30 +161,40 @@ IMPLICIT_LE_SYNTAX = Syntax(False, True)
 EXPLICIT_BE_SYNTAX = Syntax(True, False)
 
 
-class Elem:
-    """One element's span in the buffer. `items` holds parsed sequence items (None if not a sequence)."""
+class Elem(NamedTuple):
+    """One element's span in the buffer. `items` holds parsed sequence items (None if not a sequence).
 
-    __slots__ = ("end", "explicit", "hstart", "items", "tag", "vend", "vr", "vstart")
+    A named tuple: `parse` makes about a hundred of these per file at ingest, and a tuple is made by one
+    C call (`_new_elem`) where a class's `__init__` costs a Python frame and eight attribute stores.
+    """
 
-    def __init__(
-        self,
-        tag: int,
-        vr: str,
-        hstart: int,
-        vstart: int,
-        vend: int,
-        end: int,
-        explicit: bool,
-        items: list[list[Elem]] | None,
-    ) -> None:
-        self.tag = tag
-        self.vr = vr
-        self.hstart = hstart
-        self.vstart = vstart
-        self.vend = vend
-        self.end = end
-        self.explicit = explicit
-        self.items = items
+    tag: int
+    vr: str
+    hstart: int
+    vstart: int
+    vend: int
+    end: int
+    explicit: bool
+    items: list[list[Elem]] | None
+
+
+_new_elem = tuple.__new__  # Elem(...) without the generated __new__'s Python frame: _new_elem(Elem, (fields))
+
+
+def _explicit_vr(code: bytes) -> tuple[str, bool] | None:
+    """An explicit VR's text and whether it has a 32-bit length; None for a code that is not a VR."""
+    vr = code.decode("latin_1")
+    if not (vr.isalpha() and vr.isupper()):
+        return None
+    return vr, vr in LONG_VRS
+
+
+# Every VR code `_explicit_vr` accepts (two letters, neither lower case), read once: the parser looks
+# each element's code up here.
+_LETTERS = [c for c in range(256) if chr(c).isalpha()]
+_VR_CODES: dict[bytes, tuple[str, bool]] = {
+    code: info for a in _LETTERS for b in _LETTERS if (info := _explicit_vr(code := bytes((a, b)))) is not None
+}
 
 
 class ParsedDicom(NamedTuple):
@@ -224,16 +234,25 @@ def _skip_encapsulated(buf: Buffer, pos: int, syn: Syntax) -> int:
 def parse(buf: Buffer, pos: int, end: int, syn: Syntax, in_item: bool, depth: int = 0) -> tuple[list[Elem], int]:
     """Split a dataset (or one undefined-length item) into element spans, at most `MAX_NESTING` deep."""
     elems: list[Elem] = []
+    append = elems.append
     explicit = syn.explicit
-    tag_fmt, u16, u32 = syn.tag_fmt, syn.u16, syn.u32
+    u32 = syn.u32
+    # One unpack reads an element's tag with its VR code and 16-bit length (explicit), or its 32-bit
+    # length (implicit); a 32-bit explicit length is read after.
+    head = syn.hdr2 if explicit else syn.hdr_implicit
+    vr_code = _VR_CODES.get
     vr_of = _DICT_VR.get
+    new = _new_elem
     while pos < end:
         if pos + 8 > end:
             # Trailing padding shorter than a header is tolerated at the top level only.
             if not in_item and not any(buf[pos:end]):
                 return elems, end
             raise _truncated("element header", pos)
-        g, e = tag_fmt.unpack_from(buf, pos)
+        if explicit:
+            g, e, code, length = head.unpack_from(buf, pos)
+        else:
+            g, e, length = head.unpack_from(buf, pos)
         tag = (g << 16) | e
         hstart = pos
         if tag == ITEM_END:
@@ -241,31 +260,30 @@ def parse(buf: Buffer, pos: int, end: int, syn: Syntax, in_item: bool, depth: in
         if g == 0xFFFE:
             raise _truncated(f"unexpected delimiter ({g:04X},{e:04X})", pos)
         if explicit:
-            vr = buf[pos + 4 : pos + 6].decode("latin_1")
-            if vr in LONG_VRS:
+            info = vr_code(code)
+            if info is None:
+                raise _truncated(f"invalid VR {code.decode('latin_1')!r} in ({g:04X},{e:04X})", pos)
+            vr, long = info
+            if long:
                 if pos + 12 > end:
                     raise _truncated("element header", pos)
                 length = u32.unpack_from(buf, pos + 8)[0]
                 pos += 12
-            elif vr.isalpha() and vr.isupper():
-                length = u16.unpack_from(buf, pos + 6)[0]
-                pos += 8
             else:
-                raise _truncated(f"invalid VR {vr!r} in ({g:04X},{e:04X})", pos)
+                pos += 8
         else:
-            length = u32.unpack_from(buf, pos + 4)[0]
             pos += 8
             vr = "UN" if g & 1 else (vr_of(tag) or dict_vr(tag))
         if length == UNDEFINED:
             if tag == PIXEL_DATA:
                 stop = _skip_encapsulated(buf, pos, syn)
-                elems.append(Elem(tag, vr, hstart, pos, stop, stop, explicit, None))
+                append(new(Elem, (tag, vr, hstart, pos, stop, stop, explicit, None)))
                 pos = stop
                 continue
             # Undefined length means a sequence; an explicit UN one is encoded implicit inside.
             inner = IMPLICIT_LE_SYNTAX if (explicit and vr == "UN") else syn
             items, pos = _parse_items(buf, pos, end, inner, True, depth)
-            elems.append(Elem(tag, "SQ", hstart, hstart, pos, pos, explicit, items))
+            append(new(Elem, (tag, "SQ", hstart, hstart, pos, pos, explicit, items)))
             continue
         vend = pos + length
         if vend > end:
@@ -278,9 +296,9 @@ def parse(buf: Buffer, pos: int, end: int, syn: Syntax, in_item: bool, depth: in
             inner = IMPLICIT_LE_SYNTAX
         if vr == "SQ":
             items, _ = _parse_items(buf, pos, vend, inner, False, depth)
-            elems.append(Elem(tag, vr, hstart, pos, vend, vend, explicit, items))
+            append(new(Elem, (tag, vr, hstart, pos, vend, vend, explicit, items)))
         else:
-            elems.append(Elem(tag, vr, hstart, pos, vend, vend, explicit, None))
+            append(new(Elem, (tag, vr, hstart, pos, vend, vend, explicit, None)))
         pos = vend
     if in_item:
         raise _truncated("item without delimiter", pos)
