@@ -113,3 +113,39 @@ def test_a_character_set_term_outside_the_code_string_repertoire_is_the_default(
     cs = charset_for(declared)
     assert cs.decode(b"Yamada^Taro") == "Yamada^Taro"
     assert cs.decode(cs.encode("Yamada^Taro")) == "Yamada^Taro"
+
+
+def test_vr_code_table_accepts_exactly_the_codes_the_check_accepts() -> None:
+    """`parse` looks an explicit VR code up in a table; it must hold every code the rule accepts, no more."""
+    every = {}
+    for a in range(256):
+        for b in range(256):
+            text = bytes((a, b)).decode("latin_1")
+            if text.isalpha() and text.isupper():
+                every[bytes((a, b))] = (text, text in dicom.LONG_VRS)
+    assert every == dicom._VR_CODES
+    assert dicom._VR_CODES[b"OB"] == ("OB", True) and dicom._VR_CODES[b"PN"] == ("PN", False)
+
+
+@pytest.mark.parametrize("code", [b"ob", b"1A", b"\x00\x00", b"A ", b"Pn"])
+def test_an_element_with_an_invalid_vr_code_is_refused_by_name(code: bytes) -> None:
+    # (0010,0010) in explicit little endian with a VR code that is not two capitals.
+    body = struct.pack("<HH2sH", 0x0010, 0x0010, code, 4) + b"ABCD"
+    with pytest.raises(InvalidInput, match=r"invalid VR .* in \(0010,0010\)"):
+        dicom.parse(body, 0, len(body), dicom.EXPLICIT_LE_SYNTAX, in_item=False)
+
+
+def test_parse_gives_each_element_its_spans() -> None:
+    body = (
+        struct.pack("<HH2sH", 0x0008, 0x0060, b"CS", 2) + b"CT"
+        + struct.pack("<HH2s2xI", 0x0009, 0x1010, b"OB", 4) + b"\x01\x02\x03\x04"
+    )  # fmt: skip
+    elems, end = dicom.parse(body, 0, len(body), dicom.EXPLICIT_LE_SYNTAX, in_item=False)
+    assert end == len(body)
+    assert [(e.tag, e.vr, e.hstart, e.vstart, e.vend, e.end, e.explicit, e.items) for e in elems] == [
+        (0x00080060, "CS", 0, 8, 10, 10, True, None),
+        (0x00091010, "OB", 10, 22, 26, 26, True, None),
+    ]
+    implicit = struct.pack("<HHI", 0x0010, 0x0020, 4) + b"ID12"
+    (el,), _ = dicom.parse(implicit, 0, len(implicit), dicom.IMPLICIT_LE_SYNTAX, in_item=False)
+    assert (el.tag, el.vr, el.vstart, el.vend) == (0x00100020, "LO", 8, 12)
