@@ -24,7 +24,9 @@ from medcloud.formats.dicomjson import (
     dataset_json,
     file_json,
     join_with_base,
+    pack_stored,
     pixel_vr,
+    unpack_stored,
     with_base,
 )
 from medcloud.store.tables import instance_json
@@ -170,7 +172,39 @@ def test_files_stored_before_are_converted_on_first_read_and_kept(seeded: Seeded
     backfilled = _stored(seeded)
     assert len(backfilled) == 2  # the two instances read, kept for the next reader
     for sha, body in backfilled.items():
-        assert zlib.decompress(body) == zlib.decompress(kept[sha])
+        assert unpack_stored(body) == unpack_stored(kept[sha])
+
+
+def test_json_kept_as_zlib_before_zstandard_is_still_answered(seeded: Seeded, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Catalogs filled before stored JSON moved to Zstandard hold zlib bodies: both kinds are read."""
+    h = seeded.hub
+    url = f"/dicom-web/studies/{LUNG_CT}/metadata"
+    kept = _stored(seeded)
+    assert kept and all(body[:4] == b"\x28\xb5\x2f\xfd" for body in kept.values())  # Zstandard frames
+    before = h.client.get(url, headers=h.auth("researcher")).json()
+    import medcloud.dicomweb.json as dj
+    import medcloud.hub.routes.dicomweb as routes
+
+    monkeypatch.setattr(routes, "_STORED_JSON", dj.StoredJsonCache())  # read from the catalog, not memory
+    with h.state.catalog.db.write() as conn:
+        for sha, body in kept.items():
+            conn.execute(
+                instance_json.update()
+                .where(instance_json.c.sha256 == sha)
+                .values(body=zlib.compress(unpack_stored(body), 1))
+            )
+    assert all(body[:1] == b"\x78" for body in _stored(seeded).values())
+    assert h.client.get(url, headers=h.auth("researcher")).json() == before
+
+
+def test_stored_form_round_trips_and_refuses_what_it_did_not_write() -> None:
+    text = b'{"00100010":{"vr":"PN","Value":[{"Alphabetic":"\xe5\xb1\xb1\xe7\x94\xb0"}]}}' * 50
+    packed = pack_stored(text)
+    assert packed[:4] == b"\x28\xb5\x2f\xfd" and len(packed) < len(text)
+    assert unpack_stored(packed) == text
+    assert unpack_stored(zlib.compress(text, 1)) == text
+    with pytest.raises(zlib.error):
+        unpack_stored(b"MCE1 not a body")
 
 
 def test_inflated_json_is_reused_from_memory_and_answers_the_same(

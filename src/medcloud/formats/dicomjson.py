@@ -20,9 +20,12 @@ import json
 import math
 import re
 import struct
+import threading
+import zlib
 from collections.abc import Iterable
 from typing import Any
 
+import zstandard
 from pydicom._dicom_dict import DicomDictionary
 
 from medcloud.formats.charset import Charset, charset_for
@@ -40,7 +43,8 @@ from medcloud.formats.dicom import (
 from medcloud.formats.limits import MAX_INFLATED_BYTES
 
 __all__ = [
-    "BULK_KEY", "bulk_split", "dataset_json", "file_json", "join_with_base", "parsed_json", "pixel_vr", "with_base",
+    "BULK_KEY", "bulk_split", "dataset_json", "file_json", "join_with_base", "pack_stored", "parsed_json", "pixel_vr",
+    "unpack_stored", "with_base",
 ]  # fmt: skip
 
 BULK_KEY = b'"BulkDataURI":"'
@@ -373,3 +377,31 @@ def join_with_base(documents: Iterable[tuple[bytes, ...]], base: bytes) -> bytes
     out[0] = b"["
     out.append(b"]")
     return b"".join(out)
+
+
+# ---------------------------------------------------------------- the stored form (catalog `instance_json`)
+
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # a Zstandard frame (RFC 8878); the zlib bodies of 0.1 start 0x78
+_CODECS = threading.local()  # zstandard's (de)compressor objects are not for two threads at once
+
+
+def pack_stored(text: bytes) -> bytes:
+    """A file's DICOM JSON as the catalog keeps it: one Zstandard frame at level 1 (content size in it).
+
+    For the ~5 KB documents of a CT or MR image this is about three times as fast as zlib at level 1 and
+    a little smaller; it runs for every file at ingest.
+    """
+    packer = getattr(_CODECS, "packer", None)
+    if packer is None:
+        packer = _CODECS.packer = zstandard.ZstdCompressor(level=1)
+    return bytes(packer.compress(text))
+
+
+def unpack_stored(body: bytes) -> bytes:
+    """The JSON text of a `pack_stored` body, or of a zlib body written before Zstandard was used."""
+    if body[:4] != _ZSTD_MAGIC:
+        return zlib.decompress(body)
+    unpacker = getattr(_CODECS, "unpacker", None)
+    if unpacker is None:
+        unpacker = _CODECS.unpacker = zstandard.ZstdDecompressor()
+    return bytes(unpacker.decompress(body))

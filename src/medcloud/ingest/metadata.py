@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import mmap
-import zlib
 from pathlib import Path
 
-from medcloud.formats.dicomjson import file_json, parsed_json
+from medcloud.formats.dicomjson import file_json, pack_stored, parsed_json
 from medcloud.formats.records import DicomRecord
 from medcloud.ingest.dicom import read_parsed, read_source
 
@@ -35,7 +34,7 @@ def frames_path(rec: DicomRecord) -> str | None:
 
 
 def stored_json(source: bytes | Path, rec: DicomRecord, *, max_inflated: int) -> bytes | None:
-    """The zlib-compressed DICOM JSON of a file already read as `rec`, or None if it cannot be converted.
+    """The compressed DICOM JSON (`pack_stored`) of a file already read as `rec`, or None if it cannot be converted.
 
     A file that the catalog accepts but this stricter walk does not (a malformed item deep in a short
     sequence) is still stored: its metadata is then converted by pydicom when first asked for.
@@ -48,7 +47,7 @@ def stored_json(source: bytes | Path, rec: DicomRecord, *, max_inflated: int) ->
                 body = file_json(mapped, frames_path(rec), max_inflated=max_inflated)
     except Exception:
         return None
-    return zlib.compress(body, 1)
+    return pack_stored(body)
 
 
 def read_with_json(
@@ -72,4 +71,4 @@ def _read_with_json(
         body = parsed_json(parsed, frames_path(rec))
     except Exception:  # as stored_json: the file is stored, its JSON made later
         return rec, None
-    return rec, zlib.compress(body, 1)
+    return rec, pack_stored(body)

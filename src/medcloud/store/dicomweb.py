@@ -365,7 +365,7 @@ class DicomwebQueries:
         return rows
 
     def instance_json(self, shas: Sequence[str]) -> dict[str, bytes]:
-        """The stored (zlib-compressed) DICOM JSON of these files, by SHA-256; files without one are absent."""
+        """The stored (`pack_stored`) DICOM JSON of these files, by SHA-256; files without one are absent."""
         found: dict[str, bytes] = {}
         keys = sorted(set(shas))
         for i in range(0, len(keys), 500):  # rows never change (content-addressed): one statement per chunk

@@ -74,7 +74,7 @@ class IndexEntry:
     status: Literal["stored", "duplicate"] | None = None
     image_id: int | None = None
     error: MedcloudError | None = None
-    dicom_json: bytes | None = None  # zlib-compressed DICOM JSON of a DICOM file, converted at ingest
+    dicom_json: bytes | None = None  # compressed DICOM JSON (`pack_stored`) of a DICOM file, converted at ingest
 
 
 class Indexer:

@@ -262,9 +262,10 @@ job_artifacts = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
 
-# Each stored DICOM file's DICOM JSON (PS3.18 F.2), converted once at ingest and zlib-compressed, keyed by
-# the file's SHA-256 (same bytes, same JSON). Pixel data is a BulkDataURI relative to the server's
-# DICOMweb base, which WADO-RS metadata prefixes when it answers (`formats.dicomjson.with_base`).
+# Each stored DICOM file's DICOM JSON (PS3.18 F.2), converted once at ingest and compressed (`pack_stored`:
+# Zstandard; zlib in rows kept before), keyed by the file's SHA-256 (same bytes, same JSON). Pixel data is a
+# BulkDataURI relative to the server's DICOMweb base, which WADO-RS metadata prefixes when it answers
+# (`formats.dicomjson.with_base`).
 instance_json = sa.Table(
     "instance_json",
     metadata,

@@ -11,7 +11,6 @@ import contextlib
 import json
 import mmap
 import uuid
-import zlib
 from collections.abc import Awaitable, Callable, Iterator
 from functools import partial
 from pathlib import Path
@@ -36,7 +35,7 @@ from medcloud.dicomweb.multipart import Part, closing, new_boundary, part_header
 from medcloud.dicomweb.query import Level, check_path_uid, parse_qido
 from medcloud.dicomweb.stow import StowOutcome, store_parts
 from medcloud.errors import Forbidden, InvalidInput, NotFound, TooLarge, UnsupportedFormat
-from medcloud.formats.dicomjson import bulk_split, file_json, join_with_base
+from medcloud.formats.dicomjson import bulk_split, file_json, join_with_base, pack_stored, unpack_stored
 from medcloud.hub.deps import client_address, hub_state, mark_audited_read, record_audit, require
 from medcloud.hub.openapi import media
 from medcloud.hub.problems import problem
@@ -311,10 +310,10 @@ def _metadata_body(queries: DicomwebQueries, blobs: Any, rows: list[dict[str, An
                     _METADATA.metadata(r["sha256"], partial(blobs.open, r["sha256"]), path),
                     ensure_ascii=False, separators=(",", ":")).encode("utf-8")))  # fmt: skip
                 continue
-            body = zlib.compress(text, 1)
+            body = pack_stored(text)
             stored[r["sha256"]] = blobs.seal_value(r["sha256"], body)
             backfill.append((r["sha256"], stored[r["sha256"]]))
-        parts.append(bulk_split(zlib.decompress(body)))
+        parts.append(bulk_split(unpack_stored(body)))
         _STORED_JSON.put(r["sha256"], parts[-1])
     queries.keep_instance_json(backfill)
     # The same bytes as `with_base` of the joined array, in one copy instead of a search and a copy.
