@@ -64,10 +64,12 @@ _NUMBER_SIZES = {vr: struct.calcsize(fmt) for vr, fmt in _NUMBER_FORMATS.items()
 _quote = json.encoder.encode_basestring  # a JSON string literal, non-ASCII kept (what json.dumps writes)
 _NO_VALUE: Any = object()  # `_value_text`'s first value of an element written without a Value
 _KEYS: dict[int, str] = {}  # tag -> '"GGGGEEEE":'
-# Short values written before, by what their text depends on (bytes, VR, character set, byte order):
-# the instances of a series repeat most of their header, so most values are written once per series.
-_VALUE_TEXTS: dict[tuple[bytes, str, tuple[str, ...], bool], tuple[str, Any]] = {}
-_VALUE_TEXTS_MAX = 8192  # entries (values under _CACHED_BELOW bytes): a few MiB at most; cleared when full
+# Short elements written before (key and value text, and Value[0]), by tag, VR and bytes, one table per
+# character set and byte order (what else their text depends on): the instances of a series repeat most
+# of their header, so most elements are written once per series.
+_VALUE_TEXTS: dict[tuple[tuple[str, ...], bool], dict[tuple[int, str, bytes], tuple[str, Any]]] = {}
+_VALUE_TEXTS_MAX = 8192  # entries per table (values under _CACHED_BELOW bytes): a few MiB at most; cleared when full
+_VALUE_TABLES_MAX = 64  # tables (character sets met); all dropped when more are needed
 _CACHED_BELOW = 80
 _HEADS: dict[str, str] = {}  # VR -> '{"vr":"XX"'
 
@@ -77,6 +79,15 @@ def _key(t: int) -> str:
     if key is None:
         key = _KEYS[t] = f'"{t:08X}":'
     return key
+
+
+def _texts_for(terms: tuple[str, ...], le: bool) -> dict[tuple[int, str, bytes], tuple[str, Any]]:
+    table = _VALUE_TEXTS.get((terms, le))
+    if table is None:
+        if len(_VALUE_TEXTS) >= _VALUE_TABLES_MAX:
+            _VALUE_TEXTS.clear()
+        table = _VALUE_TEXTS[(terms, le)] = {}
+    return table
 
 
 def _head(vr: str) -> str:
@@ -165,44 +176,48 @@ class _Walker:
     def text(self, elems: list[Elem], charset: Charset, top: bool) -> str:
         """As `dataset`, written straight as the JSON text `json.dumps(dataset(...))` gives (compact,
         non-ASCII kept), without building the objects first: this runs for every file at ingest."""
-        out: dict[str, str] = {}  # key -> value text; a repeated tag keeps its first place, last value
+        out: dict[int, str] = {}  # tag -> '"GGGGEEEE":value'; a repeated tag keeps its first place, last value
         buf = self.buf
-        for el in elems:
-            t = el.tag
-            if t in _PIXEL_TAGS and top:
+        le = self.syn.le
+        texts = _texts_for(charset.terms, le)
+        for t, vr, _, vstart, vend, _, explicit, items in elems:
+            if top and t in _PIXEL_TAGS:
                 break
-            vr = el.vr
-            if (vr == "UN" or not el.explicit) and t >> 16 & 1 and 0x10 <= t & 0xFFFF <= 0xFF:
-                vr = "LO"
-            elif t in _US_OR_SS and not el.explicit:
-                vr = "SS" if self.signed else "US"
-            key = _KEYS.get(t) or _key(t)
+            if not explicit or vr == "UN":
+                if t >> 16 & 1 and 0x10 <= t & 0xFFFF <= 0xFF:
+                    vr = "LO"  # a private creator, whatever the dictionary does not say
+                elif not explicit and t in _US_OR_SS:
+                    vr = "SS" if self.signed else "US"
             if vr == "SQ":
-                items = el.items or []
-                out[key] = '{"vr":"SQ","Value":[' + ",".join([self.text(i, charset, False) for i in items]) + "]}"
+                key = _KEYS.get(t) or _key(t)
+                out[t] = (
+                    key + '{"vr":"SQ","Value":[' + ",".join([self.text(i, charset, False) for i in items or []]) + "]}"
+                )
                 continue
-            raw = bytes(buf[el.vstart : el.vend])
+            raw = buf[vstart:vend]
             if t == T_CHARSET:
                 charset = charset_for(raw.rstrip(b" \x00"))
-            ck = (raw, vr, charset.terms, self.syn.le) if len(raw) < _CACHED_BELOW else None
-            got = _VALUE_TEXTS.get(ck) if ck is not None else None
+                texts = _texts_for(charset.terms, le)
+            ck = (t, vr, raw) if vend - vstart < _CACHED_BELOW else None
+            got = texts.get(ck) if ck is not None else None
             if got is None:
                 try:
-                    got = self._value_text(raw, vr, charset)
+                    value, first = self._value_text(raw, vr, charset)
                 except (ValueError, struct.error, UnicodeError):
-                    continue
+                    continue  # a value that cannot be read is left out, as pydicom's suppress_invalid_tags does
+                got = ((_KEYS.get(t) or _key(t)) + value, first)
                 if ck is not None:
-                    if len(_VALUE_TEXTS) >= _VALUE_TEXTS_MAX:
-                        _VALUE_TEXTS.clear()
-                    _VALUE_TEXTS[ck] = got
-            value, first = got
-            out[key] = value
+                    if len(texts) >= _VALUE_TEXTS_MAX:
+                        texts.clear()
+                    texts[ck] = got
+            out[t] = got[0]
             if top:  # what `dataset` reads from its objects: PixelRepresentation's and BitsAllocated's Value[0]
-                if t == _T_PIXEL_REPRESENTATION and first is not _NO_VALUE:
-                    self.signed = first == 1
+                if t == _T_PIXEL_REPRESENTATION:
+                    if got[1] is not _NO_VALUE:
+                        self.signed = got[1] == 1
                 elif t == _T_BITS_ALLOCATED:
-                    self.bits = 16 if first is _NO_VALUE else first
-        return "{" + ",".join([k + v for k, v in out.items()]) + "}"
+                    self.bits = 16 if got[1] is _NO_VALUE else got[1]
+        return "{" + ",".join(out.values()) + "}"
 
     def _value_text(self, raw: bytes, vr: str, charset: Charset) -> tuple[str, Any]:
         """The JSON text of one value (as `_value`, serialised) and its Value[0] (`_NO_VALUE`: none)."""
