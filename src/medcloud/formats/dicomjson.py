@@ -23,19 +23,28 @@ import struct
 import threading
 import zlib
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 import zstandard
 from pydicom._dicom_dict import DicomDictionary
 
 from medcloud.formats.charset import Charset, charset_for
 from medcloud.formats.dicom import (
+    _DICT_VR,
+    _VR_CODES,
+    IMPLICIT_LE_SYNTAX,
+    ITEM_END,
     PIXEL_DATA,
     T_CHARSET,
+    UNDEFINED,
     Buffer,
     Elem,
     ParsedDicom,
     Syntax,
+    _parse_items,
+    _skip_encapsulated,
+    _truncated,
+    dict_vr,
     open_dicom,
     parse,
     tag,
@@ -219,6 +228,118 @@ class _Walker:
                     self.bits = 16 if got[1] is _NO_VALUE else got[1]
         return "{" + ",".join(out.values()) + "}"
 
+    def top_text(self, pos: int, wanted: frozenset[int]) -> tuple[str, dict[int, tuple[int, int]], int]:
+        """`parse` of the top level and `text` of it in one walk (what ingest does with every file).
+
+        Gives what `text(parse(...), charset_for(b""), True)` gives, the value spans of the `wanted` tags
+        (the last of a tag wins) and the last tag, without making an `Elem` per element: about a third
+        of the two walks' time. Sequences are split by `parse`'s own item reader. Anything this walk
+        refuses (a truncated or malformed file) raises; the caller then takes the two walks, which give
+        the refusal or the lenient reading exactly as before (`ingest.metadata`), so this walk is only
+        ever a faster way to the same answer.
+        """
+        buf, syn = self.buf, self.syn
+        end = len(buf)
+        explicit, le, u32 = syn.explicit, syn.le, syn.u32
+        head = syn.hdr2 if explicit else syn.hdr_implicit
+        vr_code, vr_of = _VR_CODES.get, _DICT_VR.get
+        charset = charset_for(b"")
+        texts = _texts_for(charset.terms, le)
+        out: dict[int, str] = {}
+        top: dict[int, tuple[int, int]] = {}
+        last = -1
+        writing = True  # until the pixel data: nothing from there on is metadata
+        while pos < end:
+            if pos + 8 > end:
+                if not any(buf[pos:end]):  # trailing padding shorter than a header
+                    break
+                raise _truncated("element header", pos)
+            if explicit:
+                g, e, code, length = head.unpack_from(buf, pos)
+            else:
+                g, e, length = head.unpack_from(buf, pos)
+            t = (g << 16) | e
+            hstart = pos
+            if t == ITEM_END or g == 0xFFFE:
+                raise _truncated(f"unexpected delimiter ({g:04X},{e:04X})", pos)
+            if explicit:
+                info = vr_code(code)
+                if info is None:
+                    raise _truncated(f"invalid VR {code.decode('latin_1')!r} in ({g:04X},{e:04X})", pos)
+                vr, long = info
+                if long:
+                    if pos + 12 > end:
+                        raise _truncated("element header", pos)
+                    length = u32.unpack_from(buf, pos + 8)[0]
+                    pos += 12
+                else:
+                    pos += 8
+            else:
+                pos += 8
+                vr = "UN" if g & 1 else (vr_of(t) or dict_vr(t))
+            items: list[list[Elem]] | None = None
+            if length == UNDEFINED:
+                if t == PIXEL_DATA:
+                    vstart, vend = pos, _skip_encapsulated(buf, pos, syn)
+                    pos = vend
+                else:  # a sequence; an explicit UN one is encoded implicit inside
+                    inner = IMPLICIT_LE_SYNTAX if (explicit and vr == "UN") else syn
+                    items, pos = _parse_items(buf, pos, end, inner, True, 0)
+                    vr, vstart, vend = "SQ", hstart, pos
+            else:
+                vstart, vend = pos, pos + length
+                if vend > end:
+                    raise _truncated(f"value of ({g:04X},{e:04X}) needs {length} bytes", hstart)
+                inner = syn
+                if vr == "UN" and explicit and not g & 1:
+                    vr, inner = dict_vr(t), IMPLICIT_LE_SYNTAX  # a public attribute sent as UN
+                if vr == "SQ":
+                    items, _ = _parse_items(buf, pos, vend, inner, False, 0)
+                pos = vend
+            last = t
+            if t in wanted:
+                top[t] = (vstart, vend)
+            if not writing:
+                continue
+            if t in _PIXEL_TAGS:
+                writing = False
+                continue
+            # From here on, `text` at the top level, element for element.
+            if not explicit or vr == "UN":
+                if t >> 16 & 1 and 0x10 <= t & 0xFFFF <= 0xFF:
+                    vr = "LO"
+                elif not explicit and t in _US_OR_SS:
+                    vr = "SS" if self.signed else "US"
+            if vr == "SQ":
+                key = _KEYS.get(t) or _key(t)
+                out[t] = (
+                    key + '{"vr":"SQ","Value":[' + ",".join([self.text(i, charset, False) for i in items or []]) + "]}"
+                )
+                continue
+            raw = buf[vstart:vend]
+            if t == T_CHARSET:
+                charset = charset_for(raw.rstrip(b" \x00"))
+                texts = _texts_for(charset.terms, le)
+            ck = (t, vr, raw) if vend - vstart < _CACHED_BELOW else None
+            got = texts.get(ck) if ck is not None else None
+            if got is None:
+                try:
+                    value, first = self._value_text(raw, vr, charset)
+                except (ValueError, struct.error, UnicodeError):
+                    continue
+                got = ((_KEYS.get(t) or _key(t)) + value, first)
+                if ck is not None:
+                    if len(texts) >= _VALUE_TEXTS_MAX:
+                        texts.clear()
+                    texts[ck] = got
+            out[t] = got[0]
+            if t == _T_PIXEL_REPRESENTATION:
+                if got[1] is not _NO_VALUE:
+                    self.signed = got[1] == 1
+            elif t == _T_BITS_ALLOCATED:
+                self.bits = 16 if got[1] is _NO_VALUE else got[1]
+        return "{" + ",".join(out.values()) + "}", top, last
+
     def _value_text(self, raw: bytes, vr: str, charset: Charset) -> tuple[str, Any]:
         """The JSON text of one value (as `_value`, serialised) and its Value[0] (`_NO_VALUE`: none)."""
         head = _HEADS.get(vr) or _head(vr)
@@ -351,12 +472,37 @@ def parsed_json(parsed: ParsedDicom, pixel_path: str | None) -> bytes:
     buf, meta, syn, elems = parsed
     walker = _Walker(buf, syn)
     text = walker.text(elems, charset_for(b""), True)  # written directly: no objects, no second pass
+    return _with_pixels(text, walker, meta, pixel_path)
+
+
+def _with_pixels(text: str, walker: _Walker, meta: dict[int, bytes], pixel_path: str | None) -> bytes:
+    """The top level's text with the pixel data's BulkDataURI added (when it has pixel data), as UTF-8."""
     if pixel_path is not None:
         syntax = meta.get(0x00020010, b"").rstrip(b" \x00").decode("ascii", "replace")
         vr = "OW" if syntax in _NATIVE and (walker.bits or 16) > 8 else "OB"
         bulk = '"7FE00010":{"vr":"' + vr + '","BulkDataURI":' + _quote(pixel_path) + "}"
         text = text[:-1] + ("," if len(text) > 2 else "") + bulk + "}"
     return text.encode("utf-8")
+
+
+class TopWalk(NamedTuple):
+    """`ingest_walk`'s answer: the top level's spans of the wanted tags, its last tag, and a way to the JSON."""
+
+    top: dict[int, tuple[int, int]]
+    last: int
+    text: str
+    walker: _Walker
+
+    def json(self, meta: dict[int, bytes], pixel_path: str | None) -> bytes:
+        """The file's DICOM JSON (`file_json`'s bytes), once `pixel_path` is known from the record."""
+        return _with_pixels(self.text, self.walker, meta, pixel_path)
+
+
+def ingest_walk(buf: Buffer, syn: Syntax, pos: int, wanted: frozenset[int]) -> TopWalk:
+    """One walk of an opened file for ingest: `_Walker.top_text` (raises on anything it does not take)."""
+    walker = _Walker(buf, syn)
+    text, top, last = walker.top_text(pos, wanted)
+    return TopWalk(top, last, text, walker)
 
 
 def with_base(stored: bytes, base: bytes) -> bytes:

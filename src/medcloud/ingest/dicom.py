@@ -35,7 +35,7 @@ from medcloud.formats.records import DicomRecord
 
 T = TypeVar("T")
 
-__all__ = ["read_dicom", "read_parsed", "record_of"]
+__all__ = ["WANTED", "read_dicom", "read_opened", "read_parsed", "record_of"]
 
 _KEYWORDS = (
     "SpecificCharacterSet",
@@ -61,6 +61,7 @@ _KEYWORDS = (
 _T = {keyword: tag(keyword) for keyword in _KEYWORDS}
 _PIXEL_TAGS = (tag("FloatPixelData"), tag("DoubleFloatPixelData"), PIXEL_DATA)
 _WANTED = frozenset(_T.values()) | frozenset(_PIXEL_TAGS)
+WANTED = _WANTED  # the top-level tags `record_of` reads (its `top` spans), for a walk that collects them
 
 
 def read_dicom(
@@ -118,6 +119,13 @@ def read_parsed(
     of `read_dicom`: the top-level spans and the last tag that both walks give are the same.
     """
     buf, meta, syn, pos, _ = open_dicom(data, max_inflated=max_inflated, inflate_to_disk=True)
+    return read_opened(buf, meta, syn, pos, require_deidentified)
+
+
+def read_opened(
+    buf: Buffer, meta: dict[int, bytes], syn: Syntax, pos: int, require_deidentified: bool
+) -> tuple[DicomRecord, ParsedDicom | None]:
+    """`read_parsed` of a file `open_dicom` has opened."""
     try:
         elems, _ = parse(buf, pos, len(buf), syn, in_item=False)
     except Exception:  # the lenient walk below gives the refusal, or reads the file

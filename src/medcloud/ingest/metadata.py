@@ -5,9 +5,10 @@ from __future__ import annotations
 import mmap
 from pathlib import Path
 
-from medcloud.formats.dicomjson import file_json, pack_stored, parsed_json
+from medcloud.formats.dicom import open_dicom
+from medcloud.formats.dicomjson import file_json, ingest_walk, pack_stored, parsed_json
 from medcloud.formats.records import DicomRecord
-from medcloud.ingest.dicom import read_parsed, read_source
+from medcloud.ingest.dicom import WANTED, read_opened, read_source, record_of
 
 __all__ = ["MAX_LISTED_FRAMES", "frames_path", "frames_uri", "read_with_json", "stored_json"]
 
@@ -64,7 +65,15 @@ def read_with_json(
 def _read_with_json(
     data: bytes | mmap.mmap, require_deidentified: bool, max_inflated: int
 ) -> tuple[DicomRecord, bytes | None]:
-    rec, parsed = read_parsed(data, require_deidentified=require_deidentified, max_inflated=max_inflated)
+    buf, meta, syn, pos, _ = open_dicom(data, max_inflated=max_inflated, inflate_to_disk=True)
+    try:
+        walk = ingest_walk(buf, syn, pos, WANTED)  # one walk for the record's spans and the JSON
+    except Exception:  # a file that walk does not take: the two walks below read or refuse it as always
+        walk = None
+    if walk is not None:
+        rec = record_of(buf, meta, syn, walk.top, walk.last, require_deidentified)
+        return rec, pack_stored(walk.json(meta, frames_path(rec)))
+    rec, parsed = read_opened(buf, meta, syn, pos, require_deidentified)
     if parsed is None:  # the strict walk failed: converted by pydicom when first asked for (as stored_json)
         return rec, None
     try:
