@@ -149,3 +149,22 @@ def test_parse_gives_each_element_its_spans() -> None:
     implicit = struct.pack("<HHI", 0x0010, 0x0020, 4) + b"ID12"
     (el,), _ = dicom.parse(implicit, 0, len(implicit), dicom.IMPLICIT_LE_SYNTAX, in_item=False)
     assert (el.tag, el.vr, el.vstart, el.vend) == (0x00100020, "LO", 8, 12)
+
+
+def test_the_json_writers_cache_of_short_values_stays_bounded() -> None:
+    """Every short value written is kept for the next file (by character set and byte order); however many
+    distinct values and character sets come, the tables hold at most their bound."""
+    from medcloud.formats import dicomjson
+    from tests.formats.dicom_builders import _el, part10
+
+    charsets = [b"", b"ISO_IR 100", b"ISO_IR 192", b"ISO_IR 144", b"ISO_IR 101", b"ISO_IR 126"]
+    bound = dicomjson._VALUE_TABLES_MAX * dicomjson._VALUE_TEXTS_MAX
+    for i in range(3 * dicomjson._VALUE_TEXTS_MAX):
+        charset = charsets[i % len(charsets)]
+        dataset = _el(8, 5, b"CS", charset + b" " * (len(charset) % 2)) + _el(
+            8, 0x1030, b"LO", f"study {i:06d}".encode()
+        )
+        text = dicomjson.file_json(part10(dataset, sop=f"2.25.{i + 10}"), None)
+        assert f"study {i:06d}".encode() in text
+        held = sum(len(table) for table in dicomjson._VALUE_TEXTS.values())
+        assert len(dicomjson._VALUE_TEXTS) <= dicomjson._VALUE_TABLES_MAX and held <= bound

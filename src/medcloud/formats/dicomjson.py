@@ -77,8 +77,8 @@ _KEYS: dict[int, str] = {}  # tag -> '"GGGGEEEE":'
 # character set and byte order (what else their text depends on): the instances of a series repeat most
 # of their header, so most elements are written once per series.
 _VALUE_TEXTS: dict[tuple[tuple[str, ...], bool], dict[tuple[int, str, bytes], tuple[str, Any]]] = {}
-_VALUE_TEXTS_MAX = 8192  # entries per table (values under _CACHED_BELOW bytes): a few MiB at most; cleared when full
-_VALUE_TABLES_MAX = 64  # tables (character sets met); all dropped when more are needed
+_VALUE_TEXTS_MAX = 4096  # entries per table (values under _CACHED_BELOW bytes, ~400 B each); cleared when full
+_VALUE_TABLES_MAX = 4  # tables (character set and byte order pairs met); all dropped when more are needed
 _CACHED_BELOW = 80
 _HEADS: dict[str, str] = {}  # VR -> '{"vr":"XX"'
 
