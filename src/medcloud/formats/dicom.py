@@ -232,7 +232,11 @@ def _skip_encapsulated(buf: Buffer, pos: int, syn: Syntax) -> int:
 
 
 def parse(buf: Buffer, pos: int, end: int, syn: Syntax, in_item: bool, depth: int = 0) -> tuple[list[Elem], int]:
-    """Split a dataset (or one undefined-length item) into element spans, at most `MAX_NESTING` deep."""
+    """Split a dataset (or one undefined-length item) into element spans, at most `MAX_NESTING` deep.
+
+    `dicomjson._Walker.top_text` repeats this loop's top level for ingest's one walk (where a call per
+    element would cost a tenth of the walk): change both; tests/ingest/test_read_with_json.py holds them equal.
+    """
     elems: list[Elem] = []
     append = elems.append
     explicit = syn.explicit

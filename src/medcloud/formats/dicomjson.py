@@ -184,7 +184,9 @@ class _Walker:
 
     def text(self, elems: list[Elem], charset: Charset, top: bool) -> str:
         """As `dataset`, written straight as the JSON text `json.dumps(dataset(...))` gives (compact,
-        non-ASCII kept), without building the objects first: this runs for every file at ingest."""
+        non-ASCII kept), without building the objects first: this runs for every file at ingest.
+
+        `top_text` repeats this loop's body inline (it is ingest's hot loop): change both."""
         out: dict[int, str] = {}  # tag -> '"GGGGEEEE":value'; a repeated tag keeps its first place, last value
         buf = self.buf
         le = self.syn.le
@@ -209,16 +211,8 @@ class _Walker:
                 texts = _texts_for(charset.terms, le)
             ck = (t, vr, raw) if vend - vstart < _CACHED_BELOW else None
             got = texts.get(ck) if ck is not None else None
-            if got is None:
-                try:
-                    value, first = self._value_text(raw, vr, charset)
-                except (ValueError, struct.error, UnicodeError):
-                    continue  # a value that cannot be read is left out, as pydicom's suppress_invalid_tags does
-                got = ((_KEYS.get(t) or _key(t)) + value, first)
-                if ck is not None:
-                    if len(texts) >= _VALUE_TEXTS_MAX:
-                        texts.clear()
-                    texts[ck] = got
+            if got is None and (got := self._written(t, vr, raw, charset, texts, ck)) is None:
+                continue
             out[t] = got[0]
             if top:  # what `dataset` reads from its objects: PixelRepresentation's and BitsAllocated's Value[0]
                 if t == _T_PIXEL_REPRESENTATION:
@@ -322,16 +316,8 @@ class _Walker:
                 texts = _texts_for(charset.terms, le)
             ck = (t, vr, raw) if vend - vstart < _CACHED_BELOW else None
             got = texts.get(ck) if ck is not None else None
-            if got is None:
-                try:
-                    value, first = self._value_text(raw, vr, charset)
-                except (ValueError, struct.error, UnicodeError):
-                    continue
-                got = ((_KEYS.get(t) or _key(t)) + value, first)
-                if ck is not None:
-                    if len(texts) >= _VALUE_TEXTS_MAX:
-                        texts.clear()
-                    texts[ck] = got
+            if got is None and (got := self._written(t, vr, raw, charset, texts, ck)) is None:
+                continue
             out[t] = got[0]
             if t == _T_PIXEL_REPRESENTATION:
                 if got[1] is not _NO_VALUE:
@@ -339,6 +325,28 @@ class _Walker:
             elif t == _T_BITS_ALLOCATED:
                 self.bits = 16 if got[1] is _NO_VALUE else got[1]
         return "{" + ",".join(out.values()) + "}", top, last
+
+    def _written(
+        self,
+        t: int,
+        vr: str,
+        raw: bytes,
+        charset: Charset,
+        texts: dict[tuple[int, str, bytes], tuple[str, Any]],
+        ck: tuple[int, str, bytes] | None,
+    ) -> tuple[str, Any] | None:
+        """An element's key and value text and its Value[0], written now and kept in `texts` under `ck`;
+        None for a value that cannot be read (left out, as pydicom's suppress_invalid_tags does)."""
+        try:
+            value, first = self._value_text(raw, vr, charset)
+        except (ValueError, struct.error, UnicodeError):
+            return None
+        got = ((_KEYS.get(t) or _key(t)) + value, first)
+        if ck is not None:
+            if len(texts) >= _VALUE_TEXTS_MAX:
+                texts.clear()
+            texts[ck] = got
+        return got
 
     def _value_text(self, raw: bytes, vr: str, charset: Charset) -> tuple[str, Any]:
         """The JSON text of one value (as `_value`, serialised) and its Value[0] (`_NO_VALUE`: none)."""
