@@ -62,6 +62,9 @@ _NATIVE = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.
 _PIXEL_TAGS = frozenset({tag("FloatPixelData"), tag("DoubleFloatPixelData"), PIXEL_DATA})
 _T_PIXEL_REPRESENTATION = tag("PixelRepresentation")
 _T_BITS_ALLOCATED = tag("BitsAllocated")
+_PIXEL_FORMAT_TAGS = frozenset(
+    {_T_PIXEL_REPRESENTATION, _T_BITS_ALLOCATED}
+)  # the top-level values `_note_pixels` keeps
 # Tags whose dictionary VR is "US or SS": SS when the pixels are signed (PixelRepresentation 1).
 _US_OR_SS = frozenset(int(t) for t, entry in DicomDictionary.items() if entry[0] == "US or SS")
 _TEXT_VRS = frozenset({"SH", "LO", "ST", "LT", "UC", "UT", "PN"})  # decoded in the file's character set
@@ -200,26 +203,18 @@ class _Walker:
                 elif not explicit and t in _US_OR_SS:
                     vr = "SS" if self.signed else "US"
             if vr == "SQ":
-                key = _KEYS.get(t) or _key(t)
-                out[t] = (
-                    key + '{"vr":"SQ","Value":[' + ",".join([self.text(i, charset, False) for i in items or []]) + "]}"
-                )
+                out[t] = self._sequence_text(t, items, charset)
                 continue
             raw = buf[vstart:vend]
             if t == T_CHARSET:
-                charset = charset_for(raw.rstrip(b" \x00"))
-                texts = _texts_for(charset.terms, le)
+                charset, texts = self._charset_of(raw, le)
             ck = (t, vr, raw) if vend - vstart < _CACHED_BELOW else None
             got = texts.get(ck) if ck is not None else None
             if got is None and (got := self._written(t, vr, raw, charset, texts, ck)) is None:
                 continue
             out[t] = got[0]
-            if top:  # what `dataset` reads from its objects: PixelRepresentation's and BitsAllocated's Value[0]
-                if t == _T_PIXEL_REPRESENTATION:
-                    if got[1] is not _NO_VALUE:
-                        self.signed = got[1] == 1
-                elif t == _T_BITS_ALLOCATED:
-                    self.bits = 16 if got[1] is _NO_VALUE else got[1]
+            if top and t in _PIXEL_FORMAT_TAGS:
+                self._note_pixels(t, got[1])
         return "{" + ",".join(out.values()) + "}"
 
     def top_text(self, pos: int, wanted: frozenset[int]) -> tuple[str, dict[int, tuple[int, int]], int]:
@@ -305,26 +300,38 @@ class _Walker:
                 elif not explicit and t in _US_OR_SS:
                     vr = "SS" if self.signed else "US"
             if vr == "SQ":
-                key = _KEYS.get(t) or _key(t)
-                out[t] = (
-                    key + '{"vr":"SQ","Value":[' + ",".join([self.text(i, charset, False) for i in items or []]) + "]}"
-                )
+                out[t] = self._sequence_text(t, items, charset)
                 continue
             raw = buf[vstart:vend]
             if t == T_CHARSET:
-                charset = charset_for(raw.rstrip(b" \x00"))
-                texts = _texts_for(charset.terms, le)
+                charset, texts = self._charset_of(raw, le)
             ck = (t, vr, raw) if vend - vstart < _CACHED_BELOW else None
             got = texts.get(ck) if ck is not None else None
             if got is None and (got := self._written(t, vr, raw, charset, texts, ck)) is None:
                 continue
             out[t] = got[0]
-            if t == _T_PIXEL_REPRESENTATION:
-                if got[1] is not _NO_VALUE:
-                    self.signed = got[1] == 1
-            elif t == _T_BITS_ALLOCATED:
-                self.bits = 16 if got[1] is _NO_VALUE else got[1]
+            if t in _PIXEL_FORMAT_TAGS:
+                self._note_pixels(t, got[1])
         return "{" + ",".join(out.values()) + "}", top, last
+
+    def _sequence_text(self, t: int, items: list[list[Elem]] | None, charset: Charset) -> str:
+        """A sequence element's key and text, its items written by `text`."""
+        key = _KEYS.get(t) or _key(t)
+        return key + '{"vr":"SQ","Value":[' + ",".join([self.text(i, charset, False) for i in items or []]) + "]}"
+
+    @staticmethod
+    def _charset_of(raw: bytes, le: bool) -> tuple[Charset, dict[tuple[int, str, bytes], tuple[str, Any]]]:
+        """The character set a SpecificCharacterSet value names, and the table of values written in it."""
+        charset = charset_for(raw.rstrip(b" \x00"))
+        return charset, _texts_for(charset.terms, le)
+
+    def _note_pixels(self, t: int, first: Any) -> None:
+        """What `dataset` reads from the top level's objects: PixelRepresentation's and BitsAllocated's Value[0]."""
+        if t == _T_PIXEL_REPRESENTATION:
+            if first is not _NO_VALUE:
+                self.signed = first == 1
+        else:
+            self.bits = 16 if first is _NO_VALUE else first
 
     def _written(
         self,

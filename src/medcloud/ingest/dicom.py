@@ -60,8 +60,8 @@ _KEYWORDS = (
 )
 _T = {keyword: tag(keyword) for keyword in _KEYWORDS}
 _PIXEL_TAGS = (tag("FloatPixelData"), tag("DoubleFloatPixelData"), PIXEL_DATA)
-_WANTED = frozenset(_T.values()) | frozenset(_PIXEL_TAGS)
-WANTED = _WANTED  # the top-level tags `record_of` reads (its `top` spans), for a walk that collects them
+# The top-level tags `record_of` reads (its `top` spans), for a walk that collects them.
+WANTED = frozenset(_T.values()) | frozenset(_PIXEL_TAGS)
 
 
 def read_dicom(
@@ -104,7 +104,7 @@ def _read(data: Buffer, require_deidentified: bool, max_inflated: int) -> DicomR
     # A deflated data set is inflated to a mapped temporary file: a small upload may claim up to the
     # upload limit, which the hub must not hold in memory (issue 10, item 3).
     buf, meta, syn, pos, _ = open_dicom(data, max_inflated=max_inflated, inflate_to_disk=True)
-    top, last = scan_top_level(buf, pos, syn, _WANTED)
+    top, last = scan_top_level(buf, pos, syn, WANTED)
     return record_of(buf, meta, syn, top, last, require_deidentified)
 
 
@@ -129,9 +129,9 @@ def read_opened(
     try:
         elems, _ = parse(buf, pos, len(buf), syn, in_item=False)
     except Exception:  # the lenient walk below gives the refusal, or reads the file
-        top, last = scan_top_level(buf, pos, syn, _WANTED)
+        top, last = scan_top_level(buf, pos, syn, WANTED)
         return record_of(buf, meta, syn, top, last, require_deidentified), None
-    top = {el.tag: (el.vstart, el.vend) for el in elems if el.tag in _WANTED}  # the last of a tag wins
+    top = {el.tag: (el.vstart, el.vend) for el in elems if el.tag in WANTED}  # the last of a tag wins
     record = record_of(buf, meta, syn, top, elems[-1].tag if elems else -1, require_deidentified)
     return record, ParsedDicom(buf, meta, syn, elems)
 
