@@ -97,6 +97,22 @@ def test_magnification_changes_object_size() -> None:
     assert sizes[2.0] > 1.6 * sizes[1.0] > 1.6 * 1.6 * sizes[0.5] * 0.8
 
 
+def test_organism_size_shrinks_organisms_against_red_cells() -> None:
+    rbc = LABEL_CODES.index("rbc")
+    sizes: dict[float, tuple[float, float]] = {}
+    for f in (1.0, 0.5):
+        org, red = [], []
+        for seed in range(21, 25):
+            s = render_smear(seed, style=_style(organism_size=f), size=(320, 320), scale=0.5, species=["s_aureus"] * 3)
+            w = s.boxes[:, 2] - s.boxes[:, 0]
+            org += list(w[s.labels != rbc])
+            red += list(w[s.labels == rbc])
+        sizes[f] = (float(np.median(org)), float(np.median(red)))
+    assert 0.4 < sizes[0.5][0] / sizes[1.0][0] < 0.65  # organisms about half as wide ...
+    assert 0.85 < sizes[0.5][1] / sizes[1.0][1] < 1.15  # ... red cells as before
+    assert all(site.sample(np.random.default_rng(0)).organism_size == 1.0 for site in SITES.values())
+
+
 def test_crowding_puts_cells_on_red_cells_and_red_cells_on_each_other() -> None:
     def overlaps(s: Smear) -> tuple[int, int]:
         rbc = s.labels == LABEL_CODES.index("rbc")

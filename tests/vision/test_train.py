@@ -139,6 +139,23 @@ def test_init_is_a_model_folder_or_a_shipped_version_and_anything_else_is_refuse
     assert not out.exists()
 
 
+def test_textbook_share_draws_that_share_of_smears_with_smaller_organisms() -> None:
+    from medcloud.vision.train import textbook_size
+
+    cfg = TrainConfig(images=1000, textbook_share=0.35)
+    sizes = [textbook_size(cfg, i) for i in range(1000)]
+    drawn = [f for f in sizes if f is not None]
+    assert abs(len(drawn) / 1000 - 0.35) < 0.01
+    assert 0.45 <= min(drawn) < 0.5 and 0.75 < max(drawn) <= 0.8
+    assert sizes == [textbook_size(cfg, i) for i in range(1000)]  # the same set every time
+    assert not any(textbook_size(TrainConfig(), i) is not None for i in range(100))
+    plain = render_training_set(TrainConfig(images=4, threads=1, size=96))
+    mixed = render_training_set(TrainConfig(images=4, threads=1, size=96, textbook_share=0.5))
+    small = TrainConfig(images=4, textbook_share=0.5)
+    for i, (a, b) in enumerate(zip(plain, mixed, strict=True)):  # only the chosen smears change
+        assert np.array_equal(a.image, b.image) == (textbook_size(small, i) is None)
+
+
 def test_vector_share_draws_that_share_of_smears_with_the_second_renderer() -> None:
     from medcloud.vision.train import drawn_by_vector
 

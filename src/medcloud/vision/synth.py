@@ -106,6 +106,10 @@ class SiteStyle:
     group_size: float = 1.0  # <= 1: groups keep down to this share of their cells (down to single cells)
     debris: float = 0.0  # crystal-violet precipitate and amorphous debris, 0 none .. 1 heavy
     tilt: float = 0.0  # uneven illumination: linear gradient amplitude across the field
+    # Organisms' size against the red cells: 1 draws them as this renderer always has, about twice
+    # textbook size (a red cell about 3.5 cocci across); 0.5 is textbook (a red cell 7-8 cocci across).
+    # No named site changes it; training may (`TrainConfig.textbook_share`).
+    organism_size: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -823,6 +827,14 @@ def _habit(cells: list[Cell], rng: np.random.Generator, style: SiteStyle) -> lis
     return cells
 
 
+def _resized(cells: list[Cell], f: float) -> list[Cell]:
+    """A group drawn `f` times its size (positions, radii and capsule halo), about its own origin."""
+    return [
+        replace(c, x0=c.x0 * f, y0=c.y0 * f, x1=c.x1 * f, y1=c.y1 * f, r0=c.r0 * f, r1=c.r1 * f, halo=c.halo * f)
+        for c in cells
+    ]
+
+
 def _debris(
     rng: np.random.Generator, nom_w: float, nom_h: float, amount: float
 ) -> list[list[tuple[Cell, float, float]]]:
@@ -914,6 +926,8 @@ def render_smear(
         cells = MORPHOLOGY[code](rng)
         if code != "rbc":
             cells = _habit(cells, rng, style)
+            if style.organism_size != 1.0:
+                cells = _resized(cells, style.organism_size)
         gx0, gy0, gx1, gy1 = _group_box(cells)
         against = placed_rbc if code == "rbc" else placed_org
         if code != "rbc" and style.crowding == 0:

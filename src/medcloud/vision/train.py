@@ -11,7 +11,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from numpy.typing import NDArray
 
 from medcloud.vision.labels import CROP_CLASSES, NUM_CLASSES, crop_class_of
 from medcloud.vision.runtime import INPUT_LONG_SIDE, STRIDE, TILE, white_balance_gain
-from medcloud.vision.synth import TRAINING_SITES, render_smear
+from medcloud.vision.synth import SITES, TRAINING_SITES, render_smear
 
 Progress = Callable[[str], None]
 
@@ -48,6 +48,9 @@ class TrainConfig:
     stain_jitter: float = 0.08  # std of the optical-density mixing jitter (HED-style stain augmentation)
     scale_jitter: float = 0.0  # > 0: detector images zoomed by exp(U(-j, j)) before the crop (multi-scale training)
     vector_share: float = 0.0  # share of training smears drawn by the second renderer (synth_vector, "ood-varied")
+    # share of synth.py smears whose organisms are drawn at 0.45-0.8 of their size against the red cells
+    # (`SiteStyle.organism_size`): textbook proportions, as other renderers and real smears have them
+    textbook_share: float = 0.0
 
 
 @dataclass
@@ -65,7 +68,8 @@ def render_training_set(cfg: TrainConfig, progress: Progress | None = None, cach
 
     key = (
         f"smears-v4-{cfg.images}-{cfg.hi_res_fraction}-{cfg.size}-{cfg.seed}-{cfg.boxes}-{cfg.random_share}"
-        f"-{'_'.join(cfg.sites)}{f'-vector{cfg.vector_share}' if cfg.vector_share else ''}.npz"
+        f"-{'_'.join(cfg.sites)}{f'-vector{cfg.vector_share}' if cfg.vector_share else ''}"
+        f"{f'-textbook{cfg.textbook_share}' if cfg.textbook_share else ''}.npz"
     )
     if cache is not None and (cache / key).exists():
         with np.load(cache / key) as z:
@@ -114,6 +118,16 @@ def drawn_by_vector(cfg: TrainConfig, i: int) -> bool:
     return cfg.vector_share > 0 and (i * 0.7548776662 + 0.31) % 1.0 < cfg.vector_share
 
 
+def textbook_size(cfg: TrainConfig, i: int) -> float | None:
+    """The organisms' size against the red cells for training smear i (`SiteStyle.organism_size`): drawn
+    log-uniform from 0.45-0.8 for `textbook_share` of the smears (a low-discrepancy sequence independent of
+    `training_site`'s and `drawn_by_vector`'s), None (the renderer's own 1.0) for the rest."""
+    if cfg.textbook_share <= 0 or (i * 0.5698402910 + 0.17) % 1.0 >= cfg.textbook_share:
+        return None
+    rng = np.random.default_rng((cfg.seed, i, 0x7E87))
+    return float(np.exp(rng.uniform(math.log(0.45), math.log(0.8))))
+
+
 def _halved(image: NDArray[np.uint8], boxes: NDArray[np.float32], labels: NDArray[np.int64], size: int) -> Sample:
     """A smear rendered at twice the training size, reduced like the serving path's resize."""
     from PIL import Image
@@ -133,10 +147,14 @@ def _render_one(job: tuple[TrainConfig, int]) -> Sample:
         v = render_vector(seed, "ood-varied", cfg.size * 2)
         return _halved(v.image, v.boxes, v.labels, cfg.size)
     site = training_site(cfg, i)
+    style = None
+    size = textbook_size(cfg, i)
+    if size is not None:
+        style = replace(SITES[site].sample(np.random.default_rng((seed, 0x7E87))), organism_size=size)
     if i < int(cfg.images * cfg.hi_res_fraction):
-        s = render_smear(seed, site, (cfg.size * 2, cfg.size * 2), 1.0, boxes=cfg.boxes)
+        s = render_smear(seed, site, (cfg.size * 2, cfg.size * 2), 1.0, style=style, boxes=cfg.boxes)
         return _halved(s.image, s.boxes, s.labels, cfg.size)
-    s = render_smear(seed, site, (cfg.size, cfg.size), cfg.size / 640, boxes=cfg.boxes)
+    s = render_smear(seed, site, (cfg.size, cfg.size), cfg.size / 640, style=style, boxes=cfg.boxes)
     return Sample(s.image, s.boxes, s.labels)
 
 
@@ -562,6 +580,7 @@ def train_model(
         "stain_jitter": cfg.stain_jitter,
         "scale_jitter": cfg.scale_jitter,
         "vector_share": cfg.vector_share,
+        "textbook_share": cfg.textbook_share,
         "seed": cfg.seed,
     }
     (out_dir / "training.json").write_text(json.dumps(training, indent=2))
