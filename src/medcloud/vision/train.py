@@ -104,10 +104,20 @@ def render_training_set(cfg: TrainConfig, progress: Progress | None = None, cach
     return out
 
 
+def _evenly_chosen(i: int, share: float, step: float, offset: float = 0.0) -> bool:
+    """Whether item i is among `share` of the items, spread evenly by the low-discrepancy sequence
+    (i * step + offset) mod 1; each choice below has its own step, so the choices are independent."""
+    return (i * step + offset) % 1.0 < share
+
+
+# Extra seed word for a textbook-size smear's random draws (its size, its style), apart from the smear's own.
+_TEXTBOOK_STREAM = 0x7E87
+
+
 def training_site(cfg: TrainConfig, i: int) -> str:
     """Site of training smear i: domain randomisation for `random_share` of them, the named styles otherwise."""
     named = [s for s in cfg.sites if s != "site-random"]
-    if "site-random" in cfg.sites and (not named or (i * 0.6180339887) % 1.0 < cfg.random_share):
+    if "site-random" in cfg.sites and (not named or _evenly_chosen(i, cfg.random_share, 0.6180339887)):
         return "site-random"
     return named[i % len(named)]
 
@@ -115,16 +125,16 @@ def training_site(cfg: TrainConfig, i: int) -> str:
 def drawn_by_vector(cfg: TrainConfig, i: int) -> bool:
     """Whether training smear i comes from the second renderer (`synth_vector`): `vector_share` of them,
     spread evenly over the set by a low-discrepancy sequence independent of `training_site`'s."""
-    return cfg.vector_share > 0 and (i * 0.7548776662 + 0.31) % 1.0 < cfg.vector_share
+    return cfg.vector_share > 0 and _evenly_chosen(i, cfg.vector_share, 0.7548776662, 0.31)
 
 
 def textbook_size(cfg: TrainConfig, i: int) -> float | None:
     """The organisms' size against the red cells for training smear i (`SiteStyle.organism_size`): drawn
     log-uniform from 0.45-0.8 for `textbook_share` of the smears (a low-discrepancy sequence independent of
     `training_site`'s and `drawn_by_vector`'s), None (the renderer's own 1.0) for the rest."""
-    if cfg.textbook_share <= 0 or (i * 0.5698402910 + 0.17) % 1.0 >= cfg.textbook_share:
+    if cfg.textbook_share <= 0 or not _evenly_chosen(i, cfg.textbook_share, 0.5698402910, 0.17):
         return None
-    rng = np.random.default_rng((cfg.seed, i, 0x7E87))
+    rng = np.random.default_rng((cfg.seed, i, _TEXTBOOK_STREAM))
     return float(np.exp(rng.uniform(math.log(0.45), math.log(0.8))))
 
 
@@ -150,7 +160,7 @@ def _render_one(job: tuple[TrainConfig, int]) -> Sample:
     style = None
     size = textbook_size(cfg, i)
     if size is not None:
-        style = replace(SITES[site].sample(np.random.default_rng((seed, 0x7E87))), organism_size=size)
+        style = replace(SITES[site].sample(np.random.default_rng((seed, _TEXTBOOK_STREAM))), organism_size=size)
     if i < int(cfg.images * cfg.hi_res_fraction):
         s = render_smear(seed, site, (cfg.size * 2, cfg.size * 2), 1.0, style=style, boxes=cfg.boxes)
         return _halved(s.image, s.boxes, s.labels, cfg.size)
