@@ -156,6 +156,30 @@ def test_textbook_share_draws_that_share_of_smears_with_smaller_organisms() -> N
         assert np.array_equal(a.image, b.image) == (textbook_size(small, i) is None)
 
 
+def test_highmag_share_draws_that_share_of_smears_at_high_magnification() -> None:
+    from medcloud.vision.train import high_magnification, textbook_size, training_site
+
+    cfg = TrainConfig(images=1000, highmag_share=0.3, textbook_share=0.3)
+    mags = [high_magnification(cfg, i) for i in range(1000)]
+    drawn = [m for m in mags if m is not None]
+    assert abs(len(drawn) / 1000 - 0.3) < 0.01
+    assert 1.3 <= min(drawn) < 1.35 and 1.95 < max(drawn) <= 2.0
+    assert mags == [high_magnification(cfg, i) for i in range(1000)]
+    assert not any(high_magnification(TrainConfig(), i) is not None for i in range(100))
+    # independent of the other choices: about 0.3 x 0.3 of the smears are both, and random and named alike
+    both = sum(m is not None and textbook_size(cfg, i) is not None for i, m in enumerate(mags)) / 1000
+    assert abs(both - 0.09) < 0.03
+    randomised = [i for i in range(1000) if training_site(cfg, i) == "site-random"]
+    assert abs(sum(mags[i] is not None for i in randomised) / len(randomised) - 0.3) < 0.03
+    # only the chosen smears change
+    plain = render_training_set(TrainConfig(images=6, threads=1, size=96))
+    zoomed = render_training_set(TrainConfig(images=6, threads=1, size=96, highmag_share=0.5))
+    chosen = TrainConfig(images=6, highmag_share=0.5)
+    for i, (a, b) in enumerate(zip(plain, zoomed, strict=True)):
+        assert np.array_equal(a.image, b.image) == (high_magnification(chosen, i) is None)
+    assert any(high_magnification(chosen, i) is not None for i in range(6))
+
+
 def test_vector_share_draws_that_share_of_smears_with_the_second_renderer() -> None:
     from medcloud.vision.train import drawn_by_vector
 

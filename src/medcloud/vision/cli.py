@@ -55,6 +55,12 @@ def train_command(
         help="Share of synth.py smears with organisms at 0.45-0.8 of their usual size against the red cells "
         "(textbook proportions).",
     ),
+    highmag_share: float = typer.Option(
+        0.0,
+        min=0.0,
+        max=1.0,
+        help="Share of synth.py smears drawn at 1.3-2x magnification (large organisms, e.g. a 2x camera coupler).",
+    ),
 ) -> None:
     """Train the Gram-stain detector and crop classifier from scratch on SYNTHETIC smears; export ONNX."""
     from medcloud.vision.train import TrainConfig, train_model
@@ -78,6 +84,7 @@ def train_command(
         scale_jitter=scale_jitter,
         vector_share=vector_share,
         textbook_share=textbook_share,
+        highmag_share=highmag_share,
     )
     command = "medcloud vision train " + " ".join(shlex.quote(a) for a in sys.argv[2:] if a != "train")
     result = train_model(cfg, out, command, progress=lambda m: typer.echo(m, err=True), cache=cache)

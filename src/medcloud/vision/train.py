@@ -51,6 +51,9 @@ class TrainConfig:
     # share of synth.py smears whose organisms are drawn at 0.45-0.8 of their size against the red cells
     # (`SiteStyle.organism_size`): textbook proportions, as other renderers and real smears have them
     textbook_share: float = 0.0
+    # share of synth.py smears drawn at 1.3-2x magnification (a 100x objective with a camera coupler), the
+    # top of the range that site-random's log-uniform 0.55-2x draws least often per octave of organism size
+    highmag_share: float = 0.0
 
 
 @dataclass
@@ -69,7 +72,8 @@ def render_training_set(cfg: TrainConfig, progress: Progress | None = None, cach
     key = (
         f"smears-v4-{cfg.images}-{cfg.hi_res_fraction}-{cfg.size}-{cfg.seed}-{cfg.boxes}-{cfg.random_share}"
         f"-{'_'.join(cfg.sites)}{f'-vector{cfg.vector_share}' if cfg.vector_share else ''}"
-        f"{f'-textbook{cfg.textbook_share}' if cfg.textbook_share else ''}.npz"
+        f"{f'-textbook{cfg.textbook_share}' if cfg.textbook_share else ''}"
+        f"{f'-highmag{cfg.highmag_share}' if cfg.highmag_share else ''}.npz"
     )
     if cache is not None and (cache / key).exists():
         with np.load(cache / key) as z:
@@ -112,6 +116,8 @@ def _evenly_chosen(i: int, share: float, step: float, offset: float = 0.0) -> bo
 
 # Extra seed word for a textbook-size smear's random draws (its size, its style), apart from the smear's own.
 _TEXTBOOK_STREAM = 0x7E87
+# The same for a high-magnification smear's magnification.
+_HIGHMAG_STREAM = 0x419A
 
 
 def training_site(cfg: TrainConfig, i: int) -> str:
@@ -138,6 +144,15 @@ def textbook_size(cfg: TrainConfig, i: int) -> float | None:
     return float(np.exp(rng.uniform(math.log(0.45), math.log(0.8))))
 
 
+def high_magnification(cfg: TrainConfig, i: int) -> float | None:
+    """The magnification of training smear i when it is among `highmag_share` of the smears (log-uniform
+    1.3-2x; a low-discrepancy sequence independent of the other choices), None (the style's own) otherwise."""
+    if cfg.highmag_share <= 0 or not _evenly_chosen(i, cfg.highmag_share, 0.8566748839, 0.53):
+        return None
+    rng = np.random.default_rng((cfg.seed, i, _HIGHMAG_STREAM))
+    return float(np.exp(rng.uniform(math.log(1.3), math.log(2.0))))
+
+
 def _halved(image: NDArray[np.uint8], boxes: NDArray[np.float32], labels: NDArray[np.int64], size: int) -> Sample:
     """A smear rendered at twice the training size, reduced like the serving path's resize."""
     from PIL import Image
@@ -161,6 +176,11 @@ def _render_one(job: tuple[TrainConfig, int]) -> Sample:
     size = textbook_size(cfg, i)
     if size is not None:
         style = replace(SITES[site].sample(np.random.default_rng((seed, _TEXTBOOK_STREAM))), organism_size=size)
+    magnification = high_magnification(cfg, i)
+    if magnification is not None:
+        if style is None:
+            style = SITES[site].sample(np.random.default_rng((seed, _HIGHMAG_STREAM)))
+        style = replace(style, magnification=magnification)
     if i < int(cfg.images * cfg.hi_res_fraction):
         s = render_smear(seed, site, (cfg.size * 2, cfg.size * 2), 1.0, style=style, boxes=cfg.boxes)
         return _halved(s.image, s.boxes, s.labels, cfg.size)
@@ -591,6 +611,7 @@ def train_model(
         "scale_jitter": cfg.scale_jitter,
         "vector_share": cfg.vector_share,
         "textbook_share": cfg.textbook_share,
+        "highmag_share": cfg.highmag_share,
         "seed": cfg.seed,
     }
     (out_dir / "training.json").write_text(json.dumps(training, indent=2))
