@@ -110,12 +110,12 @@ def test_recipe_comes_from_the_training_record_and_older_models_stay_single_scal
 
 # The first recipe measured for issue 13 (docs/vision.md "Multi-scale inference"); never shipped.
 MEASURED = InferenceScales((192, 320, 416), 0.5, 320, 0.5)
-# What 0.6.1-synthetic ships (session 14, chosen by a rule written before scoring; docs/vision.md).
+# What 0.6.1-synthetic and 0.7.0-synthetic ship (session 14, chosen by a rule written before scoring; docs/vision.md).
 SHIPPED = InferenceScales((320, 480), 0.5, 320, 0.5)
 
 
 def test_shipped_model_runs_its_recorded_recipe(packaged_model_dir: Path) -> None:
-    """0.6.1 runs the detector at 320 and 480; the answer and the verdict's detector half stay the 320 run's."""
+    """The shipped model runs the detector at 320 and 480; the answer and the verdict's detector half stay 320's."""
     record = json.loads((packaged_model_dir / "training.json").read_text())
     assert record["inference"]["sides"] == [320, 480] and "rule written before scoring" in record["inference_chosen"]
     model = GramStainModel(packaged_model_dir, threads=1)
