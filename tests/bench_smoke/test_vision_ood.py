@@ -80,13 +80,18 @@ def test_scorer_runs_and_reports_both_styles(tmp_path: Path) -> None:
     assert len(list(tmp_path.glob("*.png"))) == 4 * len(vision_ood.STYLES)
 
 
-def test_write_card_adds_its_section_and_the_headline_counts_its_styles(tmp_path: Path) -> None:
+@pytest.mark.parametrize("vector_share", [0.0, 0.1])
+def test_write_card_adds_its_section_and_the_headline_counts_its_styles(tmp_path: Path, vector_share: float) -> None:
+    """synth_vector's styles count as never seen only for a model that never trained on them (its
+    training.json's vector_share); the shipped model's own share is replaced by each case in turn."""
     import shutil
 
     from medcloud.vision.registry import resolve
 
     model = tmp_path / "0.9.0-synthetic"
     shutil.copytree(resolve(None).path, model)
+    record = json.loads((model / "training.json").read_text())
+    (model / "training.json").write_text(json.dumps({**record, "vector_share": vector_share}))
     before = json.loads((model / "card.json").read_text())
     argv = [sys.executable, str(ROOT / "bench" / "vision_ood.py"), "--model", str(model), "--images", "2"]
     argv += ["--verdict-images", "2", "--threads", "1", "--write-card"]
@@ -95,12 +100,24 @@ def test_write_card_adds_its_section_and_the_headline_counts_its_styles(tmp_path
     assert json.loads(done.stdout)["card_sections_written"][0] == "separate_renderers"
     card = json.loads((model / "card.json").read_text())
     names = {s + vision_ood.CARD_SUFFIX for s in vision_ood.STYLES}
-    assert names <= set(card["headline"]["unseen_sites"])
-    assert set(before["headline"]["unseen_sites"]) <= set(card["headline"]["unseen_sites"])
     section = card["separate_renderers"]["ood"]
     assert set(section["per_style"]) == set(vision_ood.STYLES) and "{MODEL}" in section["command"]
-    worst = min([before["headline"]["worst_unseen_map50"], *(v["map50"] for v in section["per_style"].values())])
-    assert card["headline"]["worst_unseen_map50"] == round(worst, 4)
+    seen = vector_share > 0
+    assert all(v["seen_in_training"] is seen for v in section["per_style"].values())
+    unseen = set(card["headline"]["unseen_sites"])
+    assert names <= unseen if not seen else not names & unseen
+    # the never-seen sites are the card's own, less synth_vector's styles when the model trained on them
+    assert set(before["headline"]["unseen_sites"]) - names <= unseen
+    new = [] if seen else [v["map50"] for v in section["per_style"].values()]
+    others = [v["map50"] for k, v in card["metrics"]["per_site"].items() if not v["seen_in_training"]]
+    others += [
+        v["map50"]
+        for r, entry in card["separate_renderers"].items()
+        if r != "ood"
+        for v in entry["per_style"].values()
+        if not v["seen_in_training"]
+    ]
+    assert card["headline"]["worst_unseen_map50"] == round(min([*others, *new]), 4)
     assert {k: v for k, v in card.items() if k not in ("separate_renderers", "headline") and "warning" not in k} == {
         k: v for k, v in before.items() if k not in ("separate_renderers", "headline") and "warning" not in k
     }
