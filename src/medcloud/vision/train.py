@@ -51,8 +51,9 @@ class TrainConfig:
     # share of synth.py smears whose organisms are drawn at 0.45-0.8 of their size against the red cells
     # (`SiteStyle.organism_size`): textbook proportions, as other renderers and real smears have them
     textbook_share: float = 0.0
-    # share of synth.py smears drawn at 1.3-2x magnification (a 100x objective with a camera coupler), the
-    # top of the range that site-random's log-uniform 0.55-2x draws least often per octave of organism size
+    # share of synth.py smears drawn at 1.3-2x magnification (a 100x objective with a camera coupler): large
+    # organisms, which otherwise come only from site-random's log-uniform 0.55-2x draw (a third of its smears)
+    # while the named styles sit near 1x and the textbook and vector shares draw small organisms
     highmag_share: float = 0.0
 
 
