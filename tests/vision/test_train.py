@@ -13,7 +13,9 @@ torch = pytest.importorskip("torch")
 
 from medcloud.vision.train import (  # noqa: E402
     TrainConfig,
+    _tile_at,
     _zoom,
+    classifier_tile_sides,
     detector_targets,
     export_onnx,
     render_training_set,
@@ -54,6 +56,45 @@ def test_multi_scale_zoom_moves_boxes_with_the_pixels_and_keeps_a_crop_possible(
     assert min(sides) == 200 and max(sides) > 400  # zoomed out to the floor and in beyond 1.25x
     same, kept = _zoom(img, boxes, 0.0, 160, rng)
     assert same is img and kept is boxes
+
+
+def test_classifier_tiles_are_cut_at_several_scales_and_resized_to_the_tile() -> None:
+    assert classifier_tile_sides(0.0) == [64]
+    sides = classifier_tile_sides(0.5)
+    assert len(sides) == 5 and sides[0] < 64 < sides[-1] and 64 in sides
+    assert sides[0] == round(64 / np.exp(0.5)) and sides[-1] == round(64 * np.exp(0.5))
+    img = np.zeros((256, 256, 3), dtype=np.uint8)
+    img[10:50, 20:40] = 255  # a 20 x 40 block inside the 128-pixel region at (0, 0)
+    small = _tile_at(img, 0, 0, 128)  # zoomed out 2x, as a lower magnification shows it
+    assert small.shape == (64, 64, 3)
+    ys, xs = np.nonzero(small[..., 0] > 127)
+    assert (xs.max() + 1 - xs.min(), ys.max() + 1 - ys.min()) == (10, 20)
+    assert np.array_equal(_tile_at(img, 0, 0, 64), img[:64, :64])
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_multi_scale_classifier_draws_every_scale_with_labels_from_that_region(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import medcloud.vision.train as train
+
+    cut: list[int] = []
+    real = train._tile_at
+
+    def recording(image: np.ndarray, y: int, x: int, side: int) -> np.ndarray:
+        cut.append(side)
+        assert y + side <= image.shape[0] and x + side <= image.shape[1]
+        return real(image, y, x, side)
+
+    monkeypatch.setattr(train, "_tile_at", recording)
+    cfg = TrainConfig(images=4, hi_res_fraction=0.0, size=128, cls_steps=6, cls_batch=20, cls_scale_jitter=0.5)
+    _, losses = train_classifier(render_training_set(cfg), cfg)
+    assert len(losses) == 6 and all(np.isfinite(losses))
+    assert set(cut) == set(classifier_tile_sides(0.5))  # every scale drawn, none outside the five
+    cut.clear()
+    plain = TrainConfig(images=4, hi_res_fraction=0.0, size=128, cls_steps=2, cls_batch=20)
+    train_classifier(render_training_set(plain), plain)
+    assert set(cut) == {64}
 
 
 @pytest.fixture

@@ -61,6 +61,13 @@ def train_command(
         max=1.0,
         help="Share of synth.py smears drawn at 1.3-2x magnification (large organisms, e.g. a 2x camera coupler).",
     ),
+    cls_scale_jitter: float = typer.Option(
+        0.0,
+        min=0.0,
+        max=1.0,
+        help="Multi-scale crop classifier: its tiles cut at five scales over exp(+-j) and resized to 64 pixels "
+        "(0 = off). With --det-steps 0 and --init, retrains the classifier alone.",
+    ),
 ) -> None:
     """Train the Gram-stain detector and crop classifier from scratch on SYNTHETIC smears; export ONNX."""
     from medcloud.vision.train import TrainConfig, train_model
@@ -85,6 +92,7 @@ def train_command(
         vector_share=vector_share,
         textbook_share=textbook_share,
         highmag_share=highmag_share,
+        cls_scale_jitter=cls_scale_jitter,
     )
     command = "medcloud vision train " + " ".join(shlex.quote(a) for a in sys.argv[2:] if a != "train")
     result = train_model(cfg, out, command, progress=lambda m: typer.echo(m, err=True), cache=cache)

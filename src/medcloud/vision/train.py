@@ -55,6 +55,10 @@ class TrainConfig:
     # organisms, which otherwise come only from site-random's log-uniform 0.55-2x draw (a third of its smears)
     # while the named styles sit near 1x and the textbook and vector shares draw small organisms
     highmag_share: float = 0.0
+    # > 0: the crop classifier's tiles are cut at scales exp(linspace(-j, j, 5)) of the 64-pixel tile and
+    # resized to it (a region 1/f as wide, f < 1 zooming out), a scale drawn evenly per crop, so the vote
+    # sees organisms smaller and larger than the rendered ones (a 60x objective, a phone held far back)
+    cls_scale_jitter: float = 0.0
 
 
 @dataclass
@@ -419,6 +423,26 @@ def train_detector(
     return model, losses
 
 
+def classifier_tile_sides(jitter: float) -> list[int]:
+    """Source-pixel sides of the classifier's training tiles: TILE alone, or five scales over exp(+-jitter)."""
+    if jitter <= 0:
+        return [TILE]
+    sides = {max(16, round(TILE / math.exp(v))) for v in np.linspace(-jitter, jitter, 5)}
+    return sorted(sides)
+
+
+def _tile_at(image: NDArray[np.uint8], y: int, x: int, side: int) -> NDArray[np.uint8]:
+    """The side x side region at (y, x), resized to the classifier's TILE when it is another size."""
+    region = image[y : y + side, x : x + side]
+    if side == TILE:
+        return region
+    from PIL import Image
+
+    return np.asarray(
+        Image.fromarray(np.ascontiguousarray(region)).resize((TILE, TILE), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    )
+
+
 def train_classifier(
     samples: list[Sample], cfg: TrainConfig, progress: Progress | None = None
 ) -> tuple[Any, list[float]]:
@@ -429,11 +453,15 @@ def train_classifier(
 
     torch.manual_seed(cfg.seed + 2)
     rng = np.random.default_rng(cfg.seed + 3)
-    index: list[list[tuple[int, int, int]]] = [[] for _ in CROP_CLASSES]
+    sides = classifier_tile_sides(cfg.cls_scale_jitter)
+    # index[class][scale] -> (sample, y, x): a scale is drawn first, so small tiles (many per image) do
+    # not crowd out large ones
+    index: list[list[list[tuple[int, int, int]]]] = [[[] for _ in sides] for _ in CROP_CLASSES]
     for i, s in enumerate(samples):
         h, w = s.image.shape[:2]
-        for y, x, c in tile_labels(s.boxes, s.labels, h, w):
-            index[c].append((i, y, x))
+        for k, side in enumerate(sides):
+            for y, x, c in tile_labels(s.boxes, s.labels, h, w, tile=side):
+                index[c][k].append((i, y, x))
     model = GramCropClassifier()
     if cfg.init and (Path(cfg.init) / "classifier.pt").exists():
         model.load_state_dict(torch.load(Path(cfg.init) / "classifier.pt", weights_only=True))
@@ -448,12 +476,18 @@ def train_classifier(
         for group in opt.param_groups:
             group["lr"] = _scheduled_lr(step, cfg.cls_steps, cfg.lr, t0, cfg.cls_minutes, warmup=50)
         crops, thumbs, ys = [], [], []
-        for c, items in enumerate(index):
-            if not items:
+        for c, by_scale in enumerate(index):
+            filled = [k for k, items in enumerate(by_scale) if items]
+            if not filled:
                 continue
-            for k in rng.integers(0, len(items), per_class):
-                i, y, x = items[int(k)]
-                crop = samples[i].image[y : y + TILE, x : x + TILE]
+            if len(filled) == 1:  # one scale: the same draws as before the option existed
+                draws = [(filled[0], int(j)) for j in rng.integers(0, len(by_scale[filled[0]]), per_class)]
+            else:
+                scales = [filled[int(j)] for j in rng.integers(0, len(filled), per_class)]
+                draws = [(k, int(rng.integers(0, len(by_scale[k])))) for k in scales]
+            for k, j in draws:
+                i, y, x = by_scale[k][j]
+                crop = _tile_at(samples[i].image, y, x, sides[k])
                 if rng.uniform() < 0.5:
                     crop = crop[:, ::-1]
                 if rng.uniform() < 0.5:
@@ -613,6 +647,7 @@ def train_model(
         "vector_share": cfg.vector_share,
         "textbook_share": cfg.textbook_share,
         "highmag_share": cfg.highmag_share,
+        "cls_scale_jitter": cfg.cls_scale_jitter,
         "seed": cfg.seed,
     }
     (out_dir / "training.json").write_text(json.dumps(training, indent=2))
