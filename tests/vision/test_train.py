@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -178,6 +179,37 @@ def test_init_is_a_model_folder_or_a_shipped_version_and_anything_else_is_refuse
     with pytest.raises(InvalidInput):
         train_model(TrainConfig(images=4, init="0.6.0"), out, "test")
     assert not out.exists()
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_a_classifier_only_run_keeps_the_detector_and_its_inference_recipe(tmp_path: Path) -> None:
+    import shutil
+
+    from medcloud.vision.registry import PACKAGED_MODELS
+    from medcloud.vision.runtime import InferenceScales, inference_scales
+    from medcloud.vision.train import train_model
+
+    shipped = sorted(p.parent for p in (PACKAGED_MODELS / "gram-stain").glob("*/detector.pt"))[-1]
+    init = tmp_path / "init"
+    init.mkdir()
+    for name in ("detector.pt", "classifier.pt", "training.json"):
+        shutil.copy(shipped / name, init / name)
+    recipe = {"sides": [320, 480], "iou": 0.5, "verdict_side": 320, "alternative_weight": 0.5}
+    record = json.loads((init / "training.json").read_text())
+    (init / "training.json").write_text(json.dumps({**record, "inference": recipe}))
+    small = {"images": 2, "hi_res_fraction": 0.0, "size": 96, "cls_steps": 2, "cls_batch": 10, "threads": 1}
+
+    out = tmp_path / "cls-only"
+    done = train_model(TrainConfig(**small, det_steps=0, init=str(init), cls_scale_jitter=0.5), out, "test")
+    assert done["detector_steps_run"] == 0 and done["classifier_steps_run"] == 2
+    assert done["cls_scale_jitter"] == 0.5
+    kept, before = (torch.load(d / "detector.pt", weights_only=True) for d in (out, init))
+    assert kept.keys() == before.keys() and all(torch.equal(kept[k], v) for k, v in before.items())
+    assert inference_scales(out) == InferenceScales((320, 480), 0.5, 320, 0.5)  # carried with the detector
+
+    retrained = tmp_path / "det-too"
+    train_model(TrainConfig(**small, det_steps=1, batch=2, crop=64, init=str(init)), retrained, "test")
+    assert inference_scales(retrained) == InferenceScales()  # a new detector starts single-scale
 
 
 def test_textbook_share_draws_that_share_of_smears_with_smaller_organisms() -> None:

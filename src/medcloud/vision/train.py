@@ -625,10 +625,19 @@ def train_model(
     save_weights(detector, classifier, out_dir)
     log = write_training_log(out_dir, cfg, det_losses, cls_losses, time.time() - t0)
     previous: list[Any] = []
+    carried: dict[str, Any] = {}
     if cfg.init and (Path(cfg.init) / "training.json").exists():
         before = json.loads((Path(cfg.init) / "training.json").read_text())
         previous = [*before.get("previous", []), {k: v for k, v in before.items() if k != "previous"}]
+        if not det_losses and before.get("inference"):
+            # The detector is the init's, untouched: the inference recipe measured for it still holds.
+            # A retrained detector starts single-scale again until its own recipe is chosen.
+            carried = {
+                "inference": before["inference"],
+                "inference_chosen": "carried from the init: no detector step was run, its detector is unchanged",
+            }
     training = {
+        **carried,
         "command": command,
         "previous": previous,
         "synthetic": True,
