@@ -115,6 +115,23 @@ def test_bacteria_with_yeast_give_verdict_and_yeast_note() -> None:
     assert out["answer"]["en"] == "Gram-positive cocci; yeast seen (Candida)"
 
 
+def test_yeast_floor_withholds_the_verdict_only_for_weak_bacteria_beside_yeast() -> None:
+    boxes, probs = _crops()
+    yeast = [_det((5, 5, 40, 40), "candida", 0.8)]
+    weak = [*yeast, _det((130, 10, 180, 50), "listeria", 0.33)]
+    assert gram_vote(probs, boxes, weak).verdict == "gp_cocci"  # no floor: any bacterial box counts
+    vote = gram_vote(probs, boxes, weak, yeast_floor=0.35)
+    assert vote.verdict is None and vote.yeast is not None  # the yeast note alone
+    strong = [*yeast, _det((130, 10, 180, 50), "s_aureus", 0.36)]
+    assert gram_vote(probs, boxes, strong, yeast_floor=0.35).verdict == "gp_cocci"
+    # The floor never exceeds the best yeast score: weak yeast does not silence bacteria that beat it.
+    faint = [_det((5, 5, 40, 40), "candida", 0.3), _det((130, 10, 180, 50), "s_aureus", 0.31)]
+    assert gram_vote(probs, boxes, faint, yeast_floor=0.35).verdict == "gp_cocci"
+    # Without yeast the floor does nothing.
+    alone = [_det((130, 10, 180, 50), "s_aureus", 0.26)]
+    assert gram_vote(probs, boxes, alone, yeast_floor=0.35).verdict == "gp_cocci"
+
+
 def test_red_cells_only_and_no_detection() -> None:
     boxes, probs = _crops()
     # Red cells only: the detector saw organisms, none a bacterium: no verdict, no yeast.

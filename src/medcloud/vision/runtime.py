@@ -491,6 +491,7 @@ def gram_vote(
     detections: list[Detection],
     min_cover: float = 0.02,
     detector_weight: float = DETECTOR_VOTE_WEIGHT,
+    yeast_floor: float | None = None,
 ) -> GramVote:
     """The crop vote as the reference design has it: yeast and red cells are not bacteria.
 
@@ -504,6 +505,11 @@ def gram_vote(
     won (weight 1 - `detector_weight`) and the share of the bacterial boxes' summed scores each group's
     species hold (weight `detector_weight`). The crop classifier sees a 64-pixel tile, the detector a whole
     group in context; at low magnification the tiles alone call chains and clusters of cocci rods.
+
+    `yeast_floor` (a model's inference recipe may set it): when yeast is seen, a bacterial verdict needs
+    some bacterial box scoring at least min(`yeast_floor`, the best yeast score); weaker bacterial boxes
+    beside yeast (buds and debris read as cocci or rods) give the yeast note alone. None: any bacterial
+    box counts, as before.
     """
     n = len(probabilities)
     keep: NDArray[np.bool_] = np.ones(n, dtype=bool)
@@ -527,6 +533,10 @@ def gram_vote(
     elif bacterial and detector_weight > 0:
         detector_votes, verdict = _combined_verdict(votes, bacterial, detector_weight, verdict)
     yeast_dets = [d for d in detections if d.label in YEAST_LABELS]
+    if yeast_floor is not None and yeast_dets and bacterial:
+        floor = min(yeast_floor, max(d.score for d in yeast_dets))
+        if all(d.score < floor for d in bacterial):
+            verdict = None
     yeast = (
         {**YEAST_NOTE, "count": len(yeast_dets), "score": round(max(d.score for d in yeast_dets), 4)}
         if yeast_dets
