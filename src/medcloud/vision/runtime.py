@@ -506,10 +506,10 @@ def gram_vote(
     species hold (weight `detector_weight`). The crop classifier sees a 64-pixel tile, the detector a whole
     group in context; at low magnification the tiles alone call chains and clusters of cocci rods.
 
-    `yeast_floor` (a model's inference recipe may set it): when yeast is seen, a bacterial verdict needs
-    some bacterial box scoring at least min(`yeast_floor`, the best yeast score); weaker bacterial boxes
-    beside yeast (buds and debris read as cocci or rods) give the yeast note alone. None: any bacterial
-    box counts, as before.
+    `yeast_floor`: when yeast is seen, a bacterial verdict needs some bacterial box scoring at least
+    min(`yeast_floor`, the best yeast score); weaker bacterial boxes beside yeast (buds and debris read as
+    cocci or rods) give the yeast note alone. None (what `GramStainModel.predict` passes): any bacterial
+    box counts. Measured by bench/vision_yeast_floor.py and not shipped (docs/vision.md, "Session 19").
     """
     n = len(probabilities)
     keep: NDArray[np.bool_] = np.ones(n, dtype=bool)
