@@ -63,8 +63,9 @@ def record(model: Any, recorder: Recorder, image: np.ndarray, code: str, mixed: 
     return {"code": code, "mixed": mixed, "verdict": verdict, "probs": probs, "crop_boxes": boxes, "dets": dets}
 
 
-def smears(which: str, limit: int = 0) -> dict[str, list[tuple[np.ndarray, str, bool]]]:
-    """The set's smears by name: (image, organism code, mixed); `limit` > 0 keeps the first `limit` of each."""
+def smears(which: str, limit: int = 0, offset: int = 0) -> dict[str, list[tuple[np.ndarray, str, bool]]]:
+    """The set's smears by name: (image, organism code, mixed); `limit` > 0 keeps the first `limit` of each;
+    `offset` moves every seed (fresh smears of the same design)."""
 
     def first(n: int) -> range:
         return range(min(n, limit) if limit > 0 else n)
@@ -80,16 +81,16 @@ def smears(which: str, limit: int = 0) -> dict[str, list[tuple[np.ndarray, str, 
         rows = []
         for i in first(96):
             code = ORGANISMS[i % len(ORGANISMS)]
-            n = int(np.random.default_rng(960_000_000 + si * 100_000 + i).integers(4, 10))
-            rows.append((render_smear(970_000_000 + si * 100_000 + i, site, (640, 640), 1.0, species=[code] * n).image,
-                         code, False))  # fmt: skip
+            n = int(np.random.default_rng(offset + 960_000_000 + si * 100_000 + i).integers(4, 10))
+            seed = offset + 970_000_000 + si * 100_000 + i
+            rows.append((render_smear(seed, site, (640, 640), 1.0, species=[code] * n).image, code, False))
         out[site] = rows
     bacteria = [c for c in ORGANISMS if c != "candida"]
     for idx, site in enumerate(sites):
         rows = []
         for i in first(32):
             code = bacteria[i % len(bacteria)]
-            seed = MIXED_SEED[which] + idx * 100_000 + i
+            seed = offset + MIXED_SEED[which] + idx * 100_000 + i
             species = [code] * 5 + ["candida"] * 2
             rows.append((render_smear(seed, site, (640, 640), 1.0, species=species).image, code, True))
         out[f"{site}/mixed"] = rows
@@ -98,15 +99,18 @@ def smears(which: str, limit: int = 0) -> dict[str, list[tuple[np.ndarray, str, 
         rows = []
         for i in first(64):
             code = ORGANISMS[i % len(ORGANISMS)]
-            n = int(np.random.default_rng(995_000_000 + si * 100_000 + i).integers(4, 10))
-            rows.append((mod.render(996_000_000 + si * 100_000 + i, style, species=[code] * n).image, code, False))
+            n = int(np.random.default_rng(offset + 995_000_000 + si * 100_000 + i).integers(4, 10))
+            seed = offset + 996_000_000 + si * 100_000 + i
+            rows.append((mod.render(seed, style, species=[code] * n).image, code, False))
         out[style] = rows
     return out
 
 
-def right(row: dict[str, Any], floor: float | None) -> bool:
-    vote = runtime.gram_vote(row["probs"], row["crop_boxes"], row["dets"], yeast_floor=floor)
-    if floor is None and vote.verdict != row["verdict"]:
+def right(row: dict[str, Any], rule: tuple[str, float] | None) -> bool:
+    """Whether the smear's answer is right under `rule`: ("floor", tau), ("ratio", r) or None (as shipped)."""
+    kw = {} if rule is None else {"yeast_floor" if rule[0] == "floor" else "yeast_ratio": rule[1]}
+    vote = runtime.gram_vote(row["probs"], row["crop_boxes"], row["dets"], **kw)
+    if rule is None and vote.verdict != row["verdict"]:
         raise SystemExit(f"the recording does not reproduce predict's verdict ({row['code']})")
     if not row["mixed"]:
         return bool(vote.verdict == _verdict_truth(row["code"]))
@@ -117,11 +121,15 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default=None, help="model folder or shipped version (default: the shipped model)")
     ap.add_argument("--set", choices=("choose", "check"), default="choose")
-    ap.add_argument("--floors", default="0.30,0.35,0.40,0.45,0.50")
+    ap.add_argument("--floors", default="0.30,0.35,0.40,0.45,0.50", help="absolute floors ('' for none)")
+    ap.add_argument("--ratios", default="", help="relative floors (x the best yeast score)")
+    ap.add_argument("--seed-offset", type=int, default=0, help="move every seed: fresh smears of the same sets")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--limit", type=int, default=0, help="at most this many smears per set (0: the plan's sizes)")
     args = ap.parse_args()
-    floors: list[float | None] = [None, *(float(f) for f in args.floors.split(","))]
+    rules: list[tuple[str, float] | None] = [None]
+    rules += [("floor", float(f)) for f in args.floors.split(",") if f]
+    rules += [("ratio", float(r)) for r in args.ratios.split(",") if r]
     recorder = Recorder()
     runtime.gram_vote = recorder  # type: ignore[assignment]
     model_dir = _model_dir(args.model)
@@ -129,18 +137,22 @@ def main() -> None:
     t0 = time.perf_counter()
     recorded = {
         name: [record(model, recorder, image, code, mixed) for image, code, mixed in rows]
-        for name, rows in smears(args.set, args.limit).items()
+        for name, rows in smears(args.set, args.limit, args.seed_offset).items()
     }
     runtime.gram_vote = recorder._real
+
+    def key(rule: tuple[str, float] | None) -> str:
+        return "none" if rule is None else (str(rule[1]) if rule[0] == "floor" else f"ratio {rule[1]}")
+
     per_set = {
-        name: {"n": len(rows), **{("none" if f is None else str(f)): sum(right(r, f) for r in rows) for f in floors}}
+        name: {"n": len(rows), **{key(r): sum(right(row, r) for row in rows) for r in rules}}
         for name, rows in recorded.items()
     }
-    totals = {("none" if f is None else str(f)): sum(v["none" if f is None else str(f)] for v in per_set.values())
-              for f in floors}  # fmt: skip
+    totals = {key(r): sum(v[key(r)] for v in per_set.values()) for r in rules}
     print(json.dumps({
         "bench": "vision_yeast_floor", "synthetic": True, "model": str(model_dir), "set": args.set,
-        "right_answers": totals, "of": sum(v["n"] for v in per_set.values()), "per_set": per_set,
+        "seed_offset": args.seed_offset, "right_answers": totals, "of": sum(v["n"] for v in per_set.values()),
+        "per_set": per_set,
         "seconds": round(time.perf_counter() - t0, 1),
     }, indent=2))  # fmt: skip
 

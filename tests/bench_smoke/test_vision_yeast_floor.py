@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 )
 def test_floors_are_scored_on_the_plans_sets(which: str, names: set[str]) -> None:
     argv = [sys.executable, str(ROOT / "bench" / "vision_yeast_floor.py"), "--set", which, "--limit", "2"]
-    argv += ["--floors", "0.35,0.9", "--threads", "1"]
+    argv += ["--floors", "0.35,0.9", "--ratios", "0.8", "--seed-offset", "1500000", "--threads", "1"]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=600, env=dict(os.environ))
     assert done.returncode == 0, done.stderr[-3000:]  # it stops when a recording misses predict's verdict
     out = json.loads(done.stdout)
@@ -32,6 +32,6 @@ def test_floors_are_scored_on_the_plans_sets(which: str, names: set[str]) -> Non
     assert names <= set(out["per_set"]) and mixed <= set(out["per_set"])
     assert out["of"] == 2 * len(out["per_set"])
     for counts in out["per_set"].values():
-        assert counts["n"] == 2 and all(0 <= counts[f] <= 2 for f in ("none", "0.35", "0.9"))
-    assert set(out["right_answers"]) == {"none", "0.35", "0.9"}
+        assert counts["n"] == 2 and all(0 <= counts[f] <= 2 for f in ("none", "0.35", "0.9", "ratio 0.8"))
+    assert set(out["right_answers"]) == {"none", "0.35", "0.9", "ratio 0.8"} and out["seed_offset"] == 1500000
     assert out["right_answers"]["none"] == sum(v["none"] for v in out["per_set"].values())

@@ -130,6 +130,12 @@ def test_yeast_floor_withholds_the_verdict_only_for_weak_bacteria_beside_yeast()
     # Without yeast the floor does nothing.
     alone = [_det((130, 10, 180, 50), "s_aureus", 0.26)]
     assert gram_vote(probs, boxes, alone, yeast_floor=0.35).verdict == "gp_cocci"
+    assert gram_vote(probs, boxes, alone, yeast_ratio=0.8).verdict == "gp_cocci"
+    # Relative: bacteria must reach 0.8 x the best yeast score (0.8 x 0.8 = 0.64).
+    assert gram_vote(probs, boxes, [*yeast, _det((130, 10, 180, 50), "s_aureus", 0.6)], yeast_ratio=0.8).verdict is None
+    assert gram_vote(probs, boxes, [*yeast, _det((130, 10, 180, 50), "s_aureus", 0.65)], yeast_ratio=0.8).verdict == (
+        "gp_cocci"
+    )
 
 
 def test_red_cells_only_and_no_detection() -> None:

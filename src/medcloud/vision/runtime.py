@@ -492,6 +492,7 @@ def gram_vote(
     min_cover: float = 0.02,
     detector_weight: float = DETECTOR_VOTE_WEIGHT,
     yeast_floor: float | None = None,
+    yeast_ratio: float | None = None,
 ) -> GramVote:
     """The crop vote as the reference design has it: yeast and red cells are not bacteria.
 
@@ -509,7 +510,9 @@ def gram_vote(
     `yeast_floor`: when yeast is seen, a bacterial verdict needs some bacterial box scoring at least
     min(`yeast_floor`, the best yeast score); weaker bacterial boxes beside yeast (buds and debris read as
     cocci or rods) give the yeast note alone. None (what `GramStainModel.predict` passes): any bacterial
-    box counts. Measured by bench/vision_yeast_floor.py and not shipped (docs/vision.md, "Session 19").
+    box counts. `yeast_ratio` likewise, relative: some bacterial box must score at least `yeast_ratio`
+    times the best yeast score. Measured by bench/vision_yeast_floor.py and not shipped (docs/vision.md,
+    "Session 19").
     """
     n = len(probabilities)
     keep: NDArray[np.bool_] = np.ones(n, dtype=bool)
@@ -533,9 +536,11 @@ def gram_vote(
     elif bacterial and detector_weight > 0:
         detector_votes, verdict = _combined_verdict(votes, bacterial, detector_weight, verdict)
     yeast_dets = [d for d in detections if d.label in YEAST_LABELS]
-    if yeast_floor is not None and yeast_dets and bacterial:
-        floor = min(yeast_floor, max(d.score for d in yeast_dets))
-        if all(d.score < floor for d in bacterial):
+    if yeast_dets and bacterial:
+        best_yeast = max(d.score for d in yeast_dets)
+        floors = [min(yeast_floor, best_yeast)] if yeast_floor is not None else []
+        floors += [yeast_ratio * best_yeast] if yeast_ratio is not None else []
+        if floors and all(d.score < max(floors) for d in bacterial):
             verdict = None
     yeast = (
         {**YEAST_NOTE, "count": len(yeast_dets), "score": round(max(d.score for d in yeast_dets), 4)}
