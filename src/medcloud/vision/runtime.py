@@ -508,8 +508,8 @@ def gram_vote(
     group in context; at low magnification the tiles alone call chains and clusters of cocci rods.
 
     `yeast_floor`: when yeast is seen, a bacterial verdict needs some bacterial box scoring at least
-    min(`yeast_floor`, the best yeast score); weaker bacterial boxes beside yeast (buds and debris read as
-    cocci or rods) give the yeast note alone. None (what `GramStainModel.predict` passes): any bacterial
+    min(`yeast_floor`, the best yeast score); weaker bacterial boxes beside yeast (debris and background read
+    as cocci or rods) give the yeast note alone. None (what `GramStainModel.predict` passes): any bacterial
     box counts. `yeast_ratio` likewise, relative: some bacterial box must score at least `yeast_ratio`
     times the best yeast score. Measured by bench/vision_yeast_floor.py and not shipped (docs/vision.md,
     "Session 19").
