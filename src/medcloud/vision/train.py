@@ -19,7 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from medcloud.vision.labels import CROP_CLASSES, NUM_CLASSES, crop_class_of
-from medcloud.vision.runtime import INPUT_LONG_SIDE, STRIDE, TILE, white_balance_gain
+from medcloud.vision.runtime import INPUT_LONG_SIDE, STRIDE, TILE, _pil_resize, white_balance_gain
 from medcloud.vision.synth import SITES, TRAINING_SITES, render_smear
 
 Progress = Callable[[str], None]
@@ -160,10 +160,7 @@ def high_magnification(cfg: TrainConfig, i: int) -> float | None:
 
 def _halved(image: NDArray[np.uint8], boxes: NDArray[np.float32], labels: NDArray[np.int64], size: int) -> Sample:
     """A smear rendered at twice the training size, reduced like the serving path's resize."""
-    from PIL import Image
-
-    img = np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0))
-    return Sample(img, (boxes / 2).astype(np.float32), labels)
+    return Sample(np.asarray(_pil_resize(image, size, size)), (boxes / 2).astype(np.float32), labels)
 
 
 def _render_one(job: tuple[TrainConfig, int]) -> Sample:
@@ -219,14 +216,12 @@ def _zoom(
     The generator already draws magnification per smear; this spreads every rendered smear over a range
     of scales as well, so organism sizes between and beyond the rendered ones are seen in training.
     """
-    from PIL import Image
-
     h, w = img.shape[:2]
     factor = max(math.exp(rng.uniform(-jitter, jitter)), least / min(h, w))
     nh, nw = max(least, round(h * factor)), max(least, round(w * factor))
     if (nh, nw) == (h, w):
         return img, boxes
-    out = np.asarray(Image.fromarray(img).resize((nw, nh), Image.Resampling.BILINEAR, reducing_gap=2.0))
+    out = np.asarray(_pil_resize(img, nw, nh))
     scale = np.array([nw / w, nh / h, nw / w, nh / h], dtype=np.float32)
     return out, (boxes * scale).astype(np.float32)
 
@@ -436,11 +431,7 @@ def _tile_at(image: NDArray[np.uint8], y: int, x: int, side: int) -> NDArray[np.
     region = image[y : y + side, x : x + side]
     if side == TILE:
         return region
-    from PIL import Image
-
-    return np.asarray(
-        Image.fromarray(np.ascontiguousarray(region)).resize((TILE, TILE), Image.Resampling.BILINEAR, reducing_gap=2.0)
-    )
+    return np.asarray(_pil_resize(np.ascontiguousarray(region), TILE, TILE))
 
 
 def train_classifier(
