@@ -258,6 +258,23 @@ def count_verdict(
         wrong[key][error] = wrong[key].get(error, 0) + 1
 
 
+def loso_sites() -> list[str]:
+    """`leave_one_style_out`'s site order, never-trained first; a site's place in it picks its seeds."""
+    from medcloud.vision.synth import SITES, UNSEEN_SITES
+
+    return list(UNSEEN_SITES) + [s for s in SITES if s not in UNSEEN_SITES]
+
+
+def loso_verdict_smear(site: str, si: int, i: int, offset: int = 0) -> tuple[Any, str]:
+    """Verdict smear `i` of `site` (at `si` in `loso_sites`) and its organism: one species, all 16 in turn,
+    4-9 groups. `offset` moves every seed (fresh smears of the same design)."""
+    from medcloud.vision.synth import ORGANISMS, render_smear
+
+    code = ORGANISMS[i % len(ORGANISMS)]
+    n = int(np.random.default_rng(offset + 960_000_000 + si * 100_000 + i).integers(4, 10))
+    return render_smear(offset + 970_000_000 + si * 100_000 + i, site, (640, 640), 1.0, species=[code] * n), code
+
+
 def leave_one_style_out(
     model_dirs: dict[str, Path],
     images: int,
@@ -278,10 +295,10 @@ def leave_one_style_out(
     from medcloud.vision.labels import NUM_CLASSES
     from medcloud.vision.metrics import DetectionAccumulator
     from medcloud.vision.runtime import DETECTOR_VOTE_WEIGHT, GramStainModel
-    from medcloud.vision.synth import ORGANISMS, SITES, UNSEEN_SITES, render_smear
+    from medcloud.vision.synth import SITES, UNSEEN_SITES, render_smear
 
     models = {k: GramStainModel(v, threads=threads, scales=(scales or {}).get(k)) for k, v in model_dirs.items()}
-    order = list(UNSEEN_SITES) + [s for s in SITES if s not in UNSEEN_SITES]
+    order = loso_sites()
     per_site: dict[str, Any] = {}
     for si, site in enumerate(order):
         accs = {k: DetectionAccumulator(NUM_CLASSES) for k in models}
@@ -295,10 +312,7 @@ def leave_one_style_out(
                 for acc, dets in ((accs[k], pred.ranked()), (primary[k], pred.detections)):
                     add_detections(acc, dets, smear.boxes, smear.labels)
         for i in range(verdict_images):
-            code = ORGANISMS[i % len(ORGANISMS)]
-            rng = np.random.default_rng(960_000_000 + si * 100_000 + i)
-            n = int(rng.integers(4, 10))
-            smear = render_smear(970_000_000 + si * 100_000 + i, site, (640, 640), 1.0, species=[code] * n)
+            smear, code = loso_verdict_smear(site, si, i)
             truth = _verdict_truth(code)
             for k, m in models.items():
                 count_verdict(ok, wrong, k, code, m.predict(smear.image).verdict, truth)

@@ -74,6 +74,14 @@ def renderers(which: str) -> dict[str, Any]:
     return out
 
 
+def verdict_smear(mod: Any, style: str, si: int, i: int, offset: int = 0) -> tuple[Any, str]:
+    """Verdict smear `i` of `style` (at `si` in `mod.STYLES`) and its organism, as `score` draws them: one
+    species, all 16 in turn, 4-9 groups. `offset` moves every seed (fresh smears of the same design)."""
+    code = ORGANISMS[i % len(ORGANISMS)]
+    n = int(np.random.default_rng(offset + 995_000_000 + si * 100_000 + i).integers(4, 10))
+    return mod.render(offset + 996_000_000 + si * 100_000 + i, style, species=[code] * n), code
+
+
 def score(
     model_dirs: dict[str, Path], images: int, verdict_images: int, threads: int, renderer: Any = None
 ) -> dict[str, Any]:
@@ -97,9 +105,7 @@ def score(
                     accs[k], m.predict(smear.image, score_threshold=0.05).ranked(), smear.boxes, smear.labels
                 )
         for i in range(verdict_images):
-            code = ORGANISMS[i % len(ORGANISMS)]
-            n = int(np.random.default_rng(995_000_000 + si * 100_000 + i).integers(4, 10))
-            smear = render(996_000_000 + si * 100_000 + i, style, species=[code] * n)
+            smear, code = verdict_smear(mod, style, si, i)
             truth = _verdict_truth(code)
             for k, m in models.items():
                 count_verdict(ok, wrong, k, code, m.predict(smear.image).verdict, truth)

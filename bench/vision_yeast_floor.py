@@ -35,7 +35,7 @@ sys.path.insert(0, str(BENCH.parent / "src"))
 
 import medcloud.vision.runtime as runtime  # noqa: E402
 from medcloud.vision.labels import LABEL_INDEX, LABELS  # noqa: E402
-from medcloud.vision.synth import ORGANISMS, SITES, UNSEEN_SITES, render_smear  # noqa: E402
+from medcloud.vision.synth import ORGANISMS, render_smear  # noqa: E402
 from vision import _model_dir, _verdict_truth  # noqa: E402 - bench/vision.py: model names and truths
 
 TRAINING_STYLES = ["site-a", "site-b", "site-c", "site-random"]
@@ -72,18 +72,17 @@ def smears(which: str, limit: int = 0, offset: int = 0) -> dict[str, list[tuple[
 
     import vision_blind
     from medcloud.vision import synth_vector
+    from vision import loso_sites, loso_verdict_smear
+    from vision_ood import verdict_smear
 
-    order = list(UNSEEN_SITES) + [s for s in SITES if s not in UNSEEN_SITES]  # bench/vision.py's site order
+    order = loso_sites()
     sites = TRAINING_STYLES if which == "choose" else NEVER_TRAINED
     out: dict[str, list[tuple[np.ndarray, str, bool]]] = {}
     for site in sites:
-        si = order.index(site)
         rows = []
         for i in first(96):
-            code = ORGANISMS[i % len(ORGANISMS)]
-            n = int(np.random.default_rng(offset + 960_000_000 + si * 100_000 + i).integers(4, 10))
-            seed = offset + 970_000_000 + si * 100_000 + i
-            rows.append((render_smear(seed, site, (640, 640), 1.0, species=[code] * n).image, code, False))
+            smear, code = loso_verdict_smear(site, order.index(site), i, offset)
+            rows.append((smear.image, code, False))
         out[site] = rows
     bacteria = [c for c in ORGANISMS if c != "candida"]
     for idx, site in enumerate(sites):
@@ -98,10 +97,8 @@ def smears(which: str, limit: int = 0, offset: int = 0) -> dict[str, list[tuple[
     for si, style in enumerate(mod.STYLES):  # bench/vision_ood.py's seeds
         rows = []
         for i in first(64):
-            code = ORGANISMS[i % len(ORGANISMS)]
-            n = int(np.random.default_rng(offset + 995_000_000 + si * 100_000 + i).integers(4, 10))
-            seed = offset + 996_000_000 + si * 100_000 + i
-            rows.append((mod.render(seed, style, species=[code] * n).image, code, False))
+            smear, code = verdict_smear(mod, style, si, i, offset)
+            rows.append((smear.image, code, False))
         out[style] = rows
     return out
 
