@@ -282,6 +282,7 @@ def leave_one_style_out(
     boxes: str = "group",
     threads: int = 2,
     scales: dict[str, Any] | None = None,
+    offset: int = 0,
 ) -> dict[str, Any]:
     """Per site (unseen first): detection mAP50 (IoU 0.5) and Gram-verdict accuracy, for each model.
 
@@ -291,6 +292,8 @@ def leave_one_style_out(
     mAP50 scores each model's whole ranked output (`Prediction.ranked()`: with a multi-scale model's
     alternative labels); `map50_primary` the one-label-per-group detections alone.
     `scales` overrides a model's recorded inference scales (`runtime.InferenceScales`), by key.
+    `offset` moves every seed: fresh smears of the same design, for a candidate's check set that no earlier
+    candidate was read on (the card's figures use offset 0).
     """
     from medcloud.vision.labels import NUM_CLASSES
     from medcloud.vision.metrics import DetectionAccumulator
@@ -306,13 +309,13 @@ def leave_one_style_out(
         ok = dict.fromkeys(models, 0)
         wrong: dict[str, dict[str, int]] = {k: {} for k in models}
         for i in range(images):
-            smear = render_smear(950_000_000 + si * 100_000 + i, site, (640, 640), 1.0, boxes=boxes)
+            smear = render_smear(offset + 950_000_000 + si * 100_000 + i, site, (640, 640), 1.0, boxes=boxes)
             for k, m in models.items():
                 pred = m.predict(smear.image, score_threshold=0.05)
                 for acc, dets in ((accs[k], pred.ranked()), (primary[k], pred.detections)):
                     add_detections(acc, dets, smear.boxes, smear.labels)
         for i in range(verdict_images):
-            smear, code = loso_verdict_smear(site, si, i)
+            smear, code = loso_verdict_smear(site, si, i, offset)
             truth = _verdict_truth(code)
             for k, m in models.items():
                 count_verdict(ok, wrong, k, code, m.predict(smear.image).verdict, truth)
@@ -359,6 +362,7 @@ def leave_one_style_out(
         "iou_threshold": 0.5,
         "images_per_site": images,
         "verdict_images_per_site": verdict_images,
+        "seed_offset": offset,
         "verdict_rule": "runtime.gram_vote: crop vote weighed with the detector's bacterial boxes "
         f"(detector weight {DETECTOR_VOTE_WEIGHT}); yeast and red cells never vote; "
         "Candida-only smears must get no bacterial verdict",
@@ -553,6 +557,12 @@ def main() -> None:
     ap.add_argument("--compare-scales", default=None, help="the same for --compare (it may be the same folder)")
     ap.add_argument("--boxes", default="group", choices=["group", "cell"], help="annotation convention for loso")
     ap.add_argument(
+        "--seed-offset",
+        type=int,
+        default=0,
+        help="move every loso seed by this much: fresh smears of the same design (not with --write-card)",
+    )
+    ap.add_argument(
         "--write-card",
         action="store_true",
         help="record `loso` (leave_one_style_out) and `all` (serving) in the model's card.json",
@@ -572,6 +582,8 @@ def main() -> None:
         "model": str(model_dir),
         "synthetic": True,
     }
+    if args.write_card and args.seed_offset:
+        raise SystemExit("--write-card records the card's own smears: leave out --seed-offset")
     if args.write_card:
         write_card_sections(model_dir, {})  # refuse before measuring, not after, when the card is stale
     model_scales = _scales(args.scales)
@@ -596,7 +608,7 @@ def main() -> None:
             overrides[second] = _scales(args.compare_scales)
         t0 = time.perf_counter()
         out["leave_one_style_out"] = leave_one_style_out(
-            dirs, args.images, args.verdict_images, args.boxes, args.threads, overrides
+            dirs, args.images, args.verdict_images, args.boxes, args.threads, overrides, args.seed_offset
         )
         loso_seconds = round(time.perf_counter() - t0, 1)
     if args.write_card:

@@ -83,9 +83,15 @@ def verdict_smear(mod: Any, style: str, si: int, i: int, offset: int = 0) -> tup
 
 
 def score(
-    model_dirs: dict[str, Path], images: int, verdict_images: int, threads: int, renderer: Any = None
+    model_dirs: dict[str, Path],
+    images: int,
+    verdict_images: int,
+    threads: int,
+    renderer: Any = None,
+    offset: int = 0,
 ) -> dict[str, Any]:
-    """Per style of `renderer` (`synth_vector` by default): mAP50 and Gram-verdict accuracy of each model."""
+    """Per style of `renderer` (`synth_vector` by default): mAP50 and Gram-verdict accuracy of each model.
+    `offset` moves every seed (fresh smears of the same design; the card's figures use 0)."""
     from medcloud.vision.metrics import DetectionAccumulator
     from medcloud.vision.runtime import GramStainModel
     from vision import add_detections, count_verdict  # bench/vision.py: the leave-one-style-out scoring
@@ -99,13 +105,13 @@ def score(
         ok = dict.fromkeys(models, 0)
         wrong: dict[str, dict[str, int]] = {k: {} for k in models}
         for i in range(images):
-            smear = render(990_000_000 + si * 100_000 + i, style)
+            smear = render(offset + 990_000_000 + si * 100_000 + i, style)
             for k, m in models.items():
                 add_detections(
                     accs[k], m.predict(smear.image, score_threshold=0.05).ranked(), smear.boxes, smear.labels
                 )
         for i in range(verdict_images):
-            smear, code = verdict_smear(mod, style, si, i)
+            smear, code = verdict_smear(mod, style, si, i, offset)
             truth = _verdict_truth(code)
             for k, m in models.items():
                 count_verdict(ok, wrong, k, code, m.predict(smear.image).verdict, truth)
@@ -196,7 +202,15 @@ def main() -> None:
         help="write the first model's figures into its card.json (section `separate_renderers`) and recompute the "
         "card's headline and robustness warning with these styles counted as never-seen sites",
     )
+    ap.add_argument(
+        "--seed-offset",
+        type=int,
+        default=0,
+        help="move every seed by this much: fresh smears of the same design (not with --write-card)",
+    )
     args = ap.parse_args()
+    if args.write_card and args.seed_offset:
+        sys.exit("vision_ood: --write-card records the card's own smears: leave out --seed-offset")
     mods = renderers(args.renderer)
     if args.save_examples:
         args.save_examples.mkdir(parents=True, exist_ok=True)
@@ -217,7 +231,10 @@ def main() -> None:
         except MedcloudError as exc:
             sys.exit(f"vision_ood: not writing the card: {exc}")
     t0 = time.perf_counter()
-    results = {name: score(dirs, args.images, args.verdict_images, args.threads, mod) for name, mod in mods.items()}
+    results = {
+        name: score(dirs, args.images, args.verdict_images, args.threads, mod, args.seed_offset)
+        for name, mod in mods.items()
+    }
     written: list[str] = []
     if args.write_card:
         first = next(iter(dirs))
@@ -235,6 +252,7 @@ def main() -> None:
                 "models": {k: str(v) for k, v in dirs.items()},
                 "images_per_style": args.images,
                 "verdict_images_per_style": args.verdict_images,
+                "seed_offset": args.seed_offset,
                 "per_renderer": results,
                 "seconds": round(time.perf_counter() - t0, 1),
             },

@@ -253,6 +253,44 @@ def test_highmag_share_draws_that_share_of_smears_at_high_magnification() -> Non
     assert any(high_magnification(chosen, i) is not None for i in range(6))
 
 
+def test_negative_share_draws_smears_without_bacteria_over_debris() -> None:
+    from medcloud.vision.synth import LABEL_INDEX
+    from medcloud.vision.train import drawn_by_vector, hard_negative, high_magnification, training_site
+
+    cfg = TrainConfig(images=1000, negative_share=0.2, highmag_share=0.3, vector_share=0.1)
+    picks = [hard_negative(cfg, i) for i in range(1000)]
+    drawn = [p for p in picks if p is not None]
+    assert abs(len(drawn) / 1000 - 0.2) < 0.01
+    assert picks == [hard_negative(cfg, i) for i in range(1000)]
+    assert not any(hard_negative(TrainConfig(), i) is not None for i in range(100))
+    assert 0.5 <= min(p.magnification for p in drawn) < 0.52 and 0.97 < max(p.magnification for p in drawn) <= 1.0
+    assert min(p.debris for p in drawn) >= 0.3 and max(p.debris for p in drawn) <= 1.0
+    yeast = [p for p in drawn if p.candida]
+    assert 0.4 < len(yeast) / len(drawn) < 0.6  # half Candida alone, half red cells alone
+    assert min(p.candida for p in yeast) >= 2 and max(p.candida for p in yeast) <= 30
+    # independent of the other choices, and of random and named styles alike
+    both = sum(p is not None and high_magnification(cfg, i) is not None for i, p in enumerate(picks)) / 1000
+    assert abs(both - 0.06) < 0.03
+    randomised = [i for i in range(1000) if training_site(cfg, i) == "site-random"]
+    assert abs(sum(picks[i] is not None for i in randomised) / len(randomised) - 0.2) < 0.03
+    assert abs(sum(picks[i] is not None for i in range(1000) if drawn_by_vector(cfg, i)) - 0.2 * 100) < 12
+    # the chosen smears hold yeast and red cells only; the rest are drawn as without the option
+    small = TrainConfig(images=8, threads=1, size=96, negative_share=0.5)
+    plain = render_training_set(TrainConfig(images=8, threads=1, size=96))
+    negatives = render_training_set(small)
+    allowed = {LABEL_INDEX["candida"], LABEL_INDEX["rbc"]}
+    chosen = [i for i in range(8) if hard_negative(small, i) is not None]
+    assert 2 <= len(chosen) <= 6
+    for i, (a, b) in enumerate(zip(plain, negatives, strict=True)):
+        assert np.array_equal(a.image, b.image) == (i not in chosen)
+        if i in chosen:
+            assert set(b.labels.tolist()) <= allowed
+            candida = hard_negative(small, i)
+            assert candida is not None
+            assert (LABEL_INDEX["candida"] in b.labels.tolist()) == (candida.candida > 0)
+    assert any(set(plain[i].labels.tolist()) - allowed for i in chosen)  # the same seeds had bacteria before
+
+
 def test_vector_share_draws_that_share_of_smears_with_the_second_renderer() -> None:
     from medcloud.vision.train import drawn_by_vector
 

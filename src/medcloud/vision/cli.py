@@ -68,6 +68,13 @@ def train_command(
         help="Multi-scale crop classifier: its tiles cut at five scales over exp(+-j) and resized to 64 pixels "
         "(0 = off). With --det-steps 0 and --init, retrains the classifier alone.",
     ),
+    negative_share: float = typer.Option(
+        0.0,
+        min=0.0,
+        max=1.0,
+        help="Share of synth.py smears with no bacterium (hard negatives): Candida alone or red cells alone, "
+        "over debris and precipitate, at 0.5-1x magnification.",
+    ),
 ) -> None:
     """Train the Gram-stain detector and crop classifier from scratch on SYNTHETIC smears; export ONNX."""
     from medcloud.vision.train import TrainConfig, train_model
@@ -93,6 +100,7 @@ def train_command(
         textbook_share=textbook_share,
         highmag_share=highmag_share,
         cls_scale_jitter=cls_scale_jitter,
+        negative_share=negative_share,
     )
     command = "medcloud vision train " + " ".join(shlex.quote(a) for a in sys.argv[2:] if a != "train")
     result = train_model(cfg, out, command, progress=lambda m: typer.echo(m, err=True), cache=cache)

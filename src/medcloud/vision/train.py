@@ -59,6 +59,10 @@ class TrainConfig:
     # resized to it (a region 1/f as wide, f < 1 zooming out), a scale drawn evenly per crop, so the vote
     # sees organisms smaller and larger than the rendered ones (a 60x objective, a phone held far back)
     cls_scale_jitter: float = 0.0
+    # share of synth.py smears with no bacterium at all (hard negatives): Candida alone or red cells alone,
+    # half each, over debris and crystal-violet precipitate (0.3-1) at 0.5-1x magnification, where most
+    # smears hold bacteria and debris is drawn in only some of site-random's; each in its own site's style
+    negative_share: float = 0.0
 
 
 @dataclass
@@ -78,7 +82,8 @@ def render_training_set(cfg: TrainConfig, progress: Progress | None = None, cach
         f"smears-v4-{cfg.images}-{cfg.hi_res_fraction}-{cfg.size}-{cfg.seed}-{cfg.boxes}-{cfg.random_share}"
         f"-{'_'.join(cfg.sites)}{f'-vector{cfg.vector_share}' if cfg.vector_share else ''}"
         f"{f'-textbook{cfg.textbook_share}' if cfg.textbook_share else ''}"
-        f"{f'-highmag{cfg.highmag_share}' if cfg.highmag_share else ''}.npz"
+        f"{f'-highmag{cfg.highmag_share}' if cfg.highmag_share else ''}"
+        f"{f'-negative{cfg.negative_share}' if cfg.negative_share else ''}.npz"
     )
     if cache is not None and (cache / key).exists():
         with np.load(cache / key) as z:
@@ -123,6 +128,8 @@ def _evenly_chosen(i: int, share: float, step: float, offset: float = 0.0) -> bo
 _TEXTBOOK_STREAM = 0x7E87
 # The same for a high-magnification smear's magnification.
 _HIGHMAG_STREAM = 0x419A
+# The same for a hard negative's contents, debris and magnification.
+_NEGATIVE_STREAM = 0x2E6A
 
 
 def training_site(cfg: TrainConfig, i: int) -> str:
@@ -158,6 +165,30 @@ def high_magnification(cfg: TrainConfig, i: int) -> float | None:
     return float(np.exp(rng.uniform(math.log(1.3), math.log(2.0))))
 
 
+@dataclass(frozen=True)
+class HardNegative:
+    """What a hard-negative training smear holds: `candida` yeast groups (0: red cells alone), its debris
+    amount and its magnification (`SiteStyle.debris`, `SiteStyle.magnification`)."""
+
+    candida: int
+    debris: float
+    magnification: float
+
+
+def hard_negative(cfg: TrainConfig, i: int) -> HardNegative | None:
+    """The hard negative training smear i is, when it is among `negative_share` of the smears (a
+    low-discrepancy sequence independent of the other choices), None otherwise. Half are Candida alone
+    (2-8 yeast groups per reference field, more when zoomed out), half red cells alone; debris 0.3-1,
+    magnification log-uniform 0.5-1x, where false bacterial boxes on debris and background were found."""
+    if cfg.negative_share <= 0 or not _evenly_chosen(i, cfg.negative_share, 0.4142135624, 0.71):
+        return None
+    rng = np.random.default_rng((cfg.seed, i, _NEGATIVE_STREAM))
+    magnification = float(np.exp(rng.uniform(math.log(0.5), math.log(1.0))))
+    debris = float(rng.uniform(0.3, 1.0))
+    candida = int(min(30, rng.integers(2, 9) / magnification**2)) if rng.uniform() < 0.5 else 0
+    return HardNegative(candida, debris, magnification)
+
+
 def _halved(image: NDArray[np.uint8], boxes: NDArray[np.float32], labels: NDArray[np.int64], size: int) -> Sample:
     """A smear rendered at twice the training size, reduced like the serving path's resize."""
     return Sample(np.asarray(_pil_resize(image, size, size)), (boxes / 2).astype(np.float32), labels)
@@ -183,10 +214,18 @@ def _render_one(job: tuple[TrainConfig, int]) -> Sample:
         if style is None:
             style = SITES[site].sample(np.random.default_rng((seed, _HIGHMAG_STREAM)))
         style = replace(style, magnification=magnification)
+    negative = hard_negative(cfg, i)
+    species = None
+    if negative is not None:
+        # a hard negative's magnification and debris replace the style's (and a high-magnification draw)
+        if style is None:
+            style = SITES[site].sample(np.random.default_rng((seed, _NEGATIVE_STREAM)))
+        style = replace(style, magnification=negative.magnification, debris=negative.debris)
+        species = ["candida"] * negative.candida
     if i < int(cfg.images * cfg.hi_res_fraction):
-        s = render_smear(seed, site, (cfg.size * 2, cfg.size * 2), 1.0, style=style, boxes=cfg.boxes)
+        s = render_smear(seed, site, (cfg.size * 2, cfg.size * 2), 1.0, species=species, style=style, boxes=cfg.boxes)
         return _halved(s.image, s.boxes, s.labels, cfg.size)
-    s = render_smear(seed, site, (cfg.size, cfg.size), cfg.size / 640, style=style, boxes=cfg.boxes)
+    s = render_smear(seed, site, (cfg.size, cfg.size), cfg.size / 640, species=species, style=style, boxes=cfg.boxes)
     return Sample(s.image, s.boxes, s.labels)
 
 
@@ -648,6 +687,7 @@ def train_model(
         "textbook_share": cfg.textbook_share,
         "highmag_share": cfg.highmag_share,
         "cls_scale_jitter": cfg.cls_scale_jitter,
+        "negative_share": cfg.negative_share,
         "seed": cfg.seed,
     }
     (out_dir / "training.json").write_text(json.dumps(training, indent=2))
