@@ -230,6 +230,23 @@ def accuracy(model_dir: Path, images: int, verdict_images: int) -> dict[str, Any
     }
 
 
+class VoteRecorder:
+    """Stands in for `runtime.gram_vote` while installed (`runtime.gram_vote = recorder`; put back
+    `recorder.real` after): it keeps the inputs of the last call (crop probabilities, crop boxes, the
+    verdict side's boxes), which in `GramStainModel.predict` is the verdict's own vote, and answers as the
+    real vote does. Benches re-vote what it kept under other rules, on inputs identical to serving's."""
+
+    def __init__(self) -> None:
+        from medcloud.vision import runtime
+
+        self.last: tuple[Any, ...] | None = None
+        self.real = runtime.gram_vote
+
+    def __call__(self, probs: Any, crop_boxes: Any, dets: Any, *args: Any, **kw: Any) -> Any:
+        self.last = (np.array(probs), np.array(crop_boxes), list(dets))
+        return self.real(probs, crop_boxes, dets, *args, **kw)
+
+
 def _verdict_truth(code: str) -> str | None:
     from medcloud.vision.labels import CROP_CLASSES, LABEL_INDEX, crop_class_of
 

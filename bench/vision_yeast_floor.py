@@ -36,26 +36,14 @@ sys.path.insert(0, str(BENCH.parent / "src"))
 import medcloud.vision.runtime as runtime  # noqa: E402
 from medcloud.vision.labels import LABEL_INDEX, LABELS  # noqa: E402
 from medcloud.vision.synth import ORGANISMS, render_smear  # noqa: E402
-from vision import _model_dir, _verdict_truth  # noqa: E402 - bench/vision.py: model names and truths
+from vision import VoteRecorder, _model_dir, _verdict_truth  # noqa: E402 - bench/vision.py: shared helpers
 
 TRAINING_STYLES = ["site-a", "site-b", "site-c", "site-random"]
 NEVER_TRAINED = ["site-d-webcam", "site-e-halogen", "site-f-paleblue", "site-g-lowmag"]
 MIXED_SEED = {"choose": 820_000_000, "check": 830_000_000}
 
 
-class Recorder:
-    """Wraps `runtime.gram_vote` so that the last call's inputs of each `predict` are kept."""
-
-    def __init__(self) -> None:
-        self.last: tuple[Any, ...] | None = None
-        self._real = runtime.gram_vote
-
-    def __call__(self, probs: Any, crop_boxes: Any, dets: Any, *args: Any, **kw: Any) -> Any:
-        self.last = (np.array(probs), np.array(crop_boxes), list(dets))
-        return self._real(probs, crop_boxes, dets, *args, **kw)
-
-
-def record(model: Any, recorder: Recorder, image: np.ndarray, code: str, mixed: bool) -> dict[str, Any]:
+def record(model: Any, recorder: VoteRecorder, image: np.ndarray, code: str, mixed: bool) -> dict[str, Any]:
     recorder.last = None
     verdict = model.predict(image).verdict
     assert recorder.last is not None
@@ -127,7 +115,7 @@ def main() -> None:
     rules: list[tuple[str, float] | None] = [None]
     rules += [("floor", float(f)) for f in args.floors.split(",") if f]
     rules += [("ratio", float(r)) for r in args.ratios.split(",") if r]
-    recorder = Recorder()
+    recorder = VoteRecorder()
     runtime.gram_vote = recorder  # type: ignore[assignment]
     model_dir = _model_dir(args.model)
     model = runtime.GramStainModel(model_dir, threads=args.threads)
@@ -136,7 +124,7 @@ def main() -> None:
         name: [record(model, recorder, image, code, mixed) for image, code, mixed in rows]
         for name, rows in smears(args.set, args.limit, args.seed_offset).items()
     }
-    runtime.gram_vote = recorder._real
+    runtime.gram_vote = recorder.real
 
     def key(rule: tuple[str, float] | None) -> str:
         return "none" if rule is None else (str(rule[1]) if rule[0] == "floor" else f"ratio {rule[1]}")

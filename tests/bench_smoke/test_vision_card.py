@@ -72,3 +72,22 @@ def test_coldstart_runs_serve_model_and_the_torch_server_to_the_same_answer() ->
     assert done.returncode == 0, done.stderr[-3000:]
     cold = json.loads(done.stdout)["coldstart"]
     assert cold["serve_model_onnxruntime"]["boxes"] == cold["torch_server"]["boxes"] > 0
+
+
+def test_fresh_seeds_are_never_written_into_a_card(tmp_path: Path) -> None:
+    # the card's figures come from the standard smears; --seed-offset is for a candidate's fresh check set
+    model = tmp_path / "0.4.0-synthetic"
+    shutil.copytree(resolve(None).path, model)
+    before = (model / "card.json").read_text()
+    env = dict(os.environ, PYTHONPATH=str(SRC))
+    argv = [sys.executable, str(BENCH), "loso", "--model", str(model), "--images", "1", "--verdict-images", "1"]
+    done = subprocess.run([*argv, "--seed-offset", "7", "--write-card"], capture_output=True, text=True, env=env)
+    assert done.returncode != 0 and "leave out --seed-offset" in done.stderr
+    ood = [sys.executable, str(BENCH.parent / "vision_ood.py"), "--model", str(model), "--images", "1"]
+    done = subprocess.run([*ood, "--seed-offset", "7", "--write-card"], capture_output=True, text=True, env=env)
+    assert done.returncode != 0 and "leave out --seed-offset" in done.stderr
+    assert (model / "card.json").read_text() == before
+    # without --write-card the offset is taken and recorded in the figures
+    done = subprocess.run([*argv, "--threads", "1", "--seed-offset", "7"], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout)["leave_one_style_out"]["seed_offset"] == 7
