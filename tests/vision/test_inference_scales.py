@@ -110,7 +110,7 @@ def test_recipe_comes_from_the_training_record_and_older_models_stay_single_scal
 
 # The first recipe measured for issue 13 (docs/vision.md "Multi-scale inference"); never shipped.
 MEASURED = InferenceScales((192, 320, 416), 0.5, 320, 0.5)
-# What 0.6.1-synthetic and 0.7.0-synthetic ship (session 14, chosen by a rule written before scoring; docs/vision.md).
+# What 0.6.1, 0.7.0 and 0.8.0-synthetic ship (session 14, chosen by a rule written before scoring; docs/vision.md).
 SHIPPED = InferenceScales((320, 480), 0.5, 320, 0.5)
 
 

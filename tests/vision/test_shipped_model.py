@@ -38,7 +38,7 @@ def test_card_is_complete(packaged_model_dir: Path) -> None:
     total = sum(p.stat().st_size for p in packaged_model_dir.glob("*.onnx"))
     assert total <= 10 * 1024 * 1024
     assert all(p.stat().st_size < 2 * 1024 * 1024 for p in packaged_model_dir.iterdir())  # keep the repo light
-    assert card["version"] == "0.7.0-synthetic" and card["training"]["colour"] == "white-balance"
+    assert card["version"] == "0.8.0-synthetic" and card["training"]["colour"] == "white-balance"
     assert "site-random" in card["training"]["sites"] and not set(card["training"]["sites"]) & set(UNSEEN_SITES)
     assert json.loads((packaged_model_dir / "training_log.json").read_text())["detector_loss_curve"]
 

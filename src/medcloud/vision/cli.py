@@ -32,7 +32,7 @@ def train_command(
     cls_minutes: float = typer.Option(0.0, help="Wall-time budget for the classifier."),
     cache: Path | None = typer.Option(None, help="Folder to cache the rendered training smears."),
     init: str | None = typer.Option(
-        None, help="Continue from the weights in this model folder, or of this shipped version (e.g. 0.6.1-synthetic)."
+        None, help="Continue from the weights in this model folder, or of this shipped version (e.g. 0.8.0-synthetic)."
     ),
     lr: float = typer.Option(3e-3, help="Peak learning rate (cosine schedule)."),
     boxes: str = typer.Option("group", help='Annotation convention: "group" (one box per organism group) or "cell".'),
