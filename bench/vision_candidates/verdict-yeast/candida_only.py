@@ -1,6 +1,7 @@
 """Analysis for the next plan (session 19): Candida-only SYNTHETIC smears at fresh seeds (880,000,000+, apart
-from every choose and check set) on a model (default 0.7.0-synthetic). Where are the bacterial boxes that
-give them a bacterial verdict? Prints JSON per style.
+from every choose and check set) on a model (default: the shipped one; session 19 ran 0.7.0-synthetic,
+session 20 run L, now 0.8.0). Where are the bacterial boxes that give them a bacterial verdict? Prints JSON
+per style.
 
     .venv/bin/python bench/vision_candidates/verdict-yeast/candida_only.py [--model DIR] [--smears 48]
 """
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from medcloud.vision.labels import LABELS, NON_BACTERIAL_LABELS, YEAST_LABELS
-from medcloud.vision.registry import PACKAGED_MODELS
+from medcloud.vision.registry import resolve
 from medcloud.vision.runtime import GramStainModel
 from medcloud.vision.synth import render_smear
 
@@ -31,9 +32,11 @@ def inside(box: tuple[float, ...], other: tuple[float, ...]) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", type=Path, default=PACKAGED_MODELS / "gram-stain" / "0.7.0-synthetic")
+    ap.add_argument("--model", type=Path, default=None, help="model folder (default: the shipped model)")
     ap.add_argument("--smears", type=int, default=48)
     args = ap.parse_args()
+    if args.model is None:
+        args.model = resolve(None).path
     model = GramStainModel(args.model, threads=2)
     out = {}
     for style, offset in STYLES.items():
