@@ -247,6 +247,22 @@ class VoteRecorder:
         return self.real(probs, crop_boxes, dets, *args, **kw)
 
 
+def predict_recording_vote(model: Any, image: Any, score_threshold: float = 0.25) -> tuple[Any, tuple[Any, ...]]:
+    """`model.predict(image, score_threshold)` with a `VoteRecorder` installed for that call alone: the
+    prediction, and the inputs of its verdict's vote (crop probabilities, crop boxes, the verdict side's
+    boxes)."""
+    from medcloud.vision import runtime
+
+    recorder = VoteRecorder()
+    runtime.gram_vote = recorder  # type: ignore[assignment]
+    try:
+        prediction = model.predict(image, score_threshold)
+    finally:
+        runtime.gram_vote = recorder.real
+    assert recorder.last is not None
+    return prediction, recorder.last
+
+
 def _verdict_truth(code: str) -> str | None:
     from medcloud.vision.labels import CROP_CLASSES, LABEL_INDEX, crop_class_of
 

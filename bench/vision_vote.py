@@ -29,24 +29,16 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import medcloud.vision.runtime as runtime
 from medcloud.vision.labels import LABEL_INDEX, LABELS
 from medcloud.vision.runtime import GramStainModel, gram_vote
 from medcloud.vision.synth import ORGANISMS, render_smear
-from vision import VoteRecorder
+from vision import predict_recording_vote
 
 
 def record(model: GramStainModel, image: np.ndarray) -> dict[str, Any]:
     """The inputs `GramStainModel.predict` hands its verdict's vote (the verdict side's detections at score
     >= 0.05, crop probabilities and crop boxes), recorded from predict itself, so they are serving's."""
-    recorder = VoteRecorder()
-    runtime.gram_vote = recorder  # type: ignore[assignment]
-    try:
-        model.predict(image, score_threshold=0.05)
-    finally:
-        runtime.gram_vote = recorder.real
-    assert recorder.last is not None
-    probs, boxes, dets = recorder.last
+    _, (probs, boxes, dets) = predict_recording_vote(model, image, score_threshold=0.05)
     return {"dets": dets, "probs": probs, "crop_boxes": boxes}
 
 

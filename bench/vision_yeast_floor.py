@@ -36,18 +36,16 @@ sys.path.insert(0, str(BENCH.parent / "src"))
 import medcloud.vision.runtime as runtime  # noqa: E402
 from medcloud.vision.labels import LABEL_INDEX, LABELS  # noqa: E402
 from medcloud.vision.synth import ORGANISMS, render_smear  # noqa: E402
-from vision import VoteRecorder, _model_dir, _verdict_truth  # noqa: E402 - bench/vision.py: shared helpers
+from vision import _model_dir, _verdict_truth, predict_recording_vote  # noqa: E402 - bench/vision.py: shared helpers
 
 TRAINING_STYLES = ["site-a", "site-b", "site-c", "site-random"]
 NEVER_TRAINED = ["site-d-webcam", "site-e-halogen", "site-f-paleblue", "site-g-lowmag"]
 MIXED_SEED = {"choose": 820_000_000, "check": 830_000_000}
 
 
-def record(model: Any, recorder: VoteRecorder, image: np.ndarray, code: str, mixed: bool) -> dict[str, Any]:
-    recorder.last = None
-    verdict = model.predict(image).verdict
-    assert recorder.last is not None
-    probs, boxes, dets = recorder.last
+def record(model: Any, image: np.ndarray, code: str, mixed: bool) -> dict[str, Any]:
+    prediction, (probs, boxes, dets) = predict_recording_vote(model, image)
+    verdict = prediction.verdict
     return {"code": code, "mixed": mixed, "verdict": verdict, "probs": probs, "crop_boxes": boxes, "dets": dets}
 
 
@@ -115,16 +113,13 @@ def main() -> None:
     rules: list[tuple[str, float] | None] = [None]
     rules += [("floor", float(f)) for f in args.floors.split(",") if f]
     rules += [("ratio", float(r)) for r in args.ratios.split(",") if r]
-    recorder = VoteRecorder()
-    runtime.gram_vote = recorder  # type: ignore[assignment]
     model_dir = _model_dir(args.model)
     model = runtime.GramStainModel(model_dir, threads=args.threads)
     t0 = time.perf_counter()
     recorded = {
-        name: [record(model, recorder, image, code, mixed) for image, code, mixed in rows]
+        name: [record(model, image, code, mixed) for image, code, mixed in rows]
         for name, rows in smears(args.set, args.limit, args.seed_offset).items()
     }
-    runtime.gram_vote = recorder.real
 
     def key(rule: tuple[str, float] | None) -> str:
         return "none" if rule is None else (str(rule[1]) if rule[0] == "floor" else f"ratio {rule[1]}")
